@@ -1,0 +1,27 @@
+# `make run` and `make test` set everything up themselves (venv, packages, PostgreSQL server).
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test setup postgres clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+postgres:
+	@scripts/ensure-postgres.sh
+
+setup: $(STAMP) postgres
+
+run: setup
+	$(VENV)/bin/pgmig run
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+clean:
+	-$(VENV)/bin/pgmig sandbox down
+	rm -rf $(VENV) .pytest_cache *.egg-info

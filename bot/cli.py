@@ -1,0 +1,147 @@
+"""`pgmig serve | shell | sandbox | run`: the entry point for every way of running pgmig."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import signal
+import sys
+
+from aiohttp import web
+
+from bot.app import build_bolt_app, build_web_app, web_client
+from bot.sandbox import Sandbox
+from bot.settings import Settings, SettingsError, load_settings, require_slack
+from bot.shell import Shell
+from bot.slack_directory import SlackDirectory
+from bot.tasks import TaskTracker
+from handlers.authz import Directory, StaticDirectory
+from handlers.context import Services
+from migration_core.secrets import RedactingFilter
+from migration_core.store import Store
+
+log = logging.getLogger("pgmig")
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+async def open_services(settings: Settings, directory: Directory) -> Services:
+    try:
+        store = await Store.open(settings.state_url)
+    except Exception as exc:
+        raise SettingsError(f"PGMIG_STATE: cannot open the state store: {type(exc).__name__}: {exc}") from None
+    return Services(settings.servers, store, settings.policy, directory)
+
+
+async def serve(settings: Settings, socket_mode: bool) -> None:
+    """Run until SIGINT/SIGTERM, then let running commands finish (up to 25 s)."""
+    require_slack(settings, socket_mode)
+    client = web_client(settings)
+    services = await open_services(settings, SlackDirectory(client))
+    tasks = TaskTracker()
+    app = build_bolt_app(settings, services, tasks, client)
+    runner = web.AppRunner(build_web_app(app, services))
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", settings.port).start()
+    socket_handler = None
+    if socket_mode:
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+        socket_handler = AsyncSocketModeHandler(app, settings.slack_app_token)
+        await socket_handler.connect_async()
+        log.info("connected to Slack in Socket Mode; /healthz on port %s", settings.port)
+    else:
+        log.info("listening on port %s: POST /slack/events, GET /healthz", settings.port)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: waiting for %d running command(s)", tasks.running)
+    if socket_handler:
+        await socket_handler.close_async()
+    await runner.cleanup()
+    await tasks.drain(timeout=25)
+    await services.store.close()
+
+
+async def shell(settings: Settings, user: str) -> None:
+    services = await open_services(settings, StaticDirectory())
+    try:
+        await Shell(services, user).run()
+    finally:
+        await services.store.close()
+
+
+def run_default(user: str) -> None:
+    """`make run`: Slack when credentials exist, otherwise the shell on the local sandbox."""
+    if os.environ.get("SLACK_BOT_TOKEN"):
+        asyncio.run(serve(load_settings(), socket_mode=bool(os.environ.get("SLACK_APP_TOKEN"))))
+        return
+    if os.environ.get("PGMIG_CONFIG"):
+        print("No SLACK_BOT_TOKEN: starting the shell adapter on PGMIG_CONFIG.")
+        asyncio.run(shell(load_settings(), user))
+        return
+    sandbox = Sandbox.default()
+    os.environ["PGMIG_CONFIG"] = str(sandbox.up())
+    print("No SLACK_BOT_TOKEN: starting the shell adapter on the local sandbox (see README to connect Slack).")
+    try:
+        asyncio.run(shell(load_settings(), user))
+    finally:
+        sandbox.stop()  # the data stays: the next `make run` starts in a second; `pgmig sandbox down` removes it
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pgmig", description="Chat-ops PostgreSQL migrations to Azure.")
+    p.add_argument("--log-level", default=os.environ.get("PGMIG_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = sub.add_parser("serve", help="serve Slack: HTTP (POST /slack/events) or --socket-mode")
+    s.add_argument("--socket-mode", action="store_true", help="connect with SLACK_APP_TOKEN (xapp-…)")
+    sh = sub.add_parser("shell", help="type /pgmig commands in a terminal (no Slack needed)")
+    sh.add_argument("--user", default=getpass.getuser(), help="who you are in pgmig (default: OS user)")
+    sb = sub.add_parser("sandbox", help="local throwaway source and target clusters")
+    sb.add_argument("action", choices=["up", "down", "stop", "status"])
+    r = sub.add_parser("run", help="what `make run` does: serve Slack if configured, else sandbox + shell")
+    r.add_argument("--user", default=getpass.getuser())
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging(args.log_level.upper())
+    try:
+        if args.command == "serve":
+            asyncio.run(serve(load_settings(), args.socket_mode))
+        elif args.command == "shell":
+            asyncio.run(shell(load_settings(), args.user))
+        elif args.command == "run":
+            run_default(args.user)
+        elif args.command == "sandbox":
+            sandbox = Sandbox.default()
+            if args.action == "up":
+                print(f"config written to {sandbox.up()}; use it with PGMIG_CONFIG={sandbox.config_file}")
+            elif args.action == "down":
+                sandbox.down()
+            elif args.action == "stop":
+                sandbox.stop()
+            else:
+                print(sandbox.status())
+    except SettingsError as exc:
+        print(f"pgmig: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a last line of defence: one readable line, the traceback only in debug
+        log.debug("fatal", exc_info=True)
+        print(f"pgmig: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Throwaway local PostgreSQL clusters on loopback: the sandbox, the tests and the benchmarks use them.
+
+PostgreSQL refuses to run as root, so under root every server program runs as an unprivileged user
+(`postgres` when it exists, else `nobody`) and the data directory is made for that user.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from migration_core.pgbin import find_bindir
+
+SUPERUSER = "postgres"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_as_user() -> str | None:
+    """The unprivileged account server programs run as when we are root; None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise RuntimeError("running as root and no unprivileged user (postgres, nobody) exists to run PostgreSQL")
+
+
+def reachable_by_server_user(path: Path) -> bool:
+    """Whether the account server programs run as can reach `path` (always true when not root)."""
+    user = run_as_user()
+    return user is None or _traversable_by(path, pwd.getpwnam(user).pw_uid)
+
+
+def _traversable_by(path: Path, uid: int) -> bool:
+    for parent in [path, *path.parents]:
+        try:
+            st = parent.stat()
+        except FileNotFoundError:
+            continue
+        if st.st_uid != uid and not st.st_mode & 0o001:
+            return False
+    return True
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+@dataclass
+class LocalCluster:
+    """One initdb'd cluster: `init()` once, `start()`/`stop()` as needed, `destroy()` at the end."""
+
+    root: Path
+    port: int = field(default_factory=free_port)
+    password: str = "pgmig-local"
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).absolute()
+        self.bindir = find_bindir("initdb", "pg_ctl", "postgres", "psql")
+        self.user = run_as_user()
+        if not reachable_by_server_user(self.root.parent):
+            raise ClusterError(f"{self.root} is not reachable by user {self.user}: choose a directory under "
+                               "/tmp or /var/tmp, or make its parents traversable (chmod o+x)")
+
+    @property
+    def datadir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def logfile(self) -> Path:
+        return self.root / "server.log"
+
+    def _cmd(self, *args: str) -> list[str]:
+        return (["runuser", "-u", self.user, "--"] if self.user else []) + list(args)
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self._cmd(*args), capture_output=True, text=True, cwd="/")
+        if check and proc.returncode != 0:
+            raise ClusterError(f"{Path(args[0]).name} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        return proc
+
+    @property
+    def initialized(self) -> bool:
+        return (self.datadir / "PG_VERSION").exists()
+
+    def init(self) -> "LocalCluster":
+        self.root.mkdir(parents=True, exist_ok=True)
+        pwfile = self.root / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if self.user:
+            account = pwd.getpwnam(self.user)
+            for p in (self.root, pwfile):
+                os.chown(p, account.pw_uid, account.pw_gid)
+        os.chmod(self.root, 0o755)
+        os.chmod(pwfile, 0o600)
+        self._run(str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", SUPERUSER,
+                  "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+        pwfile.unlink()
+        conf = {"listen_addresses": "'127.0.0.1'", "port": str(self.port),
+                "unix_socket_directories": f"'{self.root}'", "fsync": "off", "synchronous_commit": "off",
+                "full_page_writes": "off", "max_connections": "100", "shared_buffers": "128MB"}
+        conf.update(self.settings)
+        with open(self.datadir / "postgresql.conf", "a") as f:
+            f.write("\n# pgmig local cluster\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()))
+        return self
+
+    def start(self) -> "LocalCluster":
+        self._set_port()
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w",
+                  "-t", "60", "start")
+        return self
+
+    def _set_port(self) -> None:
+        """A restarted cluster keeps its port unless something else took it meanwhile."""
+        conf = self.datadir / "postgresql.conf"
+        text = conf.read_text()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", self.port))
+                return
+            except OSError:
+                pass
+        self.port = free_port()
+        conf.write_text(text + f"port = {self.port}\n")
+
+    def stop(self) -> None:
+        if self.running:
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop",
+                      check=False)
+
+    @property
+    def running(self) -> bool:
+        return self.initialized and self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "status",
+                                              check=False).returncode == 0
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def dsn(self, database: str = "postgres", user: str = SUPERUSER, password: str | None = None) -> str:
+        return f"postgresql://{user}:{password or self.password}@127.0.0.1:{self.port}/{database}"
+
+    def psql(self, sql: str = "", database: str = "postgres", file: Path | None = None) -> str:
+        """Run SQL (or a file) with psql, stopping at the first error."""
+        args = [str(self.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", "127.0.0.1",
+                "-p", str(self.port), "-U", SUPERUSER, "-d", database]
+        args += ["-f", str(file)] if file else ["-c", sql]
+        proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PGPASSWORD": self.password})
+        if proc.returncode != 0:
+            raise ClusterError(f"psql failed: {proc.stderr.strip()}")
+        return proc.stdout.strip()

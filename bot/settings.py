@@ -1,0 +1,169 @@
+"""Environment + TOML config → one typed Settings object, validated at start-up.
+
+Every problem names the offending key (`servers.onprem.port: …`). Secrets never live in the file:
+servers name the environment variable (or file) that holds their password.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from handlers.authz import Policy
+from migration_core import secrets
+from migration_core.servers import SSLMODES, ServerConfig
+
+DEFAULT_CONFIG = "pgmig.toml"
+DEFAULT_STATE = ".pgmig/state.sqlite"
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class SettingsError(Exception):
+    """A configuration problem, worded for the person who must fix the file or the environment."""
+
+
+@dataclass
+class Settings:
+    config_path: Path
+    servers: dict[str, ServerConfig] = field(default_factory=dict)
+    policy: Policy = field(default_factory=Policy)
+    state_url: str = DEFAULT_STATE
+    port: int = 3000
+    slack_bot_token: str = ""
+    slack_signing_secret: str = ""
+    slack_app_token: str = ""
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+
+
+_SLACK_KEYS = {"notify_channel": str, "approvers": list, "required_approvals": int, "operators": list,
+               "approval_timeout_minutes": int}
+_SERVER_KEYS = {"host": str, "port": int, "user": str, "password_env": str, "password_file": str,
+                "sslmode": str, "database": str, "connect_timeout": (int, float)}
+_SECTIONS = {"slack", "servers"}
+
+
+def _unknown(key: str, allowed: set[str] | dict, where: str) -> SettingsError:
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    hint = f" (did you mean `{close[0]}`?)" if close else ""
+    return SettingsError(f"{where}{key}: unknown key{hint}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _typed(table: Mapping[str, Any], schema: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in schema:
+            raise _unknown(key, schema, where)
+        expected = schema[key]
+        if isinstance(value, bool) or not isinstance(value, expected):
+            name = {str: "a string", int: "an integer", list: "a list", (int, float): "a number"}[expected]
+            raise SettingsError(f"{where}{key}: expected {name}, got {value!r}")
+        out[key] = value
+    return out
+
+
+def _server(name: str, table: Any) -> ServerConfig:
+    where = f"servers.{name}."
+    if not SERVER_NAME.match(name):
+        raise SettingsError(f"servers.{name}: a server name is letters, digits, '-', '_' or '.', "
+                            "so that it can be typed in a command")
+    if not isinstance(table, dict):
+        raise SettingsError(f"servers.{name}: expected a table of settings")
+    values = _typed(table, _SERVER_KEYS, where)
+    if "host" not in values:
+        raise SettingsError(f"{where}host: required (the server's address)")
+    if not 1 <= values.get("port", 5432) <= 65535:
+        raise SettingsError(f"{where}port: expected 1–65535, got {values['port']}")
+    if values.get("sslmode", "prefer") not in SSLMODES:
+        raise SettingsError(f"{where}sslmode: expected one of {', '.join(SSLMODES)}, got {values['sslmode']!r}")
+    if "password_env" in values and "password_file" in values:
+        raise SettingsError(f"{where}password_env: give password_env or password_file, not both")
+    if values.get("connect_timeout", 10) <= 0:
+        raise SettingsError(f"{where}connect_timeout: expected seconds > 0")
+    return ServerConfig(name=name, **values)
+
+
+def _policy(table: Any) -> Policy:
+    if not isinstance(table, dict):
+        raise SettingsError("slack: expected a table of settings")
+    values = _typed(table, _SLACK_KEYS, "slack.")
+    for key in ("approvers", "operators"):
+        for item in values.get(key, []):
+            if not isinstance(item, str) or not re.match(r"^[USW][A-Z0-9]+$", item):
+                raise SettingsError(f"slack.{key}: {item!r} is not a Slack user (U…/W…) or user-group (S…) id")
+        values[key] = tuple(values.get(key, ()))
+    if values.get("required_approvals", 1) < 1:
+        raise SettingsError("slack.required_approvals: expected at least 1")
+    if values.get("approval_timeout_minutes", 60) < 1:
+        raise SettingsError("slack.approval_timeout_minutes: expected at least 1")
+    return Policy(**values)
+
+
+def parse_config(data: dict[str, Any]) -> tuple[dict[str, ServerConfig], Policy]:
+    for section in data:
+        if section not in _SECTIONS:
+            raise _unknown(section, _SECTIONS, "")
+    servers_table = data.get("servers", {})
+    if not isinstance(servers_table, dict):
+        raise SettingsError("servers: expected tables like [servers.NAME]")
+    servers = {name: _server(name, table) for name, table in servers_table.items()}
+    policy = _policy(data.get("slack", {}))
+    return servers, policy
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, require_config: bool = True) -> Settings:
+    """Read PGMIG_CONFIG (default ./pgmig.toml) and the environment; raise SettingsError on any problem."""
+    env = os.environ if env is None else env
+    path = Path(env.get("PGMIG_CONFIG") or DEFAULT_CONFIG)
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
+    elif require_config:
+        raise SettingsError(f"config file {path} not found: copy pgmig.example.toml to {path} "
+                            "or set PGMIG_CONFIG (`pgmig sandbox up` writes one for local clusters)")
+    try:
+        servers, policy = parse_config(data)
+    except SettingsError as exc:
+        raise SettingsError(f"{path}: {exc}") from None
+    try:
+        port = int(env.get("PORT", "3000"))
+    except ValueError:
+        raise SettingsError(f"PORT: expected a number, got {env.get('PORT')!r}") from None
+    settings = Settings(
+        config_path=path, servers=servers, policy=policy,
+        state_url=env.get("PGMIG_STATE") or DEFAULT_STATE, port=port,
+        slack_bot_token=env.get("SLACK_BOT_TOKEN", ""), slack_signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
+        slack_app_token=env.get("SLACK_APP_TOKEN", ""),
+        slack_api_url=env.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL)
+    for secret in (settings.slack_bot_token, settings.slack_signing_secret, settings.slack_app_token):
+        secrets.register(secret)
+    secrets.register(_url_password(settings.state_url))
+    return settings
+
+
+def _url_password(url: str) -> str | None:
+    match = re.match(r"^postgres(?:ql)?://[^:/@]+:([^@]+)@", url)
+    return match.group(1) if match else None
+
+
+def require_slack(settings: Settings, socket_mode: bool) -> None:
+    """Serving Slack needs its credentials; say exactly which are missing."""
+    missing = [name for name, value in (("SLACK_BOT_TOKEN", settings.slack_bot_token),
+                                        ("SLACK_SIGNING_SECRET", settings.slack_signing_secret)) if not value]
+    if socket_mode:
+        missing = [m for m in missing if m != "SLACK_SIGNING_SECRET"]
+        if not settings.slack_app_token.startswith("xapp-"):
+            missing.append("SLACK_APP_TOKEN (an app-level token, xapp-…)")
+    if missing:
+        raise SettingsError("to serve Slack set " + ", ".join(missing) +
+                            " (see README: Slack app setup); without them use `pgmig shell`")

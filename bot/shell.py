@@ -1,0 +1,83 @@
+"""The shell adapter: every `/pgmig` command in a terminal, no Slack workspace needed.
+
+Type the same lines as in Slack (`/pgmig check source target`, or just `check source target`);
+replies are rendered as text; buttons are numbered and pressed with `press 2` or `press Re-run check`.
+Reads a script from standard input when it is not a terminal: `pgmig shell < script.txt`.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+
+from bot.textrender import Button, render
+from handlers import router
+from handlers.context import Invocation, Reply, Services
+
+PROMPT = "pgmig> "
+BANNER = "pgmig shell — type `help` for commands, `quit` to leave."
+
+
+class Shell:
+    def __init__(self, services: Services, user: str, write: Callable[[str], None] = print) -> None:
+        self.services = services
+        self.invocation = Invocation(user=user, channel="shell", transport="shell")
+        self.write = write
+        self.buttons: list[Button] = []
+
+    async def execute(self, line: str) -> bool:
+        """Run one line; False means the user asked to leave."""
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return True
+        if line.lower() in ("quit", "exit", "\\q"):
+            return False
+        if line.lower().startswith("press"):
+            await self._press(line[5:].strip())
+            return True
+        text = line.removeprefix("/pgmig").strip() if line.startswith("/pgmig") else line
+        working = router.ack_text(text)
+        if working:
+            self.write(f"⏳ {working}")
+        self._show(await router.handle_command(text, self.invocation, self.services))
+        return True
+
+    async def _press(self, which: str) -> None:
+        button = self._find(which)
+        if button is None:
+            choices = ", ".join(f"{i}: {b.label}" for i, b in enumerate(self.buttons, 1)) or "none on screen"
+            self.write(f"❌ no button `{which}` (buttons: {choices})")
+            return
+        self.write(f"(pressed {button.label})")
+        self._show(await router.handle_action(button.action_id, button.value, self.invocation, self.services))
+
+    def _find(self, which: str) -> Button | None:
+        if which.isdigit() and 1 <= int(which) <= len(self.buttons):
+            return self.buttons[int(which) - 1]
+        matches = [b for b in self.buttons if b.label.lower() == which.lower()]
+        return matches[-1] if matches else None
+
+    def _show(self, reply: Reply) -> None:
+        text, buttons = render(reply.text, reply.blocks)
+        if buttons:
+            self.buttons = buttons
+        self.write(text)
+
+    async def run(self, interactive: bool | None = None) -> None:
+        interactive = sys.stdin.isatty() if interactive is None else interactive
+        if interactive:
+            self.write(BANNER)
+        while True:
+            try:
+                if interactive:
+                    line = await asyncio.to_thread(input, PROMPT)
+                else:
+                    line = await asyncio.to_thread(sys.stdin.readline)
+                    if not line:
+                        return
+            except EOFError:
+                return
+            if not interactive and line.strip():
+                self.write(f"{PROMPT}{line.strip()}")
+            if not await self.execute(line):
+                return

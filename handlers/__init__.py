@@ -1,0 +1,1 @@
+"""Command handlers: parse `/pgmig` text and clicks, authorize, call the core, render Block Kit."""

@@ -1,0 +1,6 @@
+"""Block Kit action ids: the contract between the buttons we render and the handlers that receive them."""
+from enum import Enum
+
+
+class Action(str, Enum):
+    RERUN_CHECK = "pgmig.check.rerun"

@@ -1,0 +1,42 @@
+"""`/pgmig check SOURCE TARGET`: the pre-flight report, and its Re-run button."""
+from __future__ import annotations
+
+import shlex
+
+from handlers import messages
+from handlers.context import Invocation, Reply, Services
+from handlers.grammar import ParsedCommand
+from migration_core.preflight import Mode, PreflightRequest, run_preflight
+from migration_core.servers import ServerConfig
+
+
+def resolve_servers(svc: Services, *names: str) -> list[ServerConfig] | Reply:
+    """Look configured servers up by name, or explain which names are unknown."""
+    unknown = [n for n in names if n not in svc.servers]
+    if unknown:
+        known = ", ".join(sorted(svc.servers)) or "none configured"
+        return messages.error_message(f"unknown server {', '.join(unknown)}; configured servers: {known}")
+    return [svc.servers[n] for n in names]
+
+
+def command_text(cmd: ParsedCommand) -> str:
+    """The canonical command text, for the Re-run button and the audit log."""
+    a = cmd.args
+    parts = ["check", a["source"], a["target"]]
+    if a.get("db"):
+        parts += ["--db", ",".join(a["db"])]
+    parts += ["--mode", a["mode"]]
+    if a.get("replica_identity_full"):
+        parts.append("--replica-identity-full")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+async def check_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    servers = resolve_servers(svc, cmd.args["source"], cmd.args["target"])
+    if isinstance(servers, Reply):
+        return servers
+    source, target = servers
+    report = await run_preflight(PreflightRequest(
+        source, target, databases=cmd.args.get("db") or [], mode=Mode(cmd.args["mode"]),
+        replica_identity_full=bool(cmd.args.get("replica_identity_full"))))
+    return messages.preflight_message(report, command_text(cmd))

@@ -1,0 +1,37 @@
+"""What every handler receives (who asked, where, the services) and returns (a Reply)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from handlers.authz import Directory, Policy
+from migration_core.servers import ServerConfig
+from migration_core.store import Store
+
+
+@dataclass
+class Invocation:
+    """Who typed or clicked, and where: the same for Slack and the shell."""
+
+    user: str
+    channel: str = ""
+    transport: str = "slack"
+
+
+@dataclass
+class Services:
+    """Long-lived things handlers use; built once by the bot at start-up."""
+
+    servers: dict[str, ServerConfig]
+    store: Store
+    policy: Policy
+    directory: Directory
+
+
+@dataclass
+class Reply:
+    """A message to show: `text` is the notification/fallback, `blocks` the Block Kit body."""
+
+    text: str
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    ephemeral: bool = True

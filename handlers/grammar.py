@@ -1,0 +1,152 @@
+"""The `/pgmig` command language: one spec per command, from which parsing, usage and help all come."""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str                      # "--db"
+    help: str
+    kind: str = "str"              # str | int | list | flag | choice
+    choices: tuple[str, ...] = ()
+    metavar: str = ""
+    default: Any = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def usage(self) -> str:
+        if self.kind == "flag":
+            return f"[{self.flag}]"
+        meta = "|".join(self.choices) if self.kind == "choice" else (self.metavar or self.dest.upper())
+        return f"[{self.flag} {meta}]"
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    summary: str
+    example: str
+    positionals: tuple[str, ...] = ()
+    optional_positionals: tuple[str, ...] = ()
+    options: tuple[Option, ...] = ()
+    working: str = ""              # set for slow commands: what the immediate ack says
+
+    @property
+    def usage(self) -> str:
+        parts = ["/pgmig", self.name, *self.positionals, *(f"[{p}]" for p in self.optional_positionals)]
+        return " ".join(parts + [o.usage for o in self.options])
+
+
+@dataclass
+class ParsedCommand:
+    spec: CommandSpec
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class UsageError(Exception):
+    """The text did not parse; ``spec`` is the command it was meant to be, when known."""
+
+    def __init__(self, message: str, spec: CommandSpec | None = None) -> None:
+        super().__init__(message)
+        self.spec = spec
+
+
+COMMANDS: dict[str, CommandSpec] = {s.name: s for s in (
+    CommandSpec("help", "Show every command, or one command's usage", "/pgmig help check",
+                optional_positionals=("COMMAND",)),
+    CommandSpec("servers", "List the configured servers (never their passwords)", "/pgmig servers"),
+    CommandSpec(
+        "check", "Run the pre-flight checks a migration from SOURCE to TARGET must pass",
+        "/pgmig check onprem-sales azure-sales --db sales,billing",
+        positionals=("SOURCE", "TARGET"),
+        options=(
+            Option("--db", "databases to check, comma-separated (default: every user database)", "list",
+                   metavar="a,b"),
+            Option("--mode", "the kind of migration to check for", "choice", ("online", "offline"),
+                   default="online"),
+            Option("--replica-identity-full", "accept tables without a primary key (pgmig sets REPLICA "
+                   "IDENTITY FULL on them)", "flag", default=False),
+        ),
+        working="Running pre-flight checks…"),
+)}
+
+
+def parse(text: str) -> ParsedCommand:
+    """Parse the text after `/pgmig`. Raises :class:`UsageError` with a message that names what was wrong."""
+    try:
+        tokens = shlex.split(text.replace("\u201c", '"').replace("\u201d", '"'))
+    except ValueError as exc:
+        raise UsageError(f"could not read the command: {exc}") from None
+    if not tokens:
+        return ParsedCommand(COMMANDS["help"])
+    name = tokens[0].lower()
+    spec = COMMANDS.get(name)
+    if spec is None:
+        raise UsageError(f"unknown command `{tokens[0]}`")
+    args: dict[str, Any] = {o.dest: o.default for o in spec.options}
+    options = {o.flag: o for o in spec.options}
+    positionals: list[str] = []
+    rest = tokens[1:]
+    i = 0
+    while i < len(rest):
+        token = rest[i]
+        if token.startswith("--"):
+            flag, eq, inline = token.partition("=")
+            opt = options.get(flag.replace("\u2014", "--"))
+            if opt is None:
+                raise UsageError(f"`{spec.name}` has no option `{flag}`", spec)
+            if opt.kind == "flag":
+                if eq:
+                    raise UsageError(f"`{flag}` takes no value", spec)
+                args[opt.dest] = True
+                i += 1
+                continue
+            if eq:
+                value = inline
+            elif i + 1 < len(rest):
+                value, i = rest[i + 1], i + 1
+            else:
+                raise UsageError(f"`{flag}` needs a value", spec)
+            args[opt.dest] = _convert(opt, value, spec)
+        else:
+            positionals.append(token)
+        i += 1
+    allowed = len(spec.positionals) + len(spec.optional_positionals)
+    if len(positionals) < len(spec.positionals):
+        missing = " ".join(spec.positionals[len(positionals):])
+        raise UsageError(f"`{spec.name}` needs {missing}", spec)
+    if len(positionals) > allowed:
+        extra = " ".join(positionals[allowed:])
+        raise UsageError(f"`{spec.name}` does not take `{extra}`", spec)
+    names = spec.positionals + spec.optional_positionals
+    for meta, value in zip(names, positionals + [None] * (allowed - len(positionals))):
+        args[meta.lower()] = value
+    return ParsedCommand(spec, args)
+
+
+def _convert(opt: Option, value: str, spec: CommandSpec) -> Any:
+    if opt.kind == "int":
+        try:
+            return int(value)
+        except ValueError:
+            raise UsageError(f"`{opt.flag}` needs a whole number, not `{value}`", spec) from None
+    if opt.kind == "choice":
+        if value.lower() not in opt.choices:
+            raise UsageError(f"`{opt.flag}` must be one of {', '.join(opt.choices)}, not `{value}`", spec)
+        return value.lower()
+    if opt.kind == "list":
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if not items:
+            raise UsageError(f"`{opt.flag}` needs at least one name", spec)
+        return items
+    return value

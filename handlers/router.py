@@ -1,0 +1,70 @@
+"""The one entry point every transport calls: text or click in, Reply out, audited, never a traceback."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from handlers import messages
+from handlers.actions import Action
+from handlers.check import check_command
+from handlers.context import Invocation, Reply, Services
+from handlers.grammar import ParsedCommand, UsageError, parse
+from handlers.info import help_command, servers_command
+from migration_core.models import AuditEntry
+from migration_core.secrets import redact
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[ParsedCommand, Invocation, Services], Awaitable[Reply]]
+
+HANDLERS: dict[str, Handler] = {
+    "help": help_command,
+    "servers": servers_command,
+    "check": check_command,
+}
+
+# A button press re-enters as the command text it carries.
+ACTION_COMMANDS = {Action.RERUN_CHECK.value}
+
+
+def ack_text(text: str) -> str | None:
+    """What to show at once while a slow command runs; None for commands that answer quickly."""
+    try:
+        return parse(text).spec.working or None
+    except UsageError:
+        return None
+
+
+async def handle_command(text: str, inv: Invocation, svc: Services) -> Reply:
+    """Parse, audit, run. Bad input gets usage help; an unexpected failure gets a short apology."""
+    try:
+        cmd = parse(text)
+    except UsageError as err:
+        await _audit(svc, inv, "command.rejected", f"{text!r}: {err}")
+        return messages.usage_error(err)
+    await _audit(svc, inv, "command", f"/pgmig {text}".strip())
+    try:
+        return await HANDLERS[cmd.name](cmd, inv, svc)
+    except Exception as exc:  # the user gets one readable line; the log keeps the traceback
+        log.exception("command %r failed", cmd.name)
+        await _audit(svc, inv, "command.failed", f"{cmd.name}: {type(exc).__name__}: {exc}")
+        return messages.error_message(
+            f"`{cmd.name}` failed unexpectedly ({type(exc).__name__}: {redact(str(exc))[:300]}). "
+            "Nothing was changed; the details are in pgmig's log.")
+
+
+async def handle_action(action_id: str, value: str, inv: Invocation, svc: Services) -> Reply:
+    """A button press: buttons that repeat a command carry its text as their value."""
+    if action_id in ACTION_COMMANDS:
+        await _audit(svc, inv, "action", f"{action_id}: {value}")
+        return await handle_command(value, inv, svc)
+    await _audit(svc, inv, "action.unknown", action_id)
+    return messages.error_message("that button is no longer handled by this version of pgmig")
+
+
+async def _audit(svc: Services, inv: Invocation, action: str, detail: str) -> None:
+    try:
+        await svc.store.audit(AuditEntry(actor=inv.user, action=action, detail=redact(detail),
+                                         channel=inv.channel))
+    except Exception:  # an audit hiccup must not eat the user's answer
+        log.exception("could not write audit entry %s", action)

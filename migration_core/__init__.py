@@ -1,0 +1,1 @@
+"""The migration brain: pure asyncio, no Slack imports."""

@@ -1,0 +1,144 @@
+"""Configured servers: connection parameters, secrets from the environment, readable failures."""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from migration_core import secrets
+
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+class ConnectionProblem(Exception):
+    """A server could not be reached or logged into; ``str()`` is one readable line, ``fix`` says what to do."""
+
+    def __init__(self, server: str, message: str, fix: str = "") -> None:
+        super().__init__(secrets.redact(f"{server}: {message}"))
+        self.server = server
+        self.message = secrets.redact(message)
+        self.fix = secrets.redact(fix)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """One `[servers.NAME]` entry. The password is never stored here, only where to find it."""
+
+    name: str
+    host: str
+    port: int = 5432
+    user: str = "postgres"
+    password_env: str | None = None
+    password_file: str | None = None
+    sslmode: str = "prefer"
+    database: str = "postgres"
+    connect_timeout: float = 10.0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def password(self) -> str | None:
+        """Read the password from the named env var or file; a named but missing source is an error."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConnectionProblem(
+                    self.name,
+                    f"the password environment variable {self.password_env} is not set",
+                    f"export {self.password_env}=… in the environment pgmig runs in",
+                )
+            secrets.register(value)
+            return value
+        if self.password_file:
+            try:
+                value = Path(self.password_file).read_text().strip()
+            except OSError as exc:
+                raise ConnectionProblem(
+                    self.name,
+                    f"cannot read password_file {self.password_file}: {exc.strerror}",
+                    "check the path and that pgmig may read it",
+                ) from None
+            secrets.register(value)
+            return value
+        return None
+
+    async def connect(self, database: str | None = None) -> asyncpg.Connection:
+        """Open a connection, turning every failure into a :class:`ConnectionProblem`."""
+        password = self.password()
+        dbname = database or self.database
+        try:
+            return await asyncpg.connect(
+                host=self.host,
+                port=self.port,
+                user=self.user,
+                password=password,
+                database=dbname,
+                ssl=self.sslmode,
+                timeout=self.connect_timeout,
+                command_timeout=max(self.connect_timeout, 60.0),
+                server_settings={"application_name": "pgmig"},
+            )
+        except Exception as exc:  # every driver/socket failure becomes one readable line
+            raise self.explain(exc, dbname) from None
+
+    def explain(self, exc: BaseException, dbname: str) -> ConnectionProblem:
+        """Translate a driver or socket exception into what a person can act on."""
+        where = f"{self.address}"
+        if isinstance(exc, socket.gaierror):
+            return ConnectionProblem(
+                self.name, f"cannot resolve host '{self.host}' (DNS lookup failed)",
+                f"check `host` in [servers.{self.name}] and this machine's DNS",
+            )
+        if isinstance(exc, ConnectionRefusedError):
+            return ConnectionProblem(
+                self.name, f"connection refused at {where}",
+                "is PostgreSQL running and listening there? check `listen_addresses`, the port and firewalls",
+            )
+        if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+            return ConnectionProblem(
+                self.name, f"no answer from {where} within {self.connect_timeout:g} s",
+                "check the network path and firewall rules (on Azure: the server's firewall rules)",
+            )
+        if isinstance(exc, asyncpg.InvalidPasswordError):
+            source = f"env var {self.password_env}" if self.password_env else (
+                f"file {self.password_file}" if self.password_file else "the server's config (no password set)")
+            return ConnectionProblem(
+                self.name, f"password authentication failed for user '{self.user}'",
+                f"check the password in {source}",
+            )
+        if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+            return ConnectionProblem(
+                self.name, f"the server refused the login: {exc}",
+                "add a pg_hba.conf entry for this client (or set sslmode=require if only hostssl entries exist)",
+            )
+        if isinstance(exc, asyncpg.InvalidCatalogNameError):
+            return ConnectionProblem(
+                self.name, f"database '{dbname}' does not exist on {where}",
+                "check the database name (`/pgmig check … --db`) or `database` in the server's config",
+            )
+        if isinstance(exc, asyncpg.TooManyConnectionsError):
+            return ConnectionProblem(
+                self.name, f"too many connections: {exc}",
+                "free connections or raise max_connections on the server",
+            )
+        if isinstance(exc, asyncpg.CannotConnectNowError):
+            return ConnectionProblem(self.name, f"the server is not accepting connections: {exc}",
+                                     "wait for it to finish starting up or recovering")
+        if isinstance(exc, ssl.SSLError) or "ssl" in str(exc).lower():
+            return ConnectionProblem(
+                self.name, f"SSL negotiation failed with {where}: {exc}",
+                f"check `sslmode` (now '{self.sslmode}') against the server's ssl setting and certificates",
+            )
+        if isinstance(exc, asyncpg.PostgresError):
+            return ConnectionProblem(self.name, f"{exc}", "")
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            return ConnectionProblem(self.name, f"cannot connect to {where}: {reason}",
+                                     "check host, port and the network path")
+        return ConnectionProblem(self.name, f"cannot connect to {where}: {type(exc).__name__}: {exc}")

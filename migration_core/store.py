@@ -1,0 +1,205 @@
+"""The persistent state store: SQLite (embedded default) or PostgreSQL (several bot replicas).
+
+Both backends run the same SQL; it is written with asyncpg's `$n` placeholders, which SQLite also
+understands as `?n`. Timestamps are ISO-8601 UTC text and structured fields JSON text, so a row reads
+the same from either backend.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import asyncpg
+
+from migration_core.models import Approval, AuditEntry, Migration, State, Step, utcnow
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS pgmig_counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS pgmig_migration (
+        id TEXT PRIMARY KEY, source TEXT NOT NULL, target TEXT NOT NULL, databases TEXT NOT NULL,
+        mode TEXT NOT NULL, state TEXT NOT NULL, requested_by TEXT NOT NULL, channel TEXT NOT NULL,
+        options TEXT NOT NULL, error TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS pgmig_step (
+        migration_id TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL, detail TEXT NOT NULL,
+        started_at TEXT, finished_at TEXT, PRIMARY KEY (migration_id, name))""",
+    """CREATE TABLE IF NOT EXISTS pgmig_approval (
+        migration_id TEXT NOT NULL, approver TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
+        at TEXT NOT NULL, PRIMARY KEY (migration_id, approver))""",
+    """CREATE TABLE IF NOT EXISTS pgmig_audit (
+        at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL,
+        migration_id TEXT NOT NULL, channel TEXT NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS pgmig_audit_migration ON pgmig_audit (migration_id, at)""",
+]
+
+
+class _Backend(Protocol):
+    async def execute(self, sql: str, *args: Any) -> int: ...
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]: ...
+    async def close(self) -> None: ...
+
+
+class _SQLite:
+    """sqlite3 on a worker thread: every statement is short, and one lock keeps them in order."""
+
+    def __init__(self, path: str) -> None:
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(Path(path).expanduser()), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._lock = asyncio.Lock()
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return re.sub(r"\$(\d+)", r"?\1", sql)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self._lock:
+            cur = await asyncio.to_thread(self._db.execute, self._sql(sql), args)
+            return cur.rowcount
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        async with self._lock:
+            def run() -> list[dict[str, Any]]:
+                return [dict(r) for r in self._db.execute(self._sql(sql), args).fetchall()]
+            return await asyncio.to_thread(run)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._db.close)
+
+
+class _Postgres:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        status = await self._pool.execute(sql, *args)
+        tail = status.rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self._pool.fetch(sql, *args)]
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class Store:
+    """Migrations, steps, approvals and audit entries; survives restarts; safe for concurrent replicas."""
+
+    def __init__(self, backend: _Backend, url: str) -> None:
+        self._db = backend
+        self.url = url
+
+    @classmethod
+    async def open(cls, url: str) -> "Store":
+        """`postgresql://…` opens a pool on that database; anything else is a SQLite file path."""
+        if url.startswith(("postgres://", "postgresql://")):
+            backend: _Backend = _Postgres(await asyncpg.create_pool(url, min_size=1, max_size=4))
+        else:
+            path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+            backend = _SQLite(path)
+        store = cls(backend, url)
+        for ddl in SCHEMA:
+            await backend.execute(ddl)
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def ping(self) -> bool:
+        return bool(await self._db.fetch("SELECT 1 AS ok"))
+
+    async def next_migration_id(self) -> str:
+        """Short typable ids (`mig-7`), allocated atomically so two replicas never share one."""
+        rows = await self._db.fetch(
+            "INSERT INTO pgmig_counter (name, value) VALUES ('migration', 1) "
+            "ON CONFLICT (name) DO UPDATE SET value = pgmig_counter.value + 1 RETURNING value")
+        return f"mig-{rows[0]['value']}"
+
+    async def create_migration(self, m: Migration) -> Migration:
+        await self._db.execute(
+            "INSERT INTO pgmig_migration VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+            m.id, m.source, m.target, json.dumps(m.databases), m.mode, m.state.value, m.requested_by,
+            m.channel, json.dumps(m.options), m.error, _ts(m.created_at), _ts(m.updated_at))
+        return m
+
+    async def get_migration(self, migration_id: str) -> Migration | None:
+        rows = await self._db.fetch("SELECT * FROM pgmig_migration WHERE id = $1", migration_id)
+        return self._migration(rows[0]) if rows else None
+
+    async def list_migrations(self, active_only: bool = False) -> list[Migration]:
+        rows = await self._db.fetch("SELECT * FROM pgmig_migration ORDER BY created_at")
+        found = [self._migration(r) for r in rows]
+        return [m for m in found if not m.state.finished] if active_only else found
+
+    async def transition(self, migration_id: str, to: State, *, expect: tuple[State, ...] = (),
+                         error: str = "") -> bool:
+        """Move to `to` only if the migration is in one of `expect` (any state when empty).
+
+        The conditional UPDATE is what makes double clicks and racing replicas harmless.
+        """
+        sql = "UPDATE pgmig_migration SET state = $1, error = $2, updated_at = $3 WHERE id = $4"
+        args: list[Any] = [to.value, error, _ts(utcnow()), migration_id]
+        if expect:
+            marks = ",".join(f"${i}" for i in range(5, 5 + len(expect)))
+            sql += f" AND state IN ({marks})"
+            args += [s.value for s in expect]
+        return await self._db.execute(sql, *args) == 1
+
+    async def save_step(self, step: Step) -> None:
+        await self._db.execute(
+            "INSERT INTO pgmig_step VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (migration_id, name) DO UPDATE "
+            "SET state = excluded.state, detail = excluded.detail, started_at = excluded.started_at, "
+            "finished_at = excluded.finished_at",
+            step.migration_id, step.name, step.state, step.detail, _ts(step.started_at), _ts(step.finished_at))
+
+    async def steps(self, migration_id: str) -> list[Step]:
+        rows = await self._db.fetch(
+            "SELECT * FROM pgmig_step WHERE migration_id = $1 ORDER BY started_at, name", migration_id)
+        return [Step(r["migration_id"], r["name"], r["state"], r["detail"], _dt(r["started_at"]),
+                     _dt(r["finished_at"])) for r in rows]
+
+    async def add_approval(self, a: Approval) -> bool:
+        """Record one decision per person; a repeated click returns False and changes nothing."""
+        return await self._db.execute(
+            "INSERT INTO pgmig_approval VALUES ($1,$2,$3,$4,$5) ON CONFLICT (migration_id, approver) DO NOTHING",
+            a.migration_id, a.approver, a.decision, a.reason, _ts(a.at)) == 1
+
+    async def approvals(self, migration_id: str) -> list[Approval]:
+        rows = await self._db.fetch("SELECT * FROM pgmig_approval WHERE migration_id = $1 ORDER BY at",
+                                    migration_id)
+        return [Approval(r["migration_id"], r["approver"], r["decision"], r["reason"], _dt(r["at"]))
+                for r in rows]
+
+    async def audit(self, e: AuditEntry) -> None:
+        await self._db.execute("INSERT INTO pgmig_audit VALUES ($1,$2,$3,$4,$5,$6)",
+                               _ts(e.at), e.actor, e.action, e.detail, e.migration_id, e.channel)
+
+    async def audit_log(self, migration_id: str | None = None, limit: int = 200) -> list[AuditEntry]:
+        where, args = ("WHERE migration_id = $2", [limit, migration_id]) if migration_id else ("", [limit])
+        rows = await self._db.fetch(f"SELECT * FROM pgmig_audit {where} ORDER BY at DESC LIMIT $1", *args)
+        return [AuditEntry(r["actor"], r["action"], r["detail"], r["migration_id"], r["channel"], _dt(r["at"]))
+                for r in reversed(rows)]
+
+    @staticmethod
+    def _migration(r: dict[str, Any]) -> Migration:
+        return Migration(
+            id=r["id"], source=r["source"], target=r["target"], databases=json.loads(r["databases"]),
+            mode=r["mode"], state=State(r["state"]), requested_by=r["requested_by"], channel=r["channel"],
+            options=json.loads(r["options"]), error=r["error"], created_at=_dt(r["created_at"]),
+            updated_at=_dt(r["updated_at"]))

@@ -1,0 +1,145 @@
+"""A local fake of Slack: the Web API (as slack-sdk calls it), response_url endpoints and Socket Mode.
+
+It runs on 127.0.0.1 only, records every call, and answers the way Slack does, so the real slack-bolt and
+slack-sdk code paths run unchanged (the approach of bolt-python's own test suite).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import WSMsgType, web
+from slack_sdk.signature import SignatureVerifier
+
+SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
+BOT_TOKEN = "xoxb-test-bot-token"
+APP_TOKEN = "xapp-test-app-token"
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+
+
+@dataclass
+class FakeSlack:
+    calls: list[Call] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)   # what arrived on response_urls
+    usergroups: dict[str, list[str]] = field(default_factory=dict)
+    socket_acks: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        self._changed = asyncio.Condition()
+        self._ws: web.WebSocketResponse | None = None
+        self._ws_ready = asyncio.Event()
+        self._ts = 1700000000.000100
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api/"
+
+    def response_url(self, key: str = "1") -> str:
+        return f"{self.url}/response/{key}"
+
+    async def start(self) -> "FakeSlack":
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_post("/response/{key}", self._response)
+        app.router.add_get("/socket", self._socket)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        await self._runner.cleanup()
+
+    async def _record(self, target: list, item: Any) -> None:
+        async with self._changed:
+            target.append(item)
+            self._changed.notify_all()
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        body = await request.text()
+        if request.content_type == "application/json":
+            params = json.loads(body or "{}")
+        else:
+            params = dict(parse_qsl(body))
+        params.update(request.query)
+        await self._record(self.calls, Call(method, params))
+        return web.json_response(self._answer(method, params))
+
+    def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if method == "auth.test":
+            return {"ok": True, "url": "https://pgmig-test.slack.com/", "team": "pgmig", "user": "pgmig",
+                    "team_id": "T0TEST", "user_id": "U0BOT", "bot_id": "B0BOT"}
+        if method in ("chat.postMessage", "chat.postEphemeral", "chat.update"):
+            self._ts += 1
+            return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts") or f"{self._ts:.6f}"}
+        if method == "usergroups.users.list":
+            group = params.get("usergroup", "")
+            if group not in self.usergroups:
+                return {"ok": False, "error": "no_such_subteam"}
+            return {"ok": True, "users": self.usergroups[group]}
+        if method == "apps.connections.open":
+            return {"ok": True, "url": self.url.replace("http://", "ws://") + "/socket"}
+        return {"ok": True}
+
+    async def _response(self, request: web.Request) -> web.Response:
+        await self._record(self.responses, {"key": request.match_info["key"], **await request.json()})
+        return web.Response(text="ok")
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._ws = ws
+        await ws.send_json({"type": "hello", "num_connections": 1})
+        self._ws_ready.set()
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await self._record(self.socket_acks, json.loads(msg.data))
+        return ws
+
+    async def send_envelope(self, envelope_type: str, payload: dict[str, Any], envelope_id: str) -> None:
+        await asyncio.wait_for(self._ws_ready.wait(), 10)
+        assert self._ws is not None
+        await self._ws.send_json({"envelope_id": envelope_id, "type": envelope_type, "payload": payload,
+                                  "accepts_response_payload": envelope_type == "slash_commands"})
+
+    async def wait_for(self, what: str, predicate, timeout: float = 30.0) -> Any:
+        """Wait until a recorded item of kind `what` (calls, responses, socket_acks) matches."""
+        items = getattr(self, what)
+        async with self._changed:
+            deadline = time.monotonic() + timeout
+            while True:
+                for item in items:
+                    if predicate(item):
+                        return item
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"nothing in {what} matched within {timeout}s; got {items!r}")
+                try:
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
+
+
+def signed_headers(body: str, secret: str = SIGNING_SECRET, timestamp: int | None = None,
+                   content_type: str = "application/x-www-form-urlencoded") -> dict[str, str]:
+    """Headers exactly as Slack sends them: v0 HMAC-SHA256 over `v0:timestamp:body`."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    return {"X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": SignatureVerifier(secret).generate_signature(timestamp=ts, body=body),
+            "Content-Type": content_type}

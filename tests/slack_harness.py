@@ -1,0 +1,85 @@
+"""Runs the real pgmig aiohttp + slack-bolt app on loopback, wired to the fake Slack."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+
+from bot.app import build_bolt_app, build_web_app, web_client
+from bot.settings import Settings, load_settings
+from bot.slack_directory import SlackDirectory
+from bot.tasks import TaskTracker
+from handlers.context import Services
+from migration_core.store import Store
+from tests.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
+
+
+@dataclass
+class Answer:
+    """What Slack would see as the HTTP response to its request (the ack)."""
+
+    status: int
+    body: str
+
+
+@dataclass
+class Running:
+    url: str
+    fake: FakeSlack
+    settings: Settings
+    services: Services
+    tasks: TaskTracker
+    http: aiohttp.ClientSession
+
+    async def post(self, body: str, headers: dict[str, str]) -> Answer:
+        async with self.http.post(f"{self.url}/slack/events", data=body.encode(), headers=headers) as resp:
+            return Answer(resp.status, await resp.text())
+
+    async def command(self, text: str, user: str = "U0ALICE", key: str = "1",
+                      timestamp: int | None = None, secret: str = SIGNING_SECRET) -> Answer:
+        body = urlencode({"token": "legacy", "team_id": "T0TEST", "team_domain": "pgmig", "channel_id": "C0OPS",
+                          "channel_name": "db-ops", "user_id": user, "user_name": user.lower(),
+                          "command": "/pgmig", "text": text, "api_app_id": "A0PGMIG",
+                          "response_url": self.fake.response_url(key), "trigger_id": f"trig.{key}"})
+        return await self.post(body, signed_headers(body, secret, timestamp))
+
+    async def click(self, action_id: str, value: str, user: str = "U0BOB", key: str = "2") -> Answer:
+        payload = {"type": "block_actions", "team": {"id": "T0TEST"}, "user": {"id": user},
+                   "api_app_id": "A0PGMIG", "channel": {"id": "C0OPS"}, "trigger_id": f"trig.{key}",
+                   "response_url": self.fake.response_url(key), "container": {"type": "message"},
+                   "actions": [{"type": "button", "action_id": action_id, "block_id": "b1", "value": value,
+                                "action_ts": str(time.time())}]}
+        body = urlencode({"payload": json.dumps(payload)})
+        return await self.post(body, signed_headers(body))
+
+    async def reply(self, key: str, timeout: float = 30.0) -> dict:
+        return await self.fake.wait_for("responses", lambda r: r["key"] == key, timeout)
+
+
+async def start(config_path: str, state_path: str, fake: FakeSlack) -> tuple[Running, web.AppRunner]:
+    settings = load_settings({"PGMIG_CONFIG": config_path, "PGMIG_STATE": state_path,
+                              "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                              "SLACK_API_URL": fake.api_url})
+    client = web_client(settings)
+    store = await Store.open(settings.state_url)
+    services = Services(settings.servers, store, settings.policy, SlackDirectory(client))
+    tasks = TaskTracker()
+    app = build_bolt_app(settings, services, tasks, client)
+    runner = web.AppRunner(build_web_app(app, services))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    running = Running(f"http://127.0.0.1:{port}", fake, settings, services, tasks, aiohttp.ClientSession())
+    return running, runner
+
+
+async def stop(running: Running, runner: web.AppRunner) -> None:
+    await running.tasks.drain(timeout=30)
+    await running.http.close()
+    await runner.cleanup()
+    await running.services.store.close()

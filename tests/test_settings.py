@@ -1,0 +1,73 @@
+"""Configuration: every mistake is reported with the key that holds it."""
+from __future__ import annotations
+
+import pytest
+
+from bot.settings import SettingsError, load_settings, require_slack
+
+GOOD = '''
+[slack]
+notify_channel = "C0123456789"
+approvers = ["U01APPROVER", "S01GROUP"]
+required_approvals = 2
+operators = []
+
+[servers.onprem-sales]
+host = "10.0.0.5"
+port = 5432
+user = "migrator"
+password_env = "ONPREM_SALES_PASSWORD"
+sslmode = "prefer"
+
+[servers.azure-sales]
+host = "mysrv.postgres.database.azure.com"
+user = "pgadmin"
+password_env = "AZURE_SALES_PASSWORD"
+sslmode = "require"
+'''
+
+
+def load(tmp_path, text: str, **env: str):
+    path = tmp_path / "pgmig.toml"
+    path.write_text(text)
+    return load_settings({"PGMIG_CONFIG": str(path), **env})
+
+
+def test_the_documented_example_loads(tmp_path):
+    s = load(tmp_path, GOOD, PORT="8080", PGMIG_STATE="postgresql://u:pw@127.0.0.1/state")
+    assert s.port == 8080 and s.state_url.startswith("postgresql://")
+    assert s.policy.approvers == ("U01APPROVER", "S01GROUP") and s.policy.required_approvals == 2
+    assert s.servers["onprem-sales"].address == "10.0.0.5:5432"
+    assert s.servers["azure-sales"].port == 5432 and s.servers["azure-sales"].sslmode == "require"
+
+
+@pytest.mark.parametrize("change, message", [
+    (('port = 5432', 'port = "x"'), "servers.onprem-sales.port: expected an integer"),
+    (('port = 5432', 'port = 70000'), "servers.onprem-sales.port: expected 1–65535"),
+    (('sslmode = "prefer"', 'sslmode = "sometimes"'), "servers.onprem-sales.sslmode: expected one of"),
+    (('host = "10.0.0.5"', 'hots = "10.0.0.5"'), "servers.onprem-sales.hots: unknown key (did you mean `host`?)"),
+    (('required_approvals = 2', 'required_approvals = 0'), "slack.required_approvals: expected at least 1"),
+    (('"S01GROUP"', '"alice"'), "slack.approvers: 'alice' is not a Slack user"),
+    (('[slack]', '[slak]'), "slak: unknown key (did you mean `slack`?)"),
+    (('password_env = "ONPREM_SALES_PASSWORD"', 'password_env = "X"\npassword_file = "/f"'), "not both"),
+    (('[servers.onprem-sales]', '[servers."on prem"]'), "a server name is letters"),
+    (('port = 5432', 'port = 5432\n[oops'), "not valid TOML"),
+])
+def test_bad_config_names_the_key(tmp_path, change, message):
+    with pytest.raises(SettingsError) as err:
+        load(tmp_path, GOOD.replace(*change, 1))
+    assert message in str(err.value)
+
+
+def test_missing_config_file_says_what_to_do(tmp_path):
+    with pytest.raises(SettingsError, match="pgmig.example.toml"):
+        load_settings({"PGMIG_CONFIG": str(tmp_path / "absent.toml")})
+
+
+def test_serving_slack_names_the_missing_credentials(tmp_path):
+    s = load(tmp_path, GOOD)
+    with pytest.raises(SettingsError, match="SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET"):
+        require_slack(s, socket_mode=False)
+    s = load(tmp_path, GOOD, SLACK_BOT_TOKEN="xoxb-1")
+    with pytest.raises(SettingsError, match="SLACK_APP_TOKEN"):
+        require_slack(s, socket_mode=True)

@@ -1,0 +1,69 @@
+"""The state store on both backends: SQLite (embedded) and PostgreSQL (a real cluster)."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from migration_core.models import Approval, AuditEntry, Migration, State, Step, utcnow
+from migration_core.store import Store
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path, target_cluster):
+    if request.param == "sqlite":
+        return str(tmp_path / "state.sqlite")
+    db = f"state_{abs(hash(tmp_path)) % 10**8}"
+    target_cluster.psql(f'CREATE DATABASE "{db}"')
+    return target_cluster.dsn(db)
+
+
+def migration(mid: str) -> Migration:
+    return Migration(id=mid, source="onprem", target="azure", databases=["sales", "billing"], mode="online",
+                     state=State.CREATED, requested_by="U1", channel="C1", options={"parallel": 4})
+
+
+async def test_migrations_steps_approvals_and_audit_survive_a_restart(store_url):
+    store = await Store.open(store_url)
+    mid = await store.next_migration_id()
+    await store.create_migration(migration(mid))
+    await store.save_step(Step(mid, "schema", "done", "42 objects", utcnow(), utcnow()))
+    await store.add_approval(Approval(mid, "U2", "approve"))
+    await store.audit(AuditEntry("U1", "command", "/pgmig migrate onprem azure", mid, "C1"))
+    await store.close()
+
+    reopened = await Store.open(store_url)
+    m = await reopened.get_migration(mid)
+    assert m is not None and m.databases == ["sales", "billing"] and m.options == {"parallel": 4}
+    assert m.state is State.CREATED and m.requested_by == "U1"
+    assert [(s.name, s.state, s.detail) for s in await reopened.steps(mid)] == [("schema", "done", "42 objects")]
+    assert [(a.approver, a.decision) for a in await reopened.approvals(mid)] == [("U2", "approve")]
+    assert [(e.actor, e.action, e.detail) for e in await reopened.audit_log(mid)] == [
+        ("U1", "command", "/pgmig migrate onprem azure")]
+    assert await reopened.next_migration_id() == f"mig-{int(mid.split('-')[1]) + 1}"
+    await reopened.close()
+
+
+async def test_conditional_transition_and_idempotent_approval(store_url):
+    store = await Store.open(store_url)
+    mid = await store.next_migration_id()
+    await store.create_migration(migration(mid))
+    results = await asyncio.gather(*(store.transition(mid, State.PREFLIGHT, expect=(State.CREATED,))
+                                     for _ in range(5)))
+    assert results.count(True) == 1
+    assert not await store.transition(mid, State.COMPLETED, expect=(State.CREATED,))
+    assert await store.transition(mid, State.FAILED, error="schema: boom")
+    m = await store.get_migration(mid)
+    assert m.state is State.FAILED and m.error == "schema: boom"
+    assert await store.add_approval(Approval(mid, "U2", "approve"))
+    assert not await store.add_approval(Approval(mid, "U2", "approve"))
+    assert len(await store.approvals(mid)) == 1
+    assert [x.id for x in await store.list_migrations(active_only=True)] == []
+    await store.close()
+
+
+async def test_ids_are_unique_across_concurrent_allocations(store_url):
+    store = await Store.open(store_url)
+    ids = await asyncio.gather(*(store.next_migration_id() for _ in range(20)))
+    assert len(set(ids)) == 20
+    await store.close()
