@@ -41,7 +41,10 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker,
     async def on_command(ack: Any, command: dict, respond: Any) -> None:
         text = (command.get("text") or "").strip()
         working = router.ack_text(text)
-        await ack(text=f"⏳ {working}") if working else await ack()
+        if working:
+            await ack(text=f"⏳ {working}")
+        else:
+            await ack()
         inv = Invocation(user=command["user_id"], channel=command.get("channel_id", ""))
 
         async def run() -> None:

@@ -116,21 +116,19 @@ def parse_config(data: dict[str, Any]) -> tuple[dict[str, ServerConfig], Policy]
     return servers, policy
 
 
-def load_settings(env: Mapping[str, str] | None = None, *, require_config: bool = True) -> Settings:
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read PGMIG_CONFIG (default ./pgmig.toml) and the environment; raise SettingsError on any problem."""
     env = os.environ if env is None else env
     path = Path(env.get("PGMIG_CONFIG") or DEFAULT_CONFIG)
-    data: dict[str, Any] = {}
-    if path.exists():
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"{path}: not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
-    elif require_config:
+    if not path.exists():
         raise SettingsError(f"config file {path} not found: copy pgmig.example.toml to {path} "
                             "or set PGMIG_CONFIG (`pgmig sandbox up` writes one for local clusters)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
     try:
         servers, policy = parse_config(data)
     except SettingsError as exc:

@@ -96,29 +96,39 @@ async def run_preflight(req: PreflightRequest) -> PreflightReport:
     src_conn, tgt_conn = await asyncio.gather(
         _try_connect(req.source, "source", report), _try_connect(req.target, "target", report))
     try:
-        src_version = await _server_facts(src_conn, "source", report) if src_conn else None
-        tgt_version = await _server_facts(tgt_conn, "target", report) if tgt_conn else None
-        if src_version and tgt_version:
-            report.add(_version_finding(src_version, tgt_version))
-        if not src_conn:
-            return report
-        report.databases = await _choose_databases(src_conn, req.databases, report)
-        if req.mode is Mode.ONLINE:
-            report.add(*await _replication_findings(src_conn, len(report.databases)))
-        tgt_facts = await _TargetFacts.read(tgt_conn) if tgt_conn else None
-        gate = asyncio.Semaphore(4)
-
-        async def one(db: str) -> list[Finding]:
-            async with gate:
-                return await _database_findings(req, db, tgt_facts)
-
-        for findings in await asyncio.gather(*(one(db) for db in report.databases)):
-            report.add(*findings)
-        return report
+        await _inspect(req, report, src_conn, tgt_conn)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        report.add(Finding(Status.FAIL, "check", "inspection finished",
+                           f"a catalog query failed: {type(exc).__name__}: {exc}",
+                           "check the migration roles' privileges and that both servers stay up, then re-run"))
     finally:
         for conn in (src_conn, tgt_conn):
             if conn is not None:
                 await conn.close()
+    return report
+
+
+async def _inspect(req: PreflightRequest, report: PreflightReport,
+                   src_conn: asyncpg.Connection | None, tgt_conn: asyncpg.Connection | None) -> None:
+    """Server-level facts first, then every chosen database concurrently (at most 4 at once)."""
+    src_version = await _server_facts(src_conn, "source", report) if src_conn else None
+    tgt_version = await _server_facts(tgt_conn, "target", report) if tgt_conn else None
+    if src_version and tgt_version:
+        report.add(_version_finding(src_version, tgt_version))
+    if not src_conn:
+        return
+    report.databases = await _choose_databases(src_conn, req.databases, report)
+    if req.mode is Mode.ONLINE:
+        report.add(*await _replication_findings(src_conn, len(report.databases)))
+    tgt_facts = await _TargetFacts.read(tgt_conn) if tgt_conn else None
+    gate = asyncio.Semaphore(4)
+
+    async def one(db: str) -> list[Finding]:
+        async with gate:
+            return await _database_findings(req, db, tgt_facts)
+
+    for findings in await asyncio.gather(*(one(db) for db in report.databases)):
+        report.add(*findings)
 
 
 async def _try_connect(server: ServerConfig, role: str, report: PreflightReport,

@@ -151,3 +151,41 @@ def test_extension_missing_on_target_and_outside_azure_allow_list():
     assert "allow-list: pg_trgm" in f.detail and "--value hstore,pg_trgm" in f.fix
     assert _extension_finding("db x", used, facts({"pg_trgm": "", "postgis": "", "hstore": ""}, None)).status \
         is Status.OK
+
+
+async def test_ssl_required_but_server_has_none(source_cluster, target_cluster):
+    report = await run_preflight(PreflightRequest(server("src", source_cluster, sslmode="require"),
+                                                  server("tgt", target_cluster)))
+    line = by_title(report, "cannot connect to src")
+    assert "SSL" in line.detail and "sslmode" in line.fix and "'require'" in line.fix
+
+
+async def test_a_server_that_never_answers_times_out(source_cluster):
+    """A socket that accepts and then says nothing: what a black-holing firewall or a hung server looks like."""
+    import asyncio
+
+    async def silent(reader, writer):
+        await asyncio.sleep(30)
+
+    srv = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        report = await run_preflight(PreflightRequest(
+            server("src", source_cluster), server("hung", source_cluster, port=port, connect_timeout=1.0)))
+        line = by_title(report, "cannot connect to hung")
+        assert "no answer from 127.0.0.1:" in line.detail and "within 1 s" in line.detail
+    finally:
+        srv.close()
+
+
+async def test_collation_difference_against_an_existing_target_database(source_cluster, target_cluster):
+    target_cluster.psql("CREATE DATABASE shop TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'")
+    try:
+        report = await run_preflight(PreflightRequest(server("src", source_cluster), server("tgt", target_cluster),
+                                                      databases=["shop"]))
+        line = by_title(report, "encoding and collation match")
+        assert line.status is Status.WARN
+        assert "source UTF8/C.UTF-8/C.UTF-8, target database shop SQL_ASCII/C/C" in line.detail
+        assert "ENCODING 'UTF8' LC_COLLATE 'C.UTF-8'" in line.fix
+    finally:
+        target_cluster.psql("DROP DATABASE shop")
