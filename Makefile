@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test setup postgres clean
+.PHONY: run test setup postgres clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,3 +25,9 @@ test: setup
 clean:
 	-$(VENV)/bin/pgmig sandbox down
 	rm -rf $(VENV) .pytest_cache *.egg-info
+
+# Compares pg_dump/pg_restore, pgcopydb, a raw parallel COPY pipe and pgmig; flags via BENCH_ARGS="--scale 2".
+bench: setup
+	@bench/ensure-tools.sh
+	@$(VENV)/bin/python -c 'import psutil' 2>/dev/null || $(VENV)/bin/pip install -q psutil
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)

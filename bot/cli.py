@@ -12,15 +12,15 @@ import sys
 from aiohttp import web
 
 from bot.app import build_bolt_app, build_web_app, web_client
+from bot.runtime import build_services, close_services
 from bot.sandbox import Sandbox
 from bot.settings import Settings, SettingsError, load_settings, require_slack
-from bot.shell import Shell
+from bot.shell import Shell, ShellPoster
 from bot.slack_directory import SlackDirectory
+from bot.slack_poster import SlackPoster
 from bot.tasks import TaskTracker
-from handlers.authz import Directory, StaticDirectory
-from handlers.context import Services
+from handlers.authz import StaticDirectory
 from migration_core.secrets import RedactingFilter
-from migration_core.store import Store
 
 log = logging.getLogger("pgmig")
 
@@ -30,21 +30,14 @@ def setup_logging(level: str = "INFO") -> None:
     handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
-
-
-async def open_services(settings: Settings, directory: Directory) -> Services:
-    try:
-        store = await Store.open(settings.state_url)
-    except Exception as exc:
-        raise SettingsError(f"PGMIG_STATE: cannot open the state store: {type(exc).__name__}: {exc}") from None
-    return Services(settings.servers, store, settings.policy, directory)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # job added/removed on every migration
 
 
 async def serve(settings: Settings, socket_mode: bool) -> None:
     """Run until SIGINT/SIGTERM, then let running commands finish (up to 25 s)."""
     require_slack(settings, socket_mode)
     client = web_client(settings)
-    services = await open_services(settings, SlackDirectory(client))
+    services = await build_services(settings, SlackPoster(client), SlackDirectory(client))
     tasks = TaskTracker()
     app = build_bolt_app(settings, services, tasks, client)
     runner = web.AppRunner(build_web_app(app, services))
@@ -67,15 +60,15 @@ async def serve(settings: Settings, socket_mode: bool) -> None:
         await socket_handler.close_async()
     await runner.cleanup()
     await tasks.drain(timeout=25)
-    await services.store.close()
+    await close_services(services)
 
 
 async def shell(settings: Settings, user: str) -> None:
-    services = await open_services(settings, StaticDirectory())
+    services = await build_services(settings, ShellPoster(), StaticDirectory())
     try:
         await Shell(services, user).run()
     finally:
-        await services.store.close()
+        await close_services(services)
 
 
 def run_default(user: str) -> None:

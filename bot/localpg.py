@@ -66,10 +66,11 @@ class LocalCluster:
     port: int = field(default_factory=free_port)
     password: str = "pgmig-local"
     settings: dict[str, str] = field(default_factory=dict)
+    bindir: Path | None = None  # server programs of a specific version; default: the newest installed
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).absolute()
-        self.bindir = find_bindir("initdb", "pg_ctl", "postgres", "psql")
+        self.bindir = Path(self.bindir) if self.bindir else find_bindir("initdb", "pg_ctl", "postgres", "psql")
         self.user = run_as_user()
         if not reachable_by_server_user(self.root.parent):
             raise ClusterError(f"{self.root} is not reachable by user {self.user}: choose a directory under "

@@ -16,6 +16,7 @@ from typing import Any
 
 from handlers.authz import Policy
 from migration_core import secrets
+from migration_core.offline import DEFAULT_PARALLEL
 from migration_core.servers import SSLMODES, ServerConfig
 
 DEFAULT_CONFIG = "pgmig.toml"
@@ -39,13 +40,26 @@ class Settings:
     slack_signing_secret: str = ""
     slack_app_token: str = ""
     slack_api_url: str = DEFAULT_SLACK_API_URL
+    home: Path = Path(".pgmig")
+    migration: "MigrationSettings" = field(default_factory=lambda: MigrationSettings())
+
+
+@dataclass
+class MigrationSettings:
+    """[migration]: where export files go, which client programs to use, how often progress is posted."""
+
+    workdir: str = ""                      # default: $PGMIG_HOME/work
+    pg_bindir: str | None = None           # default: the newest fitting PostgreSQL client programs found
+    parallel: int = DEFAULT_PARALLEL
+    progress_interval_seconds: float = 15.0
 
 
 _SLACK_KEYS = {"notify_channel": str, "approvers": list, "required_approvals": int, "operators": list,
                "approval_timeout_minutes": int}
 _SERVER_KEYS = {"host": str, "port": int, "user": str, "password_env": str, "password_file": str,
                 "sslmode": str, "database": str, "connect_timeout": (int, float)}
-_SECTIONS = {"slack", "servers"}
+_MIGRATION_KEYS = {"workdir": str, "pg_bindir": str, "parallel": int, "progress_interval_seconds": (int, float)}
+_SECTIONS = {"slack", "servers", "migration"}
 
 
 def _unknown(key: str, allowed: set[str] | dict, where: str) -> SettingsError:
@@ -104,6 +118,19 @@ def _policy(table: Any) -> Policy:
     return Policy(**values)
 
 
+def _migration(table: Any) -> MigrationSettings:
+    if not isinstance(table, dict):
+        raise SettingsError("migration: expected a table of settings")
+    values = _typed(table, _MIGRATION_KEYS, "migration.")
+    if not 1 <= values.get("parallel", 1) <= 64:
+        raise SettingsError("migration.parallel: expected 1–64")
+    if values.get("progress_interval_seconds", 15) <= 0:
+        raise SettingsError("migration.progress_interval_seconds: expected seconds > 0")
+    if "pg_bindir" in values and not Path(values["pg_bindir"], "pg_dump").exists():
+        raise SettingsError(f"migration.pg_bindir: no pg_dump in {values['pg_bindir']}")
+    return MigrationSettings(**values)
+
+
 def parse_config(data: dict[str, Any]) -> tuple[dict[str, ServerConfig], Policy]:
     for section in data:
         if section not in _SECTIONS:
@@ -131,8 +158,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
     try:
         servers, policy = parse_config(data)
+        migration = _migration(data.get("migration", {}))
     except SettingsError as exc:
         raise SettingsError(f"{path}: {exc}") from None
+    home = Path(env.get("PGMIG_HOME") or ".pgmig")
+    if not migration.workdir:
+        migration.workdir = str(home / "work")
     try:
         port = int(env.get("PORT", "3000"))
     except ValueError:
@@ -142,7 +173,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         state_url=env.get("PGMIG_STATE") or DEFAULT_STATE, port=port,
         slack_bot_token=env.get("SLACK_BOT_TOKEN", ""), slack_signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
         slack_app_token=env.get("SLACK_APP_TOKEN", ""),
-        slack_api_url=env.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL)
+        slack_api_url=env.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL, home=home, migration=migration)
     for secret in (settings.slack_bot_token, settings.slack_signing_secret, settings.slack_app_token):
         secrets.register(secret)
     secrets.register(_url_password(settings.state_url))

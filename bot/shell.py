@@ -7,6 +7,7 @@ Reads a script from standard input when it is not a terminal: `pgmig shell < scr
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 from collections.abc import Callable
 
@@ -16,6 +17,29 @@ from handlers.context import Invocation, Reply, Services
 
 PROMPT = "pgmig> "
 BANNER = "pgmig shell — type `help` for commands, `quit` to leave."
+
+
+class ShellPoster:
+    """Channel posts shown in the terminal: a card when posted, again only when its text changes."""
+
+    def __init__(self, write: Callable[[str], None] = print) -> None:
+        self.write = write
+        self._ids = itertools.count(1)
+        self._shown: dict[str, str] = {}
+
+    async def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
+        ts = f"{next(self._ids)}"
+        text, _ = render(reply.text, reply.blocks)
+        prefix = f"[#{channel} thread]" if thread_ts else f"[#{channel}]"
+        self.write(f"{prefix} {text}")
+        self._shown[ts] = text
+        return ts
+
+    async def update(self, channel: str, ts: str, reply: Reply) -> None:
+        text, _ = render(reply.text, reply.blocks)
+        if self._shown.get(ts) != text:
+            self._shown[ts] = text
+            self.write(f"[#{channel} ↻] {text}")
 
 
 class Shell:
@@ -67,6 +91,14 @@ class Shell:
         interactive = sys.stdin.isatty() if interactive is None else interactive
         if interactive:
             self.write(BANNER)
+        await self._read(interactive)
+        running = await self.services.store.list_migrations(active_only=True)
+        running = [m.id for m in running if self.services.engine.is_running(m.id)]
+        if running:
+            self.write(f"waiting for {', '.join(running)} to finish (Ctrl-C stops it; `retry` resumes it later)…")
+            await self.services.engine.wait_all()
+
+    async def _read(self, interactive: bool) -> None:
         while True:
             try:
                 if interactive:

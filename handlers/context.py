@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from handlers.authz import Directory, Policy
+from migration_core.engine import Engine
 from migration_core.servers import ServerConfig
 from migration_core.store import Store
 
@@ -26,6 +27,7 @@ class Services:
     store: Store
     policy: Policy
     directory: Directory
+    engine: Engine
 
 
 @dataclass
@@ -35,3 +37,12 @@ class Reply:
     text: str
     blocks: list[dict[str, Any]] = field(default_factory=list)
     ephemeral: bool = True
+
+
+class Poster(Protocol):
+    """Posts to a channel and edits what it posted: Slack's chat.postMessage/chat.update, or the terminal."""
+
+    async def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
+        """Post; returns the message's reference (Slack's ts), empty when posting failed."""
+
+    async def update(self, channel: str, ts: str, reply: Reply) -> None: ...

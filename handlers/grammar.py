@@ -1,6 +1,7 @@
 """The `/pgmig` command language: one spec per command, from which parsing, usage and help all come."""
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ class Option:
     choices: tuple[str, ...] = ()
     metavar: str = ""
     default: Any = None
+    required: bool = False
 
     @property
     def dest(self) -> str:
@@ -24,7 +26,7 @@ class Option:
         if self.kind == "flag":
             return f"[{self.flag}]"
         meta = "|".join(self.choices) if self.kind == "choice" else (self.metavar or self.dest.upper())
-        return f"[{self.flag} {meta}]"
+        return f"{self.flag} {meta}" if self.required else f"[{self.flag} {meta}]"
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,38 @@ COMMANDS: dict[str, CommandSpec] = {s.name: s for s in (
                    "IDENTITY FULL on them)", "flag", default=False),
         ),
         working="Running pre-flight checks…"),
+    CommandSpec(
+        "migrate", "Start migrating databases from SOURCE to TARGET (runs in the background as mig-N)",
+        "/pgmig migrate onprem-sales azure-sales --mode offline --db sales",
+        positionals=("SOURCE", "TARGET"),
+        options=(
+            Option("--mode", "offline: a snapshot copy; online: copy, then keep in sync until cutover", "choice",
+                   ("online", "offline"), required=True),
+            Option("--method", "offline method: restore (pg_dump/pg_restore, parallel) or dump (SQL files, "
+                   "editable)", "choice", ("restore", "dump"), default="restore"),
+            Option("--db", "databases to migrate, comma-separated (default: every user database)", "list",
+                   metavar="a,b"),
+            Option("--parallel", "parallel jobs (default: the machine's cores, 2–8)", "int", metavar="N"),
+            Option("--pause-after-export", "stop after export so the SQL files can be reviewed (dump method)",
+                   "flag", default=False),
+            Option("--overwrite", "drop and recreate target databases that already hold data", "flag",
+                   default=False),
+        ),
+        working="Running pre-flight checks before starting…"),
+    CommandSpec("status", "Show a migration's state, steps and progress (or every active one)",
+                "/pgmig status mig-3", optional_positionals=("MIGRATION",)),
+    CommandSpec("list", "List recent migrations", "/pgmig list"),
+    CommandSpec("cancel", "Stop a migration; half-imported target databases are dropped", "/pgmig cancel mig-3",
+                positionals=("MIGRATION",), working="Cancelling…"),
+    CommandSpec("retry", "Run a failed migration again from the step that failed", "/pgmig retry mig-3",
+                positionals=("MIGRATION",)),
+    CommandSpec("resume", "Import a migration paused after export (with any edits to its files)",
+                "/pgmig resume mig-3", positionals=("MIGRATION",)),
+    CommandSpec("verify", "Compare row counts, checksums and sequences of source and target now",
+                "/pgmig verify mig-3", positionals=("MIGRATION",), working="Verifying…"),
 )}
+
+MIGRATION_ID = re.compile(r"^(?:mig-)?(\d+)$", re.IGNORECASE)
 
 
 def parse(text: str) -> ParsedCommand:
@@ -128,18 +161,25 @@ def parse(text: str) -> ParsedCommand:
     if len(positionals) > allowed:
         extra = " ".join(positionals[allowed:])
         raise UsageError(f"`{spec.name}` does not take `{extra}`", spec)
+    for opt in spec.options:
+        if opt.required and args[opt.dest] is None:
+            raise UsageError(f"`{spec.name}` needs `{opt.flag}` ({'|'.join(opt.choices) or opt.dest})", spec)
     names = spec.positionals + spec.optional_positionals
     for meta, value in zip(names, positionals + [None] * (allowed - len(positionals))):
+        if meta == "MIGRATION" and value is not None:
+            match = MIGRATION_ID.match(value)
+            if not match:
+                raise UsageError(f"`{value}` is not a migration id (like mig-3)", spec)
+            value = f"mig-{int(match.group(1))}"
         args[meta.lower()] = value
     return ParsedCommand(spec, args)
 
 
 def _convert(opt: Option, value: str, spec: CommandSpec) -> Any:
     if opt.kind == "int":
-        try:
-            return int(value)
-        except ValueError:
-            raise UsageError(f"`{opt.flag}` needs a whole number, not `{value}`", spec) from None
+        if not value.isdigit() or not 1 <= int(value) <= 64:
+            raise UsageError(f"`{opt.flag}` needs a whole number from 1 to 64, not `{value}`", spec)
+        return int(value)
     if opt.kind == "choice":
         if value.lower() not in opt.choices:
             raise UsageError(f"`{opt.flag}` must be one of {', '.join(opt.choices)}, not `{value}`", spec)

@@ -10,8 +10,13 @@ from handlers.check import check_command
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand, UsageError, parse
 from handlers.info import help_command, servers_command
+from handlers.migrations import (
+    cancel_command, list_command, migrate_command, resume_command, retry_command, status_command, verify_command,
+)
+from migration_core.errors import MigrationError
 from migration_core.models import AuditEntry
 from migration_core.secrets import redact
+from migration_core.servers import ConnectionProblem
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +26,13 @@ HANDLERS: dict[str, Handler] = {
     "help": help_command,
     "servers": servers_command,
     "check": check_command,
+    "migrate": migrate_command,
+    "status": status_command,
+    "list": list_command,
+    "cancel": cancel_command,
+    "retry": retry_command,
+    "resume": resume_command,
+    "verify": verify_command,
 }
 
 # A button press re-enters as the command text it carries.
@@ -42,9 +54,12 @@ async def handle_command(text: str, inv: Invocation, svc: Services) -> Reply:
     except UsageError as err:
         await _audit(svc, inv, "command.rejected", f"{text!r}: {err}")
         return messages.usage_error(err)
-    await _audit(svc, inv, "command", f"/pgmig {text}".strip())
+    await _audit(svc, inv, "command", f"/pgmig {text}".strip(), cmd.args.get("migration") or "")
     try:
         return await HANDLERS[cmd.name](cmd, inv, svc)
+    except (MigrationError, ConnectionProblem) as exc:
+        await _audit(svc, inv, "command.failed", f"{cmd.name}: {exc}")
+        return messages.error_message(str(exc))
     except Exception as exc:  # the user gets one readable line; the log keeps the traceback
         log.exception("command %r failed", cmd.name)
         await _audit(svc, inv, "command.failed", f"{cmd.name}: {type(exc).__name__}: {exc}")
@@ -62,9 +77,9 @@ async def handle_action(action_id: str, value: str, inv: Invocation, svc: Servic
     return messages.error_message("that button is no longer handled by this version of pgmig")
 
 
-async def _audit(svc: Services, inv: Invocation, action: str, detail: str) -> None:
+async def _audit(svc: Services, inv: Invocation, action: str, detail: str, migration_id: str = "") -> None:
     try:
         await svc.store.audit(AuditEntry(actor=inv.user, action=action, detail=redact(detail),
-                                         channel=inv.channel))
+                                         migration_id=migration_id, channel=inv.channel))
     except Exception:  # an audit hiccup must not eat the user's answer
         log.exception("could not write audit entry %s", action)

@@ -10,6 +10,10 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+RUNNING_STATES = ("created", "preflight", "exporting", "importing", "verifying", "schema", "full_load",
+                  "catching_up", "cutting_over")
+
+
 class State(str, Enum):
     """Every state a migration can be in (the state machine is documented in docs/architecture.md)."""
 
@@ -33,6 +37,11 @@ class State(str, Enum):
     def finished(self) -> bool:
         return self in (State.COMPLETED, State.FAILED, State.CANCELLED)
 
+    @property
+    def running(self) -> bool:
+        """A pgmig process is (or was, before a restart) doing work in this state."""
+        return self.value in RUNNING_STATES
+
 
 @dataclass
 class Migration:
@@ -48,6 +57,8 @@ class Migration:
     error: str = ""
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+    message_channel: str = ""   # where the live progress message is, once posted
+    message_ts: str = ""
 
 
 @dataclass
@@ -58,6 +69,7 @@ class Step:
     detail: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    data: dict = field(default_factory=dict)  # machine-readable facts a resumed step needs
 
 
 @dataclass

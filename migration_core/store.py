@@ -23,10 +23,11 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS pgmig_migration (
         id TEXT PRIMARY KEY, source TEXT NOT NULL, target TEXT NOT NULL, databases TEXT NOT NULL,
         mode TEXT NOT NULL, state TEXT NOT NULL, requested_by TEXT NOT NULL, channel TEXT NOT NULL,
-        options TEXT NOT NULL, error TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+        options TEXT NOT NULL, error TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        message_channel TEXT NOT NULL DEFAULT '', message_ts TEXT NOT NULL DEFAULT '')""",
     """CREATE TABLE IF NOT EXISTS pgmig_step (
         migration_id TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL, detail TEXT NOT NULL,
-        started_at TEXT, finished_at TEXT, PRIMARY KEY (migration_id, name))""",
+        started_at TEXT, finished_at TEXT, data TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (migration_id, name))""",
     """CREATE TABLE IF NOT EXISTS pgmig_approval (
         migration_id TEXT NOT NULL, approver TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
         at TEXT NOT NULL, PRIMARY KEY (migration_id, approver))""",
@@ -133,17 +134,27 @@ class Store:
 
     async def create_migration(self, m: Migration) -> Migration:
         await self._db.execute(
-            "INSERT INTO pgmig_migration VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+            "INSERT INTO pgmig_migration VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
             m.id, m.source, m.target, json.dumps(m.databases), m.mode, m.state.value, m.requested_by,
-            m.channel, json.dumps(m.options), m.error, _ts(m.created_at), _ts(m.updated_at))
+            m.channel, json.dumps(m.options), m.error, _ts(m.created_at), _ts(m.updated_at), m.message_channel,
+            m.message_ts)
         return m
+
+    async def set_databases(self, migration_id: str, databases: list[str]) -> None:
+        await self._db.execute("UPDATE pgmig_migration SET databases = $1 WHERE id = $2",
+                               json.dumps(databases), migration_id)
+
+    async def set_message(self, migration_id: str, channel: str, ts: str) -> None:
+        """Remember the live message so that every later update edits it in place, across restarts."""
+        await self._db.execute("UPDATE pgmig_migration SET message_channel = $1, message_ts = $2 WHERE id = $3",
+                               channel, ts, migration_id)
 
     async def get_migration(self, migration_id: str) -> Migration | None:
         rows = await self._db.fetch("SELECT * FROM pgmig_migration WHERE id = $1", migration_id)
         return self._migration(rows[0]) if rows else None
 
     async def list_migrations(self, active_only: bool = False) -> list[Migration]:
-        rows = await self._db.fetch("SELECT * FROM pgmig_migration ORDER BY created_at")
+        rows = await self._db.fetch("SELECT * FROM pgmig_migration ORDER BY created_at, id")
         found = [self._migration(r) for r in rows]
         return [m for m in found if not m.state.finished] if active_only else found
 
@@ -163,16 +174,20 @@ class Store:
 
     async def save_step(self, step: Step) -> None:
         await self._db.execute(
-            "INSERT INTO pgmig_step VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (migration_id, name) DO UPDATE "
+            "INSERT INTO pgmig_step VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (migration_id, name) DO UPDATE "
             "SET state = excluded.state, detail = excluded.detail, started_at = excluded.started_at, "
-            "finished_at = excluded.finished_at",
-            step.migration_id, step.name, step.state, step.detail, _ts(step.started_at), _ts(step.finished_at))
+            "finished_at = excluded.finished_at, data = excluded.data",
+            step.migration_id, step.name, step.state, step.detail, _ts(step.started_at), _ts(step.finished_at),
+            json.dumps(step.data))
 
     async def steps(self, migration_id: str) -> list[Step]:
         rows = await self._db.fetch(
-            "SELECT * FROM pgmig_step WHERE migration_id = $1 ORDER BY started_at, name", migration_id)
+            "SELECT * FROM pgmig_step WHERE migration_id = $1 ORDER BY COALESCE(started_at, ''), name", migration_id)
         return [Step(r["migration_id"], r["name"], r["state"], r["detail"], _dt(r["started_at"]),
-                     _dt(r["finished_at"])) for r in rows]
+                     _dt(r["finished_at"]), json.loads(r["data"])) for r in rows]
+
+    async def step(self, migration_id: str, name: str) -> Step | None:
+        return next((s for s in await self.steps(migration_id) if s.name == name), None)
 
     async def add_approval(self, a: Approval) -> bool:
         """Record one decision per person; a repeated click returns False and changes nothing."""
@@ -202,4 +217,4 @@ class Store:
             id=r["id"], source=r["source"], target=r["target"], databases=json.loads(r["databases"]),
             mode=r["mode"], state=State(r["state"]), requested_by=r["requested_by"], channel=r["channel"],
             options=json.loads(r["options"]), error=r["error"], created_at=_dt(r["created_at"]),
-            updated_at=_dt(r["updated_at"]))
+            updated_at=_dt(r["updated_at"]), message_channel=r["message_channel"], message_ts=r["message_ts"])

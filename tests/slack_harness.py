@@ -10,11 +10,12 @@ import aiohttp
 from aiohttp import web
 
 from bot.app import build_bolt_app, build_web_app, web_client
+from bot.runtime import build_services, close_services
 from bot.settings import Settings, load_settings
 from bot.slack_directory import SlackDirectory
+from bot.slack_poster import SlackPoster
 from bot.tasks import TaskTracker
 from handlers.context import Services
-from migration_core.store import Store
 from tests.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
 
 
@@ -60,13 +61,13 @@ class Running:
         return await self.fake.wait_for("responses", lambda r: r["key"] == key, timeout)
 
 
-async def start(config_path: str, state_path: str, fake: FakeSlack) -> tuple[Running, web.AppRunner]:
+async def start(config_path: str, state_path: str, fake: FakeSlack, home: str = ".pgmig"
+                ) -> tuple[Running, web.AppRunner]:
     settings = load_settings({"PGMIG_CONFIG": config_path, "PGMIG_STATE": state_path,
                               "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                              "SLACK_API_URL": fake.api_url})
+                              "SLACK_API_URL": fake.api_url, "PGMIG_HOME": home})
     client = web_client(settings)
-    store = await Store.open(settings.state_url)
-    services = Services(settings.servers, store, settings.policy, SlackDirectory(client))
+    services = await build_services(settings, SlackPoster(client), SlackDirectory(client))
     tasks = TaskTracker()
     app = build_bolt_app(settings, services, tasks, client)
     runner = web.AppRunner(build_web_app(app, services))
@@ -82,4 +83,4 @@ async def stop(running: Running, runner: web.AppRunner) -> None:
     await running.tasks.drain(timeout=30)
     await running.http.close()
     await runner.cleanup()
-    await running.services.store.close()
+    await close_services(running.services)

@@ -89,3 +89,18 @@ def test_make_run_path_sandbox_then_shell(tmp_path):
     finally:
         pgmig("sandbox", "down", env=env)
     assert "no sandbox" in pgmig("sandbox", "status", env=env).stdout
+
+
+def test_shell_migration_runs_to_completion_before_the_script_ends(tmp_path, source_cluster, target_cluster):
+    config = tmp_path / "pgmig.toml"
+    config.write_text(config_toml({"src": source_cluster, "tgt": target_cluster}))
+    env = {"PGMIG_CONFIG": str(config), "PGMIG_STATE": str(tmp_path / "state.sqlite"),
+           "PGMIG_HOME": str(tmp_path / "home")}
+    out = pgmig("shell", "--user", "erin", env=env,
+                stdin="migrate src tgt --mode offline --method dump --db shop --overwrite\nstatus mig-1\n")
+    assert out.returncode == 0, out.stderr
+    assert "🚀 mig-1 started by @erin" in out.stdout
+    assert "[#shell]" in out.stdout and "waiting for mig-1 to finish" in out.stdout
+    assert "[#shell thread] @erin ✅ mig-1 completed" in out.stdout
+    listing = pgmig("shell", env=env, stdin="list\n")
+    assert "mig-1 completed" in listing.stdout

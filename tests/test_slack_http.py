@@ -29,7 +29,7 @@ async def slack(tmp_path, source_cluster, target_cluster, replica_level_cluster,
                       f'port = {source_cluster.port}\nuser = "postgres"\npassword_env = "PGMIG_WRONG_PASSWORD"\n'
                       'sslmode = "disable"\n')
     fake = await FakeSlack().start()
-    running, runner = await start(str(config), str(tmp_path / "state.sqlite"), fake)
+    running, runner = await start(str(config), str(tmp_path / "state.sqlite"), fake, str(tmp_path / "home"))
     yield running
     await stop(running, runner)
     await fake.stop()

@@ -7,11 +7,11 @@ import json
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot.app import build_bolt_app, web_client
+from bot.runtime import build_services, close_services
 from bot.settings import load_settings
 from bot.slack_directory import SlackDirectory
+from bot.slack_poster import SlackPoster
 from bot.tasks import TaskTracker
-from handlers.context import Services
-from migration_core.store import Store
 from tests.conftest import config_toml
 from tests.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 
@@ -24,10 +24,9 @@ async def test_slash_command_over_socket_mode(tmp_path, source_cluster, target_c
                               "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": APP_TOKEN,
                               "SLACK_API_URL": fake.api_url})
     client = web_client(settings)
-    store = await Store.open(settings.state_url)
+    services = await build_services(settings, SlackPoster(client), SlackDirectory(client))
     tasks = TaskTracker()
-    app = build_bolt_app(settings, Services(settings.servers, store, settings.policy, SlackDirectory(client)),
-                         tasks, client)
+    app = build_bolt_app(settings, services, tasks, client)
     handler = AsyncSocketModeHandler(app, settings.slack_app_token)
     try:
         await handler.connect_async()
@@ -43,6 +42,6 @@ async def test_slash_command_over_socket_mode(tmp_path, source_cluster, target_c
     finally:
         await tasks.drain(10)
         await handler.close_async()
-        await store.close()
+        await close_services(services)
         await fake.stop()
         await asyncio.sleep(0)

@@ -1,0 +1,66 @@
+"""The results table (stdout) and bench/results/latest.json."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bench.methods import BASELINES
+
+MB = 1024 * 1024
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Result:
+    dataset: str
+    method: str
+    label: str
+    status: str  # "ok", "MISMATCH", "failed: …" or "unavailable: …"
+    size_bytes: int
+    seconds: float | None = None
+    peak_rss_bytes: int | None = None
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def measured(self) -> bool:
+        return self.seconds is not None
+
+    @property
+    def mb_per_s(self) -> float | None:
+        return self.size_bytes / MB / self.seconds if self.seconds else None
+
+    @property
+    def peak_rss_mb(self) -> float | None:
+        return None if self.peak_rss_bytes is None else self.peak_rss_bytes / MB
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    return f"{value / base:.2f}" if value is not None and base else "–"
+
+
+def table(results: list[Result]) -> str:
+    """One dataset's results; ratios are against the raw COPY pipe and pgcopydb when those succeeded."""
+    base = {r.method: r for r in results if r.method in BASELINES and r.status == "ok"}
+    raw, pgc = base.get("raw-pipe"), base.get("pgcopydb")
+    header = (f"{'method':<32} {'wall s':>8} {'MB/s':>7} {'RSS MB':>7} {'t/raw':>6} {'t/pgc':>6} "
+              f"{'rss/raw':>7} {'rss/pgc':>7}  check")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        if not r.measured:
+            lines.append(f"{r.label:<32} {r.status}")
+            continue
+        rss = r.peak_rss_mb
+        lines.append(
+            f"{r.label:<32} {r.seconds:>8.2f} {r.mb_per_s:>7.1f} {rss:>7.1f} "
+            f"{_ratio(r.seconds, raw and raw.seconds):>6} {_ratio(r.seconds, pgc and pgc.seconds):>6} "
+            f"{_ratio(rss, raw and raw.peak_rss_mb):>7} {_ratio(rss, pgc and pgc.peak_rss_mb):>7}  {r.status}")
+        lines += [f"    {d}" for d in r.details]
+    return "\n".join(lines)
+
+
+def write_json(results: list[Result], meta: dict, path: Path = RESULTS_DIR / "latest.json") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{**asdict(r), "mb_per_s": r.mb_per_s, "peak_rss_mb": r.peak_rss_mb} for r in results]
+    path.write_text(json.dumps({**meta, "results": rows}, indent=2) + "\n")
+    return path

@@ -1,0 +1,157 @@
+"""Compare ways of copying a PostgreSQL database between two local clusters.  Usage: see bench/README.md."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/run.py` as well as `python -m bench.run`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bot.localpg import ClusterError, LocalCluster  # noqa: E402
+
+from bench import datasets, verify  # noqa: E402
+from bench.common import DATABASE, Deadline, StepFailed  # noqa: E402
+from bench.measure import measure  # noqa: E402
+from bench.methods import METHODS, Context, Unavailable  # noqa: E402
+from bench.report import Result, table, write_json  # noqa: E402
+
+COMMON_SETTINGS = {"max_wal_size": "'4GB'", "checkpoint_timeout": "'30min'", "maintenance_work_mem": "'256MB'"}
+SOURCE_SETTINGS = {**COMMON_SETTINGS, "wal_level": "logical", "max_replication_slots": "10",
+                   "max_wal_senders": "10"}
+TARGET_SETTINGS = dict(COMMON_SETTINGS)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--scale", type=int, default=30,
+                        help="pgbench scale; `wide` is sized to match (30 ≈ 450 MB each). Default 30")
+    parser.add_argument("--dataset", choices=[*datasets.DATASETS, "both"], default="both")
+    parser.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 2,
+                        help="parallelism N for every parallel method. Default: CPU count")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated subset of: {','.join(METHODS)}")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per method. Default 3600")
+    args = parser.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    args.datasets = list(datasets.DATASETS) if args.dataset == "both" else [args.dataset]
+    return args
+
+
+def start_clusters(root: Path) -> tuple[LocalCluster, LocalCluster]:
+    password = secrets.token_hex(12)
+    source = LocalCluster(root / "source", password=password, settings=SOURCE_SETTINGS).init().start()
+    target = LocalCluster(root / "target", password=password, settings=TARGET_SETTINGS).init().start()
+    return source, target
+
+
+def reset_target(target: LocalCluster) -> None:
+    """Every method starts from the same empty database and a quiet checkpointer."""
+    target.psql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    target.psql(f"CREATE DATABASE {DATABASE}")
+    target.psql("CHECKPOINT")
+
+
+def run_method(name: str, dataset: str, size: int, expected: verify.Shape, source: LocalCluster,
+               target: LocalCluster, args: argparse.Namespace, root: Path) -> Result:
+    method = METHODS[name]
+    result = Result(dataset, name, method.label(args.jobs), "ok", size)
+    reset_target(target)
+    workdir = Path(tempfile.mkdtemp(prefix=f"work-{name}-", dir=root))
+    ctx = Context(source, target, args.jobs, workdir, Deadline.after(args.timeout))
+    try:
+        measurement = measure(lambda: method.run(ctx))
+    except Unavailable as exc:
+        result.status = f"unavailable: {exc}"
+        return result
+    except (StepFailed, ClusterError) as exc:
+        result.status = f"failed: {exc}"
+        return result
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result.seconds, result.peak_rss_bytes = measurement.seconds, measurement.peak_rss_bytes
+    try:
+        result.details = verify.differences(expected, verify.shape(target))
+    except ClusterError as exc:
+        result.details = [str(exc)]
+    if result.details:
+        result.status = "MISMATCH"
+    return result
+
+
+def run_dataset(dataset: str, source: LocalCluster, target: LocalCluster, args: argparse.Namespace,
+                root: Path) -> list[Result]:
+    say(f"[{dataset}] loading at scale {args.scale} …")
+    datasets.create(source, dataset, args.scale)
+    size = int(source.psql(f"SELECT pg_database_size('{DATABASE}')"))
+    expected = verify.shape(source)
+    say(f"[{dataset}] {size / 2**20:.0f} MB, {len(expected.rows)} tables, {sum(expected.rows.values())} rows, "
+        f"{expected.indexes} indexes")
+    results = []
+    for name in args.methods:
+        say(f"[{dataset}] {METHODS[name].label(args.jobs)} …")
+        result = run_method(name, dataset, size, expected, source, target, args, root)
+        say(f"[{dataset}]   {result.status}" + (f" in {result.seconds:.2f} s" if result.measured else ""))
+        results.append(result)
+    return results
+
+
+def metadata(args: argparse.Namespace, source: LocalCluster, sizes: dict[str, int]) -> dict:
+    return {
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "scale": args.scale, "jobs": args.jobs, "methods": args.methods, "dataset_bytes": sizes,
+        "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "postgres": source.psql("SHOW server_version"),
+        "pgcopydb": _pgcopydb_version(),
+    }
+
+
+def _pgcopydb_version() -> str | None:
+    program = shutil.which("pgcopydb")
+    if program is None:
+        return None
+    out = subprocess.run([program, "--version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0] if out else None
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    root = Path(tempfile.mkdtemp(prefix="pgmig-bench-"))
+    os.chmod(root, 0o755)  # the servers run as `postgres` when we are root
+    results: list[Result] = []
+    try:
+        source, target = start_clusters(root)
+        try:
+            for dataset in args.datasets:
+                results += run_dataset(dataset, source, target, args, root)
+            meta = metadata(args, source, {r.dataset: r.size_bytes for r in results})
+        finally:
+            target.destroy()
+            source.destroy()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    say(f"\nscale {args.scale}, jobs {args.jobs}; MB = 2^20 bytes; ratios: this method / raw COPY pipe (raw), "
+        "/ pgcopydb (pgc)")
+    for dataset in args.datasets:
+        rows = [r for r in results if r.dataset == dataset]
+        say(f"\n{dataset} ({rows[0].size_bytes / 2**20:.0f} MB on source)\n{table(rows)}")
+    say(f"\nwritten {write_json(results, meta)}")
+    return 0 if all(r.status == "ok" or r.status.startswith("unavailable") for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Block Kit for migrations: the live progress card, state notices, status, list and verification."""
+from __future__ import annotations
+
+import time
+
+from handlers.context import Reply
+from handlers.messages import _context, _header, _section, _sections, esc, preflight_message
+from migration_core.models import Migration, State, Step
+from migration_core.preflight import PreflightReport, pretty_bytes
+from migration_core.progress import DatabaseProgress, MigrationProgress
+from migration_core.verify import VerifyResult
+
+STATE_ICON = {State.CREATED: "🆕", State.PREFLIGHT: "🔎", State.EXPORTING: "📤", State.IMPORTING: "📥",
+              State.VERIFYING: "🔍", State.PAUSED: "⏸️", State.COMPLETED: "✅", State.FAILED: "❌",
+              State.CANCELLED: "🚫"}
+STEP_ICON = {"done": "✅", "running": "⏳", "failed": "❌", "waiting": "⏸️", "dropped": "🗑️"}
+BAR = 12
+
+
+def icon(state: State) -> str:
+    return STATE_ICON.get(state, "⏳")
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def bar(fraction: float) -> str:
+    filled = round(fraction * BAR)
+    return "▓" * filled + "░" * (BAR - filled)
+
+
+def mention(user: str) -> str:
+    return f"<@{user}>"
+
+
+def describe(m: Migration) -> str:
+    method = m.options.get("method", "")
+    return (f"{esc(m.source)} → {esc(m.target)} · {m.mode}" + (f" ({method}, {m.options.get('parallel')} jobs)"
+                                                              if m.mode == "offline" else ""))
+
+
+def database_line(p: DatabaseProgress, now: float) -> str:
+    parts = [f"`{esc(p.database)}` {esc(p.phase)}"]
+    if p.fraction is not None and p.started_at is not None:
+        parts.append(f"{bar(p.fraction)} {p.fraction * 100:.0f}%")
+    if p.tables_total:
+        parts.append(f"{p.tables_done}/{p.tables_total} tables")
+    if p.bytes_total:
+        parts.append(f"{pretty_bytes(p.bytes_done)} of {pretty_bytes(p.bytes_total)}")
+    if p.started_at is not None:
+        parts.append(f"{duration(p.elapsed(now))} elapsed")
+    eta = p.eta(now)
+    if eta is not None:
+        parts.append(f"ETA {duration(eta)}")
+    return " · ".join(parts)
+
+
+def migration_card(m: Migration, progress: MigrationProgress) -> Reply:
+    """The one live message per migration, edited in place as it runs."""
+    now = time.time()
+    head = (f"{icon(m.state)} *{m.state.value}* · {describe(m)} · started by {mention(m.requested_by)}")
+    lines = [head]
+    for db in m.databases:
+        lines.append(database_line(progress.of(db), now))
+    if m.state is State.FAILED and m.error:
+        lines.append(f"*Error:* {esc(m.error[:1500])}")
+    blocks = [_header(f"{m.id}: {m.source} → {m.target}"), *_sections(lines),
+              _context(f"`/pgmig status {m.id}` · `/pgmig cancel {m.id}`")]
+    return Reply(f"{m.id} {m.state.value}: {m.source} → {m.target}", blocks, ephemeral=False)
+
+
+def state_notice(m: Migration, detail: str) -> Reply:
+    """A thread reply on the live message when a migration completes, fails, pauses or is cancelled."""
+    who = mention(m.requested_by)
+    text = f"{who} {icon(m.state)} *{m.id} {m.state.value}*"
+    if m.state is State.FAILED:
+        text += f" at *{esc(m.error.split(':', 1)[0])}*\n```{esc(detail[:2500])}```\nWhen the cause is fixed: " \
+                f"`/pgmig retry {m.id}`"
+    elif detail:
+        text += f"\n{esc(detail[:2800])}"
+    return Reply(f"{m.id} {m.state.value}", [_section(text)], ephemeral=False)
+
+
+def started(m: Migration, report: PreflightReport, channel: str) -> Reply:
+    where = f" Live progress in <#{channel}>." if channel and channel != m.channel else ""
+    lines = [f"🚀 *{m.id}* started by {mention(m.requested_by)}: {describe(m)}",
+             f"Databases: {esc(', '.join(report.databases))}.{where}"]
+    lines += [f"⚠️ {esc(f.scope)}: {esc(f.title)} — {esc(f.detail)}" for f in report.warnings]
+    return Reply(f"{m.id} started", _sections(lines), ephemeral=False)
+
+
+def refused(m: Migration, report: PreflightReport) -> Reply:
+    reply = preflight_message(report, "")
+    blocks = [_section(f"❌ *{m.id} was not started*: the pre-flight checks found "
+                       f"{len(report.blocking)} blocking problem(s). Fix them, then `/pgmig retry {m.id}`.")]
+    blocks += [b for b in reply.blocks if b.get("type") != "actions"]
+    return Reply(f"{m.id} not started: {len(report.blocking)} blocking problem(s)", blocks)
+
+
+def status(m: Migration, steps: list[Step], progress: MigrationProgress) -> Reply:
+    card = migration_card(m, progress)
+    lines = ["*Steps*"]
+    for s in steps:
+        detail = f" — {esc(s.detail[:600])}" if s.detail else ""
+        lines.append(f"{STEP_ICON.get(s.state, '•')} `{esc(s.name)}`{detail}")
+    return Reply(card.text, card.blocks[:-1] + _sections(lines) + card.blocks[-1:])
+
+
+def migration_list(migrations: list[Migration], title: str) -> Reply:
+    if not migrations:
+        return Reply(f"{title}: none", [_section(f"{title}: none. Start one with `/pgmig migrate`.")])
+    lines = [f"{icon(m.state)} *{m.id}* {m.state.value} · {describe(m)} · {esc(', '.join(m.databases))} · "
+             f"by {mention(m.requested_by)} · {m.created_at:%Y-%m-%d %H:%M} UTC" for m in migrations]
+    return Reply(f"{title}: {len(migrations)}", [_header(title), *_sections(lines)])
+
+
+def verification(m: Migration, results: list[VerifyResult]) -> Reply:
+    lines = []
+    for r in results:
+        if r.ok:
+            lines.append(f"✅ `{esc(r.database)}`: {r.tables} tables, {r.rows:,} rows, {r.sequences} sequences equal")
+        else:
+            lines.append(f"❌ `{esc(r.database)}`: {len(r.mismatches)} mismatch(es)")
+            rows = [f"{x.kind:<17} {x.name:<40} source {x.source:<24} target {x.target}" for x in r.mismatches[:30]]
+            lines.append("```" + esc("\n".join(rows)) + "```")
+    ok = all(r.ok for r in results)
+    return Reply(f"{m.id} verification {'passed' if ok else 'found mismatches'}",
+                 [_header(f"Verification of {m.id}: {'pass' if ok else 'mismatches'}"), *_sections(lines)])

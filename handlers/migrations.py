@@ -1,0 +1,112 @@
+"""`/pgmig migrate | status | list | cancel | retry | resume | verify`."""
+from __future__ import annotations
+
+from handlers import messages
+from handlers import migration_messages as mm
+from handlers.authz import may_operate
+from handlers.check import resolve_servers
+from handlers.context import Invocation, Reply, Services
+from handlers.grammar import ParsedCommand
+from migration_core.engine import MigrationRequest
+from migration_core.models import Migration, State
+
+
+async def _operator_only(inv: Invocation, svc: Services, what: str) -> Reply | None:
+    if await may_operate(inv.user, svc.policy, svc.directory):
+        return None
+    return messages.error_message(f"only operators may {what}: ask one of the people or groups in "
+                                  "[slack] operators")
+
+
+async def _find(svc: Services, migration_id: str) -> Migration | Reply:
+    m = await svc.store.get_migration(migration_id)
+    if m is None:
+        return messages.error_message(f"there is no {migration_id}; `/pgmig list` shows the migrations")
+    return m
+
+
+async def migrate_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    a = cmd.args
+    if denied := await _operator_only(inv, svc, "start migrations"):
+        return denied
+    servers = resolve_servers(svc, a["source"], a["target"])
+    if isinstance(servers, Reply):
+        return servers
+    if a["mode"] == "online":
+        return messages.error_message("online migrations are not available in this version yet; "
+                                      "use `--mode offline`")
+    if a["pause_after_export"] and a["method"] != "dump":
+        return messages.error_message("`--pause-after-export` goes with `--method dump`: its export is the SQL "
+                                      "files you can review and edit")
+    if a["source"] == a["target"]:
+        return messages.error_message("SOURCE and TARGET are the same server")
+    m = await svc.engine.create(MigrationRequest(
+        source=a["source"], target=a["target"], mode=a["mode"], requested_by=inv.user, channel=inv.channel,
+        databases=a["db"] or [], method=a["method"], parallel=a["parallel"], overwrite=a["overwrite"],
+        pause_after_export=a["pause_after_export"]))
+    report = await svc.engine.preflight(m)
+    if report.blocking:
+        return mm.refused(m, report)
+    svc.engine.start(m.id)
+    m = await svc.store.get_migration(m.id) or m
+    return mm.started(m, report, svc.policy.notify_channel)
+
+
+async def status_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    if not cmd.args.get("migration"):
+        active = await svc.store.list_migrations(active_only=True)
+        return mm.migration_list(active, "Active migrations")
+    m = await _find(svc, cmd.args["migration"])
+    if isinstance(m, Reply):
+        return m
+    return mm.status(m, await svc.store.steps(m.id), svc.engine.progress(m.id))
+
+
+async def list_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    return mm.migration_list((await svc.store.list_migrations())[-20:], "Recent migrations")
+
+
+async def cancel_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    if denied := await _operator_only(inv, svc, "cancel migrations"):
+        return denied
+    m = await _find(svc, cmd.args["migration"])
+    if isinstance(m, Reply):
+        return m
+    if m.state.finished:
+        return messages.error_message(f"{m.id} is already {m.state.value}")
+    dropped = await svc.engine.cancel(m.id, inv.user)
+    note = f" Dropped half-imported target database(s): {', '.join(dropped)}." if dropped else ""
+    return Reply(f"{m.id} cancelled", [messages._section(f"🚫 *{m.id}* cancelled.{messages.esc(note)}")],
+                 ephemeral=False)
+
+
+async def retry_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    if denied := await _operator_only(inv, svc, "retry migrations"):
+        return denied
+    m = await _find(svc, cmd.args["migration"])
+    if isinstance(m, Reply):
+        return m
+    if m.state is not State.FAILED or not await svc.engine.retry(m.id):
+        return messages.error_message(f"{m.id} is {m.state.value}; only a failed migration can be retried")
+    return Reply(f"{m.id} retrying", [messages._section(
+        f"🔁 *{m.id}* retrying from the step that failed (`{messages.esc(m.error.split(':', 1)[0])}`); "
+        "finished databases are not redone.")], ephemeral=False)
+
+
+async def resume_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    if denied := await _operator_only(inv, svc, "resume migrations"):
+        return denied
+    m = await _find(svc, cmd.args["migration"])
+    if isinstance(m, Reply):
+        return m
+    if m.state is not State.PAUSED or not await svc.engine.resume(m.id):
+        return messages.error_message(f"{m.id} is {m.state.value}; only a paused migration can be resumed")
+    return Reply(f"{m.id} resumed", [messages._section(f"▶️ *{m.id}* importing the export files as they are now.")],
+                 ephemeral=False)
+
+
+async def verify_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    m = await _find(svc, cmd.args["migration"])
+    if isinstance(m, Reply):
+        return m
+    return mm.verification(m, await svc.engine.verify(m.id))

@@ -1,0 +1,357 @@
+"""The migration state machine: runs each step, persists it, and resumes after a failure or restart.
+
+Offline: created → preflight → exporting → [paused] → importing → verifying → completed, or failed /
+cancelled. Every step is a row in the store (`preflight`, `roles`, `export:DB`, `review`, `import:DB`,
+`verify:DB`); a retry skips the steps already done, so finished databases are not redone.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from migration_core import target_db
+from migration_core.errors import MigrationError
+from migration_core.events import MigrationEvents
+from migration_core.jobs import ProgressJobs
+from migration_core.models import AuditEntry, Migration, State, Step, utcnow
+from migration_core.offline import DEFAULT_PARALLEL, OfflineDatabase, OfflineOptions, choose_bindir
+from migration_core.preflight import Mode, PreflightReport, PreflightRequest, run_preflight
+from migration_core.progress import MigrationProgress
+from migration_core.roles import RolePlan, copy_roles
+from migration_core.servers import ConnectionProblem, ServerConfig
+from migration_core.store import Store
+from migration_core.verify import VerifyResult, verify_database
+
+log = logging.getLogger(__name__)
+DONE, RUNNING, FAILED, WAITING = "done", "running", "failed", "waiting"
+MAX_LISTED_MISMATCHES = 20
+
+
+@dataclass
+class EngineConfig:
+    workdir: Path
+    pg_bindir: str | None = None
+    progress_interval: float = 15.0
+    default_parallel: int = DEFAULT_PARALLEL
+
+
+@dataclass
+class MigrationRequest:
+    source: str
+    target: str
+    mode: str
+    requested_by: str
+    channel: str = ""
+    databases: list[str] = field(default_factory=list)
+    method: str = "restore"
+    parallel: int | None = None
+    overwrite: bool = False
+    pause_after_export: bool = False
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def mismatch_lines(results: list[VerifyResult]) -> list[str]:
+    return [f"{m.database} {m.kind} {m.name}: source {m.source}, target {m.target}"
+            for r in results for m in r.mismatches]
+
+
+def failure_reason(exc: BaseException, migration_id: str) -> str:
+    """One readable reason; parallel work fails as an exception group, whose first cause is the story."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, MigrationError):
+        return str(exc)
+    if isinstance(exc, ConnectionProblem):
+        return f"{exc}" + (f" — fix: {exc.fix}" if exc.fix else "")
+    if isinstance(exc, asyncpg.PostgresError):
+        return f"the server said: {exc}"
+    log.error("migration %s failed unexpectedly", migration_id, exc_info=exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Engine:
+    def __init__(self, store: Store, servers: dict[str, ServerConfig], events: MigrationEvents,
+                 config: EngineConfig) -> None:
+        self.store, self.servers, self.events, self.config = store, servers, events, config
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._cancelling: set[str] = set()
+        self._progress: dict[str, MigrationProgress] = {}
+        self.jobs = ProgressJobs(config.progress_interval, self._tick)
+
+    # ---- what handlers call -------------------------------------------------------------------
+
+    async def create(self, req: MigrationRequest) -> Migration:
+        mid = await self.store.next_migration_id()
+        options = {"method": req.method, "parallel": req.parallel or self.config.default_parallel,
+                   "overwrite": req.overwrite, "pause_after_export": req.pause_after_export,
+                   "databases_given": bool(req.databases)}
+        m = Migration(id=mid, source=req.source, target=req.target, databases=list(req.databases), mode=req.mode,
+                      state=State.CREATED, requested_by=req.requested_by, channel=req.channel, options=options)
+        await self.store.create_migration(m)
+        await self.store.audit(AuditEntry(req.requested_by, "migration.created",
+                                          f"{req.source} → {req.target} {req.mode} {options}", mid, req.channel))
+        return m
+
+    async def preflight(self, m: Migration) -> PreflightReport:
+        """Run the checks `/pgmig check` runs; a blocking finding fails the migration at `preflight`."""
+        await self._set_state(m.id, State.PREFLIGHT, "running pre-flight checks")
+        source, target = self._servers(m)
+        report = await run_preflight(PreflightRequest(source, target, databases=m.databases, mode=Mode(m.mode)))
+        if report.blocking:
+            problems = "; ".join(f"{f.scope}: {f.title} ({f.detail})" for f in report.blocking)
+            await self._save(m.id, "preflight", FAILED, problems)
+            await self._set_state(m.id, State.FAILED, problems, error=f"preflight: {problems}")
+            return report
+        if not m.databases:
+            await self.store.set_databases(m.id, report.databases)
+        warnings = "; ".join(f"{f.title} ({f.detail})" for f in report.warnings)
+        await self._save(m.id, "preflight", DONE, f"warnings: {warnings}" if warnings else "passed")
+        return report
+
+    def start(self, migration_id: str) -> asyncio.Task:
+        task = asyncio.create_task(self._run(migration_id), name=f"migration {migration_id}")
+        self._tasks[migration_id] = task
+        return task
+
+    def is_running(self, migration_id: str) -> bool:
+        return migration_id in self._tasks
+
+    async def wait(self, migration_id: str) -> None:
+        task = self._tasks.get(migration_id)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def wait_all(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    def progress(self, migration_id: str) -> MigrationProgress:
+        return self._progress.setdefault(migration_id, MigrationProgress())
+
+    async def retry(self, migration_id: str) -> bool:
+        """Failed → run again from the failed step. False when it is not failed (or another click won)."""
+        if not await self.store.transition(migration_id, State.CREATED, expect=(State.FAILED,)):
+            return False
+        self.start(migration_id)
+        return True
+
+    async def resume(self, migration_id: str) -> bool:
+        """Paused after export → import whatever the export files now contain."""
+        if not await self.store.transition(migration_id, State.IMPORTING, expect=(State.PAUSED,)):
+            return False
+        await self._save(migration_id, "review", DONE, "resumed")
+        self.start(migration_id)
+        return True
+
+    async def cancel(self, migration_id: str, actor: str) -> list[str]:
+        """Stop the work, drop target databases left half-imported, and mark the migration cancelled.
+
+        Returns the databases dropped. Databases whose import finished are left in place.
+        """
+        task = self._tasks.get(migration_id)
+        if task is not None:
+            self._cancelling.add(migration_id)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            self._cancelling.discard(migration_id)
+        m = await self.store.get_migration(migration_id)
+        if m is None or m.state.finished:
+            return []
+        dropped: list[str] = []
+        _, target = self._servers(m)
+        for step in await self.store.steps(migration_id):
+            if step.name.startswith("import:") and step.state != DONE:
+                db = step.name.split(":", 1)[1]
+                await target_db.drop(target, db)
+                await self._save(migration_id, step.name, "dropped", "half-imported database dropped on cancel")
+                dropped.append(db)
+        shutil.rmtree(self.config.workdir / migration_id, ignore_errors=True)
+        detail = f"cancelled by {actor}" + (f"; dropped half-imported {', '.join(dropped)}" if dropped else "")
+        await self._set_state(migration_id, State.CANCELLED, detail)
+        return dropped
+
+    async def verify(self, migration_id: str) -> list[VerifyResult]:
+        m = await self.store.get_migration(migration_id)
+        if m is None:
+            raise MigrationError(f"no migration {migration_id}")
+        source, target = self._servers(m)
+        return [await verify_database(source, target, db, int(m.options.get("parallel", 2)))
+                for db in m.databases]
+
+    async def recover(self) -> list[str]:
+        """At start-up: migrations a previous process was running are marked failed, resumable by retry."""
+        interrupted = []
+        for m in await self.store.list_migrations(active_only=True):
+            if m.state.running and m.id not in self._tasks:
+                reason = (f"{m.state.value}: interrupted — pgmig stopped while this step ran; "
+                          f"`/pgmig retry {m.id}` continues from here")
+                if await self.store.transition(m.id, State.FAILED, expect=(m.state,), error=reason):
+                    interrupted.append(m.id)
+                    await self._emit_state(m.id, reason)
+        return interrupted
+
+    async def close(self) -> None:
+        self.jobs.shutdown()
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    # ---- the pipeline ------------------------------------------------------------------------
+
+    def _servers(self, m: Migration) -> tuple[ServerConfig, ServerConfig]:
+        missing = [n for n in (m.source, m.target) if n not in self.servers]
+        if missing:
+            raise MigrationError(f"server {', '.join(missing)} is no longer configured",
+                                 "restore its [servers.NAME] entry and retry")
+        return self.servers[m.source], self.servers[m.target]
+
+    async def _run(self, migration_id: str) -> None:
+        self.jobs.watch(migration_id)
+        try:
+            await self._pipeline(migration_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if migration_id not in self._cancelling:  # errors of work being torn down are not failures
+                await self._fail(migration_id, failure_reason(exc, migration_id))
+        finally:
+            self.jobs.unwatch(migration_id)
+            self._tasks.pop(migration_id, None)
+
+    async def _pipeline(self, mid: str) -> None:
+        m = await self._get(mid)
+        steps = {s.name: s for s in await self.store.steps(mid)}
+
+        def done(name: str) -> bool:
+            return name in steps and steps[name].state == DONE
+
+        if not done("preflight"):
+            if (await self.preflight(m)).blocking:
+                return
+            m = await self._get(mid)
+        source, target = self._servers(m)
+        options = OfflineOptions(method=m.options["method"], parallel=int(m.options["parallel"]),
+                                 overwrite=bool(m.options["overwrite"]),
+                                 pause_after_export=bool(m.options["pause_after_export"]),
+                                 pg_bindir=self.config.pg_bindir)
+        bindir = await choose_bindir(source, target, options.pg_bindir)
+        progress = self.progress(mid)
+        workdir = self.config.workdir / mid
+
+        def job(db: str) -> OfflineDatabase:
+            return OfflineDatabase(source, target, db, options, workdir, bindir, progress.of(db))
+
+        if done("roles"):
+            roles = RolePlan(**steps["roles"].data)
+        else:
+            roles = await copy_roles(source, target, m.databases)
+            await self._save(mid, "roles", DONE, roles.describe(), asdict(roles))
+
+        exports = [db for db in m.databases if not done(f"export:{db}")]
+        for db in m.databases:
+            if db not in exports:
+                progress.of(db).finish("exported")
+        if exports:
+            await self._set_state(mid, State.EXPORTING, f"exporting {', '.join(exports)} ({options.method})")
+        for db in exports:
+            await self._save(mid, f"export:{db}", RUNNING, "")
+            files = await job(db).export(roles)
+            await self._save(mid, f"export:{db}", DONE, ", ".join(str(f) for f in files),
+                             {"files": {str(f): file_digest(f) for f in files}})
+        steps = {s.name: s for s in await self.store.steps(mid)}
+
+        if options.pause_after_export and not done("review"):
+            files = [f for db in m.databases for f in steps[f"export:{db}"].data["files"]]
+            await self._save(mid, "review", WAITING, "\n".join(files))
+            await self._set_state(mid, State.PAUSED, "export files ready to review and edit:\n" + "\n".join(files) +
+                                  f"\n`/pgmig resume {mid}` imports whatever they then contain")
+            return
+
+        edited = sorted(f for db in m.databases for f, digest in steps[f"export:{db}"].data["files"].items()
+                        if Path(f).exists() and file_digest(Path(f)) != digest)
+        imports = [db for db in m.databases if not done(f"import:{db}")]
+        for db in m.databases:
+            if db not in imports:
+                progress.of(db).finish("imported")
+        if imports:
+            note = f"; edited after export: {', '.join(edited)}" if edited else ""
+            await self._set_state(mid, State.IMPORTING, f"importing {', '.join(imports)}{note}")
+        for db in imports:
+            claimed = f"import:{db}" in steps  # an earlier attempt created or emptied it: ours to replace
+            await self._save(mid, f"import:{db}", RUNNING, "")
+            summary = await job(db).import_(roles, claimed)
+            await self._save(mid, f"import:{db}", DONE, summary)
+
+        await self._set_state(mid, State.VERIFYING, f"verifying {', '.join(m.databases)}")
+        results = []
+        for db in m.databases:
+            progress.of(db).begin("verifying")
+            result = await verify_database(source, target, db, options.parallel)
+            progress.of(db).finish("verified" if result.ok else "mismatch")
+            await self._save(mid, f"verify:{db}", DONE if result.ok else FAILED,
+                             f"{result.tables} tables, {result.rows} rows, {result.sequences} sequences, "
+                             f"{len(result.mismatches)} mismatch(es)", asdict(result))
+            results.append(result)
+        lines = mismatch_lines(results)
+        shown = "\n".join(lines[:MAX_LISTED_MISMATCHES]) + (
+            f"\n… and {len(lines) - MAX_LISTED_MISMATCHES} more" if len(lines) > MAX_LISTED_MISMATCHES else "")
+        if lines and not edited:
+            raise MigrationError(f"verification found {len(lines)} mismatch(es):\n{shown}",
+                                 f"`/pgmig retry {mid}` re-verifies; `/pgmig verify {mid}` shows them again")
+        rows = sum(r.rows for r in results)
+        detail = (f"{len(m.databases)} database(s), {sum(r.tables for r in results)} tables, {rows} rows and "
+                  f"{sum(r.sequences for r in results)} sequences verified equal")
+        if lines:
+            detail = (f"completed; {len(lines)} difference(s) from the source, expected because export files "
+                      f"were edited ({', '.join(edited)}):\n{shown}")
+        if options.method == "restore":
+            shutil.rmtree(workdir, ignore_errors=True)
+        await self._set_state(mid, State.COMPLETED, detail)
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+
+    async def _get(self, mid: str) -> Migration:
+        m = await self.store.get_migration(mid)
+        if m is None:
+            raise MigrationError(f"no migration {mid}")
+        return m
+
+    async def _save(self, mid: str, name: str, state: str, detail: str, data: dict | None = None) -> None:
+        existing = await self.store.step(mid, name)
+        started = existing.started_at if existing and existing.started_at else utcnow()
+        finished = utcnow() if state != RUNNING else None
+        await self.store.save_step(Step(mid, name, state, detail, started, finished, data or {}))
+
+    async def _set_state(self, mid: str, state: State, detail: str, error: str = "") -> None:
+        await self.store.transition(mid, state, error=error)
+        await self.store.audit(AuditEntry("pgmig", "state", f"{state.value}: {detail}"[:2000], mid))
+        await self._emit_state(mid, detail)
+
+    async def _emit_state(self, mid: str, detail: str) -> None:
+        try:
+            await self.events.state_changed(await self._get(mid), self.progress(mid), detail)
+        except Exception:  # telling the channel must never break the migration itself
+            log.exception("publishing the state of %s failed", mid)
+
+    async def _fail(self, mid: str, message: str) -> None:
+        m = await self._get(mid)
+        step = m.state.value if m.state.running else "run"
+        await self._set_state(mid, State.FAILED, message, error=f"{step}: {message}")
+
+    async def _tick(self, mid: str) -> None:
+        m = await self.store.get_migration(mid)
+        if m is not None and not m.state.finished:
+            await self.events.progress(m, self.progress(mid))

@@ -1,0 +1,25 @@
+"""How the core tells the outside world what migrations are doing, without knowing about Slack."""
+from __future__ import annotations
+
+from typing import Protocol
+
+from migration_core.models import Migration
+from migration_core.progress import MigrationProgress
+
+
+class MigrationEvents(Protocol):
+    async def progress(self, migration: Migration, progress: MigrationProgress) -> None:
+        """A periodic tick while the migration runs: update the live view in place."""
+
+    async def state_changed(self, migration: Migration, progress: MigrationProgress, detail: str) -> None:
+        """The migration entered `migration.state`; `detail` says why or what came of it."""
+
+
+class NoEvents:
+    """For callers that need none (scripts, benchmarks)."""
+
+    async def progress(self, migration: Migration, progress: MigrationProgress) -> None:
+        return None
+
+    async def state_changed(self, migration: Migration, progress: MigrationProgress, detail: str) -> None:
+        return None

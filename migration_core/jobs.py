@@ -1,0 +1,44 @@
+"""Scheduled jobs (apscheduler): a progress tick per running migration."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+log = logging.getLogger(__name__)
+
+
+class ProgressJobs:
+    """One interval job per active migration; coalesced, so a slow tick never piles up behind itself."""
+
+    def __init__(self, interval_seconds: float, tick: Callable[[str], Awaitable[None]]) -> None:
+        self.interval = interval_seconds
+        self._tick = tick
+        self._scheduler: AsyncIOScheduler | None = None
+
+    def _ensure_started(self) -> AsyncIOScheduler:
+        if self._scheduler is None:
+            self._scheduler = AsyncIOScheduler()
+            self._scheduler.start()
+        return self._scheduler
+
+    def watch(self, migration_id: str) -> None:
+        self._ensure_started().add_job(self._safe_tick, "interval", seconds=self.interval, args=[migration_id],
+                                       id=f"progress:{migration_id}", replace_existing=True, coalesce=True,
+                                       max_instances=1)
+
+    def unwatch(self, migration_id: str) -> None:
+        if self._scheduler and self._scheduler.get_job(f"progress:{migration_id}"):
+            self._scheduler.remove_job(f"progress:{migration_id}")
+
+    async def _safe_tick(self, migration_id: str) -> None:
+        try:
+            await self._tick(migration_id)
+        except Exception:  # a failed progress post must not stop the migration or later ticks
+            log.exception("progress tick for %s failed", migration_id)
+
+    def shutdown(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None

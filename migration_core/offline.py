@@ -1,0 +1,197 @@
+"""Offline migration of one database, by either of Microsoft's two methods.
+
+- `dump` (export/import): `pg_dump -s` → db_schema.sql and `pg_dump -a` → db_data.sql, both taken under
+  one snapshot, imported with psql. Plain SQL the team may edit while the migration is paused.
+- `restore` (backup/restore, default): a custom-format schema archive from pg_dump; pg_restore creates
+  the pre-data schema, pgmig streams the table data with parallel COPY (copy.py), and pg_restore -j N
+  builds indexes, constraints and triggers after the data.
+
+Each method has two halves, `export` and `import_`, so the engine can persist and pause between them.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from migration_core import copy, extensions, large_objects, matviews, sequences, target_db
+from migration_core.errors import MigrationError
+from migration_core.pgbin import MissingBinaries, client_bindir
+from migration_core.progress import DatabaseProgress
+from migration_core.roles import RolePlan, copy_roles
+from migration_core.servers import ServerConfig
+from migration_core.sql import qualified
+from migration_core.tools import Tool, ToolError, connection_env
+
+METHODS = ("restore", "dump")
+DEFAULT_PARALLEL = max(2, min(8, os.cpu_count() or 2))
+NO_PUBSUB = ["--no-publications", "--no-subscriptions"]  # a copied publication breaks later replication
+
+
+@dataclass
+class OfflineOptions:
+    method: str = "restore"
+    parallel: int = DEFAULT_PARALLEL
+    overwrite: bool = False
+    pause_after_export: bool = False
+    pg_bindir: str | None = None
+
+
+async def server_major(server: ServerConfig) -> int:
+    conn = await server.connect()
+    try:
+        return int(await conn.fetchval("SHOW server_version_num")) // 10000
+    finally:
+        await conn.close()
+
+
+async def choose_bindir(source: ServerConfig, target: ServerConfig, configured: str | None) -> Path:
+    """Client programs at least as new as the newer server; a clear refusal otherwise."""
+    newest = max(await asyncio.gather(server_major(source), server_major(target)))
+    try:
+        return await asyncio.to_thread(client_bindir, newest, configured)
+    except MissingBinaries as exc:
+        raise MigrationError(str(exc)) from None
+
+
+def _owner_flags(roles: RolePlan) -> list[str]:
+    return [] if roles.keep_owners else ["--no-owner", "--no-privileges"]
+
+
+class OfflineDatabase:
+    """One database's export and import, reporting into `progress`."""
+
+    def __init__(self, source: ServerConfig, target: ServerConfig, database: str, options: OfflineOptions,
+                 workdir: Path, bindir: Path, progress: DatabaseProgress) -> None:
+        self.source, self.target, self.database = source, target, database
+        self.options = options
+        self.dir = workdir / database
+        self.bindir = bindir
+        self.progress = progress
+
+    def tool(self, program: str) -> Tool:
+        return Tool(self.bindir, program)
+
+    @property
+    def schema_file(self) -> Path:
+        return self.dir / ("db_schema.sql" if self.options.method == "dump" else "schema.dump")
+
+    @property
+    def data_file(self) -> Path:
+        return self.dir / "db_data.sql"
+
+    def artifacts(self) -> list[Path]:
+        return [self.schema_file, self.data_file] if self.options.method == "dump" else [self.schema_file]
+
+    def _count_tables(self, pattern: str):
+        regex = re.compile(pattern)
+
+        def on_line(line: str) -> None:
+            if regex.search(line):
+                self.progress.tables_done += 1
+        return on_line
+
+    async def export(self, roles: RolePlan) -> list[Path]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.progress.begin("exporting")
+        src = await self.source.connect(self.database)
+        try:
+            self.progress.tables_total = len(await copy.list_tables(src))
+            env = connection_env(self.source, self.database)
+            pg_dump = self.tool("pg_dump")
+            if self.options.method == "restore":
+                await pg_dump.run(["-Fc", "-s", *NO_PUBSUB, *_owner_flags(roles), "-f", str(self.schema_file)], env)
+            else:
+                async with src.transaction(isolation="repeatable_read", readonly=True):
+                    snapshot = await src.fetchval("SELECT pg_export_snapshot()")
+                    common = [f"--snapshot={snapshot}", *NO_PUBSUB, *_owner_flags(roles)]
+                    await asyncio.gather(
+                        pg_dump.run(["-s", *common, "-f", str(self.schema_file)], env),
+                        pg_dump.run(["-a", "-v", *common, "-f", str(self.data_file)], env,
+                                    on_line=self._count_tables(r"dumping contents of table")))
+        except ToolError as exc:
+            raise MigrationError(f"export of {self.database} failed: {exc.summary}") from None
+        finally:
+            await src.close()
+        self.progress.finish("exported")
+        return self.artifacts()
+
+    async def import_(self, roles: RolePlan, claimed: bool) -> str:
+        for f in self.artifacts():
+            if not f.exists():
+                raise MigrationError(f"export file {f} is missing", "retry the migration to export again")
+        self.progress.begin("preparing target")
+        prepared = await target_db.prepare(self.source, self.target, self.database,
+                                           overwrite=self.options.overwrite, claimed=claimed)
+        src, tgt = await asyncio.gather(self.source.connect(self.database), self.target.connect(self.database))
+        try:
+            await extensions.enable(src, tgt)
+            if self.options.method == "dump":
+                await self._import_sql(tgt)
+            else:
+                await self._import_archive(roles)
+            self.progress.phase = "finishing"
+            seq = await sequences.sync(src, tgt)
+            los = await large_objects.copy(src, tgt) if self.options.method == "restore" else 0
+            views = await matviews.refresh(src, tgt)
+            await self._analyze(tgt)
+        except ToolError as exc:
+            raise MigrationError(f"import of {self.database} failed: {exc.summary}") from None
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(f"import of {self.database} failed: {exc}") from None
+        finally:
+            await asyncio.gather(src.close(), tgt.close(), return_exceptions=True)
+        self.progress.finish("imported")
+        extra = f", {los} large object(s)" if los else ""
+        return f"{prepared}; {self.progress.tables_total} tables, {seq} sequences, {len(views)} materialized views{extra}"
+
+    async def _import_sql(self, tgt: asyncpg.Connection) -> None:
+        env = connection_env(self.target, self.database)
+        psql = self.tool("psql")
+        self.progress.phase = "creating schema"
+        await psql.run(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(self.schema_file)], env)
+        # Load rows with the schema's triggers and foreign keys quiet, as pg_restore --disable-triggers would.
+        if await tgt.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") or \
+                await tgt.fetchval("SELECT has_parameter_privilege('session_replication_role', 'SET')"):
+            env = {**env, "PGOPTIONS": "-c session_replication_role=replica"}
+        self.progress.phase = "loading data"
+        self.progress.tables_done = 0
+        await psql.run(["-X", "-v", "ON_ERROR_STOP=1", "-f", str(self.data_file), "-o", "/dev/null",
+                        "-L", "/dev/null"], env)
+
+    async def _import_archive(self, roles: RolePlan) -> None:
+        env = connection_env(self.target, self.database)
+        pg_restore = self.tool("pg_restore")
+        base = ["--exit-on-error", *NO_PUBSUB, *_owner_flags(roles), "-d", self.database]
+        self.progress.phase = "creating schema"
+        await pg_restore.run([*base, "--section=pre-data", str(self.schema_file)], env)
+        self.progress.phase = "copying data"
+        await copy.copy_tables(self.source, self.target, self.database, self.options.parallel, self.progress)
+        self.progress.phase = "building indexes"
+        await pg_restore.run([*base, "--section=post-data", "-j", str(self.options.parallel),
+                              str(self.schema_file)], env)
+
+    async def _analyze(self, tgt: asyncpg.Connection) -> None:
+        """Fresh statistics, so the applications' first queries on the target get good plans."""
+        self.progress.phase = "analyzing"
+        tables = await copy.list_tables(tgt)
+        names = [qualified(t.schema, t.name) for t in tables]
+        if names:
+            await tgt.execute("ANALYZE " + ", ".join(names))
+
+
+async def run_offline(source: ServerConfig, target: ServerConfig, databases: list[str], options: OfflineOptions,
+                      workdir: Path) -> dict[str, str]:
+    """Migrate databases without the state store (benchmarks, scripts): roles, export, import."""
+    bindir = await choose_bindir(source, target, options.pg_bindir)
+    roles = await copy_roles(source, target, databases)
+    results = {}
+    for db in databases:
+        job = OfflineDatabase(source, target, db, options, workdir, bindir, DatabaseProgress(db))
+        await job.export(roles)
+        results[db] = await job.import_(roles, claimed=False)
+    return results

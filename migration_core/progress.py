@@ -1,0 +1,60 @@
+"""Progress of a running migration, per database: what the live message and `/pgmig status` show."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DatabaseProgress:
+    database: str
+    phase: str = "pending"
+    tables_done: int = 0
+    tables_total: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    def begin(self, phase: str) -> None:
+        self.phase = phase
+        self.tables_done = 0
+        self.bytes_done = 0
+        self.started_at = time.time()
+        self.finished_at = None
+
+    def finish(self, phase: str) -> None:
+        self.phase = phase
+        self.finished_at = time.time()
+        if self.tables_total:
+            self.tables_done = self.tables_total
+        if self.bytes_total:
+            self.bytes_done = self.bytes_total
+
+    @property
+    def fraction(self) -> float | None:
+        if self.bytes_total:
+            return min(1.0, self.bytes_done / self.bytes_total)
+        if self.tables_total:
+            return min(1.0, self.tables_done / self.tables_total)
+        return None
+
+    def elapsed(self, now: float | None = None) -> float:
+        if self.started_at is None:
+            return 0.0
+        return (self.finished_at or now or time.time()) - self.started_at
+
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds left at the rate so far; None until there is a rate to go by."""
+        f = self.fraction
+        if f is None or f <= 0 or self.finished_at is not None:
+            return None
+        return self.elapsed(now) * (1 - f) / f
+
+
+@dataclass
+class MigrationProgress:
+    databases: dict[str, DatabaseProgress] = field(default_factory=dict)
+
+    def of(self, database: str) -> DatabaseProgress:
+        return self.databases.setdefault(database, DatabaseProgress(database))

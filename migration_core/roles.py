@@ -1,0 +1,104 @@
+"""Roles the databases need (owners and grantees), recreated on the target without passwords or
+superuser powers — Azure refuses those. Roles the target will not let us create are reported, and
+the restore then runs without owners and privileges rather than failing.
+
+pg_dumpall --globals-only holds the same facts as pg_roles; reading the catalog avoids parsing SQL.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from migration_core.servers import ServerConfig
+from migration_core.sql import ident, literal
+
+NEEDED = """
+SELECT DISTINCT r.rolname FROM pg_roles r
+WHERE r.rolname NOT LIKE 'pg\\_%' AND (
+    r.oid IN (SELECT refobjid FROM pg_shdepend WHERE refclassid = 'pg_authid'::regclass
+              AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database()))
+    OR r.oid = (SELECT datdba FROM pg_database WHERE datname = current_database()))
+"""
+
+
+@dataclass
+class RolePlan:
+    needed: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)   # could not be created: restore without owners
+
+    @property
+    def keep_owners(self) -> bool:
+        return not self.missing
+
+    def describe(self) -> str:
+        parts = [f"roles needed: {', '.join(self.needed) or 'none'}"]
+        if self.created:
+            parts.append(f"created {', '.join(self.created)} (no passwords: set them on the target)")
+        if self.missing:
+            parts.append(f"missing on target and not creatable: {', '.join(self.missing)} — "
+                         "restored without owners and privileges")
+        return "; ".join(parts)
+
+
+async def needed_roles(source: ServerConfig, databases: list[str]) -> list[str]:
+    names: set[str] = set()
+    for db in databases:
+        conn = await source.connect(db)
+        try:
+            names |= {r["rolname"] for r in await conn.fetch(NEEDED)}
+        finally:
+            await conn.close()
+    return sorted(names)
+
+
+async def copy_roles(source: ServerConfig, target: ServerConfig, databases: list[str]) -> RolePlan:
+    plan = RolePlan(needed=await needed_roles(source, databases))
+    src = await source.connect()
+    tgt = await target.connect()
+    try:
+        existing = {r["rolname"] for r in await tgt.fetch("SELECT rolname FROM pg_roles")}
+        me = await tgt.fetchrow("SELECT rolname, rolsuper FROM pg_roles WHERE rolname = current_user")
+        for name in plan.needed:
+            if name in existing:
+                continue
+            attrs = await src.fetchrow("SELECT * FROM pg_roles WHERE rolname = $1", name)
+            try:
+                await tgt.execute(f"CREATE ROLE {ident(name)} {_attributes(attrs)}")
+            except asyncpg.PostgresError:
+                plan.missing.append(name)
+                continue
+            plan.created.append(name)
+            if not me["rolsuper"]:  # to hand objects to the role, a non-superuser must be a member of it
+                try:
+                    await tgt.execute(f"GRANT {ident(name)} TO {ident(me['rolname'])}")
+                except asyncpg.PostgresError:
+                    plan.missing.append(name)
+        await _memberships(src, tgt, set(plan.needed) - set(plan.missing))
+    finally:
+        await src.close()
+        await tgt.close()
+    return plan
+
+
+def _attributes(r: asyncpg.Record) -> str:
+    """Everything but SUPERUSER, REPLICATION, BYPASSRLS and the password."""
+    words = ["NOSUPERUSER", "LOGIN" if r["rolcanlogin"] else "NOLOGIN", "INHERIT" if r["rolinherit"] else "NOINHERIT",
+             "CREATEDB" if r["rolcreatedb"] else "NOCREATEDB", "CREATEROLE" if r["rolcreaterole"] else "NOCREATEROLE",
+             f"CONNECTION LIMIT {int(r['rolconnlimit'])}"]
+    if r["rolvaliduntil"] is not None:
+        words.append(f"VALID UNTIL {literal(r['rolvaliduntil'].isoformat())}")
+    return " ".join(words)
+
+
+async def _memberships(src: asyncpg.Connection, tgt: asyncpg.Connection, roles: set[str]) -> None:
+    rows = await src.fetch(
+        "SELECT g.rolname AS grp, m.rolname AS member FROM pg_auth_members a "
+        "JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member")
+    for row in rows:
+        if row["grp"] in roles and row["member"] in roles:
+            try:
+                await tgt.execute(f"GRANT {ident(row['grp'])} TO {ident(row['member'])}")
+            except asyncpg.PostgresError:
+                continue

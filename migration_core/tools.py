@@ -1,0 +1,103 @@
+"""pg_dump, pg_restore and psql as asyncio subprocesses.
+
+Passwords reach them through PGPASSWORD in the child's environment, never the command line; stderr is
+captured, secrets are masked, and a failure is summarized to the lines that say what went wrong.
+Cancelling the awaiting task terminates the child, so a cancelled migration leaves no tool running.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from migration_core import secrets
+from migration_core.servers import ServerConfig
+
+MAX_SUMMARY_LINES = 8
+
+
+class ToolError(Exception):
+    """A tool failed; ``summary`` holds its own error lines with secrets removed."""
+
+    def __init__(self, program: str, returncode: int, summary: str) -> None:
+        self.program = program
+        self.returncode = returncode
+        self.summary = summary
+        super().__init__(f"{program} exited with code {returncode}: {summary}")
+
+
+def connection_env(server: ServerConfig, database: str) -> dict[str, str]:
+    """libpq environment for one server and database; the only place tool passwords appear."""
+    env = {**os.environ, "PGHOST": server.host, "PGPORT": str(server.port), "PGUSER": server.user,
+           "PGDATABASE": database, "PGSSLMODE": server.sslmode, "PGCONNECT_TIMEOUT": str(int(server.connect_timeout)),
+           "PGAPPNAME": "pgmig"}
+    password = server.password()
+    if password is not None:
+        env["PGPASSWORD"] = password
+    else:
+        env.pop("PGPASSWORD", None)
+    return env
+
+
+def summarize(stderr: str) -> str:
+    """The error lines a person needs: errors and fatals first, else the last lines."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    important = [ln for ln in lines if any(w in ln for w in ("error", "ERROR", "FATAL", "fatal", "could not"))]
+    chosen = (important or lines)[-MAX_SUMMARY_LINES:]
+    return secrets.redact(" | ".join(chosen)) or "(no error output)"
+
+
+@dataclass
+class Tool:
+    """One client program from the chosen directory."""
+
+    bindir: Path
+    program: str
+
+    @property
+    def path(self) -> str:
+        return str(self.bindir / self.program)
+
+    async def run(self, args: list[str], env: dict[str, str], on_line: Callable[[str], None] | None = None,
+                  stdin: int | None = asyncio.subprocess.DEVNULL, stdout: int | None = asyncio.subprocess.DEVNULL
+                  ) -> str:
+        """Run to completion; returns stderr. `on_line` sees each stderr line as it arrives (progress)."""
+        proc = await asyncio.create_subprocess_exec(self.path, *args, env=env, stdin=stdin, stdout=stdout,
+                                                    stderr=asyncio.subprocess.PIPE)
+        return await self.wait(proc, on_line)
+
+    async def start(self, args: list[str], env: dict[str, str], **pipes: int) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(self.path, *args, env=env, stderr=asyncio.subprocess.PIPE,
+                                                    **pipes)
+
+    async def wait(self, proc: asyncio.subprocess.Process, on_line: Callable[[str], None] | None = None) -> str:
+        lines: list[str] = []
+        try:
+            assert proc.stderr is not None
+            async for raw in proc.stderr:
+                line = raw.decode(errors="replace").rstrip("\n")
+                lines.append(line)
+                if on_line:
+                    on_line(line)
+            code = await proc.wait()
+        except asyncio.CancelledError:
+            await terminate(proc)
+            raise
+        stderr = "\n".join(lines)
+        if code != 0:
+            raise ToolError(self.program, code, summarize(stderr))
+        return stderr
+
+
+async def terminate(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        try:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 5)
+        except ProcessLookupError:
+            pass
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()

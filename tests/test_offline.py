@@ -1,0 +1,244 @@
+"""Offline migrations end to end on real clusters: PostgreSQL 15 source → PostgreSQL 16 target."""
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from bot.localpg import LocalCluster
+from bot.sandbox import load_pagila
+from migration_core.engine import Engine, EngineConfig, MigrationRequest
+from migration_core.models import State
+from migration_core.store import Store
+from tests.conftest import PASSWORD, server
+from tests.migration_fixtures import RICH, ROLES, RecordingEvents, facts, pagila_available, pg16_bindir
+
+
+@pytest.fixture(scope="module")
+def pg16(cluster_root):
+    c = LocalCluster(cluster_root / "pg16", password=PASSWORD, bindir=pg16_bindir()).init().start()
+    yield c
+    c.destroy()
+
+
+@pytest.fixture(scope="module")
+def rich_source(source_cluster):
+    source_cluster.psql(ROLES)
+    source_cluster.psql("CREATE DATABASE rich")
+    source_cluster.psql(RICH, database="rich")
+    if pagila_available() and "pagila" not in source_cluster.psql("SELECT datname FROM pg_database"):
+        load_pagila(source_cluster)
+    yield source_cluster
+
+
+@pytest.fixture
+async def engine(tmp_path, rich_source, pg16, target_cluster):
+    store = await Store.open(str(tmp_path / "state.sqlite"))
+    servers = {"onprem": server("onprem", rich_source), "azure": server("azure", pg16),
+               "pg15": server("pg15", target_cluster)}
+    events = RecordingEvents()
+    eng = Engine(store, servers, events, EngineConfig(workdir=tmp_path / "work", pg_bindir=str(pg16_bindir()),
+                                                      progress_interval=0.1))
+    eng.events_log = events  # type: ignore[attr-defined]
+    yield eng
+    await eng.close()
+    await store.close()
+
+
+def reset_target(cluster: LocalCluster, *dbs: str) -> None:
+    for db in dbs:
+        cluster.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+async def run(engine: Engine, **kw) -> str:
+    req = MigrationRequest(source=kw.pop("source", "onprem"), target=kw.pop("target", "azure"), mode="offline",
+                           requested_by="U0ALICE", channel="C0OPS", **kw)
+    m = await engine.create(req)
+    report = await engine.preflight(m)
+    if not report.blocking:
+        await engine.start(m.id)
+    return m.id
+
+
+async def assert_same(source: LocalCluster, target: LocalCluster, db: str) -> dict:
+    src, tgt = await asyncio.gather(facts(source.dsn(db)), facts(target.dsn(db)))
+    assert tgt["version"] == 16 and src["version"] == 15
+    for key in ("counts", "fks", "triggers", "sequences", "owners", "grants", "matview_rows", "large_object"):
+        assert tgt[key] == src[key], key
+    return src
+
+
+@pytest.mark.parametrize("method", ["restore", "dump"])
+async def test_offline_migration_of_several_databases_is_exact(engine, rich_source, pg16, method):
+    dbs = ["rich"] + (["pagila"] if pagila_available() else [])
+    reset_target(pg16, *dbs)
+    mid = await run(engine, databases=dbs, method=method, parallel=2)
+    m = await engine.store.get_migration(mid)
+    assert m.state is State.COMPLETED, m.error
+    assert engine.events_log.of(mid) == ["preflight", "exporting", "importing", "verifying", "completed"]
+    for db in dbs:
+        src = await assert_same(rich_source, pg16, db)
+        assert sum(src["counts"].values()) > 0
+    rich = await facts(pg16.dsn("rich"))
+    assert ("inventory.item", "item_sleeping", "D") in rich["triggers"]     # disabled on source stays disabled
+    assert ("inventory.item", "item_touch", "O") in rich["triggers"]
+    assert rich["sequences"]["inventory.unused_seq"] is None and rich["sequences"]["inventory.item_id_seq"] == 3000
+    assert rich["large_object"] == "a large object payload" and rich["matview_rows"] == 3
+    assert ("inventory.item", "app_owner") in rich["owners"]
+    steps = {s.name: s for s in await engine.store.steps(mid)}
+    assert steps["verify:rich"].state == "done" and steps["verify:rich"].data["mismatches"] == []
+    assert "app_owner" in steps["roles"].detail and "report_reader" in steps["roles"].detail
+
+
+async def test_pause_after_export_honours_edited_files(engine, rich_source, pg16):
+    reset_target(pg16, "rich")
+    mid = await run(engine, databases=["rich"], method="dump", pause_after_export=True)
+    assert (await engine.store.get_migration(mid)).state is State.PAUSED
+    steps = {s.name: s for s in await engine.store.steps(mid)}
+    files = list(steps["export:rich"].data["files"])
+    schema_file = next(f for f in files if f.endswith("db_schema.sql"))
+    data_file = next(f for f in files if f.endswith("db_data.sql"))
+    assert steps["review"].state == "waiting" and schema_file in steps["review"].detail
+    # The team decides public.scratch stays behind: drop it from both files.
+    schema = open(schema_file).read()
+    schema = re.sub(r"CREATE TABLE public\.scratch \(.*?\);\n", "", schema, flags=re.S)
+    schema = re.sub(r"ALTER TABLE ONLY public\.scratch\s+ADD CONSTRAINT scratch_pkey PRIMARY KEY \(id\);\n", "",
+                    schema)
+    schema = re.sub(r"ALTER TABLE public\.scratch OWNER TO .*?;\n", "", schema)
+    open(schema_file, "w").write(schema)
+    data = open(data_file).read()
+    open(data_file, "w").write(re.sub(r"COPY public\.scratch .*?\n\\\.\n", "", data, flags=re.S))
+    assert await engine.resume(mid)
+    assert not await engine.resume(mid)  # a second click does nothing
+    await engine.wait(mid)
+    m = await engine.store.get_migration(mid)
+    assert m.state is State.COMPLETED, m.error
+    tgt = await facts(pg16.dsn("rich"))
+    assert "public.scratch" not in tgt["counts"] and tgt["counts"]["inventory.item"] == 3000
+    notice = engine.events_log.states[-1][2]
+    assert "expected because export files were edited" in notice and "public.scratch" in notice
+
+
+async def test_missing_extension_refused_before_any_data_moves_then_retry(engine, rich_source, pg16):
+    rich_source.psql("CREATE DATABASE withext")
+    rich_source.psql("CREATE EXTENSION hstore; CREATE TABLE t (id int PRIMARY KEY, h hstore); "
+                     "INSERT INTO t VALUES (1, 'a=>1')", database="withext")
+    reset_target(pg16, "withext")
+    try:
+        mid = await run(engine, databases=["withext"])
+        m = await engine.store.get_migration(mid)
+        assert m.state is State.FAILED and m.error.startswith("preflight:")
+        assert "not installable on target: hstore" in m.error
+        assert "withext" not in pg16.psql("SELECT datname FROM pg_database")  # nothing was created
+        rich_source.psql("ALTER TABLE t ALTER h TYPE text USING h::text; DROP EXTENSION hstore", database="withext")
+        assert await engine.retry(mid)
+        await engine.wait(mid)
+        m = await engine.store.get_migration(mid)
+        assert m.state is State.COMPLETED, m.error
+        assert pg16.psql("SELECT h FROM t", database="withext") == '"a"=>"1"'
+    finally:
+        rich_source.psql("DROP DATABASE withext")
+
+
+async def test_non_empty_target_refused_then_retry_after_fix(engine, rich_source, pg16):
+    reset_target(pg16, "rich")
+    pg16.psql("CREATE DATABASE rich")
+    pg16.psql("CREATE TABLE precious (id int)", database="rich")
+    mid = await run(engine, databases=["rich"])
+    m = await engine.store.get_migration(mid)
+    assert m.state is State.FAILED and m.error.startswith("importing:")
+    assert "target database rich is not empty" in m.error and "--overwrite" in m.error
+    assert pg16.psql("SELECT count(*) FROM precious", database="rich") == "0"  # untouched
+    pg16.psql("DROP TABLE precious", database="rich")
+    assert await engine.retry(mid)
+    await engine.wait(mid)
+    assert (await engine.store.get_migration(mid)).state is State.COMPLETED
+    exported = [e for e in engine.events_log.states if e[0] == mid]
+    assert [s for _, s, _ in exported].count("exporting") == 1  # the retry did not export again
+
+
+async def test_pg_restore_error_mid_way_is_reported_and_retry_succeeds(engine, rich_source, pg16):
+    reset_target(pg16, "rich")
+    pg16.psql("CREATE DATABASE rich")
+    pg16.psql("CREATE FUNCTION no_indexes() RETURNS event_trigger LANGUAGE plpgsql AS "
+              "$$ BEGIN RAISE EXCEPTION 'index builds are frozen on this server'; END $$; "
+              "CREATE EVENT TRIGGER no_index_builds ON ddl_command_start WHEN TAG IN ('CREATE INDEX') "
+              "EXECUTE FUNCTION no_indexes()", database="rich")
+    mid = await run(engine, databases=["rich"], method="restore")
+    m = await engine.store.get_migration(mid)
+    assert m.state is State.FAILED and m.error.startswith("importing:")
+    assert "pg_restore" in m.error and "index builds are frozen on this server" in m.error
+    assert PASSWORD not in m.error
+    assert await engine.retry(mid)  # the half-imported database is pgmig's own now: it is replaced
+    await engine.wait(mid)
+    m = await engine.store.get_migration(mid)
+    assert m.state is State.COMPLETED, m.error
+    await assert_same(rich_source, pg16, "rich")
+
+
+async def test_cancel_mid_import_drops_the_half_imported_database(engine, rich_source, pg16):
+    rich_source.psql("CREATE DATABASE big")
+    rich_source.psql("CREATE TABLE big (id bigint PRIMARY KEY, pad text); "
+                     "INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 1500000) g",
+                     database="big")
+    reset_target(pg16, "big")
+    try:
+        m = await engine.create(MigrationRequest(source="onprem", target="azure", mode="offline",
+                                                 requested_by="U0ALICE", databases=["big"], parallel=1))
+        await engine.preflight(m)
+        engine.start(m.id)
+        for _ in range(600):
+            if engine.progress(m.id).of("big").phase == "copying data":
+                break
+            await asyncio.sleep(0.05)
+        assert engine.progress(m.id).of("big").phase == "copying data"
+        dropped = await engine.cancel(m.id, "U0BOB")
+        assert dropped == ["big"]
+        m = await engine.store.get_migration(m.id)
+        assert m.state is State.CANCELLED
+        assert "big" not in pg16.psql("SELECT datname FROM pg_database")
+        steps = {s.name: s.state for s in await engine.store.steps(m.id)}
+        assert steps["import:big"] == "dropped"
+        assert "cancelled by U0BOB" in engine.events_log.states[-1][2]
+    finally:
+        rich_source.psql("DROP DATABASE big")
+
+
+async def test_client_programs_older_than_the_target_are_refused(tmp_path, rich_source, pg16):
+    store = await Store.open(str(tmp_path / "s.sqlite"))
+    events = RecordingEvents()
+    eng = Engine(store, {"onprem": server("onprem", rich_source), "azure": server("azure", pg16)}, events,
+                 EngineConfig(workdir=tmp_path / "w", pg_bindir=str(rich_source.bindir)))
+    try:
+        reset_target(pg16, "rich")
+        mid = await run(eng, databases=["rich"])
+        m = await store.get_migration(mid)
+        assert m.state is State.FAILED
+        assert "pg_dump 15" in m.error and "older than the newest server involved (PostgreSQL 16)" in m.error
+    finally:
+        await eng.close()
+        await store.close()
+
+
+async def test_a_restart_marks_running_migrations_interrupted_and_retry_finishes(tmp_path, rich_source, pg16):
+    servers = {"onprem": server("onprem", rich_source), "azure": server("azure", pg16)}
+    config = EngineConfig(workdir=tmp_path / "w", pg_bindir=str(pg16_bindir()))
+    store = await Store.open(str(tmp_path / "s.sqlite"))
+    first = Engine(store, servers, RecordingEvents(), config)
+    m = await first.create(MigrationRequest(source="onprem", target="azure", mode="offline", requested_by="U1",
+                                            databases=["rich"]))
+    await store.transition(m.id, State.IMPORTING)  # as if the process died while importing
+    reset_target(pg16, "rich")
+    second_events = RecordingEvents()
+    second = Engine(store, servers, second_events, config)
+    try:
+        assert await second.recover() == [m.id]
+        failed = await store.get_migration(m.id)
+        assert failed.state is State.FAILED and "interrupted" in failed.error and "retry" in failed.error
+        assert await second.retry(m.id)
+        await second.wait(m.id)
+        assert (await store.get_migration(m.id)).state is State.COMPLETED
+    finally:
+        await second.close()
+        await store.close()

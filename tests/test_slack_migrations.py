@@ -1,0 +1,77 @@
+"""Migrations driven from Slack: one live message edited in place, thread replies, status, list, verify."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from handlers.authz import Policy
+from tests.conftest import config_toml
+from tests.fake_slack import FakeSlack
+from tests.slack_harness import start, stop
+
+
+def text_of(params: dict) -> str:
+    blocks = params.get("blocks", "[]")
+    blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
+    return json.dumps(blocks, ensure_ascii=False) + params.get("text", "")
+
+
+@pytest.fixture
+async def slack(tmp_path, source_cluster, target_cluster):
+    config = tmp_path / "pgmig.toml"
+    config.write_text(config_toml({"onprem": source_cluster, "azure": target_cluster},
+                                  extra='[slack]\nnotify_channel = "C0NOTIFY"\n'
+                                        '[migration]\nprogress_interval_seconds = 0.05\n'))
+    fake = await FakeSlack().start()
+    running, runner = await start(str(config), str(tmp_path / "state.sqlite"), fake, str(tmp_path / "home"))
+    yield running
+    await stop(running, runner)
+    await fake.stop()
+
+
+async def test_migrate_posts_one_live_message_updates_it_and_replies_in_thread(slack):
+    ack = await slack.command("migrate onprem azure --mode offline --db shop --overwrite", user="U0ALICE", key="m")
+    assert "Running pre-flight checks before starting" in ack.body
+    started = await slack.reply("m")
+    assert started["response_type"] == "in_channel" and "mig-1" in text_of(started) and "started by" in text_of(started)
+    notice = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts")
+                                       and "completed" in text_of(c.params), timeout=60)
+    assert "<@U0ALICE>" in text_of(notice.params) and "verified equal" in text_of(notice.params)
+    cards = [c for c in slack.fake.calls if c.method == "chat.postMessage" and not c.params.get("thread_ts")]
+    assert len(cards) == 1 and cards[0].params["channel"] == "C0NOTIFY"
+    updates = [c for c in slack.fake.calls if c.method == "chat.update"]
+    assert updates and {u.params["ts"] for u in updates} == {notice.params["thread_ts"]}
+    assert "completed" in text_of(updates[-1].params) and "▓" in text_of(updates[-1].params)
+
+    await slack.command("status mig-1", key="s")
+    status = text_of(await slack.reply("s"))
+    assert "verify:shop" in status and "4 tables" in status and "✅" in status
+    await slack.command("list", key="l")
+    assert "mig-1" in text_of(await slack.reply("l"))
+    await slack.command("verify 1", key="v")
+    assert "✅ `shop`: 4 tables" in text_of(await slack.reply("v"))
+    await slack.command("retry mig-1", key="r")
+    assert "only a failed migration can be retried" in text_of(await slack.reply("r"))
+    audit = await slack.services.store.audit_log("mig-1")
+    actions = [(e.actor, e.action) for e in audit]
+    assert ("U0ALICE", "migration.created") in actions and ("pgmig", "state") in actions
+
+
+async def test_only_operators_may_start_or_cancel(slack):
+    slack.services.policy = Policy(operators=("U0OPS",))
+    await slack.command("migrate onprem azure --mode offline --db shop", user="U0MALLORY", key="x")
+    assert "only operators may start migrations" in text_of(await slack.reply("x"))
+    await slack.command("cancel mig-1", user="U0MALLORY", key="y")
+    assert "only operators may cancel" in text_of(await slack.reply("y"))
+    assert await slack.services.store.list_migrations() == []
+
+
+async def test_refused_migration_shows_the_blocking_problems(slack):
+    await slack.command("migrate onprem azure --mode offline --db nosuchdb", key="n")
+    reply = text_of(await slack.reply("n"))
+    assert "mig-1 was not started" in reply and "nosuchdb" in reply
+    await slack.command("status mig-1", key="s")
+    assert "failed" in text_of(await slack.reply("s"))
+    await slack.command("status mig-99", key="t")
+    assert "there is no mig-99" in text_of(await slack.reply("t"))
