@@ -29,5 +29,4 @@ clean:
 # Compares pg_dump/pg_restore, pgcopydb, a raw parallel COPY pipe and pgmig; flags via BENCH_ARGS="--scale 2".
 bench: setup
 	@bench/ensure-tools.sh
-	@$(VENV)/bin/python -c 'import psutil' 2>/dev/null || $(VENV)/bin/pip install -q psutil
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)

@@ -19,12 +19,12 @@ from pathlib import Path
 import asyncpg
 
 from migration_core import copy, extensions, large_objects, matviews, sequences, target_db
+from migration_core.analyze import analyze
 from migration_core.errors import MigrationError
 from migration_core.pgbin import MissingBinaries, client_bindir
 from migration_core.progress import DatabaseProgress
 from migration_core.roles import RolePlan, copy_roles
 from migration_core.servers import ServerConfig
-from migration_core.sql import qualified
 from migration_core.tools import Tool, ToolError, connection_env
 
 METHODS = ("restore", "dump")
@@ -138,7 +138,8 @@ class OfflineDatabase:
             seq = await sequences.sync(src, tgt)
             los = await large_objects.copy(src, tgt) if self.options.method == "restore" else 0
             views = await matviews.refresh(src, tgt)
-            await self._analyze(tgt)
+            self.progress.phase = "analyzing"  # fresh statistics: the applications' first queries plan well
+            await analyze(self.target, self.database, self.options.parallel)
         except ToolError as exc:
             raise MigrationError(f"import of {self.database} failed: {exc.summary}") from None
         except asyncpg.PostgresError as exc:
@@ -174,14 +175,6 @@ class OfflineDatabase:
         self.progress.phase = "building indexes"
         await pg_restore.run([*base, "--section=post-data", "-j", str(self.options.parallel),
                               str(self.schema_file)], env)
-
-    async def _analyze(self, tgt: asyncpg.Connection) -> None:
-        """Fresh statistics, so the applications' first queries on the target get good plans."""
-        self.progress.phase = "analyzing"
-        tables = await copy.list_tables(tgt)
-        names = [qualified(t.schema, t.name) for t in tables]
-        if names:
-            await tgt.execute("ANALYZE " + ", ".join(names))
 
 
 async def run_offline(source: ServerConfig, target: ServerConfig, databases: list[str], options: OfflineOptions,

@@ -23,13 +23,17 @@ def pg16(cluster_root):
 
 
 @pytest.fixture(scope="module")
-def rich_source(source_cluster):
-    source_cluster.psql(ROLES)
-    source_cluster.psql("CREATE DATABASE rich")
-    source_cluster.psql(RICH, database="rich")
-    if pagila_available() and "pagila" not in source_cluster.psql("SELECT datname FROM pg_database"):
-        load_pagila(source_cluster)
-    yield source_cluster
+def rich_source(cluster_root):
+    """A source of its own: these tests add and drop databases other tests must not see."""
+    c = LocalCluster(cluster_root / "offline-source", password=PASSWORD, settings={"wal_level": "logical"}).init()
+    c.start()
+    c.psql(ROLES)
+    c.psql("CREATE DATABASE rich")
+    c.psql(RICH, database="rich")
+    if pagila_available():
+        load_pagila(c)
+    yield c
+    c.destroy()
 
 
 @pytest.fixture
