@@ -7,6 +7,7 @@ import os
 import platform
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help="parallelism N for every parallel method. Default: CPU count")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated subset of: {','.join(METHODS)}")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of every method, interleaved; the median wall time is reported. Default 3")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per method. Default 3600")
     args = parser.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -97,13 +100,27 @@ def run_dataset(dataset: str, source: LocalCluster, target: LocalCluster, args: 
     expected = verify.shape(source)
     say(f"[{dataset}] {size / 2**20:.0f} MB, {len(expected.rows)} tables, {sum(expected.rows.values())} rows, "
         f"{expected.indexes} indexes")
-    results = []
-    for name in args.methods:
-        say(f"[{dataset}] {METHODS[name].label(args.jobs)} …")
-        result = run_method(name, dataset, size, expected, source, target, args, root)
-        say(f"[{dataset}]   {result.status}" + (f" in {result.seconds:.2f} s" if result.measured else ""))
-        results.append(result)
-    return results
+    rounds: dict[str, list[Result]] = {name: [] for name in args.methods}
+    for round_no in range(1, args.repeat + 1):
+        # Interleaved rounds: drift in the machine (caches, checkpoints) falls on every method alike.
+        for name in args.methods:
+            say(f"[{dataset}] {METHODS[name].label(args.jobs)} (round {round_no}/{args.repeat}) …")
+            result = run_method(name, dataset, size, expected, source, target, args, root)
+            say(f"[{dataset}]   {result.status}" + (f" in {result.seconds:.2f} s" if result.measured else ""))
+            rounds[name].append(result)
+    return [combine(rounds[name]) for name in args.methods]
+
+
+def combine(results: list[Result]) -> Result:
+    """One row per method: the median wall time, the largest peak RSS, the first problem if any."""
+    bad = [r for r in results if r.status != "ok"]
+    if bad:
+        return bad[0]
+    first = results[0]
+    first.runs = sorted(r.seconds for r in results if r.seconds is not None)
+    first.seconds = statistics.median(first.runs)
+    first.peak_rss_bytes = max(r.peak_rss_bytes or 0 for r in results)
+    return first
 
 
 def metadata(args: argparse.Namespace, source: LocalCluster, sizes: dict[str, int]) -> dict:

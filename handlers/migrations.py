@@ -25,6 +25,13 @@ async def _find(svc: Services, migration_id: str) -> Migration | Reply:
     return m
 
 
+async def _operate_on(cmd: ParsedCommand, inv: Invocation, svc: Services, what: str) -> Migration | Reply:
+    """The named migration, if it exists and the user is an operator; else the reply explaining why not."""
+    if denied := await _operator_only(inv, svc, what):
+        return denied
+    return await _find(svc, cmd.args["migration"])
+
+
 async def migrate_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
     a = cmd.args
     if denied := await _operator_only(inv, svc, "start migrations"):
@@ -67,9 +74,7 @@ async def list_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Re
 
 
 async def cancel_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    if denied := await _operator_only(inv, svc, "cancel migrations"):
-        return denied
-    m = await _find(svc, cmd.args["migration"])
+    m = await _operate_on(cmd, inv, svc, "cancel migrations")
     if isinstance(m, Reply):
         return m
     if m.state.finished:
@@ -81,9 +86,7 @@ async def cancel_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
 
 
 async def retry_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    if denied := await _operator_only(inv, svc, "retry migrations"):
-        return denied
-    m = await _find(svc, cmd.args["migration"])
+    m = await _operate_on(cmd, inv, svc, "retry migrations")
     if isinstance(m, Reply):
         return m
     if m.state is not State.FAILED or not await svc.engine.retry(m.id):
@@ -94,9 +97,7 @@ async def retry_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> R
 
 
 async def resume_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    if denied := await _operator_only(inv, svc, "resume migrations"):
-        return denied
-    m = await _find(svc, cmd.args["migration"])
+    m = await _operate_on(cmd, inv, svc, "resume migrations")
     if isinstance(m, Reply):
         return m
     if m.state is not State.PAUSED or not await svc.engine.resume(m.id):
