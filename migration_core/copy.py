@@ -51,6 +51,16 @@ class _End:
         self.error = error
 
 
+def _put_now(queue: asyncio.Queue, item: object) -> None:
+    """Enqueue without waiting, dropping the oldest chunks if full: the stream is failing anyway."""
+    while True:
+        try:
+            queue.put_nowait(item)
+            return
+        except asyncio.QueueFull:
+            queue.get_nowait()
+
+
 async def _stream(src: asyncpg.Connection, tgt: asyncpg.Connection, table: TableSpec,
                   progress: DatabaseProgress) -> None:
     queue: asyncio.Queue[bytes | _End] = asyncio.Queue(PIPE_DEPTH)
@@ -67,7 +77,7 @@ async def _stream(src: asyncpg.Connection, tgt: asyncpg.Connection, table: Table
         try:
             await src.copy_from_table(table.name, schema_name=table.schema, columns=table.columns, output=sink)
         except BaseException as exc:
-            await queue.put(_End(exc))
+            _put_now(queue, _End(exc))  # the consumer may be gone: blocking on a full queue would hang
             raise
         await queue.put(_End())
 

@@ -135,8 +135,10 @@ class OfflineDatabase:
             else:
                 await self._import_archive(roles)
             self.progress.phase = "finishing"
-            seq = await sequences.sync(src, tgt)
-            los = await large_objects.copy(src, tgt) if self.options.method == "restore" else 0
+            # db_data.sql carries the snapshot's sequence values and large objects (and the team's edits).
+            restore = self.options.method == "restore"
+            seq = await sequences.sync(src, tgt) if restore else len(await sequences.values(tgt))
+            los = await large_objects.copy(src, tgt) if restore else 0
             views = await matviews.refresh(src, tgt)
             self.progress.phase = "analyzing"  # fresh statistics: the applications' first queries plan well
             await analyze(self.target, self.database, self.options.parallel)

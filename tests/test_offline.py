@@ -246,3 +246,49 @@ async def test_a_restart_marks_running_migrations_interrupted_and_retry_finishes
     finally:
         await second.close()
         await store.close()
+
+
+async def test_source_changed_after_export_fails_at_verifying_with_the_mismatches(engine, rich_source, pg16):
+    reset_target(pg16, "rich")
+    mid = await run(engine, databases=["rich"], method="dump", pause_after_export=True)
+    rich_source.psql("INSERT INTO inventory.warehouse (name) VALUES ('late arrival')", database="rich")
+    try:
+        assert await engine.resume(mid)
+        await engine.wait(mid)
+        m = await engine.store.get_migration(mid)
+        assert m.state is State.FAILED and m.error.startswith("verifying:")
+        assert "inventory.warehouse: source 4 rows, target 3 rows" in m.error
+        assert "inventory.warehouse_id_seq" in m.error  # the identity sequence moved on too
+        results = await engine.verify(mid)
+        assert {(x.kind, x.name) for x in results[0].mismatches} == {
+            ("sequence", "inventory.warehouse_id_seq"), ("table", "inventory.warehouse")}
+    finally:
+        rich_source.psql("DELETE FROM inventory.warehouse WHERE name = 'late arrival'; "
+                         "SELECT setval('inventory.warehouse_id_seq', 3)", database="rich")
+
+
+async def test_target_role_that_cannot_create_roles_restores_without_owners(tmp_path, rich_source, pg16, monkeypatch):
+    pg16.psql("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'migrator') THEN "
+              "CREATE ROLE migrator LOGIN CREATEDB PASSWORD 'Migrator-pw-1'; END IF; END $$")
+    reset_target(pg16, "rich")
+    pg16.psql("DROP ROLE IF EXISTS app_owner; DROP ROLE IF EXISTS report_reader")
+    monkeypatch.setenv("PGMIG_MIGRATOR_PASSWORD", "Migrator-pw-1")
+    servers = {"onprem": server("onprem", rich_source),
+               "azure": server("azure", pg16, user="migrator", password_env="PGMIG_MIGRATOR_PASSWORD")}
+    store = await Store.open(str(tmp_path / "s.sqlite"))
+    eng = Engine(store, servers, RecordingEvents(), EngineConfig(workdir=tmp_path / "w", pg_bindir=str(pg16_bindir())))
+    try:
+        for method in ("restore", "dump"):
+            reset_target(pg16, "rich")
+            mid = await run(eng, databases=["rich"], method=method)
+            m = await store.get_migration(mid)
+            assert m.state is State.COMPLETED, m.error
+            roles = await store.step(mid, "roles")
+            assert "not creatable: app_owner, report_reader" in roles.detail
+            owners = pg16.psql("SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class c JOIN pg_namespace n "
+                               "ON n.oid = c.relnamespace WHERE n.nspname = 'inventory'", database="rich")
+            assert owners == "migrator"
+    finally:
+        await eng.close()
+        await store.close()
+        reset_target(pg16, "rich")
