@@ -5,8 +5,10 @@ PostgreSQL refuses to run as root, so under root every server program runs as an
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -58,6 +60,44 @@ class ClusterError(RuntimeError):
     pass
 
 
+SYSTEM_LIBS = ("/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/")
+
+
+def _private_libs(program: Path) -> list[Path]:
+    """Shared libraries a program loads from outside the system directories (wheel-vendored ones)."""
+    out = subprocess.run(["ldd", str(program)], capture_output=True, text=True).stdout
+    paths = [Path(m.group(1)) for m in re.finditer(r"=>\s+(/\S+)", out)]
+    return [p for p in paths if not str(p.resolve()).startswith(SYSTEM_LIBS)]
+
+
+def reachable_install(bindir: Path) -> tuple[Path, dict[str, str]]:
+    """Server programs the server user can execute, and the environment they need.
+
+    An install under a private directory (a venv in a 0700 home or temp dir) is copied once to
+    /var/tmp, with the libraries it loads from outside the system directories; PostgreSQL installs
+    are relocatable, and LD_LIBRARY_PATH finds the copied libraries.
+    """
+    if reachable_by_server_user(bindir):
+        return bindir, {}
+    install = bindir.parent
+    copy = Path("/var/tmp") / f"pgmig-pgbin-{hashlib.sha256(str(install).encode()).hexdigest()[:12]}"
+    libs = copy / "_libs"
+    if not (copy / bindir.name / "postgres").exists():
+        staging = copy.with_name(f"{copy.name}.{os.getpid()}")
+        shutil.copytree(install, staging, symlinks=True, dirs_exist_ok=True)
+        (staging / "_libs").mkdir(exist_ok=True)
+        for program in ("postgres", "initdb", "pg_ctl", "psql"):
+            for lib in _private_libs(bindir / program):
+                shutil.copy2(lib, staging / "_libs" / lib.name)
+        for root, _dirs, _files in os.walk(staging):
+            os.chmod(root, 0o755)
+        if copy.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.replace(copy)
+    return copy / bindir.name, {"LD_LIBRARY_PATH": str(libs)} if any(libs.iterdir()) else {}
+
+
 @dataclass
 class LocalCluster:
     """One initdb'd cluster: `init()` once, `start()`/`stop()` as needed, `destroy()` at the end."""
@@ -70,7 +110,8 @@ class LocalCluster:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).absolute()
-        self.bindir = Path(self.bindir) if self.bindir else find_bindir("initdb", "pg_ctl", "postgres", "psql")
+        found = Path(self.bindir) if self.bindir else find_bindir("initdb", "pg_ctl", "postgres", "psql")
+        self.bindir, self.env = reachable_install(found)
         self.user = run_as_user()
         if not reachable_by_server_user(self.root.parent):
             raise ClusterError(f"{self.root} is not reachable by user {self.user}: choose a directory under "
@@ -88,7 +129,8 @@ class LocalCluster:
         return (["runuser", "-u", self.user, "--"] if self.user else []) + list(args)
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(self._cmd(*args), capture_output=True, text=True, cwd="/")
+        proc = subprocess.run(self._cmd(*args), capture_output=True, text=True, cwd="/",
+                              env={**os.environ, **self.env})
         if check and proc.returncode != 0:
             raise ClusterError(f"{Path(args[0]).name} failed: {proc.stderr.strip() or proc.stdout.strip()}")
         return proc
@@ -159,7 +201,8 @@ class LocalCluster:
         args = [str(self.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", "127.0.0.1",
                 "-p", str(self.port), "-U", SUPERUSER, "-d", database]
         args += ["-f", str(file)] if file else ["-c", sql]
-        proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PGPASSWORD": self.password})
+        proc = subprocess.run(args, capture_output=True, text=True,
+                              env={**os.environ, **self.env, "PGPASSWORD": self.password})
         if proc.returncode != 0:
             raise ClusterError(f"psql failed: {proc.stderr.strip()}")
         return proc.stdout.strip()
