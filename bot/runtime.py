@@ -17,10 +17,14 @@ async def build_services(settings: Settings, poster: Poster, directory: Director
         store = await Store.open(settings.state_url)
     except Exception as exc:
         raise SettingsError(f"PGMIG_STATE: cannot open the state store: {type(exc).__name__}: {exc}") from None
-    m = settings.migration
+    m, o = settings.migration, settings.online
+    mb = 1 << 20
     engine = Engine(store, settings.servers, ChannelPublisher(poster, store, settings.policy),
                     EngineConfig(workdir=Path(m.workdir).absolute(), pg_bindir=m.pg_bindir,
-                                 progress_interval=m.progress_interval_seconds, default_parallel=m.parallel))
+                                 progress_interval=m.progress_interval_seconds, default_parallel=m.parallel,
+                                 ready_lag_seconds=o.ready_lag_seconds, ready_lag_bytes=int(o.ready_lag_mb * mb),
+                                 lag_alert_seconds=o.lag_alert_seconds, lag_alert_bytes=int(o.lag_alert_mb * mb),
+                                 wal_retention_alert_bytes=int(o.wal_retention_alert_mb * mb)))
     await engine.recover()
     return Services(settings.servers, store, settings.policy, directory, engine)
 

@@ -42,6 +42,7 @@ class Settings:
     slack_api_url: str = DEFAULT_SLACK_API_URL
     home: Path = Path(".pgmig")
     migration: "MigrationSettings" = field(default_factory=lambda: MigrationSettings())
+    online: "OnlineSettings" = field(default_factory=lambda: OnlineSettings())
 
 
 @dataclass
@@ -54,12 +55,25 @@ class MigrationSettings:
     progress_interval_seconds: float = 15.0
 
 
+@dataclass
+class OnlineSettings:
+    """[online]: when a streaming migration counts as ready for cutover, and when to raise the alarm."""
+
+    ready_lag_seconds: float = 5.0
+    ready_lag_mb: float = 8.0
+    lag_alert_seconds: float = 60.0
+    lag_alert_mb: float = 256.0
+    wal_retention_alert_mb: float = 1024.0
+
+
 _SLACK_KEYS = {"notify_channel": str, "approvers": list, "required_approvals": int, "operators": list,
                "approval_timeout_minutes": int}
 _SERVER_KEYS = {"host": str, "port": int, "user": str, "password_env": str, "password_file": str,
                 "sslmode": str, "database": str, "connect_timeout": (int, float)}
 _MIGRATION_KEYS = {"workdir": str, "pg_bindir": str, "parallel": int, "progress_interval_seconds": (int, float)}
-_SECTIONS = {"slack", "servers", "migration"}
+_ONLINE_KEYS = {k: (int, float) for k in ("ready_lag_seconds", "ready_lag_mb", "lag_alert_seconds", "lag_alert_mb",
+                                           "wal_retention_alert_mb")}
+_SECTIONS = {"slack", "servers", "migration", "online"}
 
 
 def _unknown(key: str, allowed: set[str] | dict, where: str) -> SettingsError:
@@ -131,6 +145,16 @@ def _migration(table: Any) -> MigrationSettings:
     return MigrationSettings(**values)
 
 
+def _online(table: Any) -> OnlineSettings:
+    if not isinstance(table, dict):
+        raise SettingsError("online: expected a table of settings")
+    values = _typed(table, _ONLINE_KEYS, "online.")
+    for key, value in values.items():
+        if value < 0:
+            raise SettingsError(f"online.{key}: expected a number ≥ 0")
+    return OnlineSettings(**values)
+
+
 def parse_config(data: dict[str, Any]) -> tuple[dict[str, ServerConfig], Policy]:
     for section in data:
         if section not in _SECTIONS:
@@ -159,6 +183,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     try:
         servers, policy = parse_config(data)
         migration = _migration(data.get("migration", {}))
+        online = _online(data.get("online", {}))
     except SettingsError as exc:
         raise SettingsError(f"{path}: {exc}") from None
     home = Path(env.get("PGMIG_HOME") or ".pgmig")
@@ -173,7 +198,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         state_url=env.get("PGMIG_STATE") or DEFAULT_STATE, port=port,
         slack_bot_token=env.get("SLACK_BOT_TOKEN", ""), slack_signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
         slack_app_token=env.get("SLACK_APP_TOKEN", ""),
-        slack_api_url=env.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL, home=home, migration=migration)
+        slack_api_url=env.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL, home=home, migration=migration, online=online)
     for secret in (settings.slack_bot_token, settings.slack_signing_secret, settings.slack_app_token):
         secrets.register(secret)
     secrets.register(_url_password(settings.state_url))

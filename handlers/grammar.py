@@ -96,6 +96,8 @@ COMMANDS: dict[str, CommandSpec] = {s.name: s for s in (
                    "flag", default=False),
             Option("--overwrite", "drop and recreate target databases that already hold data", "flag",
                    default=False),
+            Option("--replica-identity-full", "online: set REPLICA IDENTITY FULL on tables without a primary "
+                   "key, so their updates and deletes replicate", "flag", default=False),
         ),
         working="Running pre-flight checks before starting…"),
     CommandSpec("status", "Show a migration's state, steps and progress (or every active one)",
@@ -109,6 +111,11 @@ COMMANDS: dict[str, CommandSpec] = {s.name: s for s in (
                 "/pgmig resume mig-3", positionals=("MIGRATION",)),
     CommandSpec("verify", "Compare row counts, checksums and sequences of source and target now",
                 "/pgmig verify mig-3", positionals=("MIGRATION",), working="Verifying…"),
+    CommandSpec("cleanup", "List (and with --yes remove) replication slots, publications and subscriptions "
+                "pgmig left on a server", "/pgmig cleanup onprem-sales --yes", positionals=("SERVER",),
+                options=(Option("--yes", "remove them (objects of running migrations are kept)", "flag",
+                                default=False),),
+                working="Looking for pgmig's replication objects…"),
 )}
 
 MIGRATION_ID = re.compile(r"^(?:mig-)?(\d+)$", re.IGNORECASE)

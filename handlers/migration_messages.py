@@ -11,6 +11,7 @@ from migration_core.progress import DatabaseProgress, MigrationProgress
 from migration_core.verify import VerifyResult
 
 STATE_ICON = {State.CREATED: "🆕", State.PREFLIGHT: "🔎", State.EXPORTING: "📤", State.IMPORTING: "📥",
+              State.SCHEMA: "📐", State.FULL_LOAD: "📥", State.CATCHING_UP: "🔄", State.READY_FOR_CUTOVER: "🟢",
               State.VERIFYING: "🔍", State.PAUSED: "⏸️", State.COMPLETED: "✅", State.FAILED: "❌",
               State.CANCELLED: "🚫"}
 STEP_ICON = {"done": "✅", "running": "⏳", "failed": "❌", "waiting": "⏸️", "dropped": "🗑️"}
@@ -38,24 +39,28 @@ def mention(user: str) -> str:
 
 
 def describe(m: Migration) -> str:
-    method = m.options.get("method", "")
-    return (f"{esc(m.source)} → {esc(m.target)} · {m.mode}" + (f" ({method}, {m.options.get('parallel')} jobs)"
-                                                              if m.mode == "offline" else ""))
+    how = f"{m.options.get('method', '')}, " if m.mode == "offline" else ""
+    return f"{esc(m.source)} → {esc(m.target)} · {m.mode} ({how}{m.options.get('parallel')} jobs)"
 
 
 def database_line(p: DatabaseProgress, now: float) -> str:
     parts = [f"`{esc(p.database)}` {esc(p.phase)}"]
-    if p.fraction is not None and p.started_at is not None:
+    if p.fraction is not None and p.started_at is not None and p.lag_bytes is None:
         parts.append(f"{bar(p.fraction)} {p.fraction * 100:.0f}%")
-    if p.tables_total:
+    if p.tables_total and p.lag_bytes is None:
         parts.append(f"{p.tables_done}/{p.tables_total} tables")
-    if p.bytes_total:
+    if p.bytes_total and p.lag_bytes is None:
         parts.append(f"{pretty_bytes(p.bytes_done)} of {pretty_bytes(p.bytes_total)}")
     if p.started_at is not None:
         parts.append(f"{duration(p.elapsed(now))} elapsed")
     eta = p.eta(now)
-    if eta is not None:
+    if eta is not None and p.lag_bytes is None:
         parts.append(f"ETA {duration(eta)}")
+    if p.lag_bytes is not None:
+        seconds = f"{p.lag_seconds:.1f} s" if p.lag_seconds is not None else "unknown"
+        parts.append(f"lag {seconds}, {pretty_bytes(p.lag_bytes)} behind")
+    if p.retained_bytes is not None:
+        parts.append(f"slot holds {pretty_bytes(p.retained_bytes)} of WAL")
     return " · ".join(parts)
 
 
@@ -83,6 +88,11 @@ def state_notice(m: Migration, detail: str) -> Reply:
     elif detail:
         text += f"\n{esc(detail[:2800])}"
     return Reply(f"{m.id} {m.state.value}", [_section(text)], ephemeral=False)
+
+
+def alert_notice(m: Migration, text: str) -> Reply:
+    return Reply(f"{m.id}: {text[:150]}", [_section(f"{mention(m.requested_by)} *{m.id}* {esc(text[:2900])}")],
+                 ephemeral=False)
 
 
 def started(m: Migration, report: PreflightReport, channel: str) -> Reply:

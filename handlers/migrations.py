@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from handlers import messages
+from migration_core import cleanup
 from handlers import migration_messages as mm
 from handlers.authz import may_operate
 from handlers.check import resolve_servers
@@ -39,9 +40,11 @@ async def migrate_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
     servers = resolve_servers(svc, a["source"], a["target"])
     if isinstance(servers, Reply):
         return servers
-    if a["mode"] == "online":
-        return messages.error_message("online migrations are not available in this version yet; "
-                                      "use `--mode offline`")
+    if a["mode"] == "online" and (a["pause_after_export"] or a["method"] == "dump"):
+        return messages.error_message("`--method dump` and `--pause-after-export` are for offline migrations; "
+                                      "an online migration streams its data")
+    if a["replica_identity_full"] and a["mode"] != "online":
+        return messages.error_message("`--replica-identity-full` is for online migrations")
     if a["pause_after_export"] and a["method"] != "dump":
         return messages.error_message("`--pause-after-export` goes with `--method dump`: its export is the SQL "
                                       "files you can review and edit")
@@ -50,7 +53,7 @@ async def migrate_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
     m = await svc.engine.create(MigrationRequest(
         source=a["source"], target=a["target"], mode=a["mode"], requested_by=inv.user, channel=inv.channel,
         databases=a["db"] or [], method=a["method"], parallel=a["parallel"], overwrite=a["overwrite"],
-        pause_after_export=a["pause_after_export"]))
+        pause_after_export=a["pause_after_export"], replica_identity_full=a["replica_identity_full"]))
     report = await svc.engine.preflight(m)
     if report.blocking:
         return mm.refused(m, report)
@@ -111,3 +114,26 @@ async def verify_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
     if isinstance(m, Reply):
         return m
     return mm.verification(m, await svc.engine.verify(m.id))
+
+
+async def cleanup_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    servers = resolve_servers(svc, cmd.args["server"])
+    if isinstance(servers, Reply):
+        return servers
+    if cmd.args["yes"] and (denied := await _operator_only(inv, svc, "remove replication objects")):
+        return denied
+    found = await cleanup.find(servers[0])
+    running = {m.id: m.state.value for m in await svc.store.list_migrations(active_only=True)}
+    kept = [x for x in found if x.migration_id in running]
+    loose = [x for x in found if x.migration_id not in running]
+    lines = [f"*pgmig's replication objects on {messages.esc(servers[0].name)}*"]
+    lines += [f"• {messages.esc(x.describe())} — kept: {x.migration_id} is {running[x.migration_id]}" for x in kept]
+    if not loose:
+        lines.append("Nothing left behind." if not kept else "Nothing else.")
+    elif cmd.args["yes"]:
+        removed = await cleanup.remove(servers[0], loose)
+        lines += [f"🗑️ removed {messages.esc(r)}" for r in removed]
+    else:
+        lines += [f"• {messages.esc(x.describe())}" for x in loose]
+        lines.append(f"`/pgmig cleanup {messages.esc(servers[0].name)} --yes` removes these {len(loose)}.")
+    return Reply(f"cleanup {servers[0].name}: {len(loose)} left behind", messages._sections(lines))

@@ -13,7 +13,7 @@ from migration_core.progress import MigrationProgress
 from migration_core.store import Store
 
 log = logging.getLogger(__name__)
-NOTICE_STATES = (State.COMPLETED, State.FAILED, State.PAUSED, State.CANCELLED)
+NOTICE_STATES = (State.COMPLETED, State.FAILED, State.PAUSED, State.CANCELLED, State.READY_FOR_CUTOVER)
 
 
 class ChannelPublisher:
@@ -31,6 +31,10 @@ class ChannelPublisher:
         channel, ts = await self._card(migration, progress)
         if migration.state in NOTICE_STATES and ts:
             await self.poster.post(channel, mm.state_notice(migration, detail), thread_ts=ts)
+
+    async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:
+        channel, ts = await self._card(migration, progress)
+        await self.poster.post(channel, mm.alert_notice(migration, text), thread_ts=ts or None)
 
     async def _card(self, m: Migration, progress: MigrationProgress) -> tuple[str, str]:
         """Post the card the first time, edit it afterwards; the reference is kept in the store."""

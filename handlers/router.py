@@ -11,7 +11,8 @@ from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand, UsageError, parse
 from handlers.info import help_command, servers_command
 from handlers.migrations import (
-    cancel_command, list_command, migrate_command, resume_command, retry_command, status_command, verify_command,
+    cancel_command, cleanup_command, list_command, migrate_command, resume_command, retry_command, status_command,
+    verify_command,
 )
 from migration_core.errors import MigrationError
 from migration_core.models import AuditEntry
@@ -33,6 +34,7 @@ HANDLERS: dict[str, Handler] = {
     "retry": retry_command,
     "resume": resume_command,
     "verify": verify_command,
+    "cleanup": cleanup_command,
 }
 
 # A button press re-enters as the command text it carries.

@@ -98,13 +98,17 @@ async def _stream(src: asyncpg.Connection, tgt: asyncpg.Connection, table: Table
 
 
 async def copy_tables(source: ServerConfig, target: ServerConfig, database: str, parallel: int,
-                      progress: DatabaseProgress) -> int:
-    """Copy every table's rows; returns how many tables were copied. The target tables must exist, empty."""
+                      progress: DatabaseProgress, snapshot: str | None = None) -> int:
+    """Copy every table's rows; returns how many tables were copied. The target tables must exist, empty.
+
+    `snapshot` is one exported elsewhere (a replication slot's); without it, one is exported here.
+    """
     coordinator = await source.connect(database)
     try:
         snapshot_tx = coordinator.transaction(isolation="repeatable_read", readonly=True)
         await snapshot_tx.start()
-        snapshot = await coordinator.fetchval("SELECT pg_export_snapshot()")
+        if snapshot is None:
+            snapshot = await coordinator.fetchval("SELECT pg_export_snapshot()")
         tables = await list_tables(coordinator)
         progress.tables_total = len(tables)
         progress.bytes_total = sum(t.size for t in tables)

@@ -20,8 +20,10 @@ from migration_core.errors import MigrationError
 from migration_core.events import MigrationEvents
 from migration_core.jobs import ProgressJobs
 from migration_core.models import AuditEntry, Migration, State, Step, utcnow
+from migration_core import replication
 from migration_core.offline import DEFAULT_PARALLEL, OfflineDatabase, OfflineOptions, choose_bindir
-from migration_core.preflight import Mode, PreflightReport, PreflightRequest, run_preflight
+from migration_core.online import OnlineDatabase, reset_identity, set_identity_full
+from migration_core.preflight import Mode, PreflightReport, PreflightRequest, pretty_bytes, run_preflight
 from migration_core.progress import MigrationProgress
 from migration_core.roles import RolePlan, copy_roles
 from migration_core.servers import ConnectionProblem, ServerConfig
@@ -39,6 +41,11 @@ class EngineConfig:
     pg_bindir: str | None = None
     progress_interval: float = 15.0
     default_parallel: int = DEFAULT_PARALLEL
+    ready_lag_seconds: float = 5.0         # online: ready for cutover below this lag…
+    ready_lag_bytes: int = 8 << 20         # …and this many bytes behind
+    lag_alert_seconds: float = 60.0        # alert when lag stays above these
+    lag_alert_bytes: int = 256 << 20
+    wal_retention_alert_bytes: int = 1 << 30  # alert when a slot holds this much WAL on the source
 
 
 @dataclass
@@ -53,6 +60,10 @@ class MigrationRequest:
     parallel: int | None = None
     overwrite: bool = False
     pause_after_export: bool = False
+    replica_identity_full: bool = False
+
+
+MONITORED = (State.CATCHING_UP, State.READY_FOR_CUTOVER)
 
 
 def file_digest(path: Path) -> str:
@@ -88,6 +99,7 @@ class Engine:
         self.store, self.servers, self.events, self.config = store, servers, events, config
         self._tasks: dict[str, asyncio.Task] = {}
         self._cancelling: set[str] = set()
+        self._alerting: dict[tuple[str, str], bool] = {}  # (migration, alert kind) → currently raised
         self._progress: dict[str, MigrationProgress] = {}
         self.jobs = ProgressJobs(config.progress_interval, self._tick)
 
@@ -97,7 +109,7 @@ class Engine:
         mid = await self.store.next_migration_id()
         options = {"method": req.method, "parallel": req.parallel or self.config.default_parallel,
                    "overwrite": req.overwrite, "pause_after_export": req.pause_after_export,
-                   "databases_given": bool(req.databases)}
+                   "replica_identity_full": req.replica_identity_full, "databases_given": bool(req.databases)}
         m = Migration(id=mid, source=req.source, target=req.target, databases=list(req.databases), mode=req.mode,
                       state=State.CREATED, requested_by=req.requested_by, channel=req.channel, options=options)
         await self.store.create_migration(m)
@@ -109,9 +121,12 @@ class Engine:
         """Run the checks `/pgmig check` runs; a blocking finding fails the migration at `preflight`."""
         await self._set_state(m.id, State.PREFLIGHT, "running pre-flight checks")
         source, target = self._servers(m)
-        report = await run_preflight(PreflightRequest(source, target, databases=m.databases, mode=Mode(m.mode)))
+        report = await run_preflight(PreflightRequest(
+            source, target, databases=m.databases, mode=Mode(m.mode),
+            replica_identity_full=bool(m.options.get("replica_identity_full"))))
         if report.blocking:
-            problems = "; ".join(f"{f.scope}: {f.title} ({f.detail})" for f in report.blocking)
+            problems = "; ".join(f"{f.scope}: {f.title} ({f.detail})" + (f" — fix: {f.fix}" if f.fix else "")
+                                 for f in report.blocking)
             await self._save(m.id, "preflight", FAILED, problems)
             await self._set_state(m.id, State.FAILED, problems, error=f"preflight: {problems}")
             return report
@@ -170,6 +185,9 @@ class Engine:
         m = await self.store.get_migration(migration_id)
         if m is None or m.state.finished:
             return []
+        self.jobs.unwatch(migration_id)
+        if m.mode == "online":
+            return await self._cancel_online(m, actor)
         dropped: list[str] = []
         _, target = self._servers(m)
         for step in await self.store.steps(migration_id):
@@ -183,19 +201,48 @@ class Engine:
         await self._set_state(migration_id, State.CANCELLED, detail)
         return dropped
 
+    async def _cancel_online(self, m: Migration, actor: str) -> list[str]:
+        """Drop subscription, slot and publication, undo REPLICA IDENTITY FULL: the source as it was."""
+        source, target = self._servers(m)
+        removed: list[str] = []
+        for db in m.databases:
+            job = OnlineDatabase(source, target, db, m.id, OfflineOptions(), self.config.workdir / m.id, Path("."),
+                                 self.progress(m.id).of(db))
+            removed += await job.teardown()
+        identity = await self.store.step(m.id, "identity")
+        for db, tables in (identity.data.get("tables", {}) if identity else {}).items():
+            await reset_identity(source, db, tables)
+        detail = (f"cancelled by {actor}; dropped {', '.join(removed) or 'no replication objects'}; "
+                  "the target databases are left as they are")
+        await self._set_state(m.id, State.CANCELLED, detail)
+        return []
+
     async def verify(self, migration_id: str) -> list[VerifyResult]:
         m = await self.store.get_migration(migration_id)
         if m is None:
             raise MigrationError(f"no migration {migration_id}")
         source, target = self._servers(m)
-        return [await verify_database(source, target, db, int(m.options.get("parallel", 2)))
+        streaming = m.mode == "online" and m.state is not State.COMPLETED
+        return [await verify_database(source, target, db, int(m.options.get("parallel", 2)), replicated_only=streaming)
                 for db in m.databases]
 
     async def recover(self) -> list[str]:
-        """At start-up: migrations a previous process was running are marked failed, resumable by retry."""
+        """At start-up, pick up what a previous process left: streaming migrations are watched again,
+        interrupted online ones restart the interrupted step cleanly, interrupted offline ones are
+        marked failed (resumable by retry). Returns the migrations acted on."""
         interrupted = []
         for m in await self.store.list_migrations(active_only=True):
-            if m.state.running and m.id not in self._tasks:
+            if m.id in self._tasks:
+                continue
+            if m.mode == "online" and m.state in MONITORED:
+                self.jobs.watch(m.id)
+                interrupted.append(m.id)
+            elif m.mode == "online" and m.state.running:
+                await self.store.audit(AuditEntry("pgmig", "resumed", f"restarting {m.state.value} after a restart",
+                                                  m.id))
+                self.start(m.id)
+                interrupted.append(m.id)
+            elif m.state.running:
                 reason = (f"{m.state.value}: interrupted — pgmig stopped while this step ran; "
                           f"`/pgmig retry {m.id}` continues from here")
                 if await self.store.transition(m.id, State.FAILED, expect=(m.state,), error=reason):
@@ -228,8 +275,10 @@ class Engine:
             if migration_id not in self._cancelling:  # errors of work being torn down are not failures
                 await self._fail(migration_id, failure_reason(exc, migration_id))
         finally:
-            self.jobs.unwatch(migration_id)
             self._tasks.pop(migration_id, None)
+            m = await self.store.get_migration(migration_id)
+            if m is None or m.state not in MONITORED:  # streaming migrations stay under watch
+                self.jobs.unwatch(migration_id)
 
     async def _pipeline(self, mid: str) -> None:
         m = await self._get(mid)
@@ -259,6 +308,12 @@ class Engine:
         else:
             roles = await copy_roles(source, target, m.databases)
             await self._save(mid, "roles", DONE, roles.describe(), asdict(roles))
+
+        if m.mode == "online":
+            def online_job(db: str) -> OnlineDatabase:
+                return OnlineDatabase(source, target, db, mid, options, workdir, bindir, progress.of(db))
+            await self._online(m, steps, online_job, roles)
+            return
 
         exports = [db for db in m.databases if not done(f"export:{db}")]
         for db in m.databases:
@@ -321,6 +376,96 @@ class Engine:
             shutil.rmtree(workdir, ignore_errors=True)
         await self._set_state(mid, State.COMPLETED, detail)
 
+    async def _online(self, m: Migration, steps: dict[str, Step], job, roles: RolePlan) -> None:
+        """schema → full_load → catching_up; the scheduled tick takes it to ready_for_cutover."""
+        mid = m.id
+        source = self.servers[m.source]
+
+        def done(name: str) -> bool:
+            return name in steps and steps[name].state == DONE
+
+        if m.options.get("replica_identity_full") and not done("identity"):
+            changed = {db: await set_identity_full(source, db) for db in m.databases}
+            listed = "; ".join(f"{db}: {', '.join(t)}" for db, t in changed.items() if t)
+            await self._save(mid, "identity", DONE, f"REPLICA IDENTITY FULL set on the source for {listed}"
+                             if listed else "every table already had a replica identity", {"tables": changed})
+        schemas = [db for db in m.databases if not done(f"schema:{db}")]
+        if schemas:
+            await self._set_state(mid, State.SCHEMA, f"schema of {', '.join(schemas)}")
+        for db in schemas:
+            await self._online_schema(mid, db, job(db), roles, claimed=f"schema:{db}" in steps)
+        loads = [db for db in m.databases if not done(f"load:{db}")]
+        if loads:
+            await self._set_state(mid, State.FULL_LOAD, f"full load of {', '.join(loads)} under a slot's snapshot")
+        for db in loads:
+            if f"load:{db}" in steps:  # an earlier attempt stopped mid-load: start this database afresh
+                await job(db).teardown()
+                await self._online_schema(mid, db, job(db), roles, claimed=True)
+            await self._save(mid, f"load:{db}", RUNNING, "")
+            data = await job(db).full_load(roles)
+            parked = data["parked"]
+            await self._save(mid, f"load:{db}", DONE,
+                             f"{data['published_tables']} tables published and copied; "
+                             f"{len(parked['foreign_keys'])} foreign keys dropped and "
+                             f"{sum(t['enabled'] != 'D' for t in parked['triggers'])} triggers disabled on the "
+                             f"target until cutover; streaming from {data['consistent_lsn']}", data)
+        await self._set_state(mid, State.CATCHING_UP, "full load done; the target now follows every change "
+                                                      "on the source")
+
+    async def _online_schema(self, mid: str, db: str, job, roles: RolePlan, claimed: bool) -> None:
+        await self._save(mid, f"schema:{db}", RUNNING, "")
+        detail = await job.schema(roles, claimed)
+        await self._save(mid, f"schema:{db}", DONE, detail, {"schema_sql": str(job.schema_sql)})
+
+    async def _monitor(self, m: Migration) -> None:
+        """Lag and slot retention per database; ready for cutover, alerts on trouble and on recovery."""
+        source = self.servers[m.source]
+        progress = self.progress(m.id)
+        lags: dict[str, replication.Lag] = {}
+        for db in m.databases:
+            conn = await source.connect(db)
+            try:
+                lags[db] = await replication.lag(conn, replication.object_name(m.id, db))
+            finally:
+                await conn.close()
+            p = progress.of(db)
+            p.phase = "streaming" if lags[db].streaming else "not streaming"
+            p.lag_bytes, p.lag_seconds, p.retained_bytes = lags[db].bytes, lags[db].seconds, lags[db].retained_bytes
+        c = self.config
+        held = {db: x.retained_bytes for db, x in lags.items() if (x.retained_bytes or 0) > c.wal_retention_alert_bytes}
+        await self._alert(m, "wal", bool(held), "⚠️ replication slots hold WAL on the source: " + ", ".join(
+            f"{db} {pretty_bytes(b or 0)}" for db, b in held.items()) + f" (limit {pretty_bytes(c.wal_retention_alert_bytes)})"
+            " — the source's disk fills if this goes on; check the target is applying, or cancel")
+        behind = {db: x for db, x in lags.items()
+                  if (x.bytes or 0) > c.lag_alert_bytes or (x.seconds or 0) > c.lag_alert_seconds}
+        await self._alert(m, "lag", bool(behind), "⚠️ replication lag above the alert threshold: " + ", ".join(
+            f"{db} {pretty_bytes(x.bytes or 0)} / {x.seconds or 0:.1f} s" for db, x in behind.items()))
+        stopped = [db for db, x in lags.items() if not x.streaming]
+        await self._alert(m, "stream", bool(stopped), f"⚠️ not streaming: {', '.join(stopped)} — the target's "
+                          "subscription is not connected; check its server log and pg_stat_subscription")
+        ready = all(x.streaming and (x.bytes or 0) <= c.ready_lag_bytes and (x.seconds or 0) <= c.ready_lag_seconds
+                    for x in lags.values())
+        if m.state is State.CATCHING_UP and ready and \
+                await self.store.transition(m.id, State.READY_FOR_CUTOVER, expect=(State.CATCHING_UP,)):
+            worst = max(lags.values(), key=lambda x: x.bytes or 0)
+            detail = (f"ready for cutover: lag {worst.seconds or 0:.1f} s, {pretty_bytes(worst.bytes or 0)} behind. "
+                      f"Syncing continues; `/pgmig cutover {m.id}` when the team is ready")
+            await self.store.audit(AuditEntry("pgmig", "state", f"ready_for_cutover: {detail}", m.id))
+            await self._emit_state(m.id, detail)
+
+    async def _alert(self, m: Migration, kind: str, raised: bool, text: str) -> None:
+        """Post when a condition starts, and once more when it clears: never every tick."""
+        key = (m.id, kind)
+        if raised == self._alerting.get(key, False):
+            return
+        self._alerting[key] = raised
+        message = text if raised else f"✅ back to normal: {kind} ({m.id})"
+        await self.store.audit(AuditEntry("pgmig", f"alert.{kind}", message[:2000], m.id))
+        try:
+            await self.events.alert(m, self.progress(m.id), message)
+        except Exception:
+            log.exception("posting the %s alert of %s failed", kind, m.id)
+
     # ---- bookkeeping -------------------------------------------------------------------------
 
     async def _get(self, mid: str) -> Migration:
@@ -353,5 +498,10 @@ class Engine:
 
     async def _tick(self, mid: str) -> None:
         m = await self.store.get_migration(mid)
-        if m is not None and not m.state.finished:
-            await self.events.progress(m, self.progress(mid))
+        if m is None or m.state.finished:
+            self.jobs.unwatch(mid)
+            return
+        if m.mode == "online" and m.state in MONITORED:
+            await self._monitor(m)
+            m = await self._get(mid)
+        await self.events.progress(m, self.progress(mid))

@@ -14,6 +14,9 @@ class MigrationEvents(Protocol):
     async def state_changed(self, migration: Migration, progress: MigrationProgress, detail: str) -> None:
         """The migration entered `migration.state`; `detail` says why or what came of it."""
 
+    async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:
+        """Something needs a person's attention (lag, WAL held on the source), or stopped needing it."""
+
 
 class NoEvents:
     """For callers that need none (scripts, benchmarks)."""
@@ -22,4 +25,7 @@ class NoEvents:
         return None
 
     async def state_changed(self, migration: Migration, progress: MigrationProgress, detail: str) -> None:
+        return None
+
+    async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:
         return None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from migration_core import sequences
+from migration_core.sequences import values as seq_values
 from migration_core.servers import ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER, qualified, readable
 
@@ -63,8 +63,10 @@ async def _pool(server: ServerConfig, database: str, size: int) -> asyncpg.Pool:
         raise server.explain(exc, database) from None
 
 
-async def verify_database(source: ServerConfig, target: ServerConfig, database: str, parallel: int = 2
-                          ) -> VerifyResult:
+async def verify_database(source: ServerConfig, target: ServerConfig, database: str, parallel: int = 2,
+                          replicated_only: bool = False) -> VerifyResult:
+    """`replicated_only` while an online migration streams: tables only, since logical replication
+    carries neither sequences nor materialized views (both are brought over at cutover)."""
     result = VerifyResult(database)
     src_pool = await _pool(source, database, parallel)
     try:
@@ -73,8 +75,10 @@ async def verify_database(source: ServerConfig, target: ServerConfig, database: 
         await src_pool.close()
         raise
     try:
-        src_rel = {(r["schema"], r["name"]): r["kind"] for r in await src_pool.fetch(RELATIONS)}
-        tgt_rel = {(r["schema"], r["name"]): r["kind"] for r in await tgt_pool.fetch(RELATIONS)}
+        src_rel = {(r["schema"], r["name"]): r["kind"] for r in await src_pool.fetch(RELATIONS)
+                   if not (replicated_only and r["kind"].startswith("m"))}
+        tgt_rel = {(r["schema"], r["name"]): r["kind"] for r in await tgt_pool.fetch(RELATIONS)
+                   if not (replicated_only and r["kind"].startswith("m"))}
         for missing in sorted(set(src_rel) - set(tgt_rel)):
             result.mismatches.append(Mismatch(database, _kind(src_rel[missing]), readable(*missing), "present",
                                               "missing"))
@@ -97,8 +101,11 @@ async def verify_database(source: ServerConfig, target: ServerConfig, database: 
                     f"{t['n']} rows" + (f", sum {t['s']}" if detail == "checksum" else "")))
 
         await asyncio.gather(*(one(k) for k in common))
+        if replicated_only:
+            result.mismatches.sort(key=lambda m: (m.kind, m.name))
+            return result
         async with src_pool.acquire() as s_conn, tgt_pool.acquire() as t_conn:
-            src_seq, tgt_seq = await sequences.values(s_conn), await sequences.values(t_conn)
+            src_seq, tgt_seq = await seq_values(s_conn), await seq_values(t_conn)
         result.sequences = len(src_seq)
         for name, value in sorted(src_seq.items()):
             if tgt_seq.get(name, "missing") != value:

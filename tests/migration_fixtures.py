@@ -74,7 +74,11 @@ class RecordingEvents:
     """Keeps what the engine announced, in order (a test's view of the channel)."""
 
     states: list[tuple[str, str, str]] = field(default_factory=list)
+    alerts: list[tuple[str, str]] = field(default_factory=list)
     ticks: int = 0
+
+    async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:
+        self.alerts.append((migration.id, text))
 
     async def progress(self, migration: Migration, progress: MigrationProgress) -> None:
         self.ticks += 1

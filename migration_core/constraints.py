@@ -1,0 +1,78 @@
+"""Foreign keys and triggers on an online target: recorded, then dropped or disabled while changes
+stream in (rows arrive in commit order, not dependency order), and reinstated at cutover exactly as
+they were on the source."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import asyncpg
+
+from migration_core.sql import ident
+
+FOREIGN_KEYS = (
+    "SELECT format('%I.%I', n.nspname, c.relname) AS tbl, con.conname AS name, "
+    "pg_get_constraintdef(con.oid) AS definition FROM pg_constraint con "
+    "JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE con.contype = 'f' AND con.conparentid = 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "ORDER BY 1, 2")
+
+TRIGGERS = (
+    "SELECT format('%I.%I', n.nspname, c.relname) AS tbl, t.tgname AS name, t.tgenabled::text AS enabled "
+    "FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE NOT t.tgisinternal AND t.tgparentid = 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "ORDER BY 1, 2")
+
+ENABLE = {"O": "ENABLE TRIGGER", "D": "DISABLE TRIGGER", "R": "ENABLE REPLICA TRIGGER", "A": "ENABLE ALWAYS TRIGGER"}
+
+
+@dataclass
+class ForeignKey:
+    table: str       # already quoted: schema.table
+    name: str
+    definition: str  # pg_get_constraintdef, e.g. FOREIGN KEY (a) REFERENCES s.t(b)
+
+
+@dataclass
+class TriggerState:
+    table: str
+    name: str
+    enabled: str     # the source's tgenabled: O, D, R or A
+
+
+@dataclass
+class Parked:
+    """What was taken off the target, to put back at cutover."""
+
+    foreign_keys: list[ForeignKey]
+    triggers: list[TriggerState]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Parked":
+        return cls([ForeignKey(**f) for f in data.get("foreign_keys", [])],
+                   [TriggerState(**t) for t in data.get("triggers", [])])
+
+
+async def park(target: asyncpg.Connection) -> Parked:
+    """Record every FK and trigger on the target, drop the FKs and disable the enabled triggers."""
+    fks = [ForeignKey(r["tbl"], r["name"], r["definition"]) for r in await target.fetch(FOREIGN_KEYS)]
+    triggers = [TriggerState(r["tbl"], r["name"], r["enabled"]) for r in await target.fetch(TRIGGERS)]
+    async with target.transaction():
+        for fk in fks:
+            await target.execute(f"ALTER TABLE {fk.table} DROP CONSTRAINT {ident(fk.name)}")
+        for t in triggers:
+            if t.enabled != "D":
+                await target.execute(f"ALTER TABLE {t.table} DISABLE TRIGGER {ident(t.name)}")
+    return Parked(fks, triggers)
+
+
+async def reinstate(target: asyncpg.Connection, parked: Parked) -> None:
+    """Put FKs back (NOT VALID, then VALIDATE: no long lock while checking) and triggers as they were."""
+    for fk in parked.foreign_keys:
+        await target.execute(f"ALTER TABLE {fk.table} ADD CONSTRAINT {ident(fk.name)} {fk.definition} NOT VALID")
+    for fk in parked.foreign_keys:
+        await target.execute(f"ALTER TABLE {fk.table} VALIDATE CONSTRAINT {ident(fk.name)}")
+    for t in parked.triggers:
+        await target.execute(f"ALTER TABLE {t.table} {ENABLE[t.enabled]} {ident(t.name)}")

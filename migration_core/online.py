@@ -1,0 +1,157 @@
+"""Online migration of one database: schema, then a full load attached to a replication slot, then
+streaming until cutover.
+
+- `schema`: prepare the target database, enable extensions, `pg_dump -Fc -s --no-publications
+  --no-subscriptions` (kept, with a plain-SQL copy for people), `pg_restore --section=pre-data`.
+- `full_load`: publication and slot (exported snapshot) on the source, parallel COPY under that
+  snapshot, `pg_restore --section=post-data -j N` (indexes after data), foreign keys recorded and
+  dropped and triggers disabled on the target, then a subscription on the slot with copy_data = false.
+- `teardown`: subscription, slot and publication dropped; the source is left as it was.
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+
+from migration_core import constraints, copy, extensions, replication, target_db
+from migration_core.errors import MigrationError
+from migration_core.offline import NO_PUBSUB, OfflineOptions, _owner_flags
+from migration_core.progress import DatabaseProgress
+from migration_core.roles import RolePlan
+from migration_core.servers import ServerConfig
+from migration_core.sql import USER_SCHEMA_FILTER
+from migration_core.tools import Tool, ToolError, connection_env
+
+NO_IDENTITY = (
+    "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n "
+    "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND (c.relreplident = 'n' OR "
+    "(c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))) "
+    "AND " + USER_SCHEMA_FILTER + " ORDER BY 1")
+
+
+async def set_identity_full(source: ServerConfig, database: str) -> list[str]:
+    """REPLICA IDENTITY FULL on every table with no usable identity; returns them, to undo on cancel."""
+    conn = await source.connect(database)
+    try:
+        tables = [r["name"] for r in await conn.fetch(NO_IDENTITY)]
+        for t in tables:
+            await conn.execute(f"ALTER TABLE {t} REPLICA IDENTITY FULL")
+        return tables
+    finally:
+        await conn.close()
+
+
+async def reset_identity(source: ServerConfig, database: str, tables: list[str]) -> None:
+    conn = await source.connect(database)
+    try:
+        for t in tables:
+            await conn.execute(f"ALTER TABLE {t} REPLICA IDENTITY DEFAULT")
+    finally:
+        await conn.close()
+
+
+class OnlineDatabase:
+    def __init__(self, source: ServerConfig, target: ServerConfig, database: str, migration_id: str,
+                 options: OfflineOptions, workdir: Path, bindir: Path, progress: DatabaseProgress) -> None:
+        self.source, self.target, self.database = source, target, database
+        self.options = options
+        self.dir = workdir / database
+        self.bindir = bindir
+        self.progress = progress
+        self.name = replication.object_name(migration_id, database)
+
+    @property
+    def archive(self) -> Path:
+        return self.dir / "schema.dump"
+
+    @property
+    def schema_sql(self) -> Path:
+        return self.dir / "schema.sql"
+
+    async def schema(self, roles: RolePlan, claimed: bool) -> str:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.progress.begin("schema")
+        prepared = await target_db.prepare(self.source, self.target, self.database,
+                                           overwrite=self.options.overwrite, claimed=claimed)
+        src, tgt = await asyncio.gather(self.source.connect(self.database), self.target.connect(self.database))
+        try:
+            await extensions.enable(src, tgt)
+        finally:
+            await asyncio.gather(src.close(), tgt.close())
+        try:
+            await Tool(self.bindir, "pg_dump").run(
+                ["-Fc", "-s", *NO_PUBSUB, *_owner_flags(roles), "-f", str(self.archive)],
+                connection_env(self.source, self.database))
+            restore = Tool(self.bindir, "pg_restore")
+            await restore.run(["-f", str(self.schema_sql), str(self.archive)], connection_env(self.target, self.database))
+            await restore.run(["--exit-on-error", *NO_PUBSUB, *_owner_flags(roles), "--section=pre-data",
+                               "-d", self.database, str(self.archive)], connection_env(self.target, self.database))
+        except ToolError as exc:
+            raise MigrationError(f"schema of {self.database} failed: {exc.summary}") from None
+        self.progress.finish("schema ready")
+        return f"{prepared}; schema in {self.schema_sql}"
+
+    async def full_load(self, roles: RolePlan) -> dict:
+        """Returns what later steps need: the slot's consistent point and what was parked on the target."""
+        self.progress.begin("full load")
+        src = await self.source.connect(self.database)
+        try:
+            version = int(await src.fetchval("SHOW server_version_num"))
+            published = await replication.create_publication(src, self.name)
+        finally:
+            await src.close()
+        session = await replication.create_slot(self.source, self.database, self.name, self.bindir / "psql", version)
+        try:
+            self.progress.phase = "copying data"
+            await copy.copy_tables(self.source, self.target, self.database, self.options.parallel, self.progress,
+                                   snapshot=session.snapshot)
+        finally:
+            await session.release()
+        self.progress.phase = "building indexes"
+        try:
+            await Tool(self.bindir, "pg_restore").run(
+                ["--exit-on-error", *NO_PUBSUB, *_owner_flags(roles), "--section=post-data",
+                 "-j", str(self.options.parallel), "-d", self.database, str(self.archive)],
+                connection_env(self.target, self.database))
+        except ToolError as exc:
+            raise MigrationError(f"indexes and constraints of {self.database} failed: {exc.summary}") from None
+        tgt = await self.target.connect(self.database)
+        try:
+            parked = await constraints.park(tgt)
+            await replication.create_subscription(
+                tgt, self.name, replication.subscription_conninfo(self.source, self.database), self.name)
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(f"subscribing {self.database} to the source failed: {exc}",
+                                 "the target must reach the source's host and port, and its role needs "
+                                 "CREATE SUBSCRIPTION rights (superuser, pg_create_subscription or azure_pg_admin)"
+                                 ) from None
+        finally:
+            await tgt.close()
+        self.progress.finish("streaming")
+        return {"slot": self.name, "consistent_lsn": session.consistent_lsn, "published_tables": published,
+                "parked": parked.as_dict()}
+
+    async def teardown(self) -> list[str]:
+        """Drop what replication objects exist; returns what was dropped, in words."""
+        dropped = []
+        try:
+            tgt = await self.target.connect(self.database)
+        except Exception:
+            tgt = None  # no target database (or unreachable): nothing subscribed there
+        if tgt is not None:
+            try:
+                if await replication.drop_subscription(tgt, self.name):
+                    dropped.append(f"subscription {self.name}")
+            finally:
+                await tgt.close()
+        src = await self.source.connect(self.database)
+        try:
+            if await replication.drop_slot(src, self.name):
+                dropped.append(f"slot {self.name}")
+            if await replication.drop_publication(src, self.name):
+                dropped.append(f"publication {self.name}")
+        finally:
+            await src.close()
+        return dropped

@@ -1,0 +1,167 @@
+"""Native logical replication: publication and slot on the source, subscription on the target.
+
+The slot is created over a replication connection with an exported snapshot, held open by a psql
+walsender session while the tables are copied under that snapshot; the subscription then attaches to
+the slot without copying, so changes stream from exactly the snapshot: no gap, no duplicates.
+Every object pgmig creates is named `pgmig_…`, which is how `/pgmig cleanup` recognises them.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from migration_core.errors import MigrationError
+from migration_core.servers import ServerConfig
+from migration_core.sql import USER_SCHEMA_FILTER, ident, literal
+from migration_core.tools import connection_env, summarize, terminate
+
+PREFIX = "pgmig_"
+
+
+def object_name(migration_id: str, database: str) -> str:
+    """One name for the slot, publication and subscription of a migration's database (≤ 63 chars)."""
+    clean = re.sub(r"[^a-z0-9_]", "_", database.lower())[:24]
+    digest = hashlib.sha256(database.encode()).hexdigest()[:6]
+    return f"{PREFIX}{migration_id.replace('-', '_')}_{clean}_{digest}"
+
+
+PUBLISHED = ("SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c "
+             "JOIN pg_namespace n ON n.oid = c.relnamespace "
+             "WHERE (c.relkind = 'p' OR (c.relkind = 'r' AND NOT c.relispartition)) "
+             "AND c.relpersistence = 'p' AND " + USER_SCHEMA_FILTER + " ORDER BY 1")
+
+
+async def create_publication(conn: asyncpg.Connection, name: str) -> int:
+    """Publish every permanent user table (partitioned ones through their root); returns how many."""
+    tables = [r["name"] for r in await conn.fetch(PUBLISHED)]
+    await conn.execute(f"DROP PUBLICATION IF EXISTS {ident(name)}")
+    if tables:
+        await conn.execute(f"CREATE PUBLICATION {ident(name)} FOR TABLE {', '.join(tables)} "
+                           "WITH (publish_via_partition_root = true)")
+    else:
+        await conn.execute(f"CREATE PUBLICATION {ident(name)} WITH (publish_via_partition_root = true)")
+    return len(tables)
+
+
+@dataclass
+class SlotSession:
+    """A live walsender session that created the slot and holds its exported snapshot."""
+
+    process: asyncio.subprocess.Process
+    slot: str
+    consistent_lsn: str
+    snapshot: str
+
+    async def release(self) -> None:
+        """End the session: the snapshot expires, the slot stays and keeps the changes since it."""
+        if self.process.stdin and not self.process.stdin.is_closing():
+            self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), 10)
+        except asyncio.TimeoutError:
+            await terminate(self.process)
+
+
+async def create_slot(source: ServerConfig, database: str, slot: str, psql: Path, server_version: int) -> SlotSession:
+    syntax = "(SNAPSHOT 'export')" if server_version >= 150000 else "EXPORT_SNAPSHOT"
+    proc = await asyncio.create_subprocess_exec(
+        str(psql), "-X", "-At", "-v", "ON_ERROR_STOP=1", f"dbname={database} replication=database",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=connection_env(source, database))
+    assert proc.stdin and proc.stdout and proc.stderr
+    proc.stdin.write(f"CREATE_REPLICATION_SLOT {ident(slot)} LOGICAL pgoutput {syntax};\n".encode())
+    await proc.stdin.drain()
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+    except BaseException:
+        await terminate(proc)
+        raise
+    parts = line.decode().strip().split("|")
+    if len(parts) < 3:
+        await terminate(proc)
+        error = summarize((await proc.stderr.read()).decode(errors="replace"))
+        raise MigrationError(f"cannot create replication slot {slot} on the source: {error}",
+                             "check free replication slots and the REPLICATION privilege (/pgmig check)")
+    return SlotSession(proc, parts[0], parts[1], parts[2])
+
+
+def subscription_conninfo(source: ServerConfig, database: str) -> str:
+    """How the target reaches the source. It holds the password: never log or show it."""
+    fields = {"host": source.host, "port": str(source.port), "user": source.user, "dbname": database,
+              "sslmode": source.sslmode, "application_name": "pgmig"}
+    password = source.password()
+    if password:
+        fields["password"] = password
+    return " ".join(f"{k}='{v.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
+                    for k, v in fields.items())
+
+
+async def create_subscription(target: asyncpg.Connection, name: str, conninfo: str, publication: str) -> None:
+    """Attach to the existing slot without copying: the tables already hold the snapshot's rows.
+
+    From PostgreSQL 16 changes are applied as each table's owner unless run_as_owner is set; a migrated
+    schema often has owners without rights on every partition, so pgmig's own role applies them.
+    """
+    version = int(await target.fetchval("SHOW server_version_num"))
+    extra = ", run_as_owner = true" if version >= 160000 else ""
+    await target.execute(
+        f"CREATE SUBSCRIPTION {ident(name)} CONNECTION {literal(conninfo)} PUBLICATION {ident(publication)} "
+        f"WITH (create_slot = false, slot_name = {literal(name)}, copy_data = false, enabled = true{extra})")
+
+
+async def drop_subscription(target: asyncpg.Connection, name: str) -> bool:
+    """Detach from the slot first, so dropping never reaches out to the source (which may be gone)."""
+    if not await target.fetchval("SELECT 1 FROM pg_subscription WHERE subname = $1", name):
+        return False
+    await target.execute(f"ALTER SUBSCRIPTION {ident(name)} DISABLE")
+    await target.execute(f"ALTER SUBSCRIPTION {ident(name)} SET (slot_name = NONE)")
+    await target.execute(f"DROP SUBSCRIPTION {ident(name)}")
+    return True
+
+
+async def drop_slot(source: asyncpg.Connection, name: str) -> bool:
+    for _ in range(50):  # a walsender may take a moment to let go after the subscription is gone
+        row = await source.fetchrow("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", name)
+        if row is None:
+            return False
+        if row["active_pid"] is None:
+            await source.execute("SELECT pg_drop_replication_slot($1)", name)
+            return True
+        await source.execute("SELECT pg_terminate_backend($1)", row["active_pid"])
+        await asyncio.sleep(0.1)
+    raise MigrationError(f"replication slot {name} stays in use", "stop whatever streams from it, then cleanup")
+
+
+async def drop_publication(source: asyncpg.Connection, name: str) -> bool:
+    if not await source.fetchval("SELECT 1 FROM pg_publication WHERE pubname = $1", name):
+        return False
+    await source.execute(f"DROP PUBLICATION {ident(name)}")
+    return True
+
+
+@dataclass
+class Lag:
+    """How far the target is behind, and what the slot holds back on the source."""
+
+    bytes: int | None = None
+    seconds: float | None = None
+    retained_bytes: int | None = None
+    streaming: bool = False
+
+
+async def lag(source: asyncpg.Connection, name: str) -> Lag:
+    row = await source.fetchrow(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint AS retained, "
+        "pg_wal_lsn_diff(pg_current_wal_lsn(), coalesce(r.replay_lsn, s.confirmed_flush_lsn))::bigint AS behind, "
+        "extract(epoch FROM r.replay_lag)::float8 AS seconds, r.pid IS NOT NULL AS streaming "
+        "FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid "
+        "WHERE s.slot_name = $1", name)
+    if row is None:
+        return Lag()
+    return Lag(max(0, row["behind"] or 0), row["seconds"] or 0.0 if row["streaming"] else None,
+               row["retained"], row["streaming"])

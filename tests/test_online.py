@@ -1,0 +1,238 @@
+"""Online migrations on real clusters: PostgreSQL 15 source → 16 target over native logical replication."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import pytest
+
+from bot.localpg import LocalCluster
+from bot.sandbox import load_pagila
+from migration_core import cleanup
+from migration_core.engine import Engine, EngineConfig, MigrationRequest
+from migration_core.models import State
+from migration_core.store import Store
+from migration_core.verify import verify_database
+from tests.conftest import PASSWORD, server
+from tests.migration_fixtures import RICH, ROLES, RecordingEvents, pagila_available, pg16_bindir
+
+LOGICAL = {"wal_level": "logical", "max_replication_slots": "10", "max_wal_senders": "10"}
+
+
+@pytest.fixture(scope="module")
+def src(cluster_root):
+    c = LocalCluster(cluster_root / "online-source", password=PASSWORD, settings=LOGICAL).init().start()
+    c.psql(ROLES)
+    c.psql("CREATE DATABASE rich")
+    c.psql(RICH, database="rich")
+    if pagila_available():
+        load_pagila(c)
+    c.psql("CREATE DATABASE nopk")
+    c.psql("CREATE TABLE events (at int, what text); INSERT INTO events SELECT g, 'e' || g FROM generate_series(1, 50) g",
+           database="nopk")
+    c.psql("CREATE DATABASE busy")
+    c.psql("CREATE TABLE ticket (id bigint PRIMARY KEY, body text); "
+           "INSERT INTO ticket SELECT g, repeat('x', 200) FROM generate_series(1, 400000) g", database="busy")
+    yield c
+    c.destroy()
+
+
+@pytest.fixture(scope="module")
+def tgt(cluster_root):
+    c = LocalCluster(cluster_root / "online-target", password=PASSWORD, bindir=pg16_bindir()).init().start()
+    yield c
+    c.destroy()
+
+
+def make_engine(store: Store, src: LocalCluster, tgt: LocalCluster, tmp_path, **config) -> Engine:
+    servers = {"onprem": server("onprem", src), "azure": server("azure", tgt)}
+    cfg = EngineConfig(workdir=tmp_path / "work", pg_bindir=str(pg16_bindir()), progress_interval=0.2, **config)
+    return Engine(store, servers, RecordingEvents(), cfg)
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = await Store.open(str(tmp_path / "state.sqlite"))
+    yield s
+    await s.close()
+
+
+async def start_online(engine: Engine, dbs: list[str], **kw) -> str:
+    m = await engine.create(MigrationRequest(source="onprem", target="azure", mode="online", requested_by="U0ALICE",
+                                             channel="C0OPS", databases=dbs, overwrite=True, parallel=2, **kw))
+    if not (await engine.preflight(m)).blocking:
+        engine.start(m.id)
+    return m.id
+
+
+async def wait_state(engine: Engine, mid: str, *states: State, timeout: float = 90) -> State:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = await engine.store.get_migration(mid)
+        if m.state in states:
+            return m.state
+        assert m.state not in (State.FAILED, State.CANCELLED) or m.state in states, m.error
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{mid} is {m.state.value}, not {[s.value for s in states]}")
+
+
+async def wait_equal(src: LocalCluster, tgt: LocalCluster, db: str, timeout: float = 60) -> None:
+    s, t = server("s", src), server("t", tgt)
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await verify_database(s, t, db, replicated_only=True)
+        if result.ok:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(result.mismatches)
+        await asyncio.sleep(0.2)
+
+
+def slots(cluster: LocalCluster) -> list[str]:
+    out = cluster.psql("SELECT slot_name FROM pg_replication_slots ORDER BY 1")
+    return out.split() if out else []
+
+
+async def test_online_copies_then_streams_every_change(tmp_path, store, src, tgt):
+    engine = make_engine(store, src, tgt, tmp_path)
+    dbs = ["rich"] + (["pagila"] if pagila_available() else [])
+    writer_stop = asyncio.Event()
+
+    async def writer() -> int:
+        """Writes during the snapshot copy and after it: none of it may be lost or doubled."""
+        conn = await asyncpg.connect(src.dsn("rich"))
+        n = 0
+        try:
+            while not writer_stop.is_set():
+                n += 1
+                await conn.execute("INSERT INTO inventory.item (warehouse_id, qty, note) VALUES (1 + $1 % 3, 1, 'live')", n)
+                await conn.execute("UPDATE inventory.item SET qty = qty + 1 WHERE id = $1", 1 + n % 3000)
+                await conn.execute("DELETE FROM inventory.movement WHERE id = $1", n)
+                await asyncio.sleep(0.002)
+        finally:
+            await conn.close()
+        return n
+
+    write_task = asyncio.create_task(writer())
+    mid = await start_online(engine, dbs)
+    try:
+        await wait_state(engine, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
+        await asyncio.sleep(0.5)
+    finally:
+        writer_stop.set()
+        written = await write_task
+    assert written > 20
+    src.psql("UPDATE inventory.warehouse SET mood = 'sad' WHERE name = 'north'; "
+             "INSERT INTO inventory.movement (at, item_id, delta) VALUES ('2026-03-01', 1, 9); "
+             "DELETE FROM public.scratch WHERE id <= 10", database="rich")
+    if pagila_available():
+        src.psql("UPDATE customer SET email = 'moved@example.com' WHERE customer_id = 1; "
+                 "INSERT INTO payment (customer_id, staff_id, rental_id, amount, payment_date) "
+                 "VALUES (1, 1, 1, 9.99, '2022-02-15 10:00+00')", database="pagila")
+    assert await wait_state(engine, mid, State.READY_FOR_CUTOVER) is State.READY_FOR_CUTOVER
+    for db in dbs:
+        await wait_equal(src, tgt, db)
+    assert tgt.psql("SELECT mood FROM inventory.warehouse WHERE name = 'north'", database="rich") == "sad"
+    assert tgt.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", database="rich") == "0"
+    assert tgt.psql("SELECT string_agg(tgname || ':' || tgenabled::text, ',' ORDER BY tgname) FROM pg_trigger "
+                    "WHERE NOT tgisinternal", database="rich") == "item_sleeping:D,item_touch:D"
+    load = await store.step(mid, "load:rich")
+    assert {fk["name"] for fk in load.data["parked"]["foreign_keys"]} >= {"item_warehouse_id_fkey"}
+    assert {(t["name"], t["enabled"]) for t in load.data["parked"]["triggers"]} == {
+        ("item_sleeping", "D"), ("item_touch", "O")}
+    assert len([s for s in slots(src) if s.startswith(f"pgmig_{mid.replace('-', '_')}")]) == len(dbs)
+    states = engine.events.of(mid)
+    assert states[:4] == ["preflight", "schema", "full_load", "catching_up"] and states[-1] == "ready_for_cutover"
+    assert "ready for cutover" in engine.events.states[-1][2]
+    await engine.cancel(mid, "U0TEST")
+    assert not [s for s in slots(src) if s.startswith("pgmig_")]
+    assert src.psql("SELECT count(*) FROM pg_publication", database="rich") == "0"
+    assert tgt.psql("SELECT count(*) FROM pg_subscription") == "0"
+    await engine.close()
+
+
+async def test_table_without_primary_key_refused_then_replicated_with_the_flag(tmp_path, store, src, tgt):
+    engine = make_engine(store, src, tgt, tmp_path)
+    mid = await start_online(engine, ["nopk"])
+    m = await store.get_migration(mid)
+    assert m.state is State.FAILED and "public.events" in m.error and "--replica-identity-full" in m.error
+    mid = await start_online(engine, ["nopk"], replica_identity_full=True)
+    await wait_state(engine, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
+    assert src.psql("SELECT relreplident FROM pg_class WHERE relname = 'events'", database="nopk") == "f"
+    src.psql("UPDATE events SET what = 'changed' WHERE at = 7; DELETE FROM events WHERE at > 40", database="nopk")
+    await wait_equal(src, tgt, "nopk")
+    assert tgt.psql("SELECT what FROM events WHERE at = 7", database="nopk") == "changed"
+    assert tgt.psql("SELECT count(*) FROM events", database="nopk") == "40"
+    assert "REPLICA IDENTITY FULL set on the source for nopk: public.events" in (await store.step(mid, "identity")).detail
+    await engine.cancel(mid, "U0TEST")
+    assert src.psql("SELECT relreplident FROM pg_class WHERE relname = 'events'", database="nopk") == "d"
+    assert not [s for s in slots(src) if s.startswith("pgmig_")]
+    await engine.close()
+
+
+async def test_restart_mid_load_and_mid_stream_resumes_with_one_slot(tmp_path, store, src, tgt):
+    first = make_engine(store, src, tgt, tmp_path)
+    mid = await start_online(first, ["busy"])
+    for _ in range(600):
+        if first.progress(mid).of("busy").phase == "copying data":
+            break
+        await asyncio.sleep(0.02)
+    assert first.progress(mid).of("busy").phase == "copying data"
+    await first.close()  # the process dies mid full load
+    assert (await store.get_migration(mid)).state is State.FULL_LOAD
+    second = make_engine(store, src, tgt, tmp_path)
+    assert await second.recover() == [mid]
+    await wait_state(second, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
+    src.psql("INSERT INTO ticket VALUES (400001, 'after restart')", database="busy")
+    await wait_equal(src, tgt, "busy")
+    assert tgt.psql("SELECT count(*), count(DISTINCT id) FROM ticket", database="busy") == "400001|400001"
+    await second.close()  # and dies again while streaming
+    third = make_engine(store, src, tgt, tmp_path)
+    assert await third.recover() == [mid]
+    src.psql("DELETE FROM ticket WHERE id = 400001", database="busy")
+    await wait_state(third, mid, State.READY_FOR_CUTOVER)
+    await wait_equal(src, tgt, "busy")
+    assert [s for s in slots(src) if s.startswith("pgmig_")] == [f"pgmig_{mid.replace('-', '_')}_busy_" +
+                                                                 slots(src)[0].rsplit("_", 1)[1]]
+    await third.cancel(mid, "U0TEST")
+    await third.close()
+
+
+async def test_lag_and_wal_retention_alerts(tmp_path, store, src, tgt):
+    engine = make_engine(store, src, tgt, tmp_path, wal_retention_alert_bytes=0, lag_alert_bytes=16 << 10)
+    mid = await start_online(engine, ["nopk"], replica_identity_full=True)
+    await wait_state(engine, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
+    name = (await store.step(mid, "load:nopk")).data["slot"]
+    tgt.psql(f"ALTER SUBSCRIPTION {name} DISABLE", database="nopk")
+    src.psql("INSERT INTO events SELECT g, repeat('y', 500) FROM generate_series(1000, 3000) g", database="nopk")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not {"lag", "stream"} <= {
+            k for _, t in engine.events.alerts for k in ("lag", "stream") if ("lag" in t and k == "lag")
+            or ("not streaming" in t and k == "stream")}:
+        await asyncio.sleep(0.2)
+    texts = [t for m, t in engine.events.alerts if m == mid]
+    assert any("hold WAL on the source" in t for t in texts)
+    assert any("replication lag above the alert threshold" in t for t in texts)
+    assert any("not streaming: nopk" in t for t in texts)
+    tgt.psql(f"ALTER SUBSCRIPTION {name} ENABLE", database="nopk")
+    await wait_equal(src, tgt, "nopk")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any("back to normal: stream" in t for _, t in engine.events.alerts):
+        await asyncio.sleep(0.2)
+    assert any("back to normal: stream" in t for _, t in engine.events.alerts)
+    await engine.cancel(mid, "U0TEST")
+    src.psql("DELETE FROM events WHERE at >= 1000", database="nopk")
+    await engine.close()
+
+
+async def test_cleanup_finds_and_removes_leftovers(src):
+    src.psql("SELECT pg_create_logical_replication_slot('pgmig_mig_99_rich_abcdef', 'pgoutput')")
+    src.psql("CREATE PUBLICATION pgmig_mig_99_rich_abcdef FOR TABLE public.scratch", database="rich")
+    source = server("onprem", src)
+    found = await cleanup.find(source)
+    assert {(x.kind, x.name, x.migration_id) for x in found} >= {
+        ("slot", "pgmig_mig_99_rich_abcdef", "mig-99"), ("publication", "pgmig_mig_99_rich_abcdef", "mig-99")}
+    removed = await cleanup.remove(source, [x for x in found if x.migration_id == "mig-99"])
+    assert len(removed) == 2
+    assert not [x for x in await cleanup.find(source) if x.migration_id == "mig-99"]
