@@ -24,8 +24,9 @@ async def build_services(settings: Settings, poster: Poster, directory: Director
                                  progress_interval=m.progress_interval_seconds, default_parallel=m.parallel,
                                  ready_lag_seconds=o.ready_lag_seconds, ready_lag_bytes=int(o.ready_lag_mb * mb),
                                  lag_alert_seconds=o.lag_alert_seconds, lag_alert_bytes=int(o.lag_alert_mb * mb),
-                                 wal_retention_alert_bytes=int(o.wal_retention_alert_mb * mb)))
+                                 wal_retention_alert_bytes=int(o.wal_retention_alert_mb * mb), digest=m.digest))
     await engine.recover()
+    engine.schedule_digest()
     return Services(settings.servers, store, settings.policy, directory, engine)
 
 

@@ -53,6 +53,7 @@ class MigrationSettings:
     pg_bindir: str | None = None           # default: the newest fitting PostgreSQL client programs found
     parallel: int = DEFAULT_PARALLEL
     progress_interval_seconds: float = 15.0
+    digest: str = "off"                    # off | hourly | daily (09:00 UTC)
 
 
 @dataclass
@@ -70,7 +71,8 @@ _SLACK_KEYS = {"notify_channel": str, "approvers": list, "required_approvals": i
                "approval_timeout_minutes": int}
 _SERVER_KEYS = {"host": str, "port": int, "user": str, "password_env": str, "password_file": str,
                 "sslmode": str, "database": str, "connect_timeout": (int, float)}
-_MIGRATION_KEYS = {"workdir": str, "pg_bindir": str, "parallel": int, "progress_interval_seconds": (int, float)}
+_MIGRATION_KEYS = {"workdir": str, "pg_bindir": str, "parallel": int, "progress_interval_seconds": (int, float),
+                   "digest": str}
 _ONLINE_KEYS = {k: (int, float) for k in ("ready_lag_seconds", "ready_lag_mb", "lag_alert_seconds", "lag_alert_mb",
                                            "wal_retention_alert_mb")}
 _SECTIONS = {"slack", "servers", "migration", "online"}
@@ -140,6 +142,8 @@ def _migration(table: Any) -> MigrationSettings:
         raise SettingsError("migration.parallel: expected 1–64")
     if values.get("progress_interval_seconds", 15) <= 0:
         raise SettingsError("migration.progress_interval_seconds: expected seconds > 0")
+    if values.get("digest", "off") not in ("off", "hourly", "daily"):
+        raise SettingsError(f"migration.digest: expected off, hourly or daily, got {values['digest']!r}")
     if "pg_bindir" in values and not Path(values["pg_bindir"], "pg_dump").exists():
         raise SettingsError(f"migration.pg_bindir: no pg_dump in {values['pg_bindir']}")
     return MigrationSettings(**values)

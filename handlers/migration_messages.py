@@ -117,6 +117,13 @@ def status(m: Migration, steps: list[Step], progress: MigrationProgress) -> Repl
     for s in steps:
         detail = f" — {esc(s.detail[:600])}" if s.detail else ""
         lines.append(f"{STEP_ICON.get(s.state, '•')} `{esc(s.name)}`{detail}")
+        parked = s.data.get("parked") if isinstance(s.data, dict) else None
+        if parked:
+            fks = [f"{fk['table']}.{fk['name']}" for fk in parked.get("foreign_keys", [])]
+            triggers = [f"{t['table']}.{t['name']}" + (" (disabled on source too)" if t["enabled"] == "D" else "")
+                        for t in parked.get("triggers", [])]
+            lines.append(f"      foreign keys reinstated at cutover: {esc(', '.join(fks) or 'none')}")
+            lines.append(f"      triggers restored at cutover: {esc(', '.join(triggers) or 'none')}")
     return Reply(card.text, card.blocks[:-1] + _sections(lines) + card.blocks[-1:])
 
 
@@ -140,3 +147,13 @@ def verification(m: Migration, results: list[VerifyResult]) -> Reply:
     ok = all(r.ok for r in results)
     return Reply(f"{m.id} verification {'passed' if ok else 'found mismatches'}",
                  [_header(f"Verification of {m.id}: {'pass' if ok else 'mismatches'}"), *_sections(lines)])
+
+
+def digest(migrations: list[Migration], progress: dict[str, MigrationProgress]) -> Reply:
+    now = time.time()
+    lines = []
+    for m in migrations:
+        lines.append(f"{icon(m.state)} *{m.id}* {m.state.value} · {describe(m)} · by {mention(m.requested_by)}")
+        lines += [f"      {database_line(progress[m.id].of(db), now)}" for db in m.databases]
+    return Reply(f"Digest: {len(migrations)} active migration(s)",
+                 [_header(f"Active migrations: {len(migrations)}"), *_sections(lines)], ephemeral=False)

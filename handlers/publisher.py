@@ -36,6 +36,11 @@ class ChannelPublisher:
         channel, ts = await self._card(migration, progress)
         await self.poster.post(channel, mm.alert_notice(migration, text), thread_ts=ts or None)
 
+    async def digest(self, migrations: list[Migration], progress: dict[str, MigrationProgress]) -> None:
+        channel = self.policy.notify_channel or (migrations[0].channel if migrations else "")
+        if channel:
+            await self.poster.post(channel, mm.digest(migrations, progress))
+
     async def _card(self, m: Migration, progress: MigrationProgress) -> tuple[str, str]:
         """Post the card the first time, edit it afterwards; the reference is kept in the store."""
         async with self._locks.setdefault(m.id, asyncio.Lock()):

@@ -46,6 +46,7 @@ class EngineConfig:
     lag_alert_seconds: float = 60.0        # alert when lag stays above these
     lag_alert_bytes: int = 256 << 20
     wal_retention_alert_bytes: int = 1 << 30  # alert when a slot holds this much WAL on the source
+    digest: str = "off"                    # off | hourly | daily: a summary of active migrations
 
 
 @dataclass
@@ -249,6 +250,14 @@ class Engine:
                     interrupted.append(m.id)
                     await self._emit_state(m.id, reason)
         return interrupted
+
+    def schedule_digest(self) -> None:
+        self.jobs.digest(self.config.digest, self.post_digest)
+
+    async def post_digest(self) -> None:
+        active = await self.store.list_migrations(active_only=True)
+        if active:
+            await self.events.digest(active, {m.id: self.progress(m.id) for m in active})
 
     async def close(self) -> None:
         self.jobs.shutdown()

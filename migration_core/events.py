@@ -17,6 +17,9 @@ class MigrationEvents(Protocol):
     async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:
         """Something needs a person's attention (lag, WAL held on the source), or stopped needing it."""
 
+    async def digest(self, migrations: list[Migration], progress: dict[str, MigrationProgress]) -> None:
+        """The periodic summary of every active migration."""
+
 
 class NoEvents:
     """For callers that need none (scripts, benchmarks)."""
@@ -28,4 +31,7 @@ class NoEvents:
         return None
 
     async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:
+        return None
+
+    async def digest(self, migrations: list[Migration], progress: dict[str, MigrationProgress]) -> None:
         return None

@@ -28,6 +28,14 @@ class ProgressJobs:
                                        id=f"progress:{migration_id}", replace_existing=True, coalesce=True,
                                        max_instances=1)
 
+    def digest(self, every: str, post: Callable[[], Awaitable[None]]) -> None:
+        """A summary of active migrations: "hourly" on the hour, "daily" at 09:00 UTC, "off" for none."""
+        if every == "off":
+            return
+        trigger = {"hourly": {"minute": 0}, "daily": {"hour": 9, "minute": 0}}[every]
+        self._ensure_started().add_job(post, "cron", id="digest", replace_existing=True, coalesce=True,
+                                       max_instances=1, timezone="UTC", **trigger)
+
     def unwatch(self, migration_id: str) -> None:
         if self._scheduler and self._scheduler.get_job(f"progress:{migration_id}"):
             self._scheduler.remove_job(f"progress:{migration_id}")

@@ -75,3 +75,66 @@ async def test_refused_migration_shows_the_blocking_problems(slack):
     assert "failed" in text_of(await slack.reply("s"))
     await slack.command("status mig-99", key="t")
     assert "there is no mig-99" in text_of(await slack.reply("t"))
+
+
+@pytest.fixture
+async def online_slack(tmp_path, cluster_root):
+    from bot.localpg import LocalCluster
+    from tests.conftest import PASSWORD
+    src = LocalCluster(cluster_root / "slack-online-src", password=PASSWORD,
+                       settings={"wal_level": "logical", "max_replication_slots": "10"}).init().start()
+    tgt = LocalCluster(cluster_root / "slack-online-tgt", password=PASSWORD).init().start()
+    src.psql("CREATE DATABASE app")
+    src.psql("CREATE TABLE parent (id int PRIMARY KEY); CREATE TABLE child (id int PRIMARY KEY, "
+             "parent_id int REFERENCES parent); INSERT INTO parent VALUES (1), (2); INSERT INTO child VALUES (1, 1)",
+             database="app")
+    config = tmp_path / "pgmig.toml"
+    config.write_text(config_toml({"onprem": src, "azure": tgt},
+                                  extra='[slack]\nnotify_channel = "C0NOTIFY"\n'
+                                        '[migration]\nprogress_interval_seconds = 0.1\n'))
+    fake = await FakeSlack().start()
+    running, runner = await start(str(config), str(tmp_path / "state.sqlite"), fake, str(tmp_path / "home"))
+    yield running, src
+    await stop(running, runner)
+    await fake.stop()
+    src.destroy()
+    tgt.destroy()
+
+
+async def test_online_migration_announces_ready_for_cutover_and_cleans_up(online_slack):
+    slack, src = online_slack
+    await slack.command("migrate onprem azure --mode online --db app", user="U0ALICE", key="m")
+    assert "mig-1" in text_of(await slack.reply("m"))
+    ready = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts")
+                                      and "ready_for_cutover" in text_of(c.params), timeout=60)
+    assert "<@U0ALICE>" in text_of(ready.params) and "Syncing continues" in text_of(ready.params)
+    updates = [c for c in slack.fake.calls if c.method == "chat.update"]
+    assert any("lag" in text_of(u.params) and "slot holds" in text_of(u.params) for u in updates)
+    await slack.command("status mig-1", key="s")
+    status = text_of(await slack.reply("s"))
+    assert "foreign keys reinstated at cutover: public.child.child_parent_id_fkey" in status
+    await slack.command("cleanup onprem", key="c")
+    assert "kept: mig-1 is ready_for_cutover" in text_of(await slack.reply("c"))
+    await slack.command("cancel mig-1", key="x")
+    assert "cancelled" in text_of(await slack.reply("x"))
+    await slack.command("cleanup onprem --yes", key="y")
+    assert "Nothing left behind." in text_of(await slack.reply("y"))
+    assert src.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+
+
+async def test_digest_is_scheduled_when_configured_and_lists_active_migrations(slack):
+    engine = slack.services.engine
+    assert engine.jobs._scheduler is None or engine.jobs._scheduler.get_job("digest") is None  # off by default
+    engine.config.digest = "hourly"
+    engine.schedule_digest()
+    job = engine.jobs._scheduler.get_job("digest")
+    assert "minute='0'" in str(job.trigger)
+    await slack.command("migrate onprem azure --mode offline --db shop --overwrite --method dump "
+                        "--pause-after-export", key="m")
+    await slack.reply("m")
+    await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts")
+                              and "paused" in text_of(c.params))
+    await engine.post_digest()
+    digest = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage"
+                                       and "Active migrations: 1" in text_of(c.params))
+    assert "mig-1" in text_of(digest.params) and "paused" in text_of(digest.params)
