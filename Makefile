@@ -26,7 +26,9 @@ clean:
 	-$(VENV)/bin/pgmig sandbox down
 	rm -rf $(VENV) .pytest_cache *.egg-info
 
-# Compares pg_dump/pg_restore, pgcopydb, a raw parallel COPY pipe and pgmig; flags via BENCH_ARGS="--scale 2".
+# Copy speed against pg_dump/pg_restore, pgcopydb and a raw parallel COPY pipe (flags: BENCH_ARGS="--scale 2"),
+# then online replication lag under pgbench (flags: LAG_ARGS="--rate 500 --seconds 20").
 bench: setup
 	@bench/ensure-tools.sh
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench.lag $(LAG_ARGS)

@@ -97,12 +97,13 @@ def _copy_table(ctx: Context, table: str) -> None:
              env=ctx.env, deadline=ctx.deadline)
 
 
-def pgmig(ctx: Context) -> None:
-    """pgmig's offline migration, in a child Python process so its memory is measured like the others'."""
+def pgmig(ctx: Context, mode: str = "offline") -> None:
+    """pgmig's offline migration (or online initial copy), in a child Python process so its memory is
+    measured like the others'."""
     env = {**ctx.env, PASSWORD_ENV: ctx.source.password}
     cmd = [sys.executable, "-m", "bench.pgmig_worker", "--source-port", str(ctx.source.port),
            "--target-port", str(ctx.target.port), "--jobs", str(ctx.jobs), "--workdir", str(ctx.workdir),
-           "--database", DATABASE, "--password-env", PASSWORD_ENV]
+           "--database", DATABASE, "--password-env", PASSWORD_ENV, "--mode", mode]
     try:
         run(cmd, env=env, deadline=ctx.deadline, cwd=PROJECT_ROOT)
     except StepFailed as exc:
@@ -121,5 +122,6 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("pgcopydb", lambda n: f"pgcopydb clone (jobs {n})", pgcopydb),
     Method("raw-pipe", lambda n: f"raw COPY pipe (x{n})", raw_pipe),
     Method("pgmig", lambda n: f"pgmig offline (parallel {n})", pgmig),
+    Method("pgmig-online", lambda n: f"pgmig online full load (x{n})", lambda ctx: pgmig(ctx, "online")),
 )}
 BASELINES = ("raw-pipe", "pgcopydb")

@@ -1,4 +1,5 @@
-"""Runs pgmig's offline migration once, in its own process, for the benchmark (see methods.pgmig).
+"""Runs pgmig's offline migration, or an online one's initial copy (schema, slot, full load, subscription,
+then teardown), once, in its own process, for the benchmark (see methods.pgmig).
 
 Exits 3 when pgmig's offline API cannot be imported (it is still being written), so the benchmark can
 report "unavailable" rather than "failed".
@@ -21,7 +22,26 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--database", required=True)
     parser.add_argument("--password-env", required=True)
+    parser.add_argument("--mode", choices=("offline", "online"), default="offline")
     return parser.parse_args()
+
+
+async def online_copy(source, target, database: str, jobs: int, workdir: Path) -> None:
+    """The online full load as a migration runs it; the replication objects are dropped afterwards."""
+    from migration_core.offline import OfflineOptions, choose_bindir
+    from migration_core.online import OnlineDatabase
+    from migration_core.progress import DatabaseProgress
+    from migration_core.roles import copy_roles
+
+    bindir = await choose_bindir(source, target, None)
+    roles = await copy_roles(source, target, [database])
+    job = OnlineDatabase(source, target, database, "mig-0", OfflineOptions(parallel=jobs, overwrite=True), workdir,
+                         bindir, DatabaseProgress(database))
+    await job.schema(roles, claimed=True)
+    try:
+        await job.full_load(roles)
+    finally:
+        await job.teardown()
 
 
 def main() -> None:
@@ -37,8 +57,11 @@ def main() -> None:
         return ServerConfig(name=name, host="127.0.0.1", port=port, user="postgres",
                             password_env=args.password_env, sslmode="disable")
 
-    asyncio.run(run_offline(server("source", args.source_port), server("target", args.target_port),
-                            databases=[args.database],
+    source, target = server("source", args.source_port), server("target", args.target_port)
+    if args.mode == "online":
+        asyncio.run(online_copy(source, target, args.database, args.jobs, args.workdir))
+        return
+    asyncio.run(run_offline(source, target, databases=[args.database],
                             options=OfflineOptions(method="restore", parallel=args.jobs, overwrite=True),
                             workdir=args.workdir))
 
