@@ -197,7 +197,7 @@ class Engine:
                 await target_db.drop(target, db)
                 await self._save(migration_id, step.name, "dropped", "half-imported database dropped on cancel")
                 dropped.append(db)
-        shutil.rmtree(self.config.workdir / migration_id, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, self.config.workdir / migration_id, True)
         detail = f"cancelled by {actor}" + (f"; dropped half-imported {', '.join(dropped)}" if dropped else "")
         await self._set_state(migration_id, State.CANCELLED, detail)
         return dropped
@@ -333,8 +333,8 @@ class Engine:
         for db in exports:
             await self._save(mid, f"export:{db}", RUNNING, "")
             files = await job(db).export(roles)
-            await self._save(mid, f"export:{db}", DONE, ", ".join(str(f) for f in files),
-                             {"files": {str(f): file_digest(f) for f in files}})
+            digests = {str(f): await asyncio.to_thread(file_digest, f) for f in files}  # GBs: off the loop
+            await self._save(mid, f"export:{db}", DONE, ", ".join(str(f) for f in files), {"files": digests})
         steps = {s.name: s for s in await self.store.steps(mid)}
 
         if options.pause_after_export and not done("review"):
@@ -344,8 +344,8 @@ class Engine:
                                   f"\n`/pgmig resume {mid}` imports whatever they then contain")
             return
 
-        edited = sorted(f for db in m.databases for f, digest in steps[f"export:{db}"].data["files"].items()
-                        if Path(f).exists() and file_digest(Path(f)) != digest)
+        edited = sorted([f for db in m.databases for f, digest in steps[f"export:{db}"].data["files"].items()
+                         if Path(f).exists() and await asyncio.to_thread(file_digest, Path(f)) != digest])
         imports = [db for db in m.databases if not done(f"import:{db}")]
         for db in m.databases:
             if db not in imports:
@@ -382,7 +382,7 @@ class Engine:
             detail = (f"completed; {len(lines)} difference(s) from the source, expected because export files "
                       f"were edited ({', '.join(edited)}):\n{shown}")
         if options.method == "restore":
-            shutil.rmtree(workdir, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
         await self._set_state(mid, State.COMPLETED, detail)
 
     async def _online(self, m: Migration, steps: dict[str, Step], job, roles: RolePlan) -> None:
