@@ -22,6 +22,8 @@ from migration_core.jobs import ProgressJobs
 from migration_core.models import AuditEntry, Migration, State, Step, utcnow
 from migration_core import replication
 from migration_core.offline import DEFAULT_PARALLEL, OfflineDatabase, OfflineOptions, choose_bindir
+from migration_core.constraints import Parked
+from migration_core.cutover import DatabaseCutover, cut_over, fallback
 from migration_core.online import OnlineDatabase, reset_identity, set_identity_full
 from migration_core.preflight import Mode, PreflightReport, PreflightRequest, pretty_bytes, run_preflight
 from migration_core.progress import MigrationProgress
@@ -250,6 +252,53 @@ class Engine:
                     interrupted.append(m.id)
                     await self._emit_state(m.id, reason)
         return interrupted
+
+    async def cutover(self, migration_id: str, actor: str, grace_seconds: float = 5.0,
+                      catch_up_timeout: float = 30.0) -> bool:
+        """Switch a streaming migration to its target (cutover.py); on any failure fall back on every
+        database and return to ready_for_cutover with the reason. True when completed."""
+        if not await self.store.transition(migration_id, State.CUTTING_OVER,
+                                           expect=(State.READY_FOR_CUTOVER, State.AWAITING_APPROVAL)):
+            m = await self._get(migration_id)
+            raise MigrationError(f"{migration_id} is {m.state.value}; only a migration ready for cutover can cut over")
+        m = await self._get(migration_id)
+        await self.store.audit(AuditEntry(actor, "cutover.started", ", ".join(m.databases), m.id))
+        await self._emit_state(m.id, f"cutting over {', '.join(m.databases)} (started by {actor})")
+        source, target = self._servers(m)
+        done: list[DatabaseCutover] = []
+        try:
+            for db in m.databases:
+                parked = Parked.from_dict((await self.store.step(m.id, f"load:{db}")).data["parked"])
+                result = await cut_over(source, target, db, m.id, parked, grace_seconds, catch_up_timeout,
+                                        int(m.options.get("parallel", 2)))
+                done.append(result)
+                await self._save(m.id, f"cutover:{db}", DONE, ", ".join(
+                    f"{k} {v:.3f} s" for k, v in result.timings.items()), {"timings": result.timings})
+        except Exception as exc:
+            for result in done:
+                await fallback(source, target, result.fence, reinstated=True)
+            reason = failure_reason(exc, m.id)
+            await self.store.transition(m.id, State.READY_FOR_CUTOVER, error=f"cutover fell back: {reason}")
+            await self.store.audit(AuditEntry("pgmig", "cutover.fallback", reason[:2000], m.id))
+            await self._emit_state(m.id, f"cutover fell back: {reason}. The source is writable again and "
+                                         "replication keeps running")
+            await self._alert(m, "cutover", True, f"⚠️ cutover fell back, nothing was switched: {reason}")
+            self._alerting.pop((m.id, "cutover"), None)
+            return False
+        for db in m.databases:
+            await OnlineDatabase(source, target, db, m.id, OfflineOptions(), self.config.workdir / m.id, Path("."),
+                                 self.progress(m.id).of(db)).teardown()
+        lines = []
+        for r in done:
+            soft = f"; superusers only softly fenced: {', '.join(r.fence.superusers)}" if r.fence.superusers else ""
+            lines.append(f"{r.database}: writes unavailable {r.window_seconds:.2f} s "
+                         f"({', '.join(f'{k} {v:.2f} s' for k, v in r.timings.items())}); {r.verify.tables} tables, "
+                         f"{r.verify.rows} rows and {r.sequences} sequences verified equal; "
+                         f"{r.fence.ended_sessions} session(s) ended{soft}")
+        await self.store.audit(AuditEntry("pgmig", "cutover.completed", "\n".join(lines)[:2000], m.id))
+        await self._set_state(m.id, State.COMPLETED, "cutover complete: applications can move to the target.\n"
+                              + "\n".join(lines))
+        return True
 
     def schedule_digest(self) -> None:
         self.jobs.digest(self.config.digest, self.post_digest)

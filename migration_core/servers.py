@@ -82,7 +82,8 @@ class ServerConfig:
                 ssl=self.sslmode,
                 timeout=self.connect_timeout,
                 command_timeout=max(self.connect_timeout, 60.0),
-                server_settings={"application_name": "pgmig"},
+                # pgmig's own sessions: recognisable, and never bound by the write fence pgmig sets itself
+                server_settings={"application_name": "pgmig", "default_transaction_read_only": "off"},
             )
         except Exception as exc:  # every driver/socket failure becomes one readable line
             raise self.explain(exc, dbname) from None

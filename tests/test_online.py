@@ -236,3 +236,96 @@ async def test_cleanup_finds_and_removes_leftovers(src):
     removed = await cleanup.remove(source, [x for x in found if x.migration_id == "mig-99"])
     assert len(removed) == 2
     assert not [x for x in await cleanup.find(source) if x.migration_id == "mig-99"]
+
+
+CUTOVER_DB = """
+CREATE TABLE parent (id serial PRIMARY KEY, name text);
+CREATE TABLE child (id bigserial PRIMARY KEY, parent_id int NOT NULL REFERENCES parent, note text);
+CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.note := upper(NEW.note); RETURN NEW; END $$;
+CREATE TRIGGER child_shout BEFORE UPDATE ON child FOR EACH ROW EXECUTE FUNCTION shout();
+CREATE TRIGGER child_quiet BEFORE UPDATE ON child FOR EACH ROW EXECUTE FUNCTION shout();
+ALTER TABLE child DISABLE TRIGGER child_quiet;
+INSERT INTO parent (name) SELECT 'p' || g FROM generate_series(1, 10) g;
+INSERT INTO child (parent_id, note) SELECT 1 + g % 10, 'n' || g FROM generate_series(1, 1000) g;
+"""
+
+
+def fresh_db(cluster: LocalCluster, name: str) -> None:
+    cluster.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    cluster.psql(f'CREATE DATABASE "{name}"')
+    cluster.psql(CUTOVER_DB, database=name)
+
+
+async def test_cutover_with_writes_up_to_the_fence_loses_nothing(tmp_path, store, src, tgt):
+    fresh_db(src, "cut")
+    engine = make_engine(store, src, tgt, tmp_path)
+    mid = await start_online(engine, ["cut"])
+    await wait_state(engine, mid, State.READY_FOR_CUTOVER)
+    committed: list[int] = []
+
+    async def application() -> None:
+        conn = await asyncpg.connect(src.dsn("cut"))
+        try:
+            while True:
+                committed.append(await conn.fetchval(
+                    "INSERT INTO child (parent_id, note) VALUES (1, 'live') RETURNING id"))
+                await asyncio.sleep(0.001)
+        except Exception:  # fenced: the session was ended mid-statement, or new writes were refused
+            return
+
+    app = asyncio.create_task(application())
+    await asyncio.sleep(0.5)
+    assert await engine.cutover(mid, "U0BOB", grace_seconds=0.2)
+    await asyncio.wait_for(app, 10)
+    m = await store.get_migration(mid)
+    assert m.state is State.COMPLETED, m.error
+    assert len(committed) > 50
+    on_target = await asyncpg.connect(tgt.dsn("cut"))
+    try:
+        assert await on_target.fetchval("SELECT count(*) FROM child WHERE id = ANY($1::bigint[])", committed) == \
+            len(committed)
+        assert await on_target.fetchval("SELECT last_value FROM child_id_seq") == max(committed)
+        assert await on_target.fetchval("SELECT bool_and(convalidated) AND count(*) = 1 FROM pg_constraint "
+                                        "WHERE contype = 'f'")
+        assert await on_target.fetchval("SELECT string_agg(tgname || ':' || tgenabled::text, ',' ORDER BY tgname) "
+                                        "FROM pg_trigger WHERE NOT tgisinternal") == "child_quiet:D,child_shout:O"
+        await on_target.execute("INSERT INTO child (parent_id, note) VALUES (2, 'on azure')")  # target writable
+    finally:
+        await on_target.close()
+    assert src.psql("SHOW default_transaction_read_only", database="cut") == "on"
+    assert not [s for s in slots(src) if s.startswith("pgmig_")]
+    assert tgt.psql("SELECT count(*) FROM pg_subscription") == "0"
+    step = await store.step(mid, "cutover:cut")
+    assert set(step.data["timings"]) == {"fence", "catch_up", "sequences", "constraints", "verify"}
+    assert "writes unavailable" in engine.events.states[-1][2]
+    await engine.close()
+
+
+async def test_cutover_failure_falls_back_and_keeps_replicating(tmp_path, store, src, tgt):
+    fresh_db(src, "fb")
+    engine = make_engine(store, src, tgt, tmp_path)
+    mid = await start_online(engine, ["fb"])
+    await wait_state(engine, mid, State.READY_FOR_CUTOVER)
+    tgt.psql("INSERT INTO child (id, parent_id, note) VALUES (999999, 999, 'orphan')", database="fb")  # step 4 fails
+    assert not await engine.cutover(mid, "U0BOB", grace_seconds=0.1)
+    m = await store.get_migration(mid)
+    assert m.state is State.READY_FOR_CUTOVER and m.error.startswith("cutover fell back")
+    assert "child_parent_id_fkey" in m.error or "violates foreign key" in m.error
+    src.psql("INSERT INTO parent (name) VALUES ('after fallback')", database="fb")  # the source is writable again
+    assert src.psql("SHOW default_transaction_read_only", database="fb") == "off"
+    await wait_equal_except(src, tgt, "fb", "child")
+    assert tgt.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", database="fb") == "0"  # parked again
+    assert any("cutover fell back" in t for _, t in engine.events.alerts)
+    await engine.cancel(mid, "U0TEST")
+    await engine.close()
+
+
+async def wait_equal_except(src: LocalCluster, tgt: LocalCluster, db: str, skip: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await verify_database(server("s", src), server("t", tgt), db, replicated_only=True)
+        if all(m.name == f"public.{skip}" for m in result.mismatches):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(result.mismatches)
+        await asyncio.sleep(0.2)

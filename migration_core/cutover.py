@@ -1,0 +1,183 @@
+"""The cutover of one online migration, per database, in the order that loses no row:
+
+1. fence writes on the source: `default_transaction_read_only` for new sessions, CONNECT revoked from
+   everyone but pgmig's role, then after a grace period every remaining client session ended (all at
+   once, then polled until gone). Superusers can still connect and override: they are only softly
+   fenced, and the report says so;
+2. wait until the slot has confirmed the source's WAL position taken after the fence;
+3. set every target sequence to the source's value;
+4. put back the foreign keys (NOT VALID, then VALIDATE) and the triggers exactly as on the source,
+   refresh materialized views, copy large objects;
+5. verify row counts and checksums (the source is quiescent, so equality is exact);
+6. drop the subscription, the slot and the publication.
+
+If any of 2–5 fails, `fallback` undoes the fence (applications keep working on the source), parks the
+constraints again and leaves replication running. Nothing on the source is dropped before step 6.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from migration_core import constraints, large_objects, matviews, replication, sequences
+from migration_core.errors import MigrationError
+from migration_core.servers import ServerConfig
+from migration_core.sql import ident
+from migration_core.verify import VerifyResult, verify_database
+
+CONNECT_GRANTEES = (
+    "SELECT DISTINCT a.grantee FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a "
+    "WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT'")
+READ_ONLY_SETTING = (
+    "SELECT split_part(cfg, '=', 2) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, "
+    "unnest(s.setconfig) cfg WHERE d.datname = current_database() AND s.setrole = 0 "
+    "AND cfg LIKE 'default_transaction_read_only=%'")
+OTHER_CLIENTS = (
+    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+    "AND backend_type = 'client backend' AND application_name <> 'pgmig'")
+
+
+@dataclass
+class Fence:
+    """What fencing changed on one source database, so that it can be undone exactly."""
+
+    database: str
+    read_only_before: str | None = None
+    revoked_from: list[str] = field(default_factory=list)   # role names; "PUBLIC" for everyone
+    ended_sessions: int = 0
+    superusers: list[str] = field(default_factory=list)     # can still connect: softly fenced
+
+
+@dataclass
+class DatabaseCutover:
+    database: str
+    fence: Fence
+    timings: dict[str, float] = field(default_factory=dict)
+    sequences: int = 0
+    verify: VerifyResult | None = None
+
+    @property
+    def window_seconds(self) -> float:
+        """Writes unavailable: from the fence until the target is ready (verification excluded)."""
+        return sum(v for k, v in self.timings.items() if k in ("fence", "catch_up", "sequences", "constraints"))
+
+
+async def fence(source: ServerConfig, database: str, grace_seconds: float) -> Fence:
+    conn = await source.connect(database)
+    try:
+        f = Fence(database, await conn.fetchval(READ_ONLY_SETTING))
+        me = await conn.fetchval("SELECT current_user")
+        grantees = [r["grantee"] for r in await conn.fetch(CONNECT_GRANTEES)]
+        await conn.execute(f"ALTER DATABASE {ident(database)} SET default_transaction_read_only = on")
+        await conn.execute(f"GRANT CONNECT ON DATABASE {ident(database)} TO {ident(me)}")
+        for oid in grantees:
+            name = "PUBLIC" if oid == 0 else await conn.fetchval("SELECT rolname FROM pg_roles WHERE oid = $1", oid)
+            if name == me:
+                continue
+            await conn.execute(f"REVOKE CONNECT ON DATABASE {ident(database)} FROM "
+                               f"{'PUBLIC' if name == 'PUBLIC' else ident(name)}")
+            f.revoked_from.append(name)
+        f.superusers = [r["rolname"] for r in await conn.fetch(
+            "SELECT rolname FROM pg_roles WHERE rolsuper AND rolcanlogin AND rolname <> $1 ORDER BY 1", me)]
+        await asyncio.sleep(grace_seconds)  # sessions may finish what they are doing
+        pids = [r["pid"] for r in await conn.fetch(OTHER_CLIENTS)]
+        for pid in pids:
+            await conn.execute("SELECT pg_terminate_backend($1)", pid)
+        f.ended_sessions = len(pids)
+        for _ in range(200):
+            if not await conn.fetch(OTHER_CLIENTS):
+                return f
+            await asyncio.sleep(0.01)
+        raise MigrationError(f"sessions on {database} would not end", "look at pg_stat_activity on the source")
+    finally:
+        await conn.close()
+
+
+async def unfence(source: ServerConfig, f: Fence) -> None:
+    conn = await source.connect(f.database)
+    try:
+        for name in f.revoked_from:
+            await conn.execute(f"GRANT CONNECT ON DATABASE {ident(f.database)} TO "
+                               f"{'PUBLIC' if name == 'PUBLIC' else ident(name)}")
+        if f.read_only_before is None:
+            await conn.execute(f"ALTER DATABASE {ident(f.database)} RESET default_transaction_read_only")
+        else:
+            await conn.execute(f"ALTER DATABASE {ident(f.database)} SET default_transaction_read_only = "
+                               f"{'on' if f.read_only_before in ('on', 'true') else 'off'}")
+    finally:
+        await conn.close()
+
+
+async def wait_caught_up(source: ServerConfig, database: str, slot: str, timeout: float) -> None:
+    """Until the subscriber confirmed every change made before the fence (bounded by `timeout`)."""
+    conn = await source.connect(database)
+    try:
+        target_lsn = await conn.fetchval("SELECT pg_current_wal_lsn()")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = await conn.fetchval(
+                "SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
+                slot, target_lsn)
+            if done:
+                return
+            await asyncio.sleep(0.005)
+        raise MigrationError(f"the target did not catch up with {database} within {timeout:g} s",
+                             "check the subscription on the target (pg_stat_subscription); nothing was switched")
+    finally:
+        await conn.close()
+
+
+async def cut_over(source: ServerConfig, target: ServerConfig, database: str, migration_id: str,
+                   parked: constraints.Parked, grace_seconds: float = 5.0, catch_up_timeout: float = 30.0,
+                   parallel: int = 2) -> DatabaseCutover:
+    """Steps 1–5 for one database. Raises after undoing the fence if anything fails (the fallback)."""
+    slot = replication.object_name(migration_id, database)
+    started = time.perf_counter()
+    f = await fence(source, database, grace_seconds)
+    result = DatabaseCutover(database, f)
+    result.timings["fence"] = time.perf_counter() - started - grace_seconds
+    reinstated = False
+    try:
+        step = time.perf_counter()
+        await wait_caught_up(source, database, slot, catch_up_timeout)
+        result.timings["catch_up"] = time.perf_counter() - step
+        src, tgt = await asyncio.gather(source.connect(database), target.connect(database))
+        try:
+            step = time.perf_counter()
+            result.sequences = await sequences.sync(src, tgt)
+            result.timings["sequences"] = time.perf_counter() - step
+            step = time.perf_counter()
+            reinstated = True
+            await constraints.reinstate(tgt, parked)
+            await matviews.refresh(src, tgt)
+            await large_objects.copy(src, tgt)
+            result.timings["constraints"] = time.perf_counter() - step
+        finally:
+            await asyncio.gather(src.close(), tgt.close(), return_exceptions=True)
+        step = time.perf_counter()
+        result.verify = await verify_database(source, target, database, parallel)
+        result.timings["verify"] = time.perf_counter() - step
+        if not result.verify.ok:
+            raise MigrationError(f"verification of {database} found {len(result.verify.mismatches)} mismatch(es): "
+                                 + "; ".join(f"{m.kind} {m.name} source {m.source} target {m.target}"
+                                             for m in result.verify.mismatches[:10]))
+        return result
+    except BaseException:
+        await fallback(source, target, f, reinstated)
+        raise
+
+
+async def fallback(source: ServerConfig, target: ServerConfig, f: Fence, reinstated: bool) -> None:
+    """Applications keep working on the source; the target goes back to streaming as before."""
+    await unfence(source, f)
+    if reinstated:
+        tgt = await target.connect(f.database)
+        try:
+            await constraints.park(tgt)
+        except asyncpg.PostgresError:
+            pass  # a constraint that never came back needs no parking
+        finally:
+            await tgt.close()
