@@ -59,7 +59,8 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker,
 
         async def run() -> None:
             reply = await router.handle_action(action["action_id"], action.get("value", ""), inv, services)
-            await send(respond, reply)
+            if reply is not None:
+                await send(respond, reply)
 
         tasks.spawn(run(), name=f"action {action['action_id']}")
 

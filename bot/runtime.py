@@ -24,10 +24,12 @@ async def build_services(settings: Settings, poster: Poster, directory: Director
                                  progress_interval=m.progress_interval_seconds, default_parallel=m.parallel,
                                  ready_lag_seconds=o.ready_lag_seconds, ready_lag_bytes=int(o.ready_lag_mb * mb),
                                  lag_alert_seconds=o.lag_alert_seconds, lag_alert_bytes=int(o.lag_alert_mb * mb),
-                                 wal_retention_alert_bytes=int(o.wal_retention_alert_mb * mb), digest=m.digest))
+                                 wal_retention_alert_bytes=int(o.wal_retention_alert_mb * mb), digest=m.digest,
+                                 fence_grace_seconds=o.fence_grace_seconds,
+                                 catch_up_timeout_seconds=o.catch_up_timeout_seconds))
     await engine.recover()
     engine.schedule_digest()
-    return Services(settings.servers, store, settings.policy, directory, engine)
+    return Services(settings.servers, store, settings.policy, directory, engine, poster)
 
 
 async def close_services(services: Services) -> None:

@@ -65,6 +65,8 @@ class OnlineSettings:
     lag_alert_seconds: float = 60.0
     lag_alert_mb: float = 256.0
     wal_retention_alert_mb: float = 1024.0
+    fence_grace_seconds: float = 5.0
+    catch_up_timeout_seconds: float = 30.0
 
 
 _SLACK_KEYS = {"notify_channel": str, "approvers": list, "required_approvals": int, "operators": list,
@@ -74,7 +76,8 @@ _SERVER_KEYS = {"host": str, "port": int, "user": str, "password_env": str, "pas
 _MIGRATION_KEYS = {"workdir": str, "pg_bindir": str, "parallel": int, "progress_interval_seconds": (int, float),
                    "digest": str}
 _ONLINE_KEYS = {k: (int, float) for k in ("ready_lag_seconds", "ready_lag_mb", "lag_alert_seconds", "lag_alert_mb",
-                                           "wal_retention_alert_mb")}
+                                           "wal_retention_alert_mb", "fence_grace_seconds",
+                                           "catch_up_timeout_seconds")}
 _SECTIONS = {"slack", "servers", "migration", "online"}
 
 

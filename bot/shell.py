@@ -26,10 +26,13 @@ class ShellPoster:
         self.write = write
         self._ids = itertools.count(1)
         self._shown: dict[str, str] = {}
+        self.on_buttons: Callable[[list[Button]], None] | None = None  # the shell makes them pressable
 
     async def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
         ts = f"{next(self._ids)}"
-        text, _ = render(reply.text, reply.blocks)
+        text, buttons = render(reply.text, reply.blocks)
+        if buttons and self.on_buttons:
+            self.on_buttons(buttons)
         prefix = f"[#{channel} thread]" if thread_ts else f"[#{channel}]"
         self.write(f"{prefix} {text}")
         self._shown[ts] = text
@@ -48,6 +51,11 @@ class Shell:
         self.invocation = Invocation(user=user, channel="shell", transport="shell")
         self.write = write
         self.buttons: list[Button] = []
+        if isinstance(services.poster, ShellPoster):
+            services.poster.on_buttons = self._offer
+
+    def _offer(self, buttons: list[Button]) -> None:
+        self.buttons = buttons
 
     async def execute(self, line: str) -> bool:
         """Run one line; False means the user asked to leave."""
@@ -73,7 +81,9 @@ class Shell:
             self.write(f"❌ no button `{which}` (buttons: {choices})")
             return
         self.write(f"(pressed {button.label})")
-        self._show(await router.handle_action(button.action_id, button.value, self.invocation, self.services))
+        reply = await router.handle_action(button.action_id, button.value, self.invocation, self.services)
+        if reply is not None:
+            self._show(reply)
 
     def _find(self, which: str) -> Button | None:
         if which.isdigit() and 1 <= int(which) <= len(self.buttons):

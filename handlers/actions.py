@@ -4,3 +4,5 @@ from enum import Enum
 
 class Action(str, Enum):
     RERUN_CHECK = "pgmig.check.rerun"
+    APPROVE_CUTOVER = "pgmig.cutover.approve"
+    REJECT_CUTOVER = "pgmig.cutover.reject"

@@ -28,6 +28,7 @@ class Services:
     policy: Policy
     directory: Directory
     engine: Engine
+    poster: "Poster"
 
 
 @dataclass

@@ -111,6 +111,10 @@ COMMANDS: dict[str, CommandSpec] = {s.name: s for s in (
                 "/pgmig resume mig-3", positionals=("MIGRATION",)),
     CommandSpec("verify", "Compare row counts, checksums and sequences of source and target now",
                 "/pgmig verify mig-3", positionals=("MIGRATION",), working="Verifying…"),
+    CommandSpec("cutover", "Ask the team to approve switching a caught-up online migration to its target",
+                "/pgmig cutover mig-3", positionals=("MIGRATION",), working="Verifying and posting the approval card…"),
+    CommandSpec("audit", "Every action on a migration: who, what, when, from which channel",
+                "/pgmig audit mig-3", positionals=("MIGRATION",)),
     CommandSpec("cleanup", "List (and with --yes remove) replication slots, publications and subscriptions "
                 "pgmig left on a server", "/pgmig cleanup onprem-sales --yes", positionals=("SERVER",),
                 options=(Option("--yes", "remove them (objects of running migrations are kept)", "flag",

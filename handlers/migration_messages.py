@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import time
 
+from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ConfirmObject
+
+from handlers.actions import Action
 from handlers.context import Reply
 from handlers.messages import _context, _header, _section, _sections, esc, preflight_message
 from migration_core.models import Migration, State, Step
@@ -157,3 +160,41 @@ def digest(migrations: list[Migration], progress: dict[str, MigrationProgress]) 
         lines += [f"      {database_line(progress[m.id].of(db), now)}" for db in m.databases]
     return Reply(f"Digest: {len(migrations)} active migration(s)",
                  [_header(f"Active migrations: {len(migrations)}"), *_sections(lines)], ephemeral=False)
+
+
+def approval_card(m: Migration, progress: MigrationProgress, requested_by: str, approvers: list[str], required: int,
+                  expires_at: str, verification: str, closed: str = "") -> Reply:
+    """The team's decision: what will happen, the state of the replica, who approved; buttons until decided."""
+    now = time.time()
+    lines = [f"*Cutover requested by {mention(requested_by)}*: {describe(m)}",
+             f"Databases: {esc(', '.join(m.databases))}"]
+    lines += [database_line(progress.of(db), now) for db in m.databases]
+    lines += [f"Last verification (tables, while streaming): {esc(verification)}",
+              "*What happens*: writes on the source are fenced (read-only, CONNECT revoked, sessions ended after "
+              "a grace period); the target catches up; sequences are synced; foreign keys and triggers are put "
+              "back; row counts and checksums are verified; replication is removed. Any failure falls back: the "
+              "source becomes writable again and replication keeps running.",
+             f"*Approvals*: {len(approvers)} of {required}" + (
+                 ": " + ", ".join(mention(a) for a in approvers) if approvers else "") +
+             f" · the requester cannot approve · expires {expires_at[:16].replace('T', ' ')} UTC"]
+    blocks = [_header(f"Approve cutover of {m.id}?"), *_sections(lines)]
+    if closed:
+        blocks.append(_section(esc(closed)))
+    else:
+        def confirm(title: str, text: str, yes: str, style: str | None = None) -> ConfirmObject:
+            return ConfirmObject(title=title, text=text, confirm=yes, deny="Cancel", style=style)
+        blocks.append(ActionsBlock(elements=[
+            ButtonElement(text="Approve", action_id=Action.APPROVE_CUTOVER.value, value=m.id, style="primary",
+                          confirm=confirm("Approve cutover?", f"Approve switching {m.id} to {m.target}.", "Approve")),
+            ButtonElement(text="Reject", action_id=Action.REJECT_CUTOVER.value, value=m.id, style="danger",
+                          confirm=confirm("Reject cutover?", f"{m.id} goes back to ready for cutover.", "Reject",
+                                          "danger")),
+        ]).to_dict())
+    return Reply(f"Approve cutover of {m.id}? {len(approvers)} of {required} approvals", blocks, ephemeral=False)
+
+
+def audit_log(m: Migration, entries: list) -> Reply:
+    lines = [f"`{e.at:%Y-%m-%d %H:%M:%S}` {mention(e.actor) if e.actor != 'pgmig' else 'pgmig'} "
+             f"*{esc(e.action)}*" + (f" in <#{e.channel}>" if e.channel and e.channel != "shell" else "") +
+             (f" — {esc(e.detail[:300])}" if e.detail else "") for e in entries]
+    return Reply(f"audit of {m.id}: {len(entries)} entries", [_header(f"Audit of {m.id}"), *_sections(lines)])

@@ -29,8 +29,24 @@ class ChannelPublisher:
 
     async def state_changed(self, migration: Migration, progress: MigrationProgress, detail: str) -> None:
         channel, ts = await self._card(migration, progress)
+        if migration.state is not State.AWAITING_APPROVAL:
+            await self._close_approval_card(migration, progress, detail)
         if migration.state in NOTICE_STATES and ts:
             await self.poster.post(channel, mm.state_notice(migration, detail), thread_ts=ts)
+
+    async def _close_approval_card(self, m: Migration, progress: MigrationProgress, detail: str) -> None:
+        """Slack has no disabled buttons: once decided, the card is rewritten without them."""
+        step = await self.store.step(m.id, "approval")
+        if step is None or not step.data.get("open") or not step.data.get("ts"):
+            return
+        step.data["open"] = False
+        await self.store.save_step(step)
+        approvers = [a.approver for a in await self.store.approvals(m.id, step.data["round"])
+                     if a.decision == "approve"]
+        closed = f"{m.state.value.replace('_', ' ')}: {detail}"
+        await self.poster.update(step.data["channel"], step.data["ts"], mm.approval_card(
+            m, progress, step.data["requested_by"], approvers, self.policy.required_approvals,
+            step.data["expires_at"], step.data["verification"], closed[:2900]))
 
     async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:
         channel, ts = await self._card(migration, progress)

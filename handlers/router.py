@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from handlers import messages
 from handlers.actions import Action
+from handlers.approvals import audit_command, cutover_command, decide
 from handlers.check import check_command
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand, UsageError, parse
@@ -35,6 +36,8 @@ HANDLERS: dict[str, Handler] = {
     "resume": resume_command,
     "verify": verify_command,
     "cleanup": cleanup_command,
+    "cutover": cutover_command,
+    "audit": audit_command,
 }
 
 # A button press re-enters as the command text it carries.
@@ -70,11 +73,18 @@ async def handle_command(text: str, inv: Invocation, svc: Services) -> Reply:
             "Nothing was changed; the details are in pgmig's log.")
 
 
-async def handle_action(action_id: str, value: str, inv: Invocation, svc: Services) -> Reply:
-    """A button press: buttons that repeat a command carry its text as their value."""
+async def handle_action(action_id: str, value: str, inv: Invocation, svc: Services) -> Reply | None:
+    """A button press: buttons that repeat a command carry its text as their value; approval buttons
+    carry the migration id and answer only when the click is refused (the card itself shows the rest)."""
     if action_id in ACTION_COMMANDS:
         await _audit(svc, inv, "action", f"{action_id}: {value}")
         return await handle_command(value, inv, svc)
+    if action_id in (Action.APPROVE_CUTOVER.value, Action.REJECT_CUTOVER.value):
+        try:
+            return await decide("approve" if action_id == Action.APPROVE_CUTOVER.value else "reject", value, inv, svc)
+        except Exception as exc:
+            log.exception("approval click failed")
+            return messages.error_message(f"the click could not be handled ({type(exc).__name__}); nothing changed")
     await _audit(svc, inv, "action.unknown", action_id)
     return messages.error_message("that button is no longer handled by this version of pgmig")
 

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import logging
 import shutil
+from datetime import datetime
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,8 @@ class EngineConfig:
     pg_bindir: str | None = None
     progress_interval: float = 15.0
     default_parallel: int = DEFAULT_PARALLEL
+    fence_grace_seconds: float = 5.0       # cutover: sessions may finish this long before they are ended
+    catch_up_timeout_seconds: float = 30.0  # cutover: longest wait for the target after the fence
     ready_lag_seconds: float = 5.0         # online: ready for cutover below this lag…
     ready_lag_bytes: int = 8 << 20         # …and this many bytes behind
     lag_alert_seconds: float = 60.0        # alert when lag stays above these
@@ -66,7 +69,7 @@ class MigrationRequest:
     replica_identity_full: bool = False
 
 
-MONITORED = (State.CATCHING_UP, State.READY_FOR_CUTOVER)
+MONITORED = (State.CATCHING_UP, State.READY_FOR_CUTOVER, State.AWAITING_APPROVAL)
 
 
 def file_digest(path: Path) -> str:
@@ -252,6 +255,37 @@ class Engine:
                     interrupted.append(m.id)
                     await self._emit_state(m.id, reason)
         return interrupted
+
+    def start_cutover(self, migration_id: str, actor: str) -> asyncio.Task:
+        """Run the cutover as a tracked task (the approval click that triggers it must answer at once)."""
+        task = asyncio.create_task(self._guarded_cutover(migration_id, actor), name=f"cutover {migration_id}")
+        self._tasks[migration_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(migration_id, None))
+        return task
+
+    async def _guarded_cutover(self, migration_id: str, actor: str) -> None:
+        try:
+            await self.cutover(migration_id, actor, self.config.fence_grace_seconds,
+                               self.config.catch_up_timeout_seconds)
+        except Exception:
+            log.exception("cutover of %s could not run", migration_id)
+
+    async def reject_cutover(self, migration_id: str, actor: str) -> bool:
+        if not await self.store.transition(migration_id, State.READY_FOR_CUTOVER, expect=(State.AWAITING_APPROVAL,),
+                                           error=f"cutover rejected by {actor}"):
+            return False
+        await self.store.audit(AuditEntry(actor, "cutover.rejected", "", migration_id))
+        await self._emit_state(migration_id, f"cutover rejected by {actor}; replication keeps running")
+        return True
+
+    async def expire_approval(self, migration_id: str) -> bool:
+        if not await self.store.transition(migration_id, State.READY_FOR_CUTOVER, expect=(State.AWAITING_APPROVAL,),
+                                           error="the cutover request expired"):
+            return False
+        await self.store.audit(AuditEntry("pgmig", "cutover.expired", "", migration_id))
+        await self._emit_state(migration_id, "the cutover request expired without enough approvals; "
+                                             "replication keeps running")
+        return True
 
     async def cutover(self, migration_id: str, actor: str, grace_seconds: float = 5.0,
                       catch_up_timeout: float = 30.0) -> bool:
@@ -562,4 +596,9 @@ class Engine:
         if m.mode == "online" and m.state in MONITORED:
             await self._monitor(m)
             m = await self._get(mid)
+        if m.state is State.AWAITING_APPROVAL:
+            request = await self.store.step(mid, "approval")
+            if request and datetime.fromisoformat(request.data["expires_at"]) < utcnow():
+                await self.expire_approval(mid)
+                m = await self._get(mid)
         await self.events.progress(m, self.progress(mid))

@@ -79,6 +79,7 @@ class Approval:
     decision: str  # "approve" | "reject"
     reason: str = ""
     at: datetime = field(default_factory=utcnow)
+    round: str = ""  # which cutover request this answers: earlier rounds' approvals never count again
 
 
 @dataclass

@@ -30,7 +30,7 @@ SCHEMA = [
         started_at TEXT, finished_at TEXT, data TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (migration_id, name))""",
     """CREATE TABLE IF NOT EXISTS pgmig_approval (
         migration_id TEXT NOT NULL, approver TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
-        at TEXT NOT NULL, PRIMARY KEY (migration_id, approver))""",
+        at TEXT NOT NULL, round TEXT NOT NULL DEFAULT '', PRIMARY KEY (migration_id, round, approver))""",
     """CREATE TABLE IF NOT EXISTS pgmig_audit (
         at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL,
         migration_id TEXT NOT NULL, channel TEXT NOT NULL)""",
@@ -190,16 +190,18 @@ class Store:
         return next((s for s in await self.steps(migration_id) if s.name == name), None)
 
     async def add_approval(self, a: Approval) -> bool:
-        """Record one decision per person; a repeated click returns False and changes nothing."""
+        """Record one decision per person per request round; a repeated click returns False, changes nothing."""
         return await self._db.execute(
-            "INSERT INTO pgmig_approval VALUES ($1,$2,$3,$4,$5) ON CONFLICT (migration_id, approver) DO NOTHING",
-            a.migration_id, a.approver, a.decision, a.reason, _ts(a.at)) == 1
+            "INSERT INTO pgmig_approval VALUES ($1,$2,$3,$4,$5,$6) "
+            "ON CONFLICT (migration_id, round, approver) DO NOTHING",
+            a.migration_id, a.approver, a.decision, a.reason, _ts(a.at), a.round) == 1
 
-    async def approvals(self, migration_id: str) -> list[Approval]:
+    async def approvals(self, migration_id: str, round: str | None = None) -> list[Approval]:
         rows = await self._db.fetch("SELECT * FROM pgmig_approval WHERE migration_id = $1 ORDER BY at",
                                     migration_id)
-        return [Approval(r["migration_id"], r["approver"], r["decision"], r["reason"], _dt(r["at"]))
-                for r in rows]
+        found = [Approval(r["migration_id"], r["approver"], r["decision"], r["reason"], _dt(r["at"]), r["round"])
+                 for r in rows]
+        return [a for a in found if round is None or a.round == round]
 
     async def audit(self, e: AuditEntry) -> None:
         await self._db.execute("INSERT INTO pgmig_audit VALUES ($1,$2,$3,$4,$5,$6)",

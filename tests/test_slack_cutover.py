@@ -1,0 +1,118 @@
+"""The cutover as a team decision in Slack: approval card, signed clicks, policy, idempotency, audit."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot.localpg import LocalCluster
+from handlers.actions import Action
+from tests.conftest import PASSWORD, config_toml
+from tests.fake_slack import FakeSlack
+from tests.slack_harness import start, stop
+
+
+def text_of(params: dict) -> str:
+    blocks = params.get("blocks", "[]")
+    blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
+    return json.dumps(blocks, ensure_ascii=False) + params.get("text", "")
+
+
+@pytest.fixture
+async def team(tmp_path, cluster_root):
+    src = LocalCluster(cluster_root / "cut-src", password=PASSWORD,
+                       settings={"wal_level": "logical", "max_replication_slots": "10"}).init().start()
+    tgt = LocalCluster(cluster_root / "cut-tgt", password=PASSWORD).init().start()
+    src.psql("CREATE DATABASE app")
+    src.psql("CREATE TABLE parent (id serial PRIMARY KEY); CREATE TABLE child (id serial PRIMARY KEY, "
+             "parent_id int REFERENCES parent); INSERT INTO parent DEFAULT VALUES; "
+             "INSERT INTO child (parent_id) VALUES (1)", database="app")
+    config = tmp_path / "pgmig.toml"
+    config.write_text(config_toml(
+        {"onprem": src, "azure": tgt},
+        extra='[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1", "S0DBAS"]\nrequired_approvals = 2\n'
+              '[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.2\n'))
+    fake = await FakeSlack().start()
+    fake.usergroups["S0DBAS"] = ["U0APPROVER2"]
+    running, runner = await start(str(config), str(tmp_path / "state.sqlite"), fake, str(tmp_path / "home"))
+    yield running, src, tgt
+    await stop(running, runner)
+    await fake.stop()
+    src.destroy()
+    tgt.destroy()
+
+
+async def ready(slack) -> None:
+    await slack.command("migrate onprem azure --mode online --db app", user="U0ALICE", key="m")
+    await slack.reply("m")
+    await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts")
+                              and "ready_for_cutover" in text_of(c.params), timeout=60)
+
+
+def card_posts(fake: FakeSlack) -> list:
+    return [c for c in fake.calls if c.method == "chat.postMessage" and "Approve cutover of" in text_of(c.params)]
+
+
+async def test_two_approvals_run_the_cutover_and_everything_is_audited(team):
+    slack, src, tgt = team
+    await ready(slack)
+    await slack.command("cutover mig-1", user="U0ALICE", key="c")
+    assert "approval card is in <#C0NOTIFY>" in text_of(await slack.reply("c"))
+    [card] = card_posts(slack.fake)
+    blocks = json.loads(card.params["blocks"]) if isinstance(card.params["blocks"], str) else card.params["blocks"]
+    buttons = blocks[-1]["elements"]
+    assert [b["action_id"] for b in buttons] == [Action.APPROVE_CUTOVER.value, Action.REJECT_CUTOVER.value]
+    assert buttons[0]["style"] == "primary" and buttons[1]["style"] == "danger" and buttons[0]["confirm"]
+    assert "0 of 2" in text_of(card.params)
+
+    await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0ALICE", key="own")
+    assert "someone else must approve" in text_of(await slack.reply("own"))
+    await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0MALLORY", key="stranger")
+    assert "only approvers may approve" in text_of(await slack.reply("stranger"))
+    await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER1", key="a1")
+    update = await slack.fake.wait_for("calls", lambda c: c.method == "chat.update" and "1 of 2" in text_of(c.params))
+    assert update.params["ts"] == (await slack.services.store.step("mig-1", "approval")).data["ts"]
+    await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER1", key="a1again")
+    assert "already recorded" in text_of(await slack.reply("a1again"))
+    await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER2", key="a2")  # via user group
+    done = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts")
+                                     and "completed" in text_of(c.params), timeout=60)
+    assert "writes unavailable" in text_of(done.params) and "<@U0ALICE>" in text_of(done.params)
+    closed = [c for c in slack.fake.calls if c.method == "chat.update" and c.params["ts"] == update.params["ts"]][-1]
+    assert '"actions"' not in text_of(closed.params)  # decided: no buttons left
+    assert src.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+    assert tgt.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated", database="app") == "1"
+    assert src.psql("SHOW default_transaction_read_only", database="app") == "on"
+
+    await slack.command("audit mig-1", key="audit")
+    audit = text_of(await slack.reply("audit"))
+    for expected in ("cutover.requested", "cutover.approve.refused", "cutover.approve.repeated", "cutover.approve",
+                     "cutover.started", "cutover.completed", "ready_for_cutover", "&lt;@U0MALLORY&gt;"):
+        assert expected in audit or expected.replace("&lt;", "<").replace("&gt;", ">") in audit, expected
+
+
+async def test_reject_and_expiry_go_back_to_ready(team):
+    slack, src, tgt = team
+    await ready(slack)
+    await slack.command("cutover mig-1", user="U0ALICE", key="c1")
+    await slack.reply("c1")
+    await slack.click(Action.REJECT_CUTOVER.value, "mig-1", user="U0APPROVER1", key="r")
+    notice = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts")
+                                       and "rejected by U0APPROVER1" in text_of(c.params))
+    assert notice
+    assert (await slack.services.store.get_migration("mig-1")).state.value == "ready_for_cutover"
+    await slack.command("cutover mig-1", user="U0ALICE", key="c2")
+    await slack.reply("c2")
+    step = await slack.services.store.step("mig-1", "approval")
+    step.data["expires_at"] = "2000-01-01T00:00:00+00:00"  # as if an hour went by
+    await slack.services.store.save_step(step)
+    await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts")
+                              and "expired" in text_of(c.params), timeout=30)
+    assert (await slack.services.store.get_migration("mig-1")).state.value == "ready_for_cutover"
+    await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER1", key="late")
+    assert "no longer open" in text_of(await slack.reply("late"))
+    assert src.psql("SHOW default_transaction_read_only", database="app") == "off"  # never fenced
+    await slack.command("cutover mig-7", key="x")
+    assert "there is no mig-7" in text_of(await slack.reply("x"))
+    await slack.command("cancel mig-1", key="z")
+    await slack.reply("z")
