@@ -32,3 +32,4 @@ bench: setup
 	@bench/ensure-tools.sh
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 	$(VENV)/bin/python -m bench.lag $(LAG_ARGS)
+	$(VENV)/bin/python -m bench.cutover $(CUTOVER_ARGS)

@@ -68,11 +68,17 @@ async def park(target: asyncpg.Connection) -> Parked:
     return Parked(fks, triggers)
 
 
-async def reinstate(target: asyncpg.Connection, parked: Parked) -> None:
-    """Put FKs back (NOT VALID, then VALIDATE: no long lock while checking) and triggers as they were."""
+async def reinstate(target: asyncpg.Connection, parked: Parked, validate: bool = True) -> None:
+    """Put FKs back NOT VALID (enforced for every new row at once) and triggers as they were; VALIDATE,
+    which reads the existing rows, can follow later (`validate`) without a long lock."""
     for fk in parked.foreign_keys:
         await target.execute(f"ALTER TABLE {fk.table} ADD CONSTRAINT {ident(fk.name)} {fk.definition} NOT VALID")
-    for fk in parked.foreign_keys:
-        await target.execute(f"ALTER TABLE {fk.table} VALIDATE CONSTRAINT {ident(fk.name)}")
     for t in parked.triggers:
         await target.execute(f"ALTER TABLE {t.table} {ENABLE[t.enabled]} {ident(t.name)}")
+    if validate:
+        await validate_all(target, parked)
+
+
+async def validate_all(target: asyncpg.Connection, parked: Parked) -> None:
+    for fk in parked.foreign_keys:
+        await target.execute(f"ALTER TABLE {fk.table} VALIDATE CONSTRAINT {ident(fk.name)}")

@@ -6,9 +6,11 @@
    fenced, and the report says so;
 2. wait until the slot has confirmed the source's WAL position taken after the fence;
 3. set every target sequence to the source's value;
-4. put back the foreign keys (NOT VALID, then VALIDATE) and the triggers exactly as on the source,
-   refresh materialized views, copy large objects;
-5. verify row counts and checksums (the source is quiescent, so equality is exact);
+4. put back the foreign keys NOT VALID (enforced for new rows at once) and the triggers exactly as on
+   the source, refresh materialized views, copy large objects;
+5. compare row counts (the source is quiescent, so equality is exact): the target is released here;
+   then (`check`) VALIDATE the foreign keys and compare full checksums against a snapshot of the
+   target exported at that moment, so applications may already write there while it runs;
 6. drop the subscription, the slot and the publication.
 
 If any of 2–5 fails, `fallback` undoes the fence (applications keep working on the source), parks the
@@ -61,8 +63,9 @@ class DatabaseCutover:
 
     @property
     def window_seconds(self) -> float:
-        """Writes unavailable: from the fence until the target is ready (verification excluded)."""
-        return sum(v for k, v in self.timings.items() if k in ("fence", "catch_up", "sequences", "constraints"))
+        """Writes unavailable: from the fence until the target is released (row counts equal)."""
+        return sum(v for k, v in self.timings.items() if k in ("fence", "catch_up", "sequences", "constraints",
+                                                                "counts"))
 
 
 async def fence(source: ServerConfig, database: str, grace_seconds: float) -> Fence:
@@ -151,23 +154,45 @@ async def cut_over(source: ServerConfig, target: ServerConfig, database: str, mi
             result.timings["sequences"] = time.perf_counter() - step
             step = time.perf_counter()
             reinstated = True
-            await constraints.reinstate(tgt, parked)
+            await constraints.reinstate(tgt, parked, validate=False)
             await matviews.refresh(src, tgt)
             await large_objects.copy(src, tgt)
             result.timings["constraints"] = time.perf_counter() - step
         finally:
             await asyncio.gather(src.close(), tgt.close(), return_exceptions=True)
         step = time.perf_counter()
-        result.verify = await verify_database(source, target, database, parallel)
-        result.timings["verify"] = time.perf_counter() - step
-        if not result.verify.ok:
-            raise MigrationError(f"verification of {database} found {len(result.verify.mismatches)} mismatch(es): "
-                                 + "; ".join(f"{m.kind} {m.name} source {m.source} target {m.target}"
-                                             for m in result.verify.mismatches[:10]))
+        counts = await verify_database(source, target, database, parallel, counts_only=True)
+        result.timings["counts"] = time.perf_counter() - step
+        _raise_on_mismatch(database, counts, "row counts")
         return result
     except BaseException:
         await fallback(source, target, f, reinstated)
         raise
+
+
+async def check(source: ServerConfig, target: ServerConfig, result: DatabaseCutover, parked: constraints.Parked,
+                parallel: int = 2) -> None:
+    """After release: VALIDATE the foreign keys, then full checksums against the target as it was at
+    release; raises (the caller falls back) on a violation or a mismatch."""
+    conn = await target.connect(result.database)
+    try:
+        step = time.perf_counter()
+        await constraints.validate_all(conn, parked)
+        result.timings["validate"] = time.perf_counter() - step
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+            step = time.perf_counter()
+            result.verify = await verify_database(source, target, result.database, parallel, target_snapshot=snapshot)
+            result.timings["verify"] = time.perf_counter() - step
+    finally:
+        await conn.close()
+    _raise_on_mismatch(result.database, result.verify, "checksums")
+
+
+def _raise_on_mismatch(database: str, verify: VerifyResult, what: str) -> None:
+    if not verify.ok:
+        raise MigrationError(f"{what} of {database} differ in {len(verify.mismatches)} place(s): " + "; ".join(
+            f"{m.kind} {m.name} source {m.source} target {m.target}" for m in verify.mismatches[:10]))
 
 
 async def fallback(source: ServerConfig, target: ServerConfig, f: Fence, reinstated: bool) -> None:

@@ -24,7 +24,7 @@ from migration_core.models import AuditEntry, Migration, State, Step, utcnow
 from migration_core import replication
 from migration_core.offline import DEFAULT_PARALLEL, OfflineDatabase, OfflineOptions, choose_bindir
 from migration_core.constraints import Parked
-from migration_core.cutover import DatabaseCutover, cut_over, fallback
+from migration_core.cutover import DatabaseCutover, check, cut_over, fallback
 from migration_core.online import OnlineDatabase, reset_identity, set_identity_full
 from migration_core.preflight import Mode, PreflightReport, PreflightRequest, pretty_bytes, run_preflight
 from migration_core.progress import MigrationProgress
@@ -300,13 +300,21 @@ class Engine:
         await self._emit_state(m.id, f"cutting over {', '.join(m.databases)} (started by {actor})")
         source, target = self._servers(m)
         done: list[DatabaseCutover] = []
+        parallel = int(m.options.get("parallel", 2))
+        parked = {db: Parked.from_dict((await self.store.step(m.id, f"load:{db}")).data["parked"])
+                  for db in m.databases}
         try:
             for db in m.databases:
-                parked = Parked.from_dict((await self.store.step(m.id, f"load:{db}")).data["parked"])
-                result = await cut_over(source, target, db, m.id, parked, grace_seconds, catch_up_timeout,
-                                        int(m.options.get("parallel", 2)))
-                done.append(result)
-                await self._save(m.id, f"cutover:{db}", DONE, ", ".join(
+                done.append(await cut_over(source, target, db, m.id, parked[db], grace_seconds, catch_up_timeout,
+                                           parallel))
+            await self._alert(m, "released", True, "🟢 target released: sequences synced, foreign keys and triggers "
+                              "back, row counts equal — applications can switch now (writes were unavailable "
+                              + ", ".join(f"{r.database} {r.window_seconds:.2f} s" for r in done)
+                              + "). Checksums are being compared against the target as it was at this moment.")
+            self._alerting.pop((m.id, "released"), None)
+            for result in done:
+                await check(source, target, result, parked[result.database], parallel)
+                await self._save(m.id, f"cutover:{result.database}", DONE, ", ".join(
                     f"{k} {v:.3f} s" for k, v in result.timings.items()), {"timings": result.timings})
         except Exception as exc:
             for result in done:

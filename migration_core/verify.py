@@ -14,7 +14,7 @@ import asyncpg
 
 from migration_core.sequences import values as seq_values
 from migration_core.servers import ServerConfig
-from migration_core.sql import USER_SCHEMA_FILTER, qualified, readable
+from migration_core.sql import USER_SCHEMA_FILTER, literal, qualified, readable
 
 SESSION = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "extra_float_digits": "1",
            "bytea_output": "hex"}
@@ -47,10 +47,18 @@ class VerifyResult:
         return not self.mismatches
 
 
-def _checksum_sql(schema: str, name: str, kind: str) -> str:
+def _checksum_sql(schema: str, name: str, kind: str, counts_only: bool = False) -> str:
     only = "ONLY " if kind == "r" else ""
-    return (f"SELECT count(*) AS n, coalesce(sum(hashtextextended(t::text, 0)), 0)::text AS s "
-            f"FROM {only}{qualified(schema, name)} t")
+    digest = "''" if counts_only else "coalesce(sum(hashtextextended(t::text, 0)), 0)::text"
+    return f"SELECT count(*) AS n, {digest} AS s FROM {only}{qualified(schema, name)} t"
+
+
+async def _fetchrow(pool: asyncpg.Pool, sql: str, snapshot: str | None) -> asyncpg.Record:
+    if snapshot is None:
+        return await pool.fetchrow(sql)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(f"SET TRANSACTION SNAPSHOT {literal(snapshot)}")
+        return await conn.fetchrow(sql)
 
 
 async def _pool(server: ServerConfig, database: str, size: int) -> asyncpg.Pool:
@@ -64,9 +72,12 @@ async def _pool(server: ServerConfig, database: str, size: int) -> asyncpg.Pool:
 
 
 async def verify_database(source: ServerConfig, target: ServerConfig, database: str, parallel: int = 2,
-                          replicated_only: bool = False) -> VerifyResult:
+                          replicated_only: bool = False, counts_only: bool = False,
+                          target_snapshot: str | None = None) -> VerifyResult:
     """`replicated_only` while an online migration streams: tables only, since logical replication
-    carries neither sequences nor materialized views (both are brought over at cutover)."""
+    carries neither sequences nor materialized views (both are brought over at cutover).
+    `counts_only` for the cutover window; `target_snapshot` reads the target as it was when that
+    snapshot was exported (the moment of release), whatever applications write there since."""
     result = VerifyResult(database)
     src_pool = await _pool(source, database, parallel)
     try:
@@ -90,8 +101,8 @@ async def verify_database(source: ServerConfig, target: ServerConfig, database: 
         result.tables = len(common)
 
         async def one(key: tuple[str, str]) -> None:
-            sql = _checksum_sql(key[0], key[1], src_rel[key])
-            s, t = await asyncio.gather(src_pool.fetchrow(sql), tgt_pool.fetchrow(sql))
+            sql = _checksum_sql(key[0], key[1], src_rel[key], counts_only)
+            s, t = await asyncio.gather(src_pool.fetchrow(sql), _fetchrow(tgt_pool, sql, target_snapshot))
             result.rows += s["n"]
             if (s["n"], s["s"]) != (t["n"], t["s"]):
                 detail = "rows" if s["n"] != t["n"] else "checksum"

@@ -284,7 +284,8 @@ async def test_cutover_with_writes_up_to_the_fence_loses_nothing(tmp_path, store
     try:
         assert await on_target.fetchval("SELECT count(*) FROM child WHERE id = ANY($1::bigint[])", committed) == \
             len(committed)
-        assert await on_target.fetchval("SELECT last_value FROM child_id_seq") == max(committed)
+        source_seq = int(src.psql("SELECT last_value FROM child_id_seq", database="cut"))
+        assert await on_target.fetchval("SELECT last_value FROM child_id_seq") == source_seq >= max(committed)
         assert await on_target.fetchval("SELECT bool_and(convalidated) AND count(*) = 1 FROM pg_constraint "
                                         "WHERE contype = 'f'")
         assert await on_target.fetchval("SELECT string_agg(tgname || ':' || tgenabled::text, ',' ORDER BY tgname) "
@@ -296,7 +297,9 @@ async def test_cutover_with_writes_up_to_the_fence_loses_nothing(tmp_path, store
     assert not [s for s in slots(src) if s.startswith("pgmig_")]
     assert tgt.psql("SELECT count(*) FROM pg_subscription") == "0"
     step = await store.step(mid, "cutover:cut")
-    assert set(step.data["timings"]) == {"fence", "catch_up", "sequences", "constraints", "verify"}
+    assert set(step.data["timings"]) == {"fence", "catch_up", "sequences", "constraints", "counts", "validate",
+                                         "verify"}
+    assert any("target released" in t for _, t in engine.events.alerts)
     assert "writes unavailable" in engine.events.states[-1][2]
     await engine.close()
 
@@ -306,7 +309,7 @@ async def test_cutover_failure_falls_back_and_keeps_replicating(tmp_path, store,
     engine = make_engine(store, src, tgt, tmp_path)
     mid = await start_online(engine, ["fb"])
     await wait_state(engine, mid, State.READY_FOR_CUTOVER)
-    tgt.psql("INSERT INTO child (id, parent_id, note) VALUES (999999, 999, 'orphan')", database="fb")  # step 4 fails
+    tgt.psql("UPDATE child SET parent_id = 999 WHERE id = 5", database="fb")  # counts equal; VALIDATE fails
     assert not await engine.cutover(mid, "U0BOB", grace_seconds=0.1)
     m = await store.get_migration(mid)
     assert m.state is State.READY_FOR_CUTOVER and m.error.startswith("cutover fell back")
@@ -329,3 +332,18 @@ async def wait_equal_except(src: LocalCluster, tgt: LocalCluster, db: str, skip:
         if time.monotonic() > deadline:
             raise AssertionError(result.mismatches)
         await asyncio.sleep(0.2)
+
+
+async def test_checksum_mismatch_after_release_falls_back(tmp_path, store, src, tgt):
+    fresh_db(src, "sum")
+    engine = make_engine(store, src, tgt, tmp_path)
+    mid = await start_online(engine, ["sum"])
+    await wait_state(engine, mid, State.READY_FOR_CUTOVER)
+    tgt.psql("UPDATE parent SET name = 'tampered' WHERE id = 3", database="sum")  # counts equal, content not
+    assert not await engine.cutover(mid, "U0BOB", grace_seconds=0.1)
+    m = await store.get_migration(mid)
+    assert m.state is State.READY_FOR_CUTOVER and "checksums of sum differ" in m.error and "public.parent" in m.error
+    assert src.psql("SHOW default_transaction_read_only", database="sum") == "off"
+    assert [s for s in slots(src) if s.startswith(f"pgmig_{mid.replace('-', '_')}")]  # replication kept
+    await engine.cancel(mid, "U0TEST")
+    await engine.close()
