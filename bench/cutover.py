@@ -14,35 +14,21 @@ import asyncio
 import os
 import shutil
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
-from bench.lag import DB, PASSWORD_ENV, pgbench
-from bot.localpg import LocalCluster
+from bench.lag import DB, pgbench, servers, start_pair
 from migration_core.engine import Engine, EngineConfig, MigrationRequest
 from migration_core.events import NoEvents
 from migration_core.models import State
-from migration_core.servers import ServerConfig
 from migration_core.store import Store
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    root = Path(tempfile.mkdtemp(prefix="pgmig-cutover-"))
-    os.chmod(root, 0o755)
-    settings = {"max_wal_size": "4GB", "checkpoint_timeout": "30min", "synchronous_commit": "on"}
-    source = LocalCluster(root / "source", settings={**settings, "wal_level": "logical"}).init().start()
-    target = LocalCluster(root / "target", settings=settings).init().start()
-    os.environ[PASSWORD_ENV] = source.password
+    root, source, target = start_pair("pgmig-cutover-")
     store = await Store.open(str(root / "state.sqlite"))
     try:
-        source.psql(f"CREATE DATABASE {DB}")
         pgbench(source, "-i", "-q", "-I", "dtgvpf", "-s", str(args.scale))  # with foreign keys
-
-        def cfg(name: str, c: LocalCluster) -> ServerConfig:
-            return ServerConfig(name, "127.0.0.1", c.port, password_env=PASSWORD_ENV, sslmode="disable")
-
-        engine = Engine(store, {"source": cfg("source", source), "target": cfg("target", target)}, NoEvents(),
+        engine = Engine(store, servers(source, target), NoEvents(),
                         EngineConfig(workdir=root / "work", progress_interval=0.2))
         m = await engine.create(MigrationRequest("source", "target", "online", "bench", databases=[DB],
                                                  replica_identity_full=True))

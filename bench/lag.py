@@ -125,8 +125,9 @@ async def run_phase(name: str, source: LocalCluster, target: LocalCluster, args:
     return {"phase": name, "tps": tps, "catch_up_s": catch_up, **summary(await lag_ms(tgt_dsn, first))}
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    root = Path(tempfile.mkdtemp(prefix="pgmig-lag-"))
+def start_pair(prefix: str) -> tuple[Path, LocalCluster, LocalCluster]:
+    """A logical source with an empty pgbench database, and a target, in a fresh directory."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(root, 0o755)
     # synchronous_commit on (the default in production): with it off, WAL reaches the walsender only
     # when the WAL writer flushes (every 200 ms), which is what the lag would then measure.
@@ -134,17 +135,22 @@ async def main_async(args: argparse.Namespace) -> None:
     source = LocalCluster(root / "source", settings={**settings, "wal_level": "logical"}).init().start()
     target = LocalCluster(root / "target", settings=settings).init().start()
     os.environ[PASSWORD_ENV] = source.password
+    source.psql(f"CREATE DATABASE {DB}")
+    return root, source, target
+
+
+def servers(source: LocalCluster, target: LocalCluster) -> dict[str, ServerConfig]:
+    return {name: ServerConfig(name, "127.0.0.1", c.port, password_env=PASSWORD_ENV, sslmode="disable")
+            for name, c in (("source", source), ("target", target))}
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    root, source, target = start_pair("pgmig-lag-")
     store = await Store.open(str(root / "state.sqlite"))
     try:
-        source.psql(f"CREATE DATABASE {DB}")
         pgbench(source, "-i", "-q", "-s", str(args.scale))
         source.psql(HEARTBEAT, database=DB)
-
-        def cfg(name: str, c: LocalCluster) -> ServerConfig:
-            return ServerConfig(name, "127.0.0.1", c.port, password_env=PASSWORD_ENV, sslmode="disable")
-
-        engine = Engine(store, {"source": cfg("source", source), "target": cfg("target", target)}, NoEvents(),
-                        EngineConfig(workdir=root / "work"))
+        engine = Engine(store, servers(source, target), NoEvents(), EngineConfig(workdir=root / "work"))
         m = await engine.create(MigrationRequest("source", "target", "online", "bench", databases=[DB],
                                                  replica_identity_full=True))  # pgbench_history has no key
         started = time.perf_counter()

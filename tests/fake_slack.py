@@ -143,3 +143,10 @@ def signed_headers(body: str, secret: str = SIGNING_SECRET, timestamp: int | Non
     return {"X-Slack-Request-Timestamp": ts,
             "X-Slack-Signature": SignatureVerifier(secret).generate_signature(timestamp=ts, body=body),
             "Content-Type": content_type}
+
+
+def text_of(params: dict[str, Any]) -> str:
+    """Everything a person would read in a posted or updated message: its blocks and its text."""
+    blocks = params.get("blocks", "[]")
+    blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
+    return json.dumps(blocks, ensure_ascii=False) + params.get("text", "")

@@ -8,14 +8,8 @@ import pytest
 from bot.localpg import LocalCluster
 from handlers.actions import Action
 from tests.conftest import PASSWORD, config_toml
-from tests.fake_slack import FakeSlack
+from tests.fake_slack import FakeSlack, text_of
 from tests.slack_harness import start, stop
-
-
-def text_of(params: dict) -> str:
-    blocks = params.get("blocks", "[]")
-    blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
-    return json.dumps(blocks, ensure_ascii=False) + params.get("text", "")
 
 
 @pytest.fixture

@@ -1,20 +1,13 @@
 """Migrations driven from Slack: one live message edited in place, thread replies, status, list, verify."""
 from __future__ import annotations
 
-import json
 
 import pytest
 
 from handlers.authz import Policy
 from tests.conftest import config_toml
-from tests.fake_slack import FakeSlack
+from tests.fake_slack import FakeSlack, text_of
 from tests.slack_harness import start, stop
-
-
-def text_of(params: dict) -> str:
-    blocks = params.get("blocks", "[]")
-    blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
-    return json.dumps(blocks, ensure_ascii=False) + params.get("text", "")
 
 
 @pytest.fixture
