@@ -72,7 +72,8 @@ class OnlineSettings:
 _SLACK_KEYS = {"notify_channel": str, "approvers": list, "required_approvals": int, "operators": list,
                "approval_timeout_minutes": int}
 _SERVER_KEYS = {"host": str, "port": int, "user": str, "password_env": str, "password_file": str,
-                "sslmode": str, "database": str, "connect_timeout": (int, float)}
+                "sslmode": str, "database": str, "connect_timeout": (int, float), "replication_host": str,
+                "replication_port": int}
 _MIGRATION_KEYS = {"workdir": str, "pg_bindir": str, "parallel": int, "progress_interval_seconds": (int, float),
                    "digest": str}
 _ONLINE_KEYS = {k: (int, float) for k in ("ready_lag_seconds", "ready_lag_mb", "lag_alert_seconds", "lag_alert_mb",
@@ -110,8 +111,9 @@ def _server(name: str, table: Any) -> ServerConfig:
     values = _typed(table, _SERVER_KEYS, where)
     if "host" not in values:
         raise SettingsError(f"{where}host: required (the server's address)")
-    if not 1 <= values.get("port", 5432) <= 65535:
-        raise SettingsError(f"{where}port: expected 1–65535, got {values['port']}")
+    for key in ("port", "replication_port"):
+        if not 1 <= values.get(key, 5432) <= 65535:
+            raise SettingsError(f"{where}{key}: expected 1–65535, got {values[key]}")
     if values.get("sslmode", "prefer") not in SSLMODES:
         raise SettingsError(f"{where}sslmode: expected one of {', '.join(SSLMODES)}, got {values['sslmode']!r}")
     if "password_env" in values and "password_file" in values:

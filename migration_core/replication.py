@@ -92,7 +92,8 @@ async def create_slot(source: ServerConfig, database: str, slot: str, psql: Path
 
 def subscription_conninfo(source: ServerConfig, database: str) -> str:
     """How the target reaches the source. It holds the password: never log or show it."""
-    fields = {"host": source.host, "port": str(source.port), "user": source.user, "dbname": database,
+    fields = {"host": source.replication_host or source.host, "port": str(source.replication_port or source.port),
+              "user": source.user, "dbname": database,
               "sslmode": source.sslmode, "application_name": "pgmig"}
     password = source.password()
     if password:

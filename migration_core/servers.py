@@ -38,6 +38,8 @@ class ServerConfig:
     sslmode: str = "prefer"
     database: str = "postgres"
     connect_timeout: float = 10.0
+    replication_host: str | None = None   # how the target reaches this server, when not as pgmig does
+    replication_port: int | None = None
 
     @property
     def address(self) -> str:
