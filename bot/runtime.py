@@ -25,6 +25,7 @@ async def build_services(settings: Settings, poster: Poster, directory: Director
                                  ready_lag_seconds=o.ready_lag_seconds, ready_lag_bytes=int(o.ready_lag_mb * mb),
                                  lag_alert_seconds=o.lag_alert_seconds, lag_alert_bytes=int(o.lag_alert_mb * mb),
                                  wal_retention_alert_bytes=int(o.wal_retention_alert_mb * mb), digest=m.digest,
+                                 lease_seconds=m.lease_seconds,
                                  fence_grace_seconds=o.fence_grace_seconds,
                                  catch_up_timeout_seconds=o.catch_up_timeout_seconds))
     await engine.recover()

@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import socket
+import uuid
 import shutil
-from datetime import datetime
+from datetime import datetime, timedelta
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,6 +55,8 @@ class EngineConfig:
     lag_alert_bytes: int = 256 << 20
     wal_retention_alert_bytes: int = 1 << 30  # alert when a slot holds this much WAL on the source
     digest: str = "off"                    # off | hourly | daily: a summary of active migrations
+    lease_seconds: float = 60.0            # several replicas: a migration whose owner is silent this long
+                                           # may be taken over by another at start-up
 
 
 @dataclass
@@ -108,6 +113,8 @@ class Engine:
         self._alerting: dict[tuple[str, str], bool] = {}  # (migration, alert kind) → currently raised
         self._progress: dict[str, MigrationProgress] = {}
         self.jobs = ProgressJobs(config.progress_interval, self._tick)
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._leasing = False
 
     # ---- what handlers call -------------------------------------------------------------------
 
@@ -146,6 +153,16 @@ class Engine:
         task = asyncio.create_task(self._run(migration_id), name=f"migration {migration_id}")
         self._tasks[migration_id] = task
         return task
+
+    async def _hold(self, migration_id: str) -> bool:
+        """Claim the lease (new migrations, retries, pick-ups) and keep renewing it while this process lives."""
+        stale = utcnow() - timedelta(seconds=self.config.lease_seconds)
+        if not await self.store.claim(migration_id, self.instance, stale):
+            return False
+        if not self._leasing:
+            self._leasing = True
+            self.jobs.lease(max(1.0, self.config.lease_seconds / 4), lambda: self.store.beat(self.instance))
+        return True
 
     def is_running(self, migration_id: str) -> bool:
         return migration_id in self._tasks
@@ -240,6 +257,8 @@ class Engine:
         for m in await self.store.list_migrations(active_only=True):
             if m.id in self._tasks:
                 continue
+            if (m.state.running or m.state in MONITORED) and not await self._hold(m.id):
+                continue  # another live replica runs it
             if m.mode == "online" and m.state in MONITORED:
                 self.jobs.watch(m.id)
                 interrupted.append(m.id)
@@ -351,10 +370,12 @@ class Engine:
             await self.events.digest(active, {m.id: self.progress(m.id) for m in active})
 
     async def close(self) -> None:
+        """Stop cleanly: running work is interrupted (a restart picks it up) and leases are released."""
         self.jobs.shutdown()
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.store.release(self.instance)
 
     # ---- the pipeline ------------------------------------------------------------------------
 
@@ -366,6 +387,10 @@ class Engine:
         return self.servers[m.source], self.servers[m.target]
 
     async def _run(self, migration_id: str) -> None:
+        if not await self._hold(migration_id):
+            log.warning("%s is held by another pgmig process; not running it here", migration_id)
+            self._tasks.pop(migration_id, None)
+            return
         self.jobs.watch(migration_id)
         try:
             await self._pipeline(migration_id)

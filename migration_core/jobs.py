@@ -28,6 +28,11 @@ class ProgressJobs:
                                        id=f"progress:{migration_id}", replace_existing=True, coalesce=True,
                                        max_instances=1)
 
+    def lease(self, every_seconds: float, renew: Callable[[], Awaitable[None]]) -> None:
+        """Keep this process's claim on its migrations fresh, so other replicas leave them alone."""
+        self._ensure_started().add_job(renew, "interval", seconds=every_seconds, id="lease", replace_existing=True,
+                                       coalesce=True, max_instances=1)
+
     def digest(self, every: str, post: Callable[[], Awaitable[None]]) -> None:
         """A summary of active migrations: "hourly" on the hour, "daily" at 09:00 UTC, "off" for none."""
         if every == "off":

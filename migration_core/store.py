@@ -24,7 +24,8 @@ SCHEMA = [
         id TEXT PRIMARY KEY, source TEXT NOT NULL, target TEXT NOT NULL, databases TEXT NOT NULL,
         mode TEXT NOT NULL, state TEXT NOT NULL, requested_by TEXT NOT NULL, channel TEXT NOT NULL,
         options TEXT NOT NULL, error TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-        message_channel TEXT NOT NULL DEFAULT '', message_ts TEXT NOT NULL DEFAULT '')""",
+        message_channel TEXT NOT NULL DEFAULT '', message_ts TEXT NOT NULL DEFAULT '',
+        owner TEXT NOT NULL DEFAULT '', heartbeat TEXT NOT NULL DEFAULT '')""",
     """CREATE TABLE IF NOT EXISTS pgmig_step (
         migration_id TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL, detail TEXT NOT NULL,
         started_at TEXT, finished_at TEXT, data TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (migration_id, name))""",
@@ -134,7 +135,7 @@ class Store:
 
     async def create_migration(self, m: Migration) -> Migration:
         await self._db.execute(
-            "INSERT INTO pgmig_migration VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+            "INSERT INTO pgmig_migration VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,'','')",
             m.id, m.source, m.target, json.dumps(m.databases), m.mode, m.state.value, m.requested_by,
             m.channel, json.dumps(m.options), m.error, _ts(m.created_at), _ts(m.updated_at), m.message_channel,
             m.message_ts)
@@ -143,6 +144,21 @@ class Store:
     async def set_databases(self, migration_id: str, databases: list[str]) -> None:
         await self._db.execute("UPDATE pgmig_migration SET databases = $1 WHERE id = $2",
                                json.dumps(databases), migration_id)
+
+    async def claim(self, migration_id: str, owner: str, stale_before: datetime) -> bool:
+        """Take a migration for this process unless another one holds a fresh lease on it (atomic)."""
+        return await self._db.execute(
+            "UPDATE pgmig_migration SET owner = $2, heartbeat = $3 WHERE id = $1 "
+            "AND (owner = '' OR owner = $2 OR heartbeat < $4)",
+            migration_id, owner, _ts(utcnow()), _ts(stale_before)) == 1
+
+    async def release(self, owner: str) -> None:
+        """A clean shutdown: other replicas (or this one restarted) may pick the migrations up at once."""
+        await self._db.execute("UPDATE pgmig_migration SET owner = '' WHERE owner = $1", owner)
+
+    async def beat(self, owner: str) -> None:
+        """Renew the lease on every migration this process holds."""
+        await self._db.execute("UPDATE pgmig_migration SET heartbeat = $2 WHERE owner = $1", owner, _ts(utcnow()))
 
     async def set_message(self, migration_id: str, channel: str, ts: str) -> None:
         """Remember the live message so that every later update edits it in place, across restarts."""

@@ -347,3 +347,19 @@ async def test_checksum_mismatch_after_release_falls_back(tmp_path, store, src, 
     assert [s for s in slots(src) if s.startswith(f"pgmig_{mid.replace('-', '_')}")]  # replication kept
     await engine.cancel(mid, "U0TEST")
     await engine.close()
+
+
+async def test_a_second_replica_leaves_a_live_ones_migration_alone_until_its_lease_expires(tmp_path, store, src, tgt):
+    first = make_engine(store, src, tgt, tmp_path, lease_seconds=1.0)
+    mid = await start_online(first, ["nopk"], replica_identity_full=True)
+    await wait_state(first, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
+    second = make_engine(store, src, tgt, tmp_path, lease_seconds=1.0)
+    assert await second.recover() == []            # the first replica is alive: its migration is left alone
+    first.jobs.shutdown()                          # the first replica dies without a word: its lease goes stale
+    await asyncio.sleep(1.5)
+    assert await second.recover() == [mid]         # now the second takes over monitoring
+    await wait_state(second, mid, State.READY_FOR_CUTOVER)
+    assert len([s for s in slots(src) if s.startswith(f"pgmig_{mid.replace('-', '_')}")]) == 1
+    await second.cancel(mid, "U0TEST")
+    await second.close()
+    await first.close()
