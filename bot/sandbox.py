@@ -82,6 +82,10 @@ class Sandbox:
         self.config_file.write_text(
             "# Written by `pgmig sandbox up`: two local throwaway clusters. Do not edit; "
             "`pgmig sandbox down` removes them.\n"
+            "# In the shell, `as UAPPROVER` becomes the sandbox's approver (to approve a cutover).\n"
+            '\n[slack]\napprovers = ["UAPPROVER"]\nrequired_approvals = 1\n'
+            '\n[online]\nfence_grace_seconds = 1\n'
+            '\n[migration]\nprogress_interval_seconds = 2\n'
             + "".join(f'\n[servers.{r}]\nhost = "127.0.0.1"\nport = {c.port}\nuser = "postgres"\n'
                       f'password_file = "{self.password_file}"\nsslmode = "disable"\n'
                       for r, c in (("source", source), ("target", target))))

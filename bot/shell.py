@@ -2,7 +2,8 @@
 
 Type the same lines as in Slack (`/pgmig check source target`, or just `check source target`);
 replies are rendered as text; buttons are numbered and pressed with `press 2` or `press Re-run check`.
-Reads a script from standard input when it is not a terminal: `pgmig shell < script.txt`.
+`as USER` switches who you are (to approve a cutover someone else requested), `wait N` pauses a
+script for N seconds. Reads a script from standard input when it is not a terminal.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from handlers import router
 from handlers.context import Invocation, Reply, Services
 
 PROMPT = "pgmig> "
-BANNER = "pgmig shell — type `help` for commands, `quit` to leave."
+BANNER = ("pgmig shell — type `help` for commands; `press N` clicks a button, `as USER` switches who you are, "
+          "`quit` leaves.")
 
 
 class ShellPoster:
@@ -66,6 +68,16 @@ class Shell:
             return False
         if line.lower().startswith("press"):
             await self._press(line[5:].strip())
+            return True
+        if line.lower().startswith("as "):
+            self.invocation = Invocation(user=line[3:].strip(), channel="shell", transport="shell")
+            self.write(f"(you are now {self.invocation.user})")
+            return True
+        if line.lower().startswith("wait "):
+            try:
+                await asyncio.sleep(min(600.0, float(line[5:].strip())))
+            except ValueError:
+                self.write("❌ `wait N` takes a number of seconds")
             return True
         text = line.removeprefix("/pgmig").strip() if line.startswith("/pgmig") else line
         working = router.ack_text(text)

@@ -161,8 +161,15 @@ class Engine:
             return False
         if not self._leasing:
             self._leasing = True
-            self.jobs.lease(max(1.0, self.config.lease_seconds / 4), lambda: self.store.beat(self.instance))
+            self.jobs.lease(max(0.2, self.config.lease_seconds / 4), self._renew_lease)
         return True
+
+    async def _renew_lease(self) -> None:
+        """A coroutine function, so that apscheduler awaits it on the loop (a lambda would not be awaited)."""
+        try:
+            await self.store.beat(self.instance)
+        except Exception:
+            log.exception("renewing the lease of %s failed", self.instance)
 
     def is_running(self, migration_id: str) -> bool:
         return migration_id in self._tasks

@@ -354,6 +354,9 @@ async def test_a_second_replica_leaves_a_live_ones_migration_alone_until_its_lea
     mid = await start_online(first, ["nopk"], replica_identity_full=True)
     await wait_state(first, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
     second = make_engine(store, src, tgt, tmp_path, lease_seconds=1.0)
+    beats = {r["heartbeat"] for _ in range(3) for r in [await _lease(store, mid)] if not await asyncio.sleep(0.4)}
+    assert len(beats) >= 2                         # the lease is being renewed
+    await asyncio.sleep(1.2)                       # longer than the lease: only renewal keeps it
     assert await second.recover() == []            # the first replica is alive: its migration is left alone
     first.jobs.shutdown()                          # the first replica dies without a word: its lease goes stale
     await asyncio.sleep(1.5)
@@ -363,3 +366,8 @@ async def test_a_second_replica_leaves_a_live_ones_migration_alone_until_its_lea
     await second.cancel(mid, "U0TEST")
     await second.close()
     await first.close()
+
+
+async def _lease(store: Store, mid: str) -> dict:
+    rows = await store._db.fetch("SELECT owner, heartbeat FROM pgmig_migration WHERE id = $1", mid)
+    return rows[0]

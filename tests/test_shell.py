@@ -104,3 +104,22 @@ def test_shell_migration_runs_to_completion_before_the_script_ends(tmp_path, sou
     assert "[#shell thread] @erin ✅ mig-1 completed" in out.stdout
     listing = pgmig("shell", env=env, stdin="list\n")
     assert "mig-1 completed" in listing.stdout
+
+
+def test_sandbox_online_migration_and_cutover_from_one_shell(tmp_path):
+    """The whole online story on a fresh machine: migrate, wait until ready, request, approve, done."""
+    home = tmp_path / "home"
+    env = {"PGMIG_HOME": str(home), "PGMIG_STATE": str(tmp_path / "state.sqlite"), "SLACK_BOT_TOKEN": "",
+           "PGMIG_CONFIG": ""}
+    script = "\n".join(["migrate source target --mode online --db shop --overwrite", "wait 8", "status mig-1",
+                        "cutover mig-1", "press Approve", "as UAPPROVER", "press Approve", "wait 10", "status mig-1"])
+    try:
+        out = pgmig("run", "--user", "dana", stdin=script + "\n", env=env, timeout=180)
+        assert out.returncode == 0, out.stderr
+        assert "ready_for_cutover" in out.stdout
+        assert "Approve cutover of mig-1?" in out.stdout
+        assert "someone else must approve it" in out.stdout        # dana asked; dana cannot approve
+        assert "(you are now UAPPROVER)" in out.stdout
+        assert "mig-1 completed" in out.stdout and "writes unavailable" in out.stdout
+    finally:
+        pgmig("sandbox", "down", env=env)
