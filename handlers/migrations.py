@@ -113,6 +113,9 @@ async def verify_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
     m = await _find(svc, cmd.args["migration"])
     if isinstance(m, Reply):
         return m
+    if m.mode == "offline" and m.state.running:
+        return messages.error_message(f"{m.id} is {m.state.value}: an offline copy is verified once it is "
+                                      "imported (pgmig does that itself); ask again when it completes")
     return mm.verification(m, await svc.engine.verify(m.id))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from handlers.authz import Policy
+from migration_core.models import State
 from tests.conftest import config_toml
 from tests.fake_slack import FakeSlack, text_of
 from tests.slack_harness import start, stop
@@ -131,3 +132,13 @@ async def test_digest_is_scheduled_when_configured_and_lists_active_migrations(s
     digest = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage"
                                        and "Active migrations: 1" in text_of(c.params))
     assert "mig-1" in text_of(digest.params) and "paused" in text_of(digest.params)
+
+
+async def test_verify_of_an_offline_migration_in_progress_says_why_not(slack):
+    await slack.command("migrate onprem azure --mode offline --db shop --overwrite --method dump "
+                        "--pause-after-export", key="m")
+    await slack.reply("m")
+    await slack.services.engine.wait("mig-1")
+    await slack.services.store.transition("mig-1", State.IMPORTING)
+    await slack.command("verify mig-1", key="v")
+    assert "is importing: an offline copy is verified once it is imported" in text_of(await slack.reply("v"))
