@@ -61,7 +61,7 @@ async def cutover_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
     step.data["ts"] = await svc.poster.post(channel, await card_for(svc, m, step))
     await svc.store.save_step(step)
     await _audit(svc, inv, "cutover.requested", f"approval card in {channel}", m.id)
-    return Reply(f"{m.id}: cutover requested", [messages._section(
+    return Reply(f"{m.id}: cutover requested", [messages.section(
         f"🗳️ Cutover of *{m.id}* requested: the approval card is in <#{channel}> "
         f"({svc.policy.required_approvals} approval(s) needed).")], ephemeral=False)
 

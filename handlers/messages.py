@@ -23,42 +23,42 @@ def esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _section(text: str) -> dict:
+def section(text: str) -> dict:
     return SectionBlock(text=MarkdownTextObject(text=text)).to_dict()
 
 
-def _context(text: str) -> dict:
+def context(text: str) -> dict:
     return ContextBlock(elements=[MarkdownTextObject(text=text)]).to_dict()
 
 
-def _header(text: str) -> dict:
+def header(text: str) -> dict:
     return HeaderBlock(text=text[:150]).to_dict()
 
 
-def _sections(lines: Iterable[str]) -> list[dict]:
+def sections(lines: Iterable[str]) -> list[dict]:
     """Pack lines into as few sections as Slack's size limit allows."""
     blocks, chunk = [], ""
     for line in lines:
         line = line[:SECTION_LIMIT]
         if chunk and len(chunk) + len(line) + 1 > SECTION_LIMIT:
-            blocks.append(_section(chunk))
+            blocks.append(section(chunk))
             chunk = ""
         chunk = f"{chunk}\n{line}" if chunk else line
     if chunk:
-        blocks.append(_section(chunk))
+        blocks.append(section(chunk))
     return blocks
 
 
 def _fit(blocks: list[dict]) -> list[dict]:
     if len(blocks) <= MAX_BLOCKS:
         return blocks
-    return blocks[:MAX_BLOCKS - 1] + [_context(f"… {len(blocks) - MAX_BLOCKS + 1} more blocks not shown")]
+    return blocks[:MAX_BLOCKS - 1] + [context(f"… {len(blocks) - MAX_BLOCKS + 1} more blocks not shown")]
 
 
 def help_message(specs: Iterable[CommandSpec] = COMMANDS.values()) -> Reply:
     lines = [f"*`/pgmig {s.name}`* — {esc(s.summary)}\n      e.g. `{esc(s.example)}`" for s in specs]
-    blocks = [_header("pgmig commands"), *_sections(lines),
-              _context("`/pgmig help COMMAND` shows a command's options.")]
+    blocks = [header("pgmig commands"), *sections(lines),
+              context("`/pgmig help COMMAND` shows a command's options.")]
     return Reply("pgmig commands: " + ", ".join(s.name for s in COMMANDS.values()), blocks)
 
 
@@ -66,7 +66,7 @@ def command_help(spec: CommandSpec) -> Reply:
     lines = [f"*{esc(spec.summary)}*", f"`{esc(spec.usage)}`"]
     lines += [f"• `{o.flag}` — {esc(o.help)}" for o in spec.options]
     lines.append(f"Example: `{esc(spec.example)}`")
-    return Reply(spec.usage, _sections(lines))
+    return Reply(spec.usage, sections(lines))
 
 
 def usage_error(err: UsageError) -> Reply:
@@ -75,20 +75,20 @@ def usage_error(err: UsageError) -> Reply:
     else:
         accepted = ", ".join(f"`{n}`" for n in COMMANDS)
         body = f"❌ {esc(str(err))}. Commands: {accepted}. Try `/pgmig help`."
-    return Reply(body.replace("*", ""), [_section(body)])
+    return Reply(body.replace("*", ""), [section(body)])
 
 
 def error_message(text: str) -> Reply:
-    return Reply(f"❌ {text}", [_section(f"❌ {esc(text)}")])
+    return Reply(f"❌ {text}", [section(f"❌ {esc(text)}")])
 
 
 def servers_message(servers: dict[str, ServerConfig]) -> Reply:
     if not servers:
-        return Reply("No servers configured", [_section(
+        return Reply("No servers configured", [section(
             "No servers are configured. Add `[servers.NAME]` tables to the config file (see README).")])
     lines = [f"• *{esc(s.name)}* — `{esc(s.user)}@{esc(s.host)}:{s.port}` sslmode={esc(s.sslmode)}"
              for s in sorted(servers.values(), key=lambda s: s.name)]
-    return Reply(f"{len(servers)} configured server(s)", [_header("Configured servers"), *_sections(lines)])
+    return Reply(f"{len(servers)} configured server(s)", [header("Configured servers"), *sections(lines)])
 
 
 def _finding_line(f: Finding) -> str:
@@ -105,14 +105,14 @@ def preflight_message(report: PreflightReport, rerun_text: str) -> Reply:
     oks = len(report.findings) - fails - warns
     verdict = ("❌ Blocked" if fails else "⚠️ Ready, with warnings" if warns else "✅ Ready")
     summary = f"{verdict} — {fails} blocking, {warns} warning(s), {oks} passed"
-    blocks = [_header(f"Pre-flight: {report.source} → {report.target} ({report.mode.value})"), _section(
+    blocks = [header(f"Pre-flight: {report.source} → {report.target} ({report.mode.value})"), section(
         f"*{summary}*" + (f"\nDatabases: {esc(', '.join(report.databases))}" if report.databases else ""))]
     scopes: dict[str, list[Finding]] = {}
     for f in report.findings:
         scopes.setdefault(f.scope, []).append(f)
     for scope, findings in scopes.items():
         blocks.append(DividerBlock().to_dict())
-        blocks += _sections([f"*{esc(scope)}*", *(_finding_line(f) for f in findings)])
+        blocks += sections([f"*{esc(scope)}*", *(_finding_line(f) for f in findings)])
     blocks = _fit(blocks)
     blocks.append(ActionsBlock(elements=[ButtonElement(
         text="Re-run check", action_id=Action.RERUN_CHECK.value, value=rerun_text[:2000])]).to_dict())

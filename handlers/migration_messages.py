@@ -7,7 +7,7 @@ from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ConfirmObject
 
 from handlers.actions import Action
 from handlers.context import Reply
-from handlers.messages import _context, _header, _section, _sections, esc, preflight_message
+from handlers.messages import context, header, section, sections, esc, preflight_message
 from migration_core.models import Migration, State, Step
 from migration_core.preflight import PreflightReport, pretty_bytes
 from migration_core.progress import DatabaseProgress, MigrationProgress
@@ -76,8 +76,8 @@ def migration_card(m: Migration, progress: MigrationProgress) -> Reply:
         lines.append(database_line(progress.of(db), now))
     if m.state is State.FAILED and m.error:
         lines.append(f"*Error:* {esc(m.error[:1500])}")
-    blocks = [_header(f"{m.id}: {m.source} → {m.target}"), *_sections(lines),
-              _context(f"`/pgmig status {m.id}` · `/pgmig cancel {m.id}`")]
+    blocks = [header(f"{m.id}: {m.source} → {m.target}"), *sections(lines),
+              context(f"`/pgmig status {m.id}` · `/pgmig cancel {m.id}`")]
     return Reply(f"{m.id} {m.state.value}: {m.source} → {m.target}", blocks, ephemeral=False)
 
 
@@ -90,11 +90,11 @@ def state_notice(m: Migration, detail: str) -> Reply:
                 f"`/pgmig retry {m.id}`"
     elif detail:
         text += f"\n{esc(detail[:2800])}"
-    return Reply(f"{m.id} {m.state.value}", [_section(text)], ephemeral=False)
+    return Reply(f"{m.id} {m.state.value}", [section(text)], ephemeral=False)
 
 
 def alert_notice(m: Migration, text: str) -> Reply:
-    return Reply(f"{m.id}: {text[:150]}", [_section(f"{mention(m.requested_by)} *{m.id}* {esc(text[:2900])}")],
+    return Reply(f"{m.id}: {text[:150]}", [section(f"{mention(m.requested_by)} *{m.id}* {esc(text[:2900])}")],
                  ephemeral=False)
 
 
@@ -103,12 +103,12 @@ def started(m: Migration, report: PreflightReport, channel: str) -> Reply:
     lines = [f"🚀 *{m.id}* started by {mention(m.requested_by)}: {describe(m)}",
              f"Databases: {esc(', '.join(report.databases))}.{where}"]
     lines += [f"⚠️ {esc(f.scope)}: {esc(f.title)} — {esc(f.detail)}" for f in report.warnings]
-    return Reply(f"{m.id} started", _sections(lines), ephemeral=False)
+    return Reply(f"{m.id} started", sections(lines), ephemeral=False)
 
 
 def refused(m: Migration, report: PreflightReport) -> Reply:
     reply = preflight_message(report, "")
-    blocks = [_section(f"❌ *{m.id} was not started*: the pre-flight checks found "
+    blocks = [section(f"❌ *{m.id} was not started*: the pre-flight checks found "
                        f"{len(report.blocking)} blocking problem(s). Fix them, then `/pgmig retry {m.id}`.")]
     blocks += [b for b in reply.blocks if b.get("type") != "actions"]
     return Reply(f"{m.id} not started: {len(report.blocking)} blocking problem(s)", blocks)
@@ -127,15 +127,15 @@ def status(m: Migration, steps: list[Step], progress: MigrationProgress) -> Repl
                         for t in parked.get("triggers", [])]
             lines.append(f"      foreign keys reinstated at cutover: {esc(', '.join(fks) or 'none')}")
             lines.append(f"      triggers restored at cutover: {esc(', '.join(triggers) or 'none')}")
-    return Reply(card.text, card.blocks[:-1] + _sections(lines) + card.blocks[-1:])
+    return Reply(card.text, card.blocks[:-1] + sections(lines) + card.blocks[-1:])
 
 
 def migration_list(migrations: list[Migration], title: str) -> Reply:
     if not migrations:
-        return Reply(f"{title}: none", [_section(f"{title}: none. Start one with `/pgmig migrate`.")])
+        return Reply(f"{title}: none", [section(f"{title}: none. Start one with `/pgmig migrate`.")])
     lines = [f"{icon(m.state)} *{m.id}* {m.state.value} · {describe(m)} · {esc(', '.join(m.databases))} · "
              f"by {mention(m.requested_by)} · {m.created_at:%Y-%m-%d %H:%M} UTC" for m in migrations]
-    return Reply(f"{title}: {len(migrations)}", [_header(title), *_sections(lines)])
+    return Reply(f"{title}: {len(migrations)}", [header(title), *sections(lines)])
 
 
 def verification(m: Migration, results: list[VerifyResult]) -> Reply:
@@ -149,7 +149,7 @@ def verification(m: Migration, results: list[VerifyResult]) -> Reply:
             lines.append("```" + esc("\n".join(rows)) + "```")
     ok = all(r.ok for r in results)
     return Reply(f"{m.id} verification {'passed' if ok else 'found mismatches'}",
-                 [_header(f"Verification of {m.id}: {'pass' if ok else 'mismatches'}"), *_sections(lines)])
+                 [header(f"Verification of {m.id}: {'pass' if ok else 'mismatches'}"), *sections(lines)])
 
 
 def digest(migrations: list[Migration], progress: dict[str, MigrationProgress]) -> Reply:
@@ -159,7 +159,7 @@ def digest(migrations: list[Migration], progress: dict[str, MigrationProgress]) 
         lines.append(f"{icon(m.state)} *{m.id}* {m.state.value} · {describe(m)} · by {mention(m.requested_by)}")
         lines += [f"      {database_line(progress[m.id].of(db), now)}" for db in m.databases]
     return Reply(f"Digest: {len(migrations)} active migration(s)",
-                 [_header(f"Active migrations: {len(migrations)}"), *_sections(lines)], ephemeral=False)
+                 [header(f"Active migrations: {len(migrations)}"), *sections(lines)], ephemeral=False)
 
 
 def approval_card(m: Migration, progress: MigrationProgress, requested_by: str, approvers: list[str], required: int,
@@ -177,9 +177,9 @@ def approval_card(m: Migration, progress: MigrationProgress, requested_by: str, 
              f"*Approvals*: {len(approvers)} of {required}" + (
                  ": " + ", ".join(mention(a) for a in approvers) if approvers else "") +
              f" · the requester cannot approve · expires {expires_at[:16].replace('T', ' ')} UTC"]
-    blocks = [_header(f"Approve cutover of {m.id}?"), *_sections(lines)]
+    blocks = [header(f"Approve cutover of {m.id}?"), *sections(lines)]
     if closed:
-        blocks.append(_section(esc(closed)))
+        blocks.append(section(esc(closed)))
     else:
         def confirm(title: str, text: str, yes: str, style: str | None = None) -> ConfirmObject:
             return ConfirmObject(title=title, text=text, confirm=yes, deny="Cancel", style=style)
@@ -197,4 +197,4 @@ def audit_log(m: Migration, entries: list) -> Reply:
     lines = [f"`{e.at:%Y-%m-%d %H:%M:%S}` {mention(e.actor) if e.actor != 'pgmig' else 'pgmig'} "
              f"*{esc(e.action)}*" + (f" in <#{e.channel}>" if e.channel and e.channel != "shell" else "") +
              (f" — {esc(e.detail[:300])}" if e.detail else "") for e in entries]
-    return Reply(f"audit of {m.id}: {len(entries)} entries", [_header(f"Audit of {m.id}"), *_sections(lines)])
+    return Reply(f"audit of {m.id}: {len(entries)} entries", [header(f"Audit of {m.id}"), *sections(lines)])

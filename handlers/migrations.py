@@ -84,7 +84,7 @@ async def cancel_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
         return messages.error_message(f"{m.id} is already {m.state.value}")
     dropped = await svc.engine.cancel(m.id, inv.user)
     note = f" Dropped half-imported target database(s): {', '.join(dropped)}." if dropped else ""
-    return Reply(f"{m.id} cancelled", [messages._section(f"🚫 *{m.id}* cancelled.{messages.esc(note)}")],
+    return Reply(f"{m.id} cancelled", [messages.section(f"🚫 *{m.id}* cancelled.{messages.esc(note)}")],
                  ephemeral=False)
 
 
@@ -94,7 +94,7 @@ async def retry_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> R
         return m
     if m.state is not State.FAILED or not await svc.engine.retry(m.id):
         return messages.error_message(f"{m.id} is {m.state.value}; only a failed migration can be retried")
-    return Reply(f"{m.id} retrying", [messages._section(
+    return Reply(f"{m.id} retrying", [messages.section(
         f"🔁 *{m.id}* retrying from the step that failed (`{messages.esc(m.error.split(':', 1)[0])}`); "
         "finished databases are not redone.")], ephemeral=False)
 
@@ -105,7 +105,7 @@ async def resume_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
         return m
     if m.state is not State.PAUSED or not await svc.engine.resume(m.id):
         return messages.error_message(f"{m.id} is {m.state.value}; only a paused migration can be resumed")
-    return Reply(f"{m.id} resumed", [messages._section(f"▶️ *{m.id}* importing the export files as they are now.")],
+    return Reply(f"{m.id} resumed", [messages.section(f"▶️ *{m.id}* importing the export files as they are now.")],
                  ephemeral=False)
 
 
@@ -139,4 +139,4 @@ async def cleanup_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
     else:
         lines += [f"• {messages.esc(x.describe())}" for x in loose]
         lines.append(f"`/pgmig cleanup {messages.esc(servers[0].name)} --yes` removes these {len(loose)}.")
-    return Reply(f"cleanup {servers[0].name}: {len(loose)} left behind", messages._sections(lines))
+    return Reply(f"cleanup {servers[0].name}: {len(loose)} left behind", messages.sections(lines))

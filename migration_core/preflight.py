@@ -12,6 +12,7 @@ from enum import Enum
 import asyncpg
 
 from migration_core.servers import ConnectionProblem, ServerConfig
+from migration_core.sql import USER_SCHEMA_FILTER
 
 MIN_REPLICATION_SLOTS = 5   # Microsoft's guide for online migrations
 MIN_WAL_SENDERS = 10
@@ -268,18 +269,10 @@ async def _database_findings(req: PreflightRequest, db: str, tgt: _TargetFacts |
     return report.findings
 
 
-_USER_RELATIONS = (
-    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
-    "AND n.nspname NOT LIKE 'pg_temp%' "
-    "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')")
-
-_NAMES = (
-    "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c "
-    "JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
-    "AND n.nspname NOT LIKE 'pg_temp%' "
-    "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') ")
+_FROM_USER_RELATIONS = ("FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
+                        + USER_SCHEMA_FILTER + " ")
+_USER_RELATIONS = "SELECT count(*) " + _FROM_USER_RELATIONS
+_NAMES = "SELECT format('%I.%I', n.nspname, c.relname) AS name " + _FROM_USER_RELATIONS
 
 
 async def _readable_finding(conn: asyncpg.Connection, scope: str, user: str) -> Finding:
