@@ -12,21 +12,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import subprocess
 import time
 
-from bench.lag import DB, pgbench, servers, start_pair
+from bench.lag import DB, bench_pair, pgbench, servers
 from migration_core.engine import Engine, EngineConfig, MigrationRequest
 from migration_core.events import NoEvents
 from migration_core.models import State
-from migration_core.store import Store
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    root, source, target = start_pair("pgmig-cutover-")
-    store = await Store.open(str(root / "state.sqlite"))
-    try:
+    async with bench_pair("pgmig-cutover-") as (root, source, target, store):
         pgbench(source, "-i", "-q", "-I", "dtgvpf", "-s", str(args.scale))  # with foreign keys
         engine = Engine(store, servers(source, target), NoEvents(),
                         EngineConfig(workdir=root / "work", progress_interval=0.2))
@@ -61,11 +57,6 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"  committed history rows: source {history}, target {on_target}"
               f" — {'all there' if history == on_target else 'MISMATCH'}")
         await engine.close()
-    finally:
-        await store.close()
-        source.destroy()
-        target.destroy()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -125,8 +127,9 @@ async def run_phase(name: str, source: LocalCluster, target: LocalCluster, args:
     return {"phase": name, "tps": tps, "catch_up_s": catch_up, **summary(await lag_ms(tgt_dsn, first))}
 
 
-def start_pair(prefix: str) -> tuple[Path, LocalCluster, LocalCluster]:
-    """A logical source with an empty pgbench database, and a target, in a fresh directory."""
+@asynccontextmanager
+async def bench_pair(prefix: str) -> AsyncIterator[tuple[Path, LocalCluster, LocalCluster, Store]]:
+    """A logical source with an empty pgbench database, a target and a state store; all removed after."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(root, 0o755)
     # synchronous_commit on (the default in production): with it off, WAL reaches the walsender only
@@ -135,8 +138,15 @@ def start_pair(prefix: str) -> tuple[Path, LocalCluster, LocalCluster]:
     source = LocalCluster(root / "source", settings={**settings, "wal_level": "logical"}).init().start()
     target = LocalCluster(root / "target", settings=settings).init().start()
     os.environ[PASSWORD_ENV] = source.password
-    source.psql(f"CREATE DATABASE {DB}")
-    return root, source, target
+    store = await Store.open(str(root / "state.sqlite"))
+    try:
+        source.psql(f"CREATE DATABASE {DB}")
+        yield root, source, target, store
+    finally:
+        await store.close()
+        source.destroy()
+        target.destroy()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def servers(source: LocalCluster, target: LocalCluster) -> dict[str, ServerConfig]:
@@ -145,9 +155,7 @@ def servers(source: LocalCluster, target: LocalCluster) -> dict[str, ServerConfi
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    root, source, target = start_pair("pgmig-lag-")
-    store = await Store.open(str(root / "state.sqlite"))
-    try:
+    async with bench_pair("pgmig-lag-") as (root, source, target, store):
         pgbench(source, "-i", "-q", "-s", str(args.scale))
         source.psql(HEARTBEAT, database=DB)
         engine = Engine(store, servers(source, target), NoEvents(), EngineConfig(workdir=root / "work"))
@@ -170,11 +178,6 @@ async def main_async(args: argparse.Namespace) -> None:
                   f"{r['catch_up_s']:>11.3f}")
         await engine.cancel(m.id, "bench")
         await engine.close()
-    finally:
-        await store.close()
-        source.destroy()
-        target.destroy()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -132,3 +132,20 @@ def pagila_available() -> bool:
 
 
 os.environ.setdefault("PGMIG_TEST_MARKER", "1")
+
+
+PARENT_CHILD = ("CREATE TABLE parent (id serial PRIMARY KEY); CREATE TABLE child (id serial PRIMARY KEY, "
+                "parent_id int REFERENCES parent); INSERT INTO parent DEFAULT VALUES; INSERT INTO parent DEFAULT VALUES; "
+                "INSERT INTO child (parent_id) VALUES (1)")
+
+
+def online_pair(root: Path, name: str):
+    """A logical source with database `app` (parent/child with a foreign key) and an empty target."""
+    from bot.localpg import LocalCluster
+    from tests.conftest import PASSWORD
+    src = LocalCluster(root / f"{name}-src", password=PASSWORD,
+                       settings={"wal_level": "logical", "max_replication_slots": "10"}).init().start()
+    tgt = LocalCluster(root / f"{name}-tgt", password=PASSWORD).init().start()
+    src.psql("CREATE DATABASE app")
+    src.psql(PARENT_CHILD, database="app")
+    return src, tgt

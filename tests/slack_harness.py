@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -84,3 +87,19 @@ async def stop(running: Running, runner: web.AppRunner) -> None:
     await running.http.close()
     await runner.cleanup()
     await close_services(running.services)
+
+
+@asynccontextmanager
+async def running(tmp_path: Path, config_text: str, usergroups: dict[str, list[str]] | None = None
+                  ) -> AsyncIterator[Running]:
+    """The real app on `config_text`, talking to a fresh fake Slack; everything stopped afterwards."""
+    config = tmp_path / "pgmig.toml"
+    config.write_text(config_text)
+    fake = await FakeSlack().start()
+    fake.usergroups.update(usergroups or {})
+    app, runner = await start(str(config), str(tmp_path / "state.sqlite"), fake, str(tmp_path / "home"))
+    try:
+        yield app
+    finally:
+        await stop(app, runner)
+        await fake.stop()

@@ -5,35 +5,26 @@ import json
 
 import pytest
 
-from bot.localpg import LocalCluster
 from handlers.actions import Action
-from tests.conftest import PASSWORD, config_toml
+from tests.conftest import config_toml
 from tests.fake_slack import FakeSlack, text_of
-from tests.slack_harness import start, stop
+from tests.migration_fixtures import online_pair
+from tests.slack_harness import running
 
 
 @pytest.fixture
 async def team(tmp_path, cluster_root):
-    src = LocalCluster(cluster_root / "cut-src", password=PASSWORD,
-                       settings={"wal_level": "logical", "max_replication_slots": "10"}).init().start()
-    tgt = LocalCluster(cluster_root / "cut-tgt", password=PASSWORD).init().start()
-    src.psql("CREATE DATABASE app")
-    src.psql("CREATE TABLE parent (id serial PRIMARY KEY); CREATE TABLE child (id serial PRIMARY KEY, "
-             "parent_id int REFERENCES parent); INSERT INTO parent DEFAULT VALUES; "
-             "INSERT INTO child (parent_id) VALUES (1)", database="app")
-    config = tmp_path / "pgmig.toml"
-    config.write_text(config_toml(
+    src, tgt = online_pair(cluster_root, "cut")
+    config = config_toml(
         {"onprem": src, "azure": tgt},
         extra='[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1", "S0DBAS"]\nrequired_approvals = 2\n'
-              '[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.2\n'))
-    fake = await FakeSlack().start()
-    fake.usergroups["S0DBAS"] = ["U0APPROVER2"]
-    running, runner = await start(str(config), str(tmp_path / "state.sqlite"), fake, str(tmp_path / "home"))
-    yield running, src, tgt
-    await stop(running, runner)
-    await fake.stop()
-    src.destroy()
-    tgt.destroy()
+              '[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.2\n')
+    try:
+        async with running(tmp_path, config, usergroups={"S0DBAS": ["U0APPROVER2"]}) as app:
+            yield app, src, tgt
+    finally:
+        src.destroy()
+        tgt.destroy()
 
 
 async def ready(slack) -> None:

@@ -10,8 +10,7 @@ from bot.localpg import free_port
 from handlers.actions import Action
 from migration_core.store import Store
 from tests.conftest import PASSWORD, config_toml
-from tests.fake_slack import FakeSlack
-from tests.slack_harness import start, stop
+from tests.slack_harness import running
 
 
 def all_text(reply: dict) -> str:
@@ -20,19 +19,15 @@ def all_text(reply: dict) -> str:
 
 @pytest.fixture
 async def slack(tmp_path, source_cluster, target_cluster, replica_level_cluster, monkeypatch):
-    config = tmp_path / "pgmig.toml"
-    config.write_text(config_toml(
+    config = config_toml(
         {"onprem": source_cluster, "azure": target_cluster, "legacy": replica_level_cluster,
          "offline-box": free_port()},
-        extra='[slack]\nnotify_channel = "C0OPS"\napprovers = ["U0APPROVER", "S0DBAS"]\n'))
-    config.write_text(config.read_text() + '\n[servers.badpw]\nhost = "127.0.0.1"\n'
-                      f'port = {source_cluster.port}\nuser = "postgres"\npassword_env = "PGMIG_WRONG_PASSWORD"\n'
-                      'sslmode = "disable"\n')
-    fake = await FakeSlack().start()
-    running, runner = await start(str(config), str(tmp_path / "state.sqlite"), fake, str(tmp_path / "home"))
-    yield running
-    await stop(running, runner)
-    await fake.stop()
+        extra='[slack]\nnotify_channel = "C0OPS"\napprovers = ["U0APPROVER", "S0DBAS"]\n')
+    config += ('\n[servers.badpw]\nhost = "127.0.0.1"\n'
+               f'port = {source_cluster.port}\nuser = "postgres"\npassword_env = "PGMIG_WRONG_PASSWORD"\n'
+               'sslmode = "disable"\n')
+    async with running(tmp_path, config) as app:
+        yield app
 
 
 async def test_help_lists_every_command_with_an_example(slack):

@@ -7,21 +7,17 @@ import pytest
 from handlers.authz import Policy
 from migration_core.models import State
 from tests.conftest import config_toml
-from tests.fake_slack import FakeSlack, text_of
-from tests.slack_harness import start, stop
+from tests.fake_slack import text_of
+from tests.migration_fixtures import online_pair
+from tests.slack_harness import running
 
 
 @pytest.fixture
 async def slack(tmp_path, source_cluster, target_cluster):
-    config = tmp_path / "pgmig.toml"
-    config.write_text(config_toml({"onprem": source_cluster, "azure": target_cluster},
-                                  extra='[slack]\nnotify_channel = "C0NOTIFY"\n'
-                                        '[migration]\nprogress_interval_seconds = 0.05\n'))
-    fake = await FakeSlack().start()
-    running, runner = await start(str(config), str(tmp_path / "state.sqlite"), fake, str(tmp_path / "home"))
-    yield running
-    await stop(running, runner)
-    await fake.stop()
+    async with running(tmp_path, config_toml({"onprem": source_cluster, "azure": target_cluster},
+                                             extra='[slack]\nnotify_channel = "C0NOTIFY"\n'
+                                                   '[migration]\nprogress_interval_seconds = 0.05\n')) as app:
+        yield app
 
 
 async def test_migrate_posts_one_live_message_updates_it_and_replies_in_thread(slack):
@@ -73,26 +69,15 @@ async def test_refused_migration_shows_the_blocking_problems(slack):
 
 @pytest.fixture
 async def online_slack(tmp_path, cluster_root):
-    from bot.localpg import LocalCluster
-    from tests.conftest import PASSWORD
-    src = LocalCluster(cluster_root / "slack-online-src", password=PASSWORD,
-                       settings={"wal_level": "logical", "max_replication_slots": "10"}).init().start()
-    tgt = LocalCluster(cluster_root / "slack-online-tgt", password=PASSWORD).init().start()
-    src.psql("CREATE DATABASE app")
-    src.psql("CREATE TABLE parent (id int PRIMARY KEY); CREATE TABLE child (id int PRIMARY KEY, "
-             "parent_id int REFERENCES parent); INSERT INTO parent VALUES (1), (2); INSERT INTO child VALUES (1, 1)",
-             database="app")
-    config = tmp_path / "pgmig.toml"
-    config.write_text(config_toml({"onprem": src, "azure": tgt},
-                                  extra='[slack]\nnotify_channel = "C0NOTIFY"\n'
-                                        '[migration]\nprogress_interval_seconds = 0.1\n'))
-    fake = await FakeSlack().start()
-    running, runner = await start(str(config), str(tmp_path / "state.sqlite"), fake, str(tmp_path / "home"))
-    yield running, src
-    await stop(running, runner)
-    await fake.stop()
-    src.destroy()
-    tgt.destroy()
+    src, tgt = online_pair(cluster_root, "slack-online")
+    try:
+        async with running(tmp_path, config_toml({"onprem": src, "azure": tgt},
+                                                 extra='[slack]\nnotify_channel = "C0NOTIFY"\n'
+                                                       '[migration]\nprogress_interval_seconds = 0.1\n')) as app:
+            yield app, src
+    finally:
+        src.destroy()
+        tgt.destroy()
 
 
 async def test_online_migration_announces_ready_for_cutover_and_cleans_up(online_slack):
