@@ -1,0 +1,41 @@
+"""The engine's tunables and what a new migration asks for (kept apart so flows can read them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from migration_core.offline import DEFAULT_PARALLEL
+
+
+@dataclass
+class EngineConfig:
+    workdir: Path
+    pg_bindir: str | None = None
+    progress_interval: float = 15.0
+    default_parallel: int = DEFAULT_PARALLEL
+    fence_grace_seconds: float = 5.0       # cutover: sessions may finish this long before they are ended
+    catch_up_timeout_seconds: float = 30.0  # cutover: longest wait for the target after the fence
+    ready_lag_seconds: float = 5.0         # online: ready for cutover below this lag…
+    ready_lag_bytes: int = 8 << 20         # …and this many bytes behind
+    lag_alert_seconds: float = 60.0        # alert when lag stays above these
+    lag_alert_bytes: int = 256 << 20
+    wal_retention_alert_bytes: int = 1 << 30  # alert when a slot holds this much WAL on the source
+    digest: str = "off"                    # off | hourly | daily: a summary of active migrations
+    lease_seconds: float = 60.0            # several replicas: a migration whose owner is silent this long
+                                           # may be taken over by another at start-up
+
+
+@dataclass
+class MigrationRequest:
+    source: str
+    target: str
+    mode: str
+    requested_by: str
+    channel: str = ""
+    databases: list[str] = field(default_factory=list)
+    method: str = "restore"
+    parallel: int | None = None
+    overwrite: bool = False
+    pause_after_export: bool = False
+    replica_identity_full: bool = False
+    backend: str = "native"

@@ -1,0 +1,82 @@
+"""The bookkeeping every flow shares: steps, state transitions, the audit log and telling the channel.
+
+A flow (offline, online, cutover, a managed Azure backend) only ever records its progress through
+here, so that a restart finds every finished step and the channel hears about every state change.
+"""
+from __future__ import annotations
+
+import logging
+
+from migration_core.errors import MigrationError
+from migration_core.events import MigrationEvents
+from migration_core.models import AuditEntry, Migration, State, Step, utcnow
+from migration_core.progress import MigrationProgress
+from migration_core.store import Store
+
+log = logging.getLogger(__name__)
+DONE, RUNNING, FAILED, WAITING = "done", "running", "failed", "waiting"
+
+
+class Ledger:
+    def __init__(self, store: Store, events: MigrationEvents) -> None:
+        self.store, self.events = store, events
+        self._progress: dict[str, MigrationProgress] = {}
+
+    def progress(self, mid: str) -> MigrationProgress:
+        return self._progress.setdefault(mid, MigrationProgress())
+
+    async def get(self, mid: str) -> Migration:
+        m = await self.store.get_migration(mid)
+        if m is None:
+            raise MigrationError(f"no migration {mid}")
+        return m
+
+    async def steps(self, mid: str) -> dict[str, Step]:
+        return {s.name: s for s in await self.store.steps(mid)}
+
+    async def save(self, mid: str, name: str, state: str, detail: str, data: dict | None = None) -> None:
+        existing = await self.store.step(mid, name)
+        started = existing.started_at if existing and existing.started_at else utcnow()
+        finished = utcnow() if state != RUNNING else None
+        await self.store.save_step(Step(mid, name, state, detail, started, finished, data or {}))
+
+    async def set_state(self, mid: str, state: State, detail: str, error: str = "") -> None:
+        await self.store.transition(mid, state, error=error)
+        await self.store.audit(AuditEntry("pgmig", "state", f"{state.value}: {detail}"[:2000], mid))
+        await self.emit_state(mid, detail)
+
+    async def emit_state(self, mid: str, detail: str) -> None:
+        try:
+            await self.events.state_changed(await self.get(mid), self.progress(mid), detail)
+        except Exception:  # telling the channel must never break the migration itself
+            log.exception("publishing the state of %s failed", mid)
+
+    async def fail(self, mid: str, message: str) -> None:
+        m = await self.get(mid)
+        step = m.state.value if m.state.running else "run"
+        await self.set_state(mid, State.FAILED, message, error=f"{step}: {message}")
+
+
+class Alerts:
+    """Post when a condition starts, and once more when it clears: never every tick."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._raised: dict[tuple[str, str], bool] = {}
+
+    async def alert(self, m: Migration, kind: str, raised: bool, text: str) -> None:
+        key = (m.id, kind)
+        if raised == self._raised.get(key, False):
+            return
+        self._raised[key] = raised
+        message = text if raised else f"✅ back to normal: {kind} ({m.id})"
+        await self.ledger.store.audit(AuditEntry("pgmig", f"alert.{kind}", message[:2000], m.id))
+        try:
+            await self.ledger.events.alert(m, self.ledger.progress(m.id), message)
+        except Exception:
+            log.exception("posting the %s alert of %s failed", kind, m.id)
+
+    async def notice(self, m: Migration, kind: str, text: str) -> None:
+        """A one-off post (not a condition that later clears)."""
+        await self.alert(m, kind, True, text)
+        self._raised.pop((m.id, kind), None)
