@@ -3,20 +3,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from azure.core.credentials_async import AsyncTokenCredential
+
 from bot.settings import Settings, SettingsError
 from handlers.authz import Directory
 from handlers.context import Poster, Services
 from handlers.publisher import ChannelPublisher
+from migration_core.azure.clients import AzureClients
+from migration_core.azure.dms_backend import DmsBackend
+from migration_core.azure.flex_backend import FlexBackend
 from migration_core.engine import Engine, EngineConfig
+from migration_core.servers import ServerConfig
 from migration_core.store import Store
 
 
-async def build_services(settings: Settings, poster: Poster, directory: Directory) -> Services:
-    """Open the store, wire the engine to post through `poster`, and pick up interrupted migrations."""
+async def build_services(settings: Settings, poster: Poster, directory: Directory,
+                         azure_credential: AsyncTokenCredential | None = None) -> Services:
+    """Open the store, wire the engine to post through `poster`, and pick up interrupted migrations.
+
+    Servers pgmig provisioned earlier come back from the store (a `[servers.NAME]` entry wins)."""
     try:
         store = await Store.open(settings.state_url)
     except Exception as exc:
         raise SettingsError(f"PGMIG_STATE: cannot open the state store: {type(exc).__name__}: {exc}") from None
+    for name, data in (await store.saved_servers()).items():
+        settings.servers.setdefault(name, ServerConfig(**data))
+    azure = AzureClients(settings.azure, azure_credential)
+    backends = {"flex": FlexBackend(azure), "dms": DmsBackend(azure)} if settings.azure.enabled else {}
     m, o = settings.migration, settings.online
     mb = 1 << 20
     engine = Engine(store, settings.servers, ChannelPublisher(poster, store, settings.policy),
@@ -27,12 +40,14 @@ async def build_services(settings: Settings, poster: Poster, directory: Director
                                  wal_retention_alert_bytes=int(o.wal_retention_alert_mb * mb), digest=m.digest,
                                  lease_seconds=m.lease_seconds,
                                  fence_grace_seconds=o.fence_grace_seconds,
-                                 catch_up_timeout_seconds=o.catch_up_timeout_seconds))
+                                 catch_up_timeout_seconds=o.catch_up_timeout_seconds,
+                                 managed_poll_seconds=max(settings.azure.poll_seconds, 0.05)), backends)
     await engine.recover()
     engine.schedule_digest()
-    return Services(settings.servers, store, settings.policy, directory, engine, poster)
+    return Services(settings.servers, store, settings.policy, directory, engine, poster, azure)
 
 
 async def close_services(services: Services) -> None:
     await services.engine.close()
+    await services.azure.close()
     await services.store.close()

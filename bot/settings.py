@@ -16,6 +16,7 @@ from typing import Any
 
 from handlers.authz import Policy
 from migration_core import secrets
+from migration_core.azure.config import AzureConfig, from_environment
 from migration_core.offline import DEFAULT_PARALLEL
 from migration_core.servers import SSLMODES, ServerConfig
 
@@ -43,6 +44,7 @@ class Settings:
     home: Path = Path(".pgmig")
     migration: "MigrationSettings" = field(default_factory=lambda: MigrationSettings())
     online: "OnlineSettings" = field(default_factory=lambda: OnlineSettings())
+    azure: AzureConfig = field(default_factory=AzureConfig)
 
 
 @dataclass
@@ -74,13 +76,16 @@ _SLACK_KEYS = {"notify_channel": str, "approvers": list, "required_approvals": i
                "approval_timeout_minutes": int}
 _SERVER_KEYS = {"host": str, "port": int, "user": str, "password_env": str, "password_file": str,
                 "sslmode": str, "database": str, "connect_timeout": (int, float), "replication_host": str,
-                "replication_port": int}
+                "replication_port": int, "azure_resource_group": str, "azure_server": str}
 _MIGRATION_KEYS = {"workdir": str, "pg_bindir": str, "parallel": int, "progress_interval_seconds": (int, float),
                    "digest": str, "lease_seconds": (int, float)}
 _ONLINE_KEYS = {k: (int, float) for k in ("ready_lag_seconds", "ready_lag_mb", "lag_alert_seconds", "lag_alert_mb",
                                            "wal_retention_alert_mb", "fence_grace_seconds",
                                            "catch_up_timeout_seconds")}
-_SECTIONS = {"slack", "servers", "migration", "online"}
+_AZURE_KEYS = {"subscription_id": str, "arm_endpoint": str, "resource_group": str, "region": str,
+               "provision_requires_approval": bool, "poll_seconds": (int, float), "progress_seconds": (int, float), "dms_service": str, "dms_sku": str,
+               "dms_subnet": str, "ca_file": str}
+_SECTIONS = {"slack", "servers", "migration", "online", "azure"}
 
 
 def _unknown(key: str, allowed: set[str] | dict, where: str) -> SettingsError:
@@ -95,8 +100,9 @@ def _typed(table: Mapping[str, Any], schema: dict[str, Any], where: str) -> dict
         if key not in schema:
             raise _unknown(key, schema, where)
         expected = schema[key]
-        if isinstance(value, bool) or not isinstance(value, expected):
-            name = {str: "a string", int: "an integer", list: "a list", (int, float): "a number"}[expected]
+        if (isinstance(value, bool) != (expected is bool)) or not isinstance(value, expected):
+            name = {str: "a string", int: "an integer", list: "a list", (int, float): "a number",
+                    bool: "true or false"}[expected]
             raise SettingsError(f"{where}{key}: expected {name}, got {value!r}")
         out[key] = value
     return out
@@ -165,6 +171,20 @@ def _online(table: Any) -> OnlineSettings:
     return OnlineSettings(**values)
 
 
+def _azure(table: Any, env: Mapping[str, str]) -> AzureConfig:
+    """[azure], with AZURE_SUBSCRIPTION_ID and PGMIG_ARM_ENDPOINT from the environment on top."""
+    if not isinstance(table, dict):
+        raise SettingsError("azure: expected a table of settings")
+    config = from_environment(_typed(table, _AZURE_KEYS, "azure."), env)
+    if not config.arm_endpoint.startswith("https://"):
+        raise SettingsError(f"azure.arm_endpoint: expected an https:// URL, got {config.arm_endpoint!r}")
+    if config.poll_seconds < 0 or config.progress_seconds <= 0:
+        raise SettingsError("azure.poll_seconds, azure.progress_seconds: expected seconds > 0")
+    if config.ca_file and not Path(config.ca_file).exists():
+        raise SettingsError(f"azure.ca_file: {config.ca_file} does not exist")
+    return config
+
+
 def parse_config(data: dict[str, Any]) -> tuple[dict[str, ServerConfig], Policy]:
     for section in data:
         if section not in _SECTIONS:
@@ -194,6 +214,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         servers, policy = parse_config(data)
         migration = _migration(data.get("migration", {}))
         online = _online(data.get("online", {}))
+        azure = _azure(data.get("azure", {}), env)
     except SettingsError as exc:
         raise SettingsError(f"{path}: {exc}") from None
     home = Path(env.get("PGMIG_HOME") or ".pgmig")
@@ -208,7 +229,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         state_url=env.get("PGMIG_STATE") or DEFAULT_STATE, port=port,
         slack_bot_token=env.get("SLACK_BOT_TOKEN", ""), slack_signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
         slack_app_token=env.get("SLACK_APP_TOKEN", ""),
-        slack_api_url=env.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL, home=home, migration=migration, online=online)
+        slack_api_url=env.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL, home=home, migration=migration, online=online,
+        azure=azure)
     for secret in (settings.slack_bot_token, settings.slack_signing_secret, settings.slack_app_token):
         secrets.register(secret)
     secrets.register(_url_password(settings.state_url))

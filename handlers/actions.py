@@ -6,3 +6,5 @@ class Action(str, Enum):
     RERUN_CHECK = "pgmig.check.rerun"
     APPROVE_CUTOVER = "pgmig.cutover.approve"
     REJECT_CUTOVER = "pgmig.cutover.reject"
+    APPROVE_PROVISION = "pgmig.provision.approve"
+    REJECT_PROVISION = "pgmig.provision.reject"

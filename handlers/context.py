@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from handlers.authz import Directory, Policy
+from migration_core.azure.clients import AzureClients
 from migration_core.engine import Engine
 from migration_core.servers import ServerConfig
 from migration_core.store import Store
@@ -29,6 +30,7 @@ class Services:
     directory: Directory
     engine: Engine
     poster: "Poster"
+    azure: AzureClients | None = None
 
 
 @dataclass

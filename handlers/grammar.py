@@ -98,8 +98,57 @@ COMMANDS: dict[str, CommandSpec] = {s.name: s for s in (
                    default=False),
             Option("--replica-identity-full", "online: set REPLICA IDENTITY FULL on tables without a primary "
                    "key, so their updates and deletes replicate", "flag", default=False),
+            Option("--backend", "who moves the data: pgmig itself (native), the flexible server's migration "
+                   "service (flex) or Azure DMS classic (dms, online only)", "choice", ("native", "flex", "dms"),
+                   default="native"),
         ),
         working="Running pre-flight checks before starting…"),
+    CommandSpec(
+        "provision", "Create an Azure Database for PostgreSQL flexible server (names as in `az postgres "
+        "flexible-server create`); it then becomes a migration target",
+        "/pgmig provision sales-prod --resource-group rg-data --region westeurope --version 16 --tier "
+        "GeneralPurpose --sku Standard_D2ds_v5 --storage-gb 128 --admin-user pgadmin --admin-password-env "
+        "SALES_ADMIN_PASSWORD --public-access --firewall office=203.0.113.1-203.0.113.20",
+        positionals=("NAME",),
+        options=(
+            Option("--resource-group", "resource group (default: [azure] resource_group)", metavar="RG"),
+            Option("--region", "Azure region, e.g. westeurope (default: [azure] region)", metavar="REGION"),
+            Option("--version", "PostgreSQL major version", metavar="16", default="16"),
+            Option("--tier", "Burstable, GeneralPurpose or MemoryOptimized", metavar="TIER", default="GeneralPurpose"),
+            Option("--sku", "compute SKU, e.g. Standard_D2ds_v5", metavar="SKU", default="Standard_D2ds_v5"),
+            Option("--storage-gb", "storage in GB: 32, 64, 128 … 32768 (can only grow)", metavar="GB"),
+            Option("--storage-size", "alias of --storage-gb", metavar="GB"),
+            Option("--admin-user", "administrator login", metavar="USER", required=True),
+            Option("--admin-password-env", "environment variable (where pgmig runs) holding the admin password",
+                   metavar="VAR", required=True),
+            Option("--ha", "high availability: zone-redundant or same-zone", metavar="MODE"),
+            Option("--zone", "availability zone of the primary (1–3)", metavar="N"),
+            Option("--standby-zone", "availability zone of the zone-redundant standby (1–3)", metavar="N"),
+            Option("--public-access", "reachable over the internet through firewall rules", "flag", default=False),
+            Option("--allow-azure-services", "firewall rule letting Azure services connect", "flag", default=False),
+            Option("--firewall", "firewall rules NAME=START-END, comma-separated", "list", metavar="n=a-b"),
+            Option("--tags", "resource tags k=v,…", metavar="k=v,…"),
+            Option("--source", "the server this one will receive: its version must not be newer", metavar="SERVER"),
+        ),
+        working="Validating the request…"),
+    CommandSpec("createdb", "Create a database on an Azure flexible server", "/pgmig createdb sales-prod sales",
+                positionals=("SERVER", "DBNAME"), working="Creating the database…"),
+    CommandSpec("firewall", "Add firewall rules to an Azure flexible server",
+                "/pgmig firewall sales-prod office=203.0.113.1-203.0.113.20", positionals=("SERVER", "RULES"),
+                working="Adding firewall rules…"),
+    CommandSpec(
+        "configure", "Set server parameters of an Azure flexible server: allow-list the extensions a source "
+        "uses, wal_level when it is to be a source itself; restart when a change needs it",
+        "/pgmig configure sales-prod --extensions-from onprem-sales --restart", positionals=("SERVER",),
+        options=(
+            Option("--extensions-from", "allow (and preload where needed) every extension this server uses",
+                   metavar="SOURCE"),
+            Option("--extensions", "extensions to allow, comma-separated", "list", metavar="a,b"),
+            Option("--wal-level", "replica or logical (logical: the server can be a migration source)", "choice",
+                   ("replica", "logical")),
+            Option("--restart", "restart the server if a changed parameter needs it", "flag", default=False),
+        ),
+        working="Reading and setting server parameters…"),
     CommandSpec("status", "Show a migration's state, steps and progress (or every active one)",
                 "/pgmig status mig-3", optional_positionals=("MIGRATION",)),
     CommandSpec("list", "List recent migrations", "/pgmig list"),
@@ -140,6 +189,7 @@ def parse(text: str) -> ParsedCommand:
     args: dict[str, Any] = {o.dest: o.default for o in spec.options}
     options = {o.flag: o for o in spec.options}
     positionals: list[str] = []
+    seen: set[str] = set()
     rest = tokens[1:]
     i = 0
     while i < len(rest):
@@ -149,6 +199,9 @@ def parse(text: str) -> ParsedCommand:
             opt = options.get(flag.replace("\u2014", "--"))
             if opt is None:
                 raise UsageError(f"`{spec.name}` has no option `{flag}`", spec)
+            if opt.flag in seen:
+                raise UsageError(f"`{opt.flag}` is given twice", spec)
+            seen.add(opt.flag)
             if opt.kind == "flag":
                 if eq:
                     raise UsageError(f"`{flag}` takes no value", spec)

@@ -10,6 +10,7 @@ from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
 from migration_core.engine import MigrationRequest
 from migration_core.models import Migration, State
+from migration_core.servers import ServerConfig
 
 
 async def _operator_only(inv: Invocation, svc: Services, what: str) -> Reply | None:
@@ -50,16 +51,41 @@ async def migrate_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
                                       "files you can review and edit")
     if a["source"] == a["target"]:
         return messages.error_message("SOURCE and TARGET are the same server")
+    if refused := _backend_refusal(a, servers[1], svc):
+        return refused
     m = await svc.engine.create(MigrationRequest(
         source=a["source"], target=a["target"], mode=a["mode"], requested_by=inv.user, channel=inv.channel,
         databases=a["db"] or [], method=a["method"], parallel=a["parallel"], overwrite=a["overwrite"],
-        pause_after_export=a["pause_after_export"], replica_identity_full=a["replica_identity_full"]))
+        pause_after_export=a["pause_after_export"], replica_identity_full=a["replica_identity_full"],
+        backend=a["backend"]))
     report = await svc.engine.preflight(m)
     if report.blocking:
         return mm.refused(m, report)
     svc.engine.start(m.id)
     m = await svc.store.get_migration(m.id) or m
     return mm.started(m, report, svc.policy.notify_channel)
+
+
+def _backend_refusal(a: dict, target: ServerConfig, svc: Services) -> Reply | None:
+    """An Azure service as the mover: it must be configured, the target must be a flexible server, and
+    DMS classic moves PostgreSQL online only."""
+    backend = a["backend"]
+    if backend == "native":
+        return None
+    if backend == "dms" and a["mode"] != "online":
+        return messages.error_message("Azure DMS classic migrates PostgreSQL online only: use `--mode online`, or "
+                                      "`--backend flex` / `--backend native` for an offline migration")
+    if a["method"] == "dump" or a["pause_after_export"]:
+        return messages.error_message(f"`--method dump` and `--pause-after-export` are pgmig's own export; the "
+                                      f"{backend} backend copies by itself")
+    if svc.azure is None or not svc.azure.config.enabled:
+        return messages.error_message(f"`--backend {backend}` needs Azure: set AZURE_SUBSCRIPTION_ID (or [azure] "
+                                      "subscription_id) and credentials, then restart pgmig")
+    if not target.azure_name:
+        return messages.error_message(f"`--backend {backend}` migrates into an Azure flexible server, and "
+                                      f"{target.name} is not known as one: add azure_resource_group (and "
+                                      f"azure_server) to [servers.{target.name}], or create it with `/pgmig provision`")
+    return None
 
 
 async def status_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:

@@ -7,6 +7,9 @@ from collections.abc import Awaitable, Callable
 from handlers import messages
 from handlers.actions import Action
 from handlers.approvals import audit_command, cutover_command, decide
+from handlers.azure import (
+    configure_command, createdb_command, decide_provision, firewall_command, provision_command,
+)
 from handlers.check import check_command
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand, UsageError, parse
@@ -38,6 +41,10 @@ HANDLERS: dict[str, Handler] = {
     "cleanup": cleanup_command,
     "cutover": cutover_command,
     "audit": audit_command,
+    "provision": provision_command,
+    "createdb": createdb_command,
+    "firewall": firewall_command,
+    "configure": configure_command,
 }
 
 # A button press re-enters as the command text it carries.
@@ -84,6 +91,13 @@ async def handle_action(action_id: str, value: str, inv: Invocation, svc: Servic
             return await decide("approve" if action_id == Action.APPROVE_CUTOVER.value else "reject", value, inv, svc)
         except Exception as exc:
             log.exception("approval click failed")
+            return messages.error_message(f"the click could not be handled ({type(exc).__name__}); nothing changed")
+    if action_id in (Action.APPROVE_PROVISION.value, Action.REJECT_PROVISION.value):
+        try:
+            return await decide_provision("approve" if action_id == Action.APPROVE_PROVISION.value else "reject",
+                                          value, inv, svc)
+        except Exception as exc:
+            log.exception("provisioning click failed")
             return messages.error_message(f"the click could not be handled ({type(exc).__name__}); nothing changed")
     await _audit(svc, inv, "action.unknown", action_id)
     return messages.error_message("that button is no longer handled by this version of pgmig")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -114,17 +115,24 @@ async def unfence(source: ServerConfig, f: Fence) -> None:
         await conn.close()
 
 
-async def wait_caught_up(source: ServerConfig, database: str, slot: str, timeout: float) -> None:
-    """Until the subscriber confirmed every change made before the fence (bounded by `timeout`)."""
+CAUGHT_UP = (
+    "SELECT bool_and(confirmed_flush_lsn >= $1::pg_lsn) FROM pg_replication_slots WHERE slot_type = 'logical' "
+    "AND database = current_database() AND (slot_name = $2 OR ($2 IS NULL AND NOT slot_name = ANY($3::text[])))")
+
+
+async def wait_caught_up(source: ServerConfig, database: str, timeout: float, slot: str | None = None,
+                         exclude: tuple[str, ...] = ()) -> None:
+    """Until the subscriber confirmed every change made before the fence (bounded by `timeout`).
+
+    `slot` is pgmig's own; without it every logical slot of the database not in `exclude` counts (a
+    managed service's slots, whose names pgmig does not choose)."""
     conn = await source.connect(database)
     try:
         target_lsn = await conn.fetchval("SELECT pg_current_wal_lsn()")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            done = await conn.fetchval(
-                "SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
-                slot, target_lsn)
-            if done:
+            done = await conn.fetchval(CAUGHT_UP, target_lsn, slot, list(exclude))
+            if done or (done is None and slot is None):
                 return
             await asyncio.sleep(0.005)
         raise MigrationError(f"the target did not catch up with {database} within {timeout:g} s",
@@ -133,10 +141,15 @@ async def wait_caught_up(source: ServerConfig, database: str, slot: str, timeout
         await conn.close()
 
 
+CatchUp = Callable[[str, float], Awaitable[None]]
+
+
 async def cut_over(source: ServerConfig, target: ServerConfig, database: str, migration_id: str,
                    parked: constraints.Parked, grace_seconds: float = 5.0, catch_up_timeout: float = 30.0,
-                   parallel: int = 2) -> DatabaseCutover:
-    """Steps 1–5 for one database. Raises after undoing the fence if anything fails (the fallback)."""
+                   parallel: int = 2, catch_up: CatchUp | None = None) -> DatabaseCutover:
+    """Steps 1–5 for one database. Raises after undoing the fence if anything fails (the fallback).
+
+    `catch_up` replaces step 2 for a managed service: wait for its slots, then trigger its cutover."""
     slot = replication.object_name(migration_id, database)
     started = time.perf_counter()
     f = await fence(source, database, grace_seconds)
@@ -145,7 +158,10 @@ async def cut_over(source: ServerConfig, target: ServerConfig, database: str, mi
     reinstated = False
     try:
         step = time.perf_counter()
-        await wait_caught_up(source, database, slot, catch_up_timeout)
+        if catch_up is None:
+            await wait_caught_up(source, database, catch_up_timeout, slot)
+        else:
+            await catch_up(database, catch_up_timeout)
         result.timings["catch_up"] = time.perf_counter() - step
         src, tgt = await asyncio.gather(source.connect(database), target.connect(database))
         try:

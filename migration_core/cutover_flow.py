@@ -9,14 +9,18 @@ from migration_core.errors import MigrationError
 from migration_core.failures import failure_reason
 from migration_core.ledger import DONE, Alerts, Ledger
 from migration_core.models import AuditEntry, State
+from migration_core.managed_flow import ManagedCutover
 from migration_core.online_flow import teardown_replication
 from migration_core.servers import ServerConfig
 
 
 async def run_cutover(ledger: Ledger, alerts: Alerts, config: EngineConfig, mid: str, actor: str,
                       source: ServerConfig, target: ServerConfig, grace_seconds: float,
-                      catch_up_timeout: float) -> bool:
-    """Switch a streaming migration to its target; True when completed, False when it fell back."""
+                      catch_up_timeout: float, managed: ManagedCutover | None = None) -> bool:
+    """Switch a streaming migration to its target; True when completed, False when it fell back.
+
+    `managed`: a service moves the data; its cutover is triggered once the source is fenced, and after
+    that there is no falling back to replication (the migration fails, the source is writable again)."""
     if not await ledger.store.transition(mid, State.CUTTING_OVER,
                                          expect=(State.READY_FOR_CUTOVER, State.AWAITING_APPROVAL)):
         m = await ledger.get(mid)
@@ -26,12 +30,16 @@ async def run_cutover(ledger: Ledger, alerts: Alerts, config: EngineConfig, mid:
     await ledger.emit_state(m.id, f"cutting over {', '.join(m.databases)} (started by {actor})")
     done: list[DatabaseCutover] = []
     parallel = int(m.options.get("parallel", 2))
-    parked = {db: Parked.from_dict((await ledger.store.step(m.id, f"load:{db}")).data["parked"])
-              for db in m.databases}
+    if managed is None:
+        parked = {db: Parked.from_dict((await ledger.store.step(m.id, f"load:{db}")).data["parked"])
+                  for db in m.databases}
+        catch_up = None
+    else:
+        parked, catch_up = await managed.parked(m), await managed.catch_up(m)
     try:
         for db in m.databases:
             done.append(await cut_over(source, target, db, m.id, parked[db], grace_seconds, catch_up_timeout,
-                                       parallel))
+                                       parallel, catch_up))
         await alerts.notice(m, "released", "🟢 target released: sequences synced, foreign keys and triggers "
                             "back, row counts equal — applications can switch now (writes were unavailable "
                             + ", ".join(f"{r.database} {r.window_seconds:.2f} s" for r in done)
@@ -44,13 +52,22 @@ async def run_cutover(ledger: Ledger, alerts: Alerts, config: EngineConfig, mid:
         for result in done:
             await fallback(source, target, result.fence, reinstated=True)
         reason = failure_reason(exc, m.id)
+        if managed is not None and managed.switched:
+            await ledger.store.audit(AuditEntry("pgmig", "cutover.failed", reason[:2000], m.id))
+            await ledger.set_state(m.id, State.FAILED, f"cutover failed after {managed.backend.label} had ended its "
+                                   f"replication of {', '.join(managed.switched)}: {reason}. The source is writable "
+                                   "again and stays the primary; start a new migration with --overwrite",
+                                   error=f"cutting_over: {reason}")
+            await alerts.notice(m, "cutover", f"⚠️ cutover failed, nothing was released: {reason}")
+            return False
         await ledger.store.transition(m.id, State.READY_FOR_CUTOVER, error=f"cutover fell back: {reason}")
         await ledger.store.audit(AuditEntry("pgmig", "cutover.fallback", reason[:2000], m.id))
         await ledger.emit_state(m.id, f"cutover fell back: {reason}. The source is writable again and "
                                       "replication keeps running")
         await alerts.notice(m, "cutover", f"⚠️ cutover fell back, nothing was switched: {reason}")
         return False
-    await teardown_replication(ledger, m, source, target, config.workdir / m.id)
+    if managed is None:
+        await teardown_replication(ledger, m, source, target, config.workdir / m.id)
     lines = []
     for r in done:
         soft = f"; superusers only softly fenced: {', '.join(r.fence.superusers)}" if r.fence.superusers else ""

@@ -15,10 +15,13 @@ import os
 import shutil
 import socket
 import uuid
+from collections.abc import Coroutine
 from dataclasses import asdict
 from datetime import datetime, timedelta
+from typing import Any
 
 from migration_core import target_db
+from migration_core.azure.backend import ManagedBackend
 from migration_core.cutover_flow import run_cutover
 from migration_core.engine_config import EngineConfig, MigrationRequest
 from migration_core.errors import MigrationError
@@ -27,6 +30,7 @@ from migration_core.failures import failure_reason
 from migration_core.flow import Flow
 from migration_core.jobs import ProgressJobs
 from migration_core.ledger import DONE, FAILED, Alerts, Ledger
+from migration_core.managed_flow import ManagedCutover, cancel_managed, run_managed, watch_managed
 from migration_core.models import AuditEntry, Migration, State, utcnow
 from migration_core.monitor import watch_native
 from migration_core.offline import OfflineOptions, choose_bindir
@@ -46,11 +50,13 @@ MONITORED = (State.CATCHING_UP, State.READY_FOR_CUTOVER, State.AWAITING_APPROVAL
 
 class Engine:
     def __init__(self, store: Store, servers: dict[str, ServerConfig], events: MigrationEvents,
-                 config: EngineConfig) -> None:
+                 config: EngineConfig, backends: dict[str, ManagedBackend] | None = None) -> None:
         self.store, self.servers, self.events, self.config = store, servers, events, config
+        self.backends = backends or {}
         self.ledger = Ledger(store, events)
         self.alerts = Alerts(self.ledger)
         self._tasks: dict[str, asyncio.Task] = {}
+        self._background: set[asyncio.Task] = set()
         self._cancelling: set[str] = set()
         self.jobs = ProgressJobs(config.progress_interval, self._tick)
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -94,6 +100,22 @@ class Engine:
         task = asyncio.create_task(self._run(migration_id), name=f"migration {migration_id}")
         self._tasks[migration_id] = task
         return task
+
+    def background(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
+        """Other long work (provisioning a server): tracked, logged if it fails, cancelled at close."""
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s failed", name, exc_info=t.exception())
+        task.add_done_callback(done)
+        return task
+
+    async def wait_background(self) -> None:
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     def is_running(self, migration_id: str) -> bool:
         return migration_id in self._tasks
@@ -141,6 +163,9 @@ class Engine:
             return []
         self.jobs.unwatch(migration_id)
         source, target = self._servers(m)
+        if backend := self._backend(m):
+            await cancel_managed(self.ledger, m, backend, source, actor)
+            return []
         if m.mode == "online":
             await cancel_online(self.ledger, m, source, target, self.config.workdir / m.id, actor)
             return []
@@ -176,7 +201,7 @@ class Engine:
             if m.mode == "online" and m.state in MONITORED:
                 self.jobs.watch(m.id)
                 interrupted.append(m.id)
-            elif m.mode == "online" and m.state.running:
+            elif (m.mode == "online" or self._backend(m)) and m.state.running:
                 await self.store.audit(AuditEntry("pgmig", "resumed", f"restarting {m.state.value} after a restart",
                                                   m.id))
                 self.start(m.id)
@@ -225,9 +250,12 @@ class Engine:
     async def cutover(self, migration_id: str, actor: str, grace_seconds: float = 5.0,
                       catch_up_timeout: float = 30.0) -> bool:
         """Switch a streaming migration to its target (cutover_flow.py); True when completed."""
-        source, target = self._servers(await self.ledger.get(migration_id))
+        m = await self.ledger.get(migration_id)
+        source, target = self._servers(m)
+        backend = self._backend(m)
+        managed = ManagedCutover(self.ledger, backend, source, self.config.managed_poll_seconds) if backend else None
         return await run_cutover(self.ledger, self.alerts, self.config, migration_id, actor, source, target,
-                                 grace_seconds, catch_up_timeout)
+                                 grace_seconds, catch_up_timeout, managed)
 
     def schedule_digest(self) -> None:
         self.jobs.digest(self.config.digest, self.post_digest)
@@ -240,9 +268,9 @@ class Engine:
     async def close(self) -> None:
         """Stop cleanly: running work is interrupted (a restart picks it up) and leases are released."""
         self.jobs.shutdown()
-        for task in list(self._tasks.values()):
+        for task in [*self._tasks.values(), *self._background]:
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*self._tasks.values(), *self._background, return_exceptions=True)
         await self.store.release(self.instance)
 
     # ---- running ------------------------------------------------------------------------------
@@ -270,6 +298,16 @@ class Engine:
             raise MigrationError(f"server {', '.join(missing)} is no longer configured",
                                  "restore its [servers.NAME] entry and retry")
         return self.servers[m.source], self.servers[m.target]
+
+    def _backend(self, m: Migration) -> ManagedBackend | None:
+        """The Azure service that moves this migration's data; None for pgmig's own engine."""
+        name = m.options.get("backend", "native")
+        if name == "native":
+            return None
+        if name not in self.backends:
+            raise MigrationError(f"{m.id} runs on the {name} backend, but Azure is not configured in this pgmig",
+                                 "set AZURE_SUBSCRIPTION_ID (or [azure] subscription_id) and restart")
+        return self.backends[name]
 
     async def _run(self, migration_id: str) -> None:
         if not await self._hold(migration_id):
@@ -311,14 +349,20 @@ class Engine:
             await self.ledger.save(mid, "roles", DONE, roles.describe(), asdict(roles))
         flow = Flow(self.ledger, m, await self.ledger.steps(mid), source, target, options, bindir,
                     self.config.workdir / mid, roles)
-        await (run_online(flow) if m.mode == "online" else run_offline(flow))
+        if backend := self._backend(m):
+            await run_managed(flow, backend, self.config.managed_poll_seconds)
+        else:
+            await (run_online(flow) if m.mode == "online" else run_offline(flow))
 
     async def _tick(self, mid: str) -> None:
         m = await self.store.get_migration(mid)
         if m is None or m.state.finished:
             self.jobs.unwatch(mid)
             return
-        if m.mode == "online" and m.state in MONITORED:
+        if m.state in MONITORED and (backend := self._backend(m)):
+            await watch_managed(self.ledger, self.alerts, self.config, backend, m)
+            m = await self.ledger.get(mid)
+        elif m.mode == "online" and m.state in MONITORED:
             await watch_native(self.ledger, self.alerts, self.config, m, self._servers(m)[0])
             m = await self.ledger.get(mid)
         if m.state is State.AWAITING_APPROVAL:

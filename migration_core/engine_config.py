@@ -21,6 +21,7 @@ class EngineConfig:
     lag_alert_bytes: int = 256 << 20
     wal_retention_alert_bytes: int = 1 << 30  # alert when a slot holds this much WAL on the source
     digest: str = "off"                    # off | hourly | daily: a summary of active migrations
+    managed_poll_seconds: float = 10.0     # --backend flex|dms: how often the Azure service is asked
     lease_seconds: float = 60.0            # several replicas: a migration whose owner is silent this long
                                            # may be taken over by another at start-up
 

@@ -109,17 +109,9 @@ class OnlineDatabase:
                                    snapshot=session.snapshot)
         finally:
             await session.release()
-        self.progress.phase = "building indexes"
-        try:
-            await Tool(self.bindir, "pg_restore").run(
-                ["--exit-on-error", *NO_PUBSUB, *_owner_flags(roles), "--section=post-data",
-                 "-j", str(self.options.parallel), "-d", self.database, str(self.archive)],
-                connection_env(self.target, self.database))
-        except ToolError as exc:
-            raise MigrationError(f"indexes and constraints of {self.database} failed: {exc.summary}") from None
+        parked = await self.indexes_and_park(roles)
         tgt = await self.target.connect(self.database)
         try:
-            parked = await constraints.park(tgt)
             await replication.create_subscription(
                 tgt, self.name, replication.subscription_conninfo(self.source, self.database), self.name)
         except asyncpg.PostgresError as exc:
@@ -132,6 +124,23 @@ class OnlineDatabase:
         self.progress.finish("streaming")
         return {"slot": self.name, "consistent_lsn": session.consistent_lsn, "published_tables": published,
                 "parked": parked.as_dict()}
+
+    async def indexes_and_park(self, roles: RolePlan) -> constraints.Parked:
+        """Post-data (indexes, constraints), then foreign keys dropped and triggers disabled on the target
+        until cutover: changes arrive in commit order, not dependency order."""
+        self.progress.phase = "building indexes"
+        try:
+            await Tool(self.bindir, "pg_restore").run(
+                ["--exit-on-error", *NO_PUBSUB, *_owner_flags(roles), "--section=post-data",
+                 "-j", str(self.options.parallel), "-d", self.database, str(self.archive)],
+                connection_env(self.target, self.database))
+        except ToolError as exc:
+            raise MigrationError(f"indexes and constraints of {self.database} failed: {exc.summary}") from None
+        tgt = await self.target.connect(self.database)
+        try:
+            return await constraints.park(tgt)
+        finally:
+            await tgt.close()
 
     async def teardown(self) -> list[str]:
         """Drop what replication objects exist; returns what was dropped, in words."""

@@ -40,6 +40,19 @@ class ServerConfig:
     connect_timeout: float = 10.0
     replication_host: str | None = None   # how the target reaches this server, when not as pgmig does
     replication_port: int | None = None
+    azure_resource_group: str | None = None  # an Azure flexible server: where it lives, for the Azure commands
+    azure_server: str | None = None          # and backends (default: the host's first label)
+
+    @property
+    def azure_name(self) -> str | None:
+        """The flexible server's resource name, when this entry is one."""
+        if not self.azure_resource_group:
+            return None
+        return self.azure_server or self.host.split(".", 1)[0]
+
+    def as_dict(self) -> dict:
+        """What the state store keeps for a server pgmig provisioned (no secret: only where it is)."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
     @property
     def address(self) -> str:
@@ -145,3 +158,12 @@ class ServerConfig:
             return ConnectionProblem(self.name, f"cannot connect to {where}: {reason}",
                                      "check host, port and the network path")
         return ConnectionProblem(self.name, f"cannot connect to {where}: {type(exc).__name__}: {exc}")
+
+
+async def major_version(server: ServerConfig) -> int:
+    """The server's PostgreSQL major version (16 for 16.4)."""
+    conn = await server.connect()
+    try:
+        return int(await conn.fetchval("SHOW server_version_num")) // 10000
+    finally:
+        await conn.close()

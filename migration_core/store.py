@@ -36,6 +36,8 @@ SCHEMA = [
         at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL,
         migration_id TEXT NOT NULL, channel TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS pgmig_audit_migration ON pgmig_audit (migration_id, at)""",
+    """CREATE TABLE IF NOT EXISTS pgmig_server (name TEXT PRIMARY KEY, data TEXT NOT NULL, created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL)""",
 ]
 
 
@@ -128,10 +130,13 @@ class Store:
 
     async def next_migration_id(self) -> str:
         """Short typable ids (`mig-7`), allocated atomically so two replicas never share one."""
+        return await self.next_id("migration", "mig")
+
+    async def next_id(self, counter: str, prefix: str) -> str:
         rows = await self._db.fetch(
-            "INSERT INTO pgmig_counter (name, value) VALUES ('migration', 1) "
-            "ON CONFLICT (name) DO UPDATE SET value = pgmig_counter.value + 1 RETURNING value")
-        return f"mig-{rows[0]['value']}"
+            "INSERT INTO pgmig_counter (name, value) VALUES ($1, 1) "
+            "ON CONFLICT (name) DO UPDATE SET value = pgmig_counter.value + 1 RETURNING value", counter)
+        return f"{prefix}-{rows[0]['value']}"
 
     async def create_migration(self, m: Migration) -> Migration:
         await self._db.execute(
@@ -228,6 +233,15 @@ class Store:
         rows = await self._db.fetch(f"SELECT * FROM pgmig_audit {where} ORDER BY at DESC LIMIT $1", *args)
         return [AuditEntry(r["actor"], r["action"], r["detail"], r["migration_id"], r["channel"], _dt(r["at"]))
                 for r in reversed(rows)]
+
+    async def save_server(self, name: str, data: dict[str, Any], created_by: str) -> None:
+        """A server pgmig provisioned, usable as a migration target across restarts (no secret in `data`)."""
+        await self._db.execute(
+            "INSERT INTO pgmig_server VALUES ($1,$2,$3,$4) ON CONFLICT (name) DO UPDATE SET data = excluded.data",
+            name, json.dumps(data), created_by, _ts(utcnow()))
+
+    async def saved_servers(self) -> dict[str, dict[str, Any]]:
+        return {r["name"]: json.loads(r["data"]) for r in await self._db.fetch("SELECT * FROM pgmig_server ORDER BY name")}
 
     @staticmethod
     def _migration(r: dict[str, Any]) -> Migration:

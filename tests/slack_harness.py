@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
+from azure.core.credentials_async import AsyncTokenCredential
 
 from bot.app import build_bolt_app, build_web_app, web_client
 from bot.runtime import build_services, close_services
@@ -64,13 +65,14 @@ class Running:
         return await self.fake.wait_for("responses", lambda r: r["key"] == key, timeout)
 
 
-async def start(config_path: str, state_path: str, fake: FakeSlack, home: str = ".pgmig"
+async def start(config_path: str, state_path: str, fake: FakeSlack, home: str = ".pgmig",
+                env: dict[str, str] | None = None, azure_credential: AsyncTokenCredential | None = None
                 ) -> tuple[Running, web.AppRunner]:
     settings = load_settings({"PGMIG_CONFIG": config_path, "PGMIG_STATE": state_path,
                               "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                              "SLACK_API_URL": fake.api_url, "PGMIG_HOME": home})
+                              "SLACK_API_URL": fake.api_url, "PGMIG_HOME": home, **(env or {})})
     client = web_client(settings)
-    services = await build_services(settings, SlackPoster(client), SlackDirectory(client))
+    services = await build_services(settings, SlackPoster(client), SlackDirectory(client), azure_credential)
     tasks = TaskTracker()
     app = build_bolt_app(settings, services, tasks, client)
     runner = web.AppRunner(build_web_app(app, services))
@@ -90,14 +92,17 @@ async def stop(running: Running, runner: web.AppRunner) -> None:
 
 
 @asynccontextmanager
-async def running(tmp_path: Path, config_text: str, usergroups: dict[str, list[str]] | None = None
+async def running(tmp_path: Path, config_text: str, usergroups: dict[str, list[str]] | None = None,
+                  env: dict[str, str] | None = None, azure_credential: AsyncTokenCredential | None = None
                   ) -> AsyncIterator[Running]:
-    """The real app on `config_text`, talking to a fresh fake Slack; everything stopped afterwards."""
+    """The real app on `config_text`, talking to a fresh fake Slack; everything stopped afterwards.
+    `env` adds environment (e.g. AZURE_SUBSCRIPTION_ID, PGMIG_ARM_ENDPOINT for the fake ARM)."""
     config = tmp_path / "pgmig.toml"
     config.write_text(config_text)
     fake = await FakeSlack().start()
     fake.usergroups.update(usergroups or {})
-    app, runner = await start(str(config), str(tmp_path / "state.sqlite"), fake, str(tmp_path / "home"))
+    app, runner = await start(str(config), str(tmp_path / "state.sqlite"), fake, str(tmp_path / "home"), env,
+                              azure_credential)
     try:
         yield app
     finally:

@@ -31,6 +31,7 @@ def test_defaults_and_empty_text_is_help():
     ("check a b --force", "has no option `--force`"),
     ('check a "b', "could not read the command"),
     ("servers extra", "does not take `extra`"),
+    ("check a b --mode online --mode=offline", "`--mode` is given twice"),
 ])
 def test_malformed_commands(text, message):
     with pytest.raises(UsageError) as err:

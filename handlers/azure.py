@@ -1,0 +1,239 @@
+"""`/pgmig provision | createdb | firewall | configure` and the provisioning approval buttons.
+
+Every rule Azure would enforce is checked before a request is sent; provisioning runs in the background
+(minutes) with its progress edited into one message, and can be gated by approvers like a cutover.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+from datetime import datetime, timedelta
+
+from handlers import azure_messages as am
+from handlers import messages
+from handlers.authz import may_approve, may_operate
+from handlers.check import resolve_servers
+from handlers.context import Invocation, Reply, Services
+from handlers.grammar import ParsedCommand
+from migration_core import extensions
+from migration_core.azure.clients import AzureClients
+from migration_core.azure.provision import AzureServer, configure, create_database, firewall_rule, provision
+from migration_core.azure.validation import FirewallRule, ProvisionRequest, parse_firewall, validate
+from migration_core.errors import MigrationError
+from migration_core.models import Approval, AuditEntry, Step, utcnow
+from migration_core.servers import ServerConfig, major_version
+
+STEP = "provision"
+DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
+
+
+def _azure(svc: Services) -> AzureClients:
+    if svc.azure is None or not svc.azure.config.enabled:
+        raise MigrationError("Azure is not configured in this pgmig",
+                             "set AZURE_SUBSCRIPTION_ID (or [azure] subscription_id) and Azure credentials "
+                             "(AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET or a managed identity), "
+                             "then restart pgmig")
+    return svc.azure
+
+
+def _azure_server(svc: Services, name: str) -> tuple[ServerConfig, AzureServer] | Reply:
+    found = resolve_servers(svc, name)
+    if isinstance(found, Reply):
+        return found
+    server = found[0]
+    if not server.azure_name or not server.azure_resource_group:
+        return messages.error_message(f"{name} is not known as an Azure flexible server: add azure_resource_group "
+                                      f"(and azure_server) to [servers.{name}], or create it with `/pgmig provision`")
+    return server, AzureServer(server.azure_resource_group, server.azure_name)
+
+
+async def _operator(inv: Invocation, svc: Services, what: str) -> Reply | None:
+    if await may_operate(inv.user, svc.policy, svc.directory):
+        return None
+    return messages.error_message(f"only operators may {what} ([slack] operators)")
+
+
+async def provision_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    if denied := await _operator(inv, svc, "provision servers"):
+        return denied
+    a = dict(cmd.args)
+    if a["storage_gb"] and a["storage_size"] and a["storage_gb"] != a["storage_size"]:
+        return messages.error_message("--storage-gb and --storage-size are the same setting; give one")
+    config = svc.azure.config if svc.azure else None
+    a["storage_gb"] = a["storage_gb"] or a["storage_size"] or "128"
+    a["resource_group"] = a["resource_group"] or (config.resource_group if config else "")
+    a["region"] = a["region"] or (config.region if config else "")
+    source_major = None
+    if a["source"]:
+        source = resolve_servers(svc, a["source"])
+        if isinstance(source, Reply):
+            return source
+        source_major = await major_version(source[0])
+    req = validate(a, source_major)
+    azure = _azure(svc)
+    existing = svc.servers.get(req.name)
+    if existing is not None and existing.azure_name != req.name:
+        return messages.error_message(f"`{req.name}` is already a configured server that is not this flexible "
+                                      "server; choose another name")
+    pid = await svc.store.next_id("provision", "prov")
+    now = utcnow()
+    expires = now + timedelta(minutes=svc.policy.approval_timeout_minutes)
+    channel = svc.policy.notify_channel or inv.channel
+    step = Step(pid, STEP, "waiting", f"requested by {inv.user}", now, None,
+                {"request": asdict(req), "requested_by": inv.user, "channel": channel, "round": now.isoformat(),
+                 "expires_at": expires.isoformat(), "ts": ""})
+    await svc.store.audit(AuditEntry(inv.user, "provision.requested", req.describe(), pid, inv.channel))
+    if not azure.config.provision_requires_approval:
+        await svc.store.save_step(step)
+        _start(svc, pid, req, inv.user, channel)
+        return Reply(f"{pid}: provisioning {req.name}", [messages.section(
+            f"🏗️ *{pid}*: provisioning {messages.esc(req.describe())}. Progress follows in <#{channel}>; "
+            "this takes several minutes.")], ephemeral=False)
+    if not svc.policy.approvers:
+        return messages.error_message("provisioning needs approval ([azure] provision_requires_approval) but no "
+                                      "approvers are configured ([slack] approvers)")
+    step.data["ts"] = await svc.poster.post(channel, am.provision_card(
+        pid, req, inv.user, [], svc.policy.required_approvals, step.data["expires_at"]))
+    await svc.store.save_step(step)
+    return Reply(f"{pid}: provisioning {req.name} awaits approval", [messages.section(
+        f"🗳️ Provisioning *{messages.esc(req.name)}* ({pid}) needs {svc.policy.required_approvals} approval(s): "
+        f"the card is in <#{channel}>.")], ephemeral=False)
+
+
+def _start(svc: Services, pid: str, req: ProvisionRequest, actor: str, channel: str) -> None:
+    svc.engine.background(_provision(svc, pid, req, actor, channel), f"provision {pid}")
+
+
+async def _provision(svc: Services, pid: str, req: ProvisionRequest, actor: str, channel: str) -> None:
+    """The long-running part: create (or grow), firewall rules, register as a server; the channel sees it all."""
+    azure = _azure(svc)
+    ts = await svc.poster.post(channel, am.provisioning(pid, req, f"creating {req.describe()}"))
+
+    async def progress(note: str) -> None:
+        if ts:
+            await svc.poster.update(channel, ts, am.provisioning(pid, req, note))
+
+    step = await svc.store.step(pid, STEP)
+    data = step.data if step else {}
+    try:
+        result = await provision(azure, req, progress, azure.config.progress_seconds)
+    except MigrationError as exc:
+        await svc.store.save_step(Step(pid, STEP, "failed", str(exc), utcnow(), utcnow(), data))
+        await svc.store.audit(AuditEntry("pgmig", "provision.failed", str(exc)[:2000], pid))
+        await _show(svc, channel, ts, am.provision_failed(pid, req, str(exc)))
+        return
+    server = ServerConfig(name=req.name, host=result.fqdn, user=req.admin_user, password_env=req.admin_password_env,
+                          sslmode="require", azure_resource_group=req.resource_group, azure_server=req.name)
+    registered = bool(result.fqdn) and req.name not in svc.servers
+    if registered:
+        svc.servers[req.name] = server
+        await svc.store.save_server(req.name, server.as_dict(), actor)
+    await svc.store.save_step(Step(pid, STEP, "done", f"{result.fqdn} in {result.seconds:.0f} s", utcnow(), utcnow(),
+                                   {**data, "fqdn": result.fqdn}))
+    await svc.store.audit(AuditEntry("pgmig", "provision.completed", f"{req.name}: {result.fqdn}", pid))
+    await _show(svc, channel, ts, am.provisioned(pid, req, result, registered))
+
+
+async def _show(svc: Services, channel: str, ts: str, reply: Reply) -> None:
+    if ts:
+        await svc.poster.update(channel, ts, reply)
+    else:
+        await svc.poster.post(channel, reply)
+
+
+async def decide_provision(action: str, pid: str, inv: Invocation, svc: Services) -> Reply | None:
+    """An Approve or Reject click on a provisioning card; the same rules as a cutover approval."""
+    step = await svc.store.step(pid, STEP)
+    verb = "approve" if action == "approve" else "reject"
+    if step is None or step.state != "waiting":
+        await svc.store.audit(AuditEntry(inv.user, f"provision.{verb}.refused", "no open request", pid, inv.channel))
+        return messages.error_message("this provisioning request is no longer open")
+    req = ProvisionRequest(**{**step.data["request"], "firewall": [
+        FirewallRule(**r) for r in step.data["request"]["firewall"]]})
+    d = step.data
+
+    async def close(note: str, state: str) -> None:
+        await svc.store.save_step(Step(pid, STEP, state, note, step.started_at, utcnow(), d))
+        approvers = [x.approver for x in await svc.store.approvals(pid, d["round"]) if x.decision == "approve"]
+        await svc.poster.update(d["channel"], d["ts"], am.provision_card(
+            pid, req, d["requested_by"], approvers, svc.policy.required_approvals, d["expires_at"], note))
+
+    if datetime.fromisoformat(d["expires_at"]) < utcnow():
+        await close("expired without enough approvals", "expired")
+        return messages.error_message("this provisioning request has expired; run `/pgmig provision` again")
+    if verb == "approve" and inv.user == d["requested_by"]:
+        await svc.store.audit(AuditEntry(inv.user, "provision.approve.refused", "requester", pid, inv.channel))
+        return messages.error_message("you requested this server: someone else must approve it")
+    if not await may_approve(inv.user, svc.policy, svc.directory) and not (
+            verb == "reject" and inv.user == d["requested_by"]):
+        await svc.store.audit(AuditEntry(inv.user, f"provision.{verb}.refused", "not an approver", pid, inv.channel))
+        return messages.error_message(f"only approvers may {verb} provisioning ([slack] approvers)")
+    if not await svc.store.add_approval(Approval(pid, inv.user, verb, round=d["round"])):
+        return messages.error_message(f"your decision on {pid} is already recorded")
+    await svc.store.audit(AuditEntry(inv.user, f"provision.{verb}", req.name, pid, inv.channel))
+    if verb == "reject":
+        await close(f"rejected by {inv.user}: nothing was created", "rejected")
+        return None
+    approvals = [x.approver for x in await svc.store.approvals(pid, d["round"]) if x.decision == "approve"]
+    if len(approvals) >= svc.policy.required_approvals:
+        await close(f"approved by {', '.join(approvals)}: provisioning started", "approved")
+        _start(svc, pid, req, d["requested_by"], d["channel"])
+        return None
+    await svc.poster.update(d["channel"], d["ts"], am.provision_card(
+        pid, req, d["requested_by"], approvals, svc.policy.required_approvals, d["expires_at"]))
+    return None
+
+
+async def createdb_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    if denied := await _operator(inv, svc, "create databases"):
+        return denied
+    found = _azure_server(svc, cmd.args["server"])
+    if isinstance(found, Reply):
+        return found
+    db = cmd.args["dbname"]
+    if not DATABASE_NAME.match(db) or db.lower().startswith("pg_") or db in ("azure_maintenance", "azure_sys"):
+        return messages.error_message(f"`{db}` is not a database name Azure accepts: 1–63 letters, digits, "
+                                      "underscores, `$` or hyphens, not starting with a digit or `pg_`")
+    name = await create_database(_azure(svc), found[1], db)
+    await svc.store.audit(AuditEntry(inv.user, "azure.createdb", f"{found[1].name}/{name}", "", inv.channel))
+    return Reply(f"database {name} created on {found[1].name}", [messages.section(
+        f"✅ Database `{messages.esc(name)}` created on *{messages.esc(found[1].name)}* (UTF8, en_US.utf8).")],
+        ephemeral=False)
+
+
+async def firewall_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    if denied := await _operator(inv, svc, "change firewall rules"):
+        return denied
+    found = _azure_server(svc, cmd.args["server"])
+    if isinstance(found, Reply):
+        return found
+    rules = [parse_firewall(r.strip()) for r in cmd.args["rules"].split(",") if r.strip()]
+    azure = _azure(svc)
+    for rule in rules:
+        await firewall_rule(azure, found[1], rule)
+    listed = ", ".join(f"{r.name} {r.start}-{r.end}" for r in rules)
+    await svc.store.audit(AuditEntry(inv.user, "azure.firewall", f"{found[1].name}: {listed}", "", inv.channel))
+    return Reply(f"firewall rules added to {found[1].name}", [messages.section(
+        f"🧱 *{messages.esc(found[1].name)}* now allows {messages.esc(listed)}.")], ephemeral=False)
+
+
+async def configure_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    if denied := await _operator(inv, svc, "change server parameters"):
+        return denied
+    a = cmd.args
+    found = _azure_server(svc, a["server"])
+    if isinstance(found, Reply):
+        return found
+    wanted = list(a["extensions"] or [])
+    if a["extensions_from"]:
+        source = resolve_servers(svc, a["extensions_from"])
+        if isinstance(source, Reply):
+            return source
+        wanted += [e for names in (await extensions.inventory(source[0])).values() for e in names]
+    if not wanted and not a["wal_level"] and not a["restart"]:
+        return messages.error_message("nothing to configure: give --extensions-from SOURCE, --extensions, "
+                                      "--wal-level or --restart")
+    changes, restarted = await configure(_azure(svc), found[1], sorted(set(wanted)), a["wal_level"], a["restart"])
+    await svc.store.audit(AuditEntry(inv.user, "azure.configure", "; ".join(
+        f"{c.name}={c.after}" for c in changes) + (" (restarted)" if restarted else ""), "", inv.channel))
+    return am.configured(found[1].name, changes, restarted, any(c.pending_restart for c in changes))

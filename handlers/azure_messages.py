@@ -1,0 +1,68 @@
+"""Block Kit for the Azure commands: the provisioning approval card and the provisioning progress line."""
+from __future__ import annotations
+
+from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ConfirmObject
+
+from handlers.actions import Action
+from handlers.context import Reply
+from handlers.messages import esc, header, section, sections
+from handlers.migration_messages import mention
+from migration_core.azure.provision import ParameterChange, ProvisionResult
+from migration_core.azure.validation import ProvisionRequest
+
+
+def provision_card(pid: str, req: ProvisionRequest, requested_by: str, approvers: list[str], required: int,
+                   expires_at: str, closed: str = "") -> Reply:
+    lines = [f"*Provisioning requested by {mention(requested_by)}*: {esc(req.describe())}",
+             f"Admin user `{esc(req.admin_user)}`, password from `${esc(req.admin_password_env)}`"
+             + (f"; tags {esc(', '.join(f'{k}={v}' for k, v in req.tags.items()))}" if req.tags else ""),
+             f"*Approvals*: {len(approvers)} of {required}" + (
+                 ": " + ", ".join(mention(a) for a in approvers) if approvers else "") +
+             f" · the requester cannot approve · expires {expires_at[:16].replace('T', ' ')} UTC"]
+    blocks = [header(f"Approve provisioning {req.name}? ({pid})"), *sections(lines)]
+    if closed:
+        blocks.append(section(esc(closed)))
+    else:
+        blocks.append(ActionsBlock(elements=[
+            ButtonElement(text="Approve", action_id=Action.APPROVE_PROVISION.value, value=pid, style="primary",
+                          confirm=ConfirmObject(title="Approve provisioning?", text=f"Create {req.name} in Azure.",
+                                                confirm="Approve", deny="Cancel")),
+            ButtonElement(text="Reject", action_id=Action.REJECT_PROVISION.value, value=pid, style="danger"),
+        ]).to_dict())
+    return Reply(f"Approve provisioning {req.name}? {len(approvers)} of {required} approvals", blocks, ephemeral=False)
+
+
+def provisioning(pid: str, req: ProvisionRequest, note: str) -> Reply:
+    return Reply(f"provisioning {req.name}: {note}", [section(f"⏳ *{esc(req.name)}* ({pid}): {esc(note)}")],
+                 ephemeral=False)
+
+
+def provisioned(pid: str, req: ProvisionRequest, result: ProvisionResult, registered: bool) -> Reply:
+    what = "created" if result.created else "already existed; its storage is now " + str(req.storage_gb) + " GB"
+    lines = [f"✅ *{esc(req.name)}* ({pid}) {what} in {result.seconds:.0f} s: `{esc(result.fqdn)}` "
+             f"(state {esc(result.state or 'unknown')})"]
+    if result.firewall:
+        lines.append(f"Firewall rules: {esc(', '.join(result.firewall))}")
+    if registered:
+        lines.append(f"Added as server `{esc(req.name)}` (user {esc(req.admin_user)}, password from "
+                     f"`${esc(req.admin_password_env)}`, sslmode require). Next: `/pgmig createdb {esc(req.name)} "
+                     f"DBNAME` or `/pgmig check SOURCE {esc(req.name)}`")
+    return Reply(f"{req.name} provisioned: {result.fqdn}", sections(lines), ephemeral=False)
+
+
+def provision_failed(pid: str, req: ProvisionRequest, reason: str) -> Reply:
+    return Reply(f"provisioning {req.name} failed", [section(
+        f"❌ Provisioning *{esc(req.name)}* ({pid}) failed: {esc(reason)}")], ephemeral=False)
+
+
+def configured(server: str, changes: list[ParameterChange], restarted: bool, pending: bool) -> Reply:
+    lines = [f"*Server parameters of {esc(server)}*"]
+    lines += [f"• `{esc(c.name)}`: `{esc(c.before or '(empty)')}` → `{esc(c.after)}`"
+              + (" (takes effect after a restart)" if c.pending_restart and not restarted else "") for c in changes]
+    if not changes:
+        lines.append("Nothing to change: every parameter already had the wanted value.")
+    if restarted:
+        lines.append("🔁 restarted: the changes are in effect.")
+    elif pending:
+        lines.append(f"A restart is needed: `/pgmig configure {esc(server)} --restart`")
+    return Reply(f"{server}: {len(changes)} parameter(s) changed", sections(lines), ephemeral=False)

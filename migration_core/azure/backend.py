@@ -1,0 +1,80 @@
+"""What pgmig needs from a managed migration service (the flexible server's own migration service, or
+Azure DMS classic): start, status, cut over one database, cancel. Both map their states into these, so
+the engine, the live message, the approval gate and the audit treat them like the native engine."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from migration_core.models import Migration
+from migration_core.servers import ServerConfig
+
+
+class Phase(str, Enum):
+    LOADING = "loading"        # validating, copying the snapshot, or catching up
+    READY = "ready"            # streaming and waiting for the cutover trigger (online)
+    SUCCEEDED = "succeeded"    # offline copy finished, or the cutover completed
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class DatabaseStatus:
+    database: str
+    state: str = ""                     # the service's own word, shown as is
+    tables_done: int = 0
+    tables_total: int = 0
+    tables_errored: int = 0
+    applied_changes: int | None = None
+    pending_changes: int | None = None
+    latency_seconds: float | None = None
+    message: str = ""
+    ready: bool = False                 # waiting for its cutover
+    completed: bool = False             # its cutover (or offline copy) finished
+
+
+@dataclass
+class BackendStatus:
+    phase: Phase
+    detail: str                         # the service's state and sub-state, for the status line
+    databases: dict[str, DatabaseStatus] = field(default_factory=dict)
+    error: str = ""
+
+
+class ManagedBackend(Protocol):
+    label: str                          # "Azure flexible-server migration service", "Azure DMS"
+    prepares_schema: bool               # True: pgmig creates the target schema first (DMS classic)
+
+    async def start(self, m: Migration, name: str, source: ServerConfig, target: ServerConfig) -> dict:
+        """Create the service-side migration called `name`; returns the reference later calls take (kept
+        in the store)."""
+
+    async def status(self, ref: dict) -> BackendStatus: ...
+
+    async def cutover(self, ref: dict, database: str) -> None:
+        """Tell the service to finish `database` (the source is already fenced by pgmig)."""
+
+    async def cancel(self, ref: dict) -> None: ...
+
+
+def word(value: object) -> str:
+    """An SDK enum (or plain string, or None) as the service's own word: `WaitingForCutoverTrigger`."""
+    if value is None:
+        return ""
+    return str(value.value) if isinstance(value, Enum) else str(value)
+
+
+def number(value: object) -> int:
+    """The services report counters as strings or numbers (or not at all)."""
+    try:
+        return int(float(str(value)))
+    except (TypeError, ValueError):
+        return 0
+
+
+def seconds(value: object) -> float | None:
+    try:
+        return float(str(value))
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,163 @@
+"""Creating and configuring flexible servers: the server itself (a long-running operation of minutes,
+reported while it runs), databases, firewall rules and server parameters."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.mgmt.postgresqlflexibleservers import models
+
+from migration_core import secrets
+from migration_core.azure.clients import AzureClients
+from migration_core.azure.errors import explain
+from migration_core.azure.lro import Progress, run_lro
+from migration_core.azure.validation import FirewallRule, ProvisionRequest, storage_problem
+from migration_core.errors import MigrationError
+
+AZURE_SERVICES_RULE = FirewallRule("AllowAllAzureServicesAndResourcesWithinAzureIps", "0.0.0.0", "0.0.0.0")
+# Extensions that only work once loaded at server start (shared_preload_libraries, a restart).
+PRELOADED = {"pg_cron", "pg_stat_statements", "pg_partman_bgw", "timescaledb", "pg_squeeze", "pgaudit",
+             "pg_prewarm", "pg_hint_plan", "auto_explain", "pg_failover_slots", "pglogical", "wal2json"}
+
+
+@dataclass
+class ProvisionResult:
+    name: str
+    fqdn: str
+    state: str
+    created: bool          # False when the server existed (and was only grown)
+    seconds: float
+    firewall: list[str]
+
+
+@dataclass(frozen=True)
+class AzureServer:
+    """Where a flexible server lives in Azure (a `[servers.NAME]` entry's azure_* keys)."""
+
+    resource_group: str
+    name: str
+
+
+def _server_body(req: ProvisionRequest, password: str) -> models.Server:
+    props = models.ServerProperties(
+        administrator_login=req.admin_user, administrator_login_password=password, version=req.version,
+        storage=models.Storage(storage_size_gb=req.storage_gb),
+        high_availability=models.HighAvailability(mode=req.ha, standby_availability_zone=req.standby_zone),
+        network=models.Network(public_network_access="Enabled" if req.public_access else "Disabled"),
+        create_mode="Create")
+    if req.zone:
+        props.availability_zone = req.zone
+    return models.Server(location=req.region, sku=models.Sku(name=req.sku, tier=req.tier), properties=props,
+                         tags=req.tags or None)
+
+
+async def provision(clients: AzureClients, req: ProvisionRequest, on_progress: Progress | None = None,
+                    progress_every: float = 15.0) -> ProvisionResult:
+    """Create the server (or grow an existing one's storage), then its firewall rules."""
+    password = os.environ.get(req.admin_password_env)
+    if password is None:
+        raise MigrationError(f"the environment variable {req.admin_password_env} is no longer set")
+    secrets.register(password)
+    started = time.monotonic()
+    async with clients.flex() as client:
+        try:
+            existing = await client.servers.get(req.resource_group, req.name)
+        except ResourceNotFoundError:
+            existing = None
+        except AzureError as exc:
+            raise explain(exc, f"looking up server {req.name}") from None
+        if existing is not None:
+            current = existing.properties.storage.storage_size_gb if existing.properties.storage else None
+            if problem := storage_problem(req.storage_gb, current):
+                raise MigrationError(f"{req.name} exists: {problem}")
+            if current is not None and req.storage_gb > current:
+                patch = models.ServerForPatch(properties=models.ServerPropertiesForPatch(
+                    storage=models.Storage(storage_size_gb=req.storage_gb)))
+                existing = await run_lro(client.servers.begin_update(req.resource_group, req.name, patch),
+                                          f"growing the storage of {req.name} to {req.storage_gb} GB",
+                                          on_progress, progress_every)
+            server, created = existing, False
+        else:
+            server = await run_lro(
+                client.servers.begin_create_or_update(req.resource_group, req.name, _server_body(req, password)),
+                f"creating server {req.name}", on_progress, progress_every)
+            created = True
+        rules = ([AZURE_SERVICES_RULE] if req.allow_azure_services else []) + list(req.firewall)
+        for rule in rules:
+            await firewall_rule(clients, AzureServer(req.resource_group, req.name), rule, client)
+    return ProvisionResult(req.name, server.properties.fully_qualified_domain_name or "",
+                           str(server.properties.state or ""), created, time.monotonic() - started,
+                           [f"{r.name} {r.start}-{r.end}" for r in rules])
+
+
+async def firewall_rule(clients: AzureClients, server: AzureServer, rule: FirewallRule, client=None) -> None:
+    body = models.FirewallRule(properties=models.FirewallRuleProperties(start_ip_address=rule.start,
+                                                                         end_ip_address=rule.end))
+    if client is None:
+        async with clients.flex() as client:
+            await firewall_rule(clients, server, rule, client)
+        return
+    await run_lro(client.firewall_rules.begin_create_or_update(server.resource_group, server.name, rule.name, body),
+                   f"adding firewall rule {rule.name} to {server.name}", None, 60)
+
+
+async def create_database(clients: AzureClients, server: AzureServer, database: str) -> str:
+    """databases.begin_create with UTF8, as pgmig's own target databases are."""
+    async with clients.flex() as client:
+        body = models.Database(properties=models.DatabaseProperties(charset="UTF8", collation="en_US.utf8"))
+        db = await run_lro(client.databases.begin_create(server.resource_group, server.name, database, body),
+                            f"creating database {database} on {server.name}", None, 60)
+        return db.name or database
+
+
+@dataclass
+class ParameterChange:
+    name: str
+    before: str
+    after: str
+    pending_restart: bool
+
+
+async def configure(clients: AzureClients, server: AzureServer, extensions: list[str] | None = None,
+                    wal_level: str | None = None, restart: bool = False) -> tuple[list[ParameterChange], bool]:
+    """Allow-list the extensions (and preload those that need it), set wal_level; restart when asked and
+    a static parameter changed. Returns the changes and whether the server was restarted."""
+    changes: list[ParameterChange] = []
+    async with clients.flex() as client:
+        async def merge(name: str, wanted: list[str]) -> None:
+            try:
+                current = await client.configurations.get(server.resource_group, server.name, name)
+            except AzureError as exc:
+                raise explain(exc, f"reading {name} on {server.name}") from None
+            before = (current.properties.value or "") if current.properties else ""
+            have = [v.strip() for v in before.split(",") if v.strip()]
+            merged = have + [w for w in wanted if w.lower() not in {h.lower() for h in have}]
+            if merged != have:
+                await set_parameter(name, before, ",".join(merged))
+
+        async def set_parameter(name: str, before: str, value: str) -> None:
+            body = models.ConfigurationForUpdate(properties=models.ConfigurationProperties(
+                value=value, source="user-override"))
+            result = await run_lro(client.configurations.begin_update(server.resource_group, server.name, name, body),
+                                    f"setting {name} on {server.name}", None, 60)
+            pending = bool(result.properties and result.properties.is_config_pending_restart)
+            changes.append(ParameterChange(name, before, value, pending))
+
+        if extensions:
+            await merge("azure.extensions", sorted(e.lower() for e in extensions))
+            preload = sorted(e.lower() for e in extensions if e.lower() in PRELOADED)
+            if preload:
+                await merge("shared_preload_libraries", preload)
+        if wal_level:
+            current = await client.configurations.get(server.resource_group, server.name, "wal_level")
+            before = (current.properties.value or "") if current.properties else ""
+            if before != wal_level:
+                await set_parameter("wal_level", before, wal_level)
+        restarted = False
+        if restart and (not changes or any(c.pending_restart for c in changes)):
+            await run_lro(client.servers.begin_restart(server.resource_group, server.name),
+                           f"restarting {server.name}", None, 60)
+            restarted = True
+    return changes, restarted

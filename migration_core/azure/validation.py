@@ -1,0 +1,212 @@
+"""Every rule Azure would enforce on a new flexible server, checked before any request is sent, each
+error naming the exact rule (the names and rules follow `az postgres flexible-server create`)."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+
+from migration_core.errors import MigrationError
+
+SERVER_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+ADMIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+RESOURCE_GROUP = re.compile(r"^[-\w.()]{1,90}$")
+REGION = re.compile(r"^[a-z0-9]+$")
+RESERVED_ADMINS = ("azure_superuser", "azure_pg_admin", "admin", "administrator", "root", "guest", "public")
+VERSIONS = ("11", "12", "13", "14", "15", "16", "17", "18")
+STORAGE_SIZES_GB = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+TIERS = {"burstable": "Burstable", "generalpurpose": "GeneralPurpose", "memoryoptimized": "MemoryOptimized"}
+SKU_FAMILY = {"Burstable": re.compile(r"^Standard_B\d+[a-z]*$"),
+              "GeneralPurpose": re.compile(r"^Standard_D\d+[a-z]*s_v\d$"),
+              "MemoryOptimized": re.compile(r"^Standard_E\d+[a-z]*s_v\d$")}
+SKU_EXAMPLE = {"Burstable": "Standard_B1ms, Standard_B2s", "GeneralPurpose": "Standard_D2ds_v5, Standard_D4ds_v5",
+               "MemoryOptimized": "Standard_E2ds_v5, Standard_E4ds_v5"}
+LEGACY_SKU = re.compile(r"^(B|GP|MO)_Gen[45]_(\d+)$", re.IGNORECASE)
+HA_MODES = {"zone-redundant": "ZoneRedundant", "same-zone": "SameZone", "disabled": "Disabled"}
+ZONES = ("1", "2", "3")
+
+
+@dataclass(frozen=True)
+class FirewallRule:
+    name: str
+    start: str
+    end: str
+
+
+@dataclass
+class ProvisionRequest:
+    """A validated `/pgmig provision`: everything the PUT body needs, the password only by its env var."""
+
+    name: str
+    resource_group: str
+    region: str
+    version: str
+    tier: str
+    sku: str
+    storage_gb: int
+    admin_user: str
+    admin_password_env: str
+    ha: str = "Disabled"
+    zone: str | None = None
+    standby_zone: str | None = None
+    public_access: bool = False
+    allow_azure_services: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+    firewall: list[FirewallRule] = field(default_factory=list)
+
+    def describe(self) -> str:
+        ha = f", HA {self.ha}" + (f" (standby zone {self.standby_zone})" if self.standby_zone else "") \
+            if self.ha != "Disabled" else ""
+        return (f"{self.name} in {self.resource_group}/{self.region}: PostgreSQL {self.version}, {self.tier} "
+                f"{self.sku}, {self.storage_gb} GB{ha}" + (f", zone {self.zone}" if self.zone else "")
+                + (", public access" if self.public_access else ", no public access"))
+
+
+def legacy_sku_advice(sku: str) -> str | None:
+    """Single-server SKU names (GP_Gen5_4) are answered with the flexible-server tier and SKU to use."""
+    m = LEGACY_SKU.match(sku)
+    if not m:
+        return None
+    family, cores = m.group(1).upper(), int(m.group(2))
+    tier, name = {"B": ("Burstable", "Standard_B1ms" if cores <= 1 else "Standard_B2s"),
+                  "GP": ("GeneralPurpose", f"Standard_D{cores}ds_v5"),
+                  "MO": ("MemoryOptimized", f"Standard_E{cores}ds_v5")}[family]
+    return (f"`{sku}` is a single-server SKU, which flexible server does not have: use "
+            f"`--tier {tier} --sku {name}` ({cores} vCore{'s' if cores > 1 else ''})")
+
+
+def server_name_problem(name: str) -> str | None:
+    if not 3 <= len(name) <= 63 or not SERVER_NAME.match(name):
+        return (f"server name `{name}`: 3–63 characters of lowercase letters, digits and hyphens, not starting "
+                "or ending with a hyphen")
+    return None
+
+
+def admin_problem(user: str) -> str | None:
+    if user.lower() in RESERVED_ADMINS:
+        return (f"admin user `{user}` is reserved by Azure; it may not be one of {', '.join(RESERVED_ADMINS)}")
+    if user.lower().startswith("pg_"):
+        return f"admin user `{user}`: names starting with `pg_` are reserved by PostgreSQL"
+    if not ADMIN_NAME.match(user):
+        return f"admin user `{user}`: 1–63 letters, digits or underscores, not starting with a digit"
+    return None
+
+
+def password_problem(password: str, user: str, env: str) -> str | None:
+    """The rule, never the password itself."""
+    if not 8 <= len(password) <= 128:
+        return f"the password in {env} must be 8–128 characters (it has {len(password)})"
+    classes = sum([any(c.isupper() for c in password), any(c.islower() for c in password),
+                   any(c.isdigit() for c in password), any(not c.isalnum() for c in password)])
+    if classes < 3:
+        return (f"the password in {env} needs characters from at least three of: uppercase letters, lowercase "
+                f"letters, digits, non-alphanumeric characters (it has {classes})")
+    if user and user.lower() in password.lower():
+        return f"the password in {env} must not contain the admin user name"
+    return None
+
+
+def storage_problem(gb: int, current_gb: int | None = None) -> str | None:
+    if gb not in STORAGE_SIZES_GB:
+        return f"storage {gb} GB: flexible server offers {', '.join(map(str, STORAGE_SIZES_GB))} GB"
+    if current_gb is not None and gb < current_gb:
+        return f"storage can only grow: the server has {current_gb} GB, {gb} GB would shrink it"
+    return None
+
+
+def parse_tags(text: str | None) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for item in [t for t in (text or "").split(",") if t.strip()]:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise MigrationError(f"tag `{item}`: expected key=value", "--tags env=prod,team=data")
+        tags[key.strip()] = value.strip()
+    return tags
+
+
+def parse_firewall(text: str) -> FirewallRule:
+    """NAME=START-END (a single address may be given as NAME=IP)."""
+    name, eq, span = text.partition("=")
+    start, _, end = span.partition("-")
+    end = end or start
+    if not eq or not re.match(r"^[-\w]{1,128}$", name):
+        raise MigrationError(f"firewall rule `{text}`: expected NAME=START-END", "--firewall office=203.0.113.1-203.0.113.20")
+    try:
+        first, last = ipaddress.IPv4Address(start.strip()), ipaddress.IPv4Address(end.strip())
+    except ValueError:
+        raise MigrationError(f"firewall rule `{text}`: {start}-{end} is not an IPv4 range",
+                             "--firewall office=203.0.113.1-203.0.113.20") from None
+    if first > last:
+        raise MigrationError(f"firewall rule `{text}`: the start address is after the end address")
+    return FirewallRule(name, str(first), str(last))
+
+
+def validate(args: dict, source_major: int | None = None) -> ProvisionRequest:
+    """Build the request from parsed `/pgmig provision` arguments, or raise with every broken rule."""
+    problems: list[str] = []
+    name, rg, region = args["name"], args["resource_group"] or "", (args["region"] or "").lower()
+    if p := server_name_problem(name):
+        problems.append(p)
+    if not RESOURCE_GROUP.match(rg) or rg.endswith("."):
+        problems.append(f"resource group `{rg}`: 1–90 letters, digits, underscores, hyphens, periods or "
+                        "parentheses, not ending with a period")
+    if not REGION.match(region):
+        problems.append(f"region `{region}`: an Azure region name like westeurope or eastus2")
+    version = str(args["version"])
+    if version not in VERSIONS:
+        problems.append(f"version {version}: flexible server offers PostgreSQL {', '.join(VERSIONS)}")
+    elif source_major is not None and int(version) < source_major:
+        problems.append(f"version {version} is older than the source's PostgreSQL {source_major}: "
+                        "a migration can only go to the same or a newer major version")
+    sku = args["sku"]
+    tier = TIERS.get((args["tier"] or "").lower().replace("-", "").replace("_", ""))
+    if advice := legacy_sku_advice(sku):
+        problems.append(advice)
+    elif tier is None:
+        problems.append(f"tier `{args['tier']}`: one of Burstable, GeneralPurpose, MemoryOptimized")
+    elif not SKU_FAMILY[tier].match(sku):
+        problems.append(f"SKU `{sku}` is not a {tier} SKU (for example {SKU_EXAMPLE[tier]})")
+    raw = str(args["storage_gb"] if args.get("storage_gb") is not None else "")
+    storage = int(raw) if raw.isdigit() else 0
+    if not raw.isdigit():
+        problems.append(f"--storage-gb `{raw}`: a whole number of GB, one of {', '.join(map(str, STORAGE_SIZES_GB))}")
+    elif p := storage_problem(storage):
+        problems.append(p)
+    user = args["admin_user"]
+    if p := admin_problem(user):
+        problems.append(p)
+    env = args["admin_password_env"]
+    password = os.environ.get(env or "")
+    if not env or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env):
+        problems.append(f"--admin-password-env `{env}`: the name of an environment variable holding the password")
+    elif password is None:
+        problems.append(f"the environment variable {env} is not set where pgmig runs (the password is read from it, "
+                        "never typed in chat)")
+    elif p := password_problem(password, user, env):
+        problems.append(p)
+    ha = HA_MODES.get((args.get("ha") or "disabled").lower())
+    zone, standby = args.get("zone"), args.get("standby_zone")
+    for flag, z in (("--zone", zone), ("--standby-zone", standby)):
+        if z is not None and z not in ZONES:
+            problems.append(f"{flag} {z}: availability zones are 1, 2 or 3")
+    if ha is None:
+        problems.append(f"--ha {args.get('ha')}: zone-redundant or same-zone")
+    elif ha != "Disabled" and tier == "Burstable":
+        problems.append("high availability is not offered on the Burstable tier: use GeneralPurpose or MemoryOptimized")
+    elif ha == "ZoneRedundant" and zone and standby and zone == standby:
+        problems.append("zone-redundant HA needs the standby in another zone than the primary")
+    elif standby and ha != "ZoneRedundant":
+        problems.append("--standby-zone only applies with --ha zone-redundant")
+    tags, rules = {}, []
+    try:
+        tags = parse_tags(args.get("tags"))
+        rules = [parse_firewall(r) for r in args.get("firewall") or []]
+    except MigrationError as exc:
+        problems.append(str(exc))
+    if (rules or args.get("allow_azure_services")) and not args.get("public_access"):
+        problems.append("firewall rules only apply with --public-access")
+    if problems:
+        raise MigrationError("cannot provision: " + "; ".join(problems))
+    return ProvisionRequest(name, rg, region, version, tier, sku, storage, user, env, ha, zone, standby,
+                            bool(args.get("public_access")), bool(args.get("allow_azure_services")), tags, rules)

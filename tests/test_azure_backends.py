@@ -1,0 +1,155 @@
+"""`/pgmig migrate --backend flex|dms`: the Azure services driven through the real SDK clients against the
+fake ARM, while a stand-in does to the local clusters what the service would (copy, stream, stop at
+cutover). pgmig's own part is real: states, approval, fence, sequences, FKs and triggers, verification."""
+from __future__ import annotations
+
+import pytest
+
+from handlers.actions import Action
+from tests.azure_fixtures import ServiceStandIn, azure_env, azure_server_toml, azure_toml, seed_server
+from tests.conftest import config_toml
+from tests.fake_arm import FakeArm
+from tests.fake_slack import text_of
+from tests.migration_fixtures import online_pair
+from tests.slack_harness import running
+
+POLICY = ('[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1"]\n'
+          '[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.2\n')
+
+
+@pytest.fixture
+async def setup(tmp_path, cluster_root):
+    """(app, fake ARM, source, target): `azure` is the target, known to the fake as flexible server sales-prod."""
+    src, tgt = online_pair(cluster_root, tmp_path.name[-20:])
+    async with FakeArm() as arm:
+        seed_server(arm, "sales-prod")
+        config = config_toml({"onprem": src}, extra=azure_toml(arm) + POLICY) + \
+            azure_server_toml("azure", tgt, "sales-prod")
+        try:
+            async with running(tmp_path, config, env=azure_env(arm), azure_credential=arm.credential()) as slack:
+                yield slack, arm, src, tgt
+        finally:
+            src.destroy()
+            tgt.destroy()
+
+
+async def notice(slack, state: str, timeout: float = 60) -> str:
+    call = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts")
+                                     and state in text_of(c.params), timeout=timeout)
+    return text_of(call.params)
+
+
+async def cut_over(slack) -> str:
+    await slack.command("cutover mig-1", user="U0ALICE", key="c")
+    assert "approval card" in text_of(await slack.reply("c"))
+    await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER1", key="a")
+    return await notice(slack, "completed")
+
+
+def equal_rows(src, tgt) -> None:
+    for table in ("parent", "child"):
+        query = f"SELECT count(*) || ':' || coalesce(sum(hashtext({table}::text)), 0) FROM {table}"
+        assert src.psql(query, database="app") == tgt.psql(query, database="app"), table
+
+
+async def test_flex_online_streams_waits_for_approval_and_cuts_over(setup):
+    slack, arm, src, tgt = setup
+    service = ServiceStandIn(src, tgt, "app", copies_schema=True).attach(arm)
+    await slack.command("migrate onprem azure --mode online --db app --backend flex", user="U0ALICE", key="m")
+    assert "mig-1" in text_of(await slack.reply("m"))
+    ready = await notice(slack, "ready_for_cutover")
+    assert "flexible-server migration service" in ready
+    src.psql("INSERT INTO parent DEFAULT VALUES; INSERT INTO child (parent_id) VALUES (3)", database="app")
+
+    done = await cut_over(slack)
+    assert "writes unavailable" in done and "verified equal" in done
+    equal_rows(src, tgt)
+    assert tgt.psql("SELECT last_value FROM parent_id_seq", database="app") == \
+        src.psql("SELECT last_value FROM parent_id_seq", database="app")
+    assert service.events == ["start", "cutover"]
+
+    [create] = [r for r in arm.requests if r.method == "PUT" and "/migrations/" in r.path]
+    props = create.body["properties"]
+    assert create.path.endswith("/flexibleServers/sales-prod/migrations/pgmig-mig-1")
+    assert props["migrationMode"] == "Online" and props["migrationOption"] == "ValidateAndMigrate"
+    assert props["sourceType"] == "OnPremises" and props["dbsToMigrate"] == ["app"]
+    assert props["sourceDbServerResourceId"] == f"127.0.0.1:{src.port}@postgres"
+    assert props["secretParameters"]["adminCredentials"]["sourceServerPassword"]
+    [trigger] = [r for r in arm.requests if r.method == "PATCH" and "/migrations/" in r.path]
+    assert trigger.body["properties"] == {"triggerCutover": "True", "dbsToTriggerCutoverOn": ["app"]}
+    fenced_before_trigger = [a.action for a in await slack.services.store.audit_log("mig-1")]
+    assert "cutover.completed" in fenced_before_trigger
+    m = await slack.services.store.get_migration("mig-1")
+    assert m.state.value == "completed" and m.options["backend"] == "flex"
+    assert all("sourceServerPassword" not in text_of(c.params) for c in slack.fake.calls)
+
+
+async def test_flex_offline_copy_is_verified_by_pgmig(setup):
+    slack, arm, src, tgt = setup
+    ServiceStandIn(src, tgt, "app", copies_schema=True, stream=False).attach(arm)
+    await slack.command("migrate onprem azure --mode offline --db app --backend flex", key="m")
+    await slack.reply("m")
+    done = await notice(slack, "completed")
+    assert "verified equal" in done
+    equal_rows(src, tgt)
+    [create] = [r for r in arm.requests if r.method == "PUT" and "/migrations/" in r.path]
+    assert create.body["properties"]["migrationMode"] == "Offline"
+
+
+async def test_dms_online_pgmig_builds_the_schema_and_reinstates_foreign_keys(setup):
+    slack, arm, src, tgt = setup
+    service = ServiceStandIn(src, tgt, "app", copies_schema=False).attach(arm)
+    await slack.command("migrate onprem azure --mode online --db app --backend dms", user="U0ALICE", key="m")
+    await slack.reply("m")
+    await notice(slack, "ready_for_cutover")
+    assert tgt.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", database="app") == "0"  # parked
+    src.psql("INSERT INTO child (parent_id) VALUES (2)", database="app")
+    await cut_over(slack)
+    equal_rows(src, tgt)
+    assert tgt.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated", database="app") == "1"
+    assert service.events == ["start", "cutover"]
+    service_put = [r for r in arm.requests if r.method == "PUT" and "/services/pgmig-dms" in r.path
+                   and "/projects/" not in r.path]
+    assert service_put[0].body["sku"]["name"] == "Premium_4vCores" and service_put[0].body["properties"]["virtualSubnetId"]
+    [project] = [r for r in arm.requests if r.method == "PUT" and r.path.endswith("/projects/pgmig-mig-1")]
+    assert project.body["properties"]["sourcePlatform"] == "PostgreSql"
+    assert project.body["properties"]["targetPlatform"] == "AzureDbForPostgreSql"
+    [task] = [r for r in arm.requests if r.method == "PUT" and "/tasks/" in r.path]
+    assert task.body["properties"]["taskType"] == "Migrate.PostgreSql.AzureDbForPostgreSql.SyncV2"
+    assert task.body["properties"]["input"]["selectedDatabases"][0]["name"] == "app"
+    [command] = [r for r in arm.requests if r.method == "POST" and r.path.endswith("/command")]
+    assert command.body == {"commandType": "Migrate.Sync.Complete.Database", "input": {"databaseName": "app"}}
+
+
+async def test_cancel_tells_the_service_to_stop(setup):
+    slack, arm, src, tgt = setup
+    service = ServiceStandIn(src, tgt, "app", copies_schema=True).attach(arm)
+    await slack.command("migrate onprem azure --mode online --db app --backend flex", key="m")
+    await slack.reply("m")
+    await notice(slack, "ready_for_cutover")
+    await slack.command("cancel mig-1", key="x")
+    assert "cancelled" in text_of(await slack.reply("x"))
+    [cancel] = [r for r in arm.requests if r.method == "PATCH" and "/migrations/" in r.path]
+    assert cancel.body["properties"] == {"cancel": "True"}
+    assert service.events == ["start", "cancel"]
+    assert (await slack.services.store.get_migration("mig-1")).state.value == "cancelled"
+
+
+async def test_a_failing_service_fails_the_migration_readably(setup):
+    slack, arm, src, tgt = setup
+    ServiceStandIn(src, tgt, "app", copies_schema=True).attach(arm)
+    arm.fail_operation("migrations/pgmig-mig-1", "MigrationFailed", "source server is not reachable")
+    await slack.command("migrate onprem azure --mode online --db app --backend flex", key="m")
+    await slack.reply("m")
+    failed = await notice(slack, "failed")
+    assert "flexible-server migration service reports the migration failed" in failed
+    assert "source server is not reachable" in failed
+
+
+async def test_backend_refusals(setup):
+    slack, arm, src, tgt = setup
+    await slack.command("migrate onprem azure --mode offline --db app --backend dms", key="a")
+    assert "Azure DMS classic migrates PostgreSQL online only" in text_of(await slack.reply("a"))
+    await slack.command("migrate azure onprem --mode online --db app --backend flex", key="b")
+    assert "onprem is not known as one" in text_of(await slack.reply("b"))
+    assert arm.requests == []

@@ -1,0 +1,247 @@
+"""`/pgmig provision | createdb | firewall | configure` from Slack, through the real async Azure SDK
+clients, against the fake ARM over TLS: what reaches Azure, what the channel sees, what is kept."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from handlers.actions import Action
+from tests.azure_fixtures import RG, azure_env, azure_server_toml, azure_toml, seed_server
+from tests.conftest import config_toml
+from tests.fake_arm import FakeArm
+from tests.fake_slack import text_of
+from tests.slack_harness import running
+
+GOOD = ("provision sales-prod --resource-group rg-data --region westeurope --version 16 --tier GeneralPurpose "
+        "--sku Standard_D4ds_v5 --storage-gb 256 --admin-user pgadmin --admin-password-env SALES_ADMIN_PASSWORD")
+SERVER_PATH = "/flexibleservers/sales-prod"
+
+
+@pytest.fixture
+async def arm():
+    async with FakeArm() as fake:
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def _admin_passwords(monkeypatch):
+    monkeypatch.setenv("SALES_ADMIN_PASSWORD", "Str0ng-Admin-Pw")
+    monkeypatch.setenv("SHORT_PASSWORD", "Ab1!")
+    monkeypatch.setenv("TWO_CLASSES_PASSWORD", "alllowercase123")
+    monkeypatch.setenv("NAMED_PASSWORD", "Pgadmin-1234")
+
+
+def app(tmp_path, fake: FakeArm, extra: str = "", servers: str = "", clusters: dict | None = None, poll: float = 0):
+    config = config_toml(clusters or {}, extra=azure_toml(fake, poll=poll) + extra) + servers
+    return running(tmp_path, config, env=azure_env(fake), azure_credential=fake.credential(),
+                   usergroups={"S0DBAS": ["U0APPROVER2"]})
+
+
+async def finished(slack, name: str) -> str:
+    """The provisioning message once it says done or failed (it is edited in place while it runs)."""
+    call = await slack.fake.wait_for("calls", lambda c: c.method in ("chat.update", "chat.postMessage")
+                                     and name in text_of(c.params) and ("✅" in text_of(c.params)
+                                                                         or "❌" in text_of(c.params)), timeout=30)
+    return text_of(call.params)
+
+
+def lowered(path: str) -> str:
+    return path.lower()
+
+
+async def test_provision_sends_the_requested_server_and_registers_it_as_a_target(tmp_path, arm, source_cluster):
+    arm.lro_polls = 8  # polled every 0.03 s, progress shown every 0.05 s
+    async with app(tmp_path, arm, clusters={"onprem": source_cluster}, poll=0.03) as slack:
+        await slack.command(GOOD + " --ha zone-redundant --zone 1 --standby-zone 3 --public-access "
+                            "--allow-azure-services --firewall office=203.0.113.1-203.0.113.20 "
+                            "--tags env=prod,team=data --source onprem", key="p")
+        assert "provisioning sales-prod" in text_of(await slack.reply("p"))
+        done = await finished(slack, "sales-prod")
+        assert "✅" in done and "sales-prod.postgres.database.azure.com" in done and "Added as server" in done
+        [put] = [r for r in arm.requests if r.method == "PUT" and lowered(r.path).endswith(SERVER_PATH)]
+        body = put.body
+        assert body["location"] == "westeurope" and body["tags"] == {"env": "prod", "team": "data"}
+        assert body["sku"] == {"name": "Standard_D4ds_v5", "tier": "GeneralPurpose"}
+        props = body["properties"]
+        assert props["version"] == "16" and props["storage"]["storageSizeGB"] == 256
+        assert props["highAvailability"] == {"mode": "ZoneRedundant", "standbyAvailabilityZone": "3"}
+        assert props["availabilityZone"] == "1" and props["administratorLogin"] == "pgadmin"
+        assert props["administratorLoginPassword"] == "Str0ng-Admin-Pw" and props["createMode"] == "Create"
+        assert props["network"]["publicNetworkAccess"] == "Enabled"
+        rules = {r.path.rsplit("/", 1)[-1]: r.body["properties"] for r in arm.requests
+                 if r.method == "PUT" and "/firewallrules/" in lowered(r.path)}
+        assert rules == {"AllowAllAzureServicesAndResourcesWithinAzureIps":
+                         {"startIpAddress": "0.0.0.0", "endIpAddress": "0.0.0.0"},
+                         "office": {"startIpAddress": "203.0.113.1", "endIpAddress": "203.0.113.20"}}
+        progress = [c for c in slack.fake.calls if c.method == "chat.update" and "⏳" in text_of(c.params)]
+        assert progress, "the channel was told that the operation still runs"
+        assert all("Str0ng-Admin-Pw" not in text_of(c.params) for c in slack.fake.calls)
+        saved = await slack.services.store.saved_servers()
+        assert saved["sales-prod"]["host"] == "sales-prod.postgres.database.azure.com"
+        assert saved["sales-prod"]["password_env"] == "SALES_ADMIN_PASSWORD" and "password" not in saved["sales-prod"]
+        assert slack.services.servers["sales-prod"].azure_resource_group == "rg-data"
+        await slack.command("servers", key="s")
+        assert "sales-prod" in text_of(await slack.reply("s"))
+        audit = await slack.services.store.audit_log("prov-1")
+        assert [e.action for e in audit] == ["provision.requested", "provision.completed"]
+
+
+@pytest.mark.parametrize("change, rule", [
+    (("sales-prod", "Sales_Prod"), "3–63 characters of lowercase letters, digits and hyphens"),
+    (("sales-prod", "-sales"), "not starting or ending with a hyphen"),
+    (("sales-prod", "ab"), "3–63 characters"),
+    (("--admin-user pgadmin", "--admin-user azure_superuser"), "reserved by Azure"),
+    (("--admin-user pgadmin", "--admin-user Administrator"), "reserved by Azure"),
+    (("--admin-user pgadmin", "--admin-user pg_admin"), "starting with `pg_`"),
+    (("SALES_ADMIN_PASSWORD", "SHORT_PASSWORD"), "must be 8–128 characters"),
+    (("SALES_ADMIN_PASSWORD", "TWO_CLASSES_PASSWORD"), "at least three of"),
+    (("SALES_ADMIN_PASSWORD", "NAMED_PASSWORD"), "must not contain the admin user name"),
+    (("SALES_ADMIN_PASSWORD", "UNSET_PASSWORD_VAR"), "is not set where pgmig runs"),
+    (("--storage-gb 256", "--storage-gb 100"), "flexible server offers 32, 64, 128"),
+    (("--version 16", "--version 10"), "flexible server offers PostgreSQL"),
+    (("--sku Standard_D4ds_v5", "--sku GP_Gen5_4"), "`--tier GeneralPurpose --sku Standard_D4ds_v5`"),
+    (("--sku Standard_D4ds_v5 --storage-gb", "--sku B_Gen5_1 --storage-gb"), "`--tier Burstable --sku Standard_B1ms`"),
+    (("--sku Standard_D4ds_v5", "--sku MO_Gen5_8"), "`--tier MemoryOptimized --sku Standard_E8ds_v5`"),
+    (("--tier GeneralPurpose", "--tier Burstable"), "is not a Burstable SKU"),
+    (("--region westeurope", "--region 'West Europe'"), "an Azure region name"),
+    (("--tier GeneralPurpose --sku Standard_D4ds_v5", "--ha same-zone --tier Burstable --sku Standard_B1ms"),
+     "not offered on the Burstable"),
+    (("--version 16", "--version 16 --ha zone-redundant --zone 2 --standby-zone 2"), "another zone"),
+    (("--version 16", "--version 16 --zone 4"), "zones are 1, 2 or 3"),
+    (("--version 16", "--version 16 --firewall office=203.0.113.9"), "only apply with --public-access"),
+    (("--version 16", "--version 16 --public-access --firewall office=10.0.0.9-10.0.0.1"), "start address is after"),
+    (("--version 16", "--version 16 --tags novalue"), "expected key=value"),
+])
+async def test_every_rule_is_checked_before_azure_is_called(tmp_path, arm, change, rule):
+    async with app(tmp_path, arm) as slack:
+        await slack.command(GOOD.replace(*change), key="p")
+        answer = text_of(await slack.reply("p"))
+        assert "cannot provision" in answer and rule in answer, answer
+        assert arm.requests == []
+
+
+async def test_version_older_than_the_source_and_storage_alias(tmp_path, arm, source_cluster):
+    async with app(tmp_path, arm, clusters={"onprem": source_cluster}) as slack:
+        major = int(source_cluster.psql("SHOW server_version_num")) // 10000
+        await slack.command(GOOD.replace("--version 16", f"--version {major - 1}") + " --source onprem", key="old")
+        assert f"older than the source's PostgreSQL {major}" in text_of(await slack.reply("old"))
+        await slack.command(GOOD.replace("--storage-gb 256", "--storage-size 256 --storage-gb 512"), key="both")
+        assert "same setting" in text_of(await slack.reply("both"))
+        assert arm.requests == []
+        await slack.command(GOOD.replace("--storage-gb", "--storage-size"), key="alias")
+        await slack.reply("alias")
+        assert "✅" in await finished(slack, "sales-prod")
+        [put] = [r for r in arm.requests if r.method == "PUT" and lowered(r.path).endswith(SERVER_PATH)]
+        assert put.body["properties"]["storage"]["storageSizeGB"] == 256
+
+
+async def test_an_existing_server_can_grow_but_never_shrink(tmp_path, arm):
+    seed_server(arm, "sales-prod", storage_gb=512)
+    async with app(tmp_path, arm) as slack:
+        await slack.command(GOOD, key="shrink")
+        await slack.reply("shrink")
+        failed = await finished(slack, "sales-prod")
+        assert "❌" in failed and "storage can only grow: the server has 512 GB, 256 GB would shrink it" in failed
+        assert not [r for r in arm.requests if r.method in ("PUT", "PATCH")]
+        await slack.command(GOOD.replace("256", "1024"), key="grow")
+        await slack.reply("grow")
+        grown = await finished(slack, "1024 GB")
+        assert "already existed" in grown
+        [patch] = [r for r in arm.requests if r.method == "PATCH"]
+        assert patch.body["properties"]["storage"]["storageSizeGB"] == 1024
+        assert "administratorLoginPassword" not in json.dumps(patch.body)
+
+
+@pytest.mark.parametrize("code, status, shown", [
+    ("ServerNameAlreadyExists", 409, "server names are global across Azure: choose another name"),
+    ("QuotaExceeded", 400, "request a vCore quota increase"),
+])
+async def test_arm_errors_are_shown_readably(tmp_path, arm, code, status, shown):
+    arm.fail_next("PUT", "flexibleServers/sales-prod", status, code, f"the message of {code}")
+    async with app(tmp_path, arm) as slack:
+        await slack.command(GOOD, key="p")
+        await slack.reply("p")
+        failed = await finished(slack, "sales-prod")
+        assert f"Azure said {code}: the message of {code}" in failed and shown in failed
+        assert "Traceback" not in failed
+        assert (await slack.services.store.step("prov-1", "provision")).state == "failed"
+        assert "sales-prod" not in slack.services.servers
+
+
+async def test_a_failed_long_running_operation_is_reported(tmp_path, arm):
+    arm.fail_operation("flexibleServers/sales-prod", "InternalServerError", "the zone ran out of capacity")
+    async with app(tmp_path, arm) as slack:
+        await slack.command(GOOD, key="p")
+        await slack.reply("p")
+        failed = await finished(slack, "sales-prod")
+        assert "creating server sales-prod" in failed and "the zone ran out of capacity" in failed
+
+
+async def test_provisioning_waits_for_approval_when_configured(tmp_path, arm):
+    policy = '[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1", "S0DBAS"]\nrequired_approvals = 2\n'
+    async with app(tmp_path, arm, extra="provision_requires_approval = true\n" + policy) as slack:
+        await slack.command(GOOD, user="U0ALICE", key="p")
+        assert "needs 2 approval(s)" in text_of(await slack.reply("p"))
+        card = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage"
+                                         and "Approve provisioning sales-prod" in text_of(c.params))
+        assert card.params["channel"] == "C0NOTIFY" and arm.requests == []
+        await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0ALICE", key="own")
+        assert "someone else must approve" in text_of(await slack.reply("own"))
+        await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0MALLORY", key="x")
+        assert "only approvers" in text_of(await slack.reply("x"))
+        await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0APPROVER1", key="a1")
+        await slack.fake.wait_for("calls", lambda c: c.method == "chat.update" and "1 of 2" in text_of(c.params))
+        assert arm.requests == []
+        await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0APPROVER2", key="a2")
+        assert "✅" in await finished(slack, "sales-prod")
+        actions = [e.action for e in await slack.services.store.audit_log("prov-1")]
+        assert actions[:1] == ["provision.requested"] and "provision.approve.refused" in actions
+        assert actions[-1] == "provision.completed"
+
+
+async def test_createdb_firewall_and_configure_from_the_source_inventory(tmp_path, arm, source_cluster,
+                                                                          target_cluster):
+    seed_server(arm, "sales-prod")
+    source_cluster.psql("CREATE DATABASE inventory_ext")
+    source_cluster.psql("CREATE EXTENSION IF NOT EXISTS pg_trgm; CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+                        database="inventory_ext")
+    try:
+        async with app(tmp_path, arm, servers=azure_server_toml("sales", target_cluster, "sales-prod"),
+                       clusters={"onprem": source_cluster}) as slack:
+            await slack.command("createdb sales shop", key="db")
+            assert "Database `shop` created on *sales-prod*" in text_of(await slack.reply("db"))
+            [put] = [r for r in arm.requests if r.method == "PUT" and "/databases/shop" in r.path]
+            assert put.body["properties"] == {"charset": "UTF8", "collation": "en_US.utf8"}
+            await slack.command("createdb sales pg_secret", key="bad")
+            assert "not a database name Azure accepts" in text_of(await slack.reply("bad"))
+
+            await slack.command("firewall sales office=203.0.113.1-203.0.113.20,vpn=198.51.100.7", key="fw")
+            assert "office 203.0.113.1-203.0.113.20, vpn 198.51.100.7-198.51.100.7" in text_of(await slack.reply("fw"))
+            await slack.command("firewall sales office=203.0.113.300", key="fwbad")
+            assert "is not an IPv4 range" in text_of(await slack.reply("fwbad"))
+
+            await slack.command("configure sales --extensions-from onprem --wal-level logical --restart", key="cfg")
+            answer = text_of(await slack.reply("cfg"))
+            assert "azure.extensions" in answer and "pg_stat_statements,pg_trgm" in answer
+            assert "wal_level" in answer and "restarted" in answer
+            patches = {r.path.rsplit("/", 1)[-1]: r.body["properties"]["value"] for r in arm.requests
+                       if r.method in ("PATCH", "PUT") and "/configurations/" in r.path}
+            assert patches["azure.extensions"] == "pg_stat_statements,pg_trgm"
+            assert patches["wal_level"] == "logical"
+            assert "shared_preload_libraries" not in patches  # pg_stat_statements is preloaded already
+            assert [r for r in arm.requests if r.method == "POST" and r.path.endswith("/restart")]
+
+            await slack.command("createdb onprem shop", key="notazure")
+            assert "not known as an Azure flexible server" in text_of(await slack.reply("notazure"))
+    finally:
+        source_cluster.psql("DROP DATABASE inventory_ext")
+
+
+async def test_without_azure_configured_the_commands_say_what_to_set(tmp_path, target_cluster):
+    config = config_toml({}) + azure_server_toml("sales", target_cluster, "sales-prod")
+    async with running(tmp_path, config) as slack:
+        await slack.command(GOOD, key="p")
+        assert "Azure is not configured" in text_of(await slack.reply("p"))
+        await slack.command("createdb sales shop", key="db")
+        assert "AZURE_SUBSCRIPTION_ID" in text_of(await slack.reply("db"))
