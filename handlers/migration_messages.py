@@ -8,6 +8,8 @@ from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ConfirmObject
 from handlers.actions import Action
 from handlers.context import Reply
 from handlers.messages import context, header, section, sections, esc, preflight_message
+from migration_core.azure.dms_backend import DmsBackend
+from migration_core.azure.flex_backend import FlexBackend
 from migration_core.models import Migration, State, Step
 from migration_core.preflight import PreflightReport, pretty_bytes
 from migration_core.progress import DatabaseProgress, MigrationProgress
@@ -41,7 +43,13 @@ def mention(user: str) -> str:
     return f"<@{user}>"
 
 
+BACKEND_NAMES = {"flex": FlexBackend.label, "dms": DmsBackend.label}
+
+
 def describe(m: Migration) -> str:
+    backend = m.options.get("backend", "native")
+    if backend != "native":
+        return f"{esc(m.source)} → {esc(m.target)} · {m.mode} (data moved by {BACKEND_NAMES.get(backend, backend)})"
     how = f"{m.options.get('method', '')}, " if m.mode == "offline" else ""
     return f"{esc(m.source)} → {esc(m.target)} · {m.mode} ({how}{m.options.get('parallel')} jobs)"
 
@@ -160,6 +168,19 @@ def digest(migrations: list[Migration], progress: dict[str, MigrationProgress]) 
         lines += [f"      {database_line(progress[m.id].of(db), now)}" for db in m.databases]
     return Reply(f"Digest: {len(migrations)} active migration(s)",
                  [header(f"Active migrations: {len(migrations)}"), *sections(lines)], ephemeral=False)
+
+
+def what_happens(m: Migration) -> str:
+    fence = ("*What happens*: writes on the source are fenced (read-only, CONNECT revoked, sessions ended after "
+             "a grace period); the target catches up; ")
+    after = "sequences are synced; foreign keys and triggers are put back; row counts and checksums are verified"
+    backend = m.options.get("backend", "native")
+    if backend == "native":
+        return (fence + after + "; replication is removed. Any failure falls back: the source becomes writable "
+                "again and replication keeps running.")
+    return (fence + f"the {BACKEND_NAMES.get(backend, backend)} is told to complete its cutover; then " + after +
+            ". A failure before the service's cutover falls back (source writable, replication running); after "
+            "it, the source is made writable again and the migration fails: the service's replication has ended.")
 
 
 def approval_card(m: Migration, progress: MigrationProgress, requested_by: str, approvers: list[str], required: int,

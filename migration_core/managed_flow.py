@@ -9,6 +9,7 @@ DMS classic moves data only, so pgmig first builds the target schema with FKs an
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from migration_core import sequences
 from migration_core.azure.backend import BackendStatus, ManagedBackend, Phase
@@ -21,7 +22,7 @@ from migration_core.ledger import DONE, FAILED, Alerts, Ledger
 from migration_core.models import Migration, State
 from migration_core.monitor import mark_ready
 from migration_core.offline_flow import verify_and_complete
-from migration_core.online_flow import online_job, schema_steps, undo_identity
+from migration_core.online_flow import online_job, schema_step, schema_steps, undo_identity
 from migration_core.progress import MigrationProgress
 from migration_core.servers import ServerConfig
 
@@ -59,11 +60,16 @@ def _failure(backend: ManagedBackend, status: BackendStatus) -> MigrationError:
                           "look at the migration in the Azure portal; `/pgmig retry` starts a fresh one")
 
 
-async def prepare_schema(flow: Flow) -> None:
-    """DMS classic copies rows only: the schema first, indexes built, FKs dropped and triggers disabled."""
-    await schema_steps(flow)
+async def prepare_schema(flow: Flow, fresh: bool) -> None:
+    """DMS classic copies rows only: the schema first, indexes built, FKs dropped and triggers disabled.
+    `fresh`: a retry after the service failed — the target databases are this migration's to rebuild."""
+    if fresh:
+        for db in flow.m.databases:
+            await schema_step(flow, db, claimed=True)
+    else:
+        await schema_steps(flow)
     for db in flow.m.databases:
-        if not flow.done(f"prepare:{db}"):
+        if fresh or not flow.done(f"prepare:{db}"):
             parked = await online_job(flow, db).indexes_and_park(flow.roles)
             await flow.ledger.save(flow.mid, f"prepare:{db}", DONE,
                                    f"indexes built; {len(parked.foreign_keys)} foreign keys dropped and "
@@ -85,15 +91,18 @@ async def sync_sequences(flow: Flow) -> None:
 
 async def run_managed(flow: Flow, backend: ManagedBackend, poll_seconds: float) -> None:
     ledger, mid, m = flow.ledger, flow.mid, flow.m
-    if backend.prepares_schema:
-        await prepare_schema(flow)
     previous = flow.steps.get(BACKEND_STEP)
+    retrying = previous is not None and previous.state != DONE  # the service failed: start a fresh one
+    if backend.prepares_schema:
+        await prepare_schema(flow, fresh=retrying)
     if not flow.done(BACKEND_STEP):
         attempt = int(previous.data.get("attempt", 0)) + 1 if previous else 1
         name = f"pgmig-{mid}" + (f"-r{attempt}" if attempt > 1 else "")
         slots = await logical_slots(flow.source, m.databases)
         await ledger.set_state(mid, State.FULL_LOAD, f"{backend.label}: starting {name} for {', '.join(m.databases)}")
-        ref = await backend.start(m, name, flow.source, flow.target)
+        # what an earlier attempt left in the target databases is this migration's own: replace it
+        ref = await backend.start(replace(m, options={**m.options, "overwrite": m.options.get("overwrite") or retrying}),
+                                  name, flow.source, flow.target)
         await ledger.save(mid, BACKEND_STEP, DONE, f"{backend.label}: {name}",
                           {"ref": ref, "slots_before": slots, "attempt": attempt})
         await flow.reload()

@@ -78,7 +78,12 @@ class ServiceStandIn:
     async def start(self, resource: dict) -> None:
         self.events.append("start")
         if self.copies_schema:
-            if not await asyncio.to_thread(self.tgt.psql, f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"):
+            exists = await asyncio.to_thread(self.tgt.psql, f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'")
+            if exists and resource["properties"].get("overwriteDbsInTarget") == "True":
+                await self._drop()  # what the failed attempt left streaming
+                await asyncio.to_thread(self.tgt.psql, f'DROP DATABASE "{self.database}" WITH (FORCE)')
+                exists = ""
+            if not exists:
                 await asyncio.to_thread(self.tgt.psql, f'CREATE DATABASE "{self.database}"')
             schema = Path(tempfile.mkdtemp(prefix="pgmig-service-")) / "schema.sql"
             schema.write_text(await asyncio.to_thread(_schema, self.src, self.database))

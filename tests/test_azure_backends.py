@@ -135,15 +135,30 @@ async def test_cancel_tells_the_service_to_stop(setup):
     assert (await slack.services.store.get_migration("mig-1")).state.value == "cancelled"
 
 
-async def test_a_failing_service_fails_the_migration_readably(setup):
+async def failing(setup, backend: str, needle: str, message: str) -> str:
+    """Start a migration whose service fails with `message`; the failure notice pgmig posts."""
     slack, arm, src, tgt = setup
-    ServiceStandIn(src, tgt, "app", copies_schema=True).attach(arm)
-    arm.fail_operation("migrations/pgmig-mig-1", "MigrationFailed", "source server is not reachable")
-    await slack.command("migrate onprem azure --mode online --db app --backend flex", key="m")
+    ServiceStandIn(src, tgt, "app", copies_schema=backend == "flex").attach(arm)
+    arm.fail_operation(needle, "MigrationFailed", message)
+    await slack.command(f"migrate onprem azure --mode online --db app --backend {backend}", key="m")
     await slack.reply("m")
-    failed = await notice(slack, "failed")
+    return await notice(slack, "failed")
+
+
+async def test_a_failing_service_fails_the_migration_readably_and_retry_starts_afresh(setup):
+    slack, arm, src, tgt = setup
+    failed = await failing(setup, "flex", "migrations/pgmig-mig-1", "source server is not reachable")
     assert "flexible-server migration service reports the migration failed" in failed
     assert "source server is not reachable" in failed
+
+    await slack.command("retry mig-1", key="r")  # a fresh service migration, over what the first one left
+    await slack.reply("r")
+    await notice(slack, "ready_for_cutover")
+    first, second = [r for r in arm.requests if r.method == "PUT" and "/migrations/" in r.path]
+    assert first.path.endswith("/pgmig-mig-1") and second.path.endswith("/pgmig-mig-1-r2")
+    assert second.body["properties"]["overwriteDbsInTarget"] == "True"
+    await cut_over(slack)
+    equal_rows(src, tgt)
 
 
 async def test_backend_refusals(setup):
@@ -153,3 +168,8 @@ async def test_backend_refusals(setup):
     await slack.command("migrate azure onprem --mode online --db app --backend flex", key="b")
     assert "onprem is not known as one" in text_of(await slack.reply("b"))
     assert arm.requests == []
+
+
+async def test_dms_errors_come_from_the_task_outputs(setup):
+    failed = await failing(setup, "dms", "tasks/migrate", "cannot connect to the source server")
+    assert "Azure DMS reports the migration failed" in failed and "cannot connect to the source server" in failed
