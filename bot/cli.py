@@ -31,6 +31,7 @@ def setup_logging(level: str = "INFO") -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # job added/removed on every migration
+    logging.getLogger("azure").setLevel(logging.WARNING)  # every ARM request's headers, at INFO
 
 
 async def serve(settings: Settings, socket_mode: bool) -> None:

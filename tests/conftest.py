@@ -56,6 +56,14 @@ def _passwords(monkeypatch):
     monkeypatch.setenv("PGMIG_WRONG_PASSWORD", "not-the-Right-one")
 
 
+@pytest.fixture(autouse=True)
+def _no_real_azure(monkeypatch):
+    """Whatever the machine has set, no test reaches a real Azure endpoint or identity service."""
+    for name in ("AZURE_SUBSCRIPTION_ID", "PGMIG_ARM_ENDPOINT", "AZURE_CLIENT_ID", "AZURE_TENANT_ID",
+                 "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "IDENTITY_ENDPOINT", "MSI_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def server(name: str, cluster: LocalCluster, **overrides) -> ServerConfig:
     values = dict(name=name, host="127.0.0.1", port=cluster.port, user="postgres",
                   password_env="PGMIG_TEST_PASSWORD", sslmode="disable", connect_timeout=5.0)

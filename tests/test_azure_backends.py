@@ -17,20 +17,28 @@ POLICY = ('[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1"]\n'
           '[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.2\n')
 
 
+def pgmig(tmp_path, arm: FakeArm, src, tgt):
+    """pgmig with `azure` as the target, known to the fake as flexible server sales-prod (same state each time)."""
+    config = config_toml({"onprem": src}, extra=azure_toml(arm) + POLICY) + azure_server_toml("azure", tgt, "sales-prod")
+    return running(tmp_path, config, env=azure_env(arm), azure_credential=arm.credential())
+
+
 @pytest.fixture
-async def setup(tmp_path, cluster_root):
-    """(app, fake ARM, source, target): `azure` is the target, known to the fake as flexible server sales-prod."""
+async def clusters(tmp_path, cluster_root):
     src, tgt = online_pair(cluster_root, tmp_path.name[-20:])
+    yield src, tgt
+    src.destroy()
+    tgt.destroy()
+
+
+@pytest.fixture
+async def setup(tmp_path, clusters):
+    """(app, fake ARM, source, target)."""
+    src, tgt = clusters
     async with FakeArm() as arm:
         seed_server(arm, "sales-prod")
-        config = config_toml({"onprem": src}, extra=azure_toml(arm) + POLICY) + \
-            azure_server_toml("azure", tgt, "sales-prod")
-        try:
-            async with running(tmp_path, config, env=azure_env(arm), azure_credential=arm.credential()) as slack:
-                yield slack, arm, src, tgt
-        finally:
-            src.destroy()
-            tgt.destroy()
+        async with pgmig(tmp_path, arm, src, tgt) as slack:
+            yield slack, arm, src, tgt
 
 
 async def notice(slack, state: str, timeout: float = 60) -> str:
@@ -173,3 +181,21 @@ async def test_backend_refusals(setup):
 async def test_dms_errors_come_from_the_task_outputs(setup):
     failed = await failing(setup, "dms", "tasks/migrate", "cannot connect to the source server")
     assert "Azure DMS reports the migration failed" in failed and "cannot connect to the source server" in failed
+
+
+async def test_a_restarted_pgmig_keeps_watching_the_service_and_cuts_over(tmp_path, clusters):
+    src, tgt = clusters
+    async with FakeArm() as arm:
+        seed_server(arm, "sales-prod")
+        ServiceStandIn(src, tgt, "app", copies_schema=True).attach(arm)
+        async with pgmig(tmp_path, arm, src, tgt) as slack:
+            await slack.command("migrate onprem azure --mode online --db app --backend flex", key="m")
+            await slack.reply("m")
+            await notice(slack, "ready_for_cutover")
+        src.psql("INSERT INTO parent DEFAULT VALUES", database="app")
+        async with pgmig(tmp_path, arm, src, tgt) as slack:  # a new process, the same state store
+            await slack.fake.wait_for("calls", lambda c: c.method == "chat.update"
+                                      and "WaitingForCutoverTrigger" in text_of(c.params), timeout=30)
+            await cut_over(slack)
+            equal_rows(src, tgt)
+        assert len([r for r in arm.requests if r.method == "PUT" and "/migrations/" in r.path]) == 1

@@ -41,6 +41,43 @@ def test_the_documented_example_loads(tmp_path):
     assert s.servers["azure-sales"].port == 5432 and s.servers["azure-sales"].sslmode == "require"
 
 
+def test_the_shipped_example_file_loads(tmp_path):
+    from pathlib import Path
+    example = (Path(__file__).parents[1] / "pgmig.example.toml").read_text()
+    s = load(tmp_path, example)
+    assert "azure-sales" in s.servers and not s.azure.enabled
+
+
+AZURE = GOOD + '''
+[azure]
+resource_group = "rg-data"
+region = "westeurope"
+provision_requires_approval = true
+poll_seconds = 2
+'''
+
+
+def test_azure_section_with_the_environment_on_top(tmp_path):
+    s = load(tmp_path, AZURE)
+    assert not s.azure.enabled and s.azure.arm_endpoint == "https://management.azure.com"
+    s = load(tmp_path, AZURE, AZURE_SUBSCRIPTION_ID="sub-1", PGMIG_ARM_ENDPOINT="https://127.0.0.1:8443")
+    assert s.azure.enabled and s.azure.subscription_id == "sub-1" and s.azure.arm_endpoint == "https://127.0.0.1:8443"
+    assert s.azure.provision_requires_approval and s.azure.poll_seconds == 2 and s.azure.resource_group == "rg-data"
+
+
+@pytest.mark.parametrize("change, message", [
+    (("poll_seconds = 2", "poll_seconds = -1"), "azure.poll_seconds"),
+    (("poll_seconds = 2", "pol_seconds = 2"), "azure.pol_seconds: unknown key (did you mean `poll_seconds`?)"),
+    (("provision_requires_approval = true", "provision_requires_approval = 1"), "expected true or false"),
+    (("poll_seconds = 2", 'arm_endpoint = "http://arm.local"'), "azure.arm_endpoint: expected an https:// URL"),
+    (("poll_seconds = 2", 'ca_file = "/nonexistent/ca.pem"'), "azure.ca_file: /nonexistent/ca.pem does not exist"),
+])
+def test_bad_azure_config_names_the_key(tmp_path, change, message):
+    with pytest.raises(SettingsError) as err:
+        load(tmp_path, AZURE.replace(*change, 1))
+    assert message in str(err.value)
+
+
 @pytest.mark.parametrize("change, message", [
     (('port = 5432', 'port = "x"'), "servers.onprem-sales.port: expected an integer"),
     (('port = 5432', 'port = 70000'), "servers.onprem-sales.port: expected 1–65535"),
