@@ -5,6 +5,7 @@ Every rule Azure would enforce is checked before a request is sent; provisioning
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import asdict
 from datetime import datetime, timedelta
@@ -21,8 +22,10 @@ from migration_core.azure.provision import AzureServer, configure, create_databa
 from migration_core.azure.validation import FirewallRule, ProvisionRequest, parse_firewall, validate
 from migration_core.errors import MigrationError
 from migration_core.models import Approval, AuditEntry, Step, utcnow
+from migration_core.secrets import redact
 from migration_core.servers import ServerConfig, major_version
 
+log = logging.getLogger(__name__)
 STEP = "provision"
 DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
 
@@ -117,10 +120,14 @@ async def _provision(svc: Services, pid: str, req: ProvisionRequest, actor: str,
     data = step.data if step else {}
     try:
         result = await provision(azure, req, progress, azure.config.progress_seconds)
-    except MigrationError as exc:
-        await svc.store.save_step(Step(pid, STEP, "failed", str(exc), utcnow(), utcnow(), data))
-        await svc.store.audit(AuditEntry("pgmig", "provision.failed", str(exc)[:2000], pid))
-        await _show(svc, channel, ts, am.provision_failed(pid, req, str(exc)))
+    except Exception as exc:  # the channel must hear how it ended, whatever happened
+        if not isinstance(exc, MigrationError):
+            log.exception("provisioning %s failed", pid)
+        reason = str(exc) if isinstance(exc, MigrationError) else \
+            f"unexpected {type(exc).__name__}: {redact(str(exc))[:300]} (details in pgmig's log)"
+        await svc.store.save_step(Step(pid, STEP, "failed", reason, utcnow(), utcnow(), data))
+        await svc.store.audit(AuditEntry("pgmig", "provision.failed", reason[:2000], pid))
+        await _show(svc, channel, ts, am.provision_failed(pid, req, reason))
         return
     server = ServerConfig(name=req.name, host=result.fqdn, user=req.admin_user, password_env=req.admin_password_env,
                           sslmode="require", azure_resource_group=req.resource_group, azure_server=req.name)

@@ -22,7 +22,7 @@ from migration_core.ledger import DONE, FAILED, Alerts, Ledger
 from migration_core.models import Migration, State
 from migration_core.monitor import mark_ready
 from migration_core.offline_flow import verify_and_complete
-from migration_core.online_flow import online_job, schema_step, schema_steps, undo_identity
+from migration_core.online_flow import ensure_identity, online_job, schema_step, schema_steps, undo_identity
 from migration_core.progress import MigrationProgress
 from migration_core.servers import ServerConfig
 
@@ -93,6 +93,8 @@ async def run_managed(flow: Flow, backend: ManagedBackend, poll_seconds: float) 
     ledger, mid, m = flow.ledger, flow.mid, flow.m
     previous = flow.steps.get(BACKEND_STEP)
     retrying = previous is not None and previous.state != DONE  # the service failed: start a fresh one
+    if m.mode == "online":
+        await ensure_identity(flow)  # the services stream by logical replication too
     if backend.prepares_schema:
         await prepare_schema(flow, fresh=retrying)
     if not flow.done(BACKEND_STEP):
