@@ -19,9 +19,11 @@ SERVICE_PUB = "azure_service_pub"
 SERVICE_SUB = "azure_service_sub"
 
 
-def azure_toml(fake: FakeArm, extra: str = "", poll: float = 0) -> str:
+def azure_toml(fake: FakeArm, extra: str = "", poll: float = 0, ca: bool = True) -> str:
+    """[azure] for the fake; `ca=False` leaves the CA to SSL_CERT_FILE (or to nobody)."""
+    ca_line = f'ca_file = "{fake.ca_path}"\n' if ca else ""
     return (f'[azure]\nresource_group = "{RG}"\nregion = "westeurope"\npoll_seconds = {poll}\nprogress_seconds = 0.05\n'
-            f'ca_file = "{fake.ca_path}"\ndms_subnet = "/subscriptions/{fake.subscription}/resourceGroups/{RG}/'
+            f'{ca_line}dms_subnet = "/subscriptions/{fake.subscription}/resourceGroups/{RG}/'
             f'providers/Microsoft.Network/virtualNetworks/vnet/subnets/dms"\n{extra}')
 
 

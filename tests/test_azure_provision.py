@@ -32,8 +32,9 @@ def _admin_passwords(monkeypatch):
     monkeypatch.setenv("NAMED_PASSWORD", "Pgadmin-1234")
 
 
-def app(tmp_path, fake: FakeArm, extra: str = "", servers: str = "", clusters: dict | None = None, poll: float = 0):
-    config = config_toml(clusters or {}, extra=azure_toml(fake, poll=poll) + extra) + servers
+def app(tmp_path, fake: FakeArm, extra: str = "", servers: str = "", clusters: dict | None = None, poll: float = 0,
+        ca: bool = True):
+    config = config_toml(clusters or {}, extra=azure_toml(fake, poll=poll, ca=ca) + extra) + servers
     return running(tmp_path, config, env=azure_env(fake), azure_credential=fake.credential(),
                    usergroups={"S0DBAS": ["U0APPROVER2"]})
 
@@ -245,3 +246,19 @@ async def test_without_azure_configured_the_commands_say_what_to_set(tmp_path, t
         assert "Azure is not configured" in text_of(await slack.reply("p"))
         await slack.command("createdb sales shop", key="db")
         assert "AZURE_SUBSCRIPTION_ID" in text_of(await slack.reply("db"))
+
+
+async def test_the_private_ca_comes_from_ssl_cert_file_and_without_it_tls_fails_readably(tmp_path, arm, monkeypatch):
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    async with app(tmp_path, arm, ca=False) as slack:
+        await slack.command(GOOD, key="untrusted")
+        await slack.reply("untrusted")
+        failed = await finished(slack, "sales-prod")
+        assert "the Azure endpoint could not be reached" in failed and "SSL_CERT_FILE" in failed
+        assert arm.requests == []  # the TLS handshake failed: nothing was sent
+    monkeypatch.setenv("SSL_CERT_FILE", arm.ca_path)
+    (tmp_path / "trusted").mkdir()
+    async with app(tmp_path / "trusted", arm, ca=False) as slack:
+        await slack.command(GOOD, key="trusted")
+        await slack.reply("trusted")
+        assert "✅" in await finished(slack, "sales-prod")
