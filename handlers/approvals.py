@@ -103,7 +103,9 @@ async def decide(action: str, migration_id: str, inv: Invocation, svc: Services)
 
 
 async def audit_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    m = await svc.store.get_migration(cmd.args["migration"])
-    if m is None:
-        return messages.error_message(f"there is no {cmd.args['migration']}")
-    return mm.audit_log(m, await svc.store.audit_log(m.id))
+    subject = cmd.args["migration"]
+    known = await svc.store.step(subject, "provision") if subject.startswith("prov-") else \
+        await svc.store.get_migration(subject)
+    if known is None:
+        return messages.error_message(f"there is no {subject}")
+    return mm.audit_log(subject, await svc.store.audit_log(subject))

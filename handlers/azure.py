@@ -118,6 +118,8 @@ async def _provision(svc: Services, pid: str, req: ProvisionRequest, actor: str,
 
     step = await svc.store.step(pid, STEP)
     data = step.data if step else {}
+    started = utcnow()
+    await svc.store.save_step(Step(pid, STEP, "running", f"creating {req.describe()}", started, None, data))
     try:
         result = await provision(azure, req, progress, azure.config.progress_seconds)
     except Exception as exc:  # the channel must hear how it ended, whatever happened
@@ -125,7 +127,7 @@ async def _provision(svc: Services, pid: str, req: ProvisionRequest, actor: str,
             log.exception("provisioning %s failed", pid)
         reason = str(exc) if isinstance(exc, MigrationError) else \
             f"unexpected {type(exc).__name__}: {redact(str(exc))[:300]} (details in pgmig's log)"
-        await svc.store.save_step(Step(pid, STEP, "failed", reason, utcnow(), utcnow(), data))
+        await svc.store.save_step(Step(pid, STEP, "failed", reason, started, utcnow(), data))
         await svc.store.audit(AuditEntry("pgmig", "provision.failed", reason[:2000], pid))
         await _show(svc, channel, ts, am.provision_failed(pid, req, reason))
         return
@@ -135,7 +137,7 @@ async def _provision(svc: Services, pid: str, req: ProvisionRequest, actor: str,
     if registered:
         svc.servers[req.name] = server
         await svc.store.save_server(req.name, server.as_dict(), actor)
-    await svc.store.save_step(Step(pid, STEP, "done", f"{result.fqdn} in {result.seconds:.0f} s", utcnow(), utcnow(),
+    await svc.store.save_step(Step(pid, STEP, "done", f"{result.fqdn} in {result.seconds:.0f} s", started, utcnow(),
                                    {**data, "fqdn": result.fqdn}))
     await svc.store.audit(AuditEntry("pgmig", "provision.completed", f"{req.name}: {result.fqdn}", pid))
     await _show(svc, channel, ts, am.provisioned(pid, req, result, registered))
@@ -189,6 +191,15 @@ async def decide_provision(action: str, pid: str, inv: Invocation, svc: Services
     await svc.poster.update(d["channel"], d["ts"], am.provision_card(
         pid, req, d["requested_by"], approvals, svc.policy.required_approvals, d["expires_at"]))
     return None
+
+
+async def provision_status(pid: str, svc: Services) -> Reply:
+    step = await svc.store.step(pid, STEP)
+    if step is None:
+        return messages.error_message(f"there is no {pid}")
+    req = step.data["request"]
+    return am.provision_status(pid, req["name"], step.state, step.detail, step.data.get("requested_by", ""),
+                               step.data.get("fqdn", ""))
 
 
 async def createdb_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:

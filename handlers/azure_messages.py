@@ -66,3 +66,14 @@ def configured(server: str, changes: list[ParameterChange], restarted: bool, pen
     elif pending:
         lines.append(f"A restart is needed: `/pgmig configure {esc(server)} --restart`")
     return Reply(f"{server}: {len(changes)} parameter(s) changed", sections(lines), ephemeral=False)
+
+
+PROVISION_ICON = {"waiting": "🗳️", "approved": "⏳", "running": "⏳", "done": "✅", "failed": "❌", "rejected": "🚫", "expired": "⌛"}
+
+
+def provision_status(pid: str, name: str, state: str, detail: str, requested_by: str, fqdn: str) -> Reply:
+    line = f"{PROVISION_ICON.get(state, '⏳')} *{pid}* · server *{esc(name)}* · {state}"
+    lines = [line, esc(detail)] + ([f"FQDN `{esc(fqdn)}`"] if fqdn else [])
+    if requested_by:
+        lines.append(f"requested by {mention(requested_by)} · `/pgmig audit {pid}`")
+    return Reply(f"{pid}: {state}", sections(lines))

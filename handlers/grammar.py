@@ -172,6 +172,7 @@ COMMANDS: dict[str, CommandSpec] = {s.name: s for s in (
 )}
 
 MIGRATION_ID = re.compile(r"^(?:mig-)?(\d+)$", re.IGNORECASE)
+PROVISION_ID = re.compile(r"^prov-(\d+)$", re.IGNORECASE)
 
 
 def parse(text: str) -> ParsedCommand:
@@ -231,10 +232,12 @@ def parse(text: str) -> ParsedCommand:
     names = spec.positionals + spec.optional_positionals
     for meta, value in zip(names, positionals + [None] * (allowed - len(positionals))):
         if meta == "MIGRATION" and value is not None:
-            match = MIGRATION_ID.match(value)
-            if not match:
+            if provision := PROVISION_ID.match(value):  # status and audit also answer for provisioning
+                value = f"prov-{int(provision.group(1))}"
+            elif match := MIGRATION_ID.match(value):
+                value = f"mig-{int(match.group(1))}"
+            else:
                 raise UsageError(f"`{value}` is not a migration id (like mig-3)", spec)
-            value = f"mig-{int(match.group(1))}"
         args[meta.lower()] = value
     return ParsedCommand(spec, args)
 

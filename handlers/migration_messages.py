@@ -70,6 +70,8 @@ def database_line(p: DatabaseProgress, now: float) -> str:
     if p.lag_bytes is not None:
         seconds = f"{p.lag_seconds:.1f} s" if p.lag_seconds is not None else "unknown"
         parts.append(f"lag {seconds}, {pretty_bytes(p.lag_bytes)} behind")
+    elif p.lag_seconds is not None:  # a managed service reports its latency, not bytes
+        parts.append(f"latency {p.lag_seconds:.1f} s")
     if p.retained_bytes is not None:
         parts.append(f"slot holds {pretty_bytes(p.retained_bytes)} of WAL")
     return " · ".join(parts)
@@ -214,8 +216,8 @@ def approval_card(m: Migration, progress: MigrationProgress, requested_by: str, 
     return Reply(f"Approve cutover of {m.id}? {len(approvers)} of {required} approvals", blocks, ephemeral=False)
 
 
-def audit_log(m: Migration, entries: list) -> Reply:
+def audit_log(subject: str, entries: list) -> Reply:
     lines = [f"`{e.at:%Y-%m-%d %H:%M:%S}` {mention(e.actor) if e.actor != 'pgmig' else 'pgmig'} "
              f"*{esc(e.action)}*" + (f" in <#{e.channel}>" if e.channel and e.channel != "shell" else "") +
              (f" — {esc(e.detail[:300])}" if e.detail else "") for e in entries]
-    return Reply(f"audit of {m.id}: {len(entries)} entries", [header(f"Audit of {m.id}"), *sections(lines)])
+    return Reply(f"audit of {subject}: {len(entries)} entries", [header(f"Audit of {subject}"), *sections(lines)])

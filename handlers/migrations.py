@@ -5,6 +5,7 @@ from handlers import messages
 from migration_core import cleanup
 from handlers import migration_messages as mm
 from handlers.authz import may_operate
+from handlers.azure import provision_status
 from handlers.check import resolve_servers
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
@@ -21,6 +22,9 @@ async def _operator_only(inv: Invocation, svc: Services, what: str) -> Reply | N
 
 
 async def _find(svc: Services, migration_id: str) -> Migration | Reply:
+    if migration_id.startswith("prov-"):
+        return messages.error_message(f"{migration_id} is a provisioning request, not a migration: "
+                                      f"`/pgmig status {migration_id}` and `/pgmig audit {migration_id}` show it")
     m = await svc.store.get_migration(migration_id)
     if m is None:
         return messages.error_message(f"there is no {migration_id}; `/pgmig list` shows the migrations")
@@ -92,6 +96,8 @@ async def status_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
     if not cmd.args.get("migration"):
         active = await svc.store.list_migrations(active_only=True)
         return mm.migration_list(active, "Active migrations")
+    if cmd.args["migration"].startswith("prov-"):
+        return await provision_status(cmd.args["migration"], svc)
     m = await _find(svc, cmd.args["migration"])
     if isinstance(m, Reply):
         return m

@@ -46,7 +46,7 @@ def show(progress: MigrationProgress, backend: ManagedBackend, status: BackendSt
     """The service's per-database view into pgmig's progress (what the live message renders)."""
     for db, d in status.databases.items():
         p = progress.of(db)
-        p.phase = f"{backend.label}: {d.state or status.detail}"
+        p.phase = f"{backend.label}: {d.describe() or status.detail}"
         p.tables_done, p.tables_total = d.tables_done, d.tables_total
         p.lag_seconds = d.latency_seconds
         if p.started_at is None:

@@ -111,6 +111,9 @@ async def test_dms_online_pgmig_builds_the_schema_and_reinstates_foreign_keys(se
     await slack.reply("m")
     await notice(slack, "ready_for_cutover")
     assert tgt.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", database="app") == "0"  # parked
+    card = await slack.fake.wait_for("calls", lambda c: c.method == "chat.update" and "READY_TO_COMPLETE" in
+                                     text_of(c.params))
+    assert "changes applied" in text_of(card.params) and "latency" in text_of(card.params)
     src.psql("INSERT INTO child (parent_id) VALUES (2)", database="app")
     await cut_over(slack)
     equal_rows(src, tgt)

@@ -84,8 +84,14 @@ async def test_provision_sends_the_requested_server_and_registers_it_as_a_target
         assert slack.services.servers["sales-prod"].azure_resource_group == "rg-data"
         await slack.command("servers", key="s")
         assert "sales-prod" in text_of(await slack.reply("s"))
-        audit = await slack.services.store.audit_log("prov-1")
-        assert [e.action for e in audit] == ["provision.requested", "provision.completed"]
+        await slack.command("status prov-1", key="st")
+        status = text_of(await slack.reply("st"))
+        assert "✅ *prov-1* · server *sales-prod* · done" in status and "sales-prod.postgres.database.azure.com" in status
+        await slack.command("audit prov-1", key="au")
+        audit = text_of(await slack.reply("au"))
+        assert audit.index("provision.requested") < audit.index("provision.completed")
+        await slack.command("cancel prov-1", key="x")
+        assert "is a provisioning request, not a migration" in text_of(await slack.reply("x"))
 
 
 @pytest.mark.parametrize("change, rule", [

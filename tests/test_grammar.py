@@ -32,6 +32,7 @@ def test_defaults_and_empty_text_is_help():
     ('check a "b', "could not read the command"),
     ("servers extra", "does not take `extra`"),
     ("check a b --mode online --mode=offline", "`--mode` is given twice"),
+    ("status prov-x", "is not a migration id"),
 ])
 def test_malformed_commands(text, message):
     with pytest.raises(UsageError) as err:

@@ -30,8 +30,24 @@ class DatabaseStatus:
     pending_changes: int | None = None
     latency_seconds: float | None = None
     message: str = ""
+    cdc: tuple[int, int, int] | None = None  # changes captured: inserts, updates, deletes
     ready: bool = False                 # waiting for its cutover
     completed: bool = False             # its cutover (or offline copy) finished
+
+
+    def describe(self) -> str:
+        """The service's word plus what it counts: `READY_TO_COMPLETE, 120 changes applied, 0 pending`."""
+        parts = [self.state]
+        if self.tables_errored:
+            parts.append(f"{self.tables_errored} table(s) errored")
+        if self.applied_changes is not None:
+            parts.append(f"{self.applied_changes} changes applied"
+                         + (f", {self.pending_changes} pending" if self.pending_changes is not None else ""))
+        if self.cdc and any(self.cdc):
+            parts.append("captured {} inserts, {} updates, {} deletes".format(*self.cdc))
+        if self.message:
+            parts.append(self.message)
+        return ", ".join(p for p in parts if p)
 
 
 @dataclass

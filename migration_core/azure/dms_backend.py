@@ -129,4 +129,6 @@ def _database(out: models.MigratePostgreSqlAzureDbForPostgreSqlSyncTaskOutputDat
     return DatabaseStatus(out.database_name, state, done, done + loading + queued + errored, errored,
                           number(out.applied_changes) if out.applied_changes is not None else None,
                           number(out.incoming_changes) if out.incoming_changes is not None else None,
-                          seconds(out.latency), ready=state in READY_STATES, completed=state in DONE_STATES)
+                          seconds(out.latency), "",
+                          (number(out.cdc_insert_counter), number(out.cdc_update_counter),
+                           number(out.cdc_delete_counter)), ready=state in READY_STATES, completed=state in DONE_STATES)

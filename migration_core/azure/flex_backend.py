@@ -97,4 +97,5 @@ def _database(name: str, d: models.DatabaseMigrationState) -> DatabaseStatus:
                           number(d.applied_changes) if d.applied_changes is not None else None,
                           number(d.incoming_changes) if d.incoming_changes is not None else None,
                           seconds(d.latency), str(d.message or ""),
+                          (number(d.cdc_insert_counter), number(d.cdc_update_counter), number(d.cdc_delete_counter)),
                           ready=state == "WaitingForCutoverTrigger", completed=state.lower() in DONE_STATES)
