@@ -149,7 +149,8 @@ COMMANDS: dict[str, CommandSpec] = {s.name: s for s in (
             Option("--restart", "restart the server if a changed parameter needs it", "flag", default=False),
         ),
         working="Reading and setting server parameters…"),
-    CommandSpec("status", "Show a migration's state, steps and progress (or every active one)",
+    CommandSpec("status", "Show a migration's state, steps and progress (or every active one; or a provisioning "
+                "request prov-N)",
                 "/pgmig status mig-3", optional_positionals=("MIGRATION",)),
     CommandSpec("list", "List recent migrations", "/pgmig list"),
     CommandSpec("cancel", "Stop a migration; half-imported target databases are dropped", "/pgmig cancel mig-3",
@@ -162,7 +163,8 @@ COMMANDS: dict[str, CommandSpec] = {s.name: s for s in (
                 "/pgmig verify mig-3", positionals=("MIGRATION",), working="Verifying…"),
     CommandSpec("cutover", "Ask the team to approve switching a caught-up online migration to its target",
                 "/pgmig cutover mig-3", positionals=("MIGRATION",), working="Verifying and posting the approval card…"),
-    CommandSpec("audit", "Every action on a migration: who, what, when, from which channel",
+    CommandSpec("audit", "Every action on a migration (or provisioning request prov-N): who, what, when, from which "
+                "channel",
                 "/pgmig audit mig-3", positionals=("MIGRATION",)),
     CommandSpec("cleanup", "List (and with --yes remove) replication slots, publications and subscriptions "
                 "pgmig left on a server", "/pgmig cleanup onprem-sales --yes", positionals=("SERVER",),
