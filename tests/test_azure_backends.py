@@ -132,18 +132,23 @@ async def test_dms_online_pgmig_builds_the_schema_and_reinstates_foreign_keys(se
     assert command.body == {"commandType": "Migrate.Sync.Complete.Database", "input": {"databaseName": "app"}}
 
 
-async def test_cancel_tells_the_service_to_stop(setup):
+@pytest.mark.parametrize("backend", ["flex", "dms"])
+async def test_cancel_tells_the_service_to_stop(setup, backend):
     slack, arm, src, tgt = setup
-    service = ServiceStandIn(src, tgt, "app", copies_schema=True).attach(arm)
-    await slack.command("migrate onprem azure --mode online --db app --backend flex", key="m")
+    service = ServiceStandIn(src, tgt, "app", copies_schema=backend == "flex").attach(arm)
+    await slack.command(f"migrate onprem azure --mode online --db app --backend {backend}", key="m")
     await slack.reply("m")
     await notice(slack, "ready_for_cutover")
     await slack.command("cancel mig-1", key="x")
     assert "cancelled" in text_of(await slack.reply("x"))
-    [cancel] = [r for r in arm.requests if r.method == "PATCH" and "/migrations/" in r.path]
-    assert cancel.body["properties"] == {"cancel": "True"}
+    if backend == "flex":
+        [cancel] = [r for r in arm.requests if r.method == "PATCH" and "/migrations/" in r.path]
+        assert cancel.body["properties"] == {"cancel": "True"}
+    else:
+        assert [r for r in arm.requests if r.method == "POST" and r.path.endswith("/tasks/migrate/cancel")]
     assert service.events == ["start", "cancel"]
     assert (await slack.services.store.get_migration("mig-1")).state.value == "cancelled"
+    assert src.psql("SELECT count(*) FROM pg_replication_slots") == "0"
 
 
 async def failing(setup, backend: str, needle: str, message: str) -> str:

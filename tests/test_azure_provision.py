@@ -112,6 +112,7 @@ async def test_provision_sends_the_requested_server_and_registers_it_as_a_target
     (("--sku Standard_D4ds_v5", "--sku MO_Gen5_8"), "`--tier MemoryOptimized --sku Standard_E8ds_v5`"),
     (("--tier GeneralPurpose", "--tier Burstable"), "is not a Burstable SKU"),
     (("--region westeurope", "--region 'West Europe'"), "an Azure region name"),
+    (("--resource-group rg-data", "--resource-group 'rg data'"), "1–90 letters, digits, underscores"),
     (("--tier GeneralPurpose --sku Standard_D4ds_v5", "--ha same-zone --tier Burstable --sku Standard_B1ms"),
      "not offered on the Burstable"),
     (("--version 16", "--version 16 --ha zone-redundant --zone 2 --standby-zone 2"), "another zone"),

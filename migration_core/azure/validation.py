@@ -148,10 +148,14 @@ def validate(args: dict, source_major: int | None = None) -> ProvisionRequest:
     name, rg, region = args["name"], args["resource_group"] or "", (args["region"] or "").lower()
     if p := server_name_problem(name):
         problems.append(p)
-    if not RESOURCE_GROUP.match(rg) or rg.endswith("."):
+    if not rg:
+        problems.append("--resource-group RG is needed (or a default in [azure] resource_group)")
+    elif not RESOURCE_GROUP.match(rg) or rg.endswith("."):
         problems.append(f"resource group `{rg}`: 1–90 letters, digits, underscores, hyphens, periods or "
                         "parentheses, not ending with a period")
-    if not REGION.match(region):
+    if not region:
+        problems.append("--region REGION is needed (or a default in [azure] region)")
+    elif not REGION.match(region):
         problems.append(f"region `{region}`: an Azure region name like westeurope or eastus2")
     version = str(args["version"])
     if version not in VERSIONS:
