@@ -27,6 +27,7 @@ from migration_core.progress import MigrationProgress
 from migration_core.servers import ServerConfig
 
 BACKEND_STEP = "backend"
+UNREAD_TOLERATED = 10  # consecutive status reads that may fail (after the SDK's own retries) before giving up
 
 
 async def logical_slots(source: ServerConfig, databases: list[str]) -> dict[str, list[str]]:
@@ -109,8 +110,19 @@ async def run_managed(flow: Flow, backend: ManagedBackend, poll_seconds: float) 
                           {"ref": ref, "slots_before": slots, "attempt": attempt})
         await flow.reload()
     ref = flow.steps[BACKEND_STEP].data["ref"]
+    unread = 0
     while True:
-        status = await backend.status(ref)
+        try:
+            status = await backend.status(ref)
+            unread = 0
+        except MigrationError as exc:  # copies run for hours: an ARM hiccup must not fail them
+            unread += 1
+            if unread > UNREAD_TOLERATED:
+                raise
+            for db in m.databases:
+                flow.progress.of(db).phase = f"{backend.label}: status unreadable ({exc.message})"
+            await asyncio.sleep(poll_seconds)
+            continue
         show(flow.progress, backend, status)
         if status.phase in (Phase.FAILED, Phase.CANCELLED):
             await ledger.save(mid, BACKEND_STEP, FAILED, status.error or status.detail, flow.steps[BACKEND_STEP].data)
@@ -132,7 +144,12 @@ async def watch_managed(ledger: Ledger, alerts: Alerts, config: EngineConfig, ba
     step = await ledger.store.step(m.id, BACKEND_STEP)
     if step is None or step.state != DONE:
         return
-    status = await backend.status(step.data["ref"])
+    try:
+        status = await backend.status(step.data["ref"])
+    except MigrationError as exc:
+        await alerts.alert(m, "service", True, f"⚠️ cannot read the {backend.label}'s status: {exc}")
+        return
+    await alerts.alert(m, "service", False, "")
     show(ledger.progress(m.id), backend, status)
     behind = {db: d.latency_seconds for db, d in status.databases.items()
               if (d.latency_seconds or 0) > config.lag_alert_seconds}

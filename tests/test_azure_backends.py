@@ -63,10 +63,14 @@ def equal_rows(src, tgt) -> None:
 async def test_flex_online_streams_waits_for_approval_and_cuts_over(setup):
     slack, arm, src, tgt = setup
     service = ServiceStandIn(src, tgt, "app", copies_schema=True).attach(arm)
+    arm.fail_next("GET", "migrations/pgmig-mig-1", 409, "Conflict", "busy")  # one unreadable status: tolerated
     await slack.command("migrate onprem azure --mode online --db app --backend flex", user="U0ALICE", key="m")
     assert "mig-1" in text_of(await slack.reply("m"))
     ready = await notice(slack, "ready_for_cutover")
     assert "flexible-server migration service" in ready
+    arm.fail_next("GET", "migrations/pgmig-mig-1", 409, "Conflict", "busy")  # while streaming: an alert, then clear
+    await notice(slack, "cannot read the Azure flexible-server migration service's status")
+    await notice(slack, "back to normal: service")
     src.psql("INSERT INTO parent DEFAULT VALUES; INSERT INTO child (parent_id) VALUES (3)", database="app")
 
     done = await cut_over(slack)
