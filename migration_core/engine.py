@@ -289,6 +289,8 @@ class Engine:
         """A coroutine function, so that apscheduler awaits it on the loop (a lambda would not be awaited)."""
         try:
             await self.store.beat(self.instance)
+        except asyncio.CancelledError:  # shutting down: the lease is released by close()
+            return
         except Exception:
             log.exception("renewing the lease of %s failed", self.instance)
 

@@ -1,6 +1,7 @@
 """Scheduled jobs (apscheduler): a progress tick per running migration."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -48,6 +49,8 @@ class ProgressJobs:
     async def _safe_tick(self, migration_id: str) -> None:
         try:
             await self._tick(migration_id)
+        except asyncio.CancelledError:  # shutting down mid-tick: nothing failed
+            return
         except Exception:  # a failed progress post must not stop the migration or later ticks
             log.exception("progress tick for %s failed", migration_id)
 
