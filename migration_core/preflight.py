@@ -258,7 +258,7 @@ async def _database_findings(req: PreflightRequest, db: str, tgt: _TargetFacts |
         extensions = {r["extname"]: r["extversion"] for r in await conn.fetch(
             "SELECT extname, extversion FROM pg_extension ORDER BY extname")}
         if tgt is not None:
-            report.add(_extension_finding(scope, extensions, tgt))
+            report.add(_extension_finding(scope, extensions, tgt, req))
             report.add(*_target_database_findings(scope, db, await _encoding(conn), tgt))
         report.add(*await _replication_traps(conn, scope, req))
     except asyncpg.PostgresError as exc:
@@ -289,7 +289,8 @@ async def _readable_finding(conn: asyncpg.Connection, scope: str, user: str) -> 
                    f'GRANT SELECT ON ALL TABLES IN SCHEMA … TO "{user}"; (or use pg_read_all_data)')
 
 
-def _extension_finding(scope: str, extensions: dict[str, str], tgt: _TargetFacts) -> Finding:
+def _extension_finding(scope: str, extensions: dict[str, str], tgt: _TargetFacts,
+                       req: PreflightRequest | None = None) -> Finding:
     used = {name: v for name, v in extensions.items() if name not in ALWAYS_AVAILABLE}
     if not used:
         return Finding(Status.OK, scope, "extensions available on target", "no extensions in use")
@@ -305,7 +306,9 @@ def _extension_finding(scope: str, extensions: dict[str, str], tgt: _TargetFacts
         if blocked:
             detail.append(f"not in the target's azure.extensions allow-list: {listing(blocked)}")
             allowed = ",".join(sorted((tgt.allow_list or set()) | {b.lower() for b in blocked}))
-            fixes.append(f"allow them: az postgres flexible-server parameter set --name azure.extensions "
+            via_pgmig = (f"`/pgmig configure {req.target.name} --extensions-from {req.source.name} --restart` or "
+                         if req is not None and req.target.azure_name else "")
+            fixes.append(f"allow them: {via_pgmig}az postgres flexible-server parameter set --name azure.extensions "
                          f"--value {allowed}")
         return Finding(Status.FAIL, scope, "extensions available on target", "; ".join(detail), "; ".join(fixes))
     return Finding(Status.OK, scope, "extensions available on target",

@@ -211,3 +211,22 @@ async def test_a_restarted_pgmig_keeps_watching_the_service_and_cuts_over(tmp_pa
             await cut_over(slack)
             equal_rows(src, tgt)
         assert len([r for r in arm.requests if r.method == "PUT" and "/migrations/" in r.path]) == 1
+
+
+@pytest.mark.parametrize("sku", ["Premium_4vCores", "Standard_1vCores"])
+async def test_an_existing_dms_service_is_used_when_it_can_migrate_online(setup, sku):
+    slack, arm, src, tgt = setup
+    ServiceStandIn(src, tgt, "app", copies_schema=False).attach(arm)
+    arm.put_resource(f"/subscriptions/{arm.subscription}/resourceGroups/rg-data/providers/Microsoft.DataMigration/"
+                     "services/pgmig-dms", {"location": "northeurope", "sku": {"name": sku},
+                                            "properties": {"provisioningState": "Succeeded"}})
+    await slack.command("migrate onprem azure --mode online --db app --backend dms", key="m")
+    await slack.reply("m")
+    if sku.startswith("Premium"):
+        await notice(slack, "ready_for_cutover")
+        [project] = [r for r in arm.requests if r.method == "PUT" and r.path.endswith("/projects/pgmig-mig-1")]
+        assert project.body["location"] == "northeurope"
+    else:
+        failed = await notice(slack, "failed")
+        assert "the DMS service pgmig-dms is Standard_1vCores; online migrations need a Premium SKU" in failed
+    assert not [r for r in arm.requests if r.method == "PUT" and r.path.endswith("/services/pgmig-dms")]

@@ -25,6 +25,11 @@ async def test_extension_not_in_allow_list_is_named_with_the_az_command(source_c
         ext = next(f for f in report.findings if f.title == "extensions available on target")
         assert ext.status is Status.FAIL
         assert "allow-list: pg_trgm" in ext.detail and "hstore" not in ext.detail
-        assert "azure.extensions --value hstore,pg_trgm" in ext.fix
+        assert "azure.extensions --value hstore,pg_trgm" in ext.fix and "/pgmig configure" not in ext.fix
+        known = await run_preflight(PreflightRequest(  # a target pgmig knows as a flexible server
+            server("src", source_cluster), server("azure", azure_like_target, azure_resource_group="rg"),
+            databases=["trigrams"]))
+        ext = next(f for f in known.findings if f.title == "extensions available on target")
+        assert "`/pgmig configure azure --extensions-from src --restart`" in ext.fix
     finally:
         source_cluster.psql("DROP DATABASE trigrams")

@@ -43,7 +43,13 @@ class DmsBackend:
         service, project = self.clients.config.dms_service, name
         async with self.clients.dms() as dms:
             try:
-                location = (await dms.services.get(group, service)).location
+                found = await dms.services.get(group, service)
+                location = found.location
+                sku = found.sku.name if found.sku else ""
+                if sku and not sku.startswith("Premium"):
+                    raise MigrationError(f"the DMS service {service} is {sku}; online migrations need a Premium SKU",
+                                         "name a Premium service in [azure] dms_service (pgmig creates one with "
+                                         "[azure] dms_sku when it does not exist)")
             except ResourceNotFoundError:
                 location = await self._create_service(dms, group, service, target_server)
             except AzureError as exc:
@@ -65,6 +71,9 @@ class DmsBackend:
     async def _create_service(self, dms, group: str, service: str, target_server: str) -> str:
         """A Premium service (online migrations need one) in the configured subnet; returns its region."""
         cfg = self.clients.config
+        if not cfg.dms_sku.startswith("Premium"):
+            raise MigrationError(f"[azure] dms_sku is {cfg.dms_sku}; online migrations need a Premium SKU",
+                                 "set dms_sku to e.g. Premium_4vCores")
         if not cfg.dms_subnet:
             raise MigrationError(f"the DMS service {service} does not exist and pgmig cannot create it without a "
                                  "subnet", "set [azure] dms_subnet to the resource id of a VNet subnet that reaches "
