@@ -53,11 +53,12 @@ async def run_cutover(ledger: Ledger, alerts: Alerts, config: EngineConfig, mid:
             await fallback(source, target, result.fence, reinstated=True)
         reason = failure_reason(exc, m.id)
         if managed is not None and managed.switched:
+            await managed.abandon(m, reason)
             await ledger.store.audit(AuditEntry("pgmig", "cutover.failed", reason[:2000], m.id))
             await ledger.set_state(m.id, State.FAILED, f"cutover failed after {managed.backend.label} had ended its "
                                    f"replication of {', '.join(managed.switched)}: {reason}. The source is writable "
-                                   "again and stays the primary; start a new migration with --overwrite",
-                                   error=f"cutting_over: {reason}")
+                                   f"again and stays the primary; `/pgmig retry {m.id}` starts a fresh service "
+                                   "migration over the target databases", error=f"cutting_over: {reason}")
             await alerts.notice(m, "cutover", f"⚠️ cutover failed, nothing was released: {reason}")
             return False
         await ledger.store.transition(m.id, State.READY_FOR_CUTOVER, error=f"cutover fell back: {reason}")

@@ -131,6 +131,10 @@ async def run_managed(flow: Flow, backend: ManagedBackend, poll_seconds: float) 
             await sync_sequences(flow)
             await verify_and_complete(flow)
             return
+        if m.mode == "online" and status.phase is Phase.SUCCEEDED:  # finished outside pgmig: nothing streams
+            await ledger.save(mid, BACKEND_STEP, FAILED, "completed without pgmig's cutover", flow.steps[BACKEND_STEP].data)
+            raise MigrationError(f"{backend.label} completed its migration without pgmig's cutover: nothing streams "
+                                 "any more", f"`/pgmig retry {mid}` starts a fresh service migration")
         if m.mode == "online" and status.phase is Phase.READY:
             await ledger.set_state(mid, State.CATCHING_UP, f"{backend.label} copied the data and streams changes")
             await mark_ready(ledger, await ledger.get(mid), f"{backend.label} is {status.detail}")
@@ -197,6 +201,13 @@ class ManagedCutover:
             self.switched.append(db)
             await self.completed(ref, db, max(timeout, 600.0))
         return run
+
+    async def abandon(self, m: Migration, reason: str) -> None:
+        """The service's replication is over but the cutover failed: a retry must start a fresh one."""
+        step = await self.ledger.store.step(m.id, BACKEND_STEP)
+        if step is not None:
+            await self.ledger.save(m.id, BACKEND_STEP, FAILED, f"cutover failed after the service's: {reason}"[:2000],
+                                   step.data)
 
     async def completed(self, ref: dict, db: str, timeout: float) -> None:
         """Until the service says `db` finished its cutover."""

@@ -3,6 +3,8 @@ fake ARM, while a stand-in does to the local clusters what the service would (co
 cutover). pgmig's own part is real: states, approval, fence, sequences, FKs and triggers, verification."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from handlers.actions import Action
@@ -230,3 +232,39 @@ async def test_an_existing_dms_service_is_used_when_it_can_migrate_online(setup,
         failed = await notice(slack, "failed")
         assert "the DMS service pgmig-dms is Standard_1vCores; online migrations need a Premium SKU" in failed
     assert not [r for r in arm.requests if r.method == "PUT" and r.path.endswith("/services/pgmig-dms")]
+
+
+class WritesDuringItsCutover(ServiceStandIn):
+    """A service whose first cutover leaves a row the source does not have: pgmig's row counts must catch it."""
+
+    async def cutover(self, resource: dict) -> None:
+        await super().cutover(resource)
+        if self.events.count("cutover") == 1:
+            await asyncio.to_thread(self.tgt.psql, "INSERT INTO child (id, parent_id) VALUES (1000, 1)",
+                                    database="app")
+
+
+async def test_a_failure_after_the_service_cut_over_fails_safely_and_retry_starts_afresh(setup):
+    slack, arm, src, tgt = setup
+    service = WritesDuringItsCutover(src, tgt, "app", copies_schema=True).attach(arm)
+    await slack.command("migrate onprem azure --mode online --db app --backend flex", user="U0ALICE", key="m")
+    await slack.reply("m")
+    await notice(slack, "ready_for_cutover")
+    await slack.command("cutover mig-1", user="U0ALICE", key="first")
+    await slack.reply("first")
+    await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER1", key="approve-first")
+    failed = await notice(slack, "failed")
+    assert "row counts of app differ" in failed and "had ended its replication of app" in failed
+    assert src.psql("SHOW default_transaction_read_only", database="app") == "off"  # the source works again
+    src.psql("INSERT INTO parent DEFAULT VALUES", database="app")
+
+    await slack.command("retry mig-1", key="r")
+    await slack.reply("r")
+    await slack.fake.wait_for("calls", lambda _: sum(  # a second ready notice: the fresh service migration streams
+        1 for c in slack.fake.calls if c.params.get("thread_ts") and "ready_for_cutover*" in text_of(c.params)) == 2,
+        timeout=60)
+    assert await cut_over(slack)
+    equal_rows(src, tgt)
+    assert service.events == ["start", "cutover", "start", "cutover"]
+    assert [r.path.rsplit("/", 1)[-1] for r in arm.requests if r.method == "PUT" and "/migrations/" in r.path] == \
+        ["pgmig-mig-1", "pgmig-mig-1-r2"]
