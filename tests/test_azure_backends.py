@@ -49,6 +49,13 @@ async def notice(slack, state: str, timeout: float = 60) -> str:
     return text_of(call.params)
 
 
+async def streaming(slack, backend: str) -> str:
+    """Start an online migration of `app` on `backend`; the ready_for_cutover notice."""
+    await slack.command(f"migrate onprem azure --mode online --db app --backend {backend}", user="U0ALICE", key="m")
+    assert "mig-1" in text_of(await slack.reply("m"))
+    return await notice(slack, "ready_for_cutover")
+
+
 async def cut_over(slack) -> str:
     await slack.command("cutover mig-1", user="U0ALICE", key="c")
     assert "approval card" in text_of(await slack.reply("c"))
@@ -66,9 +73,7 @@ async def test_flex_online_streams_waits_for_approval_and_cuts_over(setup):
     slack, arm, src, tgt = setup
     service = ServiceStandIn(src, tgt, "app", copies_schema=True).attach(arm)
     arm.fail_next("GET", "migrations/pgmig-mig-1", 409, "Conflict", "busy")  # one unreadable status: tolerated
-    await slack.command("migrate onprem azure --mode online --db app --backend flex", user="U0ALICE", key="m")
-    assert "mig-1" in text_of(await slack.reply("m"))
-    ready = await notice(slack, "ready_for_cutover")
+    ready = await streaming(slack, "flex")
     assert "flexible-server migration service" in ready
     arm.fail_next("GET", "migrations/pgmig-mig-1", 409, "Conflict", "busy")  # while streaming: an alert, then clear
     await notice(slack, "cannot read the Azure flexible-server migration service's status")
@@ -113,9 +118,7 @@ async def test_flex_offline_copy_is_verified_by_pgmig(setup):
 async def test_dms_online_pgmig_builds_the_schema_and_reinstates_foreign_keys(setup):
     slack, arm, src, tgt = setup
     service = ServiceStandIn(src, tgt, "app", copies_schema=False).attach(arm)
-    await slack.command("migrate onprem azure --mode online --db app --backend dms", user="U0ALICE", key="m")
-    await slack.reply("m")
-    await notice(slack, "ready_for_cutover")
+    await streaming(slack, "dms")
     assert tgt.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", database="app") == "0"  # parked
     card = await slack.fake.wait_for("calls", lambda c: c.method == "chat.update" and "READY_TO_COMPLETE" in
                                      text_of(c.params))
@@ -142,9 +145,7 @@ async def test_dms_online_pgmig_builds_the_schema_and_reinstates_foreign_keys(se
 async def test_cancel_tells_the_service_to_stop(setup, backend):
     slack, arm, src, tgt = setup
     service = ServiceStandIn(src, tgt, "app", copies_schema=backend == "flex").attach(arm)
-    await slack.command(f"migrate onprem azure --mode online --db app --backend {backend}", key="m")
-    await slack.reply("m")
-    await notice(slack, "ready_for_cutover")
+    await streaming(slack, backend)
     await slack.command("cancel mig-1", key="x")
     assert "cancelled" in text_of(await slack.reply("x"))
     if backend == "flex":
@@ -203,9 +204,7 @@ async def test_a_restarted_pgmig_keeps_watching_the_service_and_cuts_over(tmp_pa
         seed_server(arm, "sales-prod")
         ServiceStandIn(src, tgt, "app", copies_schema=True).attach(arm)
         async with pgmig(tmp_path, arm, src, tgt) as slack:
-            await slack.command("migrate onprem azure --mode online --db app --backend flex", key="m")
-            await slack.reply("m")
-            await notice(slack, "ready_for_cutover")
+            await streaming(slack, "flex")
         src.psql("INSERT INTO parent DEFAULT VALUES", database="app")
         async with pgmig(tmp_path, arm, src, tgt) as slack:  # a new process, the same state store
             await slack.fake.wait_for("calls", lambda c: c.method == "chat.update"
@@ -247,9 +246,7 @@ class WritesDuringItsCutover(ServiceStandIn):
 async def test_a_failure_after_the_service_cut_over_fails_safely_and_retry_starts_afresh(setup):
     slack, arm, src, tgt = setup
     service = WritesDuringItsCutover(src, tgt, "app", copies_schema=True).attach(arm)
-    await slack.command("migrate onprem azure --mode online --db app --backend flex", user="U0ALICE", key="m")
-    await slack.reply("m")
-    await notice(slack, "ready_for_cutover")
+    await streaming(slack, "flex")
     await slack.command("cutover mig-1", user="U0ALICE", key="first")
     await slack.reply("first")
     await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER1", key="approve-first")
