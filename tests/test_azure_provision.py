@@ -60,6 +60,7 @@ async def test_provision_sends_the_requested_server_and_registers_it_as_a_target
         assert "provisioning sales-prod" in text_of(await slack.reply("p"))
         done = await finished(slack, "sales-prod")
         assert "✅" in done and "sales-prod.postgres.database.azure.com" in done and "Added as server" in done
+        assert "(state Ready)" in done
         [put] = [r for r in arm.requests if r.method == "PUT" and lowered(r.path).endswith(SERVER_PATH)]
         body = put.body
         assert body["location"] == "westeurope" and body["tags"] == {"env": "prod", "team": "data"}

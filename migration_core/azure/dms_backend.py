@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.mgmt.datamigration import models
+from azure.mgmt.datamigration.aio import DataMigrationManagementClient
 
 from migration_core.azure.backend import BackendStatus, DatabaseStatus, Phase, number, seconds, word
 from migration_core.azure.clients import AzureClients
@@ -68,7 +69,8 @@ class DmsBackend:
                 f"creating the DMS task in {project}")
         return {"resource_group": group, "service": service, "project": project, "task": TASK}
 
-    async def _create_service(self, dms, group: str, service: str, target_server: str) -> str:
+    async def _create_service(self, dms: DataMigrationManagementClient, group: str, service: str,
+                              target_server: str) -> str:
         """A Premium service (online migrations need one) in the configured subnet; returns its region."""
         cfg = self.clients.config
         if not cfg.dms_sku.startswith("Premium"):

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.mgmt.postgresqlflexibleservers import models
+from azure.mgmt.postgresqlflexibleservers.aio import PostgreSQLManagementClient
 
 from migration_core import secrets
+from migration_core.azure.backend import word
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.errors import explain
 from migration_core.azure.lro import Progress, run_lro
@@ -76,8 +78,8 @@ async def provision(clients: AzureClients, req: ProvisionRequest, on_progress: P
                 patch = models.ServerForPatch(properties=models.ServerPropertiesForPatch(
                     storage=models.Storage(storage_size_gb=req.storage_gb)))
                 existing = await run_lro(client.servers.begin_update(req.resource_group, req.name, patch),
-                                          f"growing the storage of {req.name} to {req.storage_gb} GB",
-                                          on_progress, progress_every)
+                                         f"growing the storage of {req.name} to {req.storage_gb} GB",
+                                         on_progress, progress_every)
             server, created = existing, False
         else:
             server = await run_lro(
@@ -88,11 +90,12 @@ async def provision(clients: AzureClients, req: ProvisionRequest, on_progress: P
         for rule in rules:
             await firewall_rule(clients, AzureServer(req.resource_group, req.name), rule, client)
     return ProvisionResult(req.name, server.properties.fully_qualified_domain_name or "",
-                           str(server.properties.state or ""), created, time.monotonic() - started,
+                           word(server.properties.state), created, time.monotonic() - started,
                            [f"{r.name} {r.start}-{r.end}" for r in rules])
 
 
-async def firewall_rule(clients: AzureClients, server: AzureServer, rule: FirewallRule, client=None) -> None:
+async def firewall_rule(clients: AzureClients, server: AzureServer, rule: FirewallRule,
+                        client: PostgreSQLManagementClient | None = None) -> None:
     body = models.FirewallRule(properties=models.FirewallRuleProperties(start_ip_address=rule.start,
                                                                          end_ip_address=rule.end))
     if client is None:
@@ -100,7 +103,7 @@ async def firewall_rule(clients: AzureClients, server: AzureServer, rule: Firewa
             await firewall_rule(clients, server, rule, client)
         return
     await run_lro(client.firewall_rules.begin_create_or_update(server.resource_group, server.name, rule.name, body),
-                   f"adding firewall rule {rule.name} to {server.name}", None, 60)
+                  f"adding firewall rule {rule.name} to {server.name}", None, 60)
 
 
 async def create_database(clients: AzureClients, server: AzureServer, database: str) -> str:
@@ -108,7 +111,7 @@ async def create_database(clients: AzureClients, server: AzureServer, database: 
     async with clients.flex() as client:
         body = models.Database(properties=models.DatabaseProperties(charset="UTF8", collation="en_US.utf8"))
         db = await run_lro(client.databases.begin_create(server.resource_group, server.name, database, body),
-                            f"creating database {database} on {server.name}", None, 60)
+                           f"creating database {database} on {server.name}", None, 60)
         return db.name or database
 
 
@@ -141,7 +144,7 @@ async def configure(clients: AzureClients, server: AzureServer, extensions: list
             body = models.ConfigurationForUpdate(properties=models.ConfigurationProperties(
                 value=value, source="user-override"))
             result = await run_lro(client.configurations.begin_update(server.resource_group, server.name, name, body),
-                                    f"setting {name} on {server.name}", None, 60)
+                                   f"setting {name} on {server.name}", None, 60)
             pending = bool(result.properties and result.properties.is_config_pending_restart)
             changes.append(ParameterChange(name, before, value, pending))
 
@@ -158,6 +161,6 @@ async def configure(clients: AzureClients, server: AzureServer, extensions: list
         restarted = False
         if restart and (not changes or any(c.pending_restart for c in changes)):
             await run_lro(client.servers.begin_restart(server.resource_group, server.name),
-                           f"restarting {server.name}", None, 60)
+                          f"restarting {server.name}", None, 60)
             restarted = True
     return changes, restarted
