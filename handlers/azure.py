@@ -23,7 +23,7 @@ from migration_core.azure.validation import FirewallRule, ProvisionRequest, pars
 from migration_core.errors import MigrationError
 from migration_core.models import Approval, AuditEntry, Step, utcnow
 from migration_core.secrets import redact
-from migration_core.servers import ServerConfig, major_version
+from migration_core.servers import ConnectionProblem, ServerConfig, major_version
 
 log = logging.getLogger(__name__)
 STEP = "provision"
@@ -83,7 +83,8 @@ async def provision_command(cmd: ParsedCommand, inv: Invocation, svc: Services) 
     expires = now + timedelta(minutes=svc.policy.approval_timeout_minutes)
     channel = svc.policy.notify_channel or inv.channel
     step = Step(pid, STEP, "waiting", f"requested by {inv.user}", now, None,
-                {"request": asdict(req), "requested_by": inv.user, "channel": channel, "round": now.isoformat(),
+                {"request": asdict(req), "source": a["source"] or "", "requested_by": inv.user, "channel": channel,
+                 "round": now.isoformat(),
                  "expires_at": expires.isoformat(), "ts": ""})
     await svc.store.audit(AuditEntry(inv.user, "provision.requested", req.describe(), pid, inv.channel))
     if not azure.config.provision_requires_approval:
@@ -137,10 +138,34 @@ async def _provision(svc: Services, pid: str, req: ProvisionRequest, actor: str,
     if registered:
         svc.servers[req.name] = server
         await svc.store.save_server(req.name, server.as_dict(), actor)
+    notes = await _allow_source_extensions(svc, req, data.get("source", ""), restart=result.created)
     await svc.store.save_step(Step(pid, STEP, "done", f"{result.fqdn} in {result.seconds:.0f} s", started, utcnow(),
                                    {**data, "fqdn": result.fqdn}))
-    await svc.store.audit(AuditEntry("pgmig", "provision.completed", f"{req.name}: {result.fqdn}", pid))
-    await _show(svc, channel, ts, am.provisioned(pid, req, result, registered))
+    await svc.store.audit(AuditEntry("pgmig", "provision.completed", f"{req.name}: {result.fqdn}; " + "; ".join(notes),
+                                     pid))
+    await _show(svc, channel, ts, am.provisioned(pid, req, result, registered, notes))
+
+
+async def _allow_source_extensions(svc: Services, req: ProvisionRequest, source: str, restart: bool) -> list[str]:
+    """The server is to receive `source`: allow-list (and preload) the extensions it uses, restarting a
+    brand-new server when that needs it. A problem here is reported, not fatal: the server exists."""
+    if not source or source not in svc.servers:
+        return []
+    target = AzureServer(req.resource_group, req.name)
+    try:
+        wanted = sorted({e for names in (await extensions.inventory(svc.servers[source])).values() for e in names})
+        if not wanted:
+            return [f"{source} uses no extensions: nothing to allow-list"]
+        changes, restarted = await configure(_azure(svc), target, wanted, restart=restart)
+    except (MigrationError, ConnectionProblem) as exc:
+        return [f"the extensions of {source} could not be allow-listed ({exc}); "
+                f"`/pgmig configure {req.name} --extensions-from {source}` tries again"]
+    notes = [f"{c.name} = {c.after}" for c in changes] or [f"{source}'s extensions were already allowed"]
+    if restarted:
+        notes.append("restarted so that the preloaded libraries are loaded")
+    elif any(c.pending_restart for c in changes):
+        notes.append(f"a restart is needed: `/pgmig configure {req.name} --restart`")
+    return notes
 
 
 async def _show(svc: Services, channel: str, ts: str, reply: Reply) -> None:
@@ -254,4 +279,4 @@ async def configure_command(cmd: ParsedCommand, inv: Invocation, svc: Services) 
     changes, restarted = await configure(_azure(svc), found[1], sorted(set(wanted)), a["wal_level"], a["restart"])
     await svc.store.audit(AuditEntry(inv.user, "azure.configure", "; ".join(
         f"{c.name}={c.after}" for c in changes) + (" (restarted)" if restarted else ""), "", inv.channel))
-    return am.configured(found[1].name, changes, restarted, any(c.pending_restart for c in changes))
+    return am.configured(a["server"], found[1].name, changes, restarted, any(c.pending_restart for c in changes))

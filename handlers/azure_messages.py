@@ -37,12 +37,15 @@ def provisioning(pid: str, req: ProvisionRequest, note: str) -> Reply:
                  ephemeral=False)
 
 
-def provisioned(pid: str, req: ProvisionRequest, result: ProvisionResult, registered: bool) -> Reply:
+def provisioned(pid: str, req: ProvisionRequest, result: ProvisionResult, registered: bool,
+                notes: list[str]) -> Reply:
     what = "created" if result.created else "already existed; its storage is now " + str(req.storage_gb) + " GB"
     lines = [f"✅ *{esc(req.name)}* ({pid}) {what} in {result.seconds:.0f} s: `{esc(result.fqdn)}` "
              f"(state {esc(result.state or 'unknown')})"]
     if result.firewall:
         lines.append(f"Firewall rules: {esc(', '.join(result.firewall))}")
+    if notes:
+        lines.append(f"Server parameters for the source: {esc('; '.join(notes))}")
     if registered:
         lines.append(f"Added as server `{esc(req.name)}` (user {esc(req.admin_user)}, password from "
                      f"`${esc(req.admin_password_env)}`, sslmode require). Next: `/pgmig createdb {esc(req.name)} "
@@ -55,8 +58,9 @@ def provision_failed(pid: str, req: ProvisionRequest, reason: str) -> Reply:
         f"❌ Provisioning *{esc(req.name)}* ({pid}) failed: {esc(reason)}")], ephemeral=False)
 
 
-def configured(server: str, changes: list[ParameterChange], restarted: bool, pending: bool) -> Reply:
-    lines = [f"*Server parameters of {esc(server)}*"]
+def configured(server: str, azure_name: str, changes: list[ParameterChange], restarted: bool, pending: bool) -> Reply:
+    """`server` is pgmig's name for it (what commands take), `azure_name` the flexible server's."""
+    lines = [f"*Server parameters of {esc(server)}*" + (f" ({esc(azure_name)})" if azure_name != server else "")]
     lines += [f"• `{esc(c.name)}`: `{esc(c.before or '(empty)')}` → `{esc(c.after)}`"
               + (" (takes effect after a restart)" if c.pending_restart and not restarted else "") for c in changes]
     if not changes:

@@ -32,6 +32,20 @@ def _admin_passwords(monkeypatch):
     monkeypatch.setenv("NAMED_PASSWORD", "Pgadmin-1234")
 
 
+@pytest.fixture
+def source_extensions(source_cluster):
+    """The source uses pg_trgm (allow-list only) and pg_prewarm (allow-list and preload: a restart)."""
+    source_cluster.psql("CREATE DATABASE inventory_ext")
+    source_cluster.psql("CREATE EXTENSION pg_trgm; CREATE EXTENSION pg_prewarm", database="inventory_ext")
+    yield source_cluster
+    source_cluster.psql("DROP DATABASE inventory_ext")
+
+
+def configuration_writes(arm: FakeArm) -> dict[str, str]:
+    return {r.path.rsplit("/", 1)[-1]: r.body["properties"]["value"] for r in arm.requests
+            if r.method in ("PATCH", "PUT") and "/configurations/" in r.path}
+
+
 def app(tmp_path, fake: FakeArm, extra: str = "", servers: str = "", clusters: dict | None = None, poll: float = 0,
         ca: bool = True):
     config = config_toml(clusters or {}, extra=azure_toml(fake, poll=poll, ca=ca) + extra) + servers
@@ -51,9 +65,9 @@ def lowered(path: str) -> str:
     return path.lower()
 
 
-async def test_provision_sends_the_requested_server_and_registers_it_as_a_target(tmp_path, arm, source_cluster):
+async def test_provision_sends_the_requested_server_and_registers_it_as_a_target(tmp_path, arm, source_extensions):
     arm.lro_polls = 8  # polled every 0.03 s, progress shown every 0.05 s
-    async with app(tmp_path, arm, clusters={"onprem": source_cluster}, poll=0.03) as slack:
+    async with app(tmp_path, arm, clusters={"onprem": source_extensions}, poll=0.03) as slack:
         await slack.command(GOOD + " --ha zone-redundant --zone 1 --standby-zone 3 --public-access "
                             "--allow-azure-services --firewall office=203.0.113.1-203.0.113.20 "
                             "--tags env=prod,team=data --source onprem", key="p")
@@ -61,6 +75,10 @@ async def test_provision_sends_the_requested_server_and_registers_it_as_a_target
         done = await finished(slack, "sales-prod")
         assert "✅" in done and "sales-prod.postgres.database.azure.com" in done and "Added as server" in done
         assert "(state Ready)" in done
+        assert configuration_writes(arm) == {"azure.extensions": "pg_prewarm,pg_trgm",  # for the named source
+                                             "shared_preload_libraries": "pg_cron,pg_stat_statements,pg_prewarm"}
+        assert [r for r in arm.requests if r.method == "POST" and r.path.endswith("/restart")]
+        assert "restarted so that the preloaded libraries are loaded" in done
         [put] = [r for r in arm.requests if r.method == "PUT" and lowered(r.path).endswith(SERVER_PATH)]
         body = put.body
         assert body["location"] == "westeurope" and body["tags"] == {"env": "prod", "team": "data"}
@@ -209,42 +227,38 @@ async def test_provisioning_waits_for_approval_when_configured(tmp_path, arm):
         assert actions[-1] == "provision.completed"
 
 
-async def test_createdb_firewall_and_configure_from_the_source_inventory(tmp_path, arm, source_cluster,
+async def test_createdb_firewall_and_configure_from_the_source_inventory(tmp_path, arm, source_extensions,
                                                                           target_cluster):
     seed_server(arm, "sales-prod")
-    source_cluster.psql("CREATE DATABASE inventory_ext")
-    source_cluster.psql("CREATE EXTENSION IF NOT EXISTS pg_trgm; CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
-                        database="inventory_ext")
-    try:
-        async with app(tmp_path, arm, servers=azure_server_toml("sales", target_cluster, "sales-prod"),
-                       clusters={"onprem": source_cluster}) as slack:
-            await slack.command("createdb sales shop", key="db")
-            assert "Database `shop` created on *sales-prod*" in text_of(await slack.reply("db"))
-            [put] = [r for r in arm.requests if r.method == "PUT" and "/databases/shop" in r.path]
-            assert put.body["properties"] == {"charset": "UTF8", "collation": "en_US.utf8"}
-            await slack.command("createdb sales pg_secret", key="bad")
-            assert "not a database name Azure accepts" in text_of(await slack.reply("bad"))
+    async with app(tmp_path, arm, servers=azure_server_toml("sales", target_cluster, "sales-prod"),
+                   clusters={"onprem": source_extensions}) as slack:
+        await slack.command("createdb sales shop", key="db")
+        assert "Database `shop` created on *sales-prod*" in text_of(await slack.reply("db"))
+        [put] = [r for r in arm.requests if r.method == "PUT" and "/databases/shop" in r.path]
+        assert put.body["properties"] == {"charset": "UTF8", "collation": "en_US.utf8"}
+        await slack.command("createdb sales pg_secret", key="bad")
+        assert "not a database name Azure accepts" in text_of(await slack.reply("bad"))
 
-            await slack.command("firewall sales office=203.0.113.1-203.0.113.20,vpn=198.51.100.7", key="fw")
-            assert "office 203.0.113.1-203.0.113.20, vpn 198.51.100.7-198.51.100.7" in text_of(await slack.reply("fw"))
-            await slack.command("firewall sales office=203.0.113.300", key="fwbad")
-            assert "is not an IPv4 range" in text_of(await slack.reply("fwbad"))
+        await slack.command("firewall sales office=203.0.113.1-203.0.113.20,vpn=198.51.100.7", key="fw")
+        assert "office 203.0.113.1-203.0.113.20, vpn 198.51.100.7-198.51.100.7" in text_of(await slack.reply("fw"))
+        await slack.command("firewall sales office=203.0.113.300", key="fwbad")
+        assert "is not an IPv4 range" in text_of(await slack.reply("fwbad"))
 
-            await slack.command("configure sales --extensions-from onprem --wal-level logical --restart", key="cfg")
-            answer = text_of(await slack.reply("cfg"))
-            assert "azure.extensions" in answer and "pg_stat_statements,pg_trgm" in answer
-            assert "wal_level" in answer and "restarted" in answer
-            patches = {r.path.rsplit("/", 1)[-1]: r.body["properties"]["value"] for r in arm.requests
-                       if r.method in ("PATCH", "PUT") and "/configurations/" in r.path}
-            assert patches["azure.extensions"] == "pg_stat_statements,pg_trgm"
-            assert patches["wal_level"] == "logical"
-            assert "shared_preload_libraries" not in patches  # pg_stat_statements is preloaded already
-            assert [r for r in arm.requests if r.method == "POST" and r.path.endswith("/restart")]
+        await slack.command("configure sales --extensions-from onprem --wal-level logical", key="cfg")
+        answer = text_of(await slack.reply("cfg"))
+        assert "takes effect after a restart" in answer and "`/pgmig configure sales --restart`" in answer
+        assert configuration_writes(arm) == {"azure.extensions": "pg_prewarm,pg_trgm", "wal_level": "logical",
+                                             "shared_preload_libraries": "pg_cron,pg_stat_statements,pg_prewarm"}
+        assert not [r for r in arm.requests if r.method == "POST" and r.path.endswith("/restart")]
+        await slack.command("configure sales --extensions-from onprem --restart", key="again")
+        answer = text_of(await slack.reply("again"))
+        assert "Nothing to change" in answer and "restarted" not in answer  # already allowed: no restart
+        await slack.command("configure sales --restart", key="restart")
+        assert "restarted" in text_of(await slack.reply("restart"))
+        assert len([r for r in arm.requests if r.method == "POST" and r.path.endswith("/restart")]) == 1
 
-            await slack.command("createdb onprem shop", key="notazure")
-            assert "not known as an Azure flexible server" in text_of(await slack.reply("notazure"))
-    finally:
-        source_cluster.psql("DROP DATABASE inventory_ext")
+        await slack.command("createdb onprem shop", key="notazure")
+        assert "not known as an Azure flexible server" in text_of(await slack.reply("notazure"))
 
 
 async def test_without_azure_configured_the_commands_say_what_to_set(tmp_path, target_cluster):

@@ -125,8 +125,9 @@ class ParameterChange:
 
 async def configure(clients: AzureClients, server: AzureServer, extensions: list[str] | None = None,
                     wal_level: str | None = None, restart: bool = False) -> tuple[list[ParameterChange], bool]:
-    """Allow-list the extensions (and preload those that need it), set wal_level; restart when asked and
-    a static parameter changed. Returns the changes and whether the server was restarted."""
+    """Allow-list the extensions (and preload those that need it), set wal_level; with `restart`, restart
+    when a changed parameter needs it (or, when nothing is to be set, restart anyway). Returns the changes
+    and whether the server was restarted."""
     changes: list[ParameterChange] = []
     async with clients.flex() as client:
         async def merge(name: str, wanted: list[str]) -> None:
@@ -159,7 +160,7 @@ async def configure(clients: AzureClients, server: AzureServer, extensions: list
             if before != wal_level:
                 await set_parameter("wal_level", before, wal_level)
         restarted = False
-        if restart and (not changes or any(c.pending_restart for c in changes)):
+        if restart and (any(c.pending_restart for c in changes) or not (extensions or wal_level)):
             await run_lro(client.servers.begin_restart(server.resource_group, server.name),
                           f"restarting {server.name}", None, 60)
             restarted = True
