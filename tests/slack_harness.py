@@ -20,7 +20,7 @@ from bot.slack_directory import SlackDirectory
 from bot.slack_poster import SlackPoster
 from bot.tasks import TaskTracker
 from handlers.context import Services
-from tests.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
+from tests.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers, text_of
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Running:
     services: Services
     tasks: TaskTracker
     http: aiohttp.ClientSession
+    asked: int = 0
 
     async def post(self, body: str, headers: dict[str, str]) -> Answer:
         async with self.http.post(f"{self.url}/slack/events", data=body.encode(), headers=headers) as resp:
@@ -60,6 +61,13 @@ class Running:
                                 "action_ts": str(time.time())}]}
         body = urlencode({"payload": json.dumps(payload)})
         return await self.post(body, signed_headers(body))
+
+    async def ask(self, text: str, user: str = "U0ALICE") -> str:
+        """A command and the text of its answer (what the user reads)."""
+        self.asked += 1
+        key = f"ask-{self.asked}"
+        await self.command(text, user=user, key=key)
+        return text_of(await self.reply(key))
 
     async def reply(self, key: str, timeout: float = 30.0) -> dict:
         return await self.fake.wait_for("responses", lambda r: r["key"] == key, timeout)

@@ -51,14 +51,12 @@ async def notice(slack, state: str, timeout: float = 60) -> str:
 
 async def streaming(slack, backend: str) -> str:
     """Start an online migration of `app` on `backend`; the ready_for_cutover notice."""
-    await slack.command(f"migrate onprem azure --mode online --db app --backend {backend}", user="U0ALICE", key="m")
-    assert "mig-1" in text_of(await slack.reply("m"))
+    assert "mig-1" in await slack.ask(f"migrate onprem azure --mode online --db app --backend {backend}", user="U0ALICE")
     return await notice(slack, "ready_for_cutover")
 
 
 async def cut_over(slack) -> str:
-    await slack.command("cutover mig-1", user="U0ALICE", key="c")
-    assert "approval card" in text_of(await slack.reply("c"))
+    assert "approval card" in await slack.ask("cutover mig-1", user="U0ALICE")
     await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER1", key="a")
     return await notice(slack, "completed")
 
@@ -146,8 +144,7 @@ async def test_cancel_tells_the_service_to_stop(setup, backend):
     slack, arm, src, tgt = setup
     service = ServiceStandIn(src, tgt, "app", copies_schema=backend == "flex").attach(arm)
     await streaming(slack, backend)
-    await slack.command("cancel mig-1", key="x")
-    assert "cancelled" in text_of(await slack.reply("x"))
+    assert "cancelled" in await slack.ask("cancel mig-1")
     if backend == "flex":
         [cancel] = [r for r in arm.requests if r.method == "PATCH" and "/migrations/" in r.path]
         assert cancel.body["properties"] == {"cancel": "True"}
@@ -186,10 +183,8 @@ async def test_a_failing_service_fails_the_migration_readably_and_retry_starts_a
 
 async def test_backend_refusals(setup):
     slack, arm, src, tgt = setup
-    await slack.command("migrate onprem azure --mode offline --db app --backend dms", key="a")
-    assert "Azure DMS classic migrates PostgreSQL online only" in text_of(await slack.reply("a"))
-    await slack.command("migrate azure onprem --mode online --db app --backend flex", key="b")
-    assert "onprem is not known as one" in text_of(await slack.reply("b"))
+    assert "Azure DMS classic migrates PostgreSQL online only" in await slack.ask("migrate onprem azure --mode offline --db app --backend dms")
+    assert "onprem is not known as one" in await slack.ask("migrate azure onprem --mode online --db app --backend flex")
     assert arm.requests == []
 
 

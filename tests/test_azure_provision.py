@@ -101,16 +101,12 @@ async def test_provision_sends_the_requested_server_and_registers_it_as_a_target
         assert saved["sales-prod"]["host"] == "sales-prod.postgres.database.azure.com"
         assert saved["sales-prod"]["password_env"] == "SALES_ADMIN_PASSWORD" and "password" not in saved["sales-prod"]
         assert slack.services.servers["sales-prod"].azure_resource_group == "rg-data"
-        await slack.command("servers", key="s")
-        assert "sales-prod" in text_of(await slack.reply("s"))
-        await slack.command("status prov-1", key="st")
-        status = text_of(await slack.reply("st"))
+        assert "sales-prod" in await slack.ask("servers")
+        status = await slack.ask("status prov-1")
         assert "✅ *prov-1* · server *sales-prod* · done" in status and "sales-prod.postgres.database.azure.com" in status
-        await slack.command("audit prov-1", key="au")
-        audit = text_of(await slack.reply("au"))
+        audit = await slack.ask("audit prov-1")
         assert audit.index("provision.requested") < audit.index("provision.completed")
-        await slack.command("cancel prov-1", key="x")
-        assert "is a provisioning request, not a migration" in text_of(await slack.reply("x"))
+        assert "is a provisioning request, not a migration" in await slack.ask("cancel prov-1")
 
 
 @pytest.mark.parametrize("change, rule", [
@@ -142,8 +138,7 @@ async def test_provision_sends_the_requested_server_and_registers_it_as_a_target
 ])
 async def test_every_rule_is_checked_before_azure_is_called(tmp_path, arm, change, rule):
     async with app(tmp_path, arm) as slack:
-        await slack.command(GOOD.replace(*change), key="p")
-        answer = text_of(await slack.reply("p"))
+        answer = await slack.ask(GOOD.replace(*change))
         assert "cannot provision" in answer and rule in answer, answer
         assert arm.requests == []
 
@@ -151,10 +146,8 @@ async def test_every_rule_is_checked_before_azure_is_called(tmp_path, arm, chang
 async def test_version_older_than_the_source_and_storage_alias(tmp_path, arm, source_cluster):
     async with app(tmp_path, arm, clusters={"onprem": source_cluster}) as slack:
         major = int(source_cluster.psql("SHOW server_version_num")) // 10000
-        await slack.command(GOOD.replace("--version 16", f"--version {major - 1}") + " --source onprem", key="old")
-        assert f"older than the source's PostgreSQL {major}" in text_of(await slack.reply("old"))
-        await slack.command(GOOD.replace("--storage-gb 256", "--storage-size 256 --storage-gb 512"), key="both")
-        assert "same setting" in text_of(await slack.reply("both"))
+        assert f"older than the source's PostgreSQL {major}" in await slack.ask(GOOD.replace("--version 16", f"--version {major - 1}") + " --source onprem")
+        assert "same setting" in await slack.ask(GOOD.replace("--storage-gb 256", "--storage-size 256 --storage-gb 512"))
         assert arm.requests == []
         await slack.command(GOOD.replace("--storage-gb", "--storage-size"), key="alias")
         await slack.reply("alias")
@@ -208,8 +201,7 @@ async def test_a_failed_long_running_operation_is_reported(tmp_path, arm):
 async def test_provisioning_waits_for_approval_when_configured(tmp_path, arm):
     policy = '[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1", "S0DBAS"]\nrequired_approvals = 2\n'
     async with app(tmp_path, arm, extra="provision_requires_approval = true\n" + policy) as slack:
-        await slack.command(GOOD, user="U0ALICE", key="p")
-        assert "needs 2 approval(s)" in text_of(await slack.reply("p"))
+        assert "needs 2 approval(s)" in await slack.ask(GOOD, user="U0ALICE")
         card = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage"
                                          and "Approve provisioning sales-prod" in text_of(c.params))
         assert card.params["channel"] == "C0NOTIFY" and arm.requests == []
@@ -232,42 +224,32 @@ async def test_createdb_firewall_and_configure_from_the_source_inventory(tmp_pat
     seed_server(arm, "sales-prod")
     async with app(tmp_path, arm, servers=azure_server_toml("sales", target_cluster, "sales-prod"),
                    clusters={"onprem": source_extensions}) as slack:
-        await slack.command("createdb sales shop", key="db")
-        assert "Database `shop` created on *sales-prod*" in text_of(await slack.reply("db"))
+        assert "Database `shop` created on *sales-prod*" in await slack.ask("createdb sales shop")
         [put] = [r for r in arm.requests if r.method == "PUT" and "/databases/shop" in r.path]
         assert put.body["properties"] == {"charset": "UTF8", "collation": "en_US.utf8"}
-        await slack.command("createdb sales pg_secret", key="bad")
-        assert "not a database name Azure accepts" in text_of(await slack.reply("bad"))
+        assert "not a database name Azure accepts" in await slack.ask("createdb sales pg_secret")
 
-        await slack.command("firewall sales office=203.0.113.1-203.0.113.20,vpn=198.51.100.7", key="fw")
-        assert "office 203.0.113.1-203.0.113.20, vpn 198.51.100.7-198.51.100.7" in text_of(await slack.reply("fw"))
-        await slack.command("firewall sales office=203.0.113.300", key="fwbad")
-        assert "is not an IPv4 range" in text_of(await slack.reply("fwbad"))
+        assert "office 203.0.113.1-203.0.113.20, vpn 198.51.100.7-198.51.100.7" in await slack.ask("firewall sales office=203.0.113.1-203.0.113.20,vpn=198.51.100.7")
+        assert "is not an IPv4 range" in await slack.ask("firewall sales office=203.0.113.300")
 
-        await slack.command("configure sales --extensions-from onprem --wal-level logical", key="cfg")
-        answer = text_of(await slack.reply("cfg"))
+        answer = await slack.ask("configure sales --extensions-from onprem --wal-level logical")
         assert "takes effect after a restart" in answer and "`/pgmig configure sales --restart`" in answer
         assert configuration_writes(arm) == {"azure.extensions": "pg_prewarm,pg_trgm", "wal_level": "logical",
                                              "shared_preload_libraries": "pg_cron,pg_stat_statements,pg_prewarm"}
         assert not [r for r in arm.requests if r.method == "POST" and r.path.endswith("/restart")]
-        await slack.command("configure sales --extensions-from onprem --restart", key="again")
-        answer = text_of(await slack.reply("again"))
+        answer = await slack.ask("configure sales --extensions-from onprem --restart")
         assert "Nothing to change" in answer and "restarted" not in answer  # already allowed: no restart
-        await slack.command("configure sales --restart", key="restart")
-        assert "restarted" in text_of(await slack.reply("restart"))
+        assert "restarted" in await slack.ask("configure sales --restart")
         assert len([r for r in arm.requests if r.method == "POST" and r.path.endswith("/restart")]) == 1
 
-        await slack.command("createdb onprem shop", key="notazure")
-        assert "not known as an Azure flexible server" in text_of(await slack.reply("notazure"))
+        assert "not known as an Azure flexible server" in await slack.ask("createdb onprem shop")
 
 
 async def test_without_azure_configured_the_commands_say_what_to_set(tmp_path, target_cluster):
     config = config_toml({}) + azure_server_toml("sales", target_cluster, "sales-prod")
     async with running(tmp_path, config) as slack:
-        await slack.command(GOOD, key="p")
-        assert "Azure is not configured" in text_of(await slack.reply("p"))
-        await slack.command("createdb sales shop", key="db")
-        assert "AZURE_SUBSCRIPTION_ID" in text_of(await slack.reply("db"))
+        assert "Azure is not configured" in await slack.ask(GOOD)
+        assert "AZURE_SUBSCRIPTION_ID" in await slack.ask("createdb sales shop")
 
 
 async def test_the_private_ca_comes_from_ssl_cert_file_and_without_it_tls_fails_readably(tmp_path, arm, monkeypatch):
