@@ -222,8 +222,10 @@ async def provision_status(pid: str, svc: Services) -> Reply:
     step = await svc.store.step(pid, STEP)
     if step is None:
         return messages.error_message(f"there is no {pid}")
-    req = step.data["request"]
-    return am.provision_status(pid, req["name"], step.state, step.detail, step.data.get("requested_by", ""),
+    req, state, detail = step.data["request"], step.state, step.detail
+    if state == "waiting" and datetime.fromisoformat(step.data["expires_at"]) < utcnow():
+        state, detail = "expired", "not approved in time: nothing was created; run `/pgmig provision` again"
+    return am.provision_status(pid, req["name"], state, detail, step.data.get("requested_by", ""),
                                step.data.get("fqdn", ""))
 
 

@@ -205,6 +205,7 @@ async def test_provisioning_waits_for_approval_when_configured(tmp_path, arm):
         card = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage"
                                          and "Approve provisioning sales-prod" in text_of(c.params))
         assert card.params["channel"] == "C0NOTIFY" and arm.requests == []
+        assert "🗳️ *prov-1* · server *sales-prod* · waiting" in await slack.ask("status prov-1")
         await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0ALICE", key="own")
         assert "someone else must approve" in text_of(await slack.reply("own"))
         await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0MALLORY", key="x")
@@ -266,3 +267,18 @@ async def test_the_private_ca_comes_from_ssl_cert_file_and_without_it_tls_fails_
         await slack.command(GOOD, key="trusted")
         await slack.reply("trusted")
         assert "✅" in await finished(slack, "sales-prod")
+
+
+async def test_an_expired_provisioning_request_creates_nothing(tmp_path, arm):
+    policy = '[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1"]\n'
+    async with app(tmp_path, arm, extra="provision_requires_approval = true\n" + policy) as slack:
+        await slack.ask(GOOD)
+        step = await slack.services.store.step("prov-1", "provision")
+        step.data["expires_at"] = "2000-01-01T00:00:00+00:00"
+        await slack.services.store.save_step(step)
+        assert "⌛ *prov-1* · server *sales-prod* · expired" in await slack.ask("status prov-1")
+        await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0APPROVER1", key="late")
+        assert "has expired" in text_of(await slack.reply("late"))
+        await slack.fake.wait_for("calls", lambda c: c.method == "chat.update"
+                                  and "expired without enough approvals" in text_of(c.params))
+        assert arm.requests == []
