@@ -18,6 +18,7 @@ from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
 from migration_core import extensions
 from migration_core.azure.clients import AzureClients
+from migration_core.azure.flex_backend import azure_target
 from migration_core.azure.provision import AzureServer, configure, create_database, firewall_rule, provision
 from migration_core.azure.validation import FirewallRule, ProvisionRequest, parse_firewall, validate
 from migration_core.errors import MigrationError
@@ -39,15 +40,14 @@ def _azure(svc: Services) -> AzureClients:
     return svc.azure
 
 
-def _azure_server(svc: Services, name: str) -> tuple[ServerConfig, AzureServer] | Reply:
+async def _azure_target(inv: Invocation, svc: Services, name: str, what: str) -> AzureServer | Reply:
+    """The flexible server an operator's command acts on, or the reply saying why not."""
+    if denied := await _operator(inv, svc, what):
+        return denied
     found = resolve_servers(svc, name)
     if isinstance(found, Reply):
         return found
-    server = found[0]
-    if not server.azure_name or not server.azure_resource_group:
-        return messages.error_message(f"{name} is not known as an Azure flexible server: add azure_resource_group "
-                                      f"(and azure_server) to [servers.{name}], or create it with `/pgmig provision`")
-    return server, AzureServer(server.azure_resource_group, server.azure_name)
+    return AzureServer(*azure_target(found[0]))
 
 
 async def _operator(inv: Invocation, svc: Services, what: str) -> Reply | None:
@@ -230,43 +230,37 @@ async def provision_status(pid: str, svc: Services) -> Reply:
 
 
 async def createdb_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    if denied := await _operator(inv, svc, "create databases"):
-        return denied
-    found = _azure_server(svc, cmd.args["server"])
+    found = await _azure_target(inv, svc, cmd.args["server"], "create databases")
     if isinstance(found, Reply):
         return found
     db = cmd.args["dbname"]
     if not DATABASE_NAME.match(db) or db.lower().startswith("pg_") or db in ("azure_maintenance", "azure_sys"):
         return messages.error_message(f"`{db}` is not a database name Azure accepts: 1–63 letters, digits, "
                                       "underscores, `$` or hyphens, not starting with a digit or `pg_`")
-    name = await create_database(_azure(svc), found[1], db)
-    await svc.store.audit(AuditEntry(inv.user, "azure.createdb", f"{found[1].name}/{name}", "", inv.channel))
-    return Reply(f"database {name} created on {found[1].name}", [messages.section(
-        f"✅ Database `{messages.esc(name)}` created on *{messages.esc(found[1].name)}* (UTF8, en_US.utf8).")],
+    name = await create_database(_azure(svc), found, db)
+    await svc.store.audit(AuditEntry(inv.user, "azure.createdb", f"{found.name}/{name}", "", inv.channel))
+    return Reply(f"database {name} created on {found.name}", [messages.section(
+        f"✅ Database `{messages.esc(name)}` created on *{messages.esc(found.name)}* (UTF8, en_US.utf8).")],
         ephemeral=False)
 
 
 async def firewall_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    if denied := await _operator(inv, svc, "change firewall rules"):
-        return denied
-    found = _azure_server(svc, cmd.args["server"])
+    found = await _azure_target(inv, svc, cmd.args["server"], "change firewall rules")
     if isinstance(found, Reply):
         return found
     rules = [parse_firewall(r.strip()) for r in cmd.args["rules"].split(",") if r.strip()]
     azure = _azure(svc)
     for rule in rules:
-        await firewall_rule(azure, found[1], rule)
+        await firewall_rule(azure, found, rule)
     listed = ", ".join(f"{r.name} {r.start}-{r.end}" for r in rules)
-    await svc.store.audit(AuditEntry(inv.user, "azure.firewall", f"{found[1].name}: {listed}", "", inv.channel))
-    return Reply(f"firewall rules added to {found[1].name}", [messages.section(
-        f"🧱 *{messages.esc(found[1].name)}* now allows {messages.esc(listed)}.")], ephemeral=False)
+    await svc.store.audit(AuditEntry(inv.user, "azure.firewall", f"{found.name}: {listed}", "", inv.channel))
+    return Reply(f"firewall rules added to {found.name}", [messages.section(
+        f"🧱 *{messages.esc(found.name)}* now allows {messages.esc(listed)}.")], ephemeral=False)
 
 
 async def configure_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    if denied := await _operator(inv, svc, "change server parameters"):
-        return denied
     a = cmd.args
-    found = _azure_server(svc, a["server"])
+    found = await _azure_target(inv, svc, a["server"], "change server parameters")
     if isinstance(found, Reply):
         return found
     wanted = list(a["extensions"] or [])
@@ -278,7 +272,7 @@ async def configure_command(cmd: ParsedCommand, inv: Invocation, svc: Services) 
     if not wanted and not a["wal_level"] and not a["restart"]:
         return messages.error_message("nothing to configure: give --extensions-from SOURCE, --extensions, "
                                       "--wal-level or --restart")
-    changes, restarted = await configure(_azure(svc), found[1], sorted(set(wanted)), a["wal_level"], a["restart"])
+    changes, restarted = await configure(_azure(svc), found, sorted(set(wanted)), a["wal_level"], a["restart"])
     await svc.store.audit(AuditEntry(inv.user, "azure.configure", "; ".join(
         f"{c.name}={c.after}" for c in changes) + (" (restarted)" if restarted else ""), "", inv.channel))
-    return am.configured(a["server"], found[1].name, changes, restarted, any(c.pending_restart for c in changes))
+    return am.configured(a["server"], found.name, changes, restarted, any(c.pending_restart for c in changes))

@@ -1,12 +1,10 @@
 """Block Kit for the Azure commands: the provisioning approval card and the provisioning progress line."""
 from __future__ import annotations
 
-from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ConfirmObject
-
 from handlers.actions import Action
 from handlers.context import Reply
 from handlers.messages import esc, header, section, sections
-from handlers.migration_messages import mention
+from handlers.migration_messages import approvals_line, decision, mention
 from migration_core.azure.provision import ParameterChange, ProvisionResult
 from migration_core.azure.validation import ProvisionRequest
 
@@ -16,19 +14,10 @@ def provision_card(pid: str, req: ProvisionRequest, requested_by: str, approvers
     lines = [f"*Provisioning requested by {mention(requested_by)}*: {esc(req.describe())}",
              f"Admin user `{esc(req.admin_user)}`, password from `${esc(req.admin_password_env)}`"
              + (f"; tags {esc(', '.join(f'{k}={v}' for k, v in req.tags.items()))}" if req.tags else ""),
-             f"*Approvals*: {len(approvers)} of {required}" + (
-                 ": " + ", ".join(mention(a) for a in approvers) if approvers else "") +
-             f" · the requester cannot approve · expires {expires_at[:16].replace('T', ' ')} UTC"]
-    blocks = [header(f"Approve provisioning {req.name}? ({pid})"), *sections(lines)]
-    if closed:
-        blocks.append(section(esc(closed)))
-    else:
-        blocks.append(ActionsBlock(elements=[
-            ButtonElement(text="Approve", action_id=Action.APPROVE_PROVISION.value, value=pid, style="primary",
-                          confirm=ConfirmObject(title="Approve provisioning?", text=f"Create {req.name} in Azure.",
-                                                confirm="Approve", deny="Cancel")),
-            ButtonElement(text="Reject", action_id=Action.REJECT_PROVISION.value, value=pid, style="danger"),
-        ]).to_dict())
+             approvals_line(approvers, required, expires_at)]
+    blocks = [header(f"Approve provisioning {req.name}? ({pid})"), *sections(lines),
+              decision(closed, "provisioning", Action.APPROVE_PROVISION, Action.REJECT_PROVISION, pid,
+                       f"Create {req.name} in Azure.", "Nothing is created.")]
     return Reply(f"Approve provisioning {req.name}? {len(approvers)} of {required} approvals", blocks, ephemeral=False)
 
 

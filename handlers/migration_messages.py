@@ -185,6 +185,29 @@ def what_happens(m: Migration) -> str:
             "it, the source is made writable again and the migration fails: the service's replication has ended.")
 
 
+def approvals_line(approvers: list[str], required: int, expires_at: str) -> str:
+    return (f"*Approvals*: {len(approvers)} of {required}" + (
+        ": " + ", ".join(mention(a) for a in approvers) if approvers else "") +
+        f" · the requester cannot approve · expires {expires_at[:16].replace('T', ' ')} UTC")
+
+
+def decision(closed: str, what: str, approve: Action, reject: Action, value: str, approving: str,
+             rejecting: str) -> dict:
+    """Approve / Reject buttons (each confirmed) until decided; then what was decided (Slack has no disabled
+    buttons)."""
+    if closed:
+        return section(esc(closed))
+
+    def confirm(title: str, text: str, yes: str, style: str | None = None) -> ConfirmObject:
+        return ConfirmObject(title=title, text=text, confirm=yes, deny="Cancel", style=style)
+    return ActionsBlock(elements=[
+        ButtonElement(text="Approve", action_id=approve.value, value=value, style="primary",
+                      confirm=confirm(f"Approve {what}?", approving, "Approve")),
+        ButtonElement(text="Reject", action_id=reject.value, value=value, style="danger",
+                      confirm=confirm(f"Reject {what}?", rejecting, "Reject", "danger")),
+    ]).to_dict()
+
+
 def approval_card(m: Migration, progress: MigrationProgress, requested_by: str, approvers: list[str], required: int,
                   expires_at: str, verification: str, closed: str = "") -> Reply:
     """The team's decision: what will happen, the state of the replica, who approved; buttons until decided."""
@@ -197,22 +220,10 @@ def approval_card(m: Migration, progress: MigrationProgress, requested_by: str, 
               "a grace period); the target catches up; sequences are synced; foreign keys and triggers are put "
               "back; row counts and checksums are verified; replication is removed. Any failure falls back: the "
               "source becomes writable again and replication keeps running.",
-             f"*Approvals*: {len(approvers)} of {required}" + (
-                 ": " + ", ".join(mention(a) for a in approvers) if approvers else "") +
-             f" · the requester cannot approve · expires {expires_at[:16].replace('T', ' ')} UTC"]
-    blocks = [header(f"Approve cutover of {m.id}?"), *sections(lines)]
-    if closed:
-        blocks.append(section(esc(closed)))
-    else:
-        def confirm(title: str, text: str, yes: str, style: str | None = None) -> ConfirmObject:
-            return ConfirmObject(title=title, text=text, confirm=yes, deny="Cancel", style=style)
-        blocks.append(ActionsBlock(elements=[
-            ButtonElement(text="Approve", action_id=Action.APPROVE_CUTOVER.value, value=m.id, style="primary",
-                          confirm=confirm("Approve cutover?", f"Approve switching {m.id} to {m.target}.", "Approve")),
-            ButtonElement(text="Reject", action_id=Action.REJECT_CUTOVER.value, value=m.id, style="danger",
-                          confirm=confirm("Reject cutover?", f"{m.id} goes back to ready for cutover.", "Reject",
-                                          "danger")),
-        ]).to_dict())
+             approvals_line(approvers, required, expires_at)]
+    blocks = [header(f"Approve cutover of {m.id}?"), *sections(lines),
+              decision(closed, "cutover", Action.APPROVE_CUTOVER, Action.REJECT_CUTOVER, m.id,
+                       f"Approve switching {m.id} to {m.target}.", f"{m.id} goes back to ready for cutover.")]
     return Reply(f"Approve cutover of {m.id}? {len(approvers)} of {required} approvals", blocks, ephemeral=False)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncpg
 
 from migration_core.errors import MigrationError
-from migration_core.servers import ServerConfig
+from migration_core.servers import ServerConfig, column_per_database
 from migration_core.sql import ident
 
 
@@ -39,17 +39,6 @@ USER_DATABASES = "SELECT datname FROM pg_database WHERE NOT datistemplate AND da
 async def inventory(server: ServerConfig) -> dict[str, list[str]]:
     """Every extension each user database of `server` uses (plpgsql aside): what an Azure target's
     azure.extensions allow-list must name before the schema can be restored there."""
-    conn = await server.connect()
-    try:
-        databases = [r["datname"] for r in await conn.fetch(USER_DATABASES)]
-    finally:
-        await conn.close()
-    found: dict[str, list[str]] = {}
-    for db in databases:
-        conn = await server.connect(db)
-        try:
-            found[db] = [r["extname"] for r in await conn.fetch(
-                "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY extname")]
-        finally:
-            await conn.close()
-    return found
+    databases = (await column_per_database(server, [server.database], USER_DATABASES))[server.database]
+    return await column_per_database(
+        server, databases, "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY extname")

@@ -24,7 +24,7 @@ from migration_core.monitor import mark_ready
 from migration_core.offline_flow import verify_and_complete
 from migration_core.online_flow import ensure_identity, online_job, schema_step, schema_steps, undo_identity
 from migration_core.progress import MigrationProgress
-from migration_core.servers import ServerConfig
+from migration_core.servers import ServerConfig, column_per_database
 
 BACKEND_STEP = "backend"
 UNREAD_TOLERATED = 10  # consecutive status reads that may fail (after the SDK's own retries) before giving up
@@ -32,15 +32,8 @@ UNREAD_TOLERATED = 10  # consecutive status reads that may fail (after the SDK's
 
 async def logical_slots(source: ServerConfig, databases: list[str]) -> dict[str, list[str]]:
     """The slots already there before the service starts: at cutover, only the service's are waited for."""
-    found: dict[str, list[str]] = {}
-    for db in databases:
-        conn = await source.connect(db)
-        try:
-            found[db] = [r["slot_name"] for r in await conn.fetch(
-                "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()")]
-        finally:
-            await conn.close()
-    return found
+    return await column_per_database(
+        source, databases, "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()")
 
 
 def show(progress: MigrationProgress, backend: ManagedBackend, status: BackendStatus) -> None:

@@ -167,3 +167,15 @@ async def major_version(server: ServerConfig) -> int:
         return int(await conn.fetchval("SHOW server_version_num")) // 10000
     finally:
         await conn.close()
+
+
+async def column_per_database(server: ServerConfig, databases: list[str], sql: str) -> dict[str, list]:
+    """The first column of `sql` run in each database: facts that live per database (slots, extensions)."""
+    found: dict[str, list] = {}
+    for db in databases:
+        conn = await server.connect(db)
+        try:
+            found[db] = [r[0] for r in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+    return found
