@@ -7,6 +7,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 
 from bot.settings import Settings, SettingsError
 from handlers.authz import Directory
+from handlers.azure import resume_provisioning
 from handlers.context import Poster, Services
 from handlers.publisher import ChannelPublisher
 from migration_core.azure.clients import AzureClients
@@ -44,7 +45,9 @@ async def build_services(settings: Settings, poster: Poster, directory: Director
                                  managed_poll_seconds=max(settings.azure.poll_seconds, 0.05)), backends)
     await engine.recover()
     engine.schedule_digest()
-    return Services(settings.servers, store, settings.policy, directory, engine, poster, azure)
+    services = Services(settings.servers, store, settings.policy, directory, engine, poster, azure)
+    await resume_provisioning(services)
+    return services
 
 
 async def close_services(services: Services) -> None:

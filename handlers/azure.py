@@ -175,6 +175,23 @@ async def _show(svc: Services, channel: str, ts: str, reply: Reply) -> None:
         await svc.poster.post(channel, reply)
 
 
+def _request(data: dict) -> ProvisionRequest:
+    saved = data["request"]
+    return ProvisionRequest(**{**saved, "firewall": [FirewallRule(**r) for r in saved["firewall"]]})
+
+
+async def resume_provisioning(svc: Services) -> list[str]:
+    """At start-up: requests approved or running when pgmig stopped are run again (provisioning finds a
+    server already created and only waits for it), so none is left hanging."""
+    resumed = []
+    for step in await svc.store.steps_named(STEP):
+        if step.state in ("approved", "running") and svc.azure is not None and svc.azure.config.enabled:
+            await svc.store.audit(AuditEntry("pgmig", "provision.resumed", "after a restart", step.migration_id))
+            _start(svc, step.migration_id, _request(step.data), step.data["requested_by"], step.data["channel"])
+            resumed.append(step.migration_id)
+    return resumed
+
+
 async def decide_provision(action: str, pid: str, inv: Invocation, svc: Services) -> Reply | None:
     """An Approve or Reject click on a provisioning card; the same rules as a cutover approval."""
     step = await svc.store.step(pid, STEP)
@@ -182,9 +199,7 @@ async def decide_provision(action: str, pid: str, inv: Invocation, svc: Services
     if step is None or step.state != "waiting":
         await svc.store.audit(AuditEntry(inv.user, f"provision.{verb}.refused", "no open request", pid, inv.channel))
         return messages.error_message("this provisioning request is no longer open")
-    req = ProvisionRequest(**{**step.data["request"], "firewall": [
-        FirewallRule(**r) for r in step.data["request"]["firewall"]]})
-    d = step.data
+    req, d = _request(step.data), step.data
 
     async def close(note: str, state: str) -> None:
         await svc.store.save_step(Step(pid, STEP, state, note, step.started_at, utcnow(), d))

@@ -204,8 +204,12 @@ class Store:
     async def steps(self, migration_id: str) -> list[Step]:
         rows = await self._db.fetch(
             "SELECT * FROM pgmig_step WHERE migration_id = $1 ORDER BY COALESCE(started_at, ''), name", migration_id)
-        return [Step(r["migration_id"], r["name"], r["state"], r["detail"], _dt(r["started_at"]),
-                     _dt(r["finished_at"]), json.loads(r["data"])) for r in rows]
+        return [self._step(r) for r in rows]
+
+    async def steps_named(self, name: str) -> list[Step]:
+        """One kind of step across every migration or request (e.g. every `provision`)."""
+        rows = await self._db.fetch("SELECT * FROM pgmig_step WHERE name = $1 ORDER BY migration_id", name)
+        return [self._step(r) for r in rows]
 
     async def step(self, migration_id: str, name: str) -> Step | None:
         return next((s for s in await self.steps(migration_id) if s.name == name), None)
@@ -242,6 +246,11 @@ class Store:
 
     async def saved_servers(self) -> dict[str, dict[str, Any]]:
         return {r["name"]: json.loads(r["data"]) for r in await self._db.fetch("SELECT * FROM pgmig_server ORDER BY name")}
+
+    @staticmethod
+    def _step(r: dict[str, Any]) -> Step:
+        return Step(r["migration_id"], r["name"], r["state"], r["detail"], _dt(r["started_at"]),
+                    _dt(r["finished_at"]), json.loads(r["data"]))
 
     @staticmethod
     def _migration(r: dict[str, Any]) -> Migration:

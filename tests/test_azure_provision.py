@@ -2,6 +2,7 @@
 clients, against the fake ARM over TLS: what reaches Azure, what the channel sees, what is kept."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -282,3 +283,30 @@ async def test_an_expired_provisioning_request_creates_nothing(tmp_path, arm):
         await slack.fake.wait_for("calls", lambda c: c.method == "chat.update"
                                   and "expired without enough approvals" in text_of(c.params))
         assert arm.requests == []
+
+
+async def test_a_request_cut_short_by_a_restart_is_finished_by_the_next_pgmig(tmp_path, arm):
+    async with app(tmp_path, arm, extra="provision_requires_approval = true\n"
+                   '[slack]\napprovers = ["U0APPROVER1"]\n') as slack:
+        await slack.ask(GOOD)
+        step = await slack.services.store.step("prov-1", "provision")
+        step.state = "running"  # as if pgmig stopped while Azure was creating the server
+        await slack.services.store.save_step(step)
+    seed_server(arm, "sales-prod", storage_gb=256)
+    server = arm.resources[(f"/subscriptions/{arm.subscription}/resourceGroups/{RG}/providers/"
+                            "Microsoft.DBforPostgreSQL/flexibleServers/sales-prod").lower()]
+    server["properties"]["state"] = "Provisioning"
+
+    async def created_meanwhile() -> None:
+        await asyncio.sleep(0.5)
+        server["properties"]["state"] = "Ready"
+    ready = asyncio.create_task(created_meanwhile())
+    async with app(tmp_path, arm, extra='[slack]\napprovers = ["U0APPROVER1"]\n') as slack:
+        done = await finished(slack, "sales-prod")
+        assert "✅" in done and "already existed" in done and "(state Ready)" in done
+        assert len([r for r in arm.requests if r.method == "GET" and lowered(r.path).endswith(SERVER_PATH)]) > 1
+        assert not [r for r in arm.requests if r.method in ("PUT", "PATCH")]
+        assert "sales-prod" in slack.services.servers
+        actions = [e.action for e in await slack.services.store.audit_log("prov-1")]
+        assert "provision.resumed" in actions and actions[-1] == "provision.completed"
+    await ready

@@ -2,6 +2,7 @@
 reported while it runs), databases, firewall rules and server parameters."""
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from migration_core.azure.lro import Progress, run_lro
 from migration_core.azure.validation import FirewallRule, ProvisionRequest, storage_problem
 from migration_core.errors import MigrationError
 
+TRANSITIONAL = {"Provisioning", "Updating", "Starting", "Restarting", "Stopping"}
 AZURE_SERVICES_RULE = FirewallRule("AllowAllAzureServicesAndResourcesWithinAzureIps", "0.0.0.0", "0.0.0.0")
 # Extensions that only work once loaded at server start (shared_preload_libraries, a restart).
 PRELOADED = {"pg_cron", "pg_stat_statements", "pg_partman_bgw", "timescaledb", "pg_squeeze", "pgaudit",
@@ -55,6 +57,22 @@ def _server_body(req: ProvisionRequest, password: str) -> models.Server:
                          tags=req.tags or None)
 
 
+async def _settled(clients: AzureClients, client: PostgreSQLManagementClient, req: ProvisionRequest,
+                   server: models.Server, on_progress: Progress | None, every: float) -> models.Server:
+    """A server still being created or changed (e.g. by a pgmig that stopped meanwhile) is waited for."""
+    started = last = time.monotonic()
+    while word(server.properties.state) in TRANSITIONAL:
+        if on_progress is not None and time.monotonic() - last >= every:
+            last = time.monotonic()
+            await on_progress(f"{req.name} is {word(server.properties.state)} after {last - started:.0f} s")
+        await asyncio.sleep(max(clients.config.poll_seconds, 0.05))
+        try:
+            server = await client.servers.get(req.resource_group, req.name)
+        except AzureError as exc:
+            raise explain(exc, f"waiting for server {req.name}") from None
+    return server
+
+
 async def provision(clients: AzureClients, req: ProvisionRequest, on_progress: Progress | None = None,
                     progress_every: float = 15.0) -> ProvisionResult:
     """Create the server (or grow an existing one's storage), then its firewall rules."""
@@ -71,6 +89,7 @@ async def provision(clients: AzureClients, req: ProvisionRequest, on_progress: P
         except AzureError as exc:
             raise explain(exc, f"looking up server {req.name}") from None
         if existing is not None:
+            existing = await _settled(clients, client, req, existing, on_progress, progress_every)
             current = existing.properties.storage.storage_size_gb if existing.properties.storage else None
             if problem := storage_problem(req.storage_gb, current):
                 raise MigrationError(f"{req.name} exists: {problem}")
