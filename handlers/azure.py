@@ -180,9 +180,32 @@ def _request(data: dict) -> ProvisionRequest:
     return ProvisionRequest(**{**saved, "firewall": [FirewallRule(**r) for r in saved["firewall"]]})
 
 
-async def resume_provisioning(svc: Services) -> list[str]:
+async def expire_provisioning(svc: Services) -> list[str]:
+    """Requests nobody approved in time: closed, their cards rewritten without buttons."""
+    expired = []
+    for step in await svc.store.steps_named(STEP):
+        d = step.data
+        if step.state == "waiting" and datetime.fromisoformat(d["expires_at"]) < utcnow():
+            await svc.store.save_step(Step(step.migration_id, STEP, "expired", "not approved in time", step.started_at,
+                                           utcnow(), d))
+            await svc.store.audit(AuditEntry("pgmig", "provision.expired", "", step.migration_id))
+            approvers = [x.approver for x in await svc.store.approvals(step.migration_id, d["round"])
+                         if x.decision == "approve"]
+            if d.get("ts"):
+                await svc.poster.update(d["channel"], d["ts"], am.provision_card(
+                    step.migration_id, _request(d), d["requested_by"], approvers, svc.policy.required_approvals,
+                    d["expires_at"], "expired without enough approvals: nothing was created"))
+            expired.append(step.migration_id)
+    return expired
+
+
+async def resume_provisioning(svc: Services, sweep_seconds: float = 60.0) -> list[str]:
     """At start-up: requests approved or running when pgmig stopped are run again (provisioning finds a
-    server already created and only waits for it), so none is left hanging."""
+    server already created and only waits for it), so none is left hanging; expired requests are closed
+    every `sweep_seconds`."""
+    async def sweep() -> None:
+        await expire_provisioning(svc)
+    svc.engine.jobs.every("provision-expiry", sweep_seconds, sweep)
     resumed = []
     for step in await svc.store.steps_named(STEP):
         if step.state in ("approved", "running") and svc.azure is not None and svc.azure.config.enabled:
@@ -208,7 +231,7 @@ async def decide_provision(action: str, pid: str, inv: Invocation, svc: Services
             pid, req, d["requested_by"], approvers, svc.policy.required_approvals, d["expires_at"], note))
 
     if datetime.fromisoformat(d["expires_at"]) < utcnow():
-        await close("expired without enough approvals", "expired")
+        await expire_provisioning(svc)
         return messages.error_message("this provisioning request has expired; run `/pgmig provision` again")
     if verb == "approve" and inv.user == d["requested_by"]:
         await svc.store.audit(AuditEntry(inv.user, "provision.approve.refused", "requester", pid, inv.channel))

@@ -42,6 +42,12 @@ class ProgressJobs:
         self._ensure_started().add_job(post, "cron", id="digest", replace_existing=True, coalesce=True,
                                        max_instances=1, timezone="UTC", **trigger)
 
+    def every(self, job_id: str, seconds: float, run: Callable[[], Awaitable[None]]) -> None:
+        """Any other periodic duty (e.g. closing expired provisioning requests); `run` must be a coroutine
+        function, so that the scheduler awaits it on the loop."""
+        self._ensure_started().add_job(run, "interval", seconds=seconds, id=job_id, replace_existing=True,
+                                       coalesce=True, max_instances=1)
+
     def unwatch(self, migration_id: str) -> None:
         if self._scheduler and self._scheduler.get_job(f"progress:{migration_id}"):
             self._scheduler.remove_job(f"progress:{migration_id}")

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from handlers.actions import Action
+from handlers.azure import expire_provisioning
 from tests.azure_fixtures import RG, azure_env, azure_server_toml, azure_toml, seed_server
 from tests.conftest import config_toml
 from tests.fake_arm import FakeArm
@@ -278,11 +279,13 @@ async def test_an_expired_provisioning_request_creates_nothing(tmp_path, arm):
         step.data["expires_at"] = "2000-01-01T00:00:00+00:00"
         await slack.services.store.save_step(step)
         assert "⌛ *prov-1* · server *sales-prod* · expired" in await slack.ask("status prov-1")
-        await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0APPROVER1", key="late")
-        assert "has expired" in text_of(await slack.reply("late"))
+        assert await expire_provisioning(slack.services) == ["prov-1"]  # what the periodic sweep runs
         await slack.fake.wait_for("calls", lambda c: c.method == "chat.update"
                                   and "expired without enough approvals" in text_of(c.params))
+        await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0APPROVER1", key="late")
+        assert "no longer open" in text_of(await slack.reply("late"))
         assert arm.requests == []
+        assert "provision.expired" in [e.action for e in await slack.services.store.audit_log("prov-1")]
 
 
 async def test_a_request_cut_short_by_a_restart_is_finished_by_the_next_pgmig(tmp_path, arm):
