@@ -15,8 +15,6 @@ from tests.conftest import PASSWORD
 from tests.fake_arm import FakeArm
 
 RG = "rg-data"
-SERVICE_PUB = "azure_service_pub"
-SERVICE_SUB = "azure_service_sub"
 
 
 def azure_toml(fake: FakeArm, extra: str = "", poll: float = 0, ca: bool = True) -> str:
@@ -72,6 +70,7 @@ class ServiceStandIn:
         self.src, self.tgt, self.database = src, tgt, database
         self.copies_schema, self.stream = copies_schema, stream
         self.events: list[str] = []
+        self.name = f"azure_service_{database}"  # slots are per cluster: one name per database
 
     def attach(self, fake: FakeArm) -> "ServiceStandIn":
         fake.on_start, fake.on_cutover, fake.on_cancel = self.start, self.cutover, self.cancel
@@ -92,10 +91,10 @@ class ServiceStandIn:
             os.chmod(schema.parent, 0o755)
             os.chmod(schema, 0o644)
             await asyncio.to_thread(self.tgt.psql, database=self.database, file=schema)
-        await _sql(self.src, self.database, f"CREATE PUBLICATION {SERVICE_PUB} FOR ALL TABLES")
+        await _sql(self.src, self.database, f"CREATE PUBLICATION {self.name} FOR ALL TABLES")
         conninfo = f"host=127.0.0.1 port={self.src.port} user=postgres password={PASSWORD} dbname={self.database}"
-        await _sql(self.tgt, self.database, f"CREATE SUBSCRIPTION {SERVICE_SUB} CONNECTION '{conninfo}' "
-                                            f"PUBLICATION {SERVICE_PUB}")
+        await _sql(self.tgt, self.database, f"CREATE SUBSCRIPTION {self.name} CONNECTION '{conninfo}' "
+                                            f"PUBLICATION {self.name}")
         await self._wait_synced()  # the services report their full load done before streaming
         if not self.stream:  # offline: the copy is the whole job
             await self._drop()
@@ -110,8 +109,8 @@ class ServiceStandIn:
         raise AssertionError("the stand-in service never finished its copy")
 
     async def _drop(self) -> None:
-        await _sql(self.tgt, self.database, f"DROP SUBSCRIPTION IF EXISTS {SERVICE_SUB}")
-        await _sql(self.src, self.database, f"DROP PUBLICATION IF EXISTS {SERVICE_PUB}")
+        await _sql(self.tgt, self.database, f"DROP SUBSCRIPTION IF EXISTS {self.name}")
+        await _sql(self.src, self.database, f"DROP PUBLICATION IF EXISTS {self.name}")
 
     async def cutover(self, resource: dict) -> None:
         self.events.append("cutover")

@@ -260,3 +260,51 @@ async def test_a_failure_after_the_service_cut_over_fails_safely_and_retry_start
     assert service.events == ["start", "cutover", "start", "cutover"]
     assert [r.path.rsplit("/", 1)[-1] for r in arm.requests if r.method == "PUT" and "/migrations/" in r.path] == \
         ["pgmig-mig-1", "pgmig-mig-1-r2"]
+
+
+class ServicePerDatabase:
+    """The service moving several databases: each cutover or command names the ones it is for."""
+
+    def __init__(self, services: dict[str, ServiceStandIn]) -> None:
+        self.services = services
+        self.cut: list[str] = []
+
+    def attach(self, fake: FakeArm) -> "ServicePerDatabase":
+        fake.on_start, fake.on_cutover, fake.on_cancel = self.start, self.cutover, self.cancel
+        return self
+
+    async def start(self, resource: dict) -> None:
+        for service in self.services.values():
+            await service.start(resource)
+
+    async def cutover(self, resource: dict) -> None:
+        patch = (resource.get("lastPatch") or {}).get("properties") or {}
+        command = (resource.get("lastCommand") or {}).get("input") or {}
+        for db in patch.get("dbsToTriggerCutoverOn") or [command.get("databaseName")]:
+            self.cut.append(db)
+            await self.services[db].cutover(resource)
+
+    async def cancel(self, resource: dict) -> None:
+        for service in self.services.values():
+            await service.cancel(resource)
+
+
+@pytest.mark.parametrize("backend", ["flex", "dms"])
+async def test_two_databases_are_cut_over_one_after_the_other(setup, backend):
+    slack, arm, src, tgt = setup
+    src.psql("CREATE DATABASE app2")
+    src.psql("CREATE TABLE parent (id serial PRIMARY KEY); CREATE TABLE child (id serial PRIMARY KEY, parent_id int "
+             "REFERENCES parent); INSERT INTO parent DEFAULT VALUES", database="app2")
+    service = ServicePerDatabase({db: ServiceStandIn(src, tgt, db, copies_schema=backend == "flex")
+                                  for db in ("app", "app2")}).attach(arm)
+    await slack.command(f"migrate onprem azure --mode online --db app,app2 --backend {backend}", user="U0ALICE",
+                        key="m")
+    await slack.reply("m")
+    await notice(slack, "ready_for_cutover")
+    src.psql("INSERT INTO child (parent_id) VALUES (1)", database="app2")
+    done = await cut_over(slack)
+    assert "app: writes unavailable" in done and "app2: writes unavailable" in done
+    assert service.cut == ["app", "app2"]
+    for db in ("app", "app2"):
+        query = "SELECT count(*) || ':' || coalesce(sum(hashtext(child::text)), 0) FROM child"
+        assert src.psql(query, database=db) == tgt.psql(query, database=db), db
