@@ -24,7 +24,7 @@ from migration_core.azure.validation import FirewallRule, ProvisionRequest, pars
 from migration_core.errors import MigrationError
 from migration_core.models import Approval, AuditEntry, Step, utcnow
 from migration_core.secrets import redact
-from migration_core.servers import ConnectionProblem, ServerConfig, major_version
+from migration_core.servers import ConnectionProblem, ServerConfig, server_major
 
 log = logging.getLogger(__name__)
 STEP = "provision"
@@ -71,7 +71,7 @@ async def provision_command(cmd: ParsedCommand, inv: Invocation, svc: Services) 
         source = resolve_servers(svc, a["source"])
         if isinstance(source, Reply):
             return source
-        source_major = await major_version(source[0])
+        source_major = await server_major(source[0])
     req = validate(a, source_major)
     azure = _azure(svc)
     existing = svc.servers.get(req.name)

@@ -24,7 +24,7 @@ from migration_core.errors import MigrationError
 from migration_core.pgbin import MissingBinaries, client_bindir
 from migration_core.progress import DatabaseProgress
 from migration_core.roles import RolePlan, copy_roles
-from migration_core.servers import ServerConfig
+from migration_core.servers import ServerConfig, server_major
 from migration_core.tools import Tool, ToolError, connection_env
 
 METHODS = ("restore", "dump")
@@ -39,14 +39,6 @@ class OfflineOptions:
     overwrite: bool = False
     pause_after_export: bool = False
     pg_bindir: str | None = None
-
-
-async def server_major(server: ServerConfig) -> int:
-    conn = await server.connect()
-    try:
-        return int(await conn.fetchval("SHOW server_version_num")) // 10000
-    finally:
-        await conn.close()
 
 
 async def choose_bindir(source: ServerConfig, target: ServerConfig, configured: str | None) -> Path:

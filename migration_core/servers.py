@@ -160,7 +160,7 @@ class ServerConfig:
         return ConnectionProblem(self.name, f"cannot connect to {where}: {type(exc).__name__}: {exc}")
 
 
-async def major_version(server: ServerConfig) -> int:
+async def server_major(server: ServerConfig) -> int:
     """The server's PostgreSQL major version (16 for 16.4)."""
     conn = await server.connect()
     try:
