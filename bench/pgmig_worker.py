@@ -27,27 +27,32 @@ def parse() -> argparse.Namespace:
 
 
 async def online_copy(source, target, database: str, jobs: int, workdir: Path) -> None:
-    """The online full load as a migration runs it; the replication objects are dropped afterwards."""
+    """The online full load as a migration runs it (journal in memory); replication dropped afterwards."""
+    from migration_core.journal import Journal
     from migration_core.offline import OfflineOptions, choose_bindir
     from migration_core.online import OnlineDatabase
     from migration_core.progress import DatabaseProgress
     from migration_core.roles import copy_roles
+    from migration_core.store import Store
 
+    store = await Store.open(":memory:")
+    journal = Journal(store, "mig-0")
     bindir = await choose_bindir(source, target, None)
-    roles = await copy_roles(source, target, [database])
-    job = OnlineDatabase(source, target, database, "mig-0", OfflineOptions(parallel=jobs, overwrite=True), workdir,
+    roles = await copy_roles(source, target, [database], journal)
+    job = OnlineDatabase(source, target, database, journal, OfflineOptions(parallel=jobs, overwrite=True), workdir,
                          bindir, DatabaseProgress(database))
-    await job.schema(roles, claimed=True)
+    await job.schema(roles)
     try:
         await job.full_load(roles)
     finally:
         await job.teardown()
+        await store.close()
 
 
 def main() -> None:
     args = parse()
     try:
-        from migration_core.offline import OfflineOptions, run_offline
+        from migration_core.offline import OfflineOptions, copy_databases
         from migration_core.servers import ServerConfig
     except Exception as exc:  # noqa: BLE001 - half-written code may fail in any way; all mean "not available"
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
@@ -61,7 +66,7 @@ def main() -> None:
     if args.mode == "online":
         asyncio.run(online_copy(source, target, args.database, args.jobs, args.workdir))
         return
-    asyncio.run(run_offline(source, target, databases=[args.database],
+    asyncio.run(copy_databases(source, target, databases=[args.database],
                             options=OfflineOptions(method="restore", parallel=args.jobs, overwrite=True),
                             workdir=args.workdir))
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from azure.core.credentials_async import AsyncTokenCredential
 
+from bot.replica import replica_id
 from bot.settings import Settings, SettingsError
 from handlers.authz import Directory
 from handlers.azure import resume_provisioning
@@ -39,7 +40,7 @@ async def build_services(settings: Settings, poster: Poster, directory: Director
                                  ready_lag_seconds=o.ready_lag_seconds, ready_lag_bytes=int(o.ready_lag_mb * mb),
                                  lag_alert_seconds=o.lag_alert_seconds, lag_alert_bytes=int(o.lag_alert_mb * mb),
                                  wal_retention_alert_bytes=int(o.wal_retention_alert_mb * mb), digest=m.digest,
-                                 lease_seconds=m.lease_seconds,
+                                 lease_seconds=m.lease_seconds, replica_id=replica_id(settings.home),
                                  fence_grace_seconds=o.fence_grace_seconds,
                                  catch_up_timeout_seconds=o.catch_up_timeout_seconds,
                                  managed_poll_seconds=max(settings.azure.poll_seconds, 0.05)), backends)

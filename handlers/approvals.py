@@ -46,7 +46,7 @@ async def cutover_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
     if not svc.policy.approvers:
         return messages.error_message("no approvers are configured ([slack] approvers): a cutover needs the "
                                       "team's approval")
-    if not await svc.store.transition(m.id, State.AWAITING_APPROVAL, expect=(State.READY_FOR_CUTOVER,)):
+    if not await svc.engine.request_cutover(m.id, inv.user):
         return messages.error_message(f"{m.id} changed state meanwhile; try again")
     results = await svc.engine.verify(m.id)
     verification = "; ".join(f"{r.database} {'equal' if r.ok else f'{len(r.mismatches)} mismatch(es)'} "

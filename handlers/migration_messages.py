@@ -10,15 +10,16 @@ from handlers.context import Reply
 from handlers.messages import context, header, section, sections, esc, preflight_message
 from migration_core.azure.dms_backend import DmsBackend
 from migration_core.azure.flex_backend import FlexBackend
-from migration_core.models import Migration, State, Step
+from migration_core.engine import CancelOutcome
+from migration_core.models import JournalEntry, Migration, State, Step
 from migration_core.preflight import PreflightReport, pretty_bytes
 from migration_core.progress import DatabaseProgress, MigrationProgress
 from migration_core.verify import VerifyResult
 
 STATE_ICON = {State.CREATED: "🆕", State.PREFLIGHT: "🔎", State.EXPORTING: "📤", State.IMPORTING: "📥",
               State.SCHEMA: "📐", State.FULL_LOAD: "📥", State.CATCHING_UP: "🔄", State.READY_FOR_CUTOVER: "🟢",
-              State.VERIFYING: "🔍", State.PAUSED: "⏸️", State.COMPLETED: "✅", State.FAILED: "❌",
-              State.CANCELLED: "🚫"}
+              State.CUTTING_OVER: "✂️", State.RELEASED: "🚦", State.VERIFYING: "🔍", State.PAUSED: "⏸️",
+              State.COMPLETED: "✅", State.FAILED: "❌", State.CANCELLED: "🚫"}
 STEP_ICON = {"done": "✅", "running": "⏳", "failed": "❌", "waiting": "⏸️", "dropped": "🗑️"}
 BAR = 12
 
@@ -124,7 +125,8 @@ def refused(m: Migration, report: PreflightReport) -> Reply:
     return Reply(f"{m.id} not started: {len(report.blocking)} blocking problem(s)", blocks)
 
 
-def status(m: Migration, steps: list[Step], progress: MigrationProgress) -> Reply:
+def status(m: Migration, steps: list[Step], progress: MigrationProgress,
+           leftovers: list[JournalEntry] | None = None) -> Reply:
     card = migration_card(m, progress)
     lines = ["*Steps*"]
     for s in steps:
@@ -137,7 +139,27 @@ def status(m: Migration, steps: list[Step], progress: MigrationProgress) -> Repl
                         for t in parked.get("triggers", [])]
             lines.append(f"      foreign keys reinstated at cutover: {esc(', '.join(fks) or 'none')}")
             lines.append(f"      triggers restored at cutover: {esc(', '.join(triggers) or 'none')}")
+    if leftovers:
+        lines.append("*Still on the servers* (pgmig made these and has not removed them)")
+        lines += [f"• {esc(e.describe())}" for e in leftovers]
+        if m.state is State.FAILED:
+            lines.append(f"`/pgmig cancel {m.id}` removes them; `/pgmig retry {m.id}` carries on with them")
     return Reply(card.text, card.blocks[:-1] + sections(lines) + card.blocks[-1:])
+
+
+def cancelled(m: Migration, outcome: CancelOutcome) -> Reply:
+    """The answer to `/pgmig cancel`: what was undone, what was left on purpose, what could not be undone."""
+    if outcome.state is State.FAILED:
+        lines = [f"⚠️ *{m.id}* could not be cancelled completely; it stays failed. Could not undo:"]
+        lines += [f"• {esc(x)}" for x in outcome.failed]
+        lines.append(f"Once the servers are reachable, `/pgmig cancel {m.id}` tries again.")
+    else:
+        lines = [f"🚫 *{m.id}* {outcome.state.value}."]
+        lines += [f"• {esc(x)}" for x in outcome.done]
+    if outcome.kept:
+        lines.append(f"Target database(s) left in place: {esc(', '.join(outcome.kept))} (finished imports, or "
+                     "databases pgmig did not create)")
+    return Reply(f"{m.id} {outcome.state.value}", sections(lines), ephemeral=False)
 
 
 def migration_list(migrations: list[Migration], title: str) -> Reply:

@@ -101,7 +101,8 @@ async def status_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
     m = await _find(svc, cmd.args["migration"])
     if isinstance(m, Reply):
         return m
-    return mm.status(m, await svc.store.steps(m.id), svc.engine.progress(m.id))
+    leftovers = await svc.engine.leftovers(m.id) if m.state.finished else []
+    return mm.status(m, await svc.store.steps(m.id), svc.engine.progress(m.id), leftovers)
 
 
 async def list_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
@@ -112,19 +113,16 @@ async def cancel_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
     m = await _operate_on(cmd, inv, svc, "cancel migrations")
     if isinstance(m, Reply):
         return m
-    if m.state.finished:
+    if m.state in (State.COMPLETED, State.CANCELLED):
         return messages.error_message(f"{m.id} is already {m.state.value}")
-    dropped = await svc.engine.cancel(m.id, inv.user)
-    note = f" Dropped half-imported target database(s): {', '.join(dropped)}." if dropped else ""
-    return Reply(f"{m.id} cancelled", [messages.section(f"🚫 *{m.id}* cancelled.{messages.esc(note)}")],
-                 ephemeral=False)
+    return mm.cancelled(m, await svc.engine.cancel(m.id, inv.user))
 
 
 async def retry_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
     m = await _operate_on(cmd, inv, svc, "retry migrations")
     if isinstance(m, Reply):
         return m
-    if m.state is not State.FAILED or not await svc.engine.retry(m.id):
+    if m.state is not State.FAILED or not await svc.engine.retry(m.id, inv.user):
         return messages.error_message(f"{m.id} is {m.state.value}; only a failed migration can be retried")
     return Reply(f"{m.id} retrying", [messages.section(
         f"🔁 *{m.id}* retrying from the step that failed (`{messages.esc(m.error.split(':', 1)[0])}`); "
@@ -135,7 +133,7 @@ async def resume_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
     m = await _operate_on(cmd, inv, svc, "resume migrations")
     if isinstance(m, Reply):
         return m
-    if m.state is not State.PAUSED or not await svc.engine.resume(m.id):
+    if m.state is not State.PAUSED or not await svc.engine.resume(m.id, inv.user):
         return messages.error_message(f"{m.id} is {m.state.value}; only a paused migration can be resumed")
     return Reply(f"{m.id} resumed", [messages.section(f"▶️ *{m.id}* importing the export files as they are now.")],
                  ephemeral=False)

@@ -1,12 +1,14 @@
-"""Foreign keys and triggers on an online target: recorded, then dropped or disabled while changes
-stream in (rows arrive in commit order, not dependency order), and reinstated at cutover exactly as
-they were on the source."""
+"""Foreign keys and triggers on an online target: recorded (in the journal, before anything is
+touched), then dropped or disabled while changes stream in (rows arrive in commit order, not
+dependency order), and reinstated at cutover exactly as they were on the source. Every operation here
+is safe to repeat: a crash may interrupt any of them."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import asyncpg
 
+from migration_core.journal import TARGET, Change, Journal
 from migration_core.sql import ident
 
 FOREIGN_KEYS = (
@@ -55,24 +57,35 @@ class Parked:
                    [TriggerState(**t) for t in data.get("triggers", [])])
 
 
-async def park(target: asyncpg.Connection) -> Parked:
-    """Record every FK and trigger on the target, drop the FKs and disable the enabled triggers."""
+async def park(target: asyncpg.Connection, journal: Journal, database: str) -> Parked:
+    """Record every FK and trigger on the target (journal first), drop the FKs and disable the enabled
+    triggers, in one transaction."""
     fks = [ForeignKey(r["tbl"], r["name"], r["definition"]) for r in await target.fetch(FOREIGN_KEYS)]
     triggers = [TriggerState(r["tbl"], r["name"], r["enabled"]) for r in await target.fetch(TRIGGERS)]
+    parked = Parked(fks, triggers)
+    async with journal.change(Change.CONSTRAINTS, TARGET, database, data={"parked": parked.as_dict()}):
+        await repark(target, parked)
+    return parked
+
+
+async def repark(target: asyncpg.Connection, parked: Parked) -> None:
+    """Take the parked constraints off again (the cutover's fallback); what is already off stays off."""
     async with target.transaction():
-        for fk in fks:
-            await target.execute(f"ALTER TABLE {fk.table} DROP CONSTRAINT {ident(fk.name)}")
-        for t in triggers:
+        for fk in parked.foreign_keys:
+            await target.execute(f"ALTER TABLE {fk.table} DROP CONSTRAINT IF EXISTS {ident(fk.name)}")
+        for t in parked.triggers:
             if t.enabled != "D":
                 await target.execute(f"ALTER TABLE {t.table} DISABLE TRIGGER {ident(t.name)}")
-    return Parked(fks, triggers)
 
 
 async def reinstate(target: asyncpg.Connection, parked: Parked, validate: bool = True) -> None:
     """Put FKs back NOT VALID (enforced for every new row at once) and triggers as they were; VALIDATE,
-    which reads the existing rows, can follow later (`validate`) without a long lock."""
+    which reads the existing rows, can follow later (`validate`) without a long lock. A foreign key
+    already back (an interrupted earlier attempt) is left as it is."""
     for fk in parked.foreign_keys:
-        await target.execute(f"ALTER TABLE {fk.table} ADD CONSTRAINT {ident(fk.name)} {fk.definition} NOT VALID")
+        if not await target.fetchval("SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2",
+                                     fk.table, fk.name):
+            await target.execute(f"ALTER TABLE {fk.table} ADD CONSTRAINT {ident(fk.name)} {fk.definition} NOT VALID")
     for t in parked.triggers:
         await target.execute(f"ALTER TABLE {t.table} {ENABLE[t.enabled]} {ident(t.name)}")
     if validate:

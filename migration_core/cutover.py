@@ -3,18 +3,19 @@
 1. fence writes on the source: `default_transaction_read_only` for new sessions, CONNECT revoked from
    everyone but pgmig's role, then after a grace period every remaining client session ended (all at
    once, then polled until gone). Superusers can still connect and override: they are only softly
-   fenced, and the report says so;
+   fenced, and the report says so. The journal holds the setting before, every role revoked and
+   pgmig's own grant *before* each of them is changed, so any later moment can lift the fence exactly;
 2. wait until the slot has confirmed the source's WAL position taken after the fence;
-3. set every target sequence to the source's value;
+3. set every target sequence to the source's state;
 4. put back the foreign keys NOT VALID (enforced for new rows at once) and the triggers exactly as on
    the source, refresh materialized views, copy large objects;
-5. compare row counts (the source is quiescent, so equality is exact): the target is released here;
-   then (`check`) VALIDATE the foreign keys and compare full checksums against a snapshot of the
-   target exported at that moment, so applications may already write there while it runs;
-6. drop the subscription, the slot and the publication.
+5. compare row counts (the source is quiescent, so equality is exact; materialized views only warn).
 
-If any of 2–5 fails, `fallback` undoes the fence (applications keep working on the source), parks the
-constraints again and leaves replication running. Nothing on the source is dropped before step 6.
+Then (cutover_flow.py) the target is released — the point of no return — and `check` VALIDATEs the
+foreign keys and compares full checksums against a snapshot of the target exported at release, so
+applications may already write there while it runs. What it finds is an incident to act on, never a
+reason to reopen the source. Until release, `rollback` parks the constraints again and lifts the
+fences from the journal: applications keep working on the source, replication keeps running.
 """
 from __future__ import annotations
 
@@ -25,15 +26,17 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from migration_core import constraints, large_objects, matviews, replication, sequences
+from migration_core import constraints, failpoints, large_objects, matviews, replication, sequences, undo
 from migration_core.errors import MigrationError
+from migration_core.journal import SOURCE, Change, Journal, JournalEntry
 from migration_core.servers import ServerConfig
 from migration_core.sql import ident
-from migration_core.verify import VerifyResult, verify_database
+from migration_core.verify import Mismatch, VerifyResult, verify_database
 
 CONNECT_GRANTEES = (
-    "SELECT DISTINCT a.grantee FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a "
-    "WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT'")
+    "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS grantee "
+    "FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a "
+    "WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT' ORDER BY 1")
 READ_ONLY_SETTING = (
     "SELECT split_part(cfg, '=', 2) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, "
     "unnest(s.setconfig) cfg WHERE d.datname = current_database() AND s.setrole = 0 "
@@ -41,17 +44,24 @@ READ_ONLY_SETTING = (
 OTHER_CLIENTS = (
     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
     "AND backend_type = 'client backend' AND application_name <> 'pgmig'")
+WINDOW_STEPS = ("fence", "catch_up", "sequences", "constraints", "counts")  # while writes are fenced
 
 
 @dataclass
 class Fence:
-    """What fencing changed on one source database, so that it can be undone exactly."""
+    """What fencing changed on one source database (as the journal holds it)."""
 
     database: str
     read_only_before: str | None = None
     revoked_from: list[str] = field(default_factory=list)   # role names; "PUBLIC" for everyone
     ended_sessions: int = 0
     superusers: list[str] = field(default_factory=list)     # can still connect: softly fenced
+
+    @classmethod
+    def of(cls, entry: JournalEntry) -> "Fence":
+        d = entry.data
+        return cls(entry.database, d.get("read_only_before"), list(d.get("revoked", [])), d.get("ended_sessions", 0),
+                   list(d.get("superusers", [])))
 
 
 @dataclass
@@ -60,57 +70,54 @@ class DatabaseCutover:
     fence: Fence
     timings: dict[str, float] = field(default_factory=dict)
     sequences: int = 0
+    counts: VerifyResult | None = None
     verify: VerifyResult | None = None
 
     @property
     def window_seconds(self) -> float:
         """Writes unavailable: from the fence until the target is released (row counts equal)."""
-        return sum(v for k, v in self.timings.items() if k in ("fence", "catch_up", "sequences", "constraints",
-                                                                "counts"))
+        return sum(v for k, v in self.timings.items() if k in WINDOW_STEPS)
 
 
-async def fence(source: ServerConfig, database: str, grace_seconds: float) -> Fence:
+async def fence(source: ServerConfig, database: str, grace_seconds: float, journal: Journal) -> Fence:
     conn = await source.connect(database)
     try:
-        f = Fence(database, await conn.fetchval(READ_ONLY_SETTING))
+        earlier = await journal.find(Change.FENCE, SOURCE, database)
+        if earlier is not None and earlier.live:
+            data = earlier.data  # never lifted (pgmig died): its "before" is the truth, not today's fenced state
+        else:
+            data = {"read_only_before": await conn.fetchval(READ_ONLY_SETTING), "revoked": [], "granted_self": "",
+                    "ended_sessions": 0, "superusers": []}
+        entry = await journal.plan(Change.FENCE, SOURCE, database, data=data)
         me = await conn.fetchval("SELECT current_user")
         grantees = [r["grantee"] for r in await conn.fetch(CONNECT_GRANTEES)]
         await conn.execute(f"ALTER DATABASE {ident(database)} SET default_transaction_read_only = on")
-        await conn.execute(f"GRANT CONNECT ON DATABASE {ident(database)} TO {ident(me)}")
-        for oid in grantees:
-            name = "PUBLIC" if oid == 0 else await conn.fetchval("SELECT rolname FROM pg_roles WHERE oid = $1", oid)
+        if me not in grantees and not entry.data["granted_self"]:
+            entry.data["granted_self"] = me
+            await journal.note(entry)
+            await conn.execute(f"GRANT CONNECT ON DATABASE {ident(database)} TO {ident(me)}")
+        for name in grantees:
             if name == me:
                 continue
+            if name not in entry.data["revoked"]:
+                entry.data["revoked"].append(name)
+                await journal.note(entry)
             await conn.execute(f"REVOKE CONNECT ON DATABASE {ident(database)} FROM "
                                f"{'PUBLIC' if name == 'PUBLIC' else ident(name)}")
-            f.revoked_from.append(name)
-        f.superusers = [r["rolname"] for r in await conn.fetch(
+        entry.data["superusers"] = [r["rolname"] for r in await conn.fetch(
             "SELECT rolname FROM pg_roles WHERE rolsuper AND rolcanlogin AND rolname <> $1 ORDER BY 1", me)]
+        await journal.note(entry)
         await asyncio.sleep(grace_seconds)  # sessions may finish what they are doing
         pids = [r["pid"] for r in await conn.fetch(OTHER_CLIENTS)]
         for pid in pids:
             await conn.execute("SELECT pg_terminate_backend($1)", pid)
-        f.ended_sessions = len(pids)
+        entry.data["ended_sessions"] = entry.data.get("ended_sessions", 0) + len(pids)
         for _ in range(200):
             if not await conn.fetch(OTHER_CLIENTS):
-                return f
+                await journal.done(entry)
+                return Fence.of(entry)
             await asyncio.sleep(0.01)
         raise MigrationError(f"sessions on {database} would not end", "look at pg_stat_activity on the source")
-    finally:
-        await conn.close()
-
-
-async def unfence(source: ServerConfig, f: Fence) -> None:
-    conn = await source.connect(f.database)
-    try:
-        for name in f.revoked_from:
-            await conn.execute(f"GRANT CONNECT ON DATABASE {ident(f.database)} TO "
-                               f"{'PUBLIC' if name == 'PUBLIC' else ident(name)}")
-        if f.read_only_before is None:
-            await conn.execute(f"ALTER DATABASE {ident(f.database)} RESET default_transaction_read_only")
-        else:
-            await conn.execute(f"ALTER DATABASE {ident(f.database)} SET default_transaction_read_only = "
-                               f"{'on' if f.read_only_before in ('on', 'true') else 'off'}")
     finally:
         await conn.close()
 
@@ -144,56 +151,61 @@ async def wait_caught_up(source: ServerConfig, database: str, timeout: float, sl
 CatchUp = Callable[[str, float], Awaitable[None]]
 
 
-async def cut_over(source: ServerConfig, target: ServerConfig, database: str, migration_id: str,
+async def cut_over(source: ServerConfig, target: ServerConfig, database: str, journal: Journal,
                    parked: constraints.Parked, grace_seconds: float = 5.0, catch_up_timeout: float = 30.0,
                    parallel: int = 2, catch_up: CatchUp | None = None) -> DatabaseCutover:
-    """Steps 1–5 for one database. Raises after undoing the fence if anything fails (the fallback).
+    """Steps 1–5 for one database; raises on any failure, leaving the undo to `rollback`.
 
     `catch_up` replaces step 2 for a managed service: wait for its slots, then trigger its cutover."""
-    slot = replication.object_name(migration_id, database)
+    slot = replication.object_name(journal.migration_id, database)
     started = time.perf_counter()
-    f = await fence(source, database, grace_seconds)
-    result = DatabaseCutover(database, f)
+    result = DatabaseCutover(database, await fence(source, database, grace_seconds, journal))
     result.timings["fence"] = time.perf_counter() - started - grace_seconds
-    reinstated = False
+    step = time.perf_counter()
+    if catch_up is None:
+        await wait_caught_up(source, database, catch_up_timeout, slot)
+    else:
+        await catch_up(database, catch_up_timeout)
+    result.timings["catch_up"] = time.perf_counter() - step
+    failpoints.reached(f"caught_up:{database}")
+    src, tgt = await asyncio.gather(source.connect(database), target.connect(database))
     try:
         step = time.perf_counter()
-        if catch_up is None:
-            await wait_caught_up(source, database, catch_up_timeout, slot)
-        else:
-            await catch_up(database, catch_up_timeout)
-        result.timings["catch_up"] = time.perf_counter() - step
-        src, tgt = await asyncio.gather(source.connect(database), target.connect(database))
-        try:
-            step = time.perf_counter()
-            result.sequences = await sequences.sync(src, tgt)
-            result.timings["sequences"] = time.perf_counter() - step
-            step = time.perf_counter()
-            reinstated = True
-            await constraints.reinstate(tgt, parked, validate=False)
-            await matviews.refresh(src, tgt)
-            await large_objects.copy(src, tgt)
-            result.timings["constraints"] = time.perf_counter() - step
-        finally:
-            await asyncio.gather(src.close(), tgt.close(), return_exceptions=True)
+        result.sequences = await sequences.sync(src, tgt)
+        result.timings["sequences"] = time.perf_counter() - step
+        failpoints.reached(f"sequences:{database}")
         step = time.perf_counter()
-        counts = await verify_database(source, target, database, parallel, counts_only=True)
-        result.timings["counts"] = time.perf_counter() - step
-        _raise_on_mismatch(database, counts, "row counts")
-        return result
-    except BaseException:
-        await fallback(source, target, f, reinstated)
-        raise
+        await constraints.reinstate(tgt, parked, validate=False)
+        if entry := await journal.find(Change.CONSTRAINTS, "target", database):
+            await journal.undone(entry)
+        await matviews.refresh(src, tgt)
+        await large_objects.copy(src, tgt)
+        result.timings["constraints"] = time.perf_counter() - step
+    finally:
+        await asyncio.gather(src.close(), tgt.close(), return_exceptions=True)
+    step = time.perf_counter()
+    result.counts = await verify_database(source, target, database, parallel, counts_only=True)
+    result.timings["counts"] = time.perf_counter() - step
+    if not result.counts.ok:
+        raise MigrationError(f"row counts of {database} differ in {len(result.counts.mismatches)} place(s): "
+                             + describe(result.counts.mismatches))
+    return result
+
+
+def describe(mismatches: list[Mismatch], limit: int = 10) -> str:
+    return "; ".join(f"{m.kind} {m.name} source {m.source} target {m.target}" for m in mismatches[:limit]) + (
+        f"; and {len(mismatches) - limit} more" if len(mismatches) > limit else "")
 
 
 async def check(source: ServerConfig, target: ServerConfig, result: DatabaseCutover, parked: constraints.Parked,
-                parallel: int = 2) -> None:
-    """After release: VALIDATE the foreign keys, then full checksums against the target as it was at
-    release; raises (the caller falls back) on a violation or a mismatch."""
+                parallel: int = 2) -> list[str]:
+    """After release: VALIDATE each foreign key, then full checksums against the target as it was at
+    release. Returns what is wrong, in words (empty when all holds); never undoes anything."""
+    problems: list[str] = []
     conn = await target.connect(result.database)
     try:
         step = time.perf_counter()
-        await constraints.validate_all(conn, parked)
+        problems += await validate(conn, parked)
         result.timings["validate"] = time.perf_counter() - step
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
@@ -202,23 +214,45 @@ async def check(source: ServerConfig, target: ServerConfig, result: DatabaseCuto
             result.timings["verify"] = time.perf_counter() - step
     finally:
         await conn.close()
-    _raise_on_mismatch(result.database, result.verify, "checksums")
+    if not result.verify.ok:
+        problems.append(f"checksums of {result.database} differ in {len(result.verify.mismatches)} place(s): "
+                        + describe(result.verify.mismatches))
+    return problems
 
 
-def _raise_on_mismatch(database: str, verify: VerifyResult, what: str) -> None:
-    if not verify.ok:
-        raise MigrationError(f"{what} of {database} differ in {len(verify.mismatches)} place(s): " + "; ".join(
-            f"{m.kind} {m.name} source {m.source} target {m.target}" for m in verify.mismatches[:10]))
-
-
-async def fallback(source: ServerConfig, target: ServerConfig, f: Fence, reinstated: bool) -> None:
-    """Applications keep working on the source; the target goes back to streaming as before."""
-    await unfence(source, f)
-    if reinstated:
-        tgt = await target.connect(f.database)
+async def validate(conn: asyncpg.Connection, parked: constraints.Parked) -> list[str]:
+    """VALIDATE every parked foreign key; each violation is reported, the others still validated."""
+    problems = []
+    for fk in parked.foreign_keys:
         try:
-            await constraints.park(tgt)
-        except asyncpg.PostgresError:
-            pass  # a constraint that never came back needs no parking
-        finally:
-            await tgt.close()
+            await conn.execute(f"ALTER TABLE {fk.table} VALIDATE CONSTRAINT {ident(fk.name)}")
+        except asyncpg.PostgresError as exc:
+            problems.append(f"foreign key {fk.name} on {fk.table} does not hold: {exc}")
+    return problems
+
+
+async def rollback(source: ServerConfig, target: ServerConfig, journal: Journal,
+                   parked: dict[str, constraints.Parked]) -> list[str]:
+    """Before release: constraints parked again on the target, then every fence the journal holds lifted
+    (so the changes applications make from now on stream in as before). Returns what was done; raises
+    only after trying everything."""
+    said, failed = [], []
+    for db, p in parked.items():
+        try:
+            conn = await target.connect(db)
+            try:
+                await constraints.repark(conn, p)
+            finally:
+                await conn.close()
+            entry = await journal.find(Change.CONSTRAINTS, "target", db)
+            if entry is not None and not entry.live:
+                await journal.done(await journal.plan(Change.CONSTRAINTS, "target", db, data=entry.data))
+        except Exception as exc:  # noqa: BLE001 - go on lifting the fences whatever failed here
+            failed.append(f"parking the constraints of {db} again: {exc}")
+    outcome = await undo.rollback(journal, source, target, (Change.FENCE,))
+    said += outcome.done
+    failed += outcome.failed
+    if failed:
+        raise MigrationError("the fallback did not finish: " + "; ".join(failed),
+                             "check both servers are reachable; a pgmig restart tries again")
+    return said

@@ -1,17 +1,42 @@
-"""The cutover of a whole migration: every database through cutover.py's procedure, the target
-released, checked after release, replication torn down; any failure falls back everywhere."""
+"""The cutover of a whole migration: every database through cutover.py's procedure, then the release
+(the point of no return), then the checks and the teardown of replication.
+
+Before release any failure, timeout, cancel or crash rolls back from the journal everywhere: the
+constraints parked again, every fence lifted, replication left running, back to ready_for_cutover.
+The release is recorded in the store *before* the channel is told applications may switch; from then
+on the migration only goes forward: what the checks find is an incident, posted and kept, and the
+source stays fenced. `recover` applies the same rule to a cutover a dead pgmig left half-done.
+"""
 from __future__ import annotations
 
+import asyncio
+import logging
+from dataclasses import asdict
+
+import asyncpg
+
+from migration_core import cutover
 from migration_core.constraints import Parked
-from migration_core.cutover import DatabaseCutover, check, cut_over, fallback
+from migration_core.cutover import DatabaseCutover, WINDOW_STEPS
 from migration_core.engine_config import EngineConfig
 from migration_core.errors import MigrationError
 from migration_core.failures import failure_reason
-from migration_core.ledger import DONE, Alerts, Ledger
-from migration_core.models import AuditEntry, State
+from migration_core.journal import Change
+from migration_core.ledger import DONE, RUNNING, Alerts, Ledger
 from migration_core.managed_flow import ManagedCutover
+from migration_core.models import AuditEntry, Migration, State, StepKind
 from migration_core.online_flow import teardown_replication
-from migration_core.servers import ServerConfig
+from migration_core.servers import ConnectionProblem, ServerConfig
+from migration_core.verify import matview_note
+
+log = logging.getLogger(__name__)
+
+
+async def parked_constraints(ledger: Ledger, m: Migration, managed: ManagedCutover | None) -> dict[str, Parked]:
+    if managed is not None:
+        return await managed.parked(m)
+    return {db: Parked.from_dict((await ledger.store.step(m.id, StepKind.LOAD.at(db))).data["parked"])
+            for db in m.databases}
 
 
 async def run_cutover(ledger: Ledger, alerts: Alerts, config: EngineConfig, mid: str, actor: str,
@@ -21,62 +46,131 @@ async def run_cutover(ledger: Ledger, alerts: Alerts, config: EngineConfig, mid:
 
     `managed`: a service moves the data; its cutover is triggered once the source is fenced, and after
     that there is no falling back to replication (the migration fails, the source is writable again)."""
-    if not await ledger.store.transition(mid, State.CUTTING_OVER,
-                                         expect=(State.READY_FOR_CUTOVER, State.AWAITING_APPROVAL)):
+    m = await ledger.get(mid)
+    if not await ledger.move(mid, State.CUTTING_OVER, f"cutting over {', '.join(m.databases)} (started by {actor})",
+                             expect=(State.READY_FOR_CUTOVER, State.AWAITING_APPROVAL), actor=actor):
         m = await ledger.get(mid)
         raise MigrationError(f"{mid} is {m.state.value}; only a migration ready for cutover can cut over")
-    m = await ledger.get(mid)
     await ledger.store.audit(AuditEntry(actor, "cutover.started", ", ".join(m.databases), m.id))
-    await ledger.emit_state(m.id, f"cutting over {', '.join(m.databases)} (started by {actor})")
-    done: list[DatabaseCutover] = []
+    journal = ledger.journal(mid)
     parallel = int(m.options.get("parallel", 2))
-    if managed is None:
-        parked = {db: Parked.from_dict((await ledger.store.step(m.id, f"load:{db}")).data["parked"])
-                  for db in m.databases}
-        catch_up = None
-    else:
-        parked, catch_up = await managed.parked(m), await managed.catch_up(m)
+    parked = await parked_constraints(ledger, m, managed)
+    catch_up = await managed.catch_up(m) if managed is not None else None
+    done: list[DatabaseCutover] = []
     try:
         for db in m.databases:
-            done.append(await cut_over(source, target, db, m.id, parked[db], grace_seconds, catch_up_timeout,
-                                       parallel, catch_up))
-        await alerts.notice(m, "released", "🟢 target released: sequences synced, foreign keys and triggers "
-                            "back, row counts equal — applications can switch now (writes were unavailable "
-                            + ", ".join(f"{r.database} {r.window_seconds:.2f} s" for r in done)
-                            + "). Checksums are being compared against the target as it was at this moment.")
-        for result in done:
-            await check(source, target, result, parked[result.database], parallel)
-            await ledger.save(m.id, f"cutover:{result.database}", DONE, ", ".join(
-                f"{k} {v:.3f} s" for k, v in result.timings.items()), {"timings": result.timings})
-    except Exception as exc:
-        for result in done:
-            await fallback(source, target, result.fence, reinstated=True)
-        reason = failure_reason(exc, m.id)
-        if managed is not None and managed.switched:
-            await managed.abandon(m, reason)
-            await ledger.store.audit(AuditEntry("pgmig", "cutover.failed", reason[:2000], m.id))
-            await ledger.set_state(m.id, State.FAILED, f"cutover failed after {managed.backend.label} had ended its "
-                                   f"replication of {', '.join(managed.switched)}: {reason}. The source is writable "
-                                   f"again and stays the primary; `/pgmig retry {m.id}` starts a fresh service "
-                                   "migration over the target databases", error=f"cutting_over: {reason}")
-            await alerts.notice(m, "cutover", f"⚠️ cutover failed, nothing was released: {reason}")
-            return False
-        await ledger.store.transition(m.id, State.READY_FOR_CUTOVER, error=f"cutover fell back: {reason}")
-        await ledger.store.audit(AuditEntry("pgmig", "cutover.fallback", reason[:2000], m.id))
-        await ledger.emit_state(m.id, f"cutover fell back: {reason}. The source is writable again and "
-                                      "replication keeps running")
-        await alerts.notice(m, "cutover", f"⚠️ cutover fell back, nothing was switched: {reason}")
+            done.append(await cutover.cut_over(source, target, db, journal, parked[db], grace_seconds,
+                                               catch_up_timeout, parallel, catch_up))
+        facts = {"timings": {r.database: r.timings for r in done}, "fences": {r.database: asdict(r.fence) for r in done}}
+        await ledger.save(mid, StepKind.RELEASE, RUNNING, "releasing the target", facts)
+        await ledger.advance(mid, State.RELEASED, "target released: applications can switch now",
+                             expect=(State.CUTTING_OVER,))
+    except BaseException as exc:  # a cancel or a shutdown mid-fence falls back too
+        await fall_back(ledger, alerts, m, source, target, parked, managed, exc)
+        if not isinstance(exc, Exception):
+            raise
         return False
-    if managed is None:
-        await teardown_replication(ledger, m, source, target, config.workdir / m.id)
-    lines = []
-    for r in done:
-        soft = f"; superusers only softly fenced: {', '.join(r.fence.superusers)}" if r.fence.superusers else ""
-        lines.append(f"{r.database}: writes unavailable {r.window_seconds:.2f} s "
-                     f"({', '.join(f'{k} {v:.2f} s' for k, v in r.timings.items())}); {r.verify.tables} tables, "
-                     f"{r.verify.rows} rows and {r.sequences} sequences verified equal; "
-                     f"{r.fence.ended_sessions} session(s) ended{soft}")
-    await ledger.store.audit(AuditEntry("pgmig", "cutover.completed", "\n".join(lines)[:2000], m.id))
-    await ledger.set_state(m.id, State.COMPLETED, "cutover complete: applications can move to the target.\n"
-                           + "\n".join(lines))
+    await ledger.save(mid, StepKind.RELEASE, DONE, "applications told to switch to the target", facts)
+    await alerts.notice(m, "released", "🟢 target released: sequences synced, foreign keys and triggers "
+                        "back, row counts equal — applications can switch now (writes were unavailable "
+                        + ", ".join(f"{r.database} {r.window_seconds:.2f} s" for r in done)
+                        + "). Checksums are being compared against the target as it was at this moment.")
+    problems: list[str] = []
+    for result in done:
+        try:
+            problems += await cutover.check(source, target, result, parked[result.database], parallel)
+        except (MigrationError, ConnectionProblem, asyncpg.PostgresError, OSError) as exc:
+            problems.append(f"the checks of {result.database} could not run: {failure_reason(exc, mid)}")
+        await ledger.save(m.id, StepKind.CUTOVER.at(result.database), DONE, ", ".join(
+            f"{k} {v:.3f} s" for k, v in result.timings.items()), {"timings": result.timings})
+    await finish(ledger, alerts, m, source, target, managed, problems, done)
     return True
+
+
+async def fall_back(ledger: Ledger, alerts: Alerts, m: Migration, source: ServerConfig, target: ServerConfig,
+                    parked: dict[str, Parked], managed: ManagedCutover | None, exc: BaseException) -> None:
+    """Before release: undo from the journal and go back to streaming (or, once a managed service ended
+    its replication, to failed with the source writable)."""
+    reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else failure_reason(exc, m.id)
+    try:
+        lifted = await cutover.rollback(source, target, ledger.journal(m.id), parked)
+    except MigrationError as undo_failed:
+        lifted = [str(undo_failed)]
+        log.error("the fallback of %s's cutover did not finish: %s", m.id, undo_failed)
+    undone = "; ".join(lifted) or "nothing had been changed yet"
+    switched = await ledger.journal(m.id).entries(Change.SERVICE_CUTOVER)
+    if managed is not None and switched:
+        await managed.abandon(m, reason)
+        await ledger.store.audit(AuditEntry("pgmig", "cutover.failed", reason[:2000], m.id))
+        await ledger.move(m.id, State.FAILED, f"cutover failed after {managed.backend.label} had ended its "
+                          f"replication of {', '.join(e.database for e in switched)}: {reason}. {undone}; the source "
+                          f"stays the primary; `/pgmig retry {m.id}` starts a fresh service migration over the "
+                          "target databases", error=f"cutting_over: {reason}")
+        await alerts.notice(m, "cutover", f"⚠️ cutover failed, nothing was released: {reason}")
+        return
+    await ledger.store.audit(AuditEntry("pgmig", "cutover.fallback", reason[:2000], m.id))
+    await ledger.move(m.id, State.READY_FOR_CUTOVER, f"cutover fell back: {reason}. {undone}; replication keeps "
+                      "running", error=f"cutover fell back: {reason}")
+    await alerts.notice(m, "cutover", f"⚠️ cutover fell back, nothing was switched: {reason}")
+
+
+async def finish(ledger: Ledger, alerts: Alerts, m: Migration, source: ServerConfig, target: ServerConfig,
+                 managed: ManagedCutover | None, problems: list[str], done: list[DatabaseCutover]) -> None:
+    """After release: replication torn down, the incident (if any) kept and posted, completed."""
+    left: list[str] = []
+    if managed is None:
+        outcome = await teardown_replication(ledger.journal(m.id), source, target)
+        left = outcome.failed
+    if problems:
+        await ledger.save(m.id, StepKind.INCIDENT, DONE, "\n".join(problems)[:2000], {"problems": problems})
+        await alerts.notice(m, "incident", f"🚨 {m.id} was released to the target, but the checks after release "
+                            f"found {len(problems)} problem(s):\n" + "\n".join(f"• {p}" for p in problems[:10]) +
+                            "\nThe source stays fenced (applications may already write to the target). Fix the "
+                            f"target's data, then `/pgmig verify {m.id}` checks again.")
+    lines = [summary(r) for r in done]
+    warned = {w.name: w for r in done for check in (r.counts, r.verify) if check is not None for w in check.warnings}
+    lines += [f"⚠️ {matview_note(w)}" for w in warned.values()]
+    if left:
+        lines.append("left on the servers (`/pgmig cleanup` removes them): " + "; ".join(left))
+    verdict = (f"cutover complete with {len(problems)} problem(s) found after release (see the incident)"
+               if problems else "cutover complete: applications can move to the target")
+    await ledger.store.audit(AuditEntry("pgmig", "cutover.completed", "\n".join(lines)[:2000], m.id))
+    await ledger.advance(m.id, State.COMPLETED, verdict + ".\n" + "\n".join(lines), expect=(State.RELEASED,))
+
+
+def summary(r: DatabaseCutover) -> str:
+    soft = f"; superusers only softly fenced: {', '.join(r.fence.superusers)}" if r.fence.superusers else ""
+    window = ", ".join(f"{k} {v:.2f} s" for k, v in r.timings.items() if k in WINDOW_STEPS)
+    after = ", ".join(f"{k} {v:.2f} s" for k, v in r.timings.items() if k not in WINDOW_STEPS)
+    checked = (f"{r.verify.tables} tables, {r.verify.rows} rows and {r.sequences} sequences verified equal"
+               if r.verify is not None else "not verified by checksums")
+    return (f"{r.database}: writes unavailable {r.window_seconds:.2f} s ({window})" + (f"; after release {after}"
+            if after else "") + f"; {checked}; {r.fence.ended_sessions} session(s) ended{soft}")
+
+
+async def recover(ledger: Ledger, alerts: Alerts, m: Migration, source: ServerConfig, target: ServerConfig,
+                  managed: ManagedCutover | None) -> None:
+    """A cutover a dead pgmig left unfinished: back to streaming from cutting_over, forward from released."""
+    release = await ledger.store.step(m.id, StepKind.RELEASE)
+    parked = await parked_constraints(ledger, m, managed)
+    if m.state is State.CUTTING_OVER:
+        await fall_back(ledger, alerts, m, source, target, parked, managed,
+                        MigrationError("pgmig stopped in the middle of the cutover, before the target was released"))
+        return
+    problems: list[str] = []
+    for db in m.databases:
+        try:
+            conn = await target.connect(db)
+            try:
+                problems += await cutover.validate(conn, parked[db])
+            finally:
+                await conn.close()
+        except (ConnectionProblem, asyncpg.PostgresError, OSError) as exc:  # a check that cannot run is a problem
+            problems.append(f"the foreign keys of {db} could not be validated: {failure_reason(exc, m.id)}")
+    await alerts.notice(m, "released", "🟢 pgmig restarted after the target was released: finishing the cutover "
+                        "(the source stays fenced; foreign keys validated, checksums were not compared — "
+                        f"`/pgmig verify {m.id}` compares now)")
+    facts = release.data if release is not None else {}
+    done = [DatabaseCutover(db, cutover.Fence(**facts.get("fences", {}).get(db, {"database": db})),
+                            facts.get("timings", {}).get(db, {})) for db in m.databases]
+    await finish(ledger, alerts, m, source, target, managed, problems, done)

@@ -1,26 +1,25 @@
-"""The migration lifecycle: create, run, retry, resume, cancel, recover after a restart, approvals and
-the cutover entry point. The pipelines themselves live in offline_flow.py, online_flow.py,
-cutover_flow.py and monitor.py; every flow records its steps through the Ledger.
+"""The migration lifecycle: create, run, retry, resume, cancel, recover, approvals and the cutover entry
+point. The pipelines live in offline_flow.py, online_flow.py, cutover_flow.py and monitor.py; which
+state may follow which is lifecycle.py; every flow records its steps through the Ledger and every
+change it makes on a server in the journal.
 
-Offline: created → preflight → exporting → [paused] → importing → verifying → completed, or failed /
-cancelled. Online: created → preflight → schema → full_load → catching_up → ready_for_cutover →
-awaiting_approval → cutting_over → completed. Every step is a row in the store; a retry skips the
-steps already done, so finished databases are not redone.
+Recovery runs at start-up and on every lease tick: a migration whose owner stopped renewing its lease
+(or is provably this process's previous life: the same replica id) is taken over and carried on from
+its state — pipelines restart their unfinished step, streaming ones are watched again, a cutover goes
+back to streaming (cutting_over) or forward to completed (released).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
-import socket
 import uuid
 from collections.abc import Coroutine
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from migration_core import target_db
+from migration_core import cutover_flow, replication, undo
 from migration_core.azure.backend import ManagedBackend
 from migration_core.cutover_flow import run_cutover
 from migration_core.engine_config import EngineConfig, MigrationRequest
@@ -29,23 +28,36 @@ from migration_core.events import MigrationEvents
 from migration_core.failures import failure_reason
 from migration_core.flow import Flow
 from migration_core.jobs import ProgressJobs
-from migration_core.ledger import DONE, FAILED, Alerts, Ledger
+from migration_core.journal import Change, JournalEntry, Mark
+from migration_core.ledger import DONE, FAILED, RUNNING, Alerts, Ledger
+from migration_core.lifecycle import Superseded
 from migration_core.managed_flow import ManagedCutover, cancel_managed, run_managed, watch_managed
-from migration_core.models import AuditEntry, Migration, State, utcnow
+from migration_core.models import AuditEntry, Migration, State, StepKind, StepState, utcnow
 from migration_core.monitor import watch_native
 from migration_core.offline import OfflineOptions, choose_bindir
 from migration_core.offline_flow import run_offline
-from migration_core.online_flow import cancel_online, run_online
-from migration_core.preflight import Mode, PreflightReport, PreflightRequest, run_preflight
+from migration_core.online_flow import run_online
+from migration_core.preflight import Mode, PreflightReport, PreflightRequest, pretty_bytes, run_preflight
 from migration_core.progress import MigrationProgress
 from migration_core.roles import RolePlan, copy_roles
-from migration_core.servers import ServerConfig
+from migration_core.servers import ConnectionProblem, ServerConfig
 from migration_core.store import Store
 from migration_core.verify import VerifyResult, verify_database
 
-__all__ = ["Engine", "EngineConfig", "MigrationRequest"]
+__all__ = ["Engine", "EngineConfig", "MigrationRequest", "CancelOutcome"]
 log = logging.getLogger(__name__)
 MONITORED = (State.CATCHING_UP, State.READY_FOR_CUTOVER, State.AWAITING_APPROVAL)
+CUTOVER_STATES = (State.CUTTING_OVER, State.RELEASED)
+
+
+@dataclass
+class CancelOutcome:
+    """What a cancel did on the servers, and what it could not undo (the migration then stays failed)."""
+
+    state: State
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)   # target databases left on purpose (finished, or not pgmig's)
 
 
 class Engine:
@@ -59,7 +71,8 @@ class Engine:
         self._background: set[asyncio.Task] = set()
         self._cancelling: set[str] = set()
         self.jobs = ProgressJobs(config.progress_interval, self._tick)
-        self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.replica = config.replica_id or uuid.uuid4().hex[:12]
+        self.instance = f"{self.replica}/{uuid.uuid4().hex[:8]}"  # this life of this replica
         self._leasing = False
 
     # ---- what handlers call -------------------------------------------------------------------
@@ -72,14 +85,15 @@ class Engine:
                    "backend": req.backend}
         m = Migration(id=mid, source=req.source, target=req.target, databases=list(req.databases), mode=req.mode,
                       state=State.CREATED, requested_by=req.requested_by, channel=req.channel, options=options)
-        await self.store.create_migration(m)
+        await self.store.create_migration(m, owner=self.instance)
+        self._keep_leases()
         await self.store.audit(AuditEntry(req.requested_by, "migration.created",
                                           f"{req.source} → {req.target} {req.mode} {options}", mid, req.channel))
         return m
 
     async def preflight(self, m: Migration) -> PreflightReport:
         """Run the checks `/pgmig check` runs; a blocking finding fails the migration at `preflight`."""
-        await self.ledger.set_state(m.id, State.PREFLIGHT, "running pre-flight checks")
+        await self.ledger.advance(m.id, State.PREFLIGHT, "running pre-flight checks")
         source, target = self._servers(m)
         report = await run_preflight(PreflightRequest(
             source, target, databases=m.databases, mode=Mode(m.mode),
@@ -87,18 +101,27 @@ class Engine:
         if report.blocking:
             problems = "; ".join(f"{f.scope}: {f.title} ({f.detail})" + (f" — fix: {f.fix}" if f.fix else "")
                                  for f in report.blocking)
-            await self.ledger.save(m.id, "preflight", FAILED, problems)
-            await self.ledger.set_state(m.id, State.FAILED, problems, error=f"preflight: {problems}")
+            await self.ledger.save(m.id, StepKind.PREFLIGHT, FAILED, problems)
+            await self.ledger.move(m.id, State.FAILED, problems, error=f"preflight: {problems}")
             return report
         if not m.databases:
             await self.store.set_databases(m.id, report.databases)
         warnings = "; ".join(f"{f.title} ({f.detail})" for f in report.warnings)
-        await self.ledger.save(m.id, "preflight", DONE, f"warnings: {warnings}" if warnings else "passed")
+        await self.ledger.save(m.id, StepKind.PREFLIGHT, DONE, f"warnings: {warnings}" if warnings else "passed")
         return report
 
     def start(self, migration_id: str) -> asyncio.Task:
-        task = asyncio.create_task(self._run(migration_id), name=f"migration {migration_id}")
+        return self._track(migration_id, self._run(migration_id), f"migration {migration_id}")
+
+    def _track(self, migration_id: str, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
+        """The one task working on a migration; it leaves the map when it ends (and only it)."""
+        task = asyncio.create_task(coro, name=name)
         self._tasks[migration_id] = task
+
+        def done(t: asyncio.Task) -> None:
+            if self._tasks.get(migration_id) is t:
+                del self._tasks[migration_id]
+        task.add_done_callback(done)
         return task
 
     def background(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
@@ -112,10 +135,6 @@ class Engine:
                 log.error("%s failed", name, exc_info=t.exception())
         task.add_done_callback(done)
         return task
-
-    async def wait_background(self) -> None:
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     def is_running(self, migration_id: str) -> bool:
         return migration_id in self._tasks
@@ -132,54 +151,81 @@ class Engine:
     def progress(self, migration_id: str) -> MigrationProgress:
         return self.ledger.progress(migration_id)
 
-    async def retry(self, migration_id: str) -> bool:
+    async def retry(self, migration_id: str, actor: str = "pgmig") -> bool:
         """Failed → run again from the failed step. False when it is not failed (or another click won)."""
-        if not await self.store.transition(migration_id, State.CREATED, expect=(State.FAILED,)):
+        if not await self._hold(migration_id):
             return False
+        if not await self.ledger.move(migration_id, State.CREATED, f"retried by {actor}", expect=(State.FAILED,),
+                                      actor=actor):
+            return False
+        if await self.store.step(migration_id, StepKind.RECOVERY):
+            await self.ledger.save(migration_id, StepKind.RECOVERY, DONE, f"retried by {actor}", {"count": 0})
         self.start(migration_id)
         return True
 
-    async def resume(self, migration_id: str) -> bool:
+    async def resume(self, migration_id: str, actor: str = "pgmig") -> bool:
         """Paused after export → import whatever the export files now contain."""
-        if not await self.store.transition(migration_id, State.IMPORTING, expect=(State.PAUSED,)):
+        if not await self._hold(migration_id):
             return False
-        await self.ledger.save(migration_id, "review", DONE, "resumed")
+        if not await self.ledger.move(migration_id, State.IMPORTING, f"resumed by {actor}: importing the export "
+                                      "files as they are now", expect=(State.PAUSED,), actor=actor):
+            return False
+        await self.ledger.save(migration_id, StepKind.REVIEW, DONE, "resumed")
         self.start(migration_id)
         return True
 
-    async def cancel(self, migration_id: str, actor: str) -> list[str]:
-        """Stop the work, drop target databases left half-imported, and mark the migration cancelled.
-
-        Returns the databases dropped. Databases whose import finished are left in place.
-        """
+    async def cancel(self, migration_id: str, actor: str) -> CancelOutcome:
+        """Stop the work and undo, from the journal, what the migration changed on the servers: its
+        replication objects, replica identities and fences, and the target databases and roles pgmig
+        created (an offline database whose import finished stays). Refused once the target was released.
+        When something cannot be undone (a server unreachable) the migration stays failed, saying what is
+        left; cancelling again tries again."""
+        m = await self.ledger.get(migration_id)
+        if m.state is State.RELEASED:
+            raise MigrationError(f"{migration_id} was released to its target: applications may already write there, "
+                                 "so nothing can be undone; the cutover is finishing")
         task = self._tasks.get(migration_id)
         if task is not None:
             self._cancelling.add(migration_id)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             self._cancelling.discard(migration_id)
-        m = await self.store.get_migration(migration_id)
-        if m is None or m.state.finished:
-            return []
+        m = await self.ledger.get(migration_id)
+        if m.state in (State.COMPLETED, State.CANCELLED, State.RELEASED):
+            return CancelOutcome(m.state)
         self.jobs.unwatch(migration_id)
         source, target = self._servers(m)
+        outcome = CancelOutcome(State.CANCELLED)
         if backend := self._backend(m):
-            await cancel_managed(self.ledger, m, backend, source, actor)
-            return []
-        if m.mode == "online":
-            await cancel_online(self.ledger, m, source, target, self.config.workdir / m.id, actor)
-            return []
-        dropped: list[str] = []
-        for step in await self.store.steps(migration_id):
-            if step.name.startswith("import:") and step.state != DONE:
-                db = step.name.split(":", 1)[1]
-                await target_db.drop(target, db)
-                await self.ledger.save(migration_id, step.name, "dropped", "half-imported database dropped on cancel")
-                dropped.append(db)
+            if said := await cancel_managed(self.ledger, m, backend):
+                outcome.done.append(said)
+        steps = await self.ledger.steps(migration_id)
+        finished = [db for db in m.databases if m.mode == "offline" and
+                    steps.get(StepKind.IMPORT.at(db)) is not None and steps[StepKind.IMPORT.at(db)].state == DONE]
+        journal = self.ledger.journal(migration_id)
+        ours = {e.database for e in await journal.entries(Change.DATABASE)}
+        undone = await undo.rollback(journal, source, target, databases=None,
+                                     skip=[(Change.DATABASE, db) for db in finished])
+        outcome.done += undone.done
+        outcome.failed += undone.failed
+        outcome.kept = finished + [db for db in m.databases if db not in ours and db not in finished]
+        for step in steps.values():
+            if step.state == RUNNING:  # what the cancel interrupted, and whether its half-made result is gone
+                gone = any(step.name.endswith(f":{db}") and db in ours and db not in finished for db in m.databases)
+                await self.ledger.save(migration_id, step.name, StepState.DROPPED, "stopped by the cancel" + (
+                    "; its half-made target database was dropped" if gone and not undone.failed else ""), step.data)
         await asyncio.to_thread(shutil.rmtree, self.config.workdir / migration_id, True)
-        detail = f"cancelled by {actor}" + (f"; dropped half-imported {', '.join(dropped)}" if dropped else "")
-        await self.ledger.set_state(migration_id, State.CANCELLED, detail)
-        return dropped
+        if outcome.failed:
+            outcome.state = State.FAILED
+            await self.ledger.move(migration_id, State.FAILED, f"cancel by {actor} could not finish: "
+                                   + "; ".join(outcome.failed) + f". `/pgmig cancel {migration_id}` tries again",
+                                   error="cancel: " + "; ".join(outcome.failed), actor=actor)
+            return outcome
+        detail = f"cancelled by {actor}" + (f"; {'; '.join(outcome.done)}" if outcome.done else "") + (
+            f"; left in place: {', '.join(outcome.kept)}" if outcome.kept else "")
+        if not await self.ledger.move(migration_id, State.CANCELLED, detail, actor=actor):
+            outcome.state = (await self.ledger.get(migration_id)).state
+        return outcome
 
     async def verify(self, migration_id: str) -> list[VerifyResult]:
         m = await self.ledger.get(migration_id)
@@ -188,74 +234,135 @@ class Engine:
         return [await verify_database(source, target, db, int(m.options.get("parallel", 2)), replicated_only=streaming)
                 for db in m.databases]
 
+    async def leftovers(self, migration_id: str) -> list[JournalEntry]:
+        """What the migration changed on the servers and is still in effect (maybe in effect)."""
+        return await self.ledger.journal(migration_id).entries()
+
+    # ---- recovery -----------------------------------------------------------------------------
+
     async def recover(self) -> list[str]:
-        """At start-up, pick up what a previous process left: streaming migrations are watched again,
-        interrupted online ones restart the interrupted step cleanly, interrupted offline ones are
-        marked failed (resumable by retry). Returns the migrations acted on."""
-        interrupted = []
+        """Take over every unfinished migration no live process holds, and carry it on from its state.
+        Runs at start-up and on every lease tick. Returns the migrations taken over."""
+        self._keep_leases()
+        taken = []
         for m in await self.store.list_migrations(active_only=True):
-            if m.id in self._tasks:
+            if m.id in self._tasks or m.state is State.PAUSED:
                 continue
-            if (m.state.running or m.state in MONITORED) and not await self._hold(m.id):
-                continue  # another live replica runs it
-            if m.mode == "online" and m.state in MONITORED:
-                self.jobs.watch(m.id)
-                interrupted.append(m.id)
-            elif (m.mode == "online" or self._backend(m)) and m.state.running:
-                await self.store.audit(AuditEntry("pgmig", "resumed", f"restarting {m.state.value} after a restart",
-                                                  m.id))
-                self.start(m.id)
-                interrupted.append(m.id)
-            elif m.state.running:
-                reason = (f"{m.state.value}: interrupted — pgmig stopped while this step ran; "
-                          f"`/pgmig retry {m.id}` continues from here")
-                if await self.store.transition(m.id, State.FAILED, expect=(m.state,), error=reason):
-                    interrupted.append(m.id)
-                    await self.ledger.emit_state(m.id, reason)
-        return interrupted
+            owner, _ = await self.store.owner(m.id)
+            if owner == self.instance or not await self._hold(m.id):
+                continue  # ours already, or another live replica's
+            try:
+                if await self._carry_on(m):
+                    taken.append(m.id)
+            except (MigrationError, ConnectionProblem) as exc:
+                log.warning("could not take over %s: %s", m.id, exc)
+        return taken
+
+    async def _carry_on(self, m: Migration) -> bool:
+        if m.state in MONITORED:
+            self.jobs.watch(m.id)
+            return True
+        await self.store.audit(AuditEntry("pgmig", "recovered", f"taken over in {m.state.value} (owner gone)", m.id))
+        if m.state in CUTOVER_STATES:
+            source, target = self._servers(m)
+            self._track(m.id, cutover_flow.recover(self.ledger, self.alerts, m, source, target, self._managed(m)),
+                        f"recover cutover {m.id}")
+            return True
+        if not m.state.running:
+            return False
+        step = await self.store.step(m.id, StepKind.RECOVERY)
+        progress = await self._progress_marker(m.id)  # what got done: a restart that moved nothing is a loop
+        looping = step is not None and step.data.get("state") == m.state.value and step.data.get("progress") == progress
+        count = int(step.data.get("count", 0)) + 1 if looping else 1
+        if count > self.config.max_auto_restarts:
+            await self.ledger.fail(m.id, f"pgmig stopped {count - 1} times in a row while this migration was "
+                                   f"{m.state.value}, so it is not restarted again by itself: look at pgmig's log, "
+                                   f"then `/pgmig retry {m.id}`")
+            return True
+        await self.ledger.save(m.id, StepKind.RECOVERY, DONE, f"pgmig stopped during {m.state.value}; carried on"
+                               + (f" ({count} times in a row without progress)" if count > 1 else ""),
+                               {"state": m.state.value, "count": count, "progress": progress})
+        self.start(m.id)
+        return True
+
+    async def _progress_marker(self, mid: str) -> int:
+        """How much a migration has got done: finished steps and changes in effect."""
+        steps = await self.store.steps(mid)
+        journal = await self.ledger.journal(mid).entries()
+        return sum(s.state == DONE for s in steps if s.name != StepKind.RECOVERY) + sum(
+            e.mark is Mark.DONE for e in journal)
+
+    async def check_leftovers(self) -> None:
+        """A replication slot holds WAL on its source forever: alert on every slot the journal says a
+        migration nobody runs any more (failed, cancelled half-way, completed with a teardown that failed)
+        still has, with the WAL it holds."""
+        for m in await self.store.list_migrations():
+            if not (m.state.finished or m.state is State.PAUSED) or m.source not in self.servers:
+                continue
+            slots = await self.ledger.journal(m.id).entries(Change.SLOT)
+            held: dict[str, int | None] = {}
+            for e in slots:
+                try:
+                    conn = await self.servers[m.source].connect(e.database)
+                    try:
+                        lag = await replication.lag(conn, e.name)
+                    finally:
+                        await conn.close()
+                except (ConnectionProblem, OSError) as exc:
+                    log.warning("cannot look at slot %s of %s: %s", e.name, m.id, exc)
+                    continue
+                if lag.retained_bytes is not None:
+                    held[e.name] = lag.retained_bytes
+            fix = (f"`/pgmig cancel {m.id}` removes it" if m.state is State.FAILED else
+                   f"`/pgmig cleanup {m.source} --yes` removes it")
+            await self.alerts.alert(m, "leftover-slot", bool(held), f"⚠️ {m.id} is {m.state.value}, but its "
+                                    f"replication slot(s) still hold WAL on {m.source}: " + ", ".join(
+                                        f"{n} {pretty_bytes(b or 0)}" for n, b in held.items()) +
+                                    f" — the source's disk fills until it is gone; {fix}")
 
     # ---- approvals and cutover ----------------------------------------------------------------
 
     def start_cutover(self, migration_id: str, actor: str) -> asyncio.Task:
         """Run the cutover as a tracked task (the approval click that triggers it must answer at once)."""
-        task = asyncio.create_task(self._guarded_cutover(migration_id, actor), name=f"cutover {migration_id}")
-        self._tasks[migration_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(migration_id, None))
-        return task
+        return self._track(migration_id, self._guarded_cutover(migration_id, actor), f"cutover {migration_id}")
 
     async def _guarded_cutover(self, migration_id: str, actor: str) -> None:
         try:
-            await self.cutover(migration_id, actor, self.config.fence_grace_seconds,
-                               self.config.catch_up_timeout_seconds)
+            await self.cutover(migration_id, actor)
         except Exception:
             log.exception("cutover of %s could not run", migration_id)
 
+    async def request_cutover(self, migration_id: str, actor: str) -> bool:
+        """ready_for_cutover → awaiting_approval (the approval card is posted by the caller)."""
+        return await self.ledger.move(migration_id, State.AWAITING_APPROVAL, f"cutover requested by {actor}",
+                                      expect=(State.READY_FOR_CUTOVER,), actor=actor)
+
     async def reject_cutover(self, migration_id: str, actor: str) -> bool:
-        if not await self.store.transition(migration_id, State.READY_FOR_CUTOVER, expect=(State.AWAITING_APPROVAL,),
-                                           error=f"cutover rejected by {actor}"):
-            return False
-        await self.store.audit(AuditEntry(actor, "cutover.rejected", "", migration_id))
-        await self.ledger.emit_state(migration_id, f"cutover rejected by {actor}; replication keeps running")
-        return True
+        return await self.ledger.move(migration_id, State.READY_FOR_CUTOVER,
+                                      f"cutover rejected by {actor}; replication keeps running",
+                                      expect=(State.AWAITING_APPROVAL,), error=f"cutover rejected by {actor}",
+                                      actor=actor, action="cutover.rejected")
 
     async def expire_approval(self, migration_id: str) -> bool:
-        if not await self.store.transition(migration_id, State.READY_FOR_CUTOVER, expect=(State.AWAITING_APPROVAL,),
-                                           error="the cutover request expired"):
-            return False
-        await self.store.audit(AuditEntry("pgmig", "cutover.expired", "", migration_id))
-        await self.ledger.emit_state(migration_id, "the cutover request expired without enough approvals; "
-                                                   "replication keeps running")
-        return True
+        return await self.ledger.move(migration_id, State.READY_FOR_CUTOVER,
+                                      "the cutover request expired without enough approvals; replication keeps running",
+                                      expect=(State.AWAITING_APPROVAL,), error="the cutover request expired",
+                                      action="cutover.expired")
 
-    async def cutover(self, migration_id: str, actor: str, grace_seconds: float = 5.0,
-                      catch_up_timeout: float = 30.0) -> bool:
+    async def cutover(self, migration_id: str, actor: str, grace_seconds: float | None = None,
+                      catch_up_timeout: float | None = None) -> bool:
         """Switch a streaming migration to its target (cutover_flow.py); True when completed."""
         m = await self.ledger.get(migration_id)
         source, target = self._servers(m)
-        backend = self._backend(m)
-        managed = ManagedCutover(self.ledger, backend, source, self.config.managed_poll_seconds) if backend else None
+        grace = self.config.fence_grace_seconds if grace_seconds is None else grace_seconds
+        timeout = self.config.catch_up_timeout_seconds if catch_up_timeout is None else catch_up_timeout
         return await run_cutover(self.ledger, self.alerts, self.config, migration_id, actor, source, target,
-                                 grace_seconds, catch_up_timeout, managed)
+                                 grace, timeout, self._managed(m))
+
+    def _managed(self, m: Migration) -> ManagedCutover | None:
+        backend = self._backend(m)
+        return ManagedCutover(self.ledger, backend, self._servers(m)[0], self.config.managed_poll_seconds) \
+            if backend else None
 
     def schedule_digest(self) -> None:
         self.jobs.digest(self.config.digest, self.post_digest)
@@ -266,7 +373,8 @@ class Engine:
             await self.events.digest(active, {m.id: self.progress(m.id) for m in active})
 
     async def close(self) -> None:
-        """Stop cleanly: running work is interrupted (a restart picks it up) and leases are released."""
+        """Stop cleanly: running work is interrupted (a cutover before release falls back; a restart picks
+        the rest up) and leases are released."""
         self.jobs.shutdown()
         for task in [*self._tasks.values(), *self._background]:
             task.cancel()
@@ -276,23 +384,37 @@ class Engine:
     # ---- running ------------------------------------------------------------------------------
 
     async def _hold(self, migration_id: str) -> bool:
-        """Claim the lease (new migrations, retries, pick-ups) and keep renewing it while this process lives."""
+        """Claim the lease (new work, retries, take-overs); this replica's earlier lives count as gone."""
         stale = utcnow() - timedelta(seconds=self.config.lease_seconds)
-        if not await self.store.claim(migration_id, self.instance, stale):
+        if not await self.store.claim(migration_id, self.instance, stale, previous_life=f"{self.replica}/"):
             return False
+        self._keep_leases()
+        return True
+
+    def _keep_leases(self) -> None:
+        """From the first lease on: renew ours and look for migrations nobody holds, every quarter lease."""
         if not self._leasing:
             self._leasing = True
             self.jobs.lease(max(0.2, self.config.lease_seconds / 4), self._renew_lease)
-        return True
+            self.jobs.every("leftovers", self.config.leftover_check_seconds, self._check_leftovers)
 
     async def _renew_lease(self) -> None:
         """A coroutine function, so that apscheduler awaits it on the loop (a lambda would not be awaited)."""
         try:
             await self.store.beat(self.instance)
+            await self.recover()
         except asyncio.CancelledError:  # shutting down: the lease is released by close()
             return
         except Exception:
             log.exception("renewing the lease of %s failed", self.instance)
+
+    async def _check_leftovers(self) -> None:
+        try:
+            await self.check_leftovers()
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("looking for leftover slots failed")
 
     def _servers(self, m: Migration) -> tuple[ServerConfig, ServerConfig]:
         missing = [n for n in (m.source, m.target) if n not in self.servers]
@@ -314,18 +436,18 @@ class Engine:
     async def _run(self, migration_id: str) -> None:
         if not await self._hold(migration_id):
             log.warning("%s is held by another pgmig process; not running it here", migration_id)
-            self._tasks.pop(migration_id, None)
             return
         self.jobs.watch(migration_id)
         try:
             await self._pipeline(migration_id)
         except asyncio.CancelledError:
             raise
+        except Superseded as exc:
+            log.info("%s", exc)
         except Exception as exc:
             if migration_id not in self._cancelling:  # errors of work being torn down are not failures
                 await self.ledger.fail(migration_id, failure_reason(exc, migration_id))
         finally:
-            self._tasks.pop(migration_id, None)
             m = await self.store.get_migration(migration_id)
             if m is None or m.state not in MONITORED:  # streaming migrations stay under watch
                 self.jobs.unwatch(migration_id)
@@ -334,7 +456,7 @@ class Engine:
         """Pre-flight and roles, then the flow the migration's mode asks for."""
         m = await self.ledger.get(mid)
         steps = await self.ledger.steps(mid)
-        if not (steps.get("preflight") and steps["preflight"].state == DONE):
+        if not (steps.get(StepKind.PREFLIGHT) and steps[StepKind.PREFLIGHT].state == DONE):
             if (await self.preflight(m)).blocking:
                 return
             m = await self.ledger.get(mid)
@@ -344,11 +466,11 @@ class Engine:
                                  pause_after_export=bool(m.options["pause_after_export"]),
                                  pg_bindir=self.config.pg_bindir)
         bindir = await choose_bindir(source, target, options.pg_bindir)
-        if steps.get("roles") and steps["roles"].state == DONE:
-            roles = RolePlan(**steps["roles"].data)
+        if steps.get(StepKind.ROLES) and steps[StepKind.ROLES].state == DONE:
+            roles = RolePlan(**steps[StepKind.ROLES].data)
         else:
-            roles = await copy_roles(source, target, m.databases)
-            await self.ledger.save(mid, "roles", DONE, roles.describe(), asdict(roles))
+            roles = await copy_roles(source, target, m.databases, self.ledger.journal(mid))
+            await self.ledger.save(mid, StepKind.ROLES, DONE, roles.describe(), asdict(roles))
         flow = Flow(self.ledger, m, await self.ledger.steps(mid), source, target, options, bindir,
                     self.config.workdir / mid, roles)
         if backend := self._backend(m):
@@ -368,7 +490,7 @@ class Engine:
             await watch_native(self.ledger, self.alerts, self.config, m, self._servers(m)[0])
             m = await self.ledger.get(mid)
         if m.state is State.AWAITING_APPROVAL:
-            request = await self.store.step(mid, "approval")
+            request = await self.store.step(mid, StepKind.APPROVAL)
             if request and datetime.fromisoformat(request.data["expires_at"]) < utcnow():
                 await self.expire_approval(mid)
                 m = await self.ledger.get(mid)

@@ -23,7 +23,11 @@ class EngineConfig:
     digest: str = "off"                    # off | hourly | daily: a summary of active migrations
     managed_poll_seconds: float = 10.0     # --backend flex|dms: how often the Azure service is asked
     lease_seconds: float = 60.0            # several replicas: a migration whose owner is silent this long
-                                           # may be taken over by another at start-up
+                                           # is taken over by another (checked every quarter lease)
+    replica_id: str = ""                   # this replica's stable identity; its earlier lives' leases are taken
+                                           # over at once (empty: a fresh one, as for a new replica)
+    max_auto_restarts: int = 5             # a migration pgmig keeps dying in is failed after this many restarts
+    leftover_check_seconds: float = 60.0   # how often slots of migrations nobody runs are looked for
 
 
 @dataclass

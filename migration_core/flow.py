@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from migration_core.journal import Journal
 from migration_core.ledger import DONE, Ledger
 from migration_core.models import Migration, Step
 from migration_core.offline import OfflineOptions
@@ -28,6 +29,10 @@ class Flow:
     @property
     def mid(self) -> str:
         return self.m.id
+
+    @property
+    def journal(self) -> Journal:
+        return self.ledger.journal(self.m.id)
 
     @property
     def progress(self) -> MigrationProgress:

@@ -1,4 +1,5 @@
-"""The bookkeeping every flow shares: steps, state transitions, the audit log and telling the channel.
+"""The bookkeeping every flow shares: steps, state changes (through lifecycle.move), the audit log
+and telling the channel.
 
 A flow (offline, online, cutover, a managed Azure backend) only ever records its progress through
 here, so that a restart finds every finished step and the channel hears about every state change.
@@ -6,15 +7,19 @@ here, so that a restart finds every finished step and the channel hears about ev
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
+from migration_core import failpoints, lifecycle
 from migration_core.errors import MigrationError
 from migration_core.events import MigrationEvents
-from migration_core.models import AuditEntry, Migration, State, Step, utcnow
+from migration_core.journal import Journal
+from migration_core.lifecycle import Superseded
+from migration_core.models import AuditEntry, Migration, State, Step, StepState, utcnow
 from migration_core.progress import MigrationProgress
 from migration_core.store import Store
 
 log = logging.getLogger(__name__)
-DONE, RUNNING, FAILED, WAITING = "done", "running", "failed", "waiting"
+DONE, RUNNING, FAILED, WAITING = StepState.DONE, StepState.RUNNING, StepState.FAILED, StepState.WAITING
 
 
 class Ledger:
@@ -34,16 +39,29 @@ class Ledger:
     async def steps(self, mid: str) -> dict[str, Step]:
         return {s.name: s for s in await self.store.steps(mid)}
 
-    async def save(self, mid: str, name: str, state: str, detail: str, data: dict | None = None) -> None:
+    def journal(self, mid: str) -> Journal:
+        return Journal(self.store, mid)
+
+    async def save(self, mid: str, name: str, state: StepState, detail: str, data: dict | None = None) -> None:
         existing = await self.store.step(mid, name)
         started = existing.started_at if existing and existing.started_at else utcnow()
         finished = utcnow() if state != RUNNING else None
         await self.store.save_step(Step(mid, name, state, detail, started, finished, data or {}))
+        if state == DONE:
+            failpoints.reached(f"step:{name}")
 
-    async def set_state(self, mid: str, state: State, detail: str, error: str = "") -> None:
-        await self.store.transition(mid, state, error=error)
-        await self.store.audit(AuditEntry("pgmig", "state", f"{state.value}: {detail}"[:2000], mid))
-        await self.emit_state(mid, detail)
+    async def move(self, mid: str, to: State, detail: str, *, expect: Iterable[State] | None = None,
+                   error: str = "", actor: str = "pgmig", action: str = "state") -> bool:
+        """The guarded state change (lifecycle.move); False when the migration was not in a state that may
+        be followed by `to` (another replica, click or cancel moved it first)."""
+        return await lifecycle.move(self.store, mid, to, detail, emit=self.emit_state, expect=expect, error=error,
+                                    actor=actor, action=action)
+
+    async def advance(self, mid: str, to: State, detail: str, *, expect: Iterable[State] | None = None,
+                      error: str = "") -> None:
+        """A flow's move: when it is refused the flow has been superseded and must stop."""
+        if not await self.move(mid, to, detail, expect=expect, error=error):
+            raise Superseded(mid, to)
 
     async def emit_state(self, mid: str, detail: str) -> None:
         try:
@@ -51,10 +69,11 @@ class Ledger:
         except Exception:  # telling the channel must never break the migration itself
             log.exception("publishing the state of %s failed", mid)
 
-    async def fail(self, mid: str, message: str) -> None:
+    async def fail(self, mid: str, message: str) -> bool:
+        """Any unfinished state → failed, with the state it failed in; False if it finished meanwhile."""
         m = await self.get(mid)
         step = m.state.value if m.state.running else "run"
-        await self.set_state(mid, State.FAILED, message, error=f"{step}: {message}")
+        return await self.move(mid, State.FAILED, message, error=f"{step}: {message}")
 
 
 class Alerts:

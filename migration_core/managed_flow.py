@@ -18,15 +18,16 @@ from migration_core.cutover import CatchUp, wait_caught_up
 from migration_core.engine_config import EngineConfig
 from migration_core.errors import MigrationError
 from migration_core.flow import Flow
+from migration_core.journal import SOURCE, Change
 from migration_core.ledger import DONE, FAILED, Alerts, Ledger
-from migration_core.models import Migration, State
+from migration_core.models import Migration, State, StepKind
 from migration_core.monitor import mark_ready
 from migration_core.offline_flow import verify_and_complete
-from migration_core.online_flow import ensure_identity, online_job, schema_step, schema_steps, undo_identity
+from migration_core.online_flow import ensure_identity, online_job, schema_step, schema_steps
 from migration_core.progress import MigrationProgress
 from migration_core.servers import ServerConfig, column_per_database
 
-BACKEND_STEP = "backend"
+BACKEND_STEP = StepKind.BACKEND
 UNREAD_TOLERATED = 10  # consecutive status reads that may fail (after the SDK's own retries) before giving up
 
 
@@ -59,13 +60,13 @@ async def prepare_schema(flow: Flow, fresh: bool) -> None:
     `fresh`: a retry after the service failed — the target databases are this migration's to rebuild."""
     if fresh:
         for db in flow.m.databases:
-            await schema_step(flow, db, claimed=True)
+            await schema_step(flow, db)
     else:
         await schema_steps(flow)
     for db in flow.m.databases:
-        if fresh or not flow.done(f"prepare:{db}"):
+        if fresh or not flow.done(StepKind.PREPARE.at(db)):
             parked = await online_job(flow, db).indexes_and_park(flow.roles)
-            await flow.ledger.save(flow.mid, f"prepare:{db}", DONE,
+            await flow.ledger.save(flow.mid, StepKind.PREPARE.at(db), DONE,
                                    f"indexes built; {len(parked.foreign_keys)} foreign keys dropped and "
                                    f"{len(parked.triggers)} triggers disabled on the target until cutover",
                                    {"parked": parked.as_dict()})
@@ -80,7 +81,7 @@ async def sync_sequences(flow: Flow) -> None:
             count = await sequences.sync(src, tgt)
         finally:
             await asyncio.gather(src.close(), tgt.close())
-        await flow.ledger.save(flow.mid, f"sequences:{db}", DONE, f"{count} sequence(s) set to the source's values")
+        await flow.ledger.save(flow.mid, StepKind.SEQUENCES.at(db), DONE, f"{count} sequence(s) set to the source's values")
 
 
 async def run_managed(flow: Flow, backend: ManagedBackend, poll_seconds: float) -> None:
@@ -95,7 +96,7 @@ async def run_managed(flow: Flow, backend: ManagedBackend, poll_seconds: float) 
         attempt = int(previous.data.get("attempt", 0)) + 1 if previous else 1
         name = f"pgmig-{mid}" + (f"-r{attempt}" if attempt > 1 else "")
         slots = await logical_slots(flow.source, m.databases)
-        await ledger.set_state(mid, State.FULL_LOAD, f"{backend.label}: starting {name} for {', '.join(m.databases)}")
+        await ledger.advance(mid, State.FULL_LOAD, f"{backend.label}: starting {name} for {', '.join(m.databases)}")
         # what an earlier attempt left in the target databases is this migration's own: replace it
         ref = await backend.start(replace(m, options={**m.options, "overwrite": m.options.get("overwrite") or retrying}),
                                   name, flow.source, flow.target)
@@ -129,7 +130,7 @@ async def run_managed(flow: Flow, backend: ManagedBackend, poll_seconds: float) 
             raise MigrationError(f"{backend.label} completed its migration without pgmig's cutover: nothing streams "
                                  "any more", f"`/pgmig retry {mid}` starts a fresh service migration")
         if m.mode == "online" and status.phase is Phase.READY:
-            await ledger.set_state(mid, State.CATCHING_UP, f"{backend.label} copied the data and streams changes")
+            await ledger.advance(mid, State.CATCHING_UP, f"{backend.label} copied the data and streams changes")
             await mark_ready(ledger, await ledger.get(mid), f"{backend.label} is {status.detail}")
             return
         await asyncio.sleep(poll_seconds)
@@ -159,15 +160,13 @@ async def watch_managed(ledger: Ledger, alerts: Alerts, config: EngineConfig, ba
         await mark_ready(ledger, m, f"{backend.label} is {status.detail}")
 
 
-async def cancel_managed(ledger: Ledger, m: Migration, backend: ManagedBackend, source: ServerConfig,
-                         actor: str) -> None:
-    """Cancel the service's migration; the target databases are left as they are."""
+async def cancel_managed(ledger: Ledger, m: Migration, backend: ManagedBackend) -> str:
+    """Tell the service to stop its migration; returns what was done, in words."""
     step = await ledger.store.step(m.id, BACKEND_STEP)
     if step is not None and step.state == DONE:
         await backend.cancel(step.data["ref"])
-    await undo_identity(ledger, m, source)
-    await ledger.set_state(m.id, State.CANCELLED, f"cancelled by {actor}; {backend.label} told to stop"
-                           if step else f"cancelled by {actor}")
+        return f"{backend.label} told to stop"
+    return ""
 
 
 class ManagedCutover:
@@ -175,12 +174,11 @@ class ManagedCutover:
 
     def __init__(self, ledger: Ledger, backend: ManagedBackend, source: ServerConfig, poll_seconds: float) -> None:
         self.ledger, self.backend, self.source, self.poll = ledger, backend, source, poll_seconds
-        self.switched: list[str] = []   # databases whose service-side cutover was triggered: no way back
 
     async def parked(self, m: Migration) -> dict[str, Parked]:
         out = {}
         for db in m.databases:
-            step = await self.ledger.store.step(m.id, f"prepare:{db}")
+            step = await self.ledger.store.step(m.id, StepKind.PREPARE.at(db))
             out[db] = Parked.from_dict(step.data["parked"]) if step else Parked([], [])
         return out
 
@@ -190,17 +188,22 @@ class ManagedCutover:
 
         async def run(db: str, timeout: float) -> None:
             await wait_caught_up(self.source, db, timeout, exclude=tuple(before.get(db, [])))
-            await self.backend.cutover(ref, db)
-            self.switched.append(db)
+            # journaled first: once the service is told, there is no falling back to its replication
+            async with self.ledger.journal(m.id).change(Change.SERVICE_CUTOVER, SOURCE, db):
+                await self.backend.cutover(ref, db)
             await self.completed(ref, db, max(timeout, 600.0))
         return run
 
     async def abandon(self, m: Migration, reason: str) -> None:
-        """The service's replication is over but the cutover failed: a retry must start a fresh one."""
+        """The service's replication is over but the cutover failed: a retry must start a fresh one (whose
+        own cutover is then not mistaken for this spent one's)."""
         step = await self.ledger.store.step(m.id, BACKEND_STEP)
         if step is not None:
             await self.ledger.save(m.id, BACKEND_STEP, FAILED, f"cutover failed after the service's: {reason}"[:2000],
                                    step.data)
+        journal = self.ledger.journal(m.id)
+        for entry in await journal.entries(Change.SERVICE_CUTOVER):
+            await journal.undone(entry)
 
     async def completed(self, ref: dict, db: str, timeout: float) -> None:
         """Until the service says `db` finished its cutover."""

@@ -1,9 +1,9 @@
-"""What the state store persists: migrations, their steps, approvals and the audit log."""
+"""What the state store persists: migrations, their steps, approvals, the audit log and the journal."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from enum import Enum
+from enum import Enum, StrEnum
 
 
 def utcnow() -> datetime:
@@ -11,11 +11,11 @@ def utcnow() -> datetime:
 
 
 RUNNING_STATES = ("created", "preflight", "exporting", "importing", "verifying", "schema", "full_load",
-                  "catching_up", "cutting_over")
+                  "catching_up", "cutting_over", "released")
 
 
 class State(str, Enum):
-    """Every state a migration can be in (the state machine is documented in docs/architecture.md)."""
+    """Every state a migration can be in; which may follow which is `lifecycle.TRANSITIONS`."""
 
     CREATED = "created"
     PREFLIGHT = "preflight"
@@ -27,6 +27,7 @@ class State(str, Enum):
     READY_FOR_CUTOVER = "ready_for_cutover"
     AWAITING_APPROVAL = "awaiting_approval"
     CUTTING_OVER = "cutting_over"
+    RELEASED = "released"        # applications were told to switch: the point of no return
     VERIFYING = "verifying"
     PAUSED = "paused"
     COMPLETED = "completed"
@@ -41,6 +42,46 @@ class State(str, Enum):
     def running(self) -> bool:
         """A pgmig process is (or was, before a restart) doing work in this state."""
         return self.value in RUNNING_STATES
+
+
+class StepState(StrEnum):
+    """Where a step (or a provisioning request, stored as a step) stands."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    WAITING = "waiting"     # for a person: export files to review, an approval
+    DROPPED = "dropped"     # its half-made result was removed (cancel)
+    APPROVED = "approved"   # provisioning requests
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class StepKind(StrEnum):
+    """The steps a migration records; per-database ones are stored as `kind:database`."""
+
+    PREFLIGHT = "preflight"
+    ROLES = "roles"
+    IDENTITY = "identity"
+    EXPORT = "export"
+    REVIEW = "review"
+    IMPORT = "import"
+    VERIFY = "verify"
+    SCHEMA = "schema"
+    LOAD = "load"
+    PREPARE = "prepare"          # DMS: schema built and constraints parked before the service copies
+    BACKEND = "backend"          # a managed service's migration
+    SEQUENCES = "sequences"
+    APPROVAL = "approval"
+    CUTOVER = "cutover"
+    RELEASE = "release"          # the point of no return: applications were told to switch
+    INCIDENT = "incident"        # what the checks after release found
+    RECOVERY = "recovery"        # how often pgmig restarted this migration's work by itself
+    PROVISION = "provision"
+
+    def at(self, database: str) -> str:
+        """The stored name of this step for one database."""
+        return f"{self.value}:{database}"
 
 
 @dataclass
@@ -90,3 +131,54 @@ class AuditEntry:
     migration_id: str = ""
     channel: str = ""
     at: datetime = field(default_factory=utcnow)
+
+
+class Change(StrEnum):
+    """What pgmig changes on a customer's server (the server side is in each entry)."""
+
+    DATABASE = "database"              # target database created (data.replaced: dropped first, by --overwrite)
+    ROLES = "roles"                    # target roles created (data.roles)
+    REPLICA_IDENTITY = "replica_identity"  # source tables set to REPLICA IDENTITY FULL (data.tables: previous)
+    PUBLICATION = "publication"
+    SLOT = "slot"
+    SUBSCRIPTION = "subscription"
+    CONSTRAINTS = "constraints"        # target FKs dropped and triggers disabled (data.parked), until cutover
+    FENCE = "fence"                    # source writes fenced (data: read_only_before, revoked, …)
+    SERVICE_CUTOVER = "service_cutover"  # a managed service told to end its replication: no way back
+
+
+class Mark(StrEnum):
+    PLANNED = "planned"   # about to be made (or made, if pgmig died before marking it)
+    DONE = "done"         # made, and in effect
+    UNDONE = "undone"     # reverted or dropped by pgmig
+
+
+SOURCE, TARGET = "source", "target"
+
+
+@dataclass
+class JournalEntry:
+    migration_id: str
+    kind: Change
+    server: str           # SOURCE or TARGET
+    database: str
+    name: str = ""
+    mark: Mark = Mark.PLANNED
+    data: dict = field(default_factory=dict)
+    at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def live(self) -> bool:
+        """Made (or maybe made) and not reverted: what undo has to deal with."""
+        return self.mark is not Mark.UNDONE
+
+    def describe(self) -> str:
+        where = f"on the {self.server}" + (f" in {self.database}" if self.database else "")
+        what = {Change.DATABASE: f"database {self.database}", Change.ROLES: "roles " + ", ".join(self.data.get("roles", [])),
+                Change.REPLICA_IDENTITY: "REPLICA IDENTITY FULL on " + ", ".join(self.data.get("tables", {})),
+                Change.CONSTRAINTS: "foreign keys dropped and triggers disabled",
+                Change.FENCE: "writes fenced (read-only, CONNECT revoked)",
+                Change.SERVICE_CUTOVER: "the service's cutover"}.get(self.kind, f"{self.kind.value} {self.name}")
+        maybe = " (maybe: pgmig stopped while making it)" if self.mark is Mark.PLANNED else ""
+        return f"{what} {where}{maybe}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from migration_core import replication
 from migration_core.engine_config import EngineConfig
 from migration_core.ledger import Alerts, Ledger
-from migration_core.models import AuditEntry, Migration, State
+from migration_core.models import Migration, State
 from migration_core.preflight import pretty_bytes
 from migration_core.servers import ServerConfig
 
@@ -44,8 +44,6 @@ async def watch_native(ledger: Ledger, alerts: Alerts, config: EngineConfig, m: 
 
 async def mark_ready(ledger: Ledger, m: Migration, how_far: str) -> None:
     """catching_up → ready_for_cutover, once, with the requester told what to do next."""
-    if m.state is State.CATCHING_UP and \
-            await ledger.store.transition(m.id, State.READY_FOR_CUTOVER, expect=(State.CATCHING_UP,)):
-        detail = f"ready for cutover: {how_far}. Syncing continues; `/pgmig cutover {m.id}` when the team is ready"
-        await ledger.store.audit(AuditEntry("pgmig", "state", f"ready_for_cutover: {detail}", m.id))
-        await ledger.emit_state(m.id, detail)
+    if m.state is State.CATCHING_UP:
+        await ledger.move(m.id, State.READY_FOR_CUTOVER, f"ready for cutover: {how_far}. Syncing continues; "
+                          f"`/pgmig cutover {m.id}` when the team is ready", expect=(State.CATCHING_UP,))

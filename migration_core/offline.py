@@ -21,10 +21,12 @@ import asyncpg
 from migration_core import copy, extensions, large_objects, matviews, sequences, target_db
 from migration_core.analyze import analyze
 from migration_core.errors import MigrationError
+from migration_core.journal import Journal
 from migration_core.pgbin import MissingBinaries, client_bindir
 from migration_core.progress import DatabaseProgress
 from migration_core.roles import RolePlan, copy_roles
 from migration_core.servers import ServerConfig, server_major
+from migration_core.store import Store
 from migration_core.tools import Tool, ToolError, connection_env
 
 METHODS = ("restore", "dump")
@@ -57,9 +59,10 @@ def _owner_flags(roles: RolePlan) -> list[str]:
 class OfflineDatabase:
     """One database's export and import, reporting into `progress`."""
 
-    def __init__(self, source: ServerConfig, target: ServerConfig, database: str, options: OfflineOptions,
-                 workdir: Path, bindir: Path, progress: DatabaseProgress) -> None:
+    def __init__(self, source: ServerConfig, target: ServerConfig, database: str, journal: Journal,
+                 options: OfflineOptions, workdir: Path, bindir: Path, progress: DatabaseProgress) -> None:
         self.source, self.target, self.database = source, target, database
+        self.journal = journal
         self.options = options
         self.dir = workdir / database
         self.bindir = bindir
@@ -112,13 +115,13 @@ class OfflineDatabase:
         self.progress.finish("exported")
         return self.artifacts()
 
-    async def import_(self, roles: RolePlan, claimed: bool) -> str:
+    async def import_(self, roles: RolePlan) -> str:
         for f in self.artifacts():
             if not f.exists():
                 raise MigrationError(f"export file {f} is missing", "retry the migration to export again")
         self.progress.begin("preparing target")
-        prepared = await target_db.prepare(self.source, self.target, self.database,
-                                           overwrite=self.options.overwrite, claimed=claimed)
+        prepared = await target_db.prepare(self.source, self.target, self.database, self.journal,
+                                           overwrite=self.options.overwrite)
         src, tgt = await asyncio.gather(self.source.connect(self.database), self.target.connect(self.database))
         try:
             await extensions.enable(src, tgt)
@@ -130,7 +133,7 @@ class OfflineDatabase:
             # db_data.sql carries the snapshot's sequence values and large objects (and the team's edits).
             restore = self.options.method == "restore"
             seq = await sequences.sync(src, tgt) if restore else len(await sequences.values(tgt))
-            los = await large_objects.copy(src, tgt) if restore else 0
+            los = await large_objects.copy(src, tgt, roles.keep_owners) if restore else 0
             views = await matviews.refresh(src, tgt)
             self.progress.phase = "analyzing"  # fresh statistics: the applications' first queries plan well
             await analyze(self.target, self.database, self.options.parallel)
@@ -171,14 +174,20 @@ class OfflineDatabase:
                               str(self.schema_file)], env)
 
 
-async def run_offline(source: ServerConfig, target: ServerConfig, databases: list[str], options: OfflineOptions,
-                      workdir: Path) -> dict[str, str]:
-    """Migrate databases without the state store (benchmarks, scripts): roles, export, import."""
-    bindir = await choose_bindir(source, target, options.pg_bindir)
-    roles = await copy_roles(source, target, databases)
-    results = {}
-    for db in databases:
-        job = OfflineDatabase(source, target, db, options, workdir, bindir, DatabaseProgress(db))
-        await job.export(roles)
-        results[db] = await job.import_(roles, claimed=False)
-    return results
+async def copy_databases(source: ServerConfig, target: ServerConfig, databases: list[str], options: OfflineOptions,
+                         workdir: Path) -> dict[str, str]:
+    """Migrate databases with no migration around them (benchmarks, scripts): roles, export, import.
+    The journal lives in memory: nothing is undone afterwards."""
+    store = await Store.open(":memory:")
+    try:
+        journal = Journal(store, "script")
+        bindir = await choose_bindir(source, target, options.pg_bindir)
+        roles = await copy_roles(source, target, databases, journal)
+        results = {}
+        for db in databases:
+            job = OfflineDatabase(source, target, db, journal, options, workdir, bindir, DatabaseProgress(db))
+            await job.export(roles)
+            results[db] = await job.import_(roles)
+        return results
+    finally:
+        await store.close()

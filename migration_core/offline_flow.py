@@ -14,9 +14,9 @@ from pathlib import Path
 from migration_core.errors import MigrationError
 from migration_core.flow import Flow
 from migration_core.ledger import DONE, FAILED, RUNNING, WAITING
-from migration_core.models import State
+from migration_core.models import State, StepKind
 from migration_core.offline import OfflineDatabase
-from migration_core.verify import VerifyResult, verify_database
+from migration_core.verify import VerifyResult, matview_note, verify_database
 
 MAX_LISTED_MISMATCHES = 20
 
@@ -43,42 +43,42 @@ async def run_offline(flow: Flow) -> None:
     ledger, mid, m, options = flow.ledger, flow.mid, flow.m, flow.options
 
     def job(db: str) -> OfflineDatabase:
-        return OfflineDatabase(flow.source, flow.target, db, options, flow.workdir, flow.bindir, flow.progress.of(db))
+        return OfflineDatabase(flow.source, flow.target, db, flow.journal, options, flow.workdir, flow.bindir,
+                               flow.progress.of(db))
 
-    exports = [db for db in m.databases if not flow.done(f"export:{db}")]
+    exports = [db for db in m.databases if not flow.done(StepKind.EXPORT.at(db))]
     for db in m.databases:
         if db not in exports:
             flow.progress.of(db).finish("exported")
     if exports:
-        await ledger.set_state(mid, State.EXPORTING, f"exporting {', '.join(exports)} ({options.method})")
+        await ledger.advance(mid, State.EXPORTING, f"exporting {', '.join(exports)} ({options.method})")
     for db in exports:
-        await ledger.save(mid, f"export:{db}", RUNNING, "")
+        await ledger.save(mid, StepKind.EXPORT.at(db), RUNNING, "")
         files = await job(db).export(flow.roles)
         digests = {str(f): await asyncio.to_thread(file_digest, f) for f in files}  # GBs: off the loop
-        await ledger.save(mid, f"export:{db}", DONE, ", ".join(str(f) for f in files), {"files": digests})
+        await ledger.save(mid, StepKind.EXPORT.at(db), DONE, ", ".join(str(f) for f in files), {"files": digests})
     await flow.reload()
 
-    if options.pause_after_export and not flow.done("review"):
-        files = [f for db in m.databases for f in flow.steps[f"export:{db}"].data["files"]]
-        await ledger.save(mid, "review", WAITING, "\n".join(files))
-        await ledger.set_state(mid, State.PAUSED, "export files ready to review and edit:\n" + "\n".join(files) +
-                               f"\n`/pgmig resume {mid}` imports whatever they then contain")
+    if options.pause_after_export and not flow.done(StepKind.REVIEW):
+        files = [f for db in m.databases for f in flow.steps[StepKind.EXPORT.at(db)].data["files"]]
+        await ledger.save(mid, StepKind.REVIEW, WAITING, "\n".join(files))
+        await ledger.advance(mid, State.PAUSED, "export files ready to review and edit:\n" + "\n".join(files) +
+                             f"\n`/pgmig resume {mid}` imports whatever they then contain")
         return
 
-    edited = sorted([f for db in m.databases for f, digest in flow.steps[f"export:{db}"].data["files"].items()
+    edited = sorted([f for db in m.databases for f, digest in flow.steps[StepKind.EXPORT.at(db)].data["files"].items()
                      if Path(f).exists() and await asyncio.to_thread(file_digest, Path(f)) != digest])
-    imports = [db for db in m.databases if not flow.done(f"import:{db}")]
+    imports = [db for db in m.databases if not flow.done(StepKind.IMPORT.at(db))]
     for db in m.databases:
         if db not in imports:
             flow.progress.of(db).finish("imported")
     if imports:
         note = f"; edited after export: {', '.join(edited)}" if edited else ""
-        await ledger.set_state(mid, State.IMPORTING, f"importing {', '.join(imports)}{note}")
+        await ledger.advance(mid, State.IMPORTING, f"importing {', '.join(imports)}{note}")
     for db in imports:
-        claimed = f"import:{db}" in flow.steps  # an earlier attempt created or emptied it: ours to replace
-        await ledger.save(mid, f"import:{db}", RUNNING, "")
-        summary = await job(db).import_(flow.roles, claimed)
-        await ledger.save(mid, f"import:{db}", DONE, summary)
+        await ledger.save(mid, StepKind.IMPORT.at(db), RUNNING, "")
+        summary = await job(db).import_(flow.roles)
+        await ledger.save(mid, StepKind.IMPORT.at(db), DONE, summary)
 
     await verify_and_complete(flow, edited)
     if options.method == "restore":
@@ -88,13 +88,13 @@ async def run_offline(flow: Flow) -> None:
 async def verify_and_complete(flow: Flow, edited: list[str] | None = None) -> None:
     """Counts + checksums of every database; mismatches fail the migration unless files were edited."""
     ledger, mid, m = flow.ledger, flow.mid, flow.m
-    await ledger.set_state(mid, State.VERIFYING, f"verifying {', '.join(m.databases)}")
+    await ledger.advance(mid, State.VERIFYING, f"verifying {', '.join(m.databases)}")
     results = []
     for db in m.databases:
         flow.progress.of(db).begin("verifying")
         result = await verify_database(flow.source, flow.target, db, flow.options.parallel)
         flow.progress.of(db).finish("verified" if result.ok else "mismatch")
-        await ledger.save(mid, f"verify:{db}", DONE if result.ok else FAILED,
+        await ledger.save(mid, StepKind.VERIFY.at(db), DONE if result.ok else FAILED,
                           f"{result.tables} tables, {result.rows} rows, {result.sequences} sequences, "
                           f"{len(result.mismatches)} mismatch(es)", asdict(result))
         results.append(result)
@@ -107,4 +107,7 @@ async def verify_and_complete(flow: Flow, edited: list[str] | None = None) -> No
     if lines:
         detail = (f"completed; {len(lines)} difference(s) from the source, expected because export files "
                   f"were edited ({', '.join(edited or [])}):\n{shown_mismatches(lines)}")
-    await ledger.set_state(mid, State.COMPLETED, detail)
+    notes = [matview_note(w) for r in results for w in r.warnings]
+    if notes:
+        detail += "\n⚠️ " + "\n⚠️ ".join(notes[:MAX_LISTED_MISMATCHES])
+    await ledger.advance(mid, State.COMPLETED, detail)

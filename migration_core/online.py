@@ -6,7 +6,9 @@ streaming until cutover.
 - `full_load`: publication and slot (exported snapshot) on the source, parallel COPY under that
   snapshot, `pg_restore --section=post-data -j N` (indexes after data), foreign keys recorded and
   dropped and triggers disabled on the target, then a subscription on the slot with copy_data = false.
-- `teardown`: subscription, slot and publication dropped; the source is left as it was.
+- `teardown`: subscription, slot and publication dropped (from the journal); the source is left as it was.
+
+Every change on either server is journaled before it is made (journal.py).
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from pathlib import Path
 
 import asyncpg
 
-from migration_core import constraints, copy, extensions, replication, target_db
+from migration_core import constraints, copy, extensions, replication, target_db, undo
 from migration_core.errors import MigrationError
+from migration_core.journal import SOURCE, TARGET, Change, Journal
 from migration_core.offline import NO_PUBSUB, OfflineOptions, _owner_flags
 from migration_core.progress import DatabaseProgress
 from migration_core.roles import RolePlan
@@ -25,42 +28,40 @@ from migration_core.sql import USER_SCHEMA_FILTER
 from migration_core.tools import Tool, ToolError, connection_env
 
 NO_IDENTITY = (
-    "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n "
+    "SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relreplident::text AS identity FROM pg_class c "
+    "JOIN pg_namespace n "
     "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND (c.relreplident = 'n' OR "
     "(c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))) "
     "AND " + USER_SCHEMA_FILTER + " ORDER BY 1")
 
 
-async def set_identity_full(source: ServerConfig, database: str) -> list[str]:
-    """REPLICA IDENTITY FULL on every table with no usable identity; returns them, to undo on cancel."""
+async def set_identity_full(source: ServerConfig, database: str, journal: Journal) -> list[str]:
+    """REPLICA IDENTITY FULL on every table with no usable identity (each one's previous identity in the
+    journal first, so cancel and teardown put it back); returns them."""
     conn = await source.connect(database)
     try:
-        tables = [r["name"] for r in await conn.fetch(NO_IDENTITY)]
-        for t in tables:
-            await conn.execute(f"ALTER TABLE {t} REPLICA IDENTITY FULL")
-        return tables
-    finally:
-        await conn.close()
-
-
-async def reset_identity(source: ServerConfig, database: str, tables: list[str]) -> None:
-    conn = await source.connect(database)
-    try:
-        for t in tables:
-            await conn.execute(f"ALTER TABLE {t} REPLICA IDENTITY DEFAULT")
+        rows = await conn.fetch(NO_IDENTITY)
+        if not rows:
+            return []
+        async with journal.change(Change.REPLICA_IDENTITY, SOURCE, database,
+                                  data={"tables": {r["name"]: r["identity"] for r in rows}}):
+            for r in rows:
+                await conn.execute(f"ALTER TABLE {r['name']} REPLICA IDENTITY FULL")
+        return [r["name"] for r in rows]
     finally:
         await conn.close()
 
 
 class OnlineDatabase:
-    def __init__(self, source: ServerConfig, target: ServerConfig, database: str, migration_id: str,
+    def __init__(self, source: ServerConfig, target: ServerConfig, database: str, journal: Journal,
                  options: OfflineOptions, workdir: Path, bindir: Path, progress: DatabaseProgress) -> None:
         self.source, self.target, self.database = source, target, database
+        self.journal = journal
         self.options = options
         self.dir = workdir / database
         self.bindir = bindir
         self.progress = progress
-        self.name = replication.object_name(migration_id, database)
+        self.name = replication.object_name(journal.migration_id, database)
 
     @property
     def archive(self) -> Path:
@@ -70,11 +71,11 @@ class OnlineDatabase:
     def schema_sql(self) -> Path:
         return self.dir / "schema.sql"
 
-    async def schema(self, roles: RolePlan, claimed: bool) -> str:
+    async def schema(self, roles: RolePlan) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.progress.begin("schema")
-        prepared = await target_db.prepare(self.source, self.target, self.database,
-                                           overwrite=self.options.overwrite, claimed=claimed)
+        prepared = await target_db.prepare(self.source, self.target, self.database, self.journal,
+                                           overwrite=self.options.overwrite)
         src, tgt = await asyncio.gather(self.source.connect(self.database), self.target.connect(self.database))
         try:
             await extensions.enable(src, tgt)
@@ -99,10 +100,13 @@ class OnlineDatabase:
         src = await self.source.connect(self.database)
         try:
             version = int(await src.fetchval("SHOW server_version_num"))
-            published = await replication.create_publication(src, self.name)
+            async with self.journal.change(Change.PUBLICATION, SOURCE, self.database, self.name):
+                published = await replication.create_publication(src, self.name)
         finally:
             await src.close()
-        session = await replication.create_slot(self.source, self.database, self.name, self.bindir / "psql", version)
+        async with self.journal.change(Change.SLOT, SOURCE, self.database, self.name):
+            session = await replication.create_slot(self.source, self.database, self.name, self.bindir / "psql",
+                                                    version)
         try:
             self.progress.phase = "copying data"
             await copy.copy_tables(self.source, self.target, self.database, self.options.parallel, self.progress,
@@ -112,8 +116,9 @@ class OnlineDatabase:
         parked = await self.indexes_and_park(roles)
         tgt = await self.target.connect(self.database)
         try:
-            await replication.create_subscription(
-                tgt, self.name, replication.subscription_conninfo(self.source, self.database), self.name)
+            async with self.journal.change(Change.SUBSCRIPTION, TARGET, self.database, self.name):
+                await replication.create_subscription(
+                    tgt, self.name, replication.subscription_conninfo(self.source, self.database), self.name)
         except asyncpg.PostgresError as exc:
             raise MigrationError(f"subscribing {self.database} to the source failed: {exc}",
                                  "the target must reach the source's host and port, and its role needs "
@@ -138,29 +143,15 @@ class OnlineDatabase:
             raise MigrationError(f"indexes and constraints of {self.database} failed: {exc.summary}") from None
         tgt = await self.target.connect(self.database)
         try:
-            return await constraints.park(tgt)
+            return await constraints.park(tgt, self.journal, self.database)
         finally:
             await tgt.close()
 
     async def teardown(self) -> list[str]:
-        """Drop what replication objects exist; returns what was dropped, in words."""
-        dropped = []
-        try:
-            tgt = await self.target.connect(self.database)
-        except Exception:
-            tgt = None  # no target database (or unreachable): nothing subscribed there
-        if tgt is not None:
-            try:
-                if await replication.drop_subscription(tgt, self.name):
-                    dropped.append(f"subscription {self.name}")
-            finally:
-                await tgt.close()
-        src = await self.source.connect(self.database)
-        try:
-            if await replication.drop_slot(src, self.name):
-                dropped.append(f"slot {self.name}")
-            if await replication.drop_publication(src, self.name):
-                dropped.append(f"publication {self.name}")
-        finally:
-            await src.close()
-        return dropped
+        """Drop the replication objects the journal says this database has; returns what was dropped.
+        Raises when something could not be dropped (a server unreachable): nothing is forgotten."""
+        outcome = await undo.rollback(self.journal, self.source, self.target, undo.REPLICATION, [self.database])
+        if not outcome.ok:
+            raise MigrationError(f"cannot remove the replication objects of {self.database}: "
+                                 + "; ".join(outcome.failed))
+        return outcome.done

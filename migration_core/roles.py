@@ -3,6 +3,7 @@ superuser powers — Azure refuses those. Roles the target will not let us creat
 the restore then runs without owners and privileges rather than failing.
 
 pg_dumpall --globals-only holds the same facts as pg_roles; reading the catalog avoids parsing SQL.
+Each role and membership pgmig adds is journaled before it is made, so a cancel can take it back.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from migration_core.journal import TARGET, Change, Journal, JournalEntry, Mark
 from migration_core.servers import ServerConfig
 from migration_core.sql import ident, literal
 
@@ -53,20 +55,26 @@ async def needed_roles(source: ServerConfig, databases: list[str]) -> list[str]:
     return sorted(names)
 
 
-async def copy_roles(source: ServerConfig, target: ServerConfig, databases: list[str]) -> RolePlan:
+async def copy_roles(source: ServerConfig, target: ServerConfig, databases: list[str], journal: Journal) -> RolePlan:
     plan = RolePlan(needed=await needed_roles(source, databases))
     src = await source.connect()
     tgt = await target.connect()
     try:
         existing = {r["rolname"] for r in await tgt.fetch("SELECT rolname FROM pg_roles")}
         me = await tgt.fetchrow("SELECT rolname, rolsuper FROM pg_roles WHERE rolname = current_user")
+        entry = await journal.find(Change.ROLES, TARGET, "") or await journal.plan(Change.ROLES, TARGET, "",
+                                                                                  data={"roles": []})
         for name in plan.needed:
             if name in existing:
                 continue
             attrs = await src.fetchrow("SELECT * FROM pg_roles WHERE rolname = $1", name)
+            entry.data.setdefault("roles", []).append(name)
+            await journal.note(entry)
             try:
                 await tgt.execute(f"CREATE ROLE {ident(name)} {_attributes(attrs)}")
             except asyncpg.PostgresError:
+                entry.data["roles"].remove(name)
+                await journal.note(entry)
                 plan.missing.append(name)
                 continue
             plan.created.append(name)
@@ -75,7 +83,11 @@ async def copy_roles(source: ServerConfig, target: ServerConfig, databases: list
                     await tgt.execute(f"GRANT {ident(name)} TO {ident(me['rolname'])}")
                 except asyncpg.PostgresError:
                     plan.missing.append(name)
-        await _memberships(src, tgt, set(plan.needed) - set(plan.missing))
+        await _memberships(src, tgt, set(plan.needed) - set(plan.missing), journal, entry)
+        if entry.data.get("roles") or entry.data.get("memberships"):
+            await journal.done(entry)
+        elif entry.mark is not Mark.DONE:
+            await journal.undone(entry)  # nothing was created: nothing to take back
     finally:
         await src.close()
         await tgt.close()
@@ -92,13 +104,22 @@ def _attributes(r: asyncpg.Record) -> str:
     return " ".join(words)
 
 
-async def _memberships(src: asyncpg.Connection, tgt: asyncpg.Connection, roles: set[str]) -> None:
+async def _memberships(src: asyncpg.Connection, tgt: asyncpg.Connection, roles: set[str], journal: Journal,
+                       entry: JournalEntry) -> None:
+    """The source's memberships among the roles the databases need; each one added is journaled first."""
     rows = await src.fetch(
         "SELECT g.rolname AS grp, m.rolname AS member FROM pg_auth_members a "
         "JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member")
+    present = {(r["grp"], r["member"]) for r in await tgt.fetch(
+        "SELECT g.rolname AS grp, m.rolname AS member FROM pg_auth_members a "
+        "JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member")}
     for row in rows:
-        if row["grp"] in roles and row["member"] in roles:
+        pair = (row["grp"], row["member"])
+        if pair[0] in roles and pair[1] in roles and pair not in present:
+            entry.data.setdefault("memberships", []).append(list(pair))
+            await journal.note(entry)
             try:
-                await tgt.execute(f"GRANT {ident(row['grp'])} TO {ident(row['member'])}")
+                await tgt.execute(f"GRANT {ident(pair[0])} TO {ident(pair[1])}")
             except asyncpg.PostgresError:
-                continue
+                entry.data["memberships"].remove(list(pair))
+                await journal.note(entry)

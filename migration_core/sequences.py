@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncpg
 
-LIST = ("SELECT format('%I.%I', schemaname, sequencename) AS name, last_value FROM pg_sequences "
+LIST = ("SELECT format('%I.%I', schemaname, sequencename) AS name, last_value, start_value FROM pg_sequences "
         "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")
 
 
@@ -13,16 +13,20 @@ async def values(conn: asyncpg.Connection) -> dict[str, int | None]:
 
 
 async def sync(source: asyncpg.Connection, target: asyncpg.Connection) -> int:
-    """Set every target sequence to the source's value; returns how many were set."""
-    wanted = await values(source)
+    """Give every target sequence the source's exact state; returns how many were set.
+
+    One never called is set back to its own start, not called (`setval(seq, start, false)`): its first
+    nextval() then returns the start, as on the source, and a start above 1 stays inside its bounds.
+    """
+    wanted = {r["name"]: r for r in await source.fetch(LIST)}
     present = set((await values(target)).keys())
     count = 0
-    for name, value in wanted.items():
+    for name, row in wanted.items():
         if name not in present:
             continue
-        if value is None:
-            await target.execute("SELECT setval($1::regclass, 1, false)", name)
+        if row["last_value"] is None:
+            await target.execute("SELECT setval($1::regclass, $2, false)", name, row["start_value"])
         else:
-            await target.execute("SELECT setval($1::regclass, $2, true)", name, value)
+            await target.execute("SELECT setval($1::regclass, $2, true)", name, row["last_value"])
         count += 1
     return count

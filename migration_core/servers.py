@@ -18,11 +18,12 @@ SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 class ConnectionProblem(Exception):
     """A server could not be reached or logged into; ``str()`` is one readable line, ``fix`` says what to do."""
 
-    def __init__(self, server: str, message: str, fix: str = "") -> None:
+    def __init__(self, server: str, message: str, fix: str = "", missing_database: bool = False) -> None:
         super().__init__(secrets.redact(f"{server}: {message}"))
         self.server = server
         self.message = secrets.redact(message)
         self.fix = secrets.redact(fix)
+        self.missing_database = missing_database  # the server answered: that database does not exist
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class ServerConfig:
             return ConnectionProblem(
                 self.name, f"database '{dbname}' does not exist on {where}",
                 "check the database name (`/pgmig check … --db`) or `database` in the server's config",
+                missing_database=True,
             )
         if isinstance(exc, asyncpg.TooManyConnectionsError):
             return ConnectionProblem(

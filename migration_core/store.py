@@ -1,5 +1,8 @@
 """The persistent state store: SQLite (embedded default) or PostgreSQL (several bot replicas).
 
+It holds migrations, their steps, approvals, the audit log, provisioned servers and the journal of
+every change pgmig made on a customer's server (journal.py).
+
 Both backends run the same SQL; it is written with asyncpg's `$n` placeholders, which SQLite also
 understands as `?n`. Timestamps are ISO-8601 UTC text and structured fields JSON text, so a row reads
 the same from either backend.
@@ -16,7 +19,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from migration_core.models import Approval, AuditEntry, Migration, State, Step, utcnow
+from migration_core.models import Approval, AuditEntry, Change, JournalEntry, Mark, Migration, State, Step, StepState, utcnow
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS pgmig_counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL)""",
@@ -38,6 +41,10 @@ SCHEMA = [
     """CREATE INDEX IF NOT EXISTS pgmig_audit_migration ON pgmig_audit (migration_id, at)""",
     """CREATE TABLE IF NOT EXISTS pgmig_server (name TEXT PRIMARY KEY, data TEXT NOT NULL, created_by TEXT NOT NULL,
         created_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS pgmig_journal (
+        migration_id TEXT NOT NULL, kind TEXT NOT NULL, server TEXT NOT NULL, database TEXT NOT NULL,
+        name TEXT NOT NULL, mark TEXT NOT NULL, data TEXT NOT NULL, at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        PRIMARY KEY (migration_id, kind, server, database, name))""",
 ]
 
 
@@ -138,24 +145,34 @@ class Store:
             "ON CONFLICT (name) DO UPDATE SET value = pgmig_counter.value + 1 RETURNING value", counter)
         return f"{prefix}-{rows[0]['value']}"
 
-    async def create_migration(self, m: Migration) -> Migration:
+    async def create_migration(self, m: Migration, owner: str = "") -> Migration:
+        """Insert a new migration, leased to `owner` from the first moment (no other replica's recovery
+        may pick up a migration its creator is still setting up)."""
         await self._db.execute(
-            "INSERT INTO pgmig_migration VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,'','')",
+            "INSERT INTO pgmig_migration VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
             m.id, m.source, m.target, json.dumps(m.databases), m.mode, m.state.value, m.requested_by,
             m.channel, json.dumps(m.options), m.error, _ts(m.created_at), _ts(m.updated_at), m.message_channel,
-            m.message_ts)
+            m.message_ts, owner, _ts(utcnow()) if owner else "")
         return m
 
     async def set_databases(self, migration_id: str, databases: list[str]) -> None:
         await self._db.execute("UPDATE pgmig_migration SET databases = $1 WHERE id = $2",
                                json.dumps(databases), migration_id)
 
-    async def claim(self, migration_id: str, owner: str, stale_before: datetime) -> bool:
-        """Take a migration for this process unless another one holds a fresh lease on it (atomic)."""
+    async def claim(self, migration_id: str, owner: str, stale_before: datetime, previous_life: str = "") -> bool:
+        """Take a migration for this process unless another live one holds a fresh lease on it (atomic).
+
+        `previous_life` is a prefix of owner ids that are provably this process's earlier lives (the same
+        replica, started before): their leases are taken over at once, not after they go stale."""
         return await self._db.execute(
             "UPDATE pgmig_migration SET owner = $2, heartbeat = $3 WHERE id = $1 "
-            "AND (owner = '' OR owner = $2 OR heartbeat < $4)",
-            migration_id, owner, _ts(utcnow()), _ts(stale_before)) == 1
+            "AND (owner = '' OR owner = $2 OR heartbeat < $4 OR ($5 <> '' AND substr(owner, 1, length($5)) = $5))",
+            migration_id, owner, _ts(utcnow()), _ts(stale_before), previous_life) == 1
+
+    async def owner(self, migration_id: str) -> tuple[str, datetime | None]:
+        """Who holds the lease, and when it was last renewed."""
+        rows = await self._db.fetch("SELECT owner, heartbeat FROM pgmig_migration WHERE id = $1", migration_id)
+        return (rows[0]["owner"], _dt(rows[0]["heartbeat"])) if rows else ("", None)
 
     async def release(self, owner: str) -> None:
         """A clean shutdown: other replicas (or this one restarted) may pick the migrations up at once."""
@@ -247,9 +264,25 @@ class Store:
     async def saved_servers(self) -> dict[str, dict[str, Any]]:
         return {r["name"]: json.loads(r["data"]) for r in await self._db.fetch("SELECT * FROM pgmig_server ORDER BY name")}
 
+    async def save_journal(self, e: JournalEntry) -> None:
+        await self._db.execute(
+            "INSERT INTO pgmig_journal VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) "
+            "ON CONFLICT (migration_id, kind, server, database, name) DO UPDATE SET mark = excluded.mark, "
+            "data = excluded.data, updated_at = excluded.updated_at",
+            e.migration_id, e.kind.value, e.server, e.database, e.name, e.mark.value, json.dumps(e.data),
+            _ts(e.at), _ts(e.updated_at))
+
+    async def journal(self, migration_id: str | None = None) -> list[JournalEntry]:
+        """One migration's journal in the order the changes were planned (every migration's with None)."""
+        where, args = ("WHERE migration_id = $1", [migration_id]) if migration_id else ("", [])
+        rows = await self._db.fetch(f"SELECT * FROM pgmig_journal {where} ORDER BY at, kind, database, name", *args)
+        return [JournalEntry(r["migration_id"], Change(r["kind"]), r["server"], r["database"], r["name"], Mark(r["mark"]),
+                      json.loads(r["data"]), _dt(r["at"]) or utcnow(), _dt(r["updated_at"]) or utcnow())
+                for r in rows]
+
     @staticmethod
     def _step(r: dict[str, Any]) -> Step:
-        return Step(r["migration_id"], r["name"], r["state"], r["detail"], _dt(r["started_at"]),
+        return Step(r["migration_id"], r["name"], StepState(r["state"]), r["detail"], _dt(r["started_at"]),
                     _dt(r["finished_at"]), json.loads(r["data"]))
 
     @staticmethod

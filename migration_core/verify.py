@@ -4,6 +4,10 @@ The checksum is the sum of a 64-bit hash of each row's text, so row order does n
 hashtextextended, which PostgreSQL keeps stable across versions (hash partitioning depends on it) and
 which is three times faster than md5; both sides render rows under the same session settings so that
 equal data gives equal text.
+
+Materialized views are compared too, but a difference there is a warning, never a mismatch: a source
+view not refreshed since its tables changed (normal in production) rightly differs from the target's,
+which pgmig refreshes. pgmig never refreshes the source's.
 """
 from __future__ import annotations
 
@@ -41,10 +45,23 @@ class VerifyResult:
     rows: int = 0
     sequences: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
+    warnings: list[Mismatch] = field(default_factory=list)   # materialized views: reported, never failing
 
     @property
     def ok(self) -> bool:
         return not self.mismatches
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "VerifyResult":
+        return cls(data["database"], data.get("tables", 0), data.get("rows", 0), data.get("sequences", 0),
+                   [Mismatch(**m) for m in data.get("mismatches", [])], [Mismatch(**m) for m in data.get("warnings", [])])
+
+
+def matview_note(w: Mismatch) -> str:
+    """A materialized view that differs, in words a DBA acts on."""
+    return (f"{w.database} materialized view {w.name}: source {w.source}, target {w.target} — expected when the "
+            "source's view was not refreshed since its tables changed (the target's was refreshed by pgmig); "
+            "REFRESH it on the source to compare")
 
 
 def _checksum_sql(schema: str, name: str, kind: str, counts_only: bool = False) -> str:
@@ -95,8 +112,8 @@ async def verify_database(source: ServerConfig, target: ServerConfig, database: 
                                               "missing"))
         unpopulated = sorted(k for k in set(src_rel) & set(tgt_rel) if src_rel[k] == "m" and tgt_rel[k] == "m-empty")
         for key in unpopulated:
-            result.mismatches.append(Mismatch(database, "materialized view", readable(*key), "populated",
-                                              "not populated"))
+            result.warnings.append(Mismatch(database, "materialized view", readable(*key), "populated",
+                                            "not populated"))
         common = sorted(k for k in set(src_rel) & set(tgt_rel) if src_rel[k] != "m-empty" and k not in unpopulated)
         result.tables = len(common)
 
@@ -106,12 +123,14 @@ async def verify_database(source: ServerConfig, target: ServerConfig, database: 
             result.rows += s["n"]
             if (s["n"], s["s"]) != (t["n"], t["s"]):
                 detail = "rows" if s["n"] != t["n"] else "checksum"
-                result.mismatches.append(Mismatch(
+                found = result.warnings if src_rel[key].startswith("m") else result.mismatches
+                found.append(Mismatch(
                     database, _kind(src_rel[key]), readable(*key),
                     f"{s['n']} rows" + (f", sum {s['s']}" if detail == "checksum" else ""),
                     f"{t['n']} rows" + (f", sum {t['s']}" if detail == "checksum" else "")))
 
         await asyncio.gather(*(one(k) for k in common))
+        result.warnings.sort(key=lambda m: m.name)
         if replicated_only:
             result.mismatches.sort(key=lambda m: (m.kind, m.name))
             return result

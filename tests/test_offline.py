@@ -162,51 +162,126 @@ async def test_non_empty_target_refused_then_retry_after_fix(engine, rich_source
     assert [s for _, s, _ in exported].count("exporting") == 1  # the retry did not export again
 
 
-async def test_pg_restore_error_mid_way_is_reported_and_retry_succeeds(engine, rich_source, pg16):
-    reset_target(pg16, "rich")
-    pg16.psql("CREATE DATABASE rich")
-    pg16.psql("CREATE FUNCTION no_indexes() RETURNS event_trigger LANGUAGE plpgsql AS "
-              "$$ BEGIN RAISE EXCEPTION 'index builds are frozen on this server'; END $$; "
-              "CREATE EVENT TRIGGER no_index_builds ON ddl_command_start WHEN TAG IN ('CREATE INDEX') "
-              "EXECUTE FUNCTION no_indexes()", database="rich")
-    mid = await run(engine, databases=["rich"], method="restore")
-    m = await engine.store.get_migration(mid)
-    assert m.state is State.FAILED and m.error.startswith("importing:")
-    assert "pg_restore" in m.error and "index builds are frozen on this server" in m.error
-    assert PASSWORD not in m.error
-    assert await engine.retry(mid)  # the half-imported database is pgmig's own now: it is replaced
-    await engine.wait(mid)
-    m = await engine.store.get_migration(mid)
-    assert m.state is State.COMPLETED, m.error
-    await assert_same(rich_source, pg16, "rich")
+async def wait_phase(engine: Engine, mid: str, db: str, phase: str, timeout: float = 60) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if engine.progress(mid).of(db).phase == phase:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{db} never reached {phase!r}: {engine.progress(mid).of(db).phase}")
 
 
-async def test_cancel_mid_import_drops_the_half_imported_database(engine, rich_source, pg16):
+@pytest.fixture
+def big(rich_source):
+    """A database whose copy takes a few seconds: long enough to act in the middle of it."""
     rich_source.psql("CREATE DATABASE big")
     rich_source.psql("CREATE TABLE big (id bigint PRIMARY KEY, pad text); "
                      "INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 1500000) g",
                      database="big")
+    yield "big"
+    rich_source.psql("DROP DATABASE big")
+
+
+async def test_pg_restore_error_mid_way_is_reported_and_retry_replaces_its_own_database(engine, rich_source, pg16,
+                                                                                         big):
     reset_target(pg16, "big")
+    m = await engine.create(MigrationRequest(source="onprem", target="azure", mode="offline", requested_by="U0ALICE",
+                                             databases=["big"], parallel=1))
+    await engine.preflight(m)
+    engine.start(m.id)
+    await wait_phase(engine, m.id, "big", "copying data")
+    pg16.psql("CREATE FUNCTION no_indexes() RETURNS event_trigger LANGUAGE plpgsql AS "  # in the database pgmig made
+              "$$ BEGIN RAISE EXCEPTION 'index builds are frozen on this server'; END $$; "
+              "CREATE EVENT TRIGGER no_index_builds ON ddl_command_start WHEN TAG IN ('CREATE INDEX', 'ALTER TABLE') "
+              "EXECUTE FUNCTION no_indexes()", database="big")
+    await engine.wait(m.id)
+    m = await engine.store.get_migration(m.id)
+    assert m.state is State.FAILED and m.error.startswith("importing:")
+    assert "pg_restore" in m.error and "index builds are frozen on this server" in m.error
+    assert PASSWORD not in m.error
+    assert await engine.retry(m.id)  # the journal says pgmig created that database: it may replace it
+    await engine.wait(m.id)
+    m = await engine.store.get_migration(m.id)
+    assert m.state is State.COMPLETED, m.error
+    assert pg16.psql("SELECT count(*) FROM big", database="big") == "1500000"
+
+
+PREPARED = {  # what a DBA might have put in target databases before anyone ran pgmig
+    "dba_tables": "CREATE TABLE keep_me (id int); INSERT INTO keep_me VALUES (1), (2)",
+    "dba_prepared": "CREATE SCHEMA app; CREATE FUNCTION app.f() RETURNS int LANGUAGE sql AS 'SELECT 1'; "
+                    "GRANT USAGE ON SCHEMA app TO PUBLIC; SELECT lo_from_bytea(7777, 'the DBA''s')",
+}
+
+
+def fingerprint(cluster: LocalCluster, db: str) -> str:
+    return cluster.psql("SELECT (SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace) || '|' || "
+                        "(SELECT count(*) FROM pg_proc WHERE pronamespace::regnamespace::text = 'app') || '|' || "
+                        "(SELECT count(*) FROM pg_largeobject_metadata) || '|' || "
+                        "coalesce((SELECT string_agg(relname, ',') FROM pg_class WHERE relname = 'keep_me'), '')",
+                        database=db)
+
+
+async def test_databases_someone_else_prepared_survive_retry_and_cancel(engine, rich_source, pg16):
+    for db, sql in PREPARED.items():
+        rich_source.psql(f'DROP DATABASE IF EXISTS "{db}"')
+        rich_source.psql(f'CREATE DATABASE "{db}"')
+        rich_source.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)", database=db)
+        reset_target(pg16, db)
+        pg16.psql(f'CREATE DATABASE "{db}"')
+        pg16.psql(sql, database=db)
+    before = {db: fingerprint(pg16, db) for db in PREPARED}
     try:
-        m = await engine.create(MigrationRequest(source="onprem", target="azure", mode="offline",
-                                                 requested_by="U0ALICE", databases=["big"], parallel=1))
-        await engine.preflight(m)
-        engine.start(m.id)
-        for _ in range(600):
-            if engine.progress(m.id).of("big").phase == "copying data":
-                break
-            await asyncio.sleep(0.05)
-        assert engine.progress(m.id).of("big").phase == "copying data"
-        dropped = await engine.cancel(m.id, "U0BOB")
-        assert dropped == ["big"]
-        m = await engine.store.get_migration(m.id)
-        assert m.state is State.CANCELLED
-        assert "big" not in pg16.psql("SELECT datname FROM pg_database")
-        steps = {s.name: s.state for s in await engine.store.steps(m.id)}
-        assert steps["import:big"] == "dropped"
-        assert "cancelled by U0BOB" in engine.events_log.states[-1][2]
+        for db in PREPARED:
+            mid = await run(engine, databases=[db])
+            m = await engine.store.get_migration(mid)
+            assert m.state is State.FAILED and f"target database {db} is not empty" in m.error, m.error
+            assert "was not created by this migration" in m.error and "--overwrite" in m.error
+            assert await engine.retry(mid)
+            await engine.wait(mid)
+            m = await engine.store.get_migration(mid)
+            assert m.state is State.FAILED and "is not empty" in m.error  # the retry refuses just the same
+            outcome = await engine.cancel(mid, "U0BOB")
+            assert outcome.state is State.CANCELLED and db in outcome.kept
+            assert fingerprint(pg16, db) == before[db], db  # untouched
     finally:
-        rich_source.psql("DROP DATABASE big")
+        for db in PREPARED:
+            rich_source.psql(f'DROP DATABASE IF EXISTS "{db}"')
+            reset_target(pg16, db)
+
+
+async def test_an_empty_database_someone_else_created_is_used_but_never_dropped(engine, rich_source, pg16):
+    rich_source.psql('DROP DATABASE IF EXISTS "handmade"')
+    rich_source.psql('CREATE DATABASE "handmade"')
+    rich_source.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)",
+                     database="handmade")
+    reset_target(pg16, "handmade")
+    pg16.psql('CREATE DATABASE "handmade"')  # as on Azure, where the portal creates it
+    try:
+        mid = await run(engine, databases=["handmade"])
+        m = await engine.store.get_migration(mid)
+        assert m.state is State.COMPLETED, m.error
+        assert "used as it is" in (await engine.store.step(mid, "import:handmade")).detail
+        assert not [e for e in await engine.leftovers(mid) if e.kind.value == "database"]
+    finally:
+        rich_source.psql('DROP DATABASE IF EXISTS "handmade"')
+        reset_target(pg16, "handmade")
+
+
+async def test_cancel_mid_import_drops_the_half_imported_database(engine, rich_source, pg16, big):
+    reset_target(pg16, "big")
+    m = await engine.create(MigrationRequest(source="onprem", target="azure", mode="offline",
+                                             requested_by="U0ALICE", databases=["big"], parallel=1))
+    await engine.preflight(m)
+    engine.start(m.id)
+    await wait_phase(engine, m.id, "big", "copying data")
+    outcome = await engine.cancel(m.id, "U0BOB")
+    assert outcome.state is State.CANCELLED and "dropped target database big" in outcome.done
+    m = await engine.store.get_migration(m.id)
+    assert m.state is State.CANCELLED
+    assert "big" not in pg16.psql("SELECT datname FROM pg_database")
+    steps = {s.name: s for s in await engine.store.steps(m.id)}
+    assert steps["import:big"].state == "dropped" and "dropped" in steps["import:big"].detail
+    assert "cancelled by U0BOB" in engine.events_log.states[-1][2]
+    assert not await engine.leftovers(m.id)
 
 
 async def test_client_programs_older_than_the_target_are_refused(tmp_path, rich_source, pg16):
@@ -225,24 +300,27 @@ async def test_client_programs_older_than_the_target_are_refused(tmp_path, rich_
         await store.close()
 
 
-async def test_a_restart_marks_running_migrations_interrupted_and_retry_finishes(tmp_path, rich_source, pg16):
+async def test_a_restart_carries_an_interrupted_import_on(tmp_path, rich_source, pg16, big):
     servers = {"onprem": server("onprem", rich_source), "azure": server("azure", pg16)}
     config = EngineConfig(workdir=tmp_path / "w", pg_bindir=str(pg16_bindir()))
     store = await Store.open(str(tmp_path / "s.sqlite"))
+    reset_target(pg16, "big")
     first = Engine(store, servers, RecordingEvents(), config)
     m = await first.create(MigrationRequest(source="onprem", target="azure", mode="offline", requested_by="U1",
-                                            databases=["rich"]))
-    await store.transition(m.id, State.IMPORTING)  # as if the process died while importing
-    reset_target(pg16, "rich")
-    second_events = RecordingEvents()
-    second = Engine(store, servers, second_events, config)
+                                            databases=["big"], parallel=1))
+    await first.preflight(m)
+    first.start(m.id)
+    await wait_phase(first, m.id, "big", "copying data")
+    await first.close()  # pgmig stops while importing
+    assert (await store.get_migration(m.id)).state is State.IMPORTING
+    second = Engine(store, servers, RecordingEvents(), config)
     try:
         assert await second.recover() == [m.id]
-        failed = await store.get_migration(m.id)
-        assert failed.state is State.FAILED and "interrupted" in failed.error and "retry" in failed.error
-        assert await second.retry(m.id)
         await second.wait(m.id)
-        assert (await store.get_migration(m.id)).state is State.COMPLETED
+        done = await store.get_migration(m.id)
+        assert done.state is State.COMPLETED, done.error
+        assert pg16.psql("SELECT count(*) FROM big", database="big") == "1500000"
+        assert "carried on" in (await store.step(m.id, "recovery")).detail
     finally:
         await second.close()
         await store.close()

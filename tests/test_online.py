@@ -304,48 +304,107 @@ async def test_cutover_with_writes_up_to_the_fence_loses_nothing(tmp_path, store
     await engine.close()
 
 
-async def test_cutover_failure_falls_back_and_keeps_replicating(tmp_path, store, src, tgt):
-    fresh_db(src, "fb")
+def fenced(cluster: LocalCluster, db: str) -> bool:
+    """What an application sees: new sessions read-only, or CONNECT refused to non-superusers."""
+    read_only = cluster.psql(f"SELECT coalesce((SELECT split_part(c, '=', 2) FROM pg_db_role_setting s, "
+                             f"unnest(s.setconfig) c WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE "
+                             f"datname = '{db}') AND c LIKE 'default_transaction_read_only=%'), 'off')")
+    connect = cluster.psql(f"SELECT has_database_privilege('app_user', '{db}', 'CONNECT')")
+    return read_only == "on" or connect == "f"
+
+
+@pytest.fixture(scope="module")
+def app_user(src):
+    src.psql("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'app_user') THEN "
+             "CREATE ROLE app_user LOGIN PASSWORD 'App-user-pw-1'; END IF; END $$")
+    return "app_user"
+
+
+async def test_a_failure_before_release_falls_back_on_every_database(tmp_path, store, src, tgt, app_user):
+    fresh_db(src, "fb1")
+    fresh_db(src, "fb2")
     engine = make_engine(store, src, tgt, tmp_path)
-    mid = await start_online(engine, ["fb"])
+    mid = await start_online(engine, ["fb1", "fb2"])
     await wait_state(engine, mid, State.READY_FOR_CUTOVER)
-    tgt.psql("UPDATE child SET parent_id = 999 WHERE id = 5", database="fb")  # counts equal; VALIDATE fails
-    assert not await engine.cutover(mid, "U0BOB", grace_seconds=0.1)
+    name = (await store.step(mid, "load:fb2")).data["slot"]
+    tgt.psql(f"ALTER SUBSCRIPTION {name} DISABLE", database="fb2")  # fb2 can never catch up
+    assert not await engine.cutover(mid, "U0BOB", grace_seconds=0.1, catch_up_timeout=1.0)
     m = await store.get_migration(mid)
-    assert m.state is State.READY_FOR_CUTOVER and m.error.startswith("cutover fell back")
-    assert "child_parent_id_fkey" in m.error or "violates foreign key" in m.error
-    src.psql("INSERT INTO parent (name) VALUES ('after fallback')", database="fb")  # the source is writable again
-    assert src.psql("SHOW default_transaction_read_only", database="fb") == "off"
-    await wait_equal_except(src, tgt, "fb", "child")
-    assert tgt.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", database="fb") == "0"  # parked again
+    assert m.state is State.READY_FOR_CUTOVER and "did not catch up with fb2" in m.error
+    for db in ("fb1", "fb2"):  # fb1 was fenced and its constraints put back: all of it undone
+        assert not fenced(src, db), db
+        assert tgt.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", database=db) == "0"
+    assert not [e for e in await engine.leftovers(mid) if e.kind.value == "fence"]
+    tgt.psql(f"ALTER SUBSCRIPTION {name} ENABLE", database="fb2")
+    src.psql("INSERT INTO parent (name) VALUES ('after fallback')", database="fb1")  # writable, and still streamed
+    await wait_equal(src, tgt, "fb1")
     assert any("cutover fell back" in t for _, t in engine.events.alerts)
+    assert "writable again" in engine.events.states[-1][2]
     await engine.cancel(mid, "U0TEST")
     await engine.close()
 
 
-async def wait_equal_except(src: LocalCluster, tgt: LocalCluster, db: str, skip: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await verify_database(server("s", src), server("t", tgt), db, replicated_only=True)
-        if all(m.name == f"public.{skip}" for m in result.mismatches):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(result.mismatches)
-        await asyncio.sleep(0.2)
+async def test_a_cancel_during_the_grace_period_lifts_the_fence(tmp_path, store, src, tgt, app_user):
+    fresh_db(src, "grace")
+    engine = make_engine(store, src, tgt, tmp_path)
+    mid = await start_online(engine, ["grace"])
+    await wait_state(engine, mid, State.READY_FOR_CUTOVER)
+    engine.start_cutover(mid, "U0BOB")
+    for _ in range(200):
+        if fenced(src, "grace"):
+            break
+        await asyncio.sleep(0.02)
+    assert fenced(src, "grace")
+    outcome = await engine.cancel(mid, "U0BOB")  # the grace period (5 s by default) is still running
+    assert outcome.state is State.CANCELLED, outcome.failed
+    assert not fenced(src, "grace")
+    assert not [s for s in slots(src) if s.startswith(f"pgmig_{mid.replace('-', '_')}")]
+    assert "grace" not in tgt.psql("SELECT datname FROM pg_database")  # pgmig created it: dropped on cancel
+    await engine.close()
 
 
-async def test_checksum_mismatch_after_release_falls_back(tmp_path, store, src, tgt):
+async def test_problems_after_release_never_reopen_the_source(tmp_path, store, src, tgt, app_user):
     fresh_db(src, "sum")
     engine = make_engine(store, src, tgt, tmp_path)
     mid = await start_online(engine, ["sum"])
     await wait_state(engine, mid, State.READY_FOR_CUTOVER)
-    tgt.psql("UPDATE parent SET name = 'tampered' WHERE id = 3", database="sum")  # counts equal, content not
-    assert not await engine.cutover(mid, "U0BOB", grace_seconds=0.1)
+    tgt.psql("UPDATE parent SET name = 'tampered' WHERE id = 3; "       # counts equal, content not
+             "UPDATE child SET parent_id = 999 WHERE id = 5", database="sum")  # and a foreign key that cannot hold
+    assert await engine.cutover(mid, "U0BOB", grace_seconds=0.1)
     m = await store.get_migration(mid)
-    assert m.state is State.READY_FOR_CUTOVER and "checksums of sum differ" in m.error and "public.parent" in m.error
-    assert src.psql("SHOW default_transaction_read_only", database="sum") == "off"
-    assert [s for s in slots(src) if s.startswith(f"pgmig_{mid.replace('-', '_')}")]  # replication kept
-    await engine.cancel(mid, "U0TEST")
+    assert m.state is State.COMPLETED and "problem(s) found after release" in engine.events.states[-1][2]
+    assert fenced(src, "sum")  # applications may already write to the target: the source stays fenced
+    incident = await store.step(mid, "incident")
+    assert any("checksums of sum differ" in p and "public.parent" in p for p in incident.data["problems"])
+    assert any("child_parent_id_fkey" in p for p in incident.data["problems"])
+    assert any(t.startswith("🚨") and "source stays fenced" in t for _, t in engine.events.alerts)
+    assert "ready_for_cutover" not in engine.events.of(mid)[-3:]
+    assert not [s for s in slots(src) if s.startswith(f"pgmig_{mid.replace('-', '_')}")]  # torn down as usual
+    await engine.close()
+
+
+async def test_a_stale_materialized_view_does_not_stop_the_cutover(tmp_path, store, src, tgt, app_user):
+    fresh_db(src, "mv")
+    src.psql("CREATE MATERIALIZED VIEW child_count AS SELECT count(*) AS n FROM child; "
+             "CREATE SEQUENCE invoice_no START 671 MINVALUE 671; CREATE SEQUENCE used_no START 500 MINVALUE 500; "
+             "SELECT nextval('used_no')", database="mv")
+    src.psql("SELECT lo_from_bytea(4711, 'contract'); COMMENT ON LARGE OBJECT 4711 IS 'signed copy'; "
+             "ALTER LARGE OBJECT 4711 OWNER TO app_user; GRANT SELECT ON LARGE OBJECT 4711 TO PUBLIC", database="mv")
+    engine = make_engine(store, src, tgt, tmp_path)
+    mid = await start_online(engine, ["mv"])
+    await wait_state(engine, mid, State.READY_FOR_CUTOVER)
+    src.psql("INSERT INTO child (parent_id, note) VALUES (1, 'after the view was refreshed')", database="mv")
+    assert await engine.cutover(mid, "U0BOB", grace_seconds=0.1)
+    m = await store.get_migration(mid)
+    assert m.state is State.COMPLETED, m.error
+    assert tgt.psql("SELECT n FROM child_count", database="mv") == "1001"  # refreshed on the target only
+    assert src.psql("SELECT n FROM child_count", database="mv") == "1000"  # the source's is never refreshed
+    assert tgt.psql("SELECT nextval('invoice_no'), nextval('used_no')", database="mv") == "671|501"
+    assert tgt.psql("SELECT obj_description(4711, 'pg_largeobject') || '|' || pg_get_userbyid(lomowner) || '|' || "
+                    "lomacl::text FROM pg_largeobject_metadata WHERE oid = 4711", database="mv") == \
+        "signed copy|app_user|{app_user=rw/app_user,=r/app_user}"
+    assert "materialized view public.child_count: source 1 rows, target 1 rows" not in engine.events.states[-1][2]
+    assert "materialized view public.child_count: source 1 rows, sum" in engine.events.states[-1][2]  # a warning
     await engine.close()
 
 
@@ -354,20 +413,19 @@ async def test_a_second_replica_leaves_a_live_ones_migration_alone_until_its_lea
     mid = await start_online(first, ["nopk"], replica_identity_full=True)
     await wait_state(first, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
     second = make_engine(store, src, tgt, tmp_path, lease_seconds=1.0)
-    beats = {r["heartbeat"] for _ in range(3) for r in [await _lease(store, mid)] if not await asyncio.sleep(0.4)}
+    beats = {(await store.owner(mid))[1] for _ in range(3) if not await asyncio.sleep(0.4)}
     assert len(beats) >= 2                         # the lease is being renewed
     await asyncio.sleep(1.2)                       # longer than the lease: only renewal keeps it
     assert await second.recover() == []            # the first replica is alive: its migration is left alone
+    assert (await store.owner(mid))[0] == first.instance
     first.jobs.shutdown()                          # the first replica dies without a word: its lease goes stale
-    await asyncio.sleep(1.5)
-    assert await second.recover() == [mid]         # now the second takes over monitoring
+    for _ in range(50):                            # the second notices on its own lease ticks
+        if (await store.owner(mid))[0] == second.instance:
+            break
+        await asyncio.sleep(0.1)
+    assert (await store.owner(mid))[0] == second.instance
     await wait_state(second, mid, State.READY_FOR_CUTOVER)
     assert len([s for s in slots(src) if s.startswith(f"pgmig_{mid.replace('-', '_')}")]) == 1
     await second.cancel(mid, "U0TEST")
     await second.close()
     await first.close()
-
-
-async def _lease(store: Store, mid: str) -> dict:
-    rows = await store._db.fetch("SELECT owner, heartbeat FROM pgmig_migration WHERE id = $1", mid)
-    return rows[0]

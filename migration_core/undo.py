@@ -1,0 +1,170 @@
+"""Reverting what the journal says pgmig changed on a customer's server, and nothing else.
+
+Each kind of change has one undo, safe to run twice (a crash may interrupt it): drop the subscription,
+slot or publication pgmig made; put REPLICA IDENTITY back where pgmig changed it (and only if it is
+still FULL); lift a fence exactly as it was laid; put parked constraints back; drop a database or
+role pgmig created. `rollback` runs them in an order that never leaves a dangling dependency
+(subscriptions before their slots and databases, databases before their owners' roles) and collects
+failures instead of stopping at the first, so one unreachable server does not keep the other's
+objects alive.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from migration_core import constraints, replication, target_db
+from migration_core.errors import MigrationError
+from migration_core.failures import failure_reason
+from migration_core.journal import SOURCE, Change, Journal, JournalEntry
+from migration_core.servers import ConnectionProblem, ServerConfig
+from migration_core.sql import ident
+
+log = logging.getLogger(__name__)
+
+# subscriptions hold slots, databases hold subscriptions, objects in databases hold roles; parked
+# constraints are only put back in a database that stays (in a dropped one there is nothing to do)
+ORDER = (Change.SUBSCRIPTION, Change.SLOT, Change.PUBLICATION, Change.REPLICA_IDENTITY, Change.FENCE,
+         Change.DATABASE, Change.CONSTRAINTS, Change.ROLES)
+REPLICATION = (Change.SUBSCRIPTION, Change.SLOT, Change.PUBLICATION)
+IDENTITY_WORDS = {"d": "DEFAULT", "n": "NOTHING", "f": "FULL"}
+
+
+@dataclass
+class Outcome:
+    """What a rollback did, in words, and what it could not do (with why)."""
+
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def __iadd__(self, other: "Outcome") -> "Outcome":
+        self.done += other.done
+        self.failed += other.failed
+        return self
+
+
+async def rollback(journal: Journal, source: ServerConfig, target: ServerConfig, kinds: Iterable[Change] = ORDER,
+                   databases: Iterable[str] | None = None, skip: Iterable[tuple[Change, str]] = ()) -> Outcome:
+    """Undo every live entry of `kinds` (for `databases`, or all; but none of `skip`'s (kind, database)),
+    newest first within a kind."""
+    wanted, dbs, skipped = set(kinds), set(databases) if databases is not None else None, set(skip)
+    entries = [e for e in await journal.entries() if e.kind in wanted and (dbs is None or e.database in dbs)
+               and (e.kind, e.database) not in skipped]
+    outcome = Outcome()
+    for kind in ORDER:
+        for entry in reversed([e for e in entries if e.kind is kind]):
+            try:
+                if said := await undo(entry, source, target, journal):
+                    outcome.done.append(said)
+            except (MigrationError, ConnectionProblem, asyncpg.PostgresError, OSError) as exc:
+                outcome.failed.append(f"{entry.describe()}: {failure_reason(exc, journal.migration_id)}")
+    return outcome
+
+
+async def undo(entry: JournalEntry, source: ServerConfig, target: ServerConfig, journal: Journal) -> str:
+    """Revert one change; returns what was done, in words ("" when nothing was left to do)."""
+    server = source if entry.server == SOURCE else target
+    if entry.kind is Change.DATABASE:
+        return await target_db.drop_if_created(target, entry, journal)
+    if entry.kind is Change.ROLES:
+        return await _drop_roles(target, entry, journal)
+    if entry.kind is Change.SERVICE_CUTOVER:
+        return ""  # a service's ended replication cannot be restarted; recovery handles the migration
+    try:
+        conn = await server.connect(entry.database)
+    except ConnectionProblem as exc:
+        if exc.missing_database:
+            await journal.undone(entry)  # its database is gone, and the object with it
+            return ""
+        raise
+    try:
+        said = await _undo_in(conn, entry)
+    finally:
+        await conn.close()
+    await journal.undone(entry)
+    return said
+
+
+async def _undo_in(conn: asyncpg.Connection, entry: JournalEntry) -> str:
+    where = f"on the {entry.server} in {entry.database}"
+    if entry.kind is Change.SUBSCRIPTION:
+        return f"dropped subscription {entry.name} {where}" if await replication.drop_subscription(conn, entry.name) \
+            else ""
+    if entry.kind is Change.SLOT:
+        return f"dropped slot {entry.name} on the source" if await replication.drop_slot(conn, entry.name) else ""
+    if entry.kind is Change.PUBLICATION:
+        return f"dropped publication {entry.name} {where}" if await replication.drop_publication(conn, entry.name) \
+            else ""
+    if entry.kind is Change.REPLICA_IDENTITY:
+        reset = await reset_identity(conn, entry.data.get("tables", {}))
+        return f"REPLICA IDENTITY put back on {', '.join(reset)} {where}" if reset else ""
+    if entry.kind is Change.FENCE:
+        await unfence(conn, entry)
+        return f"{entry.database} writable again on the source"
+    if entry.kind is Change.CONSTRAINTS:
+        parked = constraints.Parked.from_dict(entry.data.get("parked", {}))
+        await constraints.reinstate(conn, parked, validate=False)
+        return f"foreign keys and triggers put back {where}"
+    raise MigrationError(f"BUG: no undo for {entry.kind.value}")
+
+
+async def reset_identity(conn: asyncpg.Connection, tables: dict[str, str]) -> list[str]:
+    """Each table back to the identity it had, unless someone changed it since pgmig set FULL."""
+    reset = []
+    for table, before in tables.items():
+        now = await conn.fetchval("SELECT relreplident::text FROM pg_class WHERE oid = to_regclass($1)", table)
+        if now == "f" and before != "f":
+            await conn.execute(f"ALTER TABLE {table} REPLICA IDENTITY {IDENTITY_WORDS.get(before, 'DEFAULT')}")
+            reset.append(table)
+    return reset
+
+
+async def unfence(conn: asyncpg.Connection, entry: JournalEntry) -> None:
+    """Lift a fence exactly as it was laid: CONNECT back to every role it was revoked from, pgmig's own
+    grant removed when the fence added it, default_transaction_read_only as it was before."""
+    d, db = entry.data, ident(entry.database)
+    for name in d.get("revoked", []):
+        await conn.execute(f"GRANT CONNECT ON DATABASE {db} TO {'PUBLIC' if name == 'PUBLIC' else ident(name)}")
+    if d.get("granted_self"):
+        await conn.execute(f"REVOKE CONNECT ON DATABASE {db} FROM {ident(d['granted_self'])}")
+    before = d.get("read_only_before")
+    if before is None:
+        await conn.execute(f"ALTER DATABASE {db} RESET default_transaction_read_only")
+    else:
+        await conn.execute(f"ALTER DATABASE {db} SET default_transaction_read_only = "
+                           f"{'on' if before in ('on', 'true') else 'off'}")
+
+
+async def _drop_roles(target: ServerConfig, entry: JournalEntry, journal: Journal) -> str:
+    """Memberships pgmig granted taken back; roles pgmig created dropped unless something on the target
+    still owns or uses them."""
+    conn = await target.connect()
+    dropped, kept = [], []
+    try:
+        for grp, member in entry.data.get("memberships", []):
+            if await conn.fetchval("SELECT count(*) = 2 FROM pg_roles WHERE rolname = ANY($1::text[])", [grp, member]):
+                await conn.execute(f"REVOKE {ident(grp)} FROM {ident(member)}")
+        entry.data["memberships"] = []
+        for name in entry.data.get("roles", []):
+            try:
+                await conn.execute(f"DROP ROLE IF EXISTS {ident(name)}")
+                dropped.append(name)
+            except asyncpg.DependentObjectsStillExistError:
+                kept.append(name)
+    finally:
+        await conn.close()
+    entry.data["roles"] = kept
+    if kept:
+        await journal.note(entry)
+    else:
+        await journal.undone(entry)
+    said = [f"dropped role(s) {', '.join(dropped)} on the target"] if dropped else []
+    said += [f"kept role(s) {', '.join(kept)}: objects on the target still depend on them"] if kept else []
+    return "; ".join(said)
