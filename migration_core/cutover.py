@@ -28,8 +28,8 @@ import asyncpg
 
 from migration_core import constraints, failpoints, large_objects, matviews, replication, sequences, undo
 from migration_core.errors import MigrationError
-from migration_core.journal import SOURCE, Change, Journal, JournalEntry
-from migration_core.servers import ServerConfig
+from migration_core.journal import SOURCE, TARGET, Change, Journal, JournalEntry
+from migration_core.servers import ConnectionProblem, ServerConfig
 from migration_core.sql import ident
 from migration_core.verify import Mismatch, VerifyResult, verify_database
 
@@ -176,7 +176,7 @@ async def cut_over(source: ServerConfig, target: ServerConfig, database: str, jo
         failpoints.reached(f"sequences:{database}")
         step = time.perf_counter()
         await constraints.reinstate(tgt, parked, validate=False)
-        if entry := await journal.find(Change.CONSTRAINTS, "target", database):
+        if entry := await journal.find(Change.CONSTRAINTS, TARGET, database):
             await journal.undone(entry)
         await matviews.refresh(src, tgt)
         await large_objects.copy(src, tgt)
@@ -244,10 +244,10 @@ async def rollback(source: ServerConfig, target: ServerConfig, journal: Journal,
                 await constraints.repark(conn, p)
             finally:
                 await conn.close()
-            entry = await journal.find(Change.CONSTRAINTS, "target", db)
+            entry = await journal.find(Change.CONSTRAINTS, TARGET, db)
             if entry is not None and not entry.live:
-                await journal.done(await journal.plan(Change.CONSTRAINTS, "target", db, data=entry.data))
-        except Exception as exc:  # noqa: BLE001 - go on lifting the fences whatever failed here
+                await journal.done(await journal.plan(Change.CONSTRAINTS, TARGET, db, data=entry.data))
+        except (ConnectionProblem, asyncpg.PostgresError, OSError) as exc:  # the fences are lifted whatever failed
             failed.append(f"parking the constraints of {db} again: {exc}")
     outcome = await undo.rollback(journal, source, target, (Change.FENCE,))
     said += outcome.done

@@ -296,10 +296,11 @@ class Engine:
         """A replication slot holds WAL on its source forever: alert on every slot the journal says a
         migration nobody runs any more (failed, cancelled half-way, completed with a teardown that failed)
         still has, with the WAL it holds."""
+        live = {e.migration_id for e in await self.store.journal() if e.kind is Change.SLOT and e.live}
         for m in await self.store.list_migrations():
             if not (m.state.finished or m.state is State.PAUSED) or m.source not in self.servers:
                 continue
-            slots = await self.ledger.journal(m.id).entries(Change.SLOT)
+            slots = await self.ledger.journal(m.id).entries(Change.SLOT) if m.id in live else []
             held: dict[str, int | None] = {}
             for e in slots:
                 try:

@@ -43,9 +43,10 @@ async def _metadata(target: asyncpg.Connection, r: asyncpg.Record, keep_owners: 
         who = "PUBLIC" if grantee == "PUBLIC" else ident(grantee)
         statements.append(f"GRANT {privilege.rstrip('*')} ON LARGE OBJECT {oid} TO {who}{option}")
     for sql in statements:
+        # A role the target lacks, or one pgmig may not act for (a source superuser): as with pg_restore
+        # --no-owner, the object stays pgmig's. A savepoint keeps the content whatever is refused.
         try:
-            async with target.transaction():  # a savepoint: one refusal must not undo the content
+            async with target.transaction():
                 await target.execute(sql)
         except (asyncpg.UndefinedObjectError, asyncpg.InsufficientPrivilegeError):
-            continue  # a role the target lacks or pgmig may not act for (e.g. a source superuser): as pg_restore
-                      # --no-owner would, the object stays with pgmig's role
+            continue

@@ -35,6 +35,7 @@ CREATE TABLE inventory.movement (
 CREATE TABLE inventory.movement_2025 PARTITION OF inventory.movement FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
 CREATE TABLE inventory.movement_2026 PARTITION OF inventory.movement FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 CREATE SEQUENCE inventory.unused_seq;
+CREATE SEQUENCE inventory.invoice_no START 671 MINVALUE 671;  -- never called, its start above 1
 CREATE FUNCTION inventory.touch() RETURNS trigger LANGUAGE plpgsql AS
   $$ BEGIN NEW.note := coalesce(NEW.note, '') || '*'; RETURN NEW; END $$;
 CREATE TRIGGER item_touch BEFORE UPDATE ON inventory.item FOR EACH ROW EXECUTE FUNCTION inventory.touch();

@@ -7,7 +7,7 @@ import time
 import asyncpg
 import pytest
 
-from bot.localpg import LocalCluster
+from bot.localpg import LocalCluster, free_port
 from bot.sandbox import load_pagila
 from migration_core import cleanup
 from migration_core.engine import Engine, EngineConfig, MigrationRequest
@@ -429,3 +429,50 @@ async def test_a_second_replica_leaves_a_live_ones_migration_alone_until_its_lea
     await second.cancel(mid, "U0TEST")
     await second.close()
     await first.close()
+
+
+async def test_a_failed_migration_keeps_nothing_unwatched_and_cancel_removes_it(tmp_path, store, src, tgt):
+    engine = make_engine(store, src, tgt, tmp_path, leftover_check_seconds=0.2)
+    mid = await start_online(engine, ["busy"])
+    for _ in range(600):
+        if engine.progress(mid).of("busy").phase == "copying data":
+            break
+        await asyncio.sleep(0.02)
+    tgt.psql("CREATE FUNCTION no_indexes() RETURNS event_trigger LANGUAGE plpgsql AS "
+             "$$ BEGIN RAISE EXCEPTION 'index builds are frozen'; END $$; CREATE EVENT TRIGGER frozen ON "
+             "ddl_command_start WHEN TAG IN ('ALTER TABLE', 'CREATE INDEX') EXECUTE FUNCTION no_indexes()",
+             database="busy")
+    await engine.wait(mid)
+    m = await store.get_migration(mid)
+    assert m.state is State.FAILED and "index builds are frozen" in m.error
+    left = {(e.kind.value, e.server) for e in await engine.leftovers(mid)}
+    assert {("slot", "source"), ("publication", "source"), ("database", "target")} <= left
+    for _ in range(100):  # nobody runs a failed migration, but its slot holds WAL: the channel hears of it
+        if any("still hold WAL" in t for m_, t in engine.events.alerts if m_ == mid):
+            break
+        await asyncio.sleep(0.1)
+    assert any("still hold WAL on onprem" in t and f"/pgmig cancel {mid}" in t for _, t in engine.events.alerts)
+
+    unreachable = Engine(store, {"onprem": server("onprem", src, port=free_port()), "azure": server("azure", tgt)},
+                         RecordingEvents(), engine.config)
+    outcome = await unreachable.cancel(mid, "U0BOB")  # the source is down: what is on it cannot be removed
+    assert outcome.state is State.FAILED and any("connection refused" in f for f in outcome.failed)
+    assert not [d for d in outcome.done if "slot" in d]
+    m = await store.get_migration(mid)
+    assert m.state is State.FAILED and m.error.startswith("cancel:")
+    assert [s for s in slots(src) if s.startswith(f"pgmig_{mid.replace('-', '_')}")]  # still there, still known
+    assert ("slot", "source") in {(e.kind.value, e.server) for e in await engine.leftovers(mid)}
+    await unreachable.close()
+
+    outcome = await engine.cancel(mid, "U0BOB")  # reachable again: cancel finishes the job
+    assert outcome.state is State.CANCELLED, outcome.failed
+    assert not [s for s in slots(src) if s.startswith(f"pgmig_{mid.replace('-', '_')}")]
+    assert src.psql("SELECT count(*) FROM pg_publication", database="busy") == "0"
+    assert "busy" not in tgt.psql("SELECT datname FROM pg_database")
+    assert not await engine.leftovers(mid)
+    for _ in range(50):
+        if any("back to normal: leftover-slot" in t for _, t in engine.events.alerts):
+            break
+        await asyncio.sleep(0.1)
+    assert any("back to normal: leftover-slot" in t for _, t in engine.events.alerts)
+    await engine.close()
