@@ -57,6 +57,7 @@ class MigrationSettings:
     progress_interval_seconds: float = 15.0
     digest: str = "off"                    # off | hourly | daily (09:00 UTC)
     lease_seconds: float = 60.0            # several replicas: how long a silent owner keeps its migrations
+    keep_exports: bool = False             # keep export files after a migration completes or is cancelled
 
 
 @dataclass
@@ -78,7 +79,7 @@ _SERVER_KEYS = {"host": str, "port": int, "user": str, "password_env": str, "pas
                 "sslmode": str, "database": str, "connect_timeout": (int, float), "replication_host": str,
                 "replication_port": int, "azure_resource_group": str, "azure_server": str}
 _MIGRATION_KEYS = {"workdir": str, "pg_bindir": str, "parallel": int, "progress_interval_seconds": (int, float),
-                   "digest": str, "lease_seconds": (int, float)}
+                   "digest": str, "lease_seconds": (int, float), "keep_exports": bool}
 _ONLINE_KEYS = {k: (int, float) for k in ("ready_lag_seconds", "ready_lag_mb", "lag_alert_seconds", "lag_alert_mb",
                                            "wal_retention_alert_mb", "fence_grace_seconds",
                                            "catch_up_timeout_seconds")}
