@@ -18,6 +18,7 @@ from bot.settings import Settings
 from bot.tasks import TaskTracker
 from handlers import router
 from handlers.context import Invocation, Reply, Services
+from handlers.messages import outgoing
 
 log = logging.getLogger(__name__)
 COMMAND = "/pgmig"
@@ -34,13 +35,14 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker,
                    client=client, process_before_response=False)
 
     async def send(respond: Any, reply: Reply) -> None:
+        reply = outgoing(reply)
         await respond(text=reply.text, blocks=reply.blocks or None,
                       response_type="ephemeral" if reply.ephemeral else "in_channel", replace_original=False)
 
     @app.command(COMMAND)
     async def on_command(ack: Any, command: dict, respond: Any) -> None:
         text = (command.get("text") or "").strip()
-        working = router.ack_text(text)
+        working = router.ack_text(text)  # cannot raise: the ack always goes out, parsing errors are answered after
         if working:
             await ack(text=f"⏳ {working}")
         else:
@@ -58,7 +60,7 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker,
         inv = Invocation(user=body["user"]["id"], channel=(body.get("channel") or {}).get("id", ""))
 
         async def run() -> None:
-            reply = await router.handle_action(action["action_id"], action.get("value", ""), inv, services)
+            reply = await router.handle_action(action.get("action_id", ""), action.get("value") or "", inv, services)
             if reply is not None:
                 await send(respond, reply)
 

@@ -41,6 +41,7 @@ async def build_services(settings: Settings, poster: Poster, directory: Director
                                  lag_alert_seconds=o.lag_alert_seconds, lag_alert_bytes=int(o.lag_alert_mb * mb),
                                  wal_retention_alert_bytes=int(o.wal_retention_alert_mb * mb), digest=m.digest,
                                  lease_seconds=m.lease_seconds, replica_id=replica_id(settings.home),
+                                 keep_exports=m.keep_exports,
                                  fence_grace_seconds=o.fence_grace_seconds,
                                  catch_up_timeout_seconds=o.catch_up_timeout_seconds,
                                  managed_poll_seconds=max(settings.azure.poll_seconds, 0.05)), backends)

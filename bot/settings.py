@@ -85,7 +85,7 @@ _ONLINE_KEYS = {k: (int, float) for k in ("ready_lag_seconds", "ready_lag_mb", "
                                            "catch_up_timeout_seconds")}
 _AZURE_KEYS = {"subscription_id": str, "arm_endpoint": str, "resource_group": str, "region": str,
                "provision_requires_approval": bool, "poll_seconds": (int, float), "progress_seconds": (int, float), "dms_service": str, "dms_sku": str,
-               "dms_subnet": str, "ca_file": str}
+               "dms_subnet": str, "ca_file": str, "admin_password_envs": list}
 _SECTIONS = {"slack", "servers", "migration", "online", "azure"}
 
 
@@ -176,7 +176,10 @@ def _azure(table: Any, env: Mapping[str, str]) -> AzureConfig:
     """[azure], with AZURE_SUBSCRIPTION_ID and PGMIG_ARM_ENDPOINT from the environment on top."""
     if not isinstance(table, dict):
         raise SettingsError("azure: expected a table of settings")
-    config = from_environment(_typed(table, _AZURE_KEYS, "azure."), env)
+    try:
+        config = from_environment(_typed(table, _AZURE_KEYS, "azure."), env)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     if not config.arm_endpoint.startswith("https://"):
         raise SettingsError(f"azure.arm_endpoint: expected an https:// URL, got {config.arm_endpoint!r}")
     if config.poll_seconds < 0 or config.progress_seconds <= 0:

@@ -15,10 +15,17 @@ from collections.abc import Callable
 from bot.textrender import Button, render
 from handlers import router
 from handlers.context import Invocation, Reply, Services
+from handlers.messages import outgoing
 
 PROMPT = "pgmig> "
 BANNER = ("pgmig shell — type `help` for commands; `press N` clicks a button, `as USER` switches who you are, "
           "`quit` leaves.")
+
+
+def _parts(reply: Reply) -> tuple[str, list]:
+    """What the terminal shows goes through the same outgoing pass as what Slack receives."""
+    safe = outgoing(reply)
+    return safe.text, safe.blocks
 
 
 class ShellPoster:
@@ -32,7 +39,7 @@ class ShellPoster:
 
     async def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
         ts = f"{next(self._ids)}"
-        text, buttons = render(reply.text, reply.blocks)
+        text, buttons = render(*_parts(reply))
         if buttons and self.on_buttons:
             self.on_buttons(buttons)
         prefix = f"[#{channel} thread]" if thread_ts else f"[#{channel}]"
@@ -41,7 +48,7 @@ class ShellPoster:
         return ts
 
     async def update(self, channel: str, ts: str, reply: Reply) -> None:
-        text, _ = render(reply.text, reply.blocks)
+        text, _ = render(*_parts(reply))
         if self._shown.get(ts) != text:
             self._shown[ts] = text
             self.write(f"[#{channel} ↻] {text}")
@@ -104,7 +111,7 @@ class Shell:
         return matches[-1] if matches else None
 
     def _show(self, reply: Reply) -> None:
-        text, buttons = render(reply.text, reply.blocks)
+        text, buttons = render(*_parts(reply))
         if buttons:
             self.buttons = buttons
         self.write(text)

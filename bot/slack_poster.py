@@ -7,6 +7,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers.context import Reply
+from handlers.messages import outgoing
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +17,7 @@ class SlackPoster:
         self.client = client
 
     async def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
+        reply = outgoing(reply)
         try:
             resp = await self.client.chat_postMessage(channel=channel, text=reply.text, blocks=reply.blocks or None,
                                                       thread_ts=thread_ts, unfurl_links=False)
@@ -26,6 +28,7 @@ class SlackPoster:
         return str(resp["ts"])
 
     async def update(self, channel: str, ts: str, reply: Reply) -> None:
+        reply = outgoing(reply)
         try:
             await self.client.chat_update(channel=channel, ts=ts, text=reply.text, blocks=reply.blocks or None)
         except SlackApiError as exc:

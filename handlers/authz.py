@@ -48,6 +48,11 @@ async def may_operate(user: str, policy: Policy, directory: Directory) -> bool:
     return not policy.operators or await _member(user, policy.operators, directory)
 
 
+async def may_change_cloud(user: str, policy: Policy, directory: Directory) -> bool:
+    """Creating or changing cloud resources needs an explicit operators list: an empty one means nobody."""
+    return bool(policy.operators) and await _member(user, policy.operators, directory)
+
+
 async def may_approve(user: str, policy: Policy, directory: Directory) -> bool:
     return await _member(user, policy.approvers, directory)
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from handlers import azure_messages as am
 from handlers import messages
-from handlers.authz import may_approve, may_operate
+from handlers.authz import may_approve, may_change_cloud
 from handlers.check import resolve_servers
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
@@ -41,7 +41,9 @@ def _azure(svc: Services) -> AzureClients:
 
 
 async def _azure_target(inv: Invocation, svc: Services, name: str, what: str) -> AzureServer | Reply:
-    """The flexible server an operator's command acts on, or the reply saying why not."""
+    """The flexible server an operator's command acts on, or the reply saying why not (Azure not
+    configured comes first, then who may change cloud resources)."""
+    _azure(svc)
     if denied := await _operator(inv, svc, what):
         return denied
     found = resolve_servers(svc, name)
@@ -51,33 +53,48 @@ async def _azure_target(inv: Invocation, svc: Services, name: str, what: str) ->
 
 
 async def _operator(inv: Invocation, svc: Services, what: str) -> Reply | None:
-    if await may_operate(inv.user, svc.policy, svc.directory):
+    """Cloud resources are only created or changed by named operators: an empty list refuses everyone."""
+    if await may_change_cloud(inv.user, svc.policy, svc.directory):
         return None
+    if not svc.policy.operators:
+        return messages.error_message(
+            f"nobody may {what} until operators are named: set [slack] operators = [\"U…\"] (Slack user or "
+            "user-group ids) in pgmig's config and restart pgmig")
     return messages.error_message(f"only operators may {what} ([slack] operators)")
 
 
+def _password_envs(svc: Services, name: str) -> set[str]:
+    """The variables a provisioning request may read its password from: `[azure] admin_password_envs`, and
+    the configured server's own when the request re-provisions (grows) that flexible server."""
+    allowed = set(svc.azure.config.admin_password_envs) if svc.azure else set()
+    existing = svc.servers.get(name)
+    if existing is not None and existing.azure_name == name and existing.password_env:
+        allowed.add(existing.password_env)
+    return allowed
+
+
 async def provision_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    azure = _azure(svc)
     if denied := await _operator(inv, svc, "provision servers"):
         return denied
     a = dict(cmd.args)
     if a["storage_gb"] and a["storage_size"] and a["storage_gb"] != a["storage_size"]:
         return messages.error_message("--storage-gb and --storage-size are the same setting; give one")
-    config = svc.azure.config if svc.azure else None
+    config = azure.config
     a["storage_gb"] = a["storage_gb"] or a["storage_size"] or "128"
-    a["resource_group"] = a["resource_group"] or (config.resource_group if config else "")
-    a["region"] = a["region"] or (config.region if config else "")
+    a["resource_group"] = a["resource_group"] or config.resource_group
+    a["region"] = a["region"] or config.region
+    existing = svc.servers.get(a["name"])
+    if existing is not None and existing.azure_name != a["name"]:
+        return messages.error_message(f"`{a['name']}` is already a configured server that is not this flexible "
+                                      "server; choose another name")
     source_major = None
     if a["source"]:
         source = resolve_servers(svc, a["source"])
         if isinstance(source, Reply):
             return source
         source_major = await server_major(source[0])
-    req = validate(a, source_major)
-    azure = _azure(svc)
-    existing = svc.servers.get(req.name)
-    if existing is not None and existing.azure_name != req.name:
-        return messages.error_message(f"`{req.name}` is already a configured server that is not this flexible "
-                                      "server; choose another name")
+    req = validate(a, source_major, _password_envs(svc, a["name"]))
     pid = await svc.store.next_id("provision", "prov")
     now = utcnow()
     expires = now + timedelta(minutes=svc.policy.approval_timeout_minutes)

@@ -173,8 +173,9 @@ COMMANDS: dict[str, CommandSpec] = {s.name: s for s in (
                 working="Looking for pgmig's replication objects…"),
 )}
 
-MIGRATION_ID = re.compile(r"^(?:mig-)?(\d+)$", re.IGNORECASE)
-PROVISION_ID = re.compile(r"^prov-(\d+)$", re.IGNORECASE)
+MIGRATION_ID = re.compile(r"^(?:mig-)?([0-9]{1,9})$", re.IGNORECASE)  # ASCII digits only, and few of them
+PROVISION_ID = re.compile(r"^prov-([0-9]{1,9})$", re.IGNORECASE)
+WHOLE_NUMBER = re.compile(r"^[0-9]{1,2}$")
 
 
 def parse(text: str) -> ParsedCommand:
@@ -188,7 +189,7 @@ def parse(text: str) -> ParsedCommand:
     name = tokens[0].lower()
     spec = COMMANDS.get(name)
     if spec is None:
-        raise UsageError(f"unknown command `{tokens[0]}`")
+        raise UsageError(f"unknown command `{_shown(tokens[0])}`")
     args: dict[str, Any] = {o.dest: o.default for o in spec.options}
     options = {o.flag: o for o in spec.options}
     positionals: list[str] = []
@@ -201,7 +202,7 @@ def parse(text: str) -> ParsedCommand:
             flag, eq, inline = token.partition("=")
             opt = options.get(flag.replace("\u2014", "--"))
             if opt is None:
-                raise UsageError(f"`{spec.name}` has no option `{flag}`", spec)
+                raise UsageError(f"`{spec.name}` has no option `{_shown(flag)}`", spec)
             if opt.flag in seen:
                 raise UsageError(f"`{opt.flag}` is given twice", spec)
             seen.add(opt.flag)
@@ -227,7 +228,7 @@ def parse(text: str) -> ParsedCommand:
         raise UsageError(f"`{spec.name}` needs {missing}", spec)
     if len(positionals) > allowed:
         extra = " ".join(positionals[allowed:])
-        raise UsageError(f"`{spec.name}` does not take `{extra}`", spec)
+        raise UsageError(f"`{spec.name}` does not take `{_shown(extra)}`", spec)
     for opt in spec.options:
         if opt.required and args[opt.dest] is None:
             raise UsageError(f"`{spec.name}` needs `{opt.flag}` ({'|'.join(opt.choices) or opt.dest})", spec)
@@ -239,19 +240,24 @@ def parse(text: str) -> ParsedCommand:
             elif match := MIGRATION_ID.match(value):
                 value = f"mig-{int(match.group(1))}"
             else:
-                raise UsageError(f"`{value}` is not a migration id (like mig-3)", spec)
+                raise UsageError(f"`{_shown(value)}` is not a migration id (like mig-3)", spec)
         args[meta.lower()] = value
     return ParsedCommand(spec, args)
 
 
+def _shown(value: str) -> str:
+    """Bad input quoted back to its author, but not a 5,000-character echo."""
+    return value if len(value) <= 40 else value[:40] + "…"
+
+
 def _convert(opt: Option, value: str, spec: CommandSpec) -> Any:
     if opt.kind == "int":
-        if not value.isdigit() or not 1 <= int(value) <= 64:
-            raise UsageError(f"`{opt.flag}` needs a whole number from 1 to 64, not `{value}`", spec)
+        if not WHOLE_NUMBER.match(value) or not 1 <= int(value) <= 64:
+            raise UsageError(f"`{opt.flag}` needs a whole number from 1 to 64, not `{_shown(value)}`", spec)
         return int(value)
     if opt.kind == "choice":
         if value.lower() not in opt.choices:
-            raise UsageError(f"`{opt.flag}` must be one of {', '.join(opt.choices)}, not `{value}`", spec)
+            raise UsageError(f"`{opt.flag}` must be one of {', '.join(opt.choices)}, not `{_shown(value)}`", spec)
         return value.lower()
     if opt.kind == "list":
         items = [v.strip() for v in value.split(",") if v.strip()]

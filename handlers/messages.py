@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from slack_sdk.models.blocks import (
     ActionsBlock, ButtonElement, ContextBlock, DividerBlock, HeaderBlock, MarkdownTextObject, SectionBlock,
@@ -11,6 +12,7 @@ from handlers.actions import Action
 from handlers.context import Reply
 from handlers.grammar import COMMANDS, CommandSpec, UsageError
 from migration_core.preflight import Finding, PreflightReport, Status
+from migration_core.secrets import redact
 from migration_core.servers import ServerConfig
 
 ICON = {Status.OK: "✅", Status.WARN: "⚠️", Status.FAIL: "❌"}
@@ -23,7 +25,25 @@ def esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def outgoing(reply: Reply) -> Reply:
+    """The one pass everything pgmig sends goes through, whatever built it: every known secret masked in
+    the blocks and in the fallback text, and the fallback escaped for Slack (it is plain text, and a
+    `<!channel>` in a table name must ping nobody; the blocks were escaped as they were built)."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value)
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+    return Reply(esc(redact(reply.text)), clean(reply.blocks), reply.ephemeral)
+
+
 def section(text: str) -> dict:
+    """A section; text past Slack's limit is cut (with a mark) rather than refused."""
+    if len(text) > SECTION_LIMIT:
+        text = text[:SECTION_LIMIT - 1] + "…"
     return SectionBlock(text=MarkdownTextObject(text=text)).to_dict()
 
 

@@ -155,7 +155,7 @@ async def cleanup_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
         return servers
     if cmd.args["yes"] and (denied := await _operator_only(inv, svc, "remove replication objects")):
         return denied
-    found = await cleanup.find(servers[0])
+    found = await cleanup.find(servers[0], svc.store.deployment)
     running = {m.id: m.state.value for m in await svc.store.list_migrations(active_only=True)}
     kept = [x for x in found if x.migration_id in running]
     loose = [x for x in found if x.migration_id not in running]

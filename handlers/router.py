@@ -52,20 +52,26 @@ ACTION_COMMANDS = {Action.RERUN_CHECK.value}
 
 
 def ack_text(text: str) -> str | None:
-    """What to show at once while a slow command runs; None for commands that answer quickly."""
+    """What to show at once while a slow command runs; None for commands that answer quickly, and for
+    any text that does not parse (the answer explains it). Never raises: it runs before the ack."""
     try:
         return parse(text).spec.working or None
-    except UsageError:
+    except Exception:  # noqa: BLE001 - whatever the text, Slack gets its ack
         return None
 
 
 async def handle_command(text: str, inv: Invocation, svc: Services) -> Reply:
-    """Parse, audit, run. Bad input gets usage help; an unexpected failure gets a short apology."""
+    """Parse, audit, run. Bad input gets usage help; an unexpected failure gets a short apology. Never
+    raises, whatever the text."""
     try:
         cmd = parse(text)
     except UsageError as err:
-        await _audit(svc, inv, "command.rejected", f"{text!r}: {err}")
+        await _audit(svc, inv, "command.rejected", f"{text[:500]!r}: {err}")
         return messages.usage_error(err)
+    except Exception as exc:  # a parser bug must not become a traceback (or an HTTP 500 to Slack)
+        log.exception("parsing %r failed", text[:200])
+        await _audit(svc, inv, "command.rejected", f"{text[:500]!r}: {type(exc).__name__}")
+        return messages.error_message("pgmig could not read that command; `/pgmig help` lists the commands")
     await _audit(svc, inv, "command", f"/pgmig {text}".strip(), cmd.args.get("migration") or "")
     try:
         return await HANDLERS[cmd.name](cmd, inv, svc)
@@ -82,24 +88,26 @@ async def handle_command(text: str, inv: Invocation, svc: Services) -> Reply:
 
 async def handle_action(action_id: str, value: str, inv: Invocation, svc: Services) -> Reply | None:
     """A button press: buttons that repeat a command carry its text as their value; approval buttons
-    carry the migration id and answer only when the click is refused (the card itself shows the rest)."""
+    carry the migration id and answer only when the click is refused (the card itself shows the rest).
+    Never raises, whatever the payload."""
+    try:
+        return await _action(str(action_id), str(value), inv, svc)
+    except Exception as exc:  # noqa: BLE001 - one readable line, audited, whatever went wrong
+        log.exception("handling the click %r failed", action_id)
+        await _audit(svc, inv, "action.failed", f"{str(action_id)[:100]}: {type(exc).__name__}")
+        return messages.error_message(f"the click could not be handled ({type(exc).__name__}); nothing changed")
+
+
+async def _action(action_id: str, value: str, inv: Invocation, svc: Services) -> Reply | None:
     if action_id in ACTION_COMMANDS:
         await _audit(svc, inv, "action", f"{action_id}: {value}")
         return await handle_command(value, inv, svc)
     if action_id in (Action.APPROVE_CUTOVER.value, Action.REJECT_CUTOVER.value):
-        try:
-            return await decide("approve" if action_id == Action.APPROVE_CUTOVER.value else "reject", value, inv, svc)
-        except Exception as exc:
-            log.exception("approval click failed")
-            return messages.error_message(f"the click could not be handled ({type(exc).__name__}); nothing changed")
+        return await decide("approve" if action_id == Action.APPROVE_CUTOVER.value else "reject", value, inv, svc)
     if action_id in (Action.APPROVE_PROVISION.value, Action.REJECT_PROVISION.value):
-        try:
-            return await decide_provision("approve" if action_id == Action.APPROVE_PROVISION.value else "reject",
-                                          value, inv, svc)
-        except Exception as exc:
-            log.exception("provisioning click failed")
-            return messages.error_message(f"the click could not be handled ({type(exc).__name__}); nothing changed")
-    await _audit(svc, inv, "action.unknown", action_id)
+        return await decide_provision("approve" if action_id == Action.APPROVE_PROVISION.value else "reject",
+                                      value, inv, svc)
+    await _audit(svc, inv, "action.unknown", action_id[:100])
     return messages.error_message("that button is no longer handled by this version of pgmig")
 
 

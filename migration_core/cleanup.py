@@ -1,4 +1,7 @@
-"""Finding and removing replication objects pgmig left on a server (slots retain WAL forever)."""
+"""Finding and removing replication objects pgmig left on a server (slots retain WAL forever).
+
+Only this deployment's (`pgmig_<deployment>_…`, the state store's id): another pgmig using the same
+source, with a state store of its own, keeps its objects."""
 from __future__ import annotations
 
 import re
@@ -7,30 +10,33 @@ from dataclasses import dataclass
 from migration_core import replication
 from migration_core.servers import ServerConfig
 
-OWNED = r"pgmig\_%"
-
 
 @dataclass
 class Leftover:
-    kind: str           # slot | publication | subscription
+    kind: str           # slot | publication | subscription | role
     name: str
     database: str
     active: bool = False
 
     @property
     def migration_id(self) -> str | None:
-        match = re.match(r"^pgmig_mig_(\d+)_", self.name)
+        match = re.match(r"^pgmig_[0-9a-f]+_(?:rep_)?m(\d+)_", self.name)
         return f"mig-{match.group(1)}" if match else None
 
     def describe(self) -> str:
         return f"{self.kind} {self.name} in {self.database}" + (" (in use)" if self.active else "")
 
 
-async def find(server: ServerConfig) -> list[Leftover]:
+async def find(server: ServerConfig, deployment: str) -> list[Leftover]:
+    owned = replication.owned_pattern(deployment)
     conn = await server.connect()
     try:
         found = [Leftover("slot", r["slot_name"], r["database"] or "", r["active"]) for r in await conn.fetch(
-            "SELECT slot_name, database, active FROM pg_replication_slots WHERE slot_name LIKE $1 ORDER BY 1", OWNED)]
+            "SELECT slot_name, database, active FROM pg_replication_slots WHERE slot_name LIKE $1 ORDER BY 1", owned)]
+        found += [Leftover("role", r["rolname"], r["datname"] or "") for r in await conn.fetch(
+            "SELECT r.rolname, (SELECT d.datname FROM pg_database d, aclexplode(d.datacl) a "
+            "                   WHERE a.grantee = r.oid LIMIT 1) AS datname "
+            "FROM pg_roles r WHERE r.rolname LIKE $1 ORDER BY 1", owned)]
         databases = [r["datname"] for r in await conn.fetch(
             "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1")]
     finally:
@@ -39,25 +45,29 @@ async def find(server: ServerConfig) -> list[Leftover]:
         conn = await server.connect(db)
         try:
             found += [Leftover("publication", r["pubname"], db) for r in await conn.fetch(
-                "SELECT pubname FROM pg_publication WHERE pubname LIKE $1 ORDER BY 1", OWNED)]
+                "SELECT pubname FROM pg_publication WHERE pubname LIKE $1 ORDER BY 1", owned)]
             found += [Leftover("subscription", r["subname"], db, r["subenabled"]) for r in await conn.fetch(
                 "SELECT subname, subenabled FROM pg_subscription WHERE subname LIKE $1 "
-                "AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1", OWNED)]
+                "AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1", owned)]
         finally:
             await conn.close()
     return found
 
 
 async def remove(server: ServerConfig, leftovers: list[Leftover]) -> list[str]:
-    """Subscriptions first (they hold slots), then slots, then publications."""
+    """Subscriptions first (they hold slots), then slots, publications and the roles they logged in as."""
     removed = []
-    order = {"subscription": 0, "slot": 1, "publication": 2}
+    order = {"subscription": 0, "slot": 1, "publication": 2, "role": 3}
     for item in sorted(leftovers, key=lambda x: order[x.kind]):
         conn = await server.connect(item.database or None)
         try:
-            drop = {"subscription": replication.drop_subscription, "slot": replication.drop_slot,
-                    "publication": replication.drop_publication}[item.kind]
-            if await drop(conn, item.name):
+            if item.kind == "role":
+                dropped = await replication.drop_replication_role(conn, item.name, item.database)
+            else:
+                drop = {"subscription": replication.drop_subscription, "slot": replication.drop_slot,
+                        "publication": replication.drop_publication}[item.kind]
+                dropped = await drop(conn, item.name)
+            if dropped:
                 removed.append(item.describe())
         finally:
             await conn.close()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from migration_core import constraints, failpoints, large_objects, matviews, replication, sequences, undo
+from migration_core import constraints, failpoints, large_objects, matviews, sequences, undo
 from migration_core.errors import MigrationError
 from migration_core.journal import SOURCE, TARGET, Change, Journal, JournalEntry
 from migration_core.servers import ConnectionProblem, ServerConfig
@@ -90,7 +90,8 @@ async def fence(source: ServerConfig, database: str, grace_seconds: float, journ
                     "ended_sessions": 0, "superusers": []}
         entry = await journal.plan(Change.FENCE, SOURCE, database, data=data)
         me = await conn.fetchval("SELECT current_user")
-        grantees = [r["grantee"] for r in await conn.fetch(CONNECT_GRANTEES)]
+        streaming = journal.role_name(database)  # the subscription's own role keeps CONNECT: it must catch up
+        grantees = [r["grantee"] for r in await conn.fetch(CONNECT_GRANTEES) if r["grantee"] != streaming]
         await conn.execute(f"ALTER DATABASE {ident(database)} SET default_transaction_read_only = on")
         if me not in grantees and not entry.data["granted_self"]:
             entry.data["granted_self"] = me
@@ -157,7 +158,7 @@ async def cut_over(source: ServerConfig, target: ServerConfig, database: str, jo
     """Steps 1–5 for one database; raises on any failure, leaving the undo to `rollback`.
 
     `catch_up` replaces step 2 for a managed service: wait for its slots, then trigger its cutover."""
-    slot = replication.object_name(journal.migration_id, database)
+    slot = journal.object_name(database)
     started = time.perf_counter()
     result = DatabaseCutover(database, await fence(source, database, grace_seconds, journal))
     result.timings["fence"] = time.perf_counter() - started - grace_seconds

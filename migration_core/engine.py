@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import uuid
 from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from migration_core import cutover_flow, replication, undo
+from migration_core import cutover_flow, replication, undo, workdir
 from migration_core.azure.backend import ManagedBackend
 from migration_core.cutover_flow import run_cutover
 from migration_core.engine_config import EngineConfig, MigrationRequest
@@ -97,7 +96,8 @@ class Engine:
         source, target = self._servers(m)
         report = await run_preflight(PreflightRequest(
             source, target, databases=m.databases, mode=Mode(m.mode),
-            replica_identity_full=bool(m.options.get("replica_identity_full"))))
+            replica_identity_full=bool(m.options.get("replica_identity_full")),
+            own_replication=m.options.get("backend", "native") == "native"))
         if report.blocking:
             problems = "; ".join(f"{f.scope}: {f.title} ({f.detail})" + (f" — fix: {f.fix}" if f.fix else "")
                                  for f in report.blocking)
@@ -214,7 +214,7 @@ class Engine:
                 gone = any(step.name.endswith(f":{db}") and db in ours and db not in finished for db in m.databases)
                 await self.ledger.save(migration_id, step.name, StepState.DROPPED, "stopped by the cancel" + (
                     "; its half-made target database was dropped" if gone and not undone.failed else ""), step.data)
-        await asyncio.to_thread(shutil.rmtree, self.config.workdir / migration_id, True)
+        await self._tidy(migration_id)
         if outcome.failed:
             outcome.state = State.FAILED
             await self.ledger.move(migration_id, State.FAILED, f"cancel by {actor} could not finish: "
@@ -265,8 +265,8 @@ class Engine:
         await self.store.audit(AuditEntry("pgmig", "recovered", f"taken over in {m.state.value} (owner gone)", m.id))
         if m.state in CUTOVER_STATES:
             source, target = self._servers(m)
-            self._track(m.id, cutover_flow.recover(self.ledger, self.alerts, m, source, target, self._managed(m)),
-                        f"recover cutover {m.id}")
+            self._track(m.id, self._tidied(m.id, cutover_flow.recover(self.ledger, self.alerts, m, source, target,
+                                                                       self._managed(m))), f"recover cutover {m.id}")
             return True
         if not m.state.running:
             return False
@@ -333,6 +333,19 @@ class Engine:
         except Exception:
             log.exception("cutover of %s could not run", migration_id)
 
+    async def _tidied(self, migration_id: str, work: Coroutine[Any, Any, Any]) -> Any:
+        try:
+            return await work
+        finally:
+            await self._tidy(migration_id)
+
+    async def _tidy(self, migration_id: str) -> None:
+        """Export files are removed once a migration completed or was cancelled (unless keep_exports):
+        a failed or paused one still needs them."""
+        m = await self.store.get_migration(migration_id)
+        if m is not None and m.state in (State.COMPLETED, State.CANCELLED) and not self.config.keep_exports:
+            await asyncio.to_thread(workdir.remove, self.config.workdir / migration_id)
+
     async def request_cutover(self, migration_id: str, actor: str) -> bool:
         """ready_for_cutover → awaiting_approval (the approval card is posted by the caller)."""
         return await self.ledger.move(migration_id, State.AWAITING_APPROVAL, f"cutover requested by {actor}",
@@ -357,8 +370,8 @@ class Engine:
         source, target = self._servers(m)
         grace = self.config.fence_grace_seconds if grace_seconds is None else grace_seconds
         timeout = self.config.catch_up_timeout_seconds if catch_up_timeout is None else catch_up_timeout
-        return await run_cutover(self.ledger, self.alerts, self.config, migration_id, actor, source, target,
-                                 grace, timeout, self._managed(m))
+        return await self._tidied(migration_id, run_cutover(self.ledger, self.alerts, self.config, migration_id, actor,
+                                                            source, target, grace, timeout, self._managed(m)))
 
     def _managed(self, m: Migration) -> ManagedCutover | None:
         backend = self._backend(m)
@@ -452,6 +465,7 @@ class Engine:
             m = await self.store.get_migration(migration_id)
             if m is None or m.state not in MONITORED:  # streaming migrations stay under watch
                 self.jobs.unwatch(migration_id)
+            await self._tidy(migration_id)
 
     async def _pipeline(self, mid: str) -> None:
         """Pre-flight and roles, then the flow the migration's mode asks for."""

@@ -28,6 +28,7 @@ class EngineConfig:
                                            # over at once (empty: a fresh one, as for a new replica)
     max_auto_restarts: int = 5             # a migration pgmig keeps dying in is failed after this many restarts
     leftover_check_seconds: float = 60.0   # how often slots of migrations nobody runs are looked for
+    keep_exports: bool = False             # keep export files after a migration completed or was cancelled
 
 
 @dataclass

@@ -6,6 +6,7 @@ import logging
 import asyncpg
 
 from migration_core.errors import MigrationError
+from migration_core.secrets import redact
 from migration_core.servers import ConnectionProblem
 
 log = logging.getLogger(__name__)
@@ -22,4 +23,4 @@ def failure_reason(exc: BaseException, migration_id: str) -> str:
     if isinstance(exc, asyncpg.PostgresError):
         return f"the server said: {exc}"
     log.error("migration %s failed unexpectedly", migration_id, exc_info=exc)
-    return f"{type(exc).__name__}: {exc}"
+    return redact(f"{type(exc).__name__}: {exc}")

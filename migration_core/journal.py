@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from migration_core import failpoints
+from migration_core import failpoints, replication
 from migration_core.models import SOURCE, TARGET, Change, JournalEntry, Mark, utcnow
 from migration_core.store import Store
 
@@ -24,6 +24,14 @@ class Journal:
 
     def __init__(self, store: Store, migration_id: str) -> None:
         self.store, self.migration_id = store, migration_id
+
+    def object_name(self, database: str) -> str:
+        """The slot, publication and subscription name of one of this migration's databases."""
+        return replication.object_name(self.store.deployment, self.migration_id, database)
+
+    def role_name(self, database: str) -> str:
+        """The source role one database's subscription logs in as."""
+        return replication.role_name(self.store.deployment, self.migration_id, database)
 
     async def entries(self, kind: Change | None = None, database: str | None = None,
                       live_only: bool = True) -> list[JournalEntry]:

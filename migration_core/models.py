@@ -142,6 +142,7 @@ class Change(StrEnum):
     PUBLICATION = "publication"
     SLOT = "slot"
     SUBSCRIPTION = "subscription"
+    REPLICATION_ROLE = "replication_role"  # the source role a subscription logs in as (random password)
     CONSTRAINTS = "constraints"        # target FKs dropped and triggers disabled (data.parked), until cutover
     FENCE = "fence"                    # source writes fenced (data: read_only_before, revoked, …)
     SERVICE_CUTOVER = "service_cutover"  # a managed service told to end its replication: no way back

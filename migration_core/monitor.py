@@ -17,7 +17,7 @@ async def watch_native(ledger: Ledger, alerts: Alerts, config: EngineConfig, m: 
     for db in m.databases:
         conn = await source.connect(db)
         try:
-            lags[db] = await replication.lag(conn, replication.object_name(m.id, db))
+            lags[db] = await replication.lag(conn, ledger.journal(m.id).object_name(db))
         finally:
             await conn.close()
         p = progress.of(db)

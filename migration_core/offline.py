@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncpg
 
 from migration_core import copy, extensions, large_objects, matviews, sequences, target_db
+from migration_core import workdir as workdir_
 from migration_core.analyze import analyze
 from migration_core.errors import MigrationError
 from migration_core.journal import Journal
@@ -27,7 +28,7 @@ from migration_core.progress import DatabaseProgress
 from migration_core.roles import RolePlan, copy_roles
 from migration_core.servers import ServerConfig, server_major
 from migration_core.store import Store
-from migration_core.tools import Tool, ToolError, connection_env
+from migration_core.tools import Tool, ToolError, connection_env, conninfo
 
 METHODS = ("restore", "dump")
 DEFAULT_PARALLEL = max(2, min(8, os.cpu_count() or 2))
@@ -64,7 +65,7 @@ class OfflineDatabase:
         self.source, self.target, self.database = source, target, database
         self.journal = journal
         self.options = options
-        self.dir = workdir / database
+        self.dir = workdir_.database_dir(workdir, database)
         self.bindir = bindir
         self.progress = progress
 
@@ -91,7 +92,7 @@ class OfflineDatabase:
         return on_line
 
     async def export(self, roles: RolePlan) -> list[Path]:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        workdir_.private_dir(self.dir)
         self.progress.begin("exporting")
         src = await self.source.connect(self.database)
         try:
@@ -164,7 +165,7 @@ class OfflineDatabase:
     async def _import_archive(self, roles: RolePlan) -> None:
         env = connection_env(self.target, self.database)
         pg_restore = self.tool("pg_restore")
-        base = ["--exit-on-error", *NO_PUBSUB, *_owner_flags(roles), "-d", self.database]
+        base = ["--exit-on-error", *NO_PUBSUB, *_owner_flags(roles), f"--dbname={conninfo(dbname=self.database)}"]
         self.progress.phase = "creating schema"
         await pg_restore.run([*base, "--section=pre-data", str(self.schema_file)], env)
         self.progress.phase = "copying data"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -81,8 +80,6 @@ async def run_offline(flow: Flow) -> None:
         await ledger.save(mid, StepKind.IMPORT.at(db), DONE, summary)
 
     await verify_and_complete(flow, edited)
-    if options.method == "restore":
-        await asyncio.to_thread(shutil.rmtree, flow.workdir, True)
 
 
 async def verify_and_complete(flow: Flow, edited: list[str] | None = None) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 
 from migration_core import constraints, copy, extensions, replication, target_db, undo
+from migration_core import workdir as workdir_
 from migration_core.errors import MigrationError
 from migration_core.journal import SOURCE, TARGET, Change, Journal
 from migration_core.offline import NO_PUBSUB, OfflineOptions, _owner_flags
@@ -25,7 +26,7 @@ from migration_core.progress import DatabaseProgress
 from migration_core.roles import RolePlan
 from migration_core.servers import ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER
-from migration_core.tools import Tool, ToolError, connection_env
+from migration_core.tools import Tool, ToolError, connection_env, conninfo
 
 NO_IDENTITY = (
     "SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relreplident::text AS identity FROM pg_class c "
@@ -58,10 +59,10 @@ class OnlineDatabase:
         self.source, self.target, self.database = source, target, database
         self.journal = journal
         self.options = options
-        self.dir = workdir / database
+        self.dir = workdir_.database_dir(workdir, database)
         self.bindir = bindir
         self.progress = progress
-        self.name = replication.object_name(journal.migration_id, database)
+        self.name = journal.object_name(database)
 
     @property
     def archive(self) -> Path:
@@ -72,7 +73,7 @@ class OnlineDatabase:
         return self.dir / "schema.sql"
 
     async def schema(self, roles: RolePlan) -> str:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        workdir_.private_dir(self.dir)
         self.progress.begin("schema")
         prepared = await target_db.prepare(self.source, self.target, self.database, self.journal,
                                            overwrite=self.options.overwrite)
@@ -88,7 +89,8 @@ class OnlineDatabase:
             restore = Tool(self.bindir, "pg_restore")
             await restore.run(["-f", str(self.schema_sql), str(self.archive)], connection_env(self.target, self.database))
             await restore.run(["--exit-on-error", *NO_PUBSUB, *_owner_flags(roles), "--section=pre-data",
-                               "-d", self.database, str(self.archive)], connection_env(self.target, self.database))
+                               f"--dbname={conninfo(dbname=self.database)}", str(self.archive)],
+                              connection_env(self.target, self.database))
         except ToolError as exc:
             raise MigrationError(f"schema of {self.database} failed: {exc.summary}") from None
         self.progress.finish("schema ready")
@@ -114,16 +116,25 @@ class OnlineDatabase:
         finally:
             await session.release()
         parked = await self.indexes_and_park(roles)
+        role = self.journal.role_name(self.database)
+        src = await self.source.connect(self.database)
+        try:
+            async with self.journal.change(Change.REPLICATION_ROLE, SOURCE, self.database, role):
+                password = await replication.create_replication_role(src, role, self.database)
+        finally:
+            await src.close()
         tgt = await self.target.connect(self.database)
         try:
             async with self.journal.change(Change.SUBSCRIPTION, TARGET, self.database, self.name):
                 await replication.create_subscription(
-                    tgt, self.name, replication.subscription_conninfo(self.source, self.database), self.name)
+                    tgt, self.name, replication.subscription_conninfo(self.source, self.database, role, password),
+                    self.name)
         except asyncpg.PostgresError as exc:
             raise MigrationError(f"subscribing {self.database} to the source failed: {exc}",
-                                 "the target must reach the source's host and port, and its role needs "
-                                 "CREATE SUBSCRIPTION rights (superuser, pg_create_subscription or azure_pg_admin)"
-                                 ) from None
+                                 f"the target must reach the source's host and port and log in there as {role} "
+                                 f"(pg_hba.conf: a `host replication {role} …` or `host replication all …` line), "
+                                 "and its role needs CREATE SUBSCRIPTION rights (superuser, pg_create_subscription "
+                                 "or azure_pg_admin)") from None
         finally:
             await tgt.close()
         self.progress.finish("streaming")
@@ -137,7 +148,7 @@ class OnlineDatabase:
         try:
             await Tool(self.bindir, "pg_restore").run(
                 ["--exit-on-error", *NO_PUBSUB, *_owner_flags(roles), "--section=post-data",
-                 "-j", str(self.options.parallel), "-d", self.database, str(self.archive)],
+                 "-j", str(self.options.parallel), f"--dbname={conninfo(dbname=self.database)}", str(self.archive)],
                 connection_env(self.target, self.database))
         except ToolError as exc:
             raise MigrationError(f"indexes and constraints of {self.database} failed: {exc.summary}") from None

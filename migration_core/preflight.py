@@ -50,6 +50,7 @@ class PreflightRequest:
     databases: list[str] = field(default_factory=list)  # empty = every user database
     mode: Mode = Mode.ONLINE
     replica_identity_full: bool = False
+    own_replication: bool = True   # pgmig's own subscription (not a managed service's): it needs its own role
 
 
 @dataclass
@@ -120,7 +121,9 @@ async def _inspect(req: PreflightRequest, report: PreflightReport,
         return
     report.databases = await _choose_databases(src_conn, req.databases, report)
     if req.mode is Mode.ONLINE:
-        report.add(*await _replication_findings(src_conn, len(report.databases)))
+        report.add(*await _replication_findings(src_conn, len(report.databases), req.own_replication))
+        if tgt_conn and req.own_replication:
+            report.add(await _apply_workers_finding(tgt_conn, len(report.databases)))
     tgt_facts = await _TargetFacts.read(tgt_conn) if tgt_conn else None
     gate = asyncio.Semaphore(4)
 
@@ -177,14 +180,15 @@ async def _choose_databases(conn: asyncpg.Connection, wanted: list[str], report:
     return chosen
 
 
-async def _replication_findings(conn: asyncpg.Connection, n_databases: int) -> list[Finding]:
+async def _replication_findings(conn: asyncpg.Connection, n_databases: int, own_role: bool) -> list[Finding]:
     settings = {r["name"]: r["setting"] for r in await conn.fetch(
         "SELECT name, setting FROM pg_settings "
         "WHERE name = ANY($1::text[])", ["wal_level", "max_replication_slots", "max_wal_senders"])}
     used_slots = await conn.fetchval("SELECT count(*) FROM pg_replication_slots")
     used_senders = await conn.fetchval("SELECT count(*) FROM pg_stat_replication")
     role = await conn.fetchrow(
-        "SELECT rolname, rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user")
+        "SELECT rolname, rolsuper, rolreplication, rolcreaterole FROM pg_roles WHERE rolname = current_user")
+    version = int(await conn.fetchval("SHOW server_version_num"))
     restart = "then restart PostgreSQL (these settings only change at start)"
     out: list[Finding] = []
     wal_level = settings.get("wal_level", "?")
@@ -218,7 +222,34 @@ async def _replication_findings(conn: asyncpg.Connection, n_databases: int) -> l
         out.append(Finding(Status.FAIL, "source", "role can replicate",
                            f"'{user}' is neither superuser nor REPLICATION",
                            f'run as a superuser: ALTER ROLE "{user}" WITH REPLICATION;'))
+    if own_role:
+        title = "role can create the subscription's own replication role"
+        if role["rolsuper"] or (version >= 160000 and role["rolcreaterole"] and role["rolreplication"]):
+            out.append(Finding(Status.OK, "source", title, "the target logs in with a per-migration role, never with "
+                               f"the password of '{user}'"))
+        else:
+            out.append(Finding(Status.FAIL, "source", title,
+                               f"'{user}' may not create a role with REPLICATION (the subscription's own, so that "
+                               "the target never holds this role's password)",
+                               "connect pgmig to the source as a superuser" + (
+                                   f', or ALTER ROLE "{user}" WITH CREATEROLE REPLICATION' if version >= 160000 else
+                                   " (PostgreSQL 15 and older: only superusers may create replication roles)")))
     return out
+
+
+async def _apply_workers_finding(conn: asyncpg.Connection, n_databases: int) -> Finding:
+    """Each database streams through one subscription, and each subscription needs an apply worker."""
+    limit = int(await conn.fetchval("SHOW max_logical_replication_workers"))
+    busy = await conn.fetchval("SELECT count(*) FROM pg_subscription WHERE subenabled")
+    title = f"apply workers on the target for {n_databases} database(s)"
+    if limit - busy >= n_databases:
+        return Finding(Status.OK, "target", title, f"max_logical_replication_workers = {limit}, {busy} in use")
+    return Finding(Status.FAIL, "target", title,
+                   f"max_logical_replication_workers is {limit} and {busy} subscription(s) already use workers: "
+                   f"{n_databases} more are needed (one per database), or some would never stream",
+                   f"raise max_logical_replication_workers (and max_worker_processes) on the target to at least "
+                   f"{busy + n_databases} and restart it (on Azure: az postgres flexible-server parameter set), or "
+                   "migrate fewer databases at once")
 
 
 @dataclass

@@ -3,31 +3,54 @@
 The slot is created over a replication connection with an exported snapshot, held open by a psql
 walsender session while the tables are copied under that snapshot; the subscription then attaches to
 the slot without copying, so changes stream from exactly the snapshot: no gap, no duplicates.
-Every object pgmig creates is named `pgmig_…`, which is how `/pgmig cleanup` recognises them.
+
+The subscription logs in to the source as a role made for it alone (`replication_role`): LOGIN
+REPLICATION, CONNECT on its one database, a random password nobody else knows, dropped when the
+migration ends. So the target's catalog, its server log and pg_stat_statements never see the operator's
+own password, and what they do see stops working at cutover.
+
+Every object is named `pgmig_<deployment>_…` (the deployment id is the state store's), which is how
+`/pgmig cleanup` recognises its own and never another pgmig's.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import re
+import secrets as pysecrets
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
+from migration_core import secrets
 from migration_core.errors import MigrationError
 from migration_core.servers import ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER, ident, literal
-from migration_core.tools import connection_env, summarize, terminate
+from migration_core.tools import PRIVATE, connection_env, conninfo, summarize, terminate
 
 PREFIX = "pgmig_"
 
 
-def object_name(migration_id: str, database: str) -> str:
+def _short(migration_id: str) -> str:
+    return "m" + migration_id.split("-", 1)[-1]
+
+
+def object_name(deployment: str, migration_id: str, database: str) -> str:
     """One name for the slot, publication and subscription of a migration's database (≤ 63 chars)."""
     clean = re.sub(r"[^a-z0-9_]", "_", database.lower())[:24]
     digest = hashlib.sha256(database.encode()).hexdigest()[:6]
-    return f"{PREFIX}{migration_id.replace('-', '_')}_{clean}_{digest}"
+    return f"{PREFIX}{deployment}_{_short(migration_id)}_{clean}_{digest}"
+
+
+def role_name(deployment: str, migration_id: str, database: str) -> str:
+    """The source role one database's subscription logs in as."""
+    return f"{PREFIX}{deployment}_rep_{_short(migration_id)}_{hashlib.sha256(database.encode()).hexdigest()[:8]}"
+
+
+def owned_pattern(deployment: str) -> str:
+    """A LIKE pattern matching every object name of this deployment (and no other pgmig's)."""
+    return rf"{PREFIX.replace('_', chr(92) + '_')}{deployment}\_%"
 
 
 PUBLISHED = ("SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c "
@@ -70,9 +93,9 @@ class SlotSession:
 async def create_slot(source: ServerConfig, database: str, slot: str, psql: Path, server_version: int) -> SlotSession:
     syntax = "(SNAPSHOT 'export')" if server_version >= 150000 else "EXPORT_SNAPSHOT"
     proc = await asyncio.create_subprocess_exec(
-        str(psql), "-X", "-At", "-v", "ON_ERROR_STOP=1", f"dbname={database} replication=database",
+        str(psql), "-X", "-At", "-v", "ON_ERROR_STOP=1", conninfo(dbname=database, replication="database"),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=connection_env(source, database))
+        env=connection_env(source, database), umask=PRIVATE)
     assert proc.stdin and proc.stdout and proc.stderr
     proc.stdin.write(f"CREATE_REPLICATION_SLOT {ident(slot)} LOGICAL pgoutput {syntax};\n".encode())
     await proc.stdin.drain()
@@ -90,29 +113,62 @@ async def create_slot(source: ServerConfig, database: str, slot: str, psql: Path
     return SlotSession(proc, parts[0], parts[1], parts[2])
 
 
-def subscription_conninfo(source: ServerConfig, database: str) -> str:
-    """How the target reaches the source. It holds the password: never log or show it."""
-    fields = {"host": source.replication_host or source.host, "port": str(source.replication_port or source.port),
-              "user": source.user, "dbname": database,
-              "sslmode": source.sslmode, "application_name": "pgmig"}
-    password = source.password()
-    if password:
-        fields["password"] = password
-    return " ".join(f"{k}='{v.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
-                    for k, v in fields.items())
+async def create_replication_role(source: asyncpg.Connection, name: str, database: str) -> str:
+    """The role one subscription logs in as, with a fresh random password (returned, never stored): LOGIN
+    REPLICATION and an explicit CONNECT on its database (which the cutover's fence leaves it)."""
+    password = pysecrets.token_urlsafe(32)
+    secrets.register(password)
+    exists = await source.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
+    verb = "ALTER" if exists else "CREATE"
+    await source.execute(f"{verb} ROLE {ident(name)} LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                         f"NOINHERIT PASSWORD {literal(password)}")
+    await source.execute(f"GRANT CONNECT ON DATABASE {ident(database)} TO {ident(name)}")
+    return password
 
 
-async def create_subscription(target: asyncpg.Connection, name: str, conninfo: str, publication: str) -> None:
+async def drop_replication_role(source: asyncpg.Connection, name: str, database: str) -> bool:
+    if not await source.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name):
+        return False
+    for pid in [r["pid"] for r in await source.fetch("SELECT pid FROM pg_stat_activity WHERE usename = $1", name)]:
+        await source.execute("SELECT pg_terminate_backend($1)", pid)
+    if await source.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
+        await source.execute(f"REVOKE CONNECT ON DATABASE {ident(database)} FROM {ident(name)}")
+    await source.execute(f"DROP ROLE {ident(name)}")
+    return True
+
+
+def subscription_conninfo(source: ServerConfig, database: str, user: str, password: str) -> str:
+    """How the target reaches the source, as the subscription's own role. It holds that role's password:
+    never log or show it."""
+    return conninfo(host=source.replication_host or source.host, port=str(source.replication_port or source.port),
+                    user=user, password=password, dbname=database, sslmode=source.sslmode,
+                    application_name="pgmig")
+
+
+async def create_subscription(target: asyncpg.Connection, name: str, connection: str, publication: str) -> None:
     """Attach to the existing slot without copying: the tables already hold the snapshot's rows.
 
     From PostgreSQL 16 changes are applied as each table's owner unless run_as_owner is set; a migrated
-    schema often has owners without rights on every partition, so pgmig's own role applies them.
+    schema often has owners without rights on every partition, so pgmig's own role applies them. A
+    superuser target keeps the statement (which holds a password) out of its server log and
+    pg_stat_statements; other roles cannot, which is why that password is the subscription's own.
     """
     version = int(await target.fetchval("SHOW server_version_num"))
     extra = ", run_as_owner = true" if version >= 160000 else ""
-    await target.execute(
-        f"CREATE SUBSCRIPTION {ident(name)} CONNECTION {literal(conninfo)} PUBLICATION {ident(publication)} "
-        f"WITH (create_slot = false, slot_name = {literal(name)}, copy_data = false, enabled = true{extra})")
+    hushed = {}
+    if await target.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
+        hushed = {"log_statement": "none", "log_min_error_statement": "panic", "log_min_duration_statement": "-1"}
+        if await target.fetchval("SELECT 1 FROM pg_settings WHERE name = 'pg_stat_statements.track'"):
+            hushed["pg_stat_statements.track"] = "none"
+    for setting, value in hushed.items():
+        await target.execute(f"SET {setting} = {literal(value)}")
+    try:
+        await target.execute(
+            f"CREATE SUBSCRIPTION {ident(name)} CONNECTION {literal(connection)} PUBLICATION {ident(publication)} "
+            f"WITH (create_slot = false, slot_name = {literal(name)}, copy_data = false, enabled = true{extra})")
+    finally:
+        for setting in hushed:
+            await target.execute(f"RESET {setting}")
 
 
 async def drop_subscription(target: asyncpg.Connection, name: str) -> bool:

@@ -28,7 +28,7 @@ WHERE r.rolname NOT LIKE 'pg\\_%' AND (
 class RolePlan:
     needed: list[str] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)   # could not be created: restore without owners
+    missing: list[str] = field(default_factory=list)   # not creatable, or not usable: restore without owners
 
     @property
     def keep_owners(self) -> bool:
@@ -39,7 +39,7 @@ class RolePlan:
         if self.created:
             parts.append(f"created {', '.join(self.created)} (no passwords: set them on the target)")
         if self.missing:
-            parts.append(f"missing on target and not creatable: {', '.join(self.missing)} — "
+            parts.append(f"missing on target and not creatable, or not usable by its role: {', '.join(self.missing)} — "
                          "restored without owners and privileges")
         return "; ".join(parts)
 
@@ -66,6 +66,9 @@ async def copy_roles(source: ServerConfig, target: ServerConfig, databases: list
                                                                                   data={"roles": []})
         for name in plan.needed:
             if name in existing:
+                if not me["rolsuper"] and not await tgt.fetchval(
+                        "SELECT pg_has_role(current_user, $1, 'MEMBER')", name):
+                    plan.missing.append(name)  # exists, but pgmig's role may not hand objects to it
                 continue
             attrs = await src.fetchrow("SELECT * FROM pg_roles WHERE rolname = $1", name)
             entry.data.setdefault("roles", []).append(name)

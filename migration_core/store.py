@@ -1,7 +1,9 @@
 """The persistent state store: SQLite (embedded default) or PostgreSQL (several bot replicas).
 
 It holds migrations, their steps, approvals, the audit log, provisioned servers and the journal of
-every change pgmig made on a customer's server (journal.py).
+every change pgmig made on a customer's server (journal.py). Every text a person will read back (a
+migration's error, a step's detail and data, an audit entry) passes through `secrets.redact` on its way
+in, whoever wrote it.
 
 Both backends run the same SQL; it is written with asyncpg's `$n` placeholders, which SQLite also
 understands as `?n`. Timestamps are ISO-8601 UTC text and structured fields JSON text, so a row reads
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +22,19 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from migration_core.models import Approval, AuditEntry, Change, JournalEntry, Mark, Migration, State, Step, StepState, utcnow
+from migration_core.models import (
+    Approval,
+    AuditEntry,
+    Change,
+    JournalEntry,
+    Mark,
+    Migration,
+    State,
+    Step,
+    StepState,
+    utcnow,
+)
+from migration_core.secrets import redact
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS pgmig_counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL)""",
@@ -41,6 +56,7 @@ SCHEMA = [
     """CREATE INDEX IF NOT EXISTS pgmig_audit_migration ON pgmig_audit (migration_id, at)""",
     """CREATE TABLE IF NOT EXISTS pgmig_server (name TEXT PRIMARY KEY, data TEXT NOT NULL, created_by TEXT NOT NULL,
         created_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS pgmig_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS pgmig_journal (
         migration_id TEXT NOT NULL, kind TEXT NOT NULL, server TEXT NOT NULL, database TEXT NOT NULL,
         name TEXT NOT NULL, mark TEXT NOT NULL, data TEXT NOT NULL, at TEXT NOT NULL, updated_at TEXT NOT NULL,
@@ -115,6 +131,7 @@ class Store:
     def __init__(self, backend: _Backend, url: str) -> None:
         self._db = backend
         self.url = url
+        self.deployment = ""  # this state store's id: in every object name pgmig gives on a server
 
     @classmethod
     async def open(cls, url: str) -> "Store":
@@ -127,6 +144,9 @@ class Store:
         store = cls(backend, url)
         for ddl in SCHEMA:
             await backend.execute(ddl)
+        await backend.execute("INSERT INTO pgmig_meta VALUES ('deployment', $1) ON CONFLICT (key) DO NOTHING",
+                              secrets.token_hex(3))
+        store.deployment = (await backend.fetch("SELECT value FROM pgmig_meta WHERE key = 'deployment'"))[0]["value"]
         return store
 
     async def close(self) -> None:
@@ -203,7 +223,7 @@ class Store:
         The conditional UPDATE is what makes double clicks and racing replicas harmless.
         """
         sql = "UPDATE pgmig_migration SET state = $1, error = $2, updated_at = $3 WHERE id = $4"
-        args: list[Any] = [to.value, error, _ts(utcnow()), migration_id]
+        args: list[Any] = [to.value, redact(error), _ts(utcnow()), migration_id]
         if expect:
             marks = ",".join(f"${i}" for i in range(5, 5 + len(expect)))
             sql += f" AND state IN ({marks})"
@@ -215,8 +235,8 @@ class Store:
             "INSERT INTO pgmig_step VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (migration_id, name) DO UPDATE "
             "SET state = excluded.state, detail = excluded.detail, started_at = excluded.started_at, "
             "finished_at = excluded.finished_at, data = excluded.data",
-            step.migration_id, step.name, step.state, step.detail, _ts(step.started_at), _ts(step.finished_at),
-            json.dumps(step.data))
+            step.migration_id, step.name, step.state, redact(step.detail), _ts(step.started_at), _ts(step.finished_at),
+            redact(json.dumps(step.data)))
 
     async def steps(self, migration_id: str) -> list[Step]:
         rows = await self._db.fetch(
@@ -247,7 +267,7 @@ class Store:
 
     async def audit(self, e: AuditEntry) -> None:
         await self._db.execute("INSERT INTO pgmig_audit VALUES ($1,$2,$3,$4,$5,$6)",
-                               _ts(e.at), e.actor, e.action, e.detail, e.migration_id, e.channel)
+                               _ts(e.at), e.actor, e.action, redact(e.detail), e.migration_id, e.channel)
 
     async def audit_log(self, migration_id: str | None = None, limit: int = 200) -> list[AuditEntry]:
         where, args = ("WHERE migration_id = $2", [limit, migration_id]) if migration_id else ("", [limit])

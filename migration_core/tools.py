@@ -1,8 +1,11 @@
 """pg_dump, pg_restore and psql as asyncio subprocesses.
 
-Passwords reach them through PGPASSWORD in the child's environment, never the command line; stderr is
-captured, secrets are masked, and a failure is summarized to the lines that say what went wrong.
-Cancelling the awaiting task terminates the child, so a cancelled migration leaves no tool running.
+Passwords reach them through PGPASSWORD in the child's environment, never the command line; a database
+name reaches them through PGDATABASE or inside a quoted connection string (`conninfo`), never as a bare
+argument a name like `dbname=x host=evil` or `-h` could hijack. Children run with umask 077, so what
+they write (export files) only pgmig's user can read. stderr is captured, secrets are masked, and a
+failure is summarized to the lines that say what went wrong. Cancelling the awaiting task terminates the
+child, so a cancelled migration leaves no tool running.
 """
 from __future__ import annotations
 
@@ -26,6 +29,16 @@ class ToolError(Exception):
         self.returncode = returncode
         self.summary = summary
         super().__init__(f"{program} exited with code {returncode}: {summary}")
+
+
+PRIVATE = 0o077  # umask of every child: files readable by pgmig's user only
+
+
+def conninfo(**fields: str) -> str:
+    """A libpq connection string from key/value pairs, every value quoted as libpq reads it ('…' with
+    backslash and quote escaped), so no value can add or change a key."""
+    return " ".join(f"{k}='{v.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
+                    for k, v in fields.items())
 
 
 def connection_env(server: ServerConfig, database: str) -> dict[str, str]:
@@ -65,12 +78,8 @@ class Tool:
                   ) -> str:
         """Run to completion; returns stderr. `on_line` sees each stderr line as it arrives (progress)."""
         proc = await asyncio.create_subprocess_exec(self.path, *args, env=env, stdin=stdin, stdout=stdout,
-                                                    stderr=asyncio.subprocess.PIPE)
+                                                    stderr=asyncio.subprocess.PIPE, umask=PRIVATE)
         return await self.wait(proc, on_line)
-
-    async def start(self, args: list[str], env: dict[str, str], **pipes: int) -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(self.path, *args, env=env, stderr=asyncio.subprocess.PIPE,
-                                                    **pipes)
 
     async def wait(self, proc: asyncio.subprocess.Process, on_line: Callable[[str], None] | None = None) -> str:
         lines: list[str] = []

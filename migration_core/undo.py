@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 
 # subscriptions hold slots, databases hold subscriptions, objects in databases hold roles; parked
 # constraints are only put back in a database that stays (in a dropped one there is nothing to do)
-ORDER = (Change.SUBSCRIPTION, Change.SLOT, Change.PUBLICATION, Change.REPLICA_IDENTITY, Change.FENCE,
-         Change.DATABASE, Change.CONSTRAINTS, Change.ROLES)
-REPLICATION = (Change.SUBSCRIPTION, Change.SLOT, Change.PUBLICATION)
+ORDER = (Change.SUBSCRIPTION, Change.SLOT, Change.PUBLICATION, Change.REPLICATION_ROLE, Change.REPLICA_IDENTITY,
+         Change.FENCE, Change.DATABASE, Change.CONSTRAINTS, Change.ROLES)
+REPLICATION = (Change.SUBSCRIPTION, Change.SLOT, Change.PUBLICATION, Change.REPLICATION_ROLE)
 IDENTITY_WORDS = {"d": "DEFAULT", "n": "NOTHING", "f": "FULL"}
 
 
@@ -102,6 +102,9 @@ async def _undo_in(conn: asyncpg.Connection, entry: JournalEntry) -> str:
     if entry.kind is Change.PUBLICATION:
         return f"dropped publication {entry.name} {where}" if await replication.drop_publication(conn, entry.name) \
             else ""
+    if entry.kind is Change.REPLICATION_ROLE:
+        dropped = await replication.drop_replication_role(conn, entry.name, entry.database)
+        return f"dropped replication role {entry.name} on the source" if dropped else ""
     if entry.kind is Change.REPLICA_IDENTITY:
         reset = await reset_identity(conn, entry.data.get("tables", {}))
         return f"REPLICA IDENTITY put back on {', '.join(reset)} {where}" if reset else ""

@@ -18,6 +18,11 @@ from tests.slack_harness import running
 GOOD = ("provision sales-prod --resource-group rg-data --region westeurope --version 16 --tier GeneralPurpose "
         "--sku Standard_D4ds_v5 --storage-gb 256 --admin-user pgadmin --admin-password-env SALES_ADMIN_PASSWORD")
 SERVER_PATH = "/flexibleservers/sales-prod"
+OPERATORS = ["U0ALICE"]
+PASSWORD_ENVS = ["SALES_ADMIN_PASSWORD", "SHORT_PASSWORD", "TWO_CLASSES_PASSWORD", "NAMED_PASSWORD",
+                 "UNSET_PASSWORD_VAR"]
+PASSWORD_RULES = ("does not meet Azure's password rules: 8–128 characters, characters from at least three of "
+                  "uppercase, lowercase, digits and symbols, and not containing the admin user name")
 
 
 @pytest.fixture
@@ -49,8 +54,11 @@ def configuration_writes(arm: FakeArm) -> dict[str, str]:
 
 
 def app(tmp_path, fake: FakeArm, extra: str = "", servers: str = "", clusters: dict | None = None, poll: float = 0,
-        ca: bool = True):
-    config = config_toml(clusters or {}, extra=azure_toml(fake, poll=poll, ca=ca) + extra) + servers
+        ca: bool = True, slack: str = "", operators: list[str] = OPERATORS, password_envs: list[str] = PASSWORD_ENVS):
+    """`extra` goes into [azure], `slack` into [slack] (after the operators)."""
+    azure = azure_toml(fake, poll=poll, ca=ca) + f"admin_password_envs = {json.dumps(password_envs)}\n" + extra
+    policy = f"[slack]\noperators = {json.dumps(operators)}\n{slack}"
+    config = config_toml(clusters or {}, extra=azure + policy) + servers
     return running(tmp_path, config, env=azure_env(fake), azure_credential=fake.credential(),
                    usergroups={"S0DBAS": ["U0APPROVER2"]})
 
@@ -118,10 +126,12 @@ async def test_provision_sends_the_requested_server_and_registers_it_as_a_target
     (("--admin-user pgadmin", "--admin-user azure_superuser"), "reserved by Azure"),
     (("--admin-user pgadmin", "--admin-user Administrator"), "reserved by Azure"),
     (("--admin-user pgadmin", "--admin-user pg_admin"), "starting with `pg_`"),
-    (("SALES_ADMIN_PASSWORD", "SHORT_PASSWORD"), "must be 8–128 characters"),
-    (("SALES_ADMIN_PASSWORD", "TWO_CLASSES_PASSWORD"), "at least three of"),
-    (("SALES_ADMIN_PASSWORD", "NAMED_PASSWORD"), "must not contain the admin user name"),
+    (("SALES_ADMIN_PASSWORD", "SHORT_PASSWORD"), "the password in SHORT_PASSWORD " + PASSWORD_RULES),
+    (("SALES_ADMIN_PASSWORD", "TWO_CLASSES_PASSWORD"), "the password in TWO_CLASSES_PASSWORD " + PASSWORD_RULES),
+    (("SALES_ADMIN_PASSWORD", "NAMED_PASSWORD"), "the password in NAMED_PASSWORD " + PASSWORD_RULES),
     (("SALES_ADMIN_PASSWORD", "UNSET_PASSWORD_VAR"), "is not set where pgmig runs"),
+    (("SALES_ADMIN_PASSWORD", "SLACK_BOT_TOKEN"), "--admin-password-env SLACK_BOT_TOKEN is not one of [azure] "
+                                                  "admin_password_envs; add it there"),
     (("--storage-gb 256", "--storage-gb 100"), "flexible server offers 32, 64, 128"),
     (("--version 16", "--version 10"), "flexible server offers PostgreSQL"),
     (("--sku Standard_D4ds_v5", "--sku GP_Gen5_4"), "`--tier GeneralPurpose --sku Standard_D4ds_v5`"),
@@ -201,8 +211,8 @@ async def test_a_failed_long_running_operation_is_reported(tmp_path, arm):
 
 
 async def test_provisioning_waits_for_approval_when_configured(tmp_path, arm):
-    policy = '[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1", "S0DBAS"]\nrequired_approvals = 2\n'
-    async with app(tmp_path, arm, extra="provision_requires_approval = true\n" + policy) as slack:
+    policy = 'notify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1", "S0DBAS"]\nrequired_approvals = 2\n'
+    async with app(tmp_path, arm, extra="provision_requires_approval = true\n", slack=policy) as slack:
         assert "needs 2 approval(s)" in await slack.ask(GOOD, user="U0ALICE")
         card = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage"
                                          and "Approve provisioning sales-prod" in text_of(c.params))
@@ -255,6 +265,96 @@ async def test_without_azure_configured_the_commands_say_what_to_set(tmp_path, t
         assert "AZURE_SUBSCRIPTION_ID" in await slack.ask("createdb sales shop")
 
 
+async def test_without_azure_configured_the_refusal_comes_before_any_password_check(tmp_path, target_cluster):
+    config = (config_toml({}, extra=f'[slack]\noperators = {json.dumps(OPERATORS)}\n')
+              + azure_server_toml("sales", target_cluster, "sales-prod"))
+    async with running(tmp_path, config) as slack:
+        for command in (GOOD, GOOD.replace("SALES_ADMIN_PASSWORD", "SHORT_PASSWORD"),
+                        GOOD.replace("SALES_ADMIN_PASSWORD", "SLACK_BOT_TOKEN"),
+                        GOOD.replace("SALES_ADMIN_PASSWORD", "UNSET_PASSWORD_VAR")):
+            answer = await slack.ask(command)
+            assert "Azure is not configured" in answer and "AZURE_SUBSCRIPTION_ID" in answer, answer
+            assert "password" not in answer.lower() and "admin_password_envs" not in answer, answer
+        for command in ("createdb sales shop", "firewall sales office=203.0.113.1", "configure sales --restart"):
+            assert "Azure is not configured" in await slack.ask(command)
+
+
+SECRET_VALUES = ["short", "Str0ng-Pw-ok-1234", "Pgadmin-Secret-99", "xSalesadmin-77", None]
+
+
+async def test_a_variable_not_in_the_config_is_refused_unread_whatever_it_holds(tmp_path, arm, monkeypatch):
+    """The oracle is closed: the replies to a set of provision commands naming variables the config does not
+    allow are byte-for-byte the same whatever those variables hold, set or not."""
+    commands = [GOOD.replace("SALES_ADMIN_PASSWORD", env).replace("--admin-user pgadmin", f"--admin-user {user}")
+                for env in ("OTHER_SERVER_PASSWORD", "SOME_CLIENT_SECRET")
+                for user in ("pgadmin", "salesadmin", "azure_superuser")]
+    commands.append(GOOD.replace("SALES_ADMIN_PASSWORD", "OTHER_SERVER_PASSWORD").replace("sales-prod", "Bad_Name"))
+    replies = []
+    async with app(tmp_path, arm) as slack:
+        for value in SECRET_VALUES:
+            for env in ("OTHER_SERVER_PASSWORD", "SOME_CLIENT_SECRET"):
+                if value is None:
+                    monkeypatch.delenv(env, raising=False)
+                else:
+                    monkeypatch.setenv(env, value)
+            replies.append([await slack.ask(c) for c in commands])
+        assert all(r == replies[0] for r in replies), "a reply depends on the secret's content"
+        for reply in replies[0]:
+            assert "cannot provision" in reply
+            assert "is not one of [azure] admin_password_envs; add it there" in reply, reply
+            assert not any(v and v in reply for v in SECRET_VALUES)
+        assert arm.requests == [] and await slack.services.store.step("prov-1", "provision") is None
+
+
+async def test_an_allowed_variable_holding_a_bad_password_gets_the_rules_not_the_broken_one(tmp_path, arm,
+                                                                                           monkeypatch):
+    command = GOOD.replace("SALES_ADMIN_PASSWORD", "SHORT_PASSWORD")
+    async with app(tmp_path, arm) as slack:
+        answers = []
+        for bad in ("Ab1!", "alllowercase123", "Pgadmin-1234", "x" * 129 + "A1!"):  # length, classes, name, length
+            monkeypatch.setenv("SHORT_PASSWORD", bad)
+            answers.append(await slack.ask(command))
+            assert bad not in answers[-1]
+        assert len(set(answers)) == 1, answers
+        assert "the password in SHORT_PASSWORD " + PASSWORD_RULES in answers[0]
+        assert "it has" not in answers[0] and arm.requests == []
+
+
+async def test_cloud_changes_need_an_explicit_operators_list(tmp_path, arm, target_cluster):
+    servers = azure_server_toml("sales", target_cluster, "sales-prod")
+    commands = [GOOD, "createdb sales shop", "firewall sales office=203.0.113.1-203.0.113.20",
+                "configure sales --wal-level logical --restart"]
+    async with app(tmp_path, arm, servers=servers, operators=[]) as slack:
+        for command in commands:
+            answer = await slack.ask(command)
+            assert "set [slack] operators = [\"U…\"]" in answer and "restart pgmig" in answer, answer
+        assert arm.requests == []
+        assert (await slack.services.store.step("prov-1", "provision")) is None
+    (tmp_path / "named").mkdir()
+    async with app(tmp_path / "named", arm, servers=servers, operators=["U0BOB"]) as slack:
+        for command in commands:
+            assert "only operators may" in await slack.ask(command, user="U0ALICE")
+        assert arm.requests == []
+
+
+async def test_a_configured_servers_own_variable_may_re_provision_it(tmp_path, arm, target_cluster):
+    """Growing a configured flexible server may read the password from that server's password_env, which
+    need not be in [azure] admin_password_envs."""
+    seed_server(arm, "sales-prod", storage_gb=256)
+    command = GOOD.replace("SALES_ADMIN_PASSWORD", "PGMIG_TEST_PASSWORD").replace("256", "512")
+    async with app(tmp_path, arm, password_envs=[]) as slack:  # not configured here: refused
+        assert "PGMIG_TEST_PASSWORD is not one of [azure] admin_password_envs" in await slack.ask(command)
+    (tmp_path / "configured").mkdir()
+    async with app(tmp_path / "configured", arm, password_envs=[],
+                   servers=azure_server_toml("sales-prod", target_cluster, "sales-prod")) as slack:
+        assert "SALES_ADMIN_PASSWORD is not one of" in await slack.ask(GOOD)
+        await slack.command(command, key="grow")
+        assert "provisioning sales-prod" in text_of(await slack.reply("grow"))
+        assert "✅" in await finished(slack, "sales-prod")
+        [patch] = [r for r in arm.requests if r.method == "PATCH"]
+        assert patch.body["properties"]["storage"]["storageSizeGB"] == 512
+
+
 async def test_the_private_ca_comes_from_ssl_cert_file_and_without_it_tls_fails_readably(tmp_path, arm, monkeypatch):
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     async with app(tmp_path, arm, ca=False) as slack:
@@ -272,8 +372,8 @@ async def test_the_private_ca_comes_from_ssl_cert_file_and_without_it_tls_fails_
 
 
 async def test_an_expired_provisioning_request_creates_nothing(tmp_path, arm):
-    policy = '[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1"]\n'
-    async with app(tmp_path, arm, extra="provision_requires_approval = true\n" + policy) as slack:
+    policy = 'notify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1"]\n'
+    async with app(tmp_path, arm, extra="provision_requires_approval = true\n", slack=policy) as slack:
         await slack.ask(GOOD)
         step = await slack.services.store.step("prov-1", "provision")
         step.data["expires_at"] = "2000-01-01T00:00:00+00:00"
@@ -289,8 +389,8 @@ async def test_an_expired_provisioning_request_creates_nothing(tmp_path, arm):
 
 
 async def test_a_request_cut_short_by_a_restart_is_finished_by_the_next_pgmig(tmp_path, arm):
-    async with app(tmp_path, arm, extra="provision_requires_approval = true\n"
-                   '[slack]\napprovers = ["U0APPROVER1"]\n') as slack:
+    async with app(tmp_path, arm, extra="provision_requires_approval = true\n",
+                   slack='approvers = ["U0APPROVER1"]\n') as slack:
         await slack.ask(GOOD)
         step = await slack.services.store.step("prov-1", "provision")
         step.state = "running"  # as if pgmig stopped while Azure was creating the server
@@ -304,7 +404,7 @@ async def test_a_request_cut_short_by_a_restart_is_finished_by_the_next_pgmig(tm
         await asyncio.sleep(0.5)
         server["properties"]["state"] = "Ready"
     ready = asyncio.create_task(created_meanwhile())
-    async with app(tmp_path, arm, extra='[slack]\napprovers = ["U0APPROVER1"]\n') as slack:
+    async with app(tmp_path, arm, slack='approvers = ["U0APPROVER1"]\n') as slack:
         done = await finished(slack, "sales-prod")
         assert "✅" in done and "already existed" in done and "(state Ready)" in done
         assert len([r for r in arm.requests if r.method == "GET" and lowered(r.path).endswith(SERVER_PATH)]) > 1

@@ -12,6 +12,7 @@ from bot.sandbox import load_pagila
 from migration_core import cleanup
 from migration_core.engine import Engine, EngineConfig, MigrationRequest
 from migration_core.models import State
+from migration_core.replication import object_name
 from migration_core.store import Store
 from migration_core.verify import verify_database
 from tests.conftest import PASSWORD, server
@@ -89,6 +90,11 @@ async def wait_equal(src: LocalCluster, tgt: LocalCluster, db: str, timeout: flo
         await asyncio.sleep(0.2)
 
 
+def prefix(store: Store, mid: str) -> str:
+    """How this state store's replication objects of one migration begin."""
+    return f"pgmig_{store.deployment}_m{mid.split('-')[1]}_"
+
+
 def slots(cluster: LocalCluster) -> list[str]:
     out = cluster.psql("SELECT slot_name FROM pg_replication_slots ORDER BY 1")
     return out.split() if out else []
@@ -141,7 +147,7 @@ async def test_online_copies_then_streams_every_change(tmp_path, store, src, tgt
     assert {fk["name"] for fk in load.data["parked"]["foreign_keys"]} >= {"item_warehouse_id_fkey"}
     assert {(t["name"], t["enabled"]) for t in load.data["parked"]["triggers"]} == {
         ("item_sleeping", "D"), ("item_touch", "O")}
-    assert len([s for s in slots(src) if s.startswith(f"pgmig_{mid.replace('-', '_')}")]) == len(dbs)
+    assert len([s for s in slots(src) if s.startswith(prefix(store, mid))]) == len(dbs)
     states = engine.events.of(mid)
     assert states[:4] == ["preflight", "schema", "full_load", "catching_up"] and states[-1] == "ready_for_cutover"
     assert "ready for cutover" in engine.events.states[-1][2]
@@ -193,8 +199,7 @@ async def test_restart_mid_load_and_mid_stream_resumes_with_one_slot(tmp_path, s
     src.psql("DELETE FROM ticket WHERE id = 400001", database="busy")
     await wait_state(third, mid, State.READY_FOR_CUTOVER)
     await wait_equal(src, tgt, "busy")
-    assert [s for s in slots(src) if s.startswith("pgmig_")] == [f"pgmig_{mid.replace('-', '_')}_busy_" +
-                                                                 slots(src)[0].rsplit("_", 1)[1]]
+    assert len([s for s in slots(src) if s.startswith("pgmig_")]) == 1 and slots(src)[0].startswith(prefix(store, mid))
     await third.cancel(mid, "U0TEST")
     await third.close()
 
@@ -226,16 +231,23 @@ async def test_lag_and_wal_retention_alerts(tmp_path, store, src, tgt):
     await engine.close()
 
 
-async def test_cleanup_finds_and_removes_leftovers(src):
-    src.psql("SELECT pg_create_logical_replication_slot('pgmig_mig_99_rich_abcdef', 'pgoutput')")
-    src.psql("CREATE PUBLICATION pgmig_mig_99_rich_abcdef FOR TABLE public.scratch", database="rich")
+async def test_cleanup_finds_and_removes_only_this_deployments_leftovers(src):
+    mine, theirs = object_name("abc123", "mig-99", "rich"), object_name("def456", "mig-99", "rich")
+    for name in (mine, theirs):
+        src.psql(f"SELECT pg_create_logical_replication_slot('{name}', 'pgoutput')")
+        src.psql(f"CREATE PUBLICATION {name} FOR TABLE public.scratch", database="rich")
     source = server("onprem", src)
-    found = await cleanup.find(source)
-    assert {(x.kind, x.name, x.migration_id) for x in found} >= {
-        ("slot", "pgmig_mig_99_rich_abcdef", "mig-99"), ("publication", "pgmig_mig_99_rich_abcdef", "mig-99")}
-    removed = await cleanup.remove(source, [x for x in found if x.migration_id == "mig-99"])
-    assert len(removed) == 2
-    assert not [x for x in await cleanup.find(source) if x.migration_id == "mig-99"]
+    try:
+        found = await cleanup.find(source, "abc123")
+        assert {(x.kind, x.name, x.migration_id) for x in found} == {
+            ("slot", mine, "mig-99"), ("publication", mine, "mig-99")}
+        removed = await cleanup.remove(source, found)
+        assert len(removed) == 2
+        assert not await cleanup.find(source, "abc123")
+        assert {x.name for x in await cleanup.find(source, "def456")} == {theirs}  # another pgmig's: untouched
+    finally:
+        src.psql(f"SELECT pg_drop_replication_slot('{theirs}')")
+        src.psql(f"DROP PUBLICATION {theirs}", database="rich")
 
 
 CUTOVER_DB = """
@@ -358,7 +370,7 @@ async def test_a_cancel_during_the_grace_period_lifts_the_fence(tmp_path, store,
     outcome = await engine.cancel(mid, "U0BOB")  # the grace period (5 s by default) is still running
     assert outcome.state is State.CANCELLED, outcome.failed
     assert not fenced(src, "grace")
-    assert not [s for s in slots(src) if s.startswith(f"pgmig_{mid.replace('-', '_')}")]
+    assert not [s for s in slots(src) if s.startswith(prefix(store, mid))]
     assert "grace" not in tgt.psql("SELECT datname FROM pg_database")  # pgmig created it: dropped on cancel
     await engine.close()
 
@@ -379,7 +391,7 @@ async def test_problems_after_release_never_reopen_the_source(tmp_path, store, s
     assert any("child_parent_id_fkey" in p for p in incident.data["problems"])
     assert any(t.startswith("🚨") and "source stays fenced" in t for _, t in engine.events.alerts)
     assert "ready_for_cutover" not in engine.events.of(mid)[-3:]
-    assert not [s for s in slots(src) if s.startswith(f"pgmig_{mid.replace('-', '_')}")]  # torn down as usual
+    assert not [s for s in slots(src) if s.startswith(prefix(store, mid))]  # torn down as usual
     await engine.close()
 
 
@@ -425,7 +437,7 @@ async def test_a_second_replica_leaves_a_live_ones_migration_alone_until_its_lea
         await asyncio.sleep(0.1)
     assert (await store.owner(mid))[0] == second.instance
     await wait_state(second, mid, State.READY_FOR_CUTOVER)
-    assert len([s for s in slots(src) if s.startswith(f"pgmig_{mid.replace('-', '_')}")]) == 1
+    assert len([s for s in slots(src) if s.startswith(prefix(store, mid))]) == 1
     await second.cancel(mid, "U0TEST")
     await second.close()
     await first.close()
@@ -460,13 +472,13 @@ async def test_a_failed_migration_keeps_nothing_unwatched_and_cancel_removes_it(
     assert not [d for d in outcome.done if "slot" in d]
     m = await store.get_migration(mid)
     assert m.state is State.FAILED and m.error.startswith("cancel:")
-    assert [s for s in slots(src) if s.startswith(f"pgmig_{mid.replace('-', '_')}")]  # still there, still known
+    assert [s for s in slots(src) if s.startswith(prefix(store, mid))]  # still there, still known
     assert ("slot", "source") in {(e.kind.value, e.server) for e in await engine.leftovers(mid)}
     await unreachable.close()
 
     outcome = await engine.cancel(mid, "U0BOB")  # reachable again: cancel finishes the job
     assert outcome.state is State.CANCELLED, outcome.failed
-    assert not [s for s in slots(src) if s.startswith(f"pgmig_{mid.replace('-', '_')}")]
+    assert not [s for s in slots(src) if s.startswith(prefix(store, mid))]
     assert src.psql("SELECT count(*) FROM pg_publication", database="busy") == "0"
     assert "busy" not in tgt.psql("SELECT datname FROM pg_database")
     assert not await engine.leftovers(mid)

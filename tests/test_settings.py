@@ -110,12 +110,12 @@ def test_serving_slack_names_the_missing_credentials(tmp_path):
         require_slack(s, socket_mode=True)
 
 
-def test_replication_address_reaches_the_subscription(tmp_path, monkeypatch):
+def test_replication_address_reaches_the_subscription(tmp_path):
     from migration_core.replication import subscription_conninfo
-    monkeypatch.setenv("ONPREM_SALES_PASSWORD", "pw'quote")
     s = load(tmp_path, GOOD.replace('sslmode = "prefer"', 'sslmode = "prefer"\nreplication_host = "203.0.113.7"\n'
                                     'replication_port = 6432', 1))
-    info = subscription_conninfo(s.servers["onprem-sales"], "sales")
+    info = subscription_conninfo(s.servers["onprem-sales"], "sales db", "pgmig_x_rep", "pw'quote")
     assert "host='203.0.113.7'" in info and "port='6432'" in info and "password='pw\\'quote'" in info
+    assert "dbname='sales db'" in info and "user='pgmig_x_rep'" in info
     assert "host='10.0.0.5'" in subscription_conninfo(s.servers["azure-sales"].__class__(
-        name="x", host="10.0.0.5"), "sales")
+        name="x", host="10.0.0.5"), "sales", "r", "p")

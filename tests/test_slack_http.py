@@ -131,3 +131,17 @@ async def test_user_groups_resolve_through_usergroups_users_list(slack):
     assert await may_operate("U0ALICE", policy, directory)  # no operators configured: anyone
     calls = [c for c in slack.fake.calls if c.method == "usergroups.users.list"]
     assert len(calls) == 1 and calls[0].params["usergroup"] == "S0DBAS"  # cached after the first lookup
+
+
+@pytest.mark.parametrize("text, answer", [
+    ("migrate onprem azure --mode online --parallel ²", "needs a whole number from 1 to 64"),
+    ("status mig-" + "9" * 5000, "is not a migration id"),
+    ("status prov-" + "1" * 5000, "is not a migration id"),
+])
+async def test_input_that_once_crashed_the_parser_is_acked_answered_and_audited(slack, text, answer):
+    resp = await slack.command(text, key="odd")
+    assert resp.status == 200
+    reply = all_text(await slack.reply("odd"))
+    assert answer in reply and "Traceback" not in reply and len(reply) < 6000
+    log = await slack.services.store.audit_log()
+    assert log[-1].action == "command.rejected" and answer.split()[0] in log[-1].detail

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 ARM_SCOPE = "https://management.azure.com/.default"
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,13 @@ class AzureConfig:
     dms_sku: str = "Premium_4vCores"         # online migrations need a Premium SKU
     dms_subnet: str = ""                     # DMS classic runs in a VNet subnet (resource id)
     ca_file: str = ""                        # a private CA for the ARM endpoint (default: $SSL_CERT_FILE)
+    admin_password_envs: tuple[str, ...] = ()  # the variables /pgmig provision may read an admin password from
+
+    def __post_init__(self) -> None:
+        envs = self.admin_password_envs
+        if isinstance(envs, str) or not all(isinstance(e, str) and ENV_NAME.match(e) for e in envs):
+            raise ValueError(f"azure.admin_password_envs: expected a list of environment variable names, got {envs!r}")
+        object.__setattr__(self, "admin_password_envs", tuple(envs))
 
     @property
     def enabled(self) -> bool:

@@ -1,10 +1,12 @@
 """Every rule Azure would enforce on a new flexible server, checked before any request is sent, each
-error naming the exact rule (the names and rules follow `az postgres flexible-server create`)."""
+error naming the exact rule (the names and rules follow `az postgres flexible-server create`) — except
+the password's: its refusal lists the rules and never says which one a secret breaks."""
 from __future__ import annotations
 
 import ipaddress
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from migration_core.errors import MigrationError
@@ -94,16 +96,13 @@ def admin_problem(user: str) -> str | None:
 
 
 def password_problem(password: str, user: str, env: str) -> str | None:
-    """The rule, never the password itself."""
-    if not 8 <= len(password) <= 128:
-        return f"the password in {env} must be 8–128 characters (it has {len(password)})"
+    """The rules, never which one failed, the length or the password itself: a refusal must not tell
+    anything about a secret's content."""
     classes = sum([any(c.isupper() for c in password), any(c.islower() for c in password),
                    any(c.isdigit() for c in password), any(not c.isalnum() for c in password)])
-    if classes < 3:
-        return (f"the password in {env} needs characters from at least three of: uppercase letters, lowercase "
-                f"letters, digits, non-alphanumeric characters (it has {classes})")
-    if user and user.lower() in password.lower():
-        return f"the password in {env} must not contain the admin user name"
+    if not 8 <= len(password) <= 128 or classes < 3 or (user and user.lower() in password.lower()):
+        return (f"the password in {env} does not meet Azure's password rules: 8–128 characters, characters from "
+                "at least three of uppercase, lowercase, digits and symbols, and not containing the admin user name")
     return None
 
 
@@ -142,8 +141,12 @@ def parse_firewall(text: str) -> FirewallRule:
     return FirewallRule(name, str(first), str(last))
 
 
-def validate(args: dict, source_major: int | None = None) -> ProvisionRequest:
-    """Build the request from parsed `/pgmig provision` arguments, or raise with every broken rule."""
+def validate(args: dict, source_major: int | None = None, allowed_envs: Collection[str] = ()) -> ProvisionRequest:
+    """Build the request from parsed `/pgmig provision` arguments, or raise with every broken rule.
+
+    The password is only read from a variable in `allowed_envs` (`[azure] admin_password_envs`, plus the
+    variable of the configured server being re-provisioned): any other is refused unread, with the same
+    words whatever it holds, so a request cannot probe the environment (Slack tokens, other passwords)."""
     problems: list[str] = []
     name, rg, region = args["name"], args["resource_group"] or "", (args["region"] or "").lower()
     if p := server_name_problem(name):
@@ -181,10 +184,11 @@ def validate(args: dict, source_major: int | None = None) -> ProvisionRequest:
     if p := admin_problem(user):
         problems.append(p)
     env = args["admin_password_env"]
-    password = os.environ.get(env or "")
     if not env or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env):
         problems.append(f"--admin-password-env `{env}`: the name of an environment variable holding the password")
-    elif password is None:
+    elif env not in allowed_envs:
+        problems.append(f"--admin-password-env {env} is not one of [azure] admin_password_envs; add it there")
+    elif (password := os.environ.get(env)) is None:
         problems.append(f"the environment variable {env} is not set where pgmig runs (the password is read from it, "
                         "never typed in chat)")
     elif p := password_problem(password, user, env):
