@@ -25,7 +25,7 @@ async def main_async(args: argparse.Namespace) -> None:
     async with bench_pair("pgmig-cutover-") as (root, source, target, store):
         pgbench(source, "-i", "-q", "-I", "dtgvpf", "-s", str(args.scale))  # with foreign keys
         engine = Engine(store, servers(source, target), NoEvents(),
-                        EngineConfig(workdir=root / "work", progress_interval=0.2))
+                        EngineConfig(workdir=root / "work", progress_interval=0.2, fence_grace_seconds=0.0))
         m = await engine.create(MigrationRequest("source", "target", "online", "bench", databases=[DB],
                                                  replica_identity_full=True))
         assert not (await engine.preflight(m)).blocking
@@ -38,7 +38,7 @@ async def main_async(args: argparse.Namespace) -> None:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         await asyncio.sleep(3)
         started = time.perf_counter()
-        ok = await engine.cutover(m.id, "bench", grace_seconds=0.0)
+        ok = await engine.cutover(m.id, "bench")
         total = time.perf_counter() - started
         writer.terminate()
         writer.wait()

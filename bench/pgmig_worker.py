@@ -29,7 +29,8 @@ def parse() -> argparse.Namespace:
 async def online_copy(source, target, database: str, jobs: int, workdir: Path) -> None:
     """The online full load as a migration runs it (journal in memory); replication dropped afterwards."""
     from migration_core.journal import Journal
-    from migration_core.offline import OfflineOptions, choose_bindir
+    from migration_core.models import MigrationOptions
+    from migration_core.offline import choose_bindir
     from migration_core.online import OnlineDatabase
     from migration_core.progress import DatabaseProgress
     from migration_core.roles import copy_roles
@@ -39,7 +40,7 @@ async def online_copy(source, target, database: str, jobs: int, workdir: Path) -
     journal = Journal(store, "mig-0")
     bindir = await choose_bindir(source, target, None)
     roles = await copy_roles(source, target, [database], journal)
-    job = OnlineDatabase(source, target, database, journal, OfflineOptions(parallel=jobs, overwrite=True), workdir,
+    job = OnlineDatabase(source, target, database, journal, MigrationOptions(parallel=jobs, overwrite=True), workdir,
                          bindir, DatabaseProgress(database))
     await job.schema(roles)
     try:
@@ -52,7 +53,8 @@ async def online_copy(source, target, database: str, jobs: int, workdir: Path) -
 def main() -> None:
     args = parse()
     try:
-        from migration_core.offline import OfflineOptions, copy_databases
+        from migration_core.models import MigrationOptions
+        from migration_core.offline import copy_databases
         from migration_core.servers import ServerConfig
     except Exception as exc:  # noqa: BLE001 - half-written code may fail in any way; all mean "not available"
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
@@ -67,7 +69,7 @@ def main() -> None:
         asyncio.run(online_copy(source, target, args.database, args.jobs, args.workdir))
         return
     asyncio.run(copy_databases(source, target, databases=[args.database],
-                            options=OfflineOptions(method="restore", parallel=args.jobs, overwrite=True),
+                            options=MigrationOptions(parallel=args.jobs, overwrite=True),
                             workdir=args.workdir))
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from handlers.authz import Policy
 from migration_core import secrets
 from migration_core.azure.config import AzureConfig, from_environment
-from migration_core.offline import DEFAULT_PARALLEL
+from migration_core.models import DEFAULT_PARALLEL
 from migration_core.servers import SSLMODES, ServerConfig
 
 DEFAULT_CONFIG = "pgmig.toml"

@@ -13,7 +13,7 @@ from handlers import migration_messages as mm
 from handlers.authz import may_approve, may_operate
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
-from migration_core.models import Approval, AuditEntry, Migration, State, Step, utcnow
+from migration_core.models import Approval, AuditEntry, Migration, Mode, State, Step, utcnow
 
 STEP = "approval"
 
@@ -34,7 +34,7 @@ async def cutover_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
     m = await svc.store.get_migration(cmd.args["migration"])
     if m is None:
         return messages.error_message(f"there is no {cmd.args['migration']}")
-    if m.mode != "online":
+    if m.mode is not Mode.ONLINE:
         return messages.error_message(f"{m.id} is an offline migration: it has no cutover")
     if m.state is not State.READY_FOR_CUTOVER:
         lags = [f"{db}: {p.lag_seconds or 0:.1f} s / {p.lag_bytes or 0} bytes behind"

@@ -11,7 +11,7 @@ from handlers.messages import context, header, section, sections, esc, preflight
 from migration_core.azure.dms_backend import DmsBackend
 from migration_core.azure.flex_backend import FlexBackend
 from migration_core.engine import CancelOutcome
-from migration_core.models import JournalEntry, Migration, State, Step
+from migration_core.models import Backend, JournalEntry, Migration, Mode, State, Step
 from migration_core.preflight import PreflightReport, pretty_bytes
 from migration_core.progress import DatabaseProgress, MigrationProgress
 from migration_core.verify import VerifyResult
@@ -48,11 +48,11 @@ BACKEND_NAMES = {"flex": FlexBackend.label, "dms": DmsBackend.label}
 
 
 def describe(m: Migration) -> str:
-    backend = m.options.get("backend", "native")
-    if backend != "native":
+    backend = m.options.backend
+    if backend is not Backend.NATIVE:
         return f"{esc(m.source)} → {esc(m.target)} · {m.mode} (data moved by {BACKEND_NAMES.get(backend, backend)})"
-    how = f"{m.options.get('method', '')}, " if m.mode == "offline" else ""
-    return f"{esc(m.source)} → {esc(m.target)} · {m.mode} ({how}{m.options.get('parallel')} jobs)"
+    how = f"{m.options.method}, " if m.mode is Mode.OFFLINE else ""
+    return f"{esc(m.source)} → {esc(m.target)} · {m.mode} ({how}{m.options.parallel} jobs)"
 
 
 def database_line(p: DatabaseProgress, now: float) -> str:
@@ -198,8 +198,8 @@ def what_happens(m: Migration) -> str:
     fence = ("*What happens*: writes on the source are fenced (read-only, CONNECT revoked, sessions ended after "
              "a grace period); the target catches up; ")
     after = "sequences are synced; foreign keys and triggers are put back; row counts and checksums are verified"
-    backend = m.options.get("backend", "native")
-    if backend == "native":
+    backend = m.options.backend
+    if backend is Backend.NATIVE:
         return (fence + after + "; replication is removed. Any failure falls back: the source becomes writable "
                 "again and replication keeps running.")
     return (fence + f"the {BACKEND_NAMES.get(backend, backend)} is told to complete its cutover; then " + after +

@@ -10,7 +10,7 @@ from handlers.check import resolve_servers
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
 from migration_core.engine import MigrationRequest
-from migration_core.models import Migration, State
+from migration_core.models import Migration, Mode, State
 from migration_core.servers import ServerConfig
 
 
@@ -143,7 +143,7 @@ async def verify_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
     m = await _find(svc, cmd.args["migration"])
     if isinstance(m, Reply):
         return m
-    if m.mode == "offline" and m.state.running:
+    if m.mode is Mode.OFFLINE and m.state.running:
         return messages.error_message(f"{m.id} is {m.state.value}: an offline copy is verified once it is "
                                       "imported (pgmig does that itself); ask again when it completes")
     return mm.verification(m, await svc.engine.verify(m.id))

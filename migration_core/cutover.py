@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from migration_core import constraints, failpoints, large_objects, matviews, sequences, undo
+from migration_core.context import MigrationContext
 from migration_core.errors import MigrationError
 from migration_core.journal import SOURCE, TARGET, Change, Journal, JournalEntry
 from migration_core.servers import ConnectionProblem, ServerConfig
@@ -152,25 +153,24 @@ async def wait_caught_up(source: ServerConfig, database: str, timeout: float, sl
 CatchUp = Callable[[str, float], Awaitable[None]]
 
 
-async def cut_over(source: ServerConfig, target: ServerConfig, database: str, journal: Journal,
-                   parked: constraints.Parked, grace_seconds: float = 5.0, catch_up_timeout: float = 30.0,
-                   parallel: int = 2, catch_up: CatchUp | None = None) -> DatabaseCutover:
+async def cut_over(ctx: MigrationContext, database: str, parked: constraints.Parked,
+                   catch_up: CatchUp | None = None) -> DatabaseCutover:
     """Steps 1–5 for one database; raises on any failure, leaving the undo to `rollback`.
 
     `catch_up` replaces step 2 for a managed service: wait for its slots, then trigger its cutover."""
-    slot = journal.object_name(database)
+    source, target, journal, config = ctx.source, ctx.target, ctx.journal, ctx.config
+    grace = config.fence_grace_seconds
     started = time.perf_counter()
-    result = DatabaseCutover(database, await fence(source, database, grace_seconds, journal))
-    result.timings["fence"] = time.perf_counter() - started - grace_seconds
+    result = DatabaseCutover(database, await fence(source, database, grace, journal))
+    result.timings["fence"] = time.perf_counter() - started - grace
     step = time.perf_counter()
     if catch_up is None:
-        await wait_caught_up(source, database, catch_up_timeout, slot)
+        await wait_caught_up(source, database, config.catch_up_timeout_seconds, journal.object_name(database))
     else:
-        await catch_up(database, catch_up_timeout)
+        await catch_up(database, config.catch_up_timeout_seconds)
     result.timings["catch_up"] = time.perf_counter() - step
     failpoints.reached(f"caught_up:{database}")
-    src, tgt = await asyncio.gather(source.connect(database), target.connect(database))
-    try:
+    async with source.connection(database) as src, target.connection(database) as tgt:
         step = time.perf_counter()
         result.sequences = await sequences.sync(src, tgt)
         result.timings["sequences"] = time.perf_counter() - step
@@ -182,10 +182,8 @@ async def cut_over(source: ServerConfig, target: ServerConfig, database: str, jo
         await matviews.refresh(src, tgt)
         await large_objects.copy(src, tgt)
         result.timings["constraints"] = time.perf_counter() - step
-    finally:
-        await asyncio.gather(src.close(), tgt.close(), return_exceptions=True)
     step = time.perf_counter()
-    result.counts = await verify_database(source, target, database, parallel, counts_only=True)
+    result.counts = await verify_database(source, target, database, ctx.options.parallel, counts_only=True)
     result.timings["counts"] = time.perf_counter() - step
     if not result.counts.ok:
         raise MigrationError(f"row counts of {database} differ in {len(result.counts.mismatches)} place(s): "

@@ -17,90 +17,89 @@ import asyncpg
 
 from migration_core import cutover
 from migration_core.constraints import Parked
-from migration_core.cutover import DatabaseCutover, WINDOW_STEPS
-from migration_core.engine_config import EngineConfig
+from migration_core.context import MigrationContext
+from migration_core.cutover import WINDOW_STEPS, DatabaseCutover
 from migration_core.errors import MigrationError
 from migration_core.failures import failure_reason
 from migration_core.journal import Change
-from migration_core.ledger import DONE, RUNNING, Alerts, Ledger
+from migration_core.ledger import DONE, RUNNING
 from migration_core.managed_flow import ManagedCutover
-from migration_core.models import AuditEntry, Migration, State, StepKind
+from migration_core.models import AuditEntry, State, StepKind
 from migration_core.online_flow import teardown_replication
-from migration_core.servers import ConnectionProblem, ServerConfig
+from migration_core.servers import ConnectionProblem
 from migration_core.verify import matview_note
 
 log = logging.getLogger(__name__)
 
 
-async def parked_constraints(ledger: Ledger, m: Migration, managed: ManagedCutover | None) -> dict[str, Parked]:
-    if managed is not None:
-        return await managed.parked(m)
-    return {db: Parked.from_dict((await ledger.store.step(m.id, StepKind.LOAD.at(db))).data["parked"])
-            for db in m.databases}
+def managed_cutover(ctx: MigrationContext) -> ManagedCutover | None:
+    """A service moves the data: its cutover is triggered once the source is fenced, and after that there
+    is no falling back to replication (the migration fails, the source is writable again)."""
+    return ManagedCutover(ctx) if ctx.backend is not None else None
 
 
-async def run_cutover(ledger: Ledger, alerts: Alerts, config: EngineConfig, mid: str, actor: str,
-                      source: ServerConfig, target: ServerConfig, grace_seconds: float,
-                      catch_up_timeout: float, managed: ManagedCutover | None = None) -> bool:
-    """Switch a streaming migration to its target; True when completed, False when it fell back.
+async def parked_constraints(ctx: MigrationContext) -> dict[str, Parked]:
+    if (managed := managed_cutover(ctx)) is not None:
+        return await managed.parked()
+    return {db: Parked.from_dict((await ctx.ledger.store.step(ctx.mid, StepKind.LOAD.at(db))).data["parked"])
+            for db in ctx.m.databases}
 
-    `managed`: a service moves the data; its cutover is triggered once the source is fenced, and after
-    that there is no falling back to replication (the migration fails, the source is writable again)."""
-    m = await ledger.get(mid)
+
+async def run_cutover(ctx: MigrationContext, actor: str) -> bool:
+    """Switch a streaming migration to its target; True when completed, False when it fell back."""
+    ledger, mid, m = ctx.ledger, ctx.mid, ctx.m
     if not await ledger.move(mid, State.CUTTING_OVER, f"cutting over {', '.join(m.databases)} (started by {actor})",
                              expect=(State.READY_FOR_CUTOVER, State.AWAITING_APPROVAL), actor=actor):
         m = await ledger.get(mid)
         raise MigrationError(f"{mid} is {m.state.value}; only a migration ready for cutover can cut over")
     await ledger.store.audit(AuditEntry(actor, "cutover.started", ", ".join(m.databases), m.id))
-    journal = ledger.journal(mid)
-    parallel = int(m.options.get("parallel", 2))
-    parked = await parked_constraints(ledger, m, managed)
-    catch_up = await managed.catch_up(m) if managed is not None else None
+    managed = managed_cutover(ctx)
+    parked = await parked_constraints(ctx)
+    catch_up = await managed.catch_up() if managed is not None else None
     done: list[DatabaseCutover] = []
     try:
         for db in m.databases:
-            done.append(await cutover.cut_over(source, target, db, journal, parked[db], grace_seconds,
-                                               catch_up_timeout, parallel, catch_up))
+            done.append(await cutover.cut_over(ctx, db, parked[db], catch_up))
         facts = {"timings": {r.database: r.timings for r in done}, "fences": {r.database: asdict(r.fence) for r in done}}
         await ledger.save(mid, StepKind.RELEASE, RUNNING, "releasing the target", facts)
         await ledger.advance(mid, State.RELEASED, "target released: applications can switch now",
                              expect=(State.CUTTING_OVER,))
     except BaseException as exc:  # a cancel or a shutdown mid-fence falls back too
-        await fall_back(ledger, alerts, m, source, target, parked, managed, exc)
+        await fall_back(ctx, parked, exc)
         if not isinstance(exc, Exception):
             raise
         return False
     await ledger.save(mid, StepKind.RELEASE, DONE, "applications told to switch to the target", facts)
-    await alerts.notice(m, "released", "🟢 target released: sequences synced, foreign keys and triggers "
+    await ctx.alerts.notice(m, "released", "🟢 target released: sequences synced, foreign keys and triggers "
                         "back, row counts equal — applications can switch now (writes were unavailable "
                         + ", ".join(f"{r.database} {r.window_seconds:.2f} s" for r in done)
                         + "). Checksums are being compared against the target as it was at this moment.")
     problems: list[str] = []
     for result in done:
         try:
-            problems += await cutover.check(source, target, result, parked[result.database], parallel)
+            problems += await cutover.check(ctx.source, ctx.target, result, parked[result.database], m.options.parallel)
         except (MigrationError, ConnectionProblem, asyncpg.PostgresError, OSError) as exc:
             problems.append(f"the checks of {result.database} could not run: {failure_reason(exc, mid)}")
         await ledger.save(m.id, StepKind.CUTOVER.at(result.database), DONE, ", ".join(
             f"{k} {v:.3f} s" for k, v in result.timings.items()), {"timings": result.timings})
-    await finish(ledger, alerts, m, source, target, managed, problems, done)
+    await finish(ctx, problems, done)
     return True
 
 
-async def fall_back(ledger: Ledger, alerts: Alerts, m: Migration, source: ServerConfig, target: ServerConfig,
-                    parked: dict[str, Parked], managed: ManagedCutover | None, exc: BaseException) -> None:
+async def fall_back(ctx: MigrationContext, parked: dict[str, Parked], exc: BaseException) -> None:
     """Before release: undo from the journal and go back to streaming (or, once a managed service ended
     its replication, to failed with the source writable)."""
+    ledger, alerts, m, managed = ctx.ledger, ctx.alerts, ctx.m, managed_cutover(ctx)
     reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else failure_reason(exc, m.id)
     try:
-        lifted = await cutover.rollback(source, target, ledger.journal(m.id), parked)
+        lifted = await cutover.rollback(ctx.source, ctx.target, ctx.journal, parked)
     except MigrationError as undo_failed:
         lifted = [str(undo_failed)]
         log.error("the fallback of %s's cutover did not finish: %s", m.id, undo_failed)
     undone = "; ".join(lifted) or "nothing had been changed yet"
-    switched = await ledger.journal(m.id).entries(Change.SERVICE_CUTOVER)
+    switched = await ctx.journal.entries(Change.SERVICE_CUTOVER)
     if managed is not None and switched:
-        await managed.abandon(m, reason)
+        await managed.abandon(reason)
         await ledger.store.audit(AuditEntry("pgmig", "cutover.failed", reason[:2000], m.id))
         await ledger.move(m.id, State.FAILED, f"cutover failed after {managed.backend.label} had ended its "
                           f"replication of {', '.join(e.database for e in switched)}: {reason}. {undone}; the source "
@@ -114,13 +113,12 @@ async def fall_back(ledger: Ledger, alerts: Alerts, m: Migration, source: Server
     await alerts.notice(m, "cutover", f"⚠️ cutover fell back, nothing was switched: {reason}")
 
 
-async def finish(ledger: Ledger, alerts: Alerts, m: Migration, source: ServerConfig, target: ServerConfig,
-                 managed: ManagedCutover | None, problems: list[str], done: list[DatabaseCutover]) -> None:
+async def finish(ctx: MigrationContext, problems: list[str], done: list[DatabaseCutover]) -> None:
     """After release: replication torn down, the incident (if any) kept and posted, completed."""
+    ledger, alerts, m = ctx.ledger, ctx.alerts, ctx.m
     left: list[str] = []
-    if managed is None:
-        outcome = await teardown_replication(ledger.journal(m.id), source, target)
-        left = outcome.failed
+    if ctx.backend is None:
+        left = (await teardown_replication(ctx)).failed
     if problems:
         await ledger.save(m.id, StepKind.INCIDENT, DONE, "\n".join(problems)[:2000], {"problems": problems})
         await alerts.notice(m, "incident", f"🚨 {m.id} was released to the target, but the checks after release "
@@ -148,29 +146,26 @@ def summary(r: DatabaseCutover) -> str:
             if after else "") + f"; {checked}; {r.fence.ended_sessions} session(s) ended{soft}")
 
 
-async def recover(ledger: Ledger, alerts: Alerts, m: Migration, source: ServerConfig, target: ServerConfig,
-                  managed: ManagedCutover | None) -> None:
+async def recover(ctx: MigrationContext) -> None:
     """A cutover a dead pgmig left unfinished: back to streaming from cutting_over, forward from released."""
-    release = await ledger.store.step(m.id, StepKind.RELEASE)
-    parked = await parked_constraints(ledger, m, managed)
+    m = ctx.m
+    release = await ctx.ledger.store.step(m.id, StepKind.RELEASE)
+    parked = await parked_constraints(ctx)
     if m.state is State.CUTTING_OVER:
-        await fall_back(ledger, alerts, m, source, target, parked, managed,
+        await fall_back(ctx, parked,
                         MigrationError("pgmig stopped in the middle of the cutover, before the target was released"))
         return
     problems: list[str] = []
     for db in m.databases:
         try:
-            conn = await target.connect(db)
-            try:
+            async with ctx.target.connection(db) as conn:
                 problems += await cutover.validate(conn, parked[db])
-            finally:
-                await conn.close()
         except (ConnectionProblem, asyncpg.PostgresError, OSError) as exc:  # a check that cannot run is a problem
             problems.append(f"the foreign keys of {db} could not be validated: {failure_reason(exc, m.id)}")
-    await alerts.notice(m, "released", "🟢 pgmig restarted after the target was released: finishing the cutover "
+    await ctx.alerts.notice(m, "released", "🟢 pgmig restarted after the target was released: finishing the cutover "
                         "(the source stays fenced; foreign keys validated, checksums were not compared — "
                         f"`/pgmig verify {m.id}` compares now)")
     facts = release.data if release is not None else {}
     done = [DatabaseCutover(db, cutover.Fence(**facts.get("fences", {}).get(db, {"database": db})),
                             facts.get("timings", {}).get(db, {})) for db in m.databases]
-    await finish(ledger, alerts, m, source, target, managed, problems, done)
+    await finish(ctx, problems, done)

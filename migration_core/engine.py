@@ -25,18 +25,20 @@ from migration_core.engine_config import EngineConfig, MigrationRequest
 from migration_core.errors import MigrationError
 from migration_core.events import MigrationEvents
 from migration_core.failures import failure_reason
-from migration_core.flow import Flow
+from migration_core.context import MigrationContext
 from migration_core.jobs import ProgressJobs
 from migration_core.journal import Change, JournalEntry, Mark
 from migration_core.ledger import DONE, FAILED, RUNNING, Alerts, Ledger
 from migration_core.lifecycle import Superseded
-from migration_core.managed_flow import ManagedCutover, cancel_managed, run_managed, watch_managed
-from migration_core.models import AuditEntry, Migration, State, StepKind, StepState, utcnow
+from migration_core.managed_flow import cancel_managed, run_managed, watch_managed
+from migration_core.models import (
+    AuditEntry, Backend, Method, Migration, MigrationOptions, Mode, State, StepKind, StepState, utcnow,
+)
 from migration_core.monitor import watch_native
-from migration_core.offline import OfflineOptions, choose_bindir
+from migration_core.offline import choose_bindir
 from migration_core.offline_flow import run_offline
 from migration_core.online_flow import run_online
-from migration_core.preflight import Mode, PreflightReport, PreflightRequest, pretty_bytes, run_preflight
+from migration_core.preflight import PreflightReport, PreflightRequest, pretty_bytes, run_preflight
 from migration_core.progress import MigrationProgress
 from migration_core.roles import RolePlan, copy_roles
 from migration_core.servers import ConnectionProblem, ServerConfig
@@ -78,16 +80,15 @@ class Engine:
 
     async def create(self, req: MigrationRequest) -> Migration:
         mid = await self.store.next_migration_id()
-        options = {"method": req.method, "parallel": req.parallel or self.config.default_parallel,
-                   "overwrite": req.overwrite, "pause_after_export": req.pause_after_export,
-                   "replica_identity_full": req.replica_identity_full, "databases_given": bool(req.databases),
-                   "backend": req.backend}
-        m = Migration(id=mid, source=req.source, target=req.target, databases=list(req.databases), mode=req.mode,
+        options = MigrationOptions(Method(req.method), req.parallel or self.config.default_parallel, req.overwrite,
+                                   req.pause_after_export, req.replica_identity_full, Backend(req.backend))
+        m = Migration(id=mid, source=req.source, target=req.target, databases=list(req.databases), mode=Mode(req.mode),
                       state=State.CREATED, requested_by=req.requested_by, channel=req.channel, options=options)
         await self.store.create_migration(m, owner=self.instance)
         self._keep_leases()
         await self.store.audit(AuditEntry(req.requested_by, "migration.created",
-                                          f"{req.source} → {req.target} {req.mode} {options}", mid, req.channel))
+                                          f"{req.source} → {req.target} {req.mode} {options.as_dict()}", mid,
+                                          req.channel))
         return m
 
     async def preflight(self, m: Migration) -> PreflightReport:
@@ -95,9 +96,8 @@ class Engine:
         await self.ledger.advance(m.id, State.PREFLIGHT, "running pre-flight checks")
         source, target = self._servers(m)
         report = await run_preflight(PreflightRequest(
-            source, target, databases=m.databases, mode=Mode(m.mode),
-            replica_identity_full=bool(m.options.get("replica_identity_full")),
-            own_replication=m.options.get("backend", "native") == "native"))
+            source, target, databases=m.databases, mode=m.mode, replica_identity_full=m.options.replica_identity_full,
+            own_replication=m.options.backend is Backend.NATIVE))
         if report.blocking:
             problems = "; ".join(f"{f.scope}: {f.title} ({f.detail})" + (f" — fix: {f.fix}" if f.fix else "")
                                  for f in report.blocking)
@@ -194,17 +194,16 @@ class Engine:
         if m.state in (State.COMPLETED, State.CANCELLED, State.RELEASED):
             return CancelOutcome(m.state)
         self.jobs.unwatch(migration_id)
-        source, target = self._servers(m)
+        ctx = self.context(m)
         outcome = CancelOutcome(State.CANCELLED)
-        if backend := self._backend(m):
-            if said := await cancel_managed(self.ledger, m, backend):
-                outcome.done.append(said)
+        if ctx.backend is not None and (said := await cancel_managed(ctx)):
+            outcome.done.append(said)
         steps = await self.ledger.steps(migration_id)
-        finished = [db for db in m.databases if m.mode == "offline" and
+        finished = [db for db in m.databases if m.mode is Mode.OFFLINE and
                     steps.get(StepKind.IMPORT.at(db)) is not None and steps[StepKind.IMPORT.at(db)].state == DONE]
         journal = self.ledger.journal(migration_id)
         ours = {e.database for e in await journal.entries(Change.DATABASE)}
-        undone = await undo.rollback(journal, source, target, databases=None,
+        undone = await undo.rollback(journal, ctx.source, ctx.target, databases=None,
                                      skip=[(Change.DATABASE, db) for db in finished])
         outcome.done += undone.done
         outcome.failed += undone.failed
@@ -230,8 +229,8 @@ class Engine:
     async def verify(self, migration_id: str) -> list[VerifyResult]:
         m = await self.ledger.get(migration_id)
         source, target = self._servers(m)
-        streaming = m.mode == "online" and m.state is not State.COMPLETED
-        return [await verify_database(source, target, db, int(m.options.get("parallel", 2)), replicated_only=streaming)
+        streaming = m.mode is Mode.ONLINE and m.state is not State.COMPLETED
+        return [await verify_database(source, target, db, m.options.parallel, replicated_only=streaming)
                 for db in m.databases]
 
     async def leftovers(self, migration_id: str) -> list[JournalEntry]:
@@ -264,9 +263,7 @@ class Engine:
             return True
         await self.store.audit(AuditEntry("pgmig", "recovered", f"taken over in {m.state.value} (owner gone)", m.id))
         if m.state in CUTOVER_STATES:
-            source, target = self._servers(m)
-            self._track(m.id, self._tidied(m.id, cutover_flow.recover(self.ledger, self.alerts, m, source, target,
-                                                                       self._managed(m))), f"recover cutover {m.id}")
+            self._track(m.id, self._tidied(m.id, cutover_flow.recover(self.context(m))), f"recover cutover {m.id}")
             return True
         if not m.state.running:
             return False
@@ -363,20 +360,15 @@ class Engine:
                                       expect=(State.AWAITING_APPROVAL,), error="the cutover request expired",
                                       action="cutover.expired")
 
-    async def cutover(self, migration_id: str, actor: str, grace_seconds: float | None = None,
-                      catch_up_timeout: float | None = None) -> bool:
+    async def cutover(self, migration_id: str, actor: str) -> bool:
         """Switch a streaming migration to its target (cutover_flow.py); True when completed."""
-        m = await self.ledger.get(migration_id)
-        source, target = self._servers(m)
-        grace = self.config.fence_grace_seconds if grace_seconds is None else grace_seconds
-        timeout = self.config.catch_up_timeout_seconds if catch_up_timeout is None else catch_up_timeout
-        return await self._tidied(migration_id, run_cutover(self.ledger, self.alerts, self.config, migration_id, actor,
-                                                            source, target, grace, timeout, self._managed(m)))
+        ctx = self.context(await self.ledger.get(migration_id))
+        return await self._tidied(migration_id, run_cutover(ctx, actor))
 
-    def _managed(self, m: Migration) -> ManagedCutover | None:
-        backend = self._backend(m)
-        return ManagedCutover(self.ledger, backend, self._servers(m)[0], self.config.managed_poll_seconds) \
-            if backend else None
+    def context(self, m: Migration) -> MigrationContext:
+        """The one context every flow of this migration gets."""
+        source, target = self._servers(m)
+        return MigrationContext(self.ledger, self.alerts, self.config, m, source, target, self._backend(m))
 
     def schedule_digest(self) -> None:
         self.jobs.digest(self.config.digest, self.post_digest)
@@ -439,8 +431,8 @@ class Engine:
 
     def _backend(self, m: Migration) -> ManagedBackend | None:
         """The Azure service that moves this migration's data; None for pgmig's own engine."""
-        name = m.options.get("backend", "native")
-        if name == "native":
+        name = m.options.backend
+        if name is Backend.NATIVE:
             return None
         if name not in self.backends:
             raise MigrationError(f"{m.id} runs on the {name} backend, but Azure is not configured in this pgmig",
@@ -475,34 +467,27 @@ class Engine:
             if (await self.preflight(m)).blocking:
                 return
             m = await self.ledger.get(mid)
-        source, target = self._servers(m)
-        options = OfflineOptions(method=m.options["method"], parallel=int(m.options["parallel"]),
-                                 overwrite=bool(m.options["overwrite"]),
-                                 pause_after_export=bool(m.options["pause_after_export"]),
-                                 pg_bindir=self.config.pg_bindir)
-        bindir = await choose_bindir(source, target, options.pg_bindir)
+        ctx = self.context(m)
+        ctx.bindir = await choose_bindir(ctx.source, ctx.target, self.config.pg_bindir)
         if steps.get(StepKind.ROLES) and steps[StepKind.ROLES].state == DONE:
-            roles = RolePlan(**steps[StepKind.ROLES].data)
+            ctx.roles = RolePlan(**steps[StepKind.ROLES].data)
         else:
-            roles = await copy_roles(source, target, m.databases, self.ledger.journal(mid))
-            await self.ledger.save(mid, StepKind.ROLES, DONE, roles.describe(), asdict(roles))
-        flow = Flow(self.ledger, m, await self.ledger.steps(mid), source, target, options, bindir,
-                    self.config.workdir / mid, roles)
-        if backend := self._backend(m):
-            await run_managed(flow, backend, self.config.managed_poll_seconds)
+            ctx.roles = await copy_roles(ctx.source, ctx.target, m.databases, ctx.journal)
+            await self.ledger.save(mid, StepKind.ROLES, DONE, ctx.roles.describe(), asdict(ctx.roles))
+        await ctx.reload()
+        if ctx.backend is not None:
+            await run_managed(ctx)
         else:
-            await (run_online(flow) if m.mode == "online" else run_offline(flow))
+            await (run_online(ctx) if m.mode is Mode.ONLINE else run_offline(ctx))
 
     async def _tick(self, mid: str) -> None:
         m = await self.store.get_migration(mid)
         if m is None or m.state.finished:
             self.jobs.unwatch(mid)
             return
-        if m.state in MONITORED and (backend := self._backend(m)):
-            await watch_managed(self.ledger, self.alerts, self.config, backend, m)
-            m = await self.ledger.get(mid)
-        elif m.mode == "online" and m.state in MONITORED:
-            await watch_native(self.ledger, self.alerts, self.config, m, self._servers(m)[0])
+        if m.state in MONITORED and (m.mode is Mode.ONLINE or m.options.backend is not Backend.NATIVE):
+            ctx = self.context(m)
+            await (watch_native(ctx) if ctx.backend is None else watch_managed(ctx))
             m = await self.ledger.get(mid)
         if m.state is State.AWAITING_APPROVAL:
             request = await self.store.step(mid, StepKind.APPROVAL)

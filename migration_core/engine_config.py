@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migration_core.offline import DEFAULT_PARALLEL
+from migration_core.models import DEFAULT_PARALLEL, Backend, Method, Mode
 
 
 @dataclass
@@ -35,13 +35,13 @@ class EngineConfig:
 class MigrationRequest:
     source: str
     target: str
-    mode: str
+    mode: Mode
     requested_by: str
     channel: str = ""
     databases: list[str] = field(default_factory=list)
-    method: str = "restore"
+    method: Method = Method.RESTORE
     parallel: int | None = None
     overwrite: bool = False
     pause_after_export: bool = False
     replica_identity_full: bool = False
-    backend: str = "native"
+    backend: Backend = Backend.NATIVE

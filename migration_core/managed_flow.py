@@ -12,15 +12,14 @@ import asyncio
 from dataclasses import replace
 
 from migration_core import sequences
-from migration_core.azure.backend import BackendStatus, ManagedBackend, Phase
+from migration_core.azure.backend import BackendRef, BackendStatus, ManagedBackend, Phase
 from migration_core.constraints import Parked
+from migration_core.context import MigrationContext
 from migration_core.cutover import CatchUp, wait_caught_up
-from migration_core.engine_config import EngineConfig
 from migration_core.errors import MigrationError
-from migration_core.flow import Flow
 from migration_core.journal import SOURCE, Change
-from migration_core.ledger import DONE, FAILED, Alerts, Ledger
-from migration_core.models import Migration, State, StepKind
+from migration_core.ledger import DONE, FAILED
+from migration_core.models import Mode, State, StepKind
 from migration_core.monitor import mark_ready
 from migration_core.offline_flow import verify_and_complete
 from migration_core.online_flow import ensure_identity, online_job, schema_step, schema_steps
@@ -55,55 +54,56 @@ def _failure(backend: ManagedBackend, status: BackendStatus) -> MigrationError:
                           "look at the migration in the Azure portal; `/pgmig retry` starts a fresh one")
 
 
-async def prepare_schema(flow: Flow, fresh: bool) -> None:
+async def prepare_schema(ctx: MigrationContext, fresh: bool) -> None:
     """DMS classic copies rows only: the schema first, indexes built, FKs dropped and triggers disabled.
     `fresh`: a retry after the service failed — the target databases are this migration's to rebuild."""
     if fresh:
-        for db in flow.m.databases:
-            await schema_step(flow, db)
+        for db in ctx.m.databases:
+            await schema_step(ctx, db)
     else:
-        await schema_steps(flow)
-    for db in flow.m.databases:
-        if fresh or not flow.done(StepKind.PREPARE.at(db)):
-            parked = await online_job(flow, db).indexes_and_park(flow.roles)
-            await flow.ledger.save(flow.mid, StepKind.PREPARE.at(db), DONE,
+        await schema_steps(ctx)
+    for db in ctx.m.databases:
+        if fresh or not ctx.done(StepKind.PREPARE.at(db)):
+            parked = await online_job(ctx, db).indexes_and_park(ctx.roles)
+            await ctx.ledger.save(ctx.mid, StepKind.PREPARE.at(db), DONE,
                                    f"indexes built; {len(parked.foreign_keys)} foreign keys dropped and "
                                    f"{len(parked.triggers)} triggers disabled on the target until cutover",
                                    {"parked": parked.as_dict()})
-    await flow.reload()
+    await ctx.reload()
 
 
-async def sync_sequences(flow: Flow) -> None:
+async def sync_sequences(ctx: MigrationContext) -> None:
     """The services leave sequence values behind when they copy rows (logical replication does)."""
-    for db in flow.m.databases:
-        src, tgt = await asyncio.gather(flow.source.connect(db), flow.target.connect(db))
+    for db in ctx.m.databases:
+        src, tgt = await asyncio.gather(ctx.source.connect(db), ctx.target.connect(db))
         try:
             count = await sequences.sync(src, tgt)
         finally:
             await asyncio.gather(src.close(), tgt.close())
-        await flow.ledger.save(flow.mid, StepKind.SEQUENCES.at(db), DONE, f"{count} sequence(s) set to the source's values")
+        await ctx.ledger.save(ctx.mid, StepKind.SEQUENCES.at(db), DONE, f"{count} sequence(s) set to the source's values")
 
 
-async def run_managed(flow: Flow, backend: ManagedBackend, poll_seconds: float) -> None:
-    ledger, mid, m = flow.ledger, flow.mid, flow.m
-    previous = flow.steps.get(BACKEND_STEP)
+async def run_managed(ctx: MigrationContext) -> None:
+    ledger, mid, m, backend = ctx.ledger, ctx.mid, ctx.m, managed(ctx)
+    previous = ctx.steps.get(BACKEND_STEP)
     retrying = previous is not None and previous.state != DONE  # the service failed: start a fresh one
-    if m.mode == "online":
-        await ensure_identity(flow)  # the services stream by logical replication too
+    if m.mode is Mode.ONLINE:
+        await ensure_identity(ctx)  # the services stream by logical replication too
     if backend.prepares_schema:
-        await prepare_schema(flow, fresh=retrying)
-    if not flow.done(BACKEND_STEP):
+        await prepare_schema(ctx, fresh=retrying)
+    if not ctx.done(BACKEND_STEP):
         attempt = int(previous.data.get("attempt", 0)) + 1 if previous else 1
         name = f"pgmig-{mid}" + (f"-r{attempt}" if attempt > 1 else "")
-        slots = await logical_slots(flow.source, m.databases)
+        slots = await logical_slots(ctx.source, m.databases)
         await ledger.advance(mid, State.FULL_LOAD, f"{backend.label}: starting {name} for {', '.join(m.databases)}")
         # what an earlier attempt left in the target databases is this migration's own: replace it
-        ref = await backend.start(replace(m, options={**m.options, "overwrite": m.options.get("overwrite") or retrying}),
-                                  name, flow.source, flow.target)
+        ref = await backend.start(replace(m, options=replace(m.options, overwrite=m.options.overwrite or retrying)),
+                                  name, ctx.source, ctx.target)
         await ledger.save(mid, BACKEND_STEP, DONE, f"{backend.label}: {name}",
-                          {"ref": ref, "slots_before": slots, "attempt": attempt})
-        await flow.reload()
-    ref = flow.steps[BACKEND_STEP].data["ref"]
+                          {"ref": ref.as_dict(), "slots_before": slots, "attempt": attempt})
+        await ctx.reload()
+    ref = BackendRef.from_dict(ctx.steps[BACKEND_STEP].data["ref"])
+    poll = ctx.config.managed_poll_seconds
     unread = 0
     while True:
         try:
@@ -114,98 +114,116 @@ async def run_managed(flow: Flow, backend: ManagedBackend, poll_seconds: float) 
             if unread > UNREAD_TOLERATED:
                 raise
             for db in m.databases:
-                flow.progress.of(db).phase = f"{backend.label}: status unreadable ({exc.message})"
-            await asyncio.sleep(poll_seconds)
+                ctx.progress.of(db).phase = f"{backend.label}: status unreadable ({exc.message})"
+            await asyncio.sleep(poll)
             continue
-        show(flow.progress, backend, status)
+        show(ctx.progress, backend, status)
         if status.phase in (Phase.FAILED, Phase.CANCELLED):
-            await ledger.save(mid, BACKEND_STEP, FAILED, status.error or status.detail, flow.steps[BACKEND_STEP].data)
+            await ledger.save(mid, BACKEND_STEP, FAILED, status.error or status.detail, ctx.steps[BACKEND_STEP].data)
             raise _failure(backend, status)
-        if m.mode == "offline" and status.phase is Phase.SUCCEEDED:
-            await sync_sequences(flow)
-            await verify_and_complete(flow)
+        if m.mode is Mode.OFFLINE and status.phase is Phase.SUCCEEDED:
+            await sync_sequences(ctx)
+            await verify_and_complete(ctx)
             return
-        if m.mode == "online" and status.phase is Phase.SUCCEEDED:  # finished outside pgmig: nothing streams
-            await ledger.save(mid, BACKEND_STEP, FAILED, "completed without pgmig's cutover", flow.steps[BACKEND_STEP].data)
+        if m.mode is Mode.ONLINE and status.phase is Phase.SUCCEEDED:  # finished outside pgmig: nothing streams
+            await ledger.save(mid, BACKEND_STEP, FAILED, "completed without pgmig's cutover", ctx.steps[BACKEND_STEP].data)
             raise MigrationError(f"{backend.label} completed its migration without pgmig's cutover: nothing streams "
                                  "any more", f"`/pgmig retry {mid}` starts a fresh service migration")
-        if m.mode == "online" and status.phase is Phase.READY:
+        if m.mode is Mode.ONLINE and status.phase is Phase.READY:
             await ledger.advance(mid, State.CATCHING_UP, f"{backend.label} copied the data and streams changes")
-            await mark_ready(ledger, await ledger.get(mid), f"{backend.label} is {status.detail}")
+            await ctx.reload()
+            await mark_ready(ctx, f"{backend.label} is {status.detail}")
             return
-        await asyncio.sleep(poll_seconds)
+        await asyncio.sleep(poll)
 
 
-async def watch_managed(ledger: Ledger, alerts: Alerts, config: EngineConfig, backend: ManagedBackend,
-                        m: Migration) -> None:
-    """A tick while streaming: the service's view, its lag alert, its failure, the move to ready."""
-    step = await ledger.store.step(m.id, BACKEND_STEP)
+def managed(ctx: MigrationContext) -> ManagedBackend:
+    if ctx.backend is None:
+        raise MigrationError(f"BUG: {ctx.mid} has no managed backend")
+    return ctx.backend
+
+
+async def service_step(ctx: MigrationContext) -> tuple[BackendRef, dict] | None:
+    """The service-side migration this migration started, and what was recorded with it."""
+    step = await ctx.ledger.store.step(ctx.mid, BACKEND_STEP)
     if step is None or step.state != DONE:
+        return None
+    return BackendRef.from_dict(step.data["ref"]), step.data
+
+
+async def watch_managed(ctx: MigrationContext) -> None:
+    """A tick while streaming: the service's view, its lag alert, its failure, the move to ready."""
+    found, backend, m, alerts = await service_step(ctx), managed(ctx), ctx.m, ctx.alerts
+    if found is None:
         return
+    ref, data = found
     try:
-        status = await backend.status(step.data["ref"])
+        status = await backend.status(ref)
     except MigrationError as exc:
         await alerts.alert(m, "service", True, f"⚠️ cannot read the {backend.label}'s status: {exc}")
         return
     await alerts.alert(m, "service", False, "")
-    show(ledger.progress(m.id), backend, status)
+    show(ctx.progress, backend, status)
     behind = {db: d.latency_seconds for db, d in status.databases.items()
-              if (d.latency_seconds or 0) > config.lag_alert_seconds}
+              if (d.latency_seconds or 0) > ctx.config.lag_alert_seconds}
     await alerts.alert(m, "lag", bool(behind), f"⚠️ {backend.label} latency above the alert threshold: " +
                        ", ".join(f"{db} {s:.0f} s" for db, s in behind.items()))
     if status.phase in (Phase.FAILED, Phase.CANCELLED):
-        await ledger.save(m.id, BACKEND_STEP, FAILED, status.error or status.detail, step.data)
-        await ledger.fail(m.id, str(_failure(backend, status)))
+        await ctx.ledger.save(m.id, BACKEND_STEP, FAILED, status.error or status.detail, data)
+        await ctx.ledger.fail(m.id, str(_failure(backend, status)))
     elif status.phase is Phase.READY:
-        await mark_ready(ledger, m, f"{backend.label} is {status.detail}")
+        await mark_ready(ctx, f"{backend.label} is {status.detail}")
 
 
-async def cancel_managed(ledger: Ledger, m: Migration, backend: ManagedBackend) -> str:
+async def cancel_managed(ctx: MigrationContext) -> str:
     """Tell the service to stop its migration; returns what was done, in words."""
-    step = await ledger.store.step(m.id, BACKEND_STEP)
-    if step is not None and step.state == DONE:
-        await backend.cancel(step.data["ref"])
-        return f"{backend.label} told to stop"
-    return ""
+    found, backend = await service_step(ctx), managed(ctx)
+    if found is None:
+        return ""
+    await backend.cancel(found[0])
+    return f"{backend.label} told to stop"
 
 
 class ManagedCutover:
     """What run_cutover needs for a managed migration: its parked constraints and its catch-up step."""
 
-    def __init__(self, ledger: Ledger, backend: ManagedBackend, source: ServerConfig, poll_seconds: float) -> None:
-        self.ledger, self.backend, self.source, self.poll = ledger, backend, source, poll_seconds
+    def __init__(self, ctx: MigrationContext) -> None:
+        self.ctx, self.backend = ctx, managed(ctx)
 
-    async def parked(self, m: Migration) -> dict[str, Parked]:
+    async def parked(self) -> dict[str, Parked]:
         out = {}
-        for db in m.databases:
-            step = await self.ledger.store.step(m.id, StepKind.PREPARE.at(db))
+        for db in self.ctx.m.databases:
+            step = await self.ctx.ledger.store.step(self.ctx.mid, StepKind.PREPARE.at(db))
             out[db] = Parked.from_dict(step.data["parked"]) if step else Parked([], [])
         return out
 
-    async def catch_up(self, m: Migration) -> CatchUp:
-        data = (await self.ledger.store.step(m.id, BACKEND_STEP)).data
-        ref, before = data["ref"], data.get("slots_before", {})
+    async def catch_up(self) -> CatchUp:
+        found = await service_step(self.ctx)
+        if found is None:
+            raise MigrationError(f"{self.ctx.mid} has no service migration to cut over")
+        ref, data = found
+        before = data.get("slots_before", {})
 
         async def run(db: str, timeout: float) -> None:
-            await wait_caught_up(self.source, db, timeout, exclude=tuple(before.get(db, [])))
+            await wait_caught_up(self.ctx.source, db, timeout, exclude=tuple(before.get(db, [])))
             # journaled first: once the service is told, there is no falling back to its replication
-            async with self.ledger.journal(m.id).change(Change.SERVICE_CUTOVER, SOURCE, db):
+            async with self.ctx.journal.change(Change.SERVICE_CUTOVER, SOURCE, db):
                 await self.backend.cutover(ref, db)
             await self.completed(ref, db, max(timeout, 600.0))
         return run
 
-    async def abandon(self, m: Migration, reason: str) -> None:
+    async def abandon(self, reason: str) -> None:
         """The service's replication is over but the cutover failed: a retry must start a fresh one (whose
         own cutover is then not mistaken for this spent one's)."""
-        step = await self.ledger.store.step(m.id, BACKEND_STEP)
+        step = await self.ctx.ledger.store.step(self.ctx.mid, BACKEND_STEP)
         if step is not None:
-            await self.ledger.save(m.id, BACKEND_STEP, FAILED, f"cutover failed after the service's: {reason}"[:2000],
-                                   step.data)
-        journal = self.ledger.journal(m.id)
+            await self.ctx.ledger.save(self.ctx.mid, BACKEND_STEP, FAILED,
+                                       f"cutover failed after the service's: {reason}"[:2000], step.data)
+        journal = self.ctx.journal
         for entry in await journal.entries(Change.SERVICE_CUTOVER):
             await journal.undone(entry)
 
-    async def completed(self, ref: dict, db: str, timeout: float) -> None:
+    async def completed(self, ref: BackendRef, db: str, timeout: float) -> None:
         """Until the service says `db` finished its cutover."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -216,5 +234,5 @@ class ManagedCutover:
                 raise _failure(self.backend, status)
             if (d is not None and d.completed) or status.phase is Phase.SUCCEEDED:
                 return
-            await asyncio.sleep(self.poll)
+            await asyncio.sleep(self.ctx.config.managed_poll_seconds)
         raise MigrationError(f"{self.backend.label} did not complete the cutover of {db} within {timeout:g} s")

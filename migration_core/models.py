@@ -1,7 +1,8 @@
 """What the state store persists: migrations, their steps, approvals, the audit log and the journal."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import Enum, StrEnum
 
@@ -84,17 +85,62 @@ class StepKind(StrEnum):
         return f"{self.value}:{database}"
 
 
+class Mode(StrEnum):
+    ONLINE = "online"     # copy, then stream every change until the cutover
+    OFFLINE = "offline"   # a snapshot copy
+
+
+class Method(StrEnum):
+    """Microsoft's two offline methods."""
+
+    RESTORE = "restore"   # pg_dump -Fc schema + pgmig's parallel COPY + pg_restore post-data
+    DUMP = "dump"         # editable SQL files
+
+
+class Backend(StrEnum):
+    """Who moves the data."""
+
+    NATIVE = "native"     # pgmig itself
+    FLEX = "flex"         # the flexible server's migration service
+    DMS = "dms"           # Azure DMS classic
+
+
+DEFAULT_PARALLEL = max(2, min(8, os.cpu_count() or 2))
+
+
+@dataclass
+class MigrationOptions:
+    """What the person asked for, stored with the migration (retry and recovery read it back)."""
+
+    method: Method = Method.RESTORE
+    parallel: int = DEFAULT_PARALLEL
+    overwrite: bool = False
+    pause_after_export: bool = False
+    replica_identity_full: bool = False
+    backend: Backend = Backend.NATIVE
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MigrationOptions":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        options = cls(**known)
+        options.method, options.backend = Method(options.method), Backend(options.backend)
+        return options
+
+
 @dataclass
 class Migration:
     id: str
     source: str
     target: str
     databases: list[str]
-    mode: str
+    mode: Mode
     state: State
     requested_by: str
     channel: str = ""
-    options: dict = field(default_factory=dict)
+    options: MigrationOptions = field(default_factory=MigrationOptions)
     error: str = ""
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)

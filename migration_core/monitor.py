@@ -3,27 +3,20 @@ and the move from catching up to ready for cutover."""
 from __future__ import annotations
 
 from migration_core import replication
-from migration_core.engine_config import EngineConfig
-from migration_core.ledger import Alerts, Ledger
-from migration_core.models import Migration, State
+from migration_core.context import MigrationContext
+from migration_core.models import State
 from migration_core.preflight import pretty_bytes
-from migration_core.servers import ServerConfig
 
 
-async def watch_native(ledger: Ledger, alerts: Alerts, config: EngineConfig, m: Migration,
-                       source: ServerConfig) -> None:
-    progress = ledger.progress(m.id)
+async def watch_native(ctx: MigrationContext) -> None:
+    m, progress, alerts, c = ctx.m, ctx.progress, ctx.alerts, ctx.config
     lags: dict[str, replication.Lag] = {}
     for db in m.databases:
-        conn = await source.connect(db)
-        try:
-            lags[db] = await replication.lag(conn, ledger.journal(m.id).object_name(db))
-        finally:
-            await conn.close()
+        async with ctx.source.connection(db) as conn:
+            lags[db] = await replication.lag(conn, ctx.journal.object_name(db))
         p = progress.of(db)
         p.phase = "streaming" if lags[db].streaming else "not streaming"
         p.lag_bytes, p.lag_seconds, p.retained_bytes = lags[db].bytes, lags[db].seconds, lags[db].retained_bytes
-    c = config
     held = {db: x.retained_bytes for db, x in lags.items() if (x.retained_bytes or 0) > c.wal_retention_alert_bytes}
     await alerts.alert(m, "wal", bool(held), "⚠️ replication slots hold WAL on the source: " + ", ".join(
         f"{db} {pretty_bytes(b or 0)}" for db, b in held.items()) + f" (limit {pretty_bytes(c.wal_retention_alert_bytes)})"
@@ -39,11 +32,11 @@ async def watch_native(ledger: Ledger, alerts: Alerts, config: EngineConfig, m: 
                 for x in lags.values())
     if ready:
         worst = max(lags.values(), key=lambda x: x.bytes or 0)
-        await mark_ready(ledger, m, f"lag {worst.seconds or 0:.1f} s, {pretty_bytes(worst.bytes or 0)} behind")
+        await mark_ready(ctx, f"lag {worst.seconds or 0:.1f} s, {pretty_bytes(worst.bytes or 0)} behind")
 
 
-async def mark_ready(ledger: Ledger, m: Migration, how_far: str) -> None:
+async def mark_ready(ctx: MigrationContext, how_far: str) -> None:
     """catching_up → ready_for_cutover, once, with the requester told what to do next."""
-    if m.state is State.CATCHING_UP:
-        await ledger.move(m.id, State.READY_FOR_CUTOVER, f"ready for cutover: {how_far}. Syncing continues; "
-                          f"`/pgmig cutover {m.id}` when the team is ready", expect=(State.CATCHING_UP,))
+    if ctx.m.state is State.CATCHING_UP:
+        await ctx.ledger.move(ctx.mid, State.READY_FOR_CUTOVER, f"ready for cutover: {how_far}. Syncing continues; "
+                              f"`/pgmig cutover {ctx.mid}` when the team is ready", expect=(State.CATCHING_UP,))

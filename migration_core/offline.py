@@ -11,37 +11,24 @@ Each method has two halves, `export` and `import_`, so the engine can persist an
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
-from migration_core import copy, extensions, large_objects, matviews, sequences, target_db
+from migration_core import copy, large_objects, matviews, sequences, target_db
 from migration_core import workdir as workdir_
 from migration_core.analyze import analyze
 from migration_core.errors import MigrationError
 from migration_core.journal import Journal
+from migration_core.models import Method, MigrationOptions
 from migration_core.pgbin import MissingBinaries, client_bindir
 from migration_core.progress import DatabaseProgress
 from migration_core.roles import RolePlan, copy_roles
 from migration_core.servers import ServerConfig, server_major
 from migration_core.store import Store
-from migration_core.tools import Tool, ToolError, connection_env, conninfo
+from migration_core.tools import NO_PUBSUB, Tool, ToolError, connection_env, conninfo
 
-METHODS = ("restore", "dump")
-DEFAULT_PARALLEL = max(2, min(8, os.cpu_count() or 2))
-NO_PUBSUB = ["--no-publications", "--no-subscriptions"]  # a copied publication breaks later replication
-
-
-@dataclass
-class OfflineOptions:
-    method: str = "restore"
-    parallel: int = DEFAULT_PARALLEL
-    overwrite: bool = False
-    pause_after_export: bool = False
-    pg_bindir: str | None = None
 
 
 async def choose_bindir(source: ServerConfig, target: ServerConfig, configured: str | None) -> Path:
@@ -53,15 +40,11 @@ async def choose_bindir(source: ServerConfig, target: ServerConfig, configured: 
         raise MigrationError(str(exc)) from None
 
 
-def _owner_flags(roles: RolePlan) -> list[str]:
-    return [] if roles.keep_owners else ["--no-owner", "--no-privileges"]
-
-
 class OfflineDatabase:
     """One database's export and import, reporting into `progress`."""
 
     def __init__(self, source: ServerConfig, target: ServerConfig, database: str, journal: Journal,
-                 options: OfflineOptions, workdir: Path, bindir: Path, progress: DatabaseProgress) -> None:
+                 options: MigrationOptions, workdir: Path, bindir: Path, progress: DatabaseProgress) -> None:
         self.source, self.target, self.database = source, target, database
         self.journal = journal
         self.options = options
@@ -74,14 +57,14 @@ class OfflineDatabase:
 
     @property
     def schema_file(self) -> Path:
-        return self.dir / ("db_schema.sql" if self.options.method == "dump" else "schema.dump")
+        return self.dir / ("db_schema.sql" if self.options.method is Method.DUMP else "schema.dump")
 
     @property
     def data_file(self) -> Path:
         return self.dir / "db_data.sql"
 
     def artifacts(self) -> list[Path]:
-        return [self.schema_file, self.data_file] if self.options.method == "dump" else [self.schema_file]
+        return [self.schema_file, self.data_file] if self.options.method is Method.DUMP else [self.schema_file]
 
     def _count_tables(self, pattern: str):
         regex = re.compile(pattern)
@@ -99,12 +82,12 @@ class OfflineDatabase:
             self.progress.tables_total = len(await copy.list_tables(src))
             env = connection_env(self.source, self.database)
             pg_dump = self.tool("pg_dump")
-            if self.options.method == "restore":
-                await pg_dump.run(["-Fc", "-s", *NO_PUBSUB, *_owner_flags(roles), "-f", str(self.schema_file)], env)
+            if self.options.method is Method.RESTORE:
+                await pg_dump.run(["-Fc", "-s", *NO_PUBSUB, *roles.restore_flags, "-f", str(self.schema_file)], env)
             else:
                 async with src.transaction(isolation="repeatable_read", readonly=True):
                     snapshot = await src.fetchval("SELECT pg_export_snapshot()")
-                    common = [f"--snapshot={snapshot}", *NO_PUBSUB, *_owner_flags(roles)]
+                    common = [f"--snapshot={snapshot}", *NO_PUBSUB, *roles.restore_flags]
                     await asyncio.gather(
                         pg_dump.run(["-s", *common, "-f", str(self.schema_file)], env),
                         pg_dump.run(["-a", "-v", *common, "-f", str(self.data_file)], env,
@@ -121,18 +104,17 @@ class OfflineDatabase:
             if not f.exists():
                 raise MigrationError(f"export file {f} is missing", "retry the migration to export again")
         self.progress.begin("preparing target")
-        prepared = await target_db.prepare(self.source, self.target, self.database, self.journal,
-                                           overwrite=self.options.overwrite)
+        prepared = await target_db.prepare_target(self.source, self.target, self.database, self.journal,
+                                                  overwrite=self.options.overwrite)
         src, tgt = await asyncio.gather(self.source.connect(self.database), self.target.connect(self.database))
         try:
-            await extensions.enable(src, tgt)
-            if self.options.method == "dump":
+            if self.options.method is Method.DUMP:
                 await self._import_sql(tgt)
             else:
                 await self._import_archive(roles)
             self.progress.phase = "finishing"
             # db_data.sql carries the snapshot's sequence values and large objects (and the team's edits).
-            restore = self.options.method == "restore"
+            restore = self.options.method is Method.RESTORE
             seq = await sequences.sync(src, tgt) if restore else len(await sequences.values(tgt))
             los = await large_objects.copy(src, tgt, roles.keep_owners) if restore else 0
             views = await matviews.refresh(src, tgt)
@@ -165,7 +147,7 @@ class OfflineDatabase:
     async def _import_archive(self, roles: RolePlan) -> None:
         env = connection_env(self.target, self.database)
         pg_restore = self.tool("pg_restore")
-        base = ["--exit-on-error", *NO_PUBSUB, *_owner_flags(roles), f"--dbname={conninfo(dbname=self.database)}"]
+        base = ["--exit-on-error", *NO_PUBSUB, *roles.restore_flags, f"--dbname={conninfo(dbname=self.database)}"]
         self.progress.phase = "creating schema"
         await pg_restore.run([*base, "--section=pre-data", str(self.schema_file)], env)
         self.progress.phase = "copying data"
@@ -175,14 +157,14 @@ class OfflineDatabase:
                               str(self.schema_file)], env)
 
 
-async def copy_databases(source: ServerConfig, target: ServerConfig, databases: list[str], options: OfflineOptions,
-                         workdir: Path) -> dict[str, str]:
+async def copy_databases(source: ServerConfig, target: ServerConfig, databases: list[str], options: MigrationOptions,
+                         workdir: Path, pg_bindir: str | None = None) -> dict[str, str]:
     """Migrate databases with no migration around them (benchmarks, scripts): roles, export, import.
     The journal lives in memory: nothing is undone afterwards."""
     store = await Store.open(":memory:")
     try:
         journal = Journal(store, "script")
-        bindir = await choose_bindir(source, target, options.pg_bindir)
+        bindir = await choose_bindir(source, target, pg_bindir)
         roles = await copy_roles(source, target, databases, journal)
         results = {}
         for db in databases:

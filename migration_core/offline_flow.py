@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from migration_core.errors import MigrationError
-from migration_core.flow import Flow
+from migration_core.context import MigrationContext
 from migration_core.ledger import DONE, FAILED, RUNNING, WAITING
 from migration_core.models import State, StepKind
 from migration_core.offline import OfflineDatabase
@@ -38,59 +38,59 @@ def shown_mismatches(lines: list[str]) -> str:
     return "\n".join(lines[:MAX_LISTED_MISMATCHES]) + (f"\n… and {more} more" if more > 0 else "")
 
 
-async def run_offline(flow: Flow) -> None:
-    ledger, mid, m, options = flow.ledger, flow.mid, flow.m, flow.options
+async def run_offline(ctx: MigrationContext) -> None:
+    ledger, mid, m, options = ctx.ledger, ctx.mid, ctx.m, ctx.options
 
     def job(db: str) -> OfflineDatabase:
-        return OfflineDatabase(flow.source, flow.target, db, flow.journal, options, flow.workdir, flow.bindir,
-                               flow.progress.of(db))
+        return OfflineDatabase(ctx.source, ctx.target, db, ctx.journal, options, ctx.workdir, ctx.bindir,
+                               ctx.progress.of(db))
 
-    exports = [db for db in m.databases if not flow.done(StepKind.EXPORT.at(db))]
+    exports = [db for db in m.databases if not ctx.done(StepKind.EXPORT.at(db))]
     for db in m.databases:
         if db not in exports:
-            flow.progress.of(db).finish("exported")
+            ctx.progress.of(db).finish("exported")
     if exports:
         await ledger.advance(mid, State.EXPORTING, f"exporting {', '.join(exports)} ({options.method})")
     for db in exports:
         await ledger.save(mid, StepKind.EXPORT.at(db), RUNNING, "")
-        files = await job(db).export(flow.roles)
+        files = await job(db).export(ctx.roles)
         digests = {str(f): await asyncio.to_thread(file_digest, f) for f in files}  # GBs: off the loop
         await ledger.save(mid, StepKind.EXPORT.at(db), DONE, ", ".join(str(f) for f in files), {"files": digests})
-    await flow.reload()
+    await ctx.reload()
 
-    if options.pause_after_export and not flow.done(StepKind.REVIEW):
-        files = [f for db in m.databases for f in flow.steps[StepKind.EXPORT.at(db)].data["files"]]
+    if options.pause_after_export and not ctx.done(StepKind.REVIEW):
+        files = [f for db in m.databases for f in ctx.steps[StepKind.EXPORT.at(db)].data["files"]]
         await ledger.save(mid, StepKind.REVIEW, WAITING, "\n".join(files))
         await ledger.advance(mid, State.PAUSED, "export files ready to review and edit:\n" + "\n".join(files) +
                              f"\n`/pgmig resume {mid}` imports whatever they then contain")
         return
 
-    edited = sorted([f for db in m.databases for f, digest in flow.steps[StepKind.EXPORT.at(db)].data["files"].items()
+    edited = sorted([f for db in m.databases for f, digest in ctx.steps[StepKind.EXPORT.at(db)].data["files"].items()
                      if Path(f).exists() and await asyncio.to_thread(file_digest, Path(f)) != digest])
-    imports = [db for db in m.databases if not flow.done(StepKind.IMPORT.at(db))]
+    imports = [db for db in m.databases if not ctx.done(StepKind.IMPORT.at(db))]
     for db in m.databases:
         if db not in imports:
-            flow.progress.of(db).finish("imported")
+            ctx.progress.of(db).finish("imported")
     if imports:
         note = f"; edited after export: {', '.join(edited)}" if edited else ""
         await ledger.advance(mid, State.IMPORTING, f"importing {', '.join(imports)}{note}")
     for db in imports:
         await ledger.save(mid, StepKind.IMPORT.at(db), RUNNING, "")
-        summary = await job(db).import_(flow.roles)
+        summary = await job(db).import_(ctx.roles)
         await ledger.save(mid, StepKind.IMPORT.at(db), DONE, summary)
 
-    await verify_and_complete(flow, edited)
+    await verify_and_complete(ctx, edited)
 
 
-async def verify_and_complete(flow: Flow, edited: list[str] | None = None) -> None:
+async def verify_and_complete(ctx: MigrationContext, edited: list[str] | None = None) -> None:
     """Counts + checksums of every database; mismatches fail the migration unless files were edited."""
-    ledger, mid, m = flow.ledger, flow.mid, flow.m
+    ledger, mid, m = ctx.ledger, ctx.mid, ctx.m
     await ledger.advance(mid, State.VERIFYING, f"verifying {', '.join(m.databases)}")
     results = []
     for db in m.databases:
-        flow.progress.of(db).begin("verifying")
-        result = await verify_database(flow.source, flow.target, db, flow.options.parallel)
-        flow.progress.of(db).finish("verified" if result.ok else "mismatch")
+        ctx.progress.of(db).begin("verifying")
+        result = await verify_database(ctx.source, ctx.target, db, ctx.options.parallel)
+        ctx.progress.of(db).finish("verified" if result.ok else "mismatch")
         await ledger.save(mid, StepKind.VERIFY.at(db), DONE if result.ok else FAILED,
                           f"{result.tables} tables, {result.rows} rows, {result.sequences} sequences, "
                           f"{len(result.mismatches)} mismatch(es)", asdict(result))

@@ -12,21 +12,20 @@ Every change on either server is journaled before it is made (journal.py).
 """
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import asyncpg
 
-from migration_core import constraints, copy, extensions, replication, target_db, undo
+from migration_core import constraints, copy, replication, target_db, undo
 from migration_core import workdir as workdir_
 from migration_core.errors import MigrationError
 from migration_core.journal import SOURCE, TARGET, Change, Journal
-from migration_core.offline import NO_PUBSUB, OfflineOptions, _owner_flags
 from migration_core.progress import DatabaseProgress
 from migration_core.roles import RolePlan
 from migration_core.servers import ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER
-from migration_core.tools import Tool, ToolError, connection_env, conninfo
+from migration_core.models import MigrationOptions
+from migration_core.tools import NO_PUBSUB, Tool, ToolError, connection_env, conninfo
 
 NO_IDENTITY = (
     "SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relreplident::text AS identity FROM pg_class c "
@@ -55,7 +54,7 @@ async def set_identity_full(source: ServerConfig, database: str, journal: Journa
 
 class OnlineDatabase:
     def __init__(self, source: ServerConfig, target: ServerConfig, database: str, journal: Journal,
-                 options: OfflineOptions, workdir: Path, bindir: Path, progress: DatabaseProgress) -> None:
+                 options: MigrationOptions, workdir: Path, bindir: Path, progress: DatabaseProgress) -> None:
         self.source, self.target, self.database = source, target, database
         self.journal = journal
         self.options = options
@@ -75,20 +74,15 @@ class OnlineDatabase:
     async def schema(self, roles: RolePlan) -> str:
         workdir_.private_dir(self.dir)
         self.progress.begin("schema")
-        prepared = await target_db.prepare(self.source, self.target, self.database, self.journal,
-                                           overwrite=self.options.overwrite)
-        src, tgt = await asyncio.gather(self.source.connect(self.database), self.target.connect(self.database))
-        try:
-            await extensions.enable(src, tgt)
-        finally:
-            await asyncio.gather(src.close(), tgt.close())
+        prepared = await target_db.prepare_target(self.source, self.target, self.database, self.journal,
+                                                  overwrite=self.options.overwrite)
         try:
             await Tool(self.bindir, "pg_dump").run(
-                ["-Fc", "-s", *NO_PUBSUB, *_owner_flags(roles), "-f", str(self.archive)],
+                ["-Fc", "-s", *NO_PUBSUB, *roles.restore_flags, "-f", str(self.archive)],
                 connection_env(self.source, self.database))
             restore = Tool(self.bindir, "pg_restore")
             await restore.run(["-f", str(self.schema_sql), str(self.archive)], connection_env(self.target, self.database))
-            await restore.run(["--exit-on-error", *NO_PUBSUB, *_owner_flags(roles), "--section=pre-data",
+            await restore.run(["--exit-on-error", *NO_PUBSUB, *roles.restore_flags, "--section=pre-data",
                                f"--dbname={conninfo(dbname=self.database)}", str(self.archive)],
                               connection_env(self.target, self.database))
         except ToolError as exc:
@@ -147,7 +141,7 @@ class OnlineDatabase:
         self.progress.phase = "building indexes"
         try:
             await Tool(self.bindir, "pg_restore").run(
-                ["--exit-on-error", *NO_PUBSUB, *_owner_flags(roles), "--section=post-data",
+                ["--exit-on-error", *NO_PUBSUB, *roles.restore_flags, "--section=post-data",
                  "-j", str(self.options.parallel), f"--dbname={conninfo(dbname=self.database)}", str(self.archive)],
                 connection_env(self.target, self.database))
         except ToolError as exc:

@@ -11,6 +11,7 @@ from enum import Enum
 
 import asyncpg
 
+from migration_core.models import Mode
 from migration_core.servers import ConnectionProblem, ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER
 
@@ -25,11 +26,6 @@ class Status(str, Enum):
     OK = "ok"
     WARN = "warn"
     FAIL = "fail"
-
-
-class Mode(str, Enum):
-    ONLINE = "online"
-    OFFLINE = "offline"
 
 
 @dataclass

@@ -34,6 +34,11 @@ class RolePlan:
     def keep_owners(self) -> bool:
         return not self.missing
 
+    @property
+    def restore_flags(self) -> list[str]:
+        """pg_dump/pg_restore flags: owners and privileges only where every role they name is usable."""
+        return [] if self.keep_owners else ["--no-owner", "--no-privileges"]
+
     def describe(self) -> str:
         parts = [f"roles needed: {', '.join(self.needed) or 'none'}"]
         if self.created:

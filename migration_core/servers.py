@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 import socket
 import ssl
 from dataclasses import dataclass
@@ -104,6 +106,15 @@ class ServerConfig:
         except Exception as exc:  # every driver/socket failure becomes one readable line
             raise self.explain(exc, dbname) from None
 
+    @asynccontextmanager
+    async def connection(self, database: str | None = None) -> AsyncIterator[asyncpg.Connection]:
+        """`async with server.connection(db) as conn:` a connection closed however the block ends."""
+        conn = await self.connect(database)
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
     def explain(self, exc: BaseException, dbname: str) -> ConnectionProblem:
         """Translate a driver or socket exception into what a person can act on."""
         where = f"{self.address}"
@@ -164,20 +175,14 @@ class ServerConfig:
 
 async def server_major(server: ServerConfig) -> int:
     """The server's PostgreSQL major version (16 for 16.4)."""
-    conn = await server.connect()
-    try:
+    async with server.connection() as conn:
         return int(await conn.fetchval("SHOW server_version_num")) // 10000
-    finally:
-        await conn.close()
 
 
 async def column_per_database(server: ServerConfig, databases: list[str], sql: str) -> dict[str, list]:
     """The first column of `sql` run in each database: facts that live per database (slots, extensions)."""
     found: dict[str, list] = {}
     for db in databases:
-        conn = await server.connect(db)
-        try:
+        async with server.connection(db) as conn:
             found[db] = [r[0] for r in await conn.fetch(sql)]
-        finally:
-            await conn.close()
     return found

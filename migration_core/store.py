@@ -29,6 +29,8 @@ from migration_core.models import (
     JournalEntry,
     Mark,
     Migration,
+    MigrationOptions,
+    Mode,
     State,
     Step,
     StepState,
@@ -170,8 +172,8 @@ class Store:
         may pick up a migration its creator is still setting up)."""
         await self._db.execute(
             "INSERT INTO pgmig_migration VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
-            m.id, m.source, m.target, json.dumps(m.databases), m.mode, m.state.value, m.requested_by,
-            m.channel, json.dumps(m.options), m.error, _ts(m.created_at), _ts(m.updated_at), m.message_channel,
+            m.id, m.source, m.target, json.dumps(m.databases), Mode(m.mode).value, m.state.value, m.requested_by,
+            m.channel, json.dumps(m.options.as_dict()), m.error, _ts(m.created_at), _ts(m.updated_at), m.message_channel,
             m.message_ts, owner, _ts(utcnow()) if owner else "")
         return m
 
@@ -309,6 +311,6 @@ class Store:
     def _migration(r: dict[str, Any]) -> Migration:
         return Migration(
             id=r["id"], source=r["source"], target=r["target"], databases=json.loads(r["databases"]),
-            mode=r["mode"], state=State(r["state"]), requested_by=r["requested_by"], channel=r["channel"],
-            options=json.loads(r["options"]), error=r["error"], created_at=_dt(r["created_at"]),
+            mode=Mode(r["mode"]), state=State(r["state"]), requested_by=r["requested_by"], channel=r["channel"],
+            options=MigrationOptions.from_dict(json.loads(r["options"])), error=r["error"], created_at=_dt(r["created_at"]),
             updated_at=_dt(r["updated_at"]), message_channel=r["message_channel"], message_ts=r["message_ts"])

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from migration_core import extensions
 from migration_core.errors import MigrationError
 from migration_core.journal import TARGET, Change, Journal, JournalEntry, Mark
 from migration_core.servers import ServerConfig
@@ -72,6 +73,16 @@ def created_by_pgmig(entry: JournalEntry | None, what: Contents | None) -> bool:
     if entry is None or not entry.live:
         return False
     return entry.mark is Mark.DONE or (what is not None and what.empty)
+
+
+async def prepare_target(source: ServerConfig, target: ServerConfig, database: str, journal: Journal, *,
+                         overwrite: bool) -> str:
+    """What every migration does first on the target, offline and online alike: the database prepared
+    (below), then the source's extensions created in it, before any schema arrives."""
+    prepared = await prepare(source, target, database, journal, overwrite=overwrite)
+    async with source.connection(database) as src, target.connection(database) as tgt:
+        await extensions.enable(src, tgt)
+    return prepared
 
 
 async def prepare(source: ServerConfig, target: ServerConfig, database: str, journal: Journal, *,

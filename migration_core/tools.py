@@ -32,6 +32,7 @@ class ToolError(Exception):
 
 
 PRIVATE = 0o077  # umask of every child: files readable by pgmig's user only
+NO_PUBSUB = ["--no-publications", "--no-subscriptions"]  # pg_dump/pg_restore: a copied publication breaks replication
 
 
 def conninfo(**fields: str) -> str:

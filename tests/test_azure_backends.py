@@ -97,7 +97,7 @@ async def test_flex_online_streams_waits_for_approval_and_cuts_over(setup):
     fenced_before_trigger = [a.action for a in await slack.services.store.audit_log("mig-1")]
     assert "cutover.completed" in fenced_before_trigger
     m = await slack.services.store.get_migration("mig-1")
-    assert m.state.value == "completed" and m.options["backend"] == "flex"
+    assert m.state.value == "completed" and m.options.backend == "flex"
     assert all("sourceServerPassword" not in text_of(c.params) for c in slack.fake.calls)
 
 

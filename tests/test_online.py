@@ -48,6 +48,7 @@ def tgt(cluster_root):
 
 def make_engine(store: Store, src: LocalCluster, tgt: LocalCluster, tmp_path, **config) -> Engine:
     servers = {"onprem": server("onprem", src), "azure": server("azure", tgt)}
+    config = {"fence_grace_seconds": 0.1, **config}
     cfg = EngineConfig(workdir=tmp_path / "work", pg_bindir=str(pg16_bindir()), progress_interval=0.2, **config)
     return Engine(store, servers, RecordingEvents(), cfg)
 
@@ -287,7 +288,7 @@ async def test_cutover_with_writes_up_to_the_fence_loses_nothing(tmp_path, store
 
     app = asyncio.create_task(application())
     await asyncio.sleep(0.5)
-    assert await engine.cutover(mid, "U0BOB", grace_seconds=0.2)
+    assert await engine.cutover(mid, "U0BOB")
     await asyncio.wait_for(app, 10)
     m = await store.get_migration(mid)
     assert m.state is State.COMPLETED, m.error
@@ -335,12 +336,12 @@ def app_user(src):
 async def test_a_failure_before_release_falls_back_on_every_database(tmp_path, store, src, tgt, app_user):
     fresh_db(src, "fb1")
     fresh_db(src, "fb2")
-    engine = make_engine(store, src, tgt, tmp_path)
+    engine = make_engine(store, src, tgt, tmp_path, catch_up_timeout_seconds=1.0)
     mid = await start_online(engine, ["fb1", "fb2"])
     await wait_state(engine, mid, State.READY_FOR_CUTOVER)
     name = (await store.step(mid, "load:fb2")).data["slot"]
     tgt.psql(f"ALTER SUBSCRIPTION {name} DISABLE", database="fb2")  # fb2 can never catch up
-    assert not await engine.cutover(mid, "U0BOB", grace_seconds=0.1, catch_up_timeout=1.0)
+    assert not await engine.cutover(mid, "U0BOB")
     m = await store.get_migration(mid)
     assert m.state is State.READY_FOR_CUTOVER and "did not catch up with fb2" in m.error
     for db in ("fb1", "fb2"):  # fb1 was fenced and its constraints put back: all of it undone
@@ -358,7 +359,7 @@ async def test_a_failure_before_release_falls_back_on_every_database(tmp_path, s
 
 async def test_a_cancel_during_the_grace_period_lifts_the_fence(tmp_path, store, src, tgt, app_user):
     fresh_db(src, "grace")
-    engine = make_engine(store, src, tgt, tmp_path)
+    engine = make_engine(store, src, tgt, tmp_path, fence_grace_seconds=5.0)
     mid = await start_online(engine, ["grace"])
     await wait_state(engine, mid, State.READY_FOR_CUTOVER)
     engine.start_cutover(mid, "U0BOB")
@@ -367,7 +368,7 @@ async def test_a_cancel_during_the_grace_period_lifts_the_fence(tmp_path, store,
             break
         await asyncio.sleep(0.02)
     assert fenced(src, "grace")
-    outcome = await engine.cancel(mid, "U0BOB")  # the grace period (5 s by default) is still running
+    outcome = await engine.cancel(mid, "U0BOB")  # the grace period (5 s) is still running
     assert outcome.state is State.CANCELLED, outcome.failed
     assert not fenced(src, "grace")
     assert not [s for s in slots(src) if s.startswith(prefix(store, mid))]
@@ -382,7 +383,7 @@ async def test_problems_after_release_never_reopen_the_source(tmp_path, store, s
     await wait_state(engine, mid, State.READY_FOR_CUTOVER)
     tgt.psql("UPDATE parent SET name = 'tampered' WHERE id = 3; "       # counts equal, content not
              "UPDATE child SET parent_id = 999 WHERE id = 5", database="sum")  # and a foreign key that cannot hold
-    assert await engine.cutover(mid, "U0BOB", grace_seconds=0.1)
+    assert await engine.cutover(mid, "U0BOB")
     m = await store.get_migration(mid)
     assert m.state is State.COMPLETED and "problem(s) found after release" in engine.events.states[-1][2]
     assert fenced(src, "sum")  # applications may already write to the target: the source stays fenced
@@ -406,7 +407,7 @@ async def test_a_stale_materialized_view_does_not_stop_the_cutover(tmp_path, sto
     mid = await start_online(engine, ["mv"])
     await wait_state(engine, mid, State.READY_FOR_CUTOVER)
     src.psql("INSERT INTO child (parent_id, note) VALUES (1, 'after the view was refreshed')", database="mv")
-    assert await engine.cutover(mid, "U0BOB", grace_seconds=0.1)
+    assert await engine.cutover(mid, "U0BOB")
     m = await store.get_migration(mid)
     assert m.state is State.COMPLETED, m.error
     assert tgt.psql("SELECT n FROM child_count", database="mv") == "1001"  # refreshed on the target only

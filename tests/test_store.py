@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from migration_core.models import Approval, AuditEntry, Migration, State, Step, utcnow
+from migration_core.models import Approval, AuditEntry, Migration, MigrationOptions, State, Step, utcnow
 from migration_core.store import Store
 
 
@@ -20,7 +20,7 @@ def store_url(request, tmp_path, target_cluster):
 
 def migration(mid: str) -> Migration:
     return Migration(id=mid, source="onprem", target="azure", databases=["sales", "billing"], mode="online",
-                     state=State.CREATED, requested_by="U1", channel="C1", options={"parallel": 4})
+                     state=State.CREATED, requested_by="U1", channel="C1", options=MigrationOptions(parallel=4))
 
 
 async def test_migrations_steps_approvals_and_audit_survive_a_restart(store_url):
@@ -34,7 +34,7 @@ async def test_migrations_steps_approvals_and_audit_survive_a_restart(store_url)
 
     reopened = await Store.open(store_url)
     m = await reopened.get_migration(mid)
-    assert m is not None and m.databases == ["sales", "billing"] and m.options == {"parallel": 4}
+    assert m is not None and m.databases == ["sales", "billing"] and m.options.parallel == 4
     assert m.state is State.CREATED and m.requested_by == "U1"
     assert [(s.name, s.state, s.detail) for s in await reopened.steps(mid)] == [("schema", "done", "42 objects")]
     assert [(a.approver, a.decision) for a in await reopened.approvals(mid)] == [("U2", "approve")]

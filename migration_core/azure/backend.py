@@ -3,7 +3,7 @@ Azure DMS classic): start, status, cut over one database, cancel. Both map their
 the engine, the live message, the approval gate and the audit treat them like the native engine."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Protocol
 
@@ -58,20 +58,40 @@ class BackendStatus:
     error: str = ""
 
 
+@dataclass
+class BackendRef:
+    """Where a service-side migration lives (kept in the `backend` step): a flexible server's migration
+    (`server`, `migration`) or a DMS classic task (`service`, `project`, `task`)."""
+
+    resource_group: str
+    server: str = ""
+    migration: str = ""
+    service: str = ""
+    project: str = ""
+    task: str = ""
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BackendRef":
+        return cls(**data)
+
+
 class ManagedBackend(Protocol):
     label: str                          # "Azure flexible-server migration service", "Azure DMS"
     prepares_schema: bool               # True: pgmig creates the target schema first (DMS classic)
 
-    async def start(self, m: Migration, name: str, source: ServerConfig, target: ServerConfig) -> dict:
+    async def start(self, m: Migration, name: str, source: ServerConfig, target: ServerConfig) -> BackendRef:
         """Create the service-side migration called `name`; returns the reference later calls take (kept
         in the store)."""
 
-    async def status(self, ref: dict) -> BackendStatus: ...
+    async def status(self, ref: BackendRef) -> BackendStatus: ...
 
-    async def cutover(self, ref: dict, database: str) -> None:
+    async def cutover(self, ref: BackendRef, database: str) -> None:
         """Tell the service to finish `database` (the source is already fenced by pgmig)."""
 
-    async def cancel(self, ref: dict) -> None: ...
+    async def cancel(self, ref: BackendRef) -> None: ...
 
 
 def word(value: object) -> str:

@@ -7,13 +7,13 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.mgmt.datamigration import models
 from azure.mgmt.datamigration.aio import DataMigrationManagementClient
 
-from migration_core.azure.backend import BackendStatus, DatabaseStatus, Phase, number, seconds, word
+from migration_core.azure.backend import BackendRef, BackendStatus, DatabaseStatus, Phase, number, seconds, word
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.errors import explain
 from migration_core.azure.flex_backend import azure_target
 from migration_core.azure.lro import call, run_lro
 from migration_core.errors import MigrationError
-from migration_core.models import Migration
+from migration_core.models import Migration, Mode
 from migration_core.servers import ServerConfig
 
 TASK = "migrate"
@@ -36,8 +36,8 @@ class DmsBackend:
     def __init__(self, clients: AzureClients) -> None:
         self.clients = clients
 
-    async def start(self, m: Migration, name: str, source: ServerConfig, target: ServerConfig) -> dict:
-        if m.mode != "online":
+    async def start(self, m: Migration, name: str, source: ServerConfig, target: ServerConfig) -> BackendRef:
+        if m.mode is not Mode.ONLINE:
             raise MigrationError("Azure DMS classic migrates PostgreSQL online only",
                                  "use `--backend flex` or `--backend native` for an offline migration")
         group, target_server = azure_target(target)
@@ -67,7 +67,7 @@ class DmsBackend:
             await call(dms.tasks.create_or_update(group, service, project, TASK, models.ProjectTask(
                 properties=models.MigratePostgreSqlAzureDbForPostgreSqlSyncTaskProperties(input=task_input))),
                 f"creating the DMS task in {project}")
-        return {"resource_group": group, "service": service, "project": project, "task": TASK}
+        return BackendRef(group, service=service, project=project, task=TASK)
 
     async def _create_service(self, dms: DataMigrationManagementClient, group: str, service: str,
                               target_server: str) -> str:
@@ -90,10 +90,10 @@ class DmsBackend:
             f"creating the DMS service {service}")
         return location
 
-    async def status(self, ref: dict) -> BackendStatus:
+    async def status(self, ref: BackendRef) -> BackendStatus:
         async with self.clients.dms() as dms:
-            task = await call(dms.tasks.get(ref["resource_group"], ref["service"], ref["project"], ref["task"],
-                                            expand="output"), f"reading the DMS task of {ref['project']}")
+            task = await call(dms.tasks.get(ref.resource_group, ref.service, ref.project, ref.task,
+                                            expand="output"), f"reading the DMS task of {ref.project}")
         props = task.properties
         state = word(props.state)
         dbs: dict[str, DatabaseStatus] = {}
@@ -120,17 +120,17 @@ class DmsBackend:
         detail = state + (f" ({', '.join(sorted(db_states))})" if db_states else "")
         return BackendStatus(phase, detail, dbs, "; ".join(errors) if phase is Phase.FAILED else "")
 
-    async def cutover(self, ref: dict, database: str) -> None:
+    async def cutover(self, ref: BackendRef, database: str) -> None:
         async with self.clients.dms() as dms:
-            await call(dms.tasks.command(ref["resource_group"], ref["service"], ref["project"], ref["task"],
+            await call(dms.tasks.command(ref.resource_group, ref.service, ref.project, ref.task,
                                          models.MigrateSyncCompleteCommandProperties(
                                              input=models.MigrateSyncCompleteCommandInput(database_name=database))),
                        f"completing {database} in DMS")
 
-    async def cancel(self, ref: dict) -> None:
+    async def cancel(self, ref: BackendRef) -> None:
         async with self.clients.dms() as dms:
-            await call(dms.tasks.cancel(ref["resource_group"], ref["service"], ref["project"], ref["task"]),
-                       f"cancelling the DMS task of {ref['project']}")
+            await call(dms.tasks.cancel(ref.resource_group, ref.service, ref.project, ref.task),
+                       f"cancelling the DMS task of {ref.project}")
 
 
 def _database(out: models.MigratePostgreSqlAzureDbForPostgreSqlSyncTaskOutputDatabaseLevel) -> DatabaseStatus:

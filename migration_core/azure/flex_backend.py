@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from azure.mgmt.postgresqlflexibleservers import models
 
-from migration_core.azure.backend import BackendStatus, DatabaseStatus, Phase, number, seconds, word
+from migration_core.azure.backend import BackendRef, BackendStatus, DatabaseStatus, Phase, number, seconds, word
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.lro import call
 from migration_core.errors import MigrationError
-from migration_core.models import Migration
+from migration_core.models import Migration, Mode
 from migration_core.servers import ServerConfig
 
 DONE_STATES = {"succeeded", "completed"}
@@ -35,13 +35,13 @@ class FlexBackend:
     def __init__(self, clients: AzureClients) -> None:
         self.clients = clients
 
-    async def start(self, m: Migration, name: str, source: ServerConfig, target: ServerConfig) -> dict:
+    async def start(self, m: Migration, name: str, source: ServerConfig, target: ServerConfig) -> BackendRef:
         group, server = azure_target(target)
         props = models.MigrationProperties(
-            migration_mode="Online" if m.mode == "online" else "Offline", migration_option="ValidateAndMigrate",
+            migration_mode="Online" if m.mode is Mode.ONLINE else "Offline", migration_option="ValidateAndMigrate",
             source_type="OnPremises", ssl_mode="Prefer" if source.sslmode in ("disable", "allow", "prefer") else "Require",
             source_db_server_resource_id=source_reference(source), dbs_to_migrate=list(m.databases),
-            overwrite_dbs_in_target="True" if m.options.get("overwrite") else "False",
+            overwrite_dbs_in_target="True" if m.options.overwrite else "False",
             secret_parameters=models.MigrationSecretParameters(
                 admin_credentials=models.AdminCredentials(source_server_password=source.password() or "",
                                                           target_server_password=target.password() or ""),
@@ -50,12 +50,12 @@ class FlexBackend:
             found = await call(client.servers.get(group, server), f"looking up target server {server}")
             await call(client.migrations.create(group, server, name, models.Migration(
                 location=found.location, properties=props)), f"creating migration {name} on {server}")
-        return {"resource_group": group, "server": server, "migration": name}
+        return BackendRef(group, server=server, migration=name)
 
-    async def status(self, ref: dict) -> BackendStatus:
+    async def status(self, ref: BackendRef) -> BackendStatus:
         async with self.clients.flex() as client:
-            found = await call(client.migrations.get(ref["resource_group"], ref["server"], ref["migration"]),
-                               f"reading migration {ref['migration']}")
+            found = await call(client.migrations.get(ref.resource_group, ref.server, ref.migration),
+                               f"reading migration {ref.migration}")
         current = found.properties.current_status if found.properties else None
         state = word(current.state) if current else ""
         details = current.current_sub_state_details if current else None
@@ -75,17 +75,17 @@ class FlexBackend:
             phase, error = Phase.LOADING, ""
         return BackendStatus(phase, f"{state}/{sub}".strip("/"), dbs, error)
 
-    async def cutover(self, ref: dict, database: str) -> None:
+    async def cutover(self, ref: BackendRef, database: str) -> None:
         await self._patch(ref, models.MigrationPropertiesForPatch(trigger_cutover="True",
                                                                   dbs_to_trigger_cutover_on=[database]),
                           f"triggering the cutover of {database}")
 
-    async def cancel(self, ref: dict) -> None:
-        await self._patch(ref, models.MigrationPropertiesForPatch(cancel="True"), f"cancelling {ref['migration']}")
+    async def cancel(self, ref: BackendRef) -> None:
+        await self._patch(ref, models.MigrationPropertiesForPatch(cancel="True"), f"cancelling {ref.migration}")
 
-    async def _patch(self, ref: dict, props: models.MigrationPropertiesForPatch, what: str) -> None:
+    async def _patch(self, ref: BackendRef, props: models.MigrationPropertiesForPatch, what: str) -> None:
         async with self.clients.flex() as client:
-            await call(client.migrations.update(ref["resource_group"], ref["server"], ref["migration"],
+            await call(client.migrations.update(ref.resource_group, ref.server, ref.migration,
                                                 models.MigrationResourceForPatch(properties=props)), what)
 
 
