@@ -18,10 +18,11 @@ from bot.settings import Settings
 from bot.tasks import TaskTracker
 from handlers import router
 from handlers.context import Invocation, Reply, Services
-from handlers.messages import outgoing
+from handlers.messages import error_message, outgoing
 
 log = logging.getLogger(__name__)
 COMMAND = "/pgmig"
+FAILED = error_message("pgmig could not handle that; nothing was changed and the details are in pgmig's log")
 
 
 def web_client(settings: Settings) -> AsyncWebClient:
@@ -41,7 +42,7 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker,
 
     @app.command(COMMAND)
     async def on_command(ack: Any, command: dict, respond: Any) -> None:
-        text = (command.get("text") or "").strip()
+        text = str(command.get("text") or "").strip()
         working = router.ack_text(text)  # cannot raise: the ack always goes out, parsing errors are answered after
         if working:
             await ack(text=f"⏳ {working}")
@@ -50,9 +51,14 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker,
         inv = Invocation(user=command["user_id"], channel=command.get("channel_id", ""))
 
         async def run() -> None:
-            await send(respond, await router.handle_command(text, inv, services))
+            try:
+                reply = await router.handle_command(text, inv, services)  # never raises; this is a last guard
+            except Exception:
+                log.exception("command %r could not be handled", text[:100])
+                reply = FAILED
+            await send(respond, reply)
 
-        tasks.spawn(run(), name=f"command {text.split(' ', 1)[0] or 'help'}")
+        tasks.spawn(run(), name=f"command {text.split(' ', 1)[0][:40] or 'help'}")
 
     @app.action(re.compile(r"^pgmig\."))
     async def on_action(ack: Any, body: dict, action: dict, respond: Any) -> None:
@@ -60,11 +66,16 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker,
         inv = Invocation(user=body["user"]["id"], channel=(body.get("channel") or {}).get("id", ""))
 
         async def run() -> None:
-            reply = await router.handle_action(action.get("action_id", ""), action.get("value") or "", inv, services)
+            try:
+                reply = await router.handle_action(action.get("action_id", ""), action.get("value") or "", inv,
+                                                   services)  # never raises; this is a last guard
+            except Exception:
+                log.exception("click %r could not be handled", str(action.get("action_id", ""))[:100])
+                reply = FAILED
             if reply is not None:
                 await send(respond, reply)
 
-        tasks.spawn(run(), name=f"action {action['action_id']}")
+        tasks.spawn(run(), name=f"action {str(action.get('action_id', ''))[:60]}")
 
     @app.error
     async def on_error(error: Exception, body: dict) -> None:

@@ -8,10 +8,10 @@ from azure.core.credentials_async import AsyncTokenCredential
 from bot.replica import replica_id
 from bot.settings import Settings, SettingsError
 from handlers.authz import Directory
-from handlers.azure import resume_provisioning
 from handlers.context import Poster, Services
-from handlers.publisher import ChannelPublisher
+from handlers.publisher import ChannelPublisher, ProvisioningPublisher
 from migration_core.azure.clients import AzureClients
+from migration_core.azure.provisioning import Provisioner
 from migration_core.azure.dms_backend import DmsBackend
 from migration_core.azure.flex_backend import FlexBackend
 from migration_core.engine import Engine, EngineConfig
@@ -47,9 +47,11 @@ async def build_services(settings: Settings, poster: Poster, directory: Director
                                  managed_poll_seconds=max(settings.azure.poll_seconds, 0.05)), backends)
     await engine.recover()
     engine.schedule_digest()
-    services = Services(settings.servers, store, settings.policy, directory, engine, poster, azure)
-    await resume_provisioning(services)
-    return services
+    provisioner = Provisioner(engine, azure, ProvisioningPublisher(poster, settings.policy),
+                              required_approvals=settings.policy.required_approvals if settings.policy.approvers else 0,
+                              approval_minutes=settings.policy.approval_timeout_minutes)
+    await provisioner.resume()
+    return Services(settings.servers, store, settings.policy, directory, engine, poster, azure, provisioner)
 
 
 async def close_services(services: Services) -> None:

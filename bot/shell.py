@@ -121,7 +121,7 @@ class Shell:
         if interactive:
             self.write(BANNER)
         await self._read(interactive)
-        running = await self.services.store.list_migrations(active_only=True)
+        running = await self.services.engine.migrations(active_only=True)
         running = [m.id for m in running if self.services.engine.is_running(m.id)]
         if running:
             self.write(f"waiting for {', '.join(running)} to finish (Ctrl-C stops it; `retry` resumes it later)…")

@@ -6,22 +6,36 @@ from handlers.context import Reply
 from handlers.messages import esc, header, section, sections
 from handlers.migration_messages import approvals_line, decision, mention
 from migration_core.azure.provision import ParameterChange, ProvisionResult
+from migration_core.azure.provisioning import ProvisionRecord, ProvisionState
 from migration_core.azure.validation import ProvisionRequest
 
 
-def provision_card(pid: str, req: ProvisionRequest, requested_by: str, approvers: list[str], required: int,
-                   expires_at: str, closed: str = "") -> Reply:
-    lines = [f"*Provisioning requested by {mention(requested_by)}*: {esc(req.describe())}",
+def provision_card(record: ProvisionRecord, approvers: list[str], required: int, closed: str = "") -> Reply:
+    pid, req = record.id, record.request
+    lines = [f"*Provisioning requested by {mention(record.requested_by)}*: {esc(req.describe())}",
              f"Admin user `{esc(req.admin_user)}`, password from `${esc(req.admin_password_env)}`"
              + (f"; tags {esc(', '.join(f'{k}={v}' for k, v in req.tags.items()))}" if req.tags else ""),
-             approvals_line(approvers, required, expires_at)]
+             approvals_line(approvers, required, record.approval.expires_at)]
     blocks = [header(f"Approve provisioning {req.name}? ({pid})"), *sections(lines),
               decision(closed, "provisioning", Action.APPROVE_PROVISION, Action.REJECT_PROVISION, pid,
                        f"Create {req.name} in Azure.", "Nothing is created.")]
     return Reply(f"Approve provisioning {req.name}? {len(approvers)} of {required} approvals", blocks, ephemeral=False)
 
 
+def provision_requested(record: ProvisionRecord, required: int) -> Reply:
+    """The answer to `/pgmig provision`: started, or waiting for the team."""
+    pid, req, channel = record.id, record.request, record.channel
+    if record.state is ProvisionState.WAITING:
+        return Reply(f"{pid}: provisioning {req.name} awaits approval", [section(
+            f"🗳️ Provisioning *{esc(req.name)}* ({pid}) needs {required} approval(s): the card is in <#{channel}>.")],
+            ephemeral=False)
+    return Reply(f"{pid}: provisioning {req.name}", [section(
+        f"🏗️ *{pid}*: provisioning {esc(req.describe())}. Progress follows in <#{channel}>; this takes several "
+        "minutes.")], ephemeral=False)
+
+
 def provisioning(pid: str, req: ProvisionRequest, note: str) -> Reply:
+    """The progress line of a provisioning that runs."""
     return Reply(f"provisioning {req.name}: {note}", [section(f"⏳ *{esc(req.name)}* ({pid}): {esc(note)}")],
                  ephemeral=False)
 
@@ -47,6 +61,16 @@ def provision_failed(pid: str, req: ProvisionRequest, reason: str) -> Reply:
         f"❌ Provisioning *{esc(req.name)}* ({pid}) failed: {esc(reason)}")], ephemeral=False)
 
 
+def database_created(server: str, name: str) -> Reply:
+    return Reply(f"database {name} created on {server}", [section(
+        f"✅ Database `{esc(name)}` created on *{esc(server)}* (UTF8, en_US.utf8).")], ephemeral=False)
+
+
+def firewall_added(server: str, listed: str) -> Reply:
+    return Reply(f"firewall rules added to {server}", [section(f"🧱 *{esc(server)}* now allows {esc(listed)}.")],
+                 ephemeral=False)
+
+
 def configured(server: str, azure_name: str, changes: list[ParameterChange], restarted: bool, pending: bool) -> Reply:
     """`server` is pgmig's name for it (what commands take), `azure_name` the flexible server's."""
     lines = [f"*Server parameters of {esc(server)}*" + (f" ({esc(azure_name)})" if azure_name != server else "")]
@@ -64,9 +88,11 @@ def configured(server: str, azure_name: str, changes: list[ParameterChange], res
 PROVISION_ICON = {"waiting": "🗳️", "approved": "⏳", "running": "⏳", "done": "✅", "failed": "❌", "rejected": "🚫", "expired": "⌛"}
 
 
-def provision_status(pid: str, name: str, state: str, detail: str, requested_by: str, fqdn: str) -> Reply:
-    line = f"{PROVISION_ICON.get(state, '⏳')} *{pid}* · server *{esc(name)}* · {state}"
-    lines = [line, esc(detail)] + ([f"FQDN `{esc(fqdn)}`"] if fqdn else [])
-    if requested_by:
-        lines.append(f"requested by {mention(requested_by)} · `/pgmig audit {pid}`")
+def provision_status(record: ProvisionRecord) -> Reply:
+    pid, state = record.id, record.state.value
+    detail = ("not approved in time: nothing was created; run `/pgmig provision` again"
+              if record.state is ProvisionState.EXPIRED else record.detail or f"requested by {record.requested_by}")
+    lines = [f"{PROVISION_ICON.get(state, '⏳')} *{pid}* · server *{esc(record.request.name)}* · {state}", esc(detail)]
+    lines += [f"FQDN `{esc(record.fqdn)}`"] if record.fqdn else []
+    lines.append(f"requested by {mention(record.requested_by)} · `/pgmig audit {pid}`")
     return Reply(f"{pid}: {state}", sections(lines))

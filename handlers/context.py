@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 from handlers.authz import Directory, Policy
 from migration_core.azure.clients import AzureClients
+from migration_core.azure.provisioning import Provisioner
 from migration_core.engine import Engine
 from migration_core.servers import ServerConfig
 from migration_core.store import Store
@@ -31,6 +32,7 @@ class Services:
     engine: Engine
     poster: "Poster"
     azure: AzureClients | None = None
+    provisioner: Provisioner | None = None
 
 
 @dataclass

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,9 +174,9 @@ COMMANDS: dict[str, CommandSpec] = {s.name: s for s in (
                 working="Looking for pgmig's replication objects…"),
 )}
 
-MIGRATION_ID = re.compile(r"^(?:mig-)?([0-9]{1,9})$", re.IGNORECASE)  # ASCII digits only, and few of them
-PROVISION_ID = re.compile(r"^prov-([0-9]{1,9})$", re.IGNORECASE)
-WHOLE_NUMBER = re.compile(r"^[0-9]{1,2}$")
+MIGRATION_ID = re.compile(r"(?:mig-)?([0-9]{1,9})", re.IGNORECASE)  # fullmatch: ASCII digits only, few of them
+PROVISION_ID = re.compile(r"prov-([0-9]{1,9})", re.IGNORECASE)
+WHOLE_NUMBER = re.compile(r"[0-9]{1,2}")
 
 
 def parse(text: str) -> ParsedCommand:
@@ -235,9 +236,9 @@ def parse(text: str) -> ParsedCommand:
     names = spec.positionals + spec.optional_positionals
     for meta, value in zip(names, positionals + [None] * (allowed - len(positionals))):
         if meta == "MIGRATION" and value is not None:
-            if provision := PROVISION_ID.match(value):  # status and audit also answer for provisioning
+            if provision := PROVISION_ID.fullmatch(value):  # status and audit also answer for provisioning
                 value = f"prov-{int(provision.group(1))}"
-            elif match := MIGRATION_ID.match(value):
+            elif match := MIGRATION_ID.fullmatch(value):
                 value = f"mig-{int(match.group(1))}"
             else:
                 raise UsageError(f"`{_shown(value)}` is not a migration id (like mig-3)", spec)
@@ -246,13 +247,16 @@ def parse(text: str) -> ParsedCommand:
 
 
 def _shown(value: str) -> str:
-    """Bad input quoted back to its author, but not a 5,000-character echo."""
-    return value if len(value) <= 40 else value[:40] + "…"
+    """Bad input quoted back to its author on one line (control characters spelled out), but not a
+    5,000-character echo."""
+    value = value if len(value) <= 40 else value[:40] + "…"
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+                   else ch for ch in value)
 
 
 def _convert(opt: Option, value: str, spec: CommandSpec) -> Any:
     if opt.kind == "int":
-        if not WHOLE_NUMBER.match(value) or not 1 <= int(value) <= 64:
+        if not WHOLE_NUMBER.fullmatch(value) or not 1 <= int(value) <= 64:
             raise UsageError(f"`{opt.flag}` needs a whole number from 1 to 64, not `{_shown(value)}`", spec)
         return int(value)
     if opt.kind == "choice":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ConfirmObject
 
@@ -10,8 +11,10 @@ from handlers.context import Reply
 from handlers.messages import context, header, section, sections, esc, preflight_message
 from migration_core.azure.dms_backend import DmsBackend
 from migration_core.azure.flex_backend import FlexBackend
-from migration_core.engine import CancelOutcome
-from migration_core.models import Backend, JournalEntry, Migration, Mode, State, Step
+from migration_core.approval import ApprovalRequest
+from migration_core.cleanup import CleanupReport
+from migration_core.engine import CancelOutcome, MigrationStatus
+from migration_core.models import Backend, Migration, Mode, State
 from migration_core.preflight import PreflightReport, pretty_bytes
 from migration_core.progress import DatabaseProgress, MigrationProgress
 from migration_core.verify import VerifyResult
@@ -125,9 +128,9 @@ def refused(m: Migration, report: PreflightReport) -> Reply:
     return Reply(f"{m.id} not started: {len(report.blocking)} blocking problem(s)", blocks)
 
 
-def status(m: Migration, steps: list[Step], progress: MigrationProgress,
-           leftovers: list[JournalEntry] | None = None) -> Reply:
-    card = migration_card(m, progress)
+def status(found: MigrationStatus) -> Reply:
+    m, steps, leftovers = found.migration, found.steps, found.leftovers
+    card = migration_card(m, found.progress)
     lines = ["*Steps*"]
     for s in steps:
         detail = f" — {esc(s.detail[:600])}" if s.detail else ""
@@ -145,6 +148,37 @@ def status(m: Migration, steps: list[Step], progress: MigrationProgress,
         if m.state is State.FAILED:
             lines.append(f"`/pgmig cancel {m.id}` removes them; `/pgmig retry {m.id}` carries on with them")
     return Reply(card.text, card.blocks[:-1] + sections(lines) + card.blocks[-1:])
+
+
+def retrying(m: Migration) -> Reply:
+    return Reply(f"{m.id} retrying", [section(
+        f"🔁 *{m.id}* retrying from the step that failed (`{esc(m.error.split(':', 1)[0])}`); "
+        "finished databases are not redone.")], ephemeral=False)
+
+
+def resumed(m: Migration) -> Reply:
+    return Reply(f"{m.id} resumed", [section(f"▶️ *{m.id}* importing the export files as they are now.")],
+                 ephemeral=False)
+
+
+def cutover_requested(request: ApprovalRequest, required: int) -> Reply:
+    return Reply(f"{request.subject}: cutover requested", [section(
+        f"🗳️ Cutover of *{request.subject}* requested: the approval card is in <#{request.channel}> "
+        f"({required} approval(s) needed).")], ephemeral=False)
+
+
+def cleanup_report(report: CleanupReport) -> Reply:
+    name = esc(report.server)
+    lines = [f"*pgmig's replication objects on {name}*"]
+    lines += [f"• {esc(x.describe())} — kept: {x.migration_id} is {state}" for x, state in report.kept]
+    if not report.loose:
+        lines.append("Nothing left behind." if not report.kept else "Nothing else.")
+    elif report.removed is not None:
+        lines += [f"🗑️ removed {esc(r)}" for r in report.removed]
+    else:
+        lines += [f"• {esc(x.describe())}" for x in report.loose]
+        lines.append(f"`/pgmig cleanup {name} --yes` removes these {len(report.loose)}.")
+    return Reply(f"cleanup {report.server}: {len(report.loose)} left behind", sections(lines))
 
 
 def cancelled(m: Migration, outcome: CancelOutcome) -> Reply:
@@ -195,22 +229,26 @@ def digest(migrations: list[Migration], progress: dict[str, MigrationProgress]) 
 
 
 def what_happens(m: Migration) -> str:
+    """What the approvers agree to, for this migration's backend."""
     fence = ("*What happens*: writes on the source are fenced (read-only, CONNECT revoked, sessions ended after "
              "a grace period); the target catches up; ")
-    after = "sequences are synced; foreign keys and triggers are put back; row counts and checksums are verified"
+    after = ("sequences are synced; foreign keys and triggers are put back; row counts are compared and the "
+             "target is released (applications may switch); then foreign keys are validated and checksums "
+             "compared")
     backend = m.options.backend
     if backend is Backend.NATIVE:
-        return (fence + after + "; replication is removed. Any failure falls back: the source becomes writable "
-                "again and replication keeps running.")
+        return (fence + after + "; replication is removed. A failure before the release falls back: the source "
+                "becomes writable again and replication keeps running. After the release there is no way back: "
+                "problems are reported as an incident and the source stays fenced.")
     return (fence + f"the {BACKEND_NAMES.get(backend, backend)} is told to complete its cutover; then " + after +
             ". A failure before the service's cutover falls back (source writable, replication running); after "
             "it, the source is made writable again and the migration fails: the service's replication has ended.")
 
 
-def approvals_line(approvers: list[str], required: int, expires_at: str) -> str:
+def approvals_line(approvers: list[str], required: int, expires_at: datetime) -> str:
     return (f"*Approvals*: {len(approvers)} of {required}" + (
         ": " + ", ".join(mention(a) for a in approvers) if approvers else "") +
-        f" · the requester cannot approve · expires {expires_at[:16].replace('T', ' ')} UTC")
+        f" · the requester cannot approve · expires {expires_at:%Y-%m-%d %H:%M} UTC")
 
 
 def decision(closed: str, what: str, approve: Action, reject: Action, value: str, approving: str,
@@ -230,19 +268,15 @@ def decision(closed: str, what: str, approve: Action, reject: Action, value: str
     ]).to_dict()
 
 
-def approval_card(m: Migration, progress: MigrationProgress, requested_by: str, approvers: list[str], required: int,
-                  expires_at: str, verification: str, closed: str = "") -> Reply:
+def approval_card(m: Migration, progress: MigrationProgress, request: ApprovalRequest, approvers: list[str],
+                  required: int, closed: str = "") -> Reply:
     """The team's decision: what will happen, the state of the replica, who approved; buttons until decided."""
     now = time.time()
-    lines = [f"*Cutover requested by {mention(requested_by)}*: {describe(m)}",
+    lines = [f"*Cutover requested by {mention(request.requested_by)}*: {describe(m)}",
              f"Databases: {esc(', '.join(m.databases))}"]
     lines += [database_line(progress.of(db), now) for db in m.databases]
-    lines += [f"Last verification (tables, while streaming): {esc(verification)}",
-              "*What happens*: writes on the source are fenced (read-only, CONNECT revoked, sessions ended after "
-              "a grace period); the target catches up; sequences are synced; foreign keys and triggers are put "
-              "back; row counts and checksums are verified; replication is removed. Any failure falls back: the "
-              "source becomes writable again and replication keeps running.",
-             approvals_line(approvers, required, expires_at)]
+    lines += [f"Last verification (tables, while streaming): {esc(request.verification)}", what_happens(m),
+              approvals_line(approvers, required, request.expires_at)]
     blocks = [header(f"Approve cutover of {m.id}?"), *sections(lines),
               decision(closed, "cutover", Action.APPROVE_CUTOVER, Action.REJECT_CUTOVER, m.id,
                        f"Approve switching {m.id} to {m.target}.", f"{m.id} goes back to ready for cutover.")]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from handlers import messages
-from migration_core import cleanup
 from handlers import migration_messages as mm
 from handlers.authz import may_operate
 from handlers.azure import provision_status
@@ -25,7 +24,7 @@ async def _find(svc: Services, migration_id: str) -> Migration | Reply:
     if migration_id.startswith("prov-"):
         return messages.error_message(f"{migration_id} is a provisioning request, not a migration: "
                                       f"`/pgmig status {migration_id}` and `/pgmig audit {migration_id}` show it")
-    m = await svc.store.get_migration(migration_id)
+    m = await svc.engine.find(migration_id)
     if m is None:
         return messages.error_message(f"there is no {migration_id}; `/pgmig list` shows the migrations")
     return m
@@ -66,7 +65,7 @@ async def migrate_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
     if report.blocking:
         return mm.refused(m, report)
     svc.engine.start(m.id)
-    m = await svc.store.get_migration(m.id) or m
+    m = await svc.engine.find(m.id) or m
     return mm.started(m, report, svc.policy.notify_channel)
 
 
@@ -94,19 +93,19 @@ def _backend_refusal(a: dict, target: ServerConfig, svc: Services) -> Reply | No
 
 async def status_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
     if not cmd.args.get("migration"):
-        active = await svc.store.list_migrations(active_only=True)
-        return mm.migration_list(active, "Active migrations")
+        return mm.migration_list(await svc.engine.migrations(active_only=True), "Active migrations")
     if cmd.args["migration"].startswith("prov-"):
         return await provision_status(cmd.args["migration"], svc)
     m = await _find(svc, cmd.args["migration"])
     if isinstance(m, Reply):
         return m
-    leftovers = await svc.engine.leftovers(m.id) if m.state.finished else []
-    return mm.status(m, await svc.store.steps(m.id), svc.engine.progress(m.id), leftovers)
+    found = await svc.engine.status(m.id)
+    assert found is not None
+    return mm.status(found)
 
 
 async def list_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    return mm.migration_list((await svc.store.list_migrations())[-20:], "Recent migrations")
+    return mm.migration_list(await svc.engine.migrations(newest=20), "Recent migrations")
 
 
 async def cancel_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
@@ -124,9 +123,7 @@ async def retry_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> R
         return m
     if m.state is not State.FAILED or not await svc.engine.retry(m.id, inv.user):
         return messages.error_message(f"{m.id} is {m.state.value}; only a failed migration can be retried")
-    return Reply(f"{m.id} retrying", [messages.section(
-        f"🔁 *{m.id}* retrying from the step that failed (`{messages.esc(m.error.split(':', 1)[0])}`); "
-        "finished databases are not redone.")], ephemeral=False)
+    return mm.retrying(m)
 
 
 async def resume_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
@@ -135,8 +132,7 @@ async def resume_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
         return m
     if m.state is not State.PAUSED or not await svc.engine.resume(m.id, inv.user):
         return messages.error_message(f"{m.id} is {m.state.value}; only a paused migration can be resumed")
-    return Reply(f"{m.id} resumed", [messages.section(f"▶️ *{m.id}* importing the export files as they are now.")],
-                 ephemeral=False)
+    return mm.resumed(m)
 
 
 async def verify_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
@@ -155,18 +151,4 @@ async def cleanup_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
         return servers
     if cmd.args["yes"] and (denied := await _operator_only(inv, svc, "remove replication objects")):
         return denied
-    found = await cleanup.find(servers[0], svc.store.deployment)
-    running = {m.id: m.state.value for m in await svc.store.list_migrations(active_only=True)}
-    kept = [x for x in found if x.migration_id in running]
-    loose = [x for x in found if x.migration_id not in running]
-    lines = [f"*pgmig's replication objects on {messages.esc(servers[0].name)}*"]
-    lines += [f"• {messages.esc(x.describe())} — kept: {x.migration_id} is {running[x.migration_id]}" for x in kept]
-    if not loose:
-        lines.append("Nothing left behind." if not kept else "Nothing else.")
-    elif cmd.args["yes"]:
-        removed = await cleanup.remove(servers[0], loose)
-        lines += [f"🗑️ removed {messages.esc(r)}" for r in removed]
-    else:
-        lines += [f"• {messages.esc(x.describe())}" for x in loose]
-        lines.append(f"`/pgmig cleanup {messages.esc(servers[0].name)} --yes` removes these {len(loose)}.")
-    return Reply(f"cleanup {servers[0].name}: {len(loose)} left behind", messages.sections(lines))
+    return mm.cleanup_report(await svc.engine.cleanup(servers[0].name, remove=cmd.args["yes"]))

@@ -1,14 +1,19 @@
-"""Turns the core's migration events into one live message per migration, edited in place, plus
-thread replies when a migration completes, fails, pauses or is cancelled."""
+"""Turns the core's events into channel messages: one live message per migration, edited in place, plus
+thread replies when a migration completes, fails, pauses or is cancelled; and a provisioning request's
+approval card and progress line."""
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from handlers import azure_messages as am
 from handlers import migration_messages as mm
 from handlers.authz import Policy
-from handlers.context import Poster
-from migration_core.models import Migration, State
+from handlers.context import Poster, Reply
+from migration_core.approval import ApprovalRequest, approvers
+from migration_core.azure.provision import ProvisionResult
+from migration_core.azure.provisioning import ProvisionRecord
+from migration_core.models import Migration, State, Step, StepKind, StepState, utcnow
 from migration_core.progress import MigrationProgress
 from migration_core.store import Store
 
@@ -36,17 +41,19 @@ class ChannelPublisher:
 
     async def _close_approval_card(self, m: Migration, progress: MigrationProgress, detail: str) -> None:
         """Slack has no disabled buttons: once decided, the card is rewritten without them."""
-        step = await self.store.step(m.id, "approval")
-        if step is None or not step.data.get("open") or not step.data.get("ts"):
+        step = await self.store.step(m.id, StepKind.APPROVAL)
+        if step is None:
             return
-        step.data["open"] = False
-        await self.store.save_step(step)
-        approvers = [a.approver for a in await self.store.approvals(m.id, step.data["round"])
-                     if a.decision == "approve"]
+        request = ApprovalRequest.from_dict(step.data)
+        if not request.open or not request.ts:
+            return
+        request.open = False
+        await self.store.save_step(Step(m.id, step.name, StepState.DONE, step.detail, step.started_at, utcnow(),
+                                        request.as_dict()))
         closed = f"{m.state.value.replace('_', ' ')}: {detail}"
-        await self.poster.update(step.data["channel"], step.data["ts"], mm.approval_card(
-            m, progress, step.data["requested_by"], approvers, self.policy.required_approvals,
-            step.data["expires_at"], step.data["verification"], closed[:2900]))
+        await self.poster.update(request.channel, request.ts, mm.approval_card(
+            m, progress, request, await approvers(self.store, request), self.policy.required_approvals,
+            closed[:2900]))
 
     async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:
         channel, ts = await self._card(migration, progress)
@@ -70,3 +77,37 @@ class ChannelPublisher:
             if ts:
                 await self.store.set_message(m.id, channel, ts)
             return channel, ts
+
+
+class ProvisioningPublisher:
+    """What the channel sees of a provisioning request (migration_core.azure.provisioning.ProvisioningEvents)."""
+
+    def __init__(self, poster: Poster, policy: Policy) -> None:
+        self.poster, self.policy = poster, policy
+
+    async def card(self, record: ProvisionRecord, approvers: list[str], closed: str = "") -> str:
+        reply = am.provision_card(record, approvers, self.policy.required_approvals, closed)
+        if not record.approval.ts:
+            return await self.poster.post(record.channel, reply)
+        await self.poster.update(record.channel, record.approval.ts, reply)
+        return record.approval.ts
+
+    async def progress(self, record: ProvisionRecord, note: str) -> str:
+        reply = am.provisioning(record.id, record.request, note)
+        if not record.progress_ts:
+            return await self.poster.post(record.channel, reply)
+        await self.poster.update(record.channel, record.progress_ts, reply)
+        return record.progress_ts
+
+    async def finished(self, record: ProvisionRecord, result: ProvisionResult, registered: bool,
+                       notes: list[str]) -> None:
+        await self._show(record, am.provisioned(record.id, record.request, result, registered, notes))
+
+    async def failed(self, record: ProvisionRecord, reason: str) -> None:
+        await self._show(record, am.provision_failed(record.id, record.request, reason))
+
+    async def _show(self, record: ProvisionRecord, reply: Reply) -> None:
+        if record.progress_ts:
+            await self.poster.update(record.channel, record.progress_ts, reply)
+        else:
+            await self.poster.post(record.channel, reply)

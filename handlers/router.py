@@ -64,6 +64,16 @@ async def handle_command(text: str, inv: Invocation, svc: Services) -> Reply:
     """Parse, audit, run. Bad input gets usage help; an unexpected failure gets a short apology. Never
     raises, whatever the text."""
     try:
+        return await _command(text if isinstance(text, str) else str(text), inv, svc)
+    except Exception as exc:  # the last guard: one readable line, audited
+        log.exception("command %r could not be handled", _head(text))
+        await _audit(svc, inv, "command.failed", f"{_head(text)}: {_describe(exc)}")
+        return messages.error_message(f"pgmig could not handle that command ({_describe(exc)}); "
+                                      "the details are in pgmig's log")
+
+
+async def _command(text: str, inv: Invocation, svc: Services) -> Reply:
+    try:
         cmd = parse(text)
     except UsageError as err:
         await _audit(svc, inv, "command.rejected", f"{text[:500]!r}: {err}")
@@ -80,9 +90,9 @@ async def handle_command(text: str, inv: Invocation, svc: Services) -> Reply:
         return messages.error_message(str(exc))
     except Exception as exc:  # the user gets one readable line; the log keeps the traceback
         log.exception("command %r failed", cmd.name)
-        await _audit(svc, inv, "command.failed", f"{cmd.name}: {type(exc).__name__}: {exc}")
+        await _audit(svc, inv, "command.failed", f"{cmd.name}: {_describe(exc)}")
         return messages.error_message(
-            f"`{cmd.name}` failed unexpectedly ({type(exc).__name__}: {redact(str(exc))[:300]}). "
+            f"`{cmd.name}` failed unexpectedly ({_describe(exc)}). "
             "Nothing was changed; the details are in pgmig's log.")
 
 
@@ -91,10 +101,10 @@ async def handle_action(action_id: str, value: str, inv: Invocation, svc: Servic
     carry the migration id and answer only when the click is refused (the card itself shows the rest).
     Never raises, whatever the payload."""
     try:
-        return await _action(str(action_id), str(value), inv, svc)
-    except Exception as exc:  # noqa: BLE001 - one readable line, audited, whatever went wrong
-        log.exception("handling the click %r failed", action_id)
-        await _audit(svc, inv, "action.failed", f"{str(action_id)[:100]}: {type(exc).__name__}")
+        return await _action(str(action_id), "" if value is None else str(value), inv, svc)
+    except Exception as exc:  # one readable line, audited, whatever went wrong
+        log.exception("handling the click %r failed", _head(action_id))
+        await _audit(svc, inv, "action.failed", f"{_head(action_id)}: {_describe(exc)}")
         return messages.error_message(f"the click could not be handled ({type(exc).__name__}); nothing changed")
 
 
@@ -111,9 +121,29 @@ async def _action(action_id: str, value: str, inv: Invocation, svc: Services) ->
     return messages.error_message("that button is no longer handled by this version of pgmig")
 
 
+def _head(value: object, limit: int = 100) -> str:
+    """The start of whatever a user sent, for a log line or an audit entry."""
+    try:
+        return (value if isinstance(value, str) else repr(value))[:limit]
+    except Exception:  # noqa: BLE001 - a value that cannot even be shown
+        return f"<{type(value).__name__}>"
+
+
+def _describe(exc: BaseException) -> str:
+    """One line about an unexpected exception: its type and the start of its message, secrets masked."""
+    try:
+        message = " ".join(str(exc).split())
+    except Exception:  # noqa: BLE001 - an exception whose message itself fails
+        message = ""
+    message = redact(message)
+    if len(message) > 300:
+        message = message[:299] + "…"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 async def _audit(svc: Services, inv: Invocation, action: str, detail: str, migration_id: str = "") -> None:
     try:
-        await svc.store.audit(AuditEntry(actor=inv.user, action=action, detail=redact(detail),
+        await svc.engine.record(AuditEntry(actor=inv.user, action=action, detail=redact(detail),
                                          migration_id=migration_id, channel=inv.channel))
     except Exception:  # an audit hiccup must not eat the user's answer
         log.exception("could not write audit entry %s", action)

@@ -13,6 +13,8 @@ from migration_core.servers import ServerConfig
 
 @dataclass
 class Leftover:
+    """One of this deployment's replication objects found on a server."""
+
     kind: str           # slot | publication | subscription | role
     name: str
     database: str
@@ -52,6 +54,26 @@ async def find(server: ServerConfig, deployment: str) -> list[Leftover]:
         finally:
             await conn.close()
     return found
+
+
+@dataclass
+class CleanupReport:
+    """`/pgmig cleanup SERVER`: what active migrations still use (and their state), what nobody does, and
+    what was removed of the latter."""
+
+    server: str
+    kept: list[tuple[Leftover, str]]
+    loose: list[Leftover]
+    removed: list[str] | None = None   # None: only listed
+
+
+async def survey(server: ServerConfig, deployment: str, active: dict[str, str], remove_loose: bool) -> CleanupReport:
+    """`active`: the state of every migration still running (its objects are kept)."""
+    found = await find(server, deployment)
+    kept = [(x, active[x.migration_id]) for x in found if x.migration_id in active]
+    loose = [x for x in found if x.migration_id not in active]
+    return CleanupReport(server.name, kept, loose, await remove(server, loose) if remove_loose and loose else
+                         ([] if remove_loose else None))
 
 
 async def remove(server: ServerConfig, leftovers: list[Leftover]) -> list[str]:

@@ -15,10 +15,12 @@ import logging
 import uuid
 from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from migration_core import cutover_flow, replication, undo, workdir
+from migration_core import approval, cleanup, cutover_flow, replication, undo, workdir
+from migration_core.cleanup import CleanupReport
+from migration_core.approval import ApprovalRequest, Decision, Verdict
 from migration_core.azure.backend import ManagedBackend
 from migration_core.cutover_flow import run_cutover
 from migration_core.engine_config import EngineConfig, MigrationRequest
@@ -26,13 +28,13 @@ from migration_core.errors import MigrationError
 from migration_core.events import MigrationEvents
 from migration_core.failures import failure_reason
 from migration_core.context import MigrationContext
-from migration_core.jobs import ProgressJobs
+from migration_core.scheduler import Scheduler
 from migration_core.journal import Change, JournalEntry, Mark
 from migration_core.ledger import DONE, FAILED, RUNNING, Alerts, Ledger
 from migration_core.lifecycle import Superseded
 from migration_core.managed_flow import cancel_managed, run_managed, watch_managed
 from migration_core.models import (
-    AuditEntry, Backend, Method, Migration, MigrationOptions, Mode, State, StepKind, StepState, utcnow,
+    AuditEntry, Backend, Method, Migration, MigrationOptions, Mode, State, Step, StepKind, StepState, utcnow,
 )
 from migration_core.monitor import watch_native
 from migration_core.offline import choose_bindir
@@ -49,6 +51,14 @@ __all__ = ["Engine", "EngineConfig", "MigrationRequest", "CancelOutcome"]
 log = logging.getLogger(__name__)
 MONITORED = (State.CATCHING_UP, State.READY_FOR_CUTOVER, State.AWAITING_APPROVAL)
 CUTOVER_STATES = (State.CUTTING_OVER, State.RELEASED)
+
+
+@dataclass
+class MigrationStatus:
+    migration: Migration
+    steps: list[Step]
+    progress: MigrationProgress
+    leftovers: list[JournalEntry]
 
 
 @dataclass
@@ -71,7 +81,7 @@ class Engine:
         self._tasks: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
         self._cancelling: set[str] = set()
-        self.jobs = ProgressJobs(config.progress_interval, self._tick)
+        self.scheduler = Scheduler(config.progress_interval, self._tick)
         self.replica = config.replica_id or uuid.uuid4().hex[:12]
         self.instance = f"{self.replica}/{uuid.uuid4().hex[:8]}"  # this life of this replica
         self._leasing = False
@@ -193,7 +203,7 @@ class Engine:
         m = await self.ledger.get(migration_id)
         if m.state in (State.COMPLETED, State.CANCELLED, State.RELEASED):
             return CancelOutcome(m.state)
-        self.jobs.unwatch(migration_id)
+        self.scheduler.unwatch(migration_id)
         ctx = self.context(m)
         outcome = CancelOutcome(State.CANCELLED)
         if ctx.backend is not None and (said := await cancel_managed(ctx)):
@@ -233,6 +243,50 @@ class Engine:
         return [await verify_database(source, target, db, m.options.parallel, replicated_only=streaming)
                 for db in m.databases]
 
+    async def find(self, migration_id: str) -> Migration | None:
+        return await self.store.get_migration(migration_id)
+
+    async def migrations(self, active_only: bool = False, newest: int | None = None) -> list[Migration]:
+        found = await self.store.list_migrations(active_only=active_only)
+        return found[-newest:] if newest else found
+
+    async def status(self, migration_id: str) -> MigrationStatus | None:
+        """What `/pgmig status` shows: the migration, its steps, its live progress and, once it is over,
+        what it left on the servers."""
+        m = await self.find(migration_id)
+        if m is None:
+            return None
+        return MigrationStatus(m, await self.store.steps(m.id), self.progress(m.id),
+                               await self.leftovers(m.id) if m.state.finished else [])
+
+    async def cleanup(self, server: str, remove: bool) -> CleanupReport:
+        """This deployment's replication objects on a server: kept where an active migration uses them."""
+        active = {m.id: m.state.value for m in await self.migrations(active_only=True)}
+        return await cleanup.survey(self.server(server), self.store.deployment, active, remove)
+
+    async def record(self, entry: AuditEntry) -> None:
+        """An audit entry from outside the engine's own work (a command, a click)."""
+        await self.store.audit(entry)
+
+    async def audit_log(self, subject: str) -> list[AuditEntry] | None:
+        """Everything done to a migration or provisioning request; None when there is no such thing."""
+        known = await (self.store.provision(subject) if subject.startswith("prov-") else self.find(subject))
+        return await self.store.audit_log(subject) if known is not None else None
+
+    def server(self, name: str) -> ServerConfig:
+        if name not in self.servers:
+            raise MigrationError(f"there is no server {name!r}", "`/pgmig servers` lists the configured ones")
+        return self.servers[name]
+
+    async def register_server(self, server: ServerConfig, actor: str) -> bool:
+        """A server pgmig provisioned becomes a migration target, kept across restarts (a `[servers.NAME]`
+        entry of the same name wins). False when the name is taken."""
+        if server.name in self.servers:
+            return False
+        self.servers[server.name] = server
+        await self.store.save_server(server.name, server.as_dict(), actor)
+        return True
+
     async def leftovers(self, migration_id: str) -> list[JournalEntry]:
         """What the migration changed on the servers and is still in effect (maybe in effect)."""
         return await self.ledger.journal(migration_id).entries()
@@ -259,7 +313,7 @@ class Engine:
 
     async def _carry_on(self, m: Migration) -> bool:
         if m.state in MONITORED:
-            self.jobs.watch(m.id)
+            self.scheduler.watch(m.id)
             return True
         await self.store.audit(AuditEntry("pgmig", "recovered", f"taken over in {m.state.value} (owner gone)", m.id))
         if m.state in CUTOVER_STATES:
@@ -343,10 +397,61 @@ class Engine:
         if m is not None and m.state in (State.COMPLETED, State.CANCELLED) and not self.config.keep_exports:
             await asyncio.to_thread(workdir.remove, self.config.workdir / migration_id)
 
-    async def request_cutover(self, migration_id: str, actor: str) -> bool:
-        """ready_for_cutover → awaiting_approval (the approval card is posted by the caller)."""
-        return await self.ledger.move(migration_id, State.AWAITING_APPROVAL, f"cutover requested by {actor}",
-                                      expect=(State.READY_FOR_CUTOVER,), actor=actor)
+    async def prepare_cutover(self, migration_id: str, actor: str, channel: str, minutes: int) -> ApprovalRequest:
+        """Check that the migration may be cut over and verify its tables once more; the request the
+        approval card shows (nothing is changed yet: `open_cutover` does that once the card is posted)."""
+        m = await self.ledger.get(migration_id)
+        if m.mode is not Mode.ONLINE:
+            raise MigrationError(f"{m.id} is an offline migration: it has no cutover")
+        if m.state is not State.READY_FOR_CUTOVER:
+            lags = [f"{db}: {p.lag_seconds or 0:.1f} s / {p.lag_bytes or 0} bytes behind"
+                    for db, p in self.progress(m.id).databases.items() if p.lag_bytes is not None]
+            why = "a request is already waiting for approval" if m.state is State.AWAITING_APPROVAL else \
+                "it must be ready_for_cutover (caught up)"
+            raise MigrationError(f"{m.id} is {m.state.value}: {why}" + (f". Current lag: {'; '.join(lags)}"
+                                                                         if lags else ""))
+        results = await self.verify(m.id)
+        verification = "; ".join(f"{r.database} {'equal' if r.ok else f'{len(r.mismatches)} mismatch(es)'} "
+                                 f"({r.tables} tables, {r.rows} rows)" for r in results)
+        return ApprovalRequest.new(m.id, actor, minutes, channel, verification)
+
+    async def open_cutover(self, request: ApprovalRequest) -> bool:
+        """ready_for_cutover → awaiting_approval with `request` as the open round; False (and the request
+        closed) when the migration moved on meanwhile."""
+        await self.ledger.save(request.subject, StepKind.APPROVAL, StepState.WAITING,
+                               f"requested by {request.requested_by}", request.as_dict())
+        if await self.ledger.move(request.subject, State.AWAITING_APPROVAL, f"cutover requested by "
+                                  f"{request.requested_by}", expect=(State.READY_FOR_CUTOVER,),
+                                  actor=request.requested_by, action="cutover.requested"):
+            return True
+        request.open = False
+        await self.ledger.save(request.subject, StepKind.APPROVAL, StepState.DONE, "the migration moved on",
+                               request.as_dict())
+        return False
+
+    async def cutover_request(self, migration_id: str) -> ApprovalRequest | None:
+        step = await self.store.step(migration_id, StepKind.APPROVAL)
+        return ApprovalRequest.from_dict(step.data) if step else None
+
+    async def decide_cutover(self, migration_id: str, user: str, verb: str, *, is_approver: bool, required: int,
+                             channel: str = "") -> tuple[Decision, ApprovalRequest | None]:
+        """An Approve or Reject click (approval.py's rules); the quorum starts the cutover."""
+        m = await self.store.get_migration(migration_id)
+        request = await self.cutover_request(migration_id)
+        if m is None or request is None or m.state is not State.AWAITING_APPROVAL:
+            await self.store.audit(AuditEntry(user, f"cutover.{verb}.refused", "no open request", migration_id,
+                                              channel))
+            state = m.state.value if m else "gone"
+            return Decision(Verdict.REFUSED, f"this cutover request is no longer open ({state})"), request
+        if request.expired:
+            await self.expire_approval(migration_id)
+        decision = await approval.decide(self.store, "cutover", request, user, verb, is_approver=is_approver,
+                                         required=required, channel=channel)
+        if decision.verdict is Verdict.REJECTED:
+            await self.reject_cutover(migration_id, user)
+        elif decision.verdict is Verdict.APPROVED:
+            self.start_cutover(migration_id, user)
+        return decision, request
 
     async def reject_cutover(self, migration_id: str, actor: str) -> bool:
         return await self.ledger.move(migration_id, State.READY_FOR_CUTOVER,
@@ -371,7 +476,7 @@ class Engine:
         return MigrationContext(self.ledger, self.alerts, self.config, m, source, target, self._backend(m))
 
     def schedule_digest(self) -> None:
-        self.jobs.digest(self.config.digest, self.post_digest)
+        self.scheduler.digest(self.config.digest, self.post_digest)
 
     async def post_digest(self) -> None:
         active = await self.store.list_migrations(active_only=True)
@@ -381,7 +486,7 @@ class Engine:
     async def close(self) -> None:
         """Stop cleanly: running work is interrupted (a cutover before release falls back; a restart picks
         the rest up) and leases are released."""
-        self.jobs.shutdown()
+        self.scheduler.shutdown()
         for task in [*self._tasks.values(), *self._background]:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), *self._background, return_exceptions=True)
@@ -401,8 +506,8 @@ class Engine:
         """From the first lease on: renew ours and look for migrations nobody holds, every quarter lease."""
         if not self._leasing:
             self._leasing = True
-            self.jobs.lease(max(0.2, self.config.lease_seconds / 4), self._renew_lease)
-            self.jobs.every("leftovers", self.config.leftover_check_seconds, self._check_leftovers)
+            self.scheduler.lease(max(0.2, self.config.lease_seconds / 4), self._renew_lease)
+            self.scheduler.every("leftovers", self.config.leftover_check_seconds, self._check_leftovers)
 
     async def _renew_lease(self) -> None:
         """A coroutine function, so that apscheduler awaits it on the loop (a lambda would not be awaited)."""
@@ -443,7 +548,7 @@ class Engine:
         if not await self._hold(migration_id):
             log.warning("%s is held by another pgmig process; not running it here", migration_id)
             return
-        self.jobs.watch(migration_id)
+        self.scheduler.watch(migration_id)
         try:
             await self._pipeline(migration_id)
         except asyncio.CancelledError:
@@ -456,7 +561,7 @@ class Engine:
         finally:
             m = await self.store.get_migration(migration_id)
             if m is None or m.state not in MONITORED:  # streaming migrations stay under watch
-                self.jobs.unwatch(migration_id)
+                self.scheduler.unwatch(migration_id)
             await self._tidy(migration_id)
 
     async def _pipeline(self, mid: str) -> None:
@@ -483,15 +588,15 @@ class Engine:
     async def _tick(self, mid: str) -> None:
         m = await self.store.get_migration(mid)
         if m is None or m.state.finished:
-            self.jobs.unwatch(mid)
+            self.scheduler.unwatch(mid)
             return
         if m.state in MONITORED and (m.mode is Mode.ONLINE or m.options.backend is not Backend.NATIVE):
             ctx = self.context(m)
             await (watch_native(ctx) if ctx.backend is None else watch_managed(ctx))
             m = await self.ledger.get(mid)
         if m.state is State.AWAITING_APPROVAL:
-            request = await self.store.step(mid, StepKind.APPROVAL)
-            if request and datetime.fromisoformat(request.data["expires_at"]) < utcnow():
+            request = await self.cutover_request(mid)
+            if request and request.expired:
                 await self.expire_approval(mid)
                 m = await self.ledger.get(mid)
         await self.events.progress(m, self.progress(mid))

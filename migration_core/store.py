@@ -59,6 +59,8 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS pgmig_server (name TEXT PRIMARY KEY, data TEXT NOT NULL, created_by TEXT NOT NULL,
         created_at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS pgmig_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS pgmig_provision (id TEXT PRIMARY KEY, state TEXT NOT NULL, data TEXT NOT NULL,
+        updated_at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS pgmig_journal (
         migration_id TEXT NOT NULL, kind TEXT NOT NULL, server TEXT NOT NULL, database TEXT NOT NULL,
         name TEXT NOT NULL, mark TEXT NOT NULL, data TEXT NOT NULL, at TEXT NOT NULL, updated_at TEXT NOT NULL,
@@ -285,6 +287,20 @@ class Store:
 
     async def saved_servers(self) -> dict[str, dict[str, Any]]:
         return {r["name"]: json.loads(r["data"]) for r in await self._db.fetch("SELECT * FROM pgmig_server ORDER BY name")}
+
+    async def save_provision(self, pid: str, state: str, data: dict[str, Any]) -> None:
+        """A provisioning request (`prov-N`): its lifecycle is azure/provisioning.py's."""
+        await self._db.execute(
+            "INSERT INTO pgmig_provision VALUES ($1,$2,$3,$4) ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
+            "data = excluded.data, updated_at = excluded.updated_at", pid, state, redact(json.dumps(data)),
+            _ts(utcnow()))
+
+    async def provision(self, pid: str) -> dict[str, Any] | None:
+        rows = await self._db.fetch("SELECT data FROM pgmig_provision WHERE id = $1", pid)
+        return json.loads(rows[0]["data"]) if rows else None
+
+    async def provisions(self) -> list[dict[str, Any]]:
+        return [json.loads(r["data"]) for r in await self._db.fetch("SELECT data FROM pgmig_provision ORDER BY id")]
 
     async def save_journal(self, e: JournalEntry) -> None:
         await self._db.execute(

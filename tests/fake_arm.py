@@ -201,7 +201,7 @@ class FakeArm:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ctx)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = self._runner.addresses[0][1]
         self.endpoint = f"https://127.0.0.1:{port}"
         return self
 

@@ -87,7 +87,7 @@ async def start(config_path: str, state_path: str, fake: FakeSlack, home: str = 
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     running = Running(f"http://127.0.0.1:{port}", fake, settings, services, tasks, aiohttp.ClientSession())
     return running, runner
 

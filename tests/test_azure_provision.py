@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime, timezone
 
 import pytest
 
 from handlers.actions import Action
-from handlers.azure import expire_provisioning
+from migration_core.azure.provisioning import ProvisionRecord, ProvisionState
 from tests.azure_fixtures import RG, azure_env, azure_server_toml, azure_toml, seed_server
 from tests.conftest import config_toml
 from tests.fake_arm import FakeArm
@@ -197,7 +198,7 @@ async def test_arm_errors_are_shown_readably(tmp_path, arm, code, status, shown)
         failed = await finished(slack, "sales-prod")
         assert f"Azure said {code}: the message of {code}" in failed and shown in failed
         assert "Traceback" not in failed
-        assert (await slack.services.store.step("prov-1", "provision")).state == "failed"
+        assert (await slack.services.provisioner.get("prov-1")).state == "failed"
         assert "sales-prod" not in slack.services.servers
 
 
@@ -303,7 +304,7 @@ async def test_a_variable_not_in_the_config_is_refused_unread_whatever_it_holds(
             assert "cannot provision" in reply
             assert "is not one of [azure] admin_password_envs; add it there" in reply, reply
             assert not any(v and v in reply for v in SECRET_VALUES)
-        assert arm.requests == [] and await slack.services.store.step("prov-1", "provision") is None
+        assert arm.requests == [] and await slack.services.provisioner.get("prov-1") is None
 
 
 async def test_an_allowed_variable_holding_a_bad_password_gets_the_rules_not_the_broken_one(tmp_path, arm,
@@ -329,7 +330,7 @@ async def test_cloud_changes_need_an_explicit_operators_list(tmp_path, arm, targ
             answer = await slack.ask(command)
             assert "set [slack] operators = [\"U…\"]" in answer and "restart pgmig" in answer, answer
         assert arm.requests == []
-        assert (await slack.services.store.step("prov-1", "provision")) is None
+        assert await slack.services.provisioner.get("prov-1") is None
     (tmp_path / "named").mkdir()
     async with app(tmp_path / "named", arm, servers=servers, operators=["U0BOB"]) as slack:
         for command in commands:
@@ -371,19 +372,24 @@ async def test_the_private_ca_comes_from_ssl_cert_file_and_without_it_tls_fails_
         assert "✅" in await finished(slack, "sales-prod")
 
 
+async def saved(slack, pid: str, change) -> None:
+    """Change a provisioning request as the store holds it (time passing, a process dying)."""
+    record = ProvisionRecord.from_dict(await slack.services.store.provision(pid))
+    change(record)
+    await slack.services.store.save_provision(pid, record.state.value, record.as_dict())
+
+
 async def test_an_expired_provisioning_request_creates_nothing(tmp_path, arm):
     policy = 'notify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1"]\n'
     async with app(tmp_path, arm, extra="provision_requires_approval = true\n", slack=policy) as slack:
         await slack.ask(GOOD)
-        step = await slack.services.store.step("prov-1", "provision")
-        step.data["expires_at"] = "2000-01-01T00:00:00+00:00"
-        await slack.services.store.save_step(step)
+        await saved(slack, "prov-1", lambda r: setattr(r.approval, "expires_at", datetime(2000, 1, 1, tzinfo=timezone.utc)))
         assert "⌛ *prov-1* · server *sales-prod* · expired" in await slack.ask("status prov-1")
-        assert await expire_provisioning(slack.services) == ["prov-1"]  # what the periodic sweep runs
+        assert await slack.services.provisioner.expire() == ["prov-1"]  # what the periodic sweep runs
         await slack.fake.wait_for("calls", lambda c: c.method == "chat.update"
                                   and "expired without enough approvals" in text_of(c.params))
         await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0APPROVER1", key="late")
-        assert "no longer open" in text_of(await slack.reply("late"))
+        assert "has expired" in text_of(await slack.reply("late"))
         assert arm.requests == []
         assert "provision.expired" in [e.action for e in await slack.services.store.audit_log("prov-1")]
 
@@ -392,9 +398,8 @@ async def test_a_request_cut_short_by_a_restart_is_finished_by_the_next_pgmig(tm
     async with app(tmp_path, arm, extra="provision_requires_approval = true\n",
                    slack='approvers = ["U0APPROVER1"]\n') as slack:
         await slack.ask(GOOD)
-        step = await slack.services.store.step("prov-1", "provision")
-        step.state = "running"  # as if pgmig stopped while Azure was creating the server
-        await slack.services.store.save_step(step)
+        # as if pgmig stopped while Azure was creating the server
+        await saved(slack, "prov-1", lambda r: setattr(r, "state", ProvisionState.RUNNING))
     seed_server(arm, "sales-prod", storage_gb=256)
     server = arm.resources[(f"/subscriptions/{arm.subscription}/resourceGroups/{RG}/providers/"
                             "Microsoft.DBforPostgreSQL/flexibleServers/sales-prod").lower()]

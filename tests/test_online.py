@@ -431,7 +431,7 @@ async def test_a_second_replica_leaves_a_live_ones_migration_alone_until_its_lea
     await asyncio.sleep(1.2)                       # longer than the lease: only renewal keeps it
     assert await second.recover() == []            # the first replica is alive: its migration is left alone
     assert (await store.owner(mid))[0] == first.instance
-    first.jobs.shutdown()                          # the first replica dies without a word: its lease goes stale
+    first.scheduler.shutdown()                          # the first replica dies without a word: its lease goes stale
     for _ in range(50):                            # the second notices on its own lease ticks
         if (await store.owner(mid))[0] == second.instance:
             break

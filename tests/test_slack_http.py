@@ -135,6 +135,7 @@ async def test_user_groups_resolve_through_usergroups_users_list(slack):
 
 @pytest.mark.parametrize("text, answer", [
     ("migrate onprem azure --mode online --parallel ²", "needs a whole number from 1 to 64"),
+    ("migrate a b --parallel ²", "needs a whole number from 1 to 64"),
     ("status mig-" + "9" * 5000, "is not a migration id"),
     ("status prov-" + "1" * 5000, "is not a migration id"),
 ])
@@ -145,3 +146,18 @@ async def test_input_that_once_crashed_the_parser_is_acked_answered_and_audited(
     assert answer in reply and "Traceback" not in reply and len(reply) < 6000
     log = await slack.services.store.audit_log()
     assert log[-1].action == "command.rejected" and answer.split()[0] in log[-1].detail
+
+
+@pytest.mark.parametrize("action_id, value, answer, audited", [
+    ("pgmig.no-such-button", "ü\u2028" * 2000, "no longer handled by this version", "action.unknown"),
+    (Action.RERUN_CHECK.value, "status mig-" + "9" * 5000, "is not a migration id", "command.rejected"),
+    (Action.RERUN_CHECK.value, "migrate a b --parallel ²", "needs a whole number from 1 to 64", "command.rejected"),
+])
+async def test_odd_clicks_are_acked_answered_and_audited(slack, action_id, value, answer, audited):
+    before = len(await slack.services.store.audit_log(limit=100000))
+    resp = await slack.click(action_id, value, key="odd-click")
+    assert resp.status == 200
+    reply = all_text(await slack.reply("odd-click"))
+    assert answer in reply and "Traceback" not in reply and len(reply) < 6000
+    await slack.tasks.drain(10)
+    assert audited in [e.action for e in (await slack.services.store.audit_log(limit=100000))[before:]]

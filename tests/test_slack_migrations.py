@@ -103,11 +103,10 @@ async def test_online_migration_announces_ready_for_cutover_and_cleans_up(online
 
 async def test_digest_is_scheduled_when_configured_and_lists_active_migrations(slack):
     engine = slack.services.engine
-    assert engine.jobs._scheduler is None or engine.jobs._scheduler.get_job("digest") is None  # off by default
+    assert engine.scheduler.trigger("digest") is None  # off by default
     engine.config.digest = "hourly"
     engine.schedule_digest()
-    job = engine.jobs._scheduler.get_job("digest")
-    assert "minute='0'" in str(job.trigger)
+    assert "minute='0'" in engine.scheduler.trigger("digest")
     await slack.command("migrate onprem azure --mode offline --db shop --overwrite --method dump "
                         "--pause-after-export", key="m")
     await slack.reply("m")

@@ -37,6 +37,29 @@ class FirewallRule:
 
 
 @dataclass
+class ProvisionArgs:
+    """What `/pgmig provision` was given (defaults from `[azure]` already filled in), before validation."""
+
+    name: str
+    admin_user: str
+    admin_password_env: str
+    resource_group: str = ""
+    region: str = ""
+    version: str = "16"
+    tier: str = "GeneralPurpose"
+    sku: str = "Standard_D2ds_v5"
+    storage_gb: str | None = "128"
+    ha: str | None = None
+    zone: str | None = None
+    standby_zone: str | None = None
+    public_access: bool = False
+    allow_azure_services: bool = False
+    firewall: list[str] = field(default_factory=list)
+    tags: str | None = None
+    source: str = ""
+
+
+@dataclass
 class ProvisionRequest:
     """A validated `/pgmig provision`: everything the PUT body needs, the password only by its env var."""
 
@@ -141,14 +164,15 @@ def parse_firewall(text: str) -> FirewallRule:
     return FirewallRule(name, str(first), str(last))
 
 
-def validate(args: dict, source_major: int | None = None, allowed_envs: Collection[str] = ()) -> ProvisionRequest:
+def validate(args: ProvisionArgs, source_major: int | None = None, allowed_envs: Collection[str] = ()
+             ) -> ProvisionRequest:
     """Build the request from parsed `/pgmig provision` arguments, or raise with every broken rule.
 
     The password is only read from a variable in `allowed_envs` (`[azure] admin_password_envs`, plus the
     variable of the configured server being re-provisioned): any other is refused unread, with the same
     words whatever it holds, so a request cannot probe the environment (Slack tokens, other passwords)."""
     problems: list[str] = []
-    name, rg, region = args["name"], args["resource_group"] or "", (args["region"] or "").lower()
+    name, rg, region = args.name, args.resource_group or "", (args.region or "").lower()
     if p := server_name_problem(name):
         problems.append(p)
     if not rg:
@@ -160,30 +184,30 @@ def validate(args: dict, source_major: int | None = None, allowed_envs: Collecti
         problems.append("--region REGION is needed (or a default in [azure] region)")
     elif not REGION.match(region):
         problems.append(f"region `{region}`: an Azure region name like westeurope or eastus2")
-    version = str(args["version"])
+    version = str(args.version)
     if version not in VERSIONS:
         problems.append(f"version {version}: flexible server offers PostgreSQL {', '.join(VERSIONS)}")
     elif source_major is not None and int(version) < source_major:
         problems.append(f"version {version} is older than the source's PostgreSQL {source_major}: "
                         "a migration can only go to the same or a newer major version")
-    sku = args["sku"]
-    tier = TIERS.get((args["tier"] or "").lower().replace("-", "").replace("_", ""))
+    sku = args.sku
+    tier = TIERS.get((args.tier or "").lower().replace("-", "").replace("_", ""))
     if advice := legacy_sku_advice(sku):
         problems.append(advice)
     elif tier is None:
         problems.append(f"tier `{args['tier']}`: one of Burstable, GeneralPurpose, MemoryOptimized")
     elif not SKU_FAMILY[tier].match(sku):
         problems.append(f"SKU `{sku}` is not a {tier} SKU (for example {SKU_EXAMPLE[tier]})")
-    raw = str(args["storage_gb"] if args.get("storage_gb") is not None else "")
+    raw = str(args.storage_gb if args.storage_gb is not None else "")
     storage = int(raw) if raw.isdigit() else 0
     if not raw.isdigit():
         problems.append(f"--storage-gb `{raw}`: a whole number of GB, one of {', '.join(map(str, STORAGE_SIZES_GB))}")
     elif p := storage_problem(storage):
         problems.append(p)
-    user = args["admin_user"]
+    user = args.admin_user
     if p := admin_problem(user):
         problems.append(p)
-    env = args["admin_password_env"]
+    env = args.admin_password_env
     if not env or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env):
         problems.append(f"--admin-password-env `{env}`: the name of an environment variable holding the password")
     elif env not in allowed_envs:
@@ -193,13 +217,13 @@ def validate(args: dict, source_major: int | None = None, allowed_envs: Collecti
                         "never typed in chat)")
     elif p := password_problem(password, user, env):
         problems.append(p)
-    ha = HA_MODES.get((args.get("ha") or "disabled").lower())
-    zone, standby = args.get("zone"), args.get("standby_zone")
+    ha = HA_MODES.get((args.ha or "disabled").lower())
+    zone, standby = args.zone, args.standby_zone
     for flag, z in (("--zone", zone), ("--standby-zone", standby)):
         if z is not None and z not in ZONES:
             problems.append(f"{flag} {z}: availability zones are 1, 2 or 3")
     if ha is None:
-        problems.append(f"--ha {args.get('ha')}: zone-redundant or same-zone")
+        problems.append(f"--ha {args.ha}: zone-redundant or same-zone")
     elif ha != "Disabled" and tier == "Burstable":
         problems.append("high availability is not offered on the Burstable tier: use GeneralPurpose or MemoryOptimized")
     elif ha == "ZoneRedundant" and zone and standby and zone == standby:
@@ -208,13 +232,13 @@ def validate(args: dict, source_major: int | None = None, allowed_envs: Collecti
         problems.append("--standby-zone only applies with --ha zone-redundant")
     tags, rules = {}, []
     try:
-        tags = parse_tags(args.get("tags"))
-        rules = [parse_firewall(r) for r in args.get("firewall") or []]
+        tags = parse_tags(args.tags)
+        rules = [parse_firewall(r) for r in args.firewall]
     except MigrationError as exc:
         problems.append(str(exc))
-    if (rules or args.get("allow_azure_services")) and not args.get("public_access"):
+    if (rules or args.allow_azure_services) and not args.public_access:
         problems.append("firewall rules only apply with --public-access")
     if problems:
         raise MigrationError("cannot provision: " + "; ".join(problems))
     return ProvisionRequest(name, rg, region, version, tier, sku, storage, user, env, ha, zone, standby,
-                            bool(args.get("public_access")), bool(args.get("allow_azure_services")), tags, rules)
+                            bool(args.public_access), bool(args.allow_azure_services), tags, rules)

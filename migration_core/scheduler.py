@@ -1,4 +1,6 @@
-"""Scheduled jobs (apscheduler): a progress tick per running migration."""
+"""Every periodic duty pgmig has, on one apscheduler: a progress tick per watched migration, the lease
+renewal (which also looks for migrations to take over), the digest, and other sweeps (expired
+provisioning requests, slots nobody watches)."""
 from __future__ import annotations
 
 import asyncio
@@ -10,8 +12,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 log = logging.getLogger(__name__)
 
 
-class ProgressJobs:
-    """One interval job per active migration; coalesced, so a slow tick never piles up behind itself."""
+class Scheduler:
+    """Interval and cron jobs, each coalesced, so a slow run never piles up behind itself."""
 
     def __init__(self, interval_seconds: float, tick: Callable[[str], Awaitable[None]]) -> None:
         self.interval = interval_seconds
@@ -47,6 +49,11 @@ class ProgressJobs:
         function, so that the scheduler awaits it on the loop."""
         self._ensure_started().add_job(run, "interval", seconds=seconds, id=job_id, replace_existing=True,
                                        coalesce=True, max_instances=1)
+
+    def trigger(self, job_id: str) -> str | None:
+        """When a job runs, in apscheduler's words; None when there is no such job."""
+        job = self._scheduler.get_job(job_id) if self._scheduler else None
+        return str(job.trigger) if job else None
 
     def unwatch(self, migration_id: str) -> None:
         if self._scheduler and self._scheduler.get_job(f"progress:{migration_id}"):

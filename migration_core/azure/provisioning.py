@@ -1,0 +1,265 @@
+"""The provisioning lifecycle: a validated request (`prov-N`), the team's decision when `[azure]
+provision_requires_approval` asks for one (approval.py's rules, as for a cutover), the long-running
+create or grow (provision.py) in the background, the new server registered as a migration target (and
+allow-listed for its source's extensions); taken up again after a restart, closed when nobody decided
+in time. Nothing here knows Slack: what the channel sees goes through `ProvisioningEvents`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+from migration_core import approval, extensions
+from migration_core.approval import ApprovalRequest, Decision, Verdict
+from migration_core.azure.clients import AzureClients
+from migration_core.azure.provision import AzureServer, ProvisionResult, configure, provision
+from migration_core.azure.validation import FirewallRule, ProvisionArgs, ProvisionRequest, validate
+from migration_core.errors import MigrationError
+from migration_core.models import AuditEntry, utcnow
+from migration_core.secrets import redact
+from migration_core.servers import ConnectionProblem, ServerConfig, server_major
+
+if TYPE_CHECKING:
+    from migration_core.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+class ProvisionState(StrEnum):
+    WAITING = "waiting"       # for approvals
+    APPROVED = "approved"     # about to run (a restart runs it)
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+    @property
+    def finished(self) -> bool:
+        return self in (ProvisionState.DONE, ProvisionState.FAILED, ProvisionState.REJECTED, ProvisionState.EXPIRED)
+
+
+@dataclass
+class ProvisionRecord:
+    """One `prov-N`, as the state store keeps it."""
+
+    id: str
+    request: ProvisionRequest
+    requested_by: str
+    channel: str
+    approval: ApprovalRequest
+    source: str = ""
+    state: ProvisionState = ProvisionState.WAITING
+    detail: str = ""
+    fqdn: str = ""
+    progress_ts: str = ""     # the progress message, once posted
+    updated_at: datetime = field(default_factory=utcnow)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "approval": self.approval.as_dict(), "updated_at": self.updated_at.isoformat()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProvisionRecord":
+        saved = d["request"]
+        request = ProvisionRequest(**{**saved, "firewall": [FirewallRule(**r) for r in saved["firewall"]]})
+        return cls(d["id"], request, d["requested_by"], d["channel"], ApprovalRequest.from_dict(d["approval"]),
+                   d.get("source", ""), ProvisionState(d["state"]), d.get("detail", ""), d.get("fqdn", ""),
+                   d.get("progress_ts", ""), datetime.fromisoformat(d["updated_at"]))
+
+
+class ProvisioningEvents(Protocol):
+    """What the channel sees of a provisioning request (handlers/publisher.py renders it)."""
+
+    async def card(self, record: ProvisionRecord, approvers: list[str], closed: str = "") -> str:
+        """Post (no `approval.ts` yet) or rewrite the approval card; returns its reference."""
+
+    async def progress(self, record: ProvisionRecord, note: str) -> str:
+        """Post (no `progress_ts` yet) or edit the progress line; returns its reference."""
+
+    async def finished(self, record: ProvisionRecord, result: ProvisionResult, registered: bool,
+                       notes: list[str]) -> None: ...
+
+    async def failed(self, record: ProvisionRecord, reason: str) -> None: ...
+
+
+class Provisioner:
+    def __init__(self, engine: Engine, azure: AzureClients, events: ProvisioningEvents, *, required_approvals: int,
+                 approval_minutes: int) -> None:
+        self.engine, self.store, self.azure, self.events = engine, engine.store, azure, events
+        self.required, self.minutes = required_approvals, approval_minutes
+
+    def clients(self) -> AzureClients:
+        if not self.azure.config.enabled:
+            raise MigrationError("Azure is not configured in this pgmig",
+                                 "set AZURE_SUBSCRIPTION_ID (or [azure] subscription_id) and Azure credentials "
+                                 "(AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET or a managed identity), "
+                                 "then restart pgmig")
+        return self.azure
+
+    def password_envs(self, name: str) -> set[str]:
+        """The variables a request may read its password from: `[azure] admin_password_envs`, and the
+        configured server's own when the request re-provisions (grows) that flexible server."""
+        allowed = set(self.azure.config.admin_password_envs)
+        existing = self.engine.servers.get(name)
+        if existing is not None and existing.azure_name == name and existing.password_env:
+            allowed.add(existing.password_env)
+        return allowed
+
+    async def request(self, args: ProvisionArgs, user: str, channel: str) -> ProvisionRecord:
+        """Validate (nothing reaches Azure before every rule holds), record `prov-N`, then ask the team or
+        start at once."""
+        config = self.clients().config
+        existing = self.engine.servers.get(args.name)
+        if existing is not None and existing.azure_name != args.name:
+            raise MigrationError(f"`{args.name}` is already a configured server that is not this flexible server; "
+                                 "choose another name")
+        source = self.engine.server(args.source) if args.source else None
+        req = validate(args, await server_major(source) if source else None, self.password_envs(args.name))
+        if config.provision_requires_approval and self.required < 1:
+            raise MigrationError("provisioning needs approval ([azure] provision_requires_approval) but no approvers "
+                                 "are configured ([slack] approvers)")
+        pid = await self.store.next_id("provision", "prov")
+        record = ProvisionRecord(pid, req, user, channel, ApprovalRequest.new(pid, user, self.minutes, channel),
+                                 args.source)
+        await self.store.audit(AuditEntry(user, "provision.requested", req.describe(), pid, channel))
+        if config.provision_requires_approval:
+            record.approval.ts = await self.events.card(record, [])
+            await self._save(record)
+        else:
+            record.state, record.approval.open = ProvisionState.APPROVED, False
+            await self._save(record)
+            self._start(record)
+        return record
+
+    async def get(self, pid: str) -> ProvisionRecord | None:
+        data = await self.store.provision(pid)
+        if data is None:
+            return None
+        record = ProvisionRecord.from_dict(data)
+        if record.state is ProvisionState.WAITING and record.approval.expired:
+            record.state, record.detail = ProvisionState.EXPIRED, "not approved in time: nothing was created"
+        return record
+
+    async def decide(self, pid: str, user: str, verb: str, *, is_approver: bool, channel: str = "") -> Decision:
+        """An Approve or Reject click on a provisioning card; the quorum starts provisioning."""
+        record = await self.get(pid)
+        if record is None or record.state is not ProvisionState.WAITING:
+            if record is not None and record.state is ProvisionState.EXPIRED:
+                await self.expire()
+                return Decision(Verdict.REFUSED, "this provisioning request has expired; run `/pgmig provision` again")
+            await self.store.audit(AuditEntry(user, f"provision.{verb}.refused", "no open request", pid, channel))
+            return Decision(Verdict.REFUSED, "this provisioning request is no longer open")
+        decision = await approval.decide(self.store, "provision", record.approval, user, verb,
+                                         is_approver=is_approver, required=self.required, channel=channel)
+        if decision.verdict is Verdict.REJECTED:
+            await self._close(record, ProvisionState.REJECTED, f"rejected by {user}: nothing was created", decision)
+        elif decision.verdict is Verdict.APPROVED:
+            await self._close(record, ProvisionState.APPROVED,
+                              f"approved by {', '.join(decision.approvers)}: provisioning started", decision)
+            self._start(record)
+        elif decision.verdict is Verdict.RECORDED:
+            await self.events.card(record, decision.approvers)
+        return decision
+
+    async def expire(self) -> list[str]:
+        """Requests nobody decided in time: closed, their cards rewritten without buttons."""
+        expired = []
+        for data in await self.store.provisions():
+            record = ProvisionRecord.from_dict(data)
+            if record.state is ProvisionState.WAITING and record.approval.expired:
+                await self.store.audit(AuditEntry("pgmig", "provision.expired", "", record.id))
+                await self._close(record, ProvisionState.EXPIRED, "expired without enough approvals: nothing was "
+                                  "created", None)
+                expired.append(record.id)
+        return expired
+
+    async def resume(self, sweep_seconds: float = 60.0) -> list[str]:
+        """At start-up: requests approved or running when pgmig stopped run again (provisioning finds a server
+        already created and only waits for it); expired requests are closed every `sweep_seconds`."""
+        self.engine.scheduler.every("provision-expiry", sweep_seconds, self._sweep)
+        resumed = []
+        for data in await self.store.provisions():
+            record = ProvisionRecord.from_dict(data)
+            if record.state in (ProvisionState.APPROVED, ProvisionState.RUNNING) and self.azure.config.enabled:
+                await self.store.audit(AuditEntry("pgmig", "provision.resumed", "after a restart", record.id))
+                self._start(record)
+                resumed.append(record.id)
+        return resumed
+
+    async def _sweep(self) -> None:
+        try:
+            await self.expire()
+        except Exception:  # noqa: BLE001 - a failed sweep is logged; the next one tries again
+            log.exception("closing expired provisioning requests failed")
+
+    async def _close(self, record: ProvisionRecord, state: ProvisionState, note: str, decision: Decision | None) -> None:
+        record.state, record.detail, record.approval.open = state, note, False
+        await self._save(record)
+        approvers = decision.approvers if decision else await approval.approvers(self.store, record.approval)
+        if record.approval.ts:
+            await self.events.card(record, approvers, note)
+
+    async def _save(self, record: ProvisionRecord) -> None:
+        record.updated_at = utcnow()
+        await self.store.save_provision(record.id, record.state.value, record.as_dict())
+
+    def _start(self, record: ProvisionRecord) -> None:
+        self.engine.background(self._run(record), f"provision {record.id}")
+
+    async def _run(self, record: ProvisionRecord) -> None:
+        """The long-running part: create (or grow), firewall rules, register as a server; the channel sees it."""
+        req, azure = record.request, self.clients()
+        record.progress_ts = await self.events.progress(record, f"creating {req.describe()}")
+        record.state, record.detail = ProvisionState.RUNNING, f"creating {req.describe()}"
+        await self._save(record)
+
+        async def progress(note: str) -> None:
+            await self.events.progress(record, note)
+        try:
+            result = await provision(azure, req, progress, azure.config.progress_seconds)
+        except Exception as exc:  # the channel must hear how it ended, whatever happened
+            if not isinstance(exc, MigrationError):
+                log.exception("provisioning %s failed", record.id)
+            reason = str(exc) if isinstance(exc, MigrationError) else \
+                f"unexpected {type(exc).__name__}: {redact(str(exc))[:300]} (details in pgmig's log)"
+            record.state, record.detail = ProvisionState.FAILED, reason
+            await self._save(record)
+            await self.store.audit(AuditEntry("pgmig", "provision.failed", reason[:2000], record.id))
+            await self.events.failed(record, reason)
+            return
+        server = ServerConfig(name=req.name, host=result.fqdn, user=req.admin_user, password_env=req.admin_password_env,
+                              sslmode="require", azure_resource_group=req.resource_group, azure_server=req.name)
+        registered = bool(result.fqdn) and await self.engine.register_server(server, record.requested_by)
+        notes = await self._allow_source_extensions(record, restart=result.created)
+        record.state, record.detail, record.fqdn = ProvisionState.DONE, f"{result.fqdn} in {result.seconds:.0f} s", \
+            result.fqdn
+        await self._save(record)
+        await self.store.audit(AuditEntry("pgmig", "provision.completed", f"{req.name}: {result.fqdn}; " +
+                                          "; ".join(notes), record.id))
+        await self.events.finished(record, result, registered, notes)
+
+    async def _allow_source_extensions(self, record: ProvisionRecord, restart: bool) -> list[str]:
+        """The server is to receive its source: allow-list (and preload) the extensions it uses, restarting a
+        brand-new server when that needs it. A problem here is reported, not fatal: the server exists."""
+        req, source = record.request, record.source
+        if not source or source not in self.engine.servers:
+            return []
+        try:
+            inventory = await extensions.inventory(self.engine.servers[source])
+            wanted = sorted({e for names in inventory.values() for e in names})
+            if not wanted:
+                return [f"{source} uses no extensions: nothing to allow-list"]
+            changes, restarted = await configure(self.clients(), AzureServer(req.resource_group, req.name), wanted,
+                                                 restart=restart)
+        except (MigrationError, ConnectionProblem) as exc:
+            return [f"the extensions of {source} could not be allow-listed ({exc}); "
+                    f"`/pgmig configure {req.name} --extensions-from {source}` tries again"]
+        notes = [f"{c.name} = {c.after}" for c in changes] or [f"{source}'s extensions were already allowed"]
+        if restarted:
+            notes.append("restarted so that the preloaded libraries are loaded")
+        elif any(c.pending_restart for c in changes):
+            notes.append(f"a restart is needed: `/pgmig configure {req.name} --restart`")
+        return notes
