@@ -234,15 +234,16 @@ def parse(text: str) -> ParsedCommand:
         if opt.required and args[opt.dest] is None:
             raise UsageError(f"`{spec.name}` needs `{opt.flag}` ({'|'.join(opt.choices) or opt.dest})", spec)
     names = spec.positionals + spec.optional_positionals
-    for meta, value in zip(names, positionals + [None] * (allowed - len(positionals))):
-        if meta == "MIGRATION" and value is not None:
-            if provision := PROVISION_ID.fullmatch(value):  # status and audit also answer for provisioning
-                value = f"prov-{int(provision.group(1))}"
-            elif match := MIGRATION_ID.fullmatch(value):
-                value = f"mig-{int(match.group(1))}"
+    given: list[str | None] = [*positionals, *[None] * (allowed - len(positionals))]
+    for meta, positional in zip(names, given, strict=True):
+        if meta == "MIGRATION" and positional is not None:
+            if provision := PROVISION_ID.fullmatch(positional):  # status and audit also answer for provisioning
+                positional = f"prov-{int(provision.group(1))}"
+            elif number := MIGRATION_ID.fullmatch(positional):
+                positional = f"mig-{int(number.group(1))}"
             else:
-                raise UsageError(f"`{_shown(value)}` is not a migration id (like mig-3)", spec)
-        args[meta.lower()] = value
+                raise UsageError(f"`{_shown(positional)}` is not a migration id (like mig-3)", spec)
+        args[meta.lower()] = positional
     return ParsedCommand(spec, args)
 
 

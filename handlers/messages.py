@@ -107,7 +107,7 @@ def servers_message(servers: dict[str, ServerConfig]) -> Reply:
         return Reply("No servers configured", [section(
             "No servers are configured. Add `[servers.NAME]` tables to the config file (see README).")])
     lines = [f"• *{esc(s.name)}* — `{esc(s.user)}@{esc(s.host)}:{s.port}` sslmode={esc(s.sslmode)}"
-             + (f" · Azure flexible server {esc(s.azure_resource_group)}/{esc(s.azure_name)}" if s.azure_name else "")
+             + (f" · Azure flexible server {esc(s.azure_resource_group or "")}/{esc(s.azure_name)}" if s.azure_name else "")
              for s in sorted(servers.values(), key=lambda s: s.name)]
     return Reply(f"{len(servers)} configured server(s)", [header("Configured servers"), *sections(lines)])
 

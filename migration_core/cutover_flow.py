@@ -41,8 +41,11 @@ def managed_cutover(ctx: MigrationContext) -> ManagedCutover | None:
 async def parked_constraints(ctx: MigrationContext) -> dict[str, Parked]:
     if (managed := managed_cutover(ctx)) is not None:
         return await managed.parked()
-    return {db: Parked.from_dict((await ctx.ledger.store.step(ctx.mid, StepKind.LOAD.at(db))).data["parked"])
-            for db in ctx.m.databases}
+    parked = {}
+    for db in ctx.m.databases:
+        load = await ctx.ledger.store.step(ctx.mid, StepKind.LOAD.at(db))
+        parked[db] = Parked.from_dict(load.data["parked"]) if load else Parked([], [])
+    return parked
 
 
 async def run_cutover(ctx: MigrationContext, actor: str) -> bool:

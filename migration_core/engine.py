@@ -323,8 +323,9 @@ class Engine:
             return False
         step = await self.store.step(m.id, StepKind.RECOVERY)
         progress = await self._progress_marker(m.id)  # what got done: a restart that moved nothing is a loop
-        looping = step is not None and step.data.get("state") == m.state.value and step.data.get("progress") == progress
-        count = int(step.data.get("count", 0)) + 1 if looping else 1
+        before = step.data if step is not None else {}
+        looping = before.get("state") == m.state.value and before.get("progress") == progress
+        count = int(before.get("count", 0)) + 1 if looping else 1
         if count > self.config.max_auto_restarts:
             await self.ledger.fail(m.id, f"pgmig stopped {count - 1} times in a row while this migration was "
                                    f"{m.state.value}, so it is not restarted again by itself: look at pgmig's log, "

@@ -59,9 +59,9 @@ async def run_offline(ctx: MigrationContext) -> None:
     await ctx.reload()
 
     if options.pause_after_export and not ctx.done(StepKind.REVIEW):
-        files = [f for db in m.databases for f in ctx.steps[StepKind.EXPORT.at(db)].data["files"]]
-        await ledger.save(mid, StepKind.REVIEW, WAITING, "\n".join(files))
-        await ledger.advance(mid, State.PAUSED, "export files ready to review and edit:\n" + "\n".join(files) +
+        shown = [str(f) for db in m.databases for f in ctx.steps[StepKind.EXPORT.at(db)].data["files"]]
+        await ledger.save(mid, StepKind.REVIEW, WAITING, "\n".join(shown))
+        await ledger.advance(mid, State.PAUSED, "export files ready to review and edit:\n" + "\n".join(shown) +
                              f"\n`/pgmig resume {mid}` imports whatever they then contain")
         return
 

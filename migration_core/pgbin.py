@@ -75,7 +75,7 @@ def client_bindir(newest_server_major: int, configured: str | None = None) -> Pa
                      key=lambda d: tool_major(d / "pg_dump"))
     if fitting:
         return fitting[0]  # the oldest that fits: closest to the servers' own versions
-    found = ", ".join(f"{tool_major(d / 'pg_dump')} ({d})" for d in usable) or "none"
+    listed = ", ".join(f"{tool_major(d / 'pg_dump')} ({d})" for d in usable) or "none"
     raise MissingBinaries(
         f"no PostgreSQL {newest_server_major}+ client programs found (pg_dump refuses newer servers); "
-        f"found: {found}. Install postgresql-client-{newest_server_major} or set [migration] pg_bindir")
+        f"found: {listed}. Install postgresql-client-{newest_server_major} or set [migration] pg_bindir")

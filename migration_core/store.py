@@ -129,6 +129,11 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _at(value: str) -> datetime:
+    """A timestamp that is always set."""
+    return datetime.fromisoformat(value)
+
+
 class Store:
     """Migrations, steps, approvals and audit entries; survives restarts; safe for concurrent replicas."""
 
@@ -265,7 +270,7 @@ class Store:
     async def approvals(self, migration_id: str, round: str | None = None) -> list[Approval]:
         rows = await self._db.fetch("SELECT * FROM pgmig_approval WHERE migration_id = $1 ORDER BY at",
                                     migration_id)
-        found = [Approval(r["migration_id"], r["approver"], r["decision"], r["reason"], _dt(r["at"]), r["round"])
+        found = [Approval(r["migration_id"], r["approver"], r["decision"], r["reason"], _at(r["at"]), r["round"])
                  for r in rows]
         return [a for a in found if round is None or a.round == round]
 
@@ -276,7 +281,7 @@ class Store:
     async def audit_log(self, migration_id: str | None = None, limit: int = 200) -> list[AuditEntry]:
         where, args = ("WHERE migration_id = $2", [limit, migration_id]) if migration_id else ("", [limit])
         rows = await self._db.fetch(f"SELECT * FROM pgmig_audit {where} ORDER BY at DESC LIMIT $1", *args)
-        return [AuditEntry(r["actor"], r["action"], r["detail"], r["migration_id"], r["channel"], _dt(r["at"]))
+        return [AuditEntry(r["actor"], r["action"], r["detail"], r["migration_id"], r["channel"], _at(r["at"]))
                 for r in reversed(rows)]
 
     async def save_server(self, name: str, data: dict[str, Any], created_by: str) -> None:
@@ -315,7 +320,7 @@ class Store:
         where, args = ("WHERE migration_id = $1", [migration_id]) if migration_id else ("", [])
         rows = await self._db.fetch(f"SELECT * FROM pgmig_journal {where} ORDER BY at, kind, database, name", *args)
         return [JournalEntry(r["migration_id"], Change(r["kind"]), r["server"], r["database"], r["name"], Mark(r["mark"]),
-                      json.loads(r["data"]), _dt(r["at"]) or utcnow(), _dt(r["updated_at"]) or utcnow())
+                      json.loads(r["data"]), _at(r["at"]), _at(r["updated_at"]))
                 for r in rows]
 
     @staticmethod
@@ -328,5 +333,5 @@ class Store:
         return Migration(
             id=r["id"], source=r["source"], target=r["target"], databases=json.loads(r["databases"]),
             mode=Mode(r["mode"]), state=State(r["state"]), requested_by=r["requested_by"], channel=r["channel"],
-            options=MigrationOptions.from_dict(json.loads(r["options"])), error=r["error"], created_at=_dt(r["created_at"]),
-            updated_at=_dt(r["updated_at"]), message_channel=r["message_channel"], message_ts=r["message_ts"])
+            options=MigrationOptions.from_dict(json.loads(r["options"])), error=r["error"], created_at=_at(r["created_at"]),
+            updated_at=_at(r["updated_at"]), message_channel=r["message_channel"], message_ts=r["message_ts"])

@@ -410,6 +410,7 @@ async def test_a_stale_materialized_view_does_not_stop_the_cutover(tmp_path, sto
     assert await engine.cutover(mid, "U0BOB")
     m = await store.get_migration(mid)
     assert m.state is State.COMPLETED, m.error
+    print("DIAG child", tgt.psql("SELECT count(*) FROM child", database="mv"), "mv", tgt.psql("SELECT n FROM child_count", database="mv"), engine.events.states[-1][2][:400])
     assert tgt.psql("SELECT n FROM child_count", database="mv") == "1001"  # refreshed on the target only
     assert src.psql("SELECT n FROM child_count", database="mv") == "1000"  # the source's is never refreshed
     assert tgt.psql("SELECT nextval('invoice_no'), nextval('used_no')", database="mv") == "671|501"

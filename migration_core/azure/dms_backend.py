@@ -95,10 +95,12 @@ class DmsBackend:
             task = await call(dms.tasks.get(ref.resource_group, ref.service, ref.project, ref.task,
                                             expand="output"), f"reading the DMS task of {ref.project}")
         props = task.properties
+        if props is None:
+            raise MigrationError(f"Azure returned the DMS task of {ref.project} without its properties")
         state = word(props.state)
         dbs: dict[str, DatabaseStatus] = {}
         errors = [f"{e.message}" for e in (props.errors or []) if getattr(e, "message", None)]
-        for out in props.output or []:
+        for out in getattr(props, "output", None) or []:
             kind = word(out.result_type)
             if kind == "DatabaseLevelOutput":
                 dbs[out.database_name] = _database(out)
@@ -137,7 +139,7 @@ def _database(out: models.MigratePostgreSqlAzureDbForPostgreSqlSyncTaskOutputDat
     state = word(out.migration_state)
     done, loading, queued, errored = (number(out.full_load_completed_tables), number(out.full_load_loading_tables),
                                       number(out.full_load_queued_tables), number(out.full_load_errored_tables))
-    return DatabaseStatus(out.database_name, state, done, done + loading + queued + errored, errored,
+    return DatabaseStatus(out.database_name or "", state, done, done + loading + queued + errored, errored,
                           number(out.applied_changes) if out.applied_changes is not None else None,
                           number(out.incoming_changes) if out.incoming_changes is not None else None,
                           seconds(out.latency), "",

@@ -64,7 +64,7 @@ class FlexBackend:
         waiting = sub == "WaitingForCutoverTrigger" or (dbs and all(d.ready or d.completed for d in dbs.values()))
         if state in ("Failed", "ValidationFailed"):
             errors = [f"{d.database}: {d.message}" for d in dbs.values() if d.message]
-            phase, error = Phase.FAILED, "; ".join([str(current.error or state)] + errors)
+            phase, error = Phase.FAILED, "; ".join([str((current.error if current else None) or state)] + errors)
         elif state in ("Canceled", "Cancelled"):
             phase, error = Phase.CANCELLED, ""
         elif state == "Succeeded":

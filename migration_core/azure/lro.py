@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError
 
@@ -12,9 +13,11 @@ from migration_core.azure.errors import explain
 
 Progress = Callable[[str], Awaitable[None]]
 
+T = TypeVar("T")
 
-async def run_lro(poller_coro: Awaitable, what: str, on_progress: Progress | None = None,
-                  every: float = 15.0) -> object:
+
+async def run_lro(poller_coro: Awaitable[Any], what: str, on_progress: Progress | None = None,
+                  every: float = 15.0) -> Any:
     started = time.monotonic()
     try:
         poller = await poller_coro
@@ -29,7 +32,7 @@ async def run_lro(poller_coro: Awaitable, what: str, on_progress: Progress | Non
         raise explain(exc, what) from None
 
 
-async def call(coro: Awaitable, what: str) -> object:
+async def call(coro: Awaitable[T], what: str) -> T:
     """One plain ARM request, its failure explained."""
     try:
         return await coro

@@ -57,14 +57,20 @@ def _server_body(req: ProvisionRequest, password: str) -> models.Server:
                          tags=req.tags or None)
 
 
+def _props(server: models.Server) -> models.ServerProperties:
+    if server.properties is None:
+        raise MigrationError(f"Azure returned server {server.name} without its properties")
+    return server.properties
+
+
 async def _settled(clients: AzureClients, client: PostgreSQLManagementClient, req: ProvisionRequest,
                    server: models.Server, on_progress: Progress | None, every: float) -> models.Server:
     """A server still being created or changed (e.g. by a pgmig that stopped meanwhile) is waited for."""
     started = last = time.monotonic()
-    while word(server.properties.state) in TRANSITIONAL:
+    while word(_props(server).state) in TRANSITIONAL:
         if on_progress is not None and time.monotonic() - last >= every:
             last = time.monotonic()
-            await on_progress(f"{req.name} is {word(server.properties.state)} after {last - started:.0f} s")
+            await on_progress(f"{req.name} is {word(_props(server).state)} after {last - started:.0f} s")
         await asyncio.sleep(max(clients.config.poll_seconds, 0.05))
         try:
             server = await client.servers.get(req.resource_group, req.name)
@@ -90,7 +96,8 @@ async def provision(clients: AzureClients, req: ProvisionRequest, on_progress: P
             raise explain(exc, f"looking up server {req.name}") from None
         if existing is not None:
             existing = await _settled(clients, client, req, existing, on_progress, progress_every)
-            current = existing.properties.storage.storage_size_gb if existing.properties.storage else None
+            storage = _props(existing).storage
+            current = storage.storage_size_gb if storage else None
             if problem := storage_problem(req.storage_gb, current):
                 raise MigrationError(f"{req.name} exists: {problem}")
             if current is not None and req.storage_gb > current:
@@ -108,8 +115,8 @@ async def provision(clients: AzureClients, req: ProvisionRequest, on_progress: P
         rules = ([AZURE_SERVICES_RULE] if req.allow_azure_services else []) + list(req.firewall)
         for rule in rules:
             await firewall_rule(clients, AzureServer(req.resource_group, req.name), rule, client)
-    return ProvisionResult(req.name, server.properties.fully_qualified_domain_name or "",
-                           word(server.properties.state), created, time.monotonic() - started,
+    return ProvisionResult(req.name, _props(server).fully_qualified_domain_name or "",
+                           word(_props(server).state), created, time.monotonic() - started,
                            [f"{r.name} {r.start}-{r.end}" for r in rules])
 
 

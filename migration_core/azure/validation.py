@@ -195,7 +195,7 @@ def validate(args: ProvisionArgs, source_major: int | None = None, allowed_envs:
     if advice := legacy_sku_advice(sku):
         problems.append(advice)
     elif tier is None:
-        problems.append(f"tier `{args['tier']}`: one of Burstable, GeneralPurpose, MemoryOptimized")
+        problems.append(f"tier `{args.tier}`: one of Burstable, GeneralPurpose, MemoryOptimized")
     elif not SKU_FAMILY[tier].match(sku):
         problems.append(f"SKU `{sku}` is not a {tier} SKU (for example {SKU_EXAMPLE[tier]})")
     raw = str(args.storage_gb if args.storage_gb is not None else "")
@@ -240,5 +240,6 @@ def validate(args: ProvisionArgs, source_major: int | None = None, allowed_envs:
         problems.append("firewall rules only apply with --public-access")
     if problems:
         raise MigrationError("cannot provision: " + "; ".join(problems))
+    assert tier is not None and ha is not None  # every other case added a problem above
     return ProvisionRequest(name, rg, region, version, tier, sku, storage, user, env, ha, zone, standby,
                             bool(args.public_access), bool(args.allow_azure_services), tags, rules)
