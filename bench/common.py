@@ -1,4 +1,5 @@
 """Shared plumbing: the two clusters, libpq arguments, and shell-like pipes without a shell."""
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,12 @@ def psql_cmd(cluster: LocalCluster, sql: str, database: str = DATABASE) -> list[
 
 def client_env(cluster: LocalCluster) -> dict[str, str]:
     """Environment for client programs: both clusters share one password; no TLS on loopback."""
-    return {**os.environ, "PGPASSWORD": cluster.password, "PGSSLMODE": "disable",
-            "PATH": f"{cluster.bindir}:{os.environ.get('PATH', '')}"}
+    return {
+        **os.environ,
+        "PGPASSWORD": cluster.password,
+        "PGSSLMODE": "disable",
+        "PATH": f"{cluster.bindir}:{os.environ.get('PATH', '')}",
+    }
 
 
 def pipeline(*cmds: list[str], env: dict[str, str], deadline: Deadline, cwd: Path | None = None) -> None:
@@ -71,16 +76,19 @@ def pipeline(*cmds: list[str], env: dict[str, str], deadline: Deadline, cwd: Pat
         for i, cmd in enumerate(cmds):
             stdin = procs[-1].stdout if procs else subprocess.DEVNULL
             stdout = subprocess.PIPE if i < len(cmds) - 1 else subprocess.DEVNULL
-            procs.append(subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=errs[i], env=env, cwd=cwd,
-                                          start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    cmd, stdin=stdin, stdout=stdout, stderr=errs[i], env=env, cwd=cwd, start_new_session=True
+                )
+            )
             if stdin is not subprocess.DEVNULL:
                 stdin.close()  # only the reader may hold the pipe, so the writer sees EPIPE if it dies
         for proc in procs:
             proc.wait(timeout=deadline.remaining())
-        failures = [(cmd, proc, _tail(err)) for cmd, proc, err in zip(cmds, procs, errs) if proc.returncode]
+        ran = zip(cmds, procs, errs, strict=True)
+        failures = [(cmd, proc, _tail(err)) for cmd, proc, err in ran if proc.returncode]
         if failures:
-            message = "; ".join(f"{Path(cmd[0]).name} exited {proc.returncode}: {tail}"
-                                for cmd, proc, tail in failures)
+            message = "; ".join(f"{Path(cmd[0]).name} exited {proc.returncode}: {tail}" for cmd, proc, tail in failures)
             raise StepFailed(message, failures[0][1].returncode, failures[-1][2])
     except subprocess.TimeoutExpired:
         raise StepFailed(f"timed out: {' | '.join(Path(c[0]).name for c in cmds)}") from None

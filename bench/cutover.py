@@ -7,6 +7,7 @@ row reached the target.
 
     python -m bench.cutover [--scale 30] [--rate 500]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,18 +25,42 @@ from migration_core.models import State
 async def main_async(args: argparse.Namespace) -> None:
     async with bench_pair("pgmig-cutover-") as (root, source, target, store):
         pgbench(source, "-i", "-q", "-I", "dtgvpf", "-s", str(args.scale))  # with foreign keys
-        engine = Engine(store, servers(source, target), NoEvents(),
-                        EngineConfig(workdir=root / "work", progress_interval=0.2, fence_grace_seconds=0.0))
-        m = await engine.create(MigrationRequest("source", "target", "online", "bench", databases=[DB],
-                                                 replica_identity_full=True))
+        engine = Engine(
+            store,
+            servers(source, target),
+            NoEvents(),
+            EngineConfig(workdir=root / "work", progress_interval=0.2, fence_grace_seconds=0.0),
+        )
+        m = await engine.create(
+            MigrationRequest("source", "target", "online", "bench", databases=[DB], replica_identity_full=True)
+        )
         assert not (await engine.preflight(m)).blocking
         await engine.start(m.id)
         while (await store.get_migration(m.id)).state is not State.READY_FOR_CUTOVER:
             await asyncio.sleep(0.1)
         env = {**os.environ, **source.env, "PGPASSWORD": source.password}
-        writer = subprocess.Popen([str(source.bindir / "pgbench"), "-h", "127.0.0.1", "-p", str(source.port), "-U",
-                                   "postgres", "-n", "-c", "4", "-R", str(args.rate), "-T", "600", DB],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        writer = subprocess.Popen(
+            [
+                str(source.bindir / "pgbench"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(source.port),
+                "-U",
+                "postgres",
+                "-n",
+                "-c",
+                "4",
+                "-R",
+                str(args.rate),
+                "-T",
+                "600",
+                DB,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
         await asyncio.sleep(3)
         started = time.perf_counter()
         ok = await engine.cutover(m.id, "bench")
@@ -51,11 +76,15 @@ async def main_async(args: argparse.Namespace) -> None:
         for step, seconds in timings.items():
             print(f"  {step:<12} {seconds:7.3f} s")
         ready = sum(v for k, v in timings.items() if k not in ("validate", "verify"))
-        print(f"  {'window':<12} {ready:7.3f} s  (fence → target released: sequences synced, FKs and triggers back,"
-              " row counts equal)")
+        print(
+            f"  {'window':<12} {ready:7.3f} s  (fence → target released: sequences synced, FKs and triggers back,"
+            " row counts equal)"
+        )
         print(f"  {'total':<12} {total:7.3f} s  (with FK validation and checksums after release, and teardown)")
-        print(f"  committed history rows: source {history}, target {on_target}"
-              f" — {'all there' if history == on_target else 'MISMATCH'}")
+        print(
+            f"  committed history rows: source {history}, target {on_target}"
+            f" — {'all there' if history == on_target else 'MISMATCH'}"
+        )
         await engine.close()
 
 

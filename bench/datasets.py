@@ -1,10 +1,10 @@
 """The two source datasets: pgbench (one big table dominates) and "wide" (equal tables, where table-level
 parallelism pays off). Both are generated on the server so loading them costs no client round trips."""
+
 from __future__ import annotations
 
-from bot.localpg import LocalCluster
-
 from bench.common import DATABASE, Deadline, client_env, conn_args, run, tool
+from bot.localpg import LocalCluster
 
 DATASETS = ("pgbench", "wide")
 WIDE_TABLES = 6
@@ -50,8 +50,11 @@ def create(source: LocalCluster, dataset: str, scale: int) -> None:
 
 def _load_pgbench(source: LocalCluster, scale: int) -> None:
     # d: drop, t: tables, G: server-side generate, v: vacuum, p: primary keys.
-    run([tool(source, "pgbench"), "-i", "-q", "-s", str(scale), "-I", "dtGvp", *conn_args(source)],
-        env=client_env(source), deadline=Deadline.after(3600))
+    run(
+        [tool(source, "pgbench"), "-i", "-q", "-s", str(scale), "-I", "dtGvp", *conn_args(source)],
+        env=client_env(source),
+        deadline=Deadline.after(3600),
+    )
 
 
 def _load_wide(source: LocalCluster, scale: int) -> None:

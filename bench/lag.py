@@ -9,6 +9,7 @@ default interval throughout, as it would in service.
 
     python -m bench.lag [--scale 10] [--rate 500] [--clients 4] [--seconds 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,8 @@ DB = "lagbench"
 HEARTBEAT = "CREATE TABLE heartbeat (id bigserial PRIMARY KEY, sent timestamptz NOT NULL DEFAULT clock_timestamp())"
 STAMP = """
 ALTER TABLE heartbeat ADD COLUMN applied timestamptz;
-CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.applied := clock_timestamp(); RETURN NEW; END $$;
+CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN NEW.applied := clock_timestamp(); RETURN NEW; END $$;
 CREATE TRIGGER stamp BEFORE INSERT ON heartbeat FOR EACH ROW EXECUTE FUNCTION stamp();
 ALTER TABLE heartbeat ENABLE ALWAYS TRIGGER stamp;
 """
@@ -54,8 +56,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def pgbench(cluster: LocalCluster, *args: str) -> str:
     env = {**os.environ, **cluster.env, "PGPASSWORD": cluster.password}
-    proc = subprocess.run([str(cluster.bindir / "pgbench"), "-h", "127.0.0.1", "-p", str(cluster.port), "-U",
-                           "postgres", *args, DB], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [str(cluster.bindir / "pgbench"), "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", *args, DB],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip())
     return proc.stdout
@@ -74,8 +80,9 @@ async def heartbeats(dsn: str, stop: asyncio.Event) -> None:
 async def lag_ms(target_dsn: str, after_id: int) -> list[float]:
     conn = await asyncpg.connect(target_dsn)
     try:
-        rows = await conn.fetch("SELECT extract(epoch FROM applied - sent) * 1000 AS ms FROM heartbeat "
-                                "WHERE id > $1 ORDER BY id", after_id)
+        rows = await conn.fetch(
+            "SELECT extract(epoch FROM applied - sent) * 1000 AS ms FROM heartbeat WHERE id > $1 ORDER BY id", after_id
+        )
         return [r["ms"] for r in rows]
     finally:
         await conn.close()
@@ -112,14 +119,16 @@ def summary(samples: list[float]) -> dict[str, float]:
     return {"n": len(ordered), "median": statistics.median(ordered), "p95": p95, "max": ordered[-1]}
 
 
-async def run_phase(name: str, source: LocalCluster, target: LocalCluster, args: argparse.Namespace,
-                    throttle: list[str]) -> dict:
+async def run_phase(
+    name: str, source: LocalCluster, target: LocalCluster, args: argparse.Namespace, throttle: list[str]
+) -> dict:
     src_dsn, tgt_dsn = source.dsn(DB), target.dsn(DB)
     first = await last_id(src_dsn)
     stop = asyncio.Event()
     beats = asyncio.create_task(heartbeats(src_dsn, stop))
-    out = await asyncio.to_thread(pgbench, source, "-c", str(args.clients), "-j", "2", "-T", str(args.seconds),
-                                  "-n", *throttle)
+    out = await asyncio.to_thread(
+        pgbench, source, "-c", str(args.clients), "-j", "2", "-T", str(args.seconds), "-n", *throttle
+    )
     stop.set()
     await beats
     catch_up = await wait_applied(src_dsn, tgt_dsn)
@@ -150,8 +159,10 @@ async def bench_pair(prefix: str) -> AsyncIterator[tuple[Path, LocalCluster, Loc
 
 
 def servers(source: LocalCluster, target: LocalCluster) -> dict[str, ServerConfig]:
-    return {name: ServerConfig(name, "127.0.0.1", c.port, password_env=PASSWORD_ENV, sslmode="disable")
-            for name, c in (("source", source), ("target", target))}
+    return {
+        name: ServerConfig(name, "127.0.0.1", c.port, password_env=PASSWORD_ENV, sslmode="disable")
+        for name, c in (("source", source), ("target", target))
+    }
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -159,8 +170,9 @@ async def main_async(args: argparse.Namespace) -> None:
         pgbench(source, "-i", "-q", "-s", str(args.scale))
         source.psql(HEARTBEAT, database=DB)
         engine = Engine(store, servers(source, target), NoEvents(), EngineConfig(workdir=root / "work"))
-        m = await engine.create(MigrationRequest("source", "target", "online", "bench", databases=[DB],
-                                                 replica_identity_full=True))  # pgbench_history has no key
+        m = await engine.create(
+            MigrationRequest("source", "target", "online", "bench", databases=[DB], replica_identity_full=True)
+        )  # pgbench_history has no key
         started = time.perf_counter()
         assert not (await engine.preflight(m)).blocking
         await engine.start(m.id)
@@ -169,13 +181,18 @@ async def main_async(args: argparse.Namespace) -> None:
             raise RuntimeError(f"migration ended in {state.value}: {(await store.get_migration(m.id)).error}")
         print(f"online full load of pgbench scale {args.scale}: {time.perf_counter() - started:.2f} s")
         target.psql(STAMP, database=DB)
-        results = [await run_phase(f"pgbench -R {args.rate} -c {args.clients}", source, target, args,
-                                   ["-R", str(args.rate)]),
-                   await run_phase(f"pgbench unthrottled -c {args.clients}", source, target, args, [])]
-        print(f"\n{'load':<32} {'tps':>8} {'beats':>6} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} {'catch-up s':>11}")
+        results = [
+            await run_phase(f"pgbench -R {args.rate} -c {args.clients}", source, target, args, ["-R", str(args.rate)]),
+            await run_phase(f"pgbench unthrottled -c {args.clients}", source, target, args, []),
+        ]
+        print(
+            f"\n{'load':<32} {'tps':>8} {'beats':>6} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} {'catch-up s':>11}"
+        )
         for r in results:
-            print(f"{r['phase']:<32} {r['tps']:>8} {r['n']:>6} {r['median']:>10.1f} {r['p95']:>8.1f} {r['max']:>8.1f} "
-                  f"{r['catch_up_s']:>11.3f}")
+            print(
+                f"{r['phase']:<32} {r['tps']:>8} {r['n']:>6} {r['median']:>10.1f} {r['p95']:>8.1f} {r['max']:>8.1f} "
+                f"{r['catch_up_s']:>11.3f}"
+            )
         await engine.cancel(m.id, "bench")
         await engine.close()
 

@@ -6,6 +6,7 @@ servers (they are daemons, not our children, and the same for every method). pgm
 Python process for the same reason. Summed RSS counts shared pages once per process, so forking tools
 look somewhat bigger than they are; very short spikes between samples are missed.
 """
+
 from __future__ import annotations
 
 import threading

@@ -2,6 +2,7 @@
 
 Every method must leave the same tables, rows, primary keys and indexes on the target; run.py checks.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -11,12 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.localpg import LocalCluster
-
 from bench import verify
-from bench.common import (DATABASE, Deadline, StepFailed, client_env, conn_args, pipeline, psql_cmd, run,
-                          tool)
+from bench.common import DATABASE, Deadline, StepFailed, client_env, conn_args, pipeline, psql_cmd, run, tool
 from bench.pgmig_worker import UNAVAILABLE_EXIT
+from bot.localpg import LocalCluster
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PASSWORD_ENV = "PGMIG_BENCH_PASSWORD"
@@ -48,18 +47,27 @@ class Method:
 
 def dump_restore(ctx: Context) -> None:
     """The textbook single stream: pg_dump -Fc | pg_restore, no temporary file."""
-    pipeline([tool(ctx.source, "pg_dump"), "-Fc", *conn_args(ctx.source)],
-             [tool(ctx.target, "pg_restore"), "--exit-on-error", *conn_args(ctx.target)],
-             env=ctx.env, deadline=ctx.deadline)
+    pipeline(
+        [tool(ctx.source, "pg_dump"), "-Fc", *conn_args(ctx.source)],
+        [tool(ctx.target, "pg_restore"), "--exit-on-error", *conn_args(ctx.target)],
+        env=ctx.env,
+        deadline=ctx.deadline,
+    )
 
 
 def dump_dir(ctx: Context) -> None:
     """Directory-format dump and restore, both with N jobs (the usual "parallel pg_dump" advice)."""
     dump = ctx.workdir / "dump"
-    run([tool(ctx.source, "pg_dump"), "-Fd", "-j", str(ctx.jobs), "-f", str(dump), *conn_args(ctx.source)],
-        env=ctx.env, deadline=ctx.deadline)
-    run([tool(ctx.target, "pg_restore"), "-j", str(ctx.jobs), "--exit-on-error", *conn_args(ctx.target),
-         str(dump)], env=ctx.env, deadline=ctx.deadline)
+    run(
+        [tool(ctx.source, "pg_dump"), "-Fd", "-j", str(ctx.jobs), "-f", str(dump), *conn_args(ctx.source)],
+        env=ctx.env,
+        deadline=ctx.deadline,
+    )
+    run(
+        [tool(ctx.target, "pg_restore"), "-j", str(ctx.jobs), "--exit-on-error", *conn_args(ctx.target), str(dump)],
+        env=ctx.env,
+        deadline=ctx.deadline,
+    )
 
 
 def pgcopydb(ctx: Context) -> None:
@@ -68,9 +76,24 @@ def pgcopydb(ctx: Context) -> None:
     if program is None:
         raise Unavailable("pgcopydb is not installed (bench/ensure-tools.sh installs it on Debian)")
     try:
-        run([program, "clone", "--source", _uri(ctx.source), "--target", _uri(ctx.target),
-             "--table-jobs", str(ctx.jobs), "--index-jobs", str(ctx.jobs), "--dir", str(ctx.workdir / "pgcopydb")],
-            env=ctx.env, deadline=ctx.deadline)
+        run(
+            [
+                program,
+                "clone",
+                "--source",
+                _uri(ctx.source),
+                "--target",
+                _uri(ctx.target),
+                "--table-jobs",
+                str(ctx.jobs),
+                "--index-jobs",
+                str(ctx.jobs),
+                "--dir",
+                str(ctx.workdir / "pgcopydb"),
+            ],
+            env=ctx.env,
+            deadline=ctx.deadline,
+        )
     except StepFailed as exc:
         raise Unavailable(str(exc)) from None
 
@@ -79,31 +102,67 @@ def raw_pipe(ctx: Context) -> None:
     """The practical limit: schema first, then N concurrent `psql COPY TO | psql COPY FROM` pipes (largest
     table first), then indexes and constraints with pg_restore -j N. No Python in the data path."""
     schema = ctx.workdir / "schema.dump"
-    run([tool(ctx.source, "pg_dump"), "-Fc", "--schema-only", "-f", str(schema), *conn_args(ctx.source)],
-        env=ctx.env, deadline=ctx.deadline)
-    run([tool(ctx.target, "pg_restore"), "--section=pre-data", "--exit-on-error", *conn_args(ctx.target),
-         str(schema)], env=ctx.env, deadline=ctx.deadline)
+    run(
+        [tool(ctx.source, "pg_dump"), "-Fc", "--schema-only", "-f", str(schema), *conn_args(ctx.source)],
+        env=ctx.env,
+        deadline=ctx.deadline,
+    )
+    run(
+        [tool(ctx.target, "pg_restore"), "--section=pre-data", "--exit-on-error", *conn_args(ctx.target), str(schema)],
+        env=ctx.env,
+        deadline=ctx.deadline,
+    )
     with ThreadPoolExecutor(max_workers=ctx.jobs) as pool:
         futures = [pool.submit(_copy_table, ctx, table) for table in verify.tables(ctx.source)]
         for future in futures:
             future.result()
-    run([tool(ctx.target, "pg_restore"), "--section=post-data", "-j", str(ctx.jobs), "--exit-on-error",
-         *conn_args(ctx.target), str(schema)], env=ctx.env, deadline=ctx.deadline)
+    run(
+        [
+            tool(ctx.target, "pg_restore"),
+            "--section=post-data",
+            "-j",
+            str(ctx.jobs),
+            "--exit-on-error",
+            *conn_args(ctx.target),
+            str(schema),
+        ],
+        env=ctx.env,
+        deadline=ctx.deadline,
+    )
 
 
 def _copy_table(ctx: Context, table: str) -> None:
-    pipeline(psql_cmd(ctx.source, f"COPY {table} TO STDOUT"),
-             psql_cmd(ctx.target, f"COPY {table} FROM STDIN"),
-             env=ctx.env, deadline=ctx.deadline)
+    pipeline(
+        psql_cmd(ctx.source, f"COPY {table} TO STDOUT"),
+        psql_cmd(ctx.target, f"COPY {table} FROM STDIN"),
+        env=ctx.env,
+        deadline=ctx.deadline,
+    )
 
 
 def pgmig(ctx: Context, mode: str = "offline") -> None:
     """pgmig's offline migration (or online initial copy), in a child Python process so its memory is
     measured like the others'."""
     env = {**ctx.env, PASSWORD_ENV: ctx.source.password}
-    cmd = [sys.executable, "-m", "bench.pgmig_worker", "--source-port", str(ctx.source.port),
-           "--target-port", str(ctx.target.port), "--jobs", str(ctx.jobs), "--workdir", str(ctx.workdir),
-           "--database", DATABASE, "--password-env", PASSWORD_ENV, "--mode", mode]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.pgmig_worker",
+        "--source-port",
+        str(ctx.source.port),
+        "--target-port",
+        str(ctx.target.port),
+        "--jobs",
+        str(ctx.jobs),
+        "--workdir",
+        str(ctx.workdir),
+        "--database",
+        DATABASE,
+        "--password-env",
+        PASSWORD_ENV,
+        "--mode",
+        mode,
+    ]
     try:
         run(cmd, env=env, deadline=ctx.deadline, cwd=PROJECT_ROOT)
     except StepFailed as exc:
@@ -116,12 +175,15 @@ def _uri(cluster: LocalCluster) -> str:
     return f"postgresql://postgres@127.0.0.1:{cluster.port}/{DATABASE}?sslmode=disable"
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("dump-restore", lambda n: "dump | restore", dump_restore),
-    Method("dump-dir", lambda n: f"dump -Fd -j{n} + restore -j{n}", dump_dir),
-    Method("pgcopydb", lambda n: f"pgcopydb clone (jobs {n})", pgcopydb),
-    Method("raw-pipe", lambda n: f"raw COPY pipe (x{n})", raw_pipe),
-    Method("pgmig", lambda n: f"pgmig offline (parallel {n})", pgmig),
-    Method("pgmig-online", lambda n: f"pgmig online full load (x{n})", lambda ctx: pgmig(ctx, "online")),
-)}
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("dump-restore", lambda n: "dump | restore", dump_restore),
+        Method("dump-dir", lambda n: f"dump -Fd -j{n} + restore -j{n}", dump_dir),
+        Method("pgcopydb", lambda n: f"pgcopydb clone (jobs {n})", pgcopydb),
+        Method("raw-pipe", lambda n: f"raw COPY pipe (x{n})", raw_pipe),
+        Method("pgmig", lambda n: f"pgmig offline (parallel {n})", pgmig),
+        Method("pgmig-online", lambda n: f"pgmig online full load (x{n})", lambda ctx: pgmig(ctx, "online")),
+    )
+}
 BASELINES = ("raw-pipe", "pgcopydb")

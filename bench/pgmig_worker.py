@@ -4,6 +4,7 @@ then teardown), once, in its own process, for the benchmark (see methods.pgmig).
 Exits 3 when pgmig's offline API cannot be imported (it is still being written), so the benchmark can
 report "unavailable" rather than "failed".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,16 @@ async def online_copy(source, target, database: str, jobs: int, workdir: Path) -
     journal = Journal(store, "mig-0")
     bindir = await choose_bindir(source, target, None)
     roles = await copy_roles(source, target, [database], journal)
-    job = OnlineDatabase(source, target, database, journal, MigrationOptions(parallel=jobs, overwrite=True), workdir,
-                         bindir, DatabaseProgress(database))
+    job = OnlineDatabase(
+        source,
+        target,
+        database,
+        journal,
+        MigrationOptions(parallel=jobs, overwrite=True),
+        workdir,
+        bindir,
+        DatabaseProgress(database),
+    )
     await job.schema(roles)
     try:
         await job.full_load(roles)
@@ -61,16 +70,23 @@ def main() -> None:
         sys.exit(UNAVAILABLE_EXIT)
 
     def server(name: str, port: int) -> ServerConfig:
-        return ServerConfig(name=name, host="127.0.0.1", port=port, user="postgres",
-                            password_env=args.password_env, sslmode="disable")
+        return ServerConfig(
+            name=name, host="127.0.0.1", port=port, user="postgres", password_env=args.password_env, sslmode="disable"
+        )
 
     source, target = server("source", args.source_port), server("target", args.target_port)
     if args.mode == "online":
         asyncio.run(online_copy(source, target, args.database, args.jobs, args.workdir))
         return
-    asyncio.run(copy_databases(source, target, databases=[args.database],
-                            options=MigrationOptions(parallel=args.jobs, overwrite=True),
-                            workdir=args.workdir))
+    asyncio.run(
+        copy_databases(
+            source,
+            target,
+            databases=[args.database],
+            options=MigrationOptions(parallel=args.jobs, overwrite=True),
+            workdir=args.workdir,
+        )
+    )
 
 
 if __name__ == "__main__":

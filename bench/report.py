@@ -1,4 +1,5 @@
 """The results table (stdout) and bench/results/latest.json."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,10 @@ def table(results: list[Result]) -> str:
     """One dataset's results; ratios are against the raw COPY pipe and pgcopydb when those succeeded."""
     base = {r.method: r for r in results if r.method in BASELINES and r.status == "ok"}
     raw, pgc = base.get("raw-pipe"), base.get("pgcopydb")
-    header = (f"{'method':<32} {'wall s':>8} {'range s':>11} {'MB/s':>7} {'RSS MB':>7} {'t/raw':>6} {'t/pgc':>6} "
-              f"{'rss/raw':>7} {'rss/pgc':>7}  check")
+    header = (
+        f"{'method':<32} {'wall s':>8} {'range s':>11} {'MB/s':>7} {'RSS MB':>7} {'t/raw':>6} {'t/pgc':>6} "
+        f"{'rss/raw':>7} {'rss/pgc':>7}  check"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
         if not r.measured:
@@ -56,7 +59,8 @@ def table(results: list[Result]) -> str:
         lines.append(
             f"{r.label:<32} {r.seconds:>8.2f} {spread:>11} {r.mb_per_s:>7.1f} {rss:>7.1f} "
             f"{_ratio(r.seconds, raw and raw.seconds):>6} {_ratio(r.seconds, pgc and pgc.seconds):>6} "
-            f"{_ratio(rss, raw and raw.peak_rss_mb):>7} {_ratio(rss, pgc and pgc.peak_rss_mb):>7}  {r.status}")
+            f"{_ratio(rss, raw and raw.peak_rss_mb):>7} {_ratio(rss, pgc and pgc.peak_rss_mb):>7}  {r.status}"
+        )
         lines += [f"    {d}" for d in r.details]
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
 """Compare ways of copying a PostgreSQL database between two local clusters.  Usage: see bench/README.md."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,31 +17,38 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python bench/run.py` as well as `python -m bench.run`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.localpg import ClusterError, LocalCluster  # noqa: E402
-
 from bench import datasets, verify  # noqa: E402
 from bench.common import DATABASE, Deadline, StepFailed  # noqa: E402
 from bench.measure import measure  # noqa: E402
 from bench.methods import METHODS, Context, Unavailable  # noqa: E402
 from bench.report import Result, table, write_json  # noqa: E402
+from bot.localpg import ClusterError, LocalCluster  # noqa: E402
 
 COMMON_SETTINGS = {"max_wal_size": "'4GB'", "checkpoint_timeout": "'30min'", "maintenance_work_mem": "'256MB'"}
-SOURCE_SETTINGS = {**COMMON_SETTINGS, "wal_level": "logical", "max_replication_slots": "10",
-                   "max_wal_senders": "10"}
+SOURCE_SETTINGS = {**COMMON_SETTINGS, "wal_level": "logical", "max_replication_slots": "10", "max_wal_senders": "10"}
 TARGET_SETTINGS = dict(COMMON_SETTINGS)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--scale", type=int, default=30,
-                        help="pgbench scale; `wide` is sized to match (30 ≈ 450 MB each). Default 30")
+    parser.add_argument(
+        "--scale", type=int, default=30, help="pgbench scale; `wide` is sized to match (30 ≈ 450 MB each). Default 30"
+    )
     parser.add_argument("--dataset", choices=[*datasets.DATASETS, "both"], default="both")
-    parser.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 2,
-                        help="parallelism N for every parallel method. Default: CPU count")
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated subset of: {','.join(METHODS)}")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="rounds of every method, interleaved; the median wall time is reported. Default 3")
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="parallelism N for every parallel method. Default: CPU count",
+    )
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of: {','.join(METHODS)}")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="rounds of every method, interleaved; the median wall time is reported. Default 3",
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per method. Default 3600")
     args = parser.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -65,8 +73,16 @@ def reset_target(target: LocalCluster) -> None:
     target.psql("CHECKPOINT")
 
 
-def run_method(name: str, dataset: str, size: int, expected: verify.Shape, source: LocalCluster,
-               target: LocalCluster, args: argparse.Namespace, root: Path) -> Result:
+def run_method(
+    name: str,
+    dataset: str,
+    size: int,
+    expected: verify.Shape,
+    source: LocalCluster,
+    target: LocalCluster,
+    args: argparse.Namespace,
+    root: Path,
+) -> Result:
     method = METHODS[name]
     result = Result(dataset, name, method.label(args.jobs), "ok", size)
     reset_target(target)
@@ -92,14 +108,17 @@ def run_method(name: str, dataset: str, size: int, expected: verify.Shape, sourc
     return result
 
 
-def run_dataset(dataset: str, source: LocalCluster, target: LocalCluster, args: argparse.Namespace,
-                root: Path) -> list[Result]:
+def run_dataset(
+    dataset: str, source: LocalCluster, target: LocalCluster, args: argparse.Namespace, root: Path
+) -> list[Result]:
     say(f"[{dataset}] loading at scale {args.scale} …")
     datasets.create(source, dataset, args.scale)
     size = int(source.psql(f"SELECT pg_database_size('{DATABASE}')"))
     expected = verify.shape(source)
-    say(f"[{dataset}] {size / 2**20:.0f} MB, {len(expected.rows)} tables, {sum(expected.rows.values())} rows, "
-        f"{expected.indexes} indexes")
+    say(
+        f"[{dataset}] {size / 2**20:.0f} MB, {len(expected.rows)} tables, {sum(expected.rows.values())} rows, "
+        f"{expected.indexes} indexes"
+    )
     rounds: dict[str, list[Result]] = {name: [] for name in args.methods}
     for round_no in range(1, args.repeat + 1):
         # Interleaved rounds: drift in the machine (caches, checkpoints) falls on every method alike.
@@ -126,7 +145,10 @@ def combine(results: list[Result]) -> Result:
 def metadata(args: argparse.Namespace, source: LocalCluster, sizes: dict[str, int]) -> dict:
     return {
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "scale": args.scale, "jobs": args.jobs, "methods": args.methods, "dataset_bytes": sizes,
+        "scale": args.scale,
+        "jobs": args.jobs,
+        "methods": args.methods,
+        "dataset_bytes": sizes,
         "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "postgres": source.psql("SHOW server_version"),
         "pgcopydb": _pgcopydb_version(),
@@ -161,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
             source.destroy()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    say(f"\nscale {args.scale}, jobs {args.jobs}; MB = 2^20 bytes; ratios: this method / raw COPY pipe (raw), "
-        "/ pgcopydb (pgc)")
+    say(
+        f"\nscale {args.scale}, jobs {args.jobs}; MB = 2^20 bytes; ratios: this method / raw COPY pipe (raw), "
+        "/ pgcopydb (pgc)"
+    )
     for dataset in args.datasets:
         rows = [r for r in results if r.dataset == dataset]
         say(f"\n{dataset} ({rows[0].size_bytes / 2**20:.0f} MB on source)\n{table(rows)}")

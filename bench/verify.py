@@ -1,11 +1,11 @@
 """A cheap check that a method really copied everything: row counts per table, index and constraint counts."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.localpg import LocalCluster
-
 from bench.common import DATABASE
+from bot.localpg import LocalCluster
 
 USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'"
 
@@ -24,7 +24,8 @@ def tables(cluster: LocalCluster) -> list[str]:
     out = cluster.psql(
         "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         f" WHERE c.relkind IN ('r', 'p') AND {USER_SCHEMAS} ORDER BY pg_relation_size(c.oid) DESC, 1",
-        database=DATABASE)
+        database=DATABASE,
+    )
     return out.splitlines()
 
 
@@ -36,19 +37,28 @@ def shape(cluster: LocalCluster) -> Shape:
         for line in cluster.psql(union, database=DATABASE).splitlines():
             name, count = line.split("|")
             rows[name] = int(count)
-    indexes = int(cluster.psql(
-        "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-        f" JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {USER_SCHEMAS}", database=DATABASE))
-    constraints = int(cluster.psql(
-        "SELECT count(*) FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace"
-        f" WHERE k.contype IN ('p', 'u', 'f', 'x') AND {USER_SCHEMAS}", database=DATABASE))
+    indexes = int(
+        cluster.psql(
+            "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            f" JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {USER_SCHEMAS}",
+            database=DATABASE,
+        )
+    )
+    constraints = int(
+        cluster.psql(
+            "SELECT count(*) FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace"
+            f" WHERE k.contype IN ('p', 'u', 'f', 'x') AND {USER_SCHEMAS}",
+            database=DATABASE,
+        )
+    )
     return Shape(rows, indexes, constraints)
 
 
 def differences(expected: Shape, actual: Shape) -> list[str]:
     """Human-readable differences; empty when the target matches the source."""
-    diffs = [f"{t}: {n} rows, target has {actual.rows.get(t)}" for t, n in expected.rows.items()
-             if actual.rows.get(t) != n]
+    diffs = [
+        f"{t}: {n} rows, target has {actual.rows.get(t)}" for t, n in expected.rows.items() if actual.rows.get(t) != n
+    ]
     diffs += [f"unexpected table {t}" for t in actual.rows.keys() - expected.rows.keys()]
     if actual.indexes != expected.indexes:
         diffs.append(f"{expected.indexes} indexes, target has {actual.indexes}")

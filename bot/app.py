@@ -3,6 +3,7 @@
 Every listener acks first (Slack's 3-second rule) and runs the handler as a tracked task; the answer
 goes back through the request's response_url, so even a minute-long check answers in the same place.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,15 +31,17 @@ def web_client(settings: Settings) -> AsyncWebClient:
     return AsyncWebClient(token=settings.slack_bot_token, base_url=base)
 
 
-def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker,
-                   client: AsyncWebClient) -> AsyncApp:
-    app = AsyncApp(signing_secret=settings.slack_signing_secret or None,
-                   client=client, process_before_response=False)
+def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker, client: AsyncWebClient) -> AsyncApp:
+    app = AsyncApp(signing_secret=settings.slack_signing_secret or None, client=client, process_before_response=False)
 
     async def send(respond: Any, reply: Reply) -> None:
         reply = outgoing(reply)
-        await respond(text=reply.text, blocks=reply.blocks or None,
-                      response_type="ephemeral" if reply.ephemeral else "in_channel", replace_original=False)
+        await respond(
+            text=reply.text,
+            blocks=reply.blocks or None,
+            response_type="ephemeral" if reply.ephemeral else "in_channel",
+            replace_original=False,
+        )
 
     @app.command(COMMAND)
     async def on_command(ack: Any, command: dict, respond: Any) -> None:
@@ -67,8 +70,9 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker,
 
         async def run() -> None:
             try:
-                reply = await router.handle_action(action.get("action_id", ""), action.get("value") or "", inv,
-                                                   services)  # never raises; this is a last guard
+                reply = await router.handle_action(
+                    action.get("action_id", ""), action.get("value") or "", inv, services
+                )  # never raises; this is a last guard
             except Exception:
                 log.exception("click %r could not be handled", str(action.get("action_id", ""))[:100])
                 reply = FAILED
@@ -96,8 +100,7 @@ def build_web_app(app: AsyncApp, services: Services) -> web.Application:
         except Exception as exc:
             log.warning("health check: state store unreachable: %s", exc)
             ok = False
-        return web.json_response({"ok": ok, "state_store": "ok" if ok else "unreachable"},
-                                 status=200 if ok else 503)
+        return web.json_response({"ok": ok, "state_store": "ok" if ok else "unreachable"}, status=200 if ok else 503)
 
     web_app = web.Application()
     web_app.router.add_post("/slack/events", events)

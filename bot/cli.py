@@ -1,4 +1,5 @@
 """`pgmig serve | shell | sandbox | run`: the entry point for every way of running pgmig."""
+
 from __future__ import annotations
 
 import argparse
@@ -47,6 +48,7 @@ async def serve(settings: Settings, socket_mode: bool) -> None:
     socket_handler = None
     if socket_mode:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
         socket_handler = AsyncSocketModeHandler(app, settings.slack_app_token)
         await socket_handler.connect_async()
         log.info("connected to Slack in Socket Mode; /healthz on port %s", settings.port)

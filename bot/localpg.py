@@ -3,6 +3,7 @@
 PostgreSQL refuses to run as root, so under root every server program runs as an unprivileged user
 (`postgres` when it exists, else `nobody`) and the data directory is made for that user.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -114,8 +115,10 @@ class LocalCluster:
         self.bindir, self.env = reachable_install(found)
         self.user = run_as_user()
         if not reachable_by_server_user(self.root.parent):
-            raise ClusterError(f"{self.root} is not reachable by user {self.user}: choose a directory under "
-                               "/tmp or /var/tmp, or make its parents traversable (chmod o+x)")
+            raise ClusterError(
+                f"{self.root} is not reachable by user {self.user}: choose a directory under "
+                "/tmp or /var/tmp, or make its parents traversable (chmod o+x)"
+            )
 
     @property
     def datadir(self) -> Path:
@@ -129,8 +132,7 @@ class LocalCluster:
         return (["runuser", "-u", self.user, "--"] if self.user else []) + list(args)
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(self._cmd(*args), capture_output=True, text=True, cwd="/",
-                              env={**os.environ, **self.env})
+        proc = subprocess.run(self._cmd(*args), capture_output=True, text=True, cwd="/", env={**os.environ, **self.env})
         if check and proc.returncode != 0:
             raise ClusterError(f"{Path(args[0]).name} failed: {proc.stderr.strip() or proc.stdout.strip()}")
         return proc
@@ -149,12 +151,30 @@ class LocalCluster:
                 os.chown(p, account.pw_uid, account.pw_gid)
         os.chmod(self.root, 0o755)
         os.chmod(pwfile, 0o600)
-        self._run(str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", SUPERUSER,
-                  "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.datadir),
+            "-U",
+            SUPERUSER,
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        )
         pwfile.unlink()
-        conf = {"listen_addresses": "'127.0.0.1'", "port": str(self.port),
-                "unix_socket_directories": f"'{self.root}'", "fsync": "off", "synchronous_commit": "off",
-                "full_page_writes": "off", "max_connections": "100", "shared_buffers": "128MB"}
+        conf = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.root}'",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "100",
+            "shared_buffers": "128MB",
+        }
         conf.update(self.settings)
         with open(self.datadir / "postgresql.conf", "a") as f:
             f.write("\n# pgmig local cluster\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()))
@@ -162,8 +182,9 @@ class LocalCluster:
 
     def start(self) -> "LocalCluster":
         self._set_port()
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w",
-                  "-t", "60", "start")
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "start"
+        )
         return self
 
     def _set_port(self) -> None:
@@ -181,13 +202,14 @@ class LocalCluster:
 
     def stop(self) -> None:
         if self.running:
-            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop",
-                      check=False)
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop", check=False)
 
     @property
     def running(self) -> bool:
-        return self.initialized and self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "status",
-                                              check=False).returncode == 0
+        return (
+            self.initialized
+            and self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "status", check=False).returncode == 0
+        )
 
     def destroy(self) -> None:
         self.stop()
@@ -198,11 +220,26 @@ class LocalCluster:
 
     def psql(self, sql: str = "", database: str = "postgres", file: Path | None = None) -> str:
         """Run SQL (or a file) with psql, stopping at the first error."""
-        args = [str(self.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", "127.0.0.1",
-                "-p", str(self.port), "-U", SUPERUSER, "-d", database]
+        args = [
+            str(self.bindir / "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            SUPERUSER,
+            "-d",
+            database,
+        ]
         args += ["-f", str(file)] if file else ["-c", sql]
-        proc = subprocess.run(args, capture_output=True, text=True,
-                              env={**os.environ, **self.env, "PGPASSWORD": self.password})
+        proc = subprocess.run(
+            args, capture_output=True, text=True, env={**os.environ, **self.env, "PGPASSWORD": self.password}
+        )
         if proc.returncode != 0:
             raise ClusterError(f"psql failed: {proc.stderr.strip()}")
         return proc.stdout.strip()

@@ -6,6 +6,7 @@ the id is kept in `$PGMIG_HOME/replica-id`, created on the first start. A lock o
 the process's life, makes sure two live processes never share an id (the second gets a fresh one and
 behaves as another replica): a lease is only "my previous life's" when that life is provably over.
 """
+
 from __future__ import annotations
 
 import fcntl

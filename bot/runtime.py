@@ -1,4 +1,5 @@
 """Builds the long-lived services every transport shares: store, engine, publisher."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,16 +12,17 @@ from handlers.authz import Directory
 from handlers.context import Poster, Services
 from handlers.publisher import ChannelPublisher, ProvisioningPublisher
 from migration_core.azure.clients import AzureClients
-from migration_core.azure.provisioning import Provisioner
 from migration_core.azure.dms_backend import DmsBackend
 from migration_core.azure.flex_backend import FlexBackend
+from migration_core.azure.provisioning import Provisioner
 from migration_core.engine import Engine, EngineConfig
 from migration_core.servers import ServerConfig
 from migration_core.store import Store
 
 
-async def build_services(settings: Settings, poster: Poster, directory: Directory,
-                         azure_credential: AsyncTokenCredential | None = None) -> Services:
+async def build_services(
+    settings: Settings, poster: Poster, directory: Directory, azure_credential: AsyncTokenCredential | None = None
+) -> Services:
     """Open the store, wire the engine to post through `poster`, and pick up interrupted migrations.
 
     Servers pgmig provisioned earlier come back from the store (a `[servers.NAME]` entry wins)."""
@@ -34,22 +36,39 @@ async def build_services(settings: Settings, poster: Poster, directory: Director
     backends = {"flex": FlexBackend(azure), "dms": DmsBackend(azure)} if settings.azure.enabled else {}
     m, o = settings.migration, settings.online
     mb = 1 << 20
-    engine = Engine(store, settings.servers, ChannelPublisher(poster, store, settings.policy),
-                    EngineConfig(workdir=Path(m.workdir).absolute(), pg_bindir=m.pg_bindir,
-                                 progress_interval=m.progress_interval_seconds, default_parallel=m.parallel,
-                                 ready_lag_seconds=o.ready_lag_seconds, ready_lag_bytes=int(o.ready_lag_mb * mb),
-                                 lag_alert_seconds=o.lag_alert_seconds, lag_alert_bytes=int(o.lag_alert_mb * mb),
-                                 wal_retention_alert_bytes=int(o.wal_retention_alert_mb * mb), digest=m.digest,
-                                 lease_seconds=m.lease_seconds, replica_id=replica_id(settings.home),
-                                 keep_exports=m.keep_exports,
-                                 fence_grace_seconds=o.fence_grace_seconds,
-                                 catch_up_timeout_seconds=o.catch_up_timeout_seconds,
-                                 managed_poll_seconds=max(settings.azure.poll_seconds, 0.05)), backends)
+    engine = Engine(
+        store,
+        settings.servers,
+        ChannelPublisher(poster, store, settings.policy),
+        EngineConfig(
+            workdir=Path(m.workdir).absolute(),
+            pg_bindir=m.pg_bindir,
+            progress_interval=m.progress_interval_seconds,
+            default_parallel=m.parallel,
+            ready_lag_seconds=o.ready_lag_seconds,
+            ready_lag_bytes=int(o.ready_lag_mb * mb),
+            lag_alert_seconds=o.lag_alert_seconds,
+            lag_alert_bytes=int(o.lag_alert_mb * mb),
+            wal_retention_alert_bytes=int(o.wal_retention_alert_mb * mb),
+            digest=m.digest,
+            lease_seconds=m.lease_seconds,
+            replica_id=replica_id(settings.home),
+            keep_exports=m.keep_exports,
+            fence_grace_seconds=o.fence_grace_seconds,
+            catch_up_timeout_seconds=o.catch_up_timeout_seconds,
+            managed_poll_seconds=max(settings.azure.poll_seconds, 0.05),
+        ),
+        backends,
+    )
     await engine.recover()
     engine.schedule_digest()
-    provisioner = Provisioner(engine, azure, ProvisioningPublisher(poster, settings.policy),
-                              required_approvals=settings.policy.required_approvals if settings.policy.approvers else 0,
-                              approval_minutes=settings.policy.approval_timeout_minutes)
+    provisioner = Provisioner(
+        engine,
+        azure,
+        ProvisioningPublisher(poster, settings.policy),
+        required_approvals=settings.policy.required_approvals if settings.policy.approvers else 0,
+        approval_minutes=settings.policy.approval_timeout_minutes,
+    )
     await provisioner.resume()
     return Services(settings.servers, store, settings.policy, directory, engine, poster, azure, provisioner)
 

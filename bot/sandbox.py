@@ -4,6 +4,7 @@ The source runs with `wal_level=logical` and sample data (a small built-in `shop
 pagila sample when ../shared/datasets/pagila is present); the target starts empty. The generated
 config names them `source` and `target`, so `/pgmig check source target` works on a fresh machine.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -73,22 +74,33 @@ class Sandbox:
             return None
         state = json.loads(self.state_file.read_text())
         password = self.password_file.read_text().strip()
-        return tuple(LocalCluster(Path(state[r]["root"]), state[r]["port"], password,  # type: ignore[return-value]
-                                  SOURCE_SETTINGS if r == "source" else {}) for r in ("source", "target"))
+        return tuple(
+            LocalCluster(
+                Path(state[r]["root"]),
+                state[r]["port"],
+                password,  # type: ignore[return-value]
+                SOURCE_SETTINGS if r == "source" else {},
+            )
+            for r in ("source", "target")
+        )
 
     def _save(self, source: LocalCluster, target: LocalCluster) -> None:
-        self.state_file.write_text(json.dumps(
-            {r: {"root": str(c.root), "port": c.port} for r, c in (("source", source), ("target", target))}))
+        self.state_file.write_text(
+            json.dumps({r: {"root": str(c.root), "port": c.port} for r, c in (("source", source), ("target", target))})
+        )
         self.config_file.write_text(
             "# Written by `pgmig sandbox up`: two local throwaway clusters. Do not edit; "
             "`pgmig sandbox down` removes them.\n"
             "# In the shell, `as UAPPROVER` becomes the sandbox's approver (to approve a cutover).\n"
             '\n[slack]\napprovers = ["UAPPROVER"]\nrequired_approvals = 1\n'
-            '\n[online]\nfence_grace_seconds = 1\n'
-            '\n[migration]\nprogress_interval_seconds = 2\n'
-            + "".join(f'\n[servers.{r}]\nhost = "127.0.0.1"\nport = {c.port}\nuser = "postgres"\n'
-                      f'password_file = "{self.password_file}"\nsslmode = "disable"\n'
-                      for r, c in (("source", source), ("target", target))))
+            "\n[online]\nfence_grace_seconds = 1\n"
+            "\n[migration]\nprogress_interval_seconds = 2\n"
+            + "".join(
+                f'\n[servers.{r}]\nhost = "127.0.0.1"\nport = {c.port}\nuser = "postgres"\n'
+                f'password_file = "{self.password_file}"\nsslmode = "disable"\n'
+                for r, c in (("source", source), ("target", target))
+            )
+        )
 
     def up(self, log=print) -> Path:
         """Create (first time) or start the clusters; returns the generated config path."""
@@ -122,8 +134,10 @@ class Sandbox:
             target.destroy()
             raise
         self._save(source, target)
-        log(f"sandbox ready: source on 127.0.0.1:{source.port} (databases shop{extra}), "
-            f"target on 127.0.0.1:{target.port} (empty)")
+        log(
+            f"sandbox ready: source on 127.0.0.1:{source.port} (databases shop{extra}), "
+            f"target on 127.0.0.1:{target.port} (empty)"
+        )
         return self.config_file
 
     def stop(self) -> None:
@@ -142,5 +156,7 @@ class Sandbox:
         clusters = self._load()
         if not clusters:
             return "no sandbox (run `pgmig sandbox up`)"
-        return "\n".join(f"{r}: 127.0.0.1:{c.port} {'running' if c.running else 'stopped'} ({c.root})"
-                         for r, c in zip(("source", "target"), clusters))
+        return "\n".join(
+            f"{r}: 127.0.0.1:{c.port} {'running' if c.running else 'stopped'} ({c.root})"
+            for r, c in zip(("source", "target"), clusters, strict=True)
+        )

@@ -3,6 +3,7 @@
 Every problem names the offending key (`servers.onprem.port: …`). Secrets never live in the file:
 servers name the environment variable (or file) that holds their password.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -51,13 +52,13 @@ class Settings:
 class MigrationSettings:
     """[migration]: where export files go, which client programs to use, how often progress is posted."""
 
-    workdir: str = ""                      # default: $PGMIG_HOME/work
-    pg_bindir: str | None = None           # default: the newest fitting PostgreSQL client programs found
+    workdir: str = ""  # default: $PGMIG_HOME/work
+    pg_bindir: str | None = None  # default: the newest fitting PostgreSQL client programs found
     parallel: int = DEFAULT_PARALLEL
     progress_interval_seconds: float = 15.0
-    digest: str = "off"                    # off | hourly | daily (09:00 UTC)
-    lease_seconds: float = 60.0            # several replicas: how long a silent owner keeps its migrations
-    keep_exports: bool = False             # keep export files after a migration completes or is cancelled
+    digest: str = "off"  # off | hourly | daily (09:00 UTC)
+    lease_seconds: float = 60.0  # several replicas: how long a silent owner keeps its migrations
+    keep_exports: bool = False  # keep export files after a migration completes or is cancelled
 
 
 @dataclass
@@ -73,19 +74,62 @@ class OnlineSettings:
     catch_up_timeout_seconds: float = 30.0
 
 
-_SLACK_KEYS = {"notify_channel": str, "approvers": list, "required_approvals": int, "operators": list,
-               "approval_timeout_minutes": int}
-_SERVER_KEYS = {"host": str, "port": int, "user": str, "password_env": str, "password_file": str,
-                "sslmode": str, "database": str, "connect_timeout": (int, float), "replication_host": str,
-                "replication_port": int, "azure_resource_group": str, "azure_server": str}
-_MIGRATION_KEYS = {"workdir": str, "pg_bindir": str, "parallel": int, "progress_interval_seconds": (int, float),
-                   "digest": str, "lease_seconds": (int, float), "keep_exports": bool}
-_ONLINE_KEYS = {k: (int, float) for k in ("ready_lag_seconds", "ready_lag_mb", "lag_alert_seconds", "lag_alert_mb",
-                                           "wal_retention_alert_mb", "fence_grace_seconds",
-                                           "catch_up_timeout_seconds")}
-_AZURE_KEYS = {"subscription_id": str, "arm_endpoint": str, "resource_group": str, "region": str,
-               "provision_requires_approval": bool, "poll_seconds": (int, float), "progress_seconds": (int, float), "dms_service": str, "dms_sku": str,
-               "dms_subnet": str, "ca_file": str, "admin_password_envs": list}
+_SLACK_KEYS = {
+    "notify_channel": str,
+    "approvers": list,
+    "required_approvals": int,
+    "operators": list,
+    "approval_timeout_minutes": int,
+}
+_SERVER_KEYS = {
+    "host": str,
+    "port": int,
+    "user": str,
+    "password_env": str,
+    "password_file": str,
+    "sslmode": str,
+    "database": str,
+    "connect_timeout": (int, float),
+    "replication_host": str,
+    "replication_port": int,
+    "azure_resource_group": str,
+    "azure_server": str,
+}
+_MIGRATION_KEYS = {
+    "workdir": str,
+    "pg_bindir": str,
+    "parallel": int,
+    "progress_interval_seconds": (int, float),
+    "digest": str,
+    "lease_seconds": (int, float),
+    "keep_exports": bool,
+}
+_ONLINE_KEYS = {
+    k: (int, float)
+    for k in (
+        "ready_lag_seconds",
+        "ready_lag_mb",
+        "lag_alert_seconds",
+        "lag_alert_mb",
+        "wal_retention_alert_mb",
+        "fence_grace_seconds",
+        "catch_up_timeout_seconds",
+    )
+}
+_AZURE_KEYS = {
+    "subscription_id": str,
+    "arm_endpoint": str,
+    "resource_group": str,
+    "region": str,
+    "provision_requires_approval": bool,
+    "poll_seconds": (int, float),
+    "progress_seconds": (int, float),
+    "dms_service": str,
+    "dms_sku": str,
+    "dms_subnet": str,
+    "ca_file": str,
+    "admin_password_envs": list,
+}
 _SECTIONS = {"slack", "servers", "migration", "online", "azure"}
 
 
@@ -102,8 +146,13 @@ def _typed(table: Mapping[str, Any], schema: dict[str, Any], where: str) -> dict
             raise _unknown(key, schema, where)
         expected = schema[key]
         if (isinstance(value, bool) != (expected is bool)) or not isinstance(value, expected):
-            name = {str: "a string", int: "an integer", list: "a list", (int, float): "a number",
-                    bool: "true or false"}[expected]
+            name = {
+                str: "a string",
+                int: "an integer",
+                list: "a list",
+                (int, float): "a number",
+                bool: "true or false",
+            }[expected]
             raise SettingsError(f"{where}{key}: expected {name}, got {value!r}")
         out[key] = value
     return out
@@ -112,8 +161,9 @@ def _typed(table: Mapping[str, Any], schema: dict[str, Any], where: str) -> dict
 def _server(name: str, table: Any) -> ServerConfig:
     where = f"servers.{name}."
     if not SERVER_NAME.match(name):
-        raise SettingsError(f"servers.{name}: a server name is letters, digits, '-', '_' or '.', "
-                            "so that it can be typed in a command")
+        raise SettingsError(
+            f"servers.{name}: a server name is letters, digits, '-', '_' or '.', so that it can be typed in a command"
+        )
     if not isinstance(table, dict):
         raise SettingsError(f"servers.{name}: expected a table of settings")
     values = _typed(table, _SERVER_KEYS, where)
@@ -206,8 +256,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     path = Path(env.get("PGMIG_CONFIG") or DEFAULT_CONFIG)
     if not path.exists():
-        raise SettingsError(f"config file {path} not found: copy pgmig.example.toml to {path} "
-                            "or set PGMIG_CONFIG (`pgmig sandbox up` writes one for local clusters)")
+        raise SettingsError(
+            f"config file {path} not found: copy pgmig.example.toml to {path} "
+            "or set PGMIG_CONFIG (`pgmig sandbox up` writes one for local clusters)"
+        )
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -229,12 +281,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     except ValueError:
         raise SettingsError(f"PORT: expected a number, got {env.get('PORT')!r}") from None
     settings = Settings(
-        config_path=path, servers=servers, policy=policy,
-        state_url=env.get("PGMIG_STATE") or DEFAULT_STATE, port=port,
-        slack_bot_token=env.get("SLACK_BOT_TOKEN", ""), slack_signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
+        config_path=path,
+        servers=servers,
+        policy=policy,
+        state_url=env.get("PGMIG_STATE") or DEFAULT_STATE,
+        port=port,
+        slack_bot_token=env.get("SLACK_BOT_TOKEN", ""),
+        slack_signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
         slack_app_token=env.get("SLACK_APP_TOKEN", ""),
-        slack_api_url=env.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL, home=home, migration=migration, online=online,
-        azure=azure)
+        slack_api_url=env.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL,
+        home=home,
+        migration=migration,
+        online=online,
+        azure=azure,
+    )
     for secret in (settings.slack_bot_token, settings.slack_signing_secret, settings.slack_app_token):
         secrets.register(secret)
     secrets.register(_url_password(settings.state_url))
@@ -248,12 +308,21 @@ def _url_password(url: str) -> str | None:
 
 def require_slack(settings: Settings, socket_mode: bool) -> None:
     """Serving Slack needs its credentials; say exactly which are missing."""
-    missing = [name for name, value in (("SLACK_BOT_TOKEN", settings.slack_bot_token),
-                                        ("SLACK_SIGNING_SECRET", settings.slack_signing_secret)) if not value]
+    missing = [
+        name
+        for name, value in (
+            ("SLACK_BOT_TOKEN", settings.slack_bot_token),
+            ("SLACK_SIGNING_SECRET", settings.slack_signing_secret),
+        )
+        if not value
+    ]
     if socket_mode:
         missing = [m for m in missing if m != "SLACK_SIGNING_SECRET"]
         if not settings.slack_app_token.startswith("xapp-"):
             missing.append("SLACK_APP_TOKEN (an app-level token, xapp-…)")
     if missing:
-        raise SettingsError("to serve Slack set " + ", ".join(missing) +
-                            " (see README: Slack app setup); without them use `pgmig shell`")
+        raise SettingsError(
+            "to serve Slack set "
+            + ", ".join(missing)
+            + " (see README: Slack app setup); without them use `pgmig shell`"
+        )

@@ -5,6 +5,7 @@ replies are rendered as text; buttons are numbered and pressed with `press 2` or
 `as USER` switches who you are (to approve a cutover someone else requested), `wait N` pauses a
 script for N seconds. Reads a script from standard input when it is not a terminal.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,8 +19,9 @@ from handlers.context import Invocation, Reply, Services
 from handlers.messages import outgoing
 
 PROMPT = "pgmig> "
-BANNER = ("pgmig shell — type `help` for commands; `press N` clicks a button, `as USER` switches who you are, "
-          "`quit` leaves.")
+BANNER = (
+    "pgmig shell — type `help` for commands; `press N` clicks a button, `as USER` switches who you are, `quit` leaves."
+)
 
 
 def _parts(reply: Reply) -> tuple[str, list]:

@@ -1,4 +1,5 @@
 """User-group membership from Slack (usergroups.users.list), cached so clicks stay fast."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Posts and edits channel messages through Slack's Web API (chat.postMessage / chat.update)."""
+
 from __future__ import annotations
 
 import logging
@@ -19,11 +20,15 @@ class SlackPoster:
     async def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
         reply = outgoing(reply)
         try:
-            resp = await self.client.chat_postMessage(channel=channel, text=reply.text, blocks=reply.blocks or None,
-                                                      thread_ts=thread_ts, unfurl_links=False)
+            resp = await self.client.chat_postMessage(
+                channel=channel, text=reply.text, blocks=reply.blocks or None, thread_ts=thread_ts, unfurl_links=False
+            )
         except SlackApiError as exc:
-            log.warning("cannot post to %s: %s (invite the bot or check [slack] notify_channel)", channel,
-                        exc.response.get("error"))
+            log.warning(
+                "cannot post to %s: %s (invite the bot or check [slack] notify_channel)",
+                channel,
+                exc.response.get("error"),
+            )
             return ""
         return str(resp["ts"])
 

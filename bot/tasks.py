@@ -1,4 +1,5 @@
 """Tracked background tasks: Slack needs its ack within 3 s, so real work runs here, never in the request."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """Block Kit → readable terminal text, with numbered buttons the shell user can press."""
+
 from __future__ import annotations
 
 import re
@@ -50,8 +51,9 @@ def render(text: str, blocks: list[dict[str, Any]], first_number: int = 1) -> tu
             labels = []
             for element in block.get("elements", []):
                 if element.get("type") == "button":
-                    buttons.append(Button(_text(element.get("text")), element.get("action_id", ""),
-                                          element.get("value", "")))
+                    buttons.append(
+                        Button(_text(element.get("text")), element.get("action_id", ""), element.get("value", ""))
+                    )
                     labels.append(f"[{first_number + len(buttons) - 1}: {buttons[-1].label}]")
             lines.append("  ".join(labels) + "   (type `press N` or `press LABEL`)")
     return "\n".join(lines), buttons

@@ -1,4 +1,5 @@
 """Block Kit action ids: the contract between the buttons we render and the handlers that receive them."""
+
 from enum import Enum
 
 

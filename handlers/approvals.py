@@ -1,5 +1,6 @@
 """`/pgmig cutover` and `/pgmig audit`, and the Approve / Reject buttons of the approval card: parse,
 authorize, call the engine (whose rules are migration_core/approval.py), render."""
+
 from __future__ import annotations
 
 from handlers import messages
@@ -23,14 +24,16 @@ async def cutover_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
     if await svc.engine.find(mid) is None:
         return messages.error_message(f"there is no {mid}")
     if not svc.policy.approvers:
-        return messages.error_message("no approvers are configured ([slack] approvers): a cutover needs the "
-                                      "team's approval")
+        return messages.error_message(
+            "no approvers are configured ([slack] approvers): a cutover needs the team's approval"
+        )
     channel = svc.policy.notify_channel or inv.channel
     request = await svc.engine.prepare_cutover(mid, inv.user, channel, svc.policy.approval_timeout_minutes)
     request.ts = await svc.poster.post(channel, await card_for(svc, request, []))
     if not await svc.engine.open_cutover(request):
-        await svc.poster.update(channel, request.ts, await card_for(svc, request, [], "the migration moved on "
-                                                                    "before the request was open"))
+        await svc.poster.update(
+            channel, request.ts, await card_for(svc, request, [], "the migration moved on before the request was open")
+        )
         return messages.error_message(f"{mid} changed state meanwhile; try again")
     return mm.cutover_requested(request, svc.policy.required_approvals)
 
@@ -39,11 +42,18 @@ async def decide(action: str, migration_id: str, inv: Invocation, svc: Services)
     """An Approve or Reject click. Returns an ephemeral explanation for refused clicks, None otherwise."""
     verb = "approve" if action == "approve" else "reject"
     decision, request = await svc.engine.decide_cutover(
-        migration_id, inv.user, verb, is_approver=await may_approve(inv.user, svc.policy, svc.directory),
-        required=svc.policy.required_approvals, channel=inv.channel)
+        migration_id,
+        inv.user,
+        verb,
+        is_approver=await may_approve(inv.user, svc.policy, svc.directory),
+        required=svc.policy.required_approvals,
+        channel=inv.channel,
+    )
     if decision.verdict is Verdict.REFUSED:
-        return messages.error_message(decision.reason + (
-            "; request it again with `/pgmig cutover`" if request is not None and request.expired else ""))
+        return messages.error_message(
+            decision.reason
+            + ("; request it again with `/pgmig cutover`" if request is not None and request.expired else "")
+        )
     if decision.verdict is Verdict.RECORDED and request is not None:
         await svc.poster.update(request.channel, request.ts, await card_for(svc, request, decision.approvers))
     return None

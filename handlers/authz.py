@@ -1,4 +1,5 @@
 """Who may do what: operators start and cancel, approvers approve. IDs are Slack users or user groups."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,4 +56,3 @@ async def may_change_cloud(user: str, policy: Policy, directory: Directory) -> b
 
 async def may_approve(user: str, policy: Policy, directory: Directory) -> bool:
     return await _member(user, policy.approvers, directory)
-

@@ -1,6 +1,7 @@
 """`/pgmig provision | createdb | firewall | configure` and the provisioning approval buttons: parse,
 authorize (Azure configured first, then an explicit operators list), call the core (the provisioning
 lifecycle is migration_core/azure/provisioning.py), render."""
+
 from __future__ import annotations
 
 import re
@@ -26,10 +27,12 @@ DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
 
 def _azure(svc: Services) -> AzureClients:
     if svc.azure is None or not svc.azure.config.enabled:
-        raise MigrationError("Azure is not configured in this pgmig",
-                             "set AZURE_SUBSCRIPTION_ID (or [azure] subscription_id) and Azure credentials "
-                             "(AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET or a managed identity), "
-                             "then restart pgmig")
+        raise MigrationError(
+            "Azure is not configured in this pgmig",
+            "set AZURE_SUBSCRIPTION_ID (or [azure] subscription_id) and Azure credentials "
+            "(AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET or a managed identity), "
+            "then restart pgmig",
+        )
     return svc.azure
 
 
@@ -51,8 +54,9 @@ async def _operator(inv: Invocation, svc: Services, what: str) -> Reply | None:
         return None
     if not svc.policy.operators:
         return messages.error_message(
-            f"nobody may {what} until operators are named: set [slack] operators = [\"U…\"] (Slack user or "
-            "user-group ids) in pgmig's config and restart pgmig")
+            f'nobody may {what} until operators are named: set [slack] operators = ["U…"] (Slack user or '
+            "user-group ids) in pgmig's config and restart pgmig"
+        )
     return messages.error_message(f"only operators may {what} ([slack] operators)")
 
 
@@ -64,12 +68,24 @@ async def provision_command(cmd: ParsedCommand, inv: Invocation, svc: Services) 
     if a["storage_gb"] and a["storage_size"] and a["storage_gb"] != a["storage_size"]:
         return messages.error_message("--storage-gb and --storage-size are the same setting; give one")
     args = ProvisionArgs(
-        name=a["name"], admin_user=a["admin_user"], admin_password_env=a["admin_password_env"],
-        resource_group=a["resource_group"] or config.resource_group, region=a["region"] or config.region,
-        version=a["version"], tier=a["tier"], sku=a["sku"], storage_gb=a["storage_gb"] or a["storage_size"] or "128",
-        ha=a["ha"], zone=a["zone"], standby_zone=a["standby_zone"], public_access=a["public_access"],
-        allow_azure_services=a["allow_azure_services"], firewall=a["firewall"] or [], tags=a["tags"],
-        source=a["source"] or "")
+        name=a["name"],
+        admin_user=a["admin_user"],
+        admin_password_env=a["admin_password_env"],
+        resource_group=a["resource_group"] or config.resource_group,
+        region=a["region"] or config.region,
+        version=a["version"],
+        tier=a["tier"],
+        sku=a["sku"],
+        storage_gb=a["storage_gb"] or a["storage_size"] or "128",
+        ha=a["ha"],
+        zone=a["zone"],
+        standby_zone=a["standby_zone"],
+        public_access=a["public_access"],
+        allow_azure_services=a["allow_azure_services"],
+        firewall=a["firewall"] or [],
+        tags=a["tags"],
+        source=a["source"] or "",
+    )
     if args.source and isinstance(found := resolve_servers(svc, args.source), Reply):
         return found
     record = await _provisioner(svc).request(args, inv.user, svc.policy.notify_channel or inv.channel)
@@ -85,8 +101,9 @@ def _provisioner(svc: Services) -> Provisioner:
 async def decide_provision(action: str, pid: str, inv: Invocation, svc: Services) -> Reply | None:
     """An Approve or Reject click on a provisioning card; the same rules as a cutover approval."""
     verb = "approve" if action == "approve" else "reject"
-    decision = await _provisioner(svc).decide(pid, inv.user, verb, channel=inv.channel,
-                                              is_approver=await may_approve(inv.user, svc.policy, svc.directory))
+    decision = await _provisioner(svc).decide(
+        pid, inv.user, verb, channel=inv.channel, is_approver=await may_approve(inv.user, svc.policy, svc.directory)
+    )
     return messages.error_message(decision.reason) if decision.verdict is Verdict.REFUSED else None
 
 
@@ -103,8 +120,10 @@ async def createdb_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -
         return found
     db = cmd.args["dbname"]
     if not DATABASE_NAME.match(db) or db.lower().startswith("pg_") or db in ("azure_maintenance", "azure_sys"):
-        return messages.error_message(f"`{db}` is not a database name Azure accepts: 1–63 letters, digits, "
-                                      "underscores, `$` or hyphens, not starting with a digit or `pg_`")
+        return messages.error_message(
+            f"`{db}` is not a database name Azure accepts: 1–63 letters, digits, "
+            "underscores, `$` or hyphens, not starting with a digit or `pg_`"
+        )
     name = await create_database(_azure(svc), found, db)
     await svc.engine.record(AuditEntry(inv.user, "azure.createdb", f"{found.name}/{name}", "", inv.channel))
     return am.database_created(found.name, name)
@@ -135,9 +154,17 @@ async def configure_command(cmd: ParsedCommand, inv: Invocation, svc: Services) 
             return source
         wanted += [e for names in (await extensions.inventory(source[0])).values() for e in names]
     if not wanted and not a["wal_level"] and not a["restart"]:
-        return messages.error_message("nothing to configure: give --extensions-from SOURCE, --extensions, "
-                                      "--wal-level or --restart")
+        return messages.error_message(
+            "nothing to configure: give --extensions-from SOURCE, --extensions, --wal-level or --restart"
+        )
     changes, restarted = await configure(_azure(svc), found, sorted(set(wanted)), a["wal_level"], a["restart"])
-    await svc.engine.record(AuditEntry(inv.user, "azure.configure", "; ".join(
-        f"{c.name}={c.after}" for c in changes) + (" (restarted)" if restarted else ""), "", inv.channel))
+    await svc.engine.record(
+        AuditEntry(
+            inv.user,
+            "azure.configure",
+            "; ".join(f"{c.name}={c.after}" for c in changes) + (" (restarted)" if restarted else ""),
+            "",
+            inv.channel,
+        )
+    )
     return am.configured(a["server"], found.name, changes, restarted, any(c.pending_restart for c in changes))

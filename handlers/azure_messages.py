@@ -1,4 +1,5 @@
 """Block Kit for the Azure commands: the provisioning approval card and the provisioning progress line."""
+
 from __future__ import annotations
 
 from handlers.actions import Action
@@ -12,13 +13,25 @@ from migration_core.azure.validation import ProvisionRequest
 
 def provision_card(record: ProvisionRecord, approvers: list[str], required: int, closed: str = "") -> Reply:
     pid, req = record.id, record.request
-    lines = [f"*Provisioning requested by {mention(record.requested_by)}*: {esc(req.describe())}",
-             f"Admin user `{esc(req.admin_user)}`, password from `${esc(req.admin_password_env)}`"
-             + (f"; tags {esc(', '.join(f'{k}={v}' for k, v in req.tags.items()))}" if req.tags else ""),
-             approvals_line(approvers, required, record.approval.expires_at)]
-    blocks = [header(f"Approve provisioning {req.name}? ({pid})"), *sections(lines),
-              decision(closed, "provisioning", Action.APPROVE_PROVISION, Action.REJECT_PROVISION, pid,
-                       f"Create {req.name} in Azure.", "Nothing is created.")]
+    lines = [
+        f"*Provisioning requested by {mention(record.requested_by)}*: {esc(req.describe())}",
+        f"Admin user `{esc(req.admin_user)}`, password from `${esc(req.admin_password_env)}`"
+        + (f"; tags {esc(', '.join(f'{k}={v}' for k, v in req.tags.items()))}" if req.tags else ""),
+        approvals_line(approvers, required, record.approval.expires_at),
+    ]
+    blocks = [
+        header(f"Approve provisioning {req.name}? ({pid})"),
+        *sections(lines),
+        decision(
+            closed,
+            "provisioning",
+            Action.APPROVE_PROVISION,
+            Action.REJECT_PROVISION,
+            pid,
+            f"Create {req.name} in Azure.",
+            "Nothing is created.",
+        ),
+    ]
     return Reply(f"Approve provisioning {req.name}? {len(approvers)} of {required} approvals", blocks, ephemeral=False)
 
 
@@ -26,56 +39,84 @@ def provision_requested(record: ProvisionRecord, required: int) -> Reply:
     """The answer to `/pgmig provision`: started, or waiting for the team."""
     pid, req, channel = record.id, record.request, record.channel
     if record.state is ProvisionState.WAITING:
-        return Reply(f"{pid}: provisioning {req.name} awaits approval", [section(
-            f"🗳️ Provisioning *{esc(req.name)}* ({pid}) needs {required} approval(s): the card is in <#{channel}>.")],
-            ephemeral=False)
-    return Reply(f"{pid}: provisioning {req.name}", [section(
-        f"🏗️ *{pid}*: provisioning {esc(req.describe())}. Progress follows in <#{channel}>; this takes several "
-        "minutes.")], ephemeral=False)
+        return Reply(
+            f"{pid}: provisioning {req.name} awaits approval",
+            [
+                section(
+                    f"🗳️ Provisioning *{esc(req.name)}* ({pid}) needs {required} approval(s): "
+                    f"the card is in <#{channel}>."
+                )
+            ],
+            ephemeral=False,
+        )
+    return Reply(
+        f"{pid}: provisioning {req.name}",
+        [
+            section(
+                f"🏗️ *{pid}*: provisioning {esc(req.describe())}. Progress follows in <#{channel}>; this takes several "
+                "minutes."
+            )
+        ],
+        ephemeral=False,
+    )
 
 
 def provisioning(pid: str, req: ProvisionRequest, note: str) -> Reply:
     """The progress line of a provisioning that runs."""
-    return Reply(f"provisioning {req.name}: {note}", [section(f"⏳ *{esc(req.name)}* ({pid}): {esc(note)}")],
-                 ephemeral=False)
+    return Reply(
+        f"provisioning {req.name}: {note}", [section(f"⏳ *{esc(req.name)}* ({pid}): {esc(note)}")], ephemeral=False
+    )
 
 
-def provisioned(pid: str, req: ProvisionRequest, result: ProvisionResult, registered: bool,
-                notes: list[str]) -> Reply:
+def provisioned(pid: str, req: ProvisionRequest, result: ProvisionResult, registered: bool, notes: list[str]) -> Reply:
     what = "created" if result.created else "already existed; its storage is now " + str(req.storage_gb) + " GB"
-    lines = [f"✅ *{esc(req.name)}* ({pid}) {what} in {result.seconds:.0f} s: `{esc(result.fqdn)}` "
-             f"(state {esc(result.state or 'unknown')})"]
+    lines = [
+        f"✅ *{esc(req.name)}* ({pid}) {what} in {result.seconds:.0f} s: `{esc(result.fqdn)}` "
+        f"(state {esc(result.state or 'unknown')})"
+    ]
     if result.firewall:
         lines.append(f"Firewall rules: {esc(', '.join(result.firewall))}")
     if notes:
         lines.append(f"Server parameters for the source: {esc('; '.join(notes))}")
     if registered:
-        lines.append(f"Added as server `{esc(req.name)}` (user {esc(req.admin_user)}, password from "
-                     f"`${esc(req.admin_password_env)}`, sslmode require). Next: `/pgmig createdb {esc(req.name)} "
-                     f"DBNAME` or `/pgmig check SOURCE {esc(req.name)}`")
+        lines.append(
+            f"Added as server `{esc(req.name)}` (user {esc(req.admin_user)}, password from "
+            f"`${esc(req.admin_password_env)}`, sslmode require). Next: `/pgmig createdb {esc(req.name)} "
+            f"DBNAME` or `/pgmig check SOURCE {esc(req.name)}`"
+        )
     return Reply(f"{req.name} provisioned: {result.fqdn}", sections(lines), ephemeral=False)
 
 
 def provision_failed(pid: str, req: ProvisionRequest, reason: str) -> Reply:
-    return Reply(f"provisioning {req.name} failed", [section(
-        f"❌ Provisioning *{esc(req.name)}* ({pid}) failed: {esc(reason)}")], ephemeral=False)
+    return Reply(
+        f"provisioning {req.name} failed",
+        [section(f"❌ Provisioning *{esc(req.name)}* ({pid}) failed: {esc(reason)}")],
+        ephemeral=False,
+    )
 
 
 def database_created(server: str, name: str) -> Reply:
-    return Reply(f"database {name} created on {server}", [section(
-        f"✅ Database `{esc(name)}` created on *{esc(server)}* (UTF8, en_US.utf8).")], ephemeral=False)
+    return Reply(
+        f"database {name} created on {server}",
+        [section(f"✅ Database `{esc(name)}` created on *{esc(server)}* (UTF8, en_US.utf8).")],
+        ephemeral=False,
+    )
 
 
 def firewall_added(server: str, listed: str) -> Reply:
-    return Reply(f"firewall rules added to {server}", [section(f"🧱 *{esc(server)}* now allows {esc(listed)}.")],
-                 ephemeral=False)
+    return Reply(
+        f"firewall rules added to {server}", [section(f"🧱 *{esc(server)}* now allows {esc(listed)}.")], ephemeral=False
+    )
 
 
 def configured(server: str, azure_name: str, changes: list[ParameterChange], restarted: bool, pending: bool) -> Reply:
     """`server` is pgmig's name for it (what commands take), `azure_name` the flexible server's."""
     lines = [f"*Server parameters of {esc(server)}*" + (f" ({esc(azure_name)})" if azure_name != server else "")]
-    lines += [f"• `{esc(c.name)}`: `{esc(c.before or '(empty)')}` → `{esc(c.after)}`"
-              + (" (takes effect after a restart)" if c.pending_restart and not restarted else "") for c in changes]
+    lines += [
+        f"• `{esc(c.name)}`: `{esc(c.before or '(empty)')}` → `{esc(c.after)}`"
+        + (" (takes effect after a restart)" if c.pending_restart and not restarted else "")
+        for c in changes
+    ]
     if not changes:
         lines.append("Nothing to change: every parameter already had the wanted value.")
     if restarted:
@@ -85,13 +126,24 @@ def configured(server: str, azure_name: str, changes: list[ParameterChange], res
     return Reply(f"{server}: {len(changes)} parameter(s) changed", sections(lines), ephemeral=False)
 
 
-PROVISION_ICON = {"waiting": "🗳️", "approved": "⏳", "running": "⏳", "done": "✅", "failed": "❌", "rejected": "🚫", "expired": "⌛"}
+PROVISION_ICON = {
+    "waiting": "🗳️",
+    "approved": "⏳",
+    "running": "⏳",
+    "done": "✅",
+    "failed": "❌",
+    "rejected": "🚫",
+    "expired": "⌛",
+}
 
 
 def provision_status(record: ProvisionRecord) -> Reply:
     pid, state = record.id, record.state.value
-    detail = ("not approved in time: nothing was created; run `/pgmig provision` again"
-              if record.state is ProvisionState.EXPIRED else record.detail or f"requested by {record.requested_by}")
+    detail = (
+        "not approved in time: nothing was created; run `/pgmig provision` again"
+        if record.state is ProvisionState.EXPIRED
+        else record.detail or f"requested by {record.requested_by}"
+    )
     lines = [f"{PROVISION_ICON.get(state, '⏳')} *{pid}* · server *{esc(record.request.name)}* · {state}", esc(detail)]
     lines += [f"FQDN `{esc(record.fqdn)}`"] if record.fqdn else []
     lines.append(f"requested by {mention(record.requested_by)} · `/pgmig audit {pid}`")

@@ -1,4 +1,5 @@
 """`/pgmig check SOURCE TARGET`: the pre-flight report, and its Re-run button."""
+
 from __future__ import annotations
 
 import shlex
@@ -36,7 +37,13 @@ async def check_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> R
     if isinstance(servers, Reply):
         return servers
     source, target = servers
-    report = await run_preflight(PreflightRequest(
-        source, target, databases=cmd.args.get("db") or [], mode=Mode(cmd.args["mode"]),
-        replica_identity_full=bool(cmd.args.get("replica_identity_full"))))
+    report = await run_preflight(
+        PreflightRequest(
+            source,
+            target,
+            databases=cmd.args.get("db") or [],
+            mode=Mode(cmd.args["mode"]),
+            replica_identity_full=bool(cmd.args.get("replica_identity_full")),
+        )
+    )
     return messages.preflight_message(report, command_text(cmd))

@@ -1,4 +1,5 @@
 """What every handler receives (who asked, where, the services) and returns (a Reply)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """The `/pgmig` command language: one spec per command, from which parsing, usage and help all come."""
+
 from __future__ import annotations
 
 import re
@@ -10,9 +11,9 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Option:
-    flag: str                      # "--db"
+    flag: str  # "--db"
     help: str
-    kind: str = "str"              # str | int | list | flag | choice
+    kind: str = "str"  # str | int | list | flag | choice
     choices: tuple[str, ...] = ()
     metavar: str = ""
     default: Any = None
@@ -38,7 +39,7 @@ class CommandSpec:
     positionals: tuple[str, ...] = ()
     optional_positionals: tuple[str, ...] = ()
     options: tuple[Option, ...] = ()
-    working: str = ""              # set for slow commands: what the immediate ack says
+    working: str = ""  # set for slow commands: what the immediate ack says
 
     @property
     def usage(self) -> str:
@@ -64,115 +65,217 @@ class UsageError(Exception):
         self.spec = spec
 
 
-COMMANDS: dict[str, CommandSpec] = {s.name: s for s in (
-    CommandSpec("help", "Show every command, or one command's usage", "/pgmig help check",
-                optional_positionals=("COMMAND",)),
-    CommandSpec("servers", "List the configured servers (never their passwords)", "/pgmig servers"),
-    CommandSpec(
-        "check", "Run the pre-flight checks a migration from SOURCE to TARGET must pass",
-        "/pgmig check onprem-sales azure-sales --db sales,billing",
-        positionals=("SOURCE", "TARGET"),
-        options=(
-            Option("--db", "databases to check, comma-separated (default: every user database)", "list",
-                   metavar="a,b"),
-            Option("--mode", "the kind of migration to check for", "choice", ("online", "offline"),
-                   default="online"),
-            Option("--replica-identity-full", "accept tables without a primary key (pgmig sets REPLICA "
-                   "IDENTITY FULL on them)", "flag", default=False),
+COMMANDS: dict[str, CommandSpec] = {
+    s.name: s
+    for s in (
+        CommandSpec(
+            "help", "Show every command, or one command's usage", "/pgmig help check", optional_positionals=("COMMAND",)
         ),
-        working="Running pre-flight checks…"),
-    CommandSpec(
-        "migrate", "Start migrating databases from SOURCE to TARGET (runs in the background as mig-N)",
-        "/pgmig migrate onprem-sales azure-sales --mode offline --db sales",
-        positionals=("SOURCE", "TARGET"),
-        options=(
-            Option("--mode", "offline: a snapshot copy; online: copy, then keep in sync until cutover", "choice",
-                   ("online", "offline"), required=True),
-            Option("--method", "offline method: restore (pg_dump/pg_restore, parallel) or dump (SQL files, "
-                   "editable)", "choice", ("restore", "dump"), default="restore"),
-            Option("--db", "databases to migrate, comma-separated (default: every user database)", "list",
-                   metavar="a,b"),
-            Option("--parallel", "parallel jobs (default: the machine's cores, 2–8)", "int", metavar="N"),
-            Option("--pause-after-export", "stop after export so the SQL files can be reviewed (dump method)",
-                   "flag", default=False),
-            Option("--overwrite", "drop and recreate target databases that already hold data", "flag",
-                   default=False),
-            Option("--replica-identity-full", "online: set REPLICA IDENTITY FULL on tables without a primary "
-                   "key, so their updates and deletes replicate", "flag", default=False),
-            Option("--backend", "who moves the data: pgmig itself (native), the flexible server's migration "
-                   "service (flex) or Azure DMS classic (dms, online only)", "choice", ("native", "flex", "dms"),
-                   default="native"),
+        CommandSpec("servers", "List the configured servers (never their passwords)", "/pgmig servers"),
+        CommandSpec(
+            "check",
+            "Run the pre-flight checks a migration from SOURCE to TARGET must pass",
+            "/pgmig check onprem-sales azure-sales --db sales,billing",
+            positionals=("SOURCE", "TARGET"),
+            options=(
+                Option(
+                    "--db", "databases to check, comma-separated (default: every user database)", "list", metavar="a,b"
+                ),
+                Option(
+                    "--mode", "the kind of migration to check for", "choice", ("online", "offline"), default="online"
+                ),
+                Option(
+                    "--replica-identity-full",
+                    "accept tables without a primary key (pgmig sets REPLICA IDENTITY FULL on them)",
+                    "flag",
+                    default=False,
+                ),
+            ),
+            working="Running pre-flight checks…",
         ),
-        working="Running pre-flight checks before starting…"),
-    CommandSpec(
-        "provision", "Create an Azure Database for PostgreSQL flexible server (names as in `az postgres "
-        "flexible-server create`); it then becomes a migration target",
-        "/pgmig provision sales-prod --resource-group rg-data --region westeurope --version 16 --tier "
-        "GeneralPurpose --sku Standard_D2ds_v5 --storage-gb 128 --admin-user pgadmin --admin-password-env "
-        "SALES_ADMIN_PASSWORD --public-access --firewall office=203.0.113.1-203.0.113.20",
-        positionals=("NAME",),
-        options=(
-            Option("--resource-group", "resource group (default: [azure] resource_group)", metavar="RG"),
-            Option("--region", "Azure region, e.g. westeurope (default: [azure] region)", metavar="REGION"),
-            Option("--version", "PostgreSQL major version", metavar="16", default="16"),
-            Option("--tier", "Burstable, GeneralPurpose or MemoryOptimized", metavar="TIER", default="GeneralPurpose"),
-            Option("--sku", "compute SKU, e.g. Standard_D2ds_v5", metavar="SKU", default="Standard_D2ds_v5"),
-            Option("--storage-gb", "storage in GB: 32, 64, 128 … 32768 (can only grow)", metavar="GB"),
-            Option("--storage-size", "alias of --storage-gb", metavar="GB"),
-            Option("--admin-user", "administrator login", metavar="USER", required=True),
-            Option("--admin-password-env", "environment variable (where pgmig runs) holding the admin password",
-                   metavar="VAR", required=True),
-            Option("--ha", "high availability: zone-redundant or same-zone", metavar="MODE"),
-            Option("--zone", "availability zone of the primary (1–3)", metavar="N"),
-            Option("--standby-zone", "availability zone of the zone-redundant standby (1–3)", metavar="N"),
-            Option("--public-access", "reachable over the internet through firewall rules", "flag", default=False),
-            Option("--allow-azure-services", "firewall rule letting Azure services connect", "flag", default=False),
-            Option("--firewall", "firewall rules NAME=START-END, comma-separated", "list", metavar="n=a-b"),
-            Option("--tags", "resource tags k=v,…", metavar="k=v,…"),
-            Option("--source", "the server this one will receive: its version must not be newer", metavar="SERVER"),
+        CommandSpec(
+            "migrate",
+            "Start migrating databases from SOURCE to TARGET (runs in the background as mig-N)",
+            "/pgmig migrate onprem-sales azure-sales --mode offline --db sales",
+            positionals=("SOURCE", "TARGET"),
+            options=(
+                Option(
+                    "--mode",
+                    "offline: a snapshot copy; online: copy, then keep in sync until cutover",
+                    "choice",
+                    ("online", "offline"),
+                    required=True,
+                ),
+                Option(
+                    "--method",
+                    "offline method: restore (pg_dump/pg_restore, parallel) or dump (SQL files, editable)",
+                    "choice",
+                    ("restore", "dump"),
+                    default="restore",
+                ),
+                Option(
+                    "--db",
+                    "databases to migrate, comma-separated (default: every user database)",
+                    "list",
+                    metavar="a,b",
+                ),
+                Option("--parallel", "parallel jobs (default: the machine's cores, 2–8)", "int", metavar="N"),
+                Option(
+                    "--pause-after-export",
+                    "stop after export so the SQL files can be reviewed (dump method)",
+                    "flag",
+                    default=False,
+                ),
+                Option(
+                    "--overwrite", "drop and recreate target databases that already hold data", "flag", default=False
+                ),
+                Option(
+                    "--replica-identity-full",
+                    "online: set REPLICA IDENTITY FULL on tables without a primary "
+                    "key, so their updates and deletes replicate",
+                    "flag",
+                    default=False,
+                ),
+                Option(
+                    "--backend",
+                    "who moves the data: pgmig itself (native), the flexible server's migration "
+                    "service (flex) or Azure DMS classic (dms, online only)",
+                    "choice",
+                    ("native", "flex", "dms"),
+                    default="native",
+                ),
+            ),
+            working="Running pre-flight checks before starting…",
         ),
-        working="Validating the request…"),
-    CommandSpec("createdb", "Create a database on an Azure flexible server", "/pgmig createdb sales-prod sales",
-                positionals=("SERVER", "DBNAME"), working="Creating the database…"),
-    CommandSpec("firewall", "Add firewall rules to an Azure flexible server",
-                "/pgmig firewall sales-prod office=203.0.113.1-203.0.113.20", positionals=("SERVER", "RULES"),
-                working="Adding firewall rules…"),
-    CommandSpec(
-        "configure", "Set server parameters of an Azure flexible server: allow-list the extensions a source "
-        "uses, wal_level when it is to be a source itself; restart when a change needs it",
-        "/pgmig configure sales-prod --extensions-from onprem-sales --restart", positionals=("SERVER",),
-        options=(
-            Option("--extensions-from", "allow (and preload where needed) every extension this server uses",
-                   metavar="SOURCE"),
-            Option("--extensions", "extensions to allow, comma-separated", "list", metavar="a,b"),
-            Option("--wal-level", "replica or logical (logical: the server can be a migration source)", "choice",
-                   ("replica", "logical")),
-            Option("--restart", "restart the server if a changed parameter needs it", "flag", default=False),
+        CommandSpec(
+            "provision",
+            "Create an Azure Database for PostgreSQL flexible server (names as in `az postgres "
+            "flexible-server create`); it then becomes a migration target",
+            "/pgmig provision sales-prod --resource-group rg-data --region westeurope --version 16 --tier "
+            "GeneralPurpose --sku Standard_D2ds_v5 --storage-gb 128 --admin-user pgadmin --admin-password-env "
+            "SALES_ADMIN_PASSWORD --public-access --firewall office=203.0.113.1-203.0.113.20",
+            positionals=("NAME",),
+            options=(
+                Option("--resource-group", "resource group (default: [azure] resource_group)", metavar="RG"),
+                Option("--region", "Azure region, e.g. westeurope (default: [azure] region)", metavar="REGION"),
+                Option("--version", "PostgreSQL major version", metavar="16", default="16"),
+                Option(
+                    "--tier", "Burstable, GeneralPurpose or MemoryOptimized", metavar="TIER", default="GeneralPurpose"
+                ),
+                Option("--sku", "compute SKU, e.g. Standard_D2ds_v5", metavar="SKU", default="Standard_D2ds_v5"),
+                Option("--storage-gb", "storage in GB: 32, 64, 128 … 32768 (can only grow)", metavar="GB"),
+                Option("--storage-size", "alias of --storage-gb", metavar="GB"),
+                Option("--admin-user", "administrator login", metavar="USER", required=True),
+                Option(
+                    "--admin-password-env",
+                    "environment variable (where pgmig runs) holding the admin password",
+                    metavar="VAR",
+                    required=True,
+                ),
+                Option("--ha", "high availability: zone-redundant or same-zone", metavar="MODE"),
+                Option("--zone", "availability zone of the primary (1–3)", metavar="N"),
+                Option("--standby-zone", "availability zone of the zone-redundant standby (1–3)", metavar="N"),
+                Option("--public-access", "reachable over the internet through firewall rules", "flag", default=False),
+                Option("--allow-azure-services", "firewall rule letting Azure services connect", "flag", default=False),
+                Option("--firewall", "firewall rules NAME=START-END, comma-separated", "list", metavar="n=a-b"),
+                Option("--tags", "resource tags k=v,…", metavar="k=v,…"),
+                Option("--source", "the server this one will receive: its version must not be newer", metavar="SERVER"),
+            ),
+            working="Validating the request…",
         ),
-        working="Reading and setting server parameters…"),
-    CommandSpec("status", "Show a migration's state, steps and progress (or every active one; or a provisioning "
-                "request prov-N)",
-                "/pgmig status mig-3", optional_positionals=("MIGRATION",)),
-    CommandSpec("list", "List recent migrations", "/pgmig list"),
-    CommandSpec("cancel", "Stop a migration; half-imported target databases are dropped", "/pgmig cancel mig-3",
-                positionals=("MIGRATION",), working="Cancelling…"),
-    CommandSpec("retry", "Run a failed migration again from the step that failed", "/pgmig retry mig-3",
-                positionals=("MIGRATION",)),
-    CommandSpec("resume", "Import a migration paused after export (with any edits to its files)",
-                "/pgmig resume mig-3", positionals=("MIGRATION",)),
-    CommandSpec("verify", "Compare row counts, checksums and sequences of source and target now",
-                "/pgmig verify mig-3", positionals=("MIGRATION",), working="Verifying…"),
-    CommandSpec("cutover", "Ask the team to approve switching a caught-up online migration to its target",
-                "/pgmig cutover mig-3", positionals=("MIGRATION",), working="Verifying and posting the approval card…"),
-    CommandSpec("audit", "Every action on a migration (or provisioning request prov-N): who, what, when, from which "
-                "channel",
-                "/pgmig audit mig-3", positionals=("MIGRATION",)),
-    CommandSpec("cleanup", "List (and with --yes remove) replication slots, publications and subscriptions "
-                "pgmig left on a server", "/pgmig cleanup onprem-sales --yes", positionals=("SERVER",),
-                options=(Option("--yes", "remove them (objects of running migrations are kept)", "flag",
-                                default=False),),
-                working="Looking for pgmig's replication objects…"),
-)}
+        CommandSpec(
+            "createdb",
+            "Create a database on an Azure flexible server",
+            "/pgmig createdb sales-prod sales",
+            positionals=("SERVER", "DBNAME"),
+            working="Creating the database…",
+        ),
+        CommandSpec(
+            "firewall",
+            "Add firewall rules to an Azure flexible server",
+            "/pgmig firewall sales-prod office=203.0.113.1-203.0.113.20",
+            positionals=("SERVER", "RULES"),
+            working="Adding firewall rules…",
+        ),
+        CommandSpec(
+            "configure",
+            "Set server parameters of an Azure flexible server: allow-list the extensions a source "
+            "uses, wal_level when it is to be a source itself; restart when a change needs it",
+            "/pgmig configure sales-prod --extensions-from onprem-sales --restart",
+            positionals=("SERVER",),
+            options=(
+                Option(
+                    "--extensions-from",
+                    "allow (and preload where needed) every extension this server uses",
+                    metavar="SOURCE",
+                ),
+                Option("--extensions", "extensions to allow, comma-separated", "list", metavar="a,b"),
+                Option(
+                    "--wal-level",
+                    "replica or logical (logical: the server can be a migration source)",
+                    "choice",
+                    ("replica", "logical"),
+                ),
+                Option("--restart", "restart the server if a changed parameter needs it", "flag", default=False),
+            ),
+            working="Reading and setting server parameters…",
+        ),
+        CommandSpec(
+            "status",
+            "Show a migration's state, steps and progress (or every active one; or a provisioning request prov-N)",
+            "/pgmig status mig-3",
+            optional_positionals=("MIGRATION",),
+        ),
+        CommandSpec("list", "List recent migrations", "/pgmig list"),
+        CommandSpec(
+            "cancel",
+            "Stop a migration; half-imported target databases are dropped",
+            "/pgmig cancel mig-3",
+            positionals=("MIGRATION",),
+            working="Cancelling…",
+        ),
+        CommandSpec(
+            "retry",
+            "Run a failed migration again from the step that failed",
+            "/pgmig retry mig-3",
+            positionals=("MIGRATION",),
+        ),
+        CommandSpec(
+            "resume",
+            "Import a migration paused after export (with any edits to its files)",
+            "/pgmig resume mig-3",
+            positionals=("MIGRATION",),
+        ),
+        CommandSpec(
+            "verify",
+            "Compare row counts, checksums and sequences of source and target now",
+            "/pgmig verify mig-3",
+            positionals=("MIGRATION",),
+            working="Verifying…",
+        ),
+        CommandSpec(
+            "cutover",
+            "Ask the team to approve switching a caught-up online migration to its target",
+            "/pgmig cutover mig-3",
+            positionals=("MIGRATION",),
+            working="Verifying and posting the approval card…",
+        ),
+        CommandSpec(
+            "audit",
+            "Every action on a migration (or provisioning request prov-N): who, what, when, from which channel",
+            "/pgmig audit mig-3",
+            positionals=("MIGRATION",),
+        ),
+        CommandSpec(
+            "cleanup",
+            "List (and with --yes remove) replication slots, publications and subscriptions pgmig left on a server",
+            "/pgmig cleanup onprem-sales --yes",
+            positionals=("SERVER",),
+            options=(Option("--yes", "remove them (objects of running migrations are kept)", "flag", default=False),),
+            working="Looking for pgmig's replication objects…",
+        ),
+    )
+}
 
 MIGRATION_ID = re.compile(r"(?:mig-)?([0-9]{1,9})", re.IGNORECASE)  # fullmatch: ASCII digits only, few of them
 PROVISION_ID = re.compile(r"prov-([0-9]{1,9})", re.IGNORECASE)
@@ -225,7 +328,7 @@ def parse(text: str) -> ParsedCommand:
         i += 1
     allowed = len(spec.positionals) + len(spec.optional_positionals)
     if len(positionals) < len(spec.positionals):
-        missing = " ".join(spec.positionals[len(positionals):])
+        missing = " ".join(spec.positionals[len(positionals) :])
         raise UsageError(f"`{spec.name}` needs {missing}", spec)
     if len(positionals) > allowed:
         extra = " ".join(positionals[allowed:])
@@ -251,8 +354,10 @@ def _shown(value: str) -> str:
     """Bad input quoted back to its author on one line (control characters spelled out), but not a
     5,000-character echo."""
     value = value if len(value) <= 40 else value[:40] + "…"
-    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Zl", "Zp")
-                   else ch for ch in value)
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch
+        for ch in value
+    )
 
 
 def _convert(opt: Option, value: str, spec: CommandSpec) -> Any:

@@ -1,4 +1,5 @@
 """`/pgmig help` and `/pgmig servers`: answers from configuration alone."""
+
 from __future__ import annotations
 
 from handlers import messages

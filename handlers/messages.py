@@ -1,11 +1,18 @@
 """Every Block Kit message pgmig sends, built with slack_sdk's block models. Nothing else lives here."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
 from slack_sdk.models.blocks import (
-    ActionsBlock, ButtonElement, ContextBlock, DividerBlock, HeaderBlock, MarkdownTextObject, SectionBlock,
+    ActionsBlock,
+    ButtonElement,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    SectionBlock,
 )
 
 from handlers.actions import Action
@@ -17,7 +24,7 @@ from migration_core.servers import ServerConfig
 
 ICON = {Status.OK: "✅", Status.WARN: "⚠️", Status.FAIL: "❌"}
 SECTION_LIMIT = 2900  # Slack refuses section text over 3000 characters
-MAX_BLOCKS = 48       # and messages over 50 blocks
+MAX_BLOCKS = 48  # and messages over 50 blocks
 
 
 def esc(text: str) -> str:
@@ -29,6 +36,7 @@ def outgoing(reply: Reply) -> Reply:
     """The one pass everything pgmig sends goes through, whatever built it: every known secret masked in
     the blocks and in the fallback text, and the fallback escaped for Slack (it is plain text, and a
     `<!channel>` in a table name must ping nobody; the blocks were escaped as they were built)."""
+
     def clean(value: Any) -> Any:
         if isinstance(value, str):
             return redact(value)
@@ -37,13 +45,14 @@ def outgoing(reply: Reply) -> Reply:
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items()}
         return value
+
     return Reply(esc(redact(reply.text)), clean(reply.blocks), reply.ephemeral)
 
 
 def section(text: str) -> dict:
     """A section; text past Slack's limit is cut (with a mark) rather than refused."""
     if len(text) > SECTION_LIMIT:
-        text = text[:SECTION_LIMIT - 1] + "…"
+        text = text[: SECTION_LIMIT - 1] + "…"
     return SectionBlock(text=MarkdownTextObject(text=text)).to_dict()
 
 
@@ -72,13 +81,12 @@ def sections(lines: Iterable[str]) -> list[dict]:
 def _fit(blocks: list[dict]) -> list[dict]:
     if len(blocks) <= MAX_BLOCKS:
         return blocks
-    return blocks[:MAX_BLOCKS - 1] + [context(f"… {len(blocks) - MAX_BLOCKS + 1} more blocks not shown")]
+    return blocks[: MAX_BLOCKS - 1] + [context(f"… {len(blocks) - MAX_BLOCKS + 1} more blocks not shown")]
 
 
 def help_message(specs: Iterable[CommandSpec] = COMMANDS.values()) -> Reply:
     lines = [f"*`/pgmig {s.name}`* — {esc(s.summary)}\n      e.g. `{esc(s.example)}`" for s in specs]
-    blocks = [header("pgmig commands"), *sections(lines),
-              context("`/pgmig help COMMAND` shows a command's options.")]
+    blocks = [header("pgmig commands"), *sections(lines), context("`/pgmig help COMMAND` shows a command's options.")]
     return Reply("pgmig commands: " + ", ".join(s.name for s in COMMANDS.values()), blocks)
 
 
@@ -104,11 +112,15 @@ def error_message(text: str) -> Reply:
 
 def servers_message(servers: dict[str, ServerConfig]) -> Reply:
     if not servers:
-        return Reply("No servers configured", [section(
-            "No servers are configured. Add `[servers.NAME]` tables to the config file (see README).")])
-    lines = [f"• *{esc(s.name)}* — `{esc(s.user)}@{esc(s.host)}:{s.port}` sslmode={esc(s.sslmode)}"
-             + (f" · Azure flexible server {esc(s.azure_resource_group or "")}/{esc(s.azure_name)}" if s.azure_name else "")
-             for s in sorted(servers.values(), key=lambda s: s.name)]
+        return Reply(
+            "No servers configured",
+            [section("No servers are configured. Add `[servers.NAME]` tables to the config file (see README).")],
+        )
+    lines = [
+        f"• *{esc(s.name)}* — `{esc(s.user)}@{esc(s.host)}:{s.port}` sslmode={esc(s.sslmode)}"
+        + (f" · Azure flexible server {esc(s.azure_resource_group or '')}/{esc(s.azure_name)}" if s.azure_name else "")
+        for s in sorted(servers.values(), key=lambda s: s.name)
+    ]
     return Reply(f"{len(servers)} configured server(s)", [header("Configured servers"), *sections(lines)])
 
 
@@ -124,10 +136,12 @@ def _finding_line(f: Finding) -> str:
 def preflight_message(report: PreflightReport, rerun_text: str) -> Reply:
     fails, warns = len(report.blocking), len(report.warnings)
     oks = len(report.findings) - fails - warns
-    verdict = ("❌ Blocked" if fails else "⚠️ Ready, with warnings" if warns else "✅ Ready")
+    verdict = "❌ Blocked" if fails else "⚠️ Ready, with warnings" if warns else "✅ Ready"
     summary = f"{verdict} — {fails} blocking, {warns} warning(s), {oks} passed"
-    blocks = [header(f"Pre-flight: {report.source} → {report.target} ({report.mode.value})"), section(
-        f"*{summary}*" + (f"\nDatabases: {esc(', '.join(report.databases))}" if report.databases else ""))]
+    blocks = [
+        header(f"Pre-flight: {report.source} → {report.target} ({report.mode.value})"),
+        section(f"*{summary}*" + (f"\nDatabases: {esc(', '.join(report.databases))}" if report.databases else "")),
+    ]
     scopes: dict[str, list[Finding]] = {}
     for f in report.findings:
         scopes.setdefault(f.scope, []).append(f)
@@ -135,7 +149,10 @@ def preflight_message(report: PreflightReport, rerun_text: str) -> Reply:
         blocks.append(DividerBlock().to_dict())
         blocks += sections([f"*{esc(scope)}*", *(_finding_line(f) for f in findings)])
     blocks = _fit(blocks)
-    blocks.append(ActionsBlock(elements=[ButtonElement(
-        text="Re-run check", action_id=Action.RERUN_CHECK.value, value=rerun_text[:2000])]).to_dict())
+    blocks.append(
+        ActionsBlock(
+            elements=[ButtonElement(text="Re-run check", action_id=Action.RERUN_CHECK.value, value=rerun_text[:2000])]
+        ).to_dict()
+    )
     text = f"Pre-flight {report.source} → {report.target}: {summary}"
     return Reply(text, blocks)

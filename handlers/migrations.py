@@ -1,4 +1,5 @@
 """`/pgmig migrate | status | list | cancel | retry | resume | verify`."""
+
 from __future__ import annotations
 
 from handlers import messages
@@ -16,14 +17,15 @@ from migration_core.servers import ServerConfig
 async def _operator_only(inv: Invocation, svc: Services, what: str) -> Reply | None:
     if await may_operate(inv.user, svc.policy, svc.directory):
         return None
-    return messages.error_message(f"only operators may {what}: ask one of the people or groups in "
-                                  "[slack] operators")
+    return messages.error_message(f"only operators may {what}: ask one of the people or groups in [slack] operators")
 
 
 async def _find(svc: Services, migration_id: str) -> Migration | Reply:
     if migration_id.startswith("prov-"):
-        return messages.error_message(f"{migration_id} is a provisioning request, not a migration: "
-                                      f"`/pgmig status {migration_id}` and `/pgmig audit {migration_id}` show it")
+        return messages.error_message(
+            f"{migration_id} is a provisioning request, not a migration: "
+            f"`/pgmig status {migration_id}` and `/pgmig audit {migration_id}` show it"
+        )
     m = await svc.engine.find(migration_id)
     if m is None:
         return messages.error_message(f"there is no {migration_id}; `/pgmig list` shows the migrations")
@@ -45,22 +47,36 @@ async def migrate_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
     if isinstance(servers, Reply):
         return servers
     if a["mode"] == "online" and (a["pause_after_export"] or a["method"] == "dump"):
-        return messages.error_message("`--method dump` and `--pause-after-export` are for offline migrations; "
-                                      "an online migration streams its data")
+        return messages.error_message(
+            "`--method dump` and `--pause-after-export` are for offline migrations; "
+            "an online migration streams its data"
+        )
     if a["replica_identity_full"] and a["mode"] != "online":
         return messages.error_message("`--replica-identity-full` is for online migrations")
     if a["pause_after_export"] and a["method"] != "dump":
-        return messages.error_message("`--pause-after-export` goes with `--method dump`: its export is the SQL "
-                                      "files you can review and edit")
+        return messages.error_message(
+            "`--pause-after-export` goes with `--method dump`: its export is the SQL files you can review and edit"
+        )
     if a["source"] == a["target"]:
         return messages.error_message("SOURCE and TARGET are the same server")
     if refused := _backend_refusal(a, servers[1], svc):
         return refused
-    m = await svc.engine.create(MigrationRequest(
-        source=a["source"], target=a["target"], mode=a["mode"], requested_by=inv.user, channel=inv.channel,
-        databases=a["db"] or [], method=a["method"], parallel=a["parallel"], overwrite=a["overwrite"],
-        pause_after_export=a["pause_after_export"], replica_identity_full=a["replica_identity_full"],
-        backend=a["backend"]))
+    m = await svc.engine.create(
+        MigrationRequest(
+            source=a["source"],
+            target=a["target"],
+            mode=a["mode"],
+            requested_by=inv.user,
+            channel=inv.channel,
+            databases=a["db"] or [],
+            method=a["method"],
+            parallel=a["parallel"],
+            overwrite=a["overwrite"],
+            pause_after_export=a["pause_after_export"],
+            replica_identity_full=a["replica_identity_full"],
+            backend=a["backend"],
+        )
+    )
     report = await svc.engine.preflight(m)
     if report.blocking:
         return mm.refused(m, report)
@@ -76,18 +92,25 @@ def _backend_refusal(a: dict, target: ServerConfig, svc: Services) -> Reply | No
     if backend == "native":
         return None
     if backend == "dms" and a["mode"] != "online":
-        return messages.error_message("Azure DMS classic migrates PostgreSQL online only: use `--mode online`, or "
-                                      "`--backend flex` / `--backend native` for an offline migration")
+        return messages.error_message(
+            "Azure DMS classic migrates PostgreSQL online only: use `--mode online`, or "
+            "`--backend flex` / `--backend native` for an offline migration"
+        )
     if a["method"] == "dump" or a["pause_after_export"]:
-        return messages.error_message(f"`--method dump` and `--pause-after-export` are pgmig's own export; the "
-                                      f"{backend} backend copies by itself")
+        return messages.error_message(
+            f"`--method dump` and `--pause-after-export` are pgmig's own export; the {backend} backend copies by itself"
+        )
     if svc.azure is None or not svc.azure.config.enabled:
-        return messages.error_message(f"`--backend {backend}` needs Azure: set AZURE_SUBSCRIPTION_ID (or [azure] "
-                                      "subscription_id) and credentials, then restart pgmig")
+        return messages.error_message(
+            f"`--backend {backend}` needs Azure: set AZURE_SUBSCRIPTION_ID (or [azure] "
+            "subscription_id) and credentials, then restart pgmig"
+        )
     if not target.azure_name:
-        return messages.error_message(f"`--backend {backend}` migrates into an Azure flexible server, and "
-                                      f"{target.name} is not known as one: add azure_resource_group (and "
-                                      f"azure_server) to [servers.{target.name}], or create it with `/pgmig provision`")
+        return messages.error_message(
+            f"`--backend {backend}` migrates into an Azure flexible server, and "
+            f"{target.name} is not known as one: add azure_resource_group (and "
+            f"azure_server) to [servers.{target.name}], or create it with `/pgmig provision`"
+        )
     return None
 
 
@@ -140,8 +163,10 @@ async def verify_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
     if isinstance(m, Reply):
         return m
     if m.mode is Mode.OFFLINE and m.state.running:
-        return messages.error_message(f"{m.id} is {m.state.value}: an offline copy is verified once it is "
-                                      "imported (pgmig does that itself); ask again when it completes")
+        return messages.error_message(
+            f"{m.id} is {m.state.value}: an offline copy is verified once it is "
+            "imported (pgmig does that itself); ask again when it completes"
+        )
     return mm.verification(m, await svc.engine.verify(m.id))
 
 

@@ -1,6 +1,7 @@
 """Turns the core's events into channel messages: one live message per migration, edited in place, plus
 thread replies when a migration completes, fails, pauses or is cancelled; and a provisioning request's
 approval card and progress line."""
+
 from __future__ import annotations
 
 import asyncio
@@ -48,12 +49,22 @@ class ChannelPublisher:
         if not request.open or not request.ts:
             return
         request.open = False
-        await self.store.save_step(Step(m.id, step.name, StepState.DONE, step.detail, step.started_at, utcnow(),
-                                        request.as_dict()))
+        await self.store.save_step(
+            Step(m.id, step.name, StepState.DONE, step.detail, step.started_at, utcnow(), request.as_dict())
+        )
         closed = f"{m.state.value.replace('_', ' ')}: {detail}"
-        await self.poster.update(request.channel, request.ts, mm.approval_card(
-            m, progress, request, await approvers(self.store, request), self.policy.required_approvals,
-            closed[:2900]))
+        await self.poster.update(
+            request.channel,
+            request.ts,
+            mm.approval_card(
+                m,
+                progress,
+                request,
+                await approvers(self.store, request),
+                self.policy.required_approvals,
+                closed[:2900],
+            ),
+        )
 
     async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:
         channel, ts = await self._card(migration, progress)
@@ -99,8 +110,9 @@ class ProvisioningPublisher:
         await self.poster.update(record.channel, record.progress_ts, reply)
         return record.progress_ts
 
-    async def finished(self, record: ProvisionRecord, result: ProvisionResult, registered: bool,
-                       notes: list[str]) -> None:
+    async def finished(
+        self, record: ProvisionRecord, result: ProvisionResult, registered: bool, notes: list[str]
+    ) -> None:
         await self._show(record, am.provisioned(record.id, record.request, result, registered, notes))
 
     async def failed(self, record: ProvisionRecord, reason: str) -> None:

@@ -1,4 +1,5 @@
 """The one entry point every transport calls: text or click in, Reply out, audited, never a traceback."""
+
 from __future__ import annotations
 
 import logging
@@ -8,14 +9,24 @@ from handlers import messages
 from handlers.actions import Action
 from handlers.approvals import audit_command, cutover_command, decide
 from handlers.azure import (
-    configure_command, createdb_command, decide_provision, firewall_command, provision_command,
+    configure_command,
+    createdb_command,
+    decide_provision,
+    firewall_command,
+    provision_command,
 )
 from handlers.check import check_command
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand, UsageError, parse
 from handlers.info import help_command, servers_command
 from handlers.migrations import (
-    cancel_command, cleanup_command, list_command, migrate_command, resume_command, retry_command, status_command,
+    cancel_command,
+    cleanup_command,
+    list_command,
+    migrate_command,
+    resume_command,
+    retry_command,
+    status_command,
     verify_command,
 )
 from migration_core.errors import MigrationError
@@ -68,8 +79,9 @@ async def handle_command(text: str, inv: Invocation, svc: Services) -> Reply:
     except Exception as exc:  # the last guard: one readable line, audited
         log.exception("command %r could not be handled", _head(text))
         await _audit(svc, inv, "command.failed", f"{_head(text)}: {_describe(exc)}")
-        return messages.error_message(f"pgmig could not handle that command ({_describe(exc)}); "
-                                      "the details are in pgmig's log")
+        return messages.error_message(
+            f"pgmig could not handle that command ({_describe(exc)}); the details are in pgmig's log"
+        )
 
 
 async def _command(text: str, inv: Invocation, svc: Services) -> Reply:
@@ -92,8 +104,8 @@ async def _command(text: str, inv: Invocation, svc: Services) -> Reply:
         log.exception("command %r failed", cmd.name)
         await _audit(svc, inv, "command.failed", f"{cmd.name}: {_describe(exc)}")
         return messages.error_message(
-            f"`{cmd.name}` failed unexpectedly ({_describe(exc)}). "
-            "Nothing was changed; the details are in pgmig's log.")
+            f"`{cmd.name}` failed unexpectedly ({_describe(exc)}). Nothing was changed; the details are in pgmig's log."
+        )
 
 
 async def handle_action(action_id: str, value: str, inv: Invocation, svc: Services) -> Reply | None:
@@ -115,8 +127,9 @@ async def _action(action_id: str, value: str, inv: Invocation, svc: Services) ->
     if action_id in (Action.APPROVE_CUTOVER.value, Action.REJECT_CUTOVER.value):
         return await decide("approve" if action_id == Action.APPROVE_CUTOVER.value else "reject", value, inv, svc)
     if action_id in (Action.APPROVE_PROVISION.value, Action.REJECT_PROVISION.value):
-        return await decide_provision("approve" if action_id == Action.APPROVE_PROVISION.value else "reject",
-                                      value, inv, svc)
+        return await decide_provision(
+            "approve" if action_id == Action.APPROVE_PROVISION.value else "reject", value, inv, svc
+        )
     await _audit(svc, inv, "action.unknown", action_id[:100])
     return messages.error_message("that button is no longer handled by this version of pgmig")
 
@@ -143,7 +156,10 @@ def _describe(exc: BaseException) -> str:
 
 async def _audit(svc: Services, inv: Invocation, action: str, detail: str, migration_id: str = "") -> None:
     try:
-        await svc.engine.record(AuditEntry(actor=inv.user, action=action, detail=redact(detail),
-                                         migration_id=migration_id, channel=inv.channel))
+        await svc.engine.record(
+            AuditEntry(
+                actor=inv.user, action=action, detail=redact(detail), migration_id=migration_id, channel=inv.channel
+            )
+        )
     except Exception:  # an audit hiccup must not eat the user's answer
         log.exception("could not write audit entry %s", action)

@@ -1,4 +1,5 @@
 """Fresh planner statistics after a bulk load, table by table over N connections at once."""
+
 from __future__ import annotations
 
 import asyncio

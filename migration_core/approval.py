@@ -9,6 +9,7 @@ is audited as `<kind>.<approve|reject>[.refused|.repeated]`.
 Whether someone is an approver (users, Slack user groups) is the handlers' policy; this module gets
 the answer and applies the rules.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -24,19 +25,22 @@ from migration_core.store import Store
 class ApprovalRequest:
     """One round of asking the team."""
 
-    subject: str                 # mig-N or prov-N
+    subject: str  # mig-N or prov-N
     requested_by: str
     expires_at: datetime
     round: str = field(default_factory=lambda: secrets.token_hex(8))
-    channel: str = ""            # where the card is
-    ts: str = ""                 # the card's message
+    channel: str = ""  # where the card is
+    ts: str = ""  # the card's message
     open: bool = True
-    verification: str = ""       # what was checked when it was asked for (a cutover's tables)
+    verification: str = ""  # what was checked when it was asked for (a cutover's tables)
 
     @classmethod
-    def new(cls, subject: str, requested_by: str, minutes: int, channel: str, verification: str = "") -> "ApprovalRequest":
-        return cls(subject, requested_by, utcnow() + timedelta(minutes=minutes), channel=channel,
-                   verification=verification)
+    def new(
+        cls, subject: str, requested_by: str, minutes: int, channel: str, verification: str = ""
+    ) -> "ApprovalRequest":
+        return cls(
+            subject, requested_by, utcnow() + timedelta(minutes=minutes), channel=channel, verification=verification
+        )
 
     @property
     def expired(self) -> bool:
@@ -52,9 +56,9 @@ class ApprovalRequest:
 
 
 class Verdict(StrEnum):
-    REFUSED = "refused"          # the click changes nothing (reason says why)
-    RECORDED = "recorded"        # an approval, not yet enough
-    APPROVED = "approved"        # this approval completed the quorum
+    REFUSED = "refused"  # the click changes nothing (reason says why)
+    RECORDED = "recorded"  # an approval, not yet enough
+    APPROVED = "approved"  # this approval completed the quorum
     REJECTED = "rejected"
 
 
@@ -62,16 +66,26 @@ class Verdict(StrEnum):
 class Decision:
     verdict: Verdict
     reason: str = ""
-    approvers: list[str] = field(default_factory=list)   # the round's approvals so far
+    approvers: list[str] = field(default_factory=list)  # the round's approvals so far
 
 
 async def approvers(store: Store, request: ApprovalRequest) -> list[str]:
     return [a.approver for a in await store.approvals(request.subject, request.round) if a.decision == "approve"]
 
 
-async def decide(store: Store, kind: str, request: ApprovalRequest, user: str, verb: str, *, is_approver: bool,
-                 required: int, channel: str = "") -> Decision:
+async def decide(
+    store: Store,
+    kind: str,
+    request: ApprovalRequest,
+    user: str,
+    verb: str,
+    *,
+    is_approver: bool,
+    required: int,
+    channel: str = "",
+) -> Decision:
     """Apply the rules to one click; the caller acts on the verdict (start, close, update the card)."""
+
     async def refused(reason: str, why: str, suffix: str = "refused") -> Decision:
         await store.audit(AuditEntry(user, f"{kind}.{verb}.{suffix}", why, request.subject, channel))
         return Decision(Verdict.REFUSED, reason, await approvers(store, request))
@@ -81,13 +95,13 @@ async def decide(store: Store, kind: str, request: ApprovalRequest, user: str, v
     if request.expired:
         return await refused(f"this {kind} request has expired", "request expired")
     if verb == "approve" and user == request.requested_by:
-        return await refused("you asked for this: someone else must approve it",
-                             f"the requester may not approve their own {kind}")
+        return await refused(
+            "you asked for this: someone else must approve it", f"the requester may not approve their own {kind}"
+        )
     if not is_approver and not (verb == "reject" and user == request.requested_by):
         return await refused(f"only approvers may {verb} ([slack] approvers)", "not an approver")
     if not await store.add_approval(Approval(request.subject, user, verb, round=request.round)):
-        return await refused(f"your decision on {request.subject} is already recorded", "already recorded",
-                             "repeated")
+        return await refused(f"your decision on {request.subject} is already recorded", "already recorded", "repeated")
     await store.audit(AuditEntry(user, f"{kind}.{verb}", "", request.subject, channel))
     found = await approvers(store, request)
     if verb == "reject":

@@ -2,6 +2,7 @@
 
 Only this deployment's (`pgmig_<deployment>_…`, the state store's id): another pgmig using the same
 source, with a state store of its own, keeps its objects."""
+
 from __future__ import annotations
 
 import re
@@ -15,7 +16,7 @@ from migration_core.servers import ServerConfig
 class Leftover:
     """One of this deployment's replication objects found on a server."""
 
-    kind: str           # slot | publication | subscription | role
+    kind: str  # slot | publication | subscription | role
     name: str
     database: str
     active: bool = False
@@ -33,24 +34,44 @@ async def find(server: ServerConfig, deployment: str) -> list[Leftover]:
     owned = replication.owned_pattern(deployment)
     conn = await server.connect()
     try:
-        found = [Leftover("slot", r["slot_name"], r["database"] or "", r["active"]) for r in await conn.fetch(
-            "SELECT slot_name, database, active FROM pg_replication_slots WHERE slot_name LIKE $1 ORDER BY 1", owned)]
-        found += [Leftover("role", r["rolname"], r["datname"] or "") for r in await conn.fetch(
-            "SELECT r.rolname, (SELECT d.datname FROM pg_database d, aclexplode(d.datacl) a "
-            "                   WHERE a.grantee = r.oid LIMIT 1) AS datname "
-            "FROM pg_roles r WHERE r.rolname LIKE $1 ORDER BY 1", owned)]
-        databases = [r["datname"] for r in await conn.fetch(
-            "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1")]
+        found = [
+            Leftover("slot", r["slot_name"], r["database"] or "", r["active"])
+            for r in await conn.fetch(
+                "SELECT slot_name, database, active FROM pg_replication_slots WHERE slot_name LIKE $1 ORDER BY 1", owned
+            )
+        ]
+        found += [
+            Leftover("role", r["rolname"], r["datname"] or "")
+            for r in await conn.fetch(
+                "SELECT r.rolname, (SELECT d.datname FROM pg_database d, aclexplode(d.datacl) a "
+                "                   WHERE a.grantee = r.oid LIMIT 1) AS datname "
+                "FROM pg_roles r WHERE r.rolname LIKE $1 ORDER BY 1",
+                owned,
+            )
+        ]
+        databases = [
+            r["datname"]
+            for r in await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
+            )
+        ]
     finally:
         await conn.close()
     for db in databases:
         conn = await server.connect(db)
         try:
-            found += [Leftover("publication", r["pubname"], db) for r in await conn.fetch(
-                "SELECT pubname FROM pg_publication WHERE pubname LIKE $1 ORDER BY 1", owned)]
-            found += [Leftover("subscription", r["subname"], db, r["subenabled"]) for r in await conn.fetch(
-                "SELECT subname, subenabled FROM pg_subscription WHERE subname LIKE $1 "
-                "AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1", owned)]
+            found += [
+                Leftover("publication", r["pubname"], db)
+                for r in await conn.fetch("SELECT pubname FROM pg_publication WHERE pubname LIKE $1 ORDER BY 1", owned)
+            ]
+            found += [
+                Leftover("subscription", r["subname"], db, r["subenabled"])
+                for r in await conn.fetch(
+                    "SELECT subname, subenabled FROM pg_subscription WHERE subname LIKE $1 "
+                    "AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1",
+                    owned,
+                )
+            ]
         finally:
             await conn.close()
     return found
@@ -64,7 +85,7 @@ class CleanupReport:
     server: str
     kept: list[tuple[Leftover, str]]
     loose: list[Leftover]
-    removed: list[str] | None = None   # None: only listed
+    removed: list[str] | None = None  # None: only listed
 
 
 async def survey(server: ServerConfig, deployment: str, active: dict[str, str], remove_loose: bool) -> CleanupReport:
@@ -72,8 +93,12 @@ async def survey(server: ServerConfig, deployment: str, active: dict[str, str], 
     found = await find(server, deployment)
     kept = [(x, active[x.migration_id]) for x in found if x.migration_id in active]
     loose = [x for x in found if x.migration_id not in active]
-    return CleanupReport(server.name, kept, loose, await remove(server, loose) if remove_loose and loose else
-                         ([] if remove_loose else None))
+    return CleanupReport(
+        server.name,
+        kept,
+        loose,
+        await remove(server, loose) if remove_loose and loose else ([] if remove_loose else None),
+    )
 
 
 async def remove(server: ServerConfig, leftovers: list[Leftover]) -> list[str]:
@@ -86,8 +111,11 @@ async def remove(server: ServerConfig, leftovers: list[Leftover]) -> list[str]:
             if item.kind == "role":
                 dropped = await replication.drop_replication_role(conn, item.name, item.database)
             else:
-                drop = {"subscription": replication.drop_subscription, "slot": replication.drop_slot,
-                        "publication": replication.drop_publication}[item.kind]
+                drop = {
+                    "subscription": replication.drop_subscription,
+                    "slot": replication.drop_slot,
+                    "publication": replication.drop_publication,
+                }[item.kind]
                 dropped = await drop(conn, item.name)
             if dropped:
                 removed.append(item.describe())

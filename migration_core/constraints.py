@@ -2,6 +2,7 @@
 touched), then dropped or disabled while changes stream in (rows arrive in commit order, not
 dependency order), and reinstated at cutover exactly as they were on the source. Every operation here
 is safe to repeat: a crash may interrupt any of them."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -16,20 +17,22 @@ FOREIGN_KEYS = (
     "pg_get_constraintdef(con.oid) AS definition FROM pg_constraint con "
     "JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE con.contype = 'f' AND con.conparentid = 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-    "ORDER BY 1, 2")
+    "ORDER BY 1, 2"
+)
 
 TRIGGERS = (
     "SELECT format('%I.%I', n.nspname, c.relname) AS tbl, t.tgname AS name, t.tgenabled::text AS enabled "
     "FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE NOT t.tgisinternal AND t.tgparentid = 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-    "ORDER BY 1, 2")
+    "ORDER BY 1, 2"
+)
 
 ENABLE = {"O": "ENABLE TRIGGER", "D": "DISABLE TRIGGER", "R": "ENABLE REPLICA TRIGGER", "A": "ENABLE ALWAYS TRIGGER"}
 
 
 @dataclass
 class ForeignKey:
-    table: str       # already quoted: schema.table
+    table: str  # already quoted: schema.table
     name: str
     definition: str  # pg_get_constraintdef, e.g. FOREIGN KEY (a) REFERENCES s.t(b)
 
@@ -38,7 +41,7 @@ class ForeignKey:
 class TriggerState:
     table: str
     name: str
-    enabled: str     # the source's tgenabled: O, D, R or A
+    enabled: str  # the source's tgenabled: O, D, R or A
 
 
 @dataclass
@@ -53,8 +56,10 @@ class Parked:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Parked":
-        return cls([ForeignKey(**f) for f in data.get("foreign_keys", [])],
-                   [TriggerState(**t) for t in data.get("triggers", [])])
+        return cls(
+            [ForeignKey(**f) for f in data.get("foreign_keys", [])],
+            [TriggerState(**t) for t in data.get("triggers", [])],
+        )
 
 
 async def park(target: asyncpg.Connection, journal: Journal, database: str) -> Parked:
@@ -83,8 +88,9 @@ async def reinstate(target: asyncpg.Connection, parked: Parked, validate: bool =
     which reads the existing rows, can follow later (`validate`) without a long lock. A foreign key
     already back (an interrupted earlier attempt) is left as it is."""
     for fk in parked.foreign_keys:
-        if not await target.fetchval("SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2",
-                                     fk.table, fk.name):
+        if not await target.fetchval(
+            "SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2", fk.table, fk.name
+        ):
             await target.execute(f"ALTER TABLE {fk.table} ADD CONSTRAINT {ident(fk.name)} {fk.definition} NOT VALID")
     for t in parked.triggers:
         await target.execute(f"ALTER TABLE {t.table} {ENABLE[t.enabled]} {ident(t.name)}")

@@ -2,6 +2,7 @@
 (ledger, alerts), the engine's settings, the migration, both servers and, for a managed migration,
 the Azure service moving its data. A pipeline adds what it learns before its steps run: the finished
 steps, the client programs chosen and the roles plan."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,9 +27,9 @@ class MigrationContext:
     source: ServerConfig
     target: ServerConfig
     backend: ManagedBackend | None = None
-    steps: dict[str, Step] = field(default_factory=dict)   # the pipeline's: finished ones are skipped
-    bindir: Path = Path()                                   # the pipeline's: client programs
-    roles: RolePlan = field(default_factory=RolePlan)       # the pipeline's: roles on the target
+    steps: dict[str, Step] = field(default_factory=dict)  # the pipeline's: finished ones are skipped
+    bindir: Path = Path()  # the pipeline's: client programs
+    roles: RolePlan = field(default_factory=RolePlan)  # the pipeline's: roles on the target
 
     @property
     def mid(self) -> str:

@@ -5,6 +5,7 @@ N workers take tables largest first; each streams `COPY … TO STDOUT` on the so
 `COPY … FROM STDIN` on the target. Indexes and constraints are built afterwards, which is faster
 than maintaining them row by row.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,7 +25,8 @@ TABLES = (
     "ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 "
     "      AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum)::text[] AS columns "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE c.relkind = 'r' AND " + USER_SCHEMA_FILTER + " ORDER BY size DESC, 1, 2")
+    "WHERE c.relkind = 'r' AND " + USER_SCHEMA_FILTER + " ORDER BY size DESC, 1, 2"
+)
 
 
 @dataclass
@@ -61,8 +63,9 @@ def _put_now(queue: asyncio.Queue, item: object) -> None:
             queue.get_nowait()
 
 
-async def _stream(src: asyncpg.Connection, tgt: asyncpg.Connection, table: TableSpec,
-                  progress: DatabaseProgress) -> None:
+async def _stream(
+    src: asyncpg.Connection, tgt: asyncpg.Connection, table: TableSpec, progress: DatabaseProgress
+) -> None:
     queue: asyncio.Queue[bytes | _End] = asyncio.Queue(PIPE_DEPTH)
     copied = 0
 
@@ -92,13 +95,20 @@ async def _stream(src: asyncpg.Connection, tgt: asyncpg.Connection, table: Table
 
     async with asyncio.TaskGroup() as group:
         group.create_task(produce())
-        group.create_task(tgt.copy_to_table(table.name, schema_name=table.schema, columns=table.columns,
-                                            source=chunks()))
+        group.create_task(
+            tgt.copy_to_table(table.name, schema_name=table.schema, columns=table.columns, source=chunks())
+        )
     progress.bytes_done += max(0, table.size - copied)
 
 
-async def copy_tables(source: ServerConfig, target: ServerConfig, database: str, parallel: int,
-                      progress: DatabaseProgress, snapshot: str | None = None) -> int:
+async def copy_tables(
+    source: ServerConfig,
+    target: ServerConfig,
+    database: str,
+    parallel: int,
+    progress: DatabaseProgress,
+    snapshot: str | None = None,
+) -> int:
     """Copy every table's rows; returns how many tables were copied. The target tables must exist, empty.
 
     `snapshot` is one exported elsewhere (a replication slot's); without it, one is exported here.

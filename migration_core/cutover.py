@@ -17,6 +17,7 @@ applications may already write there while it runs. What it finds is an incident
 reason to reopen the source. Until release, `rollback` parks the constraints again and lifts the
 fences from the journal: applications keep working on the source, replication keeps running.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,14 +38,17 @@ from migration_core.verify import Mismatch, VerifyResult, verify_database
 CONNECT_GRANTEES = (
     "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS grantee "
     "FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a "
-    "WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT' ORDER BY 1")
+    "WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT' ORDER BY 1"
+)
 READ_ONLY_SETTING = (
     "SELECT split_part(cfg, '=', 2) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, "
     "unnest(s.setconfig) cfg WHERE d.datname = current_database() AND s.setrole = 0 "
-    "AND cfg LIKE 'default_transaction_read_only=%'")
+    "AND cfg LIKE 'default_transaction_read_only=%'"
+)
 OTHER_CLIENTS = (
     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-    "AND backend_type = 'client backend' AND application_name <> 'pgmig'")
+    "AND backend_type = 'client backend' AND application_name <> 'pgmig'"
+)
 WINDOW_STEPS = ("fence", "catch_up", "sequences", "constraints", "counts")  # while writes are fenced
 
 
@@ -54,15 +58,20 @@ class Fence:
 
     database: str
     read_only_before: str | None = None
-    revoked_from: list[str] = field(default_factory=list)   # role names; "PUBLIC" for everyone
+    revoked_from: list[str] = field(default_factory=list)  # role names; "PUBLIC" for everyone
     ended_sessions: int = 0
-    superusers: list[str] = field(default_factory=list)     # can still connect: softly fenced
+    superusers: list[str] = field(default_factory=list)  # can still connect: softly fenced
 
     @classmethod
     def of(cls, entry: JournalEntry) -> "Fence":
         d = entry.data
-        return cls(entry.database, d.get("read_only_before"), list(d.get("revoked", [])), d.get("ended_sessions", 0),
-                   list(d.get("superusers", [])))
+        return cls(
+            entry.database,
+            d.get("read_only_before"),
+            list(d.get("revoked", [])),
+            d.get("ended_sessions", 0),
+            list(d.get("superusers", [])),
+        )
 
 
 @dataclass
@@ -83,12 +92,18 @@ class DatabaseCutover:
 async def fence(source: ServerConfig, database: str, grace_seconds: float, journal: Journal) -> Fence:
     conn = await source.connect(database)
     try:
+        await conn.execute("SET synchronous_commit = on")  # the fence is durable before any session is ended
         earlier = await journal.find(Change.FENCE, SOURCE, database)
         if earlier is not None and earlier.live:
             data = earlier.data  # never lifted (pgmig died): its "before" is the truth, not today's fenced state
         else:
-            data = {"read_only_before": await conn.fetchval(READ_ONLY_SETTING), "revoked": [], "granted_self": "",
-                    "ended_sessions": 0, "superusers": []}
+            data = {
+                "read_only_before": await conn.fetchval(READ_ONLY_SETTING),
+                "revoked": [],
+                "granted_self": "",
+                "ended_sessions": 0,
+                "superusers": [],
+            }
         entry = await journal.plan(Change.FENCE, SOURCE, database, data=data)
         me = await conn.fetchval("SELECT current_user")
         streaming = journal.role_name(database)  # the subscription's own role keeps CONNECT: it must catch up
@@ -104,10 +119,15 @@ async def fence(source: ServerConfig, database: str, grace_seconds: float, journ
             if name not in entry.data["revoked"]:
                 entry.data["revoked"].append(name)
                 await journal.note(entry)
-            await conn.execute(f"REVOKE CONNECT ON DATABASE {ident(database)} FROM "
-                               f"{'PUBLIC' if name == 'PUBLIC' else ident(name)}")
-        entry.data["superusers"] = [r["rolname"] for r in await conn.fetch(
-            "SELECT rolname FROM pg_roles WHERE rolsuper AND rolcanlogin AND rolname <> $1 ORDER BY 1", me)]
+            await conn.execute(
+                f"REVOKE CONNECT ON DATABASE {ident(database)} FROM {'PUBLIC' if name == 'PUBLIC' else ident(name)}"
+            )
+        entry.data["superusers"] = [
+            r["rolname"]
+            for r in await conn.fetch(
+                "SELECT rolname FROM pg_roles WHERE rolsuper AND rolcanlogin AND rolname <> $1 ORDER BY 1", me
+            )
+        ]
         await journal.note(entry)
         await asyncio.sleep(grace_seconds)  # sessions may finish what they are doing
         pids = [r["pid"] for r in await conn.fetch(OTHER_CLIENTS)]
@@ -126,26 +146,35 @@ async def fence(source: ServerConfig, database: str, grace_seconds: float, journ
 
 CAUGHT_UP = (
     "SELECT bool_and(confirmed_flush_lsn >= $1::pg_lsn) FROM pg_replication_slots WHERE slot_type = 'logical' "
-    "AND database = current_database() AND (slot_name = $2 OR ($2 IS NULL AND NOT slot_name = ANY($3::text[])))")
+    "AND database = current_database() AND (slot_name = $2 OR ($2 IS NULL AND NOT slot_name = ANY($3::text[])))"
+)
 
 
-async def wait_caught_up(source: ServerConfig, database: str, timeout: float, slot: str | None = None,
-                         exclude: tuple[str, ...] = ()) -> None:
+async def wait_caught_up(
+    source: ServerConfig, database: str, timeout: float, slot: str | None = None, exclude: tuple[str, ...] = ()
+) -> None:
     """Until the subscriber confirmed every change made before the fence (bounded by `timeout`).
 
-    `slot` is pgmig's own; without it every logical slot of the database not in `exclude` counts (a
-    managed service's slots, whose names pgmig does not choose)."""
+    Applications may commit with synchronous_commit = off: their last commits can still sit unwritten in
+    WAL buffers. So this session first commits a transaction of its own synchronously (a transaction id
+    is enough to make a commit record): once it is flushed, so is every commit before it, and the flush
+    position is what the subscriber must confirm. `slot` is pgmig's own; without it every logical slot of
+    the database not in `exclude` counts (a managed service's slots, whose names pgmig does not choose)."""
     conn = await source.connect(database)
     try:
-        target_lsn = await conn.fetchval("SELECT pg_current_wal_lsn()")
+        await conn.execute("SET synchronous_commit = on")
+        await conn.fetchval("SELECT txid_current()")
+        target_lsn = await conn.fetchval("SELECT pg_current_wal_flush_lsn()")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             done = await conn.fetchval(CAUGHT_UP, target_lsn, slot, list(exclude))
             if done or (done is None and slot is None):
                 return
             await asyncio.sleep(0.005)
-        raise MigrationError(f"the target did not catch up with {database} within {timeout:g} s",
-                             "check the subscription on the target (pg_stat_subscription); nothing was switched")
+        raise MigrationError(
+            f"the target did not catch up with {database} within {timeout:g} s",
+            "check the subscription on the target (pg_stat_subscription); nothing was switched",
+        )
     finally:
         await conn.close()
 
@@ -153,8 +182,9 @@ async def wait_caught_up(source: ServerConfig, database: str, timeout: float, sl
 CatchUp = Callable[[str, float], Awaitable[None]]
 
 
-async def cut_over(ctx: MigrationContext, database: str, parked: constraints.Parked,
-                   catch_up: CatchUp | None = None) -> DatabaseCutover:
+async def cut_over(
+    ctx: MigrationContext, database: str, parked: constraints.Parked, catch_up: CatchUp | None = None
+) -> DatabaseCutover:
     """Steps 1–5 for one database; raises on any failure, leaving the undo to `rollback`.
 
     `catch_up` replaces step 2 for a managed service: wait for its slots, then trigger its cutover."""
@@ -186,18 +216,22 @@ async def cut_over(ctx: MigrationContext, database: str, parked: constraints.Par
     result.counts = await verify_database(source, target, database, ctx.options.parallel, counts_only=True)
     result.timings["counts"] = time.perf_counter() - step
     if not result.counts.ok:
-        raise MigrationError(f"row counts of {database} differ in {len(result.counts.mismatches)} place(s): "
-                             + describe(result.counts.mismatches))
+        raise MigrationError(
+            f"row counts of {database} differ in {len(result.counts.mismatches)} place(s): "
+            + describe(result.counts.mismatches)
+        )
     return result
 
 
 def describe(mismatches: list[Mismatch], limit: int = 10) -> str:
     return "; ".join(f"{m.kind} {m.name} source {m.source} target {m.target}" for m in mismatches[:limit]) + (
-        f"; and {len(mismatches) - limit} more" if len(mismatches) > limit else "")
+        f"; and {len(mismatches) - limit} more" if len(mismatches) > limit else ""
+    )
 
 
-async def check(source: ServerConfig, target: ServerConfig, result: DatabaseCutover, parked: constraints.Parked,
-                parallel: int = 2) -> list[str]:
+async def check(
+    source: ServerConfig, target: ServerConfig, result: DatabaseCutover, parked: constraints.Parked, parallel: int = 2
+) -> list[str]:
     """After release: VALIDATE each foreign key, then full checksums against the target as it was at
     release. Returns what is wrong, in words (empty when all holds); never undoes anything."""
     problems: list[str] = []
@@ -214,8 +248,10 @@ async def check(source: ServerConfig, target: ServerConfig, result: DatabaseCuto
     finally:
         await conn.close()
     if not result.verify.ok:
-        problems.append(f"checksums of {result.database} differ in {len(result.verify.mismatches)} place(s): "
-                        + describe(result.verify.mismatches))
+        problems.append(
+            f"checksums of {result.database} differ in {len(result.verify.mismatches)} place(s): "
+            + describe(result.verify.mismatches)
+        )
     return problems
 
 
@@ -230,8 +266,9 @@ async def validate(conn: asyncpg.Connection, parked: constraints.Parked) -> list
     return problems
 
 
-async def rollback(source: ServerConfig, target: ServerConfig, journal: Journal,
-                   parked: dict[str, constraints.Parked]) -> list[str]:
+async def rollback(
+    source: ServerConfig, target: ServerConfig, journal: Journal, parked: dict[str, constraints.Parked]
+) -> list[str]:
     """Before release: constraints parked again on the target, then every fence the journal holds lifted
     (so the changes applications make from now on stream in as before). Returns what was done; raises
     only after trying everything."""
@@ -252,6 +289,8 @@ async def rollback(source: ServerConfig, target: ServerConfig, journal: Journal,
     said += outcome.done
     failed += outcome.failed
     if failed:
-        raise MigrationError("the fallback did not finish: " + "; ".join(failed),
-                             "check both servers are reachable; a pgmig restart tries again")
+        raise MigrationError(
+            "the fallback did not finish: " + "; ".join(failed),
+            "check both servers are reachable; a pgmig restart tries again",
+        )
     return said

@@ -7,6 +7,7 @@ The release is recorded in the store *before* the channel is told applications m
 on the migration only goes forward: what the checks find is an incident, posted and kept, and the
 source stays fenced. `recover` applies the same rule to a cutover a dead pgmig left half-done.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -51,8 +52,13 @@ async def parked_constraints(ctx: MigrationContext) -> dict[str, Parked]:
 async def run_cutover(ctx: MigrationContext, actor: str) -> bool:
     """Switch a streaming migration to its target; True when completed, False when it fell back."""
     ledger, mid, m = ctx.ledger, ctx.mid, ctx.m
-    if not await ledger.move(mid, State.CUTTING_OVER, f"cutting over {', '.join(m.databases)} (started by {actor})",
-                             expect=(State.READY_FOR_CUTOVER, State.AWAITING_APPROVAL), actor=actor):
+    if not await ledger.move(
+        mid,
+        State.CUTTING_OVER,
+        f"cutting over {', '.join(m.databases)} (started by {actor})",
+        expect=(State.READY_FOR_CUTOVER, State.AWAITING_APPROVAL),
+        actor=actor,
+    ):
         m = await ledger.get(mid)
         raise MigrationError(f"{mid} is {m.state.value}; only a migration ready for cutover can cut over")
     await ledger.store.audit(AuditEntry(actor, "cutover.started", ", ".join(m.databases), m.id))
@@ -63,28 +69,41 @@ async def run_cutover(ctx: MigrationContext, actor: str) -> bool:
     try:
         for db in m.databases:
             done.append(await cutover.cut_over(ctx, db, parked[db], catch_up))
-        facts = {"timings": {r.database: r.timings for r in done}, "fences": {r.database: asdict(r.fence) for r in done}}
+        facts = {
+            "timings": {r.database: r.timings for r in done},
+            "fences": {r.database: asdict(r.fence) for r in done},
+        }
         await ledger.save(mid, StepKind.RELEASE, RUNNING, "releasing the target", facts)
-        await ledger.advance(mid, State.RELEASED, "target released: applications can switch now",
-                             expect=(State.CUTTING_OVER,))
+        await ledger.advance(
+            mid, State.RELEASED, "target released: applications can switch now", expect=(State.CUTTING_OVER,)
+        )
     except BaseException as exc:  # a cancel or a shutdown mid-fence falls back too
         await fall_back(ctx, parked, exc)
         if not isinstance(exc, Exception):
             raise
         return False
     await ledger.save(mid, StepKind.RELEASE, DONE, "applications told to switch to the target", facts)
-    await ctx.alerts.notice(m, "released", "🟢 target released: sequences synced, foreign keys and triggers "
-                        "back, row counts equal — applications can switch now (writes were unavailable "
-                        + ", ".join(f"{r.database} {r.window_seconds:.2f} s" for r in done)
-                        + "). Checksums are being compared against the target as it was at this moment.")
+    await ctx.alerts.notice(
+        m,
+        "released",
+        "🟢 target released: sequences synced, foreign keys and triggers "
+        "back, row counts equal — applications can switch now (writes were unavailable "
+        + ", ".join(f"{r.database} {r.window_seconds:.2f} s" for r in done)
+        + "). Checksums are being compared against the target as it was at this moment.",
+    )
     problems: list[str] = []
     for result in done:
         try:
             problems += await cutover.check(ctx.source, ctx.target, result, parked[result.database], m.options.parallel)
         except (MigrationError, ConnectionProblem, asyncpg.PostgresError, OSError) as exc:
             problems.append(f"the checks of {result.database} could not run: {failure_reason(exc, mid)}")
-        await ledger.save(m.id, StepKind.CUTOVER.at(result.database), DONE, ", ".join(
-            f"{k} {v:.3f} s" for k, v in result.timings.items()), {"timings": result.timings})
+        await ledger.save(
+            m.id,
+            StepKind.CUTOVER.at(result.database),
+            DONE,
+            ", ".join(f"{k} {v:.3f} s" for k, v in result.timings.items()),
+            {"timings": result.timings},
+        )
     await finish(ctx, problems, done)
     return True
 
@@ -104,15 +123,24 @@ async def fall_back(ctx: MigrationContext, parked: dict[str, Parked], exc: BaseE
     if managed is not None and switched:
         await managed.abandon(reason)
         await ledger.store.audit(AuditEntry("pgmig", "cutover.failed", reason[:2000], m.id))
-        await ledger.move(m.id, State.FAILED, f"cutover failed after {managed.backend.label} had ended its "
-                          f"replication of {', '.join(e.database for e in switched)}: {reason}. {undone}; the source "
-                          f"stays the primary; `/pgmig retry {m.id}` starts a fresh service migration over the "
-                          "target databases", error=f"cutting_over: {reason}")
+        await ledger.move(
+            m.id,
+            State.FAILED,
+            f"cutover failed after {managed.backend.label} had ended its "
+            f"replication of {', '.join(e.database for e in switched)}: {reason}. {undone}; the source "
+            f"stays the primary; `/pgmig retry {m.id}` starts a fresh service migration over the "
+            "target databases",
+            error=f"cutting_over: {reason}",
+        )
         await alerts.notice(m, "cutover", f"⚠️ cutover failed, nothing was released: {reason}")
         return
     await ledger.store.audit(AuditEntry("pgmig", "cutover.fallback", reason[:2000], m.id))
-    await ledger.move(m.id, State.READY_FOR_CUTOVER, f"cutover fell back: {reason}. {undone}; replication keeps "
-                      "running", error=f"cutover fell back: {reason}")
+    await ledger.move(
+        m.id,
+        State.READY_FOR_CUTOVER,
+        f"cutover fell back: {reason}. {undone}; replication keeps running",
+        error=f"cutover fell back: {reason}",
+    )
     await alerts.notice(m, "cutover", f"⚠️ cutover fell back, nothing was switched: {reason}")
 
 
@@ -124,17 +152,25 @@ async def finish(ctx: MigrationContext, problems: list[str], done: list[Database
         left = (await teardown_replication(ctx)).failed
     if problems:
         await ledger.save(m.id, StepKind.INCIDENT, DONE, "\n".join(problems)[:2000], {"problems": problems})
-        await alerts.notice(m, "incident", f"🚨 {m.id} was released to the target, but the checks after release "
-                            f"found {len(problems)} problem(s):\n" + "\n".join(f"• {p}" for p in problems[:10]) +
-                            "\nThe source stays fenced (applications may already write to the target). Fix the "
-                            f"target's data, then `/pgmig verify {m.id}` checks again.")
+        await alerts.notice(
+            m,
+            "incident",
+            f"🚨 {m.id} was released to the target, but the checks after release "
+            f"found {len(problems)} problem(s):\n"
+            + "\n".join(f"• {p}" for p in problems[:10])
+            + "\nThe source stays fenced (applications may already write to the target). Fix the "
+            f"target's data, then `/pgmig verify {m.id}` checks again.",
+        )
     lines = [summary(r) for r in done]
     warned = {w.name: w for r in done for check in (r.counts, r.verify) if check is not None for w in check.warnings}
     lines += [f"⚠️ {matview_note(w)}" for w in warned.values()]
     if left:
         lines.append("left on the servers (`/pgmig cleanup` removes them): " + "; ".join(left))
-    verdict = (f"cutover complete with {len(problems)} problem(s) found after release (see the incident)"
-               if problems else "cutover complete: applications can move to the target")
+    verdict = (
+        f"cutover complete with {len(problems)} problem(s) found after release (see the incident)"
+        if problems
+        else "cutover complete: applications can move to the target"
+    )
     await ledger.store.audit(AuditEntry("pgmig", "cutover.completed", "\n".join(lines)[:2000], m.id))
     await ledger.advance(m.id, State.COMPLETED, verdict + ".\n" + "\n".join(lines), expect=(State.RELEASED,))
 
@@ -143,10 +179,16 @@ def summary(r: DatabaseCutover) -> str:
     soft = f"; superusers only softly fenced: {', '.join(r.fence.superusers)}" if r.fence.superusers else ""
     window = ", ".join(f"{k} {v:.2f} s" for k, v in r.timings.items() if k in WINDOW_STEPS)
     after = ", ".join(f"{k} {v:.2f} s" for k, v in r.timings.items() if k not in WINDOW_STEPS)
-    checked = (f"{r.verify.tables} tables, {r.verify.rows} rows and {r.sequences} sequences verified equal"
-               if r.verify is not None else "not verified by checksums")
-    return (f"{r.database}: writes unavailable {r.window_seconds:.2f} s ({window})" + (f"; after release {after}"
-            if after else "") + f"; {checked}; {r.fence.ended_sessions} session(s) ended{soft}")
+    checked = (
+        f"{r.verify.tables} tables, {r.verify.rows} rows and {r.sequences} sequences verified equal"
+        if r.verify is not None
+        else "not verified by checksums"
+    )
+    return (
+        f"{r.database}: writes unavailable {r.window_seconds:.2f} s ({window})"
+        + (f"; after release {after}" if after else "")
+        + f"; {checked}; {r.fence.ended_sessions} session(s) ended{soft}"
+    )
 
 
 async def recover(ctx: MigrationContext) -> None:
@@ -155,8 +197,9 @@ async def recover(ctx: MigrationContext) -> None:
     release = await ctx.ledger.store.step(m.id, StepKind.RELEASE)
     parked = await parked_constraints(ctx)
     if m.state is State.CUTTING_OVER:
-        await fall_back(ctx, parked,
-                        MigrationError("pgmig stopped in the middle of the cutover, before the target was released"))
+        await fall_back(
+            ctx, parked, MigrationError("pgmig stopped in the middle of the cutover, before the target was released")
+        )
         return
     problems: list[str] = []
     for db in m.databases:
@@ -165,10 +208,18 @@ async def recover(ctx: MigrationContext) -> None:
                 problems += await cutover.validate(conn, parked[db])
         except (ConnectionProblem, asyncpg.PostgresError, OSError) as exc:  # a check that cannot run is a problem
             problems.append(f"the foreign keys of {db} could not be validated: {failure_reason(exc, m.id)}")
-    await ctx.alerts.notice(m, "released", "🟢 pgmig restarted after the target was released: finishing the cutover "
-                        "(the source stays fenced; foreign keys validated, checksums were not compared — "
-                        f"`/pgmig verify {m.id}` compares now)")
+    await ctx.alerts.notice(
+        m,
+        "released",
+        "🟢 pgmig restarted after the target was released: finishing the cutover "
+        "(the source stays fenced; foreign keys validated, checksums were not compared — "
+        f"`/pgmig verify {m.id}` compares now)",
+    )
     facts = release.data if release is not None else {}
-    done = [DatabaseCutover(db, cutover.Fence(**facts.get("fences", {}).get(db, {"database": db})),
-                            facts.get("timings", {}).get(db, {})) for db in m.databases]
+    done = [
+        DatabaseCutover(
+            db, cutover.Fence(**facts.get("fences", {}).get(db, {"database": db})), facts.get("timings", {}).get(db, {})
+        )
+        for db in m.databases
+    ]
     await finish(ctx, problems, done)

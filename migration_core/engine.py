@@ -8,6 +8,7 @@ Recovery runs at start-up and on every lease tick: a migration whose owner stopp
 its state — pipelines restart their unfinished step, streaming ones are watched again, a cutover goes
 back to streaming (cutting_over) or forward to completed (released).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,22 +20,31 @@ from datetime import timedelta
 from typing import Any
 
 from migration_core import approval, cleanup, cutover_flow, replication, undo, workdir
-from migration_core.cleanup import CleanupReport
 from migration_core.approval import ApprovalRequest, Decision, Verdict
 from migration_core.azure.backend import ManagedBackend
+from migration_core.cleanup import CleanupReport
+from migration_core.context import MigrationContext
 from migration_core.cutover_flow import run_cutover
 from migration_core.engine_config import EngineConfig, MigrationRequest
 from migration_core.errors import MigrationError
 from migration_core.events import MigrationEvents
 from migration_core.failures import failure_reason
-from migration_core.context import MigrationContext
-from migration_core.scheduler import Scheduler
 from migration_core.journal import Change, JournalEntry, Mark
 from migration_core.ledger import DONE, FAILED, RUNNING, Alerts, Ledger
 from migration_core.lifecycle import Superseded
 from migration_core.managed_flow import cancel_managed, run_managed, watch_managed
 from migration_core.models import (
-    AuditEntry, Backend, Method, Migration, MigrationOptions, Mode, State, Step, StepKind, StepState, utcnow,
+    AuditEntry,
+    Backend,
+    Method,
+    Migration,
+    MigrationOptions,
+    Mode,
+    State,
+    Step,
+    StepKind,
+    StepState,
+    utcnow,
 )
 from migration_core.monitor import watch_native
 from migration_core.offline import choose_bindir
@@ -43,6 +53,7 @@ from migration_core.online_flow import run_online
 from migration_core.preflight import PreflightReport, PreflightRequest, pretty_bytes, run_preflight
 from migration_core.progress import MigrationProgress
 from migration_core.roles import RolePlan, copy_roles
+from migration_core.scheduler import Scheduler
 from migration_core.servers import ConnectionProblem, ServerConfig
 from migration_core.store import Store
 from migration_core.verify import VerifyResult, verify_database
@@ -68,12 +79,18 @@ class CancelOutcome:
     state: State
     done: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)   # target databases left on purpose (finished, or not pgmig's)
+    kept: list[str] = field(default_factory=list)  # target databases left on purpose (finished, or not pgmig's)
 
 
 class Engine:
-    def __init__(self, store: Store, servers: dict[str, ServerConfig], events: MigrationEvents,
-                 config: EngineConfig, backends: dict[str, ManagedBackend] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        servers: dict[str, ServerConfig],
+        events: MigrationEvents,
+        config: EngineConfig,
+        backends: dict[str, ManagedBackend] | None = None,
+    ) -> None:
         self.store, self.servers, self.events, self.config = store, servers, events, config
         self.backends = backends or {}
         self.ledger = Ledger(store, events)
@@ -90,27 +107,56 @@ class Engine:
 
     async def create(self, req: MigrationRequest) -> Migration:
         mid = await self.store.next_migration_id()
-        options = MigrationOptions(Method(req.method), req.parallel or self.config.default_parallel, req.overwrite,
-                                   req.pause_after_export, req.replica_identity_full, Backend(req.backend))
-        m = Migration(id=mid, source=req.source, target=req.target, databases=list(req.databases), mode=Mode(req.mode),
-                      state=State.CREATED, requested_by=req.requested_by, channel=req.channel, options=options)
+        options = MigrationOptions(
+            Method(req.method),
+            req.parallel or self.config.default_parallel,
+            req.overwrite,
+            req.pause_after_export,
+            req.replica_identity_full,
+            Backend(req.backend),
+        )
+        m = Migration(
+            id=mid,
+            source=req.source,
+            target=req.target,
+            databases=list(req.databases),
+            mode=Mode(req.mode),
+            state=State.CREATED,
+            requested_by=req.requested_by,
+            channel=req.channel,
+            options=options,
+        )
         await self.store.create_migration(m, owner=self.instance)
         self._keep_leases()
-        await self.store.audit(AuditEntry(req.requested_by, "migration.created",
-                                          f"{req.source} → {req.target} {req.mode} {options.as_dict()}", mid,
-                                          req.channel))
+        await self.store.audit(
+            AuditEntry(
+                req.requested_by,
+                "migration.created",
+                f"{req.source} → {req.target} {req.mode} {options.as_dict()}",
+                mid,
+                req.channel,
+            )
+        )
         return m
 
     async def preflight(self, m: Migration) -> PreflightReport:
         """Run the checks `/pgmig check` runs; a blocking finding fails the migration at `preflight`."""
         await self.ledger.advance(m.id, State.PREFLIGHT, "running pre-flight checks")
         source, target = self._servers(m)
-        report = await run_preflight(PreflightRequest(
-            source, target, databases=m.databases, mode=m.mode, replica_identity_full=m.options.replica_identity_full,
-            own_replication=m.options.backend is Backend.NATIVE))
+        report = await run_preflight(
+            PreflightRequest(
+                source,
+                target,
+                databases=m.databases,
+                mode=m.mode,
+                replica_identity_full=m.options.replica_identity_full,
+                own_replication=m.options.backend is Backend.NATIVE,
+            )
+        )
         if report.blocking:
-            problems = "; ".join(f"{f.scope}: {f.title} ({f.detail})" + (f" — fix: {f.fix}" if f.fix else "")
-                                 for f in report.blocking)
+            problems = "; ".join(
+                f"{f.scope}: {f.title} ({f.detail})" + (f" — fix: {f.fix}" if f.fix else "") for f in report.blocking
+            )
             await self.ledger.save(m.id, StepKind.PREFLIGHT, FAILED, problems)
             await self.ledger.move(m.id, State.FAILED, problems, error=f"preflight: {problems}")
             return report
@@ -131,6 +177,7 @@ class Engine:
         def done(t: asyncio.Task) -> None:
             if self._tasks.get(migration_id) is t:
                 del self._tasks[migration_id]
+
         task.add_done_callback(done)
         return task
 
@@ -143,6 +190,7 @@ class Engine:
             self._background.discard(t)
             if not t.cancelled() and t.exception() is not None:
                 log.error("%s failed", name, exc_info=t.exception())
+
         task.add_done_callback(done)
         return task
 
@@ -165,8 +213,9 @@ class Engine:
         """Failed → run again from the failed step. False when it is not failed (or another click won)."""
         if not await self._hold(migration_id):
             return False
-        if not await self.ledger.move(migration_id, State.CREATED, f"retried by {actor}", expect=(State.FAILED,),
-                                      actor=actor):
+        if not await self.ledger.move(
+            migration_id, State.CREATED, f"retried by {actor}", expect=(State.FAILED,), actor=actor
+        ):
             return False
         if await self.store.step(migration_id, StepKind.RECOVERY):
             await self.ledger.save(migration_id, StepKind.RECOVERY, DONE, f"retried by {actor}", {"count": 0})
@@ -177,8 +226,13 @@ class Engine:
         """Paused after export → import whatever the export files now contain."""
         if not await self._hold(migration_id):
             return False
-        if not await self.ledger.move(migration_id, State.IMPORTING, f"resumed by {actor}: importing the export "
-                                      "files as they are now", expect=(State.PAUSED,), actor=actor):
+        if not await self.ledger.move(
+            migration_id,
+            State.IMPORTING,
+            f"resumed by {actor}: importing the export files as they are now",
+            expect=(State.PAUSED,),
+            actor=actor,
+        ):
             return False
         await self.ledger.save(migration_id, StepKind.REVIEW, DONE, "resumed")
         self.start(migration_id)
@@ -192,8 +246,10 @@ class Engine:
         left; cancelling again tries again."""
         m = await self.ledger.get(migration_id)
         if m.state is State.RELEASED:
-            raise MigrationError(f"{migration_id} was released to its target: applications may already write there, "
-                                 "so nothing can be undone; the cutover is finishing")
+            raise MigrationError(
+                f"{migration_id} was released to its target: applications may already write there, "
+                "so nothing can be undone; the cutover is finishing"
+            )
         task = self._tasks.get(migration_id)
         if task is not None:
             self._cancelling.add(migration_id)
@@ -209,29 +265,50 @@ class Engine:
         if ctx.backend is not None and (said := await cancel_managed(ctx)):
             outcome.done.append(said)
         steps = await self.ledger.steps(migration_id)
-        finished = [db for db in m.databases if m.mode is Mode.OFFLINE and
-                    steps.get(StepKind.IMPORT.at(db)) is not None and steps[StepKind.IMPORT.at(db)].state == DONE]
+        finished = [
+            db
+            for db in m.databases
+            if m.mode is Mode.OFFLINE
+            and steps.get(StepKind.IMPORT.at(db)) is not None
+            and steps[StepKind.IMPORT.at(db)].state == DONE
+        ]
         journal = self.ledger.journal(migration_id)
         ours = {e.database for e in await journal.entries(Change.DATABASE)}
-        undone = await undo.rollback(journal, ctx.source, ctx.target, databases=None,
-                                     skip=[(Change.DATABASE, db) for db in finished])
+        undone = await undo.rollback(
+            journal, ctx.source, ctx.target, databases=None, skip=[(Change.DATABASE, db) for db in finished]
+        )
         outcome.done += undone.done
         outcome.failed += undone.failed
         outcome.kept = finished + [db for db in m.databases if db not in ours and db not in finished]
         for step in steps.values():
             if step.state == RUNNING:  # what the cancel interrupted, and whether its half-made result is gone
                 gone = any(step.name.endswith(f":{db}") and db in ours and db not in finished for db in m.databases)
-                await self.ledger.save(migration_id, step.name, StepState.DROPPED, "stopped by the cancel" + (
-                    "; its half-made target database was dropped" if gone and not undone.failed else ""), step.data)
+                await self.ledger.save(
+                    migration_id,
+                    step.name,
+                    StepState.DROPPED,
+                    "stopped by the cancel"
+                    + ("; its half-made target database was dropped" if gone and not undone.failed else ""),
+                    step.data,
+                )
         await self._tidy(migration_id)
         if outcome.failed:
             outcome.state = State.FAILED
-            await self.ledger.move(migration_id, State.FAILED, f"cancel by {actor} could not finish: "
-                                   + "; ".join(outcome.failed) + f". `/pgmig cancel {migration_id}` tries again",
-                                   error="cancel: " + "; ".join(outcome.failed), actor=actor)
+            await self.ledger.move(
+                migration_id,
+                State.FAILED,
+                f"cancel by {actor} could not finish: "
+                + "; ".join(outcome.failed)
+                + f". `/pgmig cancel {migration_id}` tries again",
+                error="cancel: " + "; ".join(outcome.failed),
+                actor=actor,
+            )
             return outcome
-        detail = f"cancelled by {actor}" + (f"; {'; '.join(outcome.done)}" if outcome.done else "") + (
-            f"; left in place: {', '.join(outcome.kept)}" if outcome.kept else "")
+        detail = (
+            f"cancelled by {actor}"
+            + (f"; {'; '.join(outcome.done)}" if outcome.done else "")
+            + (f"; left in place: {', '.join(outcome.kept)}" if outcome.kept else "")
+        )
         if not await self.ledger.move(migration_id, State.CANCELLED, detail, actor=actor):
             outcome.state = (await self.ledger.get(migration_id)).state
         return outcome
@@ -240,8 +317,10 @@ class Engine:
         m = await self.ledger.get(migration_id)
         source, target = self._servers(m)
         streaming = m.mode is Mode.ONLINE and m.state is not State.COMPLETED
-        return [await verify_database(source, target, db, m.options.parallel, replicated_only=streaming)
-                for db in m.databases]
+        return [
+            await verify_database(source, target, db, m.options.parallel, replicated_only=streaming)
+            for db in m.databases
+        ]
 
     async def find(self, migration_id: str) -> Migration | None:
         return await self.store.get_migration(migration_id)
@@ -256,8 +335,9 @@ class Engine:
         m = await self.find(migration_id)
         if m is None:
             return None
-        return MigrationStatus(m, await self.store.steps(m.id), self.progress(m.id),
-                               await self.leftovers(m.id) if m.state.finished else [])
+        return MigrationStatus(
+            m, await self.store.steps(m.id), self.progress(m.id), await self.leftovers(m.id) if m.state.finished else []
+        )
 
     async def cleanup(self, server: str, remove: bool) -> CleanupReport:
         """This deployment's replication objects on a server: kept where an active migration uses them."""
@@ -327,13 +407,21 @@ class Engine:
         looping = before.get("state") == m.state.value and before.get("progress") == progress
         count = int(before.get("count", 0)) + 1 if looping else 1
         if count > self.config.max_auto_restarts:
-            await self.ledger.fail(m.id, f"pgmig stopped {count - 1} times in a row while this migration was "
-                                   f"{m.state.value}, so it is not restarted again by itself: look at pgmig's log, "
-                                   f"then `/pgmig retry {m.id}`")
+            await self.ledger.fail(
+                m.id,
+                f"pgmig stopped {count - 1} times in a row while this migration was "
+                f"{m.state.value}, so it is not restarted again by itself: look at pgmig's log, "
+                f"then `/pgmig retry {m.id}`",
+            )
             return True
-        await self.ledger.save(m.id, StepKind.RECOVERY, DONE, f"pgmig stopped during {m.state.value}; carried on"
-                               + (f" ({count} times in a row without progress)" if count > 1 else ""),
-                               {"state": m.state.value, "count": count, "progress": progress})
+        await self.ledger.save(
+            m.id,
+            StepKind.RECOVERY,
+            DONE,
+            f"pgmig stopped during {m.state.value}; carried on"
+            + (f" ({count} times in a row without progress)" if count > 1 else ""),
+            {"state": m.state.value, "count": count, "progress": progress},
+        )
         self.start(m.id)
         return True
 
@@ -342,7 +430,8 @@ class Engine:
         steps = await self.store.steps(mid)
         journal = await self.ledger.journal(mid).entries()
         return sum(s.state == DONE for s in steps if s.name != StepKind.RECOVERY) + sum(
-            e.mark is Mark.DONE for e in journal)
+            e.mark is Mark.DONE for e in journal
+        )
 
     async def check_leftovers(self) -> None:
         """A replication slot holds WAL on its source forever: alert on every slot the journal says a
@@ -366,12 +455,20 @@ class Engine:
                     continue
                 if lag.retained_bytes is not None:
                     held[e.name] = lag.retained_bytes
-            fix = (f"`/pgmig cancel {m.id}` removes it" if m.state is State.FAILED else
-                   f"`/pgmig cleanup {m.source} --yes` removes it")
-            await self.alerts.alert(m, "leftover-slot", bool(held), f"⚠️ {m.id} is {m.state.value}, but its "
-                                    f"replication slot(s) still hold WAL on {m.source}: " + ", ".join(
-                                        f"{n} {pretty_bytes(b or 0)}" for n, b in held.items()) +
-                                    f" — the source's disk fills until it is gone; {fix}")
+            fix = (
+                f"`/pgmig cancel {m.id}` removes it"
+                if m.state is State.FAILED
+                else f"`/pgmig cleanup {m.source} --yes` removes it"
+            )
+            await self.alerts.alert(
+                m,
+                "leftover-slot",
+                bool(held),
+                f"⚠️ {m.id} is {m.state.value}, but its "
+                f"replication slot(s) still hold WAL on {m.source}: "
+                + ", ".join(f"{n} {pretty_bytes(b or 0)}" for n, b in held.items())
+                + f" — the source's disk fills until it is gone; {fix}",
+            )
 
     # ---- approvals and cutover ----------------------------------------------------------------
 
@@ -405,49 +502,73 @@ class Engine:
         if m.mode is not Mode.ONLINE:
             raise MigrationError(f"{m.id} is an offline migration: it has no cutover")
         if m.state is not State.READY_FOR_CUTOVER:
-            lags = [f"{db}: {p.lag_seconds or 0:.1f} s / {p.lag_bytes or 0} bytes behind"
-                    for db, p in self.progress(m.id).databases.items() if p.lag_bytes is not None]
-            why = "a request is already waiting for approval" if m.state is State.AWAITING_APPROVAL else \
-                "it must be ready_for_cutover (caught up)"
-            raise MigrationError(f"{m.id} is {m.state.value}: {why}" + (f". Current lag: {'; '.join(lags)}"
-                                                                         if lags else ""))
+            lags = [
+                f"{db}: {p.lag_seconds or 0:.1f} s / {p.lag_bytes or 0} bytes behind"
+                for db, p in self.progress(m.id).databases.items()
+                if p.lag_bytes is not None
+            ]
+            why = (
+                "a request is already waiting for approval"
+                if m.state is State.AWAITING_APPROVAL
+                else "it must be ready_for_cutover (caught up)"
+            )
+            raise MigrationError(
+                f"{m.id} is {m.state.value}: {why}" + (f". Current lag: {'; '.join(lags)}" if lags else "")
+            )
         results = await self.verify(m.id)
-        verification = "; ".join(f"{r.database} {'equal' if r.ok else f'{len(r.mismatches)} mismatch(es)'} "
-                                 f"({r.tables} tables, {r.rows} rows)" for r in results)
+        verification = "; ".join(
+            f"{r.database} {'equal' if r.ok else f'{len(r.mismatches)} mismatch(es)'} "
+            f"({r.tables} tables, {r.rows} rows)"
+            for r in results
+        )
         return ApprovalRequest.new(m.id, actor, minutes, channel, verification)
 
     async def open_cutover(self, request: ApprovalRequest) -> bool:
         """ready_for_cutover → awaiting_approval with `request` as the open round; False (and the request
         closed) when the migration moved on meanwhile."""
-        await self.ledger.save(request.subject, StepKind.APPROVAL, StepState.WAITING,
-                               f"requested by {request.requested_by}", request.as_dict())
-        if await self.ledger.move(request.subject, State.AWAITING_APPROVAL, f"cutover requested by "
-                                  f"{request.requested_by}", expect=(State.READY_FOR_CUTOVER,),
-                                  actor=request.requested_by, action="cutover.requested"):
+        await self.ledger.save(
+            request.subject,
+            StepKind.APPROVAL,
+            StepState.WAITING,
+            f"requested by {request.requested_by}",
+            request.as_dict(),
+        )
+        if await self.ledger.move(
+            request.subject,
+            State.AWAITING_APPROVAL,
+            f"cutover requested by {request.requested_by}",
+            expect=(State.READY_FOR_CUTOVER,),
+            actor=request.requested_by,
+            action="cutover.requested",
+        ):
             return True
         request.open = False
-        await self.ledger.save(request.subject, StepKind.APPROVAL, StepState.DONE, "the migration moved on",
-                               request.as_dict())
+        await self.ledger.save(
+            request.subject, StepKind.APPROVAL, StepState.DONE, "the migration moved on", request.as_dict()
+        )
         return False
 
     async def cutover_request(self, migration_id: str) -> ApprovalRequest | None:
         step = await self.store.step(migration_id, StepKind.APPROVAL)
         return ApprovalRequest.from_dict(step.data) if step else None
 
-    async def decide_cutover(self, migration_id: str, user: str, verb: str, *, is_approver: bool, required: int,
-                             channel: str = "") -> tuple[Decision, ApprovalRequest | None]:
+    async def decide_cutover(
+        self, migration_id: str, user: str, verb: str, *, is_approver: bool, required: int, channel: str = ""
+    ) -> tuple[Decision, ApprovalRequest | None]:
         """An Approve or Reject click (approval.py's rules); the quorum starts the cutover."""
         m = await self.store.get_migration(migration_id)
         request = await self.cutover_request(migration_id)
         if m is None or request is None or m.state is not State.AWAITING_APPROVAL:
-            await self.store.audit(AuditEntry(user, f"cutover.{verb}.refused", "no open request", migration_id,
-                                              channel))
+            await self.store.audit(
+                AuditEntry(user, f"cutover.{verb}.refused", "no open request", migration_id, channel)
+            )
             state = m.state.value if m else "gone"
             return Decision(Verdict.REFUSED, f"this cutover request is no longer open ({state})"), request
         if request.expired:
             await self.expire_approval(migration_id)
-        decision = await approval.decide(self.store, "cutover", request, user, verb, is_approver=is_approver,
-                                         required=required, channel=channel)
+        decision = await approval.decide(
+            self.store, "cutover", request, user, verb, is_approver=is_approver, required=required, channel=channel
+        )
         if decision.verdict is Verdict.REJECTED:
             await self.reject_cutover(migration_id, user)
         elif decision.verdict is Verdict.APPROVED:
@@ -455,16 +576,25 @@ class Engine:
         return decision, request
 
     async def reject_cutover(self, migration_id: str, actor: str) -> bool:
-        return await self.ledger.move(migration_id, State.READY_FOR_CUTOVER,
-                                      f"cutover rejected by {actor}; replication keeps running",
-                                      expect=(State.AWAITING_APPROVAL,), error=f"cutover rejected by {actor}",
-                                      actor=actor, action="cutover.rejected")
+        return await self.ledger.move(
+            migration_id,
+            State.READY_FOR_CUTOVER,
+            f"cutover rejected by {actor}; replication keeps running",
+            expect=(State.AWAITING_APPROVAL,),
+            error=f"cutover rejected by {actor}",
+            actor=actor,
+            action="cutover.rejected",
+        )
 
     async def expire_approval(self, migration_id: str) -> bool:
-        return await self.ledger.move(migration_id, State.READY_FOR_CUTOVER,
-                                      "the cutover request expired without enough approvals; replication keeps running",
-                                      expect=(State.AWAITING_APPROVAL,), error="the cutover request expired",
-                                      action="cutover.expired")
+        return await self.ledger.move(
+            migration_id,
+            State.READY_FOR_CUTOVER,
+            "the cutover request expired without enough approvals; replication keeps running",
+            expect=(State.AWAITING_APPROVAL,),
+            error="the cutover request expired",
+            action="cutover.expired",
+        )
 
     async def cutover(self, migration_id: str, actor: str) -> bool:
         """Switch a streaming migration to its target (cutover_flow.py); True when completed."""
@@ -531,8 +661,9 @@ class Engine:
     def _servers(self, m: Migration) -> tuple[ServerConfig, ServerConfig]:
         missing = [n for n in (m.source, m.target) if n not in self.servers]
         if missing:
-            raise MigrationError(f"server {', '.join(missing)} is no longer configured",
-                                 "restore its [servers.NAME] entry and retry")
+            raise MigrationError(
+                f"server {', '.join(missing)} is no longer configured", "restore its [servers.NAME] entry and retry"
+            )
         return self.servers[m.source], self.servers[m.target]
 
     def _backend(self, m: Migration) -> ManagedBackend | None:
@@ -541,8 +672,10 @@ class Engine:
         if name is Backend.NATIVE:
             return None
         if name not in self.backends:
-            raise MigrationError(f"{m.id} runs on the {name} backend, but Azure is not configured in this pgmig",
-                                 "set AZURE_SUBSCRIPTION_ID (or [azure] subscription_id) and restart")
+            raise MigrationError(
+                f"{m.id} runs on the {name} backend, but Azure is not configured in this pgmig",
+                "set AZURE_SUBSCRIPTION_ID (or [azure] subscription_id) and restart",
+            )
         return self.backends[name]
 
     async def _run(self, migration_id: str) -> None:

@@ -1,4 +1,5 @@
 """The engine's tunables and what a new migration asks for (kept apart so flows can read them)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,22 +14,22 @@ class EngineConfig:
     pg_bindir: str | None = None
     progress_interval: float = 15.0
     default_parallel: int = DEFAULT_PARALLEL
-    fence_grace_seconds: float = 5.0       # cutover: sessions may finish this long before they are ended
+    fence_grace_seconds: float = 5.0  # cutover: sessions may finish this long before they are ended
     catch_up_timeout_seconds: float = 30.0  # cutover: longest wait for the target after the fence
-    ready_lag_seconds: float = 5.0         # online: ready for cutover below this lag…
-    ready_lag_bytes: int = 8 << 20         # …and this many bytes behind
-    lag_alert_seconds: float = 60.0        # alert when lag stays above these
+    ready_lag_seconds: float = 5.0  # online: ready for cutover below this lag…
+    ready_lag_bytes: int = 8 << 20  # …and this many bytes behind
+    lag_alert_seconds: float = 60.0  # alert when lag stays above these
     lag_alert_bytes: int = 256 << 20
     wal_retention_alert_bytes: int = 1 << 30  # alert when a slot holds this much WAL on the source
-    digest: str = "off"                    # off | hourly | daily: a summary of active migrations
-    managed_poll_seconds: float = 10.0     # --backend flex|dms: how often the Azure service is asked
-    lease_seconds: float = 60.0            # several replicas: a migration whose owner is silent this long
-                                           # is taken over by another (checked every quarter lease)
-    replica_id: str = ""                   # this replica's stable identity; its earlier lives' leases are taken
-                                           # over at once (empty: a fresh one, as for a new replica)
-    max_auto_restarts: int = 5             # a migration pgmig keeps dying in is failed after this many restarts
-    leftover_check_seconds: float = 60.0   # how often slots of migrations nobody runs are looked for
-    keep_exports: bool = False             # keep export files after a migration completed or was cancelled
+    digest: str = "off"  # off | hourly | daily: a summary of active migrations
+    managed_poll_seconds: float = 10.0  # --backend flex|dms: how often the Azure service is asked
+    lease_seconds: float = 60.0  # several replicas: a migration whose owner is silent this long
+    # is taken over by another (checked every quarter lease)
+    replica_id: str = ""  # this replica's stable identity; its earlier lives' leases are taken
+    # over at once (empty: a fresh one, as for a new replica)
+    max_auto_restarts: int = 5  # a migration pgmig keeps dying in is failed after this many restarts
+    leftover_check_seconds: float = 60.0  # how often slots of migrations nobody runs are looked for
+    keep_exports: bool = False  # keep export files after a migration completed or was cancelled
 
 
 @dataclass

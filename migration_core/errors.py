@@ -1,4 +1,5 @@
 """Failures worded for the person who must act on them."""
+
 from __future__ import annotations
 
 from migration_core import secrets

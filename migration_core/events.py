@@ -1,4 +1,5 @@
 """How the core tells the outside world what migrations are doing, without knowing about Slack."""
+
 from __future__ import annotations
 
 from typing import Protocol

@@ -1,4 +1,5 @@
 """Enabling on the target every extension a source database uses, before any schema or data moves."""
+
 from __future__ import annotations
 
 import asyncpg
@@ -16,7 +17,8 @@ async def enable(source: asyncpg.Connection, target: asyncpg.Connection) -> list
     """
     rows = await source.fetch(
         "SELECT e.extname, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-        "WHERE e.extname <> 'plpgsql' ORDER BY e.oid")
+        "WHERE e.extname <> 'plpgsql' ORDER BY e.oid"
+    )
     enabled: list[str] = []
     for row in rows:
         name, schema = row["extname"], row["nspname"]
@@ -26,8 +28,11 @@ async def enable(source: asyncpg.Connection, target: asyncpg.Connection) -> list
             await target.execute(f"CREATE EXTENSION IF NOT EXISTS {ident(name)} WITH SCHEMA {ident(schema)} CASCADE")
         except asyncpg.PostgresError as exc:
             allow = await target.fetchval("SELECT current_setting('azure.extensions', true)")
-            fix = (f"add {name} to the server parameter azure.extensions" if allow is not None
-                   else f"install the {name} extension's package on the target server")
+            fix = (
+                f"add {name} to the server parameter azure.extensions"
+                if allow is not None
+                else f"install the {name} extension's package on the target server"
+            )
             raise MigrationError(f"extension {name} cannot be enabled on the target: {exc}", fix) from None
         enabled.append(name)
     return enabled
@@ -41,4 +46,5 @@ async def inventory(server: ServerConfig) -> dict[str, list[str]]:
     azure.extensions allow-list must name before the schema can be restored there."""
     databases = (await column_per_database(server, [server.database], USER_DATABASES))[server.database]
     return await column_per_database(
-        server, databases, "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY extname")
+        server, databases, "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY extname"
+    )

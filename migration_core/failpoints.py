@@ -5,6 +5,7 @@ points (a journal entry marked done is `KIND:DATABASE`, its undo `undo-KIND:DATA
 `step:NAME`). Nothing is cleaned up, exactly as when the machine loses power. Unset, this costs one
 environment lookup per point.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Turning any exception a migration step raises into one readable reason for the channel."""
+
 from __future__ import annotations
 
 import logging

@@ -7,6 +7,7 @@ undo must find out (a database that is not empty was not created by that CREATE;
 does not exist is a no-op). Entries are keyed by (kind, server, database, name), so a retry that
 makes the same change again reuses its entry.
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -33,17 +34,27 @@ class Journal:
         """The source role one database's subscription logs in as."""
         return replication.role_name(self.store.deployment, self.migration_id, database)
 
-    async def entries(self, kind: Change | None = None, database: str | None = None,
-                      live_only: bool = True) -> list[JournalEntry]:
+    async def entries(
+        self, kind: Change | None = None, database: str | None = None, live_only: bool = True
+    ) -> list[JournalEntry]:
         found = await self.store.journal(self.migration_id)
-        return [e for e in found if (kind is None or e.kind is kind) and (database is None or e.database == database)
-                and (e.live or not live_only)]
+        return [
+            e
+            for e in found
+            if (kind is None or e.kind is kind)
+            and (database is None or e.database == database)
+            and (e.live or not live_only)
+        ]
 
     async def find(self, kind: Change, server: str, database: str, name: str = "") -> JournalEntry | None:
-        return next((e for e in await self.entries(kind, database, live_only=False)
-                     if e.server == server and e.name == name), None)
+        return next(
+            (e for e in await self.entries(kind, database, live_only=False) if e.server == server and e.name == name),
+            None,
+        )
 
-    async def plan(self, kind: Change, server: str, database: str, name: str = "", data: dict | None = None) -> JournalEntry:
+    async def plan(
+        self, kind: Change, server: str, database: str, name: str = "", data: dict | None = None
+    ) -> JournalEntry:
         """Record a change about to be made; call before making it."""
         entry = JournalEntry(self.migration_id, kind, server, database, name, Mark.PLANNED, dict(data or {}))
         previous = await self.find(kind, server, database, name)
@@ -68,8 +79,9 @@ class Journal:
         failpoints.reached(f"undo-{entry.kind.value}:{entry.database}")
 
     @asynccontextmanager
-    async def change(self, kind: Change, server: str, database: str, name: str = "",
-                     data: dict | None = None) -> AsyncIterator[JournalEntry]:
+    async def change(
+        self, kind: Change, server: str, database: str, name: str = "", data: dict | None = None
+    ) -> AsyncIterator[JournalEntry]:
         """`async with journal.change(…) as entry:` make the change inside; done when the block succeeds.
 
         A block that raises leaves the entry planned: the change may have happened before it failed."""

@@ -1,5 +1,6 @@
 """Large objects: copied by oid, since COPY of tables and logical replication both skip them, with
 their comment, owner and privileges (pg_dump's BLOB entries carry the same three)."""
+
 from __future__ import annotations
 
 import asyncpg
@@ -12,7 +13,8 @@ METADATA = (
     "ARRAY(SELECT (CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END) || '=' || "
     "      a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END "
     "      FROM aclexplode(m.lomacl) a WHERE a.grantee <> m.lomowner ORDER BY 1)::text[] AS grants "
-    "FROM pg_largeobject_metadata m ORDER BY m.oid")
+    "FROM pg_largeobject_metadata m ORDER BY m.oid"
+)
 
 
 async def copy(source: asyncpg.Connection, target: asyncpg.Connection, keep_owners: bool = True) -> int:

@@ -4,6 +4,7 @@ and telling the channel.
 A flow (offline, online, cutover, a managed Azure backend) only ever records its progress through
 here, so that a restart finds every finished step and the channel hears about every state change.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,15 +51,26 @@ class Ledger:
         if state == DONE:
             failpoints.reached(f"step:{name}")
 
-    async def move(self, mid: str, to: State, detail: str, *, expect: Iterable[State] | None = None,
-                   error: str = "", actor: str = "pgmig", action: str = "state") -> bool:
+    async def move(
+        self,
+        mid: str,
+        to: State,
+        detail: str,
+        *,
+        expect: Iterable[State] | None = None,
+        error: str = "",
+        actor: str = "pgmig",
+        action: str = "state",
+    ) -> bool:
         """The guarded state change (lifecycle.move); False when the migration was not in a state that may
         be followed by `to` (another replica, click or cancel moved it first)."""
-        return await lifecycle.move(self.store, mid, to, detail, emit=self.emit_state, expect=expect, error=error,
-                                    actor=actor, action=action)
+        return await lifecycle.move(
+            self.store, mid, to, detail, emit=self.emit_state, expect=expect, error=error, actor=actor, action=action
+        )
 
-    async def advance(self, mid: str, to: State, detail: str, *, expect: Iterable[State] | None = None,
-                      error: str = "") -> None:
+    async def advance(
+        self, mid: str, to: State, detail: str, *, expect: Iterable[State] | None = None, error: str = ""
+    ) -> None:
         """A flow's move: when it is refused the flow has been superseded and must stop."""
         if not await self.move(mid, to, detail, expect=expect, error=error):
             raise Superseded(mid, to)

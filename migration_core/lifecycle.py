@@ -8,6 +8,7 @@ replicas, two clicks or a cancel racing a pipeline: exactly one move wins, and t
 
 Running states may follow themselves: a pipeline restarted after a crash re-enters the step it was in.
 """
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
@@ -19,33 +20,53 @@ from migration_core.store import Store
 S = State
 _ANY_RUNNING_END = {S.FAILED, S.CANCELLED}
 
-TRANSITIONS: dict[State, frozenset[State]] = {k: frozenset(v) for k, v in {
-    # a new migration, or a retried one (failed → created), goes wherever its first unfinished step is
-    S.CREATED: {S.CREATED, S.PREFLIGHT, S.EXPORTING, S.IMPORTING, S.VERIFYING, S.SCHEMA, S.FULL_LOAD,
-                S.CATCHING_UP, *_ANY_RUNNING_END},
-    S.PREFLIGHT: {S.PREFLIGHT, S.EXPORTING, S.IMPORTING, S.VERIFYING, S.SCHEMA, S.FULL_LOAD, S.CATCHING_UP,
-                  *_ANY_RUNNING_END},
-    # offline
-    S.EXPORTING: {S.EXPORTING, S.PAUSED, S.IMPORTING, *_ANY_RUNNING_END},
-    S.PAUSED: {S.IMPORTING, *_ANY_RUNNING_END},
-    S.IMPORTING: {S.IMPORTING, S.VERIFYING, *_ANY_RUNNING_END},
-    S.VERIFYING: {S.VERIFYING, S.COMPLETED, *_ANY_RUNNING_END},
-    # online (and managed backends: the service's copy is full_load; offline flex verifies after it)
-    S.SCHEMA: {S.SCHEMA, S.FULL_LOAD, *_ANY_RUNNING_END},
-    S.FULL_LOAD: {S.FULL_LOAD, S.CATCHING_UP, S.VERIFYING, *_ANY_RUNNING_END},
-    S.CATCHING_UP: {S.READY_FOR_CUTOVER, *_ANY_RUNNING_END},
-    S.READY_FOR_CUTOVER: {S.AWAITING_APPROVAL, S.CUTTING_OVER, *_ANY_RUNNING_END},
-    S.AWAITING_APPROVAL: {S.CUTTING_OVER, S.READY_FOR_CUTOVER, *_ANY_RUNNING_END},
-    # before release a cutover falls back (to ready_for_cutover; to failed once a managed service ended its
-    # replication; to cancelled when cancelled). Released is the point of no return: it can only complete.
-    S.CUTTING_OVER: {S.RELEASED, S.READY_FOR_CUTOVER, S.FAILED, S.CANCELLED},
-    S.RELEASED: {S.COMPLETED},
-    # retry starts over from the failed step; cancel tears down what a failed migration left (and a cancel
-    # that could not finish leaves it failed, saying what is left)
-    S.FAILED: {S.CREATED, S.CANCELLED, S.FAILED},
-    S.COMPLETED: set(),
-    S.CANCELLED: set(),
-}.items()}
+TRANSITIONS: dict[State, frozenset[State]] = {
+    k: frozenset(v)
+    for k, v in {
+        # a new migration, or a retried one (failed → created), goes wherever its first unfinished step is
+        S.CREATED: {
+            S.CREATED,
+            S.PREFLIGHT,
+            S.EXPORTING,
+            S.IMPORTING,
+            S.VERIFYING,
+            S.SCHEMA,
+            S.FULL_LOAD,
+            S.CATCHING_UP,
+            *_ANY_RUNNING_END,
+        },
+        S.PREFLIGHT: {
+            S.PREFLIGHT,
+            S.EXPORTING,
+            S.IMPORTING,
+            S.VERIFYING,
+            S.SCHEMA,
+            S.FULL_LOAD,
+            S.CATCHING_UP,
+            *_ANY_RUNNING_END,
+        },
+        # offline
+        S.EXPORTING: {S.EXPORTING, S.PAUSED, S.IMPORTING, *_ANY_RUNNING_END},
+        S.PAUSED: {S.IMPORTING, *_ANY_RUNNING_END},
+        S.IMPORTING: {S.IMPORTING, S.VERIFYING, *_ANY_RUNNING_END},
+        S.VERIFYING: {S.VERIFYING, S.COMPLETED, *_ANY_RUNNING_END},
+        # online (and managed backends: the service's copy is full_load; offline flex verifies after it)
+        S.SCHEMA: {S.SCHEMA, S.FULL_LOAD, *_ANY_RUNNING_END},
+        S.FULL_LOAD: {S.FULL_LOAD, S.CATCHING_UP, S.VERIFYING, *_ANY_RUNNING_END},
+        S.CATCHING_UP: {S.READY_FOR_CUTOVER, *_ANY_RUNNING_END},
+        S.READY_FOR_CUTOVER: {S.AWAITING_APPROVAL, S.CUTTING_OVER, *_ANY_RUNNING_END},
+        S.AWAITING_APPROVAL: {S.CUTTING_OVER, S.READY_FOR_CUTOVER, *_ANY_RUNNING_END},
+        # before release a cutover falls back (to ready_for_cutover; to failed once a managed service ended its
+        # replication; to cancelled when cancelled). Released is the point of no return: it can only complete.
+        S.CUTTING_OVER: {S.RELEASED, S.READY_FOR_CUTOVER, S.FAILED, S.CANCELLED},
+        S.RELEASED: {S.COMPLETED},
+        # retry starts over from the failed step; cancel tears down what a failed migration left (and a cancel
+        # that could not finish leaves it failed, saying what is left)
+        S.FAILED: {S.CREATED, S.CANCELLED, S.FAILED},
+        S.COMPLETED: set(),
+        S.CANCELLED: set(),
+    }.items()
+}
 
 
 class IllegalTransition(Exception):
@@ -81,9 +102,18 @@ def guard(to: State, expect: Iterable[State] | None = None) -> tuple[State, ...]
     return tuple(sorted(wanted, key=lambda s: s.value))
 
 
-async def move(store: Store, migration_id: str, to: State, detail: str, *,
-               emit: Callable[[str, str], Awaitable[None]], expect: Iterable[State] | None = None,
-               error: str = "", actor: str = "pgmig", action: str = "state") -> bool:
+async def move(
+    store: Store,
+    migration_id: str,
+    to: State,
+    detail: str,
+    *,
+    emit: Callable[[str, str], Awaitable[None]],
+    expect: Iterable[State] | None = None,
+    error: str = "",
+    actor: str = "pgmig",
+    action: str = "state",
+) -> bool:
     """The guarded move: conditional update, audit entry, event. False when another move won."""
     if not await store.transition(migration_id, to, expect=guard(to, expect), error=error):
         return False

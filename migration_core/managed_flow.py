@@ -6,6 +6,7 @@ for the service's slots, triggers the service's cutover, then syncs sequences, r
 and triggers and verifies (the services do none of that). Offline: the service's copy is verified.
 DMS classic moves data only, so pgmig first builds the target schema with FKs and triggers parked.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,7 +34,8 @@ UNREAD_TOLERATED = 10  # consecutive status reads that may fail (after the SDK's
 async def logical_slots(source: ServerConfig, databases: list[str]) -> dict[str, list[str]]:
     """The slots already there before the service starts: at cutover, only the service's are waited for."""
     return await column_per_database(
-        source, databases, "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()")
+        source, databases, "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()"
+    )
 
 
 def show(progress: MigrationProgress, backend: ManagedBackend, status: BackendStatus) -> None:
@@ -49,9 +51,10 @@ def show(progress: MigrationProgress, backend: ManagedBackend, status: BackendSt
 
 
 def _failure(backend: ManagedBackend, status: BackendStatus) -> MigrationError:
-    return MigrationError(f"{backend.label} reports the migration {status.phase.value}: "
-                          f"{status.error or status.detail}",
-                          "look at the migration in the Azure portal; `/pgmig retry` starts a fresh one")
+    return MigrationError(
+        f"{backend.label} reports the migration {status.phase.value}: {status.error or status.detail}",
+        "look at the migration in the Azure portal; `/pgmig retry` starts a fresh one",
+    )
 
 
 async def prepare_schema(ctx: MigrationContext, fresh: bool) -> None:
@@ -65,10 +68,14 @@ async def prepare_schema(ctx: MigrationContext, fresh: bool) -> None:
     for db in ctx.m.databases:
         if fresh or not ctx.done(StepKind.PREPARE.at(db)):
             parked = await online_job(ctx, db).indexes_and_park(ctx.roles)
-            await ctx.ledger.save(ctx.mid, StepKind.PREPARE.at(db), DONE,
-                                   f"indexes built; {len(parked.foreign_keys)} foreign keys dropped and "
-                                   f"{len(parked.triggers)} triggers disabled on the target until cutover",
-                                   {"parked": parked.as_dict()})
+            await ctx.ledger.save(
+                ctx.mid,
+                StepKind.PREPARE.at(db),
+                DONE,
+                f"indexes built; {len(parked.foreign_keys)} foreign keys dropped and "
+                f"{len(parked.triggers)} triggers disabled on the target until cutover",
+                {"parked": parked.as_dict()},
+            )
     await ctx.reload()
 
 
@@ -80,7 +87,9 @@ async def sync_sequences(ctx: MigrationContext) -> None:
             count = await sequences.sync(src, tgt)
         finally:
             await asyncio.gather(src.close(), tgt.close())
-        await ctx.ledger.save(ctx.mid, StepKind.SEQUENCES.at(db), DONE, f"{count} sequence(s) set to the source's values")
+        await ctx.ledger.save(
+            ctx.mid, StepKind.SEQUENCES.at(db), DONE, f"{count} sequence(s) set to the source's values"
+        )
 
 
 async def run_managed(ctx: MigrationContext) -> None:
@@ -97,10 +106,19 @@ async def run_managed(ctx: MigrationContext) -> None:
         slots = await logical_slots(ctx.source, m.databases)
         await ledger.advance(mid, State.FULL_LOAD, f"{backend.label}: starting {name} for {', '.join(m.databases)}")
         # what an earlier attempt left in the target databases is this migration's own: replace it
-        ref = await backend.start(replace(m, options=replace(m.options, overwrite=m.options.overwrite or retrying)),
-                                  name, ctx.source, ctx.target)
-        await ledger.save(mid, BACKEND_STEP, DONE, f"{backend.label}: {name}",
-                          {"ref": ref.as_dict(), "slots_before": slots, "attempt": attempt})
+        ref = await backend.start(
+            replace(m, options=replace(m.options, overwrite=m.options.overwrite or retrying)),
+            name,
+            ctx.source,
+            ctx.target,
+        )
+        await ledger.save(
+            mid,
+            BACKEND_STEP,
+            DONE,
+            f"{backend.label}: {name}",
+            {"ref": ref.as_dict(), "slots_before": slots, "attempt": attempt},
+        )
         await ctx.reload()
     ref = BackendRef.from_dict(ctx.steps[BACKEND_STEP].data["ref"])
     poll = ctx.config.managed_poll_seconds
@@ -126,9 +144,13 @@ async def run_managed(ctx: MigrationContext) -> None:
             await verify_and_complete(ctx)
             return
         if m.mode is Mode.ONLINE and status.phase is Phase.SUCCEEDED:  # finished outside pgmig: nothing streams
-            await ledger.save(mid, BACKEND_STEP, FAILED, "completed without pgmig's cutover", ctx.steps[BACKEND_STEP].data)
-            raise MigrationError(f"{backend.label} completed its migration without pgmig's cutover: nothing streams "
-                                 "any more", f"`/pgmig retry {mid}` starts a fresh service migration")
+            await ledger.save(
+                mid, BACKEND_STEP, FAILED, "completed without pgmig's cutover", ctx.steps[BACKEND_STEP].data
+            )
+            raise MigrationError(
+                f"{backend.label} completed its migration without pgmig's cutover: nothing streams any more",
+                f"`/pgmig retry {mid}` starts a fresh service migration",
+            )
         if m.mode is Mode.ONLINE and status.phase is Phase.READY:
             await ledger.advance(mid, State.CATCHING_UP, f"{backend.label} copied the data and streams changes")
             await ctx.reload()
@@ -164,10 +186,18 @@ async def watch_managed(ctx: MigrationContext) -> None:
         return
     await alerts.alert(m, "service", False, "")
     show(ctx.progress, backend, status)
-    behind = {db: d.latency_seconds for db, d in status.databases.items()
-              if (d.latency_seconds or 0) > ctx.config.lag_alert_seconds}
-    await alerts.alert(m, "lag", bool(behind), f"⚠️ {backend.label} latency above the alert threshold: " +
-                       ", ".join(f"{db} {s:.0f} s" for db, s in behind.items()))
+    behind = {
+        db: d.latency_seconds
+        for db, d in status.databases.items()
+        if (d.latency_seconds or 0) > ctx.config.lag_alert_seconds
+    }
+    await alerts.alert(
+        m,
+        "lag",
+        bool(behind),
+        f"⚠️ {backend.label} latency above the alert threshold: "
+        + ", ".join(f"{db} {s:.0f} s" for db, s in behind.items()),
+    )
     if status.phase in (Phase.FAILED, Phase.CANCELLED):
         await ctx.ledger.save(m.id, BACKEND_STEP, FAILED, status.error or status.detail, data)
         await ctx.ledger.fail(m.id, str(_failure(backend, status)))
@@ -210,6 +240,7 @@ class ManagedCutover:
             async with self.ctx.journal.change(Change.SERVICE_CUTOVER, SOURCE, db):
                 await self.backend.cutover(ref, db)
             await self.completed(ref, db, max(timeout, 600.0))
+
         return run
 
     async def abandon(self, reason: str) -> None:
@@ -217,8 +248,9 @@ class ManagedCutover:
         own cutover is then not mistaken for this spent one's)."""
         step = await self.ctx.ledger.store.step(self.ctx.mid, BACKEND_STEP)
         if step is not None:
-            await self.ctx.ledger.save(self.ctx.mid, BACKEND_STEP, FAILED,
-                                       f"cutover failed after the service's: {reason}"[:2000], step.data)
+            await self.ctx.ledger.save(
+                self.ctx.mid, BACKEND_STEP, FAILED, f"cutover failed after the service's: {reason}"[:2000], step.data
+            )
         journal = self.ctx.journal
         for entry in await journal.entries(Change.SERVICE_CUTOVER):
             await journal.undone(entry)

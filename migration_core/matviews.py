@@ -1,4 +1,5 @@
 """Materialized views arrive empty from a schema dump and from logical replication: refresh them."""
+
 from __future__ import annotations
 
 import asyncpg

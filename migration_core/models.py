@@ -1,4 +1,5 @@
 """What the state store persists: migrations, their steps, approvals, the audit log and the journal."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,18 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-RUNNING_STATES = ("created", "preflight", "exporting", "importing", "verifying", "schema", "full_load",
-                  "catching_up", "cutting_over", "released")
+RUNNING_STATES = (
+    "created",
+    "preflight",
+    "exporting",
+    "importing",
+    "verifying",
+    "schema",
+    "full_load",
+    "catching_up",
+    "cutting_over",
+    "released",
+)
 
 
 class State(str, Enum):
@@ -28,7 +39,7 @@ class State(str, Enum):
     READY_FOR_CUTOVER = "ready_for_cutover"
     AWAITING_APPROVAL = "awaiting_approval"
     CUTTING_OVER = "cutting_over"
-    RELEASED = "released"        # applications were told to switch: the point of no return
+    RELEASED = "released"  # applications were told to switch: the point of no return
     VERIFYING = "verifying"
     PAUSED = "paused"
     COMPLETED = "completed"
@@ -51,9 +62,9 @@ class StepState(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
-    WAITING = "waiting"     # for a person: export files to review, an approval
-    DROPPED = "dropped"     # its half-made result was removed (cancel)
-    APPROVED = "approved"   # provisioning requests
+    WAITING = "waiting"  # for a person: export files to review, an approval
+    DROPPED = "dropped"  # its half-made result was removed (cancel)
+    APPROVED = "approved"  # provisioning requests
     REJECTED = "rejected"
     EXPIRED = "expired"
 
@@ -70,14 +81,14 @@ class StepKind(StrEnum):
     VERIFY = "verify"
     SCHEMA = "schema"
     LOAD = "load"
-    PREPARE = "prepare"          # DMS: schema built and constraints parked before the service copies
-    BACKEND = "backend"          # a managed service's migration
+    PREPARE = "prepare"  # DMS: schema built and constraints parked before the service copies
+    BACKEND = "backend"  # a managed service's migration
     SEQUENCES = "sequences"
     APPROVAL = "approval"
     CUTOVER = "cutover"
-    RELEASE = "release"          # the point of no return: applications were told to switch
-    INCIDENT = "incident"        # what the checks after release found
-    RECOVERY = "recovery"        # how often pgmig restarted this migration's work by itself
+    RELEASE = "release"  # the point of no return: applications were told to switch
+    INCIDENT = "incident"  # what the checks after release found
+    RECOVERY = "recovery"  # how often pgmig restarted this migration's work by itself
     PROVISION = "provision"
 
     def at(self, database: str) -> str:
@@ -86,23 +97,23 @@ class StepKind(StrEnum):
 
 
 class Mode(StrEnum):
-    ONLINE = "online"     # copy, then stream every change until the cutover
-    OFFLINE = "offline"   # a snapshot copy
+    ONLINE = "online"  # copy, then stream every change until the cutover
+    OFFLINE = "offline"  # a snapshot copy
 
 
 class Method(StrEnum):
     """Microsoft's two offline methods."""
 
-    RESTORE = "restore"   # pg_dump -Fc schema + pgmig's parallel COPY + pg_restore post-data
-    DUMP = "dump"         # editable SQL files
+    RESTORE = "restore"  # pg_dump -Fc schema + pgmig's parallel COPY + pg_restore post-data
+    DUMP = "dump"  # editable SQL files
 
 
 class Backend(StrEnum):
     """Who moves the data."""
 
-    NATIVE = "native"     # pgmig itself
-    FLEX = "flex"         # the flexible server's migration service
-    DMS = "dms"           # Azure DMS classic
+    NATIVE = "native"  # pgmig itself
+    FLEX = "flex"  # the flexible server's migration service
+    DMS = "dms"  # Azure DMS classic
 
 
 DEFAULT_PARALLEL = max(2, min(8, os.cpu_count() or 2))
@@ -144,7 +155,7 @@ class Migration:
     error: str = ""
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
-    message_channel: str = ""   # where the live progress message is, once posted
+    message_channel: str = ""  # where the live progress message is, once posted
     message_ts: str = ""
 
 
@@ -182,22 +193,22 @@ class AuditEntry:
 class Change(StrEnum):
     """What pgmig changes on a customer's server (the server side is in each entry)."""
 
-    DATABASE = "database"              # target database created (data.replaced: dropped first, by --overwrite)
-    ROLES = "roles"                    # target roles created (data.roles)
+    DATABASE = "database"  # target database created (data.replaced: dropped first, by --overwrite)
+    ROLES = "roles"  # target roles created (data.roles)
     REPLICA_IDENTITY = "replica_identity"  # source tables set to REPLICA IDENTITY FULL (data.tables: previous)
     PUBLICATION = "publication"
     SLOT = "slot"
     SUBSCRIPTION = "subscription"
     REPLICATION_ROLE = "replication_role"  # the source role a subscription logs in as (random password)
-    CONSTRAINTS = "constraints"        # target FKs dropped and triggers disabled (data.parked), until cutover
-    FENCE = "fence"                    # source writes fenced (data: read_only_before, revoked, …)
+    CONSTRAINTS = "constraints"  # target FKs dropped and triggers disabled (data.parked), until cutover
+    FENCE = "fence"  # source writes fenced (data: read_only_before, revoked, …)
     SERVICE_CUTOVER = "service_cutover"  # a managed service told to end its replication: no way back
 
 
 class Mark(StrEnum):
-    PLANNED = "planned"   # about to be made (or made, if pgmig died before marking it)
-    DONE = "done"         # made, and in effect
-    UNDONE = "undone"     # reverted or dropped by pgmig
+    PLANNED = "planned"  # about to be made (or made, if pgmig died before marking it)
+    DONE = "done"  # made, and in effect
+    UNDONE = "undone"  # reverted or dropped by pgmig
 
 
 SOURCE, TARGET = "source", "target"
@@ -207,7 +218,7 @@ SOURCE, TARGET = "source", "target"
 class JournalEntry:
     migration_id: str
     kind: Change
-    server: str           # SOURCE or TARGET
+    server: str  # SOURCE or TARGET
     database: str
     name: str = ""
     mark: Mark = Mark.PLANNED
@@ -222,10 +233,13 @@ class JournalEntry:
 
     def describe(self) -> str:
         where = f"on the {self.server}" + (f" in {self.database}" if self.database else "")
-        what = {Change.DATABASE: f"database {self.database}", Change.ROLES: "roles " + ", ".join(self.data.get("roles", [])),
-                Change.REPLICA_IDENTITY: "REPLICA IDENTITY FULL on " + ", ".join(self.data.get("tables", {})),
-                Change.CONSTRAINTS: "foreign keys dropped and triggers disabled",
-                Change.FENCE: "writes fenced (read-only, CONNECT revoked)",
-                Change.SERVICE_CUTOVER: "the service's cutover"}.get(self.kind, f"{self.kind.value} {self.name}")
+        what = {
+            Change.DATABASE: f"database {self.database}",
+            Change.ROLES: "roles " + ", ".join(self.data.get("roles", [])),
+            Change.REPLICA_IDENTITY: "REPLICA IDENTITY FULL on " + ", ".join(self.data.get("tables", {})),
+            Change.CONSTRAINTS: "foreign keys dropped and triggers disabled",
+            Change.FENCE: "writes fenced (read-only, CONNECT revoked)",
+            Change.SERVICE_CUTOVER: "the service's cutover",
+        }.get(self.kind, f"{self.kind.value} {self.name}")
         maybe = " (maybe: pgmig stopped while making it)" if self.mark is Mark.PLANNED else ""
         return f"{what} {where}{maybe}"

@@ -8,6 +8,7 @@
 
 Each method has two halves, `export` and `import_`, so the engine can persist and pause between them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -30,7 +31,6 @@ from migration_core.store import Store
 from migration_core.tools import NO_PUBSUB, Tool, ToolError, connection_env, conninfo
 
 
-
 async def choose_bindir(source: ServerConfig, target: ServerConfig, configured: str | None) -> Path:
     """Client programs at least as new as the newer server; a clear refusal otherwise."""
     newest = max(await asyncio.gather(server_major(source), server_major(target)))
@@ -43,8 +43,17 @@ async def choose_bindir(source: ServerConfig, target: ServerConfig, configured: 
 class OfflineDatabase:
     """One database's export and import, reporting into `progress`."""
 
-    def __init__(self, source: ServerConfig, target: ServerConfig, database: str, journal: Journal,
-                 options: MigrationOptions, workdir: Path, bindir: Path, progress: DatabaseProgress) -> None:
+    def __init__(
+        self,
+        source: ServerConfig,
+        target: ServerConfig,
+        database: str,
+        journal: Journal,
+        options: MigrationOptions,
+        workdir: Path,
+        bindir: Path,
+        progress: DatabaseProgress,
+    ) -> None:
         self.source, self.target, self.database = source, target, database
         self.journal = journal
         self.options = options
@@ -72,6 +81,7 @@ class OfflineDatabase:
         def on_line(line: str) -> None:
             if regex.search(line):
                 self.progress.tables_done += 1
+
         return on_line
 
     async def export(self, roles: RolePlan) -> list[Path]:
@@ -90,8 +100,12 @@ class OfflineDatabase:
                     common = [f"--snapshot={snapshot}", *NO_PUBSUB, *roles.restore_flags]
                     await asyncio.gather(
                         pg_dump.run(["-s", *common, "-f", str(self.schema_file)], env),
-                        pg_dump.run(["-a", "-v", *common, "-f", str(self.data_file)], env,
-                                    on_line=self._count_tables(r"dumping contents of table")))
+                        pg_dump.run(
+                            ["-a", "-v", *common, "-f", str(self.data_file)],
+                            env,
+                            on_line=self._count_tables(r"dumping contents of table"),
+                        ),
+                    )
         except ToolError as exc:
             raise MigrationError(f"export of {self.database} failed: {exc.summary}") from None
         finally:
@@ -104,8 +118,9 @@ class OfflineDatabase:
             if not f.exists():
                 raise MigrationError(f"export file {f} is missing", "retry the migration to export again")
         self.progress.begin("preparing target")
-        prepared = await target_db.prepare_target(self.source, self.target, self.database, self.journal,
-                                                  overwrite=self.options.overwrite)
+        prepared = await target_db.prepare_target(
+            self.source, self.target, self.database, self.journal, overwrite=self.options.overwrite
+        )
         src, tgt = await asyncio.gather(self.source.connect(self.database), self.target.connect(self.database))
         try:
             if self.options.method is Method.DUMP:
@@ -128,7 +143,9 @@ class OfflineDatabase:
             await asyncio.gather(src.close(), tgt.close(), return_exceptions=True)
         self.progress.finish("imported")
         extra = f", {los} large object(s)" if los else ""
-        return f"{prepared}; {self.progress.tables_total} tables, {seq} sequences, {len(views)} materialized views{extra}"
+        return (
+            f"{prepared}; {self.progress.tables_total} tables, {seq} sequences, {len(views)} materialized views{extra}"
+        )
 
     async def _import_sql(self, tgt: asyncpg.Connection) -> None:
         env = connection_env(self.target, self.database)
@@ -136,13 +153,15 @@ class OfflineDatabase:
         self.progress.phase = "creating schema"
         await psql.run(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(self.schema_file)], env)
         # Load rows with the schema's triggers and foreign keys quiet, as pg_restore --disable-triggers would.
-        if await tgt.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") or \
-                await tgt.fetchval("SELECT has_parameter_privilege('session_replication_role', 'SET')"):
+        if await tgt.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") or await tgt.fetchval(
+            "SELECT has_parameter_privilege('session_replication_role', 'SET')"
+        ):
             env = {**env, "PGOPTIONS": "-c session_replication_role=replica"}
         self.progress.phase = "loading data"
         self.progress.tables_done = 0
-        await psql.run(["-X", "-v", "ON_ERROR_STOP=1", "-f", str(self.data_file), "-o", "/dev/null",
-                        "-L", "/dev/null"], env)
+        await psql.run(
+            ["-X", "-v", "ON_ERROR_STOP=1", "-f", str(self.data_file), "-o", "/dev/null", "-L", "/dev/null"], env
+        )
 
     async def _import_archive(self, roles: RolePlan) -> None:
         env = connection_env(self.target, self.database)
@@ -153,12 +172,19 @@ class OfflineDatabase:
         self.progress.phase = "copying data"
         await copy.copy_tables(self.source, self.target, self.database, self.options.parallel, self.progress)
         self.progress.phase = "building indexes"
-        await pg_restore.run([*base, "--section=post-data", "-j", str(self.options.parallel),
-                              str(self.schema_file)], env)
+        await pg_restore.run(
+            [*base, "--section=post-data", "-j", str(self.options.parallel), str(self.schema_file)], env
+        )
 
 
-async def copy_databases(source: ServerConfig, target: ServerConfig, databases: list[str], options: MigrationOptions,
-                         workdir: Path, pg_bindir: str | None = None) -> dict[str, str]:
+async def copy_databases(
+    source: ServerConfig,
+    target: ServerConfig,
+    databases: list[str],
+    options: MigrationOptions,
+    workdir: Path,
+    pg_bindir: str | None = None,
+) -> dict[str, str]:
     """Migrate databases with no migration around them (benchmarks, scripts): roles, export, import.
     The journal lives in memory: nothing is undone afterwards."""
     store = await Store.open(":memory:")

@@ -3,6 +3,7 @@
 Each database's export, import and verification is its own step, so a retry redoes only what did
 not finish; export files are hashed, so edits made while paused are reported, not mistaken for loss.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -10,8 +11,8 @@ import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
-from migration_core.errors import MigrationError
 from migration_core.context import MigrationContext
+from migration_core.errors import MigrationError
 from migration_core.ledger import DONE, FAILED, RUNNING, WAITING
 from migration_core.models import State, StepKind
 from migration_core.offline import OfflineDatabase
@@ -29,8 +30,9 @@ def file_digest(path: Path) -> str:
 
 
 def mismatch_lines(results: list[VerifyResult]) -> list[str]:
-    return [f"{m.database} {m.kind} {m.name}: source {m.source}, target {m.target}"
-            for r in results for m in r.mismatches]
+    return [
+        f"{m.database} {m.kind} {m.name}: source {m.source}, target {m.target}" for r in results for m in r.mismatches
+    ]
 
 
 def shown_mismatches(lines: list[str]) -> str:
@@ -42,8 +44,9 @@ async def run_offline(ctx: MigrationContext) -> None:
     ledger, mid, m, options = ctx.ledger, ctx.mid, ctx.m, ctx.options
 
     def job(db: str) -> OfflineDatabase:
-        return OfflineDatabase(ctx.source, ctx.target, db, ctx.journal, options, ctx.workdir, ctx.bindir,
-                               ctx.progress.of(db))
+        return OfflineDatabase(
+            ctx.source, ctx.target, db, ctx.journal, options, ctx.workdir, ctx.bindir, ctx.progress.of(db)
+        )
 
     exports = [db for db in m.databases if not ctx.done(StepKind.EXPORT.at(db))]
     for db in m.databases:
@@ -61,12 +64,23 @@ async def run_offline(ctx: MigrationContext) -> None:
     if options.pause_after_export and not ctx.done(StepKind.REVIEW):
         shown = [str(f) for db in m.databases for f in ctx.steps[StepKind.EXPORT.at(db)].data["files"]]
         await ledger.save(mid, StepKind.REVIEW, WAITING, "\n".join(shown))
-        await ledger.advance(mid, State.PAUSED, "export files ready to review and edit:\n" + "\n".join(shown) +
-                             f"\n`/pgmig resume {mid}` imports whatever they then contain")
+        await ledger.advance(
+            mid,
+            State.PAUSED,
+            "export files ready to review and edit:\n"
+            + "\n".join(shown)
+            + f"\n`/pgmig resume {mid}` imports whatever they then contain",
+        )
         return
 
-    edited = sorted([f for db in m.databases for f, digest in ctx.steps[StepKind.EXPORT.at(db)].data["files"].items()
-                     if Path(f).exists() and await asyncio.to_thread(file_digest, Path(f)) != digest])
+    edited = sorted(
+        [
+            f
+            for db in m.databases
+            for f, digest in ctx.steps[StepKind.EXPORT.at(db)].data["files"].items()
+            if Path(f).exists() and await asyncio.to_thread(file_digest, Path(f)) != digest
+        ]
+    )
     imports = [db for db in m.databases if not ctx.done(StepKind.IMPORT.at(db))]
     for db in m.databases:
         if db not in imports:
@@ -91,19 +105,30 @@ async def verify_and_complete(ctx: MigrationContext, edited: list[str] | None = 
         ctx.progress.of(db).begin("verifying")
         result = await verify_database(ctx.source, ctx.target, db, ctx.options.parallel)
         ctx.progress.of(db).finish("verified" if result.ok else "mismatch")
-        await ledger.save(mid, StepKind.VERIFY.at(db), DONE if result.ok else FAILED,
-                          f"{result.tables} tables, {result.rows} rows, {result.sequences} sequences, "
-                          f"{len(result.mismatches)} mismatch(es)", asdict(result))
+        await ledger.save(
+            mid,
+            StepKind.VERIFY.at(db),
+            DONE if result.ok else FAILED,
+            f"{result.tables} tables, {result.rows} rows, {result.sequences} sequences, "
+            f"{len(result.mismatches)} mismatch(es)",
+            asdict(result),
+        )
         results.append(result)
     lines = mismatch_lines(results)
     if lines and not edited:
-        raise MigrationError(f"verification found {len(lines)} mismatch(es):\n{shown_mismatches(lines)}",
-                             f"`/pgmig retry {mid}` re-verifies; `/pgmig verify {mid}` shows them again")
-    detail = (f"{len(m.databases)} database(s), {sum(r.tables for r in results)} tables, "
-              f"{sum(r.rows for r in results)} rows and {sum(r.sequences for r in results)} sequences verified equal")
+        raise MigrationError(
+            f"verification found {len(lines)} mismatch(es):\n{shown_mismatches(lines)}",
+            f"`/pgmig retry {mid}` re-verifies; `/pgmig verify {mid}` shows them again",
+        )
+    detail = (
+        f"{len(m.databases)} database(s), {sum(r.tables for r in results)} tables, "
+        f"{sum(r.rows for r in results)} rows and {sum(r.sequences for r in results)} sequences verified equal"
+    )
     if lines:
-        detail = (f"completed; {len(lines)} difference(s) from the source, expected because export files "
-                  f"were edited ({', '.join(edited or [])}):\n{shown_mismatches(lines)}")
+        detail = (
+            f"completed; {len(lines)} difference(s) from the source, expected because export files "
+            f"were edited ({', '.join(edited or [])}):\n{shown_mismatches(lines)}"
+        )
     notes = [matview_note(w) for r in results for w in r.warnings]
     if notes:
         detail += "\n⚠️ " + "\n⚠️ ".join(notes[:MAX_LISTED_MISMATCHES])

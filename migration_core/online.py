@@ -10,6 +10,7 @@ streaming until cutover.
 
 Every change on either server is journaled before it is made (journal.py).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,11 +21,11 @@ from migration_core import constraints, copy, replication, target_db, undo
 from migration_core import workdir as workdir_
 from migration_core.errors import MigrationError
 from migration_core.journal import SOURCE, TARGET, Change, Journal
+from migration_core.models import MigrationOptions
 from migration_core.progress import DatabaseProgress
 from migration_core.roles import RolePlan
 from migration_core.servers import ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER
-from migration_core.models import MigrationOptions
 from migration_core.tools import NO_PUBSUB, Tool, ToolError, connection_env, conninfo
 
 NO_IDENTITY = (
@@ -32,7 +33,8 @@ NO_IDENTITY = (
     "JOIN pg_namespace n "
     "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND (c.relreplident = 'n' OR "
     "(c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))) "
-    "AND " + USER_SCHEMA_FILTER + " ORDER BY 1")
+    "AND " + USER_SCHEMA_FILTER + " ORDER BY 1"
+)
 
 
 async def set_identity_full(source: ServerConfig, database: str, journal: Journal) -> list[str]:
@@ -43,8 +45,9 @@ async def set_identity_full(source: ServerConfig, database: str, journal: Journa
         rows = await conn.fetch(NO_IDENTITY)
         if not rows:
             return []
-        async with journal.change(Change.REPLICA_IDENTITY, SOURCE, database,
-                                  data={"tables": {r["name"]: r["identity"] for r in rows}}):
+        async with journal.change(
+            Change.REPLICA_IDENTITY, SOURCE, database, data={"tables": {r["name"]: r["identity"] for r in rows}}
+        ):
             for r in rows:
                 await conn.execute(f"ALTER TABLE {r['name']} REPLICA IDENTITY FULL")
         return [r["name"] for r in rows]
@@ -53,8 +56,17 @@ async def set_identity_full(source: ServerConfig, database: str, journal: Journa
 
 
 class OnlineDatabase:
-    def __init__(self, source: ServerConfig, target: ServerConfig, database: str, journal: Journal,
-                 options: MigrationOptions, workdir: Path, bindir: Path, progress: DatabaseProgress) -> None:
+    def __init__(
+        self,
+        source: ServerConfig,
+        target: ServerConfig,
+        database: str,
+        journal: Journal,
+        options: MigrationOptions,
+        workdir: Path,
+        bindir: Path,
+        progress: DatabaseProgress,
+    ) -> None:
         self.source, self.target, self.database = source, target, database
         self.journal = journal
         self.options = options
@@ -74,17 +86,29 @@ class OnlineDatabase:
     async def schema(self, roles: RolePlan) -> str:
         workdir_.private_dir(self.dir)
         self.progress.begin("schema")
-        prepared = await target_db.prepare_target(self.source, self.target, self.database, self.journal,
-                                                  overwrite=self.options.overwrite)
+        prepared = await target_db.prepare_target(
+            self.source, self.target, self.database, self.journal, overwrite=self.options.overwrite
+        )
         try:
             await Tool(self.bindir, "pg_dump").run(
                 ["-Fc", "-s", *NO_PUBSUB, *roles.restore_flags, "-f", str(self.archive)],
-                connection_env(self.source, self.database))
+                connection_env(self.source, self.database),
+            )
             restore = Tool(self.bindir, "pg_restore")
-            await restore.run(["-f", str(self.schema_sql), str(self.archive)], connection_env(self.target, self.database))
-            await restore.run(["--exit-on-error", *NO_PUBSUB, *roles.restore_flags, "--section=pre-data",
-                               f"--dbname={conninfo(dbname=self.database)}", str(self.archive)],
-                              connection_env(self.target, self.database))
+            await restore.run(
+                ["-f", str(self.schema_sql), str(self.archive)], connection_env(self.target, self.database)
+            )
+            await restore.run(
+                [
+                    "--exit-on-error",
+                    *NO_PUBSUB,
+                    *roles.restore_flags,
+                    "--section=pre-data",
+                    f"--dbname={conninfo(dbname=self.database)}",
+                    str(self.archive),
+                ],
+                connection_env(self.target, self.database),
+            )
         except ToolError as exc:
             raise MigrationError(f"schema of {self.database} failed: {exc.summary}") from None
         self.progress.finish("schema ready")
@@ -101,12 +125,14 @@ class OnlineDatabase:
         finally:
             await src.close()
         async with self.journal.change(Change.SLOT, SOURCE, self.database, self.name):
-            session = await replication.create_slot(self.source, self.database, self.name, self.bindir / "psql",
-                                                    version)
+            session = await replication.create_slot(
+                self.source, self.database, self.name, self.bindir / "psql", version
+            )
         try:
             self.progress.phase = "copying data"
-            await copy.copy_tables(self.source, self.target, self.database, self.options.parallel, self.progress,
-                                   snapshot=session.snapshot)
+            await copy.copy_tables(
+                self.source, self.target, self.database, self.options.parallel, self.progress, snapshot=session.snapshot
+            )
         finally:
             await session.release()
         parked = await self.indexes_and_park(roles)
@@ -121,19 +147,28 @@ class OnlineDatabase:
         try:
             async with self.journal.change(Change.SUBSCRIPTION, TARGET, self.database, self.name):
                 await replication.create_subscription(
-                    tgt, self.name, replication.subscription_conninfo(self.source, self.database, role, password),
-                    self.name)
+                    tgt,
+                    self.name,
+                    replication.subscription_conninfo(self.source, self.database, role, password),
+                    self.name,
+                )
         except asyncpg.PostgresError as exc:
-            raise MigrationError(f"subscribing {self.database} to the source failed: {exc}",
-                                 f"the target must reach the source's host and port and log in there as {role} "
-                                 f"(pg_hba.conf: a `host replication {role} …` or `host replication all …` line), "
-                                 "and its role needs CREATE SUBSCRIPTION rights (superuser, pg_create_subscription "
-                                 "or azure_pg_admin)") from None
+            raise MigrationError(
+                f"subscribing {self.database} to the source failed: {exc}",
+                f"the target must reach the source's host and port and log in there as {role} "
+                f"(pg_hba.conf: a `host replication {role} …` or `host replication all …` line), "
+                "and its role needs CREATE SUBSCRIPTION rights (superuser, pg_create_subscription "
+                "or azure_pg_admin)",
+            ) from None
         finally:
             await tgt.close()
         self.progress.finish("streaming")
-        return {"slot": self.name, "consistent_lsn": session.consistent_lsn, "published_tables": published,
-                "parked": parked.as_dict()}
+        return {
+            "slot": self.name,
+            "consistent_lsn": session.consistent_lsn,
+            "published_tables": published,
+            "parked": parked.as_dict(),
+        }
 
     async def indexes_and_park(self, roles: RolePlan) -> constraints.Parked:
         """Post-data (indexes, constraints), then foreign keys dropped and triggers disabled on the target
@@ -141,9 +176,18 @@ class OnlineDatabase:
         self.progress.phase = "building indexes"
         try:
             await Tool(self.bindir, "pg_restore").run(
-                ["--exit-on-error", *NO_PUBSUB, *roles.restore_flags, "--section=post-data",
-                 "-j", str(self.options.parallel), f"--dbname={conninfo(dbname=self.database)}", str(self.archive)],
-                connection_env(self.target, self.database))
+                [
+                    "--exit-on-error",
+                    *NO_PUBSUB,
+                    *roles.restore_flags,
+                    "--section=post-data",
+                    "-j",
+                    str(self.options.parallel),
+                    f"--dbname={conninfo(dbname=self.database)}",
+                    str(self.archive),
+                ],
+                connection_env(self.target, self.database),
+            )
         except ToolError as exc:
             raise MigrationError(f"indexes and constraints of {self.database} failed: {exc.summary}") from None
         tgt = await self.target.connect(self.database)
@@ -157,6 +201,7 @@ class OnlineDatabase:
         Raises when something could not be dropped (a server unreachable): nothing is forgotten."""
         outcome = await undo.rollback(self.journal, self.source, self.target, undo.REPLICATION, [self.database])
         if not outcome.ok:
-            raise MigrationError(f"cannot remove the replication objects of {self.database}: "
-                                 + "; ".join(outcome.failed))
+            raise MigrationError(
+                f"cannot remove the replication objects of {self.database}: " + "; ".join(outcome.failed)
+            )
         return outcome.done

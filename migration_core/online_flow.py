@@ -1,6 +1,7 @@
 """The native online pipeline: [replica identity] → schema → full load under a slot's snapshot →
 catching up (the monitor takes it to ready for cutover), and the teardown of its replication after
 the cutover."""
+
 from __future__ import annotations
 
 from migration_core import undo
@@ -12,8 +13,9 @@ from migration_core.online import OnlineDatabase, set_identity_full
 
 
 def online_job(ctx: MigrationContext, db: str) -> OnlineDatabase:
-    return OnlineDatabase(ctx.source, ctx.target, db, ctx.journal, ctx.options, ctx.workdir, ctx.bindir,
-                          ctx.progress.of(db))
+    return OnlineDatabase(
+        ctx.source, ctx.target, db, ctx.journal, ctx.options, ctx.workdir, ctx.bindir, ctx.progress.of(db)
+    )
 
 
 async def ensure_identity(ctx: MigrationContext) -> None:
@@ -21,8 +23,15 @@ async def ensure_identity(ctx: MigrationContext) -> None:
     if ctx.m.options.replica_identity_full and not ctx.done(StepKind.IDENTITY):
         changed = {db: await set_identity_full(ctx.source, db, ctx.journal) for db in ctx.m.databases}
         listed = "; ".join(f"{db}: {', '.join(t)}" for db, t in changed.items() if t)
-        await ctx.ledger.save(ctx.mid, StepKind.IDENTITY, DONE, f"REPLICA IDENTITY FULL set on the source for {listed}"
-                               if listed else "every table already had a replica identity", {"tables": changed})
+        await ctx.ledger.save(
+            ctx.mid,
+            StepKind.IDENTITY,
+            DONE,
+            f"REPLICA IDENTITY FULL set on the source for {listed}"
+            if listed
+            else "every table already had a replica identity",
+            {"tables": changed},
+        )
 
 
 async def schema_steps(ctx: MigrationContext) -> None:
@@ -55,11 +64,16 @@ async def run_online(ctx: MigrationContext) -> None:
         await ledger.save(mid, StepKind.LOAD.at(db), RUNNING, "")
         data = await online_job(ctx, db).full_load(ctx.roles)
         parked = data["parked"]
-        await ledger.save(mid, StepKind.LOAD.at(db), DONE,
-                          f"{data['published_tables']} tables published and copied; "
-                          f"{len(parked['foreign_keys'])} foreign keys dropped and "
-                          f"{sum(t['enabled'] != 'D' for t in parked['triggers'])} triggers disabled on the "
-                          f"target until cutover; streaming from {data['consistent_lsn']}", data)
+        await ledger.save(
+            mid,
+            StepKind.LOAD.at(db),
+            DONE,
+            f"{data['published_tables']} tables published and copied; "
+            f"{len(parked['foreign_keys'])} foreign keys dropped and "
+            f"{sum(t['enabled'] != 'D' for t in parked['triggers'])} triggers disabled on the "
+            f"target until cutover; streaming from {data['consistent_lsn']}",
+            data,
+        )
     await ledger.advance(mid, State.CATCHING_UP, "full load done; the target now follows every change on the source")
 
 

@@ -4,6 +4,7 @@ pg_dump refuses a server newer than itself, so the client programs must be at le
 newest server a migration touches. A configured directory wins; otherwise Debian's versioned
 directories and PATH are searched and the newest fitting one is used.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,7 +46,8 @@ def find_bindir(*programs: str) -> Path:
             return d
     raise MissingBinaries(
         f"PostgreSQL programs not found: {', '.join(programs)}. Install them with "
-        "`apt-get install postgresql` (Debian/Ubuntu) or put their directory on PATH")
+        "`apt-get install postgresql` (Debian/Ubuntu) or put their directory on PATH"
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -68,14 +70,17 @@ def client_bindir(newest_server_major: int, configured: str | None = None) -> Pa
             raise MissingBinaries(
                 f"pg_dump {found} in {configured} is older than the newest server involved "
                 f"(PostgreSQL {newest_server_major}) and would refuse it: point [migration] pg_bindir at "
-                f"PostgreSQL {newest_server_major}+ client programs (postgresql-client-{newest_server_major})")
+                f"PostgreSQL {newest_server_major}+ client programs (postgresql-client-{newest_server_major})"
+            )
         return d
     usable = [d for d in candidate_bindirs() if all((d / t).exists() for t in CLIENT_TOOLS)]
-    fitting = sorted((d for d in usable if tool_major(d / "pg_dump") >= newest_server_major),
-                     key=lambda d: tool_major(d / "pg_dump"))
+    fitting = sorted(
+        (d for d in usable if tool_major(d / "pg_dump") >= newest_server_major), key=lambda d: tool_major(d / "pg_dump")
+    )
     if fitting:
         return fitting[0]  # the oldest that fits: closest to the servers' own versions
     listed = ", ".join(f"{tool_major(d / 'pg_dump')} ({d})" for d in usable) or "none"
     raise MissingBinaries(
         f"no PostgreSQL {newest_server_major}+ client programs found (pg_dump refuses newer servers); "
-        f"found: {listed}. Install postgresql-client-{newest_server_major} or set [migration] pg_bindir")
+        f"found: {listed}. Install postgresql-client-{newest_server_major} or set [migration] pg_bindir"
+    )

@@ -3,6 +3,7 @@
 The same report backs `/pgmig check` and, later, the refusal of `/pgmig migrate`: a finding with
 status FAIL blocks, WARN is shown and the migration proceeds.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +16,7 @@ from migration_core.models import Mode
 from migration_core.servers import ConnectionProblem, ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER
 
-MIN_REPLICATION_SLOTS = 5   # Microsoft's guide for online migrations
+MIN_REPLICATION_SLOTS = 5  # Microsoft's guide for online migrations
 MIN_WAL_SENDERS = 10
 SKIPPED_BY_DEFAULT = {"postgres", "azure_maintenance", "azure_sys"}
 ALWAYS_AVAILABLE = {"plpgsql"}
@@ -46,7 +47,7 @@ class PreflightRequest:
     databases: list[str] = field(default_factory=list)  # empty = every user database
     mode: Mode = Mode.ONLINE
     replica_identity_full: bool = False
-    own_replication: bool = True   # pgmig's own subscription (not a managed service's): it needs its own role
+    own_replication: bool = True  # pgmig's own subscription (not a managed service's): it needs its own role
 
 
 @dataclass
@@ -92,13 +93,20 @@ async def run_preflight(req: PreflightRequest) -> PreflightReport:
     """Run every check; never raises for a server-side problem, it reports it."""
     report = PreflightReport(req.source.name, req.target.name, req.mode)
     src_conn, tgt_conn = await asyncio.gather(
-        _try_connect(req.source, "source", report), _try_connect(req.target, "target", report))
+        _try_connect(req.source, "source", report), _try_connect(req.target, "target", report)
+    )
     try:
         await _inspect(req, report, src_conn, tgt_conn)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        report.add(Finding(Status.FAIL, "check", "inspection finished",
-                           f"a catalog query failed: {type(exc).__name__}: {exc}",
-                           "check the migration roles' privileges and that both servers stay up, then re-run"))
+        report.add(
+            Finding(
+                Status.FAIL,
+                "check",
+                "inspection finished",
+                f"a catalog query failed: {type(exc).__name__}: {exc}",
+                "check the migration roles' privileges and that both servers stay up, then re-run",
+            )
+        )
     finally:
         for conn in (src_conn, tgt_conn):
             if conn is not None:
@@ -106,8 +114,12 @@ async def run_preflight(req: PreflightRequest) -> PreflightReport:
     return report
 
 
-async def _inspect(req: PreflightRequest, report: PreflightReport,
-                   src_conn: asyncpg.Connection | None, tgt_conn: asyncpg.Connection | None) -> None:
+async def _inspect(
+    req: PreflightRequest,
+    report: PreflightReport,
+    src_conn: asyncpg.Connection | None,
+    tgt_conn: asyncpg.Connection | None,
+) -> None:
     """Server-level facts first, then every chosen database concurrently (at most 4 at once)."""
     src_version = await _server_facts(src_conn, "source", report) if src_conn else None
     tgt_version = await _server_facts(tgt_conn, "target", report) if tgt_conn else None
@@ -131,13 +143,17 @@ async def _inspect(req: PreflightRequest, report: PreflightReport,
         report.add(*findings)
 
 
-async def _try_connect(server: ServerConfig, role: str, report: PreflightReport,
-                       database: str | None = None) -> asyncpg.Connection | None:
+async def _try_connect(
+    server: ServerConfig, role: str, report: PreflightReport, database: str | None = None
+) -> asyncpg.Connection | None:
     try:
         return await server.connect(database)
     except ConnectionProblem as problem:
-        report.add(Finding(Status.FAIL, role, f"cannot connect to {server.name} ({server.address})",
-                           problem.message, problem.fix))
+        report.add(
+            Finding(
+                Status.FAIL, role, f"cannot connect to {server.name} ({server.address})", problem.message, problem.fix
+            )
+        )
         return None
 
 
@@ -151,85 +167,148 @@ async def _server_facts(conn: asyncpg.Connection, role: str, report: PreflightRe
 def _version_finding(src: int, tgt: int) -> Finding:
     s, t = major_version(src), major_version(tgt)
     if t < s:
-        return Finding(Status.FAIL, "servers", "target version ≥ source version",
-                       f"target is PostgreSQL {t}, older than the source's {s}",
-                       f"use a target running PostgreSQL {s} or newer (flexible server offers 11–17)")
+        return Finding(
+            Status.FAIL,
+            "servers",
+            "target version ≥ source version",
+            f"target is PostgreSQL {t}, older than the source's {s}",
+            f"use a target running PostgreSQL {s} or newer (flexible server offers 11–17)",
+        )
     return Finding(Status.OK, "servers", "target version ≥ source version", f"source {s} → target {t}")
 
 
 async def _choose_databases(conn: asyncpg.Connection, wanted: list[str], report: PreflightReport) -> list[str]:
-    rows = await conn.fetch(
-        "SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY datname")
+    rows = await conn.fetch("SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY datname")
     present = [r["datname"] for r in rows]
     if wanted:
         missing = [d for d in wanted if d not in present]
         if missing:
-            report.add(Finding(Status.FAIL, "source", "databases exist",
-                               f"not on the source: {listing(missing)}",
-                               f"choose from: {listing(present)}"))
+            report.add(
+                Finding(
+                    Status.FAIL,
+                    "source",
+                    "databases exist",
+                    f"not on the source: {listing(missing)}",
+                    f"choose from: {listing(present)}",
+                )
+            )
         return [d for d in wanted if d in present]
     chosen = [d for d in present if d not in SKIPPED_BY_DEFAULT]
     if not chosen:
-        report.add(Finding(Status.FAIL, "source", "databases to migrate",
-                           "the source has no user databases",
-                           "name the databases explicitly with --db a,b"))
+        report.add(
+            Finding(
+                Status.FAIL,
+                "source",
+                "databases to migrate",
+                "the source has no user databases",
+                "name the databases explicitly with --db a,b",
+            )
+        )
     return chosen
 
 
 async def _replication_findings(conn: asyncpg.Connection, n_databases: int, own_role: bool) -> list[Finding]:
-    settings = {r["name"]: r["setting"] for r in await conn.fetch(
-        "SELECT name, setting FROM pg_settings "
-        "WHERE name = ANY($1::text[])", ["wal_level", "max_replication_slots", "max_wal_senders"])}
+    settings = {
+        r["name"]: r["setting"]
+        for r in await conn.fetch(
+            "SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])",
+            ["wal_level", "max_replication_slots", "max_wal_senders"],
+        )
+    }
     used_slots = await conn.fetchval("SELECT count(*) FROM pg_replication_slots")
     used_senders = await conn.fetchval("SELECT count(*) FROM pg_stat_replication")
     role = await conn.fetchrow(
-        "SELECT rolname, rolsuper, rolreplication, rolcreaterole FROM pg_roles WHERE rolname = current_user")
+        "SELECT rolname, rolsuper, rolreplication, rolcreaterole FROM pg_roles WHERE rolname = current_user"
+    )
     version = int(await conn.fetchval("SHOW server_version_num"))
     restart = "then restart PostgreSQL (these settings only change at start)"
     out: list[Finding] = []
     wal_level = settings.get("wal_level", "?")
-    out.append(Finding(Status.OK, "source", "wal_level = logical") if wal_level == "logical" else Finding(
-        Status.FAIL, "source", "wal_level = logical", f"wal_level is '{wal_level}'",
-        f"set `wal_level = logical` in postgresql.conf, {restart}"))
+    out.append(
+        Finding(Status.OK, "source", "wal_level = logical")
+        if wal_level == "logical"
+        else Finding(
+            Status.FAIL,
+            "source",
+            "wal_level = logical",
+            f"wal_level is '{wal_level}'",
+            f"set `wal_level = logical` in postgresql.conf, {restart}",
+        )
+    )
     slots = int(settings.get("max_replication_slots", 0))
     senders = int(settings.get("max_wal_senders", 0))
-    for name, value, minimum in (("max_replication_slots", slots, MIN_REPLICATION_SLOTS),
-                                 ("max_wal_senders", senders, MIN_WAL_SENDERS)):
+    for name, value, minimum in (
+        ("max_replication_slots", slots, MIN_REPLICATION_SLOTS),
+        ("max_wal_senders", senders, MIN_WAL_SENDERS),
+    ):
         title = f"{name} ≥ {minimum}"
-        out.append(Finding(Status.OK, "source", title, f"{name} = {value}") if value >= minimum else Finding(
-            Status.FAIL, "source", title, f"{name} is {value}",
-            f"set `{name} = {minimum}` (or more) in postgresql.conf, {restart}"))
+        out.append(
+            Finding(Status.OK, "source", title, f"{name} = {value}")
+            if value >= minimum
+            else Finding(
+                Status.FAIL,
+                "source",
+                title,
+                f"{name} is {value}",
+                f"set `{name} = {minimum}` (or more) in postgresql.conf, {restart}",
+            )
+        )
     free_slots, free_senders = slots - used_slots, senders - used_senders
     title = f"free replication slots for {n_databases} database(s)"
     if free_slots >= n_databases and free_senders >= n_databases:
-        out.append(Finding(Status.OK, "source", title,
-                           f"{free_slots} slot(s) and {free_senders} WAL sender(s) free"))
+        out.append(Finding(Status.OK, "source", title, f"{free_slots} slot(s) and {free_senders} WAL sender(s) free"))
     else:
-        out.append(Finding(Status.FAIL, "source", title,
-                           f"{free_slots} slot(s) and {free_senders} WAL sender(s) free, "
-                           f"{n_databases} needed (one per database)",
-                           "drop unused slots (`SELECT pg_drop_replication_slot(name)`; see `pg_replication_slots`) "
-                           f"or raise max_replication_slots / max_wal_senders, {restart}"))
+        out.append(
+            Finding(
+                Status.FAIL,
+                "source",
+                title,
+                f"{free_slots} slot(s) and {free_senders} WAL sender(s) free, {n_databases} needed (one per database)",
+                "drop unused slots (`SELECT pg_drop_replication_slot(name)`; see `pg_replication_slots`) "
+                f"or raise max_replication_slots / max_wal_senders, {restart}",
+            )
+        )
     user = role["rolname"]
     if role["rolsuper"] or role["rolreplication"]:
         why = "superuser" if role["rolsuper"] else "REPLICATION"
         out.append(Finding(Status.OK, "source", "role can replicate", f"'{user}' has {why}"))
     else:
-        out.append(Finding(Status.FAIL, "source", "role can replicate",
-                           f"'{user}' is neither superuser nor REPLICATION",
-                           f'run as a superuser: ALTER ROLE "{user}" WITH REPLICATION;'))
+        out.append(
+            Finding(
+                Status.FAIL,
+                "source",
+                "role can replicate",
+                f"'{user}' is neither superuser nor REPLICATION",
+                f'run as a superuser: ALTER ROLE "{user}" WITH REPLICATION;',
+            )
+        )
     if own_role:
         title = "role can create the subscription's own replication role"
         if role["rolsuper"] or (version >= 160000 and role["rolcreaterole"] and role["rolreplication"]):
-            out.append(Finding(Status.OK, "source", title, "the target logs in with a per-migration role, never with "
-                               f"the password of '{user}'"))
+            out.append(
+                Finding(
+                    Status.OK,
+                    "source",
+                    title,
+                    f"the target logs in with a per-migration role, never with the password of '{user}'",
+                )
+            )
         else:
-            out.append(Finding(Status.FAIL, "source", title,
-                               f"'{user}' may not create a role with REPLICATION (the subscription's own, so that "
-                               "the target never holds this role's password)",
-                               "connect pgmig to the source as a superuser" + (
-                                   f', or ALTER ROLE "{user}" WITH CREATEROLE REPLICATION' if version >= 160000 else
-                                   " (PostgreSQL 15 and older: only superusers may create replication roles)")))
+            out.append(
+                Finding(
+                    Status.FAIL,
+                    "source",
+                    title,
+                    f"'{user}' may not create a role with REPLICATION (the subscription's own, so that "
+                    "the target never holds this role's password)",
+                    "connect pgmig to the source as a superuser"
+                    + (
+                        f', or ALTER ROLE "{user}" WITH CREATEROLE REPLICATION'
+                        if version >= 160000
+                        else " (PostgreSQL 15 and older: only superusers may create replication roles)"
+                    ),
+                )
+            )
     return out
 
 
@@ -240,12 +319,16 @@ async def _apply_workers_finding(conn: asyncpg.Connection, n_databases: int) -> 
     title = f"apply workers on the target for {n_databases} database(s)"
     if limit - busy >= n_databases:
         return Finding(Status.OK, "target", title, f"max_logical_replication_workers = {limit}, {busy} in use")
-    return Finding(Status.FAIL, "target", title,
-                   f"max_logical_replication_workers is {limit} and {busy} subscription(s) already use workers: "
-                   f"{n_databases} more are needed (one per database), or some would never stream",
-                   f"raise max_logical_replication_workers (and max_worker_processes) on the target to at least "
-                   f"{busy + n_databases} and restart it (on Azure: az postgres flexible-server parameter set), or "
-                   "migrate fewer databases at once")
+    return Finding(
+        Status.FAIL,
+        "target",
+        title,
+        f"max_logical_replication_workers is {limit} and {busy} subscription(s) already use workers: "
+        f"{n_databases} more are needed (one per database), or some would never stream",
+        f"raise max_logical_replication_workers (and max_worker_processes) on the target to at least "
+        f"{busy + n_databases} and restart it (on Azure: az postgres flexible-server parameter set), or "
+        "migrate fewer databases at once",
+    )
 
 
 @dataclass
@@ -260,14 +343,19 @@ class _TargetFacts:
 
     @classmethod
     async def read(cls, conn: asyncpg.Connection) -> "_TargetFacts":
-        available = {r["name"]: r["default_version"] or "" for r in await conn.fetch(
-            "SELECT name, default_version FROM pg_available_extensions")}
+        available = {
+            r["name"]: r["default_version"] or ""
+            for r in await conn.fetch("SELECT name, default_version FROM pg_available_extensions")
+        }
         raw_allow = await conn.fetchval("SELECT current_setting('azure.extensions', true)")
         allow = {x.strip().lower() for x in raw_allow.split(",") if x.strip()} if raw_allow else None
-        dbs = {r["datname"]: (r["enc"], r["datcollate"], r["datctype"]) for r in await conn.fetch(
-            "SELECT datname, pg_encoding_to_char(encoding) AS enc, datcollate, datctype FROM pg_database")}
-        can_create = await conn.fetchval(
-            "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user")
+        dbs = {
+            r["datname"]: (r["enc"], r["datcollate"], r["datctype"])
+            for r in await conn.fetch(
+                "SELECT datname, pg_encoding_to_char(encoding) AS enc, datcollate, datctype FROM pg_database"
+            )
+        }
+        can_create = await conn.fetchval("SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user")
         return cls(available, allow, dbs, dbs.get("template1", ("?", "?", "?")), bool(can_create))
 
 
@@ -282,22 +370,30 @@ async def _database_findings(req: PreflightRequest, db: str, tgt: _TargetFacts |
         n_tables = await conn.fetchval(_USER_RELATIONS + " AND c.relkind IN ('r','p')")
         report.add(Finding(Status.OK, scope, "size", f"{pretty_bytes(size)}, {n_tables} table(s)"))
         report.add(await _readable_finding(conn, scope, req.source.user))
-        extensions = {r["extname"]: r["extversion"] for r in await conn.fetch(
-            "SELECT extname, extversion FROM pg_extension ORDER BY extname")}
+        extensions = {
+            r["extname"]: r["extversion"]
+            for r in await conn.fetch("SELECT extname, extversion FROM pg_extension ORDER BY extname")
+        }
         if tgt is not None:
             report.add(_extension_finding(scope, extensions, tgt, req))
             report.add(*_target_database_findings(scope, db, await _encoding(conn), tgt))
         report.add(*await _replication_traps(conn, scope, req))
     except asyncpg.PostgresError as exc:
-        report.add(Finding(Status.FAIL, scope, "inspect database", f"query failed: {exc}",
-                           "grant the migration role read access to the catalog and the tables"))
+        report.add(
+            Finding(
+                Status.FAIL,
+                scope,
+                "inspect database",
+                f"query failed: {exc}",
+                "grant the migration role read access to the catalog and the tables",
+            )
+        )
     finally:
         await conn.close()
     return report.findings
 
 
-_FROM_USER_RELATIONS = ("FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
-                        + USER_SCHEMA_FILTER + " ")
+_FROM_USER_RELATIONS = "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE " + USER_SCHEMA_FILTER + " "
 _USER_RELATIONS = "SELECT count(*) " + _FROM_USER_RELATIONS
 _NAMES = "SELECT format('%I.%I', n.nspname, c.relname) AS name " + _FROM_USER_RELATIONS
 
@@ -306,46 +402,62 @@ async def _readable_finding(conn: asyncpg.Connection, scope: str, user: str) -> 
     rows = await conn.fetch(
         _NAMES + "AND c.relkind IN ('r','p','S','m') AND NOT ("
         "has_schema_privilege(c.relnamespace, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')) "
-        "ORDER BY 1")
+        "ORDER BY 1"
+    )
     names = [r["name"] for r in rows]
     if not names:
         return Finding(Status.OK, scope, "role can read every table and sequence")
-    return Finding(Status.FAIL, scope, "role can read every table and sequence",
-                   f"'{user}' cannot read {len(names)}: {listing(names)}",
-                   f'grant it, e.g. GRANT USAGE ON SCHEMA … TO "{user}"; '
-                   f'GRANT SELECT ON ALL TABLES IN SCHEMA … TO "{user}"; (or use pg_read_all_data)')
+    return Finding(
+        Status.FAIL,
+        scope,
+        "role can read every table and sequence",
+        f"'{user}' cannot read {len(names)}: {listing(names)}",
+        f'grant it, e.g. GRANT USAGE ON SCHEMA … TO "{user}"; '
+        f'GRANT SELECT ON ALL TABLES IN SCHEMA … TO "{user}"; (or use pg_read_all_data)',
+    )
 
 
-def _extension_finding(scope: str, extensions: dict[str, str], tgt: _TargetFacts,
-                       req: PreflightRequest | None = None) -> Finding:
+def _extension_finding(
+    scope: str, extensions: dict[str, str], tgt: _TargetFacts, req: PreflightRequest | None = None
+) -> Finding:
     used = {name: v for name, v in extensions.items() if name not in ALWAYS_AVAILABLE}
     if not used:
         return Finding(Status.OK, scope, "extensions available on target", "no extensions in use")
     missing = sorted(n for n in used if n not in tgt.available)
-    blocked = sorted(n for n in used if n in tgt.available and tgt.allow_list is not None
-                     and n.lower() not in tgt.allow_list)
+    blocked = sorted(
+        n for n in used if n in tgt.available and tgt.allow_list is not None and n.lower() not in tgt.allow_list
+    )
     if missing or blocked:
         detail, fixes = [], []
         if missing:
             detail.append(f"not installable on target: {listing(missing)}")
-            fixes.append("install these extensions' packages on the target server (on Azure: not supported, "
-                         "drop them from the source database or migrate without them)")
+            fixes.append(
+                "install these extensions' packages on the target server (on Azure: not supported, "
+                "drop them from the source database or migrate without them)"
+            )
         if blocked:
             detail.append(f"not in the target's azure.extensions allow-list: {listing(blocked)}")
             allowed = ",".join(sorted((tgt.allow_list or set()) | {b.lower() for b in blocked}))
-            via_pgmig = (f"`/pgmig configure {req.target.name} --extensions-from {req.source.name} --restart` or "
-                         if req is not None and req.target.azure_name else "")
-            fixes.append(f"allow them: {via_pgmig}az postgres flexible-server parameter set --name azure.extensions "
-                         f"--value {allowed}")
+            via_pgmig = (
+                f"`/pgmig configure {req.target.name} --extensions-from {req.source.name} --restart` or "
+                if req is not None and req.target.azure_name
+                else ""
+            )
+            fixes.append(
+                f"allow them: {via_pgmig}az postgres flexible-server parameter set --name azure.extensions "
+                f"--value {allowed}"
+            )
         return Finding(Status.FAIL, scope, "extensions available on target", "; ".join(detail), "; ".join(fixes))
-    return Finding(Status.OK, scope, "extensions available on target",
-                   ", ".join(f"{n} {v}" for n, v in sorted(used.items())))
+    return Finding(
+        Status.OK, scope, "extensions available on target", ", ".join(f"{n} {v}" for n, v in sorted(used.items()))
+    )
 
 
 async def _encoding(conn: asyncpg.Connection) -> tuple[str, str, str]:
     row = await conn.fetchrow(
         "SELECT pg_encoding_to_char(encoding) AS enc, datcollate, datctype FROM pg_database "
-        "WHERE datname = current_database()")
+        "WHERE datname = current_database()"
+    )
     return row["enc"], row["datcollate"], row["datctype"]
 
 
@@ -358,51 +470,97 @@ def _target_database_findings(scope: str, db: str, src: tuple[str, str, str], tg
         out.append(Finding(Status.OK, scope, title, f"{src[0]}, collate {src[1]}"))
     else:
         where = f"target database {db}" if exists else "a new target database (from template1)"
-        out.append(Finding(
-            Status.WARN, scope, title,
-            f"source {src[0]}/{src[1]}/{src[2]}, {where} {against[0]}/{against[1]}/{against[2]}",
-            "text sorts and compares differently under another collation; create the target database with "
-            f"ENCODING '{src[0]}' LC_COLLATE '{src[1]}' LC_CTYPE '{src[2]}' if the target offers it"))
+        out.append(
+            Finding(
+                Status.WARN,
+                scope,
+                title,
+                f"source {src[0]}/{src[1]}/{src[2]}, {where} {against[0]}/{against[1]}/{against[2]}",
+                "text sorts and compares differently under another collation; create the target database with "
+                f"ENCODING '{src[0]}' LC_COLLATE '{src[1]}' LC_CTYPE '{src[2]}' if the target offers it",
+            )
+        )
     if not exists and not tgt.can_create_db:
-        out.append(Finding(Status.FAIL, scope, "target database can be created",
-                           f"{db} does not exist on the target and the target role lacks CREATEDB",
-                           f'create it first (CREATE DATABASE "{db}") or grant CREATEDB to the target role'))
+        out.append(
+            Finding(
+                Status.FAIL,
+                scope,
+                "target database can be created",
+                f"{db} does not exist on the target and the target role lacks CREATEDB",
+                f'create it first (CREATE DATABASE "{db}") or grant CREATEDB to the target role',
+            )
+        )
     return out
 
 
 async def _replication_traps(conn: asyncpg.Connection, scope: str, req: PreflightRequest) -> list[Finding]:
     """Things logical replication does not carry: rows without identity, large objects, unlogged tables."""
     out: list[Finding] = []
-    no_identity = [r["name"] for r in await conn.fetch(
-        _NAMES + "AND c.relkind = 'r' AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS ("
-        "SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))) ORDER BY 1")]
+    no_identity = [
+        r["name"]
+        for r in await conn.fetch(
+            _NAMES + "AND c.relkind = 'r' AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS ("
+            "SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))) ORDER BY 1"
+        )
+    ]
     large_objects = await conn.fetchval("SELECT count(*) FROM pg_largeobject_metadata")
-    unlogged = [r["name"] for r in await conn.fetch(
-        _NAMES + "AND c.relkind IN ('r','p') AND c.relpersistence = 'u' ORDER BY 1")]
+    unlogged = [
+        r["name"] for r in await conn.fetch(_NAMES + "AND c.relkind IN ('r','p') AND c.relpersistence = 'u' ORDER BY 1")
+    ]
     online = req.mode is Mode.ONLINE
     title = "every table has a primary key or replica identity"
     if not no_identity:
         out.append(Finding(Status.OK, scope, title))
     elif not online:
-        out.append(Finding(Status.OK, scope, title,
-                           f"{len(no_identity)} without one (fine offline): {listing(no_identity)}"))
+        out.append(
+            Finding(Status.OK, scope, title, f"{len(no_identity)} without one (fine offline): {listing(no_identity)}")
+        )
     elif req.replica_identity_full:
-        out.append(Finding(Status.WARN, scope, title, f"{len(no_identity)} without: {listing(no_identity)}",
-                           "pgmig will set REPLICA IDENTITY FULL on them (--replica-identity-full); "
-                           "updates on large ones replicate slower"))
+        out.append(
+            Finding(
+                Status.WARN,
+                scope,
+                title,
+                f"{len(no_identity)} without: {listing(no_identity)}",
+                "pgmig will set REPLICA IDENTITY FULL on them (--replica-identity-full); "
+                "updates on large ones replicate slower",
+            )
+        )
     else:
-        out.append(Finding(Status.FAIL, scope, title, f"{len(no_identity)} without: {listing(no_identity)}",
-                           "add a primary key, or ALTER TABLE … REPLICA IDENTITY FULL, or pass "
-                           "--replica-identity-full and pgmig sets it"))
+        out.append(
+            Finding(
+                Status.FAIL,
+                scope,
+                title,
+                f"{len(no_identity)} without: {listing(no_identity)}",
+                "add a primary key, or ALTER TABLE … REPLICA IDENTITY FULL, or pass "
+                "--replica-identity-full and pgmig sets it",
+            )
+        )
     if large_objects:
-        out.append(Finding(Status.WARN if online else Status.OK, scope, "large objects",
-                           f"{large_objects} large object(s)",
-                           "logical replication does not carry them: pgmig copies them at cutover, "
-                           "so write no new ones during the migration" if online else ""))
+        out.append(
+            Finding(
+                Status.WARN if online else Status.OK,
+                scope,
+                "large objects",
+                f"{large_objects} large object(s)",
+                "logical replication does not carry them: pgmig copies them at cutover, "
+                "so write no new ones during the migration"
+                if online
+                else "",
+            )
+        )
     if unlogged:
-        out.append(Finding(Status.WARN if online else Status.OK, scope, "unlogged tables",
-                           f"{len(unlogged)}: {listing(unlogged)}",
-                           "logical replication does not carry unlogged tables: their rows are copied once "
-                           "and later changes are lost; ALTER TABLE … SET LOGGED to keep them in sync"
-                           if online else ""))
+        out.append(
+            Finding(
+                Status.WARN if online else Status.OK,
+                scope,
+                "unlogged tables",
+                f"{len(unlogged)}: {listing(unlogged)}",
+                "logical replication does not carry unlogged tables: their rows are copied once "
+                "and later changes are lost; ALTER TABLE … SET LOGGED to keep them in sync"
+                if online
+                else "",
+            )
+        )
     return out

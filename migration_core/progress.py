@@ -1,4 +1,5 @@
 """Progress of a running migration, per database: what the live message and `/pgmig status` show."""
+
 from __future__ import annotations
 
 import time
@@ -15,9 +16,9 @@ class DatabaseProgress:
     bytes_total: int = 0
     started_at: float | None = None
     finished_at: float | None = None
-    lag_bytes: int | None = None        # online, while streaming
+    lag_bytes: int | None = None  # online, while streaming
     lag_seconds: float | None = None
-    retained_bytes: int | None = None   # WAL the slot holds on the source
+    retained_bytes: int | None = None  # WAL the slot holds on the source
 
     def begin(self, phase: str) -> None:
         self.phase = phase

@@ -12,6 +12,7 @@ own password, and what they do see stops working at cutover.
 Every object is named `pgmig_<deployment>_…` (the deployment id is the state store's), which is how
 `/pgmig cleanup` recognises its own and never another pgmig's.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -53,10 +54,12 @@ def owned_pattern(deployment: str) -> str:
     return rf"{PREFIX.replace('_', chr(92) + '_')}{deployment}\_%"
 
 
-PUBLISHED = ("SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c "
-             "JOIN pg_namespace n ON n.oid = c.relnamespace "
-             "WHERE (c.relkind = 'p' OR (c.relkind = 'r' AND NOT c.relispartition)) "
-             "AND c.relpersistence = 'p' AND " + USER_SCHEMA_FILTER + " ORDER BY 1")
+PUBLISHED = (
+    "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE (c.relkind = 'p' OR (c.relkind = 'r' AND NOT c.relispartition)) "
+    "AND c.relpersistence = 'p' AND " + USER_SCHEMA_FILTER + " ORDER BY 1"
+)
 
 
 async def create_publication(conn: asyncpg.Connection, name: str) -> int:
@@ -64,8 +67,9 @@ async def create_publication(conn: asyncpg.Connection, name: str) -> int:
     tables = [r["name"] for r in await conn.fetch(PUBLISHED)]
     await conn.execute(f"DROP PUBLICATION IF EXISTS {ident(name)}")
     if tables:
-        await conn.execute(f"CREATE PUBLICATION {ident(name)} FOR TABLE {', '.join(tables)} "
-                           "WITH (publish_via_partition_root = true)")
+        await conn.execute(
+            f"CREATE PUBLICATION {ident(name)} FOR TABLE {', '.join(tables)} WITH (publish_via_partition_root = true)"
+        )
     else:
         await conn.execute(f"CREATE PUBLICATION {ident(name)} WITH (publish_via_partition_root = true)")
     return len(tables)
@@ -93,9 +97,18 @@ class SlotSession:
 async def create_slot(source: ServerConfig, database: str, slot: str, psql: Path, server_version: int) -> SlotSession:
     syntax = "(SNAPSHOT 'export')" if server_version >= 150000 else "EXPORT_SNAPSHOT"
     proc = await asyncio.create_subprocess_exec(
-        str(psql), "-X", "-At", "-v", "ON_ERROR_STOP=1", conninfo(dbname=database, replication="database"),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=connection_env(source, database), umask=PRIVATE)
+        str(psql),
+        "-X",
+        "-At",
+        "-v",
+        "ON_ERROR_STOP=1",
+        conninfo(dbname=database, replication="database"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=connection_env(source, database),
+        umask=PRIVATE,
+    )
     assert proc.stdin and proc.stdout and proc.stderr
     proc.stdin.write(f"CREATE_REPLICATION_SLOT {ident(slot)} LOGICAL pgoutput {syntax};\n".encode())
     await proc.stdin.drain()
@@ -108,8 +121,10 @@ async def create_slot(source: ServerConfig, database: str, slot: str, psql: Path
     if len(parts) < 3:
         await terminate(proc)
         error = summarize((await proc.stderr.read()).decode(errors="replace"))
-        raise MigrationError(f"cannot create replication slot {slot} on the source: {error}",
-                             "check free replication slots and the REPLICATION privilege (/pgmig check)")
+        raise MigrationError(
+            f"cannot create replication slot {slot} on the source: {error}",
+            "check free replication slots and the REPLICATION privilege (/pgmig check)",
+        )
     return SlotSession(proc, parts[0], parts[1], parts[2])
 
 
@@ -120,8 +135,10 @@ async def create_replication_role(source: asyncpg.Connection, name: str, databas
     secrets.register(password)
     exists = await source.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
     verb = "ALTER" if exists else "CREATE"
-    await source.execute(f"{verb} ROLE {ident(name)} LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                         f"NOINHERIT PASSWORD {literal(password)}")
+    await source.execute(
+        f"{verb} ROLE {ident(name)} LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE "
+        f"NOINHERIT PASSWORD {literal(password)}"
+    )
     await source.execute(f"GRANT CONNECT ON DATABASE {ident(database)} TO {ident(name)}")
     return password
 
@@ -140,9 +157,15 @@ async def drop_replication_role(source: asyncpg.Connection, name: str, database:
 def subscription_conninfo(source: ServerConfig, database: str, user: str, password: str) -> str:
     """How the target reaches the source, as the subscription's own role. It holds that role's password:
     never log or show it."""
-    return conninfo(host=source.replication_host or source.host, port=str(source.replication_port or source.port),
-                    user=user, password=password, dbname=database, sslmode=source.sslmode,
-                    application_name="pgmig")
+    return conninfo(
+        host=source.replication_host or source.host,
+        port=str(source.replication_port or source.port),
+        user=user,
+        password=password,
+        dbname=database,
+        sslmode=source.sslmode,
+        application_name="pgmig",
+    )
 
 
 async def create_subscription(target: asyncpg.Connection, name: str, connection: str, publication: str) -> None:
@@ -165,7 +188,8 @@ async def create_subscription(target: asyncpg.Connection, name: str, connection:
     try:
         await target.execute(
             f"CREATE SUBSCRIPTION {ident(name)} CONNECTION {literal(connection)} PUBLICATION {ident(publication)} "
-            f"WITH (create_slot = false, slot_name = {literal(name)}, copy_data = false, enabled = true{extra})")
+            f"WITH (create_slot = false, slot_name = {literal(name)}, copy_data = false, enabled = true{extra})"
+        )
     finally:
         for setting in hushed:
             await target.execute(f"RESET {setting}")
@@ -217,8 +241,14 @@ async def lag(source: asyncpg.Connection, name: str) -> Lag:
         "pg_wal_lsn_diff(pg_current_wal_lsn(), coalesce(r.replay_lsn, s.confirmed_flush_lsn))::bigint AS behind, "
         "extract(epoch FROM r.replay_lag)::float8 AS seconds, r.pid IS NOT NULL AS streaming "
         "FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid "
-        "WHERE s.slot_name = $1", name)
+        "WHERE s.slot_name = $1",
+        name,
+    )
     if row is None:
         return Lag()
-    return Lag(max(0, row["behind"] or 0), row["seconds"] or 0.0 if row["streaming"] else None,
-               row["retained"], row["streaming"])
+    return Lag(
+        max(0, row["behind"] or 0),
+        row["seconds"] or 0.0 if row["streaming"] else None,
+        row["retained"],
+        row["streaming"],
+    )

@@ -5,6 +5,7 @@ the restore then runs without owners and privileges rather than failing.
 pg_dumpall --globals-only holds the same facts as pg_roles; reading the catalog avoids parsing SQL.
 Each role and membership pgmig adds is journaled before it is made, so a cancel can take it back.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ WHERE r.rolname NOT LIKE 'pg\\_%' AND (
 class RolePlan:
     needed: list[str] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)   # not creatable, or not usable: restore without owners
+    missing: list[str] = field(default_factory=list)  # not creatable, or not usable: restore without owners
 
     @property
     def keep_owners(self) -> bool:
@@ -44,8 +45,10 @@ class RolePlan:
         if self.created:
             parts.append(f"created {', '.join(self.created)} (no passwords: set them on the target)")
         if self.missing:
-            parts.append(f"missing on target and not creatable, or not usable by its role: {', '.join(self.missing)} — "
-                         "restored without owners and privileges")
+            parts.append(
+                f"missing on target and not creatable, or not usable by its role: {', '.join(self.missing)} — "
+                "restored without owners and privileges"
+            )
         return "; ".join(parts)
 
 
@@ -67,12 +70,14 @@ async def copy_roles(source: ServerConfig, target: ServerConfig, databases: list
     try:
         existing = {r["rolname"] for r in await tgt.fetch("SELECT rolname FROM pg_roles")}
         me = await tgt.fetchrow("SELECT rolname, rolsuper FROM pg_roles WHERE rolname = current_user")
-        entry = await journal.find(Change.ROLES, TARGET, "") or await journal.plan(Change.ROLES, TARGET, "",
-                                                                                  data={"roles": []})
+        entry = await journal.find(Change.ROLES, TARGET, "") or await journal.plan(
+            Change.ROLES, TARGET, "", data={"roles": []}
+        )
         for name in plan.needed:
             if name in existing:
                 if not me["rolsuper"] and not await tgt.fetchval(
-                        "SELECT pg_has_role(current_user, $1, 'MEMBER')", name):
+                    "SELECT pg_has_role(current_user, $1, 'MEMBER')", name
+                ):
                     plan.missing.append(name)  # exists, but pgmig's role may not hand objects to it
                 continue
             attrs = await src.fetchrow("SELECT * FROM pg_roles WHERE rolname = $1", name)
@@ -104,23 +109,34 @@ async def copy_roles(source: ServerConfig, target: ServerConfig, databases: list
 
 def _attributes(r: asyncpg.Record) -> str:
     """Everything but SUPERUSER, REPLICATION, BYPASSRLS and the password."""
-    words = ["NOSUPERUSER", "LOGIN" if r["rolcanlogin"] else "NOLOGIN", "INHERIT" if r["rolinherit"] else "NOINHERIT",
-             "CREATEDB" if r["rolcreatedb"] else "NOCREATEDB", "CREATEROLE" if r["rolcreaterole"] else "NOCREATEROLE",
-             f"CONNECTION LIMIT {int(r['rolconnlimit'])}"]
+    words = [
+        "NOSUPERUSER",
+        "LOGIN" if r["rolcanlogin"] else "NOLOGIN",
+        "INHERIT" if r["rolinherit"] else "NOINHERIT",
+        "CREATEDB" if r["rolcreatedb"] else "NOCREATEDB",
+        "CREATEROLE" if r["rolcreaterole"] else "NOCREATEROLE",
+        f"CONNECTION LIMIT {int(r['rolconnlimit'])}",
+    ]
     if r["rolvaliduntil"] is not None:
         words.append(f"VALID UNTIL {literal(r['rolvaliduntil'].isoformat())}")
     return " ".join(words)
 
 
-async def _memberships(src: asyncpg.Connection, tgt: asyncpg.Connection, roles: set[str], journal: Journal,
-                       entry: JournalEntry) -> None:
+async def _memberships(
+    src: asyncpg.Connection, tgt: asyncpg.Connection, roles: set[str], journal: Journal, entry: JournalEntry
+) -> None:
     """The source's memberships among the roles the databases need; each one added is journaled first."""
     rows = await src.fetch(
         "SELECT g.rolname AS grp, m.rolname AS member FROM pg_auth_members a "
-        "JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member")
-    present = {(r["grp"], r["member"]) for r in await tgt.fetch(
-        "SELECT g.rolname AS grp, m.rolname AS member FROM pg_auth_members a "
-        "JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member")}
+        "JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member"
+    )
+    present = {
+        (r["grp"], r["member"])
+        for r in await tgt.fetch(
+            "SELECT g.rolname AS grp, m.rolname AS member FROM pg_auth_members a "
+            "JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member"
+        )
+    }
     for row in rows:
         pair = (row["grp"], row["member"])
         if pair[0] in roles and pair[1] in roles and pair not in present:

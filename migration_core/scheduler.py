@@ -1,6 +1,7 @@
 """Every periodic duty pgmig has, on one apscheduler: a progress tick per watched migration, the lease
 renewal (which also looks for migrations to take over), the digest, and other sweeps (expired
 provisioning requests, slots nobody watches)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,28 +28,38 @@ class Scheduler:
         return self._scheduler
 
     def watch(self, migration_id: str) -> None:
-        self._ensure_started().add_job(self._safe_tick, "interval", seconds=self.interval, args=[migration_id],
-                                       id=f"progress:{migration_id}", replace_existing=True, coalesce=True,
-                                       max_instances=1)
+        self._ensure_started().add_job(
+            self._safe_tick,
+            "interval",
+            seconds=self.interval,
+            args=[migration_id],
+            id=f"progress:{migration_id}",
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+        )
 
     def lease(self, every_seconds: float, renew: Callable[[], Awaitable[None]]) -> None:
         """Keep this process's claim on its migrations fresh, so other replicas leave them alone."""
-        self._ensure_started().add_job(renew, "interval", seconds=every_seconds, id="lease", replace_existing=True,
-                                       coalesce=True, max_instances=1)
+        self._ensure_started().add_job(
+            renew, "interval", seconds=every_seconds, id="lease", replace_existing=True, coalesce=True, max_instances=1
+        )
 
     def digest(self, every: str, post: Callable[[], Awaitable[None]]) -> None:
         """A summary of active migrations: "hourly" on the hour, "daily" at 09:00 UTC, "off" for none."""
         if every == "off":
             return
         trigger = {"hourly": {"minute": 0}, "daily": {"hour": 9, "minute": 0}}[every]
-        self._ensure_started().add_job(post, "cron", id="digest", replace_existing=True, coalesce=True,
-                                       max_instances=1, timezone="UTC", **trigger)
+        self._ensure_started().add_job(
+            post, "cron", id="digest", replace_existing=True, coalesce=True, max_instances=1, timezone="UTC", **trigger
+        )
 
     def every(self, job_id: str, seconds: float, run: Callable[[], Awaitable[None]]) -> None:
         """Any other periodic duty (e.g. closing expired provisioning requests); `run` must be a coroutine
         function, so that the scheduler awaits it on the loop."""
-        self._ensure_started().add_job(run, "interval", seconds=seconds, id=job_id, replace_existing=True,
-                                       coalesce=True, max_instances=1)
+        self._ensure_started().add_job(
+            run, "interval", seconds=seconds, id=job_id, replace_existing=True, coalesce=True, max_instances=1
+        )
 
     def trigger(self, job_id: str) -> str | None:
         """When a job runs, in apscheduler's words; None when there is no such job."""

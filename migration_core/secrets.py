@@ -3,6 +3,7 @@
 Every secret pgmig learns (server passwords, tokens) is registered here once; text that leaves the
 process (Slack replies, logs, a tool's stderr) passes through :func:`redact` first.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,10 +1,13 @@
 """Sequence values: neither a schema-only dump nor logical replication carries them."""
+
 from __future__ import annotations
 
 import asyncpg
 
-LIST = ("SELECT format('%I.%I', schemaname, sequencename) AS name, last_value, start_value FROM pg_sequences "
-        "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")
+LIST = (
+    "SELECT format('%I.%I', schemaname, sequencename) AS name, last_value, start_value FROM pg_sequences "
+    "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+)
 
 
 async def values(conn: asyncpg.Connection) -> dict[str, int | None]:

@@ -1,12 +1,13 @@
 """Configured servers: connection parameters, secrets from the environment, readable failures."""
+
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 import socket
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,10 +42,10 @@ class ServerConfig:
     sslmode: str = "prefer"
     database: str = "postgres"
     connect_timeout: float = 10.0
-    replication_host: str | None = None   # how the target reaches this server, when not as pgmig does
+    replication_host: str | None = None  # how the target reaches this server, when not as pgmig does
     replication_port: int | None = None
     azure_resource_group: str | None = None  # an Azure flexible server: where it lives, for the Azure commands
-    azure_server: str | None = None          # and backends (default: the host's first label)
+    azure_server: str | None = None  # and backends (default: the host's first label)
 
     @property
     def azure_name(self) -> str | None:
@@ -120,56 +121,71 @@ class ServerConfig:
         where = f"{self.address}"
         if isinstance(exc, socket.gaierror):
             return ConnectionProblem(
-                self.name, f"cannot resolve host '{self.host}' (DNS lookup failed)",
+                self.name,
+                f"cannot resolve host '{self.host}' (DNS lookup failed)",
                 f"check `host` in [servers.{self.name}] and this machine's DNS",
             )
         if isinstance(exc, ConnectionRefusedError):
             return ConnectionProblem(
-                self.name, f"connection refused at {where}",
+                self.name,
+                f"connection refused at {where}",
                 "is PostgreSQL running and listening there? check `listen_addresses`, the port and firewalls",
             )
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
             return ConnectionProblem(
-                self.name, f"no answer from {where} within {self.connect_timeout:g} s",
+                self.name,
+                f"no answer from {where} within {self.connect_timeout:g} s",
                 "check the network path and firewall rules (on Azure: the server's firewall rules)",
             )
         if isinstance(exc, asyncpg.InvalidPasswordError):
-            source = f"env var {self.password_env}" if self.password_env else (
-                f"file {self.password_file}" if self.password_file else "the server's config (no password set)")
+            source = (
+                f"env var {self.password_env}"
+                if self.password_env
+                else (f"file {self.password_file}" if self.password_file else "the server's config (no password set)")
+            )
             return ConnectionProblem(
-                self.name, f"password authentication failed for user '{self.user}'",
+                self.name,
+                f"password authentication failed for user '{self.user}'",
                 f"check the password in {source}",
             )
         if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
             return ConnectionProblem(
-                self.name, f"the server refused the login: {exc}",
+                self.name,
+                f"the server refused the login: {exc}",
                 "add a pg_hba.conf entry for this client (or set sslmode=require if only hostssl entries exist)",
             )
         if isinstance(exc, asyncpg.InvalidCatalogNameError):
             return ConnectionProblem(
-                self.name, f"database '{dbname}' does not exist on {where}",
+                self.name,
+                f"database '{dbname}' does not exist on {where}",
                 "check the database name (`/pgmig check … --db`) or `database` in the server's config",
                 missing_database=True,
             )
         if isinstance(exc, asyncpg.TooManyConnectionsError):
             return ConnectionProblem(
-                self.name, f"too many connections: {exc}",
+                self.name,
+                f"too many connections: {exc}",
                 "free connections or raise max_connections on the server",
             )
         if isinstance(exc, asyncpg.CannotConnectNowError):
-            return ConnectionProblem(self.name, f"the server is not accepting connections: {exc}",
-                                     "wait for it to finish starting up or recovering")
+            return ConnectionProblem(
+                self.name,
+                f"the server is not accepting connections: {exc}",
+                "wait for it to finish starting up or recovering",
+            )
         if isinstance(exc, ssl.SSLError) or "ssl" in str(exc).lower():
             return ConnectionProblem(
-                self.name, f"SSL negotiation failed with {where}: {exc}",
+                self.name,
+                f"SSL negotiation failed with {where}: {exc}",
                 f"check `sslmode` (now '{self.sslmode}') against the server's ssl setting and certificates",
             )
         if isinstance(exc, asyncpg.PostgresError):
             return ConnectionProblem(self.name, f"{exc}", "")
         if isinstance(exc, OSError):
             reason = exc.strerror or str(exc) or type(exc).__name__
-            return ConnectionProblem(self.name, f"cannot connect to {where}: {reason}",
-                                     "check host, port and the network path")
+            return ConnectionProblem(
+                self.name, f"cannot connect to {where}: {reason}", "check host, port and the network path"
+            )
         return ConnectionProblem(self.name, f"cannot connect to {where}: {type(exc).__name__}: {exc}")
 
 

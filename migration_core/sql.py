@@ -1,4 +1,5 @@
 """SQL text helpers: identifiers are always quoted, values always go as asyncpg arguments."""
+
 from __future__ import annotations
 
 import re
@@ -18,7 +19,8 @@ USER_SCHEMA_FILTER = (
     "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
     "AND n.nspname NOT LIKE 'pg_temp%' "
     "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
-    "AND d.objid = c.oid AND d.deptype = 'e')")
+    "AND d.objid = c.oid AND d.deptype = 'e')"
+)
 
 
 def literal(value: str) -> str:
@@ -28,6 +30,8 @@ def literal(value: str) -> str:
 
 def readable(schema: str, name: str) -> str:
     """A name as PostgreSQL prints it (`public.orders`, `"Sales".orders`): quoted only where needed."""
+
     def part(p: str) -> str:
         return p if re.fullmatch(r"[a-z_][a-z0-9_$]*", p) else ident(p)
+
     return f"{part(schema)}.{part(name)}"

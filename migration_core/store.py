@@ -9,6 +9,7 @@ Both backends run the same SQL; it is written with asyncpg's `$n` placeholders, 
 understands as `?n`. Timestamps are ISO-8601 UTC text and structured fields JSON text, so a row reads
 the same from either backend.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -96,8 +97,10 @@ class _SQLite:
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         async with self._lock:
+
             def run() -> list[dict[str, Any]]:
                 return [dict(r) for r in self._db.execute(self._sql(sql), args).fetchall()]
+
             return await asyncio.to_thread(run)
 
     async def close(self) -> None:
@@ -153,8 +156,9 @@ class Store:
         store = cls(backend, url)
         for ddl in SCHEMA:
             await backend.execute(ddl)
-        await backend.execute("INSERT INTO pgmig_meta VALUES ('deployment', $1) ON CONFLICT (key) DO NOTHING",
-                              secrets.token_hex(3))
+        await backend.execute(
+            "INSERT INTO pgmig_meta VALUES ('deployment', $1) ON CONFLICT (key) DO NOTHING", secrets.token_hex(3)
+        )
         store.deployment = (await backend.fetch("SELECT value FROM pgmig_meta WHERE key = 'deployment'"))[0]["value"]
         return store
 
@@ -171,7 +175,9 @@ class Store:
     async def next_id(self, counter: str, prefix: str) -> str:
         rows = await self._db.fetch(
             "INSERT INTO pgmig_counter (name, value) VALUES ($1, 1) "
-            "ON CONFLICT (name) DO UPDATE SET value = pgmig_counter.value + 1 RETURNING value", counter)
+            "ON CONFLICT (name) DO UPDATE SET value = pgmig_counter.value + 1 RETURNING value",
+            counter,
+        )
         return f"{prefix}-{rows[0]['value']}"
 
     async def create_migration(self, m: Migration, owner: str = "") -> Migration:
@@ -179,24 +185,47 @@ class Store:
         may pick up a migration its creator is still setting up)."""
         await self._db.execute(
             "INSERT INTO pgmig_migration VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
-            m.id, m.source, m.target, json.dumps(m.databases), Mode(m.mode).value, m.state.value, m.requested_by,
-            m.channel, json.dumps(m.options.as_dict()), m.error, _ts(m.created_at), _ts(m.updated_at), m.message_channel,
-            m.message_ts, owner, _ts(utcnow()) if owner else "")
+            m.id,
+            m.source,
+            m.target,
+            json.dumps(m.databases),
+            Mode(m.mode).value,
+            m.state.value,
+            m.requested_by,
+            m.channel,
+            json.dumps(m.options.as_dict()),
+            m.error,
+            _ts(m.created_at),
+            _ts(m.updated_at),
+            m.message_channel,
+            m.message_ts,
+            owner,
+            _ts(utcnow()) if owner else "",
+        )
         return m
 
     async def set_databases(self, migration_id: str, databases: list[str]) -> None:
-        await self._db.execute("UPDATE pgmig_migration SET databases = $1 WHERE id = $2",
-                               json.dumps(databases), migration_id)
+        await self._db.execute(
+            "UPDATE pgmig_migration SET databases = $1 WHERE id = $2", json.dumps(databases), migration_id
+        )
 
     async def claim(self, migration_id: str, owner: str, stale_before: datetime, previous_life: str = "") -> bool:
         """Take a migration for this process unless another live one holds a fresh lease on it (atomic).
 
         `previous_life` is a prefix of owner ids that are provably this process's earlier lives (the same
         replica, started before): their leases are taken over at once, not after they go stale."""
-        return await self._db.execute(
-            "UPDATE pgmig_migration SET owner = $2, heartbeat = $3 WHERE id = $1 "
-            "AND (owner = '' OR owner = $2 OR heartbeat < $4 OR ($5 <> '' AND substr(owner, 1, length($5)) = $5))",
-            migration_id, owner, _ts(utcnow()), _ts(stale_before), previous_life) == 1
+        return (
+            await self._db.execute(
+                "UPDATE pgmig_migration SET owner = $2, heartbeat = $3 WHERE id = $1 "
+                "AND (owner = '' OR owner = $2 OR heartbeat < $4 OR ($5 <> '' AND substr(owner, 1, length($5)) = $5))",
+                migration_id,
+                owner,
+                _ts(utcnow()),
+                _ts(stale_before),
+                previous_life,
+            )
+            == 1
+        )
 
     async def owner(self, migration_id: str) -> tuple[str, datetime | None]:
         """Who holds the lease, and when it was last renewed."""
@@ -213,8 +242,9 @@ class Store:
 
     async def set_message(self, migration_id: str, channel: str, ts: str) -> None:
         """Remember the live message so that every later update edits it in place, across restarts."""
-        await self._db.execute("UPDATE pgmig_migration SET message_channel = $1, message_ts = $2 WHERE id = $3",
-                               channel, ts, migration_id)
+        await self._db.execute(
+            "UPDATE pgmig_migration SET message_channel = $1, message_ts = $2 WHERE id = $3", channel, ts, migration_id
+        )
 
     async def get_migration(self, migration_id: str) -> Migration | None:
         rows = await self._db.fetch("SELECT * FROM pgmig_migration WHERE id = $1", migration_id)
@@ -225,8 +255,9 @@ class Store:
         found = [self._migration(r) for r in rows]
         return [m for m in found if not m.state.finished] if active_only else found
 
-    async def transition(self, migration_id: str, to: State, *, expect: tuple[State, ...] = (),
-                         error: str = "") -> bool:
+    async def transition(
+        self, migration_id: str, to: State, *, expect: tuple[State, ...] = (), error: str = ""
+    ) -> bool:
         """Move to `to` only if the migration is in one of `expect` (any state when empty).
 
         The conditional UPDATE is what makes double clicks and racing replicas harmless.
@@ -244,12 +275,19 @@ class Store:
             "INSERT INTO pgmig_step VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (migration_id, name) DO UPDATE "
             "SET state = excluded.state, detail = excluded.detail, started_at = excluded.started_at, "
             "finished_at = excluded.finished_at, data = excluded.data",
-            step.migration_id, step.name, step.state, redact(step.detail), _ts(step.started_at), _ts(step.finished_at),
-            redact(json.dumps(step.data)))
+            step.migration_id,
+            step.name,
+            step.state,
+            redact(step.detail),
+            _ts(step.started_at),
+            _ts(step.finished_at),
+            redact(json.dumps(step.data)),
+        )
 
     async def steps(self, migration_id: str) -> list[Step]:
         rows = await self._db.fetch(
-            "SELECT * FROM pgmig_step WHERE migration_id = $1 ORDER BY COALESCE(started_at, ''), name", migration_id)
+            "SELECT * FROM pgmig_step WHERE migration_id = $1 ORDER BY COALESCE(started_at, ''), name", migration_id
+        )
         return [self._step(r) for r in rows]
 
     async def steps_named(self, name: str) -> list[Step]:
@@ -262,43 +300,72 @@ class Store:
 
     async def add_approval(self, a: Approval) -> bool:
         """Record one decision per person per request round; a repeated click returns False, changes nothing."""
-        return await self._db.execute(
-            "INSERT INTO pgmig_approval VALUES ($1,$2,$3,$4,$5,$6) "
-            "ON CONFLICT (migration_id, round, approver) DO NOTHING",
-            a.migration_id, a.approver, a.decision, a.reason, _ts(a.at), a.round) == 1
+        return (
+            await self._db.execute(
+                "INSERT INTO pgmig_approval VALUES ($1,$2,$3,$4,$5,$6) "
+                "ON CONFLICT (migration_id, round, approver) DO NOTHING",
+                a.migration_id,
+                a.approver,
+                a.decision,
+                a.reason,
+                _ts(a.at),
+                a.round,
+            )
+            == 1
+        )
 
     async def approvals(self, migration_id: str, round: str | None = None) -> list[Approval]:
-        rows = await self._db.fetch("SELECT * FROM pgmig_approval WHERE migration_id = $1 ORDER BY at",
-                                    migration_id)
-        found = [Approval(r["migration_id"], r["approver"], r["decision"], r["reason"], _at(r["at"]), r["round"])
-                 for r in rows]
+        rows = await self._db.fetch("SELECT * FROM pgmig_approval WHERE migration_id = $1 ORDER BY at", migration_id)
+        found = [
+            Approval(r["migration_id"], r["approver"], r["decision"], r["reason"], _at(r["at"]), r["round"])
+            for r in rows
+        ]
         return [a for a in found if round is None or a.round == round]
 
     async def audit(self, e: AuditEntry) -> None:
-        await self._db.execute("INSERT INTO pgmig_audit VALUES ($1,$2,$3,$4,$5,$6)",
-                               _ts(e.at), e.actor, e.action, redact(e.detail), e.migration_id, e.channel)
+        await self._db.execute(
+            "INSERT INTO pgmig_audit VALUES ($1,$2,$3,$4,$5,$6)",
+            _ts(e.at),
+            e.actor,
+            e.action,
+            redact(e.detail),
+            e.migration_id,
+            e.channel,
+        )
 
     async def audit_log(self, migration_id: str | None = None, limit: int = 200) -> list[AuditEntry]:
         where, args = ("WHERE migration_id = $2", [limit, migration_id]) if migration_id else ("", [limit])
         rows = await self._db.fetch(f"SELECT * FROM pgmig_audit {where} ORDER BY at DESC LIMIT $1", *args)
-        return [AuditEntry(r["actor"], r["action"], r["detail"], r["migration_id"], r["channel"], _at(r["at"]))
-                for r in reversed(rows)]
+        return [
+            AuditEntry(r["actor"], r["action"], r["detail"], r["migration_id"], r["channel"], _at(r["at"]))
+            for r in reversed(rows)
+        ]
 
     async def save_server(self, name: str, data: dict[str, Any], created_by: str) -> None:
         """A server pgmig provisioned, usable as a migration target across restarts (no secret in `data`)."""
         await self._db.execute(
             "INSERT INTO pgmig_server VALUES ($1,$2,$3,$4) ON CONFLICT (name) DO UPDATE SET data = excluded.data",
-            name, json.dumps(data), created_by, _ts(utcnow()))
+            name,
+            json.dumps(data),
+            created_by,
+            _ts(utcnow()),
+        )
 
     async def saved_servers(self) -> dict[str, dict[str, Any]]:
-        return {r["name"]: json.loads(r["data"]) for r in await self._db.fetch("SELECT * FROM pgmig_server ORDER BY name")}
+        return {
+            r["name"]: json.loads(r["data"]) for r in await self._db.fetch("SELECT * FROM pgmig_server ORDER BY name")
+        }
 
     async def save_provision(self, pid: str, state: str, data: dict[str, Any]) -> None:
         """A provisioning request (`prov-N`): its lifecycle is azure/provisioning.py's."""
         await self._db.execute(
             "INSERT INTO pgmig_provision VALUES ($1,$2,$3,$4) ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
-            "data = excluded.data, updated_at = excluded.updated_at", pid, state, redact(json.dumps(data)),
-            _ts(utcnow()))
+            "data = excluded.data, updated_at = excluded.updated_at",
+            pid,
+            state,
+            redact(json.dumps(data)),
+            _ts(utcnow()),
+        )
 
     async def provision(self, pid: str) -> dict[str, Any] | None:
         rows = await self._db.fetch("SELECT data FROM pgmig_provision WHERE id = $1", pid)
@@ -312,26 +379,63 @@ class Store:
             "INSERT INTO pgmig_journal VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) "
             "ON CONFLICT (migration_id, kind, server, database, name) DO UPDATE SET mark = excluded.mark, "
             "data = excluded.data, updated_at = excluded.updated_at",
-            e.migration_id, e.kind.value, e.server, e.database, e.name, e.mark.value, json.dumps(e.data),
-            _ts(e.at), _ts(e.updated_at))
+            e.migration_id,
+            e.kind.value,
+            e.server,
+            e.database,
+            e.name,
+            e.mark.value,
+            json.dumps(e.data),
+            _ts(e.at),
+            _ts(e.updated_at),
+        )
 
     async def journal(self, migration_id: str | None = None) -> list[JournalEntry]:
         """One migration's journal in the order the changes were planned (every migration's with None)."""
         where, args = ("WHERE migration_id = $1", [migration_id]) if migration_id else ("", [])
         rows = await self._db.fetch(f"SELECT * FROM pgmig_journal {where} ORDER BY at, kind, database, name", *args)
-        return [JournalEntry(r["migration_id"], Change(r["kind"]), r["server"], r["database"], r["name"], Mark(r["mark"]),
-                      json.loads(r["data"]), _at(r["at"]), _at(r["updated_at"]))
-                for r in rows]
+        return [
+            JournalEntry(
+                r["migration_id"],
+                Change(r["kind"]),
+                r["server"],
+                r["database"],
+                r["name"],
+                Mark(r["mark"]),
+                json.loads(r["data"]),
+                _at(r["at"]),
+                _at(r["updated_at"]),
+            )
+            for r in rows
+        ]
 
     @staticmethod
     def _step(r: dict[str, Any]) -> Step:
-        return Step(r["migration_id"], r["name"], StepState(r["state"]), r["detail"], _dt(r["started_at"]),
-                    _dt(r["finished_at"]), json.loads(r["data"]))
+        return Step(
+            r["migration_id"],
+            r["name"],
+            StepState(r["state"]),
+            r["detail"],
+            _dt(r["started_at"]),
+            _dt(r["finished_at"]),
+            json.loads(r["data"]),
+        )
 
     @staticmethod
     def _migration(r: dict[str, Any]) -> Migration:
         return Migration(
-            id=r["id"], source=r["source"], target=r["target"], databases=json.loads(r["databases"]),
-            mode=Mode(r["mode"]), state=State(r["state"]), requested_by=r["requested_by"], channel=r["channel"],
-            options=MigrationOptions.from_dict(json.loads(r["options"])), error=r["error"], created_at=_at(r["created_at"]),
-            updated_at=_at(r["updated_at"]), message_channel=r["message_channel"], message_ts=r["message_ts"])
+            id=r["id"],
+            source=r["source"],
+            target=r["target"],
+            databases=json.loads(r["databases"]),
+            mode=Mode(r["mode"]),
+            state=State(r["state"]),
+            requested_by=r["requested_by"],
+            channel=r["channel"],
+            options=MigrationOptions.from_dict(json.loads(r["options"])),
+            error=r["error"],
+            created_at=_at(r["created_at"]),
+            updated_at=_at(r["updated_at"]),
+            message_channel=r["message_channel"],
+            message_ts=r["message_ts"],
+        )

@@ -5,6 +5,7 @@ created it or the user said --overwrite; dropped only when the journal says pgmi
 `public`, no functions, types, large objects or extensions beyond plpgsql. A database a DBA prepared
 with a schema and grants is not empty, and pgmig never drops it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,21 +18,31 @@ from migration_core.journal import TARGET, Change, Journal, JournalEntry, Mark
 from migration_core.servers import ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER, ident, literal
 
-_NOT_EXTENSION_MEMBER = ("NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = {cls}::regclass AND d.objid = {oid} "
-                         "AND d.deptype = 'e')")
+_NOT_EXTENSION_MEMBER = (
+    "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = {cls}::regclass AND d.objid = {oid} AND d.deptype = 'e')"
+)
 _USER_NAMESPACE = "nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\\_%'"
 CONTENTS = (
     "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "        WHERE c.relkind IN ('r','p','v','m','S','f') AND " + USER_SCHEMA_FILTER + ") AS relations, "
-    "(SELECT count(*) FROM pg_namespace n WHERE " + _USER_NAMESPACE + " AND nspname <> 'public' AND "
-    + _NOT_EXTENSION_MEMBER.format(cls="'pg_namespace'", oid="n.oid") + ") AS schemas, "
-    "(SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE " + _USER_NAMESPACE
-    + " AND " + _NOT_EXTENSION_MEMBER.format(cls="'pg_proc'", oid="p.oid") + ") AS functions, "
-    "(SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE " + _USER_NAMESPACE
-    + " AND t.typrelid = 0 AND t.typelem = 0 AND " + _NOT_EXTENSION_MEMBER.format(cls="'pg_type'", oid="t.oid")
+    "(SELECT count(*) FROM pg_namespace n WHERE "
+    + _USER_NAMESPACE
+    + " AND nspname <> 'public' AND "
+    + _NOT_EXTENSION_MEMBER.format(cls="'pg_namespace'", oid="n.oid")
+    + ") AS schemas, "
+    "(SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE "
+    + _USER_NAMESPACE
+    + " AND "
+    + _NOT_EXTENSION_MEMBER.format(cls="'pg_proc'", oid="p.oid")
+    + ") AS functions, "
+    "(SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE "
+    + _USER_NAMESPACE
+    + " AND t.typrelid = 0 AND t.typelem = 0 AND "
+    + _NOT_EXTENSION_MEMBER.format(cls="'pg_type'", oid="t.oid")
     + ") AS types, "
     "(SELECT count(*) FROM pg_largeobject_metadata) AS large_objects, "
-    "(SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql') AS extensions")
+    "(SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql') AS extensions"
+)
 
 
 @dataclass
@@ -50,8 +61,14 @@ class Contents:
         return not any(vars(self).values())
 
     def describe(self) -> str:
-        words = {"relations": "tables, views or sequences", "schemas": "schemas", "functions": "functions",
-                 "types": "types", "large_objects": "large objects", "extensions": "extensions"}
+        words = {
+            "relations": "tables, views or sequences",
+            "schemas": "schemas",
+            "functions": "functions",
+            "types": "types",
+            "large_objects": "large objects",
+            "extensions": "extensions",
+        }
         return ", ".join(f"{n} {words[k]}" for k, n in vars(self).items() if n) or "nothing"
 
 
@@ -75,8 +92,9 @@ def created_by_pgmig(entry: JournalEntry | None, what: Contents | None) -> bool:
     return entry.mark is Mark.DONE or (what is not None and what.empty)
 
 
-async def prepare_target(source: ServerConfig, target: ServerConfig, database: str, journal: Journal, *,
-                         overwrite: bool) -> str:
+async def prepare_target(
+    source: ServerConfig, target: ServerConfig, database: str, journal: Journal, *, overwrite: bool
+) -> str:
     """What every migration does first on the target, offline and online alike: the database prepared
     (below), then the source's extensions created in it, before any schema arrives."""
     prepared = await prepare(source, target, database, journal, overwrite=overwrite)
@@ -85,8 +103,9 @@ async def prepare_target(source: ServerConfig, target: ServerConfig, database: s
     return prepared
 
 
-async def prepare(source: ServerConfig, target: ServerConfig, database: str, journal: Journal, *,
-                  overwrite: bool) -> str:
+async def prepare(
+    source: ServerConfig, target: ServerConfig, database: str, journal: Journal, *, overwrite: bool
+) -> str:
     """Make `database` exist and be empty on the target; returns what was done, in words."""
     mine = await journal.find(Change.DATABASE, TARGET, database)
     tgt = await target.connect()
@@ -98,29 +117,44 @@ async def prepare(source: ServerConfig, target: ServerConfig, database: str, jou
             if what.empty:
                 if ours and mine is not None and mine.mark is Mark.PLANNED:
                     await journal.done(mine)
-                return (f"target database {database} (created by this migration) is empty: reused" if ours else
-                        f"target database {database} exists and is empty: used as it is (pgmig did not create it "
-                        "and will never drop it)")
+                return (
+                    f"target database {database} (created by this migration) is empty: reused"
+                    if ours
+                    else f"target database {database} exists and is empty: used as it is (pgmig did not create it "
+                    "and will never drop it)"
+                )
             if not ours and not overwrite:
                 raise MigrationError(
                     f"target database {database} is not empty ({what.describe()}) and was not created by this "
                     "migration",
                     "pgmig never drops a database it did not create: migrate with --overwrite to drop and "
-                    "recreate it, empty it yourself, or choose another target")
+                    "recreate it, empty it yourself, or choose another target",
+                )
             replaced = not ours or bool(mine and mine.data.get("replaced"))
-            entry = await journal.plan(Change.DATABASE, TARGET, database, data={
-                "replaced": replaced, "why": "--overwrite: the user chose to replace it" if not ours else
-                "an earlier attempt of this migration created it"})
+            entry = await journal.plan(
+                Change.DATABASE,
+                TARGET,
+                database,
+                data={
+                    "replaced": replaced,
+                    "why": "--overwrite: the user chose to replace it"
+                    if not ours
+                    else "an earlier attempt of this migration created it",
+                },
+            )
             await _drop(tgt, database)
         else:
-            entry = await journal.plan(Change.DATABASE, TARGET, database,
-                                       data={"replaced": bool(mine and mine.data.get("replaced"))})
+            entry = await journal.plan(
+                Change.DATABASE, TARGET, database, data={"replaced": bool(mine and mine.data.get("replaced"))}
+            )
         await _create_like_source(source, tgt, database)
         await journal.done(entry)
         return f"target database {database} {'recreated' if replaced or (mine and mine.live) else 'created'}"
     except asyncpg.InsufficientPrivilegeError as exc:
-        raise MigrationError(f"cannot prepare target database {database}: {exc}",
-                             "the target role needs CREATEDB (or create the database yourself, empty)") from None
+        raise MigrationError(
+            f"cannot prepare target database {database}: {exc}",
+            "the target role needs CREATEDB (or create the database yourself, empty)",
+        ) from None
     except asyncpg.PostgresError as exc:
         raise MigrationError(f"cannot prepare target database {database}: {exc}") from None
     finally:
@@ -133,9 +167,11 @@ async def _drop(conn: asyncpg.Connection, database: str) -> None:
     db = await conn.fetchval("SELECT oid FROM pg_database WHERE datname = $1", database)
     names = [r["subname"] for r in await conn.fetch("SELECT subname FROM pg_subscription WHERE subdbid = $1", db)]
     if names:
-        raise MigrationError(f"target database {database} holds subscription {', '.join(names)}",
-                             "pgmig drops the subscriptions it made before their database; this one is not "
-                             "pgmig's: drop it yourself (ALTER SUBSCRIPTION … DISABLE; SET (slot_name = NONE); DROP)")
+        raise MigrationError(
+            f"target database {database} holds subscription {', '.join(names)}",
+            "pgmig drops the subscriptions it made before their database; this one is not "
+            "pgmig's: drop it yourself (ALTER SUBSCRIPTION … DISABLE; SET (slot_name = NONE); DROP)",
+        )
     await conn.execute(f"DROP DATABASE IF EXISTS {ident(database)} WITH (FORCE)")
 
 
@@ -143,13 +179,17 @@ async def _create_like_source(source: ServerConfig, tgt: asyncpg.Connection, dat
     """Same encoding and locale as the source when the target offers them, else the target's default."""
     src = await source.connect(database)
     try:
-        row = await src.fetchrow("SELECT pg_encoding_to_char(encoding) AS enc, datcollate, datctype "
-                                 "FROM pg_database WHERE datname = current_database()")
+        row = await src.fetchrow(
+            "SELECT pg_encoding_to_char(encoding) AS enc, datcollate, datctype "
+            "FROM pg_database WHERE datname = current_database()"
+        )
     finally:
         await src.close()
     try:
-        await tgt.execute(f"CREATE DATABASE {ident(database)} TEMPLATE template0 ENCODING {literal(row['enc'])} "
-                          f"LC_COLLATE {literal(row['datcollate'])} LC_CTYPE {literal(row['datctype'])}")
+        await tgt.execute(
+            f"CREATE DATABASE {ident(database)} TEMPLATE template0 ENCODING {literal(row['enc'])} "
+            f"LC_COLLATE {literal(row['datcollate'])} LC_CTYPE {literal(row['datctype'])}"
+        )
     except (asyncpg.InvalidParameterValueError, asyncpg.FeatureNotSupportedError, asyncpg.InsufficientPrivilegeError):
         await tgt.execute(f"CREATE DATABASE {ident(database)}")
 

@@ -7,6 +7,7 @@ they write (export files) only pgmig's user can read. stderr is captured, secret
 failure is summarized to the lines that say what went wrong. Cancelling the awaiting task terminates the
 child, so a cancelled migration leaves no tool running.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -38,15 +39,23 @@ NO_PUBSUB = ["--no-publications", "--no-subscriptions"]  # pg_dump/pg_restore: a
 def conninfo(**fields: str) -> str:
     """A libpq connection string from key/value pairs, every value quoted as libpq reads it ('…' with
     backslash and quote escaped), so no value can add or change a key."""
-    return " ".join(f"{k}='{v.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
-                    for k, v in fields.items())
+    return " ".join(
+        f"{k}='{v.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'" for k, v in fields.items()
+    )
 
 
 def connection_env(server: ServerConfig, database: str) -> dict[str, str]:
     """libpq environment for one server and database; the only place tool passwords appear."""
-    env = {**os.environ, "PGHOST": server.host, "PGPORT": str(server.port), "PGUSER": server.user,
-           "PGDATABASE": database, "PGSSLMODE": server.sslmode, "PGCONNECT_TIMEOUT": str(int(server.connect_timeout)),
-           "PGAPPNAME": "pgmig"}
+    env = {
+        **os.environ,
+        "PGHOST": server.host,
+        "PGPORT": str(server.port),
+        "PGUSER": server.user,
+        "PGDATABASE": database,
+        "PGSSLMODE": server.sslmode,
+        "PGCONNECT_TIMEOUT": str(int(server.connect_timeout)),
+        "PGAPPNAME": "pgmig",
+    }
     password = server.password()
     if password is not None:
         env["PGPASSWORD"] = password
@@ -74,12 +83,18 @@ class Tool:
     def path(self) -> str:
         return str(self.bindir / self.program)
 
-    async def run(self, args: list[str], env: dict[str, str], on_line: Callable[[str], None] | None = None,
-                  stdin: int | None = asyncio.subprocess.DEVNULL, stdout: int | None = asyncio.subprocess.DEVNULL
-                  ) -> str:
+    async def run(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        on_line: Callable[[str], None] | None = None,
+        stdin: int | None = asyncio.subprocess.DEVNULL,
+        stdout: int | None = asyncio.subprocess.DEVNULL,
+    ) -> str:
         """Run to completion; returns stderr. `on_line` sees each stderr line as it arrives (progress)."""
-        proc = await asyncio.create_subprocess_exec(self.path, *args, env=env, stdin=stdin, stdout=stdout,
-                                                    stderr=asyncio.subprocess.PIPE, umask=PRIVATE)
+        proc = await asyncio.create_subprocess_exec(
+            self.path, *args, env=env, stdin=stdin, stdout=stdout, stderr=asyncio.subprocess.PIPE, umask=PRIVATE
+        )
         return await self.wait(proc, on_line)
 
     async def wait(self, proc: asyncio.subprocess.Process, on_line: Callable[[str], None] | None = None) -> str:

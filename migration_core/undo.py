@@ -8,6 +8,7 @@ role pgmig created. `rollback` runs them in an order that never leaves a danglin
 failures instead of stopping at the first, so one unreachable server does not keep the other's
 objects alive.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,17 @@ log = logging.getLogger(__name__)
 
 # subscriptions hold slots, databases hold subscriptions, objects in databases hold roles; parked
 # constraints are only put back in a database that stays (in a dropped one there is nothing to do)
-ORDER = (Change.SUBSCRIPTION, Change.SLOT, Change.PUBLICATION, Change.REPLICATION_ROLE, Change.REPLICA_IDENTITY,
-         Change.FENCE, Change.DATABASE, Change.CONSTRAINTS, Change.ROLES)
+ORDER = (
+    Change.SUBSCRIPTION,
+    Change.SLOT,
+    Change.PUBLICATION,
+    Change.REPLICATION_ROLE,
+    Change.REPLICA_IDENTITY,
+    Change.FENCE,
+    Change.DATABASE,
+    Change.CONSTRAINTS,
+    Change.ROLES,
+)
 REPLICATION = (Change.SUBSCRIPTION, Change.SLOT, Change.PUBLICATION, Change.REPLICATION_ROLE)
 IDENTITY_WORDS = {"d": "DEFAULT", "n": "NOTHING", "f": "FULL"}
 
@@ -50,13 +60,22 @@ class Outcome:
         return self
 
 
-async def rollback(journal: Journal, source: ServerConfig, target: ServerConfig, kinds: Iterable[Change] = ORDER,
-                   databases: Iterable[str] | None = None, skip: Iterable[tuple[Change, str]] = ()) -> Outcome:
+async def rollback(
+    journal: Journal,
+    source: ServerConfig,
+    target: ServerConfig,
+    kinds: Iterable[Change] = ORDER,
+    databases: Iterable[str] | None = None,
+    skip: Iterable[tuple[Change, str]] = (),
+) -> Outcome:
     """Undo every live entry of `kinds` (for `databases`, or all; but none of `skip`'s (kind, database)),
     newest first within a kind."""
     wanted, dbs, skipped = set(kinds), set(databases) if databases is not None else None, set(skip)
-    entries = [e for e in await journal.entries() if e.kind in wanted and (dbs is None or e.database in dbs)
-               and (e.kind, e.database) not in skipped]
+    entries = [
+        e
+        for e in await journal.entries()
+        if e.kind in wanted and (dbs is None or e.database in dbs) and (e.kind, e.database) not in skipped
+    ]
     outcome = Outcome()
     for kind in ORDER:
         for entry in reversed([e for e in entries if e.kind is kind]):
@@ -95,13 +114,17 @@ async def undo(entry: JournalEntry, source: ServerConfig, target: ServerConfig, 
 async def _undo_in(conn: asyncpg.Connection, entry: JournalEntry) -> str:
     where = f"on the {entry.server} in {entry.database}"
     if entry.kind is Change.SUBSCRIPTION:
-        return f"dropped subscription {entry.name} {where}" if await replication.drop_subscription(conn, entry.name) \
+        return (
+            f"dropped subscription {entry.name} {where}"
+            if await replication.drop_subscription(conn, entry.name)
             else ""
+        )
     if entry.kind is Change.SLOT:
         return f"dropped slot {entry.name} on the source" if await replication.drop_slot(conn, entry.name) else ""
     if entry.kind is Change.PUBLICATION:
-        return f"dropped publication {entry.name} {where}" if await replication.drop_publication(conn, entry.name) \
-            else ""
+        return (
+            f"dropped publication {entry.name} {where}" if await replication.drop_publication(conn, entry.name) else ""
+        )
     if entry.kind is Change.REPLICATION_ROLE:
         dropped = await replication.drop_replication_role(conn, entry.name, entry.database)
         return f"dropped replication role {entry.name} on the source" if dropped else ""
@@ -141,8 +164,9 @@ async def unfence(conn: asyncpg.Connection, entry: JournalEntry) -> None:
     if before is None:
         await conn.execute(f"ALTER DATABASE {db} RESET default_transaction_read_only")
     else:
-        await conn.execute(f"ALTER DATABASE {db} SET default_transaction_read_only = "
-                           f"{'on' if before in ('on', 'true') else 'off'}")
+        await conn.execute(
+            f"ALTER DATABASE {db} SET default_transaction_read_only = {'on' if before in ('on', 'true') else 'off'}"
+        )
 
 
 async def _drop_roles(target: ServerConfig, entry: JournalEntry, journal: Journal) -> str:

@@ -9,6 +9,7 @@ Materialized views are compared too, but a difference there is a warning, never 
 view not refreshed since its tables changed (normal in production) rightly differs from the target's,
 which pgmig refreshes. pgmig never refreshes the source's.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,19 +21,26 @@ from migration_core.sequences import values as seq_values
 from migration_core.servers import ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER, literal, qualified, readable
 
-SESSION = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "extra_float_digits": "1",
-           "bytea_output": "hex"}
+SESSION = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+}
 
-RELATIONS = ("SELECT n.nspname AS schema, c.relname AS name, "
-             "CASE WHEN c.relkind = 'm' AND NOT c.relispopulated THEN 'm-empty' ELSE c.relkind::text END AS kind "
-             "FROM pg_class c "
-             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r','m') AND " + USER_SCHEMA_FILTER)
+RELATIONS = (
+    "SELECT n.nspname AS schema, c.relname AS name, "
+    "CASE WHEN c.relkind = 'm' AND NOT c.relispopulated THEN 'm-empty' ELSE c.relkind::text END AS kind "
+    "FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r','m') AND " + USER_SCHEMA_FILTER
+)
 
 
 @dataclass
 class Mismatch:
     database: str
-    kind: str        # table | materialized view | sequence
+    kind: str  # table | materialized view | sequence
     name: str
     source: str
     target: str
@@ -45,7 +53,7 @@ class VerifyResult:
     rows: int = 0
     sequences: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
-    warnings: list[Mismatch] = field(default_factory=list)   # materialized views: reported, never failing
+    warnings: list[Mismatch] = field(default_factory=list)  # materialized views: reported, never failing
 
     @property
     def ok(self) -> bool:
@@ -53,15 +61,23 @@ class VerifyResult:
 
     @classmethod
     def from_dict(cls, data: dict) -> "VerifyResult":
-        return cls(data["database"], data.get("tables", 0), data.get("rows", 0), data.get("sequences", 0),
-                   [Mismatch(**m) for m in data.get("mismatches", [])], [Mismatch(**m) for m in data.get("warnings", [])])
+        return cls(
+            data["database"],
+            data.get("tables", 0),
+            data.get("rows", 0),
+            data.get("sequences", 0),
+            [Mismatch(**m) for m in data.get("mismatches", [])],
+            [Mismatch(**m) for m in data.get("warnings", [])],
+        )
 
 
 def matview_note(w: Mismatch) -> str:
     """A materialized view that differs, in words a DBA acts on."""
-    return (f"{w.database} materialized view {w.name}: source {w.source}, target {w.target} — expected when the "
-            "source's view was not refreshed since its tables changed (the target's was refreshed by pgmig); "
-            "REFRESH it on the source to compare")
+    return (
+        f"{w.database} materialized view {w.name}: source {w.source}, target {w.target} — expected when the "
+        "source's view was not refreshed since its tables changed (the target's was refreshed by pgmig); "
+        "REFRESH it on the source to compare"
+    )
 
 
 def _checksum_sql(schema: str, name: str, kind: str, counts_only: bool = False) -> str:
@@ -81,16 +97,31 @@ async def _fetchrow(pool: asyncpg.Pool, sql: str, snapshot: str | None) -> async
 async def _pool(server: ServerConfig, database: str, size: int) -> asyncpg.Pool:
     password = server.password()
     try:
-        return await asyncpg.create_pool(host=server.host, port=server.port, user=server.user, password=password,
-                                         database=database, ssl=server.sslmode, min_size=1, max_size=size,
-                                         timeout=server.connect_timeout, server_settings=SESSION)
+        return await asyncpg.create_pool(
+            host=server.host,
+            port=server.port,
+            user=server.user,
+            password=password,
+            database=database,
+            ssl=server.sslmode,
+            min_size=1,
+            max_size=size,
+            timeout=server.connect_timeout,
+            server_settings=SESSION,
+        )
     except Exception as exc:
         raise server.explain(exc, database) from None
 
 
-async def verify_database(source: ServerConfig, target: ServerConfig, database: str, parallel: int = 2,
-                          replicated_only: bool = False, counts_only: bool = False,
-                          target_snapshot: str | None = None) -> VerifyResult:
+async def verify_database(
+    source: ServerConfig,
+    target: ServerConfig,
+    database: str,
+    parallel: int = 2,
+    replicated_only: bool = False,
+    counts_only: bool = False,
+    target_snapshot: str | None = None,
+) -> VerifyResult:
     """`replicated_only` while an online migration streams: tables only, since logical replication
     carries neither sequences nor materialized views (both are brought over at cutover).
     `counts_only` for the cutover window; `target_snapshot` reads the target as it was when that
@@ -103,17 +134,25 @@ async def verify_database(source: ServerConfig, target: ServerConfig, database: 
         await src_pool.close()
         raise
     try:
-        src_rel = {(r["schema"], r["name"]): r["kind"] for r in await src_pool.fetch(RELATIONS)
-                   if not (replicated_only and r["kind"].startswith("m"))}
-        tgt_rel = {(r["schema"], r["name"]): r["kind"] for r in await tgt_pool.fetch(RELATIONS)
-                   if not (replicated_only and r["kind"].startswith("m"))}
+        src_rel = {
+            (r["schema"], r["name"]): r["kind"]
+            for r in await src_pool.fetch(RELATIONS)
+            if not (replicated_only and r["kind"].startswith("m"))
+        }
+        tgt_rel = {
+            (r["schema"], r["name"]): r["kind"]
+            for r in await tgt_pool.fetch(RELATIONS)
+            if not (replicated_only and r["kind"].startswith("m"))
+        }
         for missing in sorted(set(src_rel) - set(tgt_rel)):
-            result.mismatches.append(Mismatch(database, _kind(src_rel[missing]), readable(*missing), "present",
-                                              "missing"))
+            result.mismatches.append(
+                Mismatch(database, _kind(src_rel[missing]), readable(*missing), "present", "missing")
+            )
         unpopulated = sorted(k for k in set(src_rel) & set(tgt_rel) if src_rel[k] == "m" and tgt_rel[k] == "m-empty")
         for key in unpopulated:
-            result.warnings.append(Mismatch(database, "materialized view", readable(*key), "populated",
-                                            "not populated"))
+            result.warnings.append(
+                Mismatch(database, "materialized view", readable(*key), "populated", "not populated")
+            )
         common = sorted(k for k in set(src_rel) & set(tgt_rel) if src_rel[k] != "m-empty" and k not in unpopulated)
         result.tables = len(common)
 
@@ -124,10 +163,15 @@ async def verify_database(source: ServerConfig, target: ServerConfig, database: 
             if (s["n"], s["s"]) != (t["n"], t["s"]):
                 detail = "rows" if s["n"] != t["n"] else "checksum"
                 found = result.warnings if src_rel[key].startswith("m") else result.mismatches
-                found.append(Mismatch(
-                    database, _kind(src_rel[key]), readable(*key),
-                    f"{s['n']} rows" + (f", sum {s['s']}" if detail == "checksum" else ""),
-                    f"{t['n']} rows" + (f", sum {t['s']}" if detail == "checksum" else "")))
+                found.append(
+                    Mismatch(
+                        database,
+                        _kind(src_rel[key]),
+                        readable(*key),
+                        f"{s['n']} rows" + (f", sum {s['s']}" if detail == "checksum" else ""),
+                        f"{t['n']} rows" + (f", sum {t['s']}" if detail == "checksum" else ""),
+                    )
+                )
 
         await asyncio.gather(*(one(k) for k in common))
         result.warnings.sort(key=lambda m: m.name)
@@ -139,8 +183,9 @@ async def verify_database(source: ServerConfig, target: ServerConfig, database: 
         result.sequences = len(src_seq)
         for name, value in sorted(src_seq.items()):
             if tgt_seq.get(name, "missing") != value:
-                result.mismatches.append(Mismatch(database, "sequence", name, str(value),
-                                                  str(tgt_seq.get(name, "missing"))))
+                result.mismatches.append(
+                    Mismatch(database, "sequence", name, str(value), str(tgt_seq.get(name, "missing")))
+                )
         result.mismatches.sort(key=lambda m: (m.kind, m.name))
         return result
     finally:

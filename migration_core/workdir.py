@@ -5,6 +5,7 @@ else (`/`, `..`, spaces, quotes, unicode) replaced, plus a digest of the real na
 share a folder — so no name can reach outside its migration's folder. Folders are created 0700 (and
 the tools write with umask 077, tools.py), so only pgmig's user can read what they hold.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Real PostgreSQL clusters for the whole session (source with wal_level=logical, target, a misconfigured one)."""
+
 from __future__ import annotations
 
 import os
@@ -59,14 +60,29 @@ def _passwords(monkeypatch):
 @pytest.fixture(autouse=True)
 def _no_real_azure(monkeypatch):
     """Whatever the machine has set, no test reaches a real Azure endpoint or identity service."""
-    for name in ("AZURE_SUBSCRIPTION_ID", "PGMIG_ARM_ENDPOINT", "AZURE_CLIENT_ID", "AZURE_TENANT_ID",
-                 "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "IDENTITY_ENDPOINT", "MSI_ENDPOINT"):
+    for name in (
+        "AZURE_SUBSCRIPTION_ID",
+        "PGMIG_ARM_ENDPOINT",
+        "AZURE_CLIENT_ID",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "IDENTITY_ENDPOINT",
+        "MSI_ENDPOINT",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
 def server(name: str, cluster: LocalCluster, **overrides) -> ServerConfig:
-    values = dict(name=name, host="127.0.0.1", port=cluster.port, user="postgres",
-                  password_env="PGMIG_TEST_PASSWORD", sslmode="disable", connect_timeout=5.0)
+    values = dict(
+        name=name,
+        host="127.0.0.1",
+        port=cluster.port,
+        user="postgres",
+        password_env="PGMIG_TEST_PASSWORD",
+        sslmode="disable",
+        connect_timeout=5.0,
+    )
     values.update(overrides)
     return ServerConfig(**values)
 
@@ -76,6 +92,8 @@ def config_toml(servers: dict[str, LocalCluster | int], extra: str = "") -> str:
     out = extra
     for name, c in servers.items():
         port = c if isinstance(c, int) else c.port
-        out += (f'\n[servers.{name}]\nhost = "127.0.0.1"\nport = {port}\nuser = "postgres"\n'
-                f'password_env = "PGMIG_TEST_PASSWORD"\nsslmode = "disable"\nconnect_timeout = 5\n')
+        out += (
+            f'\n[servers.{name}]\nhost = "127.0.0.1"\nport = {port}\nuser = "postgres"\n'
+            f'password_env = "PGMIG_TEST_PASSWORD"\nsslmode = "disable"\nconnect_timeout = 5\n'
+        )
     return out

@@ -27,6 +27,7 @@ Secrets: `administratorLoginPassword` is dropped before storing; migrations and 
 received (hooks may need the connection info) but `secretParameters` and any `password`-like key are never
 put in a response.
 """
+
 from __future__ import annotations
 
 import copy
@@ -53,8 +54,13 @@ PG_NS = "Microsoft.DBforPostgreSQL"
 DMS_NS = "Microsoft.DataMigration"
 
 # Keys never sent back in a response (at any depth), and keys the fake keeps for itself on a resource.
-SECRET_KEYS = {"administratorloginpassword", "secretparameters", "password", "sourceserverpassword",
-               "targetserverpassword"}
+SECRET_KEYS = {
+    "administratorloginpassword",
+    "secretparameters",
+    "password",
+    "sourceserverpassword",
+    "targetserverpassword",
+}
 INTERNAL_KEYS = {"lastCommand", "lastPatch"}
 
 CONFIG_DEFAULTS: dict[str, str] = {
@@ -67,8 +73,14 @@ CONFIG_DEFAULTS: dict[str, str] = {
     "max_worker_processes": "8",
 }
 # Parameters that only take effect after a restart (isDynamicConfig false).
-STATIC_CONFIGS = {"shared_preload_libraries", "wal_level", "max_connections", "max_replication_slots",
-                  "max_wal_senders", "max_worker_processes"}
+STATIC_CONFIGS = {
+    "shared_preload_libraries",
+    "wal_level",
+    "max_connections",
+    "max_replication_slots",
+    "max_wal_senders",
+    "max_worker_processes",
+}
 
 Hook = Callable[[dict], Awaitable[None]]
 
@@ -119,8 +131,11 @@ def _key(path: str) -> str:
 def _public(value: Any) -> Any:
     """A deep copy without secrets or the fake's own bookkeeping keys."""
     if isinstance(value, dict):
-        return {k: _public(v) for k, v in value.items()
-                if k.lower() not in SECRET_KEYS and k not in INTERNAL_KEYS and not k.startswith("_")}
+        return {
+            k: _public(v)
+            for k, v in value.items()
+            if k.lower() not in SECRET_KEYS and k not in INTERNAL_KEYS and not k.startswith("_")
+        }
     if isinstance(value, list):
         return [_public(v) for v in value]
     return value
@@ -142,7 +157,7 @@ def _arm_type(path: str) -> str:
         i = [p.lower() for p in parts].index("providers")
     except ValueError:
         return ""
-    rest = parts[i + 1:]
+    rest = parts[i + 1 :]
     return "/".join([rest[0]] + rest[1::2]) if rest else ""
 
 
@@ -176,11 +191,11 @@ class FakeArm:
         self.on_start: Hook | None = None
         self.on_cutover: Hook | None = None
         self.on_cancel: Hook | None = None
-        self.errors: list[BaseException] = []   # exceptions raised inside the fake or its hooks
+        self.errors: list[BaseException] = []  # exceptions raised inside the fake or its hooks
         self._fail_next: list[tuple[str, str, int, str, str]] = []
         self._fail_ops: list[tuple[str, str, str]] = []
         self._ops: dict[str, dict] = {}
-        self._state: dict[str, dict] = {}       # per migration/task progress, keyed like resources
+        self._state: dict[str, dict] = {}  # per migration/task progress, keyed like resources
         self._tmp: str | None = None
         self._runner: web.AppRunner | None = None
         self._routes = self._build_routes()
@@ -250,17 +265,21 @@ class FakeArm:
 
     def calls(self, method: str, path_contains: str) -> list[Recorded]:
         method, needle = method.upper(), path_contains.lower()
-        return [r for r in self.requests
-                if (not method or method == "*" or r.method == method) and needle in r.path.lower()]
+        return [
+            r for r in self.requests if (not method or method == "*" or r.method == method) and needle in r.path.lower()
+        ]
 
     def server_path(self, resource_group: str, server: str) -> str:
-        return f"/subscriptions/{self.subscription}/resourceGroups/{resource_group}/providers/{PG_NS}/flexibleServers/{server}"
+        group = f"/subscriptions/{self.subscription}/resourceGroups/{resource_group}"
+        return f"{group}/providers/{PG_NS}/flexibleServers/{server}"
 
     def migration_path(self, resource_group: str, server: str, migration: str) -> str:
         return f"{self.server_path(resource_group, server)}/migrations/{migration}"
 
     def dms_service_path(self, resource_group: str, service: str) -> str:
-        return f"/subscriptions/{self.subscription}/resourceGroups/{resource_group}/providers/{DMS_NS}/services/{service}"
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{resource_group}/providers/{DMS_NS}/services/{service}"
+        )
 
     def dms_task_path(self, resource_group: str, service: str, project: str, task: str) -> str:
         return f"{self.dms_service_path(resource_group, service)}/projects/{project}/tasks/{task}"
@@ -325,15 +344,23 @@ class FakeArm:
 
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer ") or not auth[7:].strip():
-            return _err(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is "
-                        "missing or is not a Bearer token.", headers)
+            return _err(
+                401,
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' header is missing or is not a Bearer token.",
+                headers,
+            )
         for i, (method, needle, status, code, message) in enumerate(self._fail_next):
             if method == request.method and needle in path.lower():
                 del self._fail_next[i]
                 return _err(status, code, message, headers)
         if "api-version" not in query:
-            return _err(400, "MissingApiVersionParameter",
-                        "The api-version query parameter (?api-version=) is required for all requests.", headers)
+            return _err(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+                headers,
+            )
 
         for methods, pattern, handler in self._routes:
             if request.method in methods and (m := pattern.match(path)):
@@ -343,8 +370,9 @@ class FakeArm:
                     resp = _err(exc.status, exc.code, exc.message)
                 except Exception as exc:  # a bug in the fake or a hook: 400 so the SDK does not retry
                     self.errors.append(exc)
-                    resp = _err(400, "FakeInternalError", f"{request.method} {path}: {exc!r}\n"
-                                + traceback.format_exc())
+                    resp = _err(
+                        400, "FakeInternalError", f"{request.method} {path}: {exc!r}\n" + traceback.format_exc()
+                    )
                 resp.headers.update(headers)
                 return resp
         return _err(400, "NotImplementedInFake", f"{request.method} {path} is not implemented by FakeArm", headers)
@@ -354,8 +382,12 @@ class FakeArm:
     def _stored(self, path: str) -> dict:
         res = self.resources.get(_key(path))
         if res is None:
-            raise FakeError(404, "ResourceNotFound", f"The Resource '{_arm_type(path)}/{path.rsplit('/', 1)[-1]}' "
-                            f"under resource group '{self._rg(path)}' was not found.")
+            raise FakeError(
+                404,
+                "ResourceNotFound",
+                f"The Resource '{_arm_type(path)}/{path.rsplit('/', 1)[-1]}' "
+                f"under resource group '{self._rg(path)}' was not found.",
+            )
         return res
 
     @staticmethod
@@ -381,7 +413,7 @@ class FakeArm:
 
     def _children(self, parent: str, coll: str) -> list[dict]:
         prefix = _key(parent) + "/" + coll.lower() + "/"
-        return [r for k, r in self.resources.items() if k.startswith(prefix) and "/" not in k[len(prefix):]]
+        return [r for k, r in self.resources.items() if k.startswith(prefix) and "/" not in k[len(prefix) :]]
 
     async def _list_children(self, request, path, m, query, body) -> web.Response:
         parent, coll = path.rsplit("/", 1)
@@ -406,18 +438,36 @@ class FakeArm:
                 return code, message
         return None
 
-    def _lro(self, path: str, ns: str, api: str, location: str | None, *, finish: Callable[[], None] | None = None,
-             rollback: Callable[[], None] | None = None, status: int = 202, body: Any = None) -> web.Response:
+    def _lro(
+        self,
+        path: str,
+        ns: str,
+        api: str,
+        location: str | None,
+        *,
+        finish: Callable[[], None] | None = None,
+        rollback: Callable[[], None] | None = None,
+        status: int = 202,
+        body: Any = None,
+    ) -> web.Response:
         """Start a long-running operation: answers `status` with Azure-AsyncOperation and Location headers."""
         op = uuid.uuid4().hex
         loc = (location or "eastus").replace(" ", "").lower()
         fail = self._take_fail_op(path)
-        self._ops[op] = {"path": path, "remaining": self.lro_polls, "finish": finish, "rollback": rollback,
-                         "error": {"code": fail[0], "message": fail[1]} if fail else None, "status": "InProgress",
-                         "start": _now()}
+        self._ops[op] = {
+            "path": path,
+            "remaining": self.lro_polls,
+            "finish": finish,
+            "rollback": rollback,
+            "error": {"code": fail[0], "message": fail[1]} if fail else None,
+            "status": "InProgress",
+            "start": _now(),
+        }
         base = f"{self.endpoint}/subscriptions/{self.subscription}/providers/{ns}/locations/{loc}"
-        headers = {"Azure-AsyncOperation": f"{base}/azureAsyncOperation/{op}?api-version={api}",
-                   "Location": f"{base}/operationResults/{op}?api-version={api}"}
+        headers = {
+            "Azure-AsyncOperation": f"{base}/azureAsyncOperation/{op}?api-version={api}",
+            "Location": f"{base}/operationResults/{op}?api-version={api}",
+        }
         if body is None:
             return web.Response(status=status, headers=headers)
         return web.json_response(_public(body), status=status, headers=headers)
@@ -488,6 +538,7 @@ class FakeArm:
                 self._drop(path)
             else:
                 self.resources[k] = before
+
         return self._lro(path, PG_NS, PG_API, res.get("location"), finish=finish, rollback=rollback)
 
     async def _patch_server(self, request, path, m, query, body) -> web.Response:
@@ -505,6 +556,7 @@ class FakeArm:
 
         def rollback() -> None:
             self.resources[_key(path)] = before
+
         return self._lro(path, PG_NS, PG_API, res.get("location"), finish=finish, rollback=rollback)
 
     async def _server_action(self, request, path, m, query, body) -> web.Response:
@@ -522,6 +574,7 @@ class FakeArm:
 
         def rollback() -> None:
             res["properties"]["state"] = before
+
         return self._lro(path, PG_NS, PG_API, res.get("location"), finish=finish, rollback=rollback)
 
     async def _put_child_lro(self, request, path, m, query, body) -> web.Response:
@@ -534,6 +587,7 @@ class FakeArm:
 
         def finish() -> None:
             self.resources[_key(path)] = res
+
         return self._lro(path, PG_NS, PG_API, server.get("location"), finish=finish)
 
     # ------------------------------------------------------------------ configurations
@@ -544,22 +598,39 @@ class FakeArm:
         if stored is not None:
             return stored
         if name not in self.config_defaults:
-            raise FakeError(404, "ResourceNotFound", f"The configuration '{name}' does not exist for server "
-                            f"'{server_path.rsplit('/', 1)[-1]}'.")
+            raise FakeError(
+                404,
+                "ResourceNotFound",
+                f"The configuration '{name}' does not exist for server '{server_path.rsplit('/', 1)[-1]}'.",
+            )
         default = self.config_defaults[name]
-        return {"id": path, "name": name, "type": _arm_type(path), "properties": {
-            "value": default, "defaultValue": default, "description": f"{name} (FakeArm)", "dataType": "String",
-            "allowedValues": "", "source": "system-default", "isDynamicConfig": name not in STATIC_CONFIGS,
-            "isReadOnly": False, "isConfigPendingRestart": False, "unit": "",
-            "documentationLink": "https://www.postgresql.org/docs/current/runtime-config.html"}}
+        return {
+            "id": path,
+            "name": name,
+            "type": _arm_type(path),
+            "properties": {
+                "value": default,
+                "defaultValue": default,
+                "description": f"{name} (FakeArm)",
+                "dataType": "String",
+                "allowedValues": "",
+                "source": "system-default",
+                "isDynamicConfig": name not in STATIC_CONFIGS,
+                "isReadOnly": False,
+                "isConfigPendingRestart": False,
+                "unit": "",
+                "documentationLink": "https://www.postgresql.org/docs/current/runtime-config.html",
+            },
+        }
 
     async def _get_config(self, request, path, m, query, body) -> web.Response:
         return self._json(self._config(path.rsplit("/configurations/", 1)[0], m["config"]))
 
     async def _list_configs(self, request, path, m, query, body) -> web.Response:
         server_path = path.rsplit("/", 1)[0]
-        names = list(self.config_defaults) + [c["name"] for c in self._children(server_path, "configurations")
-                                              if c["name"] not in self.config_defaults]
+        names = list(self.config_defaults) + [
+            c["name"] for c in self._children(server_path, "configurations") if c["name"] not in self.config_defaults
+        ]
         return self._json({"value": [self._config(server_path, n) for n in names]})
 
     async def _set_config(self, request, path, m, query, body) -> web.Response:
@@ -575,6 +646,7 @@ class FakeArm:
             if not cfg["properties"].get("isDynamicConfig", True):
                 cfg["properties"]["isConfigPendingRestart"] = True
             self.resources[_key(path)] = cfg
+
         return self._lro(path, PG_NS, PG_API, server.get("location"), finish=finish)
 
     # ------------------------------------------------------------------ flex migrations
@@ -588,8 +660,12 @@ class FakeArm:
             self._render_migration(child)
         out = self._children(server_path, "migrations")
         if query.get("migrationListFilter", "Active").lower() == "active":
-            out = [r for r in out if r["properties"]["currentStatus"]["state"]
-                   not in ("Succeeded", "Failed", "Canceled", "ValidationFailed")]
+            out = [
+                r
+                for r in out
+                if r["properties"]["currentStatus"]["state"]
+                not in ("Succeeded", "Failed", "Canceled", "ValidationFailed")
+            ]
         return self._json({"value": out})
 
     async def _create_migration(self, request, path, m, query, body) -> web.Response:
@@ -606,13 +682,20 @@ class FakeArm:
         props["targetDbServerResourceId"] = server_path
         props["targetDbServerFullyQualifiedDomainName"] = (
             server.get("properties", {}).get("fullyQualifiedDomainName")
-            or f"{server_path.rsplit('/', 1)[-1]}.postgres.database.azure.com")
+            or f"{server_path.rsplit('/', 1)[-1]}.postgres.database.azure.com"
+        )
         props.setdefault("migrationWindowStartTimeInUtc", _now())
         dbs = self._mig_dbs(res)
         fail = self._take_fail_op(path, server_path)
-        self._state[k] = {"phase": "prereq", "step": 0, "gets": 0, "started": _now(), "substate": None,
-                          "dbs": {db: "active" for db in dbs},
-                          "fail": {"code": fail[0], "message": fail[1]} if fail else None}
+        self._state[k] = {
+            "phase": "prereq",
+            "step": 0,
+            "gets": 0,
+            "started": _now(),
+            "substate": None,
+            "dbs": {db: "active" for db in dbs},
+            "fail": {"code": fail[0], "message": fail[1]} if fail else None,
+        }
         self.resources[k] = res
         self._render_migration(res)
         if self.on_start:
@@ -667,10 +750,16 @@ class FakeArm:
             elif phase == "loading":
                 done, mstate, op = min(n, n * st["step"] // (steps + 1)), "InProgress", "MigratingData"
             else:
-                done, op = n, {"ready": "WaitingForCutoverTrigger", "completing": "CompletingMigration"}.get(
-                    phase, "Completed")
-                mstate = {"active": "WaitingForCutoverTrigger", "cutting": "InProgress", "done": "Succeeded",
-                          "canceled": "Canceled"}[dstate]
+                done, op = (
+                    n,
+                    {"ready": "WaitingForCutoverTrigger", "completing": "CompletingMigration"}.get(phase, "Completed"),
+                )
+                mstate = {
+                    "active": "WaitingForCutoverTrigger",
+                    "cutting": "InProgress",
+                    "done": "Succeeded",
+                    "canceled": "Canceled",
+                }[dstate]
                 if phase == "failed":
                     mstate, done = "Failed", min(n, n * st["step"] // (steps + 1))
                 elif phase == "canceled":
@@ -679,19 +768,31 @@ class FakeArm:
                 mstate = "Canceled"
             loading = 0 if done >= n or phase == "prereq" or mstate != "InProgress" else 1
             changes = 10 * max(st["gets"] - st["step"], 0) if phase not in ("prereq", "loading") else 0
-            d = {"databaseName": db, "migrationState": mstate, "migrationOperation": op, "startedOn": st["started"],
-                 "fullLoadQueuedTables": n - done - loading, "fullLoadErroredTables": 0,
-                 "fullLoadLoadingTables": loading, "fullLoadCompletedTables": done,
-                 "cdcUpdateCounter": changes // 2, "cdcDeleteCounter": changes // 10,
-                 "cdcInsertCounter": changes - changes // 2 - changes // 10, "appliedChanges": changes,
-                 "incomingChanges": changes, "latency": 2 if phase in ("prereq", "loading") else 0}
+            d = {
+                "databaseName": db,
+                "migrationState": mstate,
+                "migrationOperation": op,
+                "startedOn": st["started"],
+                "fullLoadQueuedTables": n - done - loading,
+                "fullLoadErroredTables": 0,
+                "fullLoadLoadingTables": loading,
+                "fullLoadCompletedTables": done,
+                "cdcUpdateCounter": changes // 2,
+                "cdcDeleteCounter": changes // 10,
+                "cdcInsertCounter": changes - changes // 2 - changes // 10,
+                "appliedChanges": changes,
+                "incomingChanges": changes,
+                "latency": 2 if phase in ("prereq", "loading") else 0,
+            }
             if mstate in ("Succeeded", "Failed", "Canceled"):
                 d["endedOn"] = _now()
             if phase == "failed":
                 d["message"] = st["fail"]["message"]
             details[db] = d
-        status: dict[str, Any] = {"state": state,
-                                  "currentSubStateDetails": {"currentSubState": sub, "dbDetails": details}}
+        status: dict[str, Any] = {
+            "state": state,
+            "currentSubStateDetails": {"currentSubState": sub, "dbDetails": details},
+        }
         if phase == "failed":
             status["error"] = st["fail"]["message"]
         res["properties"]["currentStatus"] = status
@@ -711,19 +812,27 @@ class FakeArm:
         cutover = str(props.get("triggerCutover", "")).lower() == "true"
         cancel = str(props.get("cancel", "")).lower() == "true"
         if st is not None and (cutover or cancel) and st["phase"] in ("succeeded", "failed", "canceled"):
-            raise FakeError(400, "InvalidMigrationState", f"Migration '{res['name']}' is already "
-                            f"{res['properties']['currentStatus']['state']}.")
+            raise FakeError(
+                400,
+                "InvalidMigrationState",
+                f"Migration '{res['name']}' is already {res['properties']['currentStatus']['state']}.",
+            )
         if st is not None and cutover and st["phase"] not in ("ready", "completing"):
-            raise FakeError(400, "InvalidMigrationState", f"Cutover can only be triggered when migration "
-                            f"'{res['name']}' is WaitingForUserAction (it is "
-                            f"{res['properties']['currentStatus']['state']}).")
+            raise FakeError(
+                400,
+                "InvalidMigrationState",
+                f"Cutover can only be triggered when migration "
+                f"'{res['name']}' is WaitingForUserAction (it is "
+                f"{res['properties']['currentStatus']['state']}).",
+            )
         _merge(res, {k: v for k, v in (body or {}).items() if k in ("properties", "tags")})
         if st is not None and cutover:
             wanted = props.get("dbsToTriggerCutoverOn") or list(st["dbs"])
             unknown = [db for db in wanted if db not in st["dbs"]]
             if unknown:
-                raise FakeError(400, "InvalidDatabaseName", f"Databases {unknown} are not part of migration "
-                                f"'{res['name']}'.")
+                raise FakeError(
+                    400, "InvalidDatabaseName", f"Databases {unknown} are not part of migration '{res['name']}'."
+                )
             if self.on_cutover:
                 await self.on_cutover(res)
             for db in wanted:
@@ -756,8 +865,11 @@ class FakeArm:
     async def _check_migration_name(self, request, path, m, query, body) -> web.Response:
         name = (body or {}).get("name", "")
         taken = _key(f"{path.rsplit('/', 1)[0]}/migrations/{name}") in self.resources
-        out = {"name": name, "type": (body or {}).get("type", f"{PG_NS}/flexibleServers/migrations"),
-               "nameAvailable": not taken}
+        out = {
+            "name": name,
+            "type": (body or {}).get("type", f"{PG_NS}/flexibleServers/migrations"),
+            "nameAvailable": not taken,
+        }
         if taken:
             out.update(reason="AlreadyExists", message=f"Migration name '{name}' is already in use.")
         return web.json_response(out)
@@ -786,8 +898,17 @@ class FakeArm:
                 self._drop(path)
             else:
                 self.resources[k] = before
-        return self._lro(path, DMS_NS, DMS_API, res.get("location"), finish=finish, rollback=rollback,
-                         status=200 if before else 201, body=res)
+
+        return self._lro(
+            path,
+            DMS_NS,
+            DMS_API,
+            res.get("location"),
+            finish=finish,
+            rollback=rollback,
+            status=200 if before else 201,
+            body=res,
+        )
 
     async def _put_project(self, request, path, m, query, body) -> web.Response:
         k = _key(path)
@@ -816,9 +937,14 @@ class FakeArm:
         props["commands"] = []
         project_path = path.rsplit("/tasks/", 1)[0]
         fail = self._take_fail_op(path, project_path)
-        self._state[k] = {"phase": "queued", "step": 0, "gets": 0, "started": _now(),
-                          "dbs": {db: "active" for db in self._task_dbs(res)},
-                          "fail": {"code": fail[0], "message": fail[1]} if fail else None}
+        self._state[k] = {
+            "phase": "queued",
+            "step": 0,
+            "gets": 0,
+            "started": _now(),
+            "dbs": {db: "active" for db in self._task_dbs(res)},
+            "fail": {"code": fail[0], "message": fail[1]} if fail else None,
+        }
         self.resources[k] = res
         if self.on_start:
             await self.on_start(res)
@@ -852,8 +978,14 @@ class FakeArm:
         if st is None:
             return res
         phase, n, steps = st["phase"], self.tables_per_db, max(self.steps_to_ready, 1)
-        props["state"] = {"queued": "Queued", "loading": "Running", "ready": "Running", "succeeded": "Succeeded",
-                          "failed": "Failed", "canceled": "Canceled"}[phase]
+        props["state"] = {
+            "queued": "Queued",
+            "loading": "Running",
+            "ready": "Running",
+            "succeeded": "Succeeded",
+            "failed": "Failed",
+            "canceled": "Canceled",
+        }[phase]
         for cmd in props.get("commands") or []:
             if cmd.get("state") == "Accepted" and phase in ("ready", "succeeded"):
                 cmd["state"] = "Succeeded"
@@ -865,14 +997,29 @@ class FakeArm:
             return out
         inp = props.get("input") or {}
         src, tgt = inp.get("sourceConnectionInfo") or {}, inp.get("targetConnectionInfo") or {}
-        mig_state = {"queued": "PENDING", "loading": "PENDING", "ready": "ACTION_REQUIRED", "succeeded": "COMPLETE",
-                     "failed": "FAILED", "canceled": "COMPLETE"}[phase]
-        output: list[dict] = [{
-            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, res["id"])), "resultType": "MigrationLevelOutput",
-            "startedOn": st["started"], "sourceServerVersion": "16.0", "sourceServer": src.get("serverName", ""),
-            "targetServerVersion": "16.0", "targetServer": tgt.get("serverName", ""),
-            "sourceServerType": "PostgreSQL", "targetServerType": "AzureDBForPostgresSQL", "state": mig_state,
-            "databaseCount": float(len(st["dbs"]))}]
+        mig_state = {
+            "queued": "PENDING",
+            "loading": "PENDING",
+            "ready": "ACTION_REQUIRED",
+            "succeeded": "COMPLETE",
+            "failed": "FAILED",
+            "canceled": "COMPLETE",
+        }[phase]
+        output: list[dict] = [
+            {
+                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, res["id"])),
+                "resultType": "MigrationLevelOutput",
+                "startedOn": st["started"],
+                "sourceServerVersion": "16.0",
+                "sourceServer": src.get("serverName", ""),
+                "targetServerVersion": "16.0",
+                "targetServer": tgt.get("serverName", ""),
+                "sourceServerType": "PostgreSQL",
+                "targetServerType": "AzureDBForPostgresSQL",
+                "state": mig_state,
+                "databaseCount": float(len(st["dbs"])),
+            }
+        ]
         if phase in ("succeeded", "failed", "canceled"):
             output[0]["endedOn"] = _now()
         for db, dstate in st["dbs"].items():
@@ -888,24 +1035,50 @@ class FakeArm:
                     mstate = "CANCELLED"
             loading = 0 if done >= n or phase == "queued" else 1
             changes = 10 * max(st["gets"] - st["step"], 0) if phase not in ("queued", "loading") else 0
-            d = {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, res["id"] + "/" + db)), "resultType": "DatabaseLevelOutput",
-                 "databaseName": db, "startedOn": st["started"], "migrationState": mstate,
-                 "incomingChanges": changes, "appliedChanges": changes, "cdcInsertCounter": changes - changes // 2,
-                 "cdcDeleteCounter": 0, "cdcUpdateCounter": changes // 2, "fullLoadCompletedTables": done,
-                 "fullLoadLoadingTables": loading, "fullLoadQueuedTables": n - done - loading,
-                 "fullLoadErroredTables": 0, "initializationCompleted": phase not in ("queued", "loading"),
-                 "latency": 2 if phase in ("queued", "loading") else 0}
+            d = {
+                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, res["id"] + "/" + db)),
+                "resultType": "DatabaseLevelOutput",
+                "databaseName": db,
+                "startedOn": st["started"],
+                "migrationState": mstate,
+                "incomingChanges": changes,
+                "appliedChanges": changes,
+                "cdcInsertCounter": changes - changes // 2,
+                "cdcDeleteCounter": 0,
+                "cdcUpdateCounter": changes // 2,
+                "fullLoadCompletedTables": done,
+                "fullLoadLoadingTables": loading,
+                "fullLoadQueuedTables": n - done - loading,
+                "fullLoadErroredTables": 0,
+                "initializationCompleted": phase not in ("queued", "loading"),
+                "latency": 2 if phase in ("queued", "loading") else 0,
+            }
             if mstate in ("COMPLETE", "CANCELLED", "FAILED"):
                 d["endedOn"] = _now()
             output.append(d)
         if phase == "failed":
             fail = st["fail"]
-            output.append({"id": str(uuid.uuid4()), "resultType": "ErrorOutput", "error": {
-                "message": fail["message"], "actionableMessage": f"{fail['code']}: {fail['message']}",
-                "hResult": -2146233088}, "events": []})
+            output.append(
+                {
+                    "id": str(uuid.uuid4()),
+                    "resultType": "ErrorOutput",
+                    "error": {
+                        "message": fail["message"],
+                        "actionableMessage": f"{fail['code']}: {fail['message']}",
+                        "hResult": -2146233088,
+                    },
+                    "events": [],
+                }
+            )
             for db in st["dbs"]:
-                output.append({"id": str(uuid.uuid4()), "resultType": "DatabaseLevelErrorOutput",
-                               "errorMessage": f"{db}: {fail['message']}", "events": []})
+                output.append(
+                    {
+                        "id": str(uuid.uuid4()),
+                        "resultType": "DatabaseLevelErrorOutput",
+                        "errorMessage": f"{db}: {fail['message']}",
+                        "events": [],
+                    }
+                )
         out["properties"]["output"] = output
         return out
 
@@ -928,14 +1101,23 @@ class FakeArm:
         if st is None or db not in st["dbs"]:
             raise FakeError(400, "InvalidCommandInput", f"Database '{db}' is not part of task '{res['name']}'.")
         if st["phase"] != "ready" or st["dbs"][db] != "active":
-            raise FakeError(400, "InvalidTaskState", f"Database '{db}' of task '{res['name']}' is not "
-                            f"READY_TO_COMPLETE (task is {res['properties'].get('state')}).")
+            raise FakeError(
+                400,
+                "InvalidTaskState",
+                f"Database '{db}' of task '{res['name']}' is not "
+                f"READY_TO_COMPLETE (task is {res['properties'].get('state')}).",
+            )
         res["lastCommand"] = cmd
         if self.on_cutover:
             await self.on_cutover(res)
         st["dbs"][db] = "complete"
-        answer = {"commandType": ctype, "input": cmd.get("input"), "state": "Accepted",
-                  "commandId": str(uuid.uuid4()), "output": {"errors": []}}
+        answer = {
+            "commandType": ctype,
+            "input": cmd.get("input"),
+            "state": "Accepted",
+            "commandId": str(uuid.uuid4()),
+            "output": {"errors": []},
+        }
         res["properties"].setdefault("commands", []).append(copy.deepcopy(answer))
         return self._json(answer)
 

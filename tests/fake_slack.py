@@ -3,6 +3,7 @@
 It runs on 127.0.0.1 only, records every call, and answers the way Slack does, so the real slack-bolt and
 slack-sdk code paths run unchanged (the approach of bolt-python's own test suite).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,7 +30,7 @@ class Call:
 @dataclass
 class FakeSlack:
     calls: list[Call] = field(default_factory=list)
-    responses: list[dict[str, Any]] = field(default_factory=list)   # what arrived on response_urls
+    responses: list[dict[str, Any]] = field(default_factory=list)  # what arrived on response_urls
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     socket_acks: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
@@ -83,8 +84,15 @@ class FakeSlack:
 
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":
-            return {"ok": True, "url": "https://pgmig-test.slack.com/", "team": "pgmig", "user": "pgmig",
-                    "team_id": "T0TEST", "user_id": "U0BOT", "bot_id": "B0BOT"}
+            return {
+                "ok": True,
+                "url": "https://pgmig-test.slack.com/",
+                "team": "pgmig",
+                "user": "pgmig",
+                "team_id": "T0TEST",
+                "user_id": "U0BOT",
+                "bot_id": "B0BOT",
+            }
         if method in ("chat.postMessage", "chat.postEphemeral", "chat.update"):
             self._ts += 1
             return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts") or f"{self._ts:.6f}"}
@@ -115,8 +123,14 @@ class FakeSlack:
     async def send_envelope(self, envelope_type: str, payload: dict[str, Any], envelope_id: str) -> None:
         await asyncio.wait_for(self._ws_ready.wait(), 10)
         assert self._ws is not None
-        await self._ws.send_json({"envelope_id": envelope_id, "type": envelope_type, "payload": payload,
-                                  "accepts_response_payload": envelope_type == "slash_commands"})
+        await self._ws.send_json(
+            {
+                "envelope_id": envelope_id,
+                "type": envelope_type,
+                "payload": payload,
+                "accepts_response_payload": envelope_type == "slash_commands",
+            }
+        )
 
     async def wait_for(self, what: str, predicate, timeout: float = 30.0) -> Any:
         """Wait until a recorded item of kind `what` (calls, responses, socket_acks) matches."""
@@ -136,13 +150,19 @@ class FakeSlack:
                     pass
 
 
-def signed_headers(body: str, secret: str = SIGNING_SECRET, timestamp: int | None = None,
-                   content_type: str = "application/x-www-form-urlencoded") -> dict[str, str]:
+def signed_headers(
+    body: str,
+    secret: str = SIGNING_SECRET,
+    timestamp: int | None = None,
+    content_type: str = "application/x-www-form-urlencoded",
+) -> dict[str, str]:
     """Headers exactly as Slack sends them: v0 HMAC-SHA256 over `v0:timestamp:body`."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
-    return {"X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": SignatureVerifier(secret).generate_signature(timestamp=ts, body=body),
-            "Content-Type": content_type}
+    return {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": SignatureVerifier(secret).generate_signature(timestamp=ts, body=body),
+        "Content-Type": content_type,
+    }
 
 
 def text_of(params: dict[str, Any]) -> str:

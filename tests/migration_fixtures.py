@@ -1,4 +1,5 @@
 """Databases worth migrating, and a PostgreSQL 16 target from pgserver's binaries."""
+
 from __future__ import annotations
 
 import os
@@ -67,6 +68,7 @@ GRANT SELECT ON ALL TABLES IN SCHEMA inventory TO report_reader;
 
 def pg16_bindir() -> Path:
     import pgserver
+
     return Path(pgserver.__file__).parent / "pginstall" / "bin"
 
 
@@ -95,32 +97,64 @@ async def facts(dsn: str) -> dict:
     """What a DBA would compare after a migration: counts, FKs, triggers and their state, owners, grants."""
     conn = await asyncpg.connect(dsn)
     try:
-        tables = [r["t"] for r in await conn.fetch(
-            "SELECT format('%I.%I', n.nspname, c.relname) AS t FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-            "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1")]
+        tables = [
+            r["t"]
+            for r in await conn.fetch(
+                "SELECT format('%I.%I', n.nspname, c.relname) AS t FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE c.relkind = 'r' "
+                "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1"
+            )
+        ]
         counts = {t: await conn.fetchval(f"SELECT count(*) FROM ONLY {t}") for t in tables}
         return {
             "counts": counts,
-            "fks": sorted((r["conrelid"], r["conname"]) for r in await conn.fetch(
-                "SELECT conrelid::regclass::text AS conrelid, conname FROM pg_constraint WHERE contype = 'f' "
-                "AND connamespace::regnamespace::text NOT IN ('pg_catalog')")),
-            "triggers": sorted((r["tgrelid"], r["tgname"], r["tgenabled"]) for r in await conn.fetch(
-                "SELECT tgrelid::regclass::text AS tgrelid, tgname, tgenabled::text AS tgenabled FROM pg_trigger WHERE NOT tgisinternal")),
-            "sequences": {r["n"]: r["v"] for r in await conn.fetch(
-                "SELECT format('%I.%I', schemaname, sequencename) AS n, last_value AS v FROM pg_sequences")},
-            "owners": sorted((r["t"], r["o"]) for r in await conn.fetch(
-                "SELECT c.oid::regclass::text AS t, pg_get_userbyid(c.relowner) AS o FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'inventory' AND c.relkind IN ('r','p')")),
-            "grants": sorted(r["g"] for r in await conn.fetch(
-                "SELECT table_name || ':' || grantee || ':' || privilege_type AS g FROM information_schema.role_table_grants "
-                "WHERE grantee = 'report_reader'")),
+            "fks": sorted(
+                (r["conrelid"], r["conname"])
+                for r in await conn.fetch(
+                    "SELECT conrelid::regclass::text AS conrelid, conname FROM pg_constraint WHERE contype = 'f' "
+                    "AND connamespace::regnamespace::text NOT IN ('pg_catalog')"
+                )
+            ),
+            "triggers": sorted(
+                (r["tgrelid"], r["tgname"], r["tgenabled"])
+                for r in await conn.fetch(
+                    "SELECT tgrelid::regclass::text AS tgrelid, tgname, tgenabled::text AS tgenabled FROM pg_trigger "
+                    "WHERE NOT tgisinternal"
+                )
+            ),
+            "sequences": {
+                r["n"]: r["v"]
+                for r in await conn.fetch(
+                    "SELECT format('%I.%I', schemaname, sequencename) AS n, last_value AS v FROM pg_sequences"
+                )
+            },
+            "owners": sorted(
+                (r["t"], r["o"])
+                for r in await conn.fetch(
+                    "SELECT c.oid::regclass::text AS t, pg_get_userbyid(c.relowner) AS o FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = 'inventory' AND c.relkind IN ('r','p')"
+                )
+            ),
+            "grants": sorted(
+                r["g"]
+                for r in await conn.fetch(
+                    "SELECT table_name || ':' || grantee || ':' || privilege_type AS g "
+                    "FROM information_schema.role_table_grants "
+                    "WHERE grantee = 'report_reader'"
+                )
+            ),
             "matview_rows": await conn.fetchval(
                 "SELECT CASE WHEN (SELECT ispopulated FROM pg_matviews WHERE matviewname = 'stock_mv') "
-                "THEN (SELECT count(*) FROM inventory.stock_mv) END") if "inventory.item" in counts else None,
+                "THEN (SELECT count(*) FROM inventory.stock_mv) END"
+            )
+            if "inventory.item" in counts
+            else None,
             "large_object": await conn.fetchval(
                 "SELECT convert_from(lo_get(424242), 'UTF8') WHERE EXISTS "
-                "(SELECT 1 FROM pg_largeobject_metadata WHERE oid = 424242)"),
+                "(SELECT 1 FROM pg_largeobject_metadata WHERE oid = 424242)"
+            ),
             "version": int(await conn.fetchval("SHOW server_version_num")) // 10000,
         }
     finally:
@@ -129,23 +163,32 @@ async def facts(dsn: str) -> dict:
 
 def pagila_available() -> bool:
     from bot.sandbox import pagila_dir
+
     return pagila_dir() is not None
 
 
 os.environ.setdefault("PGMIG_TEST_MARKER", "1")
 
 
-PARENT_CHILD = ("CREATE TABLE parent (id serial PRIMARY KEY); CREATE TABLE child (id serial PRIMARY KEY, "
-                "parent_id int REFERENCES parent); INSERT INTO parent DEFAULT VALUES; INSERT INTO parent DEFAULT VALUES; "
-                "INSERT INTO child (parent_id) VALUES (1)")
+PARENT_CHILD = (
+    "CREATE TABLE parent (id serial PRIMARY KEY); CREATE TABLE child (id serial PRIMARY KEY, "
+    "parent_id int REFERENCES parent); INSERT INTO parent DEFAULT VALUES; INSERT INTO parent DEFAULT VALUES; "
+    "INSERT INTO child (parent_id) VALUES (1)"
+)
 
 
 def online_pair(root: Path, name: str):
     """A logical source with database `app` (parent/child with a foreign key) and an empty target."""
     from bot.localpg import LocalCluster
     from tests.conftest import PASSWORD
-    src = LocalCluster(root / f"{name}-src", password=PASSWORD,
-                       settings={"wal_level": "logical", "max_replication_slots": "10"}).init().start()
+
+    src = (
+        LocalCluster(
+            root / f"{name}-src", password=PASSWORD, settings={"wal_level": "logical", "max_replication_slots": "10"}
+        )
+        .init()
+        .start()
+    )
     tgt = LocalCluster(root / f"{name}-tgt", password=PASSWORD).init().start()
     src.psql("CREATE DATABASE app")
     src.psql(PARENT_CHILD, database="app")

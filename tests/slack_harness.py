@@ -1,12 +1,13 @@
 """Runs the real pgmig aiohttp + slack-bolt app on loopback, wired to the fake Slack."""
+
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlencode
 
 import aiohttp
@@ -45,20 +46,52 @@ class Running:
         async with self.http.post(f"{self.url}/slack/events", data=body.encode(), headers=headers) as resp:
             return Answer(resp.status, await resp.text())
 
-    async def command(self, text: str, user: str = "U0ALICE", key: str = "1",
-                      timestamp: int | None = None, secret: str = SIGNING_SECRET) -> Answer:
-        body = urlencode({"token": "legacy", "team_id": "T0TEST", "team_domain": "pgmig", "channel_id": "C0OPS",
-                          "channel_name": "db-ops", "user_id": user, "user_name": user.lower(),
-                          "command": "/pgmig", "text": text, "api_app_id": "A0PGMIG",
-                          "response_url": self.fake.response_url(key), "trigger_id": f"trig.{key}"})
+    async def command(
+        self,
+        text: str,
+        user: str = "U0ALICE",
+        key: str = "1",
+        timestamp: int | None = None,
+        secret: str = SIGNING_SECRET,
+    ) -> Answer:
+        body = urlencode(
+            {
+                "token": "legacy",
+                "team_id": "T0TEST",
+                "team_domain": "pgmig",
+                "channel_id": "C0OPS",
+                "channel_name": "db-ops",
+                "user_id": user,
+                "user_name": user.lower(),
+                "command": "/pgmig",
+                "text": text,
+                "api_app_id": "A0PGMIG",
+                "response_url": self.fake.response_url(key),
+                "trigger_id": f"trig.{key}",
+            }
+        )
         return await self.post(body, signed_headers(body, secret, timestamp))
 
     async def click(self, action_id: str, value: str, user: str = "U0BOB", key: str = "2") -> Answer:
-        payload = {"type": "block_actions", "team": {"id": "T0TEST"}, "user": {"id": user},
-                   "api_app_id": "A0PGMIG", "channel": {"id": "C0OPS"}, "trigger_id": f"trig.{key}",
-                   "response_url": self.fake.response_url(key), "container": {"type": "message"},
-                   "actions": [{"type": "button", "action_id": action_id, "block_id": "b1", "value": value,
-                                "action_ts": str(time.time())}]}
+        payload = {
+            "type": "block_actions",
+            "team": {"id": "T0TEST"},
+            "user": {"id": user},
+            "api_app_id": "A0PGMIG",
+            "channel": {"id": "C0OPS"},
+            "trigger_id": f"trig.{key}",
+            "response_url": self.fake.response_url(key),
+            "container": {"type": "message"},
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": "b1",
+                    "value": value,
+                    "action_ts": str(time.time()),
+                }
+            ],
+        }
         body = urlencode({"payload": json.dumps(payload)})
         return await self.post(body, signed_headers(body))
 
@@ -73,12 +106,25 @@ class Running:
         return await self.fake.wait_for("responses", lambda r: r["key"] == key, timeout)
 
 
-async def start(config_path: str, state_path: str, fake: FakeSlack, home: str = ".pgmig",
-                env: dict[str, str] | None = None, azure_credential: AsyncTokenCredential | None = None
-                ) -> tuple[Running, web.AppRunner]:
-    settings = load_settings({"PGMIG_CONFIG": config_path, "PGMIG_STATE": state_path,
-                              "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                              "SLACK_API_URL": fake.api_url, "PGMIG_HOME": home, **(env or {})})
+async def start(
+    config_path: str,
+    state_path: str,
+    fake: FakeSlack,
+    home: str = ".pgmig",
+    env: dict[str, str] | None = None,
+    azure_credential: AsyncTokenCredential | None = None,
+) -> tuple[Running, web.AppRunner]:
+    settings = load_settings(
+        {
+            "PGMIG_CONFIG": config_path,
+            "PGMIG_STATE": state_path,
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": fake.api_url,
+            "PGMIG_HOME": home,
+            **(env or {}),
+        }
+    )
     client = web_client(settings)
     services = await build_services(settings, SlackPoster(client), SlackDirectory(client), azure_credential)
     tasks = TaskTracker()
@@ -100,17 +146,22 @@ async def stop(running: Running, runner: web.AppRunner) -> None:
 
 
 @asynccontextmanager
-async def running(tmp_path: Path, config_text: str, usergroups: dict[str, list[str]] | None = None,
-                  env: dict[str, str] | None = None, azure_credential: AsyncTokenCredential | None = None
-                  ) -> AsyncIterator[Running]:
+async def running(
+    tmp_path: Path,
+    config_text: str,
+    usergroups: dict[str, list[str]] | None = None,
+    env: dict[str, str] | None = None,
+    azure_credential: AsyncTokenCredential | None = None,
+) -> AsyncIterator[Running]:
     """The real app on `config_text`, talking to a fresh fake Slack; everything stopped afterwards.
     `env` adds environment (e.g. AZURE_SUBSCRIPTION_ID, PGMIG_ARM_ENDPOINT for the fake ARM)."""
     config = tmp_path / "pgmig.toml"
     config.write_text(config_text)
     fake = await FakeSlack().start()
     fake.usergroups.update(usergroups or {})
-    app, runner = await start(str(config), str(tmp_path / "state.sqlite"), fake, str(tmp_path / "home"), env,
-                              azure_credential)
+    app, runner = await start(
+        str(config), str(tmp_path / "state.sqlite"), fake, str(tmp_path / "home"), env, azure_credential
+    )
     try:
         yield app
     finally:

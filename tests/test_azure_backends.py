@@ -1,6 +1,7 @@
 """`/pgmig migrate --backend flex|dms`: the Azure services driven through the real SDK clients against the
 fake ARM, while a stand-in does to the local clusters what the service would (copy, stream, stop at
 cutover). pgmig's own part is real: states, approval, fence, sequences, FKs and triggers, verification."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,13 +16,17 @@ from tests.fake_slack import text_of
 from tests.migration_fixtures import online_pair
 from tests.slack_harness import running
 
-POLICY = ('[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1"]\n'
-          '[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.2\n')
+POLICY = (
+    '[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1"]\n'
+    "[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.2\n"
+)
 
 
 def pgmig(tmp_path, arm: FakeArm, src, tgt):
     """pgmig with `azure` as the target, known to the fake as flexible server sales-prod (same state each time)."""
-    config = config_toml({"onprem": src}, extra=azure_toml(arm) + POLICY) + azure_server_toml("azure", tgt, "sales-prod")
+    config = config_toml({"onprem": src}, extra=azure_toml(arm) + POLICY) + azure_server_toml(
+        "azure", tgt, "sales-prod"
+    )
     return running(tmp_path, config, env=azure_env(arm), azure_credential=arm.credential())
 
 
@@ -44,14 +49,19 @@ async def setup(tmp_path, clusters):
 
 
 async def notice(slack, state: str, timeout: float = 60) -> str:
-    call = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts")
-                                     and state in text_of(c.params), timeout=timeout)
+    call = await slack.fake.wait_for(
+        "calls",
+        lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts") and state in text_of(c.params),
+        timeout=timeout,
+    )
     return text_of(call.params)
 
 
 async def streaming(slack, backend: str) -> str:
     """Start an online migration of `app` on `backend`; the ready_for_cutover notice."""
-    assert "mig-1" in await slack.ask(f"migrate onprem azure --mode online --db app --backend {backend}", user="U0ALICE")
+    assert "mig-1" in await slack.ask(
+        f"migrate onprem azure --mode online --db app --backend {backend}", user="U0ALICE"
+    )
     return await notice(slack, "ready_for_cutover")
 
 
@@ -81,8 +91,9 @@ async def test_flex_online_streams_waits_for_approval_and_cuts_over(setup):
     done = await cut_over(slack)
     assert "writes unavailable" in done and "verified equal" in done
     equal_rows(src, tgt)
-    assert tgt.psql("SELECT last_value FROM parent_id_seq", database="app") == \
-        src.psql("SELECT last_value FROM parent_id_seq", database="app")
+    assert tgt.psql("SELECT last_value FROM parent_id_seq", database="app") == src.psql(
+        "SELECT last_value FROM parent_id_seq", database="app"
+    )
     assert service.events == ["start", "cutover"]
 
     [create] = [r for r in arm.requests if r.method == "PUT" and "/migrations/" in r.path]
@@ -118,17 +129,21 @@ async def test_dms_online_pgmig_builds_the_schema_and_reinstates_foreign_keys(se
     service = ServiceStandIn(src, tgt, "app", copies_schema=False).attach(arm)
     await streaming(slack, "dms")
     assert tgt.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", database="app") == "0"  # parked
-    card = await slack.fake.wait_for("calls", lambda c: c.method == "chat.update" and "READY_TO_COMPLETE" in
-                                     text_of(c.params))
+    card = await slack.fake.wait_for(
+        "calls", lambda c: c.method == "chat.update" and "READY_TO_COMPLETE" in text_of(c.params)
+    )
     assert "changes applied" in text_of(card.params) and "latency" in text_of(card.params)
     src.psql("INSERT INTO child (parent_id) VALUES (2)", database="app")
     await cut_over(slack)
     equal_rows(src, tgt)
     assert tgt.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated", database="app") == "1"
     assert service.events == ["start", "cutover"]
-    service_put = [r for r in arm.requests if r.method == "PUT" and "/services/pgmig-dms" in r.path
-                   and "/projects/" not in r.path]
-    assert service_put[0].body["sku"]["name"] == "Premium_4vCores" and service_put[0].body["properties"]["virtualSubnetId"]
+    service_put = [
+        r for r in arm.requests if r.method == "PUT" and "/services/pgmig-dms" in r.path and "/projects/" not in r.path
+    ]
+    assert (
+        service_put[0].body["sku"]["name"] == "Premium_4vCores" and service_put[0].body["properties"]["virtualSubnetId"]
+    )
     [project] = [r for r in arm.requests if r.method == "PUT" and r.path.endswith("/projects/pgmig-mig-1")]
     assert project.body["properties"]["sourcePlatform"] == "PostgreSql"
     assert project.body["properties"]["targetPlatform"] == "AzureDbForPostgreSql"
@@ -183,7 +198,9 @@ async def test_a_failing_service_fails_the_migration_readably_and_retry_starts_a
 
 async def test_backend_refusals(setup):
     slack, arm, src, tgt = setup
-    assert "Azure DMS classic migrates PostgreSQL online only" in await slack.ask("migrate onprem azure --mode offline --db app --backend dms")
+    assert "Azure DMS classic migrates PostgreSQL online only" in await slack.ask(
+        "migrate onprem azure --mode offline --db app --backend dms"
+    )
     assert "onprem is not known as one" in await slack.ask("migrate azure onprem --mode online --db app --backend flex")
     assert arm.requests == []
 
@@ -202,8 +219,11 @@ async def test_a_restarted_pgmig_keeps_watching_the_service_and_cuts_over(tmp_pa
             await streaming(slack, "flex")
         src.psql("INSERT INTO parent DEFAULT VALUES", database="app")
         async with pgmig(tmp_path, arm, src, tgt) as slack:  # a new process, the same state store
-            await slack.fake.wait_for("calls", lambda c: c.method == "chat.update"
-                                      and "WaitingForCutoverTrigger" in text_of(c.params), timeout=30)
+            await slack.fake.wait_for(
+                "calls",
+                lambda c: c.method == "chat.update" and "WaitingForCutoverTrigger" in text_of(c.params),
+                timeout=30,
+            )
             await cut_over(slack)
             equal_rows(src, tgt)
         assert len([r for r in arm.requests if r.method == "PUT" and "/migrations/" in r.path]) == 1
@@ -213,9 +233,11 @@ async def test_a_restarted_pgmig_keeps_watching_the_service_and_cuts_over(tmp_pa
 async def test_an_existing_dms_service_is_used_when_it_can_migrate_online(setup, sku):
     slack, arm, src, tgt = setup
     ServiceStandIn(src, tgt, "app", copies_schema=False).attach(arm)
-    arm.put_resource(f"/subscriptions/{arm.subscription}/resourceGroups/rg-data/providers/Microsoft.DataMigration/"
-                     "services/pgmig-dms", {"location": "northeurope", "sku": {"name": sku},
-                                            "properties": {"provisioningState": "Succeeded"}})
+    arm.put_resource(
+        f"/subscriptions/{arm.subscription}/resourceGroups/rg-data/providers/Microsoft.DataMigration/"
+        "services/pgmig-dms",
+        {"location": "northeurope", "sku": {"name": sku}, "properties": {"provisioningState": "Succeeded"}},
+    )
     await slack.command("migrate onprem azure --mode online --db app --backend dms", key="m")
     await slack.reply("m")
     if sku.startswith("Premium"):
@@ -234,8 +256,7 @@ class WritesDuringItsCutover(ServiceStandIn):
     async def cutover(self, resource: dict) -> None:
         await super().cutover(resource)
         if self.events.count("cutover") == 1:
-            await asyncio.to_thread(self.tgt.psql, "INSERT INTO child (id, parent_id) VALUES (1000, 1)",
-                                    database="app")
+            await asyncio.to_thread(self.tgt.psql, "INSERT INTO child (id, parent_id) VALUES (1000, 1)", database="app")
 
 
 async def test_a_failure_after_the_service_cut_over_fails_safely_and_retry_starts_afresh(setup):
@@ -252,14 +273,23 @@ async def test_a_failure_after_the_service_cut_over_fails_safely_and_retry_start
 
     await slack.command("retry mig-1", key="r")
     await slack.reply("r")
-    await slack.fake.wait_for("calls", lambda _: sum(  # a second ready notice: the fresh service migration streams
-        1 for c in slack.fake.calls if c.params.get("thread_ts") and "ready_for_cutover*" in text_of(c.params)) == 2,
-        timeout=60)
+    await slack.fake.wait_for(
+        "calls",
+        lambda _: (
+            sum(  # a second ready notice: the fresh service migration streams
+                1 for c in slack.fake.calls if c.params.get("thread_ts") and "ready_for_cutover*" in text_of(c.params)
+            )
+            == 2
+        ),
+        timeout=60,
+    )
     assert await cut_over(slack)
     equal_rows(src, tgt)
     assert service.events == ["start", "cutover", "start", "cutover"]
-    assert [r.path.rsplit("/", 1)[-1] for r in arm.requests if r.method == "PUT" and "/migrations/" in r.path] == \
-        ["pgmig-mig-1", "pgmig-mig-1-r2"]
+    assert [r.path.rsplit("/", 1)[-1] for r in arm.requests if r.method == "PUT" and "/migrations/" in r.path] == [
+        "pgmig-mig-1",
+        "pgmig-mig-1-r2",
+    ]
 
 
 class ServicePerDatabase:
@@ -293,12 +323,17 @@ class ServicePerDatabase:
 async def test_two_databases_are_cut_over_one_after_the_other(setup, backend):
     slack, arm, src, tgt = setup
     src.psql("CREATE DATABASE app2")
-    src.psql("CREATE TABLE parent (id serial PRIMARY KEY); CREATE TABLE child (id serial PRIMARY KEY, parent_id int "
-             "REFERENCES parent); INSERT INTO parent DEFAULT VALUES", database="app2")
-    service = ServicePerDatabase({db: ServiceStandIn(src, tgt, db, copies_schema=backend == "flex")
-                                  for db in ("app", "app2")}).attach(arm)
-    await slack.command(f"migrate onprem azure --mode online --db app,app2 --backend {backend}", user="U0ALICE",
-                        key="m")
+    src.psql(
+        "CREATE TABLE parent (id serial PRIMARY KEY); CREATE TABLE child (id serial PRIMARY KEY, parent_id int "
+        "REFERENCES parent); INSERT INTO parent DEFAULT VALUES",
+        database="app2",
+    )
+    service = ServicePerDatabase(
+        {db: ServiceStandIn(src, tgt, db, copies_schema=backend == "flex") for db in ("app", "app2")}
+    ).attach(arm)
+    await slack.command(
+        f"migrate onprem azure --mode online --db app,app2 --backend {backend}", user="U0ALICE", key="m"
+    )
     await slack.reply("m")
     await notice(slack, "ready_for_cutover")
     src.psql("INSERT INTO child (parent_id) VALUES (1)", database="app2")

@@ -1,5 +1,6 @@
 """`/pgmig provision | createdb | firewall | configure` from Slack, through the real async Azure SDK
 clients, against the fake ARM over TLS: what reaches Azure, what the channel sees, what is kept."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,14 +17,23 @@ from tests.fake_arm import FakeArm
 from tests.fake_slack import text_of
 from tests.slack_harness import running
 
-GOOD = ("provision sales-prod --resource-group rg-data --region westeurope --version 16 --tier GeneralPurpose "
-        "--sku Standard_D4ds_v5 --storage-gb 256 --admin-user pgadmin --admin-password-env SALES_ADMIN_PASSWORD")
+GOOD = (
+    "provision sales-prod --resource-group rg-data --region westeurope --version 16 --tier GeneralPurpose "
+    "--sku Standard_D4ds_v5 --storage-gb 256 --admin-user pgadmin --admin-password-env SALES_ADMIN_PASSWORD"
+)
 SERVER_PATH = "/flexibleservers/sales-prod"
 OPERATORS = ["U0ALICE"]
-PASSWORD_ENVS = ["SALES_ADMIN_PASSWORD", "SHORT_PASSWORD", "TWO_CLASSES_PASSWORD", "NAMED_PASSWORD",
-                 "UNSET_PASSWORD_VAR"]
-PASSWORD_RULES = ("does not meet Azure's password rules: 8–128 characters, characters from at least three of "
-                  "uppercase, lowercase, digits and symbols, and not containing the admin user name")
+PASSWORD_ENVS = [
+    "SALES_ADMIN_PASSWORD",
+    "SHORT_PASSWORD",
+    "TWO_CLASSES_PASSWORD",
+    "NAMED_PASSWORD",
+    "UNSET_PASSWORD_VAR",
+]
+PASSWORD_RULES = (
+    "does not meet Azure's password rules: 8–128 characters, characters from at least three of "
+    "uppercase, lowercase, digits and symbols, and not containing the admin user name"
+)
 
 
 @pytest.fixture
@@ -50,25 +60,49 @@ def source_extensions(source_cluster):
 
 
 def configuration_writes(arm: FakeArm) -> dict[str, str]:
-    return {r.path.rsplit("/", 1)[-1]: r.body["properties"]["value"] for r in arm.requests
-            if r.method in ("PATCH", "PUT") and "/configurations/" in r.path}
+    return {
+        r.path.rsplit("/", 1)[-1]: r.body["properties"]["value"]
+        for r in arm.requests
+        if r.method in ("PATCH", "PUT") and "/configurations/" in r.path
+    }
 
 
-def app(tmp_path, fake: FakeArm, extra: str = "", servers: str = "", clusters: dict | None = None, poll: float = 0,
-        ca: bool = True, slack: str = "", operators: list[str] = OPERATORS, password_envs: list[str] = PASSWORD_ENVS):
+def app(
+    tmp_path,
+    fake: FakeArm,
+    extra: str = "",
+    servers: str = "",
+    clusters: dict | None = None,
+    poll: float = 0,
+    ca: bool = True,
+    slack: str = "",
+    operators: list[str] = OPERATORS,
+    password_envs: list[str] = PASSWORD_ENVS,
+):
     """`extra` goes into [azure], `slack` into [slack] (after the operators)."""
     azure = azure_toml(fake, poll=poll, ca=ca) + f"admin_password_envs = {json.dumps(password_envs)}\n" + extra
     policy = f"[slack]\noperators = {json.dumps(operators)}\n{slack}"
     config = config_toml(clusters or {}, extra=azure + policy) + servers
-    return running(tmp_path, config, env=azure_env(fake), azure_credential=fake.credential(),
-                   usergroups={"S0DBAS": ["U0APPROVER2"]})
+    return running(
+        tmp_path,
+        config,
+        env=azure_env(fake),
+        azure_credential=fake.credential(),
+        usergroups={"S0DBAS": ["U0APPROVER2"]},
+    )
 
 
 async def finished(slack, name: str) -> str:
     """The provisioning message once it says done or failed (it is edited in place while it runs)."""
-    call = await slack.fake.wait_for("calls", lambda c: c.method in ("chat.update", "chat.postMessage")
-                                     and name in text_of(c.params) and ("✅" in text_of(c.params)
-                                                                         or "❌" in text_of(c.params)), timeout=30)
+    call = await slack.fake.wait_for(
+        "calls",
+        lambda c: (
+            c.method in ("chat.update", "chat.postMessage")
+            and name in text_of(c.params)
+            and ("✅" in text_of(c.params) or "❌" in text_of(c.params))
+        ),
+        timeout=30,
+    )
     return text_of(call.params)
 
 
@@ -79,15 +113,20 @@ def lowered(path: str) -> str:
 async def test_provision_sends_the_requested_server_and_registers_it_as_a_target(tmp_path, arm, source_extensions):
     arm.lro_polls = 8  # polled every 0.03 s, progress shown every 0.05 s
     async with app(tmp_path, arm, clusters={"onprem": source_extensions}, poll=0.03) as slack:
-        await slack.command(GOOD + " --ha zone-redundant --zone 1 --standby-zone 3 --public-access "
-                            "--allow-azure-services --firewall office=203.0.113.1-203.0.113.20 "
-                            "--tags env=prod,team=data --source onprem", key="p")
+        await slack.command(
+            GOOD + " --ha zone-redundant --zone 1 --standby-zone 3 --public-access "
+            "--allow-azure-services --firewall office=203.0.113.1-203.0.113.20 "
+            "--tags env=prod,team=data --source onprem",
+            key="p",
+        )
         assert "provisioning sales-prod" in text_of(await slack.reply("p"))
         done = await finished(slack, "sales-prod")
         assert "✅" in done and "sales-prod.postgres.database.azure.com" in done and "Added as server" in done
         assert "(state Ready)" in done
-        assert configuration_writes(arm) == {"azure.extensions": "pg_prewarm,pg_trgm",  # for the named source
-                                             "shared_preload_libraries": "pg_cron,pg_stat_statements,pg_prewarm"}
+        assert configuration_writes(arm) == {
+            "azure.extensions": "pg_prewarm,pg_trgm",  # for the named source
+            "shared_preload_libraries": "pg_cron,pg_stat_statements,pg_prewarm",
+        }
         assert [r for r in arm.requests if r.method == "POST" and r.path.endswith("/restart")]
         assert "restarted so that the preloaded libraries are loaded" in done
         [put] = [r for r in arm.requests if r.method == "PUT" and lowered(r.path).endswith(SERVER_PATH)]
@@ -100,11 +139,15 @@ async def test_provision_sends_the_requested_server_and_registers_it_as_a_target
         assert props["availabilityZone"] == "1" and props["administratorLogin"] == "pgadmin"
         assert props["administratorLoginPassword"] == "Str0ng-Admin-Pw" and props["createMode"] == "Create"
         assert props["network"]["publicNetworkAccess"] == "Enabled"
-        rules = {r.path.rsplit("/", 1)[-1]: r.body["properties"] for r in arm.requests
-                 if r.method == "PUT" and "/firewallrules/" in lowered(r.path)}
-        assert rules == {"AllowAllAzureServicesAndResourcesWithinAzureIps":
-                         {"startIpAddress": "0.0.0.0", "endIpAddress": "0.0.0.0"},
-                         "office": {"startIpAddress": "203.0.113.1", "endIpAddress": "203.0.113.20"}}
+        rules = {
+            r.path.rsplit("/", 1)[-1]: r.body["properties"]
+            for r in arm.requests
+            if r.method == "PUT" and "/firewallrules/" in lowered(r.path)
+        }
+        assert rules == {
+            "AllowAllAzureServicesAndResourcesWithinAzureIps": {"startIpAddress": "0.0.0.0", "endIpAddress": "0.0.0.0"},
+            "office": {"startIpAddress": "203.0.113.1", "endIpAddress": "203.0.113.20"},
+        }
         progress = [c for c in slack.fake.calls if c.method == "chat.update" and "⏳" in text_of(c.params)]
         assert progress, "the channel was told that the operation still runs"
         assert all("Str0ng-Admin-Pw" not in text_of(c.params) for c in slack.fake.calls)
@@ -114,41 +157,56 @@ async def test_provision_sends_the_requested_server_and_registers_it_as_a_target
         assert slack.services.servers["sales-prod"].azure_resource_group == "rg-data"
         assert "sales-prod" in await slack.ask("servers")
         status = await slack.ask("status prov-1")
-        assert "✅ *prov-1* · server *sales-prod* · done" in status and "sales-prod.postgres.database.azure.com" in status
+        assert (
+            "✅ *prov-1* · server *sales-prod* · done" in status and "sales-prod.postgres.database.azure.com" in status
+        )
         audit = await slack.ask("audit prov-1")
         assert audit.index("provision.requested") < audit.index("provision.completed")
         assert "is a provisioning request, not a migration" in await slack.ask("cancel prov-1")
 
 
-@pytest.mark.parametrize("change, rule", [
-    (("sales-prod", "Sales_Prod"), "3–63 characters of lowercase letters, digits and hyphens"),
-    (("sales-prod", "-sales"), "not starting or ending with a hyphen"),
-    (("sales-prod", "ab"), "3–63 characters"),
-    (("--admin-user pgadmin", "--admin-user azure_superuser"), "reserved by Azure"),
-    (("--admin-user pgadmin", "--admin-user Administrator"), "reserved by Azure"),
-    (("--admin-user pgadmin", "--admin-user pg_admin"), "starting with `pg_`"),
-    (("SALES_ADMIN_PASSWORD", "SHORT_PASSWORD"), "the password in SHORT_PASSWORD " + PASSWORD_RULES),
-    (("SALES_ADMIN_PASSWORD", "TWO_CLASSES_PASSWORD"), "the password in TWO_CLASSES_PASSWORD " + PASSWORD_RULES),
-    (("SALES_ADMIN_PASSWORD", "NAMED_PASSWORD"), "the password in NAMED_PASSWORD " + PASSWORD_RULES),
-    (("SALES_ADMIN_PASSWORD", "UNSET_PASSWORD_VAR"), "is not set where pgmig runs"),
-    (("SALES_ADMIN_PASSWORD", "SLACK_BOT_TOKEN"), "--admin-password-env SLACK_BOT_TOKEN is not one of [azure] "
-                                                  "admin_password_envs; add it there"),
-    (("--storage-gb 256", "--storage-gb 100"), "flexible server offers 32, 64, 128"),
-    (("--version 16", "--version 10"), "flexible server offers PostgreSQL"),
-    (("--sku Standard_D4ds_v5", "--sku GP_Gen5_4"), "`--tier GeneralPurpose --sku Standard_D4ds_v5`"),
-    (("--sku Standard_D4ds_v5 --storage-gb", "--sku B_Gen5_1 --storage-gb"), "`--tier Burstable --sku Standard_B1ms`"),
-    (("--sku Standard_D4ds_v5", "--sku MO_Gen5_8"), "`--tier MemoryOptimized --sku Standard_E8ds_v5`"),
-    (("--tier GeneralPurpose", "--tier Burstable"), "is not a Burstable SKU"),
-    (("--region westeurope", "--region 'West Europe'"), "an Azure region name"),
-    (("--resource-group rg-data", "--resource-group 'rg data'"), "1–90 letters, digits, underscores"),
-    (("--tier GeneralPurpose --sku Standard_D4ds_v5", "--ha same-zone --tier Burstable --sku Standard_B1ms"),
-     "not offered on the Burstable"),
-    (("--version 16", "--version 16 --ha zone-redundant --zone 2 --standby-zone 2"), "another zone"),
-    (("--version 16", "--version 16 --zone 4"), "zones are 1, 2 or 3"),
-    (("--version 16", "--version 16 --firewall office=203.0.113.9"), "only apply with --public-access"),
-    (("--version 16", "--version 16 --public-access --firewall office=10.0.0.9-10.0.0.1"), "start address is after"),
-    (("--version 16", "--version 16 --tags novalue"), "expected key=value"),
-])
+@pytest.mark.parametrize(
+    "change, rule",
+    [
+        (("sales-prod", "Sales_Prod"), "3–63 characters of lowercase letters, digits and hyphens"),
+        (("sales-prod", "-sales"), "not starting or ending with a hyphen"),
+        (("sales-prod", "ab"), "3–63 characters"),
+        (("--admin-user pgadmin", "--admin-user azure_superuser"), "reserved by Azure"),
+        (("--admin-user pgadmin", "--admin-user Administrator"), "reserved by Azure"),
+        (("--admin-user pgadmin", "--admin-user pg_admin"), "starting with `pg_`"),
+        (("SALES_ADMIN_PASSWORD", "SHORT_PASSWORD"), "the password in SHORT_PASSWORD " + PASSWORD_RULES),
+        (("SALES_ADMIN_PASSWORD", "TWO_CLASSES_PASSWORD"), "the password in TWO_CLASSES_PASSWORD " + PASSWORD_RULES),
+        (("SALES_ADMIN_PASSWORD", "NAMED_PASSWORD"), "the password in NAMED_PASSWORD " + PASSWORD_RULES),
+        (("SALES_ADMIN_PASSWORD", "UNSET_PASSWORD_VAR"), "is not set where pgmig runs"),
+        (
+            ("SALES_ADMIN_PASSWORD", "SLACK_BOT_TOKEN"),
+            "--admin-password-env SLACK_BOT_TOKEN is not one of [azure] admin_password_envs; add it there",
+        ),
+        (("--storage-gb 256", "--storage-gb 100"), "flexible server offers 32, 64, 128"),
+        (("--version 16", "--version 10"), "flexible server offers PostgreSQL"),
+        (("--sku Standard_D4ds_v5", "--sku GP_Gen5_4"), "`--tier GeneralPurpose --sku Standard_D4ds_v5`"),
+        (
+            ("--sku Standard_D4ds_v5 --storage-gb", "--sku B_Gen5_1 --storage-gb"),
+            "`--tier Burstable --sku Standard_B1ms`",
+        ),
+        (("--sku Standard_D4ds_v5", "--sku MO_Gen5_8"), "`--tier MemoryOptimized --sku Standard_E8ds_v5`"),
+        (("--tier GeneralPurpose", "--tier Burstable"), "is not a Burstable SKU"),
+        (("--region westeurope", "--region 'West Europe'"), "an Azure region name"),
+        (("--resource-group rg-data", "--resource-group 'rg data'"), "1–90 letters, digits, underscores"),
+        (
+            ("--tier GeneralPurpose --sku Standard_D4ds_v5", "--ha same-zone --tier Burstable --sku Standard_B1ms"),
+            "not offered on the Burstable",
+        ),
+        (("--version 16", "--version 16 --ha zone-redundant --zone 2 --standby-zone 2"), "another zone"),
+        (("--version 16", "--version 16 --zone 4"), "zones are 1, 2 or 3"),
+        (("--version 16", "--version 16 --firewall office=203.0.113.9"), "only apply with --public-access"),
+        (
+            ("--version 16", "--version 16 --public-access --firewall office=10.0.0.9-10.0.0.1"),
+            "start address is after",
+        ),
+        (("--version 16", "--version 16 --tags novalue"), "expected key=value"),
+    ],
+)
 async def test_every_rule_is_checked_before_azure_is_called(tmp_path, arm, change, rule):
     async with app(tmp_path, arm) as slack:
         answer = await slack.ask(GOOD.replace(*change))
@@ -159,8 +217,12 @@ async def test_every_rule_is_checked_before_azure_is_called(tmp_path, arm, chang
 async def test_version_older_than_the_source_and_storage_alias(tmp_path, arm, source_cluster):
     async with app(tmp_path, arm, clusters={"onprem": source_cluster}) as slack:
         major = int(source_cluster.psql("SHOW server_version_num")) // 10000
-        assert f"older than the source's PostgreSQL {major}" in await slack.ask(GOOD.replace("--version 16", f"--version {major - 1}") + " --source onprem")
-        assert "same setting" in await slack.ask(GOOD.replace("--storage-gb 256", "--storage-size 256 --storage-gb 512"))
+        assert f"older than the source's PostgreSQL {major}" in await slack.ask(
+            GOOD.replace("--version 16", f"--version {major - 1}") + " --source onprem"
+        )
+        assert "same setting" in await slack.ask(
+            GOOD.replace("--storage-gb 256", "--storage-size 256 --storage-gb 512")
+        )
         assert arm.requests == []
         await slack.command(GOOD.replace("--storage-gb", "--storage-size"), key="alias")
         await slack.reply("alias")
@@ -186,10 +248,13 @@ async def test_an_existing_server_can_grow_but_never_shrink(tmp_path, arm):
         assert "administratorLoginPassword" not in json.dumps(patch.body)
 
 
-@pytest.mark.parametrize("code, status, shown", [
-    ("ServerNameAlreadyExists", 409, "server names are global across Azure: choose another name"),
-    ("QuotaExceeded", 400, "request a vCore quota increase"),
-])
+@pytest.mark.parametrize(
+    "code, status, shown",
+    [
+        ("ServerNameAlreadyExists", 409, "server names are global across Azure: choose another name"),
+        ("QuotaExceeded", 400, "request a vCore quota increase"),
+    ],
+)
 async def test_arm_errors_are_shown_readably(tmp_path, arm, code, status, shown):
     arm.fail_next("PUT", "flexibleServers/sales-prod", status, code, f"the message of {code}")
     async with app(tmp_path, arm) as slack:
@@ -215,8 +280,9 @@ async def test_provisioning_waits_for_approval_when_configured(tmp_path, arm):
     policy = 'notify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1", "S0DBAS"]\nrequired_approvals = 2\n'
     async with app(tmp_path, arm, extra="provision_requires_approval = true\n", slack=policy) as slack:
         assert "needs 2 approval(s)" in await slack.ask(GOOD, user="U0ALICE")
-        card = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage"
-                                         and "Approve provisioning sales-prod" in text_of(c.params))
+        card = await slack.fake.wait_for(
+            "calls", lambda c: c.method == "chat.postMessage" and "Approve provisioning sales-prod" in text_of(c.params)
+        )
         assert card.params["channel"] == "C0NOTIFY" and arm.requests == []
         assert "🗳️ *prov-1* · server *sales-prod* · waiting" in await slack.ask("status prov-1")
         await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0ALICE", key="own")
@@ -233,23 +299,33 @@ async def test_provisioning_waits_for_approval_when_configured(tmp_path, arm):
         assert actions[-1] == "provision.completed"
 
 
-async def test_createdb_firewall_and_configure_from_the_source_inventory(tmp_path, arm, source_extensions,
-                                                                          target_cluster):
+async def test_createdb_firewall_and_configure_from_the_source_inventory(
+    tmp_path, arm, source_extensions, target_cluster
+):
     seed_server(arm, "sales-prod")
-    async with app(tmp_path, arm, servers=azure_server_toml("sales", target_cluster, "sales-prod"),
-                   clusters={"onprem": source_extensions}) as slack:
+    async with app(
+        tmp_path,
+        arm,
+        servers=azure_server_toml("sales", target_cluster, "sales-prod"),
+        clusters={"onprem": source_extensions},
+    ) as slack:
         assert "Database `shop` created on *sales-prod*" in await slack.ask("createdb sales shop")
         [put] = [r for r in arm.requests if r.method == "PUT" and "/databases/shop" in r.path]
         assert put.body["properties"] == {"charset": "UTF8", "collation": "en_US.utf8"}
         assert "not a database name Azure accepts" in await slack.ask("createdb sales pg_secret")
 
-        assert "office 203.0.113.1-203.0.113.20, vpn 198.51.100.7-198.51.100.7" in await slack.ask("firewall sales office=203.0.113.1-203.0.113.20,vpn=198.51.100.7")
+        assert "office 203.0.113.1-203.0.113.20, vpn 198.51.100.7-198.51.100.7" in await slack.ask(
+            "firewall sales office=203.0.113.1-203.0.113.20,vpn=198.51.100.7"
+        )
         assert "is not an IPv4 range" in await slack.ask("firewall sales office=203.0.113.300")
 
         answer = await slack.ask("configure sales --extensions-from onprem --wal-level logical")
         assert "takes effect after a restart" in answer and "`/pgmig configure sales --restart`" in answer
-        assert configuration_writes(arm) == {"azure.extensions": "pg_prewarm,pg_trgm", "wal_level": "logical",
-                                             "shared_preload_libraries": "pg_cron,pg_stat_statements,pg_prewarm"}
+        assert configuration_writes(arm) == {
+            "azure.extensions": "pg_prewarm,pg_trgm",
+            "wal_level": "logical",
+            "shared_preload_libraries": "pg_cron,pg_stat_statements,pg_prewarm",
+        }
         assert not [r for r in arm.requests if r.method == "POST" and r.path.endswith("/restart")]
         answer = await slack.ask("configure sales --extensions-from onprem --restart")
         assert "Nothing to change" in answer and "restarted" not in answer  # already allowed: no restart
@@ -267,12 +343,16 @@ async def test_without_azure_configured_the_commands_say_what_to_set(tmp_path, t
 
 
 async def test_without_azure_configured_the_refusal_comes_before_any_password_check(tmp_path, target_cluster):
-    config = (config_toml({}, extra=f'[slack]\noperators = {json.dumps(OPERATORS)}\n')
-              + azure_server_toml("sales", target_cluster, "sales-prod"))
+    config = config_toml({}, extra=f"[slack]\noperators = {json.dumps(OPERATORS)}\n") + azure_server_toml(
+        "sales", target_cluster, "sales-prod"
+    )
     async with running(tmp_path, config) as slack:
-        for command in (GOOD, GOOD.replace("SALES_ADMIN_PASSWORD", "SHORT_PASSWORD"),
-                        GOOD.replace("SALES_ADMIN_PASSWORD", "SLACK_BOT_TOKEN"),
-                        GOOD.replace("SALES_ADMIN_PASSWORD", "UNSET_PASSWORD_VAR")):
+        for command in (
+            GOOD,
+            GOOD.replace("SALES_ADMIN_PASSWORD", "SHORT_PASSWORD"),
+            GOOD.replace("SALES_ADMIN_PASSWORD", "SLACK_BOT_TOKEN"),
+            GOOD.replace("SALES_ADMIN_PASSWORD", "UNSET_PASSWORD_VAR"),
+        ):
             answer = await slack.ask(command)
             assert "Azure is not configured" in answer and "AZURE_SUBSCRIPTION_ID" in answer, answer
             assert "password" not in answer.lower() and "admin_password_envs" not in answer, answer
@@ -286,9 +366,11 @@ SECRET_VALUES = ["short", "Str0ng-Pw-ok-1234", "Pgadmin-Secret-99", "xSalesadmin
 async def test_a_variable_not_in_the_config_is_refused_unread_whatever_it_holds(tmp_path, arm, monkeypatch):
     """The oracle is closed: the replies to a set of provision commands naming variables the config does not
     allow are byte-for-byte the same whatever those variables hold, set or not."""
-    commands = [GOOD.replace("SALES_ADMIN_PASSWORD", env).replace("--admin-user pgadmin", f"--admin-user {user}")
-                for env in ("OTHER_SERVER_PASSWORD", "SOME_CLIENT_SECRET")
-                for user in ("pgadmin", "salesadmin", "azure_superuser")]
+    commands = [
+        GOOD.replace("SALES_ADMIN_PASSWORD", env).replace("--admin-user pgadmin", f"--admin-user {user}")
+        for env in ("OTHER_SERVER_PASSWORD", "SOME_CLIENT_SECRET")
+        for user in ("pgadmin", "salesadmin", "azure_superuser")
+    ]
     commands.append(GOOD.replace("SALES_ADMIN_PASSWORD", "OTHER_SERVER_PASSWORD").replace("sales-prod", "Bad_Name"))
     replies = []
     async with app(tmp_path, arm) as slack:
@@ -307,8 +389,7 @@ async def test_a_variable_not_in_the_config_is_refused_unread_whatever_it_holds(
         assert arm.requests == [] and await slack.services.provisioner.get("prov-1") is None
 
 
-async def test_an_allowed_variable_holding_a_bad_password_gets_the_rules_not_the_broken_one(tmp_path, arm,
-                                                                                           monkeypatch):
+async def test_an_allowed_variable_holding_a_bad_password_gets_the_rules_not_the_broken_one(tmp_path, arm, monkeypatch):
     command = GOOD.replace("SALES_ADMIN_PASSWORD", "SHORT_PASSWORD")
     async with app(tmp_path, arm) as slack:
         answers = []
@@ -323,12 +404,16 @@ async def test_an_allowed_variable_holding_a_bad_password_gets_the_rules_not_the
 
 async def test_cloud_changes_need_an_explicit_operators_list(tmp_path, arm, target_cluster):
     servers = azure_server_toml("sales", target_cluster, "sales-prod")
-    commands = [GOOD, "createdb sales shop", "firewall sales office=203.0.113.1-203.0.113.20",
-                "configure sales --wal-level logical --restart"]
+    commands = [
+        GOOD,
+        "createdb sales shop",
+        "firewall sales office=203.0.113.1-203.0.113.20",
+        "configure sales --wal-level logical --restart",
+    ]
     async with app(tmp_path, arm, servers=servers, operators=[]) as slack:
         for command in commands:
             answer = await slack.ask(command)
-            assert "set [slack] operators = [\"U…\"]" in answer and "restart pgmig" in answer, answer
+            assert 'set [slack] operators = ["U…"]' in answer and "restart pgmig" in answer, answer
         assert arm.requests == []
         assert await slack.services.provisioner.get("prov-1") is None
     (tmp_path / "named").mkdir()
@@ -346,8 +431,12 @@ async def test_a_configured_servers_own_variable_may_re_provision_it(tmp_path, a
     async with app(tmp_path, arm, password_envs=[]) as slack:  # not configured here: refused
         assert "PGMIG_TEST_PASSWORD is not one of [azure] admin_password_envs" in await slack.ask(command)
     (tmp_path / "configured").mkdir()
-    async with app(tmp_path / "configured", arm, password_envs=[],
-                   servers=azure_server_toml("sales-prod", target_cluster, "sales-prod")) as slack:
+    async with app(
+        tmp_path / "configured",
+        arm,
+        password_envs=[],
+        servers=azure_server_toml("sales-prod", target_cluster, "sales-prod"),
+    ) as slack:
         assert "SALES_ADMIN_PASSWORD is not one of" in await slack.ask(GOOD)
         await slack.command(command, key="grow")
         assert "provisioning sales-prod" in text_of(await slack.reply("grow"))
@@ -383,11 +472,14 @@ async def test_an_expired_provisioning_request_creates_nothing(tmp_path, arm):
     policy = 'notify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1"]\n'
     async with app(tmp_path, arm, extra="provision_requires_approval = true\n", slack=policy) as slack:
         await slack.ask(GOOD)
-        await saved(slack, "prov-1", lambda r: setattr(r.approval, "expires_at", datetime(2000, 1, 1, tzinfo=timezone.utc)))
+        await saved(
+            slack, "prov-1", lambda r: setattr(r.approval, "expires_at", datetime(2000, 1, 1, tzinfo=timezone.utc))
+        )
         assert "⌛ *prov-1* · server *sales-prod* · expired" in await slack.ask("status prov-1")
         assert await slack.services.provisioner.expire() == ["prov-1"]  # what the periodic sweep runs
-        await slack.fake.wait_for("calls", lambda c: c.method == "chat.update"
-                                  and "expired without enough approvals" in text_of(c.params))
+        await slack.fake.wait_for(
+            "calls", lambda c: c.method == "chat.update" and "expired without enough approvals" in text_of(c.params)
+        )
         await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0APPROVER1", key="late")
         assert "has expired" in text_of(await slack.reply("late"))
         assert arm.requests == []
@@ -395,19 +487,25 @@ async def test_an_expired_provisioning_request_creates_nothing(tmp_path, arm):
 
 
 async def test_a_request_cut_short_by_a_restart_is_finished_by_the_next_pgmig(tmp_path, arm):
-    async with app(tmp_path, arm, extra="provision_requires_approval = true\n",
-                   slack='approvers = ["U0APPROVER1"]\n') as slack:
+    async with app(
+        tmp_path, arm, extra="provision_requires_approval = true\n", slack='approvers = ["U0APPROVER1"]\n'
+    ) as slack:
         await slack.ask(GOOD)
         # as if pgmig stopped while Azure was creating the server
         await saved(slack, "prov-1", lambda r: setattr(r, "state", ProvisionState.RUNNING))
     seed_server(arm, "sales-prod", storage_gb=256)
-    server = arm.resources[(f"/subscriptions/{arm.subscription}/resourceGroups/{RG}/providers/"
-                            "Microsoft.DBforPostgreSQL/flexibleServers/sales-prod").lower()]
+    server = arm.resources[
+        (
+            f"/subscriptions/{arm.subscription}/resourceGroups/{RG}/providers/"
+            "Microsoft.DBforPostgreSQL/flexibleServers/sales-prod"
+        ).lower()
+    ]
     server["properties"]["state"] = "Provisioning"
 
     async def created_meanwhile() -> None:
         await asyncio.sleep(0.5)
         server["properties"]["state"] = "Ready"
+
     ready = asyncio.create_task(created_meanwhile())
     async with app(tmp_path, arm, slack='approvers = ["U0APPROVER1"]\n') as slack:
         done = await finished(slack, "sales-prod")

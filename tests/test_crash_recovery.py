@@ -7,6 +7,7 @@ After every restart: the source is writable unless the migration completed, and 
 released; at most one slot per database, none once the migration is over; every row an application
 committed on the source arrives on the target.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,16 +38,38 @@ GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO app_user;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app_user;
 """
 APP_PASSWORD = "App-writer-pw-1"
-PIPELINE_KILLS = ["database:app1", "publication:app1", "slot:app1", "constraints:app1", "subscription:app1",
-                  "step:load:app1", "slot:app2", "subscription:app2"]
-CUTOVER_KILLS = ["fence:app1", "fence:app2", "caught_up:app1", "sequences:app2", "undo-constraints:app1",
-                 "state:released", "undo-subscription:app2"]
+PIPELINE_KILLS = [
+    "database:app1",
+    "publication:app1",
+    "slot:app1",
+    "constraints:app1",
+    "subscription:app1",
+    "step:load:app1",
+    "slot:app2",
+    "subscription:app2",
+]
+CUTOVER_KILLS = [
+    "fence:app1",
+    "fence:app2",
+    "caught_up:app1",
+    "sequences:app2",
+    "undo-constraints:app1",
+    "state:released",
+    "undo-subscription:app2",
+]
 
 
 @pytest.fixture(scope="module")
 def pair(cluster_root):
-    src = LocalCluster(cluster_root / "crash-src", password=PASSWORD,
-                       settings={"wal_level": "logical", "max_replication_slots": "10"}).init().start()
+    src = (
+        LocalCluster(
+            cluster_root / "crash-src",
+            password=PASSWORD,
+            settings={"wal_level": "logical", "max_replication_slots": "10"},
+        )
+        .init()
+        .start()
+    )
     tgt = LocalCluster(cluster_root / "crash-tgt", password=PASSWORD).init().start()
     src.psql(f"CREATE ROLE app_user LOGIN PASSWORD '{APP_PASSWORD}'")
     for db in DBS:
@@ -75,8 +98,9 @@ class Application:
                 continue
             try:
                 while not self.stop.is_set():
-                    self.committed[db].append(await conn.fetchval(
-                        "INSERT INTO child (parent_id, note) VALUES (1, 'live') RETURNING id"))
+                    self.committed[db].append(
+                        await conn.fetchval("INSERT INTO child (parent_id, note) VALUES (1, 'live') RETURNING id")
+                    )
                     await asyncio.sleep(0.005)
             except Exception:  # noqa: BLE001 - fenced: read-only, or the session ended mid-statement
                 await asyncio.sleep(0.05)
@@ -90,16 +114,30 @@ class Pgmig:
 
     def __init__(self, home: Path, config: Path, life: int, kill_at: str | None) -> None:
         self.out = home.parent / f"life-{life}.log"
-        self.env = {**os.environ, "PGMIG_CONFIG": str(config), "PGMIG_STATE": str(home.parent / "state.sqlite"),
-                    "PGMIG_HOME": str(home), "PGMIG_KILL_AT": kill_at or ""}
+        self.env = {
+            **os.environ,
+            "PGMIG_CONFIG": str(config),
+            "PGMIG_STATE": str(home.parent / "state.sqlite"),
+            "PGMIG_HOME": str(home),
+            "PGMIG_KILL_AT": kill_at or "",
+        }
         self.kill_at = kill_at
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> "Pgmig":
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "shell", "--user", "U0ALICE", stdin=asyncio.subprocess.PIPE,
-            stdout=open(self.out, "w"), stderr=asyncio.subprocess.STDOUT, env=self.env,
-            cwd=Path(__file__).parents[1])
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "shell",
+            "--user",
+            "U0ALICE",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=open(self.out, "w"),
+            stderr=asyncio.subprocess.STDOUT,
+            env=self.env,
+            cwd=Path(__file__).parents[1],
+        )
         return self
 
     async def type(self, *lines: str) -> None:
@@ -114,8 +152,9 @@ class Pgmig:
         except asyncio.TimeoutError:
             self.proc.kill()
             raise AssertionError(f"pgmig never reached {self.kill_at}:\n{self.out.read_text()[-3000:]}") from None
-        assert code == -signal.SIGKILL, f"pgmig exited {code}, not killed at {self.kill_at}:\n" + \
-            self.out.read_text()[-3000:]
+        assert code == -signal.SIGKILL, (
+            f"pgmig exited {code}, not killed at {self.kill_at}:\n" + self.out.read_text()[-3000:]
+        )
 
     async def quit(self) -> None:
         assert self.proc and self.proc.stdin
@@ -127,9 +166,11 @@ class Pgmig:
 
 
 def fenced(src: LocalCluster, db: str) -> bool:
-    read_only = src.psql("SELECT coalesce((SELECT split_part(c, '=', 2) FROM pg_db_role_setting s, unnest(s.setconfig) c "
-                         f"WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = '{db}') "
-                         "AND c LIKE 'default_transaction_read_only=%'), 'off')")
+    read_only = src.psql(
+        "SELECT coalesce((SELECT split_part(c, '=', 2) FROM pg_db_role_setting s, unnest(s.setconfig) c "
+        f"WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = '{db}') "
+        "AND c LIKE 'default_transaction_read_only=%'), 'off')"
+    )
     return read_only == "on" or src.psql(f"SELECT has_database_privilege('app_user', '{db}', 'CONNECT')") == "f"
 
 
@@ -151,8 +192,9 @@ async def wait_for(store: Store, *states: State, timeout: float = 60, life: Pgmi
             return now
         assert now not in (State.FAILED, State.CANCELLED), (await store.get_migration("mig-1")).error
         await asyncio.sleep(0.1)
-    raise AssertionError(f"mig-1 is {now.value}, not {[s.value for s in states]}" + (
-        f":\n{life.log()[-3000:]}" if life else ""))
+    raise AssertionError(
+        f"mig-1 is {now.value}, not {[s.value for s in states]}" + (f":\n{life.log()[-3000:]}" if life else "")
+    )
 
 
 async def assert_invariants(store: Store, src: LocalCluster) -> State:
@@ -194,10 +236,16 @@ async def test_pgmig_killed_after_every_journaled_step_recovers(tmp_path, pair):
     src, tgt = pair
     home = tmp_path / "home"
     config = tmp_path / "pgmig.toml"
-    config.write_text(config_toml({"source": src, "target": tgt}, extra=(
-        '[slack]\napprovers = ["UAPPROVER"]\nrequired_approvals = 1\n'
-        "[migration]\nprogress_interval_seconds = 0.2\nlease_seconds = 30\n"
-        "[online]\nfence_grace_seconds = 0.2\ncatch_up_timeout_seconds = 20\n")))
+    config.write_text(
+        config_toml(
+            {"source": src, "target": tgt},
+            extra=(
+                '[slack]\napprovers = ["UAPPROVER"]\nrequired_approvals = 1\n'
+                "[migration]\nprogress_interval_seconds = 0.2\nlease_seconds = 30\n"
+                "[online]\nfence_grace_seconds = 0.2\ncatch_up_timeout_seconds = 20\n"
+            ),
+        )
+    )
     app = Application(src)
     writers = [asyncio.create_task(app.write(db)) for db in DBS]
     store = await Store.open(str(tmp_path / "state.sqlite"))

@@ -1,4 +1,5 @@
 """Azure's `azure.extensions` allow-list, read from a real target that sets it (as flexible server does)."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,11 @@ from tests.conftest import PASSWORD, server
 
 @pytest.fixture(scope="module")
 def azure_like_target(cluster_root):
-    c = LocalCluster(cluster_root / "azure-like", password=PASSWORD,
-                     settings={"azure.extensions": "'hstore'"}).init().start()
+    c = (
+        LocalCluster(cluster_root / "azure-like", password=PASSWORD, settings={"azure.extensions": "'hstore'"})
+        .init()
+        .start()
+    )
     yield c
     c.destroy()
 
@@ -20,15 +24,20 @@ async def test_extension_not_in_allow_list_is_named_with_the_az_command(source_c
     source_cluster.psql("CREATE DATABASE trigrams")
     source_cluster.psql("CREATE EXTENSION pg_trgm; CREATE EXTENSION hstore", database="trigrams")
     try:
-        report = await run_preflight(PreflightRequest(
-            server("src", source_cluster), server("azure", azure_like_target), databases=["trigrams"]))
+        report = await run_preflight(
+            PreflightRequest(server("src", source_cluster), server("azure", azure_like_target), databases=["trigrams"])
+        )
         ext = next(f for f in report.findings if f.title == "extensions available on target")
         assert ext.status is Status.FAIL
         assert "allow-list: pg_trgm" in ext.detail and "hstore" not in ext.detail
         assert "azure.extensions --value hstore,pg_trgm" in ext.fix and "/pgmig configure" not in ext.fix
-        known = await run_preflight(PreflightRequest(  # a target pgmig knows as a flexible server
-            server("src", source_cluster), server("azure", azure_like_target, azure_resource_group="rg"),
-            databases=["trigrams"]))
+        known = await run_preflight(
+            PreflightRequest(  # a target pgmig knows as a flexible server
+                server("src", source_cluster),
+                server("azure", azure_like_target, azure_resource_group="rg"),
+                databases=["trigrams"],
+            )
+        )
         ext = next(f for f in known.findings if f.title == "extensions available on target")
         assert "`/pgmig configure azure --extensions-from src --restart`" in ext.fix
     finally:

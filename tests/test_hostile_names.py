@@ -1,6 +1,7 @@
 """Names are data: databases named like connection strings, options, paths, with quotes, spaces,
 newlines, unicode and 63 bytes migrate offline and online, nothing connects anywhere it should not,
 and every file stays in its migration's folder, readable by pgmig's user only, gone once done."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,8 +19,16 @@ from tests.conftest import PASSWORD, server
 from tests.migration_fixtures import RecordingEvents, pg16_bindir
 
 TRAP_PORT = free_port()
-NAMES = [f"dbname=x host=127.0.0.2 port={TRAP_PORT}", "-h", "my db", "a'b\\c", "../x", "Δ", "line\nbreak",
-         "é" * 31 + "x"]  # the last is 63 bytes, PostgreSQL's longest
+NAMES = [
+    f"dbname=x host=127.0.0.2 port={TRAP_PORT}",
+    "-h",
+    "my db",
+    "a'b\\c",
+    "../x",
+    "Δ",
+    "line\nbreak",
+    "é" * 31 + "x",
+]  # the last is 63 bytes, PostgreSQL's longest
 assert len(NAMES[-1].encode()) == 63
 
 
@@ -33,6 +42,7 @@ class Trap:
         async def got(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self.received.append(await reader.read(4096) or b"(connected)")
             writer.close()
+
         self.server = await asyncio.start_server(got, "127.0.0.2", TRAP_PORT)
         return self
 
@@ -42,8 +52,14 @@ class Trap:
 
 
 async def run_sql(cluster: LocalCluster, db: str, sql: str) -> None:
-    conn = await asyncpg.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=PASSWORD, database=db,
-                                 server_settings={"default_transaction_read_only": "off"})
+    conn = await asyncpg.connect(
+        host="127.0.0.1",
+        port=cluster.port,
+        user="postgres",
+        password=PASSWORD,
+        database=db,
+        server_settings={"default_transaction_read_only": "off"},
+    )
     try:
         await conn.execute(sql)
     finally:
@@ -64,17 +80,33 @@ def quoted(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def clusters(cluster_root):
-    src = LocalCluster(cluster_root / "names-src", password=PASSWORD,
-                       settings={"wal_level": "logical", "max_replication_slots": "20", "max_wal_senders": "20"})
+    src = LocalCluster(
+        cluster_root / "names-src",
+        password=PASSWORD,
+        settings={"wal_level": "logical", "max_replication_slots": "20", "max_wal_senders": "20"},
+    )
     src.init().start()
-    tgt = LocalCluster(cluster_root / "names-tgt", password=PASSWORD, bindir=pg16_bindir(),
-                       settings={"max_logical_replication_workers": "12", "max_worker_processes": "20"}).init().start()
+    tgt = (
+        LocalCluster(
+            cluster_root / "names-tgt",
+            password=PASSWORD,
+            bindir=pg16_bindir(),
+            settings={"max_logical_replication_workers": "12", "max_worker_processes": "20"},
+        )
+        .init()
+        .start()
+    )
 
     async def databases() -> None:  # asyncpg, not psql: psql would read the first name as a connection string
         for i, name in enumerate(NAMES):
             await run_sql(src, "postgres", f"CREATE DATABASE {quoted(name)}")
-            await run_sql(src, name, f"CREATE TABLE t (id int PRIMARY KEY, v text); CREATE SEQUENCE s START "
-                                     f"{100 + i}; INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, {10 + i}) g")
+            await run_sql(
+                src,
+                name,
+                f"CREATE TABLE t (id int PRIMARY KEY, v text); CREATE SEQUENCE s START "
+                f"{100 + i}; INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, {10 + i}) g",
+            )
+
     asyncio.run(databases())
     yield src, tgt
     src.destroy()
@@ -98,16 +130,25 @@ async def engine(tmp_path, clusters):
     src, tgt = clusters
     store = await Store.open(str(tmp_path / "state.sqlite"))
     servers = {"onprem": server("onprem", src), "azure": server("azure", tgt)}
-    eng = Engine(store, servers, RecordingEvents(), EngineConfig(workdir=tmp_path / "work", pg_bindir=str(pg16_bindir()),
-                                                                 progress_interval=0.2, fence_grace_seconds=0.1))
+    eng = Engine(
+        store,
+        servers,
+        RecordingEvents(),
+        EngineConfig(
+            workdir=tmp_path / "work", pg_bindir=str(pg16_bindir()), progress_interval=0.2, fence_grace_seconds=0.1
+        ),
+    )
     yield eng
     await eng.close()
     await store.close()
 
 
 async def migrate(engine: Engine, mode: str, **kw) -> str:
-    m = await engine.create(MigrationRequest(source="onprem", target="azure", mode=mode, requested_by="U0ALICE",
-                                             databases=list(NAMES), parallel=2, **kw))
+    m = await engine.create(
+        MigrationRequest(
+            source="onprem", target="azure", mode=mode, requested_by="U0ALICE", databases=list(NAMES), parallel=2, **kw
+        )
+    )
     report = await engine.preflight(m)
     assert not report.blocking, [f.detail for f in report.blocking]
     engine.start(m.id)
@@ -156,7 +197,8 @@ async def test_online_migrates_and_cuts_over_every_hostile_name(tmp_path, engine
                 break
             await asyncio.sleep(0.1)
         assert m.state is State.READY_FOR_CUTOVER, m.error or {
-            db: p.phase for db, p in engine.progress(mid).databases.items() if p.phase != "streaming"}
+            db: p.phase for db, p in engine.progress(mid).databases.items() if p.phase != "streaming"
+        }
         await run_sql(src, "-h", "INSERT INTO t VALUES (1000, 'streamed')")
         assert await engine.cutover(mid, "U0BOB")
         m = await engine.store.get_migration(mid)
@@ -164,8 +206,12 @@ async def test_online_migrates_and_cuts_over_every_hostile_name(tmp_path, engine
     assert trap.received == []
     assert await fetchval(tgt, "-h", "SELECT v FROM t WHERE id = 1000") == "streamed"
     for name in NAMES:
-        await run_sql(src, name, f"ALTER DATABASE {quoted(name)} RESET default_transaction_read_only; "
-                                 f"GRANT CONNECT ON DATABASE {quoted(name)} TO PUBLIC")
+        await run_sql(
+            src,
+            name,
+            f"ALTER DATABASE {quoted(name)} RESET default_transaction_read_only; "
+            f"GRANT CONNECT ON DATABASE {quoted(name)} TO PUBLIC",
+        )
     await run_sql(src, "-h", "DELETE FROM t WHERE id = 1000")
     assert not await fetchval(src, "postgres", "SELECT count(*) FROM pg_replication_slots")
     assert not await fetchval(src, "postgres", "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pgmig%'")

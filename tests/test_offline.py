@@ -1,4 +1,5 @@
 """Offline migrations end to end on real clusters: PostgreSQL 15 source → PostgreSQL 16 target."""
+
 from __future__ import annotations
 
 import asyncio
@@ -39,11 +40,18 @@ def rich_source(cluster_root):
 @pytest.fixture
 async def engine(tmp_path, rich_source, pg16, target_cluster):
     store = await Store.open(str(tmp_path / "state.sqlite"))
-    servers = {"onprem": server("onprem", rich_source), "azure": server("azure", pg16),
-               "pg15": server("pg15", target_cluster)}
+    servers = {
+        "onprem": server("onprem", rich_source),
+        "azure": server("azure", pg16),
+        "pg15": server("pg15", target_cluster),
+    }
     events = RecordingEvents()
-    eng = Engine(store, servers, events, EngineConfig(workdir=tmp_path / "work", pg_bindir=str(pg16_bindir()),
-                                                      progress_interval=0.1))
+    eng = Engine(
+        store,
+        servers,
+        events,
+        EngineConfig(workdir=tmp_path / "work", pg_bindir=str(pg16_bindir()), progress_interval=0.1),
+    )
     eng.events_log = events  # type: ignore[attr-defined]
     yield eng
     await eng.close()
@@ -56,8 +64,14 @@ def reset_target(cluster: LocalCluster, *dbs: str) -> None:
 
 
 async def run(engine: Engine, **kw) -> str:
-    req = MigrationRequest(source=kw.pop("source", "onprem"), target=kw.pop("target", "azure"), mode="offline",
-                           requested_by="U0ALICE", channel="C0OPS", **kw)
+    req = MigrationRequest(
+        source=kw.pop("source", "onprem"),
+        target=kw.pop("target", "azure"),
+        mode="offline",
+        requested_by="U0ALICE",
+        channel="C0OPS",
+        **kw,
+    )
     m = await engine.create(req)
     report = await engine.preflight(m)
     if not report.blocking:
@@ -85,7 +99,7 @@ async def test_offline_migration_of_several_databases_is_exact(engine, rich_sour
         src = await assert_same(rich_source, pg16, db)
         assert sum(src["counts"].values()) > 0
     rich = await facts(pg16.dsn("rich"))
-    assert ("inventory.item", "item_sleeping", "D") in rich["triggers"]     # disabled on source stays disabled
+    assert ("inventory.item", "item_sleeping", "D") in rich["triggers"]  # disabled on source stays disabled
     assert ("inventory.item", "item_touch", "O") in rich["triggers"]
     assert rich["sequences"]["inventory.unused_seq"] is None and rich["sequences"]["inventory.item_id_seq"] == 3000
     assert rich["large_object"] == "a large object payload" and rich["matview_rows"] == 3
@@ -107,8 +121,7 @@ async def test_pause_after_export_honours_edited_files(engine, rich_source, pg16
     # The team decides public.scratch stays behind: drop it from both files.
     schema = open(schema_file).read()
     schema = re.sub(r"CREATE TABLE public\.scratch \(.*?\);\n", "", schema, flags=re.S)
-    schema = re.sub(r"ALTER TABLE ONLY public\.scratch\s+ADD CONSTRAINT scratch_pkey PRIMARY KEY \(id\);\n", "",
-                    schema)
+    schema = re.sub(r"ALTER TABLE ONLY public\.scratch\s+ADD CONSTRAINT scratch_pkey PRIMARY KEY \(id\);\n", "", schema)
     schema = re.sub(r"ALTER TABLE public\.scratch OWNER TO .*?;\n", "", schema)
     open(schema_file, "w").write(schema)
     data = open(data_file).read()
@@ -126,8 +139,10 @@ async def test_pause_after_export_honours_edited_files(engine, rich_source, pg16
 
 async def test_missing_extension_refused_before_any_data_moves_then_retry(engine, rich_source, pg16):
     rich_source.psql("CREATE DATABASE withext")
-    rich_source.psql("CREATE EXTENSION hstore; CREATE TABLE t (id int PRIMARY KEY, h hstore); "
-                     "INSERT INTO t VALUES (1, 'a=>1')", database="withext")
+    rich_source.psql(
+        "CREATE EXTENSION hstore; CREATE TABLE t (id int PRIMARY KEY, h hstore); INSERT INTO t VALUES (1, 'a=>1')",
+        database="withext",
+    )
     reset_target(pg16, "withext")
     try:
         mid = await run(engine, databases=["withext"])
@@ -174,25 +189,32 @@ async def wait_phase(engine: Engine, mid: str, db: str, phase: str, timeout: flo
 def big(rich_source):
     """A database whose copy takes a few seconds: long enough to act in the middle of it."""
     rich_source.psql("CREATE DATABASE big")
-    rich_source.psql("CREATE TABLE big (id bigint PRIMARY KEY, pad text); "
-                     "INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 1500000) g",
-                     database="big")
+    rich_source.psql(
+        "CREATE TABLE big (id bigint PRIMARY KEY, pad text); "
+        "INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 1500000) g",
+        database="big",
+    )
     yield "big"
     rich_source.psql("DROP DATABASE big")
 
 
-async def test_pg_restore_error_mid_way_is_reported_and_retry_replaces_its_own_database(engine, rich_source, pg16,
-                                                                                         big):
+async def test_pg_restore_error_mid_way_is_reported_and_retry_replaces_its_own_database(engine, rich_source, pg16, big):
     reset_target(pg16, "big")
-    m = await engine.create(MigrationRequest(source="onprem", target="azure", mode="offline", requested_by="U0ALICE",
-                                             databases=["big"], parallel=1))
+    m = await engine.create(
+        MigrationRequest(
+            source="onprem", target="azure", mode="offline", requested_by="U0ALICE", databases=["big"], parallel=1
+        )
+    )
     await engine.preflight(m)
     engine.start(m.id)
     await wait_phase(engine, m.id, "big", "copying data")
-    pg16.psql("CREATE FUNCTION no_indexes() RETURNS event_trigger LANGUAGE plpgsql AS "  # in the database pgmig made
-              "$$ BEGIN RAISE EXCEPTION 'index builds are frozen on this server'; END $$; "
-              "CREATE EVENT TRIGGER no_index_builds ON ddl_command_start WHEN TAG IN ('CREATE INDEX', 'ALTER TABLE') "
-              "EXECUTE FUNCTION no_indexes()", database="big")
+    pg16.psql(
+        "CREATE FUNCTION no_indexes() RETURNS event_trigger LANGUAGE plpgsql AS "  # in the database pgmig made
+        "$$ BEGIN RAISE EXCEPTION 'index builds are frozen on this server'; END $$; "
+        "CREATE EVENT TRIGGER no_index_builds ON ddl_command_start WHEN TAG IN ('CREATE INDEX', 'ALTER TABLE') "
+        "EXECUTE FUNCTION no_indexes()",
+        database="big",
+    )
     await engine.wait(m.id)
     m = await engine.store.get_migration(m.id)
     assert m.state is State.FAILED and m.error.startswith("importing:")
@@ -208,16 +230,18 @@ async def test_pg_restore_error_mid_way_is_reported_and_retry_replaces_its_own_d
 PREPARED = {  # what a DBA might have put in target databases before anyone ran pgmig
     "dba_tables": "CREATE TABLE keep_me (id int); INSERT INTO keep_me VALUES (1), (2)",
     "dba_prepared": "CREATE SCHEMA app; CREATE FUNCTION app.f() RETURNS int LANGUAGE sql AS 'SELECT 1'; "
-                    "GRANT USAGE ON SCHEMA app TO PUBLIC; SELECT lo_from_bytea(7777, 'the DBA''s')",
+    "GRANT USAGE ON SCHEMA app TO PUBLIC; SELECT lo_from_bytea(7777, 'the DBA''s')",
 }
 
 
 def fingerprint(cluster: LocalCluster, db: str) -> str:
-    return cluster.psql("SELECT (SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace) || '|' || "
-                        "(SELECT count(*) FROM pg_proc WHERE pronamespace::regnamespace::text = 'app') || '|' || "
-                        "(SELECT count(*) FROM pg_largeobject_metadata) || '|' || "
-                        "coalesce((SELECT string_agg(relname, ',') FROM pg_class WHERE relname = 'keep_me'), '')",
-                        database=db)
+    return cluster.psql(
+        "SELECT (SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace) || '|' || "
+        "(SELECT count(*) FROM pg_proc WHERE pronamespace::regnamespace::text = 'app') || '|' || "
+        "(SELECT count(*) FROM pg_largeobject_metadata) || '|' || "
+        "coalesce((SELECT string_agg(relname, ',') FROM pg_class WHERE relname = 'keep_me'), '')",
+        database=db,
+    )
 
 
 async def test_databases_someone_else_prepared_survive_retry_and_cancel(engine, rich_source, pg16):
@@ -251,8 +275,9 @@ async def test_databases_someone_else_prepared_survive_retry_and_cancel(engine, 
 async def test_an_empty_database_someone_else_created_is_used_but_never_dropped(engine, rich_source, pg16):
     rich_source.psql('DROP DATABASE IF EXISTS "handmade"')
     rich_source.psql('CREATE DATABASE "handmade"')
-    rich_source.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)",
-                     database="handmade")
+    rich_source.psql(
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)", database="handmade"
+    )
     reset_target(pg16, "handmade")
     pg16.psql('CREATE DATABASE "handmade"')  # as on Azure, where the portal creates it
     try:
@@ -268,8 +293,11 @@ async def test_an_empty_database_someone_else_created_is_used_but_never_dropped(
 
 async def test_cancel_mid_import_drops_the_half_imported_database(engine, rich_source, pg16, big):
     reset_target(pg16, "big")
-    m = await engine.create(MigrationRequest(source="onprem", target="azure", mode="offline",
-                                             requested_by="U0ALICE", databases=["big"], parallel=1))
+    m = await engine.create(
+        MigrationRequest(
+            source="onprem", target="azure", mode="offline", requested_by="U0ALICE", databases=["big"], parallel=1
+        )
+    )
     await engine.preflight(m)
     engine.start(m.id)
     await wait_phase(engine, m.id, "big", "copying data")
@@ -287,8 +315,12 @@ async def test_cancel_mid_import_drops_the_half_imported_database(engine, rich_s
 async def test_client_programs_older_than_the_target_are_refused(tmp_path, rich_source, pg16):
     store = await Store.open(str(tmp_path / "s.sqlite"))
     events = RecordingEvents()
-    eng = Engine(store, {"onprem": server("onprem", rich_source), "azure": server("azure", pg16)}, events,
-                 EngineConfig(workdir=tmp_path / "w", pg_bindir=str(rich_source.bindir)))
+    eng = Engine(
+        store,
+        {"onprem": server("onprem", rich_source), "azure": server("azure", pg16)},
+        events,
+        EngineConfig(workdir=tmp_path / "w", pg_bindir=str(rich_source.bindir)),
+    )
     try:
         reset_target(pg16, "rich")
         mid = await run(eng, databases=["rich"])
@@ -306,8 +338,11 @@ async def test_a_restart_carries_an_interrupted_import_on(tmp_path, rich_source,
     store = await Store.open(str(tmp_path / "s.sqlite"))
     reset_target(pg16, "big")
     first = Engine(store, servers, RecordingEvents(), config)
-    m = await first.create(MigrationRequest(source="onprem", target="azure", mode="offline", requested_by="U1",
-                                            databases=["big"], parallel=1))
+    m = await first.create(
+        MigrationRequest(
+            source="onprem", target="azure", mode="offline", requested_by="U1", databases=["big"], parallel=1
+        )
+    )
     await first.preflight(m)
     first.start(m.id)
     await wait_phase(first, m.id, "big", "copying data")
@@ -339,20 +374,29 @@ async def test_source_changed_after_export_fails_at_verifying_with_the_mismatche
         assert "inventory.warehouse_id_seq" in m.error  # the identity sequence moved on too
         results = await engine.verify(mid)
         assert {(x.kind, x.name) for x in results[0].mismatches} == {
-            ("sequence", "inventory.warehouse_id_seq"), ("table", "inventory.warehouse")}
+            ("sequence", "inventory.warehouse_id_seq"),
+            ("table", "inventory.warehouse"),
+        }
     finally:
-        rich_source.psql("DELETE FROM inventory.warehouse WHERE name = 'late arrival'; "
-                         "SELECT setval('inventory.warehouse_id_seq', 3)", database="rich")
+        rich_source.psql(
+            "DELETE FROM inventory.warehouse WHERE name = 'late arrival'; "
+            "SELECT setval('inventory.warehouse_id_seq', 3)",
+            database="rich",
+        )
 
 
 async def test_target_role_that_cannot_create_roles_restores_without_owners(tmp_path, rich_source, pg16, monkeypatch):
-    pg16.psql("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'migrator') THEN "
-              "CREATE ROLE migrator LOGIN CREATEDB PASSWORD 'Migrator-pw-1'; END IF; END $$")
+    pg16.psql(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'migrator') THEN "
+        "CREATE ROLE migrator LOGIN CREATEDB PASSWORD 'Migrator-pw-1'; END IF; END $$"
+    )
     reset_target(pg16, "rich")
     pg16.psql("DROP ROLE IF EXISTS app_owner; DROP ROLE IF EXISTS report_reader")
     monkeypatch.setenv("PGMIG_MIGRATOR_PASSWORD", "Migrator-pw-1")
-    servers = {"onprem": server("onprem", rich_source),
-               "azure": server("azure", pg16, user="migrator", password_env="PGMIG_MIGRATOR_PASSWORD")}
+    servers = {
+        "onprem": server("onprem", rich_source),
+        "azure": server("azure", pg16, user="migrator", password_env="PGMIG_MIGRATOR_PASSWORD"),
+    }
     store = await Store.open(str(tmp_path / "s.sqlite"))
     eng = Engine(store, servers, RecordingEvents(), EngineConfig(workdir=tmp_path / "w", pg_bindir=str(pg16_bindir())))
     try:
@@ -362,9 +406,14 @@ async def test_target_role_that_cannot_create_roles_restores_without_owners(tmp_
             m = await store.get_migration(mid)
             assert m.state is State.COMPLETED, m.error
             roles = await store.step(mid, "roles")
-            assert {"app_owner", "report_reader"} <= set(roles.data["missing"]) and "not usable by its role" in roles.detail
-            owners = pg16.psql("SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class c JOIN pg_namespace n "
-                               "ON n.oid = c.relnamespace WHERE n.nspname = 'inventory'", database="rich")
+            assert {"app_owner", "report_reader"} <= set(
+                roles.data["missing"]
+            ) and "not usable by its role" in roles.detail
+            owners = pg16.psql(
+                "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = 'inventory'",
+                database="rich",
+            )
             assert owners == "migrator"
     finally:
         await eng.close()

@@ -1,4 +1,5 @@
 """Online migrations on real clusters: PostgreSQL 15 source → 16 target over native logical replication."""
+
 from __future__ import annotations
 
 import asyncio
@@ -30,11 +31,16 @@ def src(cluster_root):
     if pagila_available():
         load_pagila(c)
     c.psql("CREATE DATABASE nopk")
-    c.psql("CREATE TABLE events (at int, what text); INSERT INTO events SELECT g, 'e' || g FROM generate_series(1, 50) g",
-           database="nopk")
+    c.psql(
+        "CREATE TABLE events (at int, what text); INSERT INTO events SELECT g, 'e' || g FROM generate_series(1, 50) g",
+        database="nopk",
+    )
     c.psql("CREATE DATABASE busy")
-    c.psql("CREATE TABLE ticket (id bigint PRIMARY KEY, body text); "
-           "INSERT INTO ticket SELECT g, repeat('x', 200) FROM generate_series(1, 400000) g", database="busy")
+    c.psql(
+        "CREATE TABLE ticket (id bigint PRIMARY KEY, body text); "
+        "INSERT INTO ticket SELECT g, repeat('x', 200) FROM generate_series(1, 400000) g",
+        database="busy",
+    )
     yield c
     c.destroy()
 
@@ -61,8 +67,19 @@ async def store(tmp_path):
 
 
 async def start_online(engine: Engine, dbs: list[str], **kw) -> str:
-    m = await engine.create(MigrationRequest(source="onprem", target="azure", mode="online", requested_by="U0ALICE",
-                                             channel="C0OPS", databases=dbs, overwrite=True, parallel=2, **kw))
+    m = await engine.create(
+        MigrationRequest(
+            source="onprem",
+            target="azure",
+            mode="online",
+            requested_by="U0ALICE",
+            channel="C0OPS",
+            databases=dbs,
+            overwrite=True,
+            parallel=2,
+            **kw,
+        )
+    )
     if not (await engine.preflight(m)).blocking:
         engine.start(m.id)
     return m.id
@@ -113,7 +130,9 @@ async def test_online_copies_then_streams_every_change(tmp_path, store, src, tgt
         try:
             while not writer_stop.is_set():
                 n += 1
-                await conn.execute("INSERT INTO inventory.item (warehouse_id, qty, note) VALUES (1 + $1 % 3, 1, 'live')", n)
+                await conn.execute(
+                    "INSERT INTO inventory.item (warehouse_id, qty, note) VALUES (1 + $1 % 3, 1, 'live')", n
+                )
                 await conn.execute("UPDATE inventory.item SET qty = qty + 1 WHERE id = $1", 1 + n % 3000)
                 await conn.execute("DELETE FROM inventory.movement WHERE id = $1", n)
                 await asyncio.sleep(0.002)
@@ -130,24 +149,38 @@ async def test_online_copies_then_streams_every_change(tmp_path, store, src, tgt
         writer_stop.set()
         written = await write_task
     assert written > 20
-    src.psql("UPDATE inventory.warehouse SET mood = 'sad' WHERE name = 'north'; "
-             "INSERT INTO inventory.movement (at, item_id, delta) VALUES ('2026-03-01', 1, 9); "
-             "DELETE FROM public.scratch WHERE id <= 10", database="rich")
+    src.psql(
+        "UPDATE inventory.warehouse SET mood = 'sad' WHERE name = 'north'; "
+        "INSERT INTO inventory.movement (at, item_id, delta) VALUES ('2026-03-01', 1, 9); "
+        "DELETE FROM public.scratch WHERE id <= 10",
+        database="rich",
+    )
     if pagila_available():
-        src.psql("UPDATE customer SET email = 'moved@example.com' WHERE customer_id = 1; "
-                 "INSERT INTO payment (customer_id, staff_id, rental_id, amount, payment_date) "
-                 "VALUES (1, 1, 1, 9.99, '2022-02-15 10:00+00')", database="pagila")
+        src.psql(
+            "UPDATE customer SET email = 'moved@example.com' WHERE customer_id = 1; "
+            "INSERT INTO payment (customer_id, staff_id, rental_id, amount, payment_date) "
+            "VALUES (1, 1, 1, 9.99, '2022-02-15 10:00+00')",
+            database="pagila",
+        )
     assert await wait_state(engine, mid, State.READY_FOR_CUTOVER) is State.READY_FOR_CUTOVER
     for db in dbs:
         await wait_equal(src, tgt, db)
     assert tgt.psql("SELECT mood FROM inventory.warehouse WHERE name = 'north'", database="rich") == "sad"
     assert tgt.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", database="rich") == "0"
-    assert tgt.psql("SELECT string_agg(tgname || ':' || tgenabled::text, ',' ORDER BY tgname) FROM pg_trigger "
-                    "WHERE NOT tgisinternal", database="rich") == "item_sleeping:D,item_touch:D"
+    assert (
+        tgt.psql(
+            "SELECT string_agg(tgname || ':' || tgenabled::text, ',' ORDER BY tgname) FROM pg_trigger "
+            "WHERE NOT tgisinternal",
+            database="rich",
+        )
+        == "item_sleeping:D,item_touch:D"
+    )
     load = await store.step(mid, "load:rich")
     assert {fk["name"] for fk in load.data["parked"]["foreign_keys"]} >= {"item_warehouse_id_fkey"}
     assert {(t["name"], t["enabled"]) for t in load.data["parked"]["triggers"]} == {
-        ("item_sleeping", "D"), ("item_touch", "O")}
+        ("item_sleeping", "D"),
+        ("item_touch", "O"),
+    }
     assert len([s for s in slots(src) if s.startswith(prefix(store, mid))]) == len(dbs)
     states = engine.events.of(mid)
     assert states[:4] == ["preflight", "schema", "full_load", "catching_up"] and states[-1] == "ready_for_cutover"
@@ -171,7 +204,9 @@ async def test_table_without_primary_key_refused_then_replicated_with_the_flag(t
     await wait_equal(src, tgt, "nopk")
     assert tgt.psql("SELECT what FROM events WHERE at = 7", database="nopk") == "changed"
     assert tgt.psql("SELECT count(*) FROM events", database="nopk") == "40"
-    assert "REPLICA IDENTITY FULL set on the source for nopk: public.events" in (await store.step(mid, "identity")).detail
+    assert (
+        "REPLICA IDENTITY FULL set on the source for nopk: public.events" in (await store.step(mid, "identity")).detail
+    )
     await engine.cancel(mid, "U0TEST")
     assert src.psql("SELECT relreplident FROM pg_class WHERE relname = 'events'", database="nopk") == "d"
     assert not [s for s in slots(src) if s.startswith("pgmig_")]
@@ -214,8 +249,11 @@ async def test_lag_and_wal_retention_alerts(tmp_path, store, src, tgt):
     src.psql("INSERT INTO events SELECT g, repeat('y', 500) FROM generate_series(1000, 3000) g", database="nopk")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not {"lag", "stream"} <= {
-            k for _, t in engine.events.alerts for k in ("lag", "stream") if ("lag" in t and k == "lag")
-            or ("not streaming" in t and k == "stream")}:
+        k
+        for _, t in engine.events.alerts
+        for k in ("lag", "stream")
+        if ("lag" in t and k == "lag") or ("not streaming" in t and k == "stream")
+    }:
         await asyncio.sleep(0.2)
     texts = [t for m, t in engine.events.alerts if m == mid]
     assert any("hold WAL on the source" in t for t in texts)
@@ -241,7 +279,9 @@ async def test_cleanup_finds_and_removes_only_this_deployments_leftovers(src):
     try:
         found = await cleanup.find(source, "abc123")
         assert {(x.kind, x.name, x.migration_id) for x in found} == {
-            ("slot", mine, "mig-99"), ("publication", mine, "mig-99")}
+            ("slot", mine, "mig-99"),
+            ("publication", mine, "mig-99"),
+        }
         removed = await cleanup.remove(source, found)
         assert len(removed) == 2
         assert not await cleanup.find(source, "abc123")
@@ -280,8 +320,9 @@ async def test_cutover_with_writes_up_to_the_fence_loses_nothing(tmp_path, store
         conn = await asyncpg.connect(src.dsn("cut"))
         try:
             while True:
-                committed.append(await conn.fetchval(
-                    "INSERT INTO child (parent_id, note) VALUES (1, 'live') RETURNING id"))
+                committed.append(
+                    await conn.fetchval("INSERT INTO child (parent_id, note) VALUES (1, 'live') RETURNING id")
+                )
                 await asyncio.sleep(0.001)
         except Exception:  # fenced: the session was ended mid-statement, or new writes were refused
             return
@@ -295,14 +336,21 @@ async def test_cutover_with_writes_up_to_the_fence_loses_nothing(tmp_path, store
     assert len(committed) > 50
     on_target = await asyncpg.connect(tgt.dsn("cut"))
     try:
-        assert await on_target.fetchval("SELECT count(*) FROM child WHERE id = ANY($1::bigint[])", committed) == \
-            len(committed)
+        assert await on_target.fetchval("SELECT count(*) FROM child WHERE id = ANY($1::bigint[])", committed) == len(
+            committed
+        )
         source_seq = int(src.psql("SELECT last_value FROM child_id_seq", database="cut"))
         assert await on_target.fetchval("SELECT last_value FROM child_id_seq") == source_seq >= max(committed)
-        assert await on_target.fetchval("SELECT bool_and(convalidated) AND count(*) = 1 FROM pg_constraint "
-                                        "WHERE contype = 'f'")
-        assert await on_target.fetchval("SELECT string_agg(tgname || ':' || tgenabled::text, ',' ORDER BY tgname) "
-                                        "FROM pg_trigger WHERE NOT tgisinternal") == "child_quiet:D,child_shout:O"
+        assert await on_target.fetchval(
+            "SELECT bool_and(convalidated) AND count(*) = 1 FROM pg_constraint WHERE contype = 'f'"
+        )
+        assert (
+            await on_target.fetchval(
+                "SELECT string_agg(tgname || ':' || tgenabled::text, ',' ORDER BY tgname) "
+                "FROM pg_trigger WHERE NOT tgisinternal"
+            )
+            == "child_quiet:D,child_shout:O"
+        )
         await on_target.execute("INSERT INTO child (parent_id, note) VALUES (2, 'on azure')")  # target writable
     finally:
         await on_target.close()
@@ -310,8 +358,15 @@ async def test_cutover_with_writes_up_to_the_fence_loses_nothing(tmp_path, store
     assert not [s for s in slots(src) if s.startswith("pgmig_")]
     assert tgt.psql("SELECT count(*) FROM pg_subscription") == "0"
     step = await store.step(mid, "cutover:cut")
-    assert set(step.data["timings"]) == {"fence", "catch_up", "sequences", "constraints", "counts", "validate",
-                                         "verify"}
+    assert set(step.data["timings"]) == {
+        "fence",
+        "catch_up",
+        "sequences",
+        "constraints",
+        "counts",
+        "validate",
+        "verify",
+    }
     assert any("target released" in t for _, t in engine.events.alerts)
     assert "writes unavailable" in engine.events.states[-1][2]
     await engine.close()
@@ -319,17 +374,21 @@ async def test_cutover_with_writes_up_to_the_fence_loses_nothing(tmp_path, store
 
 def fenced(cluster: LocalCluster, db: str) -> bool:
     """What an application sees: new sessions read-only, or CONNECT refused to non-superusers."""
-    read_only = cluster.psql(f"SELECT coalesce((SELECT split_part(c, '=', 2) FROM pg_db_role_setting s, "
-                             f"unnest(s.setconfig) c WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE "
-                             f"datname = '{db}') AND c LIKE 'default_transaction_read_only=%'), 'off')")
+    read_only = cluster.psql(
+        f"SELECT coalesce((SELECT split_part(c, '=', 2) FROM pg_db_role_setting s, "
+        f"unnest(s.setconfig) c WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE "
+        f"datname = '{db}') AND c LIKE 'default_transaction_read_only=%'), 'off')"
+    )
     connect = cluster.psql(f"SELECT has_database_privilege('app_user', '{db}', 'CONNECT')")
     return read_only == "on" or connect == "f"
 
 
 @pytest.fixture(scope="module")
 def app_user(src):
-    src.psql("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'app_user') THEN "
-             "CREATE ROLE app_user LOGIN PASSWORD 'App-user-pw-1'; END IF; END $$")
+    src.psql(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'app_user') THEN "
+        "CREATE ROLE app_user LOGIN PASSWORD 'App-user-pw-1'; END IF; END $$"
+    )
     return "app_user"
 
 
@@ -381,8 +440,11 @@ async def test_problems_after_release_never_reopen_the_source(tmp_path, store, s
     engine = make_engine(store, src, tgt, tmp_path)
     mid = await start_online(engine, ["sum"])
     await wait_state(engine, mid, State.READY_FOR_CUTOVER)
-    tgt.psql("UPDATE parent SET name = 'tampered' WHERE id = 3; "       # counts equal, content not
-             "UPDATE child SET parent_id = 999 WHERE id = 5", database="sum")  # and a foreign key that cannot hold
+    tgt.psql(
+        "UPDATE parent SET name = 'tampered' WHERE id = 3; "  # counts equal, content not
+        "UPDATE child SET parent_id = 999 WHERE id = 5",
+        database="sum",
+    )  # and a foreign key that cannot hold
     assert await engine.cutover(mid, "U0BOB")
     m = await store.get_migration(mid)
     assert m.state is State.COMPLETED and "problem(s) found after release" in engine.events.states[-1][2]
@@ -398,11 +460,17 @@ async def test_problems_after_release_never_reopen_the_source(tmp_path, store, s
 
 async def test_a_stale_materialized_view_does_not_stop_the_cutover(tmp_path, store, src, tgt, app_user):
     fresh_db(src, "mv")
-    src.psql("CREATE MATERIALIZED VIEW child_count AS SELECT count(*) AS n FROM child; "
-             "CREATE SEQUENCE invoice_no START 671 MINVALUE 671; CREATE SEQUENCE used_no START 500 MINVALUE 500; "
-             "SELECT nextval('used_no')", database="mv")
-    src.psql("SELECT lo_from_bytea(4711, 'contract'); COMMENT ON LARGE OBJECT 4711 IS 'signed copy'; "
-             "ALTER LARGE OBJECT 4711 OWNER TO app_user; GRANT SELECT ON LARGE OBJECT 4711 TO PUBLIC", database="mv")
+    src.psql(
+        "CREATE MATERIALIZED VIEW child_count AS SELECT count(*) AS n FROM child; "
+        "CREATE SEQUENCE invoice_no START 671 MINVALUE 671; CREATE SEQUENCE used_no START 500 MINVALUE 500; "
+        "SELECT nextval('used_no')",
+        database="mv",
+    )
+    src.psql(
+        "SELECT lo_from_bytea(4711, 'contract'); COMMENT ON LARGE OBJECT 4711 IS 'signed copy'; "
+        "ALTER LARGE OBJECT 4711 OWNER TO app_user; GRANT SELECT ON LARGE OBJECT 4711 TO PUBLIC",
+        database="mv",
+    )
     engine = make_engine(store, src, tgt, tmp_path)
     mid = await start_online(engine, ["mv"])
     await wait_state(engine, mid, State.READY_FOR_CUTOVER)
@@ -410,13 +478,17 @@ async def test_a_stale_materialized_view_does_not_stop_the_cutover(tmp_path, sto
     assert await engine.cutover(mid, "U0BOB")
     m = await store.get_migration(mid)
     assert m.state is State.COMPLETED, m.error
-    print("DIAG child", tgt.psql("SELECT count(*) FROM child", database="mv"), "mv", tgt.psql("SELECT n FROM child_count", database="mv"), engine.events.states[-1][2][:400])
     assert tgt.psql("SELECT n FROM child_count", database="mv") == "1001"  # refreshed on the target only
     assert src.psql("SELECT n FROM child_count", database="mv") == "1000"  # the source's is never refreshed
     assert tgt.psql("SELECT nextval('invoice_no'), nextval('used_no')", database="mv") == "671|501"
-    assert tgt.psql("SELECT obj_description(4711, 'pg_largeobject') || '|' || pg_get_userbyid(lomowner) || '|' || "
-                    "lomacl::text FROM pg_largeobject_metadata WHERE oid = 4711", database="mv") == \
-        "signed copy|app_user|{app_user=rw/app_user,=r/app_user}"
+    assert (
+        tgt.psql(
+            "SELECT obj_description(4711, 'pg_largeobject') || '|' || pg_get_userbyid(lomowner) || '|' || "
+            "lomacl::text FROM pg_largeobject_metadata WHERE oid = 4711",
+            database="mv",
+        )
+        == "signed copy|app_user|{app_user=rw/app_user,=r/app_user}"
+    )
     assert "materialized view public.child_count: source 1 rows, target 1 rows" not in engine.events.states[-1][2]
     assert "materialized view public.child_count: source 1 rows, sum" in engine.events.states[-1][2]  # a warning
     await engine.close()
@@ -428,12 +500,12 @@ async def test_a_second_replica_leaves_a_live_ones_migration_alone_until_its_lea
     await wait_state(first, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
     second = make_engine(store, src, tgt, tmp_path, lease_seconds=1.0)
     beats = {(await store.owner(mid))[1] for _ in range(3) if not await asyncio.sleep(0.4)}
-    assert len(beats) >= 2                         # the lease is being renewed
-    await asyncio.sleep(1.2)                       # longer than the lease: only renewal keeps it
-    assert await second.recover() == []            # the first replica is alive: its migration is left alone
+    assert len(beats) >= 2  # the lease is being renewed
+    await asyncio.sleep(1.2)  # longer than the lease: only renewal keeps it
+    assert await second.recover() == []  # the first replica is alive: its migration is left alone
     assert (await store.owner(mid))[0] == first.instance
-    first.scheduler.shutdown()                          # the first replica dies without a word: its lease goes stale
-    for _ in range(50):                            # the second notices on its own lease ticks
+    first.scheduler.shutdown()  # the first replica dies without a word: its lease goes stale
+    for _ in range(50):  # the second notices on its own lease ticks
         if (await store.owner(mid))[0] == second.instance:
             break
         await asyncio.sleep(0.1)
@@ -452,10 +524,12 @@ async def test_a_failed_migration_keeps_nothing_unwatched_and_cancel_removes_it(
         if engine.progress(mid).of("busy").phase == "copying data":
             break
         await asyncio.sleep(0.02)
-    tgt.psql("CREATE FUNCTION no_indexes() RETURNS event_trigger LANGUAGE plpgsql AS "
-             "$$ BEGIN RAISE EXCEPTION 'index builds are frozen'; END $$; CREATE EVENT TRIGGER frozen ON "
-             "ddl_command_start WHEN TAG IN ('ALTER TABLE', 'CREATE INDEX') EXECUTE FUNCTION no_indexes()",
-             database="busy")
+    tgt.psql(
+        "CREATE FUNCTION no_indexes() RETURNS event_trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'index builds are frozen'; END $$; CREATE EVENT TRIGGER frozen ON "
+        "ddl_command_start WHEN TAG IN ('ALTER TABLE', 'CREATE INDEX') EXECUTE FUNCTION no_indexes()",
+        database="busy",
+    )
     await engine.wait(mid)
     m = await store.get_migration(mid)
     assert m.state is State.FAILED and "index builds are frozen" in m.error
@@ -467,8 +541,12 @@ async def test_a_failed_migration_keeps_nothing_unwatched_and_cancel_removes_it(
         await asyncio.sleep(0.1)
     assert any("still hold WAL on onprem" in t and f"/pgmig cancel {mid}" in t for _, t in engine.events.alerts)
 
-    unreachable = Engine(store, {"onprem": server("onprem", src, port=free_port()), "azure": server("azure", tgt)},
-                         RecordingEvents(), engine.config)
+    unreachable = Engine(
+        store,
+        {"onprem": server("onprem", src, port=free_port()), "azure": server("azure", tgt)},
+        RecordingEvents(),
+        engine.config,
+    )
     outcome = await unreachable.cancel(mid, "U0BOB")  # the source is down: what is on it cannot be removed
     assert outcome.state is State.FAILED and any("connection refused" in f for f in outcome.failed)
     assert not [d for d in outcome.done if "slot" in d]
@@ -490,3 +568,30 @@ async def test_a_failed_migration_keeps_nothing_unwatched_and_cancel_removes_it(
         await asyncio.sleep(0.1)
     assert any("back to normal: leftover-slot" in t for _, t in engine.events.alerts)
     await engine.close()
+
+
+async def test_a_transaction_committed_asynchronously_just_before_the_fence_is_not_left_behind(
+    tmp_path, store, cluster_root
+):
+    """synchronous_commit = off and a lazy WAL writer: the commit sits unwritten in WAL buffers when the fence
+    comes. The catch-up must still wait for it, or the target is released with the old row."""
+    lazy = LocalCluster(
+        cluster_root / "lazy-src",
+        password=PASSWORD,
+        settings={**LOGICAL, "wal_writer_delay": "10s", "synchronous_commit": "off"},
+    )
+    lazy.init().start()
+    target = LocalCluster(cluster_root / "lazy-tgt", password=PASSWORD).init().start()
+    try:
+        fresh_db(lazy, "lazy")
+        engine = make_engine(store, lazy, target, tmp_path)
+        mid = await start_online(engine, ["lazy"])
+        await wait_state(engine, mid, State.READY_FOR_CUTOVER)
+        lazy.psql("UPDATE parent SET name = 'committed just before the fence' WHERE id = 1", database="lazy")
+        assert await engine.cutover(mid, "U0BOB")
+        assert await store.step(mid, "incident") is None, (await store.step(mid, "incident")).detail
+        assert target.psql("SELECT name FROM parent WHERE id = 1", database="lazy") == "committed just before the fence"
+        await engine.close()
+    finally:
+        lazy.destroy()
+        target.destroy()

@@ -1,11 +1,19 @@
 """Pre-flight checks against real clusters: the findings a person would act on."""
+
 from __future__ import annotations
 
 import pytest
 
 from bot.localpg import free_port
 from migration_core.preflight import (
-    Finding, Mode, PreflightReport, PreflightRequest, Status, _extension_finding, _TargetFacts, run_preflight,
+    Finding,
+    Mode,
+    PreflightReport,
+    PreflightRequest,
+    Status,
+    _extension_finding,
+    _TargetFacts,
+    run_preflight,
 )
 from tests.conftest import PASSWORD, server
 
@@ -28,8 +36,7 @@ async def test_good_source_passes_every_check(source_cluster, target_cluster):
 
 
 async def test_replica_wal_level_blocks_online_with_restart_fix(replica_level_cluster, target_cluster):
-    report = await run_preflight(PreflightRequest(server("old", replica_level_cluster),
-                                                  server("tgt", target_cluster)))
+    report = await run_preflight(PreflightRequest(server("old", replica_level_cluster), server("tgt", target_cluster)))
     wal = by_title(report, "wal_level")
     assert wal.status is Status.FAIL and "'replica'" in wal.detail
     assert "wal_level = logical" in wal.fix and "restart" in wal.fix
@@ -39,8 +46,9 @@ async def test_replica_wal_level_blocks_online_with_restart_fix(replica_level_cl
 
 
 async def test_offline_mode_does_not_require_logical_replication(replica_level_cluster, target_cluster):
-    report = await run_preflight(PreflightRequest(server("old", replica_level_cluster),
-                                                  server("tgt", target_cluster), mode=Mode.OFFLINE))
+    report = await run_preflight(
+        PreflightRequest(server("old", replica_level_cluster), server("tgt", target_cluster), mode=Mode.OFFLINE)
+    )
     assert report.blocking == []
     assert not [f for f in report.findings if f.title.startswith("wal_level")]
 
@@ -48,10 +56,13 @@ async def test_offline_mode_does_not_require_logical_replication(replica_level_c
 @pytest.fixture(scope="module")
 def nopk_db(source_cluster):
     source_cluster.psql("CREATE DATABASE nopk")
-    source_cluster.psql("CREATE TABLE public.events (at timestamptz, what text); "
-                        "CREATE TABLE public.ok (id int PRIMARY KEY); "
-                        "CREATE UNLOGGED TABLE public.scratch (id int PRIMARY KEY); "
-                        "SELECT lo_create(0);", database="nopk")
+    source_cluster.psql(
+        "CREATE TABLE public.events (at timestamptz, what text); "
+        "CREATE TABLE public.ok (id int PRIMARY KEY); "
+        "CREATE UNLOGGED TABLE public.scratch (id int PRIMARY KEY); "
+        "SELECT lo_create(0);",
+        database="nopk",
+    )
     yield "nopk"
     source_cluster.psql("DROP DATABASE nopk")
 
@@ -74,16 +85,18 @@ async def test_table_without_primary_key_blocks_online_and_is_named(source_clust
 
 
 async def test_unknown_database_lists_the_available_ones(source_cluster, target_cluster):
-    report = await run_preflight(PreflightRequest(server("src", source_cluster), server("tgt", target_cluster),
-                                                  databases=["shop", "nosuchdb"]))
+    report = await run_preflight(
+        PreflightRequest(server("src", source_cluster), server("tgt", target_cluster), databases=["shop", "nosuchdb"])
+    )
     missing = by_title(report, "databases exist")
     assert missing.status is Status.FAIL and "nosuchdb" in missing.detail and "shop" in missing.fix
     assert report.databases == ["shop"]
 
 
 async def test_unreachable_target_is_one_readable_line(source_cluster):
-    report = await run_preflight(PreflightRequest(server("src", source_cluster),
-                                                  server("gone", source_cluster, port=free_port())))
+    report = await run_preflight(
+        PreflightRequest(server("src", source_cluster), server("gone", source_cluster, port=free_port()))
+    )
     line = by_title(report, "cannot connect to gone")
     assert line.status is Status.FAIL
     assert "connection refused" in line.detail and "listen_addresses" in line.fix
@@ -91,8 +104,9 @@ async def test_unreachable_target_is_one_readable_line(source_cluster):
 
 
 async def test_unresolvable_host(source_cluster):
-    report = await run_preflight(PreflightRequest(server("src", source_cluster),
-                                                  server("typo", source_cluster, host="no-such-host.invalid")))
+    report = await run_preflight(
+        PreflightRequest(server("src", source_cluster), server("typo", source_cluster, host="no-such-host.invalid"))
+    )
     assert "DNS" in by_title(report, "cannot connect to typo").detail
 
 
@@ -113,11 +127,14 @@ async def test_missing_password_variable(source_cluster, target_cluster, monkeyp
 
 
 async def test_role_without_replication_or_read_access(source_cluster, target_cluster, monkeypatch):
-    source_cluster.psql("CREATE ROLE app_reader LOGIN PASSWORD 'Reader-pw-1'; "
-                        "CREATE TABLE IF NOT EXISTS public.secret_stuff (id int PRIMARY KEY); "
-                        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO app_reader; "
-                        "GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO app_reader; "
-                        "REVOKE SELECT ON public.secret_stuff FROM app_reader;", database="shop")
+    source_cluster.psql(
+        "CREATE ROLE app_reader LOGIN PASSWORD 'Reader-pw-1'; "
+        "CREATE TABLE IF NOT EXISTS public.secret_stuff (id int PRIMARY KEY); "
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO app_reader; "
+        "GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO app_reader; "
+        "REVOKE SELECT ON public.secret_stuff FROM app_reader;",
+        database="shop",
+    )
     try:
         monkeypatch.setenv("PGMIG_READER_PASSWORD", "Reader-pw-1")
         reader = server("src", source_cluster, user="app_reader", password_env="PGMIG_READER_PASSWORD")
@@ -128,12 +145,14 @@ async def test_role_without_replication_or_read_access(source_cluster, target_cl
         assert read.status is Status.FAIL and "public.secret_stuff" in read.detail
         assert "public.customer" not in read.detail
     finally:
-        source_cluster.psql("DROP TABLE public.secret_stuff; DROP OWNED BY app_reader; DROP ROLE app_reader",
-                            database="shop")
+        source_cluster.psql(
+            "DROP TABLE public.secret_stuff; DROP OWNED BY app_reader; DROP ROLE app_reader", database="shop"
+        )
 
 
 async def test_target_older_than_source_blocks():
     from migration_core.preflight import _version_finding
+
     assert _version_finding(160002, 150004).status is Status.FAIL
     assert "PostgreSQL 16 or newer" in _version_finding(160002, 150004).fix
     assert _version_finding(150004, 160002).status is Status.OK
@@ -149,13 +168,15 @@ def test_extension_missing_on_target_and_outside_azure_allow_list():
     assert f.status is Status.FAIL
     assert "not installable on target: postgis" in f.detail
     assert "allow-list: pg_trgm" in f.detail and "--value hstore,pg_trgm" in f.fix
-    assert _extension_finding("db x", used, facts({"pg_trgm": "", "postgis": "", "hstore": ""}, None)).status \
-        is Status.OK
+    assert (
+        _extension_finding("db x", used, facts({"pg_trgm": "", "postgis": "", "hstore": ""}, None)).status is Status.OK
+    )
 
 
 async def test_ssl_required_but_server_has_none(source_cluster, target_cluster):
-    report = await run_preflight(PreflightRequest(server("src", source_cluster, sslmode="require"),
-                                                  server("tgt", target_cluster)))
+    report = await run_preflight(
+        PreflightRequest(server("src", source_cluster, sslmode="require"), server("tgt", target_cluster))
+    )
     line = by_title(report, "cannot connect to src")
     assert "SSL" in line.detail and "sslmode" in line.fix and "'require'" in line.fix
 
@@ -170,8 +191,11 @@ async def test_a_server_that_never_answers_times_out(source_cluster):
     srv = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = srv.sockets[0].getsockname()[1]
     try:
-        report = await run_preflight(PreflightRequest(
-            server("src", source_cluster), server("hung", source_cluster, port=port, connect_timeout=1.0)))
+        report = await run_preflight(
+            PreflightRequest(
+                server("src", source_cluster), server("hung", source_cluster, port=port, connect_timeout=1.0)
+            )
+        )
         line = by_title(report, "cannot connect to hung")
         assert "no answer from 127.0.0.1:" in line.detail and "within 1 s" in line.detail
     finally:
@@ -181,8 +205,9 @@ async def test_a_server_that_never_answers_times_out(source_cluster):
 async def test_collation_difference_against_an_existing_target_database(source_cluster, target_cluster):
     target_cluster.psql("CREATE DATABASE shop TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'")
     try:
-        report = await run_preflight(PreflightRequest(server("src", source_cluster), server("tgt", target_cluster),
-                                                      databases=["shop"]))
+        report = await run_preflight(
+            PreflightRequest(server("src", source_cluster), server("tgt", target_cluster), databases=["shop"])
+        )
         line = by_title(report, "encoding and collation match")
         assert line.status is Status.WARN
         assert "source UTF8/C.UTF-8/C.UTF-8, target database shop SQL_ASCII/C/C" in line.detail

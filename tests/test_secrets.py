@@ -1,4 +1,5 @@
 """Secrets never reach logs, tracebacks included."""
+
 from __future__ import annotations
 
 import io

@@ -1,11 +1,12 @@
 """Configuration: every mistake is reported with the key that holds it."""
+
 from __future__ import annotations
 
 import pytest
 
 from bot.settings import SettingsError, load_settings, require_slack
 
-GOOD = '''
+GOOD = """
 [slack]
 notify_channel = "C0123456789"
 approvers = ["U01APPROVER", "S01GROUP"]
@@ -24,7 +25,7 @@ host = "mysrv.postgres.database.azure.com"
 user = "pgadmin"
 password_env = "AZURE_SALES_PASSWORD"
 sslmode = "require"
-'''
+"""
 
 
 def load(tmp_path, text: str, **env: str):
@@ -43,18 +44,22 @@ def test_the_documented_example_loads(tmp_path):
 
 def test_the_shipped_example_file_loads(tmp_path):
     from pathlib import Path
+
     example = (Path(__file__).parents[1] / "pgmig.example.toml").read_text()
     s = load(tmp_path, example)
     assert "azure-sales" in s.servers and not s.azure.enabled
 
 
-AZURE = GOOD + '''
+AZURE = (
+    GOOD
+    + """
 [azure]
 resource_group = "rg-data"
 region = "westeurope"
 provision_requires_approval = true
 poll_seconds = 2
-'''
+"""
+)
 
 
 def test_azure_section_with_the_environment_on_top(tmp_path):
@@ -65,31 +70,37 @@ def test_azure_section_with_the_environment_on_top(tmp_path):
     assert s.azure.provision_requires_approval and s.azure.poll_seconds == 2 and s.azure.resource_group == "rg-data"
 
 
-@pytest.mark.parametrize("change, message", [
-    (("poll_seconds = 2", "poll_seconds = -1"), "azure.poll_seconds"),
-    (("poll_seconds = 2", "pol_seconds = 2"), "azure.pol_seconds: unknown key (did you mean `poll_seconds`?)"),
-    (("provision_requires_approval = true", "provision_requires_approval = 1"), "expected true or false"),
-    (("poll_seconds = 2", 'arm_endpoint = "http://arm.local"'), "azure.arm_endpoint: expected an https:// URL"),
-    (("poll_seconds = 2", 'ca_file = "/nonexistent/ca.pem"'), "azure.ca_file: /nonexistent/ca.pem does not exist"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("poll_seconds = 2", "poll_seconds = -1"), "azure.poll_seconds"),
+        (("poll_seconds = 2", "pol_seconds = 2"), "azure.pol_seconds: unknown key (did you mean `poll_seconds`?)"),
+        (("provision_requires_approval = true", "provision_requires_approval = 1"), "expected true or false"),
+        (("poll_seconds = 2", 'arm_endpoint = "http://arm.local"'), "azure.arm_endpoint: expected an https:// URL"),
+        (("poll_seconds = 2", 'ca_file = "/nonexistent/ca.pem"'), "azure.ca_file: /nonexistent/ca.pem does not exist"),
+    ],
+)
 def test_bad_azure_config_names_the_key(tmp_path, change, message):
     with pytest.raises(SettingsError) as err:
         load(tmp_path, AZURE.replace(*change, 1))
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize("change, message", [
-    (('port = 5432', 'port = "x"'), "servers.onprem-sales.port: expected an integer"),
-    (('port = 5432', 'port = 70000'), "servers.onprem-sales.port: expected 1–65535"),
-    (('sslmode = "prefer"', 'sslmode = "sometimes"'), "servers.onprem-sales.sslmode: expected one of"),
-    (('host = "10.0.0.5"', 'hots = "10.0.0.5"'), "servers.onprem-sales.hots: unknown key (did you mean `host`?)"),
-    (('required_approvals = 2', 'required_approvals = 0'), "slack.required_approvals: expected at least 1"),
-    (('"S01GROUP"', '"alice"'), "slack.approvers: 'alice' is not a Slack user"),
-    (('[slack]', '[slak]'), "slak: unknown key (did you mean `slack`?)"),
-    (('password_env = "ONPREM_SALES_PASSWORD"', 'password_env = "X"\npassword_file = "/f"'), "not both"),
-    (('[servers.onprem-sales]', '[servers."on prem"]'), "a server name is letters"),
-    (('port = 5432', 'port = 5432\n[oops'), "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("port = 5432", 'port = "x"'), "servers.onprem-sales.port: expected an integer"),
+        (("port = 5432", "port = 70000"), "servers.onprem-sales.port: expected 1–65535"),
+        (('sslmode = "prefer"', 'sslmode = "sometimes"'), "servers.onprem-sales.sslmode: expected one of"),
+        (('host = "10.0.0.5"', 'hots = "10.0.0.5"'), "servers.onprem-sales.hots: unknown key (did you mean `host`?)"),
+        (("required_approvals = 2", "required_approvals = 0"), "slack.required_approvals: expected at least 1"),
+        (('"S01GROUP"', '"alice"'), "slack.approvers: 'alice' is not a Slack user"),
+        (("[slack]", "[slak]"), "slak: unknown key (did you mean `slack`?)"),
+        (('password_env = "ONPREM_SALES_PASSWORD"', 'password_env = "X"\npassword_file = "/f"'), "not both"),
+        (("[servers.onprem-sales]", '[servers."on prem"]'), "a server name is letters"),
+        (("port = 5432", "port = 5432\n[oops"), "not valid TOML"),
+    ],
+)
 def test_bad_config_names_the_key(tmp_path, change, message):
     with pytest.raises(SettingsError) as err:
         load(tmp_path, GOOD.replace(*change, 1))
@@ -112,10 +123,16 @@ def test_serving_slack_names_the_missing_credentials(tmp_path):
 
 def test_replication_address_reaches_the_subscription(tmp_path):
     from migration_core.replication import subscription_conninfo
-    s = load(tmp_path, GOOD.replace('sslmode = "prefer"', 'sslmode = "prefer"\nreplication_host = "203.0.113.7"\n'
-                                    'replication_port = 6432', 1))
+
+    s = load(
+        tmp_path,
+        GOOD.replace(
+            'sslmode = "prefer"', 'sslmode = "prefer"\nreplication_host = "203.0.113.7"\nreplication_port = 6432', 1
+        ),
+    )
     info = subscription_conninfo(s.servers["onprem-sales"], "sales db", "pgmig_x_rep", "pw'quote")
     assert "host='203.0.113.7'" in info and "port='6432'" in info and "password='pw\\'quote'" in info
     assert "dbname='sales db'" in info and "user='pgmig_x_rep'" in info
-    assert "host='10.0.0.5'" in subscription_conninfo(s.servers["azure-sales"].__class__(
-        name="x", host="10.0.0.5"), "sales", "r", "p")
+    assert "host='10.0.0.5'" in subscription_conninfo(
+        s.servers["azure-sales"].__class__(name="x", host="10.0.0.5"), "sales", "r", "p"
+    )

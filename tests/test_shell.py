@@ -1,4 +1,5 @@
 """The shell adapter and the CLI, run as a person runs them: `pgmig shell < script.txt`."""
+
 from __future__ import annotations
 
 import os
@@ -10,29 +11,38 @@ from tests.conftest import PASSWORD, config_toml
 
 
 def pgmig(*args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 120):
-    return subprocess.run([sys.executable, "-m", "bot.cli", *args], input=stdin, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
 
 
 def test_shell_round_trip_with_button_press(tmp_path, source_cluster, target_cluster, replica_level_cluster):
     config = tmp_path / "pgmig.toml"
-    config.write_text(config_toml({"src": source_cluster, "tgt": target_cluster, "old": replica_level_cluster,
-                                   "down": free_port()}))
-    script = "\n".join([
-        "# a comment line is ignored",
-        "/pgmig help",
-        "servers",
-        "check old tgt",
-        "press Re-run check",
-        "check src tgt --db shop --mode offline",
-        "press 1",
-        "press 7",
-        "check down tgt",
-        "check src",
-        "bogus",
-        "quit",
-        "servers",  # never reached: quit ends the session
-    ])
+    config.write_text(
+        config_toml({"src": source_cluster, "tgt": target_cluster, "old": replica_level_cluster, "down": free_port()})
+    )
+    script = "\n".join(
+        [
+            "# a comment line is ignored",
+            "/pgmig help",
+            "servers",
+            "check old tgt",
+            "press Re-run check",
+            "check src tgt --db shop --mode offline",
+            "press 1",
+            "press 7",
+            "check down tgt",
+            "check src",
+            "bogus",
+            "quit",
+            "servers",  # never reached: quit ends the session
+        ]
+    )
     env = {"PGMIG_CONFIG": str(config), "PGMIG_STATE": str(tmp_path / "state.sqlite")}
     out = pgmig("shell", "--user", "alice", stdin=script, env=env)
     assert out.returncode == 0, out.stderr
@@ -73,8 +83,12 @@ def test_help_lists_subcommands():
 def test_make_run_path_sandbox_then_shell(tmp_path):
     """What `make run` does on a fresh machine: local clusters with sample data, then the shell on them."""
     home = tmp_path / "home"
-    env = {"PGMIG_HOME": str(home), "PGMIG_STATE": str(tmp_path / "state.sqlite"), "SLACK_BOT_TOKEN": "",
-           "PGMIG_CONFIG": ""}
+    env = {
+        "PGMIG_HOME": str(home),
+        "PGMIG_STATE": str(tmp_path / "state.sqlite"),
+        "SLACK_BOT_TOKEN": "",
+        "PGMIG_CONFIG": "",
+    }
     try:
         out = pgmig("run", "--user", "dana", stdin="check source target\n", env=env)
         assert out.returncode == 0, out.stderr
@@ -94,10 +108,18 @@ def test_make_run_path_sandbox_then_shell(tmp_path):
 def test_shell_migration_runs_to_completion_before_the_script_ends(tmp_path, source_cluster, target_cluster):
     config = tmp_path / "pgmig.toml"
     config.write_text(config_toml({"src": source_cluster, "tgt": target_cluster}))
-    env = {"PGMIG_CONFIG": str(config), "PGMIG_STATE": str(tmp_path / "state.sqlite"),
-           "PGMIG_HOME": str(tmp_path / "home")}
-    out = pgmig("shell", "--user", "erin", env=env,
-                stdin="migrate src tgt --mode offline --method dump --db shop --overwrite\nstatus mig-1\n")
+    env = {
+        "PGMIG_CONFIG": str(config),
+        "PGMIG_STATE": str(tmp_path / "state.sqlite"),
+        "PGMIG_HOME": str(tmp_path / "home"),
+    }
+    out = pgmig(
+        "shell",
+        "--user",
+        "erin",
+        env=env,
+        stdin="migrate src tgt --mode offline --method dump --db shop --overwrite\nstatus mig-1\n",
+    )
     assert out.returncode == 0, out.stderr
     assert "🚀 mig-1 started by @erin" in out.stdout
     assert "[#shell]" in out.stdout and "waiting for mig-1 to finish" in out.stdout
@@ -109,16 +131,31 @@ def test_shell_migration_runs_to_completion_before_the_script_ends(tmp_path, sou
 def test_sandbox_online_migration_and_cutover_from_one_shell(tmp_path):
     """The whole online story on a fresh machine: migrate, wait until ready, request, approve, done."""
     home = tmp_path / "home"
-    env = {"PGMIG_HOME": str(home), "PGMIG_STATE": str(tmp_path / "state.sqlite"), "SLACK_BOT_TOKEN": "",
-           "PGMIG_CONFIG": ""}
-    script = "\n".join(["migrate source target --mode online --db shop --overwrite", "wait 8", "status mig-1",
-                        "cutover mig-1", "press Approve", "as UAPPROVER", "press Approve", "wait 10", "status mig-1"])
+    env = {
+        "PGMIG_HOME": str(home),
+        "PGMIG_STATE": str(tmp_path / "state.sqlite"),
+        "SLACK_BOT_TOKEN": "",
+        "PGMIG_CONFIG": "",
+    }
+    script = "\n".join(
+        [
+            "migrate source target --mode online --db shop --overwrite",
+            "wait 8",
+            "status mig-1",
+            "cutover mig-1",
+            "press Approve",
+            "as UAPPROVER",
+            "press Approve",
+            "wait 10",
+            "status mig-1",
+        ]
+    )
     try:
         out = pgmig("run", "--user", "dana", stdin=script + "\n", env=env, timeout=180)
         assert out.returncode == 0, out.stderr
         assert "ready_for_cutover" in out.stdout
         assert "Approve cutover of mig-1?" in out.stdout
-        assert "someone else must approve it" in out.stdout        # dana asked; dana cannot approve
+        assert "someone else must approve it" in out.stdout  # dana asked; dana cannot approve
         assert "(you are now UAPPROVER)" in out.stdout
         assert "mig-1 completed" in out.stdout and "writes unavailable" in out.stdout
     finally:

@@ -1,4 +1,5 @@
 """The cutover as a team decision in Slack: approval card, signed clicks, policy, idempotency, audit."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,8 @@ async def team(tmp_path, cluster_root):
     config = config_toml(
         {"onprem": src, "azure": tgt},
         extra='[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1", "S0DBAS"]\nrequired_approvals = 2\n'
-              '[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.2\n')
+        "[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.2\n",
+    )
     try:
         async with running(tmp_path, config, usergroups={"S0DBAS": ["U0APPROVER2"]}) as app:
             yield app, src, tgt
@@ -30,8 +32,13 @@ async def team(tmp_path, cluster_root):
 async def ready(slack) -> None:
     await slack.command("migrate onprem azure --mode online --db app", user="U0ALICE", key="m")
     await slack.reply("m")
-    await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts")
-                              and "ready_for_cutover" in text_of(c.params), timeout=60)
+    await slack.fake.wait_for(
+        "calls",
+        lambda c: (
+            c.method == "chat.postMessage" and c.params.get("thread_ts") and "ready_for_cutover" in text_of(c.params)
+        ),
+        timeout=60,
+    )
 
 
 def card_posts(fake: FakeSlack) -> list:
@@ -60,8 +67,11 @@ async def test_two_approvals_run_the_cutover_and_everything_is_audited(team):
     await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER1", key="a1again")
     assert "already recorded" in text_of(await slack.reply("a1again"))
     await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER2", key="a2")  # via user group
-    done = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts")
-                                     and "completed" in text_of(c.params), timeout=60)
+    done = await slack.fake.wait_for(
+        "calls",
+        lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts") and "completed" in text_of(c.params),
+        timeout=60,
+    )
     assert "writes unavailable" in text_of(done.params) and "<@U0ALICE>" in text_of(done.params)
     closed = [c for c in slack.fake.calls if c.method == "chat.update" and c.params["ts"] == update.params["ts"]][-1]
     assert '"actions"' not in text_of(closed.params)  # decided: no buttons left
@@ -71,8 +81,16 @@ async def test_two_approvals_run_the_cutover_and_everything_is_audited(team):
 
     await slack.command("audit mig-1", key="audit")
     audit = text_of(await slack.reply("audit"))
-    for expected in ("cutover.requested", "cutover.approve.refused", "cutover.approve.repeated", "cutover.approve",
-                     "cutover.started", "cutover.completed", "ready_for_cutover", "&lt;@U0MALLORY&gt;"):
+    for expected in (
+        "cutover.requested",
+        "cutover.approve.refused",
+        "cutover.approve.repeated",
+        "cutover.approve",
+        "cutover.started",
+        "cutover.completed",
+        "ready_for_cutover",
+        "&lt;@U0MALLORY&gt;",
+    ):
         assert expected in audit or expected.replace("&lt;", "<").replace("&gt;", ">") in audit, expected
 
 
@@ -82,8 +100,14 @@ async def test_reject_and_expiry_go_back_to_ready(team):
     await slack.command("cutover mig-1", user="U0ALICE", key="c1")
     await slack.reply("c1")
     await slack.click(Action.REJECT_CUTOVER.value, "mig-1", user="U0APPROVER1", key="r")
-    notice = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts")
-                                       and "rejected by U0APPROVER1" in text_of(c.params))
+    notice = await slack.fake.wait_for(
+        "calls",
+        lambda c: (
+            c.method == "chat.postMessage"
+            and c.params.get("thread_ts")
+            and "rejected by U0APPROVER1" in text_of(c.params)
+        ),
+    )
     assert notice
     assert (await slack.services.store.get_migration("mig-1")).state.value == "ready_for_cutover"
     await slack.command("cutover mig-1", user="U0ALICE", key="c2")
@@ -91,8 +115,11 @@ async def test_reject_and_expiry_go_back_to_ready(team):
     step = await slack.services.store.step("mig-1", "approval")
     step.data["expires_at"] = "2000-01-01T00:00:00+00:00"  # as if an hour went by
     await slack.services.store.save_step(step)
-    await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts")
-                              and "expired" in text_of(c.params), timeout=30)
+    await slack.fake.wait_for(
+        "calls",
+        lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts") and "expired" in text_of(c.params),
+        timeout=30,
+    )
     assert (await slack.services.store.get_migration("mig-1")).state.value == "ready_for_cutover"
     await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER1", key="late")
     assert "no longer open" in text_of(await slack.reply("late"))

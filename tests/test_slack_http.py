@@ -1,4 +1,5 @@
 """Slack over HTTP, end to end: signed slash commands and clicks in, Block Kit replies out via response_url."""
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,19 @@ def all_text(reply: dict) -> str:
 @pytest.fixture
 async def slack(tmp_path, source_cluster, target_cluster, replica_level_cluster, monkeypatch):
     config = config_toml(
-        {"onprem": source_cluster, "azure": target_cluster, "legacy": replica_level_cluster,
-         "offline-box": free_port()},
-        extra='[slack]\nnotify_channel = "C0OPS"\napprovers = ["U0APPROVER", "S0DBAS"]\n')
-    config += ('\n[servers.badpw]\nhost = "127.0.0.1"\n'
-               f'port = {source_cluster.port}\nuser = "postgres"\npassword_env = "PGMIG_WRONG_PASSWORD"\n'
-               'sslmode = "disable"\n')
+        {
+            "onprem": source_cluster,
+            "azure": target_cluster,
+            "legacy": replica_level_cluster,
+            "offline-box": free_port(),
+        },
+        extra='[slack]\nnotify_channel = "C0OPS"\napprovers = ["U0APPROVER", "S0DBAS"]\n',
+    )
+    config += (
+        '\n[servers.badpw]\nhost = "127.0.0.1"\n'
+        f'port = {source_cluster.port}\nuser = "postgres"\npassword_env = "PGMIG_WRONG_PASSWORD"\n'
+        'sslmode = "disable"\n'
+    )
     async with running(tmp_path, config) as app:
         yield app
 
@@ -82,8 +90,9 @@ async def test_malformed_and_unknown_commands_get_usage(slack):
     await slack.command("check nowhere azure", key="c")
     assert "Usage: `/pgmig check SOURCE TARGET" in all_text(await slack.reply("a"))
     assert "unknown command `migrate-everything`" in all_text(await slack.reply("b"))
-    assert "unknown server nowhere; configured servers: azure, badpw, legacy, offline-box, onprem" in \
-        all_text(await slack.reply("c"))
+    assert "unknown server nowhere; configured servers: azure, badpw, legacy, offline-box, onprem" in all_text(
+        await slack.reply("c")
+    )
 
 
 async def test_rerun_button_runs_the_check_again_for_whoever_clicked(slack):
@@ -123,6 +132,7 @@ async def test_healthz(slack):
 
 async def test_user_groups_resolve_through_usergroups_users_list(slack):
     from handlers.authz import may_approve, may_operate
+
     slack.fake.usergroups["S0DBAS"] = ["U0DBA1", "U0DBA2"]
     policy, directory = slack.services.policy, slack.services.directory
     assert await may_approve("U0APPROVER", policy, directory)
@@ -133,12 +143,15 @@ async def test_user_groups_resolve_through_usergroups_users_list(slack):
     assert len(calls) == 1 and calls[0].params["usergroup"] == "S0DBAS"  # cached after the first lookup
 
 
-@pytest.mark.parametrize("text, answer", [
-    ("migrate onprem azure --mode online --parallel ²", "needs a whole number from 1 to 64"),
-    ("migrate a b --parallel ²", "needs a whole number from 1 to 64"),
-    ("status mig-" + "9" * 5000, "is not a migration id"),
-    ("status prov-" + "1" * 5000, "is not a migration id"),
-])
+@pytest.mark.parametrize(
+    "text, answer",
+    [
+        ("migrate onprem azure --mode online --parallel ²", "needs a whole number from 1 to 64"),
+        ("migrate a b --parallel ²", "needs a whole number from 1 to 64"),
+        ("status mig-" + "9" * 5000, "is not a migration id"),
+        ("status prov-" + "1" * 5000, "is not a migration id"),
+    ],
+)
 async def test_input_that_once_crashed_the_parser_is_acked_answered_and_audited(slack, text, answer):
     resp = await slack.command(text, key="odd")
     assert resp.status == 200
@@ -148,11 +161,14 @@ async def test_input_that_once_crashed_the_parser_is_acked_answered_and_audited(
     assert log[-1].action == "command.rejected" and answer.split()[0] in log[-1].detail
 
 
-@pytest.mark.parametrize("action_id, value, answer, audited", [
-    ("pgmig.no-such-button", "ü\u2028" * 2000, "no longer handled by this version", "action.unknown"),
-    (Action.RERUN_CHECK.value, "status mig-" + "9" * 5000, "is not a migration id", "command.rejected"),
-    (Action.RERUN_CHECK.value, "migrate a b --parallel ²", "needs a whole number from 1 to 64", "command.rejected"),
-])
+@pytest.mark.parametrize(
+    "action_id, value, answer, audited",
+    [
+        ("pgmig.no-such-button", "ü\u2028" * 2000, "no longer handled by this version", "action.unknown"),
+        (Action.RERUN_CHECK.value, "status mig-" + "9" * 5000, "is not a migration id", "command.rejected"),
+        (Action.RERUN_CHECK.value, "migrate a b --parallel ²", "needs a whole number from 1 to 64", "command.rejected"),
+    ],
+)
 async def test_odd_clicks_are_acked_answered_and_audited(slack, action_id, value, answer, audited):
     before = len(await slack.services.store.audit_log(limit=100000))
     resp = await slack.click(action_id, value, key="odd-click")

@@ -1,6 +1,6 @@
 """Migrations driven from Slack: one live message edited in place, thread replies, status, list, verify."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 
@@ -14,9 +14,13 @@ from tests.slack_harness import running
 
 @pytest.fixture
 async def slack(tmp_path, source_cluster, target_cluster):
-    async with running(tmp_path, config_toml({"onprem": source_cluster, "azure": target_cluster},
-                                             extra='[slack]\nnotify_channel = "C0NOTIFY"\n'
-                                                   '[migration]\nprogress_interval_seconds = 0.05\n')) as app:
+    async with running(
+        tmp_path,
+        config_toml(
+            {"onprem": source_cluster, "azure": target_cluster},
+            extra='[slack]\nnotify_channel = "C0NOTIFY"\n[migration]\nprogress_interval_seconds = 0.05\n',
+        ),
+    ) as app:
         yield app
 
 
@@ -25,8 +29,11 @@ async def test_migrate_posts_one_live_message_updates_it_and_replies_in_thread(s
     assert "Running pre-flight checks before starting" in ack.body
     started = await slack.reply("m")
     assert started["response_type"] == "in_channel" and "mig-1" in text_of(started) and "started by" in text_of(started)
-    notice = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts")
-                                       and "completed" in text_of(c.params), timeout=60)
+    notice = await slack.fake.wait_for(
+        "calls",
+        lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts") and "completed" in text_of(c.params),
+        timeout=60,
+    )
     assert "<@U0ALICE>" in text_of(notice.params) and "verified equal" in text_of(notice.params)
     cards = [c for c in slack.fake.calls if c.method == "chat.postMessage" and not c.params.get("thread_ts")]
     assert len(cards) == 1 and cards[0].params["channel"] == "C0NOTIFY"
@@ -71,9 +78,13 @@ async def test_refused_migration_shows_the_blocking_problems(slack):
 async def online_slack(tmp_path, cluster_root):
     src, tgt = online_pair(cluster_root, "slack-online")
     try:
-        async with running(tmp_path, config_toml({"onprem": src, "azure": tgt},
-                                                 extra='[slack]\nnotify_channel = "C0NOTIFY"\n'
-                                                       '[migration]\nprogress_interval_seconds = 0.1\n')) as app:
+        async with running(
+            tmp_path,
+            config_toml(
+                {"onprem": src, "azure": tgt},
+                extra='[slack]\nnotify_channel = "C0NOTIFY"\n[migration]\nprogress_interval_seconds = 0.1\n',
+            ),
+        ) as app:
             yield app, src
     finally:
         src.destroy()
@@ -84,8 +95,13 @@ async def test_online_migration_announces_ready_for_cutover_and_cleans_up(online
     slack, src = online_slack
     await slack.command("migrate onprem azure --mode online --db app", user="U0ALICE", key="m")
     assert "mig-1" in text_of(await slack.reply("m"))
-    ready = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts")
-                                      and "ready_for_cutover" in text_of(c.params), timeout=60)
+    ready = await slack.fake.wait_for(
+        "calls",
+        lambda c: (
+            c.method == "chat.postMessage" and c.params.get("thread_ts") and "ready_for_cutover" in text_of(c.params)
+        ),
+        timeout=60,
+    )
     assert "<@U0ALICE>" in text_of(ready.params) and "Syncing continues" in text_of(ready.params)
     updates = [c for c in slack.fake.calls if c.method == "chat.update"]
     assert any("lag" in text_of(u.params) and "slot holds" in text_of(u.params) for u in updates)
@@ -107,20 +123,25 @@ async def test_digest_is_scheduled_when_configured_and_lists_active_migrations(s
     engine.config.digest = "hourly"
     engine.schedule_digest()
     assert "minute='0'" in engine.scheduler.trigger("digest")
-    await slack.command("migrate onprem azure --mode offline --db shop --overwrite --method dump "
-                        "--pause-after-export", key="m")
+    await slack.command(
+        "migrate onprem azure --mode offline --db shop --overwrite --method dump --pause-after-export", key="m"
+    )
     await slack.reply("m")
-    await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts")
-                              and "paused" in text_of(c.params))
+    await slack.fake.wait_for(
+        "calls",
+        lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts") and "paused" in text_of(c.params),
+    )
     await engine.post_digest()
-    digest = await slack.fake.wait_for("calls", lambda c: c.method == "chat.postMessage"
-                                       and "Active migrations: 1" in text_of(c.params))
+    digest = await slack.fake.wait_for(
+        "calls", lambda c: c.method == "chat.postMessage" and "Active migrations: 1" in text_of(c.params)
+    )
     assert "mig-1" in text_of(digest.params) and "paused" in text_of(digest.params)
 
 
 async def test_verify_of_an_offline_migration_in_progress_says_why_not(slack):
-    await slack.command("migrate onprem azure --mode offline --db shop --overwrite --method dump "
-                        "--pause-after-export", key="m")
+    await slack.command(
+        "migrate onprem azure --mode offline --db shop --overwrite --method dump --pause-after-export", key="m"
+    )
     await slack.reply("m")
     await slack.services.engine.wait("mig-1")
     await slack.services.store.transition("mig-1", State.IMPORTING)

@@ -1,4 +1,5 @@
 """Socket Mode: the same handlers behind slack-sdk's Socket Mode client, against a fake Slack websocket."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,9 +21,15 @@ async def test_slash_command_over_socket_mode(tmp_path, source_cluster, target_c
     config = tmp_path / "pgmig.toml"
     config.write_text(config_toml({"onprem": source_cluster, "azure": target_cluster}))
     fake = await FakeSlack().start()
-    settings = load_settings({"PGMIG_CONFIG": str(config), "PGMIG_STATE": str(tmp_path / "s.sqlite"),
-                              "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": APP_TOKEN,
-                              "SLACK_API_URL": fake.api_url})
+    settings = load_settings(
+        {
+            "PGMIG_CONFIG": str(config),
+            "PGMIG_STATE": str(tmp_path / "s.sqlite"),
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_APP_TOKEN": APP_TOKEN,
+            "SLACK_API_URL": fake.api_url,
+        }
+    )
     client = web_client(settings)
     services = await build_services(settings, SlackPoster(client), SlackDirectory(client))
     tasks = TaskTracker()
@@ -30,10 +37,19 @@ async def test_slash_command_over_socket_mode(tmp_path, source_cluster, target_c
     handler = AsyncSocketModeHandler(app, settings.slack_app_token)
     try:
         await handler.connect_async()
-        await fake.send_envelope("slash_commands", {
-            "command": "/pgmig", "text": "check onprem azure --db shop", "user_id": "U0ALICE",
-            "channel_id": "C0OPS", "team_id": "T0TEST", "api_app_id": "A0PGMIG",
-            "response_url": fake.response_url("sock")}, envelope_id="env-1")
+        await fake.send_envelope(
+            "slash_commands",
+            {
+                "command": "/pgmig",
+                "text": "check onprem azure --db shop",
+                "user_id": "U0ALICE",
+                "channel_id": "C0OPS",
+                "team_id": "T0TEST",
+                "api_app_id": "A0PGMIG",
+                "response_url": fake.response_url("sock"),
+            },
+            envelope_id="env-1",
+        )
         ack = await fake.wait_for("socket_acks", lambda a: a.get("envelope_id") == "env-1", 10)
         assert "Running pre-flight checks" in json.dumps(ack.get("payload", {}))
         reply = await fake.wait_for("responses", lambda r: r["key"] == "sock", 30)

@@ -1,4 +1,5 @@
 """The state store on both backends: SQLite (embedded) and PostgreSQL (a real cluster)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,8 +20,17 @@ def store_url(request, tmp_path, target_cluster):
 
 
 def migration(mid: str) -> Migration:
-    return Migration(id=mid, source="onprem", target="azure", databases=["sales", "billing"], mode="online",
-                     state=State.CREATED, requested_by="U1", channel="C1", options=MigrationOptions(parallel=4))
+    return Migration(
+        id=mid,
+        source="onprem",
+        target="azure",
+        databases=["sales", "billing"],
+        mode="online",
+        state=State.CREATED,
+        requested_by="U1",
+        channel="C1",
+        options=MigrationOptions(parallel=4),
+    )
 
 
 async def test_migrations_steps_approvals_and_audit_survive_a_restart(store_url):
@@ -39,7 +49,8 @@ async def test_migrations_steps_approvals_and_audit_survive_a_restart(store_url)
     assert [(s.name, s.state, s.detail) for s in await reopened.steps(mid)] == [("schema", "done", "42 objects")]
     assert [(a.approver, a.decision) for a in await reopened.approvals(mid)] == [("U2", "approve")]
     assert [(e.actor, e.action, e.detail) for e in await reopened.audit_log(mid)] == [
-        ("U1", "command", "/pgmig migrate onprem azure")]
+        ("U1", "command", "/pgmig migrate onprem azure")
+    ]
     assert await reopened.next_migration_id() == f"mig-{int(mid.split('-')[1]) + 1}"
     await reopened.close()
 
@@ -48,8 +59,7 @@ async def test_conditional_transition_and_idempotent_approval(store_url):
     store = await Store.open(store_url)
     mid = await store.next_migration_id()
     await store.create_migration(migration(mid))
-    results = await asyncio.gather(*(store.transition(mid, State.PREFLIGHT, expect=(State.CREATED,))
-                                     for _ in range(5)))
+    results = await asyncio.gather(*(store.transition(mid, State.PREFLIGHT, expect=(State.CREATED,)) for _ in range(5)))
     assert results.count(True) == 1
     assert not await store.transition(mid, State.COMPLETED, expect=(State.CREATED,))
     assert await store.transition(mid, State.FAILED, error="schema: boom")

@@ -1,6 +1,7 @@
 """The subscription never carries the operator's password: it logs in to the source as a role made for
 it alone, with a random password, dropped at cutover and at cancel. A target whose role is not a
 superuser (as Azure's admin is not) logs every statement here, and still never sees that password."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,8 +23,15 @@ MIGRATOR_PASSWORD = "Migrator-Target-Pw-1"
 
 @pytest.fixture(scope="module")
 def source(cluster_root):
-    c = LocalCluster(cluster_root / "secret-src", password=SOURCE_PASSWORD,
-                     settings={"wal_level": "logical", "max_replication_slots": "10"}).init().start()
+    c = (
+        LocalCluster(
+            cluster_root / "secret-src",
+            password=SOURCE_PASSWORD,
+            settings={"wal_level": "logical", "max_replication_slots": "10"},
+        )
+        .init()
+        .start()
+    )
     c.psql("CREATE DATABASE app")
     c.psql(PARENT_CHILD, database="app")
     yield c
@@ -51,14 +59,29 @@ async def wait_state(store: Store, mid: str, *states: State, timeout: float = 60
 
 
 async def online(tmp_path: Path, source: LocalCluster, target: LocalCluster, **target_login) -> tuple[Engine, str]:
-    servers = {"onprem": server("onprem", source, password_env="PGMIG_SOURCE_PASSWORD",
-                                replication_port=target_login.pop("replication_port", None)),
-               "azure": server("azure", target, **target_login)}
+    servers = {
+        "onprem": server(
+            "onprem",
+            source,
+            password_env="PGMIG_SOURCE_PASSWORD",
+            replication_port=target_login.pop("replication_port", None),
+        ),
+        "azure": server("azure", target, **target_login),
+    }
     store = await Store.open(str(tmp_path / "state.sqlite"))
-    engine = Engine(store, servers, RecordingEvents(), EngineConfig(workdir=tmp_path / "w", pg_bindir=str(pg16_bindir()),
-                                                                    progress_interval=0.2, fence_grace_seconds=0.1))
-    m = await engine.create(MigrationRequest(source="onprem", target="azure", mode="online", requested_by="U1",
-                                             databases=["app"], overwrite=True))
+    engine = Engine(
+        store,
+        servers,
+        RecordingEvents(),
+        EngineConfig(
+            workdir=tmp_path / "w", pg_bindir=str(pg16_bindir()), progress_interval=0.2, fence_grace_seconds=0.1
+        ),
+    )
+    m = await engine.create(
+        MigrationRequest(
+            source="onprem", target="azure", mode="online", requested_by="U1", databases=["app"], overwrite=True
+        )
+    )
     assert not (await engine.preflight(m)).blocking
     engine.start(m.id)
     return engine, m.id
@@ -71,11 +94,16 @@ def _source_password(monkeypatch):
 
 
 async def test_a_non_superuser_target_never_sees_the_operators_password(tmp_path, cluster_root, source):
-    target = LocalCluster(cluster_root / "secret-tgt16", password=PASSWORD, bindir=pg16_bindir(),
-                          settings=log_everything()).init().start()
+    target = (
+        LocalCluster(cluster_root / "secret-tgt16", password=PASSWORD, bindir=pg16_bindir(), settings=log_everything())
+        .init()
+        .start()
+    )
     try:
-        target.psql(f"CREATE ROLE migrator LOGIN CREATEDB PASSWORD '{MIGRATOR_PASSWORD}'; "
-                    "GRANT pg_create_subscription TO migrator")
+        target.psql(
+            f"CREATE ROLE migrator LOGIN CREATEDB PASSWORD '{MIGRATOR_PASSWORD}'; "
+            "GRANT pg_create_subscription TO migrator"
+        )
         as_migrator = {"user": "migrator", "password_env": "PGMIG_MIGRATOR_PASSWORD"}
 
         # the target cannot reach the source: CREATE SUBSCRIPTION fails, and the server logs the statement
@@ -83,9 +111,9 @@ async def test_a_non_superuser_target_never_sees_the_operators_password(tmp_path
         await wait_state(engine.store, mid, State.FAILED)
         m = await engine.store.get_migration(mid)
         assert "subscribing app to the source failed" in m.error and SOURCE_PASSWORD not in m.error
-        assert "CREATE SUBSCRIPTION" in target.logfile.read_text()   # logged, as this DBA wants…
-        assert SOURCE_PASSWORD not in target.logfile.read_text()     # …but never with the operator's password
-        assert rep_roles(source)                                      # the failed migration's role, journaled
+        assert "CREATE SUBSCRIPTION" in target.logfile.read_text()  # logged, as this DBA wants…
+        assert SOURCE_PASSWORD not in target.logfile.read_text()  # …but never with the operator's password
+        assert rep_roles(source)  # the failed migration's role, journaled
         assert (await engine.cancel(mid, "U1")).state is State.CANCELLED
         assert rep_roles(source) == []
         await engine.close()
@@ -95,12 +123,14 @@ async def test_a_non_superuser_target_never_sees_the_operators_password(tmp_path
         engine, mid = await online(tmp_path / "working", source, target, **as_migrator)
         await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
         [role] = rep_roles(source)
-        assert source.psql(f"SELECT rolsuper, rolreplication, rolcreaterole FROM pg_roles WHERE rolname = '{role}'") \
+        assert (
+            source.psql(f"SELECT rolsuper, rolreplication, rolcreaterole FROM pg_roles WHERE rolname = '{role}'")
             == "f|t|f"
+        )
         assert source.psql("SELECT usename FROM pg_stat_replication") == role  # the subscription logs in as it
         assert await engine.cutover(mid, "U1")
         assert (await engine.store.get_migration(mid)).state is State.COMPLETED
-        assert rep_roles(source) == []                              # dropped at cutover: what the target saw is dead
+        assert rep_roles(source) == []  # dropped at cutover: what the target saw is dead
         assert SOURCE_PASSWORD not in target.logfile.read_text()
         assert target.psql("SELECT count(*) FROM pg_subscription") == "0"
         await engine.close()
@@ -111,16 +141,27 @@ async def test_a_non_superuser_target_never_sees_the_operators_password(tmp_path
 
 def has_pg_stat_statements(bindir: Path | None) -> bool:
     from migration_core.pgbin import find_bindir
+
     root = (bindir or find_bindir("postgres")).parent
     return any(root.glob("lib/**/pg_stat_statements.so"))
 
 
-async def test_a_superuser_target_keeps_the_statement_out_of_its_log_and_pg_stat_statements(tmp_path, cluster_root,
-                                                                                              source):
+async def test_a_superuser_target_keeps_the_statement_out_of_its_log_and_pg_stat_statements(
+    tmp_path, cluster_root, source
+):
     if not has_pg_stat_statements(None):
         pytest.skip("pg_stat_statements is not installed (postgresql-contrib)")
-    target = LocalCluster(cluster_root / "secret-tgt15", password=PASSWORD, settings=log_everything(
-        {"shared_preload_libraries": "'pg_stat_statements'", "pg_stat_statements.track_utility": "on"})).init().start()
+    target = (
+        LocalCluster(
+            cluster_root / "secret-tgt15",
+            password=PASSWORD,
+            settings=log_everything(
+                {"shared_preload_libraries": "'pg_stat_statements'", "pg_stat_statements.track_utility": "on"}
+            ),
+        )
+        .init()
+        .start()
+    )
     try:
         target.psql("CREATE EXTENSION pg_stat_statements")
         engine, mid = await online(tmp_path, source, target)

@@ -1,6 +1,7 @@
 """What pgmig needs from a managed migration service (the flexible server's own migration service, or
 Azure DMS classic): start, status, cut over one database, cancel. Both map their states into these, so
 the engine, the live message, the approval gate and the audit treat them like the native engine."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -12,9 +13,9 @@ from migration_core.servers import ServerConfig
 
 
 class Phase(str, Enum):
-    LOADING = "loading"        # validating, copying the snapshot, or catching up
-    READY = "ready"            # streaming and waiting for the cutover trigger (online)
-    SUCCEEDED = "succeeded"    # offline copy finished, or the cutover completed
+    LOADING = "loading"  # validating, copying the snapshot, or catching up
+    READY = "ready"  # streaming and waiting for the cutover trigger (online)
+    SUCCEEDED = "succeeded"  # offline copy finished, or the cutover completed
     FAILED = "failed"
     CANCELLED = "cancelled"
 
@@ -22,7 +23,7 @@ class Phase(str, Enum):
 @dataclass
 class DatabaseStatus:
     database: str
-    state: str = ""                     # the service's own word, shown as is
+    state: str = ""  # the service's own word, shown as is
     tables_done: int = 0
     tables_total: int = 0
     tables_errored: int = 0
@@ -31,9 +32,8 @@ class DatabaseStatus:
     latency_seconds: float | None = None
     message: str = ""
     cdc: tuple[int, int, int] | None = None  # changes captured: inserts, updates, deletes
-    ready: bool = False                 # waiting for its cutover
-    completed: bool = False             # its cutover (or offline copy) finished
-
+    ready: bool = False  # waiting for its cutover
+    completed: bool = False  # its cutover (or offline copy) finished
 
     def describe(self) -> str:
         """The service's word plus what it counts: `READY_TO_COMPLETE, 120 changes applied, 0 pending`."""
@@ -41,8 +41,10 @@ class DatabaseStatus:
         if self.tables_errored:
             parts.append(f"{self.tables_errored} table(s) errored")
         if self.applied_changes is not None:
-            parts.append(f"{self.applied_changes} changes applied"
-                         + (f", {self.pending_changes} pending" if self.pending_changes is not None else ""))
+            parts.append(
+                f"{self.applied_changes} changes applied"
+                + (f", {self.pending_changes} pending" if self.pending_changes is not None else "")
+            )
         if self.cdc and any(self.cdc):
             parts.append("captured {} inserts, {} updates, {} deletes".format(*self.cdc))
         if self.message:
@@ -53,7 +55,7 @@ class DatabaseStatus:
 @dataclass
 class BackendStatus:
     phase: Phase
-    detail: str                         # the service's state and sub-state, for the status line
+    detail: str  # the service's state and sub-state, for the status line
     databases: dict[str, DatabaseStatus] = field(default_factory=dict)
     error: str = ""
 
@@ -79,8 +81,8 @@ class BackendRef:
 
 
 class ManagedBackend(Protocol):
-    label: str                          # "Azure flexible-server migration service", "Azure DMS"
-    prepares_schema: bool               # True: pgmig creates the target schema first (DMS classic)
+    label: str  # "Azure flexible-server migration service", "Azure DMS"
+    prepares_schema: bool  # True: pgmig creates the target schema first (DMS classic)
 
     async def start(self, m: Migration, name: str, source: ServerConfig, target: ServerConfig) -> BackendRef:
         """Create the service-side migration called `name`; returns the reference later calls take (kept

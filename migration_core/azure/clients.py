@@ -1,4 +1,5 @@
 """The official async SDK clients, pointed at the configured ARM endpoint with the configured CA."""
+
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
@@ -25,17 +26,25 @@ class AzureClients:
 
     def _require(self) -> AsyncTokenCredential:
         if not self.config.enabled:
-            raise MigrationError("Azure is not configured", "set AZURE_SUBSCRIPTION_ID (or [azure] subscription_id) "
-                                 "and credentials (AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET or a "
-                                 "managed identity)")
+            raise MigrationError(
+                "Azure is not configured",
+                "set AZURE_SUBSCRIPTION_ID (or [azure] subscription_id) "
+                "and credentials (AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET or a "
+                "managed identity)",
+            )
         if self._credential is None:
             from azure.identity.aio import DefaultAzureCredential
+
             self._credential = DefaultAzureCredential()
         return self._credential
 
     def _kwargs(self) -> dict:
-        return {"base_url": self.config.arm_endpoint, "credential_scopes": [self.config.credential_scope],
-                "connection_verify": self.config.verify, "polling_interval": self.config.poll_seconds}
+        return {
+            "base_url": self.config.arm_endpoint,
+            "credential_scopes": [self.config.credential_scope],
+            "connection_verify": self.config.verify,
+            "polling_interval": self.config.poll_seconds,
+        }
 
     @asynccontextmanager
     async def flex(self) -> AsyncIterator[PostgreSQLManagementClient]:
@@ -44,7 +53,9 @@ class AzureClients:
 
     @asynccontextmanager
     async def dms(self) -> AsyncIterator[DataMigrationManagementClient]:
-        async with DataMigrationManagementClient(self._require(), self.config.subscription_id, **self._kwargs()) as client:
+        async with DataMigrationManagementClient(
+            self._require(), self.config.subscription_id, **self._kwargs()
+        ) as client:
             yield client
 
     async def close(self) -> None:

@@ -1,4 +1,5 @@
 """The `[azure]` settings: which subscription and ARM endpoint, defaults for provisioning, DMS classic."""
+
 from __future__ import annotations
 
 import os
@@ -15,15 +16,15 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class AzureConfig:
     subscription_id: str = ""
     arm_endpoint: str = DEFAULT_ARM_ENDPOINT
-    resource_group: str = ""                 # default for provision and the backends
+    resource_group: str = ""  # default for provision and the backends
     region: str = ""
     provision_requires_approval: bool = False
-    poll_seconds: float = 10.0               # how often a long-running Azure operation is checked
-    progress_seconds: float = 15.0           # how often provisioning progress is shown in the channel
-    dms_service: str = "pgmig-dms"           # Azure DMS classic service, created when missing
-    dms_sku: str = "Premium_4vCores"         # online migrations need a Premium SKU
-    dms_subnet: str = ""                     # DMS classic runs in a VNet subnet (resource id)
-    ca_file: str = ""                        # a private CA for the ARM endpoint (default: $SSL_CERT_FILE)
+    poll_seconds: float = 10.0  # how often a long-running Azure operation is checked
+    progress_seconds: float = 15.0  # how often provisioning progress is shown in the channel
+    dms_service: str = "pgmig-dms"  # Azure DMS classic service, created when missing
+    dms_sku: str = "Premium_4vCores"  # online migrations need a Premium SKU
+    dms_subnet: str = ""  # DMS classic runs in a VNet subnet (resource id)
+    ca_file: str = ""  # a private CA for the ARM endpoint (default: $SSL_CERT_FILE)
     admin_password_envs: tuple[str, ...] = ()  # the variables /pgmig provision may read an admin password from
 
     def __post_init__(self) -> None:

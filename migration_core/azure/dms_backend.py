@@ -1,6 +1,7 @@
 """Azure Database Migration Service (classic): service → project (PostgreSql → AzureDbForPostgreSql) →
 task Migrate.PostgreSql.AzureDbForPostgreSql.SyncV2. It moves data only (online), so pgmig creates the
 target schema first, with foreign keys dropped and triggers disabled until its own cutover."""
+
 from __future__ import annotations
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -23,10 +24,15 @@ FAILED_STATES = {"FAILED", "VALIDATION_FAILED"}
 
 
 def _connection(server: ServerConfig, host: str, port: int) -> models.PostgreSqlConnectionInfo:
-    return models.PostgreSqlConnectionInfo(server_name=host, port=port, user_name=server.user,
-                                           password=server.password() or "", database_name=server.database,
-                                           encrypt_connection=server.sslmode not in ("disable", "allow"),
-                                           trust_server_certificate=server.sslmode in ("require", "prefer"))
+    return models.PostgreSqlConnectionInfo(
+        server_name=host,
+        port=port,
+        user_name=server.user,
+        password=server.password() or "",
+        database_name=server.database,
+        encrypt_connection=server.sslmode not in ("disable", "allow"),
+        trust_server_certificate=server.sslmode in ("require", "prefer"),
+    )
 
 
 class DmsBackend:
@@ -38,8 +44,10 @@ class DmsBackend:
 
     async def start(self, m: Migration, name: str, source: ServerConfig, target: ServerConfig) -> BackendRef:
         if m.mode is not Mode.ONLINE:
-            raise MigrationError("Azure DMS classic migrates PostgreSQL online only",
-                                 "use `--backend flex` or `--backend native` for an offline migration")
+            raise MigrationError(
+                "Azure DMS classic migrates PostgreSQL online only",
+                "use `--backend flex` or `--backend native` for an offline migration",
+            )
         group, target_server = azure_target(target)
         service, project = self.clients.config.dms_service, name
         async with self.clients.dms() as dms:
@@ -48,52 +56,91 @@ class DmsBackend:
                 location = found.location
                 sku = found.sku.name if found.sku else ""
                 if sku and not sku.startswith("Premium"):
-                    raise MigrationError(f"the DMS service {service} is {sku}; online migrations need a Premium SKU",
-                                         "name a Premium service in [azure] dms_service (pgmig creates one with "
-                                         "[azure] dms_sku when it does not exist)")
+                    raise MigrationError(
+                        f"the DMS service {service} is {sku}; online migrations need a Premium SKU",
+                        "name a Premium service in [azure] dms_service (pgmig creates one with "
+                        "[azure] dms_sku when it does not exist)",
+                    )
             except ResourceNotFoundError:
                 location = await self._create_service(dms, group, service, target_server)
             except AzureError as exc:
                 raise explain(exc, f"looking up the DMS service {service}") from None
-            await call(dms.projects.create_or_update(group, service, project, models.Project(
-                location=location, source_platform="PostgreSql", target_platform="AzureDbForPostgreSql")),
-                f"creating the DMS project {project}")
+            await call(
+                dms.projects.create_or_update(
+                    group,
+                    service,
+                    project,
+                    models.Project(
+                        location=location, source_platform="PostgreSql", target_platform="AzureDbForPostgreSql"
+                    ),
+                ),
+                f"creating the DMS project {project}",
+            )
             task_input = models.MigratePostgreSqlAzureDbForPostgreSqlSyncTaskInput(
-                selected_databases=[models.MigratePostgreSqlAzureDbForPostgreSqlSyncDatabaseInput(
-                    name=db, target_database_name=db) for db in m.databases],
-                source_connection_info=_connection(source, source.replication_host or source.host,
-                                                   source.replication_port or source.port),
-                target_connection_info=_connection(target, target.host, target.port))
-            await call(dms.tasks.create_or_update(group, service, project, TASK, models.ProjectTask(
-                properties=models.MigratePostgreSqlAzureDbForPostgreSqlSyncTaskProperties(input=task_input))),
-                f"creating the DMS task in {project}")
+                selected_databases=[
+                    models.MigratePostgreSqlAzureDbForPostgreSqlSyncDatabaseInput(name=db, target_database_name=db)
+                    for db in m.databases
+                ],
+                source_connection_info=_connection(
+                    source, source.replication_host or source.host, source.replication_port or source.port
+                ),
+                target_connection_info=_connection(target, target.host, target.port),
+            )
+            await call(
+                dms.tasks.create_or_update(
+                    group,
+                    service,
+                    project,
+                    TASK,
+                    models.ProjectTask(
+                        properties=models.MigratePostgreSqlAzureDbForPostgreSqlSyncTaskProperties(input=task_input)
+                    ),
+                ),
+                f"creating the DMS task in {project}",
+            )
         return BackendRef(group, service=service, project=project, task=TASK)
 
-    async def _create_service(self, dms: DataMigrationManagementClient, group: str, service: str,
-                              target_server: str) -> str:
+    async def _create_service(
+        self, dms: DataMigrationManagementClient, group: str, service: str, target_server: str
+    ) -> str:
         """A Premium service (online migrations need one) in the configured subnet; returns its region."""
         cfg = self.clients.config
         if not cfg.dms_sku.startswith("Premium"):
-            raise MigrationError(f"[azure] dms_sku is {cfg.dms_sku}; online migrations need a Premium SKU",
-                                 "set dms_sku to e.g. Premium_4vCores")
+            raise MigrationError(
+                f"[azure] dms_sku is {cfg.dms_sku}; online migrations need a Premium SKU",
+                "set dms_sku to e.g. Premium_4vCores",
+            )
         if not cfg.dms_subnet:
-            raise MigrationError(f"the DMS service {service} does not exist and pgmig cannot create it without a "
-                                 "subnet", "set [azure] dms_subnet to the resource id of a VNet subnet that reaches "
-                                 "both servers (or create the service yourself and name it in [azure] dms_service)")
+            raise MigrationError(
+                f"the DMS service {service} does not exist and pgmig cannot create it without a subnet",
+                "set [azure] dms_subnet to the resource id of a VNet subnet that reaches "
+                "both servers (or create the service yourself and name it in [azure] dms_service)",
+            )
         location = cfg.region
         if not location:
             async with self.clients.flex() as client:
-                found = await call(client.servers.get(group, target_server), f"looking up target server {target_server}")
+                found = await call(
+                    client.servers.get(group, target_server), f"looking up target server {target_server}"
+                )
                 location = found.location
-        await run_lro(dms.services.begin_create_or_update(group, service, models.DataMigrationService(
-            location=location, sku=models.ServiceSku(name=cfg.dms_sku), virtual_subnet_id=cfg.dms_subnet)),
-            f"creating the DMS service {service}")
+        await run_lro(
+            dms.services.begin_create_or_update(
+                group,
+                service,
+                models.DataMigrationService(
+                    location=location, sku=models.ServiceSku(name=cfg.dms_sku), virtual_subnet_id=cfg.dms_subnet
+                ),
+            ),
+            f"creating the DMS service {service}",
+        )
         return location
 
     async def status(self, ref: BackendRef) -> BackendStatus:
         async with self.clients.dms() as dms:
-            task = await call(dms.tasks.get(ref.resource_group, ref.service, ref.project, ref.task,
-                                            expand="output"), f"reading the DMS task of {ref.project}")
+            task = await call(
+                dms.tasks.get(ref.resource_group, ref.service, ref.project, ref.task, expand="output"),
+                f"reading the DMS task of {ref.project}",
+            )
         props = task.properties
         if props is None:
             raise MigrationError(f"Azure returned the DMS task of {ref.project} without its properties")
@@ -124,24 +171,46 @@ class DmsBackend:
 
     async def cutover(self, ref: BackendRef, database: str) -> None:
         async with self.clients.dms() as dms:
-            await call(dms.tasks.command(ref.resource_group, ref.service, ref.project, ref.task,
-                                         models.MigrateSyncCompleteCommandProperties(
-                                             input=models.MigrateSyncCompleteCommandInput(database_name=database))),
-                       f"completing {database} in DMS")
+            await call(
+                dms.tasks.command(
+                    ref.resource_group,
+                    ref.service,
+                    ref.project,
+                    ref.task,
+                    models.MigrateSyncCompleteCommandProperties(
+                        input=models.MigrateSyncCompleteCommandInput(database_name=database)
+                    ),
+                ),
+                f"completing {database} in DMS",
+            )
 
     async def cancel(self, ref: BackendRef) -> None:
         async with self.clients.dms() as dms:
-            await call(dms.tasks.cancel(ref.resource_group, ref.service, ref.project, ref.task),
-                       f"cancelling the DMS task of {ref.project}")
+            await call(
+                dms.tasks.cancel(ref.resource_group, ref.service, ref.project, ref.task),
+                f"cancelling the DMS task of {ref.project}",
+            )
 
 
 def _database(out: models.MigratePostgreSqlAzureDbForPostgreSqlSyncTaskOutputDatabaseLevel) -> DatabaseStatus:
     state = word(out.migration_state)
-    done, loading, queued, errored = (number(out.full_load_completed_tables), number(out.full_load_loading_tables),
-                                      number(out.full_load_queued_tables), number(out.full_load_errored_tables))
-    return DatabaseStatus(out.database_name or "", state, done, done + loading + queued + errored, errored,
-                          number(out.applied_changes) if out.applied_changes is not None else None,
-                          number(out.incoming_changes) if out.incoming_changes is not None else None,
-                          seconds(out.latency), "",
-                          (number(out.cdc_insert_counter), number(out.cdc_update_counter),
-                           number(out.cdc_delete_counter)), ready=state in READY_STATES, completed=state in DONE_STATES)
+    done, loading, queued, errored = (
+        number(out.full_load_completed_tables),
+        number(out.full_load_loading_tables),
+        number(out.full_load_queued_tables),
+        number(out.full_load_errored_tables),
+    )
+    return DatabaseStatus(
+        out.database_name or "",
+        state,
+        done,
+        done + loading + queued + errored,
+        errored,
+        number(out.applied_changes) if out.applied_changes is not None else None,
+        number(out.incoming_changes) if out.incoming_changes is not None else None,
+        seconds(out.latency),
+        "",
+        (number(out.cdc_insert_counter), number(out.cdc_update_counter), number(out.cdc_delete_counter)),
+        ready=state in READY_STATES,
+        completed=state in DONE_STATES,
+    )

@@ -1,4 +1,5 @@
 """Azure's failures as one readable line with what to do: ARM error codes, auth, unreachable endpoints."""
+
 from __future__ import annotations
 
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
@@ -23,17 +24,20 @@ FIXES = {
 def explain(exc: BaseException, doing: str) -> MigrationError:
     """The error a user sees when `doing` (e.g. "creating server x") failed at Azure."""
     if isinstance(exc, ClientAuthenticationError):
-        return MigrationError(f"{doing}: Azure refused pgmig's credentials ({_first_line(exc)})",
-                              "set AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, or run with a managed "
-                              "or workload identity")
+        return MigrationError(
+            f"{doing}: Azure refused pgmig's credentials ({_first_line(exc)})",
+            "set AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, or run with a managed or workload identity",
+        )
     if isinstance(exc, HttpResponseError):
         code = getattr(getattr(exc, "error", None), "code", None) or ""
         message = getattr(getattr(exc, "error", None), "message", None) or _first_line(exc)
         fix = FIXES.get(code, "")
         return MigrationError(f"{doing}: Azure said {code or exc.status_code}: {message}", fix)
     if isinstance(exc, ServiceRequestError):
-        return MigrationError(f"{doing}: the Azure endpoint could not be reached ({_first_line(exc)})",
-                              "check [azure] arm_endpoint / PGMIG_ARM_ENDPOINT, the network and the CA (SSL_CERT_FILE)")
+        return MigrationError(
+            f"{doing}: the Azure endpoint could not be reached ({_first_line(exc)})",
+            "check [azure] arm_endpoint / PGMIG_ARM_ENDPOINT, the network and the CA (SSL_CERT_FILE)",
+        )
     return MigrationError(f"{doing}: {type(exc).__name__}: {_first_line(exc)}")
 
 

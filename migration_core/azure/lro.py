@@ -1,5 +1,6 @@
 """Azure's long-running operations (server create, restart, …: minutes), awaited while the channel is
 told every so often that they still run; failures come back as one readable MigrationError."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,8 +17,9 @@ Progress = Callable[[str], Awaitable[None]]
 T = TypeVar("T")
 
 
-async def run_lro(poller_coro: Awaitable[Any], what: str, on_progress: Progress | None = None,
-                  every: float = 15.0) -> Any:
+async def run_lro(
+    poller_coro: Awaitable[Any], what: str, on_progress: Progress | None = None, every: float = 15.0
+) -> Any:
     started = time.monotonic()
     try:
         poller = await poller_coro

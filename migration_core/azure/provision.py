@@ -1,5 +1,6 @@
 """Creating and configuring flexible servers: the server itself (a long-running operation of minutes,
 reported while it runs), databases, firewall rules and server parameters."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,8 +23,20 @@ from migration_core.errors import MigrationError
 TRANSITIONAL = {"Provisioning", "Updating", "Starting", "Restarting", "Stopping"}
 AZURE_SERVICES_RULE = FirewallRule("AllowAllAzureServicesAndResourcesWithinAzureIps", "0.0.0.0", "0.0.0.0")
 # Extensions that only work once loaded at server start (shared_preload_libraries, a restart).
-PRELOADED = {"pg_cron", "pg_stat_statements", "pg_partman_bgw", "timescaledb", "pg_squeeze", "pgaudit",
-             "pg_prewarm", "pg_hint_plan", "auto_explain", "pg_failover_slots", "pglogical", "wal2json"}
+PRELOADED = {
+    "pg_cron",
+    "pg_stat_statements",
+    "pg_partman_bgw",
+    "timescaledb",
+    "pg_squeeze",
+    "pgaudit",
+    "pg_prewarm",
+    "pg_hint_plan",
+    "auto_explain",
+    "pg_failover_slots",
+    "pglogical",
+    "wal2json",
+}
 
 
 @dataclass
@@ -31,7 +44,7 @@ class ProvisionResult:
     name: str
     fqdn: str
     state: str
-    created: bool          # False when the server existed (and was only grown)
+    created: bool  # False when the server existed (and was only grown)
     seconds: float
     firewall: list[str]
 
@@ -46,15 +59,19 @@ class AzureServer:
 
 def _server_body(req: ProvisionRequest, password: str) -> models.Server:
     props = models.ServerProperties(
-        administrator_login=req.admin_user, administrator_login_password=password, version=req.version,
+        administrator_login=req.admin_user,
+        administrator_login_password=password,
+        version=req.version,
         storage=models.Storage(storage_size_gb=req.storage_gb),
         high_availability=models.HighAvailability(mode=req.ha, standby_availability_zone=req.standby_zone),
         network=models.Network(public_network_access="Enabled" if req.public_access else "Disabled"),
-        create_mode="Create")
+        create_mode="Create",
+    )
     if req.zone:
         props.availability_zone = req.zone
-    return models.Server(location=req.region, sku=models.Sku(name=req.sku, tier=req.tier), properties=props,
-                         tags=req.tags or None)
+    return models.Server(
+        location=req.region, sku=models.Sku(name=req.sku, tier=req.tier), properties=props, tags=req.tags or None
+    )
 
 
 def _props(server: models.Server) -> models.ServerProperties:
@@ -63,8 +80,14 @@ def _props(server: models.Server) -> models.ServerProperties:
     return server.properties
 
 
-async def _settled(clients: AzureClients, client: PostgreSQLManagementClient, req: ProvisionRequest,
-                   server: models.Server, on_progress: Progress | None, every: float) -> models.Server:
+async def _settled(
+    clients: AzureClients,
+    client: PostgreSQLManagementClient,
+    req: ProvisionRequest,
+    server: models.Server,
+    on_progress: Progress | None,
+    every: float,
+) -> models.Server:
     """A server still being created or changed (e.g. by a pgmig that stopped meanwhile) is waited for."""
     started = last = time.monotonic()
     while word(_props(server).state) in TRANSITIONAL:
@@ -79,8 +102,9 @@ async def _settled(clients: AzureClients, client: PostgreSQLManagementClient, re
     return server
 
 
-async def provision(clients: AzureClients, req: ProvisionRequest, on_progress: Progress | None = None,
-                    progress_every: float = 15.0) -> ProvisionResult:
+async def provision(
+    clients: AzureClients, req: ProvisionRequest, on_progress: Progress | None = None, progress_every: float = 15.0
+) -> ProvisionResult:
     """Create the server (or grow an existing one's storage), then its firewall rules."""
     password = os.environ.get(req.admin_password_env)
     if password is None:
@@ -101,43 +125,65 @@ async def provision(clients: AzureClients, req: ProvisionRequest, on_progress: P
             if problem := storage_problem(req.storage_gb, current):
                 raise MigrationError(f"{req.name} exists: {problem}")
             if current is not None and req.storage_gb > current:
-                patch = models.ServerForPatch(properties=models.ServerPropertiesForPatch(
-                    storage=models.Storage(storage_size_gb=req.storage_gb)))
-                existing = await run_lro(client.servers.begin_update(req.resource_group, req.name, patch),
-                                         f"growing the storage of {req.name} to {req.storage_gb} GB",
-                                         on_progress, progress_every)
+                patch = models.ServerForPatch(
+                    properties=models.ServerPropertiesForPatch(storage=models.Storage(storage_size_gb=req.storage_gb))
+                )
+                existing = await run_lro(
+                    client.servers.begin_update(req.resource_group, req.name, patch),
+                    f"growing the storage of {req.name} to {req.storage_gb} GB",
+                    on_progress,
+                    progress_every,
+                )
             server, created = existing, False
         else:
             server = await run_lro(
                 client.servers.begin_create_or_update(req.resource_group, req.name, _server_body(req, password)),
-                f"creating server {req.name}", on_progress, progress_every)
+                f"creating server {req.name}",
+                on_progress,
+                progress_every,
+            )
             created = True
         rules = ([AZURE_SERVICES_RULE] if req.allow_azure_services else []) + list(req.firewall)
         for rule in rules:
             await firewall_rule(clients, AzureServer(req.resource_group, req.name), rule, client)
-    return ProvisionResult(req.name, _props(server).fully_qualified_domain_name or "",
-                           word(_props(server).state), created, time.monotonic() - started,
-                           [f"{r.name} {r.start}-{r.end}" for r in rules])
+    return ProvisionResult(
+        req.name,
+        _props(server).fully_qualified_domain_name or "",
+        word(_props(server).state),
+        created,
+        time.monotonic() - started,
+        [f"{r.name} {r.start}-{r.end}" for r in rules],
+    )
 
 
-async def firewall_rule(clients: AzureClients, server: AzureServer, rule: FirewallRule,
-                        client: PostgreSQLManagementClient | None = None) -> None:
-    body = models.FirewallRule(properties=models.FirewallRuleProperties(start_ip_address=rule.start,
-                                                                         end_ip_address=rule.end))
+async def firewall_rule(
+    clients: AzureClients, server: AzureServer, rule: FirewallRule, client: PostgreSQLManagementClient | None = None
+) -> None:
+    body = models.FirewallRule(
+        properties=models.FirewallRuleProperties(start_ip_address=rule.start, end_ip_address=rule.end)
+    )
     if client is None:
         async with clients.flex() as client:
             await firewall_rule(clients, server, rule, client)
         return
-    await run_lro(client.firewall_rules.begin_create_or_update(server.resource_group, server.name, rule.name, body),
-                  f"adding firewall rule {rule.name} to {server.name}", None, 60)
+    await run_lro(
+        client.firewall_rules.begin_create_or_update(server.resource_group, server.name, rule.name, body),
+        f"adding firewall rule {rule.name} to {server.name}",
+        None,
+        60,
+    )
 
 
 async def create_database(clients: AzureClients, server: AzureServer, database: str) -> str:
     """databases.begin_create with UTF8, as pgmig's own target databases are."""
     async with clients.flex() as client:
         body = models.Database(properties=models.DatabaseProperties(charset="UTF8", collation="en_US.utf8"))
-        db = await run_lro(client.databases.begin_create(server.resource_group, server.name, database, body),
-                           f"creating database {database} on {server.name}", None, 60)
+        db = await run_lro(
+            client.databases.begin_create(server.resource_group, server.name, database, body),
+            f"creating database {database} on {server.name}",
+            None,
+            60,
+        )
         return db.name or database
 
 
@@ -149,13 +195,19 @@ class ParameterChange:
     pending_restart: bool
 
 
-async def configure(clients: AzureClients, server: AzureServer, extensions: list[str] | None = None,
-                    wal_level: str | None = None, restart: bool = False) -> tuple[list[ParameterChange], bool]:
+async def configure(
+    clients: AzureClients,
+    server: AzureServer,
+    extensions: list[str] | None = None,
+    wal_level: str | None = None,
+    restart: bool = False,
+) -> tuple[list[ParameterChange], bool]:
     """Allow-list the extensions (and preload those that need it), set wal_level; with `restart`, restart
     when a changed parameter needs it (or, when nothing is to be set, restart anyway). Returns the changes
     and whether the server was restarted."""
     changes: list[ParameterChange] = []
     async with clients.flex() as client:
+
         async def merge(name: str, wanted: list[str]) -> None:
             try:
                 current = await client.configurations.get(server.resource_group, server.name, name)
@@ -168,10 +220,15 @@ async def configure(clients: AzureClients, server: AzureServer, extensions: list
                 await set_parameter(name, before, ",".join(merged))
 
         async def set_parameter(name: str, before: str, value: str) -> None:
-            body = models.ConfigurationForUpdate(properties=models.ConfigurationProperties(
-                value=value, source="user-override"))
-            result = await run_lro(client.configurations.begin_update(server.resource_group, server.name, name, body),
-                                   f"setting {name} on {server.name}", None, 60)
+            body = models.ConfigurationForUpdate(
+                properties=models.ConfigurationProperties(value=value, source="user-override")
+            )
+            result = await run_lro(
+                client.configurations.begin_update(server.resource_group, server.name, name, body),
+                f"setting {name} on {server.name}",
+                None,
+                60,
+            )
             pending = bool(result.properties and result.properties.is_config_pending_restart)
             changes.append(ParameterChange(name, before, value, pending))
 
@@ -187,7 +244,8 @@ async def configure(clients: AzureClients, server: AzureServer, extensions: list
                 await set_parameter("wal_level", before, wal_level)
         restarted = False
         if restart and (any(c.pending_restart for c in changes) or not (extensions or wal_level)):
-            await run_lro(client.servers.begin_restart(server.resource_group, server.name),
-                          f"restarting {server.name}", None, 60)
+            await run_lro(
+                client.servers.begin_restart(server.resource_group, server.name), f"restarting {server.name}", None, 60
+            )
             restarted = True
     return changes, restarted

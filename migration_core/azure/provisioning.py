@@ -4,6 +4,7 @@ create or grow (provision.py) in the background, the new server registered as a 
 allow-listed for its source's extensions); taken up again after a restart, closed when nobody decided
 in time. Nothing here knows Slack: what the channel sees goes through `ProvisioningEvents`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class ProvisionState(StrEnum):
-    WAITING = "waiting"       # for approvals
-    APPROVED = "approved"     # about to run (a restart runs it)
+    WAITING = "waiting"  # for approvals
+    APPROVED = "approved"  # about to run (a restart runs it)
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
@@ -55,7 +56,7 @@ class ProvisionRecord:
     state: ProvisionState = ProvisionState.WAITING
     detail: str = ""
     fqdn: str = ""
-    progress_ts: str = ""     # the progress message, once posted
+    progress_ts: str = ""  # the progress message, once posted
     updated_at: datetime = field(default_factory=utcnow)
 
     def as_dict(self) -> dict:
@@ -65,9 +66,19 @@ class ProvisionRecord:
     def from_dict(cls, d: dict) -> "ProvisionRecord":
         saved = d["request"]
         request = ProvisionRequest(**{**saved, "firewall": [FirewallRule(**r) for r in saved["firewall"]]})
-        return cls(d["id"], request, d["requested_by"], d["channel"], ApprovalRequest.from_dict(d["approval"]),
-                   d.get("source", ""), ProvisionState(d["state"]), d.get("detail", ""), d.get("fqdn", ""),
-                   d.get("progress_ts", ""), datetime.fromisoformat(d["updated_at"]))
+        return cls(
+            d["id"],
+            request,
+            d["requested_by"],
+            d["channel"],
+            ApprovalRequest.from_dict(d["approval"]),
+            d.get("source", ""),
+            ProvisionState(d["state"]),
+            d.get("detail", ""),
+            d.get("fqdn", ""),
+            d.get("progress_ts", ""),
+            datetime.fromisoformat(d["updated_at"]),
+        )
 
 
 class ProvisioningEvents(Protocol):
@@ -79,24 +90,34 @@ class ProvisioningEvents(Protocol):
     async def progress(self, record: ProvisionRecord, note: str) -> str:
         """Post (no `progress_ts` yet) or edit the progress line; returns its reference."""
 
-    async def finished(self, record: ProvisionRecord, result: ProvisionResult, registered: bool,
-                       notes: list[str]) -> None: ...
+    async def finished(
+        self, record: ProvisionRecord, result: ProvisionResult, registered: bool, notes: list[str]
+    ) -> None: ...
 
     async def failed(self, record: ProvisionRecord, reason: str) -> None: ...
 
 
 class Provisioner:
-    def __init__(self, engine: Engine, azure: AzureClients, events: ProvisioningEvents, *, required_approvals: int,
-                 approval_minutes: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        azure: AzureClients,
+        events: ProvisioningEvents,
+        *,
+        required_approvals: int,
+        approval_minutes: int,
+    ) -> None:
         self.engine, self.store, self.azure, self.events = engine, engine.store, azure, events
         self.required, self.minutes = required_approvals, approval_minutes
 
     def clients(self) -> AzureClients:
         if not self.azure.config.enabled:
-            raise MigrationError("Azure is not configured in this pgmig",
-                                 "set AZURE_SUBSCRIPTION_ID (or [azure] subscription_id) and Azure credentials "
-                                 "(AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET or a managed identity), "
-                                 "then restart pgmig")
+            raise MigrationError(
+                "Azure is not configured in this pgmig",
+                "set AZURE_SUBSCRIPTION_ID (or [azure] subscription_id) and Azure credentials "
+                "(AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET or a managed identity), "
+                "then restart pgmig",
+            )
         return self.azure
 
     def password_envs(self, name: str) -> set[str]:
@@ -114,16 +135,20 @@ class Provisioner:
         config = self.clients().config
         existing = self.engine.servers.get(args.name)
         if existing is not None and existing.azure_name != args.name:
-            raise MigrationError(f"`{args.name}` is already a configured server that is not this flexible server; "
-                                 "choose another name")
+            raise MigrationError(
+                f"`{args.name}` is already a configured server that is not this flexible server; choose another name"
+            )
         source = self.engine.server(args.source) if args.source else None
         req = validate(args, await server_major(source) if source else None, self.password_envs(args.name))
         if config.provision_requires_approval and self.required < 1:
-            raise MigrationError("provisioning needs approval ([azure] provision_requires_approval) but no approvers "
-                                 "are configured ([slack] approvers)")
+            raise MigrationError(
+                "provisioning needs approval ([azure] provision_requires_approval) but no approvers "
+                "are configured ([slack] approvers)"
+            )
         pid = await self.store.next_id("provision", "prov")
-        record = ProvisionRecord(pid, req, user, channel, ApprovalRequest.new(pid, user, self.minutes, channel),
-                                 args.source)
+        record = ProvisionRecord(
+            pid, req, user, channel, ApprovalRequest.new(pid, user, self.minutes, channel), args.source
+        )
         await self.store.audit(AuditEntry(user, "provision.requested", req.describe(), pid, channel))
         if config.provision_requires_approval:
             record.approval.ts = await self.events.card(record, [])
@@ -152,13 +177,25 @@ class Provisioner:
                 return Decision(Verdict.REFUSED, "this provisioning request has expired; run `/pgmig provision` again")
             await self.store.audit(AuditEntry(user, f"provision.{verb}.refused", "no open request", pid, channel))
             return Decision(Verdict.REFUSED, "this provisioning request is no longer open")
-        decision = await approval.decide(self.store, "provision", record.approval, user, verb,
-                                         is_approver=is_approver, required=self.required, channel=channel)
+        decision = await approval.decide(
+            self.store,
+            "provision",
+            record.approval,
+            user,
+            verb,
+            is_approver=is_approver,
+            required=self.required,
+            channel=channel,
+        )
         if decision.verdict is Verdict.REJECTED:
             await self._close(record, ProvisionState.REJECTED, f"rejected by {user}: nothing was created", decision)
         elif decision.verdict is Verdict.APPROVED:
-            await self._close(record, ProvisionState.APPROVED,
-                              f"approved by {', '.join(decision.approvers)}: provisioning started", decision)
+            await self._close(
+                record,
+                ProvisionState.APPROVED,
+                f"approved by {', '.join(decision.approvers)}: provisioning started",
+                decision,
+            )
             self._start(record)
         elif decision.verdict is Verdict.RECORDED:
             await self.events.card(record, decision.approvers)
@@ -171,8 +208,9 @@ class Provisioner:
             record = ProvisionRecord.from_dict(data)
             if record.state is ProvisionState.WAITING and record.approval.expired:
                 await self.store.audit(AuditEntry("pgmig", "provision.expired", "", record.id))
-                await self._close(record, ProvisionState.EXPIRED, "expired without enough approvals: nothing was "
-                                  "created", None)
+                await self._close(
+                    record, ProvisionState.EXPIRED, "expired without enough approvals: nothing was created", None
+                )
                 expired.append(record.id)
         return expired
 
@@ -195,7 +233,9 @@ class Provisioner:
         except Exception:  # noqa: BLE001 - a failed sweep is logged; the next one tries again
             log.exception("closing expired provisioning requests failed")
 
-    async def _close(self, record: ProvisionRecord, state: ProvisionState, note: str, decision: Decision | None) -> None:
+    async def _close(
+        self, record: ProvisionRecord, state: ProvisionState, note: str, decision: Decision | None
+    ) -> None:
         record.state, record.detail, record.approval.open = state, note, False
         await self._save(record)
         approvers = decision.approvers if decision else await approval.approvers(self.store, record.approval)
@@ -218,27 +258,42 @@ class Provisioner:
 
         async def progress(note: str) -> None:
             await self.events.progress(record, note)
+
         try:
             result = await provision(azure, req, progress, azure.config.progress_seconds)
         except Exception as exc:  # the channel must hear how it ended, whatever happened
             if not isinstance(exc, MigrationError):
                 log.exception("provisioning %s failed", record.id)
-            reason = str(exc) if isinstance(exc, MigrationError) else \
-                f"unexpected {type(exc).__name__}: {redact(str(exc))[:300]} (details in pgmig's log)"
+            reason = (
+                str(exc)
+                if isinstance(exc, MigrationError)
+                else f"unexpected {type(exc).__name__}: {redact(str(exc))[:300]} (details in pgmig's log)"
+            )
             record.state, record.detail = ProvisionState.FAILED, reason
             await self._save(record)
             await self.store.audit(AuditEntry("pgmig", "provision.failed", reason[:2000], record.id))
             await self.events.failed(record, reason)
             return
-        server = ServerConfig(name=req.name, host=result.fqdn, user=req.admin_user, password_env=req.admin_password_env,
-                              sslmode="require", azure_resource_group=req.resource_group, azure_server=req.name)
+        server = ServerConfig(
+            name=req.name,
+            host=result.fqdn,
+            user=req.admin_user,
+            password_env=req.admin_password_env,
+            sslmode="require",
+            azure_resource_group=req.resource_group,
+            azure_server=req.name,
+        )
         registered = bool(result.fqdn) and await self.engine.register_server(server, record.requested_by)
         notes = await self._allow_source_extensions(record, restart=result.created)
-        record.state, record.detail, record.fqdn = ProvisionState.DONE, f"{result.fqdn} in {result.seconds:.0f} s", \
-            result.fqdn
+        record.state, record.detail, record.fqdn = (
+            ProvisionState.DONE,
+            f"{result.fqdn} in {result.seconds:.0f} s",
+            result.fqdn,
+        )
         await self._save(record)
-        await self.store.audit(AuditEntry("pgmig", "provision.completed", f"{req.name}: {result.fqdn}; " +
-                                          "; ".join(notes), record.id))
+        await self.store.audit(
+            AuditEntry("pgmig", "provision.completed", f"{req.name}: {result.fqdn}; " + "; ".join(notes), record.id)
+        )
         await self.events.finished(record, result, registered, notes)
 
     async def _allow_source_extensions(self, record: ProvisionRecord, restart: bool) -> list[str]:
@@ -252,11 +307,14 @@ class Provisioner:
             wanted = sorted({e for names in inventory.values() for e in names})
             if not wanted:
                 return [f"{source} uses no extensions: nothing to allow-list"]
-            changes, restarted = await configure(self.clients(), AzureServer(req.resource_group, req.name), wanted,
-                                                 restart=restart)
+            changes, restarted = await configure(
+                self.clients(), AzureServer(req.resource_group, req.name), wanted, restart=restart
+            )
         except (MigrationError, ConnectionProblem) as exc:
-            return [f"the extensions of {source} could not be allow-listed ({exc}); "
-                    f"`/pgmig configure {req.name} --extensions-from {source}` tries again"]
+            return [
+                f"the extensions of {source} could not be allow-listed ({exc}); "
+                f"`/pgmig configure {req.name} --extensions-from {source}` tries again"
+            ]
         notes = [f"{c.name} = {c.after}" for c in changes] or [f"{source}'s extensions were already allowed"]
         if restarted:
             notes.append("restarted so that the preloaded libraries are loaded")

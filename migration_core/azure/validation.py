@@ -1,6 +1,7 @@
 """Every rule Azure would enforce on a new flexible server, checked before any request is sent, each
 error naming the exact rule (the names and rules follow `az postgres flexible-server create`) — except
 the password's: its refusal lists the rules and never says which one a secret breaks."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -19,11 +20,16 @@ RESERVED_ADMINS = ("azure_superuser", "azure_pg_admin", "admin", "administrator"
 VERSIONS = ("11", "12", "13", "14", "15", "16", "17", "18")
 STORAGE_SIZES_GB = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 TIERS = {"burstable": "Burstable", "generalpurpose": "GeneralPurpose", "memoryoptimized": "MemoryOptimized"}
-SKU_FAMILY = {"Burstable": re.compile(r"^Standard_B\d+[a-z]*$"),
-              "GeneralPurpose": re.compile(r"^Standard_D\d+[a-z]*s_v\d$"),
-              "MemoryOptimized": re.compile(r"^Standard_E\d+[a-z]*s_v\d$")}
-SKU_EXAMPLE = {"Burstable": "Standard_B1ms, Standard_B2s", "GeneralPurpose": "Standard_D2ds_v5, Standard_D4ds_v5",
-               "MemoryOptimized": "Standard_E2ds_v5, Standard_E4ds_v5"}
+SKU_FAMILY = {
+    "Burstable": re.compile(r"^Standard_B\d+[a-z]*$"),
+    "GeneralPurpose": re.compile(r"^Standard_D\d+[a-z]*s_v\d$"),
+    "MemoryOptimized": re.compile(r"^Standard_E\d+[a-z]*s_v\d$"),
+}
+SKU_EXAMPLE = {
+    "Burstable": "Standard_B1ms, Standard_B2s",
+    "GeneralPurpose": "Standard_D2ds_v5, Standard_D4ds_v5",
+    "MemoryOptimized": "Standard_E2ds_v5, Standard_E4ds_v5",
+}
 LEGACY_SKU = re.compile(r"^(B|GP|MO)_Gen[45]_(\d+)$", re.IGNORECASE)
 HA_MODES = {"zone-redundant": "ZoneRedundant", "same-zone": "SameZone", "disabled": "Disabled"}
 ZONES = ("1", "2", "3")
@@ -81,11 +87,17 @@ class ProvisionRequest:
     firewall: list[FirewallRule] = field(default_factory=list)
 
     def describe(self) -> str:
-        ha = f", HA {self.ha}" + (f" (standby zone {self.standby_zone})" if self.standby_zone else "") \
-            if self.ha != "Disabled" else ""
-        return (f"{self.name} in {self.resource_group}/{self.region}: PostgreSQL {self.version}, {self.tier} "
-                f"{self.sku}, {self.storage_gb} GB{ha}" + (f", zone {self.zone}" if self.zone else "")
-                + (", public access" if self.public_access else ", no public access"))
+        ha = (
+            f", HA {self.ha}" + (f" (standby zone {self.standby_zone})" if self.standby_zone else "")
+            if self.ha != "Disabled"
+            else ""
+        )
+        return (
+            f"{self.name} in {self.resource_group}/{self.region}: PostgreSQL {self.version}, {self.tier} "
+            f"{self.sku}, {self.storage_gb} GB{ha}"
+            + (f", zone {self.zone}" if self.zone else "")
+            + (", public access" if self.public_access else ", no public access")
+        )
 
 
 def legacy_sku_advice(sku: str) -> str | None:
@@ -94,23 +106,29 @@ def legacy_sku_advice(sku: str) -> str | None:
     if not m:
         return None
     family, cores = m.group(1).upper(), int(m.group(2))
-    tier, name = {"B": ("Burstable", "Standard_B1ms" if cores <= 1 else "Standard_B2s"),
-                  "GP": ("GeneralPurpose", f"Standard_D{cores}ds_v5"),
-                  "MO": ("MemoryOptimized", f"Standard_E{cores}ds_v5")}[family]
-    return (f"`{sku}` is a single-server SKU, which flexible server does not have: use "
-            f"`--tier {tier} --sku {name}` ({cores} vCore{'s' if cores > 1 else ''})")
+    tier, name = {
+        "B": ("Burstable", "Standard_B1ms" if cores <= 1 else "Standard_B2s"),
+        "GP": ("GeneralPurpose", f"Standard_D{cores}ds_v5"),
+        "MO": ("MemoryOptimized", f"Standard_E{cores}ds_v5"),
+    }[family]
+    return (
+        f"`{sku}` is a single-server SKU, which flexible server does not have: use "
+        f"`--tier {tier} --sku {name}` ({cores} vCore{'s' if cores > 1 else ''})"
+    )
 
 
 def server_name_problem(name: str) -> str | None:
     if not 3 <= len(name) <= 63 or not SERVER_NAME.match(name):
-        return (f"server name `{name}`: 3–63 characters of lowercase letters, digits and hyphens, not starting "
-                "or ending with a hyphen")
+        return (
+            f"server name `{name}`: 3–63 characters of lowercase letters, digits and hyphens, not starting "
+            "or ending with a hyphen"
+        )
     return None
 
 
 def admin_problem(user: str) -> str | None:
     if user.lower() in RESERVED_ADMINS:
-        return (f"admin user `{user}` is reserved by Azure; it may not be one of {', '.join(RESERVED_ADMINS)}")
+        return f"admin user `{user}` is reserved by Azure; it may not be one of {', '.join(RESERVED_ADMINS)}"
     if user.lower().startswith("pg_"):
         return f"admin user `{user}`: names starting with `pg_` are reserved by PostgreSQL"
     if not ADMIN_NAME.match(user):
@@ -121,11 +139,19 @@ def admin_problem(user: str) -> str | None:
 def password_problem(password: str, user: str, env: str) -> str | None:
     """The rules, never which one failed, the length or the password itself: a refusal must not tell
     anything about a secret's content."""
-    classes = sum([any(c.isupper() for c in password), any(c.islower() for c in password),
-                   any(c.isdigit() for c in password), any(not c.isalnum() for c in password)])
+    classes = sum(
+        [
+            any(c.isupper() for c in password),
+            any(c.islower() for c in password),
+            any(c.isdigit() for c in password),
+            any(not c.isalnum() for c in password),
+        ]
+    )
     if not 8 <= len(password) <= 128 or classes < 3 or (user and user.lower() in password.lower()):
-        return (f"the password in {env} does not meet Azure's password rules: 8–128 characters, characters from "
-                "at least three of uppercase, lowercase, digits and symbols, and not containing the admin user name")
+        return (
+            f"the password in {env} does not meet Azure's password rules: 8–128 characters, characters from "
+            "at least three of uppercase, lowercase, digits and symbols, and not containing the admin user name"
+        )
     return None
 
 
@@ -153,19 +179,23 @@ def parse_firewall(text: str) -> FirewallRule:
     start, _, end = span.partition("-")
     end = end or start
     if not eq or not re.match(r"^[-\w]{1,128}$", name):
-        raise MigrationError(f"firewall rule `{text}`: expected NAME=START-END", "--firewall office=203.0.113.1-203.0.113.20")
+        raise MigrationError(
+            f"firewall rule `{text}`: expected NAME=START-END", "--firewall office=203.0.113.1-203.0.113.20"
+        )
     try:
         first, last = ipaddress.IPv4Address(start.strip()), ipaddress.IPv4Address(end.strip())
     except ValueError:
-        raise MigrationError(f"firewall rule `{text}`: {start}-{end} is not an IPv4 range",
-                             "--firewall office=203.0.113.1-203.0.113.20") from None
+        raise MigrationError(
+            f"firewall rule `{text}`: {start}-{end} is not an IPv4 range", "--firewall office=203.0.113.1-203.0.113.20"
+        ) from None
     if first > last:
         raise MigrationError(f"firewall rule `{text}`: the start address is after the end address")
     return FirewallRule(name, str(first), str(last))
 
 
-def validate(args: ProvisionArgs, source_major: int | None = None, allowed_envs: Collection[str] = ()
-             ) -> ProvisionRequest:
+def validate(
+    args: ProvisionArgs, source_major: int | None = None, allowed_envs: Collection[str] = ()
+) -> ProvisionRequest:
     """Build the request from parsed `/pgmig provision` arguments, or raise with every broken rule.
 
     The password is only read from a variable in `allowed_envs` (`[azure] admin_password_envs`, plus the
@@ -178,8 +208,10 @@ def validate(args: ProvisionArgs, source_major: int | None = None, allowed_envs:
     if not rg:
         problems.append("--resource-group RG is needed (or a default in [azure] resource_group)")
     elif not RESOURCE_GROUP.match(rg) or rg.endswith("."):
-        problems.append(f"resource group `{rg}`: 1–90 letters, digits, underscores, hyphens, periods or "
-                        "parentheses, not ending with a period")
+        problems.append(
+            f"resource group `{rg}`: 1–90 letters, digits, underscores, hyphens, periods or "
+            "parentheses, not ending with a period"
+        )
     if not region:
         problems.append("--region REGION is needed (or a default in [azure] region)")
     elif not REGION.match(region):
@@ -188,8 +220,10 @@ def validate(args: ProvisionArgs, source_major: int | None = None, allowed_envs:
     if version not in VERSIONS:
         problems.append(f"version {version}: flexible server offers PostgreSQL {', '.join(VERSIONS)}")
     elif source_major is not None and int(version) < source_major:
-        problems.append(f"version {version} is older than the source's PostgreSQL {source_major}: "
-                        "a migration can only go to the same or a newer major version")
+        problems.append(
+            f"version {version} is older than the source's PostgreSQL {source_major}: "
+            "a migration can only go to the same or a newer major version"
+        )
     sku = args.sku
     tier = TIERS.get((args.tier or "").lower().replace("-", "").replace("_", ""))
     if advice := legacy_sku_advice(sku):
@@ -213,8 +247,10 @@ def validate(args: ProvisionArgs, source_major: int | None = None, allowed_envs:
     elif env not in allowed_envs:
         problems.append(f"--admin-password-env {env} is not one of [azure] admin_password_envs; add it there")
     elif (password := os.environ.get(env)) is None:
-        problems.append(f"the environment variable {env} is not set where pgmig runs (the password is read from it, "
-                        "never typed in chat)")
+        problems.append(
+            f"the environment variable {env} is not set where pgmig runs (the password is read from it, "
+            "never typed in chat)"
+        )
     elif p := password_problem(password, user, env):
         problems.append(p)
     ha = HA_MODES.get((args.ha or "disabled").lower())
@@ -241,5 +277,21 @@ def validate(args: ProvisionArgs, source_major: int | None = None, allowed_envs:
     if problems:
         raise MigrationError("cannot provision: " + "; ".join(problems))
     assert tier is not None and ha is not None  # every other case added a problem above
-    return ProvisionRequest(name, rg, region, version, tier, sku, storage, user, env, ha, zone, standby,
-                            bool(args.public_access), bool(args.allow_azure_services), tags, rules)
+    return ProvisionRequest(
+        name,
+        rg,
+        region,
+        version,
+        tier,
+        sku,
+        storage,
+        user,
+        env,
+        ha,
+        zone,
+        standby,
+        bool(args.public_access),
+        bool(args.allow_azure_services),
+        tags,
+        rules,
+    )

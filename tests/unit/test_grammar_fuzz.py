@@ -1,5 +1,6 @@
 """Whatever anyone types or whatever a click carries, pgmig answers one readable line and audits it:
 the grammar only ever returns a command or a UsageError, the router never raises."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,8 +19,27 @@ from migration_core.events import NoEvents
 from migration_core.store import Store
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-TOKENS = st.sampled_from([*COMMANDS, *(o.flag for s in COMMANDS.values() for o in s.options), "mig-1", "prov-2",
-                          "—db", "“quoted”", "'", '"', "²", "٣", "9" * 5000, "-", "--", "=", "a,b", "\x00", "\n"])
+TOKENS = st.sampled_from(
+    [
+        *COMMANDS,
+        *(o.flag for s in COMMANDS.values() for o in s.options),
+        "mig-1",
+        "prov-2",
+        "—db",
+        "“quoted”",
+        "'",
+        '"',
+        "²",
+        "٣",
+        "9" * 5000,
+        "-",
+        "--",
+        "=",
+        "a,b",
+        "\x00",
+        "\n",
+    ]
+)
 TEXT = st.one_of(st.text(max_size=300), st.lists(st.one_of(TOKENS, st.text(max_size=12)), max_size=8).map(" ".join))
 
 
@@ -69,8 +89,10 @@ def test_any_command_text_gets_one_readable_answer(world, text):
 
 
 @FUZZ
-@given(st.one_of(st.sampled_from([a.value for a in Action]), st.text(max_size=50)),
-       st.one_of(st.text(max_size=200), st.sampled_from(["mig-1", "prov-1", "mig-" + "9" * 5000, ""])))
+@given(
+    st.one_of(st.sampled_from([a.value for a in Action]), st.text(max_size=50)),
+    st.one_of(st.text(max_size=200), st.sampled_from(["mig-1", "prov-1", "mig-" + "9" * 5000, ""])),
+)
 def test_any_click_gets_an_answer_or_a_quiet_card_update(world, action_id, value):
     loop, svc = world
     reply = answered(loop, svc, router.handle_action(action_id, value, Invocation("U0FUZZ", "C0"), svc))
@@ -78,21 +100,24 @@ def test_any_click_gets_an_answer_or_a_quiet_card_update(world, action_id, value
 
 
 # Inputs that once crashed the parser, and their neighbours: each is a UsageError a person can read.
-@pytest.mark.parametrize("text, message", [
-    ("migrate a b --mode online --parallel ²", "`--parallel` needs a whole number from 1 to 64, not `²`"),
-    ("migrate a b --parallel ²", "`--parallel` needs a whole number from 1 to 64, not `²`"),
-    ("migrate a b --mode online --parallel ٣", "`--parallel` needs a whole number from 1 to 64, not `٣`"),
-    ('migrate a b --mode online --parallel "5\n"', "`--parallel` needs a whole number from 1 to 64"),
-    ("migrate a b --mode online --parallel 0", "`--parallel` needs a whole number from 1 to 64, not `0`"),
-    ("migrate a b --mode online --parallel 65", "`--parallel` needs a whole number from 1 to 64, not `65`"),
-    ("migrate a b --mode online --parallel 0064", "`--parallel` needs a whole number from 1 to 64"),
-    ("status mig-" + "9" * 5000, "is not a migration id (like mig-3)"),
-    ("status prov-" + "1" * 5000, "is not a migration id (like mig-3)"),
-    ("cancel " + "7" * 10, "is not a migration id (like mig-3)"),
-    ("status mig-٣", "is not a migration id (like mig-3)"),
-    ('status "mig-3\n"', "is not a migration id (like mig-3)"),
-    ("status mig-", "is not a migration id (like mig-3)"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("migrate a b --mode online --parallel ²", "`--parallel` needs a whole number from 1 to 64, not `²`"),
+        ("migrate a b --parallel ²", "`--parallel` needs a whole number from 1 to 64, not `²`"),
+        ("migrate a b --mode online --parallel ٣", "`--parallel` needs a whole number from 1 to 64, not `٣`"),
+        ('migrate a b --mode online --parallel "5\n"', "`--parallel` needs a whole number from 1 to 64"),
+        ("migrate a b --mode online --parallel 0", "`--parallel` needs a whole number from 1 to 64, not `0`"),
+        ("migrate a b --mode online --parallel 65", "`--parallel` needs a whole number from 1 to 64, not `65`"),
+        ("migrate a b --mode online --parallel 0064", "`--parallel` needs a whole number from 1 to 64"),
+        ("status mig-" + "9" * 5000, "is not a migration id (like mig-3)"),
+        ("status prov-" + "1" * 5000, "is not a migration id (like mig-3)"),
+        ("cancel " + "7" * 10, "is not a migration id (like mig-3)"),
+        ("status mig-٣", "is not a migration id (like mig-3)"),
+        ('status "mig-3\n"', "is not a migration id (like mig-3)"),
+        ("status mig-", "is not a migration id (like mig-3)"),
+    ],
+)
 def test_input_that_once_crashed_the_parser_is_a_readable_usage_error(text, message):
     with pytest.raises(UsageError) as err:
         parse(text)
@@ -103,8 +128,11 @@ def test_the_largest_ids_and_the_range_of_whole_numbers_still_parse():
     assert parse("status mig-" + "9" * 9).args["migration"] == "mig-999999999"
     assert parse("audit PROV-000000042").args["migration"] == "prov-42"
     assert parse("retry 3").args["migration"] == "mig-3"
-    assert [parse(f"migrate a b --mode online --parallel={n}").args["parallel"] for n in ("1", "08", "64")] == \
-        [1, 8, 64]
+    assert [parse(f"migrate a b --mode online --parallel={n}").args["parallel"] for n in ("1", "08", "64")] == [
+        1,
+        8,
+        64,
+    ]
 
 
 def test_a_parser_bug_is_acked_quietly_then_answered_and_audited(world, monkeypatch):
@@ -127,11 +155,17 @@ class Unprintable(Exception):
         raise ValueError("not even this")
 
 
-@pytest.mark.parametrize("exc, shown", [
-    (RuntimeError("boom at postgresql://u:hunter2-pw@db/x\n  in a second line " + "x" * 5000), "RuntimeError: boom"),
-    (Unprintable(), "Unprintable"),
-    (KeyError("k"), "KeyError"),
-])
+@pytest.mark.parametrize(
+    "exc, shown",
+    [
+        (
+            RuntimeError("boom at postgresql://u:hunter2-pw@db/x\n  in a second line " + "x" * 5000),
+            "RuntimeError: boom",
+        ),
+        (Unprintable(), "Unprintable"),
+        (KeyError("k"), "KeyError"),
+    ],
+)
 def test_a_handler_crash_is_one_redacted_line_and_audited(world, monkeypatch, exc, shown):
     loop, svc = world
 
@@ -148,11 +182,19 @@ def test_a_handler_crash_is_one_redacted_line_and_audited(world, monkeypatch, ex
     assert [e.action for e in new] == ["command", "command.failed"] and "hunter2-pw" not in new[1].detail
 
 
-@pytest.mark.parametrize("action_id, value", [
-    (Action.APPROVE_CUTOVER.value, None), (Action.REJECT_PROVISION.value, 12), (Action.RERUN_CHECK.value, None),
-    (None, None), (42, ["a"]), ("pgmig." + "ü" * 5000, "\x00" * 3000), ("", ""),
-    (Action.RERUN_CHECK.value, "status mig-" + "9" * 5000),
-])
+@pytest.mark.parametrize(
+    "action_id, value",
+    [
+        (Action.APPROVE_CUTOVER.value, None),
+        (Action.REJECT_PROVISION.value, 12),
+        (Action.RERUN_CHECK.value, None),
+        (None, None),
+        (42, ["a"]),
+        ("pgmig." + "ü" * 5000, "\x00" * 3000),
+        ("", ""),
+        (Action.RERUN_CHECK.value, "status mig-" + "9" * 5000),
+    ],
+)
 def test_clicks_with_odd_payloads_are_answered_or_quiet(world, action_id, value):
     loop, svc = world
     reply = answered(loop, svc, router.handle_action(action_id, value, Invocation("U0FUZZ", "C0"), svc))
@@ -168,7 +210,8 @@ def test_a_click_handler_crash_is_audited_as_action_failed(world, monkeypatch):
     monkeypatch.setattr(router, "decide", crashing)
     before = len(loop.run_until_complete(svc.store.audit_log(limit=100000)))
     reply = loop.run_until_complete(
-        router.handle_action(Action.APPROVE_CUTOVER.value, "mig-1", Invocation("U0FUZZ", "C0"), svc))
+        router.handle_action(Action.APPROVE_CUTOVER.value, "mig-1", Invocation("U0FUZZ", "C0"), svc)
+    )
     assert reply is not None and "the click could not be handled (RuntimeError)" in reply.text
     new = loop.run_until_complete(svc.store.audit_log(limit=100000))[before:]
     assert [e.action for e in new] == ["action.failed"] and "decide broke" in new[0].detail

@@ -1,4 +1,5 @@
 """The state machine's table, walked: what may follow what, and the one guarded move."""
+
 from __future__ import annotations
 
 import asyncio
@@ -86,7 +87,7 @@ async def test_a_move_is_conditional_audited_and_announced(store):
         return await lifecycle.move(store, "mig-1", S.CUTTING_OVER, f"by {who}", emit=emit, actor=who)
 
     results = await asyncio.gather(*(cut(f"U{i}") for i in range(5)))
-    assert results.count(True) == 1                      # of five racing moves exactly one wins
+    assert results.count(True) == 1  # of five racing moves exactly one wins
     assert len(heard) == 1
     assert not await lifecycle.move(store, "mig-1", S.CATCHING_UP, "never", emit=emit)  # not in the table
     assert (await store.get_migration("mig-1")).state is S.CUTTING_OVER

@@ -1,4 +1,5 @@
 """The one outgoing pass: secrets masked everywhere in a message, Slack's control characters escaped."""
+
 from __future__ import annotations
 
 import json
@@ -12,11 +13,21 @@ from migration_core.progress import MigrationProgress
 
 def test_secrets_are_masked_in_blocks_and_fallback_and_names_ping_nobody():
     secrets.register("hunter2-Secret-Value")
-    m = Migration("mig-1", "src", "tgt", ["<!channel>"], "online", State.FAILED, "U1",
-                  error="import of <!channel> failed: password hunter2-Secret-Value rejected")
-    for reply in (mm.migration_card(m, MigrationProgress()),
-                  mm.alert_notice(m, "table <!channel> differs; hunter2-Secret-Value"),
-                  mm.state_notice(m, m.error)):
+    m = Migration(
+        "mig-1",
+        "src",
+        "tgt",
+        ["<!channel>"],
+        "online",
+        State.FAILED,
+        "U1",
+        error="import of <!channel> failed: password hunter2-Secret-Value rejected",
+    )
+    for reply in (
+        mm.migration_card(m, MigrationProgress()),
+        mm.alert_notice(m, "table <!channel> differs; hunter2-Secret-Value"),
+        mm.state_notice(m, m.error),
+    ):
         sent = outgoing(reply)
         everything = sent.text + json.dumps(sent.blocks)
         assert "hunter2-Secret-Value" not in everything and secrets.MASK in everything
@@ -26,5 +37,6 @@ def test_secrets_are_masked_in_blocks_and_fallback_and_names_ping_nobody():
 
 def test_the_fallback_text_is_escaped_even_when_a_builder_forgot():
     from handlers.context import Reply
+
     sent = outgoing(Reply("<!here> & <@U1|x>", [{"type": "section", "text": {"type": "mrkdwn", "text": "ok"}}]))
     assert sent.text == "&lt;!here&gt; &amp; &lt;@U1|x&gt;"
