@@ -14,11 +14,12 @@ RUN apt-get update \
  && apt-get purge -y curl gnupg && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY bot ./bot
 COPY handlers ./handlers
 COPY migration_core ./migration_core
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps .
 
 RUN useradd --system --create-home pgmig && mkdir -p /data && chown pgmig /data
 USER pgmig

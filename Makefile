@@ -1,14 +1,17 @@
-# `make run` and `make test` set everything up themselves (venv, packages, PostgreSQL server).
+# `make run` and `make test` set everything up themselves (venv, packages from the lock files, PostgreSQL).
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
+LOCK_FLAGS := --generate-hashes --python-version 3.11
 
-.PHONY: run test setup postgres clean bench
+.PHONY: run test test-unit test-integration lint setup postgres clean bench lock sandbox-down
 
-$(STAMP): pyproject.toml
+# Every machine installs exactly the versions in the lock files (hashes checked), then pgmig itself.
+$(STAMP): pyproject.toml requirements.lock requirements-test.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q --require-hashes -r requirements-test.lock
+	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 postgres:
@@ -19,11 +22,29 @@ setup: $(STAMP) postgres
 run: setup
 	$(VENV)/bin/pgmig run
 
-test: setup
-	$(VENV)/bin/pytest -q
+# The fast tier first (lint, types, unit tests: seconds, no clusters), then the integration tier.
+test: lint test-unit test-integration
 
-clean:
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test-unit: $(STAMP)
+	$(VENV)/bin/pytest -q tests/unit
+
+test-integration: setup
+	$(VENV)/bin/pytest -q tests/integration
+
+# After changing dependencies in pyproject.toml (needs uv: pip install uv).
+lock:
+	uv pip compile pyproject.toml $(LOCK_FLAGS) -o requirements.lock
+	uv pip compile pyproject.toml --extra test $(LOCK_FLAGS) -c requirements.lock -o requirements-test.lock
+
+sandbox-down:
 	-$(VENV)/bin/pgmig sandbox down
+
+clean: sandbox-down
 	rm -rf $(VENV) .pytest_cache *.egg-info
 
 # Copy speed against pg_dump/pg_restore, pgcopydb and a raw parallel COPY pipe (flags: BENCH_ARGS="--scale 2"),

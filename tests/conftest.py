@@ -1,54 +1,15 @@
-"""Real PostgreSQL clusters for the whole session (source with wal_level=logical, target, a misconfigured one)."""
+"""What every test gets: a clean environment (the test password, no Azure of the machine's) and a guard
+that fails a test whose event loop saw an exception nobody handled (as asyncpg's test base does): a
+background task that died silently is a bug the test must show."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
+import asyncio
+import gc
 
 import pytest
 
-from bot.localpg import LocalCluster
-from migration_core.servers import ServerConfig
-
 PASSWORD = "s3cret-Pw-for-tests"
-
-
-@pytest.fixture(scope="session")
-def cluster_root():
-    root = Path(tempfile.mkdtemp(prefix="pgmig-tests-"))
-    os.chmod(root, 0o755)  # under root the clusters run as an unprivileged user who must reach this
-    yield root
-
-
-def _cluster(root: Path, name: str, **settings: str) -> LocalCluster:
-    return LocalCluster(root / name, password=PASSWORD, settings=settings).init().start()
-
-
-@pytest.fixture(scope="session")
-def source_cluster(cluster_root):
-    c = _cluster(cluster_root, "source", wal_level="logical", max_replication_slots="10", max_wal_senders="10")
-    c.psql("CREATE DATABASE shop")
-    c.psql(database="shop", file=Path(__file__).parents[1] / "bot" / "sample_data.sql")
-    yield c
-    c.destroy()
-
-
-@pytest.fixture(scope="session")
-def target_cluster(cluster_root):
-    c = _cluster(cluster_root, "target")
-    yield c
-    c.destroy()
-
-
-@pytest.fixture(scope="session")
-def replica_level_cluster(cluster_root):
-    """A source as most on-premises servers start out: wal_level=replica, too few slots and senders."""
-    c = _cluster(cluster_root, "replica", wal_level="replica", max_replication_slots="2", max_wal_senders="4")
-    c.psql("CREATE DATABASE app")
-    c.psql("CREATE TABLE t (id int PRIMARY KEY)", database="app")
-    yield c
-    c.destroy()
 
 
 @pytest.fixture(autouse=True)
@@ -73,27 +34,15 @@ def _no_real_azure(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def server(name: str, cluster: LocalCluster, **overrides) -> ServerConfig:
-    values = dict(
-        name=name,
-        host="127.0.0.1",
-        port=cluster.port,
-        user="postgres",
-        password_env="PGMIG_TEST_PASSWORD",
-        sslmode="disable",
-        connect_timeout=5.0,
+@pytest.fixture(autouse=True)
+async def _no_unhandled_task_exceptions():
+    loop = asyncio.get_running_loop()
+    seen: list[dict] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    yield
+    gc.collect()  # a task that failed and was dropped reports when it is collected
+    loop.set_exception_handler(previous)
+    assert not seen, "the event loop saw unhandled exceptions: " + "; ".join(
+        f"{c.get('message')}: {c.get('exception')!r}" for c in seen
     )
-    values.update(overrides)
-    return ServerConfig(**values)
-
-
-def config_toml(servers: dict[str, LocalCluster | int], extra: str = "") -> str:
-    """A pgmig.toml naming clusters (or bare ports, for servers nobody listens on)."""
-    out = extra
-    for name, c in servers.items():
-        port = c if isinstance(c, int) else c.port
-        out += (
-            f'\n[servers.{name}]\nhost = "127.0.0.1"\nport = {port}\nuser = "postgres"\n'
-            f'password_env = "PGMIG_TEST_PASSWORD"\nsslmode = "disable"\nconnect_timeout = 5\n'
-        )
-    return out

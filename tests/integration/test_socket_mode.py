@@ -13,8 +13,8 @@ from bot.settings import load_settings
 from bot.slack_directory import SlackDirectory
 from bot.slack_poster import SlackPoster
 from bot.tasks import TaskTracker
-from tests.conftest import config_toml
-from tests.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
+from tests.integration.clusters import config_toml
+from tests.integration.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 
 
 async def test_slash_command_over_socket_mode(tmp_path, source_cluster, target_cluster):

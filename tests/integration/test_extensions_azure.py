@@ -6,7 +6,7 @@ import pytest
 
 from bot.localpg import LocalCluster
 from migration_core.preflight import PreflightRequest, Status, run_preflight
-from tests.conftest import PASSWORD, server
+from tests.integration.clusters import PASSWORD, server
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import asyncpg
 
 from bot.localpg import LocalCluster
 from tests.conftest import PASSWORD
-from tests.fake_arm import FakeArm
+from tests.integration.fake_arm import FakeArm
 
 RG = "rg-data"
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from bot.localpg import free_port
-from tests.conftest import PASSWORD, config_toml
+from tests.integration.clusters import PASSWORD, config_toml
 
 
 def pgmig(*args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 120):

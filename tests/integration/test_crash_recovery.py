@@ -24,7 +24,7 @@ import pytest
 from bot.localpg import LocalCluster
 from migration_core.models import State
 from migration_core.store import Store
-from tests.conftest import PASSWORD, config_toml
+from tests.integration.clusters import PASSWORD, config_toml
 
 DBS = ("app1", "app2")
 SCHEMA = """
@@ -136,7 +136,7 @@ class Pgmig:
             stdout=open(self.out, "w"),
             stderr=asyncio.subprocess.STDOUT,
             env=self.env,
-            cwd=Path(__file__).parents[1],
+            cwd=Path(__file__).parents[2],
         )
         return self
 

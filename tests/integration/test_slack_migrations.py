@@ -6,10 +6,10 @@ import pytest
 
 from handlers.authz import Policy
 from migration_core.models import State
-from tests.conftest import config_toml
-from tests.fake_slack import text_of
-from tests.migration_fixtures import online_pair
-from tests.slack_harness import running
+from tests.integration.clusters import config_toml
+from tests.integration.fake_slack import text_of
+from tests.integration.sample_data import online_pair
+from tests.integration.slack_harness import running
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ import pytest
 
 from handlers.actions import Action
 from migration_core.azure.provisioning import ProvisionRecord, ProvisionState
-from tests.azure_fixtures import RG, azure_env, azure_server_toml, azure_toml, seed_server
-from tests.conftest import config_toml
-from tests.fake_arm import FakeArm
-from tests.fake_slack import text_of
-from tests.slack_harness import running
+from tests.integration.azure_support import RG, azure_env, azure_server_toml, azure_toml, seed_server
+from tests.integration.clusters import config_toml
+from tests.integration.fake_arm import FakeArm
+from tests.integration.fake_slack import text_of
+from tests.integration.slack_harness import running
 
 GOOD = (
     "provision sales-prod --resource-group rg-data --region westeurope --version 16 --tier GeneralPurpose "

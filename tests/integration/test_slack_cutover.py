@@ -7,10 +7,10 @@ import json
 import pytest
 
 from handlers.actions import Action
-from tests.conftest import config_toml
-from tests.fake_slack import FakeSlack, text_of
-from tests.migration_fixtures import online_pair
-from tests.slack_harness import running
+from tests.integration.clusters import config_toml
+from tests.integration.fake_slack import FakeSlack, text_of
+from tests.integration.sample_data import online_pair
+from tests.integration.slack_harness import running
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 from bot.localpg import free_port
 from handlers.actions import Action
 from migration_core.store import Store
-from tests.conftest import PASSWORD, config_toml
-from tests.slack_harness import running
+from tests.integration.clusters import PASSWORD, config_toml
+from tests.integration.slack_harness import running
 
 
 def all_text(reply: dict) -> str:

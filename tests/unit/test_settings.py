@@ -45,7 +45,7 @@ def test_the_documented_example_loads(tmp_path):
 def test_the_shipped_example_file_loads(tmp_path):
     from pathlib import Path
 
-    example = (Path(__file__).parents[1] / "pgmig.example.toml").read_text()
+    example = (Path(__file__).parents[2] / "pgmig.example.toml").read_text()
     s = load(tmp_path, example)
     assert "azure-sales" in s.servers and not s.azure.enabled
 

@@ -12,8 +12,8 @@ from bot.sandbox import load_pagila
 from migration_core.engine import Engine, EngineConfig, MigrationRequest
 from migration_core.models import State
 from migration_core.store import Store
-from tests.conftest import PASSWORD, server
-from tests.migration_fixtures import RICH, ROLES, RecordingEvents, facts, pagila_available, pg16_bindir
+from tests.integration.clusters import PASSWORD, server
+from tests.integration.sample_data import RICH, ROLES, RecordingEvents, facts, pagila_available, pg16_bindir
 
 
 @pytest.fixture(scope="module")

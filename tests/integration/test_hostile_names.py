@@ -15,8 +15,8 @@ from bot.localpg import LocalCluster, free_port
 from migration_core.engine import Engine, EngineConfig, MigrationRequest
 from migration_core.models import State
 from migration_core.store import Store
-from tests.conftest import PASSWORD, server
-from tests.migration_fixtures import RecordingEvents, pg16_bindir
+from tests.integration.clusters import PASSWORD, server
+from tests.integration.sample_data import RecordingEvents, pg16_bindir
 
 TRAP_PORT = free_port()
 NAMES = [

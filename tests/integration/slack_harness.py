@@ -21,7 +21,7 @@ from bot.slack_directory import SlackDirectory
 from bot.slack_poster import SlackPoster
 from bot.tasks import TaskTracker
 from handlers.context import Services
-from tests.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers, text_of
+from tests.integration.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers, text_of
 
 
 @dataclass

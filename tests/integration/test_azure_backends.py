@@ -9,12 +9,12 @@ import asyncio
 import pytest
 
 from handlers.actions import Action
-from tests.azure_fixtures import ServiceStandIn, azure_env, azure_server_toml, azure_toml, seed_server
-from tests.conftest import config_toml
-from tests.fake_arm import FakeArm
-from tests.fake_slack import text_of
-from tests.migration_fixtures import online_pair
-from tests.slack_harness import running
+from tests.integration.azure_support import ServiceStandIn, azure_env, azure_server_toml, azure_toml, seed_server
+from tests.integration.clusters import config_toml
+from tests.integration.fake_arm import FakeArm
+from tests.integration.fake_slack import text_of
+from tests.integration.sample_data import online_pair
+from tests.integration.slack_harness import running
 
 POLICY = (
     '[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1"]\n'

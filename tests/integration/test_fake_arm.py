@@ -12,7 +12,7 @@ from azure.mgmt.datamigration.aio import DataMigrationManagementClient
 from azure.mgmt.postgresqlflexibleservers import models as pg
 from azure.mgmt.postgresqlflexibleservers.aio import PostgreSQLManagementClient
 
-from tests.fake_arm import FakeArm
+from tests.integration.fake_arm import FakeArm
 
 RG = "rg-test"
 

@@ -16,8 +16,8 @@ from migration_core.models import State
 from migration_core.replication import object_name
 from migration_core.store import Store
 from migration_core.verify import verify_database
-from tests.conftest import PASSWORD, server
-from tests.migration_fixtures import RICH, ROLES, RecordingEvents, pagila_available, pg16_bindir
+from tests.integration.clusters import PASSWORD, server
+from tests.integration.sample_data import RICH, ROLES, RecordingEvents, pagila_available, pg16_bindir
 
 LOGICAL = {"wal_level": "logical", "max_replication_slots": "10", "max_wal_senders": "10"}
 

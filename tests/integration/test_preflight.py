@@ -15,7 +15,7 @@ from migration_core.preflight import (
     _TargetFacts,
     run_preflight,
 )
-from tests.conftest import PASSWORD, server
+from tests.integration.clusters import PASSWORD, server
 
 
 def by_title(report: PreflightReport, title: str, scope: str | None = None) -> Finding:

@@ -1,0 +1,35 @@
+"""How integration tests name real servers: the test password, a ServerConfig or a pgmig.toml for local clusters."""
+
+from __future__ import annotations
+
+from bot.localpg import LocalCluster
+from migration_core.servers import ServerConfig
+from tests.conftest import PASSWORD
+
+__all__ = ["PASSWORD", "server", "config_toml"]
+
+
+def server(name: str, cluster: LocalCluster, **overrides) -> ServerConfig:
+    values = dict(
+        name=name,
+        host="127.0.0.1",
+        port=cluster.port,
+        user="postgres",
+        password_env="PGMIG_TEST_PASSWORD",
+        sslmode="disable",
+        connect_timeout=5.0,
+    )
+    values.update(overrides)
+    return ServerConfig(**values)
+
+
+def config_toml(servers: dict[str, LocalCluster | int], extra: str = "") -> str:
+    """A pgmig.toml naming clusters (or bare ports, for servers nobody listens on)."""
+    out = extra
+    for name, c in servers.items():
+        port = c if isinstance(c, int) else c.port
+        out += (
+            f'\n[servers.{name}]\nhost = "127.0.0.1"\nport = {port}\nuser = "postgres"\n'
+            f'password_env = "PGMIG_TEST_PASSWORD"\nsslmode = "disable"\nconnect_timeout = 5\n'
+        )
+    return out

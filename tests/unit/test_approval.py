@@ -1,0 +1,71 @@
+"""The approval rules, cutover and provisioning alike: who may decide, once, within the round's time."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from migration_core import approval
+from migration_core.approval import ApprovalRequest, Verdict
+from migration_core.models import utcnow
+from migration_core.store import Store
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = await Store.open(str(tmp_path / "state.sqlite"))
+    yield s
+    await s.close()
+
+
+def request(**kw) -> ApprovalRequest:
+    return ApprovalRequest.new("mig-1", "U0ALICE", 60, "C0", **kw)
+
+
+async def decide(store, req, user, verb="approve", approver=True, required=2):
+    return await approval.decide(store, "cutover", req, user, verb, is_approver=approver, required=required)
+
+
+async def test_a_quorum_of_distinct_approvers_decides(store):
+    req = request()
+    assert (await decide(store, req, "U0BOB")).verdict is Verdict.RECORDED
+    repeated = await decide(store, req, "U0BOB")
+    assert repeated.verdict is Verdict.REFUSED and "already recorded" in repeated.reason
+    done = await decide(store, req, "U0CAROL")
+    assert done.verdict is Verdict.APPROVED and done.approvers == ["U0BOB", "U0CAROL"]
+    actions = [e.action for e in await store.audit_log("mig-1")]
+    assert actions == ["cutover.approve", "cutover.approve.repeated", "cutover.approve"]
+
+
+async def test_the_requester_and_strangers_cannot_approve_but_the_requester_may_withdraw(store):
+    req = request()
+    own = await decide(store, req, "U0ALICE")
+    assert own.verdict is Verdict.REFUSED and "someone else must approve" in own.reason
+    stranger = await decide(store, req, "U0MALLORY", approver=False)
+    assert stranger.verdict is Verdict.REFUSED and "only approvers may approve" in stranger.reason
+    assert (await decide(store, req, "U0MALLORY", "reject", approver=False)).verdict is Verdict.REFUSED
+    assert (await decide(store, req, "U0ALICE", "reject", approver=False)).verdict is Verdict.REJECTED
+
+
+async def test_expired_and_closed_rounds_refuse_every_click(store):
+    late = request()
+    late.expires_at = utcnow() - timedelta(seconds=1)
+    assert "expired" in (await decide(store, late, "U0BOB")).reason
+    closed = request()
+    closed.open = False
+    assert "no longer open" in (await decide(store, closed, "U0BOB")).reason
+    assert not await store.approvals("mig-1")
+
+
+async def test_an_approval_counts_only_in_its_own_round(store):
+    first, second = request(), request()
+    assert first.round != second.round
+    await decide(store, first, "U0BOB")
+    assert (await decide(store, second, "U0CAROL")).approvers == ["U0CAROL"]
+
+
+def test_a_request_survives_the_store():
+    req = request(verification="app equal")
+    again = ApprovalRequest.from_dict(req.as_dict())
+    assert again == req
