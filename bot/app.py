@@ -66,7 +66,9 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker, c
     @app.action(re.compile(r"^pgmig\."))
     async def on_action(ack: Any, body: dict, action: dict, respond: Any) -> None:
         await ack()
-        inv = Invocation(user=body["user"]["id"], channel=(body.get("channel") or {}).get("id", ""))
+        user = body["user"]["id"]
+        delivery = f"{action.get('action_id', '')}:{action.get('action_ts', '')}:{user}"
+        inv = Invocation(user=user, channel=(body.get("channel") or {}).get("id", ""), delivery=delivery)
 
         async def run() -> None:
             try:

@@ -44,7 +44,7 @@ async def serve(settings: Settings, socket_mode: bool) -> None:
     app = build_bolt_app(settings, services, tasks, client)
     runner = web.AppRunner(build_web_app(app, services))
     await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", settings.port).start()
+    await web.TCPSite(runner, settings.host, settings.port).start()
     socket_handler = None
     if socket_mode:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler

@@ -21,6 +21,18 @@ from migration_core.pgbin import find_bindir
 SUPERUSER = "postgres"
 
 
+def port_free(port: int) -> bool:
+    """Whether PostgreSQL could listen on `port`: bound the way it binds (SO_REUSEADDR), so connections of
+    a stopped server still in TIME_WAIT do not count as someone else's."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -191,12 +203,8 @@ class LocalCluster:
         """A restarted cluster keeps its port unless something else took it meanwhile."""
         conf = self.datadir / "postgresql.conf"
         text = conf.read_text()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", self.port))
-                return
-            except OSError:
-                pass
+        if port_free(self.port):
+            return
         self.port = free_port()
         conf.write_text(text + f"port = {self.port}\n")
 

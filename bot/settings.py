@@ -38,6 +38,7 @@ class Settings:
     policy: Policy = field(default_factory=Policy)
     state_url: str = DEFAULT_STATE
     port: int = 3000
+    host: str = "0.0.0.0"  # where `pgmig serve` listens (HOST)
     slack_bot_token: str = ""
     slack_signing_secret: str = ""
     slack_app_token: str = ""
@@ -286,6 +287,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         policy=policy,
         state_url=env.get("PGMIG_STATE") or DEFAULT_STATE,
         port=port,
+        host=env.get("HOST") or "0.0.0.0",
         slack_bot_token=env.get("SLACK_BOT_TOKEN", ""),
         slack_signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
         slack_app_token=env.get("SLACK_APP_TOKEN", ""),

@@ -38,11 +38,14 @@ async def cutover_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
     return mm.cutover_requested(request, svc.policy.required_approvals)
 
 
-async def decide(action: str, migration_id: str, inv: Invocation, svc: Services) -> Reply | None:
-    """An Approve or Reject click. Returns an ephemeral explanation for refused clicks, None otherwise."""
+async def decide(action: str, value: str, inv: Invocation, svc: Services) -> Reply | None:
+    """An Approve or Reject click (its value: `mig-N:round`). Returns an ephemeral explanation for
+    refused clicks, None otherwise."""
     verb = "approve" if action == "approve" else "reject"
+    migration_id, _, round = value.partition(":")
     decision, request = await svc.engine.decide_cutover(
         migration_id,
+        round,
         inv.user,
         verb,
         is_approver=await may_approve(inv.user, svc.policy, svc.directory),

@@ -98,12 +98,12 @@ def _provisioner(svc: Services) -> Provisioner:
     return svc.provisioner
 
 
-async def decide_provision(action: str, pid: str, inv: Invocation, svc: Services) -> Reply | None:
-    """An Approve or Reject click on a provisioning card; the same rules as a cutover approval."""
+async def decide_provision(action: str, value: str, inv: Invocation, svc: Services) -> Reply | None:
+    """An Approve or Reject click on a provisioning card (its value: `prov-N:round`); the rules of a cutover."""
     verb = "approve" if action == "approve" else "reject"
-    decision = await _provisioner(svc).decide(
-        pid, inv.user, verb, channel=inv.channel, is_approver=await may_approve(inv.user, svc.policy, svc.directory)
-    )
+    pid, _, round = value.partition(":")
+    allowed = await may_approve(inv.user, svc.policy, svc.directory)
+    decision = await _provisioner(svc).decide(pid, round, inv.user, verb, channel=inv.channel, is_approver=allowed)
     return messages.error_message(decision.reason) if decision.verdict is Verdict.REFUSED else None
 
 

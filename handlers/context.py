@@ -20,6 +20,7 @@ class Invocation:
     user: str
     channel: str = ""
     transport: str = "slack"
+    delivery: str = ""  # a click's identity (action id, action_ts, user): Slack may deliver one twice
 
 
 @dataclass

@@ -14,7 +14,7 @@ from migration_core.approval import ApprovalRequest
 from migration_core.azure.dms_backend import DmsBackend
 from migration_core.azure.flex_backend import FlexBackend
 from migration_core.cleanup import CleanupReport
-from migration_core.engine import CancelOutcome, MigrationStatus
+from migration_core.engine import CancelOutcome, CommandResult, MigrationStatus
 from migration_core.models import Backend, Migration, Mode, State
 from migration_core.preflight import PreflightReport, pretty_bytes
 from migration_core.progress import DatabaseProgress, MigrationProgress
@@ -176,6 +176,31 @@ def status(found: MigrationStatus) -> Reply:
         if m.state is State.FAILED:
             lines.append(f"`/pgmig cancel {m.id}` removes them; `/pgmig retry {m.id}` carries on with them")
     return Reply(card.text, card.blocks[:-1] + sections(lines) + card.blocks[-1:])
+
+
+def command_pending(m: Migration, result: CommandResult) -> Reply:
+    """A command another replica holds the migration for (and has not answered yet), or one that could
+    not be carried out."""
+    if result.queued_on:
+        return Reply(
+            f"{m.id}: {result.kind} queued",
+            [
+                section(
+                    f"⏳ *{m.id}* runs on another pgmig replica (`{esc(result.queued_on)}`): "
+                    f"your `{result.kind}` is queued there and the channel hears when it is done."
+                )
+            ],
+            ephemeral=False,
+        )
+    return Reply(
+        f"{m.id}: {result.kind} refused",
+        [
+            section(
+                f"❌ `{result.kind}` of *{m.id}* could not be done"
+                + (f": {esc(result.message)}" if result.message else f" ({m.id} changed state meanwhile)")
+            )
+        ],
+    )
 
 
 def retrying(m: Migration) -> Reply:
@@ -375,7 +400,7 @@ def approval_card(
             "cutover",
             Action.APPROVE_CUTOVER,
             Action.REJECT_CUTOVER,
-            m.id,
+            f"{m.id}:{request.round}",  # a click answers this round, and no later one
             f"Approve switching {m.id} to {m.target}.",
             f"{m.id} goes back to ready for cutover.",
         ),

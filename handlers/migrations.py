@@ -9,7 +9,7 @@ from handlers.azure import provision_status
 from handlers.check import resolve_servers
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
-from migration_core.engine import MigrationRequest
+from migration_core.engine import Command, MigrationRequest
 from migration_core.models import Migration, Mode, State
 from migration_core.servers import ServerConfig
 
@@ -137,15 +137,21 @@ async def cancel_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
         return m
     if m.state in (State.COMPLETED, State.CANCELLED):
         return messages.error_message(f"{m.id} is already {m.state.value}")
-    return mm.cancelled(m, await svc.engine.cancel(m.id, inv.user))
+    result = await svc.engine.perform(Command.CANCEL, m.id, inv.user)
+    if result.queued_on or result.cancel is None:
+        return mm.command_pending(m, result)
+    return mm.cancelled(m, result.cancel)
 
 
 async def retry_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
     m = await _operate_on(cmd, inv, svc, "retry migrations")
     if isinstance(m, Reply):
         return m
-    if m.state is not State.FAILED or not await svc.engine.retry(m.id, inv.user):
+    if m.state is not State.FAILED:
         return messages.error_message(f"{m.id} is {m.state.value}; only a failed migration can be retried")
+    result = await svc.engine.perform(Command.RETRY, m.id, inv.user)
+    if result.queued_on or not result.ok:
+        return mm.command_pending(m, result)
     return mm.retrying(m)
 
 
@@ -153,8 +159,11 @@ async def resume_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
     m = await _operate_on(cmd, inv, svc, "resume migrations")
     if isinstance(m, Reply):
         return m
-    if m.state is not State.PAUSED or not await svc.engine.resume(m.id, inv.user):
+    if m.state is not State.PAUSED:
         return messages.error_message(f"{m.id} is {m.state.value}; only a paused migration can be resumed")
+    result = await svc.engine.perform(Command.RESUME, m.id, inv.user)
+    if result.queued_on or not result.ok:
+        return mm.command_pending(m, result)
     return mm.resumed(m)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 from handlers import messages
@@ -121,6 +122,10 @@ async def handle_action(action_id: str, value: str, inv: Invocation, svc: Servic
 
 
 async def _action(action_id: str, value: str, inv: Invocation, svc: Services) -> Reply | None:
+    if inv.delivery and not await svc.engine.first_delivery(inv.delivery):
+        subject = value.partition(":")[0] if re.match(r"^(mig|prov)-[0-9]{1,9}(:|$)", value) else ""
+        await _audit(svc, inv, "action.duplicate", f"{action_id[:100]}: delivered again, ignored", subject)
+        return None
     if action_id in ACTION_COMMANDS:
         await _audit(svc, inv, "action", f"{action_id}: {value}")
         return await handle_command(value, inv, svc)

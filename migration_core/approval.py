@@ -101,7 +101,11 @@ async def decide(
     if not is_approver and not (verb == "reject" and user == request.requested_by):
         return await refused(f"only approvers may {verb} ([slack] approvers)", "not an approver")
     if not await store.add_approval(Approval(request.subject, user, verb, round=request.round)):
-        return await refused(f"your decision on {request.subject} is already recorded", "already recorded", "repeated")
+        if any(a.approver == user for a in await store.approvals(request.subject, request.round)):
+            return await refused(
+                f"your decision on {request.subject} is already recorded", "already recorded", "repeated"
+            )
+        return await refused(f"this {kind} request was decided or closed meanwhile", "round closed")
     await store.audit(AuditEntry(user, f"{kind}.{verb}", "", request.subject, channel))
     found = await approvers(store, request)
     if verb == "reject":

@@ -32,8 +32,7 @@ class Leftover:
 
 async def find(server: ServerConfig, deployment: str) -> list[Leftover]:
     owned = replication.owned_pattern(deployment)
-    conn = await server.connect()
-    try:
+    async with server.connection() as conn:
         found = [
             Leftover("slot", r["slot_name"], r["database"] or "", r["active"])
             for r in await conn.fetch(
@@ -55,11 +54,8 @@ async def find(server: ServerConfig, deployment: str) -> list[Leftover]:
                 "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
             )
         ]
-    finally:
-        await conn.close()
     for db in databases:
-        conn = await server.connect(db)
-        try:
+        async with server.connection(db) as conn:
             found += [
                 Leftover("publication", r["pubname"], db)
                 for r in await conn.fetch("SELECT pubname FROM pg_publication WHERE pubname LIKE $1 ORDER BY 1", owned)
@@ -72,8 +68,6 @@ async def find(server: ServerConfig, deployment: str) -> list[Leftover]:
                     owned,
                 )
             ]
-        finally:
-            await conn.close()
     return found
 
 
@@ -106,8 +100,7 @@ async def remove(server: ServerConfig, leftovers: list[Leftover]) -> list[str]:
     removed = []
     order = {"subscription": 0, "slot": 1, "publication": 2, "role": 3}
     for item in sorted(leftovers, key=lambda x: order[x.kind]):
-        conn = await server.connect(item.database or None)
-        try:
+        async with server.connection(item.database or None) as conn:
             if item.kind == "role":
                 dropped = await replication.drop_replication_role(conn, item.name, item.database)
             else:
@@ -119,6 +112,4 @@ async def remove(server: ServerConfig, leftovers: list[Leftover]) -> list[str]:
                 dropped = await drop(conn, item.name)
             if dropped:
                 removed.append(item.describe())
-        finally:
-            await conn.close()
     return removed

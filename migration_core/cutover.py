@@ -90,8 +90,7 @@ class DatabaseCutover:
 
 
 async def fence(source: ServerConfig, database: str, grace_seconds: float, journal: Journal) -> Fence:
-    conn = await source.connect(database)
-    try:
+    async with source.connection(database) as conn:
         await conn.execute("SET synchronous_commit = on")  # the fence is durable before any session is ended
         earlier = await journal.find(Change.FENCE, SOURCE, database)
         if earlier is not None and earlier.live:
@@ -140,8 +139,6 @@ async def fence(source: ServerConfig, database: str, grace_seconds: float, journ
                 return Fence.of(entry)
             await asyncio.sleep(0.01)
         raise MigrationError(f"sessions on {database} would not end", "look at pg_stat_activity on the source")
-    finally:
-        await conn.close()
 
 
 CAUGHT_UP = (
@@ -160,8 +157,7 @@ async def wait_caught_up(
     is enough to make a commit record): once it is flushed, so is every commit before it, and the flush
     position is what the subscriber must confirm. `slot` is pgmig's own; without it every logical slot of
     the database not in `exclude` counts (a managed service's slots, whose names pgmig does not choose)."""
-    conn = await source.connect(database)
-    try:
+    async with source.connection(database) as conn:
         await conn.execute("SET synchronous_commit = on")
         await conn.fetchval("SELECT txid_current()")
         target_lsn = await conn.fetchval("SELECT pg_current_wal_flush_lsn()")
@@ -175,8 +171,6 @@ async def wait_caught_up(
             f"the target did not catch up with {database} within {timeout:g} s",
             "check the subscription on the target (pg_stat_subscription); nothing was switched",
         )
-    finally:
-        await conn.close()
 
 
 CatchUp = Callable[[str, float], Awaitable[None]]
@@ -235,8 +229,7 @@ async def check(
     """After release: VALIDATE each foreign key, then full checksums against the target as it was at
     release. Returns what is wrong, in words (empty when all holds); never undoes anything."""
     problems: list[str] = []
-    conn = await target.connect(result.database)
-    try:
+    async with target.connection(result.database) as conn:
         step = time.perf_counter()
         problems += await validate(conn, parked)
         result.timings["validate"] = time.perf_counter() - step
@@ -245,8 +238,6 @@ async def check(
             step = time.perf_counter()
             result.verify = await verify_database(source, target, result.database, parallel, target_snapshot=snapshot)
             result.timings["verify"] = time.perf_counter() - step
-    finally:
-        await conn.close()
     if not result.verify.ok:
         problems.append(
             f"checksums of {result.database} differ in {len(result.verify.mismatches)} place(s): "
@@ -275,15 +266,15 @@ async def rollback(
     said, failed = [], []
     for db, p in parked.items():
         try:
-            conn = await target.connect(db)
-            try:
+            async with target.connection(db) as conn:
                 await constraints.repark(conn, p)
-            finally:
-                await conn.close()
             entry = await journal.find(Change.CONSTRAINTS, TARGET, db)
             if entry is not None and not entry.live:
                 await journal.done(await journal.plan(Change.CONSTRAINTS, TARGET, db, data=entry.data))
-        except (ConnectionProblem, asyncpg.PostgresError, OSError) as exc:  # the fences are lifted whatever failed
+        except ConnectionProblem as exc:
+            if not exc.missing_database:  # a target database already dropped (a cancel) has nothing to park
+                failed.append(f"parking the constraints of {db} again: {exc}")
+        except (asyncpg.PostgresError, OSError) as exc:  # the fences are lifted whatever failed here
             failed.append(f"parking the constraints of {db} again: {exc}")
     outcome = await undo.rollback(journal, source, target, (Change.FENCE,))
     said += outcome.done

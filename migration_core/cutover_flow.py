@@ -49,14 +49,20 @@ async def parked_constraints(ctx: MigrationContext) -> dict[str, Parked]:
     return parked
 
 
-async def run_cutover(ctx: MigrationContext, actor: str) -> bool:
-    """Switch a streaming migration to its target; True when completed, False when it fell back."""
+async def run_cutover(ctx: MigrationContext, actor: str, decided: bool = False) -> bool:
+    """Switch a streaming migration to its target; True when completed, False when it fell back.
+
+    `decided`: the team's decision already moved it to cutting_over (the one approval that completed the
+    quorum won that move); otherwise this moves it, from ready_for_cutover."""
     ledger, mid, m = ctx.ledger, ctx.mid, ctx.m
-    if not await ledger.move(
+    if decided:
+        if m.state is not State.CUTTING_OVER:
+            raise MigrationError(f"{mid} is {m.state.value}, not cutting_over: nothing to start")
+    elif not await ledger.move(
         mid,
         State.CUTTING_OVER,
         f"cutting over {', '.join(m.databases)} (started by {actor})",
-        expect=(State.READY_FOR_CUTOVER, State.AWAITING_APPROVAL),
+        expect=(State.READY_FOR_CUTOVER,),
         actor=actor,
     ):
         m = await ledger.get(mid)

@@ -16,7 +16,7 @@ import logging
 import uuid
 from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from migration_core import approval, cleanup, cutover_flow, replication, undo, workdir
@@ -44,7 +44,6 @@ from migration_core.models import (
     Step,
     StepKind,
     StepState,
-    utcnow,
 )
 from migration_core.monitor import watch_native
 from migration_core.offline import choose_bindir
@@ -61,7 +60,17 @@ from migration_core.verify import VerifyResult, verify_database
 __all__ = ["Engine", "EngineConfig", "MigrationRequest", "CancelOutcome"]
 log = logging.getLogger(__name__)
 MONITORED = (State.CATCHING_UP, State.READY_FOR_CUTOVER, State.AWAITING_APPROVAL)
+COMMANDS_CHANNEL = "pgmig_commands"
 CUTOVER_STATES = (State.CUTTING_OVER, State.RELEASED)
+
+
+class Command(StrEnum):
+    """What acts on a migration's running work: executed by the replica that holds the migration."""
+
+    CANCEL = "cancel"
+    RETRY = "retry"
+    RESUME = "resume"
+    CUTOVER = "cutover"  # start a cutover the team decided
 
 
 @dataclass
@@ -80,6 +89,27 @@ class CancelOutcome:
     done: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # target databases left on purpose (finished, or not pgmig's)
+
+
+@dataclass
+class CommandResult:
+    """How a command ended — or that another replica holds the migration and has not answered yet."""
+
+    kind: Command
+    subject: str
+    ok: bool = True
+    message: str = ""
+    queued_on: str = ""  # the replica it waits for
+    cancel: CancelOutcome | None = None  # what a cancel did
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CommandResult":
+        outcome = d.get("cancel")
+        cancel = CancelOutcome(**{**outcome, "state": State(outcome["state"])}) if outcome else None
+        return cls(Command(d["kind"]), d["subject"], d["ok"], d["message"], d["queued_on"], cancel)
 
 
 class Engine:
@@ -102,6 +132,9 @@ class Engine:
         self.replica = config.replica_id or uuid.uuid4().hex[:12]
         self.instance = f"{self.replica}/{uuid.uuid4().hex[:8]}"  # this life of this replica
         self._leasing = False
+        self._listening = False
+        self._serving = asyncio.Lock()
+        self._exclusives: dict[str, asyncio.Lock] = {}
 
     # ---- what handlers call -------------------------------------------------------------------
 
@@ -170,7 +203,11 @@ class Engine:
         return self._track(migration_id, self._run(migration_id), f"migration {migration_id}")
 
     def _track(self, migration_id: str, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
-        """The one task working on a migration; it leaves the map when it ends (and only it)."""
+        """The one task working on a migration in this process; it leaves the map when it ends (and only
+        it). A second one is a bug the state machine should have prevented: refused, never overwritten."""
+        if (running := self._tasks.get(migration_id)) is not None and not running.done():
+            coro.close()
+            raise MigrationError(f"BUG: {migration_id} already has {running.get_name()} running here")
         task = asyncio.create_task(coro, name=name)
         self._tasks[migration_id] = task
 
@@ -211,6 +248,10 @@ class Engine:
 
     async def retry(self, migration_id: str, actor: str = "pgmig") -> bool:
         """Failed → run again from the failed step. False when it is not failed (or another click won)."""
+        async with self._exclusive(migration_id):
+            return await self._retry(migration_id, actor)
+
+    async def _retry(self, migration_id: str, actor: str) -> bool:
         if not await self._hold(migration_id):
             return False
         if not await self.ledger.move(
@@ -224,6 +265,10 @@ class Engine:
 
     async def resume(self, migration_id: str, actor: str = "pgmig") -> bool:
         """Paused after export → import whatever the export files now contain."""
+        async with self._exclusive(migration_id):
+            return await self._resume(migration_id, actor)
+
+    async def _resume(self, migration_id: str, actor: str) -> bool:
         if not await self._hold(migration_id):
             return False
         if not await self.ledger.move(
@@ -244,6 +289,16 @@ class Engine:
         created (an offline database whose import finished stays). Refused once the target was released.
         When something cannot be undone (a server unreachable) the migration stays failed, saying what is
         left; cancelling again tries again."""
+        async with self._exclusive(migration_id):
+            return await self._cancel(migration_id, actor)
+
+    def _exclusive(self, migration_id: str) -> asyncio.Lock:
+        """What starts or stops work on a migration (cancel, retry, resume, starting a decided cutover, taking
+        it over) runs one at a time in this process — and every such command runs on the process holding
+        the migration's lease — so a cancel never undoes what a cutover starting beside it is doing."""
+        return self._exclusives.setdefault(migration_id, asyncio.Lock())
+
+    async def _cancel(self, migration_id: str, actor: str) -> CancelOutcome:
         m = await self.ledger.get(migration_id)
         if m.state is State.RELEASED:
             raise MigrationError(
@@ -344,6 +399,10 @@ class Engine:
         active = {m.id: m.state.value for m in await self.migrations(active_only=True)}
         return await cleanup.survey(self.server(server), self.store.deployment, active, remove)
 
+    async def first_delivery(self, key: str) -> bool:
+        """Slack may deliver a click twice: only the first one counts, whichever replica receives it."""
+        return await self.store.first_delivery(key)
+
     async def record(self, entry: AuditEntry) -> None:
         """An audit entry from outside the engine's own work (a command, a click)."""
         await self.store.audit(entry)
@@ -367,6 +426,64 @@ class Engine:
         await self.store.save_server(server.name, server.as_dict(), actor)
         return True
 
+    # ---- commands: run where the migration is held -------------------------------------------
+
+    async def perform(self, kind: Command, migration_id: str, actor: str, wait: float | None = None) -> CommandResult:
+        """Run a command on a migration here when this process holds it (or nobody alive does); else queue
+        it for the replica that does (woken by NOTIFY on a PostgreSQL store, by polling otherwise) and
+        wait up to `wait` (default `command_wait_seconds`) for its result."""
+        owner = await self.store.lease_alive(migration_id, self.config.lease_seconds)
+        if not owner or owner == self.instance or owner.startswith(f"{self.replica}/"):
+            return await self._execute(kind, migration_id, actor)
+        cid = uuid.uuid4().hex
+        await self.store.enqueue(cid, migration_id, kind.value, actor, {})
+        await self.store.notify(COMMANDS_CHANNEL)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.config.command_wait_seconds if wait is None else wait)
+        while loop.time() < deadline:
+            row = await self.store.command(cid)
+            if row is not None and row["state"] == "done":
+                return CommandResult.from_dict(row["result"])
+            await asyncio.sleep(0.1)
+        return CommandResult(kind, migration_id, queued_on=owner.split("/", 1)[0])
+
+    async def _execute(self, kind: Command, migration_id: str, actor: str) -> CommandResult:
+        try:
+            if kind is Command.CANCEL:
+                return CommandResult(kind, migration_id, cancel=await self.cancel(migration_id, actor))
+            if kind is Command.RETRY:
+                return CommandResult(kind, migration_id, await self.retry(migration_id, actor))
+            if kind is Command.RESUME:
+                return CommandResult(kind, migration_id, await self.resume(migration_id, actor))
+            async with self._exclusive(migration_id):
+                if (await self.ledger.get(migration_id)).state is not State.CUTTING_OVER:
+                    return CommandResult(kind, migration_id, False, "the cutover was cancelled before it started")
+                if not await self._hold(migration_id):
+                    return CommandResult(kind, migration_id, False, "another pgmig holds this migration")
+                self.start_cutover(migration_id, actor)
+            return CommandResult(kind, migration_id)
+        except (MigrationError, ConnectionProblem) as exc:
+            return CommandResult(kind, migration_id, False, str(exc))
+
+    async def serve_commands(self) -> int:
+        """Run the commands queued for migrations this process holds; returns how many ran."""
+        async with self._serving:
+            ran = 0
+            for c in await self.store.commands_for(self.instance):
+                if await self.store.take_command(c["id"]):
+                    result = await self._execute(Command(c["kind"]), c["subject"], c["actor"])
+                    await self.store.finish_command(c["id"], result.as_dict())
+                    ran += 1
+            return ran
+
+    async def _serve_commands(self) -> None:
+        try:
+            await self.serve_commands()
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("running queued commands failed")
+
     async def leftovers(self, migration_id: str) -> list[JournalEntry]:
         """What the migration changed on the servers and is still in effect (maybe in effect)."""
         return await self.ledger.journal(migration_id).entries()
@@ -377,6 +494,9 @@ class Engine:
         """Take over every unfinished migration no live process holds, and carry it on from its state.
         Runs at start-up and on every lease tick. Returns the migrations taken over."""
         self._keep_leases()
+        if not self._listening:
+            self._listening = True
+            await self.store.listen(COMMANDS_CHANNEL, lambda: asyncio.ensure_future(self._serve_commands()))
         taken = []
         for m in await self.store.list_migrations(active_only=True):
             if m.id in self._tasks or m.state is State.PAUSED:
@@ -392,6 +512,12 @@ class Engine:
         return taken
 
     async def _carry_on(self, m: Migration) -> bool:
+        async with self._exclusive(m.id):
+            if m.id in self._tasks:
+                return False
+            return await self._take_over(await self.ledger.get(m.id))
+
+    async def _take_over(self, m: Migration) -> bool:
         if m.state in MONITORED:
             self.scheduler.watch(m.id)
             return True
@@ -473,12 +599,13 @@ class Engine:
     # ---- approvals and cutover ----------------------------------------------------------------
 
     def start_cutover(self, migration_id: str, actor: str) -> asyncio.Task:
-        """Run the cutover as a tracked task (the approval click that triggers it must answer at once)."""
+        """Run a decided cutover (state cutting_over) as a tracked task (the click must answer at once)."""
         return self._track(migration_id, self._guarded_cutover(migration_id, actor), f"cutover {migration_id}")
 
     async def _guarded_cutover(self, migration_id: str, actor: str) -> None:
         try:
-            await self.cutover(migration_id, actor)
+            ctx = self.context(await self.ledger.get(migration_id))
+            await self._tidied(migration_id, run_cutover(ctx, actor, decided=True))
         except Exception:
             log.exception("cutover of %s could not run", migration_id)
 
@@ -540,6 +667,7 @@ class Engine:
             expect=(State.READY_FOR_CUTOVER,),
             actor=request.requested_by,
             action="cutover.requested",
+            round=request.round,
         ):
             return True
         request.open = False
@@ -553,27 +681,58 @@ class Engine:
         return ApprovalRequest.from_dict(step.data) if step else None
 
     async def decide_cutover(
-        self, migration_id: str, user: str, verb: str, *, is_approver: bool, required: int, channel: str = ""
+        self,
+        migration_id: str,
+        round: str,
+        user: str,
+        verb: str,
+        *,
+        is_approver: bool,
+        required: int,
+        channel: str = "",
     ) -> tuple[Decision, ApprovalRequest | None]:
-        """An Approve or Reject click (approval.py's rules); the quorum starts the cutover."""
+        """An Approve or Reject click on the card of `round` (approval.py's rules). The decision itself is a
+        conditional move: awaiting_approval → cutting_over for the approval that completes the quorum,
+        → ready_for_cutover for a reject or an expiry. Of any two racing, one wins and the other is
+        refused saying so; the winner's cutover then starts on the replica holding the migration."""
         m = await self.store.get_migration(migration_id)
         request = await self.cutover_request(migration_id)
+
+        async def refused(reason: str, why: str) -> tuple[Decision, ApprovalRequest | None]:
+            await self.store.audit(AuditEntry(user, f"cutover.{verb}.refused", why, migration_id, channel))
+            return Decision(Verdict.REFUSED, reason), request
+
         if m is None or request is None or m.state is not State.AWAITING_APPROVAL:
-            await self.store.audit(
-                AuditEntry(user, f"cutover.{verb}.refused", "no open request", migration_id, channel)
-            )
             state = m.state.value if m else "gone"
-            return Decision(Verdict.REFUSED, f"this cutover request is no longer open ({state})"), request
+            return await refused(f"this cutover request is no longer open ({state})", "no open request")
+        if round != request.round:
+            return await refused(
+                "this card belongs to an earlier cutover request: use the current card", f"old round {round or '-'}"
+            )
         if request.expired:
             await self.expire_approval(migration_id)
         decision = await approval.decide(
             self.store, "cutover", request, user, verb, is_approver=is_approver, required=required, channel=channel
         )
-        if decision.verdict is Verdict.REJECTED:
-            await self.reject_cutover(migration_id, user)
-        elif decision.verdict is Verdict.APPROVED:
-            self.start_cutover(migration_id, user)
+        if decision.verdict is Verdict.REJECTED and not await self.reject_cutover(migration_id, user):
+            return await refused(await self._decided(migration_id), "decided meanwhile")
+        if decision.verdict is Verdict.APPROVED:
+            approvers = ", ".join(decision.approvers)
+            if not await self.ledger.move(
+                migration_id,
+                State.CUTTING_OVER,
+                f"cutover approved by {approvers}",
+                expect=(State.AWAITING_APPROVAL,),
+                actor=user,
+                action="cutover.approved",
+            ):
+                return await refused(await self._decided(migration_id), "decided meanwhile")
+            await self.perform(Command.CUTOVER, migration_id, user)
         return decision, request
+
+    async def _decided(self, migration_id: str) -> str:
+        m = await self.ledger.get(migration_id)
+        return f"this cutover request was decided meanwhile: {m.id} is {m.state.value}"
 
     async def reject_cutover(self, migration_id: str, actor: str) -> bool:
         return await self.ledger.move(
@@ -627,8 +786,9 @@ class Engine:
 
     async def _hold(self, migration_id: str) -> bool:
         """Claim the lease (new work, retries, take-overs); this replica's earlier lives count as gone."""
-        stale = utcnow() - timedelta(seconds=self.config.lease_seconds)
-        if not await self.store.claim(migration_id, self.instance, stale, previous_life=f"{self.replica}/"):
+        if not await self.store.claim(
+            migration_id, self.instance, self.config.lease_seconds, previous_life=f"{self.replica}/"
+        ):
             return False
         self._keep_leases()
         return True
@@ -638,6 +798,7 @@ class Engine:
         if not self._leasing:
             self._leasing = True
             self.scheduler.lease(max(0.2, self.config.lease_seconds / 4), self._renew_lease)
+            self.scheduler.every("commands", self.config.command_poll_seconds, self._serve_commands)
             self.scheduler.every("leftovers", self.config.leftover_check_seconds, self._check_leftovers)
 
     async def _renew_lease(self) -> None:

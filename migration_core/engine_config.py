@@ -30,6 +30,8 @@ class EngineConfig:
     max_auto_restarts: int = 5  # a migration pgmig keeps dying in is failed after this many restarts
     leftover_check_seconds: float = 60.0  # how often slots of migrations nobody runs are looked for
     keep_exports: bool = False  # keep export files after a migration completed or was cancelled
+    command_poll_seconds: float = 0.5  # several replicas: how often commands queued for ours are looked for
+    command_wait_seconds: float = 20.0  # how long a replica waits for the one holding a migration to answer
 
 
 @dataclass

@@ -61,11 +61,22 @@ class Ledger:
         error: str = "",
         actor: str = "pgmig",
         action: str = "state",
+        round: str = "",
     ) -> bool:
         """The guarded state change (lifecycle.move); False when the migration was not in a state that may
-        be followed by `to` (another replica, click or cancel moved it first)."""
+        be followed by `to` (another replica, click or cancel moved it first). `round`: the approval round a
+        move to awaiting_approval opens."""
         return await lifecycle.move(
-            self.store, mid, to, detail, emit=self.emit_state, expect=expect, error=error, actor=actor, action=action
+            self.store,
+            mid,
+            to,
+            detail,
+            emit=self.emit_state,
+            expect=expect,
+            error=error,
+            actor=actor,
+            action=action,
+            round=round,
         )
 
     async def advance(

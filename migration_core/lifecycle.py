@@ -113,9 +113,10 @@ async def move(
     error: str = "",
     actor: str = "pgmig",
     action: str = "state",
+    round: str = "",
 ) -> bool:
     """The guarded move: conditional update, audit entry, event. False when another move won."""
-    if not await store.transition(migration_id, to, expect=guard(to, expect), error=error):
+    if not await store.transition(migration_id, to, expect=guard(to, expect), error=error, round=round):
         return False
     failpoints.reached(f"state:{to.value}")
     await store.audit(AuditEntry(actor, action, f"{to.value}: {detail}"[:2000], migration_id))

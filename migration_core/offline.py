@@ -87,29 +87,27 @@ class OfflineDatabase:
     async def export(self, roles: RolePlan) -> list[Path]:
         workdir_.private_dir(self.dir)
         self.progress.begin("exporting")
-        src = await self.source.connect(self.database)
         try:
-            self.progress.tables_total = len(await copy.list_tables(src))
-            env = connection_env(self.source, self.database)
-            pg_dump = self.tool("pg_dump")
-            if self.options.method is Method.RESTORE:
-                await pg_dump.run(["-Fc", "-s", *NO_PUBSUB, *roles.restore_flags, "-f", str(self.schema_file)], env)
-            else:
-                async with src.transaction(isolation="repeatable_read", readonly=True):
-                    snapshot = await src.fetchval("SELECT pg_export_snapshot()")
-                    common = [f"--snapshot={snapshot}", *NO_PUBSUB, *roles.restore_flags]
-                    await asyncio.gather(
-                        pg_dump.run(["-s", *common, "-f", str(self.schema_file)], env),
-                        pg_dump.run(
-                            ["-a", "-v", *common, "-f", str(self.data_file)],
-                            env,
-                            on_line=self._count_tables(r"dumping contents of table"),
-                        ),
-                    )
+            async with self.source.connection(self.database) as src:
+                self.progress.tables_total = len(await copy.list_tables(src))
+                env = connection_env(self.source, self.database)
+                pg_dump = self.tool("pg_dump")
+                if self.options.method is Method.RESTORE:
+                    await pg_dump.run(["-Fc", "-s", *NO_PUBSUB, *roles.restore_flags, "-f", str(self.schema_file)], env)
+                else:
+                    async with src.transaction(isolation="repeatable_read", readonly=True):
+                        snapshot = await src.fetchval("SELECT pg_export_snapshot()")
+                        common = [f"--snapshot={snapshot}", *NO_PUBSUB, *roles.restore_flags]
+                        await asyncio.gather(
+                            pg_dump.run(["-s", *common, "-f", str(self.schema_file)], env),
+                            pg_dump.run(
+                                ["-a", "-v", *common, "-f", str(self.data_file)],
+                                env,
+                                on_line=self._count_tables(r"dumping contents of table"),
+                            ),
+                        )
         except ToolError as exc:
             raise MigrationError(f"export of {self.database} failed: {exc.summary}") from None
-        finally:
-            await src.close()
         self.progress.finish("exported")
         return self.artifacts()
 
@@ -121,26 +119,24 @@ class OfflineDatabase:
         prepared = await target_db.prepare_target(
             self.source, self.target, self.database, self.journal, overwrite=self.options.overwrite
         )
-        src, tgt = await asyncio.gather(self.source.connect(self.database), self.target.connect(self.database))
         try:
-            if self.options.method is Method.DUMP:
-                await self._import_sql(tgt)
-            else:
-                await self._import_archive(roles)
-            self.progress.phase = "finishing"
-            # db_data.sql carries the snapshot's sequence values and large objects (and the team's edits).
-            restore = self.options.method is Method.RESTORE
-            seq = await sequences.sync(src, tgt) if restore else len(await sequences.values(tgt))
-            los = await large_objects.copy(src, tgt, roles.keep_owners) if restore else 0
-            views = await matviews.refresh(src, tgt)
-            self.progress.phase = "analyzing"  # fresh statistics: the applications' first queries plan well
-            await analyze(self.target, self.database, self.options.parallel)
+            async with self.source.connection(self.database) as src, self.target.connection(self.database) as tgt:
+                if self.options.method is Method.DUMP:
+                    await self._import_sql(tgt)
+                else:
+                    await self._import_archive(roles)
+                self.progress.phase = "finishing"
+                # db_data.sql carries the snapshot's sequence values and large objects (and the team's edits).
+                restore = self.options.method is Method.RESTORE
+                seq = await sequences.sync(src, tgt) if restore else len(await sequences.values(tgt))
+                los = await large_objects.copy(src, tgt, roles.keep_owners) if restore else 0
+                views = await matviews.refresh(src, tgt)
+                self.progress.phase = "analyzing"  # fresh statistics: the applications' first queries plan well
+                await analyze(self.target, self.database, self.options.parallel)
         except ToolError as exc:
             raise MigrationError(f"import of {self.database} failed: {exc.summary}") from None
         except asyncpg.PostgresError as exc:
             raise MigrationError(f"import of {self.database} failed: {exc}") from None
-        finally:
-            await asyncio.gather(src.close(), tgt.close(), return_exceptions=True)
         self.progress.finish("imported")
         extra = f", {los} large object(s)" if los else ""
         return (

@@ -40,8 +40,7 @@ NO_IDENTITY = (
 async def set_identity_full(source: ServerConfig, database: str, journal: Journal) -> list[str]:
     """REPLICA IDENTITY FULL on every table with no usable identity (each one's previous identity in the
     journal first, so cancel and teardown put it back); returns them."""
-    conn = await source.connect(database)
-    try:
+    async with source.connection(database) as conn:
         rows = await conn.fetch(NO_IDENTITY)
         if not rows:
             return []
@@ -51,8 +50,6 @@ async def set_identity_full(source: ServerConfig, database: str, journal: Journa
             for r in rows:
                 await conn.execute(f"ALTER TABLE {r['name']} REPLICA IDENTITY FULL")
         return [r["name"] for r in rows]
-    finally:
-        await conn.close()
 
 
 class OnlineDatabase:
@@ -117,13 +114,10 @@ class OnlineDatabase:
     async def full_load(self, roles: RolePlan) -> dict:
         """Returns what later steps need: the slot's consistent point and what was parked on the target."""
         self.progress.begin("full load")
-        src = await self.source.connect(self.database)
-        try:
+        async with self.source.connection(self.database) as src:
             version = int(await src.fetchval("SHOW server_version_num"))
             async with self.journal.change(Change.PUBLICATION, SOURCE, self.database, self.name):
                 published = await replication.create_publication(src, self.name)
-        finally:
-            await src.close()
         async with self.journal.change(Change.SLOT, SOURCE, self.database, self.name):
             session = await replication.create_slot(
                 self.source, self.database, self.name, self.bindir / "psql", version
@@ -137,21 +131,18 @@ class OnlineDatabase:
             await session.release()
         parked = await self.indexes_and_park(roles)
         role = self.journal.role_name(self.database)
-        src = await self.source.connect(self.database)
-        try:
+        async with self.source.connection(self.database) as src:
             async with self.journal.change(Change.REPLICATION_ROLE, SOURCE, self.database, role):
                 password = await replication.create_replication_role(src, role, self.database)
-        finally:
-            await src.close()
-        tgt = await self.target.connect(self.database)
         try:
-            async with self.journal.change(Change.SUBSCRIPTION, TARGET, self.database, self.name):
-                await replication.create_subscription(
-                    tgt,
-                    self.name,
-                    replication.subscription_conninfo(self.source, self.database, role, password),
-                    self.name,
-                )
+            async with self.target.connection(self.database) as tgt:
+                async with self.journal.change(Change.SUBSCRIPTION, TARGET, self.database, self.name):
+                    await replication.create_subscription(
+                        tgt,
+                        self.name,
+                        replication.subscription_conninfo(self.source, self.database, role, password),
+                        self.name,
+                    )
         except asyncpg.PostgresError as exc:
             raise MigrationError(
                 f"subscribing {self.database} to the source failed: {exc}",
@@ -160,8 +151,6 @@ class OnlineDatabase:
                 "and its role needs CREATE SUBSCRIPTION rights (superuser, pg_create_subscription "
                 "or azure_pg_admin)",
             ) from None
-        finally:
-            await tgt.close()
         self.progress.finish("streaming")
         return {
             "slot": self.name,
@@ -190,11 +179,8 @@ class OnlineDatabase:
             )
         except ToolError as exc:
             raise MigrationError(f"indexes and constraints of {self.database} failed: {exc.summary}") from None
-        tgt = await self.target.connect(self.database)
-        try:
+        async with self.target.connection(self.database) as tgt:
             return await constraints.park(tgt, self.journal, self.database)
-        finally:
-            await tgt.close()
 
     async def teardown(self) -> list[str]:
         """Drop the replication objects the journal says this database has; returns what was dropped.

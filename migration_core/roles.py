@@ -55,19 +55,14 @@ class RolePlan:
 async def needed_roles(source: ServerConfig, databases: list[str]) -> list[str]:
     names: set[str] = set()
     for db in databases:
-        conn = await source.connect(db)
-        try:
+        async with source.connection(db) as conn:
             names |= {r["rolname"] for r in await conn.fetch(NEEDED)}
-        finally:
-            await conn.close()
     return sorted(names)
 
 
 async def copy_roles(source: ServerConfig, target: ServerConfig, databases: list[str], journal: Journal) -> RolePlan:
     plan = RolePlan(needed=await needed_roles(source, databases))
-    src = await source.connect()
-    tgt = await target.connect()
-    try:
+    async with source.connection() as src, target.connection() as tgt:
         existing = {r["rolname"] for r in await tgt.fetch("SELECT rolname FROM pg_roles")}
         me = await tgt.fetchrow("SELECT rolname, rolsuper FROM pg_roles WHERE rolname = current_user")
         entry = await journal.find(Change.ROLES, TARGET, "") or await journal.plan(
@@ -101,9 +96,6 @@ async def copy_roles(source: ServerConfig, target: ServerConfig, databases: list
             await journal.done(entry)
         elif entry.mark is not Mark.DONE:
             await journal.undone(entry)  # nothing was created: nothing to take back
-    finally:
-        await src.close()
-        await tgt.close()
     return plan
 
 

@@ -17,6 +17,7 @@ import json
 import re
 import secrets
 import sqlite3
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -62,6 +63,11 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS pgmig_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS pgmig_provision (id TEXT PRIMARY KEY, state TEXT NOT NULL, data TEXT NOT NULL,
         updated_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS pgmig_command (
+        id TEXT PRIMARY KEY, subject TEXT NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL, args TEXT NOT NULL,
+        state TEXT NOT NULL, result TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS pgmig_command_queued ON pgmig_command (state, subject)""",
+    """CREATE TABLE IF NOT EXISTS pgmig_delivery (key TEXT PRIMARY KEY, at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS pgmig_journal (
         migration_id TEXT NOT NULL, kind TEXT NOT NULL, server TEXT NOT NULL, database TEXT NOT NULL,
         name TEXT NOT NULL, mark TEXT NOT NULL, data TEXT NOT NULL, at TEXT NOT NULL, updated_at TEXT NOT NULL,
@@ -69,14 +75,29 @@ SCHEMA = [
 ]
 
 
+# Columns added after a table's first release (ADD COLUMN on an existing store; an error means it is there).
+UPGRADES = [
+    "ALTER TABLE pgmig_migration ADD COLUMN round TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE pgmig_provision ADD COLUMN round TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE pgmig_provision ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE pgmig_provision ADD COLUMN heartbeat TEXT NOT NULL DEFAULT ''",
+]
+
+
 class _Backend(Protocol):
     async def execute(self, sql: str, *args: Any) -> int: ...
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]: ...
     async def close(self) -> None: ...
+    async def listen(self, channel: str, wake: Callable[[], object]) -> None: ...
+    async def notify(self, channel: str) -> None: ...
+    def clock(self, seconds_ago: str | None = None) -> str:
+        """SQL for the store's own clock (as ISO text), optionally minus the seconds in parameter `seconds_ago`:
+        leases are compared on one clock, whichever replica's is off."""
 
 
 class _SQLite:
-    """sqlite3 on a worker thread: every statement is short, and one lock keeps them in order."""
+    """sqlite3 on a worker thread: every statement is short, and one lock keeps them in order. One process
+    at a time uses a SQLite store, so there is nobody to notify: listen and notify do nothing."""
 
     def __init__(self, path: str) -> None:
         Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +110,10 @@ class _SQLite:
     @staticmethod
     def _sql(sql: str) -> str:
         return re.sub(r"\$(\d+)", r"?\1", sql)
+
+    def clock(self, seconds_ago: str | None = None) -> str:
+        shift = f", '-' || {seconds_ago} || ' seconds'" if seconds_ago else ""
+        return f"strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'{shift})"
 
     async def execute(self, sql: str, *args: Any) -> int:
         async with self._lock:
@@ -107,10 +132,19 @@ class _SQLite:
         async with self._lock:
             await asyncio.to_thread(self._db.close)
 
+    async def listen(self, channel: str, wake: Callable[[], object]) -> None:
+        return None
+
+    async def notify(self, channel: str) -> None:
+        return None
+
 
 class _Postgres:
+    """A pool for statements, plus one connection kept for LISTEN (replicas wake each other with NOTIFY)."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._listener: asyncpg.Connection | None = None
 
     async def execute(self, sql: str, *args: Any) -> int:
         status = await self._pool.execute(sql, *args)
@@ -121,7 +155,21 @@ class _Postgres:
         return [dict(r) for r in await self._pool.fetch(sql, *args)]
 
     async def close(self) -> None:
+        if self._listener is not None:
+            await self._pool.release(self._listener)
         await self._pool.close()
+
+    async def listen(self, channel: str, wake: Callable[[], object]) -> None:
+        if self._listener is None:
+            self._listener = await self._pool.acquire()
+        await self._listener.add_listener(channel, lambda *_: wake())
+
+    async def notify(self, channel: str) -> None:
+        await self._pool.execute("SELECT pg_notify($1, '')", channel)
+
+    def clock(self, seconds_ago: str | None = None) -> str:
+        when = "clock_timestamp()" + (f" - make_interval(secs => {seconds_ago}::float8)" if seconds_ago else "")
+        return f"to_char(({when}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -156,6 +204,11 @@ class Store:
         store = cls(backend, url)
         for ddl in SCHEMA:
             await backend.execute(ddl)
+        for ddl in UPGRADES:
+            try:
+                await backend.execute(ddl)
+            except (sqlite3.OperationalError, asyncpg.DuplicateColumnError):
+                pass
         await backend.execute(
             "INSERT INTO pgmig_meta VALUES ('deployment', $1) ON CONFLICT (key) DO NOTHING", secrets.token_hex(3)
         )
@@ -184,7 +237,9 @@ class Store:
         """Insert a new migration, leased to `owner` from the first moment (no other replica's recovery
         may pick up a migration its creator is still setting up)."""
         await self._db.execute(
-            "INSERT INTO pgmig_migration VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
+            "INSERT INTO pgmig_migration (id, source, target, databases, mode, state, requested_by, channel, options, "
+            "error, created_at, updated_at, message_channel, message_ts, owner, heartbeat) "
+            "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
             m.id,
             m.source,
             m.target,
@@ -200,7 +255,7 @@ class Store:
             m.message_channel,
             m.message_ts,
             owner,
-            _ts(utcnow()) if owner else "",
+            _ts(utcnow()) if owner else "",  # a fresh lease (ISO text, as the store's clock writes it)
         )
         return m
 
@@ -209,19 +264,21 @@ class Store:
             "UPDATE pgmig_migration SET databases = $1 WHERE id = $2", json.dumps(databases), migration_id
         )
 
-    async def claim(self, migration_id: str, owner: str, stale_before: datetime, previous_life: str = "") -> bool:
-        """Take a migration for this process unless another live one holds a fresh lease on it (atomic).
+    async def claim(self, migration_id: str, owner: str, lease_seconds: float, previous_life: str = "") -> bool:
+        """Take a migration for this process unless another live one holds a fresh lease on it (atomic, on
+        the store's clock).
 
         `previous_life` is a prefix of owner ids that are provably this process's earlier lives (the same
         replica, started before): their leases are taken over at once, not after they go stale."""
+        now, stale = self._db.clock(), self._db.clock("$3")
         return (
             await self._db.execute(
-                "UPDATE pgmig_migration SET owner = $2, heartbeat = $3 WHERE id = $1 "
-                "AND (owner = '' OR owner = $2 OR heartbeat < $4 OR ($5 <> '' AND substr(owner, 1, length($5)) = $5))",
+                f"UPDATE pgmig_migration SET owner = $2, heartbeat = {now} WHERE id = $1 "
+                f"AND (owner = '' OR owner = $2 OR heartbeat < {stale} "
+                "OR ($4 <> '' AND substr(owner, 1, length($4)) = $4))",
                 migration_id,
                 owner,
-                _ts(utcnow()),
-                _ts(stale_before),
+                lease_seconds,
                 previous_life,
             )
             == 1
@@ -232,13 +289,88 @@ class Store:
         rows = await self._db.fetch("SELECT owner, heartbeat FROM pgmig_migration WHERE id = $1", migration_id)
         return (rows[0]["owner"], _dt(rows[0]["heartbeat"])) if rows else ("", None)
 
+    async def lease_alive(self, migration_id: str, lease_seconds: float) -> str:
+        """The owner of a fresh lease on the migration; "" when nobody (alive) holds it."""
+        rows = await self._db.fetch(
+            f"SELECT owner FROM pgmig_migration WHERE id = $1 AND owner <> '' AND heartbeat >= {self._db.clock('$2')}",
+            migration_id,
+            lease_seconds,
+        )
+        return rows[0]["owner"] if rows else ""
+
     async def release(self, owner: str) -> None:
-        """A clean shutdown: other replicas (or this one restarted) may pick the migrations up at once."""
-        await self._db.execute("UPDATE pgmig_migration SET owner = '' WHERE owner = $1", owner)
+        """A clean shutdown: other replicas (or this one restarted) may pick the work up at once."""
+        for table in ("pgmig_migration", "pgmig_provision"):
+            await self._db.execute(f"UPDATE {table} SET owner = '' WHERE owner = $1", owner)
 
     async def beat(self, owner: str) -> None:
-        """Renew the lease on every migration this process holds."""
-        await self._db.execute("UPDATE pgmig_migration SET heartbeat = $2 WHERE owner = $1", owner, _ts(utcnow()))
+        """Renew the lease on everything this process holds."""
+        for table in ("pgmig_migration", "pgmig_provision"):
+            await self._db.execute(f"UPDATE {table} SET heartbeat = {self._db.clock()} WHERE owner = $1", owner)
+
+    # ---- commands for the replica that holds the work, and deliveries seen ---------------------
+
+    async def enqueue(self, cid: str, subject: str, kind: str, actor: str, args: dict[str, Any]) -> None:
+        await self._db.execute(
+            "INSERT INTO pgmig_command VALUES ($1,$2,$3,$4,$5,'queued','',$6,$6)",
+            cid,
+            subject,
+            kind,
+            actor,
+            json.dumps(args),
+            _ts(utcnow()),
+        )
+
+    async def commands_for(self, owner: str) -> list[dict[str, Any]]:
+        """Queued commands on work this process holds, oldest first."""
+        rows = await self._db.fetch(
+            "SELECT c.* FROM pgmig_command c JOIN pgmig_migration m ON m.id = c.subject "
+            "WHERE c.state = 'queued' AND m.owner = $1 ORDER BY c.created_at",
+            owner,
+        )
+        return [{**r, "args": json.loads(r["args"])} for r in rows]
+
+    async def take_command(self, cid: str) -> bool:
+        """Queued → running, for one process only."""
+        return (
+            await self._db.execute(
+                "UPDATE pgmig_command SET state = 'running', updated_at = $2 WHERE id = $1 AND state = 'queued'",
+                cid,
+                _ts(utcnow()),
+            )
+            == 1
+        )
+
+    async def finish_command(self, cid: str, result: dict[str, Any]) -> None:
+        await self._db.execute(
+            "UPDATE pgmig_command SET state = 'done', result = $2, updated_at = $3 WHERE id = $1",
+            cid,
+            redact(json.dumps(result)),
+            _ts(utcnow()),
+        )
+
+    async def command(self, cid: str) -> dict[str, Any] | None:
+        rows = await self._db.fetch("SELECT * FROM pgmig_command WHERE id = $1", cid)
+        if not rows:
+            return None
+        r = rows[0]
+        return {**r, "args": json.loads(r["args"]), "result": json.loads(r["result"]) if r["result"] else None}
+
+    async def listen(self, channel: str, wake: Callable[[], object]) -> None:
+        """Call `wake` whenever another replica notifies `channel` (PostgreSQL stores only)."""
+        await self._db.listen(channel, wake)
+
+    async def notify(self, channel: str) -> None:
+        await self._db.notify(channel)
+
+    async def first_delivery(self, key: str) -> bool:
+        """Whether this is the first time a Slack delivery (action id + action_ts + user) is seen."""
+        return (
+            await self._db.execute(
+                "INSERT INTO pgmig_delivery VALUES ($1,$2) ON CONFLICT (key) DO NOTHING", key, _ts(utcnow())
+            )
+            == 1
+        )
 
     async def set_message(self, migration_id: str, channel: str, ts: str) -> None:
         """Remember the live message so that every later update edits it in place, across restarts."""
@@ -256,16 +388,17 @@ class Store:
         return [m for m in found if not m.state.finished] if active_only else found
 
     async def transition(
-        self, migration_id: str, to: State, *, expect: tuple[State, ...] = (), error: str = ""
+        self, migration_id: str, to: State, *, expect: tuple[State, ...] = (), error: str = "", round: str = ""
     ) -> bool:
         """Move to `to` only if the migration is in one of `expect` (any state when empty).
 
-        The conditional UPDATE is what makes double clicks and racing replicas harmless.
+        The conditional UPDATE is what makes double clicks and racing replicas harmless. `round` is the
+        approval round a move to awaiting_approval opens; any other move closes it.
         """
-        sql = "UPDATE pgmig_migration SET state = $1, error = $2, updated_at = $3 WHERE id = $4"
-        args: list[Any] = [to.value, redact(error), _ts(utcnow()), migration_id]
+        sql = "UPDATE pgmig_migration SET state = $1, error = $2, updated_at = $3, round = $4 WHERE id = $5"
+        args: list[Any] = [to.value, redact(error), _ts(utcnow()), round, migration_id]
         if expect:
-            marks = ",".join(f"${i}" for i in range(5, 5 + len(expect)))
+            marks = ",".join(f"${i}" for i in range(6, 6 + len(expect)))
             sql += f" AND state IN ({marks})"
             args += [s.value for s in expect]
         return await self._db.execute(sql, *args) == 1
@@ -299,10 +432,14 @@ class Store:
         return next((s for s in await self.steps(migration_id) if s.name == name), None)
 
     async def add_approval(self, a: Approval) -> bool:
-        """Record one decision per person per request round; a repeated click returns False, changes nothing."""
+        """Record one decision per person per round, only while that round is open (the migration awaits
+        approval in it, or the provisioning request waits in it); False for a repeated click or a closed
+        round — in one statement, so no decision can slip in after another closed the round."""
         return (
             await self._db.execute(
-                "INSERT INTO pgmig_approval VALUES ($1,$2,$3,$4,$5,$6) "
+                "INSERT INTO pgmig_approval SELECT $1,$2,$3,$4,$5,$6 WHERE "
+                "EXISTS (SELECT 1 FROM pgmig_migration WHERE id = $1 AND state = 'awaiting_approval' AND round = $6) "
+                "OR EXISTS (SELECT 1 FROM pgmig_provision WHERE id = $1 AND state = 'waiting' AND round = $6) "
                 "ON CONFLICT (migration_id, round, approver) DO NOTHING",
                 a.migration_id,
                 a.approver,
@@ -356,15 +493,47 @@ class Store:
             r["name"]: json.loads(r["data"]) for r in await self._db.fetch("SELECT * FROM pgmig_server ORDER BY name")
         }
 
-    async def save_provision(self, pid: str, state: str, data: dict[str, Any]) -> None:
-        """A provisioning request (`prov-N`): its lifecycle is azure/provisioning.py's."""
-        await self._db.execute(
-            "INSERT INTO pgmig_provision VALUES ($1,$2,$3,$4) ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
-            "data = excluded.data, updated_at = excluded.updated_at",
-            pid,
-            state,
-            redact(json.dumps(data)),
-            _ts(utcnow()),
+    async def save_provision(
+        self, pid: str, state: str, data: dict[str, Any], round: str = "", expect: tuple[str, ...] = ()
+    ) -> bool:
+        """A provisioning request (`prov-N`; its lifecycle is azure/provisioning.py's). With `expect` only if
+        it is in one of those states (two approvers, two replicas: one wins), else created or replaced."""
+        args: list[Any] = [pid, state, redact(json.dumps(data)), _ts(utcnow()), round]
+        if not expect:
+            return (
+                await self._db.execute(
+                    "INSERT INTO pgmig_provision (id, state, data, updated_at, round) VALUES ($1,$2,$3,$4,$5) "
+                    "ON CONFLICT (id) DO UPDATE SET state = excluded.state, data = excluded.data, "
+                    "updated_at = excluded.updated_at, round = excluded.round",
+                    *args,
+                )
+                == 1
+            )
+        marks = ",".join(f"${i}" for i in range(6, 6 + len(expect)))
+        return (
+            await self._db.execute(
+                f"UPDATE pgmig_provision SET state = $2, data = $3, updated_at = $4, round = $5 WHERE id = $1 "
+                f"AND state IN ({marks})",
+                *args,
+                *expect,
+            )
+            == 1
+        )
+
+    async def claim_provision(self, pid: str, owner: str, lease_seconds: float, previous_life: str = "") -> bool:
+        """The one process that runs a provisioning request (the same rules as a migration's lease)."""
+        now, stale = self._db.clock(), self._db.clock("$3")
+        return (
+            await self._db.execute(
+                f"UPDATE pgmig_provision SET owner = $2, heartbeat = {now} WHERE id = $1 "
+                f"AND (owner = '' OR owner = $2 OR heartbeat < {stale} "
+                "OR ($4 <> '' AND substr(owner, 1, length($4)) = $4))",
+                pid,
+                owner,
+                lease_seconds,
+                previous_life,
+            )
+            == 1
         )
 
     async def provision(self, pid: str) -> dict[str, Any] | None:

@@ -77,11 +77,8 @@ async def database_exists(conn: asyncpg.Connection, name: str) -> bool:
 
 
 async def contents(server: ServerConfig, database: str) -> Contents:
-    conn = await server.connect(database)
-    try:
+    async with server.connection(database) as conn:
         return Contents(**dict(await conn.fetchrow(CONTENTS)))
-    finally:
-        await conn.close()
 
 
 def created_by_pgmig(entry: JournalEntry | None, what: Contents | None) -> bool:
@@ -108,48 +105,48 @@ async def prepare(
 ) -> str:
     """Make `database` exist and be empty on the target; returns what was done, in words."""
     mine = await journal.find(Change.DATABASE, TARGET, database)
-    tgt = await target.connect()
     try:
-        replaced = False
-        if await database_exists(tgt, database):
-            what = await contents(target, database)
-            ours = created_by_pgmig(mine, what)
-            if what.empty:
-                if ours and mine is not None and mine.mark is Mark.PLANNED:
-                    await journal.done(mine)
-                return (
-                    f"target database {database} (created by this migration) is empty: reused"
-                    if ours
-                    else f"target database {database} exists and is empty: used as it is (pgmig did not create it "
-                    "and will never drop it)"
+        async with target.connection() as tgt:
+            replaced = False
+            if await database_exists(tgt, database):
+                what = await contents(target, database)
+                ours = created_by_pgmig(mine, what)
+                if what.empty:
+                    if ours and mine is not None and mine.mark is Mark.PLANNED:
+                        await journal.done(mine)
+                    return (
+                        f"target database {database} (created by this migration) is empty: reused"
+                        if ours
+                        else f"target database {database} exists and is empty: used as it is (pgmig did not create it "
+                        "and will never drop it)"
+                    )
+                if not ours and not overwrite:
+                    raise MigrationError(
+                        f"target database {database} is not empty ({what.describe()}) and was not created by this "
+                        "migration",
+                        "pgmig never drops a database it did not create: migrate with --overwrite to drop and "
+                        "recreate it, empty it yourself, or choose another target",
+                    )
+                replaced = not ours or bool(mine and mine.data.get("replaced"))
+                entry = await journal.plan(
+                    Change.DATABASE,
+                    TARGET,
+                    database,
+                    data={
+                        "replaced": replaced,
+                        "why": "--overwrite: the user chose to replace it"
+                        if not ours
+                        else "an earlier attempt of this migration created it",
+                    },
                 )
-            if not ours and not overwrite:
-                raise MigrationError(
-                    f"target database {database} is not empty ({what.describe()}) and was not created by this "
-                    "migration",
-                    "pgmig never drops a database it did not create: migrate with --overwrite to drop and "
-                    "recreate it, empty it yourself, or choose another target",
+                await _drop(tgt, database)
+            else:
+                entry = await journal.plan(
+                    Change.DATABASE, TARGET, database, data={"replaced": bool(mine and mine.data.get("replaced"))}
                 )
-            replaced = not ours or bool(mine and mine.data.get("replaced"))
-            entry = await journal.plan(
-                Change.DATABASE,
-                TARGET,
-                database,
-                data={
-                    "replaced": replaced,
-                    "why": "--overwrite: the user chose to replace it"
-                    if not ours
-                    else "an earlier attempt of this migration created it",
-                },
-            )
-            await _drop(tgt, database)
-        else:
-            entry = await journal.plan(
-                Change.DATABASE, TARGET, database, data={"replaced": bool(mine and mine.data.get("replaced"))}
-            )
-        await _create_like_source(source, tgt, database)
-        await journal.done(entry)
-        return f"target database {database} {'recreated' if replaced or (mine and mine.live) else 'created'}"
+            await _create_like_source(source, tgt, database)
+            await journal.done(entry)
+            return f"target database {database} {'recreated' if replaced or (mine and mine.live) else 'created'}"
     except asyncpg.InsufficientPrivilegeError as exc:
         raise MigrationError(
             f"cannot prepare target database {database}: {exc}",
@@ -157,8 +154,6 @@ async def prepare(
         ) from None
     except asyncpg.PostgresError as exc:
         raise MigrationError(f"cannot prepare target database {database}: {exc}") from None
-    finally:
-        await tgt.close()
 
 
 async def _drop(conn: asyncpg.Connection, database: str) -> None:
@@ -177,14 +172,11 @@ async def _drop(conn: asyncpg.Connection, database: str) -> None:
 
 async def _create_like_source(source: ServerConfig, tgt: asyncpg.Connection, database: str) -> None:
     """Same encoding and locale as the source when the target offers them, else the target's default."""
-    src = await source.connect(database)
-    try:
+    async with source.connection(database) as src:
         row = await src.fetchrow(
             "SELECT pg_encoding_to_char(encoding) AS enc, datcollate, datctype "
             "FROM pg_database WHERE datname = current_database()"
         )
-    finally:
-        await src.close()
     try:
         await tgt.execute(
             f"CREATE DATABASE {ident(database)} TEMPLATE template0 ENCODING {literal(row['enc'])} "
@@ -196,8 +188,7 @@ async def _create_like_source(source: ServerConfig, tgt: asyncpg.Connection, dat
 
 async def drop_if_created(target: ServerConfig, entry: JournalEntry, journal: Journal) -> str:
     """Undo a journaled CREATE DATABASE: drop it only if it is provably the one pgmig created."""
-    conn = await target.connect()
-    try:
+    async with target.connection() as conn:
         if not await database_exists(conn, entry.database):
             await journal.undone(entry)
             return ""
@@ -208,5 +199,3 @@ async def drop_if_created(target: ServerConfig, entry: JournalEntry, journal: Jo
         await _drop(conn, entry.database)
         await journal.undone(entry)
         return f"dropped target database {entry.database}"
-    finally:
-        await conn.close()

@@ -172,9 +172,8 @@ async def unfence(conn: asyncpg.Connection, entry: JournalEntry) -> None:
 async def _drop_roles(target: ServerConfig, entry: JournalEntry, journal: Journal) -> str:
     """Memberships pgmig granted taken back; roles pgmig created dropped unless something on the target
     still owns or uses them."""
-    conn = await target.connect()
     dropped, kept = [], []
-    try:
+    async with target.connection() as conn:
         for grp, member in entry.data.get("memberships", []):
             if await conn.fetchval("SELECT count(*) = 2 FROM pg_roles WHERE rolname = ANY($1::text[])", [grp, member]):
                 await conn.execute(f"REVOKE {ident(grp)} FROM {ident(member)}")
@@ -185,8 +184,6 @@ async def _drop_roles(target: ServerConfig, entry: JournalEntry, journal: Journa
                 dropped.append(name)
             except asyncpg.DependentObjectsStillExistError:
                 kept.append(name)
-    finally:
-        await conn.close()
     entry.data["roles"] = kept
     if kept:
         await journal.note(entry)

@@ -109,6 +109,7 @@ class Provisioner:
     ) -> None:
         self.engine, self.store, self.azure, self.events = engine, engine.store, azure, events
         self.required, self.minutes = required_approvals, approval_minutes
+        self._running: set[str] = set()
 
     def clients(self) -> AzureClients:
         if not self.azure.config.enabled:
@@ -156,7 +157,7 @@ class Provisioner:
         else:
             record.state, record.approval.open = ProvisionState.APPROVED, False
             await self._save(record)
-            self._start(record)
+            await self._start(record)
         return record
 
     async def get(self, pid: str) -> ProvisionRecord | None:
@@ -168,15 +169,25 @@ class Provisioner:
             record.state, record.detail = ProvisionState.EXPIRED, "not approved in time: nothing was created"
         return record
 
-    async def decide(self, pid: str, user: str, verb: str, *, is_approver: bool, channel: str = "") -> Decision:
-        """An Approve or Reject click on a provisioning card; the quorum starts provisioning."""
+    async def decide(
+        self, pid: str, round: str, user: str, verb: str, *, is_approver: bool, channel: str = ""
+    ) -> Decision:
+        """An Approve or Reject click on the card of `round`. The decision is a conditional move of the request
+        (waiting → approved or rejected): of two racing clicks, or a click and the expiry sweep, one wins,
+        and only the winner starts provisioning."""
         record = await self.get(pid)
+
+        async def refused(reason: str, why: str) -> Decision:
+            await self.store.audit(AuditEntry(user, f"provision.{verb}.refused", why, pid, channel))
+            return Decision(Verdict.REFUSED, reason)
+
+        if record is not None and record.state is ProvisionState.EXPIRED:
+            await self.expire()
+            return await refused("this provisioning request has expired; run `/pgmig provision` again", "expired")
         if record is None or record.state is not ProvisionState.WAITING:
-            if record is not None and record.state is ProvisionState.EXPIRED:
-                await self.expire()
-                return Decision(Verdict.REFUSED, "this provisioning request has expired; run `/pgmig provision` again")
-            await self.store.audit(AuditEntry(user, f"provision.{verb}.refused", "no open request", pid, channel))
-            return Decision(Verdict.REFUSED, "this provisioning request is no longer open")
+            return await refused("this provisioning request is no longer open", "no open request")
+        if round != record.approval.round:
+            return await refused("this card belongs to an earlier request: use the current card", "old round")
         decision = await approval.decide(
             self.store,
             "provision",
@@ -188,66 +199,85 @@ class Provisioner:
             channel=channel,
         )
         if decision.verdict is Verdict.REJECTED:
-            await self._close(record, ProvisionState.REJECTED, f"rejected by {user}: nothing was created", decision)
+            if not await self._close(
+                record, ProvisionState.REJECTED, f"rejected by {user}: nothing was created", decision
+            ):
+                return await refused("this provisioning request was decided meanwhile", "decided meanwhile")
         elif decision.verdict is Verdict.APPROVED:
-            await self._close(
-                record,
-                ProvisionState.APPROVED,
-                f"approved by {', '.join(decision.approvers)}: provisioning started",
-                decision,
-            )
-            self._start(record)
+            note = f"approved by {', '.join(decision.approvers)}: provisioning started"
+            if not await self._close(record, ProvisionState.APPROVED, note, decision):
+                return await refused("this provisioning request was decided meanwhile", "decided meanwhile")
+            await self._start(record)
         elif decision.verdict is Verdict.RECORDED:
             await self.events.card(record, decision.approvers)
         return decision
 
     async def expire(self) -> list[str]:
-        """Requests nobody decided in time: closed, their cards rewritten without buttons."""
+        """Requests nobody decided in time: closed (unless a decision won the race), their cards rewritten."""
         expired = []
         for data in await self.store.provisions():
             record = ProvisionRecord.from_dict(data)
-            if record.state is ProvisionState.WAITING and record.approval.expired:
-                await self.store.audit(AuditEntry("pgmig", "provision.expired", "", record.id))
-                await self._close(
+            if (
+                record.state is ProvisionState.WAITING
+                and record.approval.expired
+                and await self._close(
                     record, ProvisionState.EXPIRED, "expired without enough approvals: nothing was created", None
                 )
+            ):
+                await self.store.audit(AuditEntry("pgmig", "provision.expired", "", record.id))
                 expired.append(record.id)
         return expired
 
     async def resume(self, sweep_seconds: float = 60.0) -> list[str]:
-        """At start-up: requests approved or running when pgmig stopped run again (provisioning finds a server
-        already created and only waits for it); expired requests are closed every `sweep_seconds`."""
-        self.engine.scheduler.every("provision-expiry", sweep_seconds, self._sweep)
+        """At start-up (and on every sweep): requests approved or running that no live pgmig holds run again
+        here (provisioning finds a server already created and only waits for it); expired requests are
+        closed every `sweep_seconds`."""
+        self.engine.scheduler.every("provision-sweep", sweep_seconds, self._sweep)
         resumed = []
         for data in await self.store.provisions():
             record = ProvisionRecord.from_dict(data)
             if record.state in (ProvisionState.APPROVED, ProvisionState.RUNNING) and self.azure.config.enabled:
-                await self.store.audit(AuditEntry("pgmig", "provision.resumed", "after a restart", record.id))
-                self._start(record)
-                resumed.append(record.id)
+                if await self._start(record):
+                    await self.store.audit(AuditEntry("pgmig", "provision.resumed", "taken up again", record.id))
+                    resumed.append(record.id)
         return resumed
 
     async def _sweep(self) -> None:
         try:
             await self.expire()
+            await self.resume()
         except Exception:  # noqa: BLE001 - a failed sweep is logged; the next one tries again
             log.exception("closing expired provisioning requests failed")
 
     async def _close(
         self, record: ProvisionRecord, state: ProvisionState, note: str, decision: Decision | None
-    ) -> None:
+    ) -> bool:
+        """waiting → `state`, if still waiting (False when another decision won)."""
         record.state, record.detail, record.approval.open = state, note, False
-        await self._save(record)
+        if not await self._save(record, expect=(ProvisionState.WAITING,)):
+            return False
         approvers = decision.approvers if decision else await approval.approvers(self.store, record.approval)
         if record.approval.ts:
             await self.events.card(record, approvers, note)
+        return True
 
-    async def _save(self, record: ProvisionRecord) -> None:
+    async def _save(self, record: ProvisionRecord, expect: tuple[ProvisionState, ...] = ()) -> bool:
         record.updated_at = utcnow()
-        await self.store.save_provision(record.id, record.state.value, record.as_dict())
+        round = record.approval.round if record.state is ProvisionState.WAITING else ""
+        return await self.store.save_provision(
+            record.id, record.state.value, record.as_dict(), round, tuple(s.value for s in expect)
+        )
 
-    def _start(self, record: ProvisionRecord) -> None:
-        self.engine.background(self._run(record), f"provision {record.id}")
+    async def _start(self, record: ProvisionRecord) -> bool:
+        """Run it in the background here, if this process can hold it (one process runs a request)."""
+        if record.id in self._running or not await self.store.claim_provision(
+            record.id, self.engine.instance, self.engine.config.lease_seconds, f"{self.engine.replica}/"
+        ):
+            return False
+        self._running.add(record.id)
+        task = self.engine.background(self._run(record), f"provision {record.id}")
+        task.add_done_callback(lambda _: self._running.discard(record.id))
+        return True
 
     async def _run(self, record: ProvisionRecord) -> None:
         """The long-running part: create (or grow), firewall rules, register as a server; the channel sees it."""

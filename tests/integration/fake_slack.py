@@ -32,6 +32,7 @@ class FakeSlack:
     calls: list[Call] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)  # what arrived on response_urls
     usergroups: dict[str, list[str]] = field(default_factory=dict)
+    slow: dict[str, float] = field(default_factory=dict)  # Web API method → seconds it takes to answer
     socket_acks: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
 
@@ -80,6 +81,8 @@ class FakeSlack:
             params = dict(parse_qsl(body))
         params.update(request.query)
         await self._record(self.calls, Call(method, params))
+        if method in self.slow:
+            await asyncio.sleep(self.slow[method])
         return web.json_response(self._answer(method, params))
 
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,44 @@ from handlers.context import Services
 from tests.integration.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers, text_of
 
 
+def command_body(text: str, user: str, response_url: str, key: str) -> str:
+    """A `/pgmig` slash command as Slack posts it (form-encoded; sign it with `signed_headers`)."""
+    return urlencode(
+        {
+            "token": "legacy",
+            "team_id": "T0TEST",
+            "team_domain": "pgmig",
+            "channel_id": "C0OPS",
+            "channel_name": "db-ops",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": "/pgmig",
+            "text": text,
+            "api_app_id": "A0PGMIG",
+            "response_url": response_url,
+            "trigger_id": f"trig.{key}",
+        }
+    )
+
+
+def click_body(action_id: str, value: str, user: str, response_url: str, key: str) -> str:
+    """A button click as Slack posts it (a block_actions payload with its own action_ts)."""
+    payload = {
+        "type": "block_actions",
+        "team": {"id": "T0TEST"},
+        "user": {"id": user},
+        "api_app_id": "A0PGMIG",
+        "channel": {"id": "C0OPS"},
+        "trigger_id": f"trig.{key}",
+        "response_url": response_url,
+        "container": {"type": "message"},
+        "actions": [
+            {"type": "button", "action_id": action_id, "block_id": "b1", "value": value, "action_ts": str(time.time())}
+        ],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
 @dataclass
 class Answer:
     """What Slack would see as the HTTP response to its request (the ack)."""
@@ -54,46 +92,33 @@ class Running:
         timestamp: int | None = None,
         secret: str = SIGNING_SECRET,
     ) -> Answer:
-        body = urlencode(
-            {
-                "token": "legacy",
-                "team_id": "T0TEST",
-                "team_domain": "pgmig",
-                "channel_id": "C0OPS",
-                "channel_name": "db-ops",
-                "user_id": user,
-                "user_name": user.lower(),
-                "command": "/pgmig",
-                "text": text,
-                "api_app_id": "A0PGMIG",
-                "response_url": self.fake.response_url(key),
-                "trigger_id": f"trig.{key}",
-            }
-        )
+        body = command_body(text, user, self.fake.response_url(key), key)
         return await self.post(body, signed_headers(body, secret, timestamp))
 
     async def click(self, action_id: str, value: str, user: str = "U0BOB", key: str = "2") -> Answer:
-        payload = {
-            "type": "block_actions",
-            "team": {"id": "T0TEST"},
-            "user": {"id": user},
-            "api_app_id": "A0PGMIG",
-            "channel": {"id": "C0OPS"},
-            "trigger_id": f"trig.{key}",
-            "response_url": self.fake.response_url(key),
-            "container": {"type": "message"},
-            "actions": [
-                {
-                    "type": "button",
-                    "action_id": action_id,
-                    "block_id": "b1",
-                    "value": value,
-                    "action_ts": str(time.time()),
-                }
-            ],
-        }
-        body = urlencode({"payload": json.dumps(payload)})
-        return await self.post(body, signed_headers(body))
+        """A signed click as Slack sends it; `signed_click` gives the body too (to replay it byte for byte)."""
+        body, headers = self.signed_click(action_id, value, user, key)
+        return await self.post(body, headers)
+
+    def signed_click(self, action_id: str, value: str, user: str = "U0BOB", key: str = "2") -> tuple[str, dict]:
+        body = click_body(action_id, value, user, self.fake.response_url(key), key)
+        return body, signed_headers(body)
+
+    def button(self, action_id: str) -> str:
+        """The value of that button on the newest message that has it (a card carries its round)."""
+        for call in reversed(self.fake.calls):
+            if call.method not in ("chat.postMessage", "chat.update"):
+                continue
+            blocks = call.params.get("blocks") or "[]"
+            for block in json.loads(blocks) if isinstance(blocks, str) else blocks:
+                for element in block.get("elements", []) if block.get("type") == "actions" else []:
+                    if element.get("action_id") == action_id:
+                        return element["value"]
+        raise AssertionError(f"no message has a {action_id} button")
+
+    async def press(self, action_id: str, user: str = "U0BOB", key: str = "2") -> Answer:
+        """Click that button on the newest card that shows it, as a person would."""
+        return await self.click(action_id, self.button(action_id), user, key)
 
     async def ask(self, text: str, user: str = "U0ALICE") -> str:
         """A command and the text of its answer (what the user reads)."""

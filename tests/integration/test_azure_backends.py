@@ -67,7 +67,7 @@ async def streaming(slack, backend: str) -> str:
 
 async def cut_over(slack) -> str:
     assert "approval card" in await slack.ask("cutover mig-1", user="U0ALICE")
-    await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER1", key="a")
+    await slack.press(Action.APPROVE_CUTOVER.value, user="U0APPROVER1", key="a")
     return await notice(slack, "completed")
 
 
@@ -265,7 +265,7 @@ async def test_a_failure_after_the_service_cut_over_fails_safely_and_retry_start
     await streaming(slack, "flex")
     await slack.command("cutover mig-1", user="U0ALICE", key="first")
     await slack.reply("first")
-    await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER1", key="approve-first")
+    await slack.press(Action.APPROVE_CUTOVER.value, user="U0APPROVER1", key="approve-first")
     failed = await notice(slack, "failed")
     assert "row counts of app differ" in failed and "had ended its replication of app" in failed
     assert src.psql("SHOW default_transaction_read_only", database="app") == "off"  # the source works again

@@ -285,14 +285,14 @@ async def test_provisioning_waits_for_approval_when_configured(tmp_path, arm):
         )
         assert card.params["channel"] == "C0NOTIFY" and arm.requests == []
         assert "🗳️ *prov-1* · server *sales-prod* · waiting" in await slack.ask("status prov-1")
-        await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0ALICE", key="own")
+        await slack.press(Action.APPROVE_PROVISION.value, user="U0ALICE", key="own")
         assert "someone else must approve" in text_of(await slack.reply("own"))
-        await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0MALLORY", key="x")
+        await slack.press(Action.APPROVE_PROVISION.value, user="U0MALLORY", key="x")
         assert "only approvers" in text_of(await slack.reply("x"))
-        await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0APPROVER1", key="a1")
+        await slack.press(Action.APPROVE_PROVISION.value, user="U0APPROVER1", key="a1")
         await slack.fake.wait_for("calls", lambda c: c.method == "chat.update" and "1 of 2" in text_of(c.params))
         assert arm.requests == []
-        await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0APPROVER2", key="a2")
+        await slack.press(Action.APPROVE_PROVISION.value, user="U0APPROVER2", key="a2")
         assert "✅" in await finished(slack, "sales-prod")
         actions = [e.action for e in await slack.services.store.audit_log("prov-1")]
         assert actions[:1] == ["provision.requested"] and "provision.approve.refused" in actions
@@ -480,7 +480,7 @@ async def test_an_expired_provisioning_request_creates_nothing(tmp_path, arm):
         await slack.fake.wait_for(
             "calls", lambda c: c.method == "chat.update" and "expired without enough approvals" in text_of(c.params)
         )
-        await slack.click(Action.APPROVE_PROVISION.value, "prov-1", user="U0APPROVER1", key="late")
+        await slack.press(Action.APPROVE_PROVISION.value, user="U0APPROVER1", key="late")
         assert "has expired" in text_of(await slack.reply("late"))
         assert arm.requests == []
         assert "provision.expired" in [e.action for e in await slack.services.store.audit_log("prov-1")]

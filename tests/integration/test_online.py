@@ -11,6 +11,7 @@ import pytest
 from bot.localpg import LocalCluster, free_port
 from bot.sandbox import load_pagila
 from migration_core import cleanup
+from migration_core.approval import Verdict
 from migration_core.engine import Engine, EngineConfig, MigrationRequest
 from migration_core.models import State
 from migration_core.replication import object_name
@@ -421,7 +422,10 @@ async def test_a_cancel_during_the_grace_period_lifts_the_fence(tmp_path, store,
     engine = make_engine(store, src, tgt, tmp_path, fence_grace_seconds=5.0)
     mid = await start_online(engine, ["grace"])
     await wait_state(engine, mid, State.READY_FOR_CUTOVER)
-    engine.start_cutover(mid, "U0BOB")
+    request = await engine.prepare_cutover(mid, "U0ALICE", "C1", 10)
+    assert await engine.open_cutover(request)
+    decision, _ = await engine.decide_cutover(mid, request.round, "U0BOB", "approve", is_approver=True, required=1)
+    assert decision.verdict is Verdict.APPROVED  # the approved cutover now runs as a task
     for _ in range(200):
         if fenced(src, "grace"):
             break

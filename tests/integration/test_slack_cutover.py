@@ -57,16 +57,16 @@ async def test_two_approvals_run_the_cutover_and_everything_is_audited(team):
     assert buttons[0]["style"] == "primary" and buttons[1]["style"] == "danger" and buttons[0]["confirm"]
     assert "0 of 2" in text_of(card.params)
 
-    await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0ALICE", key="own")
+    await slack.press(Action.APPROVE_CUTOVER.value, user="U0ALICE", key="own")
     assert "someone else must approve" in text_of(await slack.reply("own"))
-    await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0MALLORY", key="stranger")
+    await slack.press(Action.APPROVE_CUTOVER.value, user="U0MALLORY", key="stranger")
     assert "only approvers may approve" in text_of(await slack.reply("stranger"))
-    await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER1", key="a1")
+    await slack.press(Action.APPROVE_CUTOVER.value, user="U0APPROVER1", key="a1")
     update = await slack.fake.wait_for("calls", lambda c: c.method == "chat.update" and "1 of 2" in text_of(c.params))
     assert update.params["ts"] == (await slack.services.store.step("mig-1", "approval")).data["ts"]
-    await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER1", key="a1again")
+    await slack.press(Action.APPROVE_CUTOVER.value, user="U0APPROVER1", key="a1again")
     assert "already recorded" in text_of(await slack.reply("a1again"))
-    await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER2", key="a2")  # via user group
+    await slack.press(Action.APPROVE_CUTOVER.value, user="U0APPROVER2", key="a2")  # via user group
     done = await slack.fake.wait_for(
         "calls",
         lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts") and "completed" in text_of(c.params),
@@ -99,7 +99,7 @@ async def test_reject_and_expiry_go_back_to_ready(team):
     await ready(slack)
     await slack.command("cutover mig-1", user="U0ALICE", key="c1")
     await slack.reply("c1")
-    await slack.click(Action.REJECT_CUTOVER.value, "mig-1", user="U0APPROVER1", key="r")
+    await slack.press(Action.REJECT_CUTOVER.value, user="U0APPROVER1", key="r")
     notice = await slack.fake.wait_for(
         "calls",
         lambda c: (
@@ -121,7 +121,7 @@ async def test_reject_and_expiry_go_back_to_ready(team):
         timeout=30,
     )
     assert (await slack.services.store.get_migration("mig-1")).state.value == "ready_for_cutover"
-    await slack.click(Action.APPROVE_CUTOVER.value, "mig-1", user="U0APPROVER1", key="late")
+    await slack.press(Action.APPROVE_CUTOVER.value, user="U0APPROVER1", key="late")
     assert "no longer open" in text_of(await slack.reply("late"))
     assert src.psql("SHOW default_transaction_read_only", database="app") == "off"  # never fenced
     await slack.command("cutover mig-7", key="x")

@@ -38,7 +38,9 @@ async def test_migrations_steps_approvals_and_audit_survive_a_restart(store_url)
     mid = await store.next_migration_id()
     await store.create_migration(migration(mid))
     await store.save_step(Step(mid, "schema", "done", "42 objects", utcnow(), utcnow()))
-    await store.add_approval(Approval(mid, "U2", "approve"))
+    assert await store.transition(mid, State.AWAITING_APPROVAL, round="r1")
+    assert await store.add_approval(Approval(mid, "U2", "approve", round="r1"))
+    assert await store.transition(mid, State.CREATED)
     await store.audit(AuditEntry("U1", "command", "/pgmig migrate onprem azure", mid, "C1"))
     await store.close()
 
@@ -65,10 +67,35 @@ async def test_conditional_transition_and_idempotent_approval(store_url):
     assert await store.transition(mid, State.FAILED, error="schema: boom")
     m = await store.get_migration(mid)
     assert m.state is State.FAILED and m.error == "schema: boom"
-    assert await store.add_approval(Approval(mid, "U2", "approve"))
-    assert not await store.add_approval(Approval(mid, "U2", "approve"))
+    assert not await store.add_approval(Approval(mid, "U2", "approve", round="r1"))  # no open round
+    assert await store.transition(mid, State.AWAITING_APPROVAL, round="r1")
+    results = await asyncio.gather(*(store.add_approval(Approval(mid, "U2", "approve", round="r1")) for _ in range(5)))
+    assert results.count(True) == 1
+    assert not await store.add_approval(Approval(mid, "U3", "approve", round="r0"))  # an earlier round's click
+    assert await store.transition(mid, State.FAILED)
+    assert not await store.add_approval(Approval(mid, "U4", "approve", round="r1"))  # decided: closed
     assert len(await store.approvals(mid)) == 1
     assert [x.id for x in await store.list_migrations(active_only=True)] == []
+    await store.close()
+
+
+async def test_leases_go_stale_on_the_stores_clock_and_commands_wait_for_the_holder(store_url):
+    store = await Store.open(store_url)
+    mid = await store.next_migration_id()
+    await store.create_migration(migration(mid), owner="r1/a")
+    assert await store.lease_alive(mid, 60) == "r1/a"
+    assert not await store.claim(mid, "r2/b", 60)  # the lease is fresh
+    assert await store.claim(mid, "r1/c", 60, previous_life="r1/")  # the same replica, restarted
+    await asyncio.sleep(1.1)
+    assert await store.lease_alive(mid, 1) == ""  # nobody renewed it for a second
+    assert await store.claim(mid, "r2/b", 1)
+    await store.enqueue("c1", mid, "cancel", "U1", {})
+    assert [c["id"] for c in await store.commands_for("r1/c")] == []
+    assert [c["id"] for c in await store.commands_for("r2/b")] == ["c1"]
+    assert (await asyncio.gather(store.take_command("c1"), store.take_command("c1"))).count(True) == 1
+    await store.finish_command("c1", {"ok": True})
+    assert (await store.command("c1"))["result"] == {"ok": True}
+    assert await store.first_delivery("pgmig.approve:1.5:U1") and not await store.first_delivery("pgmig.approve:1.5:U1")
     await store.close()
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from migration_core import approval
 from migration_core.approval import ApprovalRequest, Verdict
-from migration_core.models import utcnow
+from migration_core.models import Migration, Mode, State, utcnow
 from migration_core.store import Store
 
 
@@ -23,12 +23,20 @@ def request(**kw) -> ApprovalRequest:
     return ApprovalRequest.new("mig-1", "U0ALICE", 60, "C0", **kw)
 
 
+async def opened(store: Store, req: ApprovalRequest) -> ApprovalRequest:
+    """The migration waits for approval in this round (as Engine.open_cutover leaves it)."""
+    if await store.get_migration("mig-1") is None:
+        await store.create_migration(Migration("mig-1", "a", "b", ["db"], Mode.ONLINE, State.READY_FOR_CUTOVER, "U1"))
+    await store.transition("mig-1", State.AWAITING_APPROVAL, round=req.round)
+    return req
+
+
 async def decide(store, req, user, verb="approve", approver=True, required=2):
     return await approval.decide(store, "cutover", req, user, verb, is_approver=approver, required=required)
 
 
 async def test_a_quorum_of_distinct_approvers_decides(store):
-    req = request()
+    req = await opened(store, request())
     assert (await decide(store, req, "U0BOB")).verdict is Verdict.RECORDED
     repeated = await decide(store, req, "U0BOB")
     assert repeated.verdict is Verdict.REFUSED and "already recorded" in repeated.reason
@@ -39,7 +47,7 @@ async def test_a_quorum_of_distinct_approvers_decides(store):
 
 
 async def test_the_requester_and_strangers_cannot_approve_but_the_requester_may_withdraw(store):
-    req = request()
+    req = await opened(store, request())
     own = await decide(store, req, "U0ALICE")
     assert own.verdict is Verdict.REFUSED and "someone else must approve" in own.reason
     stranger = await decide(store, req, "U0MALLORY", approver=False)
@@ -49,7 +57,7 @@ async def test_the_requester_and_strangers_cannot_approve_but_the_requester_may_
 
 
 async def test_expired_and_closed_rounds_refuse_every_click(store):
-    late = request()
+    late = await opened(store, request())
     late.expires_at = utcnow() - timedelta(seconds=1)
     assert "expired" in (await decide(store, late, "U0BOB")).reason
     closed = request()
@@ -59,9 +67,12 @@ async def test_expired_and_closed_rounds_refuse_every_click(store):
 
 
 async def test_an_approval_counts_only_in_its_own_round(store):
-    first, second = request(), request()
-    assert first.round != second.round
+    first = await opened(store, request())
     await decide(store, first, "U0BOB")
+    second = await opened(store, request())  # a new request: the first round is closed
+    assert first.round != second.round
+    late = await decide(store, first, "U0CAROL")  # a click on the old card, or its replay
+    assert late.verdict is Verdict.REFUSED and "decided or closed" in late.reason
     assert (await decide(store, second, "U0CAROL")).approvers == ["U0CAROL"]
 
 

@@ -1,0 +1,191 @@
+"""The approval gate under races and replays, with real signed payloads through the HTTP app: whatever
+the interleaving, at most one cutover starts, and the final state is the one the audit tells."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from handlers.actions import Action
+from migration_core.models import State
+from tests.integration.clusters import config_toml
+from tests.integration.fake_slack import text_of
+from tests.integration.sample_data import online_pair
+from tests.integration.slack_harness import Running, running
+
+APPROVE, REJECT = Action.APPROVE_CUTOVER.value, Action.REJECT_CUTOVER.value
+
+
+def team_config(src, tgt, required: int) -> str:
+    return config_toml(
+        {"onprem": src, "azure": tgt},
+        extra=f'[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1", "U0APPROVER3", "S0DBAS"]\n'
+        f"required_approvals = {required}\n[migration]\nprogress_interval_seconds = 0.1\n"
+        "[online]\nfence_grace_seconds = 0.1\n",
+    )
+
+
+@pytest.fixture
+def pair(cluster_root, request):
+    src, tgt = online_pair(cluster_root, request.node.name[-24:])
+    yield src, tgt
+    src.destroy()
+    tgt.destroy()
+
+
+async def ready_with_card(slack: Running) -> None:
+    await slack.command("migrate onprem azure --mode online --db app", user="U0ALICE", key="m")
+    await slack.reply("m")
+    await slack.fake.wait_for(
+        "calls", lambda c: c.params.get("thread_ts") and "ready_for_cutover" in text_of(c.params), timeout=60
+    )
+    await slack.command("cutover mig-1", user="U0ALICE", key="c")
+    assert "approval card" in text_of(await slack.reply("c"))
+
+
+async def state(slack: Running) -> State:
+    return (await slack.services.store.get_migration("mig-1")).state
+
+
+async def settled(slack: Running) -> State:
+    """Wait until no cutover is in flight; the state then."""
+    for _ in range(300):
+        now = await state(slack)
+        if now not in (State.CUTTING_OVER, State.RELEASED):
+            return now
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"mig-1 still {now.value}")
+
+
+async def actions(slack: Running) -> list[str]:
+    return [e.action for e in await slack.services.store.audit_log("mig-1")]
+
+
+async def assert_consistent(slack: Running) -> State:
+    """At most one cutover, and the audit's last state change is the migration's state."""
+    final = await settled(slack)
+    log = await slack.services.store.audit_log("mig-1")
+    assert [e.action for e in log].count("cutover.started") <= 1
+    states = [
+        e.detail.split(":", 1)[0]
+        for e in log
+        if e.action in ("state", "cutover.approved", "cutover.rejected", "cutover.expired", "cutover.requested")
+    ]
+    assert states[-1] == final.value, states
+    return final
+
+
+async def test_a_reject_beats_an_approval_still_resolving_its_group(tmp_path, pair):
+    src, tgt = pair
+    async with running(tmp_path, team_config(src, tgt, 1), usergroups={"S0DBAS": ["U0APPROVER2"]}) as slack:
+        await ready_with_card(slack)
+        slack.fake.slow["usergroups.users.list"] = 1.5  # U0APPROVER2 is an approver only through the group
+        approving = asyncio.create_task(slack.press(APPROVE, user="U0APPROVER2", key="approve"))
+        await asyncio.sleep(0.3)
+        await slack.press(REJECT, user="U0APPROVER1", key="reject")
+        await approving
+        late = text_of(await slack.reply("approve"))
+        assert "no longer open" in late or "decided meanwhile" in late, late
+        assert await assert_consistent(slack) is State.READY_FOR_CUTOVER
+        assert "cutover.started" not in await actions(slack)
+        assert src.psql("SHOW default_transaction_read_only", database="app") == "off"
+
+
+async def test_two_approvals_at_the_same_moment_start_one_cutover(tmp_path, pair):
+    src, tgt = pair
+    async with running(tmp_path, team_config(src, tgt, 1)) as slack:
+        await ready_with_card(slack)
+        await asyncio.gather(
+            slack.press(APPROVE, user="U0APPROVER1", key="a1"), slack.press(APPROVE, user="U0APPROVER3", key="a3")
+        )
+        assert await assert_consistent(slack) is State.COMPLETED
+        assert (await actions(slack)).count("cutover.started") == 1
+        refused = [r for r in slack.fake.responses if r["key"] in ("a1", "a3")]
+        assert len(refused) <= 1 and all("decided" in text_of(r) or "no longer open" in text_of(r) for r in refused)
+
+
+async def test_an_approval_racing_the_expiry(tmp_path, pair):
+    src, tgt = pair
+    async with running(tmp_path, team_config(src, tgt, 1)) as slack:
+        await ready_with_card(slack)
+        step = await slack.services.store.step("mig-1", "approval")
+        from datetime import timedelta
+
+        from migration_core.models import utcnow
+
+        step.data["expires_at"] = (utcnow() + timedelta(seconds=0.3)).isoformat()
+        await slack.services.store.save_step(step)
+        await asyncio.sleep(0.25)
+        await slack.press(APPROVE, user="U0APPROVER1", key="a")
+        final = await assert_consistent(slack)
+        assert final in (State.COMPLETED, State.READY_FOR_CUTOVER)
+        assert ((await actions(slack)).count("cutover.started") == 1) == (final is State.COMPLETED)
+
+
+async def test_an_approval_racing_a_cancel(tmp_path, pair):
+    src, tgt = pair
+    async with running(tmp_path, team_config(src, tgt, 1)) as slack:
+        await ready_with_card(slack)
+        await asyncio.gather(
+            slack.press(APPROVE, user="U0APPROVER1", key="a"), slack.command("cancel mig-1", user="U0ALICE", key="x")
+        )
+        await slack.reply("x")
+        final = await assert_consistent(slack)
+        assert final in (State.COMPLETED, State.CANCELLED), final
+        if final is State.CANCELLED:  # the cancel won, or interrupted the cutover before release: all undone
+            assert src.psql("SHOW default_transaction_read_only", database="app") == "off"
+            assert src.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+        else:
+            assert "released" in text_of(await slack.reply("x")) or "already completed" in text_of(
+                await slack.reply("x")
+            )
+
+
+async def test_replays_and_duplicate_deliveries_count_once_and_only_in_their_round(tmp_path, pair):
+    src, tgt = pair
+    async with running(tmp_path, team_config(src, tgt, 2)) as slack:
+        await ready_with_card(slack)
+        round_one = slack.button(APPROVE)
+        body, headers = slack.signed_click(APPROVE, round_one, user="U0APPROVER1", key="first")
+        assert (await slack.post(body, headers)).status == 200
+        assert (await slack.post(body, headers)).status == 200  # Slack delivers it again, byte for byte
+        await slack.fake.wait_for("calls", lambda c: c.method == "chat.update" and "1 of 2" in text_of(c.params))
+        for _ in range(50):
+            if "action.duplicate" in await actions(slack):
+                break
+            await asyncio.sleep(0.1)
+        assert (await actions(slack)).count("cutover.approve") == 1 and "action.duplicate" in await actions(slack)
+        await slack.press(REJECT, user="U0APPROVER3", key="no")
+        await slack.fake.wait_for(
+            "calls", lambda c: c.params.get("thread_ts") and "rejected by U0APPROVER3" in text_of(c.params)
+        )
+        await slack.command("cutover mig-1", user="U0ALICE", key="again")
+        await slack.reply("again")
+        assert slack.button(APPROVE) != round_one  # a new round
+        assert (await slack.post(body, headers)).status == 200  # the old click, replayed in the new round
+        await slack.click(APPROVE, round_one, user="U0APPROVER1", key="stale")  # or clicked anew on the old card
+        assert "earlier cutover request" in text_of(await slack.reply("stale"))
+        request = await slack.services.engine.cutover_request("mig-1")
+        assert await slack.services.store.approvals("mig-1", request.round) == []
+        assert await state(slack) is State.AWAITING_APPROVAL
+
+
+async def test_a_cutover_request_whose_checks_fail_leaves_the_migration_ready(tmp_path, pair):
+    src, tgt = pair
+    async with running(tmp_path, team_config(src, tgt, 1)) as slack:
+        await slack.command("migrate onprem azure --mode online --db app", user="U0ALICE", key="m")
+        await slack.reply("m")
+        await slack.fake.wait_for(
+            "calls", lambda c: c.params.get("thread_ts") and "ready_for_cutover" in text_of(c.params), timeout=60
+        )
+        src.stop()  # the source is unreachable when the cutover is asked for
+        try:
+            await slack.command("cutover mig-1", user="U0ALICE", key="c")
+            assert "connection refused" in text_of(await slack.reply("c"))
+            assert await state(slack) is State.READY_FOR_CUTOVER
+            assert not [c for c in slack.fake.calls if "Approve cutover of" in text_of(c.params)]
+        finally:
+            src.start()
+        await slack.command("cutover mig-1", user="U0ALICE", key="c2")  # once it is back, the request works
+        assert "approval card" in text_of(await slack.reply("c2"))

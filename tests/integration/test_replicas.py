@@ -1,0 +1,250 @@
+"""Several `pgmig serve` processes behind one Slack app, on one PostgreSQL state store: a command works
+whichever replica Slack reaches (it runs where the migration is held), and when the holder dies a
+standby takes its migrations over within the lease, mid-load and mid-cutover alike."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.localpg import LocalCluster, free_port
+from handlers.actions import Action
+from migration_core.models import State
+from migration_core.store import Store
+from tests.integration.clusters import PASSWORD, config_toml
+from tests.integration.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers, text_of
+from tests.integration.sample_data import PARENT_CHILD
+from tests.integration.slack_harness import click_body, command_body
+
+LEASE = 2.0
+
+
+class Replica:
+    def __init__(self, name: str, root: Path, config: Path, state_url: str, fake: FakeSlack, kill_at: str = "") -> None:
+        self.name, self.port, self.fake = name, free_port(), fake
+        self.log = root / f"{name}.log"
+        self.env = {
+            **os.environ,
+            "PGMIG_CONFIG": str(config),
+            "PGMIG_STATE": state_url,
+            "PGMIG_HOME": str(root / name),
+            "PGMIG_REPLICA_ID": name,
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": fake.api_url,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "PGMIG_KILL_AT": kill_at,
+        }
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> "Replica":
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "serve",
+            stdout=open(self.log, "w"),
+            stderr=asyncio.subprocess.STDOUT,
+            env=self.env,
+            cwd=Path(__file__).parents[2],
+        )
+        async with aiohttp.ClientSession() as http:
+            for _ in range(150):
+                try:
+                    async with http.get(f"http://127.0.0.1:{self.port}/healthz") as resp:
+                        if resp.status == 200:
+                            return self
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+        raise AssertionError(f"{self.name} did not start:\n{self.log.read_text()[-2000:]}")
+
+    async def post(self, body: str) -> None:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"http://127.0.0.1:{self.port}/slack/events", data=body.encode(), headers=signed_headers(body)
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+
+    async def ask(self, text: str, key: str, user: str = "U0ALICE") -> str:
+        await self.post(command_body(text, user, self.fake.response_url(key), key))
+        return text_of(await self.fake.wait_for("responses", lambda r: r["key"] == key, 60))
+
+    async def press(self, action_id: str, value: str, key: str, user: str) -> None:
+        await self.post(click_body(action_id, value, user, self.fake.response_url(key), key))
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 30)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+
+
+@pytest.fixture
+async def world(tmp_path, cluster_root, target_cluster):
+    """A source with `app` and a bigger `busy`, a target, a PostgreSQL state store, a fake Slack."""
+    src = (
+        LocalCluster(
+            cluster_root / f"rep-src-{tmp_path.name[-8:]}",
+            password=PASSWORD,
+            settings={"wal_level": "logical", "max_replication_slots": "10"},
+        )
+        .init()
+        .start()
+    )
+    tgt = LocalCluster(cluster_root / f"rep-tgt-{tmp_path.name[-8:]}", password=PASSWORD).init().start()
+    src.psql("CREATE DATABASE app")
+    src.psql(PARENT_CHILD, database="app")
+    src.psql("CREATE DATABASE busy")
+    src.psql(
+        "CREATE TABLE ticket (id bigint PRIMARY KEY, body text); "
+        "INSERT INTO ticket SELECT g, repeat('x', 300) FROM generate_series(1, 600000) g",
+        database="busy",
+    )
+    state_db = f"state_{tmp_path.name[-8:].replace('-', '_')}"
+    target_cluster.psql(f"CREATE DATABASE {state_db}")
+    state_url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{target_cluster.port}/{state_db}"
+    config = tmp_path / "pgmig.toml"
+    config.write_text(
+        config_toml(
+            {"onprem": src, "azure": tgt},
+            extra=(
+                '[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER"]\nrequired_approvals = 1\n'
+                f"[migration]\nprogress_interval_seconds = 0.2\nlease_seconds = {LEASE}\n"
+                "[online]\nfence_grace_seconds = 0.1\n"
+            ),
+        )
+    )
+    fake = await FakeSlack().start()
+    store = await Store.open(state_url)
+    replicas: list[Replica] = []
+
+    def replica(name: str, kill_at: str = "") -> Replica:
+        replicas.append(Replica(name, tmp_path, config, state_url, fake, kill_at))
+        return replicas[-1]
+
+    try:
+        yield src, tgt, store, fake, replica
+    finally:
+        for r in replicas:
+            await r.stop()
+        await store.close()
+        await fake.stop()
+        src.destroy()
+        tgt.destroy()
+        target_cluster.psql(f"DROP DATABASE IF EXISTS {state_db} WITH (FORCE)")
+
+
+async def wait_state(store: Store, mid: str, *states: State, timeout: float = 90) -> State:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = await store.get_migration(mid)
+        if m is not None and m.state in states:
+            return m.state
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{mid} is {m.state.value if m else 'missing'}, not {[s.value for s in states]}")
+
+
+async def holder(store: Store, mid: str) -> str:
+    return (await store.owner(mid))[0].split("/", 1)[0]
+
+
+def pgmig_objects(src: LocalCluster, tgt: LocalCluster) -> dict[str, str]:
+    return {
+        "slots": src.psql("SELECT count(*) FROM pg_replication_slots"),
+        "roles": src.psql("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pgmig%'"),
+        "subscriptions": tgt.psql("SELECT count(*) FROM pg_subscription"),
+    }
+
+
+async def approve(replica: Replica, fake: FakeSlack, key: str) -> None:
+    """Press Approve on the newest approval card, through `replica`."""
+    card = await fake.wait_for(
+        "calls", lambda c: c.method == "chat.postMessage" and "Approve cutover of" in text_of(c.params)
+    )
+    card = [c for c in fake.calls if c.method == "chat.postMessage" and "Approve cutover of" in text_of(c.params)][-1]
+    blocks = json.loads(card.params["blocks"]) if isinstance(card.params["blocks"], str) else card.params["blocks"]
+    await replica.press(Action.APPROVE_CUTOVER.value, blocks[-1]["elements"][0]["value"], key, "U0APPROVER")
+
+
+async def test_commands_reach_the_replica_holding_the_migration(world):
+    src, tgt, store, fake, replica = world
+    a, b = await asyncio.gather(replica("ra").start(), replica("rb").start())
+    assert "mig-1" in await a.ask("migrate onprem azure --mode online --db app", "m1")
+    await wait_state(store, "mig-1", State.READY_FOR_CUTOVER)
+    assert await holder(store, "mig-1") == "ra"
+    cancelled = await b.ask("cancel mig-1", "x1")  # Slack reached the other replica
+    assert "cancelled" in cancelled, cancelled
+    assert (await store.get_migration("mig-1")).state is State.CANCELLED
+    assert pgmig_objects(src, tgt) == {"slots": "0", "roles": "0", "subscriptions": "0"}
+
+    tgt.psql("CREATE DATABASE app")
+    tgt.psql("CREATE TABLE someone_elses (id int)", database="app")
+    assert "mig-2" in await b.ask("migrate onprem azure --mode online --db app", "m2")
+    await wait_state(store, "mig-2", State.FAILED)  # not pgmig's database: refused
+    tgt.psql("DROP DATABASE app")
+    assert "retrying" in await a.ask("retry mig-2", "r2")  # run by the replica that holds mig-2
+    await wait_state(store, "mig-2", State.READY_FOR_CUTOVER)
+
+    src.psql("INSERT INTO child (parent_id) VALUES (2)", database="app")
+    assert "approval card" in await random.choice([a, b]).ask("cutover mig-2", "c2")
+    await approve(random.choice([a, b]), fake, "approve-2")
+    await wait_state(store, "mig-2", State.COMPLETED)
+    assert tgt.psql("SELECT count(*) FROM child", database="app") == "2"
+    assert pgmig_objects(src, tgt) == {"slots": "0", "roles": "0", "subscriptions": "0"}
+    assert [e.action for e in await store.audit_log("mig-2")].count("cutover.started") == 1
+
+
+async def test_a_standby_takes_over_a_dead_replica_mid_load_and_mid_cutover(world):
+    src, tgt, store, fake, replica = world
+    a = await replica("ra").start()
+    b, c = await asyncio.gather(
+        replica("rb", kill_at="fence:busy").start(), replica("rc", kill_at="fence:busy").start()
+    )
+    assert "mig-1" in await a.ask("migrate onprem azure --mode online --db busy", "m")
+    for _ in range(300):
+        step = await store.step("mig-1", "load:busy")
+        if step is not None and step.state == "running":
+            break
+        await asyncio.sleep(0.05)
+    a.kill()  # the holder dies in the middle of the full load, without a word
+    killed = time.monotonic()
+    while await holder(store, "mig-1") == "ra":
+        await asyncio.sleep(0.1)
+        assert time.monotonic() - killed < LEASE + 5, "no standby took the migration over"
+    taken_over = time.monotonic() - killed
+    assert taken_over <= LEASE + 3, taken_over
+    await wait_state(store, "mig-1", State.READY_FOR_CUTOVER)
+    assert src.psql("SELECT count(*) FROM pg_replication_slots") == "1"
+
+    standby = b if await holder(store, "mig-1") == "rb" else c
+    other = c if standby is b else b
+    assert "approval card" in await other.ask("cutover mig-1", "c")
+    await approve(other, fake, "approve")
+    await asyncio.wait_for(standby.proc.wait(), 60)  # it died at the fence
+    await wait_state(store, "mig-1", State.READY_FOR_CUTOVER, timeout=LEASE + 30)  # the last one rolled it back
+    assert await holder(store, "mig-1") == other.name
+    assert src.psql("SHOW default_transaction_read_only", database="busy") == "off"
+    assert src.psql("SELECT has_database_privilege('public', 'busy', 'CONNECT')") == "t"
+    assert src.psql("SELECT count(*) FROM pg_replication_slots") == "1"
+    src.psql("INSERT INTO ticket VALUES (600001, 'after the takeovers')", database="busy")
+    for _ in range(100):
+        if tgt.psql("SELECT count(*) FROM ticket WHERE id = 600001", database="busy") == "1":
+            break
+        await asyncio.sleep(0.2)
+    assert tgt.psql("SELECT count(*) FROM ticket", database="busy") == "600001"
