@@ -64,7 +64,7 @@ async def decide(action: str, value: str, inv: Invocation, svc: Services) -> Rep
 
 async def audit_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
     subject = cmd.args["migration"]
-    entries = await svc.engine.audit_log(subject)
-    if entries is None:
+    found = await svc.engine.audit_log(subject, cmd.args["page"], cmd.args["all"])
+    if found is None:
         return messages.error_message(f"there is no {subject}")
-    return mm.audit_log(subject, entries)
+    return mm.audit_log(subject, found, cmd.args["all"])

@@ -18,6 +18,7 @@ class Option:
     metavar: str = ""
     default: Any = None
     required: bool = False
+    maximum: int = 64  # for an int: the largest value accepted
 
     @property
     def dest(self) -> str:
@@ -40,6 +41,8 @@ class CommandSpec:
     optional_positionals: tuple[str, ...] = ()
     options: tuple[Option, ...] = ()
     working: str = ""  # set for slow commands: what the immediate ack says
+    reads_only: bool = False  # changes nothing: the audit folds it into a count
+    changes_with: str = ""  # the flag that makes a read-only command change something (cleanup --yes)
 
     @property
     def usage(self) -> str:
@@ -56,6 +59,10 @@ class ParsedCommand:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def reads_only(self) -> bool:
+        return self.spec.reads_only and not (self.spec.changes_with and self.args.get(self.spec.changes_with))
+
 
 class UsageError(Exception):
     """The text did not parse; ``spec`` is the command it was meant to be, when known."""
@@ -69,9 +76,15 @@ COMMANDS: dict[str, CommandSpec] = {
     s.name: s
     for s in (
         CommandSpec(
-            "help", "Show every command, or one command's usage", "/pgmig help check", optional_positionals=("COMMAND",)
+            "help",
+            "Show every command, or one command's usage",
+            "/pgmig help check",
+            optional_positionals=("COMMAND",),
+            reads_only=True,
         ),
-        CommandSpec("servers", "List the configured servers (never their passwords)", "/pgmig servers"),
+        CommandSpec(
+            "servers", "List the configured servers (never their passwords)", "/pgmig servers", reads_only=True
+        ),
         CommandSpec(
             "check",
             "Run the pre-flight checks a migration from SOURCE to TARGET must pass",
@@ -92,6 +105,7 @@ COMMANDS: dict[str, CommandSpec] = {
                 ),
             ),
             working="Running pre-flight checks…",
+            reads_only=True,
         ),
         CommandSpec(
             "migrate",
@@ -225,8 +239,9 @@ COMMANDS: dict[str, CommandSpec] = {
             "Show a migration's state, steps and progress (or every active one; or a provisioning request prov-N)",
             "/pgmig status mig-3",
             optional_positionals=("MIGRATION",),
+            reads_only=True,
         ),
-        CommandSpec("list", "List recent migrations", "/pgmig list"),
+        CommandSpec("list", "List recent migrations", "/pgmig list", reads_only=True),
         CommandSpec(
             "cancel",
             "Stop a migration; half-imported target databases are dropped",
@@ -252,6 +267,7 @@ COMMANDS: dict[str, CommandSpec] = {
             "/pgmig verify mig-3",
             positionals=("MIGRATION",),
             working="Verifying…",
+            reads_only=True,
         ),
         CommandSpec(
             "cutover",
@@ -262,9 +278,22 @@ COMMANDS: dict[str, CommandSpec] = {
         ),
         CommandSpec(
             "audit",
-            "Every action on a migration (or provisioning request prov-N): who, what, when, from which channel",
-            "/pgmig audit mig-3",
+            "What was decided and done on a migration (or provisioning request prov-N): who, what, when, where; "
+            "read-only commands are counted (--all lists them too)",
+            "/pgmig audit mig-3 --page 2",
             positionals=("MIGRATION",),
+            options=(
+                Option("--all", "list read-only commands (status, verify…) too", "flag", default=False),
+                Option(
+                    "--page",
+                    "older entries: page 2 is the 50 before the newest 50",
+                    "int",
+                    metavar="N",
+                    default=1,
+                    maximum=99999,
+                ),
+            ),
+            reads_only=True,
         ),
         CommandSpec(
             "cleanup",
@@ -273,13 +302,15 @@ COMMANDS: dict[str, CommandSpec] = {
             positionals=("SERVER",),
             options=(Option("--yes", "remove them (objects of running migrations are kept)", "flag", default=False),),
             working="Looking for pgmig's replication objects…",
+            reads_only=True,
+            changes_with="yes",
         ),
     )
 }
 
 MIGRATION_ID = re.compile(r"(?:mig-)?([0-9]{1,9})", re.IGNORECASE)  # fullmatch: ASCII digits only, few of them
 PROVISION_ID = re.compile(r"prov-([0-9]{1,9})", re.IGNORECASE)
-WHOLE_NUMBER = re.compile(r"[0-9]{1,2}")
+WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")
 
 
 def parse(text: str) -> ParsedCommand:
@@ -362,8 +393,8 @@ def _shown(value: str) -> str:
 
 def _convert(opt: Option, value: str, spec: CommandSpec) -> Any:
     if opt.kind == "int":
-        if not WHOLE_NUMBER.fullmatch(value) or not 1 <= int(value) <= 64:
-            raise UsageError(f"`{opt.flag}` needs a whole number from 1 to 64, not `{_shown(value)}`", spec)
+        if not WHOLE_NUMBER.fullmatch(value) or not 1 <= int(value) <= opt.maximum:
+            raise UsageError(f"`{opt.flag}` needs a whole number from 1 to {opt.maximum}, not `{_shown(value)}`", spec)
         return int(value)
     if opt.kind == "choice":
         if value.lower() not in opt.choices:

@@ -15,7 +15,7 @@ from migration_core.azure.dms_backend import DmsBackend
 from migration_core.azure.flex_backend import FlexBackend
 from migration_core.cleanup import CleanupReport
 from migration_core.engine import CancelOutcome, CommandResult, MigrationStatus
-from migration_core.models import Backend, Migration, Mode, State
+from migration_core.models import AuditPage, Backend, Migration, Mode, State
 from migration_core.preflight import PreflightReport, pretty_bytes
 from migration_core.progress import DatabaseProgress, MigrationProgress
 from migration_core.verify import VerifyResult
@@ -408,12 +408,27 @@ def approval_card(
     return Reply(f"Approve cutover of {m.id}? {len(approvers)} of {required} approvals", blocks, ephemeral=False)
 
 
-def audit_log(subject: str, entries: list) -> Reply:
+def audit_log(subject: str, found: AuditPage, everything: bool) -> Reply:
+    """Decisions and changes, a page at a time; read-only commands are one line saying how many."""
     lines = [
         f"`{e.at:%Y-%m-%d %H:%M:%S}` {mention(e.actor) if e.actor != 'pgmig' else 'pgmig'} "
         f"*{esc(e.action)}*"
         + (f" in <#{e.channel}>" if e.channel and e.channel != "shell" else "")
         + (f" — {esc(e.detail[:300])}" if e.detail else "")
-        for e in entries
+        for e in found.entries
     ]
-    return Reply(f"audit of {subject}: {len(entries)} entries", [header(f"Audit of {subject}"), *sections(lines)])
+    if not lines:
+        lines = [f"page {found.page} is past the end: there are {found.pages}" if found.page > 1 else "nothing yet"]
+    more = []
+    if found.pages > 1:
+        more.append(f"page {found.page} of {found.pages}")
+    if found.page < found.pages:
+        more.append(f"older: `/pgmig audit {subject} --page {found.page + 1}{' --all' if everything else ''}`")
+    if found.read_only:
+        more.append(
+            f"{found.read_only} read-only command(s) (status, verify…) not listed: `/pgmig audit {subject} --all`"
+        )
+    return Reply(
+        f"audit of {subject}: {len(found.entries)} entries",
+        [header(f"Audit of {subject}"), *sections(lines), *([context(" · ".join(more))] if more else [])],
+    )

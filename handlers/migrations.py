@@ -185,4 +185,4 @@ async def cleanup_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
         return servers
     if cmd.args["yes"] and (denied := await _operator_only(inv, svc, "remove replication objects")):
         return denied
-    return mm.cleanup_report(await svc.engine.cleanup(servers[0].name, remove=cmd.args["yes"]))
+    return mm.cleanup_report(await svc.engine.cleanup(servers[0].name, remove=cmd.args["yes"], actor=inv.user))

@@ -95,7 +95,8 @@ async def _command(text: str, inv: Invocation, svc: Services) -> Reply:
         log.exception("parsing %r failed", text[:200])
         await _audit(svc, inv, "command.rejected", f"{text[:500]!r}: {type(exc).__name__}")
         return messages.error_message("pgmig could not read that command; `/pgmig help` lists the commands")
-    await _audit(svc, inv, "command", f"/pgmig {text}".strip(), cmd.args.get("migration") or "")
+    action = AuditEntry.READ_ONLY if cmd.reads_only else "command"
+    await _audit(svc, inv, action, f"/pgmig {text}".strip(), cmd.args.get("migration") or "")
     try:
         return await HANDLERS[cmd.name](cmd, inv, svc)
     except (MigrationError, ConnectionProblem) as exc:

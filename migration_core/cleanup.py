@@ -82,16 +82,12 @@ class CleanupReport:
     removed: list[str] | None = None  # None: only listed
 
 
-async def survey(server: ServerConfig, deployment: str, active: dict[str, str], remove_loose: bool) -> CleanupReport:
+def sort(server: str, found: list[Leftover], active: dict[str, str]) -> CleanupReport:
     """`active`: the state of every migration still running (its objects are kept)."""
-    found = await find(server, deployment)
-    kept = [(x, active[x.migration_id]) for x in found if x.migration_id in active]
-    loose = [x for x in found if x.migration_id not in active]
     return CleanupReport(
-        server.name,
-        kept,
-        loose,
-        await remove(server, loose) if remove_loose and loose else ([] if remove_loose else None),
+        server,
+        [(x, active[x.migration_id]) for x in found if x.migration_id in active],
+        [x for x in found if x.migration_id not in active],
     )
 
 

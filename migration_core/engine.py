@@ -35,6 +35,7 @@ from migration_core.lifecycle import Superseded
 from migration_core.managed_flow import cancel_managed, run_managed, watch_managed
 from migration_core.models import (
     AuditEntry,
+    AuditPage,
     Backend,
     Method,
     Migration,
@@ -71,6 +72,7 @@ class Command(StrEnum):
     RETRY = "retry"
     RESUME = "resume"
     CUTOVER = "cutover"  # start a cutover the team decided
+    CLEANUP = "cleanup"  # remove a finished migration's leftovers from a server (args: server)
 
 
 @dataclass
@@ -101,6 +103,7 @@ class CommandResult:
     message: str = ""
     queued_on: str = ""  # the replica it waits for
     cancel: CancelOutcome | None = None  # what a cancel did
+    removed: list[str] = field(default_factory=list)  # what a cleanup removed
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -109,7 +112,9 @@ class CommandResult:
     def from_dict(cls, d: dict) -> "CommandResult":
         outcome = d.get("cancel")
         cancel = CancelOutcome(**{**outcome, "state": State(outcome["state"])}) if outcome else None
-        return cls(Command(d["kind"]), d["subject"], d["ok"], d["message"], d["queued_on"], cancel)
+        return cls(
+            Command(d["kind"]), d["subject"], d["ok"], d["message"], d["queued_on"], cancel, d.get("removed", [])
+        )
 
 
 class Engine:
@@ -394,10 +399,46 @@ class Engine:
             m, await self.store.steps(m.id), self.progress(m.id), await self.leftovers(m.id) if m.state.finished else []
         )
 
-    async def cleanup(self, server: str, remove: bool) -> CleanupReport:
-        """This deployment's replication objects on a server: kept where an active migration uses them."""
+    async def cleanup(self, server: str, remove: bool, actor: str = "pgmig") -> CleanupReport:
+        """This deployment's replication objects on a server: kept where an active migration uses them.
+        The objects are listed before the migrations are read (a migration is stored before it makes
+        anything, so a new one's objects never look loose); each finished migration's are removed by the
+        replica holding it, one command at a time with its retry or cancel."""
+        config = self.server(server)
+        found = await cleanup.find(config, self.store.deployment)
         active = {m.id: m.state.value for m in await self.migrations(active_only=True)}
-        return await cleanup.survey(self.server(server), self.store.deployment, active, remove)
+        report = cleanup.sort(config.name, found, active)
+        if not remove:
+            return report
+        report.removed = []
+        for mid in dict.fromkeys(x.migration_id for x in report.loose):
+            items = [x for x in report.loose if x.migration_id == mid]
+            if mid is None or await self.store.get_migration(mid) is None:
+                report.removed += await cleanup.remove(config, items)  # no migration can take these up
+                continue
+            done = await self.perform(Command.CLEANUP, mid, actor, args={"server": config.name})
+            report.removed += done.removed
+            if not done.ok or done.queued_on:
+                report.loose = [x for x in report.loose if x.migration_id != mid]
+                report.kept += [(x, done.message or f"queued on {done.queued_on}") for x in items]
+        return report
+
+    async def _cleanup(self, migration_id: str, server: str) -> CommandResult:
+        """Remove a finished migration's leftovers while holding it, so no retry starts beside it."""
+        async with self._exclusive(migration_id):
+            held_before = (await self.store.owner(migration_id))[0] == self.instance
+            if not await self._hold(migration_id):
+                return CommandResult(Command.CLEANUP, migration_id, False, "another pgmig holds it")
+            try:
+                m = await self.ledger.get(migration_id)
+                if not m.state.finished:
+                    return CommandResult(Command.CLEANUP, migration_id, False, f"{m.state.value} again meanwhile")
+                config = self.server(server)
+                items = [x for x in await cleanup.find(config, self.store.deployment) if x.migration_id == m.id]
+                return CommandResult(Command.CLEANUP, migration_id, removed=await cleanup.remove(config, items))
+            finally:
+                if not held_before:
+                    await self.store.let_go(migration_id, self.instance)
 
     async def first_delivery(self, key: str) -> bool:
         """Slack may deliver a click twice: only the first one counts, whichever replica receives it."""
@@ -407,10 +448,11 @@ class Engine:
         """An audit entry from outside the engine's own work (a command, a click)."""
         await self.store.audit(entry)
 
-    async def audit_log(self, subject: str) -> list[AuditEntry] | None:
-        """Everything done to a migration or provisioning request; None when there is no such thing."""
+    async def audit_log(self, subject: str, page: int = 1, everything: bool = False) -> AuditPage | None:
+        """What was done to a migration or provisioning request, a page at a time (read-only commands only
+        counted unless `everything`); None when there is no such thing."""
         known = await (self.store.provision(subject) if subject.startswith("prov-") else self.find(subject))
-        return await self.store.audit_log(subject) if known is not None else None
+        return await self.store.audit_page(subject, page, everything=everything) if known is not None else None
 
     def server(self, name: str) -> ServerConfig:
         if name not in self.servers:
@@ -428,15 +470,17 @@ class Engine:
 
     # ---- commands: run where the migration is held -------------------------------------------
 
-    async def perform(self, kind: Command, migration_id: str, actor: str, wait: float | None = None) -> CommandResult:
+    async def perform(
+        self, kind: Command, migration_id: str, actor: str, wait: float | None = None, args: dict | None = None
+    ) -> CommandResult:
         """Run a command on a migration here when this process holds it (or nobody alive does); else queue
         it for the replica that does (woken by NOTIFY on a PostgreSQL store, by polling otherwise) and
         wait up to `wait` (default `command_wait_seconds`) for its result."""
         owner = await self.store.lease_alive(migration_id, self.config.lease_seconds)
         if not owner or owner == self.instance or owner.startswith(f"{self.replica}/"):
-            return await self._execute(kind, migration_id, actor)
+            return await self._execute(kind, migration_id, actor, args or {})
         cid = uuid.uuid4().hex
-        await self.store.enqueue(cid, migration_id, kind.value, actor, {})
+        await self.store.enqueue(cid, migration_id, kind.value, actor, args or {})
         await self.store.notify(COMMANDS_CHANNEL)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.config.command_wait_seconds if wait is None else wait)
@@ -447,8 +491,10 @@ class Engine:
             await asyncio.sleep(0.1)
         return CommandResult(kind, migration_id, queued_on=owner.split("/", 1)[0])
 
-    async def _execute(self, kind: Command, migration_id: str, actor: str) -> CommandResult:
+    async def _execute(self, kind: Command, migration_id: str, actor: str, args: dict) -> CommandResult:
         try:
+            if kind is Command.CLEANUP:
+                return await self._cleanup(migration_id, args["server"])
             if kind is Command.CANCEL:
                 return CommandResult(kind, migration_id, cancel=await self.cancel(migration_id, actor))
             if kind is Command.RETRY:
@@ -471,7 +517,7 @@ class Engine:
             ran = 0
             for c in await self.store.commands_for(self.instance):
                 if await self.store.take_command(c["id"]):
-                    result = await self._execute(Command(c["kind"]), c["subject"], c["actor"])
+                    result = await self._execute(Command(c["kind"]), c["subject"], c["actor"], c["args"])
                     await self.store.finish_command(c["id"], result.as_dict())
                     ran += 1
             return ran

@@ -189,6 +189,19 @@ class AuditEntry:
     channel: str = ""
     at: datetime = field(default_factory=utcnow)
 
+    READ_ONLY = "query"  # the action of a command that changes nothing (status, verify…)
+
+
+@dataclass
+class AuditPage:
+    """One page of a subject's audit: page 1 is the newest entries, each page reads oldest first.
+    `read_only` counts the read-only commands left out (0 when they are listed)."""
+
+    entries: list[AuditEntry]
+    page: int
+    pages: int
+    read_only: int = 0
+
 
 class Change(StrEnum):
     """What pgmig changes on a customer's server (the server side is in each entry)."""

@@ -27,6 +27,7 @@ import asyncpg
 from migration_core.models import (
     Approval,
     AuditEntry,
+    AuditPage,
     Change,
     JournalEntry,
     Mark,
@@ -180,6 +181,10 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _audit_entry(r: dict[str, Any]) -> AuditEntry:
+    return AuditEntry(r["actor"], r["action"], r["detail"], r["migration_id"], r["channel"], _at(r["at"]))
+
+
 def _at(value: str) -> datetime:
     """A timestamp that is always set."""
     return datetime.fromisoformat(value)
@@ -302,6 +307,12 @@ class Store:
         """A clean shutdown: other replicas (or this one restarted) may pick the work up at once."""
         for table in ("pgmig_migration", "pgmig_provision"):
             await self._db.execute(f"UPDATE {table} SET owner = '' WHERE owner = $1", owner)
+
+    async def let_go(self, migration_id: str, owner: str) -> None:
+        """Give back one migration's lease (held only for a moment)."""
+        await self._db.execute(
+            "UPDATE pgmig_migration SET owner = '' WHERE id = $1 AND owner = $2", migration_id, owner
+        )
 
     async def beat(self, owner: str) -> None:
         """Renew the lease on everything this process holds."""
@@ -473,10 +484,31 @@ class Store:
     async def audit_log(self, migration_id: str | None = None, limit: int = 200) -> list[AuditEntry]:
         where, args = ("WHERE migration_id = $2", [limit, migration_id]) if migration_id else ("", [limit])
         rows = await self._db.fetch(f"SELECT * FROM pgmig_audit {where} ORDER BY at DESC LIMIT $1", *args)
-        return [
-            AuditEntry(r["actor"], r["action"], r["detail"], r["migration_id"], r["channel"], _at(r["at"]))
-            for r in reversed(rows)
-        ]
+        return [_audit_entry(r) for r in reversed(rows)]
+
+    async def audit_page(self, subject: str, page: int = 1, size: int = 50, everything: bool = False) -> AuditPage:
+        """A page of what was done to `subject`, read-only commands left out (and counted) unless
+        `everything`: a script polling `status` must not push the decisions out of sight."""
+        counts = await self._db.fetch(
+            "SELECT count(*) AS total, coalesce(sum(CASE WHEN action = $2 THEN 1 ELSE 0 END), 0) AS reads "
+            "FROM pgmig_audit WHERE migration_id = $1",
+            subject,
+            AuditEntry.READ_ONLY,
+        )
+        total, reads = int(counts[0]["total"]), int(counts[0]["reads"])
+        shown = total if everything else total - reads
+        rows = await self._db.fetch(
+            "SELECT * FROM pgmig_audit WHERE migration_id = $1 AND ($2 OR action <> $3) "
+            "ORDER BY at DESC LIMIT $4 OFFSET $5",
+            subject,
+            everything,
+            AuditEntry.READ_ONLY,
+            size,
+            (page - 1) * size,
+        )
+        return AuditPage(
+            [_audit_entry(r) for r in reversed(rows)], page, max(1, -(-shown // size)), 0 if everything else reads
+        )
 
     async def save_server(self, name: str, data: dict[str, Any], created_by: str) -> None:
         """A server pgmig provisioned, usable as a migration target across restarts (no secret in `data`)."""

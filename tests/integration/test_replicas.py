@@ -192,6 +192,11 @@ async def test_commands_reach_the_replica_holding_the_migration(world):
     assert "cancelled" in cancelled, cancelled
     assert (await store.get_migration("mig-1")).state is State.CANCELLED
     assert pgmig_objects(src, tgt) == {"slots": "0", "roles": "0", "subscriptions": "0"}
+    left = f"pgmig_{store.deployment}_m1_left"  # say a slot a failed teardown left; mig-1 is still ra's
+    src.psql(f"SELECT pg_create_logical_replication_slot('{left}', 'pgoutput')", database="app")
+    cleaned = await b.ask("cleanup onprem --yes", "cl1")  # removed by ra, which holds mig-1 (b cannot claim it)
+    assert f"removed slot {left}" in cleaned and await holder(store, "mig-1") == "ra", cleaned
+    assert pgmig_objects(src, tgt)["slots"] == "0"
 
     tgt.psql("CREATE DATABASE app")
     tgt.psql("CREATE TABLE someone_elses (id int)", database="app")

@@ -79,8 +79,11 @@ async def test_two_approvals_run_the_cutover_and_everything_is_audited(team):
     assert tgt.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated", database="app") == "1"
     assert src.psql("SHOW default_transaction_read_only", database="app") == "on"
 
+    for n in range(55):  # a script polling status: more than a page of read-only commands
+        await slack.command("status mig-1", user="U0SCRIPT", key=f"poll{n}")
     await slack.command("audit mig-1", key="audit")
     audit = text_of(await slack.reply("audit"))
+    assert "/pgmig status" not in audit and "56 read-only command(s)" in audit  # and this audit and "--all" in audit
     for expected in (
         "cutover.requested",
         "cutover.approve.refused",
@@ -92,6 +95,19 @@ async def test_two_approvals_run_the_cutover_and_everything_is_audited(team):
         "&lt;@U0MALLORY&gt;",
     ):
         assert expected in audit or expected.replace("&lt;", "<").replace("&gt;", ">") in audit, expected
+    await slack.command("audit mig-1 --all", key="all")
+    newest = text_of(await slack.reply("all"))
+    assert (
+        newest.count("/pgmig status mig-1") == 48
+        and "/pgmig audit mig-1 --all" in newest
+        and "page 1 of 2" in newest
+        and "--page 2 --all" in newest
+    )
+    await slack.command("audit mig-1 --all --page 2", key="older")
+    older = text_of(await slack.reply("older"))
+    assert (
+        "page 2 of 2" in older and "cutover.requested" in older and older.count("/pgmig status mig-1") == 55 - 47
+    )  # three audits on page 1 now
 
 
 async def test_reject_and_expiry_go_back_to_ready(team):

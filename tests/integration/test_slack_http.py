@@ -110,7 +110,7 @@ async def test_commands_are_audited_in_the_state_store(slack, tmp_path):
     store = await Store.open(str(tmp_path / "state.sqlite"))
     entries = [(e.actor, e.action, e.detail, e.channel) for e in await store.audit_log()]
     await store.close()
-    assert ("U0CAROL", "command", "/pgmig servers", "C0OPS") in entries
+    assert ("U0CAROL", "query", "/pgmig servers", "C0OPS") in entries  # read-only: counted, not listed, by audit
 
 
 async def test_forged_signature_is_refused(slack):

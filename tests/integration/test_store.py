@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
@@ -103,4 +104,23 @@ async def test_ids_are_unique_across_concurrent_allocations(store_url):
     store = await Store.open(store_url)
     ids = await asyncio.gather(*(store.next_migration_id() for _ in range(20)))
     assert len(set(ids)) == 20
+    await store.close()
+
+
+async def test_the_audit_pages_decisions_and_counts_read_only_commands(store_url):
+    store = await Store.open(store_url)
+    mid = await store.next_migration_id()
+    await store.create_migration(migration(mid))
+    start = utcnow()
+    for n in range(7):
+        at = start + timedelta(seconds=n)
+        await store.audit(AuditEntry("U1", "query" if n % 2 else "command", f"#{n}", mid, "C1", at))
+    await store.audit(AuditEntry("U1", "command", "another migration's", "mig-999999", "C1", start))
+    newest = await store.audit_page(mid, 1, size=2)
+    assert [e.detail for e in newest.entries] == ["#4", "#6"] and (newest.pages, newest.read_only) == (2, 3)
+    oldest = await store.audit_page(mid, 2, size=2)
+    assert [e.detail for e in oldest.entries] == ["#0", "#2"]
+    everything = await store.audit_page(mid, 3, size=2, everything=True)
+    assert [e.detail for e in everything.entries] == ["#1", "#2"] and (everything.pages, everything.read_only) == (4, 0)
+    assert (await store.audit_page(mid, 9, size=2)).entries == []
     await store.close()
