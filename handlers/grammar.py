@@ -393,7 +393,8 @@ def _shown(value: str) -> str:
 
 def _convert(opt: Option, value: str, spec: CommandSpec) -> Any:
     if opt.kind == "int":
-        if not WHOLE_NUMBER.fullmatch(value) or not 1 <= int(value) <= opt.maximum:
+        too_long = len(value) > len(str(opt.maximum))  # `0064` for at most 64 is a typo, not 64
+        if too_long or not WHOLE_NUMBER.fullmatch(value) or not 1 <= int(value) <= opt.maximum:
             raise UsageError(f"`{opt.flag}` needs a whole number from 1 to {opt.maximum}, not `{_shown(value)}`", spec)
         return int(value)
     if opt.kind == "choice":

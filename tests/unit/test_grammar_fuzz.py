@@ -16,6 +16,7 @@ from handlers.context import Invocation, Reply, Services
 from handlers.grammar import COMMANDS, ParsedCommand, UsageError, parse
 from migration_core.engine import Engine, EngineConfig
 from migration_core.events import NoEvents
+from migration_core.models import AuditEntry
 from migration_core.store import Store
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -179,7 +180,7 @@ def test_a_handler_crash_is_one_redacted_line_and_audited(world, monkeypatch, ex
     assert "hunter2-pw" not in reply.text + str(reply.blocks) and "Traceback" not in reply.text
     assert "\n" not in reply.text and len(reply.text) < 600
     new = loop.run_until_complete(svc.store.audit_log(limit=100000))[before:]
-    assert [e.action for e in new] == ["command", "command.failed"] and "hunter2-pw" not in new[1].detail
+    assert [e.action for e in new] == [AuditEntry.READ_ONLY, "command.failed"] and "hunter2-pw" not in new[1].detail
 
 
 @pytest.mark.parametrize(
