@@ -32,6 +32,8 @@ class Context:
     jobs: int
     workdir: Path  # empty, private to this method, removed afterwards
     deadline: Deadline
+    dataset: str = ""
+    split_mb: int = 1024  # pgmig's split_table_bytes, and pgcopydb's --split-tables-larger-than on onebig
 
     @property
     def env(self) -> dict[str, str]:
@@ -71,29 +73,29 @@ def dump_dir(ctx: Context) -> None:
 
 
 def pgcopydb(ctx: Context) -> None:
-    """pgcopydb clone with N table jobs and N index jobs; any failure makes it "unavailable"."""
+    """pgcopydb clone with N table jobs and N index jobs (on onebig also splitting tables larger than
+    pgmig's split size, by their integer key); any failure makes it "unavailable"."""
     program = shutil.which("pgcopydb")
     if program is None:
         raise Unavailable("pgcopydb is not installed (bench/ensure-tools.sh installs it on Debian)")
+    cmd = [
+        program,
+        "clone",
+        "--source",
+        _uri(ctx.source),
+        "--target",
+        _uri(ctx.target),
+        "--table-jobs",
+        str(ctx.jobs),
+        "--index-jobs",
+        str(ctx.jobs),
+        "--dir",
+        str(ctx.workdir / "pgcopydb"),
+    ]
+    if ctx.dataset == "onebig":
+        cmd += ["--split-tables-larger-than", f"{ctx.split_mb}MB"]  # units B, kB, MB, GB… (pgcopydb docs)
     try:
-        run(
-            [
-                program,
-                "clone",
-                "--source",
-                _uri(ctx.source),
-                "--target",
-                _uri(ctx.target),
-                "--table-jobs",
-                str(ctx.jobs),
-                "--index-jobs",
-                str(ctx.jobs),
-                "--dir",
-                str(ctx.workdir / "pgcopydb"),
-            ],
-            env=ctx.env,
-            deadline=ctx.deadline,
-        )
+        run(cmd, env=ctx.env, deadline=ctx.deadline)
     except StepFailed as exc:
         raise Unavailable(str(exc)) from None
 
@@ -101,6 +103,26 @@ def pgcopydb(ctx: Context) -> None:
 def raw_pipe(ctx: Context) -> None:
     """The practical limit: schema first, then N concurrent `psql COPY TO | psql COPY FROM` pipes (largest
     table first), then indexes and constraints with pg_restore -j N. No Python in the data path."""
+    _schema_around(ctx, lambda: _copy_tables(ctx, verify.tables(ctx.source)))
+
+
+def single_stream(ctx: Context) -> None:
+    """What one unsplit table costs: the largest table through one `psql COPY TO | psql COPY FROM` pipe,
+    the other tables meanwhile as raw-pipe copies them (N pipes), schema and post-data as raw-pipe."""
+
+    def data() -> None:
+        largest, *rest = verify.tables(ctx.source) or [None]
+        with ThreadPoolExecutor(max_workers=1) as alone:
+            big = alone.submit(_copy_table, ctx, largest) if largest else None
+            _copy_tables(ctx, rest)
+            if big:
+                big.result()
+
+    _schema_around(ctx, data)
+
+
+def _schema_around(ctx: Context, copy_data: Callable[[], None]) -> None:
+    """pre-data with pg_restore, `copy_data()`, then post-data with pg_restore -j N."""
     schema = ctx.workdir / "schema.dump"
     run(
         [tool(ctx.source, "pg_dump"), "-Fc", "--schema-only", "-f", str(schema), *conn_args(ctx.source)],
@@ -112,10 +134,7 @@ def raw_pipe(ctx: Context) -> None:
         env=ctx.env,
         deadline=ctx.deadline,
     )
-    with ThreadPoolExecutor(max_workers=ctx.jobs) as pool:
-        futures = [pool.submit(_copy_table, ctx, table) for table in verify.tables(ctx.source)]
-        for future in futures:
-            future.result()
+    copy_data()
     run(
         [
             tool(ctx.target, "pg_restore"),
@@ -129,6 +148,14 @@ def raw_pipe(ctx: Context) -> None:
         env=ctx.env,
         deadline=ctx.deadline,
     )
+
+
+def _copy_tables(ctx: Context, tables: list[str]) -> None:
+    """One pipe per table, N at a time, in the order given."""
+    with ThreadPoolExecutor(max_workers=ctx.jobs) as pool:
+        futures = [pool.submit(_copy_table, ctx, table) for table in tables]
+        for future in futures:
+            future.result()
 
 
 def _copy_table(ctx: Context, table: str) -> None:
@@ -162,6 +189,8 @@ def pgmig(ctx: Context, mode: str = "offline") -> None:
         PASSWORD_ENV,
         "--mode",
         mode,
+        "--split-mb",
+        str(ctx.split_mb),
     ]
     try:
         run(cmd, env=env, deadline=ctx.deadline, cwd=PROJECT_ROOT)
@@ -182,8 +211,8 @@ METHODS: dict[str, Method] = {
         Method("dump-dir", lambda n: f"dump -Fd -j{n} + restore -j{n}", dump_dir),
         Method("pgcopydb", lambda n: f"pgcopydb clone (jobs {n})", pgcopydb),
         Method("raw-pipe", lambda n: f"raw COPY pipe (x{n})", raw_pipe),
+        Method("single-stream", lambda n: "single COPY | COPY stream", single_stream),
         Method("pgmig", lambda n: f"pgmig offline (parallel {n})", pgmig),
         Method("pgmig-online", lambda n: f"pgmig online full load (x{n})", lambda ctx: pgmig(ctx, "online")),
     )
 }
-BASELINES = ("raw-pipe", "pgcopydb")

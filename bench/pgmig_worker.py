@@ -24,10 +24,13 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--database", required=True)
     parser.add_argument("--password-env", required=True)
     parser.add_argument("--mode", choices=("offline", "online"), default="offline")
+    parser.add_argument(
+        "--split-mb", type=int, default=1024, help="DataLimits.split_table_bytes in MiB (tables larger are split)"
+    )
     return parser.parse_args()
 
 
-async def online_copy(source, target, database: str, jobs: int, workdir: Path) -> None:
+async def online_copy(source, target, database: str, jobs: int, workdir: Path, limits) -> None:
     """The online full load as a migration runs it (journal in memory); replication dropped afterwards."""
     from migration_core.journal import Journal
     from migration_core.models import MigrationOptions
@@ -50,6 +53,7 @@ async def online_copy(source, target, database: str, jobs: int, workdir: Path) -
         workdir,
         bindir,
         DatabaseProgress(database),
+        limits,
     )
     await job.schema(roles)
     try:
@@ -62,6 +66,7 @@ async def online_copy(source, target, database: str, jobs: int, workdir: Path) -
 def main() -> None:
     args = parse()
     try:
+        from migration_core.limits import DataLimits
         from migration_core.models import MigrationOptions
         from migration_core.offline import copy_databases
         from migration_core.servers import ServerConfig
@@ -75,8 +80,9 @@ def main() -> None:
         )
 
     source, target = server("source", args.source_port), server("target", args.target_port)
+    limits = DataLimits(split_table_bytes=args.split_mb << 20)
     if args.mode == "online":
-        asyncio.run(online_copy(source, target, args.database, args.jobs, args.workdir))
+        asyncio.run(online_copy(source, target, args.database, args.jobs, args.workdir, limits))
         return
     asyncio.run(
         copy_databases(
@@ -85,6 +91,7 @@ def main() -> None:
             databases=[args.database],
             options=MigrationOptions(parallel=args.jobs, overwrite=True),
             workdir=args.workdir,
+            limits=limits,
         )
     )
 

@@ -17,11 +17,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python bench/run.py` as well as `python -m bench.run`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import datasets, verify  # noqa: E402
+from bench import datasets, goals, verify  # noqa: E402
 from bench.common import DATABASE, Deadline, StepFailed  # noqa: E402
 from bench.measure import measure  # noqa: E402
 from bench.methods import METHODS, Context, Unavailable  # noqa: E402
-from bench.report import Result, table, write_json  # noqa: E402
+from bench.report import Result, legend, table, write_json  # noqa: E402
 from bot.localpg import ClusterError, LocalCluster  # noqa: E402
 
 COMMON_SETTINGS = {"max_wal_size": "'4GB'", "checkpoint_timeout": "'30min'", "maintenance_work_mem": "'256MB'"}
@@ -34,7 +34,26 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--scale", type=int, default=30, help="pgbench scale; `wide` is sized to match (30 ≈ 450 MB each). Default 30"
     )
-    parser.add_argument("--dataset", choices=[*datasets.DATASETS, "both"], default="both")
+    parser.add_argument(
+        "--dataset",
+        choices=[*datasets.DATASETS, *datasets.GROUPS],
+        default="both",
+        help="both = pgbench and wide; all = all four. Default both",
+    )
+    parser.add_argument(
+        "--onebig-gb", type=float, default=4.0, help="GiB of onebig's big table (0.2 for a quick run). Default 4"
+    )
+    parser.add_argument("--lobs-count", type=int, default=20_000, help="small (1–64 kB) large objects. Default 20000")
+    parser.add_argument(
+        "--lob-big-mb", type=float, default=1024, help="MiB of lobs' one big large object. Default 1024"
+    )
+    parser.add_argument(
+        "--split-mb",
+        type=int,
+        default=1024,
+        help="tables larger than this many MiB are split: pgmig's DataLimits.split_table_bytes, and on onebig "
+        "pgcopydb's --split-tables-larger-than. Default 1024",
+    )
     parser.add_argument(
         "--jobs",
         "-j",
@@ -42,7 +61,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.cpu_count() or 2,
         help="parallelism N for every parallel method. Default: CPU count",
     )
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of: {','.join(METHODS)}")
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated subset of: {','.join(METHODS)}, run on every dataset in that order. "
+        "Default: each dataset's own list (see bench/README.md)",
+    )
     parser.add_argument(
         "--repeat",
         type=int,
@@ -51,12 +75,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per method. Default 3600")
     args = parser.parse_args(argv)
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in args.methods if m not in METHODS]
-    if unknown:
-        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    args.datasets = list(datasets.DATASETS) if args.dataset == "both" else [args.dataset]
+    if args.methods is not None:
+        args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = [m for m in args.methods if m not in METHODS]
+        if unknown:
+            parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if args.onebig_gb <= 0 or args.lob_big_mb <= 0 or args.lobs_count < 0 or args.split_mb < 1:
+        parser.error("--onebig-gb and --lob-big-mb must be positive, --lobs-count ≥ 0, --split-mb ≥ 1")
+    args.datasets = list(datasets.GROUPS.get(args.dataset, (args.dataset,)))
+    args.sizes = datasets.Sizes(args.scale, args.onebig_gb, args.lobs_count, args.lob_big_mb)
     return args
+
+
+def methods_for(dataset: str, args: argparse.Namespace) -> list[str]:
+    return list(args.methods) if args.methods is not None else list(datasets.DEFAULT_METHODS[dataset])
 
 
 def start_clusters(root: Path) -> tuple[LocalCluster, LocalCluster]:
@@ -87,7 +119,7 @@ def run_method(
     result = Result(dataset, name, method.label(args.jobs), "ok", size)
     reset_target(target)
     workdir = Path(tempfile.mkdtemp(prefix=f"work-{name}-", dir=root))
-    ctx = Context(source, target, args.jobs, workdir, Deadline.after(args.timeout))
+    ctx = Context(source, target, args.jobs, workdir, Deadline.after(args.timeout), dataset, args.split_mb)
     try:
         measurement = measure(lambda: method.run(ctx))
     except Unavailable as exc:
@@ -99,6 +131,7 @@ def run_method(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result.seconds, result.peak_rss_bytes = measurement.seconds, measurement.peak_rss_bytes
+    result.peak_process_rss_bytes = measurement.peak_process_rss_bytes
     try:
         result.details = verify.differences(expected, verify.shape(target))
     except ClusterError as exc:
@@ -111,27 +144,33 @@ def run_method(
 def run_dataset(
     dataset: str, source: LocalCluster, target: LocalCluster, args: argparse.Namespace, root: Path
 ) -> list[Result]:
-    say(f"[{dataset}] loading at scale {args.scale} …")
-    datasets.create(source, dataset, args.scale)
+    say(f"[{dataset}] loading {args.sizes.describe(dataset)} …")
+    datasets.create(source, dataset, args.sizes)
     size = int(source.psql(f"SELECT pg_database_size('{DATABASE}')"))
     expected = verify.shape(source)
+    los = (
+        f", {expected.large_objects} large objects of {expected.large_object_bytes / 2**20:.1f} MB"
+        if expected.large_objects
+        else ""
+    )
     say(
         f"[{dataset}] {size / 2**20:.0f} MB, {len(expected.rows)} tables, {sum(expected.rows.values())} rows, "
-        f"{expected.indexes} indexes"
+        f"{expected.indexes} indexes{los}"
     )
-    rounds: dict[str, list[Result]] = {name: [] for name in args.methods}
+    names = methods_for(dataset, args)
+    rounds: dict[str, list[Result]] = {name: [] for name in names}
     for round_no in range(1, args.repeat + 1):
         # Interleaved rounds: drift in the machine (caches, checkpoints) falls on every method alike.
-        for name in args.methods:
+        for name in names:
             say(f"[{dataset}] {METHODS[name].label(args.jobs)} (round {round_no}/{args.repeat}) …")
             result = run_method(name, dataset, size, expected, source, target, args, root)
             say(f"[{dataset}]   {result.status}" + (f" in {result.seconds:.2f} s" if result.measured else ""))
             rounds[name].append(result)
-    return [combine(rounds[name]) for name in args.methods]
+    return [combine(rounds[name]) for name in names]
 
 
 def combine(results: list[Result]) -> Result:
-    """One row per method: the median wall time, the largest peak RSS, the first problem if any."""
+    """One row per method: the median wall time, the largest peak RSSes, the first problem if any."""
     bad = [r for r in results if r.status != "ok"]
     if bad:
         return bad[0]
@@ -139,6 +178,7 @@ def combine(results: list[Result]) -> Result:
     first.runs = sorted(r.seconds for r in results if r.seconds is not None)
     first.seconds = statistics.median(first.runs)
     first.peak_rss_bytes = max(r.peak_rss_bytes or 0 for r in results)
+    first.peak_process_rss_bytes = max(r.peak_process_rss_bytes or 0 for r in results)
     return first
 
 
@@ -146,8 +186,12 @@ def metadata(args: argparse.Namespace, source: LocalCluster, sizes: dict[str, in
     return {
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "scale": args.scale,
+        "onebig_gb": args.onebig_gb,
+        "lobs_count": args.lobs_count,
+        "lob_big_mb": args.lob_big_mb,
+        "split_mb": args.split_mb,
         "jobs": args.jobs,
-        "methods": args.methods,
+        "methods": {d: methods_for(d, args) for d in args.datasets},
         "dataset_bytes": sizes,
         "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "postgres": source.psql("SHOW server_version"),
@@ -172,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="pgmig-bench-"))
     os.chmod(root, 0o755)  # the servers run as `postgres` when we are root
     results: list[Result] = []
+    verdicts: list[goals.Verdict] = []
     try:
         source, target = start_clusters(root)
         try:
@@ -183,15 +228,25 @@ def main(argv: list[str] | None = None) -> int:
             source.destroy()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    say(
-        f"\nscale {args.scale}, jobs {args.jobs}; MB = 2^20 bytes; ratios: this method / raw COPY pipe (raw), "
-        "/ pgcopydb (pgc)"
-    )
+    say(f"\njobs {args.jobs}, split at {args.split_mb} MiB; MB = 2^20 bytes")
     for dataset in args.datasets:
         rows = [r for r in results if r.dataset == dataset]
-        say(f"\n{dataset} ({rows[0].size_bytes / 2**20:.0f} MB on source)\n{table(rows)}")
+        baselines = datasets.BASELINES[dataset]
+        say(
+            f"\n{dataset}: {args.sizes.describe(dataset)} ({rows[0].size_bytes / 2**20:.0f} MB on source); "
+            f"{legend(baselines)}\n{table(rows, baselines)}"
+        )
+        found = goals.verdicts(dataset, rows)
+        verdicts += found
+        for verdict in found:
+            say(f"  {verdict.line()}")
+    meta["goals"] = [{"dataset": v.dataset, "goal": v.text, "passed": v.passed, "binding": v.binding} for v in verdicts]
     say(f"\nwritten {write_json(results, meta)}")
-    return 0 if all(r.status == "ok" or r.status.startswith("unavailable") for r in results) else 1
+    methods_ok = all(r.status == "ok" or r.status.startswith("unavailable") for r in results)
+    failed_goals = [v for v in verdicts if v.failed]
+    if failed_goals:
+        say(f"{len(failed_goals)} memory goal(s) failed")
+    return 0 if methods_ok and not failed_goals else 1
 
 
 if __name__ == "__main__":

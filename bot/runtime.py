@@ -16,6 +16,7 @@ from migration_core.azure.dms_backend import DmsBackend
 from migration_core.azure.flex_backend import FlexBackend
 from migration_core.azure.provisioning import Provisioner
 from migration_core.engine import Engine, EngineConfig
+from migration_core.limits import DataLimits
 from migration_core.servers import ServerConfig
 from migration_core.store import Store
 
@@ -57,6 +58,7 @@ async def build_services(
             fence_grace_seconds=o.fence_grace_seconds,
             catch_up_timeout_seconds=o.catch_up_timeout_seconds,
             managed_poll_seconds=max(settings.azure.poll_seconds, 0.05),
+            limits=DataLimits(stall_seconds=m.stall_seconds, split_table_bytes=int(m.split_table_mb * mb)),
         ),
         backends,
     )

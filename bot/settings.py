@@ -60,6 +60,8 @@ class MigrationSettings:
     digest: str = "off"  # off | hourly | daily (09:00 UTC)
     lease_seconds: float = 60.0  # several replicas: how long a silent owner keeps its migrations
     keep_exports: bool = False  # keep export files after a migration completes or is cancelled
+    stall_seconds: float = 300.0  # a data stream that moves no byte this long has stalled
+    split_table_mb: float = 1024.0  # tables larger than this are copied as ranges in parallel
 
 
 @dataclass
@@ -91,6 +93,7 @@ _SERVER_KEYS = {
     "sslmode": str,
     "database": str,
     "connect_timeout": (int, float),
+    "query_timeout": (int, float),
     "replication_host": str,
     "replication_port": int,
     "azure_resource_group": str,
@@ -104,6 +107,8 @@ _MIGRATION_KEYS = {
     "digest": str,
     "lease_seconds": (int, float),
     "keep_exports": bool,
+    "stall_seconds": (int, float),
+    "split_table_mb": (int, float),
 }
 _ONLINE_KEYS = {
     k: (int, float)
@@ -177,8 +182,9 @@ def _server(name: str, table: Any) -> ServerConfig:
         raise SettingsError(f"{where}sslmode: expected one of {', '.join(SSLMODES)}, got {values['sslmode']!r}")
     if "password_env" in values and "password_file" in values:
         raise SettingsError(f"{where}password_env: give password_env or password_file, not both")
-    if values.get("connect_timeout", 10) <= 0:
-        raise SettingsError(f"{where}connect_timeout: expected seconds > 0")
+    for key in ("connect_timeout", "query_timeout"):
+        if values.get(key, 10) <= 0:
+            raise SettingsError(f"{where}{key}: expected seconds > 0")
     return ServerConfig(name=name, **values)
 
 
@@ -204,8 +210,9 @@ def _migration(table: Any) -> MigrationSettings:
     values = _typed(table, _MIGRATION_KEYS, "migration.")
     if not 1 <= values.get("parallel", 1) <= 64:
         raise SettingsError("migration.parallel: expected 1–64")
-    if values.get("progress_interval_seconds", 15) <= 0:
-        raise SettingsError("migration.progress_interval_seconds: expected seconds > 0")
+    for key in ("progress_interval_seconds", "stall_seconds", "split_table_mb"):
+        if values.get(key, 1) <= 0:
+            raise SettingsError(f"migration.{key}: expected a number > 0")
     if values.get("digest", "off") not in ("off", "hourly", "daily"):
         raise SettingsError(f"migration.digest: expected off, hourly or daily, got {values['digest']!r}")
     if "pg_bindir" in values and not Path(values["pg_bindir"], "pg_dump").exists():

@@ -78,6 +78,10 @@ def database_line(p: DatabaseProgress, now: float) -> str:
         parts.append(f"{bar(p.fraction)} {p.fraction * 100:.0f}%")
     if p.tables_total and p.lag_bytes is None:
         parts.append(f"{p.tables_done}/{p.tables_total} tables")
+    if p.ranges_total and p.lag_bytes is None:
+        parts.append(f"{p.ranges_done}/{p.ranges_total} ranges of split tables")
+    if p.rows_done and p.lag_bytes is None:
+        parts.append(f"{p.rows_done:,} rows")
     if p.bytes_total and p.lag_bytes is None:
         parts.append(f"{pretty_bytes(p.bytes_done)} of {pretty_bytes(p.bytes_total)}")
     if p.started_at is not None:
@@ -92,6 +96,8 @@ def database_line(p: DatabaseProgress, now: float) -> str:
         parts.append(f"latency {p.lag_seconds:.1f} s")
     if p.retained_bytes is not None:
         parts.append(f"slot holds {pretty_bytes(p.retained_bytes)} of WAL")
+    if p.waiting:
+        parts.append(f"⏳ {esc(p.waiting)}")
     return " · ".join(parts)
 
 

@@ -10,7 +10,7 @@ from migration_core.servers import ServerConfig
 
 async def analyze(target: ServerConfig, database: str, parallel: int) -> int:
     """ANALYZE every user table, largest first, `parallel` at a time; returns how many."""
-    first = await target.connect(database)
+    first = await target.connect(database, data=True)
     try:
         tables = await list_tables(first)
     except BaseException:
@@ -27,6 +27,6 @@ async def analyze(target: ServerConfig, database: str, parallel: int) -> int:
         finally:
             await conn.close()
 
-    extra = [await target.connect(database) for _ in range(max(0, min(parallel, len(tables)) - 1))]
+    extra = [await target.connect(database, data=True) for _ in range(max(0, min(parallel, len(tables)) - 1))]
     await asyncio.gather(*(worker(c) for c in [first, *extra]))
     return len(tables)

@@ -75,18 +75,27 @@ async def park(target: asyncpg.Connection, journal: Journal, database: str) -> P
 
 async def repark(target: asyncpg.Connection, parked: Parked) -> None:
     """Take the parked constraints off again (the cutover's fallback); what is already off stays off."""
+    # Only what is on is touched: each ALTER locks its table, and one someone holds a lock on (the reason
+    # a cutover fell back, perhaps) must not stall the fallback when there is nothing to do there.
     async with target.transaction():
         for fk in parked.foreign_keys:
-            await target.execute(f"ALTER TABLE {fk.table} DROP CONSTRAINT IF EXISTS {ident(fk.name)}")
+            if await target.fetchval(
+                "SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2", fk.table, fk.name
+            ):
+                await target.execute(f"ALTER TABLE {fk.table} DROP CONSTRAINT {ident(fk.name)}")
         for t in parked.triggers:
-            if t.enabled != "D":
+            if t.enabled != "D" and await target.fetchval(
+                "SELECT tgenabled <> 'D' FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2",
+                t.table,
+                t.name,
+            ):
                 await target.execute(f"ALTER TABLE {t.table} DISABLE TRIGGER {ident(t.name)}")
 
 
-async def reinstate(target: asyncpg.Connection, parked: Parked, validate: bool = True) -> None:
+async def reinstate(target: asyncpg.Connection, parked: Parked) -> None:
     """Put FKs back NOT VALID (enforced for every new row at once) and triggers as they were; VALIDATE,
-    which reads the existing rows, can follow later (`validate`) without a long lock. A foreign key
-    already back (an interrupted earlier attempt) is left as it is."""
+    which reads the existing rows, follows later without a long lock. A foreign key already back (an
+    interrupted earlier attempt) is left as it is."""
     for fk in parked.foreign_keys:
         if not await target.fetchval(
             "SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2", fk.table, fk.name
@@ -94,10 +103,3 @@ async def reinstate(target: asyncpg.Connection, parked: Parked, validate: bool =
             await target.execute(f"ALTER TABLE {fk.table} ADD CONSTRAINT {ident(fk.name)} {fk.definition} NOT VALID")
     for t in parked.triggers:
         await target.execute(f"ALTER TABLE {t.table} {ENABLE[t.enabled]} {ident(t.name)}")
-    if validate:
-        await validate_all(target, parked)
-
-
-async def validate_all(target: asyncpg.Connection, parked: Parked) -> None:
-    for fk in parked.foreign_keys:
-        await target.execute(f"ALTER TABLE {fk.table} VALIDATE CONSTRAINT {ident(fk.name)}")

@@ -1,24 +1,32 @@
 """Table data moved by parallel COPY streams between the servers, all under one source snapshot.
 
 This is what `pg_dump | pg_restore` does for data, without writing it to disk or through one stream:
-N workers take tables largest first; each streams `COPY … TO STDOUT` on the source straight into
-`COPY … FROM STDIN` on the target. Indexes and constraints are built afterwards, which is faster
-than maintaining them row by row.
+N workers take pieces of work largest first, across all tables; a piece is a whole table or, for a
+table larger than the split limit, one of its ranges (ranges.py). Each streams `COPY … TO STDOUT` on
+the source straight into `COPY … FROM STDIN` on the target. Indexes and constraints are built
+afterwards, which is faster than maintaining them row by row.
+
+A stream has no time limit: an hour-long table is normal. It fails when it stops moving: no byte for
+`stall_seconds`, and the failure says what the stuck session waits for.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 
 import asyncpg
 
+from migration_core import ranges, waits
+from migration_core.errors import MigrationError
+from migration_core.limits import DEFAULT_LIMITS, DataLimits
 from migration_core.progress import DatabaseProgress
 from migration_core.servers import ServerConfig
-from migration_core.sql import USER_SCHEMA_FILTER, literal, qualified
+from migration_core.sql import USER_SCHEMA_FILTER, ident, literal, qualified, readable
 
 PIPE_DEPTH = 32  # chunks in flight per stream: enough to keep both servers busy, bounded memory
+STALL_CHECK_SECONDS = 5.0  # how often a stream is checked for having stopped moving
 
 TABLES = (
     "SELECT n.nspname AS schema, c.relname AS name, pg_relation_size(c.oid) AS size, "
@@ -39,6 +47,27 @@ class TableSpec:
     @property
     def qualified(self) -> str:
         return qualified(self.schema, self.name)
+
+    @property
+    def readable(self) -> str:
+        return readable(self.schema, self.name)
+
+
+@dataclass
+class Piece:
+    """One stream's work: a table, or one range of it."""
+
+    table: TableSpec
+    range: ranges.Range
+    left: list[int] = field(default_factory=list)  # shared by a table's pieces: how many are still to copy
+
+    @property
+    def name(self) -> str:
+        return f"{self.table.readable} {self.range.label}".strip()
+
+    def source_sql(self) -> str:
+        columns = ", ".join(ident(c) for c in self.table.columns)
+        return f"SELECT {columns} FROM ONLY {self.table.qualified} WHERE {self.range.where}"
 
 
 async def list_tables(conn: asyncpg.Connection) -> list[TableSpec]:
@@ -63,22 +92,49 @@ def _put_now(queue: asyncio.Queue, item: object) -> None:
             queue.get_nowait()
 
 
+def _rows(status: str) -> int:
+    """The row count of a `COPY n` command tag."""
+    return int(status.rsplit(" ", 1)[-1]) if status and status.startswith("COPY") else 0
+
+
+class Stalled(Exception):
+    """A stream moved no byte for the stall limit; `why` is what the servers said it waits for."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
 async def _stream(
-    src: asyncpg.Connection, tgt: asyncpg.Connection, table: TableSpec, progress: DatabaseProgress
-) -> None:
+    src: asyncpg.Connection,
+    tgt: asyncpg.Connection,
+    piece: Piece,
+    progress: DatabaseProgress,
+    stall: float,
+    why: Callable[[], Awaitable[str]],
+) -> int:
+    """Pipe one piece from source to target; returns the rows the target took. Raises Stalled when no
+    byte moved for `stall` seconds, with `why()` asked while the sessions still wait."""
     queue: asyncio.Queue[bytes | _End] = asyncio.Queue(PIPE_DEPTH)
+    table = piece.table
     copied = 0
+    loop = asyncio.get_running_loop()
+    moved = loop.time()
 
     async def sink(chunk: bytes) -> None:
-        nonlocal copied
-        step = min(len(chunk), max(0, table.size - copied))  # count toward the on-disk estimate
+        nonlocal copied, moved
+        step = min(len(chunk), max(0, piece.range.size - copied))  # count toward the on-disk estimate
         copied += len(chunk)
         progress.bytes_done += step
+        moved = loop.time()
         await queue.put(chunk)
 
     async def produce() -> None:
         try:
-            await src.copy_from_table(table.name, schema_name=table.schema, columns=table.columns, output=sink)
+            if piece.range.where:
+                await src.copy_from_query(piece.source_sql(), output=sink)
+            else:
+                await src.copy_from_table(table.name, schema_name=table.schema, columns=table.columns, output=sink)
         except BaseException as exc:
             _put_now(queue, _End(exc))  # the consumer may be gone: blocking on a full queue would hang
             raise
@@ -93,12 +149,49 @@ async def _stream(
                 return
             yield item
 
-    async with asyncio.TaskGroup() as group:
-        group.create_task(produce())
-        group.create_task(
-            tgt.copy_to_table(table.name, schema_name=table.schema, columns=table.columns, source=chunks())
-        )
-    progress.bytes_done += max(0, table.size - copied)
+    async def pipe() -> str:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(produce())
+            consumed = group.create_task(
+                tgt.copy_to_table(table.name, schema_name=table.schema, columns=table.columns, source=chunks())
+            )
+        return consumed.result()
+
+    work = asyncio.ensure_future(pipe())
+    try:
+        while not (await asyncio.wait({work}, timeout=min(stall, STALL_CHECK_SECONDS)))[0]:
+            if loop.time() - moved >= stall:
+                raise Stalled(await why())  # asked now, while the sessions still wait: a cancel ends the wait
+    finally:
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+    progress.bytes_done += max(0, piece.range.size - copied)
+    return _rows(work.result())
+
+
+async def _waits(source: ServerConfig, target: ServerConfig, database: str, pids: tuple[int, int]) -> str:
+    """Why a stream stopped moving, as far as the servers can tell."""
+    src_why, tgt_why = await asyncio.gather(
+        waits.about(source, database, pids[0]), waits.about(target, database, pids[1])
+    )
+    why = "; ".join(f"{side} session {w}" for side, w in (("the source", src_why), ("the target", tgt_why)) if w)
+    return why or "neither server reports a wait: check the network between pgmig and the servers"
+
+
+async def _plan(conn: asyncpg.Connection, tables: list[TableSpec], parallel: int, limits: DataLimits) -> list[Piece]:
+    """Every table's pieces, largest first across tables. Tables split by page are locked against a
+    rewrite (VACUUM FULL, CLUSTER) for the rest of the copy, which would move rows between pages."""
+    version = int(await conn.fetchval("SHOW server_version_num"))
+    pieces: list[Piece] = []
+    for t in tables:
+        parts = await ranges.split(conn, t.schema, t.name, t.size, limits.split_table_bytes, parallel, version)
+        if len(parts) > 1 and not ranges.by_key_condition(parts[0].where):
+            await conn.execute(f"LOCK TABLE ONLY {t.qualified} IN ACCESS SHARE MODE")
+        left = [len(parts)]
+        pieces += [Piece(t, r, left) for r in parts]
+    pieces.sort(key=lambda p: p.range.size, reverse=True)
+    return pieces
 
 
 async def copy_tables(
@@ -108,35 +201,59 @@ async def copy_tables(
     parallel: int,
     progress: DatabaseProgress,
     snapshot: str | None = None,
+    limits: DataLimits = DEFAULT_LIMITS,
 ) -> int:
     """Copy every table's rows; returns how many tables were copied. The target tables must exist, empty.
 
     `snapshot` is one exported elsewhere (a replication slot's); without it, one is exported here.
     """
-    coordinator = await source.connect(database)
+    coordinator = await source.connect(database, data=True)
     try:
         snapshot_tx = coordinator.transaction(isolation="repeatable_read", readonly=True)
         await snapshot_tx.start()
         if snapshot is None:
             snapshot = await coordinator.fetchval("SELECT pg_export_snapshot()")
+        else:  # ranges are measured under the snapshot they are copied under
+            await coordinator.execute(f"SET TRANSACTION SNAPSHOT {literal(snapshot)}")
         tables = await list_tables(coordinator)
+        async with waits.watched(source, database, coordinator.get_server_pid(), progress, "planning the copy"):
+            pieces = await _plan(coordinator, tables, parallel, limits)
         progress.tables_total = len(tables)
         progress.bytes_total = sum(t.size for t in tables)
-        todo: asyncio.Queue[TableSpec] = asyncio.Queue()
-        for t in tables:
-            todo.put_nowait(t)
+        progress.ranges_total = sum(1 for p in pieces if p.range.of > 1)
+        todo: asyncio.Queue[Piece] = asyncio.Queue()
+        for p in pieces:
+            todo.put_nowait(p)
 
         async def worker() -> None:
-            src, tgt = await asyncio.gather(source.connect(database), target.connect(database))
+            src, tgt = await asyncio.gather(source.connect(database, data=True), target.connect(database, data=True))
+            piece: Piece | None = None
+            pids = (src.get_server_pid(), tgt.get_server_pid())
+
+            async def why() -> str:
+                return await _waits(source, target, database, pids)
+
             try:
                 while not todo.empty():
-                    table = todo.get_nowait()
+                    piece = todo.get_nowait()
                     tx = src.transaction(isolation="repeatable_read", readonly=True)
                     await tx.start()
                     await src.execute(f"SET TRANSACTION SNAPSHOT {literal(snapshot)}")
-                    await _stream(src, tgt, table, progress)
+                    rows = await _stream(src, tgt, piece, progress, limits.stall_seconds, why)
+                    progress.rows_done += rows  # not `+= await`: that reads the total before the stream
                     await tx.commit()
-                    progress.tables_done += 1
+                    piece.left[0] -= 1
+                    progress.ranges_done += piece.range.of > 1
+                    progress.tables_done += piece.left[0] == 0
+            except Stalled as stalled:
+                assert piece is not None
+                src.terminate()
+                tgt.terminate()
+                raise MigrationError(
+                    f"copying {piece.name} of {database} stalled: no data moved for {limits.stall_seconds:g} s; "
+                    + stalled.why,
+                    "end what blocks it and retry the migration (`[migration] stall_seconds` sets the limit)",
+                ) from None
             except BaseException:
                 # Mid-COPY a connection cannot even roll back: drop both, the servers clean up.
                 src.terminate()
@@ -145,7 +262,7 @@ async def copy_tables(
             await asyncio.gather(src.close(), tgt.close(), return_exceptions=True)
 
         async with asyncio.TaskGroup() as group:
-            for _ in range(max(1, min(parallel, len(tables)))):
+            for _ in range(max(1, min(parallel, len(pieces)))):
                 group.create_task(worker())
         await snapshot_tx.commit()
         return len(tables)

@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from migration_core import constraints, failpoints, large_objects, matviews, sequences, undo
+from migration_core import constraints, failpoints, large_objects, matviews, sequences, undo, waits
 from migration_core.context import MigrationContext
 from migration_core.errors import MigrationError
 from migration_core.journal import SOURCE, TARGET, Change, Journal, JournalEntry
+from migration_core.limits import DEFAULT_LIMITS, DataLimits
+from migration_core.progress import DatabaseProgress
 from migration_core.servers import ConnectionProblem, ServerConfig
 from migration_core.sql import ident
 from migration_core.verify import Mismatch, VerifyResult, verify_database
@@ -194,17 +196,20 @@ async def cut_over(
         await catch_up(database, config.catch_up_timeout_seconds)
     result.timings["catch_up"] = time.perf_counter() - step
     failpoints.reached(f"caught_up:{database}")
-    async with source.connection(database) as src, target.connection(database) as tgt:
+    async with source.connection(database) as src, target.connection(database, data=True) as tgt:
+        # Writes are frozen: a lock someone holds on the target must fail the cutover (and fall back),
+        # not stretch the freeze; the work itself (a materialized view's refresh) has no time limit.
+        await tgt.execute(f"SET lock_timeout = {int(config.catch_up_timeout_seconds * 1000)}")
         step = time.perf_counter()
         result.sequences = await sequences.sync(src, tgt)
         result.timings["sequences"] = time.perf_counter() - step
         failpoints.reached(f"sequences:{database}")
         step = time.perf_counter()
-        await constraints.reinstate(tgt, parked, validate=False)
+        await constraints.reinstate(tgt, parked)
         if entry := await journal.find(Change.CONSTRAINTS, TARGET, database):
             await journal.undone(entry)
         await matviews.refresh(src, tgt)
-        await large_objects.copy(src, tgt)
+        await large_objects.copy(source, target, database, parallel=ctx.options.parallel, limits=ctx.config.limits)
         result.timings["constraints"] = time.perf_counter() - step
     step = time.perf_counter()
     result.counts = await verify_database(source, target, database, ctx.options.parallel, counts_only=True)
@@ -224,19 +229,30 @@ def describe(mismatches: list[Mismatch], limit: int = 10) -> str:
 
 
 async def check(
-    source: ServerConfig, target: ServerConfig, result: DatabaseCutover, parked: constraints.Parked, parallel: int = 2
+    source: ServerConfig,
+    target: ServerConfig,
+    result: DatabaseCutover,
+    parked: constraints.Parked,
+    parallel: int = 2,
+    progress: DatabaseProgress | None = None,
+    limits: DataLimits = DEFAULT_LIMITS,
 ) -> list[str]:
     """After release: VALIDATE each foreign key, then full checksums against the target as it was at
-    release. Returns what is wrong, in words (empty when all holds); never undoes anything."""
+    release. Returns what is wrong, in words (empty when all holds); never undoes anything. Neither has
+    a time limit; while VALIDATE waits (for a lock), `progress` says for what."""
     problems: list[str] = []
-    async with target.connection(result.database) as conn:
+    async with target.connection(result.database, data=True) as conn:
         step = time.perf_counter()
-        problems += await validate(conn, parked)
+        pid = conn.get_server_pid()
+        async with waits.watched(target, result.database, pid, progress, "validating foreign keys"):
+            problems += await validate(conn, parked)
         result.timings["validate"] = time.perf_counter() - step
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
             step = time.perf_counter()
-            result.verify = await verify_database(source, target, result.database, parallel, target_snapshot=snapshot)
+            result.verify = await verify_database(
+                source, target, result.database, parallel, target_snapshot=snapshot, limits=limits
+            )
             result.timings["verify"] = time.perf_counter() - step
     if not result.verify.ok:
         problems.append(
@@ -275,7 +291,8 @@ async def rollback(
             if not exc.missing_database:  # a target database already dropped (a cancel) has nothing to park
                 failed.append(f"parking the constraints of {db} again: {exc}")
         except (asyncpg.PostgresError, OSError) as exc:  # the fences are lifted whatever failed here
-            failed.append(f"parking the constraints of {db} again: {exc}")
+            why = str(exc) or f"no answer within {target.query_timeout:g} s"  # a TimeoutError says nothing
+            failed.append(f"parking the constraints of {db} again: {why}")
     outcome = await undo.rollback(journal, source, target, (Change.FENCE,))
     said += outcome.done
     failed += outcome.failed

@@ -16,7 +16,7 @@ from dataclasses import asdict
 
 import asyncpg
 
-from migration_core import cutover
+from migration_core import cutover, monitor
 from migration_core.constraints import Parked
 from migration_core.context import MigrationContext
 from migration_core.cutover import WINDOW_STEPS, DatabaseCutover
@@ -73,6 +73,8 @@ async def run_cutover(ctx: MigrationContext, actor: str, decided: bool = False) 
     catch_up = await managed.catch_up() if managed is not None else None
     done: list[DatabaseCutover] = []
     try:
+        if managed is None:  # nothing is fenced over a broken subscription
+            await monitor.require_caught_up(ctx, "cutover not started, nothing was fenced")
         for db in m.databases:
             done.append(await cutover.cut_over(ctx, db, parked[db], catch_up))
         facts = {
@@ -100,7 +102,15 @@ async def run_cutover(ctx: MigrationContext, actor: str, decided: bool = False) 
     problems: list[str] = []
     for result in done:
         try:
-            problems += await cutover.check(ctx.source, ctx.target, result, parked[result.database], m.options.parallel)
+            problems += await cutover.check(
+                ctx.source,
+                ctx.target,
+                result,
+                parked[result.database],
+                m.options.parallel,
+                ctx.progress.of(result.database),
+                ctx.config.limits,
+            )
         except (MigrationError, ConnectionProblem, asyncpg.PostgresError, OSError) as exc:
             problems.append(f"the checks of {result.database} could not run: {failure_reason(exc, mid)}")
         await ledger.save(
@@ -144,10 +154,21 @@ async def fall_back(ctx: MigrationContext, parked: dict[str, Parked], exc: BaseE
     await ledger.move(
         m.id,
         State.READY_FOR_CUTOVER,
-        f"cutover fell back: {reason}. {undone}; replication keeps running",
+        f"cutover fell back: {reason}. {undone}; {await replication_now(ctx)}",
         error=f"cutover fell back: {reason}",
     )
     await alerts.notice(m, "cutover", f"⚠️ cutover fell back, nothing was switched: {reason}")
+
+
+async def replication_now(ctx: MigrationContext) -> str:
+    """What replication does after a fallback, as measured, not assumed."""
+    try:
+        lags = await monitor.measure(ctx)
+    except (ConnectionProblem, asyncpg.PostgresError, OSError) as exc:
+        return f"replication could not be looked at ({failure_reason(exc, ctx.mid)})"
+    if all(x.streaming for x in lags.values()):
+        return "replication keeps running"
+    return f"replication is NOT running: {monitor.replication_words(lags)} — check the subscriptions"
 
 
 async def finish(ctx: MigrationContext, problems: list[str], done: list[DatabaseCutover]) -> None:

@@ -46,7 +46,7 @@ from migration_core.models import (
     StepKind,
     StepState,
 )
-from migration_core.monitor import watch_native
+from migration_core.monitor import require_caught_up, watch_native
 from migration_core.offline import choose_bindir
 from migration_core.offline_flow import run_offline
 from migration_core.online_flow import run_online
@@ -378,7 +378,9 @@ class Engine:
         source, target = self._servers(m)
         streaming = m.mode is Mode.ONLINE and m.state is not State.COMPLETED
         return [
-            await verify_database(source, target, db, m.options.parallel, replicated_only=streaming)
+            await verify_database(
+                source, target, db, m.options.parallel, replicated_only=streaming, limits=self.config.limits
+            )
             for db in m.databases
         ]
 
@@ -688,6 +690,8 @@ class Engine:
             raise MigrationError(
                 f"{m.id} is {m.state.value}: {why}" + (f". Current lag: {'; '.join(lags)}" if lags else "")
             )
+        if m.options.backend is Backend.NATIVE:
+            await require_caught_up(self.context(m), f"{m.id} cannot be cut over now")
         results = await self.verify(m.id)
         verification = "; ".join(
             f"{r.database} {'equal' if r.ok else f'{len(r.mismatches)} mismatch(es)'} "

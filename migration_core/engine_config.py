@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from migration_core.limits import DataLimits
 from migration_core.models import DEFAULT_PARALLEL, Backend, Method, Mode
 
 
@@ -32,6 +33,7 @@ class EngineConfig:
     keep_exports: bool = False  # keep export files after a migration completed or was cancelled
     command_poll_seconds: float = 0.5  # several replicas: how often commands queued for ours are looked for
     command_wait_seconds: float = 20.0  # how long a replica waits for the one holding a migration to answer
+    limits: DataLimits = field(default_factory=DataLimits)  # data work: stall detection, table splitting
 
 
 @dataclass

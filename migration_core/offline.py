@@ -22,6 +22,7 @@ from migration_core import workdir as workdir_
 from migration_core.analyze import analyze
 from migration_core.errors import MigrationError
 from migration_core.journal import Journal
+from migration_core.limits import DEFAULT_LIMITS, DataLimits
 from migration_core.models import Method, MigrationOptions
 from migration_core.pgbin import MissingBinaries, client_bindir
 from migration_core.progress import DatabaseProgress
@@ -53,8 +54,10 @@ class OfflineDatabase:
         workdir: Path,
         bindir: Path,
         progress: DatabaseProgress,
+        limits: DataLimits = DEFAULT_LIMITS,
     ) -> None:
         self.source, self.target, self.database = source, target, database
+        self.limits = limits
         self.journal = journal
         self.options = options
         self.dir = workdir_.database_dir(workdir, database)
@@ -120,7 +123,10 @@ class OfflineDatabase:
             self.source, self.target, self.database, self.journal, overwrite=self.options.overwrite
         )
         try:
-            async with self.source.connection(self.database) as src, self.target.connection(self.database) as tgt:
+            async with (
+                self.source.connection(self.database) as src,
+                self.target.connection(self.database, data=True) as tgt,
+            ):
                 if self.options.method is Method.DUMP:
                     await self._import_sql(tgt)
                 else:
@@ -129,7 +135,20 @@ class OfflineDatabase:
                 # db_data.sql carries the snapshot's sequence values and large objects (and the team's edits).
                 restore = self.options.method is Method.RESTORE
                 seq = await sequences.sync(src, tgt) if restore else len(await sequences.values(tgt))
-                los = await large_objects.copy(src, tgt, roles.keep_owners) if restore else 0
+                los = (
+                    await large_objects.copy(
+                        self.source,
+                        self.target,
+                        self.database,
+                        keep_owners=roles.keep_owners,
+                        parallel=self.options.parallel,
+                        progress=self.progress,
+                        limits=self.limits,
+                    )
+                    if restore
+                    else 0
+                )
+                self.progress.phase = "refreshing materialized views"
                 views = await matviews.refresh(src, tgt)
                 self.progress.phase = "analyzing"  # fresh statistics: the applications' first queries plan well
                 await analyze(self.target, self.database, self.options.parallel)
@@ -166,7 +185,9 @@ class OfflineDatabase:
         self.progress.phase = "creating schema"
         await pg_restore.run([*base, "--section=pre-data", str(self.schema_file)], env)
         self.progress.phase = "copying data"
-        await copy.copy_tables(self.source, self.target, self.database, self.options.parallel, self.progress)
+        await copy.copy_tables(
+            self.source, self.target, self.database, self.options.parallel, self.progress, limits=self.limits
+        )
         self.progress.phase = "building indexes"
         await pg_restore.run(
             [*base, "--section=post-data", "-j", str(self.options.parallel), str(self.schema_file)], env
@@ -180,6 +201,7 @@ async def copy_databases(
     options: MigrationOptions,
     workdir: Path,
     pg_bindir: str | None = None,
+    limits: DataLimits = DEFAULT_LIMITS,
 ) -> dict[str, str]:
     """Migrate databases with no migration around them (benchmarks, scripts): roles, export, import.
     The journal lives in memory: nothing is undone afterwards."""
@@ -190,7 +212,7 @@ async def copy_databases(
         roles = await copy_roles(source, target, databases, journal)
         results = {}
         for db in databases:
-            job = OfflineDatabase(source, target, db, journal, options, workdir, bindir, DatabaseProgress(db))
+            job = OfflineDatabase(source, target, db, journal, options, workdir, bindir, DatabaseProgress(db), limits)
             await job.export(roles)
             results[db] = await job.import_(roles)
         return results

@@ -45,7 +45,15 @@ async def run_offline(ctx: MigrationContext) -> None:
 
     def job(db: str) -> OfflineDatabase:
         return OfflineDatabase(
-            ctx.source, ctx.target, db, ctx.journal, options, ctx.workdir, ctx.bindir, ctx.progress.of(db)
+            ctx.source,
+            ctx.target,
+            db,
+            ctx.journal,
+            options,
+            ctx.workdir,
+            ctx.bindir,
+            ctx.progress.of(db),
+            ctx.config.limits,
         )
 
     exports = [db for db in m.databases if not ctx.done(StepKind.EXPORT.at(db))]
@@ -103,7 +111,7 @@ async def verify_and_complete(ctx: MigrationContext, edited: list[str] | None = 
     results = []
     for db in m.databases:
         ctx.progress.of(db).begin("verifying")
-        result = await verify_database(ctx.source, ctx.target, db, ctx.options.parallel)
+        result = await verify_database(ctx.source, ctx.target, db, ctx.options.parallel, limits=ctx.config.limits)
         ctx.progress.of(db).finish("verified" if result.ok else "mismatch")
         await ledger.save(
             mid,

@@ -21,6 +21,7 @@ from migration_core import constraints, copy, replication, target_db, undo
 from migration_core import workdir as workdir_
 from migration_core.errors import MigrationError
 from migration_core.journal import SOURCE, TARGET, Change, Journal
+from migration_core.limits import DEFAULT_LIMITS, DataLimits
 from migration_core.models import MigrationOptions
 from migration_core.progress import DatabaseProgress
 from migration_core.roles import RolePlan
@@ -63,8 +64,10 @@ class OnlineDatabase:
         workdir: Path,
         bindir: Path,
         progress: DatabaseProgress,
+        limits: DataLimits = DEFAULT_LIMITS,
     ) -> None:
         self.source, self.target, self.database = source, target, database
+        self.limits = limits
         self.journal = journal
         self.options = options
         self.dir = workdir_.database_dir(workdir, database)
@@ -120,12 +123,18 @@ class OnlineDatabase:
                 published = await replication.create_publication(src, self.name)
         async with self.journal.change(Change.SLOT, SOURCE, self.database, self.name):
             session = await replication.create_slot(
-                self.source, self.database, self.name, self.bindir / "psql", version
+                self.source, self.database, self.name, self.bindir / "psql", version, self.progress
             )
         try:
             self.progress.phase = "copying data"
             await copy.copy_tables(
-                self.source, self.target, self.database, self.options.parallel, self.progress, snapshot=session.snapshot
+                self.source,
+                self.target,
+                self.database,
+                self.options.parallel,
+                self.progress,
+                snapshot=session.snapshot,
+                limits=self.limits,
             )
         finally:
             await session.release()

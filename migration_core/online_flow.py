@@ -9,12 +9,21 @@ from migration_core.context import MigrationContext
 from migration_core.journal import Change
 from migration_core.ledger import DONE, RUNNING
 from migration_core.models import State, StepKind
+from migration_core.monitor import until_ready
 from migration_core.online import OnlineDatabase, set_identity_full
 
 
 def online_job(ctx: MigrationContext, db: str) -> OnlineDatabase:
     return OnlineDatabase(
-        ctx.source, ctx.target, db, ctx.journal, ctx.options, ctx.workdir, ctx.bindir, ctx.progress.of(db)
+        ctx.source,
+        ctx.target,
+        db,
+        ctx.journal,
+        ctx.options,
+        ctx.workdir,
+        ctx.bindir,
+        ctx.progress.of(db),
+        ctx.config.limits,
     )
 
 
@@ -75,6 +84,7 @@ async def run_online(ctx: MigrationContext) -> None:
             data,
         )
     await ledger.advance(mid, State.CATCHING_UP, "full load done; the target now follows every change on the source")
+    await until_ready(ctx, ctx.config.progress_interval)
 
 
 async def teardown_replication(ctx: MigrationContext) -> undo.Outcome:

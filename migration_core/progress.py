@@ -19,11 +19,17 @@ class DatabaseProgress:
     lag_bytes: int | None = None  # online, while streaming
     lag_seconds: float | None = None
     retained_bytes: int | None = None  # WAL the slot holds on the source
+    rows_done: int = 0  # rows copied, from COPY's own command tags
+    ranges_done: int = 0  # large tables are copied as ranges: how many of them are done
+    ranges_total: int = 0
+    waiting: str = ""  # what a long statement waits for (a lock and who holds it), while it waits
 
     def begin(self, phase: str) -> None:
         self.phase = phase
         self.tables_done = 0
         self.bytes_done = 0
+        self.rows_done = self.ranges_done = self.ranges_total = 0
+        self.waiting = ""
         self.started_at = time.time()
         self.finished_at = None
 

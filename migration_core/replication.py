@@ -19,14 +19,17 @@ import asyncio
 import hashlib
 import re
 import secrets as pysecrets
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
-from migration_core import secrets
+from migration_core import secrets, waits
 from migration_core.errors import MigrationError
-from migration_core.servers import ServerConfig
+from migration_core.progress import DatabaseProgress
+from migration_core.servers import ConnectionProblem, ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER, ident, literal
 from migration_core.tools import PRIVATE, connection_env, conninfo, summarize, terminate
 
@@ -94,7 +97,19 @@ class SlotSession:
             await terminate(self.process)
 
 
-async def create_slot(source: ServerConfig, database: str, slot: str, psql: Path, server_version: int) -> SlotSession:
+async def create_slot(
+    source: ServerConfig,
+    database: str,
+    slot: str,
+    psql: Path,
+    server_version: int,
+    progress: DatabaseProgress | None = None,
+) -> SlotSession:
+    """Create the slot over a walsender session that stays open, holding the exported snapshot.
+
+    A new slot waits for every transaction already running on the source to end, however long that
+    takes (a forgotten `idle in transaction` session: for ever). So there is no time limit: while it
+    waits, `progress` names the sessions it waits for, which a DBA can end."""
     syntax = "(SNAPSHOT 'export')" if server_version >= 150000 else "EXPORT_SNAPSHOT"
     proc = await asyncio.create_subprocess_exec(
         str(psql),
@@ -102,7 +117,7 @@ async def create_slot(source: ServerConfig, database: str, slot: str, psql: Path
         "-At",
         "-v",
         "ON_ERROR_STOP=1",
-        conninfo(dbname=database, replication="database"),
+        conninfo(dbname=database, replication="database", application_name=f"pgmig {slot}"),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -113,7 +128,7 @@ async def create_slot(source: ServerConfig, database: str, slot: str, psql: Path
     proc.stdin.write(f"CREATE_REPLICATION_SLOT {ident(slot)} LOGICAL pgoutput {syntax};\n".encode())
     await proc.stdin.drain()
     try:
-        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        line = await _answer(proc.stdout.readline(), source, database, slot, progress)
     except BaseException:
         await terminate(proc)
         raise
@@ -126,6 +141,41 @@ async def create_slot(source: ServerConfig, database: str, slot: str, psql: Path
             "check free replication slots and the REPLICATION privilege (/pgmig check)",
         )
     return SlotSession(proc, parts[0], parts[1], parts[2])
+
+
+async def _answer(
+    reading: Coroutine[Any, Any, bytes],
+    source: ServerConfig,
+    database: str,
+    slot: str,
+    progress: DatabaseProgress | None,
+) -> bytes:
+    """The walsender's answer, however long it takes; meanwhile `progress` says what the slot waits for."""
+    task = asyncio.ensure_future(reading)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=waits.WATCH_SECONDS)
+            if done:
+                return task.result()
+            if progress is not None:
+                pid = await _walsender(source, database, f"pgmig {slot}")
+                why = await waits.about(source, database, pid) if pid else ""
+                progress.waiting = f"creating the replication slot: {why}" if why else ""
+    finally:
+        task.cancel()
+        if progress is not None:
+            progress.waiting = ""
+
+
+async def _walsender(source: ServerConfig, database: str, application: str) -> int | None:
+    try:
+        async with source.connection(database) as conn:
+            return await conn.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name = $1",
+                application,
+            )
+    except (ConnectionProblem, asyncpg.PostgresError, OSError, asyncio.TimeoutError):
+        return None
 
 
 async def create_replication_role(source: asyncpg.Connection, name: str, database: str) -> str:

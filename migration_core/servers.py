@@ -16,6 +16,13 @@ import asyncpg
 from migration_core import secrets
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 60, 10, 6  # a vanished peer is noticed within 2 minutes
+# The server probes pgmig too, so a pgmig that vanished mid-COPY does not hold its locks and snapshot for hours.
+SERVER_KEEPALIVES = {
+    "tcp_keepalives_idle": str(KEEPALIVE_IDLE),
+    "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL),
+    "tcp_keepalives_count": str(KEEPALIVE_COUNT),
+}
 
 
 class ConnectionProblem(Exception):
@@ -42,6 +49,7 @@ class ServerConfig:
     sslmode: str = "prefer"
     database: str = "postgres"
     connect_timeout: float = 10.0
+    query_timeout: float = 60.0  # control queries (catalog reads, pings); work on data is bounded by progress
     replication_host: str | None = None  # how the target reaches this server, when not as pgmig does
     replication_port: int | None = None
     azure_resource_group: str | None = None  # an Azure flexible server: where it lives, for the Azure commands
@@ -87,12 +95,16 @@ class ServerConfig:
             return value
         return None
 
-    async def connect(self, database: str | None = None) -> asyncpg.Connection:
-        """Open a connection, turning every failure into a :class:`ConnectionProblem`."""
+    async def connect(self, database: str | None = None, *, data: bool = False) -> asyncpg.Connection:
+        """Open a connection, turning every failure into a :class:`ConnectionProblem`.
+
+        A control connection bounds each statement by `query_timeout`. A `data` connection (COPY,
+        VALIDATE, REFRESH, ANALYZE, checksums, large objects) has no time limit: such work may rightly
+        run for hours, and is watched for progress instead; TCP keepalives notice a peer that vanished."""
         password = self.password()
         dbname = database or self.database
         try:
-            return await asyncpg.connect(
+            conn = await asyncpg.connect(
                 host=self.host,
                 port=self.port,
                 user=self.user,
@@ -100,17 +112,39 @@ class ServerConfig:
                 database=dbname,
                 ssl=self.sslmode,
                 timeout=self.connect_timeout,
-                command_timeout=max(self.connect_timeout, 60.0),
-                # pgmig's own sessions: recognisable, and never bound by the write fence pgmig sets itself
-                server_settings={"application_name": "pgmig", "default_transaction_read_only": "off"},
+                command_timeout=None if data else self.query_timeout,
+                server_settings=SESSION,
             )
         except Exception as exc:  # every driver/socket failure becomes one readable line
             raise self.explain(exc, dbname) from None
+        keep_alive(conn)
+        return conn
+
+    async def pool(self, database: str, size: int, settings: dict[str, str] | None = None) -> asyncpg.Pool:
+        """Up to `size` data connections (no time limit, keepalives), with `settings` for each session."""
+        password = self.password()
+        try:
+            return await asyncpg.create_pool(
+                host=self.host,
+                port=self.port,
+                user=self.user,
+                password=password,
+                database=database,
+                ssl=self.sslmode,
+                min_size=1,
+                max_size=size,
+                timeout=self.connect_timeout,
+                command_timeout=None,
+                server_settings={**SESSION, **(settings or {})},
+                init=_init_pooled,
+            )
+        except Exception as exc:
+            raise self.explain(exc, database) from None
 
     @asynccontextmanager
-    async def connection(self, database: str | None = None) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self, database: str | None = None, *, data: bool = False) -> AsyncIterator[asyncpg.Connection]:
         """`async with server.connection(db) as conn:` a connection closed however the block ends."""
-        conn = await self.connect(database)
+        conn = await self.connect(database, data=data)
         try:
             yield conn
         finally:
@@ -187,6 +221,30 @@ class ServerConfig:
                 self.name, f"cannot connect to {where}: {reason}", "check host, port and the network path"
             )
         return ConnectionProblem(self.name, f"cannot connect to {where}: {type(exc).__name__}: {exc}")
+
+
+# pgmig's own sessions: recognisable, never bound by the write fence pgmig sets itself, probed by the server
+SESSION = {"application_name": "pgmig", "default_transaction_read_only": "off", **SERVER_KEEPALIVES}
+
+
+def keep_alive(conn: asyncpg.Connection) -> None:
+    """Client-side TCP keepalives, so a long statement on a peer that vanished fails instead of waiting forever.
+    asyncpg has no option for it: set them on its socket."""
+    sock = conn._transport.get_extra_info("socket") if conn._transport else None  # noqa: SLF001
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a Unix socket: the peer is this machine
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+    ):
+        if hasattr(socket, option):  # Linux has all three; macOS names TCP_KEEPIDLE differently
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+async def _init_pooled(conn: asyncpg.Connection) -> None:
+    keep_alive(conn)
 
 
 async def server_major(server: ServerConfig) -> int:

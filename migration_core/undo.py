@@ -136,7 +136,7 @@ async def _undo_in(conn: asyncpg.Connection, entry: JournalEntry) -> str:
         return f"{entry.database} writable again on the source"
     if entry.kind is Change.CONSTRAINTS:
         parked = constraints.Parked.from_dict(entry.data.get("parked", {}))
-        await constraints.reinstate(conn, parked, validate=False)
+        await constraints.reinstate(conn, parked)
         return f"foreign keys and triggers put back {where}"
     raise MigrationError(f"BUG: no undo for {entry.kind.value}")
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from migration_core import ranges
+from migration_core.limits import DEFAULT_LIMITS, DataLimits
 from migration_core.sequences import values as seq_values
 from migration_core.servers import ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER, literal, qualified, readable
@@ -30,7 +32,7 @@ SESSION = {
 }
 
 RELATIONS = (
-    "SELECT n.nspname AS schema, c.relname AS name, "
+    "SELECT n.nspname AS schema, c.relname AS name, pg_relation_size(c.oid) AS size, "
     "CASE WHEN c.relkind = 'm' AND NOT c.relispopulated THEN 'm-empty' ELSE c.relkind::text END AS kind "
     "FROM pg_class c "
     "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r','m') AND " + USER_SCHEMA_FILTER
@@ -80,10 +82,26 @@ def matview_note(w: Mismatch) -> str:
     )
 
 
-def _checksum_sql(schema: str, name: str, kind: str, counts_only: bool = False) -> str:
+def _checksum_sql(schema: str, name: str, kind: str, counts_only: bool = False, where: str = "") -> str:
     only = "ONLY " if kind == "r" else ""
     digest = "''" if counts_only else "coalesce(sum(hashtextextended(t::text, 0)), 0)::text"
-    return f"SELECT count(*) AS n, {digest} AS s FROM {only}{qualified(schema, name)} t"
+    condition = f" WHERE {where}" if where else ""
+    return f"SELECT count(*) AS n, {digest} AS s FROM {only}{qualified(schema, name)} t{condition}"
+
+
+async def _ranges(pool: asyncpg.Pool, key: tuple[str, str], size: int, parallel: int, limits: DataLimits) -> list[str]:
+    """The conditions a large table is checked in, one query each, in parallel (ranges.py)."""
+    async with pool.acquire() as conn:
+        version = int(await conn.fetchval("SHOW server_version_num"))
+        parts = await ranges.split(conn, key[0], key[1], size, limits.split_table_bytes, parallel, version)
+    return [r.where for r in parts]
+
+
+async def _digest(pool: asyncpg.Pool, sqls: list[str], snapshot: str | None) -> tuple[int, str]:
+    """Rows and checksum summed over a table's ranges: a sum of sums is the sum."""
+    rows = await asyncio.gather(*(_fetchrow(pool, sql, snapshot) for sql in sqls))
+    total = sum(int(r["s"]) for r in rows) if rows[0]["s"] != "" else ""
+    return sum(r["n"] for r in rows), str(total)
 
 
 async def _fetchrow(pool: asyncpg.Pool, sql: str, snapshot: str | None) -> asyncpg.Record:
@@ -94,25 +112,6 @@ async def _fetchrow(pool: asyncpg.Pool, sql: str, snapshot: str | None) -> async
         return await conn.fetchrow(sql)
 
 
-async def _pool(server: ServerConfig, database: str, size: int) -> asyncpg.Pool:
-    password = server.password()
-    try:
-        return await asyncpg.create_pool(
-            host=server.host,
-            port=server.port,
-            user=server.user,
-            password=password,
-            database=database,
-            ssl=server.sslmode,
-            min_size=1,
-            max_size=size,
-            timeout=server.connect_timeout,
-            server_settings=SESSION,
-        )
-    except Exception as exc:
-        raise server.explain(exc, database) from None
-
-
 async def verify_database(
     source: ServerConfig,
     target: ServerConfig,
@@ -121,29 +120,28 @@ async def verify_database(
     replicated_only: bool = False,
     counts_only: bool = False,
     target_snapshot: str | None = None,
+    limits: DataLimits = DEFAULT_LIMITS,
 ) -> VerifyResult:
     """`replicated_only` while an online migration streams: tables only, since logical replication
     carries neither sequences nor materialized views (both are brought over at cutover).
     `counts_only` for the cutover window; `target_snapshot` reads the target as it was when that
-    snapshot was exported (the moment of release), whatever applications write there since."""
+    snapshot was exported (the moment of release), whatever applications write there since.
+    Tables above the split limit are checked in ranges, in parallel, each side cut by its own pages
+    (rows sit on other pages there) or, with an integer key, both by the same key ranges."""
     result = VerifyResult(database)
-    src_pool = await _pool(source, database, parallel)
+    src_pool = await source.pool(database, parallel, SESSION)
     try:
-        tgt_pool = await _pool(target, database, parallel)
+        tgt_pool = await target.pool(database, parallel, SESSION)
     except BaseException:
         await src_pool.close()
         raise
     try:
-        src_rel = {
-            (r["schema"], r["name"]): r["kind"]
-            for r in await src_pool.fetch(RELATIONS)
-            if not (replicated_only and r["kind"].startswith("m"))
-        }
-        tgt_rel = {
-            (r["schema"], r["name"]): r["kind"]
-            for r in await tgt_pool.fetch(RELATIONS)
-            if not (replicated_only and r["kind"].startswith("m"))
-        }
+        src_rows = [r for r in await src_pool.fetch(RELATIONS) if not (replicated_only and r["kind"].startswith("m"))]
+        tgt_rows = [r for r in await tgt_pool.fetch(RELATIONS) if not (replicated_only and r["kind"].startswith("m"))]
+        src_rel = {(r["schema"], r["name"]): r["kind"] for r in src_rows}
+        tgt_rel = {(r["schema"], r["name"]): r["kind"] for r in tgt_rows}
+        src_size = {(r["schema"], r["name"]): r["size"] for r in src_rows}
+        tgt_size = {(r["schema"], r["name"]): r["size"] for r in tgt_rows}
         for missing in sorted(set(src_rel) - set(tgt_rel)):
             result.mismatches.append(
                 Mismatch(database, _kind(src_rel[missing]), readable(*missing), "present", "missing")
@@ -157,19 +155,27 @@ async def verify_database(
         result.tables = len(common)
 
         async def one(key: tuple[str, str]) -> None:
-            sql = _checksum_sql(key[0], key[1], src_rel[key], counts_only)
-            s, t = await asyncio.gather(src_pool.fetchrow(sql), _fetchrow(tgt_pool, sql, target_snapshot))
-            result.rows += s["n"]
-            if (s["n"], s["s"]) != (t["n"], t["s"]):
-                detail = "rows" if s["n"] != t["n"] else "checksum"
+            kind = src_rel[key]
+            src_where = tgt_where = [""]
+            if kind == "r" and max(src_size[key], tgt_size[key]) > limits.split_table_bytes:
+                src_where = await _ranges(src_pool, key, src_size[key], parallel, limits)
+                keyed = ranges.by_key_condition(src_where[0])  # the same rows on both sides: the same ranges
+                tgt_where = src_where if keyed else await _ranges(tgt_pool, key, tgt_size[key], parallel, limits)
+            (sn, ss), (tn, ts) = await asyncio.gather(
+                _digest(src_pool, [_checksum_sql(*key, kind, counts_only, w) for w in src_where], None),
+                _digest(tgt_pool, [_checksum_sql(*key, kind, counts_only, w) for w in tgt_where], target_snapshot),
+            )
+            result.rows += sn
+            if (sn, ss) != (tn, ts):
+                detail = "rows" if sn != tn else "checksum"
                 found = result.warnings if src_rel[key].startswith("m") else result.mismatches
                 found.append(
                     Mismatch(
                         database,
                         _kind(src_rel[key]),
                         readable(*key),
-                        f"{s['n']} rows" + (f", sum {s['s']}" if detail == "checksum" else ""),
-                        f"{t['n']} rows" + (f", sum {t['s']}" if detail == "checksum" else ""),
+                        f"{sn} rows" + (f", sum {ss}" if detail == "checksum" else ""),
+                        f"{tn} rows" + (f", sum {ts}" if detail == "checksum" else ""),
                     )
                 )
 

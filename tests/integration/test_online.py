@@ -13,6 +13,7 @@ from bot.sandbox import load_pagila
 from migration_core import cleanup
 from migration_core.approval import Verdict
 from migration_core.engine import Engine, EngineConfig, MigrationRequest
+from migration_core.errors import MigrationError
 from migration_core.models import State
 from migration_core.replication import object_name
 from migration_core.store import Store
@@ -399,20 +400,51 @@ async def test_a_failure_before_release_falls_back_on_every_database(tmp_path, s
     engine = make_engine(store, src, tgt, tmp_path, catch_up_timeout_seconds=1.0)
     mid = await start_online(engine, ["fb1", "fb2"])
     await wait_state(engine, mid, State.READY_FOR_CUTOVER)
-    name = (await store.step(mid, "load:fb2")).data["slot"]
-    tgt.psql(f"ALTER SUBSCRIPTION {name} DISABLE", database="fb2")  # fb2 can never catch up
-    assert not await engine.cutover(mid, "U0BOB")
+    locker = await asyncpg.connect(tgt.dsn("fb2"))  # fb2's foreign key can never be put back
+    await locker.execute("BEGIN; LOCK TABLE child IN ACCESS EXCLUSIVE MODE")
+    try:
+        assert not await engine.cutover(mid, "U0BOB")
+    finally:
+        await locker.close()
     m = await store.get_migration(mid)
-    assert m.state is State.READY_FOR_CUTOVER and "did not catch up with fb2" in m.error
+    assert m.state is State.READY_FOR_CUTOVER and "lock timeout" in m.error, m.error
+    assert "; replication keeps running" in engine.events.states[-1][2]  # measured, fb1 and fb2 both streaming
     for db in ("fb1", "fb2"):  # fb1 was fenced and its constraints put back: all of it undone
         assert not fenced(src, db), db
         assert tgt.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", database=db) == "0"
     assert not [e for e in await engine.leftovers(mid) if e.kind.value == "fence"]
-    tgt.psql(f"ALTER SUBSCRIPTION {name} ENABLE", database="fb2")
     src.psql("INSERT INTO parent (name) VALUES ('after fallback')", database="fb1")  # writable, and still streamed
     await wait_equal(src, tgt, "fb1")
     assert any("cutover fell back" in t for _, t in engine.events.alerts)
     assert "writable again" in engine.events.states[-1][2]
+    await engine.cancel(mid, "U0TEST")
+    await engine.close()
+
+
+async def test_no_cutover_over_a_subscription_that_does_not_stream(tmp_path, store, src, tgt, app_user):
+    """Asked, or approved and started, while a subscription is broken: refused with the replication state
+    as it is, nothing fenced, and no claim that replication keeps running."""
+    fresh_db(src, "broken")
+    engine = make_engine(store, src, tgt, tmp_path)
+    mid = await start_online(engine, ["broken"])
+    await wait_state(engine, mid, State.READY_FOR_CUTOVER)
+    name = (await store.step(mid, "load:broken")).data["slot"]
+    tgt.psql(f"ALTER SUBSCRIPTION {name} DISABLE", database="broken")
+    deadline = time.monotonic() + 20
+    while src.psql(f"SELECT active FROM pg_replication_slots WHERE slot_name = '{name}'") != "f":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    with pytest.raises(MigrationError) as refused:
+        await engine.prepare_cutover(mid, "U0ALICE", "C0OPS", 30)
+    assert "cannot be cut over now: replication is not caught up — broken not streaming" in str(refused.value)
+    assert "pg_stat_subscription" in str(refused.value)
+    assert not await engine.cutover(mid, "U0BOB")  # a decided cutover checks again before fencing
+    m = await store.get_migration(mid)
+    assert m.state is State.READY_FOR_CUTOVER and "nothing was fenced" in m.error
+    assert not fenced(src, "broken")
+    last = engine.events.states[-1][2]
+    assert "replication is NOT running: broken not streaming" in last and "keeps running" not in last
+    tgt.psql(f"ALTER SUBSCRIPTION {name} ENABLE", database="broken")
     await engine.cancel(mid, "U0TEST")
     await engine.close()
 

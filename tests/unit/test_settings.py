@@ -99,6 +99,9 @@ def test_bad_azure_config_names_the_key(tmp_path, change, message):
         (('password_env = "ONPREM_SALES_PASSWORD"', 'password_env = "X"\npassword_file = "/f"'), "not both"),
         (("[servers.onprem-sales]", '[servers."on prem"]'), "a server name is letters"),
         (("port = 5432", "port = 5432\n[oops"), "not valid TOML"),
+        (("port = 5432", "port = 5432\nquery_timeout = 0"), "servers.onprem-sales.query_timeout: expected seconds > 0"),
+        (("[slack]", "[migration]\nstall_seconds = 0\n[slack]"), "migration.stall_seconds: expected a number > 0"),
+        (("[slack]", '[migration]\nsplit_table_mb = "1G"\n[slack]'), "migration.split_table_mb: expected a number"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, change, message):
@@ -136,3 +139,14 @@ def test_replication_address_reaches_the_subscription(tmp_path):
     assert "host='10.0.0.5'" in subscription_conninfo(
         s.servers["azure-sales"].__class__(name="x", host="10.0.0.5"), "sales", "r", "p"
     )
+
+
+def test_limits_on_data_work_reach_the_engine_config(tmp_path):
+    s = load(
+        tmp_path,
+        GOOD.replace("port = 5432", "port = 5432\nquery_timeout = 5").replace(
+            "[slack]", "[migration]\nstall_seconds = 30\nsplit_table_mb = 64\n[slack]"
+        ),
+    )
+    assert s.servers["onprem-sales"].query_timeout == 5 and s.servers["azure-sales"].query_timeout == 60
+    assert (s.migration.stall_seconds, s.migration.split_table_mb) == (30, 64)
