@@ -6,7 +6,7 @@ import shlex
 
 from handlers import messages
 from handlers.context import Invocation, Reply, Services
-from handlers.grammar import ParsedCommand
+from handlers.grammar import ParsedCommand, did_you_mean
 from migration_core.preflight import Mode, PreflightRequest, run_preflight
 from migration_core.servers import ServerConfig
 
@@ -16,7 +16,8 @@ def resolve_servers(svc: Services, *names: str) -> list[ServerConfig] | Reply:
     unknown = [n for n in names if n not in svc.servers]
     if unknown:
         known = ", ".join(sorted(svc.servers)) or "none configured"
-        return messages.error_message(f"unknown server {', '.join(unknown)}; configured servers: {known}")
+        hint = did_you_mean(unknown[0], svc.servers) if len(unknown) == 1 else ""
+        return messages.error_message(f"unknown server {', '.join(unknown)}; configured servers: {known}{hint}")
     return [svc.servers[n] for n in names]
 
 
@@ -44,6 +45,7 @@ async def check_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> R
             databases=cmd.args.get("db") or [],
             mode=Mode(cmd.args["mode"]),
             replica_identity_full=bool(cmd.args.get("replica_identity_full")),
+            writers=await svc.engine.writers(target.name),
         )
     )
     return messages.preflight_message(report, command_text(cmd))

@@ -177,6 +177,18 @@ class Engine:
         )
         return m
 
+    async def writers(self, target: str, but: str = "") -> dict[str, str]:
+        """Each database on `target` (by address: two names may be one server) that an unfinished
+        migration other than `but` writes to → that migration, in words (`mig-3 (full_load)`)."""
+        where = self.servers[target].address if target in self.servers else target
+        out: dict[str, str] = {}
+        for other in await self.store.list_migrations(active_only=True):
+            other_where = self.servers[other.target].address if other.target in self.servers else other.target
+            if other.id != but and other_where == where:
+                for db in other.databases:
+                    out.setdefault(db, f"{other.id} ({other.state.value})")
+        return out
+
     async def preflight(self, m: Migration) -> PreflightReport:
         """Run the checks `/pgmig check` runs; a blocking finding fails the migration at `preflight`."""
         await self.ledger.advance(m.id, State.PREFLIGHT, "running pre-flight checks")
@@ -189,6 +201,8 @@ class Engine:
                 mode=m.mode,
                 replica_identity_full=m.options.replica_identity_full,
                 own_replication=m.options.backend is Backend.NATIVE,
+                overwrite=m.options.overwrite,
+                writers=await self.writers(m.target, but=m.id),
             )
         )
         if report.blocking:

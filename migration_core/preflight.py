@@ -15,6 +15,7 @@ import asyncpg
 from migration_core.models import Mode
 from migration_core.servers import ConnectionProblem, ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER
+from migration_core.target_db import contents
 
 MIN_REPLICATION_SLOTS = 5  # Microsoft's guide for online migrations
 MIN_WAL_SENDERS = 10
@@ -48,6 +49,8 @@ class PreflightRequest:
     mode: Mode = Mode.ONLINE
     replica_identity_full: bool = False
     own_replication: bool = True  # pgmig's own subscription (not a managed service's): it needs its own role
+    overwrite: bool = False  # a non-empty target database is to be replaced
+    writers: dict[str, str] = field(default_factory=dict)  # target database → another active migration into it
 
 
 @dataclass
@@ -377,6 +380,7 @@ async def _database_findings(req: PreflightRequest, db: str, tgt: _TargetFacts |
         if tgt is not None:
             report.add(_extension_finding(scope, extensions, tgt, req))
             report.add(*_target_database_findings(scope, db, await _encoding(conn), tgt))
+            report.add(*await _occupancy_findings(req, scope, db, tgt))
         report.add(*await _replication_traps(conn, scope, req))
     except asyncpg.PostgresError as exc:
         report.add(
@@ -488,6 +492,47 @@ def _target_database_findings(scope: str, db: str, src: tuple[str, str, str], tg
                 "target database can be created",
                 f"{db} does not exist on the target and the target role lacks CREATEDB",
                 f'create it first (CREATE DATABASE "{db}") or grant CREATEDB to the target role',
+            )
+        )
+    return out
+
+
+async def _occupancy_findings(req: PreflightRequest, scope: str, db: str, tgt: _TargetFacts) -> list[Finding]:
+    """The target database must be pgmig's to write: no other migration into it, and empty unless the
+    person asked to replace it (found now, not after an hour of export)."""
+    out: list[Finding] = []
+    if db in req.writers:
+        out.append(
+            Finding(
+                Status.FAIL,
+                scope,
+                "no other migration writes to the target database",
+                f"{req.writers[db]} is migrating into {db} on {req.target.name}",
+                f"wait for {req.writers[db].split()[0]} to finish or cancel it, or choose another target",
+            )
+        )
+    if db not in tgt.databases:
+        return out
+    title = "target database is empty"
+    try:
+        what = await contents(req.target, db)
+    except ConnectionProblem as problem:
+        return [*out, Finding(Status.WARN, scope, title, f"cannot look inside {db}: {problem.message}", problem.fix)]
+    if what.empty:
+        out.append(Finding(Status.OK, scope, title, f"{db} exists, empty: used as it is (pgmig never drops it)"))
+    elif req.overwrite:
+        out.append(
+            Finding(Status.WARN, scope, title, f"{db} holds {what.describe()}: --overwrite drops and recreates it")
+        )
+    else:
+        out.append(
+            Finding(
+                Status.FAIL,
+                scope,
+                title,
+                f"target database {db} is not empty: it holds {what.describe()}",
+                "pgmig never drops a database it did not create: migrate with --overwrite to drop and recreate "
+                "it, empty it yourself, or choose another target",
             )
         )
     return out

@@ -113,6 +113,9 @@ async def test_pause_after_export_honours_edited_files(engine, rich_source, pg16
     reset_target(pg16, "rich")
     mid = await run(engine, databases=["rich"], method="dump", pause_after_export=True)
     assert (await engine.store.get_migration(mid)).state is State.PAUSED
+    second = await run(engine, databases=["rich"], overwrite=True)  # into the database mid will write
+    refused = await engine.store.get_migration(second)
+    assert refused.state is State.FAILED and f"{mid} (paused) is migrating into rich on azure" in refused.error
     steps = {s.name: s for s in await engine.store.steps(mid)}
     files = list(steps["export:rich"].data["files"])
     schema_file = next(f for f in files if f.endswith("db_schema.sql"))
@@ -166,8 +169,8 @@ async def test_non_empty_target_refused_then_retry_after_fix(engine, rich_source
     pg16.psql("CREATE TABLE precious (id int)", database="rich")
     mid = await run(engine, databases=["rich"])
     m = await engine.store.get_migration(mid)
-    assert m.state is State.FAILED and m.error.startswith("importing:")
-    assert "target database rich is not empty" in m.error and "--overwrite" in m.error
+    assert m.state is State.FAILED and m.error.startswith("preflight:")  # before an hour of export, not after
+    assert "target database rich is not empty: it holds 1 tables" in m.error and "--overwrite" in m.error
     assert pg16.psql("SELECT count(*) FROM precious", database="rich") == "0"  # untouched
     pg16.psql("DROP TABLE precious", database="rich")
     assert await engine.retry(mid)
@@ -258,7 +261,7 @@ async def test_databases_someone_else_prepared_survive_retry_and_cancel(engine, 
             mid = await run(engine, databases=[db])
             m = await engine.store.get_migration(mid)
             assert m.state is State.FAILED and f"target database {db} is not empty" in m.error, m.error
-            assert "was not created by this migration" in m.error and "--overwrite" in m.error
+            assert "pgmig never drops a database it did not create" in m.error and "--overwrite" in m.error
             assert await engine.retry(mid)
             await engine.wait(mid)
             m = await engine.store.get_migration(mid)

@@ -214,3 +214,24 @@ async def test_collation_difference_against_an_existing_target_database(source_c
         assert "ENCODING 'UTF8' LC_COLLATE 'C.UTF-8'" in line.fix
     finally:
         target_cluster.psql("DROP DATABASE shop")
+
+
+async def test_a_non_empty_target_database_blocks_unless_it_is_to_be_replaced(source_cluster, target_cluster):
+    target_cluster.psql('DROP DATABASE IF EXISTS "shop" WITH (FORCE)')
+    target_cluster.psql("CREATE DATABASE shop")
+    req = PreflightRequest(server("src", source_cluster), server("tgt", target_cluster), databases=["shop"])
+    try:
+        empty = by_title(await run_preflight(req), "target database is empty", "db shop")
+        assert empty.status is Status.OK and "never drops it" in empty.detail
+        target_cluster.psql("CREATE TABLE kept (id int); CREATE SCHEMA billing", database="shop")
+        found = by_title(await run_preflight(req), "target database is empty", "db shop")
+        assert found.status is Status.FAIL and "1 schemas" in found.detail and "--overwrite" in found.fix
+        req.overwrite = True
+        replaced = by_title(await run_preflight(req), "target database is empty", "db shop")
+        assert replaced.status is Status.WARN and "drops and recreates it" in replaced.detail
+        req.writers = {"shop": "mig-7 (full_load)"}
+        busy = by_title(await run_preflight(req), "no other migration writes", "db shop")
+        assert busy.status is Status.FAIL and "mig-7 (full_load) is migrating into shop on tgt" in busy.detail
+        assert "cancel it" in busy.fix
+    finally:
+        target_cluster.psql('DROP DATABASE IF EXISTS "shop" WITH (FORCE)')
