@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 LOCK_FLAGS := --generate-hashes --python-version 3.11
 
-.PHONY: run test test-unit test-integration lint setup postgres clean bench lock sandbox-down
+.PHONY: run test test-unit test-integration lint setup postgres clean bench lock sandbox-down sandbox-reset sandbox-status
 
 # Every machine installs exactly the versions in the lock files (hashes checked), then pgmig itself.
 $(STAMP): pyproject.toml requirements.lock requirements-test.lock
@@ -41,10 +41,12 @@ lock:
 	uv pip compile pyproject.toml $(LOCK_FLAGS) -o requirements.lock
 	uv pip compile pyproject.toml --extra test $(LOCK_FLAGS) -c requirements.lock -o requirements-test.lock
 
-sandbox-down:
-	-$(VENV)/bin/pgmig sandbox down
+# The sandbox `make run` uses: removed (data and all), re-opened after a cutover fenced its source, or listed.
+sandbox-down sandbox-reset sandbox-status: $(STAMP)
+	$(VENV)/bin/pgmig sandbox $(@:sandbox-%=%)
 
-clean: sandbox-down
+clean:
+	-test -x $(VENV)/bin/pgmig && $(VENV)/bin/pgmig sandbox down
 	rm -rf $(VENV) .pytest_cache *.egg-info
 
 # Copy speed against pg_dump/pg_restore, pgcopydb and a raw parallel COPY pipe (flags: BENCH_ARGS="--scale 2"),

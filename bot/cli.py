@@ -89,7 +89,7 @@ def run_default(user: str) -> None:
     try:
         asyncio.run(shell(load_settings(), user))
     finally:
-        sandbox.stop()  # the data stays: the next `make run` starts in a second; `pgmig sandbox down` removes it
+        sandbox.stop()  # the data stays: the next `make run` starts in a second; `make sandbox-down` removes it
 
 
 def parser() -> argparse.ArgumentParser:
@@ -101,7 +101,7 @@ def parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("shell", help="type /pgmig commands in a terminal (no Slack needed)")
     sh.add_argument("--user", default=getpass.getuser(), help="who you are in pgmig (default: OS user)")
     sb = sub.add_parser("sandbox", help="local throwaway source and target clusters")
-    sb.add_argument("action", choices=["up", "down", "stop", "status"])
+    sb.add_argument("action", choices=["up", "down", "stop", "status", "reset"])
     r = sub.add_parser("run", help="what `make run` does: serve Slack if configured, else sandbox + shell")
     r.add_argument("--user", default=getpass.getuser())
     return p
@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                 sandbox.down()
             elif args.action == "stop":
                 sandbox.stop()
+            elif args.action == "reset":
+                sandbox.reset()
             else:
                 print(sandbox.status())
     except SettingsError as exc:

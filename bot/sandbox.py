@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.localpg import ClusterError, LocalCluster, reachable_by_server_user
+from migration_core.sql import ident, literal
 
 SOURCE_SETTINGS = {"wal_level": "logical", "max_replication_slots": "10", "max_wal_senders": "10"}
 SAMPLE_SQL = Path(__file__).with_name("sample_data.sql")
@@ -139,6 +140,31 @@ class Sandbox:
             f"target on 127.0.0.1:{target.port} (empty)"
         )
         return self.config_file
+
+    def reset(self, log=print) -> None:
+        """Re-open the source after a cutover fenced it (read-only default, CONNECT revoked), so the
+        sandbox can be migrated again; the target and pgmig's state are left as they are."""
+        clusters = self._load()
+        if not clusters:
+            log("no sandbox (run `make run` or `pgmig sandbox up`)")
+            return
+        source = clusters[0]
+        if not source.running:
+            source.start()
+        names = source.psql("SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'")
+        reopened = []
+        for db in names.splitlines() if names else []:
+            fenced = source.psql(
+                "SELECT EXISTS (SELECT 1 FROM pg_db_role_setting s, unnest(s.setconfig) c WHERE s.setdatabase = "
+                f"(SELECT oid FROM pg_database WHERE datname = {literal(db)}) "
+                "AND c = 'default_transaction_read_only=on') "
+                f"OR NOT has_database_privilege('public', {literal(db)}, 'CONNECT')"
+            )
+            if fenced == "t":
+                source.psql(f"ALTER DATABASE {ident(db)} RESET default_transaction_read_only")
+                source.psql(f"GRANT CONNECT ON DATABASE {ident(db)} TO PUBLIC")
+                reopened.append(db)
+        log(f"sandbox source re-opened: {', '.join(reopened)}" if reopened else "sandbox source: nothing was fenced")
 
     def stop(self) -> None:
         for c in self._load() or ():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ConfirmObject
@@ -14,8 +17,9 @@ from migration_core.approval import ApprovalRequest
 from migration_core.azure.dms_backend import DmsBackend
 from migration_core.azure.flex_backend import FlexBackend
 from migration_core.cleanup import CleanupReport
+from migration_core.cutover import WINDOW_STEPS
 from migration_core.engine import CancelOutcome, CommandResult, MigrationStatus
-from migration_core.models import AuditPage, Backend, Migration, Mode, State
+from migration_core.models import AuditPage, Backend, Migration, Mode, State, Step, StepKind, StepState
 from migration_core.preflight import PreflightReport, pretty_bytes
 from migration_core.progress import DatabaseProgress, MigrationProgress
 from migration_core.verify import VerifyResult
@@ -46,10 +50,21 @@ def icon(state: State) -> str:
 
 
 def duration(seconds: float) -> str:
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
+    seconds = max(0, int(seconds))
+    d, rest = divmod(seconds, 86400)
+    h, rest = divmod(rest, 3600)
     m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    clock = f"{h}:{m:02d}:{s:02d}" if h or d else f"{m}:{s:02d}"
+    return f"{d} d {clock}" if d else clock
+
+
+def plural(n: int, word: str, many: str = "") -> str:
+    """`1 job`, `2 jobs`, `1 mismatch`, `3 mismatches` (`many`: the plural when it is not word + s)."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
+
+
+def people(users: list[str]) -> str:
+    return ", ".join(mention(u) for u in users) or "nobody"
 
 
 def bar(fraction: float) -> str:
@@ -69,7 +84,7 @@ def describe(m: Migration) -> str:
     if backend is not Backend.NATIVE:
         return f"{esc(m.source)} → {esc(m.target)} · {m.mode} (data moved by {BACKEND_NAMES.get(backend, backend)})"
     how = f"{m.options.method}, " if m.mode is Mode.OFFLINE else ""
-    return f"{esc(m.source)} → {esc(m.target)} · {m.mode} ({how}{m.options.parallel} jobs)"
+    return f"{esc(m.source)} → {esc(m.target)} · {m.mode} ({how}{plural(m.options.parallel, 'job')})"
 
 
 def database_line(p: DatabaseProgress, now: float) -> str:
@@ -77,14 +92,14 @@ def database_line(p: DatabaseProgress, now: float) -> str:
     if p.fraction is not None and p.started_at is not None and p.lag_bytes is None:
         parts.append(f"{bar(p.fraction)} {p.fraction * 100:.0f}%")
     if p.tables_total and p.lag_bytes is None:
-        parts.append(f"{p.tables_done}/{p.tables_total} tables")
+        parts.append(f"{p.tables_done}/{plural(p.tables_total, 'table')}")
     if p.ranges_total and p.lag_bytes is None:
         parts.append(f"{p.ranges_done}/{p.ranges_total} ranges of split tables")
     if p.rows_done and p.lag_bytes is None:
-        parts.append(f"{p.rows_done:,} rows")
+        parts.append(plural(p.rows_done, "row"))
     if p.bytes_total and p.lag_bytes is None:
         parts.append(f"{pretty_bytes(p.bytes_done)} of {pretty_bytes(p.bytes_total)}")
-    if p.started_at is not None:
+    if p.started_at is not None and p.finished_at is None:  # a finished phase's clock has stopped: not shown
         parts.append(f"{duration(p.elapsed(now))} elapsed")
     eta = p.eta(now)
     if eta is not None and p.lag_bytes is None:
@@ -101,32 +116,132 @@ def database_line(p: DatabaseProgress, now: float) -> str:
     return " · ".join(parts)
 
 
-def migration_card(m: Migration, progress: MigrationProgress) -> Reply:
-    """The one live message per migration, edited in place as it runs."""
+def migration_card(m: Migration, progress: MigrationProgress, steps: list[Step] | None = None) -> Reply:
+    """The one live message per migration, edited in place as it runs; once it is over, its outcome.
+    The clock in the first line is the migration's (from the store), so it runs whatever phase each
+    database is in and survives a restart; `steps` give a finished migration's facts (rows verified, the
+    cutover's timings)."""
     now = time.time()
-    head = f"{icon(m.state)} *{m.state.value}* · {describe(m)} · started by {mention(m.requested_by)}"
-    lines = [head]
-    for db in m.databases:
-        lines.append(database_line(progress.of(db), now))
-    if m.state is State.FAILED and m.error:
-        lines.append(f"*Error:* {esc(m.error[:1500])}")
+    if m.state.finished:
+        lines = outcome(m, progress, {s.name: s for s in steps or []})
+    else:
+        lines = [
+            f"{icon(m.state)} *{m.state.value}* · {describe(m)} · started by {mention(m.requested_by)} · "
+            f"{duration(now - m.created_at.timestamp())} so far"
+        ]
+        lines += [database_line(progress.of(db), now) for db in m.databases]
     blocks = [
         header(f"{m.id}: {m.source} → {m.target}"),
         *sections(lines),
-        context(f"`/pgmig status {m.id}` · `/pgmig cancel {m.id}`"),
+        context(" · ".join(next_commands(m))),
     ]
     return Reply(f"{m.id} {m.state.value}: {m.source} → {m.target}", blocks, ephemeral=False)
 
 
-def state_notice(m: Migration, detail: str) -> Reply:
-    """A thread reply on the live message when a migration completes, fails, pauses or is cancelled."""
+def next_commands(m: Migration) -> list[str]:
+    """The commands that still make sense: nothing to cancel once a migration is over (a failed one's
+    cancel removes what it left on the servers), nothing to cancel once the target was released."""
+    mid, state = m.id, m.state
+    status = f"`/pgmig status {mid}`"
+    if state is State.FAILED:
+        return [status, f"`{m.retry_command}`", f"`/pgmig cancel {mid}` removes what it left"]
+    if state is State.COMPLETED:
+        return [status, f"`/pgmig verify {mid}`", f"`/pgmig audit {mid}`"]
+    if state is State.CANCELLED:
+        return [status, f"`/pgmig audit {mid}`"]
+    if state is State.RELEASED:
+        return [status]
+    then = {State.PAUSED: [f"`/pgmig resume {mid}`"], State.READY_FOR_CUTOVER: [f"`/pgmig cutover {mid}`"]}
+    return [status, *then.get(state, []), f"`/pgmig cancel {mid}`"]
+
+
+def failed_at(m: Migration) -> str:
+    return m.error.split(":", 1)[0] if m.error else ""
+
+
+def outcome(m: Migration, progress: MigrationProgress, steps: dict[str, Step]) -> list[str]:
+    """A finished migration: how it ended, how long it took, the rows it moved and, for a cutover, how
+    long writes were unavailable — instead of progress bars, lag and ETAs that no longer mean anything."""
+    took = duration((m.updated_at - m.created_at).total_seconds())
+    when = f"in {took}" if m.state is State.COMPLETED else f"after {took}"
+    at = f" at *{esc(failed_at(m))}*" if m.state is State.FAILED and failed_at(m) else ""
+    rows = {db: rows_moved(m, db, progress, steps) for db in m.databases}
+    known = [n for n in rows.values() if n is not None]
+    total = f" · {plural(sum(known), 'row')} moved" if len(m.databases) > 1 and known else ""
+    lines = [
+        f"{icon(m.state)} *{m.state.value}*{at} {when}{total} · {describe(m)} · started by {mention(m.requested_by)}"
+    ]
+    for db in m.databases:
+        parts = [f"`{esc(db)}`"]
+        if rows[db] is not None:
+            parts.append(f"{plural(rows[db] or 0, 'row')} moved")
+        elif not copy_started(db, steps):
+            parts.append("nothing copied")
+        if window := cutover_window(db, steps):
+            parts.append(window)
+        if len(parts) > 1:
+            lines.append(" · ".join(parts))
+    if m.state is State.FAILED and m.error:
+        lines.append(f"*Error:* {esc(m.error[:1500])}")
+    return lines
+
+
+def copy_started(db: str, steps: dict[str, Step]) -> bool:
+    return any(name in steps for name in (StepKind.IMPORT.at(db), StepKind.LOAD.at(db), StepKind.BACKEND.value))
+
+
+def rows_moved(m: Migration, db: str, progress: MigrationProgress, steps: dict[str, Step]) -> int | None:
+    """Rows copied, from COPY's own counts while this process ran it; else, for a completed migration,
+    the rows its verification found equal on both sides; None when neither is known."""
+    p = progress.databases.get(db)
+    if p is not None and p.rows_done:
+        return p.rows_done
+    verified = steps.get(StepKind.VERIFY.at(db))
+    if m.state is State.COMPLETED and verified is not None and isinstance(verified.data.get("rows"), int):
+        return int(verified.data["rows"])
+    return None
+
+
+def cutover_window(db: str, steps: dict[str, Step]) -> str:
+    """A cutover's timings for one database: from its cutover step, else from the release's record."""
+    step = steps.get(StepKind.CUTOVER.at(db))
+    timings = step.data.get("timings") if step is not None else None
+    if not timings and (release := steps.get(StepKind.RELEASE.value)) is not None:
+        timings = (release.data.get("timings") or {}).get(db)
+    return window_breakdown(timings) if timings else ""
+
+
+def window_breakdown(timings: dict[str, float]) -> str:
+    """Writes unavailable: the steps inside the write freeze (cutover.WINDOW_STEPS); then, apart, those
+    that ran after the target was released (validate, verify), while applications could already write."""
+
+    def name(step: str) -> str:
+        return step.replace("_", "-")
+
+    inside = {k: v for k, v in timings.items() if k in WINDOW_STEPS}
+    after = {k: v for k, v in timings.items() if k not in WINDOW_STEPS}
+    text = (
+        f"writes unavailable {sum(inside.values()):.2f} s ("
+        + ", ".join(f"{name(k)} {v:.2f}" for k, v in inside.items())
+        + ")"
+    )
+    if after:
+        text += " · after release: " + ", ".join(f"{name(k)} {v:.2f} s" for k, v in after.items())
+    return text
+
+
+def state_notice(m: Migration, detail: str, decided: str = "") -> Reply:
+    """A thread reply on the live message when a migration completes, fails, pauses or is cancelled.
+    `decided`: a cutover request's outcome in words naming who decided (mrkdwn), told instead of `detail`."""
     who = mention(m.requested_by)
     text = f"{who} {icon(m.state)} *{m.id} {m.state.value}*"
     if m.state is State.FAILED:
         text += (
             f" at *{esc(m.error.split(':', 1)[0])}*\n```{esc(detail[:2500])}```\nWhen the cause is fixed: "
-            f"`/pgmig retry {m.id}`"
+            f"`{m.retry_command}`"
         )
+    elif decided:
+        text += f"\n{decided}"
     elif detail:
         text += f"\n{esc(detail[:2800])}"
     return Reply(f"{m.id} {m.state.value}", [section(text)], ephemeral=False)
@@ -153,20 +268,20 @@ def refused(m: Migration, report: PreflightReport) -> Reply:
     blocks = [
         section(
             f"❌ *{m.id} was not started*: the pre-flight checks found "
-            f"{len(report.blocking)} blocking problem(s). Fix them, then `/pgmig retry {m.id}`."
+            f"{plural(len(report.blocking), 'blocking problem')}. Fix them, then "
+            f"`{replace(m, error=' '.join(f.fix for f in report.blocking)).retry_command}`."
         )
     ]
     blocks += [b for b in reply.blocks if b.get("type") != "actions"]
-    return Reply(f"{m.id} not started: {len(report.blocking)} blocking problem(s)", blocks)
+    return Reply(f"{m.id} not started: {plural(len(report.blocking), 'blocking problem')}", blocks)
 
 
 def status(found: MigrationStatus) -> Reply:
     m, steps, leftovers = found.migration, found.steps, found.leftovers
-    card = migration_card(m, found.progress)
+    card = migration_card(m, found.progress, steps)
     lines = ["*Steps*"]
     for s in steps:
-        detail = f" — {esc(s.detail[:600])}" if s.detail else ""
-        lines.append(f"{STEP_ICON.get(s.state, '•')} `{esc(s.name)}`{detail}")
+        lines.append(step_line(s))
         parked = s.data.get("parked") if isinstance(s.data, dict) else None
         if parked:
             fks = [f"{fk['table']}.{fk['name']}" for fk in parked.get("foreign_keys", [])]
@@ -182,6 +297,49 @@ def status(found: MigrationStatus) -> Reply:
         if m.state is State.FAILED:
             lines.append(f"`/pgmig cancel {m.id}` removes them; `/pgmig retry {m.id}` carries on with them")
     return Reply(card.text, card.blocks[:-1] + sections(lines) + card.blocks[-1:])
+
+
+def step_line(s: Step) -> str:
+    """One step of `/pgmig status`: the approval says who asked and who decided; a cutover step separates
+    the write freeze from what ran after release."""
+    data = s.data if isinstance(s.data, dict) else {}
+    if s.name == StepKind.APPROVAL.value and data.get("requested_by") and data.get("expires_at"):
+        return approval_step_line(s)
+    if s.name.startswith(f"{StepKind.CUTOVER.value}:") and data.get("timings"):
+        return f"{STEP_ICON.get(s.state, '•')} `{esc(s.name)}` — {window_breakdown(data['timings'])}"
+    detail = f" — {esc(s.detail[:600])}" if s.detail else ""
+    return f"{STEP_ICON.get(s.state, '•')} `{esc(s.name)}`{detail}"
+
+
+def approval_step_line(s: Step) -> str:
+    request = ApprovalRequest.from_dict(s.data)
+    verdict, by = s.data.get("decision", ""), list(s.data.get("decided_by", []))
+    asked = f"`approval` — requested by {mention(request.requested_by)}"
+    if verdict == "approved":
+        return f"✅ {asked}; approved by {people(by)}"
+    if verdict == "rejected":
+        return f"🚫 {asked}; rejected by {people(by)}"
+    if verdict == "expired" or (request.open and request.expired):
+        return f"⌛ {asked}; expired without enough approvals" + (f" (approved by {people(by)})" if by else "")
+    if request.open and s.state == StepState.WAITING:
+        return f"⏸️ {asked}; waiting for the team until {request.expires_at:%Y-%m-%d %H:%M} UTC"
+    why = s.detail if s.detail and not s.detail.startswith("requested by") else "without a decision"
+    return f"{STEP_ICON.get(s.state, '•')} {asked}; closed {esc(why)}"
+
+
+def approval_decided(m: Migration, verdict: str, by: list[str]) -> str:
+    """What became of a cutover request, in words, naming the people who decided."""
+    if verdict == "approved":
+        return f"✅ *Approved* by {people(by)}: {m.id} is cutting over"
+    if verdict == "rejected":
+        return f"🚫 *Cutover rejected* by {people(by)}; replication keeps running"
+    if verdict == "expired":
+        return (
+            "⌛ *The cutover request expired* without enough approvals"
+            + (f" (approved by {people(by)})" if by else "")
+            + "; replication keeps running"
+        )
+    return f"Closed without a decision: {m.id} is {m.state.value.replace('_', ' ')}"
 
 
 def command_pending(m: Migration, result: CommandResult) -> Reply:
@@ -234,7 +392,7 @@ def cutover_requested(request: ApprovalRequest, required: int) -> Reply:
         [
             section(
                 f"🗳️ Cutover of *{request.subject}* requested: the approval card is in <#{request.channel}> "
-                f"({required} approval(s) needed)."
+                f"({plural(required, 'approval')} needed)."
             )
         ],
         ephemeral=False,
@@ -251,7 +409,8 @@ def cleanup_report(report: CleanupReport) -> Reply:
         lines += [f"🗑️ removed {esc(r)}" for r in report.removed]
     else:
         lines += [f"• {esc(x.describe())}" for x in report.loose]
-        lines.append(f"`/pgmig cleanup {name} --yes` removes these {len(report.loose)}.")
+        these = "it" if len(report.loose) == 1 else f"these {len(report.loose)}"
+        lines.append(f"`/pgmig cleanup {name} --yes` removes {these}.")
     return Reply(f"cleanup {report.server}: {len(report.loose)} left behind", sections(lines))
 
 
@@ -266,7 +425,8 @@ def cancelled(m: Migration, outcome: CancelOutcome) -> Reply:
         lines += [f"• {esc(x)}" for x in outcome.done]
     if outcome.kept:
         lines.append(
-            f"Target database(s) left in place: {esc(', '.join(outcome.kept))} (finished imports, or "
+            f"{'Target database' if len(outcome.kept) == 1 else 'Target databases'} left in place: "
+            f"{esc(', '.join(outcome.kept))} (finished imports, or "
             "databases pgmig did not create)"
         )
     return Reply(f"{m.id} {outcome.state.value}", sections(lines), ephemeral=False)
@@ -283,20 +443,64 @@ def migration_list(migrations: list[Migration], title: str) -> Reply:
     return Reply(f"{title}: {len(migrations)}", [header(title), *sections(lines)])
 
 
-def verification(m: Migration, results: list[VerifyResult]) -> Reply:
-    lines = []
+def verification(m: Migration, results: list[VerifyResult], steps: list[Step] | None = None) -> Reply:
+    """`/pgmig verify`: each database compared now. Differences the migration itself expected (export files
+    edited before the import, as its steps recorded) are said to be expected again; a database nothing was
+    copied to is not "equal", it has nothing to verify yet."""
+    if not results:
+        at = f" at *{esc(failed_at(m))}*" if m.state is State.FAILED and failed_at(m) else ""
+        return Reply(
+            f"{m.id}: nothing to verify yet",
+            [
+                header(f"Verification of {m.id}: nothing to verify yet"),
+                section(
+                    f"ℹ️ *{m.id}* is *{m.state.value}*{at} and none of its data is on the target "
+                    f"({esc(', '.join(m.databases))}): there is nothing to verify yet."
+                ),
+            ],
+        )
+    by_step = {s.name: s for s in steps or []}
+    lines, expected = [], []
     for r in results:
+        edited = edited_files(r.database, by_step)
         if r.ok:
-            lines.append(f"✅ `{esc(r.database)}`: {r.tables} tables, {r.rows:,} rows, {r.sequences} sequences equal")
+            lines.append(
+                f"✅ `{esc(r.database)}`: {plural(r.tables, 'table')}, {plural(r.rows, 'row')}, "
+                f"{plural(r.sequences, 'sequence')} equal"
+            )
+            continue
+        count = plural(len(r.mismatches), "mismatch", "mismatches")
+        if edited:
+            expected.append(r.database)
+            lines.append(
+                f"⚠️ `{esc(r.database)}`: {count}, expected: its export files were edited before the import "
+                f"({esc(', '.join(edited))})"
+            )
         else:
-            lines.append(f"❌ `{esc(r.database)}`: {len(r.mismatches)} mismatch(es)")
-            rows = [f"{x.kind:<17} {x.name:<40} source {x.source:<24} target {x.target}" for x in r.mismatches[:30]]
-            lines.append("```" + esc("\n".join(rows)) + "```")
-    ok = all(r.ok for r in results)
+            lines.append(f"❌ `{esc(r.database)}`: {count}")
+        rows = [f"{x.kind:<17} {x.name:<40} source {x.source:<24} target {x.target}" for x in r.mismatches[:30]]
+        lines.append("```" + esc("\n".join(rows)) + "```")
+    verified = {r.database for r in results}
+    missing = [db for db in m.databases if db not in verified]
+    lines += [f"• `{esc(db)}`: nothing copied to the target yet, so nothing to compare" for db in missing]
+    unexpected = [r for r in results if not r.ok and r.database not in expected]
+    verdict = "mismatches" if unexpected else "differences expected (edited export files)" if expected else "pass"
+    if missing:
+        verdict += f" ({plural(len(missing), 'database')} not copied yet)"
     return Reply(
-        f"{m.id} verification {'passed' if ok else 'found mismatches'}",
-        [header(f"Verification of {m.id}: {'pass' if ok else 'mismatches'}"), *sections(lines)],
+        f"{m.id} verification: {verdict}",
+        [header(f"Verification of {m.id}: {verdict}"), *sections(lines)],
     )
+
+
+def edited_files(database: str, steps: dict[str, Step]) -> list[str]:
+    """The export files of `database` edited before its import, as the migration recorded them (the files
+    themselves are removed once it ends)."""
+    for name in (StepKind.VERIFY.at(database), StepKind.IMPORT.at(database)):
+        step = steps.get(name)
+        if step is not None and isinstance(step.data, dict) and step.data.get("edited"):
+            return [str(f) for f in step.data["edited"]]
+    return []
 
 
 def digest(migrations: list[Migration], progress: dict[str, MigrationProgress]) -> Reply:
@@ -306,7 +510,7 @@ def digest(migrations: list[Migration], progress: dict[str, MigrationProgress]) 
         lines.append(f"{icon(m.state)} *{m.id}* {m.state.value} · {describe(m)} · by {mention(m.requested_by)}")
         lines += [f"      {database_line(progress[m.id].of(db), now)}" for db in m.databases]
     return Reply(
-        f"Digest: {len(migrations)} active migration(s)",
+        f"Digest: {plural(len(migrations), 'active migration')}",
         [header(f"Active migrations: {len(migrations)}"), *sections(lines)],
         ephemeral=False,
     )
@@ -385,8 +589,10 @@ def approval_card(
     approvers: list[str],
     required: int,
     closed: str = "",
+    decided: str = "",
 ) -> Reply:
-    """The team's decision: what will happen, the state of the replica, who approved; buttons until decided."""
+    """The team's decision: what will happen, the state of the replica, who approved; buttons until decided
+    (`closed`: why it closed, as plain text; `decided`: what was decided, as mrkdwn naming the people)."""
     now = time.time()
     lines = [
         f"*Cutover requested by {mention(request.requested_by)}*: {describe(m)}",
@@ -401,7 +607,9 @@ def approval_card(
     blocks = [
         header(f"Approve cutover of {m.id}?"),
         *sections(lines),
-        decision(
+        section(decided)
+        if decided
+        else decision(
             closed,
             "cutover",
             Action.APPROVE_CUTOVER,
@@ -414,13 +622,25 @@ def approval_card(
     return Reply(f"Approve cutover of {m.id}? {len(approvers)} of {required} approvals", blocks, ephemeral=False)
 
 
+def named_people(users: set[str]) -> Callable[[str], str]:
+    """Mentions each of `users` (ids the audit knows as actors) where an escaped text names them as a word."""
+    if not users:
+        return lambda text: text
+    pattern = re.compile(
+        r"(?<![\w@])(" + "|".join(re.escape(u) for u in sorted(users, key=len, reverse=True)) + r")(?![\w])"
+    )
+    return lambda text: pattern.sub(lambda found: mention(found.group(1)), text)
+
+
 def audit_log(subject: str, found: AuditPage, everything: bool) -> Reply:
-    """Decisions and changes, a page at a time; read-only commands are one line saying how many."""
+    """Decisions and changes, a page at a time; read-only commands are one line saying how many. The
+    actor is always a person (or pgmig); the people a detail names ("requested by U…") are mentioned too."""
+    named = named_people({e.actor for e in found.entries if e.actor != "pgmig"})
     lines = [
         f"`{e.at:%Y-%m-%d %H:%M:%S}` {mention(e.actor) if e.actor != 'pgmig' else 'pgmig'} "
         f"*{esc(e.action)}*"
         + (f" in <#{e.channel}>" if e.channel and e.channel != "shell" else "")
-        + (f" — {esc(e.detail[:300])}" if e.detail else "")
+        + (f" — {named(esc(e.detail[:300]))}" if e.detail else "")
         for e in found.entries
     ]
     if not lines:
@@ -432,9 +652,10 @@ def audit_log(subject: str, found: AuditPage, everything: bool) -> Reply:
         more.append(f"older: `/pgmig audit {subject} --page {found.page + 1}{' --all' if everything else ''}`")
     if found.read_only:
         more.append(
-            f"{found.read_only} read-only command(s) (status, verify…) not listed: `/pgmig audit {subject} --all`"
+            f"{plural(found.read_only, 'read-only command')} (status, verify…) not listed: "
+            f"`/pgmig audit {subject} --all`"
         )
     return Reply(
-        f"audit of {subject}: {len(found.entries)} entries",
+        f"audit of {subject}: {plural(len(found.entries), 'entry', 'entries')}",
         [header(f"Audit of {subject}"), *sections(lines), *([context(" · ".join(more))] if more else [])],
     )

@@ -176,7 +176,9 @@ async def verify_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
             f"{m.id} is {m.state.value}: an offline copy is verified once it is "
             "imported (pgmig does that itself); ask again when it completes"
         )
-    return mm.verification(m, await svc.engine.verify(m.id))
+    results = await svc.engine.verify(m.id)
+    found = await svc.engine.status(m.id)  # its steps: what the migration itself expected (edited export files)
+    return mm.verification(m, results, found.steps if found else [])
 
 
 async def cleanup_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:

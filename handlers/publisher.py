@@ -35,36 +35,56 @@ class ChannelPublisher:
 
     async def state_changed(self, migration: Migration, progress: MigrationProgress, detail: str) -> None:
         channel, ts = await self._card(migration, progress)
+        verdict, decided = "", ""
         if migration.state is not State.AWAITING_APPROVAL:
-            await self._close_approval_card(migration, progress, detail)
+            verdict, decided = await self._close_approval_card(migration, progress)
         if migration.state in NOTICE_STATES and ts:
-            await self.poster.post(channel, mm.state_notice(migration, detail), thread_ts=ts)
+            # a rejected or expired request is told naming who decided, not in the core's sentence
+            told = decided if verdict in ("rejected", "expired") else ""
+            await self.poster.post(channel, mm.state_notice(migration, detail, told), thread_ts=ts)
 
-    async def _close_approval_card(self, m: Migration, progress: MigrationProgress, detail: str) -> None:
-        """Slack has no disabled buttons: once decided, the card is rewritten without them."""
+    async def _close_approval_card(self, m: Migration, progress: MigrationProgress) -> tuple[str, str]:
+        """The open cutover request was decided (or the migration moved on): the approval step records the
+        verdict and who made it (`/pgmig status` shows them), and — Slack has no disabled buttons — the card
+        is rewritten without its buttons, saying who decided. Returns the verdict and the words for it (empty
+        when no request was open)."""
         step = await self.store.step(m.id, StepKind.APPROVAL)
         if step is None:
-            return
+            return "", ""
         request = ApprovalRequest.from_dict(step.data)
-        if not request.open or not request.ts:
-            return
+        if not request.open:
+            return "", ""
         request.open = False
-        await self.store.save_step(
-            Step(m.id, step.name, StepState.DONE, step.detail, step.started_at, utcnow(), request.as_dict())
-        )
-        closed = f"{m.state.value.replace('_', ' ')}: {detail}"
-        await self.poster.update(
-            request.channel,
-            request.ts,
-            mm.approval_card(
-                m,
-                progress,
-                request,
-                await approvers(self.store, request),
-                self.policy.required_approvals,
-                closed[:2900],
-            ),
-        )
+        verdict, by = await self._verdict(m, request)
+        data = {**step.data, **request.as_dict(), "decision": verdict, "decided_by": by}
+        await self.store.save_step(Step(m.id, step.name, StepState.DONE, step.detail, step.started_at, utcnow(), data))
+        decided = mm.approval_decided(m, verdict, by)
+        if request.ts:
+            await self.poster.update(
+                request.channel,
+                request.ts,
+                mm.approval_card(
+                    m,
+                    progress,
+                    request,
+                    await approvers(self.store, request),
+                    self.policy.required_approvals,
+                    decided=decided,
+                ),
+            )
+        return verdict, decided
+
+    async def _verdict(self, m: Migration, request: ApprovalRequest) -> tuple[str, list[str]]:
+        """What closed the request, from the state the decision moved the migration to and the round's
+        recorded clicks: the quorum's approvers, the person who rejected, an expiry, or neither."""
+        votes = await self.store.approvals(m.id, request.round)
+        approved = [a.approver for a in votes if a.decision == "approve"]
+        if m.state in (State.CUTTING_OVER, State.RELEASED, State.COMPLETED):
+            return "approved", approved
+        if m.state is State.READY_FOR_CUTOVER:  # awaiting_approval goes back there by a reject or an expiry
+            rejected = [a.approver for a in votes if a.decision == "reject"]
+            return ("rejected", rejected[:1]) if rejected else ("expired", approved)
+        return "closed", []
 
     async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:
         channel, ts = await self._card(migration, progress)
@@ -78,8 +98,11 @@ class ChannelPublisher:
     async def _card(self, m: Migration, progress: MigrationProgress) -> tuple[str, str]:
         """Post the card the first time, edit it afterwards; the reference is kept in the store."""
         async with self._locks.setdefault(m.id, asyncio.Lock()):
+            # drawn from the store's migration, read under the lock: a tick that read the migration before a
+            # state change must not put the earlier state back on the card after that change was shown
             fresh = await self.store.get_migration(m.id) or m
-            reply = mm.migration_card(m, progress)
+            steps = await self.store.steps(m.id) if fresh.state.finished else []
+            reply = mm.migration_card(fresh, progress, steps)
             if fresh.message_ts:
                 await self.poster.update(fresh.message_channel, fresh.message_ts, reply)
                 return fresh.message_channel, fresh.message_ts

@@ -202,10 +202,12 @@ async def copy_tables(
     progress: DatabaseProgress,
     snapshot: str | None = None,
     limits: DataLimits = DEFAULT_LIMITS,
+    on_copied: Callable[[TableSpec], None] | None = None,
 ) -> int:
     """Copy every table's rows; returns how many tables were copied. The target tables must exist, empty.
 
     `snapshot` is one exported elsewhere (a replication slot's); without it, one is exported here.
+    `on_copied(table)` is told as each table's copy (every range of it) has committed.
     """
     coordinator = await source.connect(database, data=True)
     try:
@@ -244,7 +246,10 @@ async def copy_tables(
                     await tx.commit()
                     piece.left[0] -= 1
                     progress.ranges_done += piece.range.of > 1
-                    progress.tables_done += piece.left[0] == 0
+                    if piece.left[0] == 0:
+                        progress.tables_done += 1
+                        if on_copied is not None:
+                            on_copied(piece.table)
             except Stalled as stalled:
                 assert piece is not None
                 src.terminate()

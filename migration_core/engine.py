@@ -41,6 +41,7 @@ from migration_core.models import (
     Migration,
     MigrationOptions,
     Mode,
+    RetryChanges,
     State,
     Step,
     StepKind,
@@ -69,7 +70,7 @@ class Command(StrEnum):
     """What acts on a migration's running work: executed by the replica that holds the migration."""
 
     CANCEL = "cancel"
-    RETRY = "retry"
+    RETRY = "retry"  # (args: a RetryChanges' fields)
     RESUME = "resume"
     CUTOVER = "cutover"  # start a cutover the team decided
     CLEANUP = "cleanup"  # remove a finished migration's leftovers from a server (args: server)
@@ -265,16 +266,23 @@ class Engine:
     def progress(self, migration_id: str) -> MigrationProgress:
         return self.ledger.progress(migration_id)
 
-    async def retry(self, migration_id: str, actor: str = "pgmig") -> bool:
-        """Failed → run again from the failed step. False when it is not failed (or another click won)."""
+    async def retry(self, migration_id: str, actor: str = "pgmig", changes: RetryChanges | None = None) -> bool:
+        """Failed → run again from the failed step, with the options the fix asked for (`changes`: e.g.
+        --overwrite after a non-empty target). False when it is not failed (or another click won)."""
         async with self._exclusive(migration_id):
-            return await self._retry(migration_id, actor)
+            return await self._retry(migration_id, actor, changes or RetryChanges())
 
-    async def _retry(self, migration_id: str, actor: str) -> bool:
+    async def _retry(self, migration_id: str, actor: str, changes: RetryChanges) -> bool:
         if not await self._hold(migration_id):
             return False
+        m = await self.ledger.get(migration_id)
+        if m.state is not State.FAILED:
+            return False
+        if changes:
+            await self.store.set_options(migration_id, changes.applied_to(m.options))
+        with_what = f" with {changes}" if changes else ""
         if not await self.ledger.move(
-            migration_id, State.CREATED, f"retried by {actor}", expect=(State.FAILED,), actor=actor
+            migration_id, State.CREATED, f"retried by {actor}{with_what}", expect=(State.FAILED,), actor=actor
         ):
             return False
         if await self.store.step(migration_id, StepKind.RECOVERY):
@@ -388,6 +396,9 @@ class Engine:
         return outcome
 
     async def verify(self, migration_id: str) -> list[VerifyResult]:
+        """Compare source and target now, for each database whose data reached the target: one whose copy
+        never started (the migration failed or was cancelled before) or whose target database a cancel
+        dropped is left out — an empty list means there is nothing to verify yet."""
         m = await self.ledger.get(migration_id)
         source, target = self._servers(m)
         streaming = m.mode is Mode.ONLINE and m.state is not State.COMPLETED
@@ -395,8 +406,22 @@ class Engine:
             await verify_database(
                 source, target, db, m.options.parallel, replicated_only=streaming, limits=self.config.limits
             )
-            for db in m.databases
+            for db in await self._copied(m)
         ]
+
+    async def _copied(self, m: Migration) -> list[str]:
+        """The databases some or all of whose data was copied to the target and is still there."""
+        steps = await self.ledger.steps(m.id)
+        made = await self.ledger.journal(m.id).entries(Change.DATABASE, live_only=False)
+        dropped = {e.database for e in made if not e.live} - {e.database for e in made if e.live}
+
+        def started(db: str) -> bool:
+            if StepKind.BACKEND.value in steps:  # a managed service copies every database
+                return True
+            step = steps.get(StepKind.IMPORT.at(db)) or steps.get(StepKind.LOAD.at(db))
+            return step is not None and step.state != StepState.DROPPED
+
+        return [db for db in m.databases if db not in dropped and started(db)]
 
     async def find(self, migration_id: str) -> Migration | None:
         return await self.store.get_migration(migration_id)
@@ -514,7 +539,8 @@ class Engine:
             if kind is Command.CANCEL:
                 return CommandResult(kind, migration_id, cancel=await self.cancel(migration_id, actor))
             if kind is Command.RETRY:
-                return CommandResult(kind, migration_id, await self.retry(migration_id, actor))
+                changes = RetryChanges(**args)
+                return CommandResult(kind, migration_id, await self.retry(migration_id, actor, changes))
             if kind is Command.RESUME:
                 return CommandResult(kind, migration_id, await self.resume(migration_id, actor))
             async with self._exclusive(migration_id):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum, StrEnum
 
@@ -141,6 +141,26 @@ class MigrationOptions:
         return options
 
 
+@dataclass(frozen=True)
+class RetryChanges:
+    """What a retry changes in the options, because the failure's fix asked for it; None: unchanged."""
+
+    overwrite: bool | None = None
+    replica_identity_full: bool | None = None
+    parallel: int | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in asdict(self).values())
+
+    def applied_to(self, options: MigrationOptions) -> MigrationOptions:
+        return replace(options, **{k: v for k, v in asdict(self).items() if v is not None})
+
+    def __str__(self) -> str:
+        flags = {"overwrite": "--overwrite", "replica_identity_full": "--replica-identity-full"}
+        said = [flags[k] for k, v in asdict(self).items() if k in flags and v]
+        return " ".join(said + ([f"--parallel {self.parallel}"] if self.parallel else []))
+
+
 @dataclass
 class Migration:
     id: str
@@ -157,6 +177,18 @@ class Migration:
     updated_at: datetime = field(default_factory=utcnow)
     message_channel: str = ""  # where the live progress message is, once posted
     message_ts: str = ""
+
+    @property
+    def retry_command(self) -> str:
+        """The retry to type after this failure: with the options its fix names and it lacks
+        (`--overwrite` for a non-empty target, `--replica-identity-full` for tables without a key)."""
+        wanted = RetryChanges(
+            overwrite=True if "--overwrite" in self.error and not self.options.overwrite else None,
+            replica_identity_full=True
+            if "--replica-identity-full" in self.error and not self.options.replica_identity_full
+            else None,
+        )
+        return f"/pgmig retry {self.id}" + (f" {wanted}" if wanted else "")
 
 
 @dataclass

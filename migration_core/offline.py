@@ -20,6 +20,7 @@ import asyncpg
 from migration_core import copy, large_objects, matviews, sequences, target_db
 from migration_core import workdir as workdir_
 from migration_core.analyze import analyze
+from migration_core.early_checks import EarlyChecks
 from migration_core.errors import MigrationError
 from migration_core.journal import Journal
 from migration_core.limits import DEFAULT_LIMITS, DataLimits
@@ -30,6 +31,7 @@ from migration_core.roles import RolePlan, copy_roles
 from migration_core.servers import ServerConfig, server_major
 from migration_core.store import Store
 from migration_core.tools import NO_PUBSUB, Tool, ToolError, connection_env, conninfo
+from migration_core.verify import Known
 
 
 async def choose_bindir(source: ServerConfig, target: ServerConfig, configured: str | None) -> Path:
@@ -58,6 +60,7 @@ class OfflineDatabase:
     ) -> None:
         self.source, self.target, self.database = source, target, database
         self.limits = limits
+        self.checked: Known = {}  # tables compared during the import (restore method), for the verify step
         self.journal = journal
         self.options = options
         self.dir = workdir_.database_dir(workdir, database)
@@ -185,13 +188,21 @@ class OfflineDatabase:
         self.progress.phase = "creating schema"
         await pg_restore.run([*base, "--section=pre-data", str(self.schema_file)], env)
         self.progress.phase = "copying data"
-        await copy.copy_tables(
-            self.source, self.target, self.database, self.options.parallel, self.progress, limits=self.limits
-        )
-        self.progress.phase = "building indexes"
-        await pg_restore.run(
-            [*base, "--section=post-data", "-j", str(self.options.parallel), str(self.schema_file)], env
-        )
+        async with EarlyChecks(self.source, self.target, self.database, self.limits) as early:
+            await copy.copy_tables(
+                self.source,
+                self.target,
+                self.database,
+                self.options.parallel,
+                self.progress,
+                limits=self.limits,
+                on_copied=early.copied,
+            )
+            self.progress.phase = "building indexes"
+            await pg_restore.run(
+                [*base, "--section=post-data", "-j", str(self.options.parallel), str(self.schema_file)], env
+            )
+            self.checked = await early.known()
 
 
 async def copy_databases(

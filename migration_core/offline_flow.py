@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
+from migration_core import early_checks
 from migration_core.context import MigrationContext
 from migration_core.errors import MigrationError
 from migration_core.ledger import DONE, FAILED, RUNNING, WAITING
@@ -81,15 +82,22 @@ async def run_offline(ctx: MigrationContext) -> None:
         )
         return
 
-    edited = sorted(
-        [
-            f
-            for db in m.databases
-            for f, digest in ctx.steps[StepKind.EXPORT.at(db)].data["files"].items()
-            if Path(f).exists() and await asyncio.to_thread(file_digest, Path(f)) != digest
-        ]
-    )
     imports = [db for db in m.databases if not ctx.done(StepKind.IMPORT.at(db))]
+    # which export files differ from what was exported: recorded with each import, since the files are
+    # removed once the migration ends and `/pgmig verify` must still know the differences are expected
+    edited_in = {
+        db: sorted(
+            [
+                f
+                for f, digest in ctx.steps[StepKind.EXPORT.at(db)].data["files"].items()
+                if Path(f).exists() and await asyncio.to_thread(file_digest, Path(f)) != digest
+            ]
+        )
+        if db in imports
+        else list(ctx.steps[StepKind.IMPORT.at(db)].data.get("edited", []))
+        for db in m.databases
+    }
+    edited = sorted(f for files in edited_in.values() for f in files)
     for db in m.databases:
         if db not in imports:
             ctx.progress.of(db).finish("imported")
@@ -98,20 +106,29 @@ async def run_offline(ctx: MigrationContext) -> None:
         await ledger.advance(mid, State.IMPORTING, f"importing {', '.join(imports)}{note}")
     for db in imports:
         await ledger.save(mid, StepKind.IMPORT.at(db), RUNNING, "")
-        summary = await job(db).import_(ctx.roles)
-        await ledger.save(mid, StepKind.IMPORT.at(db), DONE, summary)
+        importing = job(db)
+        summary = await importing.import_(ctx.roles)
+        data = {"edited": edited_in[db], "checked": early_checks.encode(importing.checked)}
+        await ledger.save(mid, StepKind.IMPORT.at(db), DONE, summary, data)
 
-    await verify_and_complete(ctx, edited)
+    await verify_and_complete(ctx, edited_in)
 
 
-async def verify_and_complete(ctx: MigrationContext, edited: list[str] | None = None) -> None:
-    """Counts + checksums of every database; mismatches fail the migration unless files were edited."""
+async def verify_and_complete(ctx: MigrationContext, edited_in: dict[str, list[str]] | None = None) -> None:
+    """Counts + checksums of every database; mismatches fail the migration unless files were edited
+    (`edited_in`: each database's export files edited before import, kept in its verify step's data)."""
     ledger, mid, m = ctx.ledger, ctx.mid, ctx.m
+    edited_in = edited_in or {}
+    edited = sorted(f for files in edited_in.values() for f in files)
     await ledger.advance(mid, State.VERIFYING, f"verifying {', '.join(m.databases)}")
     results = []
     for db in m.databases:
         ctx.progress.of(db).begin("verifying")
-        result = await verify_database(ctx.source, ctx.target, db, ctx.options.parallel, limits=ctx.config.limits)
+        imported = await ledger.store.step(mid, StepKind.IMPORT.at(db))
+        known = early_checks.decode(imported.data.get("checked")) if imported else {}  # compared during the copy
+        result = await verify_database(
+            ctx.source, ctx.target, db, ctx.options.parallel, limits=ctx.config.limits, known=known
+        )
         ctx.progress.of(db).finish("verified" if result.ok else "mismatch")
         await ledger.save(
             mid,
@@ -119,7 +136,7 @@ async def verify_and_complete(ctx: MigrationContext, edited: list[str] | None = 
             DONE if result.ok else FAILED,
             f"{result.tables} tables, {result.rows} rows, {result.sequences} sequences, "
             f"{len(result.mismatches)} mismatch(es)",
-            asdict(result),
+            {**asdict(result), "edited": edited_in.get(db, [])},
         )
         results.append(result)
     lines = mismatch_lines(results)

@@ -269,6 +269,11 @@ class Store:
             "UPDATE pgmig_migration SET databases = $1 WHERE id = $2", json.dumps(databases), migration_id
         )
 
+    async def set_options(self, migration_id: str, options: MigrationOptions) -> None:
+        await self._db.execute(
+            "UPDATE pgmig_migration SET options = $1 WHERE id = $2", json.dumps(options.as_dict()), migration_id
+        )
+
     async def claim(self, migration_id: str, owner: str, lease_seconds: float, previous_life: str = "") -> bool:
         """Take a migration for this process unless another live one holds a fresh lease on it (atomic, on
         the store's clock).

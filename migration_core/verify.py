@@ -112,6 +112,33 @@ async def _fetchrow(pool: asyncpg.Pool, sql: str, snapshot: str | None) -> async
         return await conn.fetchrow(sql)
 
 
+Known = dict[tuple[str, str], tuple[int, str, int, str]]  # (schema, table) → source rows, sum, target rows, sum
+
+
+async def compare_table(
+    src_pool: asyncpg.Pool,
+    tgt_pool: asyncpg.Pool,
+    key: tuple[str, str],
+    kind: str,
+    sizes: tuple[int, int],
+    parallel: int,
+    limits: DataLimits,
+    counts_only: bool = False,
+    target_snapshot: str | None = None,
+) -> tuple[int, str, int, str]:
+    """One relation's rows and checksum on both sides, read at the same time; in ranges when large."""
+    src_where = tgt_where = [""]
+    if kind == "r" and max(sizes) > limits.split_table_bytes:
+        src_where = await _ranges(src_pool, key, sizes[0], parallel, limits)
+        keyed = ranges.by_key_condition(src_where[0])  # the same rows on both sides: the same ranges
+        tgt_where = src_where if keyed else await _ranges(tgt_pool, key, sizes[1], parallel, limits)
+    (sn, ss), (tn, ts) = await asyncio.gather(
+        _digest(src_pool, [_checksum_sql(*key, kind, counts_only, w) for w in src_where], None),
+        _digest(tgt_pool, [_checksum_sql(*key, kind, counts_only, w) for w in tgt_where], target_snapshot),
+    )
+    return sn, ss, tn, ts
+
+
 async def verify_database(
     source: ServerConfig,
     target: ServerConfig,
@@ -121,13 +148,15 @@ async def verify_database(
     counts_only: bool = False,
     target_snapshot: str | None = None,
     limits: DataLimits = DEFAULT_LIMITS,
+    known: Known | None = None,
 ) -> VerifyResult:
     """`replicated_only` while an online migration streams: tables only, since logical replication
     carries neither sequences nor materialized views (both are brought over at cutover).
     `counts_only` for the cutover window; `target_snapshot` reads the target as it was when that
     snapshot was exported (the moment of release), whatever applications write there since.
     Tables above the split limit are checked in ranges, in parallel, each side cut by its own pages
-    (rows sit on other pages there) or, with an integer key, both by the same key ranges."""
+    (rows sit on other pages there) or, with an integer key, both by the same key ranges. `known`:
+    tables already compared (during the copy, early_checks.py), not read again."""
     result = VerifyResult(database)
     src_pool = await source.pool(database, parallel, SESSION)
     try:
@@ -156,23 +185,21 @@ async def verify_database(
 
         async def one(key: tuple[str, str]) -> None:
             kind = src_rel[key]
-            src_where = tgt_where = [""]
-            if kind == "r" and max(src_size[key], tgt_size[key]) > limits.split_table_bytes:
-                src_where = await _ranges(src_pool, key, src_size[key], parallel, limits)
-                keyed = ranges.by_key_condition(src_where[0])  # the same rows on both sides: the same ranges
-                tgt_where = src_where if keyed else await _ranges(tgt_pool, key, tgt_size[key], parallel, limits)
-            (sn, ss), (tn, ts) = await asyncio.gather(
-                _digest(src_pool, [_checksum_sql(*key, kind, counts_only, w) for w in src_where], None),
-                _digest(tgt_pool, [_checksum_sql(*key, kind, counts_only, w) for w in tgt_where], target_snapshot),
-            )
+            if known and key in known:
+                sn, ss, tn, ts = known[key]
+            else:
+                sizes = (src_size[key], tgt_size[key])
+                sn, ss, tn, ts = await compare_table(
+                    src_pool, tgt_pool, key, kind, sizes, parallel, limits, counts_only, target_snapshot
+                )
             result.rows += sn
             if (sn, ss) != (tn, ts):
                 detail = "rows" if sn != tn else "checksum"
-                found = result.warnings if src_rel[key].startswith("m") else result.mismatches
+                found = result.warnings if kind.startswith("m") else result.mismatches
                 found.append(
                     Mismatch(
                         database,
-                        _kind(src_rel[key]),
+                        _kind(kind),
                         readable(*key),
                         f"{sn} rows" + (f", sum {ss}" if detail == "checksum" else ""),
                         f"{tn} rows" + (f", sum {ts}" if detail == "checksum" else ""),

@@ -4,6 +4,7 @@ the interleaving, at most one cutover starts, and the final state is the one the
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -158,7 +159,7 @@ async def test_replays_and_duplicate_deliveries_count_once_and_only_in_their_rou
         assert (await actions(slack)).count("cutover.approve") == 1 and "action.duplicate" in await actions(slack)
         await slack.press(REJECT, user="U0APPROVER3", key="no")
         await slack.fake.wait_for(
-            "calls", lambda c: c.params.get("thread_ts") and "rejected by U0APPROVER3" in text_of(c.params)
+            "calls", lambda c: c.params.get("thread_ts") and "rejected* by <@U0APPROVER3>" in text_of(c.params)
         )
         await slack.command("cutover mig-1", user="U0ALICE", key="again")
         await slack.reply("again")
@@ -187,5 +188,9 @@ async def test_a_cutover_request_whose_checks_fail_leaves_the_migration_ready(tm
             assert not [c for c in slack.fake.calls if "Approve cutover of" in text_of(c.params)]
         finally:
             src.start()
-        await slack.command("cutover mig-1", user="U0ALICE", key="c2")  # once it is back, the request works
+        deadline = time.monotonic() + 30  # the target's apply worker reconnects on its own schedule
+        while src.psql("SELECT bool_and(active) FROM pg_replication_slots WHERE slot_name LIKE 'pgmig%'") != "t":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        await slack.command("cutover mig-1", user="U0ALICE", key="c2")  # once it streams again, the request works
         assert "approval card" in text_of(await slack.reply("c2"))

@@ -106,6 +106,10 @@ async def test_offline_migration_of_several_databases_is_exact(engine, rich_sour
     assert ("inventory.item", "app_owner") in rich["owners"]
     steps = {s.name: s for s in await engine.store.steps(mid)}
     assert steps["verify:rich"].state == "done" and steps["verify:rich"].data["mismatches"] == []
+    checked = steps["import:rich"].data["checked"]  # compared during the copy (restore), not after
+    tables = len((await facts(rich_source.dsn("rich")))["counts"])
+    assert len(checked) == (tables if method == "restore" else 0), checked
+    assert all(row[2:4] == row[4:6] for row in checked)
     assert "app_owner" in steps["roles"].detail and "report_reader" in steps["roles"].detail
 
 
