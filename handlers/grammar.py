@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,9 +253,18 @@ COMMANDS: dict[str, CommandSpec] = {
         ),
         CommandSpec(
             "retry",
-            "Run a failed migration again from the step that failed",
-            "/pgmig retry mig-3",
+            "Run a failed migration again from the step that failed, with the options its fix asks for",
+            "/pgmig retry mig-3 --overwrite",
             positionals=("MIGRATION",),
+            options=(
+                Option("--overwrite", "now drop and recreate target databases that hold data", "flag"),
+                Option(
+                    "--replica-identity-full",
+                    "now set REPLICA IDENTITY FULL on tables without a primary key (online)",
+                    "flag",
+                ),
+                Option("--parallel", "parallel jobs from now on", "int", metavar="N"),
+            ),
         ),
         CommandSpec(
             "resume",
@@ -313,18 +324,116 @@ PROVISION_ID = re.compile(r"prov-([0-9]{1,9})", re.IGNORECASE)
 WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")
 
 
+# What chat clients make of what was typed: Slack (like macOS and Word) turns `--` into an em dash and
+# quotes into curly ones, and pastes bring no-break spaces.
+DASHES = "\u2012\u2013\u2014\u2015"  # figure dash, en dash, em dash, horizontal bar
+DOUBLE_QUOTES = "\u201c\u201d\u201e\u201f"  # “ ” „ ‟
+SINGLE_QUOTES = "\u2018\u2019\u201a\u201b"  # ‘ ’ ‚ ‛ (’ is also the apostrophe of o’brien)
+INVISIBLE_SPACES = "\u200b\ufeff"  # zero-width space, byte-order mark
+SINGLE_DASH_OPTION = re.compile(r"-[A-Za-z][A-Za-z-]*")
+
+
+def normalize(text: str) -> str:
+    """Typed (or chat-mangled) text → what :func:`shlex.split` reads, changing only what lies outside quotes.
+
+    Outside quotes: any Unicode space becomes a space; an em or en dash starting a word becomes `--`
+    (`—db`, `–db`); curly double quotes, and curly single quotes around a word, delimit a quoted string
+    like ASCII ones (a ’ inside a word stays an apostrophe). Inside quotes — ASCII or curly — nothing
+    changes but the quote marks themselves: names are data, and a database may well be called
+    "sales–2024". A backslash keeps the character after it as it is, as in shlex."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    word_start = True
+    while i < n:
+        ch = text[i]
+        start, word_start = word_start, False
+        if ch == "\\":  # shlex's escape: the next character is taken literally
+            out.append(text[i : i + 2])
+            i += 2
+        elif ch == "'":  # shlex single quotes: no escapes inside
+            end = text.find("'", i + 1)
+            end = n if end < 0 else end + 1  # not closed: shlex says so
+            out.append(text[i:end])
+            i = end
+        elif ch == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            out.append(text[i : j + 1])
+            i = j + 1
+        elif ch in DOUBLE_QUOTES:  # closed by any curly double quote, or an ASCII one
+            j = i + 1
+            while j < n and text[j] not in DOUBLE_QUOTES and text[j] != '"':
+                j += 1
+            out.append(_quoted(text[i + 1 : j], closed=j < n))
+            i = j + 1
+        elif ch in SINGLE_QUOTES and (start or text[i - 1] in "=,") and (j := _closing(text, i)) > 0:
+            out.append(_quoted(text[i + 1 : j], closed=True))
+            i = j + 1
+        elif ch.isspace() or ch in INVISIBLE_SPACES:
+            out.append(" ")
+            word_start = True
+            i += 1
+        elif start and (ch in DASHES or ch == "-"):
+            j = i
+            while j < n and (text[j] in DASHES or text[j] == "-"):
+                j += 1
+            run = text[i:j]
+            out.append("--" if any(c in DASHES for c in run) else run)
+            i = j
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _closing(text: str, opening: int) -> int:
+    """Where the curly single quote opened at `opening` closes: the next curly single quote that ends a
+    word (`‘it’s’` closes at the last one); -1 when none does (then the first was an apostrophe)."""
+    for j in range(opening + 1, len(text)):
+        if text[j] in SINGLE_QUOTES and (j + 1 == len(text) or not text[j + 1].isalnum()):
+            return j
+    return -1
+
+
+def _quoted(content: str, closed: bool) -> str:
+    """`content` as a shlex double-quoted string, unchanged once read back."""
+    escaped = content.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"' if closed else f'"{escaped}'
+
+
+def close_match(word: str, choices: Iterable[str]) -> str | None:
+    """The choice a mistyped word most likely meant (difflib, ignoring case and leading dashes), or None."""
+    by_key = {c.lower().lstrip("-"): c for c in choices}
+    key = word.lower().lstrip("-")
+    if not key or len(key) > 64:  # no choice is that long; and difflib is quadratic
+        return None
+    found = difflib.get_close_matches(key, list(by_key), n=1, cutoff=0.6)
+    return by_key[found[0]] if found else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` — did you mean `x`?` for a mistyped word, or "" when nothing is close."""
+    match = close_match(word, choices)
+    return f" — did you mean `{match}`?" if match else ""
+
+
 def parse(text: str) -> ParsedCommand:
     """Parse the text after `/pgmig`. Raises :class:`UsageError` with a message that names what was wrong."""
     try:
-        tokens = shlex.split(text.replace("\u201c", '"').replace("\u201d", '"'))
+        tokens = shlex.split(normalize(text))
     except ValueError as exc:
-        raise UsageError(f"could not read the command: {exc}") from None
+        problem = {
+            "No closing quotation": "a quotation mark is not closed",
+            "No escaped character": "it ends with a backslash",
+        }.get(str(exc), str(exc))
+        raise UsageError(f"could not read the command: {problem}") from None
     if not tokens:
         return ParsedCommand(COMMANDS["help"])
     name = tokens[0].lower()
     spec = COMMANDS.get(name)
     if spec is None:
-        raise UsageError(f"unknown command `{_shown(tokens[0])}`")
+        raise UsageError(f"unknown command `{_shown(tokens[0])}`{did_you_mean(name, COMMANDS)}")
     args: dict[str, Any] = {o.dest: o.default for o in spec.options}
     options = {o.flag: o for o in spec.options}
     positionals: list[str] = []
@@ -335,9 +444,9 @@ def parse(text: str) -> ParsedCommand:
         token = rest[i]
         if token.startswith("--"):
             flag, eq, inline = token.partition("=")
-            opt = options.get(flag.replace("\u2014", "--"))
+            opt = options.get(flag.lower())
             if opt is None:
-                raise UsageError(f"`{spec.name}` has no option `{_shown(flag)}`", spec)
+                raise UsageError(f"`{spec.name}` has no option `{_shown(flag)}`{did_you_mean(flag, options)}", spec)
             if opt.flag in seen:
                 raise UsageError(f"`{opt.flag}` is given twice", spec)
             seen.add(opt.flag)
@@ -355,6 +464,8 @@ def parse(text: str) -> ParsedCommand:
                 raise UsageError(f"`{flag}` needs a value", spec)
             args[opt.dest] = _convert(opt, value, spec)
         else:
+            if SINGLE_DASH_OPTION.fullmatch(token) and (meant := close_match(token, options)):  # `-db` for `--db`
+                raise UsageError(f"`{spec.name}` has no option `{_shown(token)}` — did you mean `{meant}`?", spec)
             positionals.append(token)
         i += 1
     allowed = len(spec.positionals) + len(spec.optional_positionals)
@@ -378,6 +489,9 @@ def parse(text: str) -> ParsedCommand:
             else:
                 raise UsageError(f"`{_shown(positional)}` is not a migration id (like mig-3)", spec)
         args[meta.lower()] = positional
+    topic = args.get("command") if spec.name == "help" else None
+    if topic is not None and topic.lower() not in COMMANDS:
+        raise UsageError(f"unknown command `{_shown(topic)}`{did_you_mean(topic, COMMANDS)}", spec)
     return ParsedCommand(spec, args)
 
 
@@ -399,7 +513,8 @@ def _convert(opt: Option, value: str, spec: CommandSpec) -> Any:
         return int(value)
     if opt.kind == "choice":
         if value.lower() not in opt.choices:
-            raise UsageError(f"`{opt.flag}` must be one of {', '.join(opt.choices)}, not `{_shown(value)}`", spec)
+            hint = did_you_mean(value, opt.choices)
+            raise UsageError(f"`{opt.flag}` must be one of {', '.join(opt.choices)}, not `{_shown(value)}`{hint}", spec)
         return value.lower()
     if opt.kind == "list":
         items = [v.strip() for v in value.split(",") if v.strip()]

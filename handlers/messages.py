@@ -97,12 +97,17 @@ def command_help(spec: CommandSpec) -> Reply:
     return Reply(spec.usage, sections(lines))
 
 
+def sentence(text: str) -> str:
+    """Ends with a full stop, unless it already ends as a sentence (`did you mean `status`?`)."""
+    return text if text.endswith(("?", ".", "!")) else text + "."
+
+
 def usage_error(err: UsageError) -> Reply:
     if err.spec is not None:
-        body = f"❌ {esc(str(err))}.\nUsage: `{esc(err.spec.usage)}`\nExample: `{esc(err.spec.example)}`"
+        body = f"❌ {sentence(esc(str(err)))}\nUsage: `{esc(err.spec.usage)}`\nExample: `{esc(err.spec.example)}`"
     else:
         accepted = ", ".join(f"`{n}`" for n in COMMANDS)
-        body = f"❌ {esc(str(err))}. Commands: {accepted}. Try `/pgmig help`."
+        body = f"❌ {sentence(esc(str(err)))} Commands: {accepted}. Try `/pgmig help`."
     return Reply(body.replace("*", ""), [section(body)])
 
 

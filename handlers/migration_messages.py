@@ -19,7 +19,7 @@ from migration_core.azure.flex_backend import FlexBackend
 from migration_core.cleanup import CleanupReport
 from migration_core.cutover import WINDOW_STEPS
 from migration_core.engine import CancelOutcome, CommandResult, MigrationStatus
-from migration_core.models import AuditPage, Backend, Migration, Mode, State, Step, StepKind, StepState
+from migration_core.models import AuditPage, Backend, Migration, Mode, RetryChanges, State, Step, StepKind, StepState
 from migration_core.preflight import PreflightReport, pretty_bytes
 from migration_core.progress import DatabaseProgress, MigrationProgress
 from migration_core.verify import VerifyResult
@@ -367,12 +367,13 @@ def command_pending(m: Migration, result: CommandResult) -> Reply:
     )
 
 
-def retrying(m: Migration) -> Reply:
+def retrying(m: Migration, changes: RetryChanges) -> Reply:
+    now = f", now with `{changes}`" if changes else ""
     return Reply(
         f"{m.id} retrying",
         [
             section(
-                f"🔁 *{m.id}* retrying from the step that failed (`{esc(m.error.split(':', 1)[0])}`); "
+                f"🔁 *{m.id}* retrying from the step that failed (`{esc(m.error.split(':', 1)[0])}`){now}; "
                 "finished databases are not redone."
             )
         ],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from handlers import messages
 from handlers import migration_messages as mm
 from handlers.authz import may_operate
@@ -10,7 +12,7 @@ from handlers.check import resolve_servers
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
 from migration_core.engine import Command, MigrationRequest
-from migration_core.models import Migration, Mode, State
+from migration_core.models import Migration, Mode, RetryChanges, State
 from migration_core.servers import ServerConfig
 
 
@@ -149,10 +151,16 @@ async def retry_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> R
         return m
     if m.state is not State.FAILED:
         return messages.error_message(f"{m.id} is {m.state.value}; only a failed migration can be retried")
-    result = await svc.engine.perform(Command.RETRY, m.id, inv.user)
+    a = cmd.args
+    changes = RetryChanges(
+        overwrite=True if a.get("overwrite") else None,
+        replica_identity_full=True if a.get("replica_identity_full") else None,
+        parallel=a.get("parallel"),
+    )
+    result = await svc.engine.perform(Command.RETRY, m.id, inv.user, args=asdict(changes))
     if result.queued_on or not result.ok:
         return mm.command_pending(m, result)
-    return mm.retrying(m)
+    return mm.retrying(m, changes)
 
 
 async def resume_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:

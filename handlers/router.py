@@ -95,6 +95,23 @@ async def _command(text: str, inv: Invocation, svc: Services) -> Reply:
         log.exception("parsing %r failed", text[:200])
         await _audit(svc, inv, "command.rejected", f"{text[:500]!r}: {type(exc).__name__}")
         return messages.error_message("pgmig could not read that command; `/pgmig help` lists the commands")
+    return await _run(cmd, text, inv, svc)
+
+
+async def handle_parsed(cmd: ParsedCommand, text: str, inv: Invocation, svc: Services) -> Reply:
+    """A command a form built (the migrate modal) rather than one typed: `text` is how it would be typed
+    (for the audit). Audited, authorized and run exactly as the typed command; never raises."""
+    try:
+        return await _run(cmd, text, inv, svc)
+    except Exception as exc:  # the same last guard as handle_command
+        log.exception("command %r could not be handled", _head(text))
+        await _audit(svc, inv, "command.failed", f"{_head(text)}: {_describe(exc)}")
+        return messages.error_message(
+            f"pgmig could not handle that command ({_describe(exc)}); the details are in pgmig's log"
+        )
+
+
+async def _run(cmd: ParsedCommand, text: str, inv: Invocation, svc: Services) -> Reply:
     action = AuditEntry.READ_ONLY if cmd.reads_only else "command"
     await _audit(svc, inv, action, f"/pgmig {text}".strip(), cmd.args.get("migration") or "")
     try:

@@ -123,6 +123,7 @@ async def create_slot(
         stderr=asyncio.subprocess.PIPE,
         env=connection_env(source, database),
         umask=PRIVATE,
+        start_new_session=True,  # as tools.py: a terminal's Ctrl-C is pgmig's, not its walsender session's
     )
     assert proc.stdin and proc.stdout and proc.stderr
     proc.stdin.write(f"CREATE_REPLICATION_SLOT {ident(slot)} LOGICAL pgoutput {syntax};\n".encode())

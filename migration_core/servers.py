@@ -260,3 +260,13 @@ async def column_per_database(server: ServerConfig, databases: list[str], sql: s
         async with server.connection(db) as conn:
             found[db] = [r[0] for r in await conn.fetch(sql)]
     return found
+
+
+async def user_databases(server: ServerConfig, skipped: set[str]) -> list[tuple[str, int]]:
+    """The databases a migration can take from `server` (none of `skipped`), each with its size in bytes."""
+    async with server.connection() as conn:
+        rows = await conn.fetch(
+            "SELECT datname, pg_database_size(oid) AS size FROM pg_database "
+            "WHERE NOT datistemplate AND datallowconn AND has_database_privilege(datname, 'CONNECT') ORDER BY 1"
+        )
+    return [(r["datname"], r["size"]) for r in rows if r["datname"] not in skipped]

@@ -92,8 +92,17 @@ class Tool:
         stdout: int | None = asyncio.subprocess.DEVNULL,
     ) -> str:
         """Run to completion; returns stderr. `on_line` sees each stderr line as it arrives (progress)."""
+        # A session of its own: a Ctrl-C typed in pgmig's terminal is pgmig's to handle (it stops its tools
+        # itself, on cancel); it must not kill a pg_restore half-way through the target.
         proc = await asyncio.create_subprocess_exec(
-            self.path, *args, env=env, stdin=stdin, stdout=stdout, stderr=asyncio.subprocess.PIPE, umask=PRIVATE
+            self.path,
+            *args,
+            env=env,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=asyncio.subprocess.PIPE,
+            umask=PRIVATE,
+            start_new_session=True,
         )
         return await self.wait(proc, on_line)
 

@@ -34,6 +34,8 @@ class FakeSlack:
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     slow: dict[str, float] = field(default_factory=dict)  # Web API method → seconds it takes to answer
     socket_acks: list[dict[str, Any]] = field(default_factory=list)
+    views: dict[str, dict[str, Any]] = field(default_factory=dict)  # view id → the view as Slack holds it
+    homes: dict[str, str] = field(default_factory=dict)  # user → the id of their published Home tab
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -104,9 +106,30 @@ class FakeSlack:
             if group not in self.usergroups:
                 return {"ok": False, "error": "no_such_subteam"}
             return {"ok": True, "users": self.usergroups[group]}
+        if method in ("views.open", "views.update", "views.publish"):
+            return self._view(method, params)
         if method == "apps.connections.open":
             return {"ok": True, "url": self.url.replace("http://", "ws://") + "/socket"}
         return {"ok": True}
+
+    def _view(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """views.open needs a trigger_id, views.update a known view_id; each answer is the view as Slack keeps
+        it: with an id, a fresh hash and an empty state (what block_actions and view_submission send back)."""
+        view = params.get("view")
+        view = json.loads(view) if isinstance(view, str) else view
+        if not isinstance(view, dict) or not view.get("type"):
+            return {"ok": False, "error": "invalid_arguments"}
+        if method == "views.open" and not params.get("trigger_id"):
+            return {"ok": False, "error": "invalid_trigger_id"}
+        if method == "views.update" and params.get("view_id") not in self.views:
+            return {"ok": False, "error": "not_found"}
+        if method == "views.publish":
+            view_id = self.homes.setdefault(str(params.get("user_id")), f"VH{len(self.views) + 1:04d}")
+        else:
+            view_id = str(params.get("view_id") or f"V{len(self.views) + 1:04d}")
+        kept = {**view, "id": view_id, "hash": f"{time.time():.6f}.{len(self.calls)}", "state": {"values": {}}}
+        self.views[view_id] = kept
+        return {"ok": True, "view": kept}
 
     async def _response(self, request: web.Request) -> web.Response:
         await self._record(self.responses, {"key": request.match_info["key"], **await request.json()})

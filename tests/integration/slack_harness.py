@@ -62,6 +62,55 @@ def click_body(action_id: str, value: str, user: str, response_url: str, key: st
     return urlencode({"payload": json.dumps(payload)})
 
 
+def view_submission_body(view: dict, values: dict, user: str, key: str) -> str:
+    """A modal's submission as Slack posts it: the view as Slack keeps it, with the fields' state."""
+    payload = {
+        "type": "view_submission",
+        "team": {"id": "T0TEST"},
+        "user": {"id": user},
+        "api_app_id": "A0PGMIG",
+        "trigger_id": f"trig.{key}",
+        "view": {**view, "state": {"values": values}},
+        "response_urls": [],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def view_action_body(
+    view: dict, values: dict, block_id: str, action: dict, user: str, key: str, channel: str | None = None
+) -> str:
+    """A block_actions from inside a view (a modal's dispatched select, a Home tab button): no
+    response_url, the view with its current state; a Home tab has no channel either."""
+    payload: dict = {
+        "type": "block_actions",
+        "team": {"id": "T0TEST"},
+        "user": {"id": user},
+        "api_app_id": "A0PGMIG",
+        "trigger_id": f"trig.{key}",
+        "container": {"type": "view", "view_id": view.get("id", "")},
+        "view": {**view, "state": {"values": values}},
+        "actions": [{**action, "block_id": block_id, "action_ts": str(time.time())}],
+    }
+    if channel:
+        payload["channel"] = {"id": channel}
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def event_body(event: dict, event_id: str) -> str:
+    """An Events API delivery (JSON): what Slack posts for app_home_opened."""
+    return json.dumps(
+        {
+            "token": "legacy",
+            "team_id": "T0TEST",
+            "api_app_id": "A0PGMIG",
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id,
+            "event_time": int(time.time()),
+        }
+    )
+
+
 @dataclass
 class Answer:
     """What Slack would see as the HTTP response to its request (the ack)."""
@@ -126,6 +175,22 @@ class Running:
         key = f"ask-{self.asked}"
         await self.command(text, user=user, key=key)
         return text_of(await self.reply(key))
+
+    async def submit(self, view: dict, values: dict, user: str = "U0ALICE", key: str = "v") -> Answer:
+        """Submit a modal (signed, as Slack does) with these field states."""
+        body = view_submission_body(view, values, user, key)
+        return await self.post(body, signed_headers(body))
+
+    async def in_view(
+        self, view: dict, values: dict, block_id: str, action: dict, user: str = "U0ALICE", key: str = "va"
+    ) -> Answer:
+        """An element inside a view used (a dispatched select, a Home tab button)."""
+        body = view_action_body(view, values, block_id, action, user, key)
+        return await self.post(body, signed_headers(body))
+
+    async def event(self, event: dict, event_id: str = "Ev0001") -> Answer:
+        body = event_body(event, event_id)
+        return await self.post(body, signed_headers(body, content_type="application/json"))
 
     async def reply(self, key: str, timeout: float = 30.0) -> dict:
         return await self.fake.wait_for("responses", lambda r: r["key"] == key, timeout)

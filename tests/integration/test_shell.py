@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import os
+import select
+import signal
 import subprocess
 import sys
+import termios
+import time
 
 from bot.localpg import free_port
+from migration_core.models import Migration, Mode, State
+from migration_core.store import Store
 from tests.integration.clusters import PASSWORD, config_toml
 
 
@@ -22,6 +30,7 @@ def pgmig(*args: str, stdin: str = "", env: dict[str, str] | None = None, timeou
 
 
 def test_shell_round_trip_with_button_press(tmp_path, source_cluster, target_cluster, replica_level_cluster):
+    target_cluster.psql('DROP DATABASE IF EXISTS "shop" WITH (FORCE)')  # a target that holds shop is not ready
     config = tmp_path / "pgmig.toml"
     config.write_text(
         config_toml({"src": source_cluster, "tgt": target_cluster, "old": replica_level_cluster, "down": free_port()})
@@ -160,3 +169,200 @@ def test_sandbox_online_migration_and_cutover_from_one_shell(tmp_path):
         assert "mig-1 completed" in out.stdout and "writes unavailable" in out.stdout
     finally:
         pgmig("sandbox", "down", env=env)
+
+
+def test_shell_cutover_card_and_status_name_people_and_end_with_the_outcome(tmp_path, cluster_root):
+    """In the terminal too: who decided is a person (`@UAPPROVER`), never `approved by UAPPROVER` in the actor's
+    place; the live card ends with the outcome and the write freeze, without streaming lines or a cancel."""
+    from tests.integration.sample_data import online_pair
+
+    src, tgt = online_pair(cluster_root, "shell-live")
+    config = tmp_path / "pgmig.toml"
+    config.write_text(
+        config_toml(
+            {"src": src, "tgt": tgt},
+            extra='[slack]\napprovers = ["UAPPROVER"]\n[migration]\nprogress_interval_seconds = 0.2\n'
+            "[online]\nfence_grace_seconds = 0.2\n",
+        )
+    )
+    env = {
+        "PGMIG_CONFIG": str(config),
+        "PGMIG_STATE": str(tmp_path / "state.sqlite"),
+        "PGMIG_HOME": str(tmp_path / "home"),
+    }
+    script = [
+        "migrate src tgt --mode online --db app --parallel 1",
+        "wait 8",  # ready for cutover within a second or two
+        "cutover mig-1",
+        "as UAPPROVER",
+        "press Approve",
+        "wait 8",
+        "status mig-1",
+        "audit mig-1",
+    ]
+    try:
+        out = pgmig("shell", "--user", "dana", env=env, stdin="\n".join(script) + "\n", timeout=180)
+    finally:
+        src.destroy()
+        tgt.destroy()
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "(1 job)" in text and "1 jobs" not in text
+    assert "Approved by @UAPPROVER: mig-1 is cutting over" in text
+    assert "`approval` — requested by @dana; approved by @UAPPROVER" in text
+    assert "@approved" not in text and "started by approved" not in text
+    assert "cutover.approved — cutting_over: cutover approved by @UAPPROVER" in text  # the audit names a person
+    final = text[text.rindex("[#shell ↻] mig-1: src → tgt") :].split("\n[#", 1)[0]
+    assert "completed in" in final and "writes unavailable" in final and "after release: validate" in final
+    assert "streaming" not in final and "/pgmig cancel" not in final and "so far" not in final
+
+
+def test_shell_commands_are_listed_and_explain_themselves(tmp_path):
+    """No cluster needed: `help` lists the shell's own commands; a bare `as`/`press`/`wait` gets its usage;
+    mistyped commands, options and server names get a "did you mean"; Slack's typography is read."""
+    config = tmp_path / "pgmig.toml"
+    config.write_text(config_toml({"src": free_port(), "tgt": free_port()}))
+    script = "\n".join(
+        [
+            "help",
+            "as",
+            "press",
+            "wait",
+            "wait soon",
+            "help press",
+            "stauts",
+            "check srcc tgt —mode offline",
+            "migrate src tgt --mode online --paralel 4",
+            "press 99999999999",
+            "as  “U0APPROVER”",
+            "quit",
+        ]
+    )
+    env = {"PGMIG_CONFIG": str(config), "PGMIG_STATE": str(tmp_path / "state.sqlite")}
+    out = pgmig("shell", "--user", "alice", stdin=script, env=env)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    help_part = text.split("pgmig> as")[0]
+    for usage in ("press N", "as USER_ID", "wait N", "quit"):
+        assert f"  {usage} " in help_part
+    assert "`/pgmig check` — Run the pre-flight checks" in help_part  # and the Slack commands, as before
+    assert "usage: as USER_ID — act as another Slack user, e.g. `as U0APPROVER`" in text
+    assert text.count("usage: press N — click button N of the last message") == 2  # `press`, `help press`
+    assert "usage: wait N — pause N seconds" in text and "`soon` is not a number of seconds" in text
+    assert "unknown command `stauts` — did you mean `status`?" in text
+    assert "unknown server srcc; configured servers: src, tgt — did you mean `src`?" in text
+    assert "`migrate` has no option `--paralel` — did you mean `--parallel`?" in text
+    assert "❌ no button `99999999999` (buttons: none on screen)" in text
+    assert "(you are now U0APPROVER)" in text
+    assert "Traceback" not in text + out.stderr
+
+
+class Terminal:
+    """pgmig's shell on a pseudo-terminal of its own, run by `sh` the way `make run` runs it: `sh` traps
+    SIGINT, so a Ctrl-C that reached the process group would show."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.master, slave = os.openpty()
+        self.proc = subprocess.Popen(
+            [
+                "sh",
+                "-c",
+                'trap "echo SH-GOT-SIGINT" INT; "$0" -m bot.cli shell --user alice; echo "shell exited $?"',
+                sys.executable,
+            ],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={**os.environ, **env},
+            start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # the terminal's Ctrl-C goes to this group
+        )
+        os.close(slave)
+        self.seen = ""
+
+    def expect(self, text: str, count: int = 1, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.seen.count(text) < count:
+            assert time.monotonic() < deadline, f"no {text!r} in {self.seen!r}"
+            if select.select([self.master], [], [], 0.1)[0]:
+                try:
+                    self.seen += os.read(self.master, 65536).decode(errors="replace")
+                except OSError:  # the terminal closed: everything has been read
+                    assert self.seen.count(text) >= count, f"no {text!r} in {self.seen!r}"
+
+    def type(self, keys: str) -> None:
+        os.write(self.master, keys.encode())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        os.close(self.master)
+
+
+def test_ctrl_c_at_the_prompt_cancels_the_line_and_the_shell_goes_on(tmp_path):
+    config = tmp_path / "pgmig.toml"
+    config.write_text(config_toml({"src": free_port(), "tgt": free_port()}))
+    term = Terminal({"PGMIG_CONFIG": str(config), "PGMIG_STATE": str(tmp_path / "state.sqlite")})
+    try:
+        term.expect("pgmig> ")
+        term.type("check sr")
+        term.expect("check sr")
+        term.type("\x03")  # Ctrl-C, as the keyboard sends it
+        term.expect("pgmig> ", count=2)
+        term.type("servers\n")  # a new line: nothing of the cancelled one is left in it
+        term.expect("Configured servers")
+        term.expect("pgmig> ", count=3)
+        shell_pid = int(subprocess.run(["pgrep", "-P", str(term.proc.pid)], capture_output=True, text=True).stdout)
+        os.kill(shell_pid, signal.SIGINT)  # a SIGINT from elsewhere at the prompt: a new prompt, too
+        term.expect("pgmig> ", count=4)
+        term.type("quit\n")
+        term.expect("shell exited 0")
+        assert term.proc.wait(timeout=30) == 0
+    finally:
+        term.close()
+    assert "unknown server sr" not in term.seen and "check srservers" not in term.seen
+    assert "SH-GOT-SIGINT" not in term.seen  # the Ctrl-C never reached the process group (`make run`)
+    assert "Traceback" not in term.seen
+
+
+def test_ctrl_d_at_the_prompt_leaves_with_status_0(tmp_path):
+    config = tmp_path / "pgmig.toml"
+    config.write_text(config_toml({"src": free_port()}))
+    term = Terminal({"PGMIG_CONFIG": str(config), "PGMIG_STATE": str(tmp_path / "state.sqlite")})
+    try:
+        term.expect("pgmig> ")
+        term.type("\x04")
+        term.expect("shell exited 0")
+    finally:
+        term.close()
+    assert "Traceback" not in term.seen
+
+
+def test_quit_with_an_active_migration_asks_first_and_says_what_carries_on(tmp_path):
+    state = tmp_path / "state.sqlite"
+
+    async def paused() -> None:  # a migration waiting for its export files to be reviewed
+        store = await Store.open(str(state))
+        await store.create_migration(Migration("mig-1", "src", "tgt", ["shop"], Mode.OFFLINE, State.PAUSED, "U0BOB"))
+        await store.close()
+
+    asyncio.run(paused())
+    config = tmp_path / "pgmig.toml"
+    config.write_text(config_toml({"src": free_port(), "tgt": free_port()}))
+    term = Terminal({"PGMIG_CONFIG": str(config), "PGMIG_STATE": str(state)})
+    try:
+        term.expect("pgmig> ")
+        term.type("quit\r")
+        term.expect("mig-1 (paused) is still active")
+        term.expect("quit anyway? [y/N] ")
+        term.type("n\r")  # stays
+        term.expect("pgmig> ", count=2)
+        term.type("\x04")  # Ctrl-D asks too
+        term.expect("quit anyway? [y/N] ", count=2)
+        term.type("y\r")
+        term.expect("mig-1 stays paused: the next start (`make run`) watches it again")
+        term.expect("shell exited 0")
+    finally:
+        term.close()
+    assert "Traceback" not in term.seen

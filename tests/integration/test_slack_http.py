@@ -55,7 +55,8 @@ async def test_servers_shows_hosts_but_never_passwords(slack):
     assert PASSWORD not in text and "PGMIG_TEST_PASSWORD" not in text
 
 
-async def test_check_acks_at_once_then_posts_the_report(slack):
+async def test_check_acks_at_once_then_posts_the_report(slack, target_cluster):
+    target_cluster.psql('DROP DATABASE IF EXISTS "shop" WITH (FORCE)')  # a target that holds shop is not ready
     resp = await slack.command("check onprem azure")
     assert resp.status == 200 and "Running pre-flight checks" in resp.body  # the ack itself says it is working
     reply = await slack.reply("1")

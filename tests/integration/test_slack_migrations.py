@@ -149,3 +149,36 @@ async def test_verify_of_an_offline_migration_in_progress_says_why_not(slack):
     await slack.services.store.transition("mig-1", State.IMPORTING)
     await slack.command("verify mig-1", key="v")
     assert "is importing: an offline copy is verified once it is imported" in text_of(await slack.reply("v"))
+
+
+async def test_a_refusal_names_the_retry_that_fixes_it_and_that_retry_works(slack, target_cluster):
+    """A non-empty target is refused before anything moves; the failure shows the exact retry, with the
+    option its fix asks for, and typing it carries the same migration on."""
+    target_cluster.psql('DROP DATABASE IF EXISTS "shop" WITH (FORCE)')
+    target_cluster.psql("CREATE DATABASE shop")
+    target_cluster.psql("CREATE TABLE left_by_someone (id int)", database="shop")
+    try:
+        await refused_then_retried(slack, target_cluster)
+    finally:
+        target_cluster.psql('DROP DATABASE IF EXISTS "shop" WITH (FORCE)')
+
+
+async def refused_then_retried(slack, target_cluster) -> None:
+    await slack.command("migrate onprem azure --mode offline --db shop", user="U0ALICE", key="m")
+    refused = text_of(await slack.reply("m"))
+    assert "target database shop is not empty" in refused and "`/pgmig retry mig-1 --overwrite`" in refused
+    await slack.command("retry mig-1 --paralel 2", user="U0ALICE", key="typo")
+    assert "did you mean `--parallel`?" in text_of(await slack.reply("typo"))
+    await slack.command("retry mig-1 --overwrite", user="U0ALICE", key="r")
+    assert "now with `--overwrite`" in text_of(await slack.reply("r"))
+    await slack.fake.wait_for(
+        "calls",
+        lambda c: c.params.get("thread_ts") and "mig-1 completed" in text_of(c.params),
+        timeout=60,
+    )
+    m = await slack.services.store.get_migration("mig-1")
+    assert m.state is State.COMPLETED and m.options.overwrite
+    assert target_cluster.psql("SELECT to_regclass('left_by_someone') IS NULL", database="shop") == "t"
+    assert [e.detail for e in await slack.services.store.audit_log("mig-1") if "retried by" in e.detail] == [
+        "created: retried by U0ALICE with --overwrite"
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.grammar import COMMANDS, UsageError, parse
+from handlers.grammar import COMMANDS, UsageError, close_match, did_you_mean, normalize, parse
 
 
 def test_check_with_every_option():
@@ -58,3 +58,76 @@ def test_usage_is_derived_from_the_spec():
     assert COMMANDS["check"].usage == (
         "/pgmig check SOURCE TARGET [--db a,b] [--mode online|offline] [--replica-identity-full]"
     )
+
+
+# What Slack, a phone or a paste makes of what was typed: normalized outside quotes, never inside.
+@pytest.mark.parametrize(
+    "text, db",
+    [
+        ("check a b —db shop", ["shop"]),  # em dash: Slack's `--`
+        ("check a b –db shop", ["shop"]),  # en dash
+        ("check a b -—db shop", ["shop"]),
+        ("check a b --db “shop”", ["shop"]),
+        ("check a b --db ”shop“", ["shop"]),  # curly quotes the wrong way round still pair up
+        ("check a b --db ‘shop’", ["shop"]),
+        ("check a b —db=“sales, billing”", ["sales", "billing"]),
+        ("check a b --db=‘x’,‘y’", ["x", "y"]),
+        ("check\u00a0a\u202fb\u2009--db\u00a0shop", ["shop"]),  # no-break, narrow no-break, thin spaces
+        ("\ufeffcheck a b\u200b--db shop", ["shop"]),  # byte-order mark, zero-width space
+        # names are data: inside quotes only the quote marks change
+        ('check a b --db "sales–2024"', ["sales–2024"]),
+        ("check a b --db 'sales—2024'", ["sales—2024"]),
+        ("check a b --db “sales–2024”", ["sales–2024"]),
+        ('check a b --db "—db"', ["—db"]),
+        ("check a b --db “–x”", ["–x"]),
+        ("check a b --db “a\u00a0b”", ["a\u00a0b"]),
+        ('check a b --db "“shop”"', ["“shop”"]),
+        ("check a b --db “it’s”", ["it’s"]),
+        ("check a b --db “back\\slash”", ["back\\slash"]),
+        ("check a b --db o’brien", ["o’brien"]),  # an apostrophe in a word is not a quote
+        ("check a b --db ‘it’s’", ["it’s"]),
+        ("check a b --db sales—2024", ["sales—2024"]),  # a dash inside a word stays
+    ],
+)
+def test_chat_typography_is_normalized_outside_quotes_only(text, db):
+    assert parse(text).args["db"] == db
+
+
+def test_normalize_changes_only_what_lies_outside_quotes():
+    assert normalize("check a b —db shop –mode offline") == "check a b --db shop --mode offline"
+    assert normalize("x \"—db\" '–y' “–z”\u00a0") == 'x "—db" \'–y\' "–z" '
+    assert normalize("") == ""
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("stauts", "unknown command `stauts` — did you mean `status`?"),
+        ("STAUTS mig-1", "unknown command `STAUTS` — did you mean `status`?"),
+        ("chek a b", "unknown command `chek` — did you mean `check`?"),
+        ("help stauts", "unknown command `stauts` — did you mean `status`?"),
+        ("migrate a b --mode online --paralel 4", "`migrate` has no option `--paralel` — did you mean `--parallel`?"),
+        ("migrate a b --mode online —paralel=4", "`migrate` has no option `--paralel` — did you mean `--parallel`?"),
+        ("check a b -db shop", "`check` has no option `-db` — did you mean `--db`?"),
+        ("check a b --mode onlin", "not `onlin` — did you mean `online`?"),
+        ("check a “b", "could not read the command: a quotation mark is not closed"),
+    ],
+)
+def test_a_mistyped_word_gets_a_did_you_mean(text, message):
+    with pytest.raises(UsageError) as err:
+        parse(text)
+    assert message in str(err.value)
+
+
+def test_no_suggestion_when_nothing_is_close():
+    for text in ("frobnicate", "check a b --force", "check a b --mode sideways"):
+        with pytest.raises(UsageError) as err:
+            parse(text)
+        assert "did you mean" not in str(err.value)
+    assert close_match("x" * 5000, COMMANDS) is None
+    assert close_match("SRC", ["src", "tgt"]) == "src"
+    assert did_you_mean("tgtt", ["src", "tgt"]) == " — did you mean `tgt`?"
+
+
+def test_option_names_are_not_case_sensitive():
+    assert parse("check a b --DB shop --Mode=offline").args["db"] == ["shop"]

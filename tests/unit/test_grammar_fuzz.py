@@ -13,7 +13,7 @@ from handlers import router
 from handlers.actions import Action
 from handlers.authz import Policy, StaticDirectory
 from handlers.context import Invocation, Reply, Services
-from handlers.grammar import COMMANDS, ParsedCommand, UsageError, parse
+from handlers.grammar import COMMANDS, ParsedCommand, UsageError, normalize, parse
 from migration_core.engine import Engine, EngineConfig
 from migration_core.events import NoEvents
 from migration_core.models import AuditEntry
@@ -39,9 +39,34 @@ TOKENS = st.sampled_from(
         "a,b",
         "\x00",
         "\n",
+        # what chat clients and pastes make of typed text (normalized outside quotes)
+        "–db",
+        "—parallel",
+        "-—mode",
+        "—",
+        "‘x’",
+        "‘",
+        "’",
+        "o’brien",
+        "„",
+        "‟",
+        "“a–b”",
+        "“unclosed",
+        "\u00a0",
+        "\u202f",
+        "\u2009",
+        "\u200b",
+        "\ufeff",
+        "\u2028",
+        "\\",
+        "=“x”",
     ]
 )
-TEXT = st.one_of(st.text(max_size=300), st.lists(st.one_of(TOKENS, st.text(max_size=12)), max_size=8).map(" ".join))
+TEXT = st.one_of(
+    st.text(max_size=300),
+    st.lists(st.one_of(TOKENS, st.text(max_size=12)), max_size=8).map(" ".join),
+    st.lists(st.one_of(TOKENS, st.text(max_size=12)), max_size=8).map("".join),  # glued: `—db“x”`
+)
 
 
 @FUZZ
@@ -51,6 +76,29 @@ def test_parse_returns_a_command_or_a_usage_error(text):
         assert isinstance(parse(text), ParsedCommand)
     except UsageError as err:
         assert str(err) and len(str(err)) < 1000 and "\n" not in str(err)  # one line, never an echo
+
+
+QUOTES = set("\"\\'“”„‟‘’‚‛")
+
+
+@FUZZ
+@given(TEXT)
+def test_normalize_never_raises_and_is_stable(text):
+    once = normalize(text)
+    assert isinstance(once, str) and normalize(once) == once  # what it makes is already plain
+
+
+@FUZZ
+@given(st.text(min_size=1, max_size=40).filter(lambda n: not QUOTES & set(n) and "," not in n))
+def test_a_quoted_name_reaches_the_command_unchanged(name):
+    """Inside quotes — ASCII or curly — dashes, no-break spaces and the rest are the name itself."""
+    for quoted in (f'"{name}"', f"“{name}”", f"'{name}'"):
+        try:
+            cmd = parse(f"check a b —db {quoted}")
+        except UsageError as err:  # only a name that is all spaces
+            assert not name.strip() and "needs at least one name" in str(err)
+        else:
+            assert cmd.args["db"] == [name.strip()]
 
 
 class Silent:

@@ -1,0 +1,104 @@
+"""The App Home tab: the cutovers waiting for this person's approval and the active migrations with their
+state, lag and next step. Read-only: built from what `/pgmig status` and the approval card read; its
+Approve / Reject buttons are the card's own (same action ids and values, so a click from the Home tab is
+the same decision as one on the card)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from slack_sdk.models.blocks import ActionsBlock, ButtonElement
+from slack_sdk.models.views import View
+
+from handlers import migration_messages as mm
+from handlers.approvals import card_for
+from handlers.authz import may_approve
+from handlers.context import Services
+from handlers.messages import context, header, section, sections
+from handlers.modal import OPEN
+from migration_core import approval
+from migration_core.approval import ApprovalRequest
+from migration_core.models import Migration, State
+
+REFRESH = "pgmig-home.refresh"
+MAX_BLOCKS = 100  # Slack's limit for a view
+SHOWN_APPROVALS = 10
+SHOWN_MIGRATIONS = 25
+
+
+@dataclass
+class Pending:
+    migration: Migration
+    request: ApprovalRequest
+    approvers: list[str]
+
+
+def next_step(m: Migration) -> str:
+    """What someone would do next, as the command to type."""
+    if m.state is State.READY_FOR_CUTOVER:
+        return f"caught up: `/pgmig cutover {m.id}` asks the team to approve the switch"
+    if m.state is State.AWAITING_APPROVAL:
+        return "waiting for the team's approval (the card is in the notify channel)"
+    if m.state is State.PAUSED:
+        return f"paused after export: review the files, then `/pgmig resume {m.id}`"
+    if m.state in (State.CUTTING_OVER, State.RELEASED):
+        return f"cutting over: `/pgmig status {m.id}`"
+    return f"`/pgmig status {m.id}` · `/pgmig cancel {m.id}`"
+
+
+async def pending_approvals(user: str, svc: Services, migrations: list[Migration]) -> list[Pending]:
+    """Open cutover requests `user` may approve and has not yet: not their own, not expired."""
+    waiting = [m for m in migrations if m.state is State.AWAITING_APPROVAL]
+    if not waiting or not await may_approve(user, svc.policy, svc.directory):
+        return []
+    found = []
+    for m in waiting:
+        request = await svc.engine.cutover_request(m.id)
+        if request is None or not request.open or request.expired or request.requested_by == user:
+            continue
+        approvers = await approval.approvers(svc.store, request)
+        if user not in approvers:
+            found.append(Pending(m, request, approvers))
+    return found
+
+
+def _migration_blocks(m: Migration, svc: Services, now: float) -> list[dict]:
+    progress = svc.engine.progress(m.id)
+    lines = [f"{mm.icon(m.state)} *{m.id}* {m.state.value} · {mm.describe(m)} · by {mm.mention(m.requested_by)}"]
+    lines += [f"      {mm.database_line(progress.of(db), now)}" for db in m.databases]
+    return [*sections(lines), context("Next: " + next_step(m))]
+
+
+async def home_view(user: str, svc: Services) -> dict:
+    """The Home tab for `user`, as `views.publish` takes it."""
+    active = await svc.engine.migrations(active_only=True)
+    pending = await pending_approvals(user, svc, active)
+    blocks: list[dict] = [
+        header("pgmig"),
+        ActionsBlock(
+            elements=[
+                ButtonElement(text="New migration…", action_id=OPEN, style="primary"),
+                ButtonElement(text="Refresh", action_id=REFRESH),
+            ]
+        ).to_dict(),
+    ]
+    if pending:
+        blocks.append(header(f"Waiting for your approval: {len(pending)}"))
+        for p in pending[:SHOWN_APPROVALS]:
+            card = await card_for(svc, p.request, p.approvers)
+            blocks += card.blocks
+        if len(pending) > SHOWN_APPROVALS:
+            blocks.append(context(f"… and {len(pending) - SHOWN_APPROVALS} more: see the notify channel"))
+    now = time.time()
+    blocks.append(header(f"Active migrations: {len(active)}"))
+    if not active:
+        blocks.append(section("None. Start one with *New migration…* or `/pgmig migrate`."))
+    for m in active[-SHOWN_MIGRATIONS:]:
+        blocks += _migration_blocks(m, svc, now)
+    if len(active) > SHOWN_MIGRATIONS:
+        blocks.append(context(f"{len(active) - SHOWN_MIGRATIONS} older active migration(s): `/pgmig status`"))
+    blocks.append(context(f"Updated {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(now))} · `/pgmig list`"))
+    if len(blocks) > MAX_BLOCKS:
+        blocks = blocks[: MAX_BLOCKS - 1] + [context("… more than a Home tab can show: `/pgmig status`")]
+    return View(type="home", callback_id="pgmig.home", blocks=blocks).to_dict()

@@ -1,0 +1,111 @@
+"""The App Home tab over signed HTTP: app_home_opened → views.publish with the active migrations (state,
+lag, next step) and the cutovers waiting for this person's approval, whose buttons decide as the card's do."""
+
+from __future__ import annotations
+
+import pytest
+
+from handlers.actions import Action
+from handlers.home import REFRESH
+from tests.integration.clusters import config_toml
+from tests.integration.fake_slack import text_of
+from tests.integration.sample_data import online_pair
+from tests.integration.slack_harness import running
+
+
+@pytest.fixture
+async def team(tmp_path, cluster_root):
+    src, tgt = online_pair(cluster_root, "home")
+    config = config_toml(
+        {"onprem": src, "azure": tgt},
+        extra='[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER"]\n'
+        "[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.2\n",
+    )
+    try:
+        async with running(tmp_path, config) as app:
+            yield app
+    finally:
+        src.destroy()
+        tgt.destroy()
+
+
+def buttons(view: dict) -> list[dict]:
+    return [e for b in view["blocks"] if b["type"] == "actions" for e in b["elements"] if e["type"] == "button"]
+
+
+async def published(slack, user: str, after: int) -> dict:
+    """The next Home tab published for `user` after call number `after`."""
+    call = await slack.fake.wait_for(
+        "calls",
+        lambda c: c.method == "views.publish" and c.params["user_id"] == user and slack.fake.calls.index(c) >= after,
+    )
+    return call.params["view"]
+
+
+async def test_home_lists_active_migrations_and_the_approvals_waiting_for_you(team):
+    slack = team
+    mark = len(slack.fake.calls)
+    resp = await slack.event({"type": "app_home_opened", "user": "U0APPROVER", "tab": "home"}, "Ev1")
+    assert resp.status == 200  # acked at once; the view follows
+    empty = await published(slack, "U0APPROVER", mark)
+    assert empty["type"] == "home" and "Active migrations: 0" in text_of(empty)
+    assert "Waiting for your approval" not in text_of(empty)
+
+    await slack.command("migrate onprem azure --mode online --db app", user="U0ALICE", key="m")
+    await slack.reply("m")
+    await slack.fake.wait_for(
+        "calls",
+        lambda c: (
+            c.method == "chat.postMessage" and c.params.get("thread_ts") and "ready_for_cutover" in text_of(c.params)
+        ),
+        timeout=60,
+    )
+    mark = len(slack.fake.calls)
+    await slack.event({"type": "app_home_opened", "user": "U0ALICE", "tab": "home"}, "Ev2")
+    ready = text_of(await published(slack, "U0ALICE", mark))
+    assert "mig-1" in ready and "ready_for_cutover" in ready and "lag" in ready
+    assert "`/pgmig cutover mig-1`" in ready  # the next step, as the command to type
+
+    await slack.command("cutover mig-1", user="U0ALICE", key="c")
+    assert "approval card" in text_of(await slack.reply("c"))
+    mark = len(slack.fake.calls)
+    await slack.event({"type": "app_home_opened", "user": "U0APPROVER", "tab": "home"}, "Ev3")
+    home = await published(slack, "U0APPROVER", mark)
+    text = text_of(home)
+    assert "Waiting for your approval: 1" in text and "Approve cutover of mig-1?" in text
+    assert "awaiting_approval" in text and "Active migrations: 1" in text
+    approve = next(b for b in buttons(home) if b["action_id"] == Action.APPROVE_CUTOVER.value)
+    round = (await slack.services.engine.cutover_request("mig-1")).round
+    assert approve["value"] == f"mig-1:{round}" and approve["confirm"]  # the card's own button
+
+    mark = len(slack.fake.calls)
+    await slack.event({"type": "app_home_opened", "user": "U0ALICE", "tab": "home"}, "Ev4")
+    own = text_of(await published(slack, "U0ALICE", mark))
+    assert "mig-1" in own and "Waiting for your approval" not in own  # a requester cannot approve their own
+    mark = len(slack.fake.calls)
+    await slack.event({"type": "app_home_opened", "user": "U0APPROVER", "tab": "messages"}, "Ev5")
+    await slack.tasks.drain(5)
+    assert not [c for c in slack.fake.calls[mark:] if c.method == "views.publish"]  # the Messages tab: nothing
+
+    # A stranger's click from their Home tab is refused in a direct message (a view has no response_url).
+    view = slack.fake.views[slack.fake.homes["U0APPROVER"]]
+    await slack.in_view(view, {}, "b", {"type": "button", **approve}, user="U0MALLORY", key="x")
+    refusal = await slack.fake.wait_for(
+        "calls", lambda c: c.method == "chat.postMessage" and c.params["channel"] == "U0MALLORY"
+    )
+    assert "only approvers may approve" in text_of(refusal.params)
+
+    mark = len(slack.fake.calls)
+    await slack.in_view(view, {}, "b", {"type": "button", **approve}, user="U0APPROVER", key="ok")
+    after = text_of(await published(slack, "U0APPROVER", mark))  # the Home tab again, once decided
+    assert "Waiting for your approval" not in after
+    await slack.fake.wait_for(
+        "calls",
+        lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts") and "completed" in text_of(c.params),
+        timeout=60,
+    )
+    mark = len(slack.fake.calls)
+    await slack.in_view(view, {}, "b", {"type": "button", "action_id": REFRESH}, user="U0APPROVER", key="r")
+    assert "Active migrations: 0" in text_of(await published(slack, "U0APPROVER", mark))
+    log = [(e.actor, e.action) for e in await slack.services.store.audit_log("mig-1")]
+    assert ("U0APPROVER", "cutover.approve") in log and ("U0MALLORY", "cutover.approve.refused") in log
