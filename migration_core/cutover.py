@@ -51,6 +51,7 @@ OTHER_CLIENTS = (
     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
     "AND backend_type = 'client backend' AND application_name <> 'pgmig'"
 )
+LATE_SESSION_ROUNDS = 3  # sessions that slipped in past the fence are ended (and caught up with) this often
 WINDOW_STEPS = ("fence", "catch_up", "sequences", "constraints", "counts")  # while writes are fenced
 
 
@@ -131,16 +132,21 @@ async def fence(source: ServerConfig, database: str, grace_seconds: float, journ
         ]
         await journal.note(entry)
         await asyncio.sleep(grace_seconds)  # sessions may finish what they are doing
-        pids = [r["pid"] for r in await conn.fetch(OTHER_CLIENTS)]
-        for pid in pids:
-            await conn.execute("SELECT pg_terminate_backend($1)", pid)
-        entry.data["ended_sessions"] = entry.data.get("ended_sessions", 0) + len(pids)
-        for _ in range(200):
-            if not await conn.fetch(OTHER_CLIENTS):
-                await journal.done(entry)
-                return Fence.of(entry)
-            await asyncio.sleep(0.01)
-        raise MigrationError(f"sessions on {database} would not end", "look at pg_stat_activity on the source")
+        entry.data["ended_sessions"] = entry.data.get("ended_sessions", 0) + await end_sessions(conn, database)
+        await journal.done(entry)
+        return Fence.of(entry)
+
+
+async def end_sessions(conn: asyncpg.Connection, database: str) -> int:
+    """End every application session on the database and wait until they are gone; returns how many."""
+    pids = [r["pid"] for r in await conn.fetch(OTHER_CLIENTS)]
+    for pid in pids:
+        await conn.execute("SELECT pg_terminate_backend($1)", pid)
+    for _ in range(200):
+        if not await conn.fetch(OTHER_CLIENTS):
+            return len(pids)
+        await asyncio.sleep(0.01)
+    raise MigrationError(f"sessions on {database} would not end", "look at pg_stat_activity on the source")
 
 
 CAUGHT_UP = (
@@ -192,6 +198,15 @@ async def cut_over(
     step = time.perf_counter()
     if catch_up is None:
         await wait_caught_up(source, database, config.catch_up_timeout_seconds, journal.object_name(database))
+        for _ in range(LATE_SESSION_ROUNDS):
+            # A session that was past its CONNECT check when the fence came shows up only once started, and
+            # may write after the catch-up's point: end it and catch up again, or the counts below fall back.
+            async with source.connection(database) as conn:
+                late = await end_sessions(conn, database)
+            if not late:
+                break
+            result.fence.ended_sessions += late
+            await wait_caught_up(source, database, config.catch_up_timeout_seconds, journal.object_name(database))
     else:
         await catch_up(database, config.catch_up_timeout_seconds)
     result.timings["catch_up"] = time.perf_counter() - step

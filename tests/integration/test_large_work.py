@@ -23,8 +23,19 @@ from migration_core.store import Store
 from migration_core.verify import verify_database
 from tests.integration.clusters import server
 from tests.integration.sample_data import RecordingEvents
+from tests.integration.waiting import wait_state
 
 QUERY_TIMEOUT = 1.0  # seconds: every copy and VALIDATE below takes longer
+DATABASES = ("slow_offline", "slow_online", "validating", "split_me", "stalls")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def leave_nothing(source_cluster, target_cluster):
+    """The clusters are shared by the whole session: the databases made here go when the module ends."""
+    yield
+    for cluster in (source_cluster, target_cluster):
+        for db in DATABASES:
+            cluster.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 def fresh(cluster: LocalCluster, db: str, sql: str = "") -> None:
@@ -83,17 +94,6 @@ async def migrate(engine: Engine, mode: str, db: str) -> str:
     return m.id
 
 
-async def wait_state(engine: Engine, mid: str, *states: State, timeout: float = 90) -> State:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        m = await engine.store.get_migration(mid)
-        if m.state in states:
-            return m.state
-        assert m.state not in (State.FAILED, State.CANCELLED), m.error
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{mid} is {m.state.value}, not {[s.value for s in states]}")
-
-
 def same_rows(src: LocalCluster, tgt: LocalCluster, db: str, table: str) -> str:
     sql = f"SELECT count(*) || ':' || coalesce(sum(hashtextextended(t::text, 0)), 0) FROM {table} t"
     on_source = src.psql(sql, database=db)
@@ -107,7 +107,7 @@ async def test_an_offline_copy_longer_than_the_query_timeout_completes(tmp_path,
     engine = make_engine(store, source_cluster, target_cluster, tmp_path)
     started = time.monotonic()
     mid = await migrate(engine, "offline", "slow_offline")
-    await wait_state(engine, mid, State.COMPLETED)
+    await wait_state(engine.store, mid, State.COMPLETED)
     assert time.monotonic() - started > 2.5 > QUERY_TIMEOUT  # the copy alone took 250 × 10 ms
     assert same_rows(source_cluster, target_cluster, "slow_offline", "slow").startswith("250:")
     await engine.close()
@@ -120,7 +120,7 @@ async def test_an_online_load_and_cutover_longer_than_the_query_timeout_complete
     target_cluster.psql('DROP DATABASE IF EXISTS "slow_online" WITH (FORCE)')
     engine = make_engine(store, source_cluster, target_cluster, tmp_path)
     mid = await migrate(engine, "online", "slow_online")
-    await wait_state(engine, mid, State.READY_FOR_CUTOVER)
+    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     source_cluster.psql("INSERT INTO slow (id, parent_id) VALUES (1000, 2)", database="slow_online")
     assert await engine.cutover(mid, "U0BOB")
     m = await store.get_migration(mid)
@@ -220,7 +220,7 @@ async def test_large_tables_are_copied_and_checked_in_ranges_while_writes_go_on(
     stop = asyncio.Event()
     app = asyncio.create_task(application())
     mid = await migrate(engine, "online", "split_me")
-    await wait_state(engine, mid, State.READY_FOR_CUTOVER)
+    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     progress = engine.progress(mid).of("split_me")
     assert progress.ranges_total >= 2 * 24 and progress.ranges_done == progress.ranges_total
     assert progress.rows_done >= 40000

@@ -20,6 +20,7 @@ from migration_core.store import Store
 from migration_core.verify import verify_database
 from tests.integration.clusters import PASSWORD, server
 from tests.integration.sample_data import RICH, ROLES, RecordingEvents, pagila_available, pg16_bindir
+from tests.integration.waiting import wait_state
 
 LOGICAL = {"wal_level": "logical", "max_replication_slots": "10", "max_wal_senders": "10"}
 
@@ -87,17 +88,6 @@ async def start_online(engine: Engine, dbs: list[str], **kw) -> str:
     return m.id
 
 
-async def wait_state(engine: Engine, mid: str, *states: State, timeout: float = 90) -> State:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        m = await engine.store.get_migration(mid)
-        if m.state in states:
-            return m.state
-        assert m.state not in (State.FAILED, State.CANCELLED) or m.state in states, m.error
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{mid} is {m.state.value}, not {[s.value for s in states]}")
-
-
 async def wait_equal(src: LocalCluster, tgt: LocalCluster, db: str, timeout: float = 60) -> None:
     s, t = server("s", src), server("t", tgt)
     deadline = time.monotonic() + timeout
@@ -145,7 +135,7 @@ async def test_online_copies_then_streams_every_change(tmp_path, store, src, tgt
     write_task = asyncio.create_task(writer())
     mid = await start_online(engine, dbs)
     try:
-        await wait_state(engine, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
+        await wait_state(engine.store, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
         await asyncio.sleep(0.5)
     finally:
         writer_stop.set()
@@ -164,7 +154,7 @@ async def test_online_copies_then_streams_every_change(tmp_path, store, src, tgt
             "VALUES (1, 1, 1, 9.99, '2022-02-15 10:00+00')",
             database="pagila",
         )
-    assert await wait_state(engine, mid, State.READY_FOR_CUTOVER) is State.READY_FOR_CUTOVER
+    assert await wait_state(engine.store, mid, State.READY_FOR_CUTOVER) is State.READY_FOR_CUTOVER
     for db in dbs:
         await wait_equal(src, tgt, db)
     assert tgt.psql("SELECT mood FROM inventory.warehouse WHERE name = 'north'", database="rich") == "sad"
@@ -200,7 +190,7 @@ async def test_table_without_primary_key_refused_then_replicated_with_the_flag(t
     m = await store.get_migration(mid)
     assert m.state is State.FAILED and "public.events" in m.error and "--replica-identity-full" in m.error
     mid = await start_online(engine, ["nopk"], replica_identity_full=True)
-    await wait_state(engine, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
+    await wait_state(engine.store, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
     assert src.psql("SELECT relreplident FROM pg_class WHERE relname = 'events'", database="nopk") == "f"
     src.psql("UPDATE events SET what = 'changed' WHERE at = 7; DELETE FROM events WHERE at > 40", database="nopk")
     await wait_equal(src, tgt, "nopk")
@@ -227,7 +217,7 @@ async def test_restart_mid_load_and_mid_stream_resumes_with_one_slot(tmp_path, s
     assert (await store.get_migration(mid)).state is State.FULL_LOAD
     second = make_engine(store, src, tgt, tmp_path)
     assert await second.recover() == [mid]
-    await wait_state(second, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
+    await wait_state(second.store, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
     src.psql("INSERT INTO ticket VALUES (400001, 'after restart')", database="busy")
     await wait_equal(src, tgt, "busy")
     assert tgt.psql("SELECT count(*), count(DISTINCT id) FROM ticket", database="busy") == "400001|400001"
@@ -235,7 +225,7 @@ async def test_restart_mid_load_and_mid_stream_resumes_with_one_slot(tmp_path, s
     third = make_engine(store, src, tgt, tmp_path)
     assert await third.recover() == [mid]
     src.psql("DELETE FROM ticket WHERE id = 400001", database="busy")
-    await wait_state(third, mid, State.READY_FOR_CUTOVER)
+    await wait_state(third.store, mid, State.READY_FOR_CUTOVER)
     await wait_equal(src, tgt, "busy")
     assert len([s for s in slots(src) if s.startswith("pgmig_")]) == 1 and slots(src)[0].startswith(prefix(store, mid))
     await third.cancel(mid, "U0TEST")
@@ -245,7 +235,7 @@ async def test_restart_mid_load_and_mid_stream_resumes_with_one_slot(tmp_path, s
 async def test_lag_and_wal_retention_alerts(tmp_path, store, src, tgt):
     engine = make_engine(store, src, tgt, tmp_path, wal_retention_alert_bytes=0, lag_alert_bytes=16 << 10)
     mid = await start_online(engine, ["nopk"], replica_identity_full=True)
-    await wait_state(engine, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
+    await wait_state(engine.store, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
     name = (await store.step(mid, "load:nopk")).data["slot"]
     tgt.psql(f"ALTER SUBSCRIPTION {name} DISABLE", database="nopk")
     src.psql("INSERT INTO events SELECT g, repeat('y', 500) FROM generate_series(1000, 3000) g", database="nopk")
@@ -315,7 +305,7 @@ async def test_cutover_with_writes_up_to_the_fence_loses_nothing(tmp_path, store
     fresh_db(src, "cut")
     engine = make_engine(store, src, tgt, tmp_path)
     mid = await start_online(engine, ["cut"])
-    await wait_state(engine, mid, State.READY_FOR_CUTOVER)
+    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     committed: list[int] = []
 
     async def application() -> None:
@@ -399,7 +389,7 @@ async def test_a_failure_before_release_falls_back_on_every_database(tmp_path, s
     fresh_db(src, "fb2")
     engine = make_engine(store, src, tgt, tmp_path, catch_up_timeout_seconds=1.0)
     mid = await start_online(engine, ["fb1", "fb2"])
-    await wait_state(engine, mid, State.READY_FOR_CUTOVER)
+    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     locker = await asyncpg.connect(tgt.dsn("fb2"))  # fb2's foreign key can never be put back
     await locker.execute("BEGIN; LOCK TABLE child IN ACCESS EXCLUSIVE MODE")
     try:
@@ -427,7 +417,7 @@ async def test_no_cutover_over_a_subscription_that_does_not_stream(tmp_path, sto
     fresh_db(src, "broken")
     engine = make_engine(store, src, tgt, tmp_path)
     mid = await start_online(engine, ["broken"])
-    await wait_state(engine, mid, State.READY_FOR_CUTOVER)
+    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     name = (await store.step(mid, "load:broken")).data["slot"]
     tgt.psql(f"ALTER SUBSCRIPTION {name} DISABLE", database="broken")
     deadline = time.monotonic() + 20
@@ -453,7 +443,7 @@ async def test_a_cancel_during_the_grace_period_lifts_the_fence(tmp_path, store,
     fresh_db(src, "grace")
     engine = make_engine(store, src, tgt, tmp_path, fence_grace_seconds=5.0)
     mid = await start_online(engine, ["grace"])
-    await wait_state(engine, mid, State.READY_FOR_CUTOVER)
+    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     request = await engine.prepare_cutover(mid, "U0ALICE", "C1", 10)
     assert await engine.open_cutover(request)
     decision, _ = await engine.decide_cutover(mid, request.round, "U0BOB", "approve", is_approver=True, required=1)
@@ -475,7 +465,7 @@ async def test_problems_after_release_never_reopen_the_source(tmp_path, store, s
     fresh_db(src, "sum")
     engine = make_engine(store, src, tgt, tmp_path)
     mid = await start_online(engine, ["sum"])
-    await wait_state(engine, mid, State.READY_FOR_CUTOVER)
+    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     tgt.psql(
         "UPDATE parent SET name = 'tampered' WHERE id = 3; "  # counts equal, content not
         "UPDATE child SET parent_id = 999 WHERE id = 5",
@@ -509,7 +499,7 @@ async def test_a_stale_materialized_view_does_not_stop_the_cutover(tmp_path, sto
     )
     engine = make_engine(store, src, tgt, tmp_path)
     mid = await start_online(engine, ["mv"])
-    await wait_state(engine, mid, State.READY_FOR_CUTOVER)
+    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     src.psql("INSERT INTO child (parent_id, note) VALUES (1, 'after the view was refreshed')", database="mv")
     assert await engine.cutover(mid, "U0BOB")
     m = await store.get_migration(mid)
@@ -533,7 +523,7 @@ async def test_a_stale_materialized_view_does_not_stop_the_cutover(tmp_path, sto
 async def test_a_second_replica_leaves_a_live_ones_migration_alone_until_its_lease_expires(tmp_path, store, src, tgt):
     first = make_engine(store, src, tgt, tmp_path, lease_seconds=1.0)
     mid = await start_online(first, ["nopk"], replica_identity_full=True)
-    await wait_state(first, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
+    await wait_state(first.store, mid, State.CATCHING_UP, State.READY_FOR_CUTOVER)
     second = make_engine(store, src, tgt, tmp_path, lease_seconds=1.0)
     beats = {(await store.owner(mid))[1] for _ in range(3) if not await asyncio.sleep(0.4)}
     assert len(beats) >= 2  # the lease is being renewed
@@ -546,7 +536,7 @@ async def test_a_second_replica_leaves_a_live_ones_migration_alone_until_its_lea
             break
         await asyncio.sleep(0.1)
     assert (await store.owner(mid))[0] == second.instance
-    await wait_state(second, mid, State.READY_FOR_CUTOVER)
+    await wait_state(second.store, mid, State.READY_FOR_CUTOVER)
     assert len([s for s in slots(src) if s.startswith(prefix(store, mid))]) == 1
     await second.cancel(mid, "U0TEST")
     await second.close()
@@ -622,7 +612,7 @@ async def test_a_transaction_committed_asynchronously_just_before_the_fence_is_n
         fresh_db(lazy, "lazy")
         engine = make_engine(store, lazy, target, tmp_path)
         mid = await start_online(engine, ["lazy"])
-        await wait_state(engine, mid, State.READY_FOR_CUTOVER)
+        await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
         lazy.psql("UPDATE parent SET name = 'committed just before the fence' WHERE id = 1", database="lazy")
         assert await engine.cutover(mid, "U0BOB")
         assert await store.step(mid, "incident") is None, (await store.step(mid, "incident")).detail

@@ -24,6 +24,7 @@ from tests.integration.clusters import PASSWORD, config_toml
 from tests.integration.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers, text_of
 from tests.integration.sample_data import PARENT_CHILD
 from tests.integration.slack_harness import click_body, command_body
+from tests.integration.waiting import wait_state
 
 LEASE = 2.0
 
@@ -150,16 +151,6 @@ async def world(tmp_path, cluster_root, target_cluster):
         target_cluster.psql(f"DROP DATABASE IF EXISTS {state_db} WITH (FORCE)")
 
 
-async def wait_state(store: Store, mid: str, *states: State, timeout: float = 90) -> State:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        m = await store.get_migration(mid)
-        if m is not None and m.state in states:
-            return m.state
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{mid} is {m.state.value if m else 'missing'}, not {[s.value for s in states]}")
-
-
 async def holder(store: Store, mid: str) -> str:
     return (await store.owner(mid))[0].split("/", 1)[0]
 
@@ -186,7 +177,7 @@ async def test_commands_reach_the_replica_holding_the_migration(world):
     src, tgt, store, fake, replica = world
     a, b = await asyncio.gather(replica("ra").start(), replica("rb").start())
     assert "mig-1" in await a.ask("migrate onprem azure --mode online --db app", "m1")
-    await wait_state(store, "mig-1", State.READY_FOR_CUTOVER)
+    await wait_state(store, "mig-1", State.READY_FOR_CUTOVER, fail_fast=False)
     assert await holder(store, "mig-1") == "ra"
     cancelled = await b.ask("cancel mig-1", "x1")  # Slack reached the other replica
     assert "cancelled" in cancelled, cancelled
@@ -201,15 +192,15 @@ async def test_commands_reach_the_replica_holding_the_migration(world):
     tgt.psql("CREATE DATABASE app")
     tgt.psql("CREATE TABLE someone_elses (id int)", database="app")
     assert "mig-2" in await b.ask("migrate onprem azure --mode online --db app", "m2")
-    await wait_state(store, "mig-2", State.FAILED)  # not pgmig's database: refused
+    await wait_state(store, "mig-2", State.FAILED, fail_fast=False)  # not pgmig's database: refused
     tgt.psql("DROP DATABASE app")
     assert "retrying" in await a.ask("retry mig-2", "r2")  # run by the replica that holds mig-2
-    await wait_state(store, "mig-2", State.READY_FOR_CUTOVER)
+    await wait_state(store, "mig-2", State.READY_FOR_CUTOVER, fail_fast=False)
 
     src.psql("INSERT INTO child (parent_id) VALUES (2)", database="app")
     assert "approval card" in await random.choice([a, b]).ask("cutover mig-2", "c2")
     await approve(random.choice([a, b]), fake, "approve-2")
-    await wait_state(store, "mig-2", State.COMPLETED)
+    await wait_state(store, "mig-2", State.COMPLETED, fail_fast=False)
     assert tgt.psql("SELECT count(*) FROM child", database="app") == "2"
     assert pgmig_objects(src, tgt) == {"slots": "0", "roles": "0", "subscriptions": "0"}
     assert [e.action for e in await store.audit_log("mig-2")].count("cutover.started") == 1
@@ -234,7 +225,7 @@ async def test_a_standby_takes_over_a_dead_replica_mid_load_and_mid_cutover(worl
         assert time.monotonic() - killed < LEASE + 5, "no standby took the migration over"
     taken_over = time.monotonic() - killed
     assert taken_over <= LEASE + 3, taken_over
-    await wait_state(store, "mig-1", State.READY_FOR_CUTOVER)
+    await wait_state(store, "mig-1", State.READY_FOR_CUTOVER, fail_fast=False)
     assert src.psql("SELECT count(*) FROM pg_replication_slots") == "1"
 
     standby = b if await holder(store, "mig-1") == "rb" else c
@@ -242,7 +233,9 @@ async def test_a_standby_takes_over_a_dead_replica_mid_load_and_mid_cutover(worl
     assert "approval card" in await other.ask("cutover mig-1", "c")
     await approve(other, fake, "approve")
     await asyncio.wait_for(standby.proc.wait(), 60)  # it died at the fence
-    await wait_state(store, "mig-1", State.READY_FOR_CUTOVER, timeout=LEASE + 30)  # the last one rolled it back
+    await wait_state(
+        store, "mig-1", State.READY_FOR_CUTOVER, timeout=LEASE + 30, fail_fast=False
+    )  # the last one rolled it back
     assert await holder(store, "mig-1") == other.name
     assert src.psql("SHOW default_transaction_read_only", database="busy") == "off"
     assert src.psql("SELECT has_database_privilege('public', 'busy', 'CONNECT')") == "t"

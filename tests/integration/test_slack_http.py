@@ -57,7 +57,7 @@ async def test_servers_shows_hosts_but_never_passwords(slack):
 
 async def test_check_acks_at_once_then_posts_the_report(slack, target_cluster):
     target_cluster.psql('DROP DATABASE IF EXISTS "shop" WITH (FORCE)')  # a target that holds shop is not ready
-    resp = await slack.command("check onprem azure")
+    resp = await slack.command("check onprem azure --db shop")
     assert resp.status == 200 and "Running pre-flight checks" in resp.body  # the ack itself says it is working
     reply = await slack.reply("1")
     text = all_text(reply)

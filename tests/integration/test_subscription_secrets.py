@@ -4,8 +4,6 @@ superuser (as Azure's admin is not) logs every statement here, and still never s
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from migration_core.models import State
 from migration_core.store import Store
 from tests.integration.clusters import PASSWORD, server
 from tests.integration.sample_data import PARENT_CHILD, RecordingEvents, pg16_bindir
+from tests.integration.waiting import wait_state
 
 SOURCE_PASSWORD = "Operator-Source-Pw-7351"
 MIGRATOR_PASSWORD = "Migrator-Target-Pw-1"
@@ -46,16 +45,6 @@ def log_everything(extra: dict[str, str] | None = None) -> dict[str, str]:
 def rep_roles(c: LocalCluster) -> list[str]:
     out = c.psql("SELECT rolname FROM pg_roles WHERE rolname LIKE 'pgmig%'")
     return out.split() if out else []
-
-
-async def wait_state(store: Store, mid: str, *states: State, timeout: float = 60) -> State:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        m = await store.get_migration(mid)
-        if m.state in states:
-            return m.state
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{mid} is {m.state.value}: {m.error}")
 
 
 async def online(tmp_path: Path, source: LocalCluster, target: LocalCluster, **target_login) -> tuple[Engine, str]:
@@ -108,7 +97,7 @@ async def test_a_non_superuser_target_never_sees_the_operators_password(tmp_path
 
         # the target cannot reach the source: CREATE SUBSCRIPTION fails, and the server logs the statement
         engine, mid = await online(tmp_path / "failing", source, target, replication_port=free_port(), **as_migrator)
-        await wait_state(engine.store, mid, State.FAILED)
+        await wait_state(engine.store, mid, State.FAILED, fail_fast=False)
         m = await engine.store.get_migration(mid)
         assert "subscribing app to the source failed" in m.error and SOURCE_PASSWORD not in m.error
         assert "CREATE SUBSCRIPTION" in target.logfile.read_text()  # logged, as this DBA wants…
@@ -121,7 +110,7 @@ async def test_a_non_superuser_target_never_sees_the_operators_password(tmp_path
         # a migration that streams and cuts over
         target.psql("DROP DATABASE IF EXISTS app WITH (FORCE)")
         engine, mid = await online(tmp_path / "working", source, target, **as_migrator)
-        await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
+        await wait_state(engine.store, mid, State.READY_FOR_CUTOVER, fail_fast=False)
         [role] = rep_roles(source)
         assert (
             source.psql(f"SELECT rolsuper, rolreplication, rolcreaterole FROM pg_roles WHERE rolname = '{role}'")
@@ -165,7 +154,7 @@ async def test_a_superuser_target_keeps_the_statement_out_of_its_log_and_pg_stat
     try:
         target.psql("CREATE EXTENSION pg_stat_statements")
         engine, mid = await online(tmp_path, source, target)
-        await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
+        await wait_state(engine.store, mid, State.READY_FOR_CUTOVER, fail_fast=False)
         statements = target.psql("SELECT string_agg(query, E'\\n') FROM pg_stat_statements")
         assert "CREATE SUBSCRIPTION" not in statements and "CREATE SUBSCRIPTION" not in target.logfile.read_text()
         assert "CREATE DATABASE" in target.logfile.read_text()  # the log works: only that one statement is hushed
