@@ -164,7 +164,7 @@ class LocalCluster:
         os.chmod(self.root, 0o755)
         os.chmod(pwfile, 0o600)
         self._run(
-            str(self.bindir / "initdb"),
+            self._program("initdb"),
             "-D",
             str(self.datadir),
             "-U",
@@ -194,9 +194,7 @@ class LocalCluster:
 
     def start(self) -> "LocalCluster":
         self._set_port()
-        self._run(
-            str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "start"
-        )
+        self._run(self._program("pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "start")
         return self
 
     def _set_port(self) -> None:
@@ -208,15 +206,19 @@ class LocalCluster:
         self.port = free_port()
         conf.write_text(text + f"port = {self.port}\n")
 
+    def _program(self, name: str) -> str:
+        assert self.bindir is not None  # set when the cluster is made
+        return str(self.bindir / name)
+
     def stop(self) -> None:
         if self.running:
-            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop", check=False)
+            self._run(self._program("pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop", check=False)
 
     @property
     def running(self) -> bool:
         return (
             self.initialized
-            and self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "status", check=False).returncode == 0
+            and self._run(self._program("pg_ctl"), "-D", str(self.datadir), "status", check=False).returncode == 0
         )
 
     def destroy(self) -> None:
@@ -229,7 +231,7 @@ class LocalCluster:
     def psql(self, sql: str = "", database: str = "postgres", file: Path | None = None) -> str:
         """Run SQL (or a file) with psql, stopping at the first error."""
         args = [
-            str(self.bindir / "psql"),
+            self._program("psql"),
             "-X",
             "-q",
             "-v",

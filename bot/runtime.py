@@ -11,6 +11,7 @@ from bot.settings import Settings, SettingsError
 from handlers.authz import Directory
 from handlers.context import Poster, Services
 from handlers.publisher import ChannelPublisher, ProvisioningPublisher
+from migration_core.azure.backend import ManagedBackend
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.dms_backend import DmsBackend
 from migration_core.azure.flex_backend import FlexBackend
@@ -34,7 +35,9 @@ async def build_services(
     for name, data in (await store.saved_servers()).items():
         settings.servers.setdefault(name, ServerConfig(**data))
     azure = AzureClients(settings.azure, azure_credential)
-    backends = {"flex": FlexBackend(azure), "dms": DmsBackend(azure)} if settings.azure.enabled else {}
+    backends: dict[str, ManagedBackend] = (
+        {"flex": FlexBackend(azure), "dms": DmsBackend(azure)} if settings.azure.enabled else {}
+    )
     m, o = settings.migration, settings.online
     mb = 1 << 20
     engine = Engine(
@@ -77,5 +80,6 @@ async def build_services(
 
 async def close_services(services: Services) -> None:
     await services.engine.close()
-    await services.azure.close()
+    if services.azure is not None:
+        await services.azure.close()
     await services.store.close()

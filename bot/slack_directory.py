@@ -26,6 +26,6 @@ class SlackDirectory:
         except SlackApiError as exc:
             log.warning("cannot resolve user group %s: %s", group_id, exc.response.get("error"))
             return set()
-        users = set(resp.get("users", []))
+        users: set[str] = set(resp.get("users", []))
         self._cache[group_id] = (time.monotonic(), users)
         return users

@@ -37,7 +37,12 @@ async def published(slack, user: str, after: int) -> dict:
     """The next Home tab published for `user` after call number `after`."""
     call = await slack.fake.wait_for(
         "calls",
-        lambda c: c.method == "views.publish" and c.params["user_id"] == user and slack.fake.calls.index(c) >= after,
+        # by identity: two publishes of the same view compare equal, and index() would find the older one
+        lambda c: (
+            c.method == "views.publish"
+            and c.params["user_id"] == user
+            and any(x is c for x in slack.fake.calls[after:])
+        ),
     )
     return call.params["view"]
 
