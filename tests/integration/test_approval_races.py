@@ -50,7 +50,9 @@ async def state(slack: Running) -> State:
 
 
 async def settled(slack: Running) -> State:
-    """Wait until no cutover is in flight; the state then."""
+    """Wait until the clicks were handled (an ack returns before its work) and no cutover is in flight;
+    the state then."""
+    await slack.tasks.drain(30)
     for _ in range(300):
         now = await state(slack)
         if now not in (State.CUTTING_OVER, State.RELEASED):

@@ -321,7 +321,7 @@ async def test_cutover_with_writes_up_to_the_fence_loses_nothing(tmp_path, store
 
     app = asyncio.create_task(application())
     await asyncio.sleep(0.5)
-    assert await engine.cutover(mid, "U0BOB")
+    assert await engine.cutover(mid, "U0BOB"), (await store.get_migration(mid)).error
     await asyncio.wait_for(app, 10)
     m = await store.get_migration(mid)
     assert m.state is State.COMPLETED, m.error
