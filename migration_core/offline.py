@@ -12,6 +12,7 @@ Each method has two halves, `export` and `import_`, so the engine can persist an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from pathlib import Path
 
@@ -57,9 +58,11 @@ class OfflineDatabase:
         bindir: Path,
         progress: DatabaseProgress,
         limits: DataLimits = DEFAULT_LIMITS,
+        verify_early: bool = False,
     ) -> None:
         self.source, self.target, self.database = source, target, database
         self.limits = limits
+        self.verify_early = verify_early  # a verify step follows: compare each table as soon as it is copied
         self.checked: Known = {}  # tables compared during the import (restore method), for the verify step
         self.journal = journal
         self.options = options
@@ -188,7 +191,12 @@ class OfflineDatabase:
         self.progress.phase = "creating schema"
         await pg_restore.run([*base, "--section=pre-data", str(self.schema_file)], env)
         self.progress.phase = "copying data"
-        async with EarlyChecks(self.source, self.target, self.database, self.limits) as early:
+        async with contextlib.AsyncExitStack() as stack:
+            early = None
+            if self.verify_early:
+                early = await stack.enter_async_context(
+                    EarlyChecks(self.source, self.target, self.database, self.limits)
+                )
             await copy.copy_tables(
                 self.source,
                 self.target,
@@ -196,13 +204,13 @@ class OfflineDatabase:
                 self.options.parallel,
                 self.progress,
                 limits=self.limits,
-                on_copied=early.copied,
+                on_copied=early.copied if early else None,
             )
             self.progress.phase = "building indexes"
             await pg_restore.run(
                 [*base, "--section=post-data", "-j", str(self.options.parallel), str(self.schema_file)], env
             )
-            self.checked = await early.known()
+            self.checked = await early.known() if early else {}
 
 
 async def copy_databases(

@@ -55,6 +55,7 @@ async def run_offline(ctx: MigrationContext) -> None:
             ctx.bindir,
             ctx.progress.of(db),
             ctx.config.limits,
+            verify_early=True,
         )
 
     exports = [db for db in m.databases if not ctx.done(StepKind.EXPORT.at(db))]
