@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -95,25 +96,29 @@ class ServerConfig:
             return value
         return None
 
+    def _login(self, database: str) -> dict[str, Any]:
+        """What every connection and pool of this server is opened with (the password read now)."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password(),
+            "database": database,
+            "ssl": self.sslmode,
+            "timeout": self.connect_timeout,
+        }
+
     async def connect(self, database: str | None = None, *, data: bool = False) -> asyncpg.Connection:
         """Open a connection, turning every failure into a :class:`ConnectionProblem`.
 
         A control connection bounds each statement by `query_timeout`. A `data` connection (COPY,
         VALIDATE, REFRESH, ANALYZE, checksums, large objects) has no time limit: such work may rightly
         run for hours, and is watched for progress instead; TCP keepalives notice a peer that vanished."""
-        password = self.password()
         dbname = database or self.database
+        login = self._login(dbname)
         try:
             conn = await asyncpg.connect(
-                host=self.host,
-                port=self.port,
-                user=self.user,
-                password=password,
-                database=dbname,
-                ssl=self.sslmode,
-                timeout=self.connect_timeout,
-                command_timeout=None if data else self.query_timeout,
-                server_settings=SESSION,
+                **login, command_timeout=None if data else self.query_timeout, server_settings=SESSION
             )
         except Exception as exc:  # every driver/socket failure becomes one readable line
             raise self.explain(exc, dbname) from None
@@ -122,18 +127,12 @@ class ServerConfig:
 
     async def pool(self, database: str, size: int, settings: dict[str, str] | None = None) -> asyncpg.Pool:
         """Up to `size` data connections (no time limit, keepalives), with `settings` for each session."""
-        password = self.password()
+        login = self._login(database)
         try:
             return await asyncpg.create_pool(
-                host=self.host,
-                port=self.port,
-                user=self.user,
-                password=password,
-                database=database,
-                ssl=self.sslmode,
+                **login,
                 min_size=1,
                 max_size=size,
-                timeout=self.connect_timeout,
                 command_timeout=None,
                 server_settings={**SESSION, **(settings or {})},
                 init=_init_pooled,
