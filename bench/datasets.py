@@ -20,8 +20,26 @@ GROUPS = {"both": ("pgbench", "wide"), "all": DATASETS}
 
 # The methods a dataset runs when --methods is not given, in that order.
 DEFAULT_METHODS = {
-    "pgbench": ("dump-restore", "dump-dir", "pgcopydb", "raw-pipe", "pgmig", "pgmig-online"),
-    "wide": ("dump-restore", "dump-dir", "pgcopydb", "raw-pipe", "pgmig", "pgmig-online"),
+    "pgbench": (
+        "dump-restore",
+        "dump-dir",
+        "pgcopydb",
+        "raw-pipe",
+        "pgmig",
+        "pgmig-online",
+        "pgmig-e2e",
+        "pgmig-online-e2e",
+    ),
+    "wide": (
+        "dump-restore",
+        "dump-dir",
+        "pgcopydb",
+        "raw-pipe",
+        "pgmig",
+        "pgmig-online",
+        "pgmig-e2e",
+        "pgmig-online-e2e",
+    ),
     "onebig": ("dump-dir", "pgcopydb", "single-stream", "pgmig", "pgmig-online"),
     "lobs": ("dump-restore", "pgmig"),
 }

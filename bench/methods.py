@@ -214,5 +214,15 @@ METHODS: dict[str, Method] = {
         Method("single-stream", lambda n: "single COPY | COPY stream", single_stream),
         Method("pgmig", lambda n: f"pgmig offline (parallel {n})", pgmig),
         Method("pgmig-online", lambda n: f"pgmig online full load (x{n})", lambda ctx: pgmig(ctx, "online")),
+        Method(
+            "pgmig-e2e",
+            lambda n: f"pgmig migrate → completed (x{n})",
+            lambda ctx: pgmig(ctx, "migrate-offline"),
+        ),
+        Method(
+            "pgmig-online-e2e",
+            lambda n: f"pgmig migrate → ready (x{n})",
+            lambda ctx: pgmig(ctx, "migrate-online"),
+        ),
     )
 }

@@ -23,7 +23,13 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--database", required=True)
     parser.add_argument("--password-env", required=True)
-    parser.add_argument("--mode", choices=("offline", "online"), default="offline")
+    parser.add_argument(
+        "--mode",
+        choices=("offline", "online", "migrate-offline", "migrate-online"),
+        default="offline",
+        help="offline/online: the copy path alone; migrate-*: a whole migration through the engine, as "
+        "`/pgmig migrate` runs it, to completed (verified) or ready_for_cutover",
+    )
     parser.add_argument(
         "--split-mb", type=int, default=1024, help="DataLimits.split_table_bytes in MiB (tables larger are split)"
     )
@@ -63,6 +69,48 @@ async def online_copy(source, target, database: str, jobs: int, workdir: Path, l
         await store.close()
 
 
+async def migrate(source, target, database: str, jobs: int, workdir: Path, limits, mode: str) -> None:
+    """What a user waits for: `/pgmig migrate` to `completed` (offline, verified) or `ready_for_cutover`
+    (online), through the engine with an in-memory state store; an online migration is then cancelled,
+    which removes its replication."""
+    from migration_core.engine import Engine, EngineConfig, MigrationRequest
+    from migration_core.events import NoEvents
+    from migration_core.models import State
+    from migration_core.store import Store
+
+    store = await Store.open(":memory:")
+    config = EngineConfig(workdir=workdir, default_parallel=jobs, limits=limits)
+    engine = Engine(store, {"source": source, "target": target}, NoEvents(), config)
+    online = mode == "migrate-online"
+    try:
+        m = await engine.create(
+            MigrationRequest(
+                source="source",
+                target="target",
+                mode="online" if online else "offline",
+                requested_by="UBENCH",
+                databases=[database],
+                parallel=jobs,
+                overwrite=True,
+                replica_identity_full=online,
+            )
+        )
+        report = await engine.preflight(m)
+        if report.blocking:
+            raise SystemExit("pre-flight refused: " + "; ".join(f.detail for f in report.blocking))
+        engine.start(m.id)
+        goal = State.READY_FOR_CUTOVER if online else State.COMPLETED
+        while (state := (await store.get_migration(m.id)).state) is not goal:
+            if state.finished:
+                raise SystemExit(f"{m.id} {state.value}: {(await store.get_migration(m.id)).error}")
+            await asyncio.sleep(0.01)
+        if online:
+            await engine.cancel(m.id, "UBENCH")
+    finally:
+        await engine.close()
+        await store.close()
+
+
 def main() -> None:
     args = parse()
     try:
@@ -81,6 +129,9 @@ def main() -> None:
 
     source, target = server("source", args.source_port), server("target", args.target_port)
     limits = DataLimits(split_table_bytes=args.split_mb << 20)
+    if args.mode.startswith("migrate-"):
+        asyncio.run(migrate(source, target, args.database, args.jobs, args.workdir, limits, args.mode))
+        return
     if args.mode == "online":
         asyncio.run(online_copy(source, target, args.database, args.jobs, args.workdir, limits))
         return
