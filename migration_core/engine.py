@@ -181,11 +181,13 @@ class Engine:
     async def writers(self, target: str, but: str = "") -> dict[str, str]:
         """Each database on `target` (by address: two names may be one server) that an unfinished
         migration other than `but` writes to → that migration, in words (`mig-3 (full_load)`)."""
-        where = self.servers[target].address if target in self.servers else target
+
+        def address(name: str) -> str:
+            return self.servers[name].address if name in self.servers else name
+
         out: dict[str, str] = {}
         for other in await self.store.list_migrations(active_only=True):
-            other_where = self.servers[other.target].address if other.target in self.servers else other.target
-            if other.id != but and other_where == where:
+            if other.id != but and address(other.target) == address(target):
                 for db in other.databases:
                     out.setdefault(db, f"{other.id} ({other.state.value})")
         return out

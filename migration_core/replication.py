@@ -19,17 +19,16 @@ import asyncio
 import hashlib
 import re
 import secrets as pysecrets
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
 from migration_core import secrets, waits
 from migration_core.errors import MigrationError
 from migration_core.progress import DatabaseProgress
-from migration_core.servers import ConnectionProblem, ServerConfig
+from migration_core.servers import ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER, ident, literal
 from migration_core.tools import PRIVATE, connection_env, conninfo, summarize, terminate
 
@@ -129,7 +128,8 @@ async def create_slot(
     proc.stdin.write(f"CREATE_REPLICATION_SLOT {ident(slot)} LOGICAL pgoutput {syntax};\n".encode())
     await proc.stdin.drain()
     try:
-        line = await _answer(proc.stdout.readline(), source, database, slot, progress)
+        async with waits.watched(source, database, _walsender(f"pgmig {slot}"), progress, "creating the slot"):
+            line = await proc.stdout.readline()
     except BaseException:
         await terminate(proc)
         raise
@@ -144,39 +144,16 @@ async def create_slot(
     return SlotSession(proc, parts[0], parts[1], parts[2])
 
 
-async def _answer(
-    reading: Coroutine[Any, Any, bytes],
-    source: ServerConfig,
-    database: str,
-    slot: str,
-    progress: DatabaseProgress | None,
-) -> bytes:
-    """The walsender's answer, however long it takes; meanwhile `progress` says what the slot waits for."""
-    task = asyncio.ensure_future(reading)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=waits.WATCH_SECONDS)
-            if done:
-                return task.result()
-            if progress is not None:
-                pid = await _walsender(source, database, f"pgmig {slot}")
-                why = await waits.about(source, database, pid) if pid else ""
-                progress.waiting = f"creating the replication slot: {why}" if why else ""
-    finally:
-        task.cancel()
-        if progress is not None:
-            progress.waiting = ""
+def _walsender(application: str) -> Callable[[asyncpg.Connection], Awaitable[int | None]]:
+    """Finds the walsender session of the psql that goes by `application`."""
 
+    async def find(conn: asyncpg.Connection) -> int | None:
+        return await conn.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name = $1",
+            application,
+        )
 
-async def _walsender(source: ServerConfig, database: str, application: str) -> int | None:
-    try:
-        async with source.connection(database) as conn:
-            return await conn.fetchval(
-                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name = $1",
-                application,
-            )
-    except (ConnectionProblem, asyncpg.PostgresError, OSError, asyncio.TimeoutError):
-        return None
+    return find
 
 
 async def create_replication_role(source: asyncpg.Connection, name: str, database: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 
@@ -56,10 +56,15 @@ async def about(server: ServerConfig, database: str, pid: int) -> str:
 
 @contextlib.asynccontextmanager
 async def watched(
-    server: ServerConfig, database: str, pid: int, progress: DatabaseProgress | None, what: str
+    server: ServerConfig,
+    database: str,
+    pid: int | Callable[[asyncpg.Connection], Awaitable[int | None]],
+    progress: DatabaseProgress | None,
+    what: str,
 ) -> AsyncIterator[None]:
-    """While the block runs a statement on backend `pid`, keep `progress.waiting` saying what it waits
-    for (`what`: the statement, in words), and clear it afterwards."""
+    """While the block runs a statement on backend `pid` (or the one `pid(conn)` finds: a walsender
+    pgmig did not open itself), keep `progress.waiting` saying what it waits for (`what`: the
+    statement, in words), and clear it afterwards."""
     if progress is None:
         yield
         return
@@ -69,7 +74,8 @@ async def watched(
             started = time.monotonic()
             while True:
                 await asyncio.sleep(WATCH_SECONDS)
-                why = await describe(conn, pid)
+                backend = pid if isinstance(pid, int) else await pid(conn)
+                why = await describe(conn, backend) if backend else ""
                 progress.waiting = f"{what}: {why} ({time.monotonic() - started:.0f} s)" if why else ""
 
     watcher = asyncio.create_task(look())
