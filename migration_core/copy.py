@@ -6,6 +6,12 @@ table larger than the split limit, one of its ranges (ranges.py). Each streams `
 the source straight into `COPY … FROM STDIN` on the target. Indexes and constraints are built
 afterwards, which is faster than maintaining them row by row.
 
+A table copied by one stream is truncated in the stream's transaction and loaded with `COPY … FREEZE`:
+PostgreSQL then appends its rows page after page, in the order they came, already frozen (no later
+hint-bit writes or freezing vacuum on the target), and a digest of the stream (digest.py) can be compared
+with one of the table read back. A range of a split table shares its table with other streams and is
+loaded plainly.
+
 A stream has no time limit: an hour-long table is normal. It fails when it stops moving: no byte for
 `stall_seconds`, and the failure says what the stuck session waits for.
 """
@@ -14,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 
 from migration_core import ranges, waits
+from migration_core.digest import RowDigest
 from migration_core.errors import MigrationError
 from migration_core.limits import DEFAULT_LIMITS, DataLimits
 from migration_core.progress import DatabaseProgress
@@ -54,12 +61,24 @@ class TableSpec:
 
 
 @dataclass
+class TableCopy:
+    """A table's copy as its pieces commit, shared by them; what `on_copied` is given at the end."""
+
+    table: TableSpec
+    left: int  # pieces still to copy
+    whole: bool  # one stream into the table truncated in its transaction: rows land in the order sent
+    snapshot_xmin: int  # the oldest transaction running at the copy's snapshot (32-bit xid)
+    rows: int = 0  # as the target's COPY command tags counted them
+    digest: RowDigest | None = None  # of what the source sent, when asked for (`on_copied`)
+
+
+@dataclass
 class Piece:
     """One stream's work: a table, or one range of it."""
 
     table: TableSpec
     range: ranges.Range
-    left: list[int] = field(default_factory=list)  # shared by a table's pieces: how many are still to copy
+    copy: TableCopy
 
     @property
     def name(self) -> str:
@@ -112,11 +131,14 @@ async def _stream(
     progress: DatabaseProgress,
     stall: float,
     why: Callable[[], Awaitable[str]],
+    digest: RowDigest | None,
 ) -> int:
-    """Pipe one piece from source to target; returns the rows the target took. Raises Stalled when no
-    byte moved for `stall` seconds, with `why()` asked while the sessions still wait."""
+    """Pipe one piece from source to target, into `digest` too if given; returns the rows the target
+    took. Raises Stalled when no byte moved for `stall` seconds, with `why()` asked while the sessions
+    still wait."""
     queue: asyncio.Queue[bytes | _End] = asyncio.Queue(PIPE_DEPTH)
     table = piece.table
+    whole = piece.copy.whole
     copied = 0
     loop = asyncio.get_running_loop()
     moved = loop.time()
@@ -127,6 +149,8 @@ async def _stream(
         copied += len(chunk)
         progress.bytes_done += step
         moved = loop.time()
+        if digest is not None:
+            digest.update(chunk)
         await queue.put(chunk)
 
     async def produce() -> None:
@@ -153,11 +177,20 @@ async def _stream(
         async with asyncio.TaskGroup() as group:
             group.create_task(produce())
             consumed = group.create_task(
-                tgt.copy_to_table(table.name, schema_name=table.schema, columns=table.columns, source=chunks())
+                tgt.copy_to_table(
+                    table.name, schema_name=table.schema, columns=table.columns, source=chunks(), freeze=whole
+                )
             )
         return consumed.result()
 
-    work = asyncio.ensure_future(pipe())
+    async def load() -> str:
+        if not whole:
+            return await pipe()
+        async with tgt.transaction():
+            await tgt.execute(f"TRUNCATE ONLY {table.qualified}")
+            return await pipe()
+
+    work = asyncio.ensure_future(load())
     try:
         while not (await asyncio.wait({work}, timeout=min(stall, STALL_CHECK_SECONDS)))[0]:
             if loop.time() - moved >= stall:
@@ -179,17 +212,33 @@ async def _waits(source: ServerConfig, target: ServerConfig, database: str, pids
     return why or "neither server reports a wait: check the network between pgmig and the servers"
 
 
-async def _plan(conn: asyncpg.Connection, tables: list[TableSpec], parallel: int, limits: DataLimits) -> list[Piece]:
+# Target tables the login may truncate (TRUNCATE privilege, e.g. as a member of the owner role).
+TRUNCATABLE = (
+    "SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'r' AND has_table_privilege(c.oid, 'TRUNCATE') AND " + USER_SCHEMA_FILTER
+)
+
+
+async def _plan(
+    conn: asyncpg.Connection,
+    tables: list[TableSpec],
+    truncatable: set[tuple[str, str]],
+    parallel: int,
+    limits: DataLimits,
+    digests: bool,
+) -> list[Piece]:
     """Every table's pieces, largest first across tables. Tables split by page are locked against a
     rewrite (VACUUM FULL, CLUSTER) for the rest of the copy, which would move rows between pages."""
     version = int(await conn.fetchval("SHOW server_version_num"))
+    xmin = int(await conn.fetchval("SELECT txid_snapshot_xmin(txid_current_snapshot())")) & 0xFFFFFFFF
     pieces: list[Piece] = []
     for t in tables:
         parts = await ranges.split(conn, t.schema, t.name, t.size, limits.split_table_bytes, parallel, version)
         if len(parts) > 1 and not ranges.by_key_condition(parts[0].where):
             await conn.execute(f"LOCK TABLE ONLY {t.qualified} IN ACCESS SHARE MODE")
-        left = [len(parts)]
-        pieces += [Piece(t, r, left) for r in parts]
+        whole = len(parts) == 1 and (t.schema, t.name) in truncatable
+        table = TableCopy(t, len(parts), whole, xmin, digest=RowDigest(whole) if digests else None)
+        pieces += [Piece(t, r, table) for r in parts]
     pieces.sort(key=lambda p: p.range.size, reverse=True)
     return pieces
 
@@ -202,12 +251,13 @@ async def copy_tables(
     progress: DatabaseProgress,
     snapshot: str | None = None,
     limits: DataLimits = DEFAULT_LIMITS,
-    on_copied: Callable[[TableSpec], None] | None = None,
+    on_copied: Callable[[TableCopy], None] | None = None,
 ) -> int:
     """Copy every table's rows; returns how many tables were copied. The target tables must exist, empty.
 
     `snapshot` is one exported elsewhere (a replication slot's); without it, one is exported here.
-    `on_copied(table)` is told as each table's copy (every range of it) has committed.
+    `on_copied(table)` is told as each table's copy (every range of it) has committed, with the digest
+    of the rows the source sent.
     """
     coordinator = await source.connect(database, data=True)
     try:
@@ -218,8 +268,10 @@ async def copy_tables(
         else:  # ranges are measured under the snapshot they are copied under
             await coordinator.execute(f"SET TRANSACTION SNAPSHOT {literal(snapshot)}")
         tables = await list_tables(coordinator)
+        async with target.connection(database) as tgt:
+            truncatable = {(r["schema"], r["name"]) for r in await tgt.fetch(TRUNCATABLE)}
         async with waits.watched(source, database, coordinator.get_server_pid(), progress, "planning the copy"):
-            pieces = await _plan(coordinator, tables, parallel, limits)
+            pieces = await _plan(coordinator, tables, truncatable, parallel, limits, on_copied is not None)
         progress.tables_total = len(tables)
         progress.bytes_total = sum(t.size for t in tables)
         progress.ranges_total = sum(1 for p in pieces if p.range.of > 1)
@@ -241,15 +293,22 @@ async def copy_tables(
                     tx = src.transaction(isolation="repeatable_read", readonly=True)
                     await tx.start()
                     await src.execute(f"SET TRANSACTION SNAPSHOT {literal(snapshot)}")
-                    rows = await _stream(src, tgt, piece, progress, limits.stall_seconds, why)
+                    table = piece.copy
+                    # A range's rows count toward its table's digest once they are committed.
+                    part = RowDigest(False) if table.digest is not None and not table.whole else None
+                    digest = part or table.digest
+                    rows = await _stream(src, tgt, piece, progress, limits.stall_seconds, why, digest)
                     progress.rows_done += rows  # not `+= await`: that reads the total before the stream
                     await tx.commit()
-                    piece.left[0] -= 1
+                    table.rows += rows
+                    if part is not None and table.digest is not None:
+                        table.digest.add(part)
+                    table.left -= 1
                     progress.ranges_done += piece.range.of > 1
-                    if piece.left[0] == 0:
+                    if table.left == 0:
                         progress.tables_done += 1
                         if on_copied is not None:
-                            on_copied(piece.table)
+                            on_copied(table)
             except Stalled as stalled:
                 assert piece is not None
                 src.terminate()

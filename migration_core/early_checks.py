@@ -1,11 +1,16 @@
-"""Verification overlapping the copy: each table compared (rows and checksum, both sides) as soon as its
+"""Verification overlapping the copy: each table compared (rows and digest, both sides) as soon as its
 copy has committed, while other tables still copy and indexes build.
 
 A migration's user waits for the verified result, not for the copy: checking every table only after
-the last one arrived (and its indexes were built) made verifying a third of an offline migration. What
-is compared here is kept with the import step; the verify step then reads only what is left
-(sequences, materialized views, anything not compared here). The source is read as it is when its
-table's copy ends, as the verify step would read it: a change made there after the copy is still seen.
+the last one arrived (and its indexes were built) made verifying a third of an offline migration, and
+reading the source a second time doubled its cost. So the source side is the digest of what its copy
+stream carried (digest.py), and the target side one `COPY … TO STDOUT` of the loaded table, hashed the
+same way. The source is then asked, cheaply (no row rendered), whether the table is still as the
+copy's snapshot saw it: as many rows, none written by a transaction the snapshot did not see. Writes
+the source took after the snapshot, or streams that do not match, are settled as the verify step
+would: both sides read now and checksummed (verify.compare_table), so they show as the mismatch they
+are. What is compared here is kept with the import step; the verify step then reads only what is
+left (sequences, materialized views, anything not compared here).
 """
 
 from __future__ import annotations
@@ -16,10 +21,18 @@ from types import TracebackType
 
 import asyncpg
 
-from migration_core.copy import TableSpec
+from migration_core.copy import TableCopy, TableSpec
+from migration_core.digest import RowDigest
 from migration_core.limits import DataLimits
 from migration_core.servers import ServerConfig
-from migration_core.verify import SESSION, Known, compare_table
+from migration_core.verify import Known, compare_table
+
+# Whether a table still holds exactly the rows a snapshot saw: as many, and none written by a transaction
+# that was running or not begun then (xmin at or past the snapshot's xmin: younger, so of smaller age).
+# A frozen row far older than 2^31 transactions may look young too; that only costs the full comparison.
+UNCHANGED = (
+    "SELECT count(*) AS n, coalesce(min(age(t.xmin)) > age($1::text::xid), true) AS unchanged FROM ONLY {table} t"
+)
 
 
 class EarlyChecks:
@@ -27,16 +40,18 @@ class EarlyChecks:
 
     def __init__(self, source: ServerConfig, target: ServerConfig, database: str, limits: DataLimits) -> None:
         self.source, self.target, self.database, self.limits = source, target, database, limits
-        self._todo: asyncio.Queue[TableSpec | None] = asyncio.Queue()
+        self._todo: asyncio.Queue[TableCopy | None] = asyncio.Queue()
         self._known: Known = {}
         self._task: asyncio.Task | None = None
         self._pools: list[asyncpg.Pool] = []
 
     async def __aenter__(self) -> "EarlyChecks":
-        # One session a side: the checks fill what the copy leaves idle rather than compete with it.
-        self._pools = [await self.source.pool(self.database, 1, SESSION)]
+        # One session a side: the checks fill what the copy leaves idle rather than compete with it. The
+        # target is read from its first page (no scan synchronized with another one already under way),
+        # so a table loaded by one stream reads back in the order it was sent.
+        self._pools = [await self.source.pool(self.database, 1)]
         try:
-            self._pools.append(await self.target.pool(self.database, 1, SESSION))
+            self._pools.append(await self.target.pool(self.database, 1, {"synchronize_seqscans": "off"}))
         except BaseException:
             await self._pools[0].close()
             raise
@@ -52,8 +67,8 @@ class EarlyChecks:
                 await self._task
         await asyncio.gather(*(p.close() for p in self._pools), return_exceptions=True)
 
-    def copied(self, table: TableSpec) -> None:
-        """The copy of `table` committed: compare it when the checker is free."""
+    def copied(self, table: TableCopy) -> None:
+        """The copy of `table` committed (with the digest of what was sent): compare it when free."""
         self._todo.put_nowait(table)
 
     async def known(self) -> Known:
@@ -64,13 +79,34 @@ class EarlyChecks:
         return self._known
 
     async def _work(self) -> None:
-        src_pool, tgt_pool = self._pools
         while (table := await self._todo.get()) is not None:
-            key = (table.schema, table.name)
-            size = await tgt_pool.fetchval("SELECT pg_relation_size(to_regclass($1))", table.qualified)
-            self._known[key] = await compare_table(
-                src_pool, tgt_pool, key, "r", (table.size, size or 0), 1, self.limits
-            )
+            self._known[(table.table.schema, table.table.name)] = await self._compare(table)
+
+    async def _compare(self, copied: TableCopy) -> tuple[int, str, int, str]:
+        src_pool, tgt_pool = self._pools
+        spec, sent = copied.table, copied.digest
+        assert sent is not None, "copy_tables digests what it sends when told of copies"
+        now, back = await asyncio.gather(
+            src_pool.fetchrow(UNCHANGED.format(table=spec.qualified), str(copied.snapshot_xmin)),
+            self._read_back(spec, copied.whole),
+        )
+        rows = {sent.rows, copied.rows, back.rows, now["n"]}
+        if now["unchanged"] and len(rows) == 1 and sent.value == back.value:
+            return sent.rows, sent.value, back.rows, back.value
+        key = (spec.schema, spec.name)
+        size = await tgt_pool.fetchval("SELECT pg_relation_size(to_regclass($1))", spec.qualified)
+        return await compare_table(src_pool, tgt_pool, key, "r", (spec.size, size or 0), 1, self.limits)
+
+    async def _read_back(self, spec: TableSpec, ordered: bool) -> RowDigest:
+        """The target's rows of `spec`, rendered as the copy rendered them, digested alike."""
+        back = RowDigest(ordered)
+
+        async def take(chunk: bytes) -> None:
+            back.update(chunk)
+
+        async with self._pools[1].acquire() as conn:
+            await conn.copy_from_table(spec.name, schema_name=spec.schema, columns=spec.columns, output=take)
+        return back
 
 
 def encode(known: Known) -> list[list]:

@@ -113,12 +113,15 @@ class ServerConfig:
 
         A control connection bounds each statement by `query_timeout`. A `data` connection (COPY,
         VALIDATE, REFRESH, ANALYZE, checksums, large objects) has no time limit: such work may rightly
-        run for hours, and is watched for progress instead; TCP keepalives notice a peer that vanished."""
+        run for hours, and is watched for progress instead; TCP keepalives notice a peer that vanished.
+        It renders values as RENDERING says, whatever the server's or the database's defaults."""
         dbname = database or self.database
         login = self._login(dbname)
         try:
             conn = await asyncpg.connect(
-                **login, command_timeout=None if data else self.query_timeout, server_settings=SESSION
+                **login,
+                command_timeout=None if data else self.query_timeout,
+                server_settings={**SESSION, **RENDERING} if data else SESSION,
             )
         except Exception as exc:  # every driver/socket failure becomes one readable line
             raise self.explain(exc, dbname) from None
@@ -126,7 +129,7 @@ class ServerConfig:
         return conn
 
     async def pool(self, database: str, size: int, settings: dict[str, str] | None = None) -> asyncpg.Pool:
-        """Up to `size` data connections (no time limit, keepalives), with `settings` for each session."""
+        """Up to `size` data connections (no time limit, keepalives, RENDERING), with `settings` for each session."""
         login = self._login(database)
         try:
             return await asyncpg.create_pool(
@@ -134,7 +137,7 @@ class ServerConfig:
                 min_size=1,
                 max_size=size,
                 command_timeout=None,
-                server_settings={**SESSION, **(settings or {})},
+                server_settings={**SESSION, **RENDERING, **(settings or {})},
                 init=_init_pooled,
             )
         except Exception as exc:
@@ -221,6 +224,18 @@ class ServerConfig:
             )
         return ConnectionProblem(self.name, f"cannot connect to {where}: {type(exc).__name__}: {exc}")
 
+
+# How data sessions write values as text, on both servers alike: what a COPY stream carries must read back
+# as the same values on the other side (a source database with DateStyle 'SQL, DMY' would otherwise send
+# 01/02/2024 for 1 February to a target reading it as 2 January; extra_float_digits 3 keeps every bit of a
+# float on servers older than 12), and a value rendered by both servers must give the same text to compare.
+RENDERING = {
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "3",
+    "bytea_output": "hex",
+    "TimeZone": "UTC",
+}
 
 # pgmig's own sessions: recognisable, never bound by the write fence pgmig sets itself, probed by the server
 SESSION = {"application_name": "pgmig", "default_transaction_read_only": "off", **SERVER_KEEPALIVES}

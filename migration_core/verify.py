@@ -23,14 +23,6 @@ from migration_core.sequences import values as seq_values
 from migration_core.servers import ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER, literal, qualified, readable
 
-SESSION = {
-    "TimeZone": "UTC",
-    "DateStyle": "ISO, YMD",
-    "IntervalStyle": "postgres",
-    "extra_float_digits": "1",
-    "bytea_output": "hex",
-}
-
 RELATIONS = (
     "SELECT n.nspname AS schema, c.relname AS name, pg_relation_size(c.oid) AS size, "
     "CASE WHEN c.relkind = 'm' AND NOT c.relispopulated THEN 'm-empty' ELSE c.relkind::text END AS kind "
@@ -158,9 +150,9 @@ async def verify_database(
     (rows sit on other pages there) or, with an integer key, both by the same key ranges. `known`:
     tables already compared (during the copy, early_checks.py), not read again."""
     result = VerifyResult(database)
-    src_pool = await source.pool(database, parallel, SESSION)
+    src_pool = await source.pool(database, parallel)
     try:
-        tgt_pool = await target.pool(database, parallel, SESSION)
+        tgt_pool = await target.pool(database, parallel)
     except BaseException:
         await src_pool.close()
         raise

@@ -9,6 +9,8 @@ import pytest
 
 from bot.localpg import LocalCluster
 from bot.sandbox import load_pagila
+from migration_core.copy import TableCopy
+from migration_core.early_checks import EarlyChecks
 from migration_core.engine import Engine, EngineConfig, MigrationRequest
 from migration_core.models import State
 from migration_core.store import Store
@@ -426,3 +428,81 @@ async def test_target_role_that_cannot_create_roles_restores_without_owners(tmp_
         await eng.close()
         await store.close()
         reset_target(pg16, "rich")
+
+
+@pytest.mark.parametrize(
+    "side, change, undo, expected",
+    [
+        (
+            "source",
+            "UPDATE public.scratch SET v = 'changed' WHERE id = 7",
+            "UPDATE public.scratch SET v = md5('7') WHERE id = 7",
+            "public.scratch: source 100 rows, sum ",
+        ),
+        (
+            "source",
+            "DELETE FROM public.scratch WHERE id = 7",
+            "INSERT INTO public.scratch VALUES (7, md5('7'))",
+            "public.scratch: source 99 rows, target 100 rows",
+        ),
+        (
+            "target",
+            "UPDATE public.scratch SET v = 'tampered' WHERE id = 7",
+            "",
+            "public.scratch: source 100 rows, sum ",
+        ),
+    ],
+)
+async def test_a_table_that_changes_right_after_its_copy_fails_verification(
+    engine, rich_source, pg16, monkeypatch, side, change, undo, expected
+):
+    """The source side of the early check is the digest of the copy stream and the target side a read of
+    the loaded table: a row written on either side the moment the copy committed is still caught (on the
+    source by what it holds now, not by what it sent)."""
+    reset_target(pg16, "rich")
+    cluster = rich_source if side == "source" else pg16
+    copied = EarlyChecks.copied
+
+    def change_then_check(self: EarlyChecks, table: TableCopy) -> None:
+        if table.table.name == "scratch":
+            cluster.psql(change, database="rich")
+        copied(self, table)
+
+    monkeypatch.setattr(EarlyChecks, "copied", change_then_check)
+    try:
+        mid = await run(engine, databases=["rich"])
+        await engine.wait(mid)
+        m = await engine.store.get_migration(mid)
+        assert m.state is State.FAILED and m.error.startswith("verifying:")
+        assert expected in m.error and m.error.count(": source ") == 1, m.error
+    finally:
+        if undo:
+            rich_source.psql(undo, database="rich")
+
+
+async def test_values_the_source_database_renders_its_own_way_arrive_unchanged(engine, rich_source, pg16):
+    """A source database that writes dates day-first (and intervals SQL-style) is copied as the values it
+    holds: 1 February stays 1 February on a target reading dates month-first."""
+    rich_source.psql('DROP DATABASE IF EXISTS "dmy" WITH (FORCE)')
+    rich_source.psql('CREATE DATABASE "dmy"')
+    rich_source.psql(
+        "ALTER DATABASE dmy SET DateStyle = 'SQL, DMY'; ALTER DATABASE dmy SET IntervalStyle = 'sql_standard'"
+    )
+    rich_source.psql(
+        "CREATE TABLE d (id int PRIMARY KEY, day date, at timestamp, span interval, x float8); "
+        "INSERT INTO d VALUES (1, '2024-02-01', '2024-03-04 05:06:07', '1 year 2 mons -3 days 04:05:06', 0.1), "
+        "(2, '2024-12-11', '2024-11-12 13:14:15', '-1 day', 1e-300)",
+        database="dmy",
+    )
+    reset_target(pg16, "dmy")
+    try:
+        mid = await run(engine, databases=["dmy"])
+        await engine.wait(mid)
+        m = await engine.store.get_migration(mid)
+        assert m.state is State.COMPLETED, m.error
+        query = "SET DateStyle = ISO; SET IntervalStyle = postgres; SELECT id, day, at, span, x FROM d ORDER BY id"
+        assert pg16.psql(query, database="dmy") == rich_source.psql(query, database="dmy")
+        assert "2024-02-01|2024-03-04 05:06:07" in pg16.psql(query, database="dmy")
+    finally:
+        reset_target(pg16, "dmy")
+        rich_source.psql('DROP DATABASE IF EXISTS "dmy" WITH (FORCE)')
