@@ -111,7 +111,7 @@ def _put_now(queue: asyncio.Queue, item: object) -> None:
             queue.get_nowait()
 
 
-def _rows(status: str) -> int:
+def copy_rows(status: str) -> int:
     """The row count of a `COPY n` command tag."""
     return int(status.rsplit(" ", 1)[-1]) if status and status.startswith("COPY") else 0
 
@@ -200,7 +200,7 @@ async def _stream(
             work.cancel()
             await asyncio.gather(work, return_exceptions=True)
     progress.bytes_done += max(0, piece.range.size - copied)
-    return _rows(work.result())
+    return copy_rows(work.result())
 
 
 async def _waits(source: ServerConfig, target: ServerConfig, database: str, pids: tuple[int, int]) -> str:

@@ -21,7 +21,7 @@ from types import TracebackType
 
 import asyncpg
 
-from migration_core.copy import TableCopy, TableSpec
+from migration_core.copy import TableCopy, TableSpec, copy_rows
 from migration_core.digest import RowDigest
 from migration_core.limits import DataLimits
 from migration_core.servers import ServerConfig
@@ -86,27 +86,26 @@ class EarlyChecks:
         src_pool, tgt_pool = self._pools
         spec, sent = copied.table, copied.digest
         assert sent is not None, "copy_tables digests what it sends when told of copies"
-        now, back = await asyncio.gather(
+        now, (back_rows, back) = await asyncio.gather(
             src_pool.fetchrow(UNCHANGED.format(table=spec.qualified), str(copied.snapshot_xmin)),
             self._read_back(spec, copied.whole),
         )
-        rows = {sent.rows, copied.rows, back.rows, now["n"]}
-        if now["unchanged"] and len(rows) == 1 and sent.value == back.value:
-            return sent.rows, sent.value, back.rows, back.value
+        if now["unchanged"] and now["n"] == copied.rows == back_rows and sent.value == back.value:
+            return copied.rows, sent.value, back_rows, back.value
         key = (spec.schema, spec.name)
         size = await tgt_pool.fetchval("SELECT pg_relation_size(to_regclass($1))", spec.qualified)
         return await compare_table(src_pool, tgt_pool, key, "r", (spec.size, size or 0), 1, self.limits)
 
-    async def _read_back(self, spec: TableSpec, ordered: bool) -> RowDigest:
-        """The target's rows of `spec`, rendered as the copy rendered them, digested alike."""
+    async def _read_back(self, spec: TableSpec, ordered: bool) -> tuple[int, RowDigest]:
+        """The target's rows of `spec` (how many, and their digest), rendered as the copy rendered them."""
         back = RowDigest(ordered)
 
         async def take(chunk: bytes) -> None:
             back.update(chunk)
 
         async with self._pools[1].acquire() as conn:
-            await conn.copy_from_table(spec.name, schema_name=spec.schema, columns=spec.columns, output=take)
-        return back
+            tag = await conn.copy_from_table(spec.name, schema_name=spec.schema, columns=spec.columns, output=take)
+        return copy_rows(tag), back
 
 
 def encode(known: Known) -> list[list]:

