@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from pathlib import Path
 
 UNAVAILABLE_EXIT = 3
+ELAPSED_FILE = "elapsed"  # in --workdir: seconds from the command to the state, for migrate-* (see methods.pgmig)
 
 
 def parse() -> argparse.Namespace:
@@ -71,8 +73,8 @@ async def online_copy(source, target, database: str, jobs: int, workdir: Path, l
 
 async def migrate(source, target, database: str, jobs: int, workdir: Path, limits, mode: str) -> None:
     """What a user waits for: `/pgmig migrate` to `completed` (offline, verified) or `ready_for_cutover`
-    (online), through the engine with an in-memory state store; an online migration is then cancelled,
-    which removes its replication."""
+    (online), through the engine with an in-memory state store, timed into ELAPSED_FILE; an online
+    migration is then cancelled, which removes its replication."""
     from migration_core.engine import Engine, EngineConfig, MigrationRequest
     from migration_core.events import NoEvents
     from migration_core.models import State
@@ -83,6 +85,7 @@ async def migrate(source, target, database: str, jobs: int, workdir: Path, limit
     engine = Engine(store, {"source": source, "target": target}, NoEvents(), config)
     online = mode == "migrate-online"
     try:
+        started = time.perf_counter()  # the slash command arrives
         m = await engine.create(
             MigrationRequest(
                 source="source",
@@ -104,6 +107,7 @@ async def migrate(source, target, database: str, jobs: int, workdir: Path, limit
             if state.finished:
                 raise SystemExit(f"{m.id} {state.value}: {(await store.get_migration(m.id)).error}")
             await asyncio.sleep(0.01)
+        (workdir / ELAPSED_FILE).write_text(f"{time.perf_counter() - started:.3f}")
         if online:
             await engine.cancel(m.id, "UBENCH")
     finally:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 
-from migration_core import copy, large_objects, matviews, sequences, target_db
+from migration_core import copy, large_objects, matviews, sequences, server_progress, target_db
 from migration_core import workdir as workdir_
 from migration_core.analyze import analyze
 from migration_core.early_checks import EarlyChecks
@@ -157,7 +157,8 @@ class OfflineDatabase:
                 self.progress.phase = "refreshing materialized views"
                 views = await matviews.refresh(src, tgt)
                 self.progress.phase = "analyzing"  # fresh statistics: the applications' first queries plan well
-                await analyze(self.target, self.database, self.options.parallel)
+                async with server_progress.watched(self.target, self.database, self.progress, "analyzing"):
+                    await analyze(self.target, self.database, self.options.parallel)
         except ToolError as exc:
             raise MigrationError(f"import of {self.database} failed: {exc.summary}") from None
         except asyncpg.PostgresError as exc:
@@ -207,9 +208,10 @@ class OfflineDatabase:
                 on_copied=early.copied if early else None,
             )
             self.progress.phase = "building indexes"
-            await pg_restore.run(
-                [*base, "--section=post-data", "-j", str(self.options.parallel), str(self.schema_file)], env
-            )
+            async with server_progress.watched(self.target, self.database, self.progress, "building indexes"):
+                await pg_restore.run(
+                    [*base, "--section=post-data", "-j", str(self.options.parallel), str(self.schema_file)], env
+                )
             self.checked = await early.known() if early else {}
 
 

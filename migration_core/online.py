@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 
-from migration_core import constraints, copy, replication, target_db, undo
+from migration_core import constraints, copy, replication, server_progress, target_db, undo
 from migration_core import workdir as workdir_
 from migration_core.errors import MigrationError
 from migration_core.journal import SOURCE, TARGET, Change, Journal
@@ -173,19 +173,20 @@ class OnlineDatabase:
         until cutover: changes arrive in commit order, not dependency order."""
         self.progress.phase = "building indexes"
         try:
-            await Tool(self.bindir, "pg_restore").run(
-                [
-                    "--exit-on-error",
-                    *NO_PUBSUB,
-                    *roles.restore_flags,
-                    "--section=post-data",
-                    "-j",
-                    str(self.options.parallel),
-                    f"--dbname={conninfo(dbname=self.database)}",
-                    str(self.archive),
-                ],
-                connection_env(self.target, self.database),
-            )
+            async with server_progress.watched(self.target, self.database, self.progress, "building indexes"):
+                await Tool(self.bindir, "pg_restore").run(
+                    [
+                        "--exit-on-error",
+                        *NO_PUBSUB,
+                        *roles.restore_flags,
+                        "--section=post-data",
+                        "-j",
+                        str(self.options.parallel),
+                        f"--dbname={conninfo(dbname=self.database)}",
+                        str(self.archive),
+                    ],
+                    connection_env(self.target, self.database),
+                )
         except ToolError as exc:
             raise MigrationError(f"indexes and constraints of {self.database} failed: {exc.summary}") from None
         async with self.target.connection(self.database) as tgt:

@@ -23,13 +23,14 @@ class DatabaseProgress:
     ranges_done: int = 0  # large tables are copied as ranges: how many of them are done
     ranges_total: int = 0
     waiting: str = ""  # what a long statement waits for (a lock and who holds it), while it waits
+    working: str = ""  # how far a long statement without a stream is, as the server reports it (index builds)
 
     def begin(self, phase: str) -> None:
         self.phase = phase
         self.tables_done = 0
         self.bytes_done = 0
         self.rows_done = self.ranges_done = self.ranges_total = 0
-        self.waiting = ""
+        self.waiting = self.working = ""
         self.started_at = time.time()
         self.finished_at = None
 

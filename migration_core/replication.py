@@ -19,7 +19,6 @@ import asyncio
 import hashlib
 import re
 import secrets as pysecrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,14 +143,15 @@ async def create_slot(
     return SlotSession(proc, parts[0], parts[1], parts[2])
 
 
-def _walsender(application: str) -> Callable[[asyncpg.Connection], Awaitable[int | None]]:
+def _walsender(application: str) -> waits.Finder:
     """Finds the walsender session of the psql that goes by `application`."""
 
-    async def find(conn: asyncpg.Connection) -> int | None:
-        return await conn.fetchval(
+    async def find(conn: asyncpg.Connection) -> list[int]:
+        rows = await conn.fetch(
             "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name = $1",
             application,
         )
+        return [r["pid"] for r in rows]
 
     return find
 

@@ -54,17 +54,23 @@ async def about(server: ServerConfig, database: str, pid: int) -> str:
         return ""
 
 
+Finder = Callable[[asyncpg.Connection], Awaitable[list[int]]]  # the backends to look at, found anew each time
+Report = Callable[[asyncpg.Connection], Awaitable[str]]  # what the server says of the work, in words
+
+
 @contextlib.asynccontextmanager
 async def watched(
     server: ServerConfig,
     database: str,
-    pid: int | Callable[[asyncpg.Connection], Awaitable[int | None]],
+    pids: int | Finder,
     progress: DatabaseProgress | None,
     what: str,
+    report: Report | None = None,
 ) -> AsyncIterator[None]:
-    """While the block runs a statement on backend `pid` (or the one `pid(conn)` finds: a walsender
-    pgmig did not open itself), keep `progress.waiting` saying what it waits for (`what`: the
-    statement, in words), and clear it afterwards."""
+    """While the block runs a statement on backend `pids` (or on those `pids(conn)` finds: sessions pgmig
+    did not open itself, a walsender, pg_restore's), keep `progress.waiting` saying what they wait for
+    (`what`: the statement, in words) and, with `report`, `progress.working` how far the work is; both
+    are cleared afterwards."""
     if progress is None:
         yield
         return
@@ -74,9 +80,12 @@ async def watched(
             started = time.monotonic()
             while True:
                 await asyncio.sleep(WATCH_SECONDS)
-                backend = pid if isinstance(pid, int) else await pid(conn)
-                why = await describe(conn, backend) if backend else ""
-                progress.waiting = f"{what}: {why} ({time.monotonic() - started:.0f} s)" if why else ""
+                backends = [pids] if isinstance(pids, int) else await pids(conn)
+                whys = [why for b in backends if (why := await describe(conn, b))]
+                since = f"({time.monotonic() - started:.0f} s)"
+                progress.waiting = f"{what}: {'; '.join(whys)} {since}" if whys else ""
+                if report is not None:
+                    progress.working = await report(conn)
 
     watcher = asyncio.create_task(look())
     try:
@@ -85,4 +94,4 @@ async def watched(
         watcher.cancel()
         with contextlib.suppress(BaseException):
             await watcher
-        progress.waiting = ""
+        progress.waiting = progress.working = ""

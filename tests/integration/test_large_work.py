@@ -26,7 +26,7 @@ from tests.integration.sample_data import RecordingEvents
 from tests.integration.waiting import wait_state
 
 QUERY_TIMEOUT = 1.0  # seconds: every copy and VALIDATE below takes longer
-DATABASES = ("slow_offline", "slow_online", "validating", "split_me", "stalls")
+DATABASES = ("slow_offline", "slow_online", "validating", "split_me", "stalls", "indexing")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -180,6 +180,38 @@ async def test_validate_waits_for_a_lock_beyond_the_query_timeout_and_says_who_h
     assert "validating foreign keys: waiting for Lock/relation held by pid" in seen[0]
     assert "app 'dba-shell'" in seen[0] and "idle in transaction" in seen[0]
     assert progress.waiting == ""
+
+
+async def test_index_builds_and_analyze_say_how_far_they_are(
+    monkeypatch, tmp_path, store, source_cluster, target_cluster
+):
+    """pg_restore's index builds and ANALYZE have no stream to count: while they run, the live message
+    says which table, which phase and how much is done, as the target reports it."""
+    monkeypatch.setattr(waits, "WATCH_SECONDS", 0.2)
+    port = target_cluster.port
+    fresh(
+        source_cluster,
+        "indexing",
+        f"""CREATE FUNCTION slow_on_target(x int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
+            BEGIN IF inet_server_port() = {port} THEN PERFORM pg_sleep(0.01); END IF; RETURN x; END $$;
+            CREATE TABLE indexed (id int PRIMARY KEY);
+            INSERT INTO indexed SELECT generate_series(1, 200);
+            CREATE INDEX indexed_slowly ON indexed ((slow_on_target(id)));""",
+    )
+    target_cluster.psql('DROP DATABASE IF EXISTS "indexing" WITH (FORCE)')
+    engine = make_engine(store, source_cluster, target_cluster, tmp_path)
+    mid = await migrate(engine, "offline", "indexing")
+    seen: set[str] = set()
+    while not (await store.get_migration(mid)).state.finished:
+        seen.add(engine.progress(mid).of("indexing").working)
+        await asyncio.sleep(0.05)
+    m = await store.get_migration(mid)
+    assert m.state is State.COMPLETED, m.error
+    building = [w for w in seen if w.startswith("index on indexed: building index")]
+    assert building, seen
+    assert any(w.startswith("ANALYZE of indexed: ") for w in seen), seen
+    assert engine.progress(mid).of("indexing").working == ""
+    await engine.close()
 
 
 SPLIT = """

@@ -8,7 +8,7 @@ from handlers import migration_messages as mm
 from handlers.messages import outgoing
 from migration_core import secrets
 from migration_core.models import Migration, State
-from migration_core.progress import MigrationProgress
+from migration_core.progress import DatabaseProgress, MigrationProgress
 
 
 def test_secrets_are_masked_in_blocks_and_fallback_and_names_ping_nobody():
@@ -40,3 +40,18 @@ def test_the_fallback_text_is_escaped_even_when_a_builder_forgot():
 
     sent = outgoing(Reply("<!here> & <@U1|x>", [{"type": "section", "text": {"type": "mrkdwn", "text": "ok"}}]))
     assert sent.text == "&lt;!here&gt; &amp; &lt;@U1|x&gt;"
+
+
+def test_what_a_server_reports_of_a_long_statement_is_shown_and_escaped():
+    """Index builds and ANALYZE say how far they are; a table's name is data, even one that looks like
+    a Slack mention."""
+    p = DatabaseProgress(
+        "shop",
+        phase="building indexes",
+        working='index on public."<!channel>": building index: scanning table 45%',
+        waiting="building indexes: waiting for Lock/relation held by pid 42 (idle in transaction) (12 s)",
+    )
+    line = mm.database_line(p, 0.0)
+    assert '🔧 index on public."&lt;!channel&gt;": building index: scanning table 45%' in line
+    assert "⏳ building indexes: waiting for Lock/relation held by pid 42" in line
+    assert "<!channel>" not in line
