@@ -33,6 +33,8 @@ from migration_core.servers import ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER, ident, literal, qualified, readable
 
 PIPE_DEPTH = 32  # chunks in flight per stream: enough to keep both servers busy, bounded memory
+SMALL_CHUNK = 128 << 10  # bytes: a COPY chunk smaller than this means the socket held little…
+GATHER_SECONDS = 0.001  # …so the reader pauses this long and lets the next chunk grow
 STALL_CHECK_SECONDS = 5.0  # how often a stream is checked for having stopped moving
 
 TABLES = (
@@ -94,6 +96,15 @@ async def list_tables(conn: asyncpg.Connection) -> list[TableSpec]:
     return [TableSpec(r["schema"], r["name"], r["size"], list(r["columns"])) for r in await conn.fetch(TABLES)]
 
 
+async def gather_more(chunk: bytes) -> None:
+    """After a small chunk of a `COPY … TO STDOUT` stream, wait a moment before reading on. asyncpg hands
+    over whatever the socket holds, and each hand-over costs pgmig ~0.1 ms however small: read as soon
+    as data arrives, a fast server's stream comes in ~50 kB pieces and pgmig spends more CPU on them
+    than the server does producing them. Meanwhile the kernel keeps receiving (nothing slows down)."""
+    if len(chunk) < SMALL_CHUNK:
+        await asyncio.sleep(GATHER_SECONDS)
+
+
 class _End:
     """Marks the end of a stream; carries the source's error when it failed mid-way."""
 
@@ -152,6 +163,7 @@ async def _stream(
         if digest is not None:
             digest.update(chunk)
         await queue.put(chunk)
+        await gather_more(chunk)
 
     async def produce() -> None:
         try:

@@ -21,7 +21,7 @@ from types import TracebackType
 
 import asyncpg
 
-from migration_core.copy import TableCopy, TableSpec, copy_rows
+from migration_core.copy import TableCopy, TableSpec, copy_rows, gather_more
 from migration_core.digest import RowDigest
 from migration_core.limits import DataLimits
 from migration_core.servers import ServerConfig
@@ -102,6 +102,7 @@ class EarlyChecks:
 
         async def take(chunk: bytes) -> None:
             back.update(chunk)
+            await gather_more(chunk)
 
         async with self._pools[1].acquire() as conn:
             tag = await conn.copy_from_table(spec.name, schema_name=spec.schema, columns=spec.columns, output=take)
