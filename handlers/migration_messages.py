@@ -271,7 +271,7 @@ def refused(m: Migration, report: PreflightReport) -> Reply:
         section(
             f"❌ *{m.id} was not started*: the pre-flight checks found "
             f"{plural(len(report.blocking), 'blocking problem')}. Fix them, then "
-            f"`{replace(m, error=' '.join(f.fix for f in report.blocking)).retry_command}`."
+            f"`{replace(m, retry_with=report.retry).retry_command}`."
         )
     ]
     blocks += [b for b in reply.blocks if b.get("type") != "actions"]

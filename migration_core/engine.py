@@ -28,7 +28,7 @@ from migration_core.cutover_flow import run_cutover
 from migration_core.engine_config import EngineConfig, MigrationRequest
 from migration_core.errors import MigrationError
 from migration_core.events import MigrationEvents
-from migration_core.failures import failure_reason
+from migration_core.failures import failure_reason, failure_retry
 from migration_core.journal import Change, JournalEntry, Mark
 from migration_core.ledger import DONE, FAILED, RUNNING, Alerts, Ledger
 from migration_core.lifecycle import Superseded
@@ -213,7 +213,9 @@ class Engine:
                 f"{f.scope}: {f.title} ({f.detail})" + (f" — fix: {f.fix}" if f.fix else "") for f in report.blocking
             )
             await self.ledger.save(m.id, StepKind.PREFLIGHT, FAILED, problems)
-            await self.ledger.move(m.id, State.FAILED, problems, error=f"preflight: {problems}")
+            await self.ledger.move(
+                m.id, State.FAILED, problems, error=f"preflight: {problems}", retry_with=report.retry
+            )
             return report
         if not m.databases:
             await self.store.set_databases(m.id, report.databases)
@@ -944,7 +946,7 @@ class Engine:
             log.info("%s", exc)
         except Exception as exc:
             if migration_id not in self._cancelling:  # errors of work being torn down are not failures
-                await self.ledger.fail(migration_id, failure_reason(exc, migration_id))
+                await self.ledger.fail(migration_id, failure_reason(exc, migration_id), failure_retry(exc))
         finally:
             m = await self.store.get_migration(migration_id)
             if m is None or m.state not in MONITORED:  # streaming migrations stay under watch

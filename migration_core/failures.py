@@ -7,16 +7,28 @@ import logging
 import asyncpg
 
 from migration_core.errors import MigrationError
+from migration_core.models import RetryChanges
 from migration_core.secrets import redact
 from migration_core.servers import ConnectionProblem
 
 log = logging.getLogger(__name__)
 
 
-def failure_reason(exc: BaseException, migration_id: str) -> str:
+def first_cause(exc: BaseException) -> BaseException:
     """Parallel work fails as an exception group, whose first cause is the story."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def failure_retry(exc: BaseException) -> RetryChanges:
+    """The options a retry needs to get past this failure (none when the fix is elsewhere)."""
+    cause = first_cause(exc)
+    return cause.retry if isinstance(cause, MigrationError) else RetryChanges()
+
+
+def failure_reason(exc: BaseException, migration_id: str) -> str:
+    exc = first_cause(exc)
     if isinstance(exc, MigrationError):
         return str(exc)
     if isinstance(exc, ConnectionProblem):

@@ -15,7 +15,7 @@ from migration_core.errors import MigrationError
 from migration_core.events import MigrationEvents
 from migration_core.journal import Journal
 from migration_core.lifecycle import Superseded
-from migration_core.models import AuditEntry, Migration, State, Step, StepState, utcnow
+from migration_core.models import AuditEntry, Migration, RetryChanges, State, Step, StepState, utcnow
 from migration_core.progress import MigrationProgress
 from migration_core.store import Store
 
@@ -62,10 +62,11 @@ class Ledger:
         actor: str = "pgmig",
         action: str = "state",
         round: str = "",
+        retry_with: RetryChanges | None = None,
     ) -> bool:
         """The guarded state change (lifecycle.move); False when the migration was not in a state that may
         be followed by `to` (another replica, click or cancel moved it first). `round`: the approval round a
-        move to awaiting_approval opens."""
+        move to awaiting_approval opens; `retry_with`: what a failure's fix asks a retry to change."""
         return await lifecycle.move(
             self.store,
             mid,
@@ -77,6 +78,7 @@ class Ledger:
             actor=actor,
             action=action,
             round=round,
+            retry_with=retry_with,
         )
 
     async def advance(
@@ -92,11 +94,11 @@ class Ledger:
         except Exception:  # telling the channel must never break the migration itself
             log.exception("publishing the state of %s failed", mid)
 
-    async def fail(self, mid: str, message: str) -> bool:
+    async def fail(self, mid: str, message: str, retry_with: RetryChanges | None = None) -> bool:
         """Any unfinished state → failed, with the state it failed in; False if it finished meanwhile."""
         m = await self.get(mid)
         step = m.state.value if m.state.running else "run"
-        return await self.move(mid, State.FAILED, message, error=f"{step}: {message}")
+        return await self.move(mid, State.FAILED, message, error=f"{step}: {message}", retry_with=retry_with)
 
 
 class Alerts:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 
 from migration_core import failpoints
-from migration_core.models import AuditEntry, State
+from migration_core.models import AuditEntry, RetryChanges, State
 from migration_core.store import Store
 
 S = State
@@ -114,9 +114,13 @@ async def move(
     actor: str = "pgmig",
     action: str = "state",
     round: str = "",
+    retry_with: RetryChanges | None = None,
 ) -> bool:
     """The guarded move: conditional update, audit entry, event. False when another move won."""
-    if not await store.transition(migration_id, to, expect=guard(to, expect), error=error, round=round):
+    moved = await store.transition(
+        migration_id, to, expect=guard(to, expect), error=error, round=round, retry_with=retry_with
+    )
+    if not moved:
         return False
     failpoints.reached(f"state:{to.value}")
     await store.audit(AuditEntry(actor, action, f"{to.value}: {detail}"[:2000], migration_id))

@@ -155,6 +155,17 @@ class RetryChanges:
     def applied_to(self, options: MigrationOptions) -> MigrationOptions:
         return replace(options, **{k: v for k, v in asdict(self).items() if v is not None})
 
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RetryChanges":
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def __or__(self, other: "RetryChanges") -> "RetryChanges":
+        """Both sets of changes (two findings' fixes)."""
+        return RetryChanges(**{**self.to_dict(), **other.to_dict()})
+
     def __str__(self) -> str:
         flags = {"overwrite": "--overwrite", "replica_identity_full": "--replica-identity-full"}
         said = [flags[k] for k, v in asdict(self).items() if k in flags and v]
@@ -177,17 +188,15 @@ class Migration:
     updated_at: datetime = field(default_factory=utcnow)
     message_channel: str = ""  # where the live progress message is, once posted
     message_ts: str = ""
+    retry_with: RetryChanges = field(default_factory=RetryChanges)  # what the failure's fix asks a retry to change
 
     @property
     def retry_command(self) -> str:
-        """The retry to type after this failure: with the options its fix names and it lacks
-        (`--overwrite` for a non-empty target, `--replica-identity-full` for tables without a key)."""
-        wanted = RetryChanges(
-            overwrite=True if "--overwrite" in self.error and not self.options.overwrite else None,
-            replica_identity_full=True
-            if "--replica-identity-full" in self.error and not self.options.replica_identity_full
-            else None,
-        )
+        """The retry to type after this failure: with the options its fix asks for (`retry_with`, recorded
+        with the failure: `--overwrite` for a non-empty target, `--replica-identity-full` for tables
+        without a key) that the migration does not have yet."""
+        lacking = {k: v for k, v in self.retry_with.to_dict().items() if getattr(self.options, k) != v}
+        wanted = RetryChanges(**lacking)
         return f"/pgmig retry {self.id}" + (f" {wanted}" if wanted else "")
 
 

@@ -7,12 +7,14 @@ status FAIL blocks, WARN is shown and the migration proceeds.
 from __future__ import annotations
 
 import asyncio
+import functools
+import operator
 from dataclasses import dataclass, field
 from enum import Enum
 
 import asyncpg
 
-from migration_core.models import Mode
+from migration_core.models import Mode, RetryChanges
 from migration_core.servers import ConnectionProblem, ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER
 from migration_core.target_db import contents
@@ -39,6 +41,7 @@ class Finding:
     title: str
     detail: str = ""
     fix: str = ""
+    retry: RetryChanges = field(default_factory=RetryChanges)  # when the fix is a retry with other options
 
 
 @dataclass
@@ -68,6 +71,11 @@ class PreflightReport:
     @property
     def warnings(self) -> list[Finding]:
         return [f for f in self.findings if f.status is Status.WARN]
+
+    @property
+    def retry(self) -> RetryChanges:
+        """What a retry must change to get past every blocking finding whose fix is one."""
+        return functools.reduce(operator.or_, (f.retry for f in self.blocking), RetryChanges())
 
     def add(self, *findings: Finding) -> None:
         self.findings.extend(findings)
@@ -533,6 +541,7 @@ async def _occupancy_findings(req: PreflightRequest, scope: str, db: str, tgt: _
                 f"target database {db} is not empty: it holds {what.describe()}",
                 "pgmig never drops a database it did not create: migrate with --overwrite to drop and recreate "
                 "it, empty it yourself, or choose another target",
+                RetryChanges(overwrite=True),
             )
         )
     return out
@@ -580,6 +589,7 @@ async def _replication_traps(conn: asyncpg.Connection, scope: str, req: Prefligh
                 f"{len(no_identity)} without: {listing(no_identity)}",
                 "add a primary key, or ALTER TABLE … REPLICA IDENTITY FULL, or pass "
                 "--replica-identity-full and pgmig sets it",
+                RetryChanges(replica_identity_full=True),
             )
         )
     if large_objects:

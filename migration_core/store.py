@@ -34,6 +34,7 @@ from migration_core.models import (
     Migration,
     MigrationOptions,
     Mode,
+    RetryChanges,
     State,
     Step,
     StepState,
@@ -82,6 +83,7 @@ UPGRADES = [
     "ALTER TABLE pgmig_provision ADD COLUMN round TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE pgmig_provision ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE pgmig_provision ADD COLUMN heartbeat TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE pgmig_migration ADD COLUMN retry_with TEXT NOT NULL DEFAULT '{}'",
 ]
 
 
@@ -404,17 +406,29 @@ class Store:
         return [m for m in found if not m.state.finished] if active_only else found
 
     async def transition(
-        self, migration_id: str, to: State, *, expect: tuple[State, ...] = (), error: str = "", round: str = ""
+        self,
+        migration_id: str,
+        to: State,
+        *,
+        expect: tuple[State, ...] = (),
+        error: str = "",
+        round: str = "",
+        retry_with: RetryChanges | None = None,
     ) -> bool:
         """Move to `to` only if the migration is in one of `expect` (any state when empty).
 
         The conditional UPDATE is what makes double clicks and racing replicas harmless. `round` is the
-        approval round a move to awaiting_approval opens; any other move closes it.
+        approval round a move to awaiting_approval opens; any other move closes it. `retry_with` goes with
+        a failure (what its fix asks a retry to change); any other move clears it.
         """
-        sql = "UPDATE pgmig_migration SET state = $1, error = $2, updated_at = $3, round = $4 WHERE id = $5"
-        args: list[Any] = [to.value, redact(error), _ts(utcnow()), round, migration_id]
+        sql = (
+            "UPDATE pgmig_migration SET state = $1, error = $2, updated_at = $3, round = $4, retry_with = $5 "
+            "WHERE id = $6"
+        )
+        retry = json.dumps((retry_with or RetryChanges()).to_dict())
+        args: list[Any] = [to.value, redact(error), _ts(utcnow()), round, retry, migration_id]
         if expect:
-            marks = ",".join(f"${i}" for i in range(6, 6 + len(expect)))
+            marks = ",".join(f"${i}" for i in range(7, 7 + len(expect)))
             sql += f" AND state IN ({marks})"
             args += [s.value for s in expect]
         return await self._db.execute(sql, *args) == 1
@@ -644,4 +658,5 @@ class Store:
             updated_at=_at(r["updated_at"]),
             message_channel=r["message_channel"],
             message_ts=r["message_ts"],
+            retry_with=RetryChanges.from_dict(json.loads(r["retry_with"])),
         )

@@ -15,6 +15,7 @@ import asyncpg
 from migration_core import extensions
 from migration_core.errors import MigrationError
 from migration_core.journal import TARGET, Change, Journal, JournalEntry, Mark
+from migration_core.models import RetryChanges
 from migration_core.servers import ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER, ident, literal
 
@@ -126,6 +127,7 @@ async def prepare(
                         "migration",
                         "pgmig never drops a database it did not create: migrate with --overwrite to drop and "
                         "recreate it, empty it yourself, or choose another target",
+                        RetryChanges(overwrite=True),
                     )
                 replaced = not ours or bool(mine and mine.data.get("replaced"))
                 entry = await journal.plan(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
 from migration_core import lifecycle
 from migration_core.lifecycle import TRANSITIONS, IllegalTransition, guard, predecessors
-from migration_core.models import Migration, State
+from migration_core.models import Migration, RetryChanges, State
 from migration_core.store import Store
 
 S = State
@@ -93,3 +94,22 @@ async def test_a_move_is_conditional_audited_and_announced(store):
     assert (await store.get_migration("mig-1")).state is S.CUTTING_OVER
     log = await store.audit_log("mig-1")
     assert [e.action for e in log] == ["state"] and log[0].detail.startswith("cutting_over: by U")
+
+
+async def test_a_failure_keeps_the_retry_its_fix_asks_for_until_the_next_move(store):
+    """The retry to type comes from what the core recorded with the failure, not from words in the error:
+    an error that only mentions --overwrite asks for nothing."""
+    await store.create_migration(Migration("mig-1", "a", "b", ["db"], "offline", S.IMPORTING, "U1"))
+
+    async def emit(mid: str, detail: str) -> None:
+        return None
+
+    wanted = RetryChanges(overwrite=True)
+    assert await lifecycle.move(store, "mig-1", S.FAILED, "not empty", emit=emit, error="x", retry_with=wanted)
+    failed = await store.get_migration("mig-1")
+    assert failed.retry_with == wanted and failed.retry_command == "/pgmig retry mig-1 --overwrite"
+    assert replace(failed, options=replace(failed.options, overwrite=True)).retry_command == "/pgmig retry mig-1"
+    assert await lifecycle.move(store, "mig-1", S.CREATED, "retried", emit=emit)
+    assert not (await store.get_migration("mig-1")).retry_with
+    assert await lifecycle.move(store, "mig-1", S.FAILED, "x", emit=emit, error="importing: --overwrite is no help")
+    assert (await store.get_migration("mig-1")).retry_command == "/pgmig retry mig-1"
