@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 
-from migration_core import copy, large_objects, matviews, sequences, server_progress, target_db
+from migration_core import copy, keys, large_objects, matviews, sequences, server_progress, target_db
 from migration_core import workdir as workdir_
 from migration_core.analyze import analyze
 from migration_core.early_checks import EarlyChecks
@@ -209,10 +209,21 @@ class OfflineDatabase:
             )
             self.progress.phase = "building indexes"
             async with server_progress.watched(self.target, self.database, self.progress, "building indexes"):
-                await pg_restore.run(
-                    [*base, "--section=post-data", "-j", str(self.options.parallel), str(self.schema_file)], env
-                )
+                await self._post_data(pg_restore, base, env)
             self.checked = await early.known() if early else {}
+
+    async def _post_data(self, pg_restore: Tool, base: list[str], env: dict[str, str]) -> None:
+        """Keys first, as index builds the early checks' reads pass (keys.py); then the rest of post-data."""
+        listing = self.dir / "post-data.list"
+        await pg_restore.run(["-l", "-f", str(listing), str(self.schema_file)], env)
+        async with self.source.connection(self.database) as src:
+            built = await keys.plain_keys(src, listing.read_text())
+        await keys.build(self.target, self.database, built, self.options.parallel)
+        listing.write_text(keys.leave_out(listing.read_text(), built))
+        await pg_restore.run(
+            [*base, "--section=post-data", "-L", str(listing), "-j", str(self.options.parallel), str(self.schema_file)],
+            env,
+        )
 
 
 async def copy_databases(
