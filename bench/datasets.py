@@ -87,10 +87,10 @@ CREATE TABLE {name} (
 );
 INSERT INTO {name}
 SELECT i,
-       (i * 7919) % 100000,
+       (i::bigint * 7919) % 100000,
        timestamptz '2024-01-01' + i * interval '1 second',
        (ARRAY['new', 'paid', 'shipped', 'returned'])[1 + i % 4],
-       'order ' || i || ' for customer ' || (i * 7919) % 100000,
+       'order ' || i || ' for customer ' || (i::bigint * 7919) % 100000,
        repeat(md5((i % 1000)::text), 3) || ' lorem ipsum dolor sit amet, consectetur adipiscing ' || i
 FROM generate_series(1, {rows}) AS i;
 ALTER TABLE {name} ADD PRIMARY KEY (id);
