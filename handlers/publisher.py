@@ -11,10 +11,10 @@ from handlers import azure_messages as am
 from handlers import migration_messages as mm
 from handlers.authz import Policy
 from handlers.context import Poster, Reply
-from migration_core.approval import ApprovalRequest, approvers
+from migration_core.approval import Closed, approvers
 from migration_core.azure.provision import ProvisionResult
 from migration_core.azure.provisioning import ProvisionRecord
-from migration_core.models import Migration, State, Step, StepKind, StepState, utcnow
+from migration_core.models import Migration, State
 from migration_core.progress import MigrationProgress
 from migration_core.store import Store
 
@@ -33,32 +33,21 @@ class ChannelPublisher:
     async def progress(self, migration: Migration, progress: MigrationProgress) -> None:
         await self._card(migration, progress)
 
-    async def state_changed(self, migration: Migration, progress: MigrationProgress, detail: str) -> None:
+    async def state_changed(
+        self, migration: Migration, progress: MigrationProgress, detail: str, closed: Closed | None = None
+    ) -> None:
         channel, ts = await self._card(migration, progress)
-        verdict, decided = "", ""
-        if migration.state is not State.AWAITING_APPROVAL:
-            verdict, decided = await self._close_approval_card(migration, progress)
+        decided = await self._close_approval_card(migration, progress, closed) if closed else ""
         if migration.state in NOTICE_STATES and ts:
             # a rejected or expired request is told naming who decided, not in the core's sentence
-            told = decided if verdict in ("rejected", "expired") else ""
+            told = decided if closed and closed.verdict in ("rejected", "expired") else ""
             await self.poster.post(channel, mm.state_notice(migration, detail, told), thread_ts=ts)
 
-    async def _close_approval_card(self, m: Migration, progress: MigrationProgress) -> tuple[str, str]:
-        """The open cutover request was decided (or the migration moved on): the approval step records the
-        verdict and who made it (`/pgmig status` shows them), and — Slack has no disabled buttons — the card
-        is rewritten without its buttons, saying who decided. Returns the verdict and the words for it (empty
-        when no request was open)."""
-        step = await self.store.step(m.id, StepKind.APPROVAL)
-        if step is None:
-            return "", ""
-        request = ApprovalRequest.from_dict(step.data)
-        if not request.open:
-            return "", ""
-        request.open = False
-        verdict, by = await self._verdict(m, request)
-        data = {**step.data, **request.as_dict(), "decision": verdict, "decided_by": by}
-        await self.store.save_step(Step(m.id, step.name, StepState.DONE, step.detail, step.started_at, utcnow(), data))
-        decided = mm.approval_decided(m, verdict, by)
+    async def _close_approval_card(self, m: Migration, progress: MigrationProgress, closed: Closed) -> str:
+        """The core ended the open cutover request (and recorded how): Slack has no disabled buttons, so
+        the card is rewritten without its buttons, saying who decided. Returns those words."""
+        request = closed.request
+        decided = mm.approval_decided(m, closed.verdict, closed.by)
         if request.ts:
             await self.poster.update(
                 request.channel,
@@ -72,19 +61,7 @@ class ChannelPublisher:
                     decided=decided,
                 ),
             )
-        return verdict, decided
-
-    async def _verdict(self, m: Migration, request: ApprovalRequest) -> tuple[str, list[str]]:
-        """What closed the request, from the state the decision moved the migration to and the round's
-        recorded clicks: the quorum's approvers, the person who rejected, an expiry, or neither."""
-        votes = await self.store.approvals(m.id, request.round)
-        approved = [a.approver for a in votes if a.decision == "approve"]
-        if m.state in (State.CUTTING_OVER, State.RELEASED, State.COMPLETED):
-            return "approved", approved
-        if m.state is State.READY_FOR_CUTOVER:  # awaiting_approval goes back there by a reject or an expiry
-            rejected = [a.approver for a in votes if a.decision == "reject"]
-            return ("rejected", rejected[:1]) if rejected else ("expired", approved)
-        return "closed", []
+        return decided
 
     async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:
         channel, ts = await self._card(migration, progress)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from migration_core.models import Approval, AuditEntry, utcnow
+from migration_core.models import Approval, AuditEntry, Step, StepKind, StepState, utcnow
 from migration_core.store import Store
 
 
@@ -67,6 +67,34 @@ class Decision:
     verdict: Verdict
     reason: str = ""
     approvers: list[str] = field(default_factory=list)  # the round's approvals so far
+
+
+@dataclass
+class Closed:
+    """How an open cutover request ended: `verdict` approved, rejected, expired, or closed (the
+    migration moved on some other way: cancelled, failed), and who decided."""
+
+    request: ApprovalRequest
+    verdict: str
+    by: list[str]
+
+
+async def close_cutover_request(
+    store: Store, migration_id: str, verdict: str = "closed", by: list[str] | None = None
+) -> Closed | None:
+    """Record in the approval step how its open request ended (`/pgmig status` and the card show it);
+    None when no request was open. Called by the move that ends it, before that move is announced."""
+    step = await store.step(migration_id, StepKind.APPROVAL)
+    if step is None:
+        return None
+    request = ApprovalRequest.from_dict(step.data)
+    if not request.open:
+        return None
+    request.open = False
+    closed = Closed(request, verdict, list(by or []))
+    data = {**step.data, **request.as_dict(), "decision": verdict, "decided_by": closed.by}
+    await store.save_step(Step(migration_id, step.name, StepState.DONE, step.detail, step.started_at, utcnow(), data))
+    return closed
 
 
 async def approvers(store: Store, request: ApprovalRequest) -> list[str]:

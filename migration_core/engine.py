@@ -819,6 +819,7 @@ class Engine:
                 expect=(State.AWAITING_APPROVAL,),
                 actor=user,
                 action="cutover.approved",
+                verdict=("approved", decision.approvers),
             ):
                 return await refused(await self._decided(migration_id), "decided meanwhile")
             await self.perform(Command.CUTOVER, migration_id, user)
@@ -837,9 +838,12 @@ class Engine:
             error=f"cutover rejected by {actor}",
             actor=actor,
             action="cutover.rejected",
+            verdict=("rejected", [actor]),
         )
 
     async def expire_approval(self, migration_id: str) -> bool:
+        request = await self.cutover_request(migration_id)
+        approved = await approval.approvers(self.store, request) if request else []
         return await self.ledger.move(
             migration_id,
             State.READY_FOR_CUTOVER,
@@ -847,6 +851,7 @@ class Engine:
             expect=(State.AWAITING_APPROVAL,),
             error="the cutover request expired",
             action="cutover.expired",
+            verdict=("expired", approved),
         )
 
     async def cutover(self, migration_id: str, actor: str) -> bool:

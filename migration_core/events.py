@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from migration_core.approval import Closed
 from migration_core.models import Migration
 from migration_core.progress import MigrationProgress
 
@@ -12,8 +13,11 @@ class MigrationEvents(Protocol):
     async def progress(self, migration: Migration, progress: MigrationProgress) -> None:
         """A periodic tick while the migration runs: update the live view in place."""
 
-    async def state_changed(self, migration: Migration, progress: MigrationProgress, detail: str) -> None:
-        """The migration entered `migration.state`; `detail` says why or what came of it."""
+    async def state_changed(
+        self, migration: Migration, progress: MigrationProgress, detail: str, closed: Closed | None = None
+    ) -> None:
+        """The migration entered `migration.state`; `detail` says why or what came of it; `closed`: the
+        cutover request this move ended (already recorded), if one was open."""
 
     async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:
         """Something needs a person's attention (lag, WAL held on the source), or stopped needing it."""
@@ -28,7 +32,9 @@ class NoEvents:
     async def progress(self, migration: Migration, progress: MigrationProgress) -> None:
         return None
 
-    async def state_changed(self, migration: Migration, progress: MigrationProgress, detail: str) -> None:
+    async def state_changed(
+        self, migration: Migration, progress: MigrationProgress, detail: str, closed: Closed | None = None
+    ) -> None:
         return None
 
     async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from migration_core import failpoints, lifecycle
+from migration_core import approval, failpoints, lifecycle
 from migration_core.errors import MigrationError
 from migration_core.events import MigrationEvents
 from migration_core.journal import Journal
@@ -63,16 +63,26 @@ class Ledger:
         action: str = "state",
         round: str = "",
         retry_with: RetryChanges | None = None,
+        verdict: tuple[str, list[str]] | None = None,
     ) -> bool:
         """The guarded state change (lifecycle.move); False when the migration was not in a state that may
         be followed by `to` (another replica, click or cancel moved it first). `round`: the approval round a
-        move to awaiting_approval opens; `retry_with`: what a failure's fix asks a retry to change."""
+        move to awaiting_approval opens; `retry_with`: what a failure's fix asks a retry to change;
+        `verdict`: how this move ends an open cutover request (approved/rejected/expired, by whom). Any
+        move out of awaiting_approval ends it, recorded before the move is announced."""
+
+        async def emit(migration_id: str, told: str) -> None:
+            closed = None
+            if to is not State.AWAITING_APPROVAL:
+                closed = await approval.close_cutover_request(self.store, migration_id, *(verdict or ("closed", [])))
+            await self.emit_state(migration_id, told, closed)
+
         return await lifecycle.move(
             self.store,
             mid,
             to,
             detail,
-            emit=self.emit_state,
+            emit=emit,
             expect=expect,
             error=error,
             actor=actor,
@@ -88,9 +98,9 @@ class Ledger:
         if not await self.move(mid, to, detail, expect=expect, error=error):
             raise Superseded(mid, to)
 
-    async def emit_state(self, mid: str, detail: str) -> None:
+    async def emit_state(self, mid: str, detail: str, closed: approval.Closed | None = None) -> None:
         try:
-            await self.events.state_changed(await self.get(mid), self.progress(mid), detail)
+            await self.events.state_changed(await self.get(mid), self.progress(mid), detail, closed)
         except Exception:  # telling the channel must never break the migration itself
             log.exception("publishing the state of %s failed", mid)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
+from migration_core.approval import Closed
 from migration_core.models import Migration
 from migration_core.progress import MigrationProgress
 
@@ -86,7 +87,9 @@ class RecordingEvents:
     async def progress(self, migration: Migration, progress: MigrationProgress) -> None:
         self.ticks += 1
 
-    async def state_changed(self, migration: Migration, progress: MigrationProgress, detail: str) -> None:
+    async def state_changed(
+        self, migration: Migration, progress: MigrationProgress, detail: str, closed: Closed | None = None
+    ) -> None:
         self.states.append((migration.id, migration.state.value, detail))
 
     def of(self, mid: str) -> list[str]:

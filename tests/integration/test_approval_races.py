@@ -93,6 +93,9 @@ async def test_a_reject_beats_an_approval_still_resolving_its_group(tmp_path, pa
         assert await assert_consistent(slack) is State.READY_FOR_CUTOVER
         assert "cutover.started" not in await actions(slack)
         assert src.psql("SHOW default_transaction_read_only", database="app") == "off"
+        # the core recorded the verdict it made, with the one who made it (not an inference afterwards)
+        decided = (await slack.services.store.step("mig-1", "approval")).data
+        assert (decided["decision"], decided["decided_by"], decided["open"]) == ("rejected", ["U0APPROVER1"], False)
 
 
 async def test_two_approvals_at_the_same_moment_start_one_cutover(tmp_path, pair):
@@ -124,6 +127,8 @@ async def test_an_approval_racing_the_expiry(tmp_path, pair):
         final = await assert_consistent(slack)
         assert final in (State.COMPLETED, State.READY_FOR_CUTOVER)
         assert ((await actions(slack)).count("cutover.started") == 1) == (final is State.COMPLETED)
+        decided = (await slack.services.store.step("mig-1", "approval")).data
+        assert decided["decision"] == ("approved" if final is State.COMPLETED else "expired")
 
 
 async def test_an_approval_racing_a_cancel(tmp_path, pair):
