@@ -1,4 +1,6 @@
-"""Fresh planner statistics after a bulk load, table by table over N connections at once."""
+"""Fresh planner statistics after a bulk load, table by table over N connections at once: every table
+holding rows, then every partitioned table (its statistics over all its partitions), which autovacuum
+never analyzes on its own."""
 
 from __future__ import annotations
 
@@ -6,24 +8,32 @@ import asyncio
 
 from migration_core.copy import list_tables
 from migration_core.servers import ServerConfig
+from migration_core.sql import USER_SCHEMA_FILTER
+
+PARTITIONED = (
+    "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'p' AND " + USER_SCHEMA_FILTER + " ORDER BY 1"
+)
 
 
 async def analyze(target: ServerConfig, database: str, parallel: int) -> int:
-    """ANALYZE every user table, largest first, `parallel` at a time; returns how many."""
+    """ANALYZE every user table, largest first, then the partitioned ones, `parallel` at a time; returns
+    how many."""
     first = await target.connect(database, data=True)
     try:
-        tables = await list_tables(first)
+        tables = [t.qualified for t in await list_tables(first)]
+        tables += [r["name"] for r in await first.fetch(PARTITIONED)]
     except BaseException:
         await first.close()
         raise
-    todo: asyncio.Queue = asyncio.Queue()
+    todo: asyncio.Queue[str] = asyncio.Queue()
     for t in tables:
         todo.put_nowait(t)
 
     async def worker(conn) -> None:
         try:
             while not todo.empty():
-                await conn.execute(f"ANALYZE {todo.get_nowait().qualified}")
+                await conn.execute(f"ANALYZE {todo.get_nowait()}")
         finally:
             await conn.close()
 

@@ -19,6 +19,7 @@ import asyncpg
 
 from migration_core import constraints, copy, replication, server_progress, target_db, undo
 from migration_core import workdir as workdir_
+from migration_core.analyze import analyze
 from migration_core.errors import MigrationError
 from migration_core.journal import SOURCE, TARGET, Change, Journal
 from migration_core.limits import DEFAULT_LIMITS, DataLimits
@@ -139,6 +140,9 @@ class OnlineDatabase:
         finally:
             await session.release()
         parked = await self.indexes_and_park(roles)
+        self.progress.phase = "analyzing"  # fresh statistics: the applications' first queries after cutover plan well
+        async with server_progress.watched(self.target, self.database, self.progress, "analyzing"):
+            await analyze(self.target, self.database, self.options.parallel)
         role = self.journal.role_name(self.database)
         async with self.source.connection(self.database) as src:
             async with self.journal.change(Change.REPLICATION_ROLE, SOURCE, self.database, role):
