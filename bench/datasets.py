@@ -19,27 +19,19 @@ DATASETS = ("pgbench", "wide", "onebig", "lobs")
 GROUPS = {"both": ("pgbench", "wide"), "all": DATASETS}
 
 # The methods a dataset runs when --methods is not given, in that order.
+EVERY_COPY = (
+    "dump-restore",
+    "dump-dir",
+    "pgcopydb",
+    "raw-pipe",
+    "pgmig",
+    "pgmig-online",
+    "pgmig-e2e",
+    "pgmig-online-e2e",
+)
 DEFAULT_METHODS = {
-    "pgbench": (
-        "dump-restore",
-        "dump-dir",
-        "pgcopydb",
-        "raw-pipe",
-        "pgmig",
-        "pgmig-online",
-        "pgmig-e2e",
-        "pgmig-online-e2e",
-    ),
-    "wide": (
-        "dump-restore",
-        "dump-dir",
-        "pgcopydb",
-        "raw-pipe",
-        "pgmig",
-        "pgmig-online",
-        "pgmig-e2e",
-        "pgmig-online-e2e",
-    ),
+    "pgbench": EVERY_COPY,
+    "wide": EVERY_COPY,
     "onebig": ("dump-dir", "pgcopydb", "single-stream", "pgmig", "pgmig-online"),
     "lobs": ("dump-restore", "pgmig"),
 }

@@ -216,10 +216,11 @@ class OfflineDatabase:
         """Keys first, as index builds the early checks' reads pass (keys.py); then the rest of post-data."""
         listing = self.dir / "post-data.list"
         await pg_restore.run(["-l", "-f", str(listing), str(self.schema_file)], env)
+        entries = listing.read_text()
         async with self.source.connection(self.database) as src:
-            built = await keys.plain_keys(src, listing.read_text())
+            built = await keys.plain_keys(src, entries)
         await keys.build(self.target, self.database, built, self.options.parallel)
-        listing.write_text(keys.leave_out(listing.read_text(), built))
+        listing.write_text(keys.leave_out(entries, built))
         await pg_restore.run(
             [*base, "--section=post-data", "-L", str(listing), "-j", str(self.options.parallel), str(self.schema_file)],
             env,

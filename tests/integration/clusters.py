@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bot.localpg import LocalCluster
 from migration_core.servers import ServerConfig
 from tests.conftest import PASSWORD
@@ -33,3 +35,12 @@ def config_toml(servers: dict[str, LocalCluster | int], extra: str = "") -> str:
             f'password_env = "PGMIG_TEST_PASSWORD"\nsslmode = "disable"\nconnect_timeout = 5\n'
         )
     return out
+
+
+def shell_env(tmp_path: Path, config: Path) -> dict[str, str]:
+    """The environment of a `pgmig shell` run on `config`, its state and home in `tmp_path`."""
+    return {
+        "PGMIG_CONFIG": str(config),
+        "PGMIG_STATE": str(tmp_path / "state.sqlite"),
+        "PGMIG_HOME": str(tmp_path / "home"),
+    }

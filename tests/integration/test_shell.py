@@ -15,7 +15,7 @@ import time
 from bot.localpg import free_port
 from migration_core.models import Migration, Mode, State
 from migration_core.store import Store
-from tests.integration.clusters import PASSWORD, config_toml
+from tests.integration.clusters import PASSWORD, config_toml, shell_env
 
 
 def pgmig(*args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 120):
@@ -117,11 +117,7 @@ def test_make_run_path_sandbox_then_shell(tmp_path):
 def test_shell_migration_runs_to_completion_before_the_script_ends(tmp_path, source_cluster, target_cluster):
     config = tmp_path / "pgmig.toml"
     config.write_text(config_toml({"src": source_cluster, "tgt": target_cluster}))
-    env = {
-        "PGMIG_CONFIG": str(config),
-        "PGMIG_STATE": str(tmp_path / "state.sqlite"),
-        "PGMIG_HOME": str(tmp_path / "home"),
-    }
+    env = shell_env(tmp_path, config)
     out = pgmig(
         "shell",
         "--user",
@@ -185,11 +181,7 @@ def test_shell_cutover_card_and_status_name_people_and_end_with_the_outcome(tmp_
             "[online]\nfence_grace_seconds = 0.2\n",
         )
     )
-    env = {
-        "PGMIG_CONFIG": str(config),
-        "PGMIG_STATE": str(tmp_path / "state.sqlite"),
-        "PGMIG_HOME": str(tmp_path / "home"),
-    }
+    env = shell_env(tmp_path, config)
     script = [
         "migrate src tgt --mode online --db app --parallel 1",
         "wait 8",  # ready for cutover within a second or two

@@ -15,7 +15,7 @@ import pytest
 from handlers import modal
 from handlers.authz import Policy
 from migration_core.models import Method, Mode
-from tests.integration.clusters import config_toml
+from tests.integration.clusters import config_toml, shell_env
 from tests.integration.fake_slack import signed_headers, text_of
 from tests.integration.slack_harness import running, view_submission_body
 
@@ -258,11 +258,7 @@ async def test_the_form_from_the_home_tab_answers_in_a_direct_message(slack):
 def test_the_shell_walks_the_form_and_starts_the_migration(tmp_path, source_cluster, own_target):
     config = tmp_path / "pgmig.toml"
     config.write_text(config_toml({"src": source_cluster, "tgt": own_target}))
-    env = {
-        "PGMIG_CONFIG": str(config),
-        "PGMIG_STATE": str(tmp_path / "state.sqlite"),
-        "PGMIG_HOME": str(tmp_path / "home"),
-    }
+    env = shell_env(tmp_path, config)
     answers = [
         "migrate",
         "1",  # source: src
