@@ -11,6 +11,11 @@ the source took after the snapshot, or streams that do not match, are settled as
 would: both sides read now and checksummed (verify.compare_table), so they show as the mismatch they
 are. What is compared here is kept with the import step; the verify step then reads only what is
 left (sequences, materialized views, anything not compared here).
+
+A table copied as ranges is checked as ranges too, on up to `parallel` sessions a side: each side cut
+by its own pages or key ranges (verify.check_ranges), which is right for an unordered digest, a sum
+over rows however they are grouped. Read by one session, a table that many streams copied took a
+third as long again as its copy to check.
 """
 
 from __future__ import annotations
@@ -25,33 +30,38 @@ from migration_core.copy import TableCopy, TableSpec, copy_rows, gather_more
 from migration_core.digest import RowDigest
 from migration_core.limits import DataLimits
 from migration_core.servers import ServerConfig
-from migration_core.verify import Known, compare_table
+from migration_core.verify import Known, check_ranges, compare_table
 
 # Whether a table still holds exactly the rows a snapshot saw: as many, and none written by a transaction
 # that was running or not begun then (xmin at or past the snapshot's xmin: younger, so of smaller age).
 # A frozen row far older than 2^31 transactions may look young too; that only costs the full comparison.
 UNCHANGED = (
-    "SELECT count(*) AS n, coalesce(min(age(t.xmin)) > age($1::text::xid), true) AS unchanged FROM ONLY {table} t"
+    "SELECT count(*) AS n, coalesce(min(age(t.xmin)) > age($1::text::xid), true) AS unchanged "
+    "FROM ONLY {table} t{condition}"
 )
 
 
 class EarlyChecks:
     """`async with EarlyChecks(…) as early:` copy with `on_copied=early.copied`, then `await early.known()`."""
 
-    def __init__(self, source: ServerConfig, target: ServerConfig, database: str, limits: DataLimits) -> None:
+    def __init__(
+        self, source: ServerConfig, target: ServerConfig, database: str, parallel: int, limits: DataLimits
+    ) -> None:
         self.source, self.target, self.database, self.limits = source, target, database, limits
+        self.parallel = max(1, parallel)
         self._todo: asyncio.Queue[TableCopy | None] = asyncio.Queue()
         self._known: Known = {}
         self._task: asyncio.Task | None = None
         self._pools: list[asyncpg.Pool] = []
 
     async def __aenter__(self) -> "EarlyChecks":
-        # One session a side: the checks fill what the copy leaves idle rather than compete with it. The
-        # target is read from its first page (no scan synchronized with another one already under way),
-        # so a table loaded by one stream reads back in the order it was sent.
-        self._pools = [await self.source.pool(self.database, 1)]
+        # A table at a time, on one session a side unless it was split: the checks fill what the copy
+        # leaves idle rather than compete with it. The target is read from its first page (no scan
+        # synchronized with another one already under way), so a table loaded by one stream reads back
+        # in the order it was sent.
+        self._pools = [await self.source.pool(self.database, self.parallel)]
         try:
-            self._pools.append(await self.target.pool(self.database, 1, {"synchronize_seqscans": "off"}))
+            self._pools.append(await self.target.pool(self.database, self.parallel, {"synchronize_seqscans": "off"}))
         except BaseException:
             await self._pools[0].close()
             raise
@@ -86,26 +96,52 @@ class EarlyChecks:
         src_pool, tgt_pool = self._pools
         spec, sent = copied.table, copied.digest
         assert sent is not None, "copy_tables digests what it sends when told of copies"
-        now, (back_rows, back) = await asyncio.gather(
-            src_pool.fetchrow(UNCHANGED.format(table=spec.qualified), str(copied.snapshot_xmin)),
-            self._read_back(spec, copied.whole),
-        )
-        if now["unchanged"] and now["n"] == copied.rows == back_rows and sent.value == back.value:
-            return copied.rows, sent.value, back_rows, back.value
         key = (spec.schema, spec.name)
-        size = await tgt_pool.fetchval("SELECT pg_relation_size(to_regclass($1))", spec.qualified)
-        return await compare_table(src_pool, tgt_pool, key, "r", (spec.size, size or 0), 1, self.limits)
+        size = int(await tgt_pool.fetchval("SELECT pg_relation_size(to_regclass($1))", spec.qualified) or 0)
+        src_where = tgt_where = [""]
+        if not copied.whole:  # several streams, or a table pgmig could not truncate: no order to rely on
+            src_where, tgt_where = await asyncio.gather(
+                check_ranges(src_pool, key, spec.size, self.parallel, self.limits),
+                check_ranges(tgt_pool, key, size, self.parallel, self.limits),
+            )
+        (now_rows, unchanged), (back_rows, back) = await asyncio.gather(
+            self._unchanged(spec, src_where, copied.snapshot_xmin), self._read_back(copied, tgt_where)
+        )
+        if unchanged and now_rows == copied.rows == back_rows and sent.value == back.value:
+            return copied.rows, sent.value, back_rows, back.value
+        return await compare_table(src_pool, tgt_pool, key, "r", (spec.size, size), self.parallel, self.limits)
 
-    async def _read_back(self, spec: TableSpec, ordered: bool) -> tuple[int, RowDigest]:
-        """The target's rows of `spec` (how many, and their digest), rendered as the copy rendered them."""
-        back = RowDigest(ordered)
+    async def _unchanged(self, spec: TableSpec, where: list[str], snapshot_xmin: int) -> tuple[int, bool]:
+        """The source's rows of `spec` now, and whether all of them are older than the copy's snapshot."""
+        sqls = [UNCHANGED.format(table=spec.qualified, condition=f" WHERE {w}" if w else "") for w in where]
+        found = await asyncio.gather(*(self._pools[0].fetchrow(sql, str(snapshot_xmin)) for sql in sqls))
+        return sum(r["n"] for r in found), all(r["unchanged"] for r in found)
+
+    async def _read_back(self, copied: TableCopy, where: list[str]) -> tuple[int, RowDigest]:
+        """The target's rows of a table (how many, and their digest), rendered as the copy rendered them,
+        read as the ranges `where` (one whole-table read when `[""]`)."""
+        parts = await asyncio.gather(*(self._read_range(copied, w) for w in where))
+        rows, back = parts[0]
+        for more_rows, more in parts[1:]:
+            rows += more_rows
+            back.add(more)
+        return rows, back
+
+    async def _read_range(self, copied: TableCopy, where: str) -> tuple[int, RowDigest]:
+        spec, form = copied.table, copied.format
+        back = RowDigest(copied.whole)
 
         async def take(chunk: bytes) -> None:
             back.update(chunk)
             await gather_more(chunk)
 
         async with self._pools[1].acquire() as conn:
-            tag = await conn.copy_from_table(spec.name, schema_name=spec.schema, columns=spec.columns, output=take)
+            if where:
+                tag = await conn.copy_from_query(spec.select(where), output=take, format=form)
+            else:
+                tag = await conn.copy_from_table(
+                    spec.name, schema_name=spec.schema, columns=spec.columns, output=take, format=form
+                )
         return copy_rows(tag), back
 
 

@@ -196,7 +196,7 @@ class OfflineDatabase:
             early = None
             if self.verify_early:
                 early = await stack.enter_async_context(
-                    EarlyChecks(self.source, self.target, self.database, self.limits)
+                    EarlyChecks(self.source, self.target, self.database, self.options.parallel, self.limits)
                 )
             await copy.copy_tables(
                 self.source,

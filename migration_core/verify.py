@@ -81,8 +81,10 @@ def _checksum_sql(schema: str, name: str, kind: str, counts_only: bool = False, 
     return f"SELECT count(*) AS n, {digest} AS s FROM {only}{qualified(schema, name)} t{condition}"
 
 
-async def _ranges(pool: asyncpg.Pool, key: tuple[str, str], size: int, parallel: int, limits: DataLimits) -> list[str]:
-    """The conditions a large table is checked in, one query each, in parallel (ranges.py)."""
+async def check_ranges(
+    pool: asyncpg.Pool, key: tuple[str, str], size: int, parallel: int, limits: DataLimits
+) -> list[str]:
+    """The conditions a table is checked in, one query each, in parallel (ranges.py): `[""]` when small."""
     async with pool.acquire() as conn:
         version = int(await conn.fetchval("SHOW server_version_num"))
         parts = await ranges.split(conn, key[0], key[1], size, limits.split_table_bytes, parallel, version)
@@ -121,9 +123,9 @@ async def compare_table(
     """One relation's rows and checksum on both sides, read at the same time; in ranges when large."""
     src_where = tgt_where = [""]
     if kind == "r" and max(sizes) > limits.split_table_bytes:
-        src_where = await _ranges(src_pool, key, sizes[0], parallel, limits)
+        src_where = await check_ranges(src_pool, key, sizes[0], parallel, limits)
         keyed = ranges.by_key_condition(src_where[0])  # the same rows on both sides: the same ranges
-        tgt_where = src_where if keyed else await _ranges(tgt_pool, key, sizes[1], parallel, limits)
+        tgt_where = src_where if keyed else await check_ranges(tgt_pool, key, sizes[1], parallel, limits)
     (sn, ss), (tn, ts) = await asyncio.gather(
         _digest(src_pool, [_checksum_sql(*key, kind, counts_only, w) for w in src_where], None),
         _digest(tgt_pool, [_checksum_sql(*key, kind, counts_only, w) for w in tgt_where], target_snapshot),

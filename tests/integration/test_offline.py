@@ -9,6 +9,7 @@ import pytest
 
 from bot.localpg import LocalCluster
 from bot.sandbox import load_pagila
+from migration_core import copy
 from migration_core.copy import TableCopy
 from migration_core.early_checks import EarlyChecks
 from migration_core.engine import Engine, EngineConfig, MigrationRequest
@@ -552,3 +553,51 @@ async def test_keys_built_before_post_data_are_the_sources_keys(engine, rich_sou
     finally:
         reset_target(pg16, "keys")
         rich_source.psql('DROP DATABASE IF EXISTS "keys" WITH (FORCE)')
+
+
+# Built-in types in their awkward values: moved as binary COPY, checked as the stream and the read-back.
+BINARY_TABLE = r"""CREATE TABLE plain (id int PRIMARY KEY, f float8[], n numeric, ts timestamptz, d date,
+    t text, c char(4), b bytea, j jsonb, js json, a text[], u uuid, ip inet, net cidr, bits varbit, tv tsvector,
+    r int4range, mr int4multirange, i interval, m money, l pg_lsn, ch "char", o oid);
+INSERT INTO plain VALUES
+    (1, '{-0,NaN,Infinity,-Infinity,1e-308,0.1}', 'NaN', 'infinity', '-infinity', 'é ü ß ñ', 'ab',
+     '\x00ff0a5c', '{"k": [1, "é"]}', '{ "spaced" :1}', '{{"a b",NULL},{"\"q\"","x,y"}}', gen_random_uuid(),
+     '::1/128', '10.0.0.0/8', B'10110', 'fat cat:2 rat', '[1,5)', '{[1,3),[7,9)}', '-1 year 2 days 03:04:05.678',
+     '12.34', '16/B374D848', 'q', 4294967295),
+    (2, NULL, 123456789012345678901234567890.123456789, '2024-02-29 23:59:59.999999+05:30', '0044-03-15 BC',
+     E'tab\there\nnewline \\ backslash', NULL, '', 'null', '[]', '{}', NULL, NULL, NULL, NULL, NULL,
+     'empty', '{}', NULL, NULL, NULL, NULL, 0)"""
+# Types a binary COPY would carry wrongly (OIDs the target numbers otherwise) or not at all: moved as text.
+TEXT_TABLE = """CREATE TYPE mood AS ENUM ('sad', 'happy'); CREATE TYPE pair AS (x int, y text);
+CREATE DOMAIN positive AS int CHECK (VALUE > 0);
+CREATE TABLE odd (id int PRIMARY KEY, m mood, ms mood[], p pair, ps pair[], pos positive, rel regclass, typ regtype);
+INSERT INTO odd VALUES (1, 'happy', '{sad,happy}', '(1,"é b")', ARRAY['(2,x)'::pair], 5, 'plain', 'mood[]'),
+    (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"""
+
+
+async def test_values_of_every_kind_arrive_exact_whether_sent_as_binary_or_text(engine, rich_source, pg16):
+    """Tables of built-in types move as binary COPY (no text to render and parse on either server),
+    also from a LATIN1 source database into UTF8 text; enums, composites, domains and OID aliases move as
+    text, which is what keeps `regclass` naming the target's own table. Every value arrives as it was."""
+    rich_source.psql('DROP DATABASE IF EXISTS "kinds" WITH (FORCE)')
+    rich_source.psql("CREATE DATABASE kinds ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    rich_source.psql(BINARY_TABLE + "; " + TEXT_TABLE, database="kinds")
+    async with server("onprem", rich_source).connection("kinds") as conn:
+        moves = {t.name: t.binary_safe for t in await copy.list_tables(conn)}
+    assert moves == {"plain": True, "odd": False}
+    reset_target(pg16, "kinds")
+    rows = "SET DateStyle = ISO; SET extra_float_digits = 3; SET client_encoding = UTF8; SELECT {} FROM {} ORDER BY id"
+    plain = "id, f, n, ts, d, t, c, encode(b, 'hex'), j, js, a, u, ip, net, bits, tv, r, mr, i, m, l, ch, o"
+    odd = "id, m, ms, p, ps, pos, rel, typ, rel::oid = 'plain'::regclass::oid"
+    try:
+        mid = await run(engine, databases=["kinds"])
+        await engine.wait(mid)
+        m = await engine.store.get_migration(mid)
+        assert m.state is State.COMPLETED, m.error
+        for table, columns in (("plain", plain), ("odd", odd)):
+            sql = rows.format(columns, table)
+            assert pg16.psql(sql, database="kinds") == rich_source.psql(sql, database="kinds"), table
+        assert "é ü ß ñ" in pg16.psql("SELECT t FROM plain WHERE id = 1", database="kinds")
+    finally:
+        reset_target(pg16, "kinds")
+        rich_source.psql('DROP DATABASE IF EXISTS "kinds" WITH (FORCE)')
