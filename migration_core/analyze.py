@@ -1,6 +1,7 @@
 """Fresh planner statistics after a bulk load, table by table over N connections at once: every table
 holding rows, then every partitioned table (its statistics over all its partitions), which autovacuum
-never analyzes on its own."""
+never analyzes on its own, and every populated materialized view. An online migration's views are
+filled only at cutover, so they are analyzed after the release (cutover.check), by name."""
 
 from __future__ import annotations
 
@@ -10,19 +11,23 @@ from migration_core.copy import list_tables
 from migration_core.servers import ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER
 
-PARTITIONED = (
+PARTITIONED_AND_VIEWS = (
     "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c "
-    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'p' AND " + USER_SCHEMA_FILTER + " ORDER BY 1"
+    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE (c.relkind = 'p' OR c.relkind = 'm' AND c.relispopulated) "
+    "AND " + USER_SCHEMA_FILTER + " ORDER BY c.relkind DESC, 1"
 )
 
 
-async def analyze(target: ServerConfig, database: str, parallel: int) -> int:
-    """ANALYZE every user table, largest first, then the partitioned ones, `parallel` at a time; returns
-    how many."""
+async def analyze(target: ServerConfig, database: str, parallel: int, only: list[str] | None = None) -> int:
+    """ANALYZE every user table, largest first, then the partitioned ones and the populated views (or
+    only the relations named, SQL-quoted), `parallel` at a time; returns how many."""
     first = await target.connect(database, data=True)
     try:
-        tables = [t.qualified for t in await list_tables(first)]
-        tables += [r["name"] for r in await first.fetch(PARTITIONED)]
+        if only is not None:
+            tables = list(only)
+        else:
+            tables = [t.qualified for t in await list_tables(first)]
+            tables += [r["name"] for r in await first.fetch(PARTITIONED_AND_VIEWS)]
     except BaseException:
         await first.close()
         raise

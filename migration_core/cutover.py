@@ -12,10 +12,11 @@
 5. compare row counts (the source is quiescent, so equality is exact; materialized views only warn).
 
 Then (cutover_flow.py) the target is released — the point of no return — and `check` VALIDATEs the
-foreign keys and compares full checksums against a snapshot of the target exported at release, so
-applications may already write there while it runs. What it finds is an incident to act on, never a
-reason to reopen the source. Until release, `rollback` parks the constraints again and lifts the
-fences from the journal: applications keep working on the source, replication keeps running.
+foreign keys, analyzes the refreshed views and compares full checksums against a snapshot of the
+target exported at release, so applications may already write there while it runs. What it finds
+is an incident to act on, never a reason to reopen the source. Until release, `rollback` parks the
+constraints again and lifts the fences from the journal: applications keep working on the source,
+replication keeps running.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from migration_core import constraints, failpoints, large_objects, matviews, sequences, undo, waits
+from migration_core.analyze import analyze
 from migration_core.context import MigrationContext
 from migration_core.errors import MigrationError
 from migration_core.journal import SOURCE, TARGET, Change, Journal, JournalEntry
@@ -85,6 +87,7 @@ class DatabaseCutover:
     sequences: int = 0
     counts: VerifyResult | None = None
     verify: VerifyResult | None = None
+    views: list[str] = field(default_factory=list)  # materialized views refreshed on the target (quoted)
 
     @property
     def window_seconds(self) -> float:
@@ -223,7 +226,7 @@ async def cut_over(
         await constraints.reinstate(tgt, parked)
         if entry := await journal.find(Change.CONSTRAINTS, TARGET, database):
             await journal.undone(entry)
-        await matviews.refresh(src, tgt)
+        result.views = await matviews.refresh(src, tgt)
         await large_objects.copy(source, target, database, parallel=ctx.options.parallel, limits=ctx.config.limits)
         result.timings["constraints"] = time.perf_counter() - step
     step = time.perf_counter()
@@ -252,9 +255,10 @@ async def check(
     progress: DatabaseProgress | None = None,
     limits: DataLimits = DEFAULT_LIMITS,
 ) -> list[str]:
-    """After release: VALIDATE each foreign key, then full checksums against the target as it was at
-    release. Returns what is wrong, in words (empty when all holds); never undoes anything. Neither has
-    a time limit; while VALIDATE waits (for a lock), `progress` says for what."""
+    """After release: VALIDATE each foreign key, ANALYZE the materialized views the cutover filled, then
+    full checksums against the target as it was at release. Returns what is wrong, in words (empty when
+    all holds); never undoes anything. None has a time limit; while VALIDATE waits (for a lock),
+    `progress` says for what."""
     problems: list[str] = []
     async with target.connection(result.database, data=True) as conn:
         step = time.perf_counter()
@@ -262,6 +266,13 @@ async def check(
         async with waits.watched(target, result.database, pid, progress, "validating foreign keys"):
             problems += await validate(conn, parked)
         result.timings["validate"] = time.perf_counter() - step
+        if result.views:
+            step = time.perf_counter()
+            try:
+                await analyze(target, result.database, parallel, result.views)
+            except asyncpg.PostgresError as exc:
+                problems.append(f"the materialized views of {result.database} could not be analyzed: {exc}")
+            result.timings["analyze"] = time.perf_counter() - step
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
             step = time.perf_counter()

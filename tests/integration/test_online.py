@@ -509,6 +509,8 @@ async def test_a_stale_materialized_view_does_not_stop_the_cutover(tmp_path, sto
     m = await store.get_migration(mid)
     assert m.state is State.COMPLETED, m.error
     assert tgt.psql("SELECT n FROM child_count", database="mv") == "1001"  # refreshed on the target only
+    analyzed = "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'child_count'"
+    assert tgt.psql(analyzed, database="mv") == "t"  # and analyzed after the release, for the planner
     assert src.psql("SELECT n FROM child_count", database="mv") == "1000"  # the source's is never refreshed
     assert tgt.psql("SELECT nextval('invoice_no'), nextval('used_no')", database="mv") == "671|501"
     assert (
