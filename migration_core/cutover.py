@@ -209,6 +209,9 @@ async def cut_over(
             if not late:
                 break
             result.fence.ended_sessions += late
+            if entry := await journal.find(Change.FENCE, SOURCE, database):  # the fence's record says all it did
+                entry.data["ended_sessions"] = result.fence.ended_sessions
+                await journal.note(entry)
             await wait_caught_up(source, database, config.catch_up_timeout_seconds, journal.object_name(database))
     else:
         await catch_up(database, config.catch_up_timeout_seconds)

@@ -10,10 +10,11 @@ import pytest
 
 from bot.localpg import LocalCluster, free_port
 from bot.sandbox import load_pagila
-from migration_core import cleanup
+from migration_core import cleanup, cutover
 from migration_core.approval import Verdict
 from migration_core.engine import Engine, EngineConfig, MigrationRequest
 from migration_core.errors import MigrationError
+from migration_core.journal import SOURCE, Change, Journal
 from migration_core.models import State
 from migration_core.replication import object_name
 from migration_core.store import Store
@@ -627,3 +628,38 @@ async def test_a_transaction_committed_asynchronously_just_before_the_fence_is_n
     finally:
         lazy.destroy()
         target.destroy()
+
+
+async def test_a_session_that_slips_in_past_the_fence_is_ended_and_counted(tmp_path, store, src, tgt, monkeypatch):
+    """A superuser keeps CONNECT through the fence (it is only softly fenced): a session that connects
+    after the fence ended every other one is ended after the catch-up too, which is then redone, and
+    the fence's journal entry counts it with the others."""
+    fresh_db(src, "late")
+    engine = make_engine(store, src, tgt, tmp_path)
+    mid = await start_online(engine, ["late"])
+    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
+    slipped_in: list[asyncpg.Connection] = []
+    catch_ups = 0
+    real_wait = cutover.wait_caught_up
+
+    async def connect_then_wait(*args, **kwargs) -> None:
+        nonlocal catch_ups
+        catch_ups += 1
+        if not slipped_in:  # the fence is up: this session passes it as a superuser's would
+            slipped_in.append(await asyncpg.connect(src.dsn("late")))
+        await real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(cutover, "wait_caught_up", connect_then_wait)
+    try:
+        assert await engine.cutover(mid, "U0BOB"), (await store.get_migration(mid)).error
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
+            await slipped_in[0].fetchval("SELECT 1")  # ended by pgmig
+    finally:
+        await asyncio.gather(*(c.close() for c in slipped_in), return_exceptions=True)
+    assert catch_ups == 2  # caught up again after ending it
+    assert (await store.get_migration(mid)).state is State.COMPLETED
+    fence = await Journal(store, mid).find(Change.FENCE, SOURCE, "late")
+    assert fence is not None and fence.data["ended_sessions"] >= 1
+    step = await store.step(mid, "release")
+    assert step.data["fences"]["late"]["ended_sessions"] == fence.data["ended_sessions"]
+    await engine.close()
