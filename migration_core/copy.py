@@ -48,11 +48,18 @@ NOT_BINARY = (
     "OR t.typsend = 0 OR e.typsend = 0 OR t.typname ~ '^_?reg')"
 )
 
+# A table's columns with their types (OID and modifier), comparable between the servers for the types
+# binary COPY carries, whose OIDs are fixed: binary needs the very same types on both sides.
+COLUMN_TYPES = (
+    "ARRAY(SELECT format('%s %s %s', a.attname, a.atttypid, a.atttypmod) FROM pg_attribute a "
+    "      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text[] AS types"
+)
+
 TABLES = (
     "SELECT n.nspname AS schema, c.relname AS name, pg_relation_size(c.oid) AS size, "
     "ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 "
     "      AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum)::text[] AS columns, "
-    "NOT EXISTS (" + NOT_BINARY + ") AS binary_safe "
+    "NOT EXISTS (" + NOT_BINARY + ") AS binary_safe, " + COLUMN_TYPES + " "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relkind = 'r' AND " + USER_SCHEMA_FILTER + " ORDER BY size DESC, 1, 2"
 )
@@ -64,7 +71,8 @@ class TableSpec:
     name: str
     size: int
     columns: list[str]
-    binary_safe: bool = False  # no column NOT_BINARY names: the table may move in binary
+    binary_safe: bool = False  # no column NOT_BINARY names: the table may move in binary…
+    types: tuple[str, ...] = ()  # …if the target's table has these very columns (COLUMN_TYPES, sorted)
 
     @property
     def qualified(self) -> str:
@@ -112,7 +120,7 @@ class Piece:
 async def list_tables(conn: asyncpg.Connection) -> list[TableSpec]:
     """Every user table holding rows (partitions, not their parents), largest first."""
     return [
-        TableSpec(r["schema"], r["name"], r["size"], list(r["columns"]), r["binary_safe"])
+        TableSpec(r["schema"], r["name"], r["size"], list(r["columns"]), r["binary_safe"], tuple(sorted(r["types"])))
         for r in await conn.fetch(TABLES)
     ]
 
@@ -252,17 +260,28 @@ async def _waits(source: ServerConfig, target: ServerConfig, database: str, pids
     return why or "neither server reports a wait: check the network between pgmig and the servers"
 
 
-# Target tables the login may truncate (TRUNCATE privilege, e.g. as a member of the owner role).
-TRUNCATABLE = (
-    "SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE c.relkind = 'r' AND has_table_privilege(c.oid, 'TRUNCATE') AND " + USER_SCHEMA_FILTER
+# The target's tables: whether the login may truncate them (TRUNCATE privilege, e.g. as a member of the
+# owner role), and their columns' types.
+TARGET_TABLES = (
+    "SELECT n.nspname AS schema, c.relname AS name, has_table_privilege(c.oid, 'TRUNCATE') AS truncatable, "
+    + COLUMN_TYPES
+    + " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND "
+    + USER_SCHEMA_FILTER
 )
+
+
+@dataclass(frozen=True)
+class TargetTable:
+    """What the copy needs to know of a table on the target."""
+
+    truncatable: bool
+    types: tuple[str, ...]  # sorted, as TableSpec.types
 
 
 async def _plan(
     conn: asyncpg.Connection,
     tables: list[TableSpec],
-    truncatable: set[tuple[str, str]],
+    targets: dict[tuple[str, str], TargetTable],
     parallel: int,
     limits: DataLimits,
     digests: bool,
@@ -276,10 +295,11 @@ async def _plan(
         parts = await ranges.split(conn, t.schema, t.name, t.size, limits.split_table_bytes, parallel, version)
         if len(parts) > 1 and not ranges.by_key_condition(parts[0].where):
             await conn.execute(f"LOCK TABLE ONLY {t.qualified} IN ACCESS SHARE MODE")
-        whole = len(parts) == 1 and (t.schema, t.name) in truncatable
+        there = targets.get((t.schema, t.name), TargetTable(False, ()))
+        whole = len(parts) == 1 and there.truncatable
         # Binary saves both servers rendering and parsing text. Ranges to digest stay text, a row a
         # line, which an unordered digest needs.
-        form = "binary" if t.binary_safe and (whole or not digests) else "text"
+        form = "binary" if t.binary_safe and there.types == t.types and (whole or not digests) else "text"
         table = TableCopy(t, len(parts), whole, xmin, form, digest=RowDigest(whole) if digests else None)
         pieces += [Piece(t, r, table) for r in parts]
     pieces.sort(key=lambda p: p.range.size, reverse=True)
@@ -312,9 +332,12 @@ async def copy_tables(
             await coordinator.execute(f"SET TRANSACTION SNAPSHOT {literal(snapshot)}")
         tables = await list_tables(coordinator)
         async with target.connection(database) as tgt:
-            truncatable = {(r["schema"], r["name"]) for r in await tgt.fetch(TRUNCATABLE)}
+            targets = {
+                (r["schema"], r["name"]): TargetTable(r["truncatable"], tuple(sorted(r["types"])))
+                for r in await tgt.fetch(TARGET_TABLES)
+            }
         async with waits.watched(source, database, coordinator.get_server_pid(), progress, "planning the copy"):
-            pieces = await _plan(coordinator, tables, truncatable, parallel, limits, on_copied is not None)
+            pieces = await _plan(coordinator, tables, targets, parallel, limits, on_copied is not None)
         progress.tables_total = len(tables)
         progress.bytes_total = sum(t.size for t in tables)
         progress.ranges_total = sum(1 for p in pieces if p.range.of > 1)

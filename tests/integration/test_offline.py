@@ -14,6 +14,7 @@ from migration_core.copy import TableCopy
 from migration_core.early_checks import EarlyChecks
 from migration_core.engine import Engine, EngineConfig, MigrationRequest
 from migration_core.models import State
+from migration_core.progress import DatabaseProgress
 from migration_core.store import Store
 from tests.integration.clusters import PASSWORD, server
 from tests.integration.sample_data import RICH, ROLES, RecordingEvents, facts, pagila_available, pg16_bindir
@@ -604,3 +605,36 @@ async def test_values_of_every_kind_arrive_exact_whether_sent_as_binary_or_text(
     finally:
         reset_target(pg16, "kinds")
         rich_source.psql('DROP DATABASE IF EXISTS "kinds" WITH (FORCE)')
+
+
+async def test_a_table_of_other_column_types_on_the_target_is_sent_as_text(rich_source, pg16):
+    """Binary COPY needs the very same column types on both sides: a table whose column is wider on
+    the target (int there bigint, as a DBA may decide) is sent as text, which the target parses into
+    its own type; a table alike on both sides goes binary."""
+    schema = "CREATE TABLE same (id int PRIMARY KEY, at timestamptz); CREATE TABLE widened (id {} PRIMARY KEY, n int)"
+    for cluster, id_type in ((rich_source, "int"), (pg16, "bigint")):
+        cluster.psql('DROP DATABASE IF EXISTS "widened" WITH (FORCE)')
+        cluster.psql('CREATE DATABASE "widened"')
+        cluster.psql(schema.format(id_type), database="widened")
+    rich_source.psql(
+        "INSERT INTO same SELECT g, '2025-01-01'::timestamptz + g * interval '1 minute' FROM generate_series(1, 500) g;"
+        "INSERT INTO widened SELECT g, g * 7 FROM generate_series(1, 500) g",
+        database="widened",
+    )
+    sent: dict[str, str] = {}
+    try:
+        await copy.copy_tables(
+            server("onprem", rich_source),
+            server("azure", pg16),
+            "widened",
+            2,
+            DatabaseProgress("widened"),
+            on_copied=lambda c: sent.update({c.table.name: c.format}),
+        )
+        assert sent == {"same": "binary", "widened": "text"}
+        for table in ("same", "widened"):
+            rows = f"SELECT * FROM {table} ORDER BY id"
+            assert pg16.psql(rows, database="widened") == rich_source.psql(rows, database="widened")
+    finally:
+        for cluster in (rich_source, pg16):
+            cluster.psql('DROP DATABASE IF EXISTS "widened" WITH (FORCE)')
