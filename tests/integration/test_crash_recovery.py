@@ -300,5 +300,20 @@ async def test_pgmig_killed_after_every_journaled_step_recovers(tmp_path, pair):
         app.stop.set()
         await asyncio.gather(*writers, return_exceptions=True)
         await store.close()
-        for db in DBS:
-            tgt.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        drop_leftovers(src, tgt)
+
+
+def drop_leftovers(src: LocalCluster, tgt: LocalCluster) -> None:
+    """After a failed run too, without hiding its failure: subscriptions (which keep their database
+    from being dropped), the target databases and the source's slots."""
+    subscriptions = "SELECT s.subname, d.datname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid"
+    for line in tgt.psql(subscriptions).splitlines():
+        name, db = line.split("|")
+        tgt.psql(
+            f'ALTER SUBSCRIPTION "{name}" DISABLE; ALTER SUBSCRIPTION "{name}" SET (slot_name = NONE); '
+            f'DROP SUBSCRIPTION "{name}"',
+            database=db,
+        )
+    for db in DBS:
+        tgt.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    src.psql("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active")
