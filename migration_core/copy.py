@@ -49,10 +49,11 @@ NOT_BINARY = (
 )
 
 # A table's columns with their types (OID and modifier), comparable between the servers for the types
-# binary COPY carries, whose OIDs are fixed: binary needs the very same types on both sides.
+# binary COPY carries, whose OIDs are fixed: binary needs the very same types on both sides. In column
+# name order (`name` sorts bytewise on every server).
 COLUMN_TYPES = (
     "ARRAY(SELECT format('%s %s %s', a.attname, a.atttypid, a.atttypmod) FROM pg_attribute a "
-    "      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text[] AS types"
+    "      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attname)::text[] AS types"
 )
 
 TABLES = (
@@ -72,7 +73,7 @@ class TableSpec:
     size: int
     columns: list[str]
     binary_safe: bool = False  # no column NOT_BINARY names: the table may move in binary…
-    types: tuple[str, ...] = ()  # …if the target's table has these very columns (COLUMN_TYPES, sorted)
+    types: tuple[str, ...] = ()  # …if the target's table has these very columns (COLUMN_TYPES)
 
     @property
     def qualified(self) -> str:
@@ -97,6 +98,7 @@ class TableCopy:
     whole: bool  # one stream into the table truncated in its transaction: rows land in the order sent
     snapshot_xmin: int  # the oldest transaction running at the copy's snapshot (32-bit xid)
     format: str = "text"  # of the COPY stream, and of the check's read-back
+    ranges: tuple[str, ...] = ("",)  # the pieces' conditions on the source ("": the whole table)
     rows: int = 0  # as the target's COPY command tags counted them
     digest: RowDigest | None = None  # of what the source sent, when asked for (`on_copied`)
 
@@ -113,16 +115,24 @@ class Piece:
     def name(self) -> str:
         return f"{self.table.readable} {self.range.label}".strip()
 
-    def source_sql(self) -> str:
-        return self.table.select(self.range.where)
-
 
 async def list_tables(conn: asyncpg.Connection) -> list[TableSpec]:
     """Every user table holding rows (partitions, not their parents), largest first."""
     return [
-        TableSpec(r["schema"], r["name"], r["size"], list(r["columns"]), r["binary_safe"], tuple(sorted(r["types"])))
+        TableSpec(r["schema"], r["name"], r["size"], list(r["columns"]), r["binary_safe"], tuple(r["types"]))
         for r in await conn.fetch(TABLES)
     ]
+
+
+async def copy_out(
+    conn: asyncpg.Connection, table: TableSpec, where: str, output: Callable[[bytes], Awaitable[None]], form: str
+) -> str:
+    """`COPY … TO STDOUT` of a table, or of the rows `where` names ("": all), into `output`; its tag."""
+    if where:
+        return await conn.copy_from_query(table.select(where), output=output, format=form)
+    return await conn.copy_from_table(
+        table.name, schema_name=table.schema, columns=table.columns, output=output, format=form
+    )
 
 
 async def gather_more(chunk: bytes) -> None:
@@ -196,12 +206,7 @@ async def _stream(
 
     async def produce() -> None:
         try:
-            if piece.range.where:
-                await src.copy_from_query(piece.source_sql(), output=sink, format=form)
-            else:
-                await src.copy_from_table(
-                    table.name, schema_name=table.schema, columns=table.columns, output=sink, format=form
-                )
+            await copy_out(src, table, piece.range.where, sink, form)
         except BaseException as exc:
             _put_now(queue, _End(exc))  # the consumer may be gone: blocking on a full queue would hang
             raise
@@ -275,7 +280,7 @@ class TargetTable:
     """What the copy needs to know of a table on the target."""
 
     truncatable: bool
-    types: tuple[str, ...]  # sorted, as TableSpec.types
+    types: tuple[str, ...]  # as TableSpec.types
 
 
 async def _plan(
@@ -300,7 +305,15 @@ async def _plan(
         # Binary saves both servers rendering and parsing text. Ranges to digest stay text, a row a
         # line, which an unordered digest needs.
         form = "binary" if t.binary_safe and there.types == t.types and (whole or not digests) else "text"
-        table = TableCopy(t, len(parts), whole, xmin, form, digest=RowDigest(whole) if digests else None)
+        table = TableCopy(
+            t,
+            len(parts),
+            whole,
+            xmin,
+            form,
+            tuple(r.where for r in parts),
+            digest=RowDigest(whole) if digests else None,
+        )
         pieces += [Piece(t, r, table) for r in parts]
     pieces.sort(key=lambda p: p.range.size, reverse=True)
     return pieces
@@ -333,7 +346,7 @@ async def copy_tables(
         tables = await list_tables(coordinator)
         async with target.connection(database) as tgt:
             targets = {
-                (r["schema"], r["name"]): TargetTable(r["truncatable"], tuple(sorted(r["types"])))
+                (r["schema"], r["name"]): TargetTable(r["truncatable"], tuple(r["types"]))
                 for r in await tgt.fetch(TARGET_TABLES)
             }
         async with waits.watched(source, database, coordinator.get_server_pid(), progress, "planning the copy"):

@@ -12,9 +12,10 @@ would: both sides read now and checksummed (verify.compare_table), so they show 
 are. What is compared here is kept with the import step; the verify step then reads only what is
 left (sequences, materialized views, anything not compared here).
 
-A table copied as ranges is checked as ranges too, on up to `parallel` sessions a side: each side cut
-by its own pages or key ranges (verify.check_ranges), which is right for an unordered digest, a sum
-over rows however they are grouped: checking a big table then uses the servers' cores as its copy did.
+A table copied as ranges is checked as ranges too, on up to `parallel` sessions a side: the source in
+the copy's ranges, the target cut by its own pages or key ranges (verify.check_ranges), which is right
+for an unordered digest, a sum over rows however they are grouped: checking a big table then uses the
+servers' cores as its copy did.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from types import TracebackType
 
 import asyncpg
 
-from migration_core.copy import TableCopy, TableSpec, copy_rows, gather_more
+from migration_core.copy import TableCopy, TableSpec, copy_out, copy_rows, gather_more
 from migration_core.digest import RowDigest
 from migration_core.limits import DataLimits
 from migration_core.servers import ServerConfig
@@ -96,22 +97,24 @@ class EarlyChecks:
         spec, sent = copied.table, copied.digest
         assert sent is not None, "copy_tables digests what it sends when told of copies"
         key = (spec.schema, spec.name)
-        size = int(await tgt_pool.fetchval("SELECT pg_relation_size(to_regclass($1))", spec.qualified) or 0)
-        src_where = tgt_where = [""]
+        tgt_where = [""]
         if not copied.whole:  # several streams, or a table pgmig could not truncate: no order to rely on
-            src_where, tgt_where = await asyncio.gather(
-                check_ranges(src_pool, key, spec.size, self.parallel, self.limits),
-                check_ranges(tgt_pool, key, size, self.parallel, self.limits),
-            )
+            tgt_where = await check_ranges(tgt_pool, key, await self._target_size(spec), self.parallel, self.limits)
         (now_rows, unchanged), (back_rows, back) = await asyncio.gather(
-            self._unchanged(spec, src_where, copied.snapshot_xmin), self._read_back(copied, tgt_where)
+            self._unchanged(spec, copied.ranges, copied.snapshot_xmin), self._read_back(copied, tgt_where)
         )
         if unchanged and now_rows == copied.rows == back_rows and sent.value == back.value:
             return copied.rows, sent.value, back_rows, back.value
-        return await compare_table(src_pool, tgt_pool, key, "r", (spec.size, size), self.parallel, self.limits)
+        sizes = (spec.size, await self._target_size(spec))
+        return await compare_table(src_pool, tgt_pool, key, "r", sizes, self.parallel, self.limits)
 
-    async def _unchanged(self, spec: TableSpec, where: list[str], snapshot_xmin: int) -> tuple[int, bool]:
-        """The source's rows of `spec` now, and whether all of them are older than the copy's snapshot."""
+    async def _target_size(self, spec: TableSpec) -> int:
+        size = await self._pools[1].fetchval("SELECT pg_relation_size(to_regclass($1))", spec.qualified)
+        return int(size or 0)
+
+    async def _unchanged(self, spec: TableSpec, where: tuple[str, ...], snapshot_xmin: int) -> tuple[int, bool]:
+        """The source's rows of `spec` now (in the copy's own ranges, open at both ends), and whether all of
+        them are older than the copy's snapshot."""
         sqls = [UNCHANGED.format(table=spec.qualified, condition=f" WHERE {w}" if w else "") for w in where]
         found = await asyncio.gather(*(self._pools[0].fetchrow(sql, str(snapshot_xmin)) for sql in sqls))
         return sum(r["n"] for r in found), all(r["unchanged"] for r in found)
@@ -135,12 +138,7 @@ class EarlyChecks:
             await gather_more(chunk)
 
         async with self._pools[1].acquire() as conn:
-            if where:
-                tag = await conn.copy_from_query(spec.select(where), output=take, format=form)
-            else:
-                tag = await conn.copy_from_table(
-                    spec.name, schema_name=spec.schema, columns=spec.columns, output=take, format=form
-                )
+            tag = await copy_out(conn, spec, where, take, form)
         return copy_rows(tag), back
 
 

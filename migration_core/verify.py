@@ -2,8 +2,8 @@
 
 The checksum is the sum of a 64-bit hash of each row's text, so row order does not matter. The hash is
 hashtextextended, which PostgreSQL keeps stable across versions (hash partitioning depends on it) and
-which is three times faster than md5; both sides render rows under the same session settings (servers.RENDERING) so that
-equal data gives equal text.
+which is three times faster than md5; both sides render rows under the same session settings
+(servers.RENDERING) so that equal data gives equal text.
 
 Materialized views are compared too, but a difference there is a warning, never a mismatch: a source
 view not refreshed since its tables changed (normal in production) rightly differs from the target's,
