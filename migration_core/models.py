@@ -153,7 +153,7 @@ class RetryChanges:
         return any(v is not None for v in asdict(self).values())
 
     def applied_to(self, options: MigrationOptions) -> MigrationOptions:
-        return replace(options, **{k: v for k, v in asdict(self).items() if v is not None})
+        return replace(options, **self.to_dict())
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

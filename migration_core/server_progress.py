@@ -41,17 +41,8 @@ async def _statements(conn: asyncpg.Connection) -> list[asyncpg.Record]:
         return []
 
 
-async def backends(conn: asyncpg.Connection) -> list[int]:
-    """pgmig's sessions building an index or analyzing in this database (for their waits)."""
-    return [r["pid"] for r in await _statements(conn)]
-
-
-async def report(conn: asyncpg.Connection) -> str:
-    """One clause per statement: `index on public.t: building index: scanning table 45%`."""
-    return "; ".join(words(r) for r in await _statements(conn))
-
-
 def words(row: asyncpg.Record | dict) -> str:
+    """One statement's clause: `index on public.t: building index: scanning table 45%`."""
     what = "index on" if row["work"] == "index" else "ANALYZE of"
     share = f" {100 * row['done'] // row['total']}%" if row["total"] else ""
     return f"{what} {row['relation']}: {row['phase']}{share}"
@@ -61,5 +52,15 @@ def watched(
     server: ServerConfig, database: str, progress: DatabaseProgress, what: str
 ) -> contextlib.AbstractAsyncContextManager[None]:
     """While the block runs (pg_restore's post-data, ANALYZE), `progress.working` says how far each of
-    pgmig's index builds and ANALYZEs in `database` is, and `progress.waiting` what they wait for."""
+    pgmig's index builds and ANALYZEs in `database` is, and `progress.waiting` what they wait for. One
+    query a look answers both: the watcher asks for the backends, then for the report, each time."""
+    seen: list[asyncpg.Record] = []
+
+    async def backends(conn: asyncpg.Connection) -> list[int]:
+        seen[:] = await _statements(conn)
+        return [r["pid"] for r in seen]
+
+    async def report(conn: asyncpg.Connection) -> str:
+        return "; ".join(words(r) for r in seen)
+
     return waits.watched(server, database, backends, progress, what, report)

@@ -55,7 +55,7 @@ async def about(server: ServerConfig, database: str, pid: int) -> str:
 
 
 Finder = Callable[[asyncpg.Connection], Awaitable[list[int]]]  # the backends to look at, found anew each time
-Report = Callable[[asyncpg.Connection], Awaitable[str]]  # what the server says of the work, in words
+Report = Callable[[asyncpg.Connection], Awaitable[str]]  # what the server says of the work, asked after the Finder
 
 
 @contextlib.asynccontextmanager
