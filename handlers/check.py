@@ -46,6 +46,8 @@ async def check_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> R
             mode=Mode(cmd.args["mode"]),
             replica_identity_full=bool(cmd.args.get("replica_identity_full")),
             writers=await svc.engine.writers(target.name),
+            held=await svc.engine.held(target.name, cmd.args.get("db") or []),
+            fenced=await svc.engine.fenced(source.name),
         )
     )
     return messages.preflight_message(report, command_text(cmd))

@@ -293,6 +293,9 @@ def status(found: MigrationStatus) -> Reply:
             ]
             lines.append(f"      foreign keys reinstated at cutover: {esc(', '.join(fks) or 'none')}")
             lines.append(f"      triggers restored at cutover: {esc(', '.join(triggers) or 'none')}")
+    if found.holder and not m.state.finished:
+        lines.append(f"Run by replica `{esc(found.holder)}`")
+    lines += [f"🔁 {e.at:%Y-%m-%d %H:%M:%S} UTC — {esc(e.detail.removeprefix('🔁 '))}" for e in found.takeovers]
     if leftovers:
         lines.append("*Still on the servers* (pgmig made these and has not removed them)")
         lines += [f"• {esc(e.describe())}" for e in leftovers]
@@ -546,11 +549,14 @@ def what_happens(m: Migration) -> str:
     )
 
 
-def approvals_line(approvers: list[str], required: int, expires_at: datetime) -> str:
+def approvals_line(
+    approvers: list[str], required: int, expires_at: datetime, barred: str = "the requester cannot approve"
+) -> str:
+    """Who approved so far, who may not (approval.py's rules), and until when."""
     return (
         f"*Approvals*: {len(approvers)} of {required}"
         + (": " + ", ".join(mention(a) for a in approvers) if approvers else "")
-        + f" · the requester cannot approve · expires {expires_at:%Y-%m-%d %H:%M} UTC"
+        + f" · {barred} · expires {expires_at:%Y-%m-%d %H:%M} UTC"
     )
 
 
@@ -605,7 +611,9 @@ def approval_card(
     lines += [
         f"Last verification (tables, while streaming): {esc(request.verification)}",
         what_happens(m),
-        approvals_line(approvers, required, request.expires_at),
+        approvals_line(
+            approvers, required, request.expires_at, "neither the requester nor the migration's starter may approve"
+        ),
     ]
     blocks = [
         header(f"Approve cutover of {m.id}?"),

@@ -217,6 +217,7 @@ async def cut_over(
         await catch_up(database, config.catch_up_timeout_seconds)
     result.timings["catch_up"] = time.perf_counter() - step
     failpoints.reached(f"caught_up:{database}")
+    await journal.confirm()
     async with source.connection(database) as src, target.connection(database, data=True) as tgt:
         # Writes are frozen: a lock someone holds on the target must fail the cutover (and fall back),
         # not stretch the freeze; the work itself (a materialized view's refresh) has no time limit.
@@ -309,13 +310,17 @@ async def rollback(
     (so the changes applications make from now on stream in as before). Returns what was done; raises
     only after trying everything."""
     said, failed = [], []
+    await journal.confirm()
     for db, p in parked.items():
         try:
+            entry = await journal.find(Change.CONSTRAINTS, TARGET, db)
+            replan = entry is not None and not entry.live
+            if replan and entry is not None:  # journaled again before the constraints are parked again
+                entry = await journal.plan(Change.CONSTRAINTS, TARGET, db, data=entry.data)
             async with target.connection(db) as conn:
                 await constraints.repark(conn, p)
-            entry = await journal.find(Change.CONSTRAINTS, TARGET, db)
-            if entry is not None and not entry.live:
-                await journal.done(await journal.plan(Change.CONSTRAINTS, TARGET, db, data=entry.data))
+            if replan and entry is not None:
+                await journal.done(entry)
         except ConnectionProblem as exc:
             if not exc.missing_database:  # a target database already dropped (a cancel) has nothing to park
                 failed.append(f"parking the constraints of {db} again: {exc}")

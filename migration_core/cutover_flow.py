@@ -82,14 +82,15 @@ async def run_cutover(ctx: MigrationContext, actor: str, decided: bool = False) 
             "fences": {r.database: asdict(r.fence) for r in done},
         }
         await ledger.save(mid, StepKind.RELEASE, RUNNING, "releasing the target", facts)
-        await ledger.advance(
-            mid, State.RELEASED, "target released: applications can switch now", expect=(State.CUTTING_OVER,)
-        )
     except BaseException as exc:  # a cancel or a shutdown mid-fence falls back too
         await fall_back(ctx, parked, exc)
         if not isinstance(exc, Exception):
             raise
         return False
+    # The point of no return: the move is committed whatever interrupts it (a shutdown waits for it), and
+    # only then is anyone told. From here no path falls back: a failure or a shutdown while announcing
+    # leaves the migration released, and recovery finishes it forward with the source still fenced.
+    await ledger.release(mid, "target released: applications can switch now")
     await ledger.save(mid, StepKind.RELEASE, DONE, "applications told to switch to the target", facts)
     await ctx.alerts.notice(
         m,
@@ -129,6 +130,9 @@ async def fall_back(ctx: MigrationContext, parked: dict[str, Parked], exc: BaseE
     its replication, to failed with the source writable)."""
     ledger, alerts, m, managed = ctx.ledger, ctx.alerts, ctx.m, managed_cutover(ctx)
     reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else failure_reason(exc, m.id)
+    if (now := await ledger.get(m.id)).state is not State.CUTTING_OVER:
+        log.error("%s is %s: its cutover does not fall back (%s)", m.id, now.state.value, reason)
+        return  # released (the point of no return), or moved on by someone else: nothing is undone here
     try:
         lifted = await cutover.rollback(ctx.source, ctx.target, ctx.journal, parked)
     except MigrationError as undo_failed:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from migration_core import approval, cleanup, cutover_flow, replication, undo, workdir
+from migration_core import approval, cleanup, cutover_flow, replication, target_db, undo, workdir
 from migration_core.approval import ApprovalRequest, Decision, Verdict
 from migration_core.azure.backend import ManagedBackend
 from migration_core.cleanup import CleanupReport
@@ -56,7 +56,8 @@ from migration_core.progress import MigrationProgress
 from migration_core.roles import RolePlan, copy_roles
 from migration_core.scheduler import Scheduler
 from migration_core.servers import ConnectionProblem, ServerConfig
-from migration_core.store import Store
+from migration_core.store import LeaseLost, Store
+from migration_core.target_db import Holder
 from migration_core.verify import VerifyResult, verify_database
 
 __all__ = ["Engine", "EngineConfig", "MigrationRequest", "CancelOutcome"]
@@ -82,6 +83,8 @@ class MigrationStatus:
     steps: list[Step]
     progress: MigrationProgress
     leftovers: list[JournalEntry]
+    holder: str = ""  # the replica whose lease is fresh on it ("" when nobody runs it now)
+    takeovers: list[AuditEntry] = field(default_factory=list)  # when another replica took it over, and from whom
 
 
 @dataclass
@@ -166,6 +169,7 @@ class Engine:
             options=options,
         )
         await self.store.create_migration(m, owner=self.instance)
+        self.ledger.tokens[mid] = 1  # a new migration's first lease
         self._keep_leases()
         await self.store.audit(
             AuditEntry(
@@ -178,18 +182,52 @@ class Engine:
         )
         return m
 
+    def _address(self, name: str) -> str:
+        return self.servers[name].address if name in self.servers else name
+
     async def writers(self, target: str, but: str = "") -> dict[str, str]:
-        """Each database on `target` (by address: two names may be one server) that an unfinished
-        migration other than `but` writes to → that migration, in words (`mig-3 (full_load)`)."""
-
-        def address(name: str) -> str:
-            return self.servers[name].address if name in self.servers else name
-
+        """Each database on `target` (by address: two names may be one server) that an unfinished migration
+        other than `but` writes to → that migration, in words (`mig-3 (full_load)`). Failed migrations
+        that still hold their half-made databases are found by identity (`held`)."""
         out: dict[str, str] = {}
         for other in await self.store.list_migrations(active_only=True):
-            if other.id != but and address(other.target) == address(target):
+            if other.id != but and self._address(other.target) == self._address(target):
                 for db in other.databases:
                     out.setdefault(db, f"{other.id} ({other.state.value})")
+        return out
+
+    async def held(self, target: str, databases: list[str], but: str = "") -> dict[str, Holder]:
+        """The target's databases that another migration holds by identity (target_db.holders): above all
+        those a completed cutover released to the applications. Databases not there yet are free."""
+        config = self.server(target)
+        try:
+            async with config.connection() as conn:
+                rows = await conn.fetch(
+                    "SELECT datname, oid FROM pg_database "
+                    "WHERE datname = ANY($1::text[]) OR cardinality($1::text[]) = 0",
+                    databases,
+                )
+        except ConnectionProblem:
+            return {}  # the pre-flight says why it cannot reach the target
+        out: dict[str, Holder] = {}
+        for r in rows:
+            found = await target_db.holders(self.store, config.address, r["datname"], r["oid"], but=but)
+            if found:
+                out[r["datname"]] = next((h for h in found if h.released_at is not None), found[0])
+        return out
+
+    async def fenced(self, source: str) -> dict[str, str]:
+        """The source's databases that a released cutover fenced (and that stay fenced) → which one, in words."""
+        out: dict[str, str] = {}
+        for other in await self.store.list_migrations():
+            if other.state not in (State.RELEASED, State.COMPLETED) or self._address(other.source) != self._address(
+                source
+            ):
+                continue
+            release = await self.store.step(other.id, StepKind.RELEASE)
+            when = f" (released {release.started_at:%Y-%m-%d %H:%M} UTC)" if release and release.started_at else ""
+            for e in await self.ledger.journal(other.id).entries(Change.FENCE):
+                out.setdefault(e.database, f"{other.id}'s cutover{when}")
         return out
 
     async def preflight(self, m: Migration) -> PreflightReport:
@@ -206,6 +244,8 @@ class Engine:
                 own_replication=m.options.backend is Backend.NATIVE,
                 overwrite=m.options.overwrite,
                 writers=await self.writers(m.target, but=m.id),
+                held=await self.held(m.target, m.databases, but=m.id),
+                fenced=await self.fenced(m.source),
             )
         )
         if report.blocking:
@@ -377,7 +417,6 @@ class Engine:
                     + ("; its half-made target database was dropped" if gone and not undone.failed else ""),
                     step.data,
                 )
-        await self._tidy(migration_id)
         if outcome.failed:
             outcome.state = State.FAILED
             await self.ledger.move(
@@ -397,6 +436,7 @@ class Engine:
         )
         if not await self.ledger.move(migration_id, State.CANCELLED, detail, actor=actor):
             outcome.state = (await self.ledger.get(migration_id)).state
+        await self._tidy(migration_id)  # once cancelled: the export files (every row) go with it
         return outcome
 
     async def verify(self, migration_id: str) -> list[VerifyResult]:
@@ -440,8 +480,14 @@ class Engine:
         m = await self.find(migration_id)
         if m is None:
             return None
+        holder = await self.store.lease_alive(m.id, self.config.lease_seconds)
         return MigrationStatus(
-            m, await self.store.steps(m.id), self.progress(m.id), await self.leftovers(m.id) if m.state.finished else []
+            m,
+            await self.store.steps(m.id),
+            self.progress(m.id),
+            await self.leftovers(m.id) if m.state.finished else [],
+            holder.split("/", 1)[0],
+            [e for e in await self.store.audit_log(m.id) if e.action == "takeover"],
         )
 
     async def cleanup(self, server: str, remove: bool, actor: str = "pgmig") -> CleanupReport:
@@ -484,6 +530,7 @@ class Engine:
             finally:
                 if not held_before:
                     await self.store.let_go(migration_id, self.instance)
+                    self.ledger.tokens.pop(migration_id, None)
 
     async def first_delivery(self, key: str) -> bool:
         """Slack may deliver a click twice: only the first one counts, whichever replica receives it."""
@@ -554,7 +601,7 @@ class Engine:
                     return CommandResult(kind, migration_id, False, "another pgmig holds this migration")
                 self.start_cutover(migration_id, actor)
             return CommandResult(kind, migration_id)
-        except (MigrationError, ConnectionProblem) as exc:
+        except (MigrationError, ConnectionProblem, LeaseLost) as exc:
             return CommandResult(kind, migration_id, False, str(exc))
 
     async def serve_commands(self) -> int:
@@ -594,8 +641,10 @@ class Engine:
             if m.id in self._tasks or m.state is State.PAUSED:
                 continue
             owner, _ = await self.store.owner(m.id)
-            if owner == self.instance or not await self._hold(m.id):
-                continue  # ours already, or another live replica's
+            if owner == self.instance and m.state is not State.RELEASED:
+                continue  # ours already (a released one with no task here: its cutover was interrupted)
+            if not await self._hold(m.id):
+                continue  # another live replica's
             try:
                 if await self._carry_on(m):
                     taken.append(m.id)
@@ -873,24 +922,53 @@ class Engine:
             await self.events.digest(active, {m.id: self.progress(m.id) for m in active})
 
     async def close(self) -> None:
-        """Stop cleanly: running work is interrupted (a cutover before release falls back; a restart picks
-        the rest up) and leases are released."""
+        """Stop cleanly: running work is interrupted (a cutover before release falls back; one whose release
+        is being committed finishes that commit and stays released; a restart picks the rest up) and leases
+        are released."""
         self.scheduler.shutdown()
         for task in [*self._tasks.values(), *self._background]:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), *self._background, return_exceptions=True)
         await self.store.release(self.instance)
+        self.ledger.tokens.clear()
 
     # ---- running ------------------------------------------------------------------------------
 
     async def _hold(self, migration_id: str) -> bool:
-        """Claim the lease (new work, retries, take-overs); this replica's earlier lives count as gone."""
-        if not await self.store.claim(
+        """Claim the lease (new work, retries, take-overs); this replica's earlier lives count as gone. The
+        claim's fencing token goes with every write from here on; a take-over from another replica whose
+        lease lapsed is said in the audit log and the channel."""
+        lease = await self.store.claim(
             migration_id, self.instance, self.config.lease_seconds, previous_life=f"{self.replica}/"
-        ):
+        )
+        if lease is None:
             return False
+        self.ledger.tokens[migration_id] = lease.token
         self._keep_leases()
+        if lease.taken_from:
+            gone = lease.taken_from.split("/", 1)[0]
+            text = f"🔁 replica {self.replica} took {migration_id} over from replica {gone}, whose lease lapsed"
+            await self.store.audit(AuditEntry("pgmig", "takeover", text, migration_id))
+            m = await self.store.get_migration(migration_id)
+            if m is not None:
+                await self.alerts.notice(m, "takeover", text)
         return True
+
+    async def _lost_leases(self) -> None:
+        """Stop the work on every migration another process took over while this one could not renew its
+        lease (frozen, paused, cut off): its writes are refused already; its tasks end here."""
+        for mid, token in list(self.ledger.tokens.items()):
+            if await self.store.holds(mid, token):
+                continue
+            log.warning("%s was taken over by another pgmig process: stopping the work on it here", mid)
+            self.scheduler.unwatch(mid)
+            if (task := self._tasks.get(mid)) is not None:
+                self._cancelling.add(mid)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                self._cancelling.discard(mid)
+            if self.ledger.tokens.get(mid) == token:
+                del self.ledger.tokens[mid]
 
     def _keep_leases(self) -> None:
         """From the first lease on: renew ours and look for migrations nobody holds, every quarter lease."""
@@ -904,6 +982,7 @@ class Engine:
         """A coroutine function, so that apscheduler awaits it on the loop (a lambda would not be awaited)."""
         try:
             await self.store.beat(self.instance)
+            await self._lost_leases()
             await self.recover()
         except asyncio.CancelledError:  # shutting down: the lease is released by close()
             return
@@ -947,11 +1026,14 @@ class Engine:
             await self._pipeline(migration_id)
         except asyncio.CancelledError:
             raise
-        except Superseded as exc:
+        except (Superseded, LeaseLost) as exc:
             log.info("%s", exc)
         except Exception as exc:
             if migration_id not in self._cancelling:  # errors of work being torn down are not failures
-                await self.ledger.fail(migration_id, failure_reason(exc, migration_id), failure_retry(exc))
+                try:
+                    await self.ledger.fail(migration_id, failure_reason(exc, migration_id), failure_retry(exc))
+                except LeaseLost as lost:  # another process runs it now: its outcome is not this one's to write
+                    log.info("%s", lost)
         finally:
             m = await self.store.get_migration(migration_id)
             if m is None or m.state not in MONITORED:  # streaming migrations stay under watch

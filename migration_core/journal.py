@@ -10,12 +10,12 @@ makes the same change again reuses its entry.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from migration_core import failpoints, replication
 from migration_core.models import SOURCE, TARGET, Change, JournalEntry, Mark, utcnow
-from migration_core.store import Store
+from migration_core.store import LeaseLost, Store
 
 __all__ = ["Journal", "Change", "JournalEntry", "Mark", "SOURCE", "TARGET"]
 
@@ -23,8 +23,9 @@ __all__ = ["Journal", "Change", "JournalEntry", "Mark", "SOURCE", "TARGET"]
 class Journal:
     """One migration's journal (`Store` holds the rows)."""
 
-    def __init__(self, store: Store, migration_id: str) -> None:
-        self.store, self.migration_id = store, migration_id
+    def __init__(self, store: Store, migration_id: str, token: Callable[[], int | None] = lambda: None) -> None:
+        """`token`: the writer's fencing token now (None: unfenced, for a script that holds no lease)."""
+        self.store, self.migration_id, self._token = store, migration_id, token
 
     def object_name(self, database: str) -> str:
         """The slot, publication and subscription name of one of this migration's databases."""
@@ -33,6 +34,14 @@ class Journal:
     def role_name(self, database: str) -> str:
         """The source role one database's subscription logs in as."""
         return replication.role_name(self.store.deployment, self.migration_id, database)
+
+    async def confirm(self) -> None:
+        """Raise `LeaseLost` when this writer's fencing token is stale: called before a change on a server
+        that writes no entry first (an undo, the cutover's last steps), so a process that lost its lease
+        while frozen touches nothing when it wakes."""
+        token = self._token()
+        if token is not None and not await self.store.holds(self.migration_id, token):
+            raise LeaseLost(self.migration_id)
 
     async def entries(
         self, kind: Change | None = None, database: str | None = None, live_only: bool = True
@@ -60,13 +69,13 @@ class Journal:
         previous = await self.find(kind, server, database, name)
         if previous is not None:
             entry.at = previous.at
-        await self.store.save_journal(entry)
+        await self.store.save_journal(entry, self._token())
         return entry
 
     async def note(self, entry: JournalEntry) -> None:
         """Save what a change in progress has done so far (e.g. each role a fence revoked CONNECT from)."""
         entry.updated_at = utcnow()
-        await self.store.save_journal(entry)
+        await self.store.save_journal(entry, self._token())
 
     async def done(self, entry: JournalEntry) -> None:
         entry.mark = Mark.DONE

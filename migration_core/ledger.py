@@ -3,10 +3,15 @@ and telling the channel.
 
 A flow (offline, online, cutover, a managed Azure backend) only ever records its progress through
 here, so that a restart finds every finished step and the channel hears about every state change.
+
+Every write carries the fencing token this process's claim got (`tokens`): once another process has
+taken a migration over, whatever this one still tries to write about it (a step, a move, a journal
+entry, and so a change on a server) is refused with `LeaseLost`, and its work there stops.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -17,7 +22,7 @@ from migration_core.journal import Journal
 from migration_core.lifecycle import Superseded
 from migration_core.models import AuditEntry, Migration, RetryChanges, State, Step, StepState, utcnow
 from migration_core.progress import MigrationProgress
-from migration_core.store import Store
+from migration_core.store import LeaseLost, Store
 
 log = logging.getLogger(__name__)
 DONE, RUNNING, FAILED, WAITING = StepState.DONE, StepState.RUNNING, StepState.FAILED, StepState.WAITING
@@ -27,6 +32,7 @@ class Ledger:
     def __init__(self, store: Store, events: MigrationEvents) -> None:
         self.store, self.events = store, events
         self._progress: dict[str, MigrationProgress] = {}
+        self.tokens: dict[str, int] = {}  # migration → the fencing token of this process's lease on it
 
     def progress(self, mid: str) -> MigrationProgress:
         return self._progress.setdefault(mid, MigrationProgress())
@@ -41,13 +47,13 @@ class Ledger:
         return {s.name: s for s in await self.store.steps(mid)}
 
     def journal(self, mid: str) -> Journal:
-        return Journal(self.store, mid)
+        return Journal(self.store, mid, lambda: self.tokens.get(mid))
 
     async def save(self, mid: str, name: str, state: StepState, detail: str, data: dict | None = None) -> None:
         existing = await self.store.step(mid, name)
         started = existing.started_at if existing and existing.started_at else utcnow()
         finished = utcnow() if state != RUNNING else None
-        await self.store.save_step(Step(mid, name, state, detail, started, finished, data or {}))
+        await self.store.save_step(Step(mid, name, state, detail, started, finished, data or {}), self.tokens.get(mid))
         if state == DONE:
             failpoints.reached(f"step:{name}")
 
@@ -89,7 +95,31 @@ class Ledger:
             action=action,
             round=round,
             retry_with=retry_with,
+            token=self.tokens.get(mid),
         )
+
+    async def release(self, mid: str, detail: str) -> None:
+        """cutting_over → released, the point of no return: the move is committed even when a shutdown or a
+        cancel arrives meanwhile (that waits for it, then goes on), and the channel is told only after it.
+        A failure to tell can never undo it."""
+        move = asyncio.ensure_future(
+            self.store.transition(mid, State.RELEASED, expect=(State.CUTTING_OVER,), token=self.tokens.get(mid))
+        )
+        try:
+            moved = await asyncio.shield(move)
+        except asyncio.CancelledError:
+            await move  # committed (or refused) before the cancellation goes on; recovery announces it
+            raise
+        if not moved:
+            token = self.tokens.get(mid)
+            raise (
+                LeaseLost(mid)
+                if token is not None and not await self.store.holds(mid, token)
+                else Superseded(mid, State.RELEASED)
+            )
+        failpoints.reached(f"state:{State.RELEASED.value}")
+        await self.store.audit(AuditEntry("pgmig", "state", f"{State.RELEASED.value}: {detail}"[:2000], mid))
+        await self.emit_state(mid, detail)
 
     async def advance(
         self, mid: str, to: State, detail: str, *, expect: Iterable[State] | None = None, error: str = ""

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from migration_core import failpoints
 from migration_core.models import AuditEntry, RetryChanges, State
-from migration_core.store import Store
+from migration_core.store import LeaseLost, Store
 
 S = State
 _ANY_RUNNING_END = {S.FAILED, S.CANCELLED}
@@ -115,11 +115,15 @@ async def move(
     action: str = "state",
     round: str = "",
     retry_with: RetryChanges | None = None,
+    token: int | None = None,
 ) -> bool:
-    """The guarded move: conditional update, audit entry, event. False when another move won."""
+    """The guarded move: conditional update, audit entry, event. False when another move won; `LeaseLost`
+    when `token` (the mover's fencing token) is no longer the migration's."""
     moved = await store.transition(
-        migration_id, to, expect=guard(to, expect), error=error, round=round, retry_with=retry_with
+        migration_id, to, expect=guard(to, expect), error=error, round=round, retry_with=retry_with, token=token
     )
+    if not moved and token is not None and not await store.holds(migration_id, token):
+        raise LeaseLost(migration_id)
     if not moved:
         return False
     failpoints.reached(f"state:{to.value}")

@@ -159,8 +159,9 @@ class OnlineDatabase:
         except asyncpg.PostgresError as exc:
             raise MigrationError(
                 f"subscribing {self.database} to the source failed: {exc}",
-                f"the target must reach the source's host and port and log in there as {role} "
-                f"(pg_hba.conf: a `host replication {role} …` or `host replication all …` line), "
+                f"the target must reach the source's host and port and log in there as {role} to database "
+                f"{self.database} (pg_hba.conf: a `host <database> …` or `host all …` line that takes a password: "
+                "logical replication never matches the `replication` keyword), "
                 "and its role needs CREATE SUBSCRIPTION rights (superuser, pg_create_subscription "
                 "or azure_pg_admin)",
             ) from None

@@ -14,10 +14,11 @@ from enum import Enum
 
 import asyncpg
 
+from migration_core import replication
 from migration_core.models import Mode, RetryChanges
 from migration_core.servers import ConnectionProblem, ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER
-from migration_core.target_db import contents
+from migration_core.target_db import Holder, contents
 
 MIN_REPLICATION_SLOTS = 5  # Microsoft's guide for online migrations
 MIN_WAL_SENDERS = 10
@@ -54,6 +55,8 @@ class PreflightRequest:
     own_replication: bool = True  # pgmig's own subscription (not a managed service's): it needs its own role
     overwrite: bool = False  # a non-empty target database is to be replaced
     writers: dict[str, str] = field(default_factory=dict)  # target database → another active migration into it
+    held: dict[str, Holder] = field(default_factory=dict)  # target database → the migration that holds it by identity
+    fenced: dict[str, str] = field(default_factory=dict)  # source database → the cutover that fenced it, in words
 
 
 @dataclass
@@ -143,6 +146,8 @@ async def _inspect(
         report.add(*await _replication_findings(src_conn, len(report.databases), req.own_replication))
         if tgt_conn and req.own_replication:
             report.add(await _apply_workers_finding(tgt_conn, len(report.databases)))
+        if req.own_replication:
+            report.add(await _login_finding(src_conn, report.databases))
     tgt_facts = await _TargetFacts.read(tgt_conn) if tgt_conn else None
     gate = asyncio.Semaphore(4)
 
@@ -321,6 +326,12 @@ async def _replication_findings(conn: asyncpg.Connection, n_databases: int, own_
                 )
             )
     return out
+
+
+async def _login_finding(conn: asyncpg.Connection, databases: list[str]) -> Finding:
+    """What the subscription's login will be: its password sits on the target, so say what it could do."""
+    plan = await replication.login_plan(conn, databases)
+    return Finding(Status.OK if plan.refused else Status.WARN, "source", "replication login", plan.detail, plan.fix)
 
 
 async def _apply_workers_finding(conn: asyncpg.Connection, n_databases: int) -> Finding:
@@ -509,6 +520,19 @@ async def _occupancy_findings(req: PreflightRequest, scope: str, db: str, tgt: _
     """The target database must be pgmig's to write: no other migration into it, and empty unless the
     person asked to replace it (found now, not after an hour of export)."""
     out: list[Finding] = []
+    if db in req.fenced:
+        out.append(
+            Finding(
+                Status.WARN,
+                scope,
+                "source database is open for writes",
+                f"{db} on {req.source.name} is fenced by {req.fenced[db]}: its applications were moved to that "
+                "cutover's target",
+                "migrate it again only if you mean to copy what it held at that cutover",
+            )
+        )
+    if (holder := req.held.get(db)) is not None:
+        return [*out, Finding(Status.FAIL, scope, "the target database is free", holder.describe(db), holder.fix)]
     if db in req.writers:
         out.append(
             Finding(

@@ -9,6 +9,18 @@ REPLICATION, CONNECT on its one database, a random password nobody else knows, d
 migration ends. So the target's catalog, its server log and pg_stat_statements never see the operator's
 own password, and what they do see stops working at cutover.
 
+That password is still readable on the target, so the login must be able to do as little as possible.
+REPLICATION cannot go: every walsender checks it, logical ones included, on every version (InitPostgres:
+`am_walsender && !has_rolreplication` is FATAL; "Logical Replication – Security" in the manual), and no
+grant is narrower. What REPLICATION adds beyond logical decoding is physical replication (pg_basebackup,
+pg_receivewal: a copy of every database), and only pg_hba.conf can refuse that: physical connections
+match its `replication` keyword, logical ones the database's name. pgmig does not edit a customer's
+pg_hba.conf (a mistake there keeps the server from starting); the DBA adds two lines once, naming the
+group LOGIN_GROUP, which every login joins, and the pre-flight checks they are in effect
+(`login_plan`). Limits: a logical connection may still run the replication protocol's BASE_BACKUP
+itself, which no server setting forbids; the login's replication commands are logged on the source,
+and pinning the group to the target's address in pg_hba.conf makes the password useless elsewhere.
+
 Every object is named `pgmig_<deployment>_…` (the deployment id is the state store's), which is how
 `/pgmig cleanup` recognises its own and never another pgmig's.
 """
@@ -17,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import re
 import secrets as pysecrets
 from dataclasses import dataclass
@@ -156,19 +169,201 @@ def _walsender(application: str) -> waits.Finder:
     return find
 
 
+LOGIN_GROUP = "pgmig_subscribers"  # named by the DBA's pg_hba.conf lines; the DBA's role, never created or dropped
+LOGIN_CONNECTIONS = 4  # the apply worker, one reconnecting while its old walsender ends, and a spare
+
+
 async def create_replication_role(source: asyncpg.Connection, name: str, database: str) -> str:
     """The role one subscription logs in as, with a fresh random password (returned, never stored): LOGIN
-    REPLICATION and an explicit CONNECT on its database (which the cutover's fence leaves it)."""
+    REPLICATION (every walsender needs it), an explicit CONNECT on its database (which the cutover's fence
+    leaves it), and LOGIN_CONNECTIONS sessions at most (PostgreSQL 16+ counts walsenders in that too).
+    It joins LOGIN_GROUP when the DBA made it (so their pg_hba.conf lines refuse it physical replication)
+    and, when pgmig may set it, logs every replication command it runs. DROP ROLE takes all of it along."""
     password = pysecrets.token_urlsafe(32)
     secrets.register(password)
     exists = await source.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
     verb = "ALTER" if exists else "CREATE"
     await source.execute(
         f"{verb} ROLE {ident(name)} LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE "
-        f"NOINHERIT PASSWORD {literal(password)}"
+        f"NOINHERIT CONNECTION LIMIT {LOGIN_CONNECTIONS} PASSWORD {literal(password)}"
     )
     await source.execute(f"GRANT CONNECT ON DATABASE {ident(database)} TO {ident(name)}")
+    if await source.fetchval(_MAY_ADD_TO_GROUP, LOGIN_GROUP):
+        await source.execute(f"GRANT {ident(LOGIN_GROUP)} TO {ident(name)}")
+    if await source.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
+        await source.execute(f"ALTER ROLE {ident(name)} SET log_replication_commands = on")
     return password
+
+
+_MAY_ADD_TO_GROUP = "SELECT pg_has_role(current_user, oid, 'USAGE WITH ADMIN OPTION') FROM pg_roles WHERE rolname = $1"
+
+
+def login_hba_lines() -> list[str]:
+    """The pg_hba.conf lines (at its top) that refuse every subscription login a physical replication
+    connection and nothing else. `+` marks a group only when unquoted, so the group's name needs no quotes."""
+    assert re.fullmatch(r"[a-z_][a-z0-9_]*", LOGIN_GROUP)
+    return [f"local  replication  +{LOGIN_GROUP}  reject", f"host  replication  +{LOGIN_GROUP}  all  reject"]
+
+
+# Methods a stolen password gets through (trust needs none); peer, ident, cert, gss, sspi do not take it.
+PASSWORD_METHODS = frozenset({"trust", "password", "md5", "scram-sha-256", "ldap", "radius", "pam", "bsd"})
+
+
+@dataclass
+class HbaRule:
+    """One line of pg_hba_file_rules."""
+
+    line: int
+    type: str
+    databases: list[str]
+    users: list[str]
+    address: str | None
+    netmask: str | None
+    method: str
+
+    def describe(self) -> str:
+        where = self.address or ""
+        if self.address and self.netmask:
+            try:
+                where = str(ipaddress.ip_network(f"{self.address}/{self.netmask}", strict=False))
+            except ValueError:
+                where = f"{self.address} {self.netmask}"
+        fields = [self.type, ",".join(self.databases), ",".join(self.users), where, self.method]
+        return f"line {self.line}: `{' '.join(f for f in fields if f)}`"
+
+
+def _user_matches(users: list[str], role: str, groups: set[str]) -> bool:
+    for user in users:
+        if user in ("all", role) or (user.startswith("+") and user[1:] in groups):
+            return True
+        if user.startswith("/"):  # PostgreSQL 16+: a regular expression
+            try:
+                if re.search(user[1:], role):
+                    return True
+            except re.error:
+                return True  # cannot tell: assume it matches
+    return False
+
+
+def physical_opening(rules: list[HbaRule], role: str, groups: set[str]) -> HbaRule | None:
+    """The pg_hba.conf line that would take `role`'s password (the role a member of `groups`) for a physical
+    replication connection; None when none would. Rules in file order; the first match decides, and only
+    a line for every address (`local`, or `host … all`) decides for every connection of its kind. Network
+    lines first: the password leaks on the target, far from the source's Unix socket."""
+    for local in (False, True):
+        for rule in rules:
+            if (rule.type == "local") != local or "replication" not in rule.databases:
+                continue
+            if not _user_matches(rule.users, role, groups):
+                continue
+            if rule.method in PASSWORD_METHODS:
+                return rule
+            if local or (rule.type == "host" and rule.address == "all"):
+                break
+    return None
+
+
+@dataclass
+class LoginPlan:
+    """What each subscription's login on the source will be, in words, for the pre-flight."""
+
+    refused: bool | None  # physical replication refused by pg_hba.conf; None: cannot tell
+    detail: str
+    fix: str = ""
+
+
+async def login_plan(source: asyncpg.Connection, databases: list[str]) -> LoginPlan:
+    """Read what create_replication_role would make of a login here, and whether pg_hba.conf (as loaded)
+    would let it make a physical replication connection."""
+    me = await source.fetchrow("SELECT rolname, rolsuper FROM pg_roles WHERE rolname = current_user")
+    group = await source.fetchval(_MAY_ADD_TO_GROUP, LOGIN_GROUP)  # None: no such role; False: not pgmig's to grant
+    public = [
+        r["datname"]
+        for r in await source.fetch(
+            "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
+            "AND NOT datname = ANY($1::text[]) AND has_database_privilege('public', oid, 'CONNECT') ORDER BY 1",
+            databases,
+        )
+    ]
+    connect = f"CONNECT on {', '.join(databases) or '-'}"
+    if public:
+        more = f" and {len(public) - 5} more" if len(public) > 5 else ""
+        connect += f" and through PUBLIC on {', '.join(public[:5])}{more}"
+    said = [f"{PREFIX}…_rep_… (one per database) LOGIN REPLICATION", connect]
+    said.append(f"at most {LOGIN_CONNECTIONS} sessions, dropped when the migration ends")
+    if me["rolsuper"]:
+        said.append("its replication commands logged")
+    if group:
+        said.append(f"member of {LOGIN_GROUP}")
+    detail = ", ".join(said)
+    lines = " and ".join(f"`{line}`" for line in login_hba_lines())
+    add_lines = f"put {lines} at the top of pg_hba.conf, then SELECT pg_reload_conf()"
+    if group is None:
+        fix = f"as a superuser on the source: CREATE ROLE {ident(LOGIN_GROUP)} NOLOGIN; and {add_lines}"
+    elif not group:
+        grant = f"GRANT {ident(LOGIN_GROUP)} TO {ident(me['rolname'])} WITH ADMIN OPTION"
+        fix = f"{grant}; and, if not there yet, {add_lines}"
+    else:
+        fix = add_lines
+    readable = await source.fetchval(  # asked first: the source's log is spared a permission error
+        "SELECT has_table_privilege('pg_hba_file_rules', 'SELECT') "
+        "AND has_function_privilege('pg_hba_file_rules()', 'EXECUTE')"
+    )
+    rows = await source.fetch("SELECT * FROM pg_hba_file_rules") if readable else None
+    if rows is None:
+        return LoginPlan(
+            None,
+            f"{detail}; pg_hba_file_rules is for superusers, so whether it could take a "
+            "base backup of the whole cluster (pg_basebackup) is unknown",
+            fix,
+        )
+    broken = [f"line {r['line_number']}: {r['error']}" for r in rows if r["error"]]
+    if broken:
+        return LoginPlan(
+            None,
+            f"{detail}; pg_hba.conf has errors ({'; '.join(broken[:3])}), so the server "
+            "keeps the rules it loaded before, which cannot be read",
+            "correct pg_hba.conf; " + fix,
+        )
+    rules = [
+        HbaRule(
+            r["line_number"],
+            r["type"],
+            r["database"] or [],
+            r["user_name"] or [],
+            r["address"],
+            r["netmask"],
+            r["auth_method"],
+        )
+        for r in sorted(rows, key=lambda r: (r.get("rule_number") or 0, r["line_number"]))
+    ]
+    opening = physical_opening(rules, f"{PREFIX}000000_rep_m0_00000000", {LOGIN_GROUP} if group else set())
+    if opening is not None:
+        return LoginPlan(
+            False,
+            f"{detail}; pg_hba.conf {opening.describe()} lets it take a base backup of "
+            "the whole cluster (pg_basebackup) with the password the target holds",
+            fix,
+        )
+    if await _hba_changed_since_loaded(source):
+        return LoginPlan(
+            None,
+            f"{detail}; pg_hba.conf changed since the server loaded it, so what it enforces may differ",
+            "SELECT pg_reload_conf() on the source",
+        )
+    return LoginPlan(True, f"{detail}; physical replication (pg_basebackup, pg_receivewal) refused by pg_hba.conf")
+
+
+async def _hba_changed_since_loaded(source: asyncpg.Connection) -> bool:
+    """pg_hba_file_rules reads the file, the server enforces what it loaded: edited without a reload?"""
+    try:
+        return bool(
+            await source.fetchval(
+                "SELECT (pg_stat_file(current_setting('hba_file'))).modification > pg_conf_load_time()"
+            )
+        )
+    except asyncpg.PostgresError:
+        return False
 
 
 async def drop_replication_role(source: asyncpg.Connection, name: str, database: str) -> bool:

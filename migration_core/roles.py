@@ -86,6 +86,9 @@ async def copy_roles(source: ServerConfig, target: ServerConfig, databases: list
                 plan.missing.append(name)
                 continue
             plan.created.append(name)
+            oid = await tgt.fetchval("SELECT oid FROM pg_roles WHERE rolname = $1", name)
+            entry.data.setdefault("oids", {})[name] = oid  # its identity: a later role of that name is not pgmig's
+            await journal.note(entry)
             if not me["rolsuper"]:  # to hand objects to the role, a non-superuser must be a member of it
                 try:
                     await tgt.execute(f"GRANT {ident(name)} TO {ident(me['rolname'])}")

@@ -18,6 +18,7 @@ import re
 import secrets
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,6 +71,8 @@ SCHEMA = [
         state TEXT NOT NULL, result TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS pgmig_command_queued ON pgmig_command (state, subject)""",
     """CREATE TABLE IF NOT EXISTS pgmig_delivery (key TEXT PRIMARY KEY, at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS pgmig_budget (
+        key TEXT PRIMARY KEY, window_start TEXT NOT NULL, used INTEGER NOT NULL, held_until TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS pgmig_journal (
         migration_id TEXT NOT NULL, kind TEXT NOT NULL, server TEXT NOT NULL, database TEXT NOT NULL,
         name TEXT NOT NULL, mark TEXT NOT NULL, data TEXT NOT NULL, at TEXT NOT NULL, updated_at TEXT NOT NULL,
@@ -84,7 +87,29 @@ UPGRADES = [
     "ALTER TABLE pgmig_provision ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE pgmig_provision ADD COLUMN heartbeat TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE pgmig_migration ADD COLUMN retry_with TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE pgmig_migration ADD COLUMN token INTEGER NOT NULL DEFAULT 0",
 ]
+
+# A fenced write: only while the migration's fencing token is still the one the writer's claim got.
+_HOLDS = "EXISTS (SELECT 1 FROM pgmig_migration WHERE id = $1 AND token = ${n})"
+
+
+class LeaseLost(Exception):
+    """A write by a process whose lease on the migration another one has taken over since (its fencing
+    token is stale): refused, and the process must stop its work on that migration without another write."""
+
+    def __init__(self, migration_id: str) -> None:
+        super().__init__(f"{migration_id} was taken over by another pgmig process: this one stops its work on it")
+        self.migration_id = migration_id
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claim that succeeded: the fencing token every write under it carries, and whom it was taken from
+    (another live process's stale lease; "" when it was free, ours, or our previous life's)."""
+
+    token: int
+    taken_from: str = ""
 
 
 class _Backend(Protocol):
@@ -96,6 +121,9 @@ class _Backend(Protocol):
     def clock(self, seconds_ago: str | None = None) -> str:
         """SQL for the store's own clock (as ISO text), optionally minus the seconds in parameter `seconds_ago`:
         leases are compared on one clock, whichever replica's is off."""
+
+    def clock_ahead(self, seconds: str) -> str:
+        """The store's clock `seconds` (an SQL expression) from now."""
 
 
 class _SQLite:
@@ -117,6 +145,9 @@ class _SQLite:
     def clock(self, seconds_ago: str | None = None) -> str:
         shift = f", '-' || {seconds_ago} || ' seconds'" if seconds_ago else ""
         return f"strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'{shift})"
+
+    def clock_ahead(self, seconds: str) -> str:
+        return f"strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now', '+' || {seconds} || ' seconds')"
 
     async def execute(self, sql: str, *args: Any) -> int:
         async with self._lock:
@@ -173,6 +204,9 @@ class _Postgres:
     def clock(self, seconds_ago: str | None = None) -> str:
         when = "clock_timestamp()" + (f" - make_interval(secs => {seconds_ago}::float8)" if seconds_ago else "")
         return f"to_char(({when}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
+
+    def clock_ahead(self, seconds: str) -> str:
+        return self.clock(f"(0 - {seconds}::float8)")
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -245,8 +279,8 @@ class Store:
         may pick up a migration its creator is still setting up)."""
         await self._db.execute(
             "INSERT INTO pgmig_migration (id, source, target, databases, mode, state, requested_by, channel, options, "
-            "error, created_at, updated_at, message_channel, message_ts, owner, heartbeat) "
-            "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
+            "error, created_at, updated_at, message_channel, message_ts, owner, heartbeat, token) "
+            "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,1)",
             m.id,
             m.source,
             m.target,
@@ -276,24 +310,70 @@ class Store:
             "UPDATE pgmig_migration SET options = $1 WHERE id = $2", json.dumps(options.as_dict()), migration_id
         )
 
-    async def claim(self, migration_id: str, owner: str, lease_seconds: float, previous_life: str = "") -> bool:
+    async def claim(self, migration_id: str, owner: str, lease_seconds: float, previous_life: str = "") -> Lease | None:
         """Take a migration for this process unless another live one holds a fresh lease on it (atomic, on
-        the store's clock).
+        the store's clock); None when it does.
 
-        `previous_life` is a prefix of owner ids that are provably this process's earlier lives (the same
-        replica, started before): their leases are taken over at once, not after they go stale."""
+        Every change of holder increases the migration's fencing token: whatever the previous holder still
+        writes with its token is refused (`LeaseLost`), however long it was frozen. `previous_life` is a
+        prefix of owner ids that are provably this process's earlier lives (the same replica, started
+        before): their leases are taken over at once, not after they go stale."""
         now, stale = self._db.clock(), self._db.clock("$3")
+        rows = await self._db.fetch("SELECT owner, token FROM pgmig_migration WHERE id = $1", migration_id)
+        if not rows:
+            return None
+        before, token = rows[0]["owner"], int(rows[0]["token"])
+        claimed = await self._db.execute(
+            f"UPDATE pgmig_migration SET owner = $2, heartbeat = {now}, "
+            "token = CASE WHEN owner = $2 THEN token ELSE token + 1 END WHERE id = $1 AND token = $5 "
+            f"AND (owner = '' OR owner = $2 OR heartbeat < {stale} "
+            "OR ($4 <> '' AND substr(owner, 1, length($4)) = $4))",
+            migration_id,
+            owner,
+            lease_seconds,
+            previous_life,
+            token,
+        )
+        if claimed != 1:
+            return None
+        if before == owner:
+            return Lease(token)
+        mine = before == "" or (previous_life != "" and before.startswith(previous_life))
+        return Lease(token + 1, "" if mine else before)
+
+    async def holds(self, migration_id: str, token: int) -> bool:
+        """Whether `token` is still the migration's fencing token (nobody took it over since that claim)."""
+        rows = await self._db.fetch("SELECT token FROM pgmig_migration WHERE id = $1", migration_id)
+        return bool(rows) and int(rows[0]["token"]) == token
+
+    async def take_budget(self, key: str, limit: int, window_seconds: float) -> bool:
+        """One call of a rate budget shared by every replica (e.g. Slack's per-workspace limit of a Web API
+        method): True when fewer than `limit` were taken in the current window and nobody was told to
+        hold off; counted on the store's clock."""
+        now = self._db.clock()
+        await self._db.execute(f"INSERT INTO pgmig_budget VALUES ($1, {now}, 0, '') ON CONFLICT (key) DO NOTHING", key)
+        await self._db.execute(
+            f"UPDATE pgmig_budget SET window_start = {now}, used = 0 WHERE key = $1 "
+            f"AND window_start < {self._db.clock('$2')}",
+            key,
+            window_seconds,
+        )
         return (
             await self._db.execute(
-                f"UPDATE pgmig_migration SET owner = $2, heartbeat = {now} WHERE id = $1 "
-                f"AND (owner = '' OR owner = $2 OR heartbeat < {stale} "
-                "OR ($4 <> '' AND substr(owner, 1, length($4)) = $4))",
-                migration_id,
-                owner,
-                lease_seconds,
-                previous_life,
+                f"UPDATE pgmig_budget SET used = used + 1 WHERE key = $1 AND used < $2 AND held_until < {now}",
+                key,
+                limit,
             )
             == 1
+        )
+
+    async def hold_budget(self, key: str, seconds: float) -> None:
+        """Nobody takes from the budget for `seconds` (the service said Retry-After)."""
+        await self._db.execute(
+            f"INSERT INTO pgmig_budget VALUES ($1, {self._db.clock()}, 0, '') ON CONFLICT (key) DO NOTHING", key
+        )
+        await self._db.execute(
+            f"UPDATE pgmig_budget SET held_until = {self._db.clock_ahead('$2')} WHERE key = $1", key, seconds
         )
 
     async def owner(self, migration_id: str) -> tuple[str, datetime | None]:
@@ -414,8 +494,10 @@ class Store:
         error: str = "",
         round: str = "",
         retry_with: RetryChanges | None = None,
+        token: int | None = None,
     ) -> bool:
-        """Move to `to` only if the migration is in one of `expect` (any state when empty).
+        """Move to `to` only if the migration is in one of `expect` (any state when empty) and, with a
+        `token`, only if that is still the migration's fencing token.
 
         The conditional UPDATE is what makes double clicks and racing replicas harmless. `round` is the
         approval round a move to awaiting_approval opens; any other move closes it. `retry_with` goes with
@@ -427,15 +509,20 @@ class Store:
         )
         retry = json.dumps((retry_with or RetryChanges()).to_dict())
         args: list[Any] = [to.value, redact(error), _ts(utcnow()), round, retry, migration_id]
+        if token is not None:
+            args.append(token)
+            sql += f" AND token = ${len(args)}"
         if expect:
-            marks = ",".join(f"${i}" for i in range(7, 7 + len(expect)))
+            marks = ",".join(f"${i}" for i in range(len(args) + 1, len(args) + 1 + len(expect)))
             sql += f" AND state IN ({marks})"
             args += [s.value for s in expect]
         return await self._db.execute(sql, *args) == 1
 
-    async def save_step(self, step: Step) -> None:
-        await self._db.execute(
-            "INSERT INTO pgmig_step VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (migration_id, name) DO UPDATE "
+    async def save_step(self, step: Step, token: int | None = None) -> None:
+        """Insert or update a step; with a `token`, only while it is the migration's fencing token."""
+        fenced = f"WHERE {_HOLDS.format(n=8)} " if token is not None else "WHERE true "
+        saved = await self._db.execute(
+            f"INSERT INTO pgmig_step SELECT $1,$2,$3,$4,$5,$6,$7 {fenced}ON CONFLICT (migration_id, name) DO UPDATE "
             "SET state = excluded.state, detail = excluded.detail, started_at = excluded.started_at, "
             "finished_at = excluded.finished_at, data = excluded.data",
             step.migration_id,
@@ -445,7 +532,10 @@ class Store:
             _ts(step.started_at),
             _ts(step.finished_at),
             redact(json.dumps(step.data)),
+            *([token] if token is not None else []),
         )
+        if saved != 1:
+            raise LeaseLost(step.migration_id)
 
     async def steps(self, migration_id: str) -> list[Step]:
         rows = await self._db.fetch(
@@ -594,9 +684,12 @@ class Store:
     async def provisions(self) -> list[dict[str, Any]]:
         return [json.loads(r["data"]) for r in await self._db.fetch("SELECT data FROM pgmig_provision ORDER BY id")]
 
-    async def save_journal(self, e: JournalEntry) -> None:
-        await self._db.execute(
-            "INSERT INTO pgmig_journal VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) "
+    async def save_journal(self, e: JournalEntry, token: int | None = None) -> None:
+        """Insert or update a journal entry; with a `token`, only while it is the migration's fencing token
+        (the entry is written before the change it records, so a refused entry means no change)."""
+        fenced = f"WHERE {_HOLDS.format(n=10)} " if token is not None else "WHERE true "
+        saved = await self._db.execute(
+            f"INSERT INTO pgmig_journal SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9 {fenced}"
             "ON CONFLICT (migration_id, kind, server, database, name) DO UPDATE SET mark = excluded.mark, "
             "data = excluded.data, updated_at = excluded.updated_at",
             e.migration_id,
@@ -608,7 +701,10 @@ class Store:
             json.dumps(e.data),
             _ts(e.at),
             _ts(e.updated_at),
+            *([token] if token is not None else []),
         )
+        if saved != 1:
+            raise LeaseLost(e.migration_id)
 
     async def journal(self, migration_id: str | None = None) -> list[JournalEntry]:
         """One migration's journal in the order the changes were planned (every migration's with None)."""

@@ -1,6 +1,13 @@
 """Target databases: created like the source's; replaced only when the journal says this migration
 created it or the user said --overwrite; dropped only when the journal says pgmig created it.
 
+Ownership is by identity, never by name: the journal records the database's OID and the server's
+address when pgmig creates it, and a database is "the one this migration made" only while both still
+match. A name that now belongs to something else (a newer migration's database, one a DBA re-created)
+is left alone. Whatever the options, pgmig never replaces or drops a database another migration still
+holds (unfinished, or failed with its half-made database), nor one a completed cutover released to the
+applications.
+
 "Empty" means nothing a person put there: no tables, views or sequences, no schema but an empty
 `public`, no functions, types, large objects or extensions beyond plpgsql. A database a DBA prepared
 with a schema and grants is not empty, and pgmig never drops it.
@@ -9,15 +16,17 @@ with a schema and grants is not empty, and pgmig never drops it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
 from migration_core import extensions
 from migration_core.errors import MigrationError
 from migration_core.journal import TARGET, Change, Journal, JournalEntry, Mark
-from migration_core.models import RetryChanges
+from migration_core.models import RetryChanges, State, StepKind
 from migration_core.servers import ServerConfig
 from migration_core.sql import USER_SCHEMA_FILTER, ident, literal
+from migration_core.store import Store
 
 _NOT_EXTENSION_MEMBER = (
     "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = {cls}::regclass AND d.objid = {oid} AND d.deptype = 'e')"
@@ -82,12 +91,85 @@ async def contents(server: ServerConfig, database: str) -> Contents:
         return Contents(**dict(await conn.fetchrow(CONTENTS)))
 
 
-def created_by_pgmig(entry: JournalEntry | None, what: Contents | None) -> bool:
-    """Whether a database that exists now is the one this migration's journaled CREATE made. A CREATE
-    journaled but never confirmed made the database only if it is still empty (a DBA's would not be)."""
-    if entry is None or not entry.live:
+async def database_oid(conn: asyncpg.Connection, name: str) -> int | None:
+    """The database's identity on its server: its OID (a re-created database of the same name gets another)."""
+    return await conn.fetchval("SELECT oid FROM pg_database WHERE datname = $1", name)
+
+
+def created_by_pgmig(entry: JournalEntry | None, oid: int | None, what: Contents | None) -> bool:
+    """Whether the database named like `entry` that exists now (`oid`) is the one this migration's journaled
+    CREATE made: the OID recorded at creation matches. A CREATE journaled without an OID (pgmig stopped
+    before reading it back) made the database only if it is still empty (a DBA's or another migration's
+    would not be)."""
+    if entry is None or not entry.live or oid is None:
         return False
-    return entry.mark is Mark.DONE or (what is not None and what.empty)
+    if "oid" in entry.data:
+        return bool(entry.data["oid"] == oid)
+    return what is not None and what.empty
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Another migration that holds a target database by identity: pgmig must not replace or drop it."""
+
+    migration_id: str
+    state: State
+    released_at: datetime | None  # when a completed cutover released it to the applications
+
+    def describe(self, database: str) -> str:
+        if self.released_at is not None:
+            return (
+                f"{database} is the target {self.migration_id}'s cutover released to the applications at "
+                f"{self.released_at:%Y-%m-%d %H:%M} UTC: the applications' primary now"
+            )
+        if self.state is State.FAILED:
+            return f"{database} is the half-made target database of {self.migration_id}, which failed"
+        return f"{self.migration_id} ({self.state.value}) is migrating into {database}"
+
+    @property
+    def fix(self) -> str:
+        if self.released_at is not None:
+            return "pgmig never replaces or drops a released target: choose another target database or server"
+        if self.state is State.FAILED:
+            return (
+                f"`/pgmig cancel {self.migration_id}` drops it (or `/pgmig retry {self.migration_id}` finishes it), "
+                "then migrate again"
+            )
+        return f"wait for {self.migration_id} to finish or cancel it, or choose another target"
+
+
+async def holders(store: Store, address: str, database: str, oid: int | None, but: str = "") -> list[Holder]:
+    """The other migrations whose journal says they made the database that is at `address` now (same OID):
+    unfinished ones, failed ones that still hold it, and completed ones that released it by a cutover."""
+    if oid is None:
+        return []
+    found = []
+    for entry in await store.journal():
+        if (
+            entry.kind is not Change.DATABASE
+            or entry.server != TARGET
+            or entry.database != database
+            or entry.migration_id == but
+            or not entry.live
+            or entry.data.get("address") != address
+            or entry.data.get("oid") != oid
+        ):
+            continue
+        m = await store.get_migration(entry.migration_id)
+        if m is None or m.state is State.CANCELLED:
+            continue
+        release = await store.step(m.id, StepKind.RELEASE)
+        released = release.started_at if release is not None and m.state in (State.RELEASED, State.COMPLETED) else None
+        if m.state is State.COMPLETED and released is None:
+            continue  # an offline migration's finished copy: the person may replace it with --overwrite
+        found.append(Holder(m.id, m.state, released))
+    return found
+
+
+def _refuse_held(database: str, held: list[Holder]) -> None:
+    if held:
+        first = next((h for h in held if h.released_at is not None), held[0])
+        raise MigrationError(f"target database {first.describe(database)}", first.fix)
 
 
 async def prepare_target(
@@ -109,11 +191,16 @@ async def prepare(
     try:
         async with target.connection() as tgt:
             replaced = False
-            if await database_exists(tgt, database):
+            oid = await database_oid(tgt, database)
+            if oid is not None:
+                _refuse_held(
+                    database, await holders(journal.store, target.address, database, oid, but=journal.migration_id)
+                )
                 what = await contents(target, database)
-                ours = created_by_pgmig(mine, what)
+                ours = created_by_pgmig(mine, oid, what)
                 if what.empty:
                     if ours and mine is not None and mine.mark is Mark.PLANNED:
+                        mine.data.update(oid=oid, address=target.address)
                         await journal.done(mine)
                     return (
                         f"target database {database} (created by this migration) is empty: reused"
@@ -136,17 +223,23 @@ async def prepare(
                     database,
                     data={
                         "replaced": replaced,
+                        "replaced_oid": oid,
+                        "address": target.address,
                         "why": "--overwrite: the user chose to replace it"
                         if not ours
                         else "an earlier attempt of this migration created it",
                     },
                 )
-                await _drop(tgt, database)
+                await _drop(tgt, database, oid)
             else:
                 entry = await journal.plan(
-                    Change.DATABASE, TARGET, database, data={"replaced": bool(mine and mine.data.get("replaced"))}
+                    Change.DATABASE,
+                    TARGET,
+                    database,
+                    data={"replaced": bool(mine and mine.data.get("replaced")), "address": target.address},
                 )
             await _create_like_source(source, tgt, database)
+            entry.data["oid"] = await database_oid(tgt, database)
             await journal.done(entry)
             return f"target database {database} {'recreated' if replaced or (mine and mine.live) else 'created'}"
     except asyncpg.InsufficientPrivilegeError as exc:
@@ -158,10 +251,16 @@ async def prepare(
         raise MigrationError(f"cannot prepare target database {database}: {exc}") from None
 
 
-async def _drop(conn: asyncpg.Connection, database: str) -> None:
-    """DROP DATABASE … WITH (FORCE). A subscription inside (holding a slot on some source) is not
+async def _drop(conn: asyncpg.Connection, database: str, oid: int) -> None:
+    """DROP DATABASE … WITH (FORCE) of the database whose identity was checked (`oid`): refused when the
+    name now stands for another one. A subscription inside (holding a slot on some source) is not
     pgmig's to remove here: pgmig's own are dropped from the journal before their database."""
-    db = await conn.fetchval("SELECT oid FROM pg_database WHERE datname = $1", database)
+    db = await database_oid(conn, database)
+    if db != oid:
+        raise MigrationError(
+            f"target database {database} was replaced by someone else while pgmig looked at it: left in place",
+            "look at who re-created it, then retry",
+        )
     names = [r["subname"] for r in await conn.fetch("SELECT subname FROM pg_subscription WHERE subdbid = $1", db)]
     if names:
         raise MigrationError(
@@ -189,15 +288,21 @@ async def _create_like_source(source: ServerConfig, tgt: asyncpg.Connection, dat
 
 
 async def drop_if_created(target: ServerConfig, entry: JournalEntry, journal: Journal) -> str:
-    """Undo a journaled CREATE DATABASE: drop it only if it is provably the one pgmig created."""
+    """Undo a journaled CREATE DATABASE: drop it only if it is provably the one pgmig created (same OID,
+    same server) and no other migration released or holds it."""
     async with target.connection() as conn:
-        if not await database_exists(conn, entry.database):
+        oid = await database_oid(conn, entry.database)
+        if oid is None:
             await journal.undone(entry)
             return ""
-        what = await contents(target, entry.database) if entry.mark is Mark.PLANNED else None
-        if not created_by_pgmig(entry, what):
-            await journal.undone(entry)  # the CREATE never happened: this one is someone else's
-            return f"left {entry.database}: pgmig did not create it"
-        await _drop(conn, entry.database)
+        what = await contents(target, entry.database) if "oid" not in entry.data else None
+        moved = entry.data.get("address", target.address) != target.address
+        if moved or not created_by_pgmig(entry, oid, what):
+            await journal.undone(entry)  # the name now belongs to another database: not pgmig's to drop
+            return f"{entry.database} is no longer the database {journal.migration_id} created: left in place"
+        _refuse_held(
+            entry.database, await holders(journal.store, target.address, entry.database, oid, but=journal.migration_id)
+        )
+        await _drop(conn, entry.database, oid)
         await journal.undone(entry)
         return f"dropped target database {entry.database}"

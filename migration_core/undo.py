@@ -21,6 +21,7 @@ from migration_core import constraints, replication, target_db
 from migration_core.errors import MigrationError
 from migration_core.failures import failure_reason
 from migration_core.journal import SOURCE, Change, Journal, JournalEntry
+from migration_core.models import State
 from migration_core.servers import ConnectionProblem, ServerConfig
 from migration_core.sql import ident
 
@@ -88,7 +89,14 @@ async def rollback(
 
 
 async def undo(entry: JournalEntry, source: ServerConfig, target: ServerConfig, journal: Journal) -> str:
-    """Revert one change; returns what was done, in words ("" when nothing was left to do)."""
+    """Revert one change; returns what was done, in words ("" when nothing was left to do). A fence of a
+    migration whose target was released is never lifted: the source stays closed to the applications."""
+    await journal.confirm()
+    if entry.kind is Change.FENCE and await _released(journal):
+        raise MigrationError(
+            f"{entry.database} stays fenced on the source: {journal.migration_id} released its target",
+            "after a release the source is never reopened by pgmig; a person who is sure lifts the fence by hand",
+        )
     server = source if entry.server == SOURCE else target
     if entry.kind is Change.DATABASE:
         return await target_db.drop_if_created(target, entry, journal)
@@ -109,6 +117,11 @@ async def undo(entry: JournalEntry, source: ServerConfig, target: ServerConfig, 
         await conn.close()
     await journal.undone(entry)
     return said
+
+
+async def _released(journal: Journal) -> bool:
+    m = await journal.store.get_migration(journal.migration_id)
+    return m is not None and m.state in (State.RELEASED, State.COMPLETED)
 
 
 async def _undo_in(conn: asyncpg.Connection, entry: JournalEntry) -> str:
@@ -170,15 +183,22 @@ async def unfence(conn: asyncpg.Connection, entry: JournalEntry) -> None:
 
 
 async def _drop_roles(target: ServerConfig, entry: JournalEntry, journal: Journal) -> str:
-    """Memberships pgmig granted taken back; roles pgmig created dropped unless something on the target
-    still owns or uses them."""
-    dropped, kept = [], []
+    """Memberships pgmig granted taken back; roles pgmig created dropped (by identity: the OID recorded when
+    it made them) unless something on the target still owns or uses them."""
+    dropped, kept, left = [], [], []
     async with target.connection() as conn:
         for grp, member in entry.data.get("memberships", []):
             if await conn.fetchval("SELECT count(*) = 2 FROM pg_roles WHERE rolname = ANY($1::text[])", [grp, member]):
                 await conn.execute(f"REVOKE {ident(grp)} FROM {ident(member)}")
         entry.data["memberships"] = []
+        made = entry.data.get("oids", {})
         for name in entry.data.get("roles", []):
+            now = await conn.fetchval("SELECT oid FROM pg_roles WHERE rolname = $1", name)
+            if now is None:
+                continue  # dropped since: nothing to do
+            if name in made and now != made[name]:
+                left.append(name)  # another role of that name now: not pgmig's
+                continue
             try:
                 await conn.execute(f"DROP ROLE IF EXISTS {ident(name)}")
                 dropped.append(name)
@@ -191,4 +211,5 @@ async def _drop_roles(target: ServerConfig, entry: JournalEntry, journal: Journa
         await journal.undone(entry)
     said = [f"dropped role(s) {', '.join(dropped)} on the target"] if dropped else []
     said += [f"kept role(s) {', '.join(kept)}: objects on the target still depend on them"] if kept else []
+    said += [f"left role(s) {', '.join(left)}: no longer the one(s) pgmig created"] if left else []
     return "; ".join(said)

@@ -246,3 +246,106 @@ async def test_a_standby_takes_over_a_dead_replica_mid_load_and_mid_cutover(worl
             break
         await asyncio.sleep(0.2)
     assert tgt.psql("SELECT count(*) FROM ticket", database="busy") == "600001"
+
+
+class Application:
+    """An application writing to the source every 100 ms as its own (non-superuser) role, one session a
+    write as a pooler would: which writes the source accepted, and when."""
+
+    def __init__(self, src: LocalCluster) -> None:
+        src.psql("CREATE TABLE probe (id bigserial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())", "app")
+        src.psql("CREATE ROLE app_writer LOGIN PASSWORD 'app-Writer-pw'")
+        src.psql("GRANT CONNECT ON DATABASE app TO app_writer")
+        src.psql(
+            "GRANT INSERT, SELECT ON probe TO app_writer; GRANT USAGE ON SEQUENCE probe_id_seq TO app_writer", "app"
+        )
+        self.port, self.stopped = src.port, asyncio.Event()
+        self.accepted: list[tuple[int, float]] = []  # (id, when the source said it was committed)
+        self.refused: list[str] = []
+
+    async def run(self) -> None:
+        import asyncpg
+
+        while not self.stopped.is_set():
+            try:
+                conn = await asyncpg.connect(
+                    host="127.0.0.1", port=self.port, user="app_writer", password="app-Writer-pw", database="app"
+                )
+                try:
+                    written = await conn.fetchval("INSERT INTO probe DEFAULT VALUES RETURNING id")
+                    self.accepted.append((written, time.monotonic()))
+                finally:
+                    await conn.close()
+            except (OSError, asyncpg.PostgresError) as exc:
+                self.refused.append(str(exc))  # fenced: refused, as it should be from the fence on
+            await asyncio.sleep(0.1)
+
+
+async def test_a_shutdown_while_the_release_is_announced_never_reopens_the_source(world):
+    """SIGTERM (a rolling deploy) while Slack is slow to take the `released` post: the migration stays
+    released, the source stays fenced, a restart completes it, and every write the source took is there."""
+    src, tgt, store, fake, replica = world
+    app = Application(src)
+    a = await replica("ra").start()
+    assert "mig-1" in await a.ask("migrate onprem azure --mode online --db app", "m")
+    await wait_state(store, "mig-1", State.READY_FOR_CUTOVER, fail_fast=False)
+    writing = asyncio.create_task(app.run())
+    try:
+        await asyncio.sleep(0.5)
+        assert "approval card" in await a.ask("cutover mig-1", "c")
+        fake.slow.update({"chat.update": 3.0, "chat.postMessage": 3.0})
+        await approve(a, fake, "approve")
+        await wait_state(store, "mig-1", State.RELEASED, timeout=60, fail_fast=False)
+        released = time.monotonic()
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGTERM)  # while the release is being announced
+        await asyncio.wait_for(a.proc.wait(), 60)
+        assert (await store.get_migration("mig-1")).state is State.RELEASED
+        await asyncio.sleep(1.0)  # the application keeps trying
+        fake.slow.clear()
+        assert src.psql("SHOW default_transaction_read_only", database="app") == "on"
+        assert src.psql("SELECT has_database_privilege('app_writer', 'app', 'CONNECT')") == "f"
+        await replica("ra").start()  # the same replica restarted finishes it forward
+        await wait_state(store, "mig-1", State.COMPLETED, timeout=60)
+    finally:
+        app.stopped.set()
+        await writing
+    late = [i for i, at in app.accepted if at > released]
+    assert not late, f"the source accepted writes after the release: {late}"
+    accepted = [i for i, _ in app.accepted]
+    assert accepted, f"the application never wrote: {app.refused[:3]}"
+    on_target = tgt.psql(f"SELECT count(*) FROM probe WHERE id IN ({','.join(map(str, accepted))})", database="app")
+    assert on_target == str(len(accepted))
+
+
+async def test_a_frozen_replica_that_wakes_after_a_takeover_writes_nothing(world):
+    """A replica frozen (SIGSTOP: a VM pause) mid-load past its lease: another takes the migration over and
+    brings it to ready_for_cutover; the frozen one thawed is fenced out by its stale token (its failing
+    sessions fail nothing), the takeover is shown in status, and the migration completes."""
+    src, tgt, store, fake, replica = world
+    a, b = await asyncio.gather(replica("ra").start(), replica("rb").start())
+    assert "mig-1" in await a.ask("migrate onprem azure --mode online --db busy", "m")
+    for _ in range(300):
+        step = await store.step("mig-1", "load:busy")
+        if step is not None and step.state == "running":
+            break
+        await asyncio.sleep(0.05)
+    assert a.proc is not None
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        await wait_state(store, "mig-1", State.READY_FOR_CUTOVER, timeout=LEASE + 90, fail_fast=False)
+        assert await holder(store, "mig-1") == "rb"
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    await asyncio.sleep(LEASE * 2)  # it wakes, its sessions fail, its lease tick runs
+    m = await store.get_migration("mig-1")
+    assert m.state is State.READY_FOR_CUTOVER and await holder(store, "mig-1") == "rb", m.error
+    assert not [e for e in await store.audit_log("mig-1") if e.detail.startswith("failed")]
+    status = await b.ask("status mig-1", "s")
+    assert "took mig-1 over from replica ra" in status and "Run by replica `rb`" in status, status
+    assert src.psql("SELECT count(*) FROM pg_replication_slots") == "1"
+    assert tgt.psql("SELECT count(*) FROM pg_subscription") == "1"
+    assert "approval card" in await b.ask("cutover mig-1", "c")
+    await approve(b, fake, "approve")
+    await wait_state(store, "mig-1", State.COMPLETED, timeout=90)
+    assert tgt.psql("SELECT count(*) FROM ticket", database="busy") == "600000"

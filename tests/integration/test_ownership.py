@@ -1,0 +1,146 @@
+"""Ownership by identity, through Slack: pgmig undoes or replaces only the very database a migration made
+(its OID on that server), never one that merely has the name — a newer migration's, a DBA's re-created
+one, or a target a cutover released to the applications — and a cancel takes the export files with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.localpg import LocalCluster
+from migration_core.models import State
+from tests.integration.clusters import config_toml
+from tests.integration.fake_slack import text_of
+from tests.integration.slack_harness import Running, running
+from tests.integration.waiting import wait_state
+
+
+@pytest.fixture
+async def slack(tmp_path, source_cluster, target_cluster):
+    for c in (source_cluster, target_cluster):
+        c.psql('DROP DATABASE IF EXISTS "adva" WITH (FORCE)')
+        c.psql('DROP DATABASE IF EXISTS "owned" WITH (FORCE)')
+    source_cluster.psql("CREATE DATABASE adva")
+    source_cluster.psql("DROP ROLE IF EXISTS adva_owner; CREATE ROLE adva_owner")
+    source_cluster.psql(
+        "CREATE TABLE account (id int PRIMARY KEY, name text); INSERT INTO account SELECT g, 'a' || g "
+        "FROM generate_series(1, 50) g; ALTER TABLE account OWNER TO adva_owner",
+        database="adva",
+    )
+    async with running(
+        tmp_path,
+        config_toml(
+            {"onprem": source_cluster, "azure": target_cluster},
+            extra="[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.1\n",
+        ),
+    ) as app:
+        yield app
+    for c in (source_cluster, target_cluster):
+        c.psql('DROP DATABASE IF EXISTS "adva" WITH (FORCE)')
+        c.psql('DROP DATABASE IF EXISTS "owned" WITH (FORCE)')
+        c.psql("DROP ROLE IF EXISTS adva_owner")
+
+
+async def say(slack: Running, text: str, key: str) -> str:
+    await slack.command(text, user="U0ALICE", key=key)
+    return text_of(await slack.reply(key, timeout=60))
+
+
+def oid(cluster: LocalCluster, db: str) -> str:
+    return cluster.psql(f"SELECT oid FROM pg_database WHERE datname = '{db}'")
+
+
+async def fail_after_creating_the_target(slack: Running, target: LocalCluster) -> Path:
+    """mig-1 exports, pauses, and its import breaks on an edited file after the target database was made."""
+    assert "mig-1" in await say(
+        slack, "migrate onprem azure --mode offline --db adva --method dump --pause-after-export", "m1"
+    )
+    await wait_state(slack.services.store, "mig-1", State.PAUSED)
+    folder = slack.services.engine.config.workdir / "mig-1"
+    data = next(p for p in folder.rglob("*.sql") if "data" in p.name)
+    data.write_text(data.read_text() + "\nSELECT pgmig_test_no_such_function();\n")
+    await say(slack, "resume mig-1", "r1")
+    await wait_state(slack.services.store, "mig-1", State.FAILED, fail_fast=False)
+    assert oid(target, "adva"), "mig-1 failed before it created its target database"
+    return folder
+
+
+async def test_a_failed_migrations_database_is_its_own_and_nobody_elses(slack, target_cluster):
+    store = slack.services.store
+    folder = await fail_after_creating_the_target(slack, target_cluster)
+    mig1_oid = oid(target_cluster, "adva")
+
+    # a second migration is told whose database that is, even with --overwrite, and touches nothing
+    refused = await say(slack, "migrate onprem azure --mode offline --db adva --overwrite", "m2")
+    assert "half-made target database of mig-1" in refused and "/pgmig cancel mig-1" in refused, refused
+    assert (await store.get_migration("mig-2")).state is State.FAILED
+    assert oid(target_cluster, "adva") == mig1_oid
+
+    # a DBA re-creates the name with their own data: mig-1's retry refuses it instead of dropping it
+    target_cluster.psql('DROP DATABASE "adva" WITH (FORCE)')
+    target_cluster.psql("CREATE DATABASE adva")
+    target_cluster.psql("CREATE TABLE dba_table (id int); INSERT INTO dba_table VALUES (7)", database="adva")
+    dba_oid = oid(target_cluster, "adva")
+    await say(slack, "retry mig-1", "r2")
+    await wait_state(store, "mig-1", State.FAILED, fail_fast=False)
+    assert "was not created by this migration" in (await store.get_migration("mig-1")).error
+    assert target_cluster.psql("SELECT id FROM dba_table", database="adva") == "7"
+
+    # a newer migration replaces it on purpose and completes; the applications write to it
+    await say(slack, "migrate onprem azure --mode offline --db adva --overwrite", "m3")
+    await wait_state(store, "mig-3", State.COMPLETED)
+    newer = oid(target_cluster, "adva")
+    assert newer not in (mig1_oid, dba_oid)
+    target_cluster.psql("INSERT INTO account VALUES (1000, 'written by the applications')", database="adva")
+
+    # cancelling the old failed migration (the README's advice) leaves the newer database alone
+    cancelled = await say(slack, "cancel mig-1", "c1")
+    assert "no longer the database mig-1 created: left in place" in cancelled, cancelled
+    assert (await store.get_migration("mig-1")).state is State.CANCELLED
+    assert oid(target_cluster, "adva") == newer
+    assert target_cluster.psql("SELECT count(*) FROM account", database="adva") == "51"
+    assert not folder.exists(), "the export files (every row) stayed after the cancel"
+
+
+async def test_a_cancel_drops_the_database_it_made_and_its_export_files(slack, target_cluster):
+    folder = await fail_after_creating_the_target(slack, target_cluster)
+    cancelled = await say(slack, "cancel mig-1", "c1")
+    assert "dropped target database adva" in cancelled and "dropped role(s) adva_owner" in cancelled, cancelled
+    assert oid(target_cluster, "adva") == ""
+    assert not folder.exists()
+
+
+async def test_a_role_of_the_same_name_made_since_is_not_dropped(slack, target_cluster):
+    await fail_after_creating_the_target(slack, target_cluster)
+    made = target_cluster.psql("SELECT oid FROM pg_roles WHERE rolname = 'adva_owner'")
+    assert made, "mig-1 did not create the role its tables need"
+    target_cluster.psql('DROP DATABASE "adva" WITH (FORCE)')  # a DBA cleans up by hand, then makes their own
+    target_cluster.psql("DROP ROLE adva_owner; CREATE ROLE adva_owner")
+    theirs = target_cluster.psql("SELECT oid FROM pg_roles WHERE rolname = 'adva_owner'")
+    cancelled = await say(slack, "cancel mig-1", "c1")
+    assert "left role(s) adva_owner: no longer the one(s) pgmig created" in cancelled, cancelled
+    assert target_cluster.psql("SELECT oid FROM pg_roles WHERE rolname = 'adva_owner'") == theirs != made
+
+
+async def test_a_released_target_is_never_replaced(slack, source_cluster, target_cluster):
+    store, engine = slack.services.store, slack.services.engine
+    source_cluster.psql("CREATE DATABASE owned")
+    source_cluster.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2)", database="owned")
+    await say(slack, "migrate onprem azure --mode online --db owned", "m1")
+    await wait_state(store, "mig-1", State.READY_FOR_CUTOVER)
+    assert await engine.cutover("mig-1", "U0BOB"), (await store.get_migration("mig-1")).error
+    target_cluster.psql("INSERT INTO t VALUES (3)", database="owned")  # the applications moved
+    released = oid(target_cluster, "owned")
+
+    check = await say(slack, "check onprem azure --db owned --mode online", "k")
+    assert "owned on onprem is fenced by mig-1's cutover" in check, check
+    assert "the target mig-1's cutover released to the applications" in check, check
+
+    refused = await say(slack, "migrate onprem azure --mode online --db owned --overwrite", "m2")
+    assert "released to the applications" in refused and "never replaces or drops a released target" in refused
+    assert (await store.get_migration("mig-2")).state is State.FAILED
+    cancelled = await say(slack, "cancel mig-2", "c2")
+    assert "cancelled" in cancelled, cancelled
+    assert oid(target_cluster, "owned") == released
+    assert target_cluster.psql("SELECT count(*) FROM t", database="owned") == "3"
