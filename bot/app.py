@@ -159,12 +159,13 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker, c
         view = body.get("view") or {}
         view_id = str(view.get("id") or "")
         source = str((action.get("selected_option") or {}).get("value") or "")
+        inv = Invocation(user=str((body.get("user") or {}).get("id") or ""))
         mine = object()
         latest[view_id] = mine
 
         async def run() -> None:
             try:
-                updated = await modal.source_chosen(services, view, source)
+                updated = await modal.source_chosen(services, view, source, inv)
                 if latest.get(view_id) is mine:
                     await client.views_update(view_id=view_id, view=safe_view(updated))
             except SlackApiError as exc:

@@ -73,7 +73,7 @@ class ShellPoster:
         self._shown[ts] = text
         return ts
 
-    async def update(self, channel: str, ts: str, reply: Reply) -> None:
+    async def update(self, channel: str, ts: str, reply: Reply, *, final: bool = True) -> None:
         text, _ = render(*_parts(reply))
         if self._shown.get(ts) != text:
             self._shown[ts] = text
@@ -256,7 +256,9 @@ class Shell:
             asked.add(todo.block_id)
             if todo.dispatch:
                 self.write("⏳ listing its databases…")
-                view = await modal.source_chosen(self.services, {**view, "state": {"values": state}}, chosen_value(got))
+                view = await modal.source_chosen(
+                    self.services, {**view, "state": {"values": state}}, chosen_value(got), self.invocation
+                )
 
     async def _line(self, prompt: str, echo_blank: bool = False) -> str | None:
         """The next line typed (or of the script); None at the end of input. At the terminal, Ctrl-C

@@ -169,7 +169,8 @@ def answer(f: Field, line: str) -> dict[str, Any] | str:
 
 
 def _choice(f: Field, word: str) -> str | None:
-    if word.isdigit() and 1 <= int(word) <= len(f.options):
+    # ASCII and short: str.isdigit() takes `²`, which int() refuses, and int() refuses 5,000 digits
+    if word.isascii() and word.isdigit() and len(word) < 6 and 1 <= int(word) <= len(f.options):
         return f.options[int(word) - 1][1]
     for text, value in f.options:
         if word.lower() in (value.lower(), text.lower()):

@@ -48,14 +48,15 @@ def next_step(m: Migration) -> str:
 
 
 async def pending_approvals(user: str, svc: Services, migrations: list[Migration]) -> list[Pending]:
-    """Open cutover requests `user` may approve and has not yet: not their own, not expired."""
+    """Open cutover requests `user` may approve and has not yet: neither asked for nor started by them (four
+    eyes, approval.py), not expired."""
     waiting = [m for m in migrations if m.state is State.AWAITING_APPROVAL]
     if not waiting or not await may_approve(user, svc.policy, svc.directory):
         return []
     found = []
     for m in waiting:
         request = await svc.engine.cutover_request(m.id)
-        if request is None or not request.open or request.expired or request.requested_by == user:
+        if request is None or not request.open or request.expired or user in (request.requested_by, m.requested_by):
             continue
         approvers = await approval.approvers(svc.store, request)
         if user not in approvers:

@@ -2,10 +2,11 @@
 
 The form is built from configuration alone (Slack accepts `views.open` only within 3 s of the command), so
 the source's databases are filled in once a source is chosen (`source_chosen`, through the same core
-call `/pgmig check` uses). A submission becomes the very `ParsedCommand` the grammar makes of the typed
-command and runs through the router (audit, authorization, pre-flight, start); what cannot be right is
-answered on the fields (`field_errors`, Slack's `response_action: errors`). Block Kit only: the
-transports (bot/app.py, bot/shell.py) open, update and submit it.
+call `/pgmig check` uses), for operators only: anyone else gets the refusal there instead. A submission
+becomes the very `ParsedCommand` the grammar makes of the typed command and runs through the router (audit,
+authorization, pre-flight, start); what cannot be right is answered on the fields (`field_errors`, Slack's
+`response_action: errors`). Block Kit only: the transports (bot/app.py, bot/shell.py) open, update and
+submit it.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ FLAGS = {
     "pause_after_export": ("--pause-after-export", "Pause after export to review the files (offline, dump)"),
 }
 MAX_OPTIONS = 100  # Slack's limit for a select's options
+OPERATORS_ONLY = "only operators may start migrations: ask one of the people or groups in [slack] operators"
 MIN_PARALLEL, MAX_PARALLEL = 1, 64
 
 
@@ -254,10 +256,14 @@ async def list_databases(svc: Services, source: str) -> Listing:
     return Listing(source, [(db, pretty_bytes(size)) for db, size in found])
 
 
-async def source_chosen(svc: Services, view: dict, source: str) -> dict:
-    """The form again after a source was picked: everything as chosen, and that source's databases."""
+async def source_chosen(svc: Services, view: dict, source: str, inv: Invocation) -> dict:
+    """The form again after a source was picked: everything as chosen, and that source's databases — for an
+    operator: who may not start a migration is told so at once and learns nothing of the server from the form
+    (it opens for everyone, as Slack needs it within 3 s and the policy may have to ask Slack for a group)."""
     form = read(view)
     form.source = source
+    if not await may_operate(inv.user, svc.policy, svc.directory):
+        return form_view(svc.servers, form, Listing(source, problem=OPERATORS_ONLY))
     return form_view(svc.servers, form, await list_databases(svc, source))
 
 
@@ -332,7 +338,7 @@ async def field_errors(form: Form, inv: Invocation, svc: Services) -> dict[str, 
     """What is wrong, by block id (Slack shows each under its field); empty when the form may be run. Quick:
     no server is contacted (it runs before the submission's ack)."""
     if not await may_operate(inv.user, svc.policy, svc.directory):
-        return {SOURCE: "only operators may start migrations: ask one of the people or groups in [slack] operators"}
+        return {SOURCE: OPERATORS_ONLY}
     errors: dict[str, str] = {}
     known = ", ".join(sorted(svc.servers))
     if form.source not in svc.servers:

@@ -1,10 +1,11 @@
 """The approval rules a team decision follows — a cutover or a provisioning request alike.
 
 A request is one round: it has an id, a requester, an expiry, and the card that shows it. A click is
-refused when the round is closed or expired, when the requester approves their own request, or when
-the person is not an approver (a requester may still withdraw their own request by rejecting it). Each
-person counts once per round; `required` distinct approvals decide it. Every click, accepted or refused,
-is audited as `<kind>.<approve|reject>[.refused|.repeated]`.
+refused when the round is closed or expired, when the requester approves their own request (or, for
+a cutover, whoever started the migration approves it: four eyes), or when the person is not an approver
+(a requester may still withdraw their own request by rejecting it). Each person counts once per round;
+`required` distinct approvals decide it. Every click, accepted or refused, is audited as
+`<kind>.<approve|reject>[.refused|.repeated]`.
 
 Whether someone is an approver (users, Slack user groups) is the handlers' policy; this module gets
 the answer and applies the rules.
@@ -97,6 +98,14 @@ async def close_cutover_request(
     return closed
 
 
+async def started_by(store: Store, request: ApprovalRequest) -> str:
+    """Who started the migration a cutover request is about: four eyes means the starter may not approve
+    its cutover either, whoever typed `/pgmig cutover`. Read from the migration itself, so a request
+    opened before this rule existed follows it too."""
+    m = await store.get_migration(request.subject)
+    return m.requested_by if m else ""
+
+
 async def approvers(store: Store, request: ApprovalRequest) -> list[str]:
     return [a.approver for a in await store.approvals(request.subject, request.round) if a.decision == "approve"]
 
@@ -125,6 +134,11 @@ async def decide(
     if verb == "approve" and user == request.requested_by:
         return await refused(
             "you asked for this: someone else must approve it", f"the requester may not approve their own {kind}"
+        )
+    if verb == "approve" and kind == "cutover" and user == await started_by(store, request):
+        return await refused(
+            f"you started {request.subject}: another approver must approve",
+            "the migration's starter may not approve its cutover",
         )
     if not is_approver and not (verb == "reject" and user == request.requested_by):
         return await refused(f"only approvers may {verb} ([slack] approvers)", "not an approver")

@@ -31,7 +31,7 @@ from migration_core.progress import DatabaseProgress
 from migration_core.roles import RolePlan, copy_roles
 from migration_core.servers import ServerConfig, server_major
 from migration_core.store import Store
-from migration_core.tools import NO_PUBSUB, Tool, ToolError, connection_env, conninfo
+from migration_core.tools import NO_PUBSUB, Tool, ToolError, connection_env, conninfo, with_options
 from migration_core.verify import Known
 
 
@@ -178,7 +178,7 @@ class OfflineDatabase:
         if await tgt.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") or await tgt.fetchval(
             "SELECT has_parameter_privilege('session_replication_role', 'SET')"
         ):
-            env = {**env, "PGOPTIONS": "-c session_replication_role=replica"}
+            env = with_options(env, {"session_replication_role": "replica"})
         self.progress.phase = "loading data"
         self.progress.tables_done = 0
         await psql.run(

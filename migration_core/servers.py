@@ -117,19 +117,40 @@ class ServerConfig:
         It renders values as RENDERING says, whatever the server's or the database's defaults."""
         dbname = database or self.database
         login = self._login(dbname)
+        lifted = self.unbounded()
         try:
             conn = await asyncpg.connect(
                 **login,
                 command_timeout=None if data else self.query_timeout,
-                server_settings={**SESSION, **RENDERING} if data else SESSION,
+                server_settings={**SESSION, **lifted, **RENDERING} if data else {**SESSION, **lifted},
             )
         except Exception as exc:  # every driver/socket failure becomes one readable line
             raise self.explain(exc, dbname) from None
         keep_alive(conn)
+        try:
+            await self._lift_the_rest(conn, lifted)
+        except Exception as exc:
+            conn.terminate()
+            raise self.explain(exc, dbname) from None
         return conn
+
+    def unbounded(self) -> dict[str, str]:
+        """The customer's limits pgmig's sessions on this server lift at login, as far as its version is known."""
+        return unbounded(_versions.get((self.host, self.port)))
+
+    async def _lift_the_rest(self, conn: asyncpg.Connection, lifted: dict[str, str]) -> None:
+        """Remember the server's version; on a first login, lift what the login could not name yet."""
+        version = conn.get_server_version()
+        _versions[(self.host, self.port)] = (version.major, version.minor)
+        rest = [name for name in self.unbounded() if name not in lifted]
+        if rest:
+            await conn.execute("; ".join(f"SET {name} = 0" for name in rest))
 
     async def pool(self, database: str, size: int, settings: dict[str, str] | None = None) -> asyncpg.Pool:
         """Up to `size` data connections (no time limit, keepalives, RENDERING), with `settings` for each session."""
+        if (self.host, self.port) not in _versions:
+            # Each release runs RESET ALL, which keeps what the login set but undoes a SET: log in knowing the version.
+            await (await self.connect(database)).close()
         login = self._login(database)
         try:
             return await asyncpg.create_pool(
@@ -137,7 +158,7 @@ class ServerConfig:
                 min_size=1,
                 max_size=size,
                 command_timeout=None,
-                server_settings={**SESSION, **RENDERING, **(settings or {})},
+                server_settings={**SESSION, **self.unbounded(), **RENDERING, **(settings or {})},
                 init=_init_pooled,
             )
         except Exception as exc:
@@ -239,6 +260,25 @@ RENDERING = {
 
 # pgmig's own sessions: recognisable, never bound by the write fence pgmig sets itself, probed by the server
 SESSION = {"application_name": "pgmig", "default_transaction_read_only": "off", **SERVER_KEEPALIVES}
+
+# The customer's limits are for the customer's sessions. A statement_timeout set on a database or a role would
+# cancel a COPY that rightly takes hours, an idle timeout end the session holding the snapshot the copy reads
+# under, a lock_timeout fail DDL that would have waited its turn. A setting sent at login outranks the
+# database's and the role's, and a SET of pgmig's own (the cutover's lock_timeout) still outranks it. Each
+# comes with the first version that knows it: a setting the server does not know refuses the login.
+LIMITS = (
+    ("statement_timeout", (0, 0)),
+    ("lock_timeout", (0, 0)),
+    ("idle_in_transaction_session_timeout", (9, 6)),
+    ("idle_session_timeout", (14, 0)),
+    ("transaction_timeout", (17, 0)),
+)
+_versions: dict[tuple[str, int], tuple[int, int]] = {}  # (host, port) → (major, minor), as its last login said
+
+
+def unbounded(version: tuple[int, int] | None) -> dict[str, str]:
+    """Every limit a server of `version` knows, lifted (an unknown version: those every version knows)."""
+    return {name: "0" for name, since in LIMITS if since <= (version or (0, 0))}
 
 
 def keep_alive(conn: asyncpg.Connection) -> None:

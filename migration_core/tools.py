@@ -61,7 +61,16 @@ def connection_env(server: ServerConfig, database: str) -> dict[str, str]:
         env["PGPASSWORD"] = password
     else:
         env.pop("PGPASSWORD", None)
-    return env
+    # pg_dump and pg_restore SET most limits to 0 themselves (so do the dump method's SQL files), but never
+    # idle_session_timeout, and psql (the walsender session holding the slot's snapshot) sets none: every
+    # tool's session lifts them all at login, as pgmig's own do.
+    return with_options(env, server.unbounded())
+
+
+def with_options(env: dict[str, str], settings: dict[str, str]) -> dict[str, str]:
+    """`env` whose PGOPTIONS also sets `settings` at login, after what it already held (the last one wins)."""
+    added = " ".join(f"-c {name}={value}" for name, value in settings.items())
+    return {**env, "PGOPTIONS": f"{env.get('PGOPTIONS', '')} {added}".strip()}
 
 
 def summarize(stderr: str) -> str:

@@ -14,11 +14,14 @@ from tests.integration.slack_harness import running
 
 
 @pytest.fixture
-async def team(tmp_path, cluster_root):
+async def team(tmp_path, cluster_root, request):
+    """A running app and its clusters; approvals required: 2, or the test's indirect parameter."""
     src, tgt = online_pair(cluster_root, "cut")
+    required = getattr(request, "param", 2)
     config = config_toml(
         {"onprem": src, "azure": tgt},
-        extra='[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1", "S0DBAS"]\nrequired_approvals = 2\n'
+        extra='[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1", "S0DBAS"]\n'
+        f"required_approvals = {required}\n"
         "[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.2\n",
     )
     try:
@@ -29,8 +32,8 @@ async def team(tmp_path, cluster_root):
         tgt.destroy()
 
 
-async def ready(slack) -> None:
-    await slack.command("migrate onprem azure --mode online --db app", user="U0ALICE", key="m")
+async def ready(slack, starter: str = "U0ALICE") -> None:
+    await slack.command("migrate onprem azure --mode online --db app", user=starter, key="m")
     await slack.reply("m")
     await slack.fake.wait_for(
         "calls",
@@ -108,6 +111,31 @@ async def test_two_approvals_run_the_cutover_and_everything_is_audited(team):
     assert (
         "page 2 of 2" in older and "cutover.requested" in older and older.count("/pgmig status mig-1") == 55 - 47
     )  # three audits on page 1 now
+
+
+@pytest.mark.parametrize("team", [1], indirect=True)
+async def test_whoever_started_the_migration_cannot_approve_its_cutover(team):
+    """Four eyes with one approval required: an approver who started mig-1 cannot approve its cutover once
+    someone else asked for it."""
+    slack, src, _ = team
+    await ready(slack, starter="U0APPROVER1")
+    await slack.command("cutover mig-1", user="U0ALICE", key="c")
+    assert "approval card is in <#C0NOTIFY>" in text_of(await slack.reply("c"))
+    await slack.press(Action.APPROVE_CUTOVER.value, user="U0APPROVER1", key="starter")
+    assert "you started mig-1: another approver must approve" in text_of(await slack.reply("starter"))
+    store = slack.services.store
+    assert (await store.get_migration("mig-1")).state.value == "awaiting_approval"
+    assert not await store.approvals("mig-1")
+    assert src.psql("SHOW default_transaction_read_only", database="app") == "off"  # never fenced
+    await slack.command("audit mig-1", key="audit")
+    assert "cutover.approve.refused" in text_of(await slack.reply("audit"))
+    mark = len(slack.fake.calls)  # nor does the starter's Home tab offer it to them
+    await slack.event({"type": "app_home_opened", "user": "U0APPROVER1", "tab": "home"})
+    home = await slack.fake.wait_for("calls", lambda c: c.method == "views.publish" and c in slack.fake.calls[mark:])
+    shown = text_of(home.params["view"])
+    assert "awaiting_approval" in shown and "Waiting for your approval" not in shown
+    await slack.command("cancel mig-1", key="z")
+    await slack.reply("z")
 
 
 async def test_reject_and_expiry_go_back_to_ready(team):

@@ -135,6 +135,32 @@ async def test_choosing_the_source_lists_its_databases(slack):
     assert json.loads(view["private_metadata"])["channel"] == "C0OPS"
 
 
+async def test_only_operators_get_a_servers_databases_from_the_form(slack):
+    """The form opens for anyone (Slack's 3 s), but choosing a source lists its databases for operators only:
+    anyone else is told why there, as the typed `/pgmig migrate` would tell them."""
+    slack.services.policy = Policy(operators=("U0OPS",))
+    await slack.command("migrate", user="U0MALLORY", key="f")
+    view = the_modal(slack.fake)
+    await slack.in_view(view, state(mode=None), "source", pick_source("onprem"), user="U0MALLORY")
+    await slack.fake.wait_for("calls", lambda c: c.method == "views.update" and c.params["view_id"] == view["id"])
+    refused = slack.fake.views[view["id"]]
+    assert "only operators may start migrations: ask one of the people or groups in [slack] operators" in text_of(
+        refused
+    )
+    assert "shop" not in text_of(refused)
+    assert not any(b.get("block_id", "").startswith("databases@") for b in refused["blocks"])
+    resp = await slack.submit(refused, state(databases=["shop"]), user="U0MALLORY")
+    assert json.loads(resp.body)["errors"]["source"].startswith("only operators may start migrations")
+
+    await slack.command("migrate", user="U0OPS", key="ops")
+    mine = the_modal(slack.fake)
+    await slack.in_view(mine, state(mode=None), "source", pick_source("onprem"), user="U0OPS", key="ops-va")
+    await slack.fake.wait_for("calls", lambda c: c.method == "views.update" and c.params["view_id"] == mine["id"])
+    assert "shop" in option_values(block(slack.fake.views[mine["id"]], "databases@onprem"))
+    await slack.tasks.drain(10)
+    assert await slack.services.store.list_migrations() == []
+
+
 async def test_an_unreachable_source_is_said_in_the_form(tmp_path, source_cluster):
     from bot.localpg import free_port
 
@@ -265,6 +291,7 @@ def test_the_shell_walks_the_form_and_starts_the_migration(tmp_path, source_clus
         "src",  # target: the same server (refused when submitted)
         "shop",  # databases
         "9",  # mode: no such choice
+        "²",  # a digit to str.isdigit(), not to int()
         "offline",
         "2",  # method: dump
         "",  # parallel: the default
@@ -285,7 +312,7 @@ def test_the_shell_walks_the_form_and_starts_the_migration(tmp_path, source_clus
     assert "1. Source server *" in text and "1) src" in text and "2) tgt" in text
     assert "⏳ listing its databases…" in text
     assert "3. Databases on src *" in text and "shop — " in text and "MB ✓" in text
-    assert "❌ no choice `9`" in text
+    assert "❌ no choice `9`" in text and "❌ no choice `²`" in text
     assert "❌ Target server: the target must be another server than the source" in text
     assert "🚀 mig-1 started by @erin" in text
     assert "paused" in text  # pause after export, by the dump method

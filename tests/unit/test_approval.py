@@ -56,6 +56,17 @@ async def test_the_requester_and_strangers_cannot_approve_but_the_requester_may_
     assert (await decide(store, req, "U0ALICE", "reject", approver=False)).verdict is Verdict.REJECTED
 
 
+async def test_the_migrations_starter_cannot_approve_a_cutover_someone_else_asked_for(store):
+    req = await opened(store, request())  # U1 started mig-1, U0ALICE asked for its cutover
+    own = await decide(store, req, "U1", required=1)
+    assert own.verdict is Verdict.REFUSED and own.reason == "you started mig-1: another approver must approve"
+    assert not await store.approvals("mig-1")
+    assert [(e.action, e.detail) for e in await store.audit_log("mig-1")] == [
+        ("cutover.approve.refused", "the migration's starter may not approve its cutover")
+    ]
+    assert (await decide(store, req, "U0BOB", required=1)).verdict is Verdict.APPROVED
+
+
 async def test_expired_and_closed_rounds_refuse_every_click(store):
     late = await opened(store, request())
     late.expires_at = utcnow() - timedelta(seconds=1)
