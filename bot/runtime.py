@@ -8,6 +8,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 
 from bot.replica import replica_id
 from bot.settings import Settings, SettingsError
+from bot.slack_poster import SlackPoster
 from handlers.authz import Directory
 from handlers.context import Poster, Services
 from handlers.publisher import ChannelPublisher, ProvisioningPublisher
@@ -32,6 +33,8 @@ async def build_services(
         store = await Store.open(settings.state_url)
     except Exception as exc:
         raise SettingsError(f"PGMIG_STATE: cannot open the state store: {type(exc).__name__}: {exc}") from None
+    if isinstance(poster, SlackPoster):
+        poster.budget = store  # one chat.update budget for every replica
     for name, data in (await store.saved_servers()).items():
         settings.servers.setdefault(name, ServerConfig(**data))
     azure = AzureClients(settings.azure, azure_credential)

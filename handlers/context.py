@@ -52,4 +52,5 @@ class Poster(Protocol):
     async def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
         """Post; returns the message's reference (Slack's ts), empty when posting failed."""
 
-    async def update(self, channel: str, ts: str, reply: Reply) -> None: ...
+    async def update(self, channel: str, ts: str, reply: Reply, *, final: bool = True) -> None:
+        """Edit what was posted. `final=False`: a progress refresh, which may be skipped (a newer one follows)."""

@@ -73,7 +73,9 @@ class ChannelPublisher:
             await self.poster.post(channel, mm.digest(migrations, progress))
 
     async def _card(self, m: Migration, progress: MigrationProgress) -> tuple[str, str]:
-        """Post the card the first time, edit it afterwards; the reference is kept in the store."""
+        """Post the card the first time, edit it afterwards; the reference is kept in the store. An edit the
+        next progress tick will redo anyway may be skipped under Slack's rate limits; the card's last word (a
+        finished or paused migration, which no tick follows) may not."""
         async with self._locks.setdefault(m.id, asyncio.Lock()):
             # drawn from the store's migration, read under the lock: a tick that read the migration before a
             # state change must not put the earlier state back on the card after that change was shown
@@ -81,7 +83,8 @@ class ChannelPublisher:
             steps = await self.store.steps(m.id) if fresh.state.finished else []
             reply = mm.migration_card(fresh, progress, steps)
             if fresh.message_ts:
-                await self.poster.update(fresh.message_channel, fresh.message_ts, reply)
+                final = fresh.state.finished or fresh.state is State.PAUSED
+                await self.poster.update(fresh.message_channel, fresh.message_ts, reply, final=final)
                 return fresh.message_channel, fresh.message_ts
             channel = self.channel_for(m)
             ts = await self.poster.post(channel, reply)
@@ -107,7 +110,7 @@ class ProvisioningPublisher:
         reply = am.provisioning(record.id, record.request, note)
         if not record.progress_ts:
             return await self.poster.post(record.channel, reply)
-        await self.poster.update(record.channel, record.progress_ts, reply)
+        await self.poster.update(record.channel, record.progress_ts, reply, final=False)
         return record.progress_ts
 
     async def finished(

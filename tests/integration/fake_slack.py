@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,14 @@ from urllib.parse import parse_qsl
 from aiohttp import WSMsgType, web
 from slack_sdk.signature import SignatureVerifier
 
+# Slack's published Web API rate limits (api.slack.com/apis/rate-limits and each method's page, as of
+# 2026-12): method → (calls, per seconds, counted per channel). chat.update is Tier 3 ("50+ per minute",
+# per workspace and app); chat.postMessage is "special": about one message per second per channel, short
+# bursts allowed (modelled as 5 in any 5 seconds). Beyond them Slack answers HTTP 429 with Retry-After.
+RATE_LIMITS: dict[str, tuple[int, float, bool]] = {
+    "chat.update": (50, 60.0, False),
+    "chat.postMessage": (5, 5.0, True),
+}
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 BOT_TOKEN = "xoxb-test-bot-token"
 APP_TOKEN = "xapp-test-app-token"
@@ -37,8 +46,11 @@ class FakeSlack:
     views: dict[str, dict[str, Any]] = field(default_factory=dict)  # view id → the view as Slack holds it
     homes: dict[str, str] = field(default_factory=dict)  # user → the id of their published Home tab
     url: str = ""
+    rate_limits: bool = False  # answer as Slack does beyond its published rate limits (see RATE_LIMITS)
+    refused: list[Call] = field(default_factory=list)  # calls answered 429
 
     def __post_init__(self) -> None:
+        self._windows: dict[str, list[float]] = {}
         self._changed = asyncio.Condition()
         self._ws: web.WebSocketResponse | None = None
         self._ws_ready = asyncio.Event()
@@ -82,10 +94,30 @@ class FakeSlack:
         else:
             params = dict(parse_qsl(body))
         params.update(request.query)
+        if self.rate_limits and (wait := self._limited(method, params)):
+            self.refused.append(Call(method, params))
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(math.ceil(wait))}
+            )
         await self._record(self.calls, Call(method, params))
         if method in self.slow:
             await asyncio.sleep(self.slow[method])
         return web.json_response(self._answer(method, params))
+
+    def _limited(self, method: str, params: dict[str, Any]) -> float:
+        """Seconds until `method` may be called again (0: now), by RATE_LIMITS: a sliding window per
+        workspace for tiered methods, per channel for chat.postMessage."""
+        if method not in RATE_LIMITS:
+            return 0.0
+        calls, seconds, per_channel = RATE_LIMITS[method]
+        key = f"{method}:{params.get('channel', '')}" if per_channel else method
+        now = time.monotonic()
+        window = [t for t in self._windows.get(key, []) if now - t < seconds]
+        self._windows[key] = window
+        if len(window) >= calls:
+            return seconds - (now - window[0])
+        window.append(now)
+        return 0.0
 
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":
