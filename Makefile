@@ -41,9 +41,11 @@ lock:
 	uv pip compile pyproject.toml $(LOCK_FLAGS) -o requirements.lock
 	uv pip compile pyproject.toml --extra test $(LOCK_FLAGS) -c requirements.lock -o requirements-test.lock
 
-# The sandbox `make run` uses: removed (data and all), re-opened after a cutover fenced its source, or listed.
+# The sandbox `make run` uses: removed (clusters, data and migration history), re-opened after a cutover fenced
+# its source, or listed (with a psql line per cluster). down and reset refuse while migrations of the sandbox are
+# active, naming them; FORCE=1 (`make sandbox-down FORCE=1`) cancels them first, as `/pgmig cancel` would.
 sandbox-down sandbox-reset sandbox-status: $(STAMP)
-	$(VENV)/bin/pgmig sandbox $(@:sandbox-%=%)
+	$(VENV)/bin/pgmig sandbox $(@:sandbox-%=%) $(if $(FORCE),--force)
 
 clean:
 	-test -x $(VENV)/bin/pgmig && $(VENV)/bin/pgmig sandbox down

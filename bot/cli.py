@@ -1,4 +1,4 @@
-"""`pgmig serve | shell | sandbox | run`: the entry point for every way of running pgmig."""
+"""`pgmig serve | shell | sandbox | run | init`: the entry point for every way of running pgmig."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import sys
 from aiohttp import web
 
 from bot.app import build_bolt_app, build_web_app, web_client
+from bot.init_config import write_config
 from bot.runtime import build_services, close_services
-from bot.sandbox import Sandbox
-from bot.settings import Settings, SettingsError, load_settings, require_slack
+from bot.sandbox import Sandbox, SandboxBusy
+from bot.settings import DEFAULT_CONFIG, Settings, SettingsError, load_settings, pgmig_command, require_slack
 from bot.shell import Shell, ShellPoster
 from bot.slack_directory import SlackDirectory
 from bot.slack_poster import SlackPoster
@@ -77,6 +78,14 @@ async def shell(settings: Settings, user: str) -> None:
 def run_default(user: str) -> None:
     """`make run`: Slack when credentials exist, otherwise the shell on the local sandbox."""
     if os.environ.get("SLACK_BOT_TOKEN"):
+        config = os.environ.get("PGMIG_CONFIG") or DEFAULT_CONFIG
+        if not os.path.exists(config):
+            raise SettingsError(
+                f"SLACK_BOT_TOKEN is set, so `make run` serves Slack, which needs a config naming your servers, "
+                f"notify channel and approvers; {config} does not exist. `{pgmig_command()} init` writes a "
+                "commented one (the sandbox's servers included while it runs); then edit it and `make run` again "
+                "(README: Slack app setup). To try pgmig without Slack: `env -u SLACK_BOT_TOKEN make run`"
+            )
         asyncio.run(serve(load_settings(), socket_mode=bool(os.environ.get("SLACK_APP_TOKEN"))))
         return
     if os.environ.get("PGMIG_CONFIG"):
@@ -87,7 +96,9 @@ def run_default(user: str) -> None:
     os.environ["PGMIG_CONFIG"] = str(sandbox.up())
     print("No SLACK_BOT_TOKEN: starting the shell adapter on the local sandbox (see README to connect Slack).")
     try:
-        asyncio.run(shell(load_settings(), user))
+        settings = load_settings()
+        sandbox.remember_state(settings.state_url)  # `make sandbox-down` reads the sandbox's migrations there
+        asyncio.run(shell(settings, user))
     finally:
         sandbox.stop()  # the data stays: the next `make run` starts in a second; `make sandbox-down` removes it
 
@@ -102,6 +113,11 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--user", default=getpass.getuser(), help="who you are in pgmig (default: OS user)")
     sb = sub.add_parser("sandbox", help="local throwaway source and target clusters")
     sb.add_argument("action", choices=["up", "down", "stop", "status", "reset"])
+    sb.add_argument(
+        "--force", action="store_true", help="down/reset: cancel the sandbox's active migrations first (else refused)"
+    )
+    i = sub.add_parser("init", help="write a commented pgmig.toml to start from (never overwrites one)")
+    i.add_argument("--path", help="where to write it (default: PGMIG_CONFIG, else ./pgmig.toml)")
     r = sub.add_parser("run", help="what `make run` does: serve Slack if configured, else sandbox + shell")
     r.add_argument("--user", default=getpass.getuser())
     return p
@@ -117,21 +133,26 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(shell(load_settings(), args.user))
         elif args.command == "run":
             run_default(args.user)
+        elif args.command == "init":
+            print(write_config(args.path or os.environ.get("PGMIG_CONFIG") or DEFAULT_CONFIG, Sandbox.default()))
         elif args.command == "sandbox":
             sandbox = Sandbox.default()
             if args.action == "up":
                 print(f"config written to {sandbox.up()}; use it with PGMIG_CONFIG={sandbox.config_file}")
             elif args.action == "down":
-                sandbox.down()
+                sandbox.down(force=args.force)
             elif args.action == "stop":
                 sandbox.stop()
             elif args.action == "reset":
-                sandbox.reset()
+                sandbox.reset(force=args.force)
             else:
                 print(sandbox.status())
     except SettingsError as exc:
         print(f"pgmig: {exc}", file=sys.stderr)
         return 2
+    except SandboxBusy as exc:
+        print(f"pgmig: refused: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a last line of defence: one readable line, the traceback only in debug

@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import shutil
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +31,23 @@ SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 class SettingsError(Exception):
     """A configuration problem, worded for the person who must fix the file or the environment."""
+
+
+def pgmig_command() -> str:
+    """How to run pgmig from here, as a person would type it: `pgmig` when that is on the PATH, else the
+    program's path (`.venv/bin/pgmig` in a checkout, where `make` installed it), so every message names a
+    command that exists."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    program = argv0 if argv0.name == "pgmig" else Path(sys.prefix) / "bin" / "pgmig"
+    if not program.exists():
+        return "pgmig"
+    on_path = shutil.which("pgmig")
+    if on_path and Path(on_path).resolve() == program.resolve():
+        return "pgmig"
+    try:
+        return str(program.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(program.absolute())
 
 
 @dataclass
@@ -265,8 +284,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     path = Path(env.get("PGMIG_CONFIG") or DEFAULT_CONFIG)
     if not path.exists():
         raise SettingsError(
-            f"config file {path} not found: copy pgmig.example.toml to {path} "
-            "or set PGMIG_CONFIG (`pgmig sandbox up` writes one for local clusters)"
+            f"config file {path} not found: `{pgmig_command()} init` writes a commented one (with the local "
+            "sandbox's servers while it runs), or set PGMIG_CONFIG to yours; without Slack, `make run` needs no "
+            "config (it opens the shell on the sandbox)"
         )
     try:
         data = tomllib.loads(path.read_text())
@@ -333,5 +353,5 @@ def require_slack(settings: Settings, socket_mode: bool) -> None:
         raise SettingsError(
             "to serve Slack set "
             + ", ".join(missing)
-            + " (see README: Slack app setup); without them use `pgmig shell`"
+            + f" (see README: Slack app setup); without them use `{pgmig_command()} shell`"
         )

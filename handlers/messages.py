@@ -97,6 +97,17 @@ def command_help(spec: CommandSpec) -> Reply:
     return Reply(spec.usage, sections(lines))
 
 
+def shorten(text: str, limit: int) -> str:
+    """At most `limit` characters, cut at a word boundary and marked "…" when cut (never `1 session(s) ende`)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:—-") + "…"
+
+
 def sentence(text: str) -> str:
     """Ends with a full stop, unless it already ends as a sentence (`did you mean `status`?`)."""
     return text if text.endswith(("?", ".", "!")) else text + "."
@@ -130,7 +141,7 @@ def servers_message(servers: dict[str, ServerConfig]) -> Reply:
 
 
 def _finding_line(f: Finding) -> str:
-    line = f"{ICON[f.status]} *{esc(f.title)}*"
+    line = f"{ICON[f.status]} *{esc(f.headline)}*"
     if f.detail:
         line += f" — {esc(f.detail)}"
     if f.fix and f.status is not Status.OK:

@@ -8,19 +8,28 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
-from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ConfirmObject
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    ButtonElement,
+    ConfirmObject,
+    InputBlock,
+    MarkdownTextObject,
+    PlainTextInputElement,
+    SectionBlock,
+)
+from slack_sdk.models.views import View
 
 from handlers.actions import Action
 from handlers.context import Reply
-from handlers.messages import context, esc, header, preflight_message, section, sections
+from handlers.messages import context, esc, header, preflight_message, section, sections, shorten
 from migration_core.approval import ApprovalRequest
 from migration_core.azure.dms_backend import DmsBackend
 from migration_core.azure.flex_backend import FlexBackend
 from migration_core.cleanup import CleanupReport
 from migration_core.cutover import WINDOW_STEPS
-from migration_core.engine import CancelOutcome, CommandResult, MigrationStatus
+from migration_core.engine import MONITORED, CancelOutcome, CommandResult, MigrationStatus
 from migration_core.models import AuditPage, Backend, Migration, Mode, RetryChanges, State, Step, StepKind, StepState
-from migration_core.preflight import PreflightReport, pretty_bytes
+from migration_core.preflight import PreflightReport, needs_new_migration, pretty_bytes
 from migration_core.progress import DatabaseProgress, MigrationProgress
 from migration_core.verify import VerifyResult
 
@@ -41,6 +50,8 @@ STATE_ICON = {
     State.FAILED: "❌",
     State.CANCELLED: "🚫",
 }
+REJECT_FORM = "pgmig-reject"  # the callback id of the form Reject opens
+REASON = "reason"  # its one field (block and action id)
 STEP_ICON = {"done": "✅", "running": "⏳", "failed": "❌", "waiting": "⏸️", "dropped": "🗑️"}
 BAR = 12
 
@@ -98,7 +109,7 @@ def database_line(p: DatabaseProgress, now: float) -> str:
     if p.rows_done and p.lag_bytes is None:
         parts.append(plural(p.rows_done, "row"))
     if p.bytes_total and p.lag_bytes is None:
-        parts.append(f"{pretty_bytes(p.bytes_done)} of {pretty_bytes(p.bytes_total)}")
+        parts.append(f"{pretty_bytes(p.bytes_done)} of {pretty_bytes(p.bytes_total)} of table data")
     if p.started_at is not None and p.finished_at is None:  # a finished phase's clock has stopped: not shown
         parts.append(f"{duration(p.elapsed(now))} elapsed")
     eta = p.eta(now)
@@ -127,9 +138,10 @@ def migration_card(m: Migration, progress: MigrationProgress, steps: list[Step] 
     if m.state.finished:
         lines = outcome(m, progress, {s.name: s for s in steps or []})
     else:
+        blocked = m.state is State.READY_FOR_CUTOVER and any(progress.of(db).blocked for db in m.databases)
         lines = [
-            f"{icon(m.state)} *{m.state.value}* · {describe(m)} · started by {mention(m.requested_by)} · "
-            f"{duration(now - m.created_at.timestamp())} so far"
+            f"{'⚠️' if blocked else icon(m.state)} *{m.state.value}* · {describe(m)} · started by "
+            f"{mention(m.requested_by)} · {duration(now - (progress.retried_at or m.created_at.timestamp()))} so far"
         ]
         lines += [database_line(progress.of(db), now) for db in m.databases]
     blocks = [
@@ -145,8 +157,12 @@ def next_commands(m: Migration) -> list[str]:
     cancel removes what it left on the servers), nothing to cancel once the target was released."""
     mid, state = m.id, m.state
     status = f"`/pgmig status {mid}`"
+    if state is State.FAILED and needs_new_migration(m.error):
+        new = "a new `/pgmig migrate` with the right `--db` (a retry keeps this list)"
+        return [status, new, f"`/pgmig cancel {mid}` closes it"]
     if state is State.FAILED:
-        return [status, f"`{m.retry_command}`", f"`/pgmig cancel {mid}` removes what it left"]
+        closes = "closes it" if failed_at(m) == "preflight" else "removes what it left"
+        return [status, f"`{m.retry_command}`", f"`/pgmig cancel {mid}` {closes}"]
     if state is State.COMPLETED:
         return [status, f"`/pgmig verify {mid}`", f"`/pgmig audit {mid}`"]
     if state is State.CANCELLED:
@@ -164,7 +180,7 @@ def failed_at(m: Migration) -> str:
 def outcome(m: Migration, progress: MigrationProgress, steps: dict[str, Step]) -> list[str]:
     """A finished migration: how it ended, how long it took, the rows it moved and, for a cutover, how
     long writes were unavailable — instead of progress bars, lag and ETAs that no longer mean anything."""
-    took = duration((m.updated_at - m.created_at).total_seconds())
+    took = duration(m.updated_at.timestamp() - (progress.retried_at or m.created_at.timestamp()))
     when = f"in {took}" if m.state is State.COMPLETED else f"after {took}"
     at = f" at *{esc(failed_at(m))}*" if m.state is State.FAILED and failed_at(m) else ""
     rows = {db: rows_moved(m, db, progress, steps) for db in m.databases}
@@ -238,10 +254,10 @@ def state_notice(m: Migration, detail: str, decided: str = "") -> Reply:
     who = mention(m.requested_by)
     text = f"{who} {icon(m.state)} *{m.id} {m.state.value}*"
     if m.state is State.FAILED:
-        text += (
-            f" at *{esc(m.error.split(':', 1)[0])}*\n```{esc(detail[:2500])}```\nWhen the cause is fixed: "
-            f"`{m.retry_command}`"
+        then = (
+            new_migration_advice(m) if needs_new_migration(m.error) else f"When the cause is fixed: `{m.retry_command}`"
         )
+        text += f" at *{esc(m.error.split(':', 1)[0])}*\n```{esc(detail[:2500])}```\n{then}"
     elif decided:
         text += f"\n{decided}"
     elif detail:
@@ -261,21 +277,36 @@ def started(m: Migration, report: PreflightReport, channel: str) -> Reply:
         f"🚀 *{m.id}* started by {mention(m.requested_by)}: {describe(m)}",
         f"Databases: {esc(', '.join(report.databases))}.{where}",
     ]
-    lines += [f"⚠️ {esc(f.scope)}: {esc(f.title)} — {esc(f.detail)}" for f in report.warnings]
+    lines += [f"⚠️ {esc(f.scope)}: {esc(f.headline)} — {esc(f.detail)}" for f in report.warnings]
     return Reply(f"{m.id} started", sections(lines), ephemeral=False)
 
 
-def refused(m: Migration, report: PreflightReport) -> Reply:
+def new_migration_advice(m: Migration, command: str = "") -> str:
+    """What to do when a migration's database list is what the pre-flight refused: `retry` keeps the list."""
+    example = f", e.g. `{esc(command)}`" if command else " (`/pgmig help migrate`)"
+    return (
+        f"a retry would ask for the same databases: start a new migration with the right `--db`{example}; "
+        f"`/pgmig cancel {m.id}` closes this one."
+    )
+
+
+def refused(m: Migration, report: PreflightReport, command: str = "") -> Reply:
+    """A migration the pre-flight stopped: it stays failed at `preflight` (nothing was changed on the servers)
+    until it is retried or cancelled; when its database list is the problem, a new migration is the fix
+    (`command`: that migration's command, with the databases the source has)."""
     reply = preflight_message(report, "")
-    blocks = [
-        section(
-            f"❌ *{m.id} was not started*: the pre-flight checks found "
-            f"{plural(len(report.blocking), 'blocking problem')}. Fix them, then "
-            f"`{replace(m, retry_with=report.retry).retry_command}`."
+    problems = plural(len(report.blocking), "blocking problem")
+    if report.retryable:
+        then = (
+            f"Fix {'it' if len(report.blocking) == 1 else 'them'}, then "
+            f"`{replace(m, retry_with=report.retry).retry_command}`, or `/pgmig cancel {m.id}` to close it."
         )
-    ]
+    else:
+        advice = new_migration_advice(m, command)
+        then = advice[0].upper() + advice[1:]
+    blocks = [section(f"❌ *{m.id} stopped at pre-flight* ({problems}); nothing was changed on the servers. {then}")]
     blocks += [b for b in reply.blocks if b.get("type") != "actions"]
-    return Reply(f"{m.id} not started: {plural(len(report.blocking), 'blocking problem')}", blocks)
+    return Reply(f"{m.id} stopped at pre-flight: {problems}", blocks)
 
 
 def status(found: MigrationStatus) -> Reply:
@@ -337,7 +368,9 @@ def approval_decided(m: Migration, verdict: str, by: list[str]) -> str:
     if verdict == "approved":
         return f"✅ *Approved* by {people(by)}: {m.id} is cutting over"
     if verdict == "rejected":
-        return f"🚫 *Cutover rejected* by {people(by)}; replication keeps running"
+        why = rejection_reason(m)
+        said = f": “{esc(why)}”" if why else ""
+        return f"🚫 *Cutover rejected* by {people(by)}{said}; replication keeps running"
     if verdict == "expired":
         return (
             "⌛ *The cutover request expired* without enough approvals"
@@ -345,6 +378,12 @@ def approval_decided(m: Migration, verdict: str, by: list[str]) -> str:
             + "; replication keeps running"
         )
     return f"Closed without a decision: {m.id} is {m.state.value.replace('_', ' ')}"
+
+
+def rejection_reason(m: Migration) -> str:
+    """The reason a rejected cutover was given (the engine records `cutover rejected by ACTOR: REASON`)."""
+    head = "cutover rejected by "
+    return m.error[len(head) :].partition(": ")[2] if m.error.startswith(head) else ""
 
 
 def command_pending(m: Migration, result: CommandResult) -> Reply:
@@ -425,7 +464,10 @@ def cancelled(m: Migration, outcome: CancelOutcome) -> Reply:
     if outcome.state is State.FAILED:
         lines = [f"⚠️ *{m.id}* could not be cancelled completely; it stays failed. Could not undo:"]
         lines += [f"• {esc(x)}" for x in outcome.failed]
-        lines.append(f"Once the servers are reachable, `/pgmig cancel {m.id}` tries again.")
+        lines.append(
+            f"If they come back, `/pgmig cancel {m.id}` finishes the job; "
+            "a server gone for good keeps nothing to clean."
+        )
     else:
         lines = [f"🚫 *{m.id}* {outcome.state.value}."]
         lines += [f"• {esc(x)}" for x in outcome.done]
@@ -449,10 +491,17 @@ def migration_list(migrations: list[Migration], title: str) -> Reply:
     return Reply(f"{title}: {len(migrations)}", [header(title), *sections(lines)])
 
 
-def verification(m: Migration, results: list[VerifyResult], steps: list[Step] | None = None) -> Reply:
+def verification(
+    m: Migration,
+    results: list[VerifyResult],
+    steps: list[Step] | None = None,
+    progress: MigrationProgress | None = None,
+) -> Reply:
     """`/pgmig verify`: each database compared now. Differences the migration itself expected (export files
     edited before the import, as its steps recorded) are said to be expected again; a database nothing was
-    copied to is not "equal", it has nothing to verify yet."""
+    copied to is not "equal", it has nothing to verify yet. While a migration streams the target trails the
+    source by the rows in flight: those differences are shown as such (≈, with the lag), not as failures —
+    the cutover compares exactly with writes frozen; a table missing on the target is no row in flight."""
     if not results:
         at = f" at *{esc(failed_at(m))}*" if m.state is State.FAILED and failed_at(m) else ""
         return Reply(
@@ -466,16 +515,43 @@ def verification(m: Migration, results: list[VerifyResult], steps: list[Step] | 
             ],
         )
     by_step = {s.name: s for s in steps or []}
-    lines, expected = [], []
+    streaming = m.mode is Mode.ONLINE and m.state in MONITORED
+    lines, expected, moving = [], [], []
     for r in results:
         edited = edited_files(r.database, by_step)
         if r.ok:
-            lines.append(
-                f"✅ `{esc(r.database)}`: {plural(r.tables, 'table')}, {plural(r.rows, 'row')}, "
-                f"{plural(r.sequences, 'sequence')} equal"
+            what = f"{plural(r.tables, 'table')}, {plural(r.rows, 'row')}"
+            what += (
+                " equal (sequences are brought over at cutover)"
+                if streaming
+                else f", {plural(r.sequences, 'sequence')} equal"
             )
+            lines.append(f"✅ `{esc(r.database)}`: {what}")
             continue
         count = plural(len(r.mismatches), "mismatch", "mismatches")
+        in_flight = [x for x in r.mismatches if x.target != "missing"] if streaming else []
+        if in_flight:
+            moving.append(r.database)
+            p = progress.databases.get(r.database) if progress is not None else None
+            lag = (
+                f" (lag {p.lag_seconds or 0:.1f} s, {pretty_bytes(p.lag_bytes)} behind)"
+                if p is not None and p.lag_bytes is not None
+                else ""
+            )
+            lines.append(
+                f"≈ `{esc(r.database)}`: {len(in_flight)} of {plural(r.tables, 'table')} differ by rows still in "
+                f"flight{lag}; the cutover compares them exactly, with writes frozen"
+            )
+            absent = [x.name for x in r.mismatches if x.target == "missing"]
+            if absent:
+                lines.append(
+                    f"❌ `{esc(r.database)}`: {plural(len(absent), 'table')} missing on the target "
+                    f"({esc(', '.join(absent[:20]))}): tables made on the source after the copy "
+                    "are not replicated"
+                )
+            rows = [f"{x.kind:<17} {x.name:<40} source {x.source:<24} target {x.target}" for x in r.mismatches[:30]]
+            lines.append("```" + esc("\n".join(rows)) + "```")
+            continue
         if edited:
             expected.append(r.database)
             lines.append(
@@ -489,8 +565,22 @@ def verification(m: Migration, results: list[VerifyResult], steps: list[Step] | 
     verified = {r.database for r in results}
     missing = [db for db in m.databases if db not in verified]
     lines += [f"• `{esc(db)}`: nothing copied to the target yet, so nothing to compare" for db in missing]
-    unexpected = [r for r in results if not r.ok and r.database not in expected]
-    verdict = "mismatches" if unexpected else "differences expected (edited export files)" if expected else "pass"
+    unexpected = [
+        r
+        for r in results
+        if not r.ok
+        and r.database not in expected
+        and (r.database not in moving or any(x.target == "missing" for x in r.mismatches))
+    ]
+    verdict = (
+        "mismatches"
+        if unexpected
+        else "differences expected (edited export files)"
+        if expected
+        else "rows in flight, as expected while streaming"
+        if moving
+        else "pass"
+    )
     if missing:
         verdict += f" ({plural(len(missing), 'database')} not copied yet)"
     return Reply(
@@ -561,10 +651,18 @@ def approvals_line(
 
 
 def decision(
-    closed: str, what: str, approve: Action, reject: Action, value: str, approving: str, rejecting: str
+    closed: str,
+    what: str,
+    approve: Action,
+    reject: Action,
+    value: str,
+    approving: str,
+    rejecting: str,
+    reject_asks_why: bool = False,
 ) -> dict:
     """Approve / Reject buttons (each confirmed) until decided; then what was decided (Slack has no disabled
-    buttons)."""
+    buttons). `reject_asks_why`: Reject opens a form asking the reason (`reject_form`), which is its
+    confirmation too, so it gets no confirm dialog of its own (a confirm dialog cannot take text)."""
     if closed:
         return section(esc(closed))
 
@@ -585,7 +683,7 @@ def decision(
                 action_id=reject.value,
                 value=value,
                 style="danger",
-                confirm=confirm(f"Reject {what}?", rejecting, "Reject", "danger"),
+                confirm=None if reject_asks_why else confirm(f"Reject {what}?", rejecting, "Reject", "danger"),
             ),
         ]
     ).to_dict()
@@ -608,15 +706,17 @@ def approval_card(
         f"Databases: {esc(', '.join(m.databases))}",
     ]
     lines += [database_line(progress.of(db), now) for db in m.databases]
-    lines += [
-        f"Last verification (tables, while streaming): {esc(request.verification)}",
-        what_happens(m),
-        approvals_line(
-            approvers, required, request.expires_at, "neither the requester nor the migration's starter may approve"
-        ),
-    ]
+    lines += [f"Last verification (tables, while streaming): {esc(request.verification)}", what_happens(m)]
+    if not (decided or closed):
+        lines.append(
+            approvals_line(
+                approvers, required, request.expires_at, "neither the requester nor the migration's starter may approve"
+            )
+        )
+    elif approvers and not all(mention(a) in decided for a in approvers):  # a decided card: no countdown
+        lines.append(f"*Approvals given before*: {people(approvers)}")
     blocks = [
-        header(f"Approve cutover of {m.id}?"),
+        header(f"Approve cutover of {m.id}?" if not (decided or closed) else f"Cutover request for {m.id}: decided"),
         *sections(lines),
         section(decided)
         if decided
@@ -628,9 +728,43 @@ def approval_card(
             f"{m.id}:{request.round}",  # a click answers this round, and no later one
             f"Approve switching {m.id} to {m.target}.",
             f"{m.id} goes back to ready for cutover.",
+            reject_asks_why=True,
         ),
     ]
+    if decided or closed:
+        return Reply(f"Cutover request for {m.id}: decided", blocks, ephemeral=False)
     return Reply(f"Approve cutover of {m.id}? {len(approvers)} of {required} approvals", blocks, ephemeral=False)
+
+
+def reject_form(m: Migration, metadata: str) -> dict:
+    """The modal Reject opens: the reason, which the card, the thread and the audit then show. `metadata`
+    (the button's `mig-N:round` and where to answer) travels in the view's private_metadata."""
+    return View(
+        type="modal",
+        callback_id=REJECT_FORM,
+        private_metadata=metadata,
+        title="Reject cutover",
+        submit="Reject",
+        close="Cancel",
+        blocks=[
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f"Reject the cutover of *{esc(m.id)}* ({describe(m)})? It goes back to ready for "
+                    "cutover; replication keeps running."
+                )
+            ),
+            InputBlock(
+                block_id=REASON,
+                label="Why? (shown on the card, in the thread and in the audit)",
+                element=PlainTextInputElement(
+                    action_id=REASON,
+                    multiline=True,
+                    max_length=500,
+                    placeholder="e.g. the nightly batch is still running; try after 02:00",
+                ),
+            ),
+        ],
+    ).to_dict()
 
 
 def named_people(users: set[str]) -> Callable[[str], str]:
@@ -647,11 +781,15 @@ def audit_log(subject: str, found: AuditPage, everything: bool) -> Reply:
     """Decisions and changes, a page at a time; read-only commands are one line saying how many. The
     actor is always a person (or pgmig); the people a detail names ("requested by U…") are mentioned too."""
     named = named_people({e.actor for e in found.entries if e.actor != "pgmig"})
+
+    def where(channel: str) -> str:
+        return "" if not channel else " in the shell" if channel == "shell" else f" in <#{channel}>"
+
     lines = [
         f"`{e.at:%Y-%m-%d %H:%M:%S}` {mention(e.actor) if e.actor != 'pgmig' else 'pgmig'} "
         f"*{esc(e.action)}*"
-        + (f" in <#{e.channel}>" if e.channel and e.channel != "shell" else "")
-        + (f" — {named(esc(e.detail[:300]))}" if e.detail else "")
+        + where(e.channel)
+        + (f" — {named(esc(shorten(' '.join(e.detail.split()), 300)))}" if e.detail else "")
         for e in found.entries
     ]
     if not lines:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import asdict
 
 from handlers import messages
@@ -13,6 +14,7 @@ from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
 from migration_core.engine import Command, MigrationRequest
 from migration_core.models import Migration, Mode, RetryChanges, State
+from migration_core.preflight import needs_new_migration
 from migration_core.servers import ServerConfig
 
 
@@ -39,6 +41,22 @@ async def _operate_on(cmd: ParsedCommand, inv: Invocation, svc: Services, what: 
     if denied := await _operator_only(inv, svc, what):
         return denied
     return await _find(svc, cmd.args["migration"])
+
+
+def migrate_text(a: dict, databases: list[str] | None = None) -> str:
+    """The canonical `/pgmig migrate …` of these arguments (`databases` instead of theirs): for the audit, and
+    for the command to type when a new migration is the fix."""
+    parts = ["migrate", a["source"], a["target"], "--mode", a["mode"]]
+    if a["mode"] == "offline":
+        parts += ["--method", a["method"]]
+    if databases if databases is not None else a.get("db"):
+        parts += ["--db", ",".join(databases if databases is not None else a["db"])]
+    if a.get("parallel"):
+        parts += ["--parallel", str(a["parallel"])]
+    parts += [f"--{k.replace('_', '-')}" for k in ("overwrite", "pause_after_export", "replica_identity_full") if a[k]]
+    if a.get("backend", "native") != "native":
+        parts += ["--backend", a["backend"]]
+    return "/pgmig " + " ".join(shlex.quote(p) for p in parts)
 
 
 async def migrate_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
@@ -77,11 +95,13 @@ async def migrate_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
             pause_after_export=a["pause_after_export"],
             replica_identity_full=a["replica_identity_full"],
             backend=a["backend"],
-        )
+        ),
+        command=migrate_text(a),
     )
     report = await svc.engine.preflight(m)
     if report.blocking:
-        return mm.refused(m, report)
+        instead = migrate_text(a, report.databases) if not report.retryable and report.databases else ""
+        return mm.refused(m, report, instead)
     svc.engine.start(m.id)
     m = await svc.engine.find(m.id) or m
     return mm.started(m, report, svc.policy.notify_channel)
@@ -130,7 +150,8 @@ async def status_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
 
 
 async def list_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    return mm.migration_list(await svc.engine.migrations(newest=20), "Recent migrations")
+    newest_first = list(reversed(await svc.engine.migrations(newest=20)))
+    return mm.migration_list(newest_first, "Recent migrations (newest first)")
 
 
 async def cancel_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
@@ -151,6 +172,10 @@ async def retry_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> R
         return m
     if m.state is not State.FAILED:
         return messages.error_message(f"{m.id} is {m.state.value}; only a failed migration can be retried")
+    if needs_new_migration(m.error):
+        return messages.error_message(
+            f"{m.id} stopped at pre-flight because of its database list — {mm.new_migration_advice(m)}"
+        )
     a = cmd.args
     changes = RetryChanges(
         overwrite=True if a.get("overwrite") else None,
@@ -186,7 +211,7 @@ async def verify_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
         )
     results = await svc.engine.verify(m.id)
     found = await svc.engine.status(m.id)  # its steps: what the migration itself expected (edited export files)
-    return mm.verification(m, results, found.steps if found else [])
+    return mm.verification(m, results, found.steps if found else [], svc.engine.progress(m.id))
 
 
 async def cleanup_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:

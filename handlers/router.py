@@ -89,11 +89,11 @@ async def _command(text: str, inv: Invocation, svc: Services) -> Reply:
     try:
         cmd = parse(text)
     except UsageError as err:
-        await _audit(svc, inv, "command.rejected", f"{text[:500]!r}: {err}")
+        await _audit(svc, inv, "command.rejected", f"`{_head(text, 500)}`: {err}")
         return messages.usage_error(err)
     except Exception as exc:  # a parser bug must not become a traceback (or an HTTP 500 to Slack)
         log.exception("parsing %r failed", text[:200])
-        await _audit(svc, inv, "command.rejected", f"{text[:500]!r}: {type(exc).__name__}")
+        await _audit(svc, inv, "command.rejected", f"`{_head(text, 500)}`: {type(exc).__name__}")
         return messages.error_message("pgmig could not read that command; `/pgmig help` lists the commands")
     return await _run(cmd, text, inv, svc)
 

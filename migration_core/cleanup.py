@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from migration_core import replication
+from migration_core.journal import Change, Journal
 from migration_core.servers import ServerConfig
 
 
@@ -91,11 +92,21 @@ def sort(server: str, found: list[Leftover], active: dict[str, str]) -> CleanupR
     )
 
 
-async def remove(server: ServerConfig, leftovers: list[Leftover]) -> list[str]:
-    """Subscriptions first (they hold slots), then slots, publications and the roles they logged in as."""
+KINDS = {
+    "subscription": Change.SUBSCRIPTION,
+    "slot": Change.SLOT,
+    "publication": Change.PUBLICATION,
+    "role": Change.REPLICATION_ROLE,
+}
+
+
+async def remove(server: ServerConfig, leftovers: list[Leftover], journal: Journal | None = None) -> list[str]:
+    """Subscriptions first (they hold slots), then slots, publications and the roles they logged in as.
+    With the journal of the migration that made them, each one removed is marked undone there (so status
+    and the leftover alerts stop reporting it); objects no migration's journal knows are removed by name."""
     removed = []
-    order = {"subscription": 0, "slot": 1, "publication": 2, "role": 3}
-    for item in sorted(leftovers, key=lambda x: order[x.kind]):
+    entries = await journal.entries() if journal is not None else []
+    for item in sorted(leftovers, key=lambda x: list(KINDS).index(x.kind)):
         async with server.connection(item.database or None) as conn:
             if item.kind == "role":
                 dropped = await replication.drop_replication_role(conn, item.name, item.database)
@@ -106,6 +117,9 @@ async def remove(server: ServerConfig, leftovers: list[Leftover]) -> list[str]:
                     "publication": replication.drop_publication,
                 }[item.kind]
                 dropped = await drop(conn, item.name)
-            if dropped:
-                removed.append(item.describe())
+        for entry in entries:
+            if journal is not None and entry.kind is KINDS[item.kind] and entry.name == item.name:
+                await journal.undone(entry)
+        if dropped:
+            removed.append(item.describe())
     return removed

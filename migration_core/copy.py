@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from migration_core import ranges, waits
+from migration_core import ranges, server_progress, waits
 from migration_core.digest import RowDigest
 from migration_core.errors import MigrationError
 from migration_core.limits import DEFAULT_LIMITS, DataLimits
@@ -377,7 +377,8 @@ async def copy_tables(
                     part = RowDigest(False) if table.digest is not None and not table.whole else None
                     digest = part or table.digest
                     rows = await _stream(src, tgt, piece, progress, limits.stall_seconds, why, digest)
-                    progress.rows_done += rows  # not `+= await`: that reads the total before the stream
+                    progress.rows_copied += rows  # not `+= await`: that reads the total before the stream
+                    progress.rows_copying.pop(pids[1], None)  # counted now: no longer as a COPY under way
                     await tx.commit()
                     table.rows += rows
                     if part is not None and table.digest is not None:
@@ -404,7 +405,11 @@ async def copy_tables(
                 raise
             await asyncio.gather(src.close(), tgt.close(), return_exceptions=True)
 
-        async with asyncio.TaskGroup() as group:
+        async with (
+            waits.watched(source, database, waits.pgmig_sessions, progress, "copying data"),
+            server_progress.copying(target, database, progress),
+            asyncio.TaskGroup() as group,
+        ):
             for _ in range(max(1, min(parallel, len(pieces)))):
                 group.create_task(worker())
         await snapshot_tx.commit()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,7 @@ from migration_core.cutover_flow import run_cutover
 from migration_core.engine_config import EngineConfig, MigrationRequest
 from migration_core.errors import MigrationError
 from migration_core.events import MigrationEvents
-from migration_core.failures import failure_reason, failure_retry
+from migration_core.failures import expected, failure_reason, failure_retry, first_cause, unreachable
 from migration_core.journal import Change, JournalEntry, Mark
 from migration_core.ledger import DONE, FAILED, RUNNING, Alerts, Ledger
 from migration_core.lifecycle import Superseded
@@ -47,7 +48,7 @@ from migration_core.models import (
     StepKind,
     StepState,
 )
-from migration_core.monitor import require_caught_up, watch_native
+from migration_core.monitor import require_caught_up, servers_unreachable, watch_native
 from migration_core.offline import choose_bindir
 from migration_core.offline_flow import run_offline
 from migration_core.online_flow import run_online
@@ -144,10 +145,13 @@ class Engine:
         self._listening = False
         self._serving = asyncio.Lock()
         self._exclusives: dict[str, asyncio.Lock] = {}
+        self._tick_failures: dict[str, str] = {}  # migration → why its last scheduled look failed
 
     # ---- what handlers call -------------------------------------------------------------------
 
-    async def create(self, req: MigrationRequest) -> Migration:
+    async def create(self, req: MigrationRequest, command: str = "") -> Migration:
+        """A new `mig-N`, audited as `command` (the canonical `/pgmig migrate …` the person typed or the form
+        built), so the migration's own audit starts with what was asked, from where."""
         mid = await self.store.next_migration_id()
         options = MigrationOptions(
             Method(req.method),
@@ -175,7 +179,7 @@ class Engine:
             AuditEntry(
                 req.requested_by,
                 "migration.created",
-                f"{req.source} → {req.target} {req.mode} {options.as_dict()}",
+                command or f"{req.source} → {req.target} {Mode(req.mode).value}",
                 mid,
                 req.channel,
             )
@@ -250,7 +254,7 @@ class Engine:
         )
         if report.blocking:
             problems = "; ".join(
-                f"{f.scope}: {f.title} ({f.detail})" + (f" — fix: {f.fix}" if f.fix else "") for f in report.blocking
+                f"{f.scope}: {f.said}" + (f" — fix: {f.fix}" if f.fix else "") for f in report.blocking
             )
             await self.ledger.save(m.id, StepKind.PREFLIGHT, FAILED, problems)
             await self.ledger.move(
@@ -259,7 +263,7 @@ class Engine:
             return report
         if not m.databases:
             await self.store.set_databases(m.id, report.databases)
-        warnings = "; ".join(f"{f.title} ({f.detail})" for f in report.warnings)
+        warnings = "; ".join(f.said for f in report.warnings)
         await self.ledger.save(m.id, StepKind.PREFLIGHT, DONE, f"warnings: {warnings}" if warnings else "passed")
         return report
 
@@ -331,6 +335,7 @@ class Engine:
             return False
         if await self.store.step(migration_id, StepKind.RECOVERY):
             await self.ledger.save(migration_id, StepKind.RECOVERY, DONE, f"retried by {actor}", {"count": 0})
+        self.progress(migration_id).retried_at = time.time()  # "completed in" counts from here
         self.start(migration_id)
         return True
 
@@ -401,11 +406,17 @@ class Engine:
         journal = self.ledger.journal(migration_id)
         ours = {e.database for e in await journal.entries(Change.DATABASE)}
         undone = await undo.rollback(
-            journal, ctx.source, ctx.target, databases=None, skip=[(Change.DATABASE, db) for db in finished]
+            journal,
+            ctx.source,
+            ctx.target,
+            databases=None,
+            skip=[(kind, db) for db in finished for kind in (Change.DATABASE, Change.CONTENTS)],
         )
         outcome.done += undone.done
         outcome.failed += undone.failed
-        outcome.kept = finished + [db for db in m.databases if db not in ours and db not in finished]
+        left = finished + [db for db in m.databases if db not in ours and db not in finished]
+        present = await self._on_target(ctx.target, left)  # a database never created (or dropped) is not "left"
+        outcome.kept = finished if present is None else present
         for step in steps.values():
             if step.state == RUNNING:  # what the cancel interrupted, and whether its half-made result is gone
                 gone = any(step.name.endswith(f":{db}") and db in ours and db not in finished for db in m.databases)
@@ -438,6 +449,18 @@ class Engine:
             outcome.state = (await self.ledger.get(migration_id)).state
         await self._tidy(migration_id)  # once cancelled: the export files (every row) go with it
         return outcome
+
+    async def _on_target(self, target: ServerConfig, databases: list[str]) -> list[str] | None:
+        """Which of `databases` exist on the target now; None when it cannot be asked."""
+        if not databases:
+            return []
+        try:
+            async with target.connection() as conn:
+                rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname = ANY($1::text[])", databases)
+        except ConnectionProblem:
+            return None
+        found = {r["datname"] for r in rows}
+        return [db for db in databases if db in found]
 
     async def verify(self, migration_id: str) -> list[VerifyResult]:
         """Compare source and target now, for each database whose data reached the target: one whose copy
@@ -526,7 +549,8 @@ class Engine:
                     return CommandResult(Command.CLEANUP, migration_id, False, f"{m.state.value} again meanwhile")
                 config = self.server(server)
                 items = [x for x in await cleanup.find(config, self.store.deployment) if x.migration_id == m.id]
-                return CommandResult(Command.CLEANUP, migration_id, removed=await cleanup.remove(config, items))
+                removed = await cleanup.remove(config, items, self.ledger.journal(m.id))
+                return CommandResult(Command.CLEANUP, migration_id, removed=removed)
             finally:
                 if not held_before:
                     await self.store.let_go(migration_id, self.instance)
@@ -786,12 +810,31 @@ class Engine:
         if m.options.backend is Backend.NATIVE:
             await require_caught_up(self.context(m), f"{m.id} cannot be cut over now")
         results = await self.verify(m.id)
-        verification = "; ".join(
-            f"{r.database} {'equal' if r.ok else f'{len(r.mismatches)} mismatch(es)'} "
-            f"({r.tables} tables, {r.rows} rows)"
-            for r in results
-        )
+        verification = "; ".join(self._streaming_verdict(m.id, r) for r in results)
+        if any(x.target != "missing" for r in results for x in r.mismatches):
+            verification += "; the cutover compares them exactly, with writes frozen"
         return ApprovalRequest.new(m.id, actor, minutes, channel, verification)
+
+    def _streaming_verdict(self, mid: str, r: VerifyResult) -> str:
+        """One database compared while it streams: rows still on their way differ, and say so (lag); a table
+        missing on the target is no write in flight (DDL does not replicate)."""
+        rows = f"{r.rows:,} rows"
+        if r.ok:
+            return f"{r.database} equal: {r.tables} tables, {rows}"
+        missing = [x.name for x in r.mismatches if x.target == "missing"]
+        moving = len(r.mismatches) - len(missing)
+        said = []
+        if moving:
+            p = self.progress(mid).databases.get(r.database)
+            lag = (
+                f" (lag {p.lag_seconds or 0:.1f} s, {pretty_bytes(p.lag_bytes)} behind)"
+                if p is not None and p.lag_bytes is not None
+                else ""
+            )
+            said.append(f"≈ {moving} of {r.tables} tables differ by rows still in flight{lag}")
+        if missing:
+            said.append(f"❌ missing on the target: {', '.join(missing)}")
+        return f"{r.database} " + ", ".join(said) + f", {rows}"
 
     async def open_cutover(self, request: ApprovalRequest) -> bool:
         """ready_for_cutover → awaiting_approval with `request` as the open round; False (and the request
@@ -833,6 +876,7 @@ class Engine:
         is_approver: bool,
         required: int,
         channel: str = "",
+        reason: str = "",
     ) -> tuple[Decision, ApprovalRequest | None]:
         """An Approve or Reject click on the card of `round` (approval.py's rules). The decision itself is a
         conditional move: awaiting_approval → cutting_over for the approval that completes the quorum,
@@ -857,7 +901,7 @@ class Engine:
         decision = await approval.decide(
             self.store, "cutover", request, user, verb, is_approver=is_approver, required=required, channel=channel
         )
-        if decision.verdict is Verdict.REJECTED and not await self.reject_cutover(migration_id, user):
+        if decision.verdict is Verdict.REJECTED and not await self.reject_cutover(migration_id, user, reason):
             return await refused(await self._decided(migration_id), "decided meanwhile")
         if decision.verdict is Verdict.APPROVED:
             approvers = ", ".join(decision.approvers)
@@ -878,13 +922,16 @@ class Engine:
         m = await self.ledger.get(migration_id)
         return f"this cutover request was decided meanwhile: {m.id} is {m.state.value}"
 
-    async def reject_cutover(self, migration_id: str, actor: str) -> bool:
+    async def reject_cutover(self, migration_id: str, actor: str, reason: str = "") -> bool:
+        """Back to ready_for_cutover; the reason (asked by the Reject form) is in the move's audit entry and in
+        the migration's `error` (`cutover rejected by ACTOR: REASON`), which the card and the thread show."""
+        why = f": {' '.join(reason.split())[:500]}" if reason.strip() else ""
         return await self.ledger.move(
             migration_id,
             State.READY_FOR_CUTOVER,
-            f"cutover rejected by {actor}; replication keeps running",
+            f"cutover rejected by {actor}{why}; replication keeps running",
             expect=(State.AWAITING_APPROVAL,),
-            error=f"cutover rejected by {actor}",
+            error=f"cutover rejected by {actor}{why}",
             actor=actor,
             action="cutover.rejected",
             verdict=("rejected", [actor]),
@@ -1031,7 +1078,7 @@ class Engine:
         except Exception as exc:
             if migration_id not in self._cancelling:  # errors of work being torn down are not failures
                 try:
-                    await self.ledger.fail(migration_id, failure_reason(exc, migration_id), failure_retry(exc))
+                    await self._failed(migration_id, exc)
                 except LeaseLost as lost:  # another process runs it now: its outcome is not this one's to write
                     log.info("%s", lost)
         finally:
@@ -1039,6 +1086,18 @@ class Engine:
             if m is None or m.state not in MONITORED:  # streaming migrations stay under watch
                 self.scheduler.unwatch(migration_id)
             await self._tidy(migration_id)
+
+    async def _failed(self, mid: str, exc: Exception) -> None:
+        """The migration fails with a cause a person can act on (the traceback only in the log, at debug
+        level), and the steps it was running are saved failed with it: `status` must not show them running."""
+        m = await self.ledger.get(mid)
+        reason = failure_reason(exc, mid, self._sides(m))
+        log.warning("%s failed: %s", mid, reason)
+        if not m.state.finished:  # before the move: whoever sees the migration failed sees its steps failed
+            for step in (await self.ledger.steps(mid)).values():
+                if step.state == RUNNING:
+                    await self.ledger.save(mid, step.name, FAILED, reason, step.data)
+        await self.ledger.fail(mid, reason, failure_retry(exc))
 
     async def _pipeline(self, mid: str) -> None:
         """Pre-flight and roles, then the flow the migration's mode asks for."""
@@ -1062,17 +1121,55 @@ class Engine:
             await (run_online(ctx) if m.mode is Mode.ONLINE else run_offline(ctx))
 
     async def _tick(self, mid: str) -> None:
+        """One scheduled look at a migration: its replication watched, an expired approval closed, the live
+        message refreshed. A look that fails says so where people look — logged once per cause (not a
+        traceback every tick), and, when the servers do not answer, an alert raised once and cleared once
+        they answer again, with the live message saying they are unreachable instead of `streaming`."""
         m = await self.store.get_migration(mid)
         if m is None or m.state.finished:
             self.scheduler.unwatch(mid)
             return
+        try:
+            m = await self._look(m)
+        except Exception as exc:
+            await self._look_failed(m, exc)
+        else:
+            if self._tick_failures.pop(mid, None) is not None:
+                log.info("%s: the servers answer again", mid)
+            await self.alerts.alert(m, "unreachable", False, "")
+        await self.events.progress(m, self.progress(mid))
+
+    def _sides(self, m: Migration) -> dict[str, ServerConfig]:
+        """The migration's configured servers by role, for failure_reason to say which one did not answer."""
+        named = (("source", m.source), ("target", m.target))
+        return {role: self.servers[name] for role, name in named if name in self.servers}
+
+    async def _look(self, m: Migration) -> Migration:
         if m.state in MONITORED and (m.mode is Mode.ONLINE or m.options.backend is not Backend.NATIVE):
             ctx = self.context(m)
             await (watch_native(ctx) if ctx.backend is None else watch_managed(ctx))
-            m = await self.ledger.get(mid)
+            m = await self.ledger.get(m.id)
         if m.state is State.AWAITING_APPROVAL:
-            request = await self.cutover_request(mid)
+            request = await self.cutover_request(m.id)
             if request and request.expired:
-                await self.expire_approval(mid)
-                m = await self.ledger.get(mid)
-        await self.events.progress(m, self.progress(mid))
+                await self.expire_approval(m.id)
+                m = await self.ledger.get(m.id)
+        return m
+
+    async def _look_failed(self, m: Migration, exc: Exception) -> None:
+        reason = failure_reason(exc, m.id, self._sides(m))
+        cause = f"{type(first_cause(exc)).__name__}: {reason}"
+        if self._tick_failures.get(m.id) != cause:  # once per cause; the traceback only when the words are not enough
+            self._tick_failures[m.id] = cause
+            log.warning("watching %s failed: %s", m.id, reason, exc_info=None if expected(exc) else exc)
+        if not unreachable(exc):
+            return
+        if m.state in MONITORED:
+            servers_unreachable(self.progress(m.id), m.databases, reason)
+        await self.alerts.alert(
+            m,
+            "unreachable",
+            True,
+            f"⚠️ servers unreachable: {reason}. pgmig cannot watch {m.id} meanwhile (replication itself may go on); "
+            "this clears when they answer again",
+        )

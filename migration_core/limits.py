@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class DataLimits:
-    stall_seconds: float = 300.0  # a stream that moves no byte for this long has stalled: fail it, readably
+    # A stream that moves no byte for this long has stalled, and so has a client program's work (export, import,
+    # index builds) that other sessions keep blocked this long: fail it, naming what it waits for (waits.py)
+    stall_seconds: float = 300.0
     split_table_bytes: int = 1 << 30  # larger tables are copied (and checksummed) as ranges, in parallel
 
 

@@ -248,6 +248,7 @@ class Change(StrEnum):
     """What pgmig changes on a customer's server (the server side is in each entry)."""
 
     DATABASE = "database"  # target database created (data.replaced: dropped first, by --overwrite)
+    CONTENTS = "contents"  # a target database that was empty, filled by pgmig (data: oid, address, public schema)
     ROLES = "roles"  # target roles created (data.roles)
     REPLICA_IDENTITY = "replica_identity"  # source tables set to REPLICA IDENTITY FULL (data.tables: previous)
     PUBLICATION = "publication"
@@ -289,6 +290,7 @@ class JournalEntry:
         where = f"on the {self.server}" + (f" in {self.database}" if self.database else "")
         what = {
             Change.DATABASE: f"database {self.database}",
+            Change.CONTENTS: f"what pgmig put into {self.database} (it was empty)",
             Change.ROLES: "roles " + ", ".join(self.data.get("roles", [])),
             Change.REPLICA_IDENTITY: "REPLICA IDENTITY FULL on " + ", ".join(self.data.get("tables", {})),
             Change.CONSTRAINTS: "foreign keys dropped and triggers disabled",

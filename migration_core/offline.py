@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 
-from migration_core import copy, keys, large_objects, matviews, sequences, server_progress, target_db
+from migration_core import copy, keys, large_objects, matviews, sequences, server_progress, target_db, waits
 from migration_core import workdir as workdir_
 from migration_core.analyze import analyze
 from migration_core.early_checks import EarlyChecks
@@ -30,9 +30,15 @@ from migration_core.pgbin import MissingBinaries, client_bindir
 from migration_core.progress import DatabaseProgress
 from migration_core.roles import RolePlan, copy_roles
 from migration_core.servers import ServerConfig, server_major
+from migration_core.sql import USER_SCHEMA_FILTER
 from migration_core.store import Store
 from migration_core.tools import NO_PUBSUB, Tool, ToolError, connection_env, conninfo, with_options
 from migration_core.verify import Known
+
+TABLE_COUNT = (
+    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'r' AND " + USER_SCHEMA_FILTER
+)
 
 
 async def choose_bindir(source: ServerConfig, target: ServerConfig, configured: str | None) -> Path:
@@ -93,15 +99,30 @@ class OfflineDatabase:
 
         return on_line
 
+    @property
+    def exported(self) -> str:
+        """What the export made, in the live message's words: the restore method's holds no row (the rows move
+        at import), so it must not read as a finished export of the data."""
+        return "schema exported" if self.options.method is Method.RESTORE else "exported"
+
+    def watched(self, server: ServerConfig, what: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """A client program's work on `server`, under the one rule: what its sessions wait for is shown, and
+        work other sessions keep blocked for `stall_seconds` fails, naming them."""
+        return waits.watched(
+            server, self.database, waits.pgmig_sessions, self.progress, what, stall=self.limits.stall_seconds
+        )
+
     async def export(self, roles: RolePlan) -> list[Path]:
         workdir_.private_dir(self.dir)
-        self.progress.begin("exporting")
+        restore = self.options.method is Method.RESTORE
+        self.progress.begin("exporting the schema" if restore else "exporting")
         try:
-            async with self.source.connection(self.database) as src:
-                self.progress.tables_total = len(await copy.list_tables(src))
+            async with self.source.connection(self.database) as src, self.watched(self.source, "exporting"):
+                # Counted from the catalog alone: a table's size would wait for a lock on it (a control query).
+                self.progress.tables_total = 0 if restore else await src.fetchval(TABLE_COUNT)
                 env = connection_env(self.source, self.database)
                 pg_dump = self.tool("pg_dump")
-                if self.options.method is Method.RESTORE:
+                if restore:
                     await pg_dump.run(["-Fc", "-s", *NO_PUBSUB, *roles.restore_flags, "-f", str(self.schema_file)], env)
                 else:
                     async with src.transaction(isolation="repeatable_read", readonly=True):
@@ -117,7 +138,7 @@ class OfflineDatabase:
                         )
         except ToolError as exc:
             raise MigrationError(f"export of {self.database} failed: {exc.summary}") from None
-        self.progress.finish("exported")
+        self.progress.finish(self.exported)
         return self.artifacts()
 
     async def import_(self, roles: RolePlan) -> str:
@@ -157,7 +178,9 @@ class OfflineDatabase:
                 self.progress.phase = "refreshing materialized views"
                 views = await matviews.refresh(src, tgt)
                 self.progress.phase = "analyzing"  # fresh statistics: the applications' first queries plan well
-                async with server_progress.watched(self.target, self.database, self.progress, "analyzing"):
+                async with server_progress.watched(
+                    self.target, self.database, self.progress, "analyzing", self.limits.stall_seconds
+                ):
                     await analyze(self.target, self.database, self.options.parallel)
         except ToolError as exc:
             raise MigrationError(f"import of {self.database} failed: {exc.summary}") from None
@@ -173,7 +196,8 @@ class OfflineDatabase:
         env = connection_env(self.target, self.database)
         psql = self.tool("psql")
         self.progress.phase = "creating schema"
-        await psql.run(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(self.schema_file)], env)
+        async with self.watched(self.target, "creating schema"):
+            await psql.run(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(self.schema_file)], env)
         # Load rows with the schema's triggers and foreign keys quiet, as pg_restore --disable-triggers would.
         if await tgt.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") or await tgt.fetchval(
             "SELECT has_parameter_privilege('session_replication_role', 'SET')"
@@ -181,16 +205,18 @@ class OfflineDatabase:
             env = with_options(env, {"session_replication_role": "replica"})
         self.progress.phase = "loading data"
         self.progress.tables_done = 0
-        await psql.run(
-            ["-X", "-v", "ON_ERROR_STOP=1", "-f", str(self.data_file), "-o", "/dev/null", "-L", "/dev/null"], env
-        )
+        async with self.watched(self.target, "loading data"):
+            await psql.run(
+                ["-X", "-v", "ON_ERROR_STOP=1", "-f", str(self.data_file), "-o", "/dev/null", "-L", "/dev/null"], env
+            )
 
     async def _import_archive(self, roles: RolePlan) -> None:
         env = connection_env(self.target, self.database)
         pg_restore = self.tool("pg_restore")
         base = ["--exit-on-error", *NO_PUBSUB, *roles.restore_flags, f"--dbname={conninfo(dbname=self.database)}"]
         self.progress.phase = "creating schema"
-        await pg_restore.run([*base, "--section=pre-data", str(self.schema_file)], env)
+        async with self.watched(self.target, "creating schema"):
+            await pg_restore.run([*base, "--section=pre-data", str(self.schema_file)], env)
         self.progress.phase = "copying data"
         async with contextlib.AsyncExitStack() as stack:
             early = None
@@ -208,7 +234,9 @@ class OfflineDatabase:
                 on_copied=early.copied if early else None,
             )
             self.progress.phase = "building indexes"
-            async with server_progress.watched(self.target, self.database, self.progress, "building indexes"):
+            async with server_progress.watched(
+                self.target, self.database, self.progress, "building indexes", self.limits.stall_seconds
+            ):
                 await self._post_data(pg_restore, base, env)
             self.checked = await early.known() if early else {}
 

@@ -61,7 +61,7 @@ async def run_offline(ctx: MigrationContext) -> None:
     exports = [db for db in m.databases if not ctx.done(StepKind.EXPORT.at(db))]
     for db in m.databases:
         if db not in exports:
-            ctx.progress.of(db).finish("exported")
+            ctx.progress.of(db).finish(job(db).exported)
     if exports:
         await ledger.advance(mid, State.EXPORTING, f"exporting {', '.join(exports)} ({options.method})")
     for db in exports:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 
-from migration_core import constraints, copy, replication, server_progress, target_db, undo
+from migration_core import constraints, copy, replication, server_progress, target_db, undo, waits
 from migration_core import workdir as workdir_
 from migration_core.analyze import analyze
 from migration_core.errors import MigrationError
@@ -90,26 +90,33 @@ class OnlineDatabase:
         prepared = await target_db.prepare_target(
             self.source, self.target, self.database, self.journal, overwrite=self.options.overwrite
         )
+        stall = self.limits.stall_seconds  # the client programs' work is under the one rule (waits.watched)
         try:
-            await Tool(self.bindir, "pg_dump").run(
-                ["-Fc", "-s", *NO_PUBSUB, *roles.restore_flags, "-f", str(self.archive)],
-                connection_env(self.source, self.database),
-            )
+            async with waits.watched(
+                self.source, self.database, waits.pgmig_sessions, self.progress, "exporting the schema", stall=stall
+            ):
+                await Tool(self.bindir, "pg_dump").run(
+                    ["-Fc", "-s", *NO_PUBSUB, *roles.restore_flags, "-f", str(self.archive)],
+                    connection_env(self.source, self.database),
+                )
             restore = Tool(self.bindir, "pg_restore")
             await restore.run(
                 ["-f", str(self.schema_sql), str(self.archive)], connection_env(self.target, self.database)
             )
-            await restore.run(
-                [
-                    "--exit-on-error",
-                    *NO_PUBSUB,
-                    *roles.restore_flags,
-                    "--section=pre-data",
-                    f"--dbname={conninfo(dbname=self.database)}",
-                    str(self.archive),
-                ],
-                connection_env(self.target, self.database),
-            )
+            async with waits.watched(
+                self.target, self.database, waits.pgmig_sessions, self.progress, "creating schema", stall=stall
+            ):
+                await restore.run(
+                    [
+                        "--exit-on-error",
+                        *NO_PUBSUB,
+                        *roles.restore_flags,
+                        "--section=pre-data",
+                        f"--dbname={conninfo(dbname=self.database)}",
+                        str(self.archive),
+                    ],
+                    connection_env(self.target, self.database),
+                )
         except ToolError as exc:
             raise MigrationError(f"schema of {self.database} failed: {exc.summary}") from None
         self.progress.finish("schema ready")
@@ -178,7 +185,9 @@ class OnlineDatabase:
         until cutover: changes arrive in commit order, not dependency order."""
         self.progress.phase = "building indexes"
         try:
-            async with server_progress.watched(self.target, self.database, self.progress, "building indexes"):
+            async with server_progress.watched(
+                self.target, self.database, self.progress, "building indexes", self.limits.stall_seconds
+            ):
                 await Tool(self.bindir, "pg_restore").run(
                     [
                         "--exit-on-error",

@@ -25,6 +25,12 @@ MIN_WAL_SENDERS = 10
 SKIPPED_BY_DEFAULT = {"postgres", "azure_maintenance", "azure_sys"}
 ALWAYS_AVAILABLE = {"plpgsql"}
 LISTED = 10  # how many object names a finding spells out before "and N more"
+NEW_MIGRATION = "start a new migration"  # how the fix of a finding a retry cannot get past begins
+
+
+def needs_new_migration(error: str) -> bool:
+    """Whether a migration's failure is a pre-flight refusal a retry cannot get past (the database list)."""
+    return error.startswith("preflight:") and f"fix: {NEW_MIGRATION}" in error
 
 
 class Status(str, Enum):
@@ -39,10 +45,49 @@ class Finding:
 
     status: Status
     scope: str
-    title: str
+    title: str  # what the check expects ("target database is empty")
     detail: str = ""
     fix: str = ""
     retry: RetryChanges = field(default_factory=RetryChanges)  # when the fix is a retry with other options
+    failed: str = ""  # what was found instead, when the check did not pass ("target database shop is not empty")
+    retryable: bool = True  # False: the fix is another database list, which a retry of the migration cannot take
+
+    def __post_init__(self) -> None:
+        if not self.failed:
+            self.failed = FAILED_TITLES.get(self.title, "")
+
+    @property
+    def headline(self) -> str:
+        """The title, or what was found instead when the check did not pass: a ❌ or ⚠️ line never states the
+        expectation as if it held ("❌ target database is empty — … is not empty" contradicts itself)."""
+        return self.failed if self.failed and self.status is not Status.OK else self.title
+
+    @property
+    def said(self) -> str:
+        """The finding in one line, for a failure's error text."""
+        if not self.detail:
+            return self.headline
+        return f"{self.headline}: {self.detail}" if self.headline != self.title else f"{self.title} ({self.detail})"
+
+
+# How a check's title reads when it did not pass (titles state the expectation).
+FAILED_TITLES = {
+    "databases exist": "databases missing on the source",
+    "databases to migrate": "no databases to migrate",
+    "role can replicate": "role cannot replicate",
+    "role can create the subscription's own replication role": "role cannot create the subscription's own "
+    "replication role",
+    "role can read every table and sequence": "role cannot read every table and sequence",
+    "extensions available on target": "extensions not available on target",
+    "encoding and collation match": "encoding or collation differ",
+    "target database can be created": "target database cannot be created",
+    "source database is open for writes": "source database is fenced",
+    "the target database is free": "the target database is held by another migration",
+    "no other migration writes to the target database": "another migration writes to the target database",
+    "every table has a primary key or replica identity": "tables without a primary key or replica identity",
+    "inspection finished": "inspection did not finish",
+    "target version ≥ source version": "target version older than the source's",
+}
 
 
 @dataclass
@@ -79,6 +124,11 @@ class PreflightReport:
     def retry(self) -> RetryChanges:
         """What a retry must change to get past every blocking finding whose fix is one."""
         return functools.reduce(operator.or_, (f.retry for f in self.blocking), RetryChanges())
+
+    @property
+    def retryable(self) -> bool:
+        """Whether a retry of the migration can get past what blocks it (it keeps the database list)."""
+        return all(f.retryable for f in self.blocking)
 
     def add(self, *findings: Finding) -> None:
         self.findings.extend(findings)
@@ -204,8 +254,9 @@ async def _choose_databases(conn: asyncpg.Connection, wanted: list[str], report:
                     Status.FAIL,
                     "source",
                     "databases exist",
-                    f"not on the source: {listing(missing)}",
-                    f"choose from: {listing(present)}",
+                    listing(missing),
+                    f"{NEW_MIGRATION} whose --db names databases on the source: {listing(present)}",
+                    retryable=False,
                 )
             )
         return [d for d in wanted if d in present]
@@ -217,7 +268,8 @@ async def _choose_databases(conn: asyncpg.Connection, wanted: list[str], report:
                 "source",
                 "databases to migrate",
                 "the source has no user databases",
-                "name the databases explicitly with --db a,b",
+                f"{NEW_MIGRATION} that names the databases with --db a,b",
+                retryable=False,
             )
         )
     return chosen
@@ -390,7 +442,9 @@ async def _database_findings(req: PreflightRequest, db: str, tgt: _TargetFacts |
     try:
         size = await conn.fetchval("SELECT pg_database_size(current_database())")
         n_tables = await conn.fetchval(_USER_RELATIONS + " AND c.relkind IN ('r','p')")
-        report.add(Finding(Status.OK, scope, "size", f"{pretty_bytes(size)}, {n_tables} table(s)"))
+        # the whole database on disk; the live message's bytes are the tables' data pages alone (progress.py)
+        on_disk = f"database {pretty_bytes(size)} on disk (tables, indexes, TOAST)"
+        report.add(Finding(Status.OK, scope, "size", f"{on_disk}, {n_tables} table(s)"))
         report.add(await _readable_finding(conn, scope, req.source.user))
         extensions = {
             r["extname"]: r["extversion"]
@@ -549,12 +603,28 @@ async def _occupancy_findings(req: PreflightRequest, scope: str, db: str, tgt: _
     try:
         what = await contents(req.target, db)
     except ConnectionProblem as problem:
-        return [*out, Finding(Status.WARN, scope, title, f"cannot look inside {db}: {problem.message}", problem.fix)]
+        return [
+            *out,
+            Finding(
+                Status.WARN,
+                scope,
+                title,
+                problem.message,
+                problem.fix,
+                failed=f"target database {db} may not be empty: pgmig cannot look inside it",
+            ),
+        ]
     if what.empty:
         out.append(Finding(Status.OK, scope, title, f"{db} exists, empty: used as it is (pgmig never drops it)"))
     elif req.overwrite:
         out.append(
-            Finding(Status.WARN, scope, title, f"{db} holds {what.describe()}: --overwrite drops and recreates it")
+            Finding(
+                Status.WARN,
+                scope,
+                title,
+                f"it holds {what.describe()}: --overwrite drops and recreates it",
+                failed=f"target database {db} is not empty",
+            )
         )
     else:
         out.append(
@@ -562,10 +632,11 @@ async def _occupancy_findings(req: PreflightRequest, scope: str, db: str, tgt: _
                 Status.FAIL,
                 scope,
                 title,
-                f"target database {db} is not empty: it holds {what.describe()}",
+                f"it holds {what.describe()}",
                 "pgmig never drops a database it did not create: migrate with --overwrite to drop and recreate "
                 "it, empty it yourself, or choose another target",
                 RetryChanges(overwrite=True),
+                failed=f"target database {db} is not empty",
             )
         )
     return out

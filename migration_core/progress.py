@@ -12,25 +12,50 @@ class DatabaseProgress:
     phase: str = "pending"
     tables_done: int = 0
     tables_total: int = 0
-    bytes_done: int = 0
-    bytes_total: int = 0
+    bytes_done: int = 0  # of the tables' data (pg_relation_size: heap pages, no indexes or TOAST), not the
+    bytes_total: int = 0  # database's size (`check` shows that): how far the copy of those pages is
     started_at: float | None = None
     finished_at: float | None = None
     lag_bytes: int | None = None  # online, while streaming
     lag_seconds: float | None = None
     retained_bytes: int | None = None  # WAL the slot holds on the source
-    rows_done: int = 0  # rows copied, from COPY's own command tags
+    rows_copied: int = 0  # rows of the pieces whose copy committed, from COPY's own command tags
+    rows_copying: dict[int, int] = field(default_factory=dict)  # target session → rows its COPY under way took
     ranges_done: int = 0  # large tables are copied as ranges: how many of them are done
     ranges_total: int = 0
     waiting: str = ""  # what a long statement waits for (a lock and who holds it), while it waits
     working: str = ""  # how far a long statement without a stream is, as the server reports it (index builds)
+    watches: dict[int, tuple[str, str]] = field(default_factory=dict)  # each watcher's (waiting, working)
+    not_streaming_since: float | None = None  # online: since when the subscription has not streamed, unbroken
+    blocked: str = ""  # online: why the target cannot apply changes (a column it lacks, its apply worker's error)
+    apply_errors: int | None = None  # online: the subscription's apply error count at the last look (PG 15+)
+    apply_failures: list[float] = field(default_factory=list)  # when the count was seen to grow, one entry an error
+
+    @property
+    def rows_done(self) -> int:
+        """Rows copied so far: the committed pieces' and those the COPYs under way took (as the target reports
+        them), so that rows count the table in progress as the bytes do."""
+        return self.rows_copied + sum(self.rows_copying.values())
+
+    def says(self, watcher: int, waiting: str, working: str) -> None:
+        """What one watcher (waits.watched) found; `waiting` and `working` show every watcher's."""
+        self.watches[watcher] = (waiting, working)
+        self._show()
+
+    def unwatch(self, watcher: int) -> None:
+        self.watches.pop(watcher, None)
+        self._show()
+
+    def _show(self) -> None:
+        self.waiting = "; ".join(w for w, _ in self.watches.values() if w)
+        self.working = "; ".join(w for _, w in self.watches.values() if w)
 
     def begin(self, phase: str) -> None:
         self.phase = phase
         self.tables_done = 0
         self.bytes_done = 0
-        self.rows_done = self.ranges_done = self.ranges_total = 0
-        self.waiting = self.working = ""
+        self.rows_copied = self.ranges_done = self.ranges_total = 0
+        self.rows_copying.clear()
         self.started_at = time.time()
         self.finished_at = None
 
@@ -66,6 +91,7 @@ class DatabaseProgress:
 @dataclass
 class MigrationProgress:
     databases: dict[str, DatabaseProgress] = field(default_factory=dict)
+    retried_at: float | None = None  # when the latest retry started this run: how long it took counts from there
 
     def of(self, database: str) -> DatabaseProgress:
         return self.databases.setdefault(database, DatabaseProgress(database))

@@ -202,6 +202,15 @@ async def prepare(
                     if ours and mine is not None and mine.mark is Mark.PLANNED:
                         mine.data.update(oid=oid, address=target.address)
                         await journal.done(mine)
+                    if not ours:  # someone's empty database: what pgmig puts in is journaled, to be taken out
+                        await journal.done(
+                            await journal.plan(
+                                Change.CONTENTS,
+                                TARGET,
+                                database,
+                                data={"oid": oid, "address": target.address, **await _public_schema(target, database)},
+                            )
+                        )
                     return (
                         f"target database {database} (created by this migration) is empty: reused"
                         if ours
@@ -249,6 +258,47 @@ async def prepare(
         ) from None
     except asyncpg.PostgresError as exc:
         raise MigrationError(f"cannot prepare target database {database}: {exc}") from None
+
+
+async def _public_schema(server: ServerConfig, database: str) -> dict:
+    """Who owns `public` and its grants, as they were: emptying the database again puts them back."""
+    async with server.connection(database) as conn:
+        row = await conn.fetchrow(
+            "SELECT pg_get_userbyid(nspowner) AS owner, nspacl::text[] AS acl FROM pg_namespace "
+            "WHERE nspname = 'public'"
+        )
+    return {"public_owner": row["owner"], "public_acl": list(row["acl"] or [])} if row else {"public_owner": None}
+
+
+async def empty_again(target: ServerConfig, entry: JournalEntry, journal: Journal) -> str:
+    """Undo a Change.CONTENTS: a database that was empty before pgmig filled it is emptied again — its
+    schemas, extensions and large objects dropped, `public` put back as it was — only while it is still
+    that very database (same OID, same server)."""
+    async with target.connection() as conn:
+        oid = await database_oid(conn, entry.database)
+    if oid is None or oid != entry.data.get("oid") or entry.data.get("address") != target.address:
+        await journal.undone(entry)
+        return "" if oid is None else f"{entry.database} is no longer the database pgmig filled: left in place"
+    async with target.connection(entry.database) as conn:
+        for schema in await conn.fetch(
+            "SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND nspname NOT LIKE 'pg\\_%' ORDER BY nspname"
+        ):
+            await conn.execute(f"DROP SCHEMA {ident(schema['nspname'])} CASCADE")
+        for ext in await conn.fetch("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql'"):
+            await conn.execute(f"DROP EXTENSION IF EXISTS {ident(ext['extname'])} CASCADE")
+        await conn.execute("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
+        if (owner := entry.data.get("public_owner")) is not None:
+            await conn.execute(f"CREATE SCHEMA public AUTHORIZATION {ident(owner)}")
+            await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+            for item in entry.data.get("public_acl", []):
+                grantee, rights = item.split("=", 1)[0], item.split("=", 1)[1].split("/", 1)[0]
+                privileges = [p for letter, p in (("U", "USAGE"), ("C", "CREATE")) if letter in rights]
+                if privileges:
+                    who = "PUBLIC" if grantee == "" else ident(grantee.strip('"'))
+                    await conn.execute(f"GRANT {', '.join(privileges)} ON SCHEMA public TO {who}")
+    await journal.undone(entry)
+    return f"{entry.database} emptied again, as it was before pgmig filled it"
 
 
 async def _drop(conn: asyncpg.Connection, database: str, oid: int) -> None:

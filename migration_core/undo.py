@@ -36,6 +36,7 @@ ORDER = (
     Change.REPLICATION_ROLE,
     Change.REPLICA_IDENTITY,
     Change.FENCE,
+    Change.CONTENTS,
     Change.DATABASE,
     Change.CONSTRAINTS,
     Change.ROLES,
@@ -78,14 +79,38 @@ async def rollback(
         if e.kind in wanted and (dbs is None or e.database in dbs) and (e.kind, e.database) not in skipped
     ]
     outcome = Outcome()
+    gone: dict[str, tuple[str, list[JournalEntry]]] = {}  # a server that did not answer → why, what stays on it
     for kind in ORDER:
         for entry in reversed([e for e in entries if e.kind is kind]):
+            if entry.server in gone:  # asked once: every other change on it stays too
+                gone[entry.server][1].append(entry)
+                continue
             try:
                 if said := await undo(entry, source, target, journal):
                     outcome.done.append(said)
             except (MigrationError, ConnectionProblem, asyncpg.PostgresError, OSError) as exc:
-                outcome.failed.append(f"{entry.describe()}: {failure_reason(exc, journal.migration_id)}")
+                why = failure_reason(exc, journal.migration_id)
+                if isinstance(exc, ConnectionProblem):  # could not even log in there
+                    gone[entry.server] = (why.split(" — fix:", 1)[0], [entry])
+                else:
+                    outcome.failed.append(f"{entry.describe()}: {why}")
+    outcome.failed += [stays(server, why, left) for server, (why, left) in gone.items()]
     return outcome
+
+
+def stays(server: str, why: str, left: list[JournalEntry]) -> str:
+    """What a server that did not answer keeps, and what to do, whether it comes back or is gone for good."""
+    named = {Change.SLOT: "slot", Change.PUBLICATION: "publication", Change.SUBSCRIPTION: "subscription"}
+    named[Change.REPLICATION_ROLE] = "role"
+    what = [
+        (f"{named[e.kind]} {e.name}" if e.kind in named else e.describe().split(" on the ")[0])
+        + (f" (database {e.database})" if e.database and e.kind is not Change.DATABASE else "")
+        for e in left
+    ]
+    return (
+        f"the {server} server is unreachable ({why}): its {', '.join(what)} stay there — if it comes back, "
+        f"cancelling again removes them; if that server is gone for good, nothing is left to clean there"
+    )
 
 
 async def undo(entry: JournalEntry, source: ServerConfig, target: ServerConfig, journal: Journal) -> str:
@@ -100,6 +125,8 @@ async def undo(entry: JournalEntry, source: ServerConfig, target: ServerConfig, 
     server = source if entry.server == SOURCE else target
     if entry.kind is Change.DATABASE:
         return await target_db.drop_if_created(target, entry, journal)
+    if entry.kind is Change.CONTENTS:
+        return await target_db.empty_again(target, entry, journal)
     if entry.kind is Change.ROLES:
         return await _drop_roles(target, entry, journal)
     if entry.kind is Change.SERVICE_CUTOVER:

@@ -20,6 +20,9 @@ from bot.settings import Settings, load_settings
 from bot.slack_directory import SlackDirectory
 from bot.slack_poster import SlackPoster
 from bot.tasks import TaskTracker
+from handlers import approvals
+from handlers import migration_messages as mm
+from handlers.actions import Action
 from handlers.context import Services
 from tests.integration.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers, text_of
 
@@ -168,6 +171,19 @@ class Running:
     async def press(self, action_id: str, user: str = "U0BOB", key: str = "2") -> Answer:
         """Click that button on the newest card that shows it, as a person would."""
         return await self.click(action_id, self.button(action_id), user, key)
+
+    async def reject(self, reason: str, user: str = "U0APPROVER1", key: str = "r") -> dict:
+        """Reject as a person does: press Reject on the card, give the reason in the form it opens and send
+        it (signed, as Slack posts a view_submission). Returns the form as Slack showed it."""
+        before = len(self.fake.calls)
+        await self.press(Action.REJECT_CUTOVER.value, user=user, key=key)
+        await self.fake.wait_for(
+            "calls", lambda c: c.method == "views.open" and any(c is x for x in self.fake.calls[before:])
+        )
+        form = [v for v in self.fake.views.values() if v.get("callback_id") == approvals.REJECT_FORM][-1]
+        values = {mm.REASON: {mm.REASON: {"type": "plain_text_input", "value": reason}}}
+        assert (await self.submit(form, values, user=user, key=f"{key}-form")).status == 200
+        return form
 
     async def ask(self, text: str, user: str = "U0ALICE") -> str:
         """A command and the text of its answer (what the user reads)."""

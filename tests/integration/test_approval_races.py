@@ -86,7 +86,7 @@ async def test_a_reject_beats_an_approval_still_resolving_its_group(tmp_path, pa
         slack.fake.slow["usergroups.users.list"] = 1.5  # U0APPROVER2 is an approver only through the group
         approving = asyncio.create_task(slack.press(APPROVE, user="U0APPROVER2", key="approve"))
         await asyncio.sleep(0.3)
-        await slack.press(REJECT, user="U0APPROVER1", key="reject")
+        await slack.reject("not now", user="U0APPROVER1", key="reject")
         await approving
         late = text_of(await slack.reply("approve"))
         assert "no longer open" in late or "decided meanwhile" in late, late
@@ -164,7 +164,7 @@ async def test_replays_and_duplicate_deliveries_count_once_and_only_in_their_rou
                 break
             await asyncio.sleep(0.1)
         assert (await actions(slack)).count("cutover.approve") == 1 and "action.duplicate" in await actions(slack)
-        await slack.press(REJECT, user="U0APPROVER3", key="no")
+        await slack.reject("no", user="U0APPROVER3", key="no")
         await slack.fake.wait_for(
             "calls", lambda c: c.params.get("thread_ts") and "rejected* by <@U0APPROVER3>" in text_of(c.params)
         )

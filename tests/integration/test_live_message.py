@@ -156,7 +156,7 @@ async def test_rejected_expired_and_cancelled_requests_say_so(online):
 
     await slack.command("cutover mig-1", user="U0ALICE", key="c1")
     await slack.reply("c1")
-    await slack.press(Action.REJECT_CUTOVER.value, user="U0APPROVER1", key="r")
+    await slack.reject("not tonight", user="U0APPROVER1", key="r")
     notice = await until_notice(slack, "rejected")
     assert "rejected* by <@U0APPROVER1>" in notice and "rejected by U0APPROVER1" not in notice
     first = (await slack.services.store.step("mig-1", "approval")).data
@@ -235,7 +235,7 @@ async def test_verify_of_a_migration_that_never_copied_anything_says_so(offline)
     await until_notice(slack, "completed")
     # the target now holds an equal shop: a second migration without --overwrite is refused in pre-flight
     await slack.command("migrate onprem azure --mode offline --db shop", key="m2")
-    assert "mig-2 was not started" in readable(await slack.reply("m2"))
+    assert "mig-2 stopped at pre-flight" in readable(await slack.reply("m2"))
     verify = await ask(slack, "verify mig-2")
     assert "nothing to verify yet" in verify and "*failed* at *preflight*" in verify
     assert "✅" not in verify and "pass" not in verify

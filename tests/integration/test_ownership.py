@@ -111,6 +111,25 @@ async def test_a_cancel_drops_the_database_it_made_and_its_export_files(slack, t
     assert not folder.exists()
 
 
+async def test_a_cancel_empties_a_dbas_empty_database_it_filled(slack, target_cluster):
+    """A DBA prepared an empty `adva` (with a grant on public); pgmig used it as it is. A cancel takes out
+    what pgmig put in — and only that — and leaves the database as the DBA made it."""
+    target_cluster.psql("CREATE DATABASE adva")
+    target_cluster.psql("GRANT CREATE ON SCHEMA public TO PUBLIC", database="adva")
+    theirs = oid(target_cluster, "adva")
+    before = target_cluster.psql("SELECT nspacl::text FROM pg_namespace WHERE nspname = 'public'", database="adva")
+    await fail_after_creating_the_target(slack, target_cluster)
+    assert target_cluster.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'account'", database="adva") == "1"
+    cancelled = await say(slack, "cancel mig-1", "c1")
+    assert "adva emptied again, as it was before pgmig filled it" in cancelled, cancelled
+    assert oid(target_cluster, "adva") == theirs
+    assert (
+        target_cluster.psql("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace", "adva") == "0"
+    )
+    after = target_cluster.psql("SELECT nspacl::text FROM pg_namespace WHERE nspname = 'public'", database="adva")
+    assert after == before
+
+
 async def test_a_role_of_the_same_name_made_since_is_not_dropped(slack, target_cluster):
     await fail_after_creating_the_target(slack, target_cluster)
     made = target_cluster.psql("SELECT oid FROM pg_roles WHERE rolname = 'adva_owner'")
@@ -144,3 +163,23 @@ async def test_a_released_target_is_never_replaced(slack, source_cluster, target
     assert "cancelled" in cancelled, cancelled
     assert oid(target_cluster, "owned") == released
     assert target_cluster.psql("SELECT count(*) FROM t", database="owned") == "3"
+
+
+async def test_cleanup_marks_what_it_removed_in_the_journal(slack, source_cluster, target_cluster):
+    """`cleanup --yes` of a failed migration's replication objects: status stops listing them as left on
+    the servers (the journal says they are gone), and nothing else is touched."""
+    store = slack.services.store
+    source_cluster.psql("CREATE DATABASE owned")
+    source_cluster.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)", database="owned")
+    await say(slack, "migrate onprem azure --mode online --db owned", "m1")
+    await wait_state(store, "mig-1", State.READY_FOR_CUTOVER)
+    slack.services.engine.scheduler.unwatch("mig-1")
+    await store.transition("mig-1", State.FAILED, error="failed in a test")  # say it failed while streaming
+    before = await say(slack, "status mig-1", "s1")
+    assert "slot pgmig_" in before, before
+    for server in ("azure", "onprem"):  # subscriptions first: a slot in use cannot be dropped
+        removed = await say(slack, f"cleanup {server} --yes", f"c-{server}")
+        assert "removed" in removed.lower(), removed
+    after = await say(slack, "status mig-1", "s2")
+    assert "slot pgmig_" not in after and "subscription pgmig_" not in after, after
+    assert source_cluster.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pgmig%'") == "0"

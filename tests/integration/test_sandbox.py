@@ -54,7 +54,7 @@ def test_a_streaming_migration_still_streams_after_the_sandbox_restarts(tmp_path
             == "1"
         )
     finally:
-        pgmig("sandbox", "down", env=env)
+        pgmig("sandbox", "down", "--force", env=env)
 
 
 def test_sandbox_reset_reopens_a_source_a_cutover_fenced(tmp_path):
@@ -70,6 +70,6 @@ def test_sandbox_reset_reopens_a_source_a_cutover_fenced(tmp_path):
         assert source.psql("SELECT has_database_privilege('public', 'shop', 'CONNECT')") == "t"
         assert "nothing was fenced" in pgmig("sandbox", "reset", env=env).stdout
     finally:
-        pgmig("sandbox", "down", env=env)
+        pgmig("sandbox", "down", "--force", env=env)
     start = time.monotonic()
     assert "no sandbox" in pgmig("sandbox", "reset", env=env).stdout and time.monotonic() - start < 30

@@ -143,7 +143,7 @@ async def test_reject_and_expiry_go_back_to_ready(team):
     await ready(slack)
     await slack.command("cutover mig-1", user="U0ALICE", key="c1")
     await slack.reply("c1")
-    await slack.press(Action.REJECT_CUTOVER.value, user="U0APPROVER1", key="r")
+    await slack.reject("not tonight", user="U0APPROVER1", key="r")
     notice = await slack.fake.wait_for(
         "calls",
         lambda c: (

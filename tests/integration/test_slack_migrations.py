@@ -69,7 +69,7 @@ async def test_only_operators_may_start_or_cancel(slack):
 async def test_refused_migration_shows_the_blocking_problems(slack):
     await slack.command("migrate onprem azure --mode offline --db nosuchdb", key="n")
     reply = text_of(await slack.reply("n"))
-    assert "mig-1 was not started" in reply and "nosuchdb" in reply
+    assert "mig-1 stopped at pre-flight" in reply and "nosuchdb" in reply
     await slack.command("status mig-1", key="s")
     assert "failed" in text_of(await slack.reply("s"))
     await slack.command("status mig-99", key="t")
