@@ -33,7 +33,7 @@ from handlers.messages import error_message, outgoing
 log = logging.getLogger(__name__)
 COMMAND = "/pgmig"
 FAILED = error_message("pgmig could not handle that; nothing was changed and the details are in pgmig's log")
-OPEN_TIMEOUT = 2.5  # seconds views.open may take: the command's ack must still reach Slack within 3 s
+OPEN_TIMEOUT = 2.5  # seconds views.open may take: a trigger_id is only good for 3 s after the click or command
 
 
 def safe_view(view: dict) -> dict:
@@ -93,7 +93,7 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker, c
             log.exception("the Home tab of %s could not be built", user)
 
     async def open_form(trigger_id: str, user: str, channel: str, response_url: str) -> Reply | None:
-        """views.open with the form at once; the reason when it cannot be opened."""
+        """views.open with the form, right after the ack; the reason when it cannot be opened."""
         view = modal.open_form(services.servers, channel=channel, response_url=response_url)
         if isinstance(view, Reply):
             return view
@@ -113,17 +113,19 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker, c
     async def on_command(ack: Any, command: dict, respond: Any) -> None:
         text = str(command.get("text") or "").strip()
         if modal.wants_form(text):
-            problem = await open_form(
-                str(command.get("trigger_id") or ""),
-                command["user_id"],
-                command.get("channel_id", ""),
-                str(command.get("response_url") or ""),
-            )
-            if problem is None:
-                await ack()
-            else:
-                safe = outgoing(problem)
-                await ack(text=safe.text, blocks=safe.blocks, response_type="ephemeral")
+            await ack()  # first, whatever views.open does: a slow one must not push the ack past Slack's 3 s
+
+            async def show_form() -> None:
+                problem = await open_form(
+                    str(command.get("trigger_id") or ""),
+                    command["user_id"],
+                    command.get("channel_id", ""),
+                    str(command.get("response_url") or ""),
+                )
+                if problem is not None:
+                    await send(respond, problem)
+
+            tasks.spawn(show_form(), name="migrate form")
             return
         working = router.ack_text(text)  # cannot raise: the ack always goes out, parsing errors are answered after
         if working:

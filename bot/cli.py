@@ -12,6 +12,7 @@ import sys
 
 from aiohttp import web
 
+from bot import manifest
 from bot.app import build_bolt_app, build_web_app, web_client
 from bot.init_config import write_config
 from bot.runtime import build_services, close_services
@@ -118,6 +119,10 @@ def parser() -> argparse.ArgumentParser:
     )
     i = sub.add_parser("init", help="write a commented pgmig.toml to start from (never overwrites one)")
     i.add_argument("--path", help="where to write it (default: PGMIG_CONFIG, else ./pgmig.toml)")
+    mf = sub.add_parser("manifest", help="print the Slack app manifest, ready to paste, for HTTP or Socket Mode")
+    how = mf.add_mutually_exclusive_group(required=True)
+    how.add_argument("--url", help="the public https:// address `pgmig serve` answers on (HTTP mode)")
+    how.add_argument("--socket-mode", action="store_true", help="Socket Mode: no public URL needed")
     r = sub.add_parser("run", help="what `make run` does: serve Slack if configured, else sandbox + shell")
     r.add_argument("--user", default=getpass.getuser())
     return p
@@ -133,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(shell(load_settings(), args.user))
         elif args.command == "run":
             run_default(args.user)
+        elif args.command == "manifest":
+            print(manifest.render(args.url, args.socket_mode), end="")
         elif args.command == "init":
             print(write_config(args.path or os.environ.get("PGMIG_CONFIG") or DEFAULT_CONFIG, Sandbox.default()))
         elif args.command == "sandbox":

@@ -1,4 +1,4 @@
-"""`/pgmig migrate` alone: the migrate modal over signed HTTP (views.open within the ack, the source's
+"""`/pgmig migrate` alone: the migrate modal over signed HTTP (views.open right after the ack, the source's
 databases by views.update, field errors in the submission's ack, a submission that starts the migration as
 the typed command would), and the same form walked in the shell."""
 
@@ -99,11 +99,15 @@ async def open_and_list(slack, key: str = "f") -> dict:
     return slack.fake.views[view["id"]]
 
 
-async def test_migrate_alone_opens_the_form_before_the_ack(slack):
+async def test_migrate_alone_acks_at_once_then_opens_the_form(slack):
+    slack.fake.slow["views.open"] = 2.0  # a slow views.open must not push the ack past Slack's 3 s
+    started = time.monotonic()
     resp = await slack.command("migrate", key="f")
     assert resp.status == 200 and resp.body == ""  # an empty ack: the modal is the answer
+    assert time.monotonic() - started < 1.5
+    await slack.fake.wait_for("calls", lambda c: c.method == "views.open")
     opened = [c for c in slack.fake.calls if c.method == "views.open"]
-    assert len(opened) == 1  # already there when the ack arrived: the trigger_id lives 3 s
+    assert len(opened) == 1  # opened right after the ack, with the command's trigger_id
     assert opened[0].params["trigger_id"] == "trig.f"
     view = opened[0].params["view"]
     assert view["type"] == "modal" and view["callback_id"] == modal.FORM
