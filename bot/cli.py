@@ -68,10 +68,11 @@ async def serve(settings: Settings, socket_mode: bool) -> None:
     await close_services(services)
 
 
-async def shell(settings: Settings, user: str) -> None:
+async def shell(settings: Settings, user: str, sandbox: bool = False) -> None:
+    """The shell adapter; `sandbox`: on the local sandbox, whose clusters stop when the shell ends."""
     services = await build_services(settings, ShellPoster(), StaticDirectory())
     try:
-        await Shell(services, user).run()
+        await Shell(services, user, servers_stop_on_exit=sandbox).run()
     finally:
         await close_services(services)
 
@@ -99,7 +100,7 @@ def run_default(user: str) -> None:
     try:
         settings = load_settings()
         sandbox.remember_state(settings.state_url)  # `make sandbox-down` reads the sandbox's migrations there
-        asyncio.run(shell(settings, user))
+        asyncio.run(shell(settings, user, sandbox=True))
     finally:
         sandbox.stop()  # the data stays: the next `make run` starts in a second; `make sandbox-down` removes it
 

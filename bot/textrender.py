@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from handlers.grammar import did_you_mean
+
 
 @dataclass
 class Button:
@@ -147,7 +149,7 @@ def answer(f: Field, line: str) -> dict[str, Any] | str:
     line = line.strip()
     if not line:
         if f.initial or f.optional:
-            return _state(f, f.initial)
+            return state_of(f, f.initial)
         return "an answer is needed"
     if f.kind == "number_input":
         if not (line.isascii() and line.isdigit()):
@@ -157,15 +159,16 @@ def answer(f: Field, line: str) -> dict[str, Any] | str:
         return {"type": f.kind, "value": line}
     if f.kind in CHOICES and line.lower() in ("all", "none"):
         chosen = [v for _, v in f.options] if line.lower() == "all" else []
-        return "choose at least one" if not chosen and not f.optional else _state(f, chosen)
+        return "choose at least one" if not chosen and not f.optional else state_of(f, chosen)
     words = [w.strip() for w in line.split(",") if w.strip()] if f.kind in CHOICES else [line]
     chosen = []
     for word in words:
         value = _choice(f, word)
         if value is None:
-            return f"no choice `{word}` (1–{len(f.options)} or a name)"
+            meant = did_you_mean(word, [v for _, v in f.options])
+            return f"no choice `{word}` (1–{len(f.options)} or a name){meant}"
         chosen.append(value)
-    return _state(f, list(dict.fromkeys(chosen)))
+    return state_of(f, list(dict.fromkeys(chosen)))
 
 
 def _choice(f: Field, word: str) -> str | None:
@@ -178,7 +181,8 @@ def _choice(f: Field, word: str) -> str | None:
     return None
 
 
-def _state(f: Field, values: list[str]) -> dict[str, Any]:
+def state_of(f: Field, values: list[str]) -> dict[str, Any]:
+    """The field's state with `values` chosen (a number's or a text's first value), as Slack sends it."""
     if f.kind == "number_input" or f.kind not in CHOICE + CHOICES:
         return {"type": f.kind, "value": values[0] if values else None}
     texts = dict((v, t) for t, v in f.options)

@@ -90,7 +90,7 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec(
             "check",
             "Run the pre-flight checks a migration from SOURCE to TARGET must pass",
-            "/pgmig check onprem-sales azure-sales --db sales,billing",
+            "/pgmig check source target --db shop",
             positionals=("SOURCE", "TARGET"),
             options=(
                 Option(
@@ -112,7 +112,7 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec(
             "migrate",
             "Start migrating databases from SOURCE to TARGET (runs in the background as mig-N)",
-            "/pgmig migrate onprem-sales azure-sales --mode offline --db sales",
+            "/pgmig migrate source target --mode offline --db shop",
             positionals=("SOURCE", "TARGET"),
             options=(
                 Option(
@@ -217,7 +217,7 @@ COMMANDS: dict[str, CommandSpec] = {
             "configure",
             "Set server parameters of an Azure flexible server: allow-list the extensions a source "
             "uses, wal_level when it is to be a source itself; restart when a change needs it",
-            "/pgmig configure sales-prod --extensions-from onprem-sales --restart",
+            "/pgmig configure sales-prod --extensions-from source --restart",
             positionals=("SERVER",),
             options=(
                 Option(
@@ -309,7 +309,7 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec(
             "cleanup",
             "List (and with --yes remove) replication slots, publications and subscriptions pgmig left on a server",
-            "/pgmig cleanup onprem-sales --yes",
+            "/pgmig cleanup source --yes",
             positionals=("SERVER",),
             options=(Option("--yes", "remove them (objects of running migrations are kept)", "flag", default=False),),
             working="Looking for pgmig's replication objects…",

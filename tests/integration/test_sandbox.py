@@ -35,7 +35,7 @@ def test_a_streaming_migration_still_streams_after_the_sandbox_restarts(tmp_path
         )
         assert first.returncode == 0, first.stderr
         assert "ready_for_cutover" in first.stdout
-        assert "mig-1 keeps streaming" in first.stdout  # said when the shell ends with it active
+        assert "mig-1 stops streaming" in first.stdout  # said when the shell ends with it active
         ports = {r: c.port for r, c in clusters(tmp_path).items()}
         again = pgmig("run", stdin="wait 3\nstatus mig-1\n", env=env, timeout=180)  # ports in TIME_WAIT now
         assert again.returncode == 0, again.stderr

@@ -128,10 +128,6 @@ def test_init_writes_a_commented_config_with_the_sandbox_and_never_overwrites(ma
     assert Path(named).exists() or named == "pgmig", missing.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the bot/shell.py change reported for issue 22 item 4 (the shell builds this line)",
-)
 def test_the_shell_does_not_say_a_migration_keeps_streaming_while_the_sandbox_stops(made):
     run = made["run"]
     assert "mig-1 keeps streaming" not in run.stdout

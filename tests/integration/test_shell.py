@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
 import os
-import select
-import signal
 import subprocess
 import sys
-import termios
-import time
 
 from bot.localpg import free_port
-from migration_core.models import Migration, Mode, State
-from migration_core.store import Store
 from tests.integration.clusters import PASSWORD, config_toml, shell_env
 
 
@@ -99,16 +91,17 @@ def test_make_run_path_sandbox_then_shell(tmp_path):
         "PGMIG_CONFIG": "",
     }
     try:
-        out = pgmig("run", "--user", "dana", stdin="check source target\n", env=env)
+        out = pgmig("run", "--user", "dana", stdin="check source target\nhelp\n", env=env)
         assert out.returncode == 0, out.stderr
         assert "sandbox ready" in out.stdout and "No SLACK_BOT_TOKEN" in out.stdout
-        assert "Pre-flight: source → target (online)" in out.stdout and "✅ Ready" in out.stdout
-        assert "db shop" in out.stdout
-        assert pgmig("sandbox", "status", env=env).stdout.count("stopped") == 2  # stopped when the shell ends
+        assert "e.g. `as UAPPROVER` to approve a cutover" in out.stdout  # the sandbox's own approver
+        assert "Pre-flight: source → target (online)" in out.stdout and "Ready" in out.stdout
+        assert "— 0 blocking" in out.stdout and "db shop" in out.stdout
+        assert pgmig("sandbox", "status", env=env).stdout.count(" stopped (") == 2  # stopped when the shell ends
         again = pgmig("run", stdin="servers\n", env=env)  # a second start reuses the clusters and their data
         assert "sandbox running" in again.stdout and "• source" in again.stdout
         assert pgmig("sandbox", "up", env=env).returncode == 0
-        assert pgmig("sandbox", "status", env=env).stdout.count("running") == 2
+        assert pgmig("sandbox", "status", env=env).stdout.count(" running (") == 2
     finally:
         pgmig("sandbox", "down", env=env)
     assert "no sandbox" in pgmig("sandbox", "status", env=env).stdout
@@ -129,6 +122,8 @@ def test_shell_migration_runs_to_completion_before_the_script_ends(tmp_path, sou
     assert "🚀 mig-1 started by @erin" in out.stdout
     assert "[#shell]" in out.stdout and "waiting for mig-1 to finish" in out.stdout
     assert "[#shell thread] @erin ✅ mig-1 completed" in out.stdout
+    assert "[#shell ↻] mig-1 importing: src → tgt\n[#shell ↻] mig-1 verifying: src → tgt\n" in out.stdout  # a line each
+    assert "[#shell ↻] mig-1: src → tgt\n" in out.stdout and "completed in" in out.stdout  # its last word, whole
     listing = pgmig("shell", env=env, stdin="list\n")
     assert "mig-1 completed" in listing.stdout
 
@@ -191,6 +186,7 @@ def test_shell_cutover_card_and_status_name_people_and_end_with_the_outcome(tmp_
         "wait 8",
         "status mig-1",
         "audit mig-1",
+        "watch mig-1",
     ]
     try:
         out = pgmig("shell", "--user", "dana", env=env, stdin="\n".join(script) + "\n", timeout=180)
@@ -204,21 +200,32 @@ def test_shell_cutover_card_and_status_name_people_and_end_with_the_outcome(tmp_
     assert "`approval` — requested by @dana; approved by @UAPPROVER" in text
     assert "@approved" not in text and "started by approved" not in text
     assert "cutover.approved — cutting_over: cutover approved by @UAPPROVER" in text  # the audit names a person
-    final = text[text.rindex("[#shell ↻] mig-1: src → tgt") :].split("\n[#", 1)[0]
-    assert "completed in" in final and "writes unavailable" in final and "after release: validate" in final
-    assert "streaming" not in final and "/pgmig cancel" not in final and "so far" not in final
+    # the live card is edited on every tick (0.2 s): the terminal shows it as posted, then a line per state
+    # change, each once, and its last word whole (as `watch` shows it too)
+    assert text.count("so far") == 1
+    changes = [line for line in text.splitlines() if line.startswith("[#shell ↻] mig-1 ")]
+    assert len(changes) == len(set(changes))  # each state once, however many ticks
+    for state in ("full_load", "ready_for_cutover", "awaiting_approval", "cutting_over", "released"):
+        assert f"[#shell ↻] mig-1 {state}: src → tgt" in changes
+    for final in (text[text.rindex("[#shell ↻] mig-1: src → tgt") :], text[text.rindex("pgmig> watch mig-1") :]):
+        final = final.split("\n[#", 1)[0].split("\npgmig>", 1)[0]
+        assert "completed in" in final and "writes unavailable" in final and "after release: validate" in final
+        assert "streaming" not in final and "/pgmig cancel" not in final and "so far" not in final
 
 
 def test_shell_commands_are_listed_and_explain_themselves(tmp_path):
-    """No cluster needed: `help` lists the shell's own commands; a bare `as`/`press`/`wait` gets its usage;
-    mistyped commands, options and server names get a "did you mean"; Slack's typography is read."""
+    """No cluster needed: `help` lists the shell's own commands, its examples naming a configured approver; a
+    bare `as`/`press`/`watch`/`wait` gets its usage; mistyped commands, options and server names get a "did you
+    mean"; Slack's typography is read."""
     config = tmp_path / "pgmig.toml"
-    config.write_text(config_toml({"src": free_port(), "tgt": free_port()}))
+    config.write_text(config_toml({"src": free_port(), "tgt": free_port()}, extra='[slack]\napprovers = ["U0LEAD"]\n'))
     script = "\n".join(
         [
             "help",
             "as",
             "press",
+            "watch",
+            "watch mig-9",
             "wait",
             "wait soon",
             "help press",
@@ -235,10 +242,13 @@ def test_shell_commands_are_listed_and_explain_themselves(tmp_path):
     assert out.returncode == 0, out.stderr
     text = out.stdout
     help_part = text.split("pgmig> as")[0]
-    for usage in ("press N", "as USER_ID", "wait N", "quit"):
+    for usage in ("press N", "as USER_ID", "watch mig-N", "wait N", "quit"):
         assert f"  {usage} " in help_part
     assert "`/pgmig check` — Run the pre-flight checks" in help_part  # and the Slack commands, as before
-    assert "usage: as USER_ID — act as another Slack user, e.g. `as U0APPROVER`" in text
+    assert "as USER_ID   act as another Slack user, e.g. `as U0LEAD` to approve a cutover" in help_part
+    assert "usage: as USER_ID — act as another Slack user, e.g. `as U0LEAD` to approve a cutover" in text
+    assert "usage: watch mig-N — show a migration's live card" in text
+    assert "❌ there is no mig-9; `list` shows the migrations" in text
     assert text.count("usage: press N — click button N of the last message") == 2  # `press`, `help press`
     assert "usage: wait N — pause N seconds" in text and "`soon` is not a number of seconds" in text
     assert "unknown command `stauts` — did you mean `status`?" in text
@@ -249,112 +259,48 @@ def test_shell_commands_are_listed_and_explain_themselves(tmp_path):
     assert "Traceback" not in text + out.stderr
 
 
-class Terminal:
-    """pgmig's shell on a pseudo-terminal of its own, run by `sh` the way `make run` runs it: `sh` traps
-    SIGINT, so a Ctrl-C that reached the process group would show."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.master, slave = os.openpty()
-        self.proc = subprocess.Popen(
-            [
-                "sh",
-                "-c",
-                'trap "echo SH-GOT-SIGINT" INT; "$0" -m bot.cli shell --user alice; echo "shell exited $?"',
-                sys.executable,
-            ],
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            env={**os.environ, **env},
-            start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # the terminal's Ctrl-C goes to this group
-        )
-        os.close(slave)
-        self.seen = ""
-
-    def expect(self, text: str, count: int = 1, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while self.seen.count(text) < count:
-            assert time.monotonic() < deadline, f"no {text!r} in {self.seen!r}"
-            if select.select([self.master], [], [], 0.1)[0]:
-                try:
-                    self.seen += os.read(self.master, 65536).decode(errors="replace")
-                except OSError:  # the terminal closed: everything has been read
-                    assert self.seen.count(text) >= count, f"no {text!r} in {self.seen!r}"
-
-    def type(self, keys: str) -> None:
-        os.write(self.master, keys.encode())
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        os.close(self.master)
-
-
-def test_ctrl_c_at_the_prompt_cancels_the_line_and_the_shell_goes_on(tmp_path):
+def test_shell_form_checks_each_answer_and_asks_only_what_applies(tmp_path, source_cluster, target_cluster):
+    """`migrate` alone: a refused answer is asked again at once with the reason (a choice's with a "did you
+    mean"); the target is not offered the source; an online migration is asked no method and not offered
+    pause-after-export; the command the form makes is shown before it starts."""
     config = tmp_path / "pgmig.toml"
-    config.write_text(config_toml({"src": free_port(), "tgt": free_port()}))
-    term = Terminal({"PGMIG_CONFIG": str(config), "PGMIG_STATE": str(tmp_path / "state.sqlite")})
-    try:
-        term.expect("pgmig> ")
-        term.type("check sr")
-        term.expect("check sr")
-        term.type("\x03")  # Ctrl-C, as the keyboard sends it
-        term.expect("pgmig> ", count=2)
-        term.type("servers\n")  # a new line: nothing of the cancelled one is left in it
-        term.expect("Configured servers")
-        term.expect("pgmig> ", count=3)
-        shell_pid = int(subprocess.run(["pgrep", "-P", str(term.proc.pid)], capture_output=True, text=True).stdout)
-        os.kill(shell_pid, signal.SIGINT)  # a SIGINT from elsewhere at the prompt: a new prompt, too
-        term.expect("pgmig> ", count=4)
-        term.type("quit\n")
-        term.expect("shell exited 0")
-        assert term.proc.wait(timeout=30) == 0
-    finally:
-        term.close()
-    assert "unknown server sr" not in term.seen and "check srservers" not in term.seen
-    assert "SH-GOT-SIGINT" not in term.seen  # the Ctrl-C never reached the process group (`make run`)
-    assert "Traceback" not in term.seen
-
-
-def test_ctrl_d_at_the_prompt_leaves_with_status_0(tmp_path):
-    config = tmp_path / "pgmig.toml"
-    config.write_text(config_toml({"src": free_port()}))
-    term = Terminal({"PGMIG_CONFIG": str(config), "PGMIG_STATE": str(tmp_path / "state.sqlite")})
-    try:
-        term.expect("pgmig> ")
-        term.type("\x04")
-        term.expect("shell exited 0")
-    finally:
-        term.close()
-    assert "Traceback" not in term.seen
-
-
-def test_quit_with_an_active_migration_asks_first_and_says_what_carries_on(tmp_path):
-    state = tmp_path / "state.sqlite"
-
-    async def paused() -> None:  # a migration waiting for its export files to be reviewed
-        store = await Store.open(str(state))
-        await store.create_migration(Migration("mig-1", "src", "tgt", ["shop"], Mode.OFFLINE, State.PAUSED, "U0BOB"))
-        await store.close()
-
-    asyncio.run(paused())
-    config = tmp_path / "pgmig.toml"
-    config.write_text(config_toml({"src": free_port(), "tgt": free_port()}))
-    term = Terminal({"PGMIG_CONFIG": str(config), "PGMIG_STATE": str(state)})
-    try:
-        term.expect("pgmig> ")
-        term.type("quit\r")
-        term.expect("mig-1 (paused) is still active")
-        term.expect("quit anyway? [y/N] ")
-        term.type("n\r")  # stays
-        term.expect("pgmig> ", count=2)
-        term.type("\x04")  # Ctrl-D asks too
-        term.expect("quit anyway? [y/N] ", count=2)
-        term.type("y\r")
-        term.expect("mig-1 stays paused: the next start (`make run`) watches it again")
-        term.expect("shell exited 0")
-    finally:
-        term.close()
-    assert "Traceback" not in term.seen
+    config.write_text(config_toml({"src": source_cluster, "tgt": target_cluster}))
+    answers = [
+        "migrate",
+        "1",  # source: src
+        "src",  # target: not offered
+        "",  # target: Enter keeps tgt, the only other server
+        "shop",
+        "onlin",
+        "online",
+        "99",  # parallel jobs: out of range
+        "",
+        "3",  # options: an online migration has two
+        "cancel",
+        "migrate",
+        "src",
+        "",
+        "shop",
+        "offline",
+        "dump",  # the method: asked for an offline migration
+        "",
+        "1,2",  # overwrite, pause after export
+        "status mig-1",
+    ]
+    out = pgmig("shell", "--user", "erin", stdin="\n".join(answers) + "\n", env=shell_env(tmp_path, config))
+    assert out.returncode == 0, out.stderr
+    online, offline = out.stdout.split("(form cancelled; nothing was started)")
+    assert "1. Source server * (one number or name)\n     1) src\n     2) tgt\n  > 1\n" in online
+    target = "2. Target server * (one number or name; Enter keeps tgt)\n     1) tgt ✓\n"
+    assert target + "  > src\n❌ no choice `src` (1–1 or a name)\n" + target + "  > \n3. Databases on src *" in online
+    assert "  > onlin\n❌ no choice `onlin` (1–2 or a name) — did you mean `online`?\n4. Mode *" in online
+    assert "  > 99\n❌ a whole number from 1 to 64, or empty for the default\n5. Parallel jobs" in online
+    assert "6. Options (" in online and "2) Replica identity full" in online
+    assert "  > 3\n❌ no choice `3` (1–2 or a name)\n6. Options" in online
+    assert "Method" not in online and "Pause after export" not in online
+    assert "5. Method (offline only) *" in offline and "Replica identity full" not in offline
+    assert "7. Options (" in offline and "2) Pause after export" in offline
+    command = "/pgmig migrate src tgt --mode offline --method dump --db shop --overwrite --pause-after-export"
+    assert f"  > 1,2\nThe form runs: {command}\n⏳ Running pre-flight checks before starting…\n" in offline
+    assert "🚀 mig-1 started by @erin" in offline and "mig-1 stays paused" in offline
+    assert "Traceback" not in out.stdout + out.stderr

@@ -292,15 +292,15 @@ def test_the_shell_walks_the_form_and_starts_the_migration(tmp_path, source_clus
     answers = [
         "migrate",
         "1",  # source: src
-        "src",  # target: the same server (refused when submitted)
+        "src",  # target: the source is not offered (refused at once, asked again)
+        "1",  # target: tgt
         "shop",  # databases
         "9",  # mode: no such choice
         "²",  # a digit to str.isdigit(), not to int()
         "offline",
         "2",  # method: dump
         "",  # parallel: the default
-        "overwrite,3",  # options: overwrite, pause after export
-        "2",  # target again: tgt
+        "overwrite,2",  # options: overwrite, pause after export (replica identity full is not offered offline)
         "status mig-1",
     ]
     out = subprocess.run(
@@ -317,7 +317,8 @@ def test_the_shell_walks_the_form_and_starts_the_migration(tmp_path, source_clus
     assert "⏳ listing its databases…" in text
     assert "3. Databases on src *" in text and "shop — " in text and "MB ✓" in text
     assert "❌ no choice `9`" in text and "❌ no choice `²`" in text
-    assert "❌ Target server: the target must be another server than the source" in text
+    assert "❌ no choice `src` (1–1 or a name)" in text  # the target is never the source
+    assert "The form runs: /pgmig migrate src tgt --mode offline --method dump --db shop --overwrite" in text
     assert "🚀 mig-1 started by @erin" in text
     assert "paused" in text  # pause after export, by the dump method
     assert "Traceback" not in text + out.stderr
