@@ -27,7 +27,7 @@ from pathlib import Path
 from bot.localpg import ClusterError, LocalCluster, reachable_by_server_user
 from bot.replica import replica_id
 from bot.settings import DEFAULT_STATE, load_settings, pgmig_command
-from handlers.context import Reply
+from handlers.context import Posted, Reply
 from handlers.publisher import ChannelPublisher
 from migration_core.engine import Command, Engine, EngineConfig
 from migration_core.models import Migration, State
@@ -427,8 +427,8 @@ def _ours(m: Migration) -> bool:
 class _Quiet:
     """A poster for a command-line cancel: the outcome is printed, not posted as a card."""
 
-    async def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
-        return ""
+    async def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> Posted:
+        return Posted()
 
     async def update(self, channel: str, ts: str, reply: Reply, *, final: bool = True) -> None:
         return None

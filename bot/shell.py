@@ -59,7 +59,7 @@ from bot.textrender import (
 )
 from handlers import modal, router
 from handlers.authz import is_group
-from handlers.context import Invocation, Reply, Services
+from handlers.context import Invocation, Posted, Reply, Services
 from handlers.grammar import COMMANDS, MIGRATION_ID, UsageError, close_match, normalize
 from handlers.messages import outgoing
 from migration_core.engine import MONITORED
@@ -108,7 +108,7 @@ class ShellPoster:
         self._last = max(time.time_ns() // 1000, self._last + 1)
         return f"{self._last // 1_000_000}.{self._last % 1_000_000:06d}"
 
-    async def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
+    async def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> Posted:
         ts = self._ts()
         summary, blocks = _parts(reply)
         text, buttons = render(summary, blocks)
@@ -117,7 +117,7 @@ class ShellPoster:
         prefix = f"[#{channel} thread]" if thread_ts else f"[#{channel}]"
         self.write(f"{prefix} {text}")
         self._cards[ts] = (mrkdwn_to_text(summary), text)
-        return ts
+        return Posted(channel, ts)
 
     async def update(self, channel: str, ts: str, reply: Reply, *, final: bool = True) -> None:
         """Printed only when the summary changes (a card of an earlier session's once, to say where it

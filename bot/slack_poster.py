@@ -27,7 +27,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from handlers.context import Reply
+from handlers.context import Posted, Reply
 from handlers.messages import outgoing
 from migration_core.store import Store
 
@@ -78,7 +78,7 @@ class SlackPoster:
         self._shown: dict[tuple[str, str], str] = {}  # (channel, ts) → what the card shows now
         client.retry_handlers = retry_handlers(self)
 
-    async def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
+    async def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> Posted:
         """Post (never skipped: it waits for the channel's turn, then Slack's retry applies)."""
         reply = outgoing(reply)
         await self._turn(f"slack:chat.postMessage:{channel}", *POSTS_PER_CHANNEL)
@@ -92,8 +92,8 @@ class SlackPoster:
                 channel,
                 exc.response.get("error"),
             )
-            return ""
-        return str(resp["ts"])
+            return Posted()
+        return Posted(str(resp.get("channel") or channel), str(resp["ts"]))
 
     async def update(self, channel: str, ts: str, reply: Reply, *, final: bool = True) -> None:
         """Edit a posted message. `final=False` (a progress refresh) may be skipped when the budget is spent;

@@ -36,10 +36,13 @@ async def cutover_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
         )
     channel = svc.policy.notify_channel or inv.channel
     request = await svc.engine.prepare_cutover(mid, inv.user, channel, svc.policy.approval_timeout_minutes)
-    request.ts = await svc.poster.post(channel, await card_for(svc, request, []))
+    posted = await svc.poster.post(channel, await card_for(svc, request, []))
+    request.channel, request.ts = posted.channel or channel, posted.ts  # Slack's id: chat.update needs it
     if not await svc.engine.open_cutover(request):
         await svc.poster.update(
-            channel, request.ts, await card_for(svc, request, [], "the migration moved on before the request was open")
+            request.channel,
+            request.ts,
+            await card_for(svc, request, [], "the migration moved on before the request was open"),
         )
         return messages.error_message(f"{mid} changed state meanwhile; try again")
     return mm.cutover_requested(request, svc.policy.required_approvals)

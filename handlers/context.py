@@ -46,11 +46,20 @@ class Reply:
     ephemeral: bool = True
 
 
+@dataclass(frozen=True)
+class Posted:
+    """Where a message went: the channel's id as Slack answers it (a configured channel *name* is resolved
+    to it, and chat.update only takes the id) and the message's ts; both empty when posting failed."""
+
+    channel: str = ""
+    ts: str = ""
+
+
 class Poster(Protocol):
     """Posts to a channel and edits what it posted: Slack's chat.postMessage/chat.update, or the terminal."""
 
-    async def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
-        """Post; returns the message's reference (Slack's ts), empty when posting failed."""
+    async def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> Posted:
+        """Post; returns where it went (Slack's channel id and ts), empty when posting failed."""
 
     async def update(self, channel: str, ts: str, reply: Reply, *, final: bool = True) -> None:
         """Edit what was posted. `final=False`: a progress refresh, which may be skipped (a newer one follows)."""

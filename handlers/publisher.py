@@ -86,11 +86,10 @@ class ChannelPublisher:
                 final = fresh.state.finished or fresh.state is State.PAUSED
                 await self.poster.update(fresh.message_channel, fresh.message_ts, reply, final=final)
                 return fresh.message_channel, fresh.message_ts
-            channel = self.channel_for(m)
-            ts = await self.poster.post(channel, reply)
-            if ts:
-                await self.store.set_message(m.id, channel, ts)
-            return channel, ts
+            posted = await self.poster.post(self.channel_for(m), reply)
+            if posted.ts:  # kept as Slack's channel id: a configured channel name is no good to chat.update
+                await self.store.set_message(m.id, posted.channel, posted.ts)
+            return posted.channel, posted.ts
 
 
 class ProvisioningPublisher:
@@ -102,14 +101,14 @@ class ProvisioningPublisher:
     async def card(self, record: ProvisionRecord, approvers: list[str], closed: str = "") -> str:
         reply = am.provision_card(record, approvers, self.policy.required_approvals, closed)
         if not record.approval.ts:
-            return await self.poster.post(record.channel, reply)
+            return (await self.poster.post(record.channel, reply)).ts
         await self.poster.update(record.channel, record.approval.ts, reply)
         return record.approval.ts
 
     async def progress(self, record: ProvisionRecord, note: str) -> str:
         reply = am.provisioning(record.id, record.request, note)
         if not record.progress_ts:
-            return await self.poster.post(record.channel, reply)
+            return (await self.poster.post(record.channel, reply)).ts
         await self.poster.update(record.channel, record.progress_ts, reply, final=False)
         return record.progress_ts
 

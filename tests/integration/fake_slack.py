@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ RATE_LIMITS: dict[str, tuple[int, float, bool]] = {
     "chat.update": (50, 60.0, False),
     "chat.postMessage": (5, 5.0, True),
 }
+CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")  # public, private and direct-message channel ids
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 BOT_TOKEN = "xoxb-test-bot-token"
 APP_TOKEN = "xapp-test-app-token"
@@ -48,6 +50,7 @@ class FakeSlack:
     url: str = ""
     rate_limits: bool = False  # answer as Slack does beyond its published rate limits (see RATE_LIMITS)
     refused: list[Call] = field(default_factory=list)  # calls answered 429
+    channels: dict[str, str] = field(default_factory=dict)  # channel name → the id Slack gave it
 
     def __post_init__(self) -> None:
         self._windows: dict[str, list[float]] = {}
@@ -104,6 +107,15 @@ class FakeSlack:
             await asyncio.sleep(self.slow[method])
         return web.json_response(self._answer(method, params))
 
+    def channel_id(self, channel: str) -> str:
+        """A channel's id, as Slack resolves a name to it (stable per name)."""
+        if CHANNEL_ID.fullmatch(channel):
+            return channel
+        if re.fullmatch(r"[UW][A-Z0-9]{2,}", channel):  # a user id: the app's direct-message channel with them
+            return "D" + channel[1:]
+        name = channel.lstrip("#")
+        return self.channels.setdefault(name, f"C0{len(self.channels) + 1:04d}{name[:4].upper()}")
+
     def _limited(self, method: str, params: dict[str, Any]) -> float:
         """Seconds until `method` may be called again (0: now), by RATE_LIMITS: a sliding window per
         workspace for tiered methods, per channel for chat.postMessage."""
@@ -130,9 +142,15 @@ class FakeSlack:
                 "user_id": "U0BOT",
                 "bot_id": "B0BOT",
             }
-        if method in ("chat.postMessage", "chat.postEphemeral", "chat.update"):
+        if method in ("chat.postMessage", "chat.postEphemeral"):
+            # a channel may be named by id or by name ("#db-ops"); the answer always carries the id
             self._ts += 1
-            return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts") or f"{self._ts:.6f}"}
+            return {"ok": True, "channel": self.channel_id(str(params.get("channel", ""))), "ts": f"{self._ts:.6f}"}
+        if method == "chat.update":
+            # chat.update takes the channel's id only: a name is channel_not_found (its method page)
+            if not CHANNEL_ID.fullmatch(str(params.get("channel", ""))):
+                return {"ok": False, "error": "channel_not_found"}
+            return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts")}
         if method == "usergroups.users.list":
             group = params.get("usergroup", "")
             if group not in self.usergroups:

@@ -71,3 +71,23 @@ async def test_a_dozen_live_cards_end_in_their_final_state_within_the_tiers(slac
         per_card.setdefault(c.params["ts"], []).append(text_of(c.params))
     for texts in per_card.values():  # an edit that changes nothing is not sent
         assert all(a != b for a, b in zip(texts, texts[1:], strict=False))
+
+
+async def test_a_notify_channel_given_by_name_gets_its_card_edited_by_id(tmp_path, source_cluster, target_cluster):
+    """`notify_channel = "#db-migrations"`: Slack answers the post with the channel's id, and chat.update
+    takes only that; the card is stored with the id, so every edit lands."""
+    async with running(
+        tmp_path,
+        config_toml(
+            {"onprem": source_cluster, "azure": target_cluster},
+            extra='[slack]\nnotify_channel = "#db-migrations"\n[migration]\nprogress_interval_seconds = 0.1\n',
+        ),
+    ) as app:
+        await app.command("migrate onprem azure --mode offline --db shop --overwrite", key="m")
+        await wait_state(app.services.store, "mig-1", State.COMPLETED, timeout=120)
+        m = await app.services.store.get_migration("mig-1")
+        assert m is not None and m.message_channel == app.fake.channels["db-migrations"]
+        final = await app.fake.wait_for(
+            "calls", lambda c: c.method == "chat.update" and "completed* in" in text_of(c.params), timeout=30
+        )
+        assert final.params["channel"] == m.message_channel
