@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.localpg import LocalCluster
+from migration_core.store import Store
 from tests.conftest import PASSWORD
 
 
@@ -48,3 +49,11 @@ def replica_level_cluster(cluster_root):
     c.psql("CREATE TABLE t (id int PRIMARY KEY)", database="app")
     yield c
     c.destroy()
+
+
+@pytest.fixture
+async def store(tmp_path):
+    """A fresh SQLite state store for one test (the embedded default)."""
+    s = await Store.open(str(tmp_path / "state.sqlite"))
+    yield s
+    await s.close()

@@ -63,13 +63,6 @@ def make_engine(store: Store, src: LocalCluster, tgt: LocalCluster, tmp_path, **
     return Engine(store, servers, RecordingEvents(), cfg)
 
 
-@pytest.fixture
-async def store(tmp_path):
-    s = await Store.open(str(tmp_path / "state.sqlite"))
-    yield s
-    await s.close()
-
-
 async def start_online(engine: Engine, dbs: list[str], **kw) -> str:
     m = await engine.create(
         MigrationRequest(

@@ -151,6 +151,16 @@ async def world(tmp_path, cluster_root, target_cluster):
         target_cluster.psql(f"DROP DATABASE IF EXISTS {state_db} WITH (FORCE)")
 
 
+async def loading(store: Store, mid: str, db: str) -> None:
+    """Until the full load of `db` runs (the moment a test makes its holder die or freeze)."""
+    for _ in range(300):
+        step = await store.step(mid, f"load:{db}")
+        if step is not None and step.state == "running":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the load of {db} never started")
+
+
 async def holder(store: Store, mid: str) -> str:
     return (await store.owner(mid))[0].split("/", 1)[0]
 
@@ -213,11 +223,7 @@ async def test_a_standby_takes_over_a_dead_replica_mid_load_and_mid_cutover(worl
         replica("rb", kill_at="fence:busy").start(), replica("rc", kill_at="fence:busy").start()
     )
     assert "mig-1" in await a.ask("migrate onprem azure --mode online --db busy", "m")
-    for _ in range(300):
-        step = await store.step("mig-1", "load:busy")
-        if step is not None and step.state == "running":
-            break
-        await asyncio.sleep(0.05)
+    await loading(store, "mig-1", "busy")
     a.kill()  # the holder dies in the middle of the full load, without a word
     killed = time.monotonic()
     while await holder(store, "mig-1") == "ra":
@@ -325,11 +331,7 @@ async def test_a_frozen_replica_that_wakes_after_a_takeover_writes_nothing(world
     src, tgt, store, fake, replica = world
     a, b = await asyncio.gather(replica("ra").start(), replica("rb").start())
     assert "mig-1" in await a.ask("migrate onprem azure --mode online --db busy", "m")
-    for _ in range(300):
-        step = await store.step("mig-1", "load:busy")
-        if step is not None and step.state == "running":
-            break
-        await asyncio.sleep(0.05)
+    await loading(store, "mig-1", "busy")
     assert a.proc is not None
     a.proc.send_signal(signal.SIGSTOP)
     try:

@@ -11,7 +11,6 @@ from bot.localpg import LocalCluster
 from migration_core import servers
 from migration_core.models import State
 from migration_core.pgbin import find_bindir
-from migration_core.store import Store
 from migration_core.tools import Tool, connection_env, conninfo, with_options
 from tests.integration.clusters import server
 from tests.integration.sample_data import facts
@@ -105,9 +104,8 @@ async def test_every_kind_of_session_lifts_the_limits_and_pgmigs_own_set_still_w
 
 
 @pytest.mark.parametrize("method", ["restore", "dump"])
-async def test_an_offline_migration_ignores_the_customers_timeouts(tmp_path, strict, method):
+async def test_an_offline_migration_ignores_the_customers_timeouts(tmp_path, strict, method, store):
     source, target = strict
-    store = await Store.open(str(tmp_path / "state.sqlite"))
     engine = make_engine(store, source, target, tmp_path)
     try:
         mid = await run(engine, databases=[DB], method=method, parallel=2)
@@ -117,12 +115,10 @@ async def test_an_offline_migration_ignores_the_customers_timeouts(tmp_path, str
         await same_rows(source, target, 1000)
     finally:
         await engine.close()
-        await store.close()
 
 
-async def test_an_online_migration_ignores_the_customers_timeouts(tmp_path, strict):
+async def test_an_online_migration_ignores_the_customers_timeouts(tmp_path, strict, store):
     source, target = strict
-    store = await Store.open(str(tmp_path / "state.sqlite"))
     engine = make_engine(store, source, target, tmp_path)
     try:
         mid = await start_online(engine, [DB])
@@ -134,4 +130,3 @@ async def test_an_online_migration_ignores_the_customers_timeouts(tmp_path, stri
         await same_rows(source, target, 1010)
     finally:
         await engine.close()
-        await store.close()

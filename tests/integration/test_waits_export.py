@@ -71,13 +71,6 @@ def make_engine(store: Store, src, tgt, tmp_path, stall: float = 300.0) -> Engin
     return Engine(store, servers, SeenEvents(), config)
 
 
-@pytest.fixture
-async def store(tmp_path):
-    s = await Store.open(str(tmp_path / "state.sqlite"))
-    yield s
-    await s.close()
-
-
 async def migrate(engine: Engine, db: str, method: str, pause: bool = False) -> str:
     m = await engine.create(
         MigrationRequest(

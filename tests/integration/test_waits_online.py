@@ -68,13 +68,6 @@ def fresh(pair, *databases: str) -> None:
         src.psql(SCHEMAS[db], database=db)
 
 
-@pytest.fixture
-async def store(tmp_path):
-    s = await Store.open(str(tmp_path / "state.sqlite"))
-    yield s
-    await s.close()
-
-
 def make_engine(store: Store, src: LocalCluster, tgt: LocalCluster, tmp_path: Path, **source) -> Engine:
     servers = {"onprem": server("onprem", src, **source), "azure": server("azure", tgt)}
     config = EngineConfig(workdir=tmp_path / "work", progress_interval=0.1, fence_grace_seconds=0.1)
