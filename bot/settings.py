@@ -117,6 +117,7 @@ _SERVER_KEYS = {
     "replication_port": int,
     "azure_resource_group": str,
     "azure_server": str,
+    "azure_runtime_server": str,
 }
 _MIGRATION_KEYS = {
     "workdir": str,
@@ -152,6 +153,10 @@ _AZURE_KEYS = {
     "dms_service": str,
     "dms_sku": str,
     "dms_subnet": str,
+    "authority_host": str,
+    "credential_scope": str,
+    "pg_api_version": str,
+    "dms_api_version": str,
     "ca_file": str,
     "admin_password_envs": list,
 }

@@ -1,6 +1,6 @@
-"""`/pgmig provision | createdb | firewall | configure` and the provisioning approval buttons: parse,
-authorize (Azure configured first, then an explicit operators list), call the core (the provisioning
-lifecycle is migration_core/azure/provisioning.py), render."""
+"""`/pgmig provision | createdb | firewall | configure | azure-check` and the provisioning approval buttons:
+parse, authorize (Azure configured first, then an explicit operators list for what changes anything), call
+the core (the provisioning lifecycle is migration_core/azure/provisioning.py), render."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
 from migration_core import extensions
 from migration_core.approval import Verdict
+from migration_core.azure.check import CheckRequest
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.flex_backend import azure_target
 from migration_core.azure.provision import AzureServer, configure, create_database, firewall_rule
@@ -85,6 +86,9 @@ async def provision_command(cmd: ParsedCommand, inv: Invocation, svc: Services) 
         firewall=a["firewall"] or [],
         tags=a["tags"],
         source=a["source"] or "",
+        network=a["network"],
+        subnet=a["subnet"],
+        private_dns_zone=a["private_dns_zone"],
     )
     if args.source and isinstance(found := resolve_servers(svc, args.source), Reply):
         return found
@@ -168,3 +172,22 @@ async def configure_command(cmd: ParsedCommand, inv: Invocation, svc: Services) 
         )
     )
     return am.configured(a["server"], found.name, changes, restarted, any(c.pending_restart for c in changes))
+
+
+async def azure_check_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    """Read-only, so anyone may ask: what pgmig's Azure identity can and cannot do, with the fixes."""
+    a = cmd.args
+    _azure(svc)
+    target = source = None
+    if a["target"]:
+        found = resolve_servers(svc, a["target"])
+        if isinstance(found, Reply):
+            return found
+        target = found[0]
+    if a["source"]:
+        found = resolve_servers(svc, a["source"])
+        if isinstance(found, Reply):
+            return found
+        source = found[0]
+    req = CheckRequest(target, source, a["backend"] or "", tuple(a["db"] or ()), a["mode"] != "offline")
+    return am.azure_check(await _provisioner(svc).check(req))

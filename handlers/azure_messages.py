@@ -6,6 +6,7 @@ from handlers.actions import Action
 from handlers.context import Reply
 from handlers.messages import esc, header, section, sections
 from handlers.migration_messages import approvals_line, decision, mention
+from migration_core.azure.check import AzureReport, Level
 from migration_core.azure.provision import ParameterChange, ProvisionResult
 from migration_core.azure.provisioning import ProvisionRecord, ProvisionState
 from migration_core.azure.validation import ProvisionRequest
@@ -17,6 +18,7 @@ def provision_card(record: ProvisionRecord, approvers: list[str], required: int,
         f"*Provisioning requested by {mention(record.requested_by)}*: {esc(req.describe())}",
         f"Admin user `{esc(req.admin_user)}`, password from `${esc(req.admin_password_env)}`"
         + (f"; tags {esc(', '.join(f'{k}={v}' for k, v in req.tags.items()))}" if req.tags else ""),
+        *warned(req),
         approvals_line(approvers, required, record.approval.expires_at),
     ]
     blocks = [
@@ -35,6 +37,24 @@ def provision_card(record: ProvisionRecord, approvers: list[str], required: int,
     return Reply(f"Approve provisioning {req.name}? {len(approvers)} of {required} approvals", blocks, ephemeral=False)
 
 
+def warned(req: ProvisionRequest) -> list[str]:
+    """What the request was allowed with but should be read (a version past its end of life…)."""
+    return [f"⚠️ {esc(w)}" for w in req.warnings]
+
+
+def reachability(req: ProvisionRequest) -> str:
+    """How the new server can be reached, so nobody expects more."""
+    if req.network == "vnet":
+        return (
+            f"Private access only: reachable from subnet `{esc(req.subnet.rsplit('/', 1)[-1])}`'s VNet (and peered "
+            "networks) through the private DNS zone; pgmig must run there to use it"
+        )
+    rules = ", ".join(f"{r.name} {r.start}-{r.end}" for r in req.firewall)
+    return "Public access, allowed for " + esc(
+        ", ".join(x for x in (rules, "Azure services" if req.allow_azure_services else "") if x)
+    )
+
+
 def provision_requested(record: ProvisionRecord, required: int) -> Reply:
     """The answer to `/pgmig provision`: started, or waiting for the team."""
     pid, req, channel = record.id, record.request, record.channel
@@ -45,7 +65,8 @@ def provision_requested(record: ProvisionRecord, required: int) -> Reply:
                 section(
                     f"🗳️ Provisioning *{esc(req.name)}* ({pid}) needs {required} approval(s): "
                     f"the card is in <#{channel}>."
-                )
+                ),
+                *[section(w) for w in warned(req)],
             ],
             ephemeral=False,
         )
@@ -55,7 +76,8 @@ def provision_requested(record: ProvisionRecord, required: int) -> Reply:
             section(
                 f"🏗️ *{pid}*: provisioning {esc(req.describe())}. Progress follows in <#{channel}>; this takes several "
                 "minutes."
-            )
+            ),
+            *[section(w) for w in warned(req)],
         ],
         ephemeral=False,
     )
@@ -74,8 +96,10 @@ def provisioned(pid: str, req: ProvisionRequest, result: ProvisionResult, regist
         f"✅ *{esc(req.name)}* ({pid}) {what} in {result.seconds:.0f} s: `{esc(result.fqdn)}` "
         f"(state {esc(result.state or 'unknown')})"
     ]
+    lines.append(reachability(req))
     if result.firewall:
         lines.append(f"Firewall rules: {esc(', '.join(result.firewall))}")
+    lines += warned(req)
     if notes:
         lines.append(f"Server parameters for the source: {esc('; '.join(notes))}")
     if registered:
@@ -148,3 +172,23 @@ def provision_status(record: ProvisionRecord) -> Reply:
     lines += [f"FQDN `{esc(record.fqdn)}`"] if record.fqdn else []
     lines.append(f"requested by {mention(record.requested_by)} · `/pgmig audit {pid}`")
     return Reply(f"{pid}: {state}", sections(lines))
+
+
+CHECK_ICON = {Level.OK: "✅", Level.WARN: "⚠️", Level.FAIL: "❌"}
+
+
+def azure_check(report: AzureReport) -> Reply:
+    """`/pgmig azure-check`: one line per finding, the fix beneath every one that needs acting on."""
+    lines = [
+        f"{CHECK_ICON[i.level]} *{esc(i.subject)}*: {esc(i.said)}" + (f"\n      fix: {esc(i.fix)}" if i.fix else "")
+        for i in report.items
+    ]
+    blocking, warnings = len(report.blocking), len(report.warnings)
+    verdict = (
+        f"{blocking} problem(s) to fix before relying on Azure"
+        if blocking
+        else f"ready ({warnings} warning(s))"
+        if warnings
+        else "ready"
+    )
+    return Reply(f"azure-check: {verdict}", [header(f"Azure check: {verdict}"), *sections(lines)])

@@ -155,10 +155,17 @@ COMMANDS: dict[str, CommandSpec] = {
                 Option(
                     "--backend",
                     "who moves the data: pgmig itself (native), the flexible server's migration "
-                    "service (flex) or Azure DMS classic (dms, online only)",
+                    "service (flex; at most 8 databases online, batches offline) or Azure DMS classic "
+                    "(dms: online only, sources 9.4–13; Microsoft recommends flex)",
                     "choice",
                     ("native", "flex", "dms"),
                     default="native",
+                ),
+                Option(
+                    "--runtime-server",
+                    "flex backend: the resource id of the runtime server the service runs on, for sources or "
+                    "targets on private networks (default: the target's azure_runtime_server)",
+                    metavar="ID",
                 ),
             ),
             working="Running pre-flight checks before starting…",
@@ -169,7 +176,7 @@ COMMANDS: dict[str, CommandSpec] = {
             "flexible-server create`); it then becomes a migration target",
             "/pgmig provision sales-prod --resource-group rg-data --region westeurope --version 16 --tier "
             "GeneralPurpose --sku Standard_D2ds_v5 --storage-gb 128 --admin-user pgadmin --admin-password-env "
-            "SALES_ADMIN_PASSWORD --public-access --firewall office=203.0.113.1-203.0.113.20",
+            "SALES_ADMIN_PASSWORD --network public --firewall pgmig=198.51.100.7,office=203.0.113.1-203.0.113.20",
             positionals=("NAME",),
             options=(
                 Option("--resource-group", "resource group (default: [azure] resource_group)", metavar="RG"),
@@ -191,13 +198,41 @@ COMMANDS: dict[str, CommandSpec] = {
                 Option("--ha", "high availability: zone-redundant or same-zone", metavar="MODE"),
                 Option("--zone", "availability zone of the primary (1–3)", metavar="N"),
                 Option("--standby-zone", "availability zone of the zone-redundant standby (1–3)", metavar="N"),
-                Option("--public-access", "reachable over the internet through firewall rules", "flag", default=False),
+                Option(
+                    "--network",
+                    "how the server is reached: public (firewall rules) or vnet (private access in a delegated "
+                    "subnet); one is required",
+                    "choice",
+                    ("public", "vnet"),
+                ),
+                Option("--subnet", "vnet: resource id of a subnet delegated to flexible servers", metavar="SUBNET_ID"),
+                Option(
+                    "--private-dns-zone",
+                    "vnet: resource id of the private DNS zone linked to the VNet",
+                    metavar="ZONE_ID",
+                ),
+                Option("--public-access", "same as --network public", "flag", default=False),
                 Option("--allow-azure-services", "firewall rule letting Azure services connect", "flag", default=False),
                 Option("--firewall", "firewall rules NAME=START-END, comma-separated", "list", metavar="n=a-b"),
                 Option("--tags", "resource tags k=v,…", metavar="k=v,…"),
                 Option("--source", "the server this one will receive: its version must not be newer", metavar="SERVER"),
             ),
             working="Validating the request…",
+        ),
+        CommandSpec(
+            "azure-check",
+            "Check what pgmig may do in Azure before depending on it: cloud settings and api-versions, the "
+            "identity and its permissions, resource providers, a target's state and migration slot",
+            "/pgmig azure-check sales-prod --backend flex --source onprem-sales",
+            optional_positionals=("TARGET",),
+            options=(
+                Option("--backend", "the managed backend to check for", "choice", ("flex", "dms")),
+                Option("--source", "the source it would migrate (DMS classic takes 9.4–13)", metavar="SERVER"),
+                Option("--db", "the databases it would migrate", "list", metavar="a,b"),
+                Option("--mode", "online or offline", "choice", ("online", "offline"), default="online"),
+            ),
+            working="Checking Azure…",
+            reads_only=True,
         ),
         CommandSpec(
             "createdb",

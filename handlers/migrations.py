@@ -56,6 +56,8 @@ def migrate_text(a: dict, databases: list[str] | None = None) -> str:
     parts += [f"--{k.replace('_', '-')}" for k in ("overwrite", "pause_after_export", "replica_identity_full") if a[k]]
     if a.get("backend", "native") != "native":
         parts += ["--backend", a["backend"]]
+    if a.get("runtime_server"):
+        parts += ["--runtime-server", a["runtime_server"]]
     return "/pgmig " + " ".join(shlex.quote(p) for p in parts)
 
 
@@ -95,6 +97,7 @@ async def migrate_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
             pause_after_export=a["pause_after_export"],
             replica_identity_full=a["replica_identity_full"],
             backend=a["backend"],
+            runtime_server=a.get("runtime_server") or "",
         ),
         command=migrate_text(a),
     )

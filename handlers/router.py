@@ -10,6 +10,7 @@ from handlers import messages
 from handlers.actions import Action
 from handlers.approvals import audit_command, cutover_command, decide
 from handlers.azure import (
+    azure_check_command,
     configure_command,
     createdb_command,
     decide_provision,
@@ -54,6 +55,7 @@ HANDLERS: dict[str, Handler] = {
     "cutover": cutover_command,
     "audit": audit_command,
     "provision": provision_command,
+    "azure-check": azure_check_command,
     "createdb": createdb_command,
     "firewall": firewall_command,
     "configure": configure_command,

@@ -160,6 +160,7 @@ class Engine:
             req.pause_after_export,
             req.replica_identity_full,
             Backend(req.backend),
+            req.runtime_server,
         )
         m = Migration(
             id=mid,
@@ -249,6 +250,7 @@ class Engine:
                 overwrite=m.options.overwrite,
                 writers=await self.writers(m.target, but=m.id),
                 held=await self.held(m.target, m.databases, but=m.id),
+                service_asks_overwrite=m.options.backend is Backend.FLEX,
                 fenced=await self.fenced(m.source),
             )
         )
@@ -321,6 +323,8 @@ class Engine:
             return await self._retry(migration_id, actor, changes or RetryChanges())
 
     async def _retry(self, migration_id: str, actor: str, changes: RetryChanges) -> bool:
+        if self.is_running(migration_id):  # its last task (a failed cutover's notices) has not ended yet
+            raise MigrationError(f"{migration_id} is still finishing its last step; retry in a moment")
         if not await self._hold(migration_id):
             return False
         m = await self.ledger.get(migration_id)

@@ -50,3 +50,4 @@ class MigrationRequest:
     pause_after_export: bool = False
     replica_identity_full: bool = False
     backend: Backend = Backend.NATIVE
+    runtime_server: str = ""  # flex backend: the runtime server's resource id, for private networks

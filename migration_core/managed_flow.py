@@ -10,7 +10,6 @@ DMS classic moves data only, so pgmig first builds the target schema with FKs an
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 
 from migration_core import sequences
 from migration_core.azure.backend import BackendRef, BackendStatus, ManagedBackend, Phase
@@ -105,13 +104,12 @@ async def run_managed(ctx: MigrationContext) -> None:
         name = f"pgmig-{mid}" + (f"-r{attempt}" if attempt > 1 else "")
         slots = await logical_slots(ctx.source, m.databases)
         await ledger.advance(mid, State.FULL_LOAD, f"{backend.label}: starting {name} for {', '.join(m.databases)}")
-        # what an earlier attempt left in the target databases is this migration's own: replace it
-        ref = await backend.start(
-            replace(m, options=replace(m.options, overwrite=m.options.overwrite or retrying)),
-            name,
-            ctx.source,
-            ctx.target,
-        )
+        if backend.advice and attempt == 1:
+            await ctx.alerts.notice(m, "backend", f"ℹ️ {backend.advice}")
+        # the earlier attempt's databases are this migration's own to replace; others only with --overwrite
+        found = previous.data.get("ref") if retrying and previous else None
+        earlier = BackendRef.from_dict(found) if found else None
+        ref = await backend.start(m, name, ctx.source, ctx.target, earlier)
         await ledger.save(
             mid,
             BACKEND_STEP,
@@ -156,7 +154,24 @@ async def run_managed(ctx: MigrationContext) -> None:
             await ctx.reload()
             await mark_ready(ctx, f"{backend.label} is {status.detail}")
             return
+        await attend(ctx, backend, ref, status)
         await asyncio.sleep(poll)
+
+
+async def attend(ctx: MigrationContext, backend: ManagedBackend, ref: BackendRef, status: BackendStatus) -> None:
+    """The service waits: pgmig takes the steps that are its own (a queued start, a confirmation the person
+    gave with --overwrite), said in the thread; what only a person can do is posted once, cleared once done."""
+    try:
+        done = await backend.advance(ref, status, ctx.source, ctx.target)
+    except MigrationError as exc:  # tried again at the next poll: an ARM hiccup must not fail the copy
+        await ctx.alerts.alert(ctx.m, "service-step", True, f"⚠️ {backend.label}: {exc}")
+        done = ""
+    else:
+        await ctx.alerts.alert(ctx.m, "service-step", False, "")
+    if done:
+        await ctx.alerts.notice(ctx.m, "backend", f"↪️ {backend.label}: {done}")
+    waiting = status.phase is Phase.WAITING
+    await ctx.alerts.alert(ctx.m, "service-waits", waiting, f"✋ {backend.label} waits for you: {status.action}")
 
 
 def managed(ctx: MigrationContext) -> ManagedBackend:

@@ -129,6 +129,7 @@ class MigrationOptions:
     pause_after_export: bool = False
     replica_identity_full: bool = False
     backend: Backend = Backend.NATIVE
+    runtime_server: str = ""  # flex backend: the runtime server's resource id (private networks); "" = the target's
 
     def as_dict(self) -> dict:
         return asdict(self)

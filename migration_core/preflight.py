@@ -102,6 +102,7 @@ class PreflightRequest:
     writers: dict[str, str] = field(default_factory=dict)  # target database → another active migration into it
     held: dict[str, Holder] = field(default_factory=dict)  # target database → the migration that holds it by identity
     fenced: dict[str, str] = field(default_factory=dict)  # source database → the cutover that fenced it, in words
+    service_asks_overwrite: bool = False  # the flex service stops at an existing target database, even an empty one
 
 
 @dataclass
@@ -614,7 +615,19 @@ async def _occupancy_findings(req: PreflightRequest, scope: str, db: str, tgt: _
                 failed=f"target database {db} may not be empty: pgmig cannot look inside it",
             ),
         ]
-    if what.empty:
+    if what.empty and req.service_asks_overwrite and not req.overwrite:
+        out.append(
+            Finding(
+                Status.FAIL,
+                scope,
+                title,
+                f"{db} exists (empty): the flexible-server migration service stops and asks before replacing it",
+                "migrate with --overwrite to let it replace the database, or drop it",
+                RetryChanges(overwrite=True),
+                failed=f"target database {db} exists",
+            )
+        )
+    elif what.empty:
         out.append(Finding(Status.OK, scope, title, f"{db} exists, empty: used as it is (pgmig never drops it)"))
     elif req.overwrite:
         out.append(

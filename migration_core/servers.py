@@ -55,6 +55,7 @@ class ServerConfig:
     replication_port: int | None = None
     azure_resource_group: str | None = None  # an Azure flexible server: where it lives, for the Azure commands
     azure_server: str | None = None  # and backends (default: the host's first label)
+    azure_runtime_server: str | None = None  # flex backend: the runtime server (resource id) for private networks
 
     @property
     def azure_name(self) -> str | None:

@@ -13,7 +13,9 @@ from migration_core.servers import ServerConfig
 
 
 class Phase(str, Enum):
+    QUEUED = "queued"  # not started yet: the target server runs another migration (one at a time)
     LOADING = "loading"  # validating, copying the snapshot, or catching up
+    WAITING = "waiting"  # the service waits for a person: `BackendStatus.action` says what to do
     READY = "ready"  # streaming and waiting for the cutover trigger (online)
     SUCCEEDED = "succeeded"  # offline copy finished, or the cutover completed
     FAILED = "failed"
@@ -58,6 +60,7 @@ class BackendStatus:
     detail: str  # the service's state and sub-state, for the status line
     databases: dict[str, DatabaseStatus] = field(default_factory=dict)
     error: str = ""
+    action: str = ""  # WAITING: what the person must do (pgmig already did what was its own to do)
 
 
 @dataclass
@@ -71,24 +74,40 @@ class BackendRef:
     service: str = ""
     project: str = ""
     task: str = ""
+    # flex: the service migrates at most 8 databases at a time, so more are batches run one after the
+    # other (`migration`, then `migration-b2`, …); empty: one migration of every database
+    batches: list[list[str]] = field(default_factory=list)
+    overwrite: bool = False  # the person said --overwrite: pgmig may confirm the service's overwrite question
+    created: list[str] = field(default_factory=list)  # target databases that did not exist before attempt 1
+    runtime_server: str = ""  # migrationInstanceResourceId: the runtime server for private networks
+    mode: str = ""  # flex: Online or Offline, for batches started later
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v}
 
     @classmethod
     def from_dict(cls, data: dict) -> "BackendRef":
-        return cls(**data)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
 
 
 class ManagedBackend(Protocol):
     label: str  # "Azure flexible-server migration service", "Azure DMS"
     prepares_schema: bool  # True: pgmig creates the target schema first (DMS classic)
+    advice: str  # said once when a migration starts on this backend ("" for none)
 
-    async def start(self, m: Migration, name: str, source: ServerConfig, target: ServerConfig) -> BackendRef:
-        """Create the service-side migration called `name`; returns the reference later calls take (kept
-        in the store)."""
+    async def start(
+        self, m: Migration, name: str, source: ServerConfig, target: ServerConfig, earlier: BackendRef | None = None
+    ) -> BackendRef:
+        """Create the service-side migration called `name` (or queue it while the target runs another);
+        returns the reference later calls take (kept in the store). `earlier`: the attempt a retry replaces,
+        whose databases (and only those, without --overwrite) the new one may overwrite."""
 
     async def status(self, ref: BackendRef) -> BackendStatus: ...
+
+    async def advance(self, ref: BackendRef, status: BackendStatus, source: ServerConfig, target: ServerConfig) -> str:
+        """Take the steps the service waits for that are pgmig's own (start a queued migration or the next
+        batch once the target is free, confirm an overwrite the person asked for); returns what it did."""
 
     async def cutover(self, ref: BackendRef, database: str) -> None:
         """Tell the service to finish `database` (the source is already fenced by pgmig)."""

@@ -1,6 +1,11 @@
 """Azure Database Migration Service (classic): service → project (PostgreSql → AzureDbForPostgreSql) →
 task Migrate.PostgreSql.AzureDbForPostgreSql.SyncV2. It moves data only (online), so pgmig creates the
-target schema first, with foreign keys dropped and triggers disabled until its own cutover."""
+target schema first, with foreign keys dropped and triggers disabled until its own cutover.
+
+Microsoft steers PostgreSQL users from DMS classic to the flexible server's own migration service
+(`--backend flex`), and DMS classic takes sources of PostgreSQL 9.4 to 13 only: pgmig refuses other
+sources before creating anything and says so in its advice. The subscription must be registered for
+Microsoft.DataMigration (providers.ensure_registered checks, registers when allowed, or says who must)."""
 
 from __future__ import annotations
 
@@ -13,14 +18,41 @@ from migration_core.azure.clients import AzureClients
 from migration_core.azure.errors import explain
 from migration_core.azure.flex_backend import azure_target
 from migration_core.azure.lro import call, run_lro
+from migration_core.azure.providers import DMS_NAMESPACE, ensure_registered
 from migration_core.errors import MigrationError
 from migration_core.models import Migration, Mode
-from migration_core.servers import ServerConfig
+from migration_core.servers import ConnectionProblem, ServerConfig
 
 TASK = "migrate"
 READY_STATES = {"READY_TO_COMPLETE"}
 DONE_STATES = {"COMPLETE"}
 FAILED_STATES = {"FAILED", "VALIDATION_FAILED"}
+SOURCE_VERSIONS = (90400, 140000)  # DMS classic migrates PostgreSQL 9.4 up to 13 (server_version_num)
+ADVICE = (
+    "Microsoft recommends the flexible server's own migration service (`--backend flex`) over DMS classic "
+    "for PostgreSQL; DMS classic takes sources of PostgreSQL 9.4 to 13 only"
+)
+
+
+async def source_version(source: ServerConfig) -> int:
+    """The source's server_version_num (90624 for 9.6.24)."""
+    try:
+        async with source.connection() as conn:
+            return int(await conn.fetchval("SHOW server_version_num"))
+    except ConnectionProblem as problem:
+        raise MigrationError(f"cannot read the version of {source.name}: {problem.message}", problem.fix) from None
+
+
+def version_problem(version_num: int) -> MigrationError | None:
+    low, high = SOURCE_VERSIONS
+    if low <= version_num < high:
+        return None
+    shown = f"{version_num // 10000}" if version_num >= 100000 else f"{version_num // 10000}.{version_num // 100 % 100}"
+    return MigrationError(
+        f"Azure DMS classic migrates PostgreSQL 9.4 to 13 only; the source runs PostgreSQL {shown}",
+        "use `--backend flex` (the flexible server's migration service, which Microsoft recommends) or "
+        "`--backend native`",
+    )
 
 
 def _connection(server: ServerConfig, host: str, port: int) -> models.PostgreSqlConnectionInfo:
@@ -38,17 +70,25 @@ def _connection(server: ServerConfig, host: str, port: int) -> models.PostgreSql
 class DmsBackend:
     label = "Azure DMS"
     prepares_schema = True
+    advice = ADVICE
 
     def __init__(self, clients: AzureClients) -> None:
         self.clients = clients
 
-    async def start(self, m: Migration, name: str, source: ServerConfig, target: ServerConfig) -> BackendRef:
+    async def start(
+        self, m: Migration, name: str, source: ServerConfig, target: ServerConfig, earlier: BackendRef | None = None
+    ) -> BackendRef:
+        """The service (created when missing), a project and the sync task. `earlier` needs nothing here:
+        pgmig itself rebuilt the target schema of a retry."""
         if m.mode is not Mode.ONLINE:
             raise MigrationError(
                 "Azure DMS classic migrates PostgreSQL online only",
                 "use `--backend flex` or `--backend native` for an offline migration",
             )
+        if problem := version_problem(await source_version(source)):
+            raise problem
         group, target_server = azure_target(target)
+        await ensure_registered(self.clients, DMS_NAMESPACE)
         service, project = self.clients.config.dms_service, name
         async with self.clients.dms() as dms:
             try:
@@ -168,6 +208,10 @@ class DmsBackend:
             phase = Phase.LOADING
         detail = state + (f" ({', '.join(sorted(db_states))})" if db_states else "")
         return BackendStatus(phase, detail, dbs, "; ".join(errors) if phase is Phase.FAILED else "")
+
+    async def advance(self, ref: BackendRef, status: BackendStatus, source: ServerConfig, target: ServerConfig) -> str:
+        """DMS classic asks nothing of pgmig between start and cutover."""
+        return ""
 
     async def cutover(self, ref: BackendRef, database: str) -> None:
         async with self.clients.dms() as dms:

@@ -1,9 +1,10 @@
 """Creating and configuring flexible servers: the server itself (a long-running operation of minutes,
-reported while it runs), databases, firewall rules and server parameters."""
+reported while it runs) with public access through firewall rules or private access in a delegated subnet,
+databases, firewall rules and server parameters. A server in a transitional state is waited for; a stopped
+one is refused with the command that starts it (state.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from dataclasses import dataclass
@@ -17,10 +18,10 @@ from migration_core.azure.backend import word
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.errors import explain
 from migration_core.azure.lro import Progress, run_lro
+from migration_core.azure.state import settled
 from migration_core.azure.validation import FirewallRule, ProvisionRequest, storage_problem
 from migration_core.errors import MigrationError
 
-TRANSITIONAL = {"Provisioning", "Updating", "Starting", "Restarting", "Stopping"}
 AZURE_SERVICES_RULE = FirewallRule("AllowAllAzureServicesAndResourcesWithinAzureIps", "0.0.0.0", "0.0.0.0")
 # Extensions that only work once loaded at server start (shared_preload_libraries, a restart).
 PRELOADED = {
@@ -64,7 +65,7 @@ def _server_body(req: ProvisionRequest, password: str) -> models.Server:
         version=req.version,
         storage=models.Storage(storage_size_gb=req.storage_gb),
         high_availability=models.HighAvailability(mode=req.ha, standby_availability_zone=req.standby_zone),
-        network=models.Network(public_network_access="Enabled" if req.public_access else "Disabled"),
+        network=_network(req),
         create_mode="Create",
     )
     if req.zone:
@@ -74,32 +75,23 @@ def _server_body(req: ProvisionRequest, password: str) -> models.Server:
     )
 
 
+def _network(req: ProvisionRequest) -> models.Network:
+    """Public access (reached through firewall rules) or private access in a delegated subnet with its DNS
+    zone: never "Disabled" alone, which would make a server nothing reaches (a private endpoint is not
+    something pgmig creates)."""
+    if req.network == "vnet":
+        return models.Network(
+            public_network_access="Disabled",
+            delegated_subnet_resource_id=req.subnet,
+            private_dns_zone_arm_resource_id=req.private_dns_zone,
+        )
+    return models.Network(public_network_access="Enabled")
+
+
 def _props(server: models.Server) -> models.ServerProperties:
     if server.properties is None:
         raise MigrationError(f"Azure returned server {server.name} without its properties")
     return server.properties
-
-
-async def _settled(
-    clients: AzureClients,
-    client: PostgreSQLManagementClient,
-    req: ProvisionRequest,
-    server: models.Server,
-    on_progress: Progress | None,
-    every: float,
-) -> models.Server:
-    """A server still being created or changed (e.g. by a pgmig that stopped meanwhile) is waited for."""
-    started = last = time.monotonic()
-    while word(_props(server).state) in TRANSITIONAL:
-        if on_progress is not None and time.monotonic() - last >= every:
-            last = time.monotonic()
-            await on_progress(f"{req.name} is {word(_props(server).state)} after {last - started:.0f} s")
-        await asyncio.sleep(max(clients.config.poll_seconds, 0.05))
-        try:
-            server = await client.servers.get(req.resource_group, req.name)
-        except AzureError as exc:
-            raise explain(exc, f"waiting for server {req.name}") from None
-    return server
 
 
 async def provision(
@@ -119,7 +111,9 @@ async def provision(
         except AzureError as exc:
             raise explain(exc, f"looking up server {req.name}") from None
         if existing is not None:
-            existing = await _settled(clients, client, req, existing, on_progress, progress_every)
+            existing = await settled(
+                client, req.resource_group, req.name, clients.config.poll_seconds, existing, on_progress, progress_every
+            )
             storage = _props(existing).storage
             current = storage.storage_size_gb if storage else None
             if problem := storage_problem(req.storage_gb, current):
@@ -164,6 +158,7 @@ async def firewall_rule(
     )
     if client is None:
         async with clients.flex() as client:
+            await settled(client, server.resource_group, server.name, clients.config.poll_seconds)
             await firewall_rule(clients, server, rule, client)
         return
     await run_lro(
@@ -177,6 +172,7 @@ async def firewall_rule(
 async def create_database(clients: AzureClients, server: AzureServer, database: str) -> str:
     """databases.begin_create with UTF8, as pgmig's own target databases are."""
     async with clients.flex() as client:
+        await settled(client, server.resource_group, server.name, clients.config.poll_seconds)
         body = models.Database(properties=models.DatabaseProperties(charset="UTF8", collation="en_US.utf8"))
         db = await run_lro(
             client.databases.begin_create(server.resource_group, server.name, database, body),
@@ -207,6 +203,7 @@ async def configure(
     and whether the server was restarted."""
     changes: list[ParameterChange] = []
     async with clients.flex() as client:
+        await settled(client, server.resource_group, server.name, clients.config.poll_seconds)
 
         async def merge(name: str, wanted: list[str]) -> None:
             try:

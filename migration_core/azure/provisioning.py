@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from migration_core import approval, extensions
 from migration_core.approval import ApprovalRequest, Decision, Verdict
+from migration_core.azure import capabilities
+from migration_core.azure.check import AzureReport, CheckRequest, check_azure
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.provision import AzureServer, ProvisionResult, configure, provision
 from migration_core.azure.validation import FirewallRule, ProvisionArgs, ProvisionRequest, validate
@@ -121,6 +123,10 @@ class Provisioner:
             )
         return self.azure
 
+    async def check(self, req: CheckRequest) -> AzureReport:
+        """`/pgmig azure-check`: what Azure will let pgmig do, read-only (check.py)."""
+        return await check_azure(self.clients(), req)
+
     def password_envs(self, name: str) -> set[str]:
         """The variables a request may read its password from: `[azure] admin_password_envs`, and the
         configured server's own when the request re-provisions (grows) that flexible server."""
@@ -141,6 +147,7 @@ class Provisioner:
             )
         source = self.engine.server(args.source) if args.source else None
         req = validate(args, await server_major(source) if source else None, self.password_envs(args.name))
+        req = await capabilities.checked(self.azure, req)  # what the region offers, from Azure itself
         if config.provision_requires_approval and self.required < 1:
             raise MigrationError(
                 "provisioning needs approval ([azure] provision_requires_approval) but no approvers "

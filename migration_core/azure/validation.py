@@ -1,7 +1,12 @@
 """Every rule Azure would enforce on a new flexible server, checked before any request is sent, each
 error naming the exact rule (the names and rules follow `az postgres flexible-server create`) — except
 the password's: its refusal lists the rules and never says which one a secret breaks, and the one rule
-that holds the secret against the request (not containing the admin user name) is left to Azure."""
+that holds the secret against the request (not containing the admin user name) is left to Azure.
+
+These are the rules that hold everywhere; what a region offers (versions, SKUs, zones, HA, storage) comes
+from Azure itself afterwards (capabilities.py), and a server nothing could reach is refused here: public
+access needs a firewall rule (pgmig's own address, or Azure services), private access a delegated subnet
+and a private DNS zone."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import os
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import date
 
 from migration_core.errors import MigrationError
 
@@ -18,7 +24,28 @@ ADMIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 RESOURCE_GROUP = re.compile(r"^[-\w.()]{1,90}$")
 REGION = re.compile(r"^[a-z0-9]+$")
 RESERVED_ADMINS = ("azure_superuser", "azure_pg_admin", "admin", "administrator", "root", "guest", "public")
-VERSIONS = ("11", "12", "13", "14", "15", "16", "17", "18")
+VERSIONS = ("11", "12", "13", "14", "15", "16", "17", "18")  # the fallback when Azure's capabilities are unreadable
+MAJOR = re.compile(r"[0-9]{2}")
+# The PostgreSQL community's end of life per major version (postgresql.org/support/versioning): after it Azure
+# moves a server to paid extended support or a forced upgrade, so a new server on one is worth a warning.
+COMMUNITY_EOL = {
+    "11": "2023-11-09",
+    "12": "2024-11-21",
+    "13": "2025-11-13",
+    "14": "2026-11-12",
+    "15": "2027-11-11",
+    "16": "2028-11-09",
+    "17": "2029-11-08",
+    "18": "2030-11-14",
+}
+NETWORKS = ("public", "vnet")
+SUBNET_ID = re.compile(
+    r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/virtualNetworks/[^/]+/subnets/[^/]+",
+    re.IGNORECASE,
+)
+DNS_ZONE_ID = re.compile(
+    r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/privateDnsZones/[^/]+", re.IGNORECASE
+)
 STORAGE_SIZES_GB = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 WHOLE_GB = re.compile(r"[0-9]{1,6}")
 TIERS = {"burstable": "Burstable", "generalpurpose": "GeneralPurpose", "memoryoptimized": "MemoryOptimized"}
@@ -60,11 +87,14 @@ class ProvisionArgs:
     ha: str | None = None
     zone: str | None = None
     standby_zone: str | None = None
-    public_access: bool = False
+    public_access: bool = False  # the older spelling of network="public"
     allow_azure_services: bool = False
     firewall: list[str] = field(default_factory=list)
     tags: str | None = None
     source: str = ""
+    network: str | None = None  # public | vnet
+    subnet: str | None = None  # vnet: the delegated subnet's resource id
+    private_dns_zone: str | None = None  # vnet: the private DNS zone's resource id
 
 
 @dataclass
@@ -87,6 +117,10 @@ class ProvisionRequest:
     allow_azure_services: bool = False
     tags: dict[str, str] = field(default_factory=dict)
     firewall: list[FirewallRule] = field(default_factory=list)
+    network: str = "public"  # public (firewall rules) or vnet (delegated subnet, private DNS zone)
+    subnet: str = ""
+    private_dns_zone: str = ""
+    warnings: list[str] = field(default_factory=list)  # said with the request and its result, never blocking
 
     def describe(self) -> str:
         ha = (
@@ -98,7 +132,11 @@ class ProvisionRequest:
             f"{self.name} in {self.resource_group}/{self.region}: PostgreSQL {self.version}, {self.tier} "
             f"{self.sku}, {self.storage_gb} GB{ha}"
             + (f", zone {self.zone}" if self.zone else "")
-            + (", public access" if self.public_access else ", no public access")
+            + (
+                f", private access in subnet {self.subnet.rsplit('/', 1)[-1]}"
+                if self.network == "vnet"
+                else ", public access through firewall rules"
+            )
         )
 
 
@@ -221,8 +259,11 @@ def validate(
     elif not REGION.match(region):
         problems.append(f"region `{region}`: an Azure region name like westeurope or eastus2")
     version = str(args.version)
-    if version not in VERSIONS:
-        problems.append(f"version {version}: flexible server offers PostgreSQL {', '.join(VERSIONS)}")
+    if not MAJOR.fullmatch(version) or int(version) < int(VERSIONS[0]):
+        problems.append(
+            f"version {version}: flexible server offers PostgreSQL {VERSIONS[0]} and later "
+            "(which ones, the region says)"
+        )
     elif source_major is not None and int(version) < source_major:
         problems.append(
             f"version {version} is older than the source's PostgreSQL {source_major}: "
@@ -279,8 +320,7 @@ def validate(
         rules = [parse_firewall(r) for r in args.firewall]
     except MigrationError as exc:
         problems.append(str(exc))
-    if (rules or args.allow_azure_services) and not args.public_access:
-        problems.append("firewall rules only apply with --public-access")
+    network, subnet, dns = network_problems(args, rules, problems)
     if problems:
         raise MigrationError("cannot provision: " + "; ".join(problems))
     assert tier is not None and ha is not None  # every other case added a problem above
@@ -297,8 +337,70 @@ def validate(
         ha,
         zone,
         standby,
-        bool(args.public_access),
+        network == "public",
         bool(args.allow_azure_services),
         tags,
         rules,
+        network,
+        subnet,
+        dns,
+        version_warnings(version),
     )
+
+
+def network_problems(args: ProvisionArgs, rules: list[FirewallRule], problems: list[str]) -> tuple[str, str, str]:
+    """How the new server is reached — and that something can reach it: a server with public access but no
+    firewall rule, or with neither public nor private access, would be created and registered as a target
+    nothing can connect to. Returns (network, subnet, private DNS zone)."""
+    network = (args.network or ("public" if args.public_access else "")).lower()
+    subnet, dns = (args.subnet or "").strip(), (args.private_dns_zone or "").strip()
+    if args.public_access and network != "public":
+        problems.append("--public-access is --network public: give one of them")
+    if not network:
+        problems.append(
+            "say how pgmig reaches the new server: `--network public --firewall pgmig=IP` (pgmig's outbound "
+            "address; add --allow-azure-services when pgmig runs in Azure) or `--network vnet --subnet SUBNET_ID "
+            "--private-dns-zone ZONE_ID` (pgmig running in or peered with that VNet); a server neither way "
+            "reachable would be a target nothing can connect to"
+        )
+    elif network not in NETWORKS:
+        problems.append(f"--network {network}: public or vnet")
+    elif network == "public":
+        if subnet or dns:
+            problems.append("--subnet and --private-dns-zone are for --network vnet")
+        if not rules and not args.allow_azure_services:
+            problems.append(
+                "a public server accepts no connection until a firewall rule allows it, pgmig's included: add "
+                "--firewall pgmig=IP with pgmig's outbound address (and the sources' addresses for the flex "
+                "backend), or --allow-azure-services when pgmig runs in Azure"
+            )
+    else:
+        if rules or args.allow_azure_services:
+            problems.append("firewall rules only apply with --public-access (--network public)")
+        if not SUBNET_ID.fullmatch(subnet):
+            problems.append(
+                "--network vnet needs --subnet: the resource id of a subnet delegated to "
+                "Microsoft.DBforPostgreSQL/flexibleServers (/subscriptions/…/virtualNetworks/VNET/subnets/NAME)"
+            )
+        if not DNS_ZONE_ID.fullmatch(dns):
+            problems.append(
+                "--network vnet needs --private-dns-zone: the resource id of a private DNS zone linked to that VNet "
+                "(/subscriptions/…/privateDnsZones/NAME.postgres.database.azure.com)"
+            )
+    return network, subnet, dns
+
+
+def version_warnings(version: str, today: date | None = None) -> list[str]:
+    """A version past (or within a year of) its community end of life: allowed, said out loud."""
+    eol = COMMUNITY_EOL.get(version)
+    if eol is None:
+        return []
+    when, now = date.fromisoformat(eol), today or date.today()
+    if when <= now:
+        return [
+            f"PostgreSQL {version} reached its community end of life on {eol}: Azure keeps such servers only "
+            "under paid extended support or upgrades them; choose a newer --version unless you must match the source"
+        ]
+    if (when - now).days < 365:
+        return [f"PostgreSQL {version} reaches its community end of life on {eol}: plan its upgrade"]
+    return []

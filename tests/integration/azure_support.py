@@ -110,7 +110,13 @@ class ServiceStandIn:
 
     def attach(self, fake: FakeArm) -> "ServiceStandIn":
         fake.on_start, fake.on_cutover, fake.on_cancel = self.start, self.cutover, self.cancel
+        fake.target_databases = self.target_databases
         return self
+
+    async def target_databases(self, server: str) -> set[str]:
+        """What the service sees on the target server: the stand-in target cluster's databases."""
+        names = await asyncio.to_thread(self.tgt.psql, "SELECT string_agg(datname, ',') FROM pg_database")
+        return set((names or "").split(","))
 
     async def start(self, resource: dict) -> None:
         self.events.append("start")
@@ -160,4 +166,5 @@ class ServiceStandIn:
 
     async def cancel(self, resource: dict) -> None:
         self.events.append("cancel")
-        await self._drop()
+        if "start" in self.events:  # a migration cancelled before it copied anything left nothing
+            await self._drop()

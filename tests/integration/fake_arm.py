@@ -1,4 +1,5 @@
-"""A local fake of Azure Resource Manager for the two SDKs pgmig uses.
+"""A local fake of Azure Resource Manager for the two SDKs pgmig uses, written from the published REST API
+specifications (Azure/azure-rest-api-specs), not from pgmig's code.
 
 It runs an aiohttp server on 127.0.0.1 (ephemeral port) over TLS with a `trustme` CA, so the real async
 clients run unchanged against it:
@@ -6,30 +7,53 @@ clients run unchanged against it:
     async with FakeArm() as fake:
         client = PostgreSQLManagementClient(fake.credential(), fake.subscription, base_url=fake.endpoint,
                                             credential_scopes=["https://management.azure.com/.default"],
-                                            connection_verify=fake.ca_path, polling_interval=0)
+                                            connection_verify=fake.ca_path, polling_interval=0,
+                                            api_version=PG_API)
 
-It answers the way ARM does: camelCase REST JSON, `{"error": {"code", "message"}}` errors, and long-running
-operations as 202 + `Azure-AsyncOperation` (and `Location`) headers whose status URL answers
-{"status": "InProgress"} `lro_polls` times before {"status": "Succeeded"} (or "Failed"). The SDK's
-AsyncARMPolling then does its final GET on the request URL for PUT/PATCH (the resource, now final) and on
-the `Location` URL for POST (answers 204).
+Modelled api-versions (any other answers 400 NoRegisteredProviderFound, as ARM does):
+- Microsoft.DBforPostgreSQL 2025-08-01 (specification/postgresql/resource-manager/Microsoft.DBforPostgreSQL/
+  PostgreSQL/stable/2025-08-01/openapi.json): flexibleServers (GET/PUT/PATCH/DELETE, lists, restart/start/
+  stop, `network` with publicNetworkAccess / delegatedSubnetResourceId / privateDnsZoneArmResourceId),
+  databases, firewallRules, configurations (pending restart for static parameters), migrations,
+  checkMigrationNameAvailability, locations/{loc}/capabilities (CapabilitiesByLocation_List).
+- Microsoft.DataMigration 2025-06-30 (stable/2025-06-30): services (LRO), projects, tasks (state advanced on
+  each GET with $expand=output), tasks/command (Migrate.Sync.Complete.Database), tasks/cancel.
+- Microsoft.Resources providers 2021-04-01, and 2016-02-01 (what azure-mgmt-core's automatic registration
+  sends): GET /subscriptions/{s}/providers/{ns} (registrationState), POST …/register.
+- Microsoft.Authorization permissions 2022-04-01: GET {scope}/providers/Microsoft.Authorization/permissions
+  (the caller's actions; by default Contributor on resource groups, Reader on the subscription).
 
-Covered (api-version is required but not checked against a list):
-- Microsoft.DBforPostgreSQL/flexibleServers: servers (GET/PUT/PATCH/DELETE, lists, restart/start/stop),
-  databases, firewallRules, configurations (pending restart for static parameters), migrations
-  (the built-in migration service: sync PUT/PATCH/DELETE=cancel, state advanced on each GET),
-  checkMigrationNameAvailability.
-- Microsoft.DataMigration (DMS classic): services (LRO), projects, tasks (state advanced on each
-  GET with $expand=output), tasks/command (Migrate.Sync.Complete.Database), tasks/cancel.
-Everything else answers 400 NotImplementedInFake naming the method and path.
+The migration service, as the spec's enums and Microsoft's documented limits describe it: states InProgress →
+(WaitingForUserAction with substate WaitingForDBsToMigrateSpecification when dbsToMigrate is empty,
+WaitingForLogicalReplicationSetupRequestOnSourceDB when online and `source_logical_replication` is False,
+WaitingForTargetDBOverwriteConfirmation when a listed database exists on the target and overwriteDbsInTarget
+is not True — each answered by PATCHing dbsToMigrate / setupLogicalReplicationOnSourceDbIfNeeded /
+overwriteDbsInTarget) → ValidationInProgress (ValidateAndMigrate; `validationDetails` with server- and
+database-level summaries; ValidationFailed when `fail_validation` says so) → MigratingData →
+WaitingForCutoverTrigger (online) → CompletingMigration → CleaningUp → Succeeded (Canceled after a cancel).
+Limits: at most 8 databases per migration, one active migration or validation per target server, a
+migrationInstanceResourceId that must name an existing flexible server. The error codes of those refusals
+are not in the spec; the fake uses MigrationDatabaseLimitExceeded (400), MigrationAlreadyInProgress (409)
+and InvalidParameterValue (400), so pgmig must not depend on them.
+
+ARM's own behaviour: camelCase REST JSON, `{"error": {"code", "message"}}` errors, long-running operations
+as 202 + `Azure-AsyncOperation` (and `Location`) headers whose status URL answers {"status": "InProgress"}
+`lro_polls` times before {"status": "Succeeded"} (or "Failed"); the SDK's AsyncARMPolling then does its
+final GET on the request URL for PUT/PATCH (the resource, now final) and on the `Location` URL for POST
+(answers 204). A namespace in `unregistered` answers 409 MissingSubscriptionRegistration with ARM's
+message (the one azure-mgmt-core parses to register on its own; POST register answers 403 when
+`may_register` is False, as for a resource-group-scoped identity). Everything else answers 400
+NotImplementedInFake naming the method and path.
 
 Secrets: `administratorLoginPassword` is dropped before storing; migrations and DMS tasks are stored as
 received (hooks may need the connection info) but `secretParameters` and any `password`-like key are never
-put in a response.
+put in a response. The credential's token is an unsigned JWT whose claims (oid, appid, tid) name a service
+principal.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -48,10 +72,23 @@ import trustme
 from aiohttp import web
 from azure.core.credentials import AccessToken
 
-PG_API = "2026-10-01"
+PG_API = "2025-08-01"
 DMS_API = "2025-06-30"
+RESOURCES_APIS = ("2021-04-01", "2016-02-01")
+AUTHORIZATION_API = "2022-04-01"
 PG_NS = "Microsoft.DBforPostgreSQL"
 DMS_NS = "Microsoft.DataMigration"
+MAX_MIGRATION_DATABASES = 8
+MIGRATION_ACTIVE = {"InProgress", "WaitingForUserAction", "CleaningUp"}
+MIGRATION_FINAL = {"succeeded", "failed", "validation_failed", "canceled"}
+CLIENT_OBJECT_ID = "11111111-1111-1111-1111-111111111111"
+CLIENT_APP_ID = "22222222-2222-2222-2222-222222222222"
+TENANT_ID = "33333333-3333-3333-3333-333333333333"
+CONTRIBUTOR_NOT_ACTIONS = [
+    "Microsoft.Authorization/*/Delete",
+    "Microsoft.Authorization/*/Write",
+    "Microsoft.Authorization/elevateAccess/Action",
+]
 
 # Keys never sent back in a response (at any depth), and keys the fake keeps for itself on a resource.
 SECRET_KEYS = {
@@ -93,11 +130,29 @@ class Recorded:
     body: Any  # parsed JSON (the raw text if it was not JSON), None when empty
 
 
-class StaticToken:
-    """An azure.core AsyncTokenCredential that always hands out the same bearer token."""
+def fake_jwt(claims: dict) -> str:
+    """An unsigned JWT carrying `claims` (what an Entra access token looks like to anyone who only reads it)."""
 
-    def __init__(self, token: str = "fake-token") -> None:
-        self.token = token
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.fake-signature"
+
+
+class StaticToken:
+    """An azure.core AsyncTokenCredential that always hands out the same bearer token (by default an
+    unsigned JWT naming a service principal) and records the scopes it was asked for."""
+
+    def __init__(self, token: str = "") -> None:
+        self.token = token or fake_jwt(
+            {
+                "aud": "https://management.azure.com",
+                "oid": CLIENT_OBJECT_ID,
+                "appid": CLIENT_APP_ID,
+                "tid": TENANT_ID,
+                "idtyp": "app",
+            }
+        )
         self.scopes: list[tuple[str, ...]] = []
 
     async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
@@ -165,6 +220,56 @@ def _err(status: int, code: str, message: str, headers: dict | None = None) -> w
     return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
+DEFAULT_SKUS = {
+    "Burstable": ["Standard_B1ms", "Standard_B2s", "Standard_B2ms"],
+    "GeneralPurpose": ["Standard_D2ds_v5", "Standard_D4ds_v5", "Standard_D8ds_v5", "Standard_D16ds_v5"],
+    "MemoryOptimized": ["Standard_E2ds_v5", "Standard_E4ds_v5", "Standard_E8ds_v5"],
+}
+STORAGE_GB = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
+def default_capability(
+    versions: tuple[str, ...] = ("13", "14", "15", "16", "17", "18"),
+    skus: dict[str, list[str]] | None = None,
+    zones: tuple[str, ...] = ("1", "2", "3"),
+    storage_gb: tuple[int, ...] = STORAGE_GB,
+) -> dict:
+    """One `Capability` of CapabilitiesByLocation_List (2025-08-01 shapes): the region's server editions
+    with their SKUs (zones, HA modes), storage sizes and PostgreSQL versions."""
+    storage = [{"storageSizeMb": gb * 1024, "status": "Available"} for gb in storage_gb]
+    editions = []
+    for tier, names in (skus or DEFAULT_SKUS).items():
+        ha = [] if tier == "Burstable" else (["SameZone", "ZoneRedundant"] if len(zones) > 1 else ["SameZone"])
+        editions.append(
+            {
+                "name": tier,
+                "defaultSkuName": names[0] if names else "",
+                "status": "Available",
+                "supportedStorageEditions": [
+                    {"name": "ManagedDisk", "defaultStorageSizeMb": 131072, "supportedStorageMb": storage}
+                ],
+                "supportedServerSkus": [
+                    {
+                        "name": name,
+                        "vCores": int(re.sub(r"[^0-9]", " ", name).split()[0]),
+                        "supportedZones": list(zones),
+                        "supportedHaMode": ha,
+                        "status": "Available",
+                    }
+                    for name in names
+                ],
+            }
+        )
+    return {
+        "name": "FlexibleServerCapabilities",
+        "status": "Available",
+        "supportedServerEditions": editions,
+        "supportedServerVersions": [{"name": v, "status": "Available"} for v in versions],
+        "zoneRedundantHaSupported": "Enabled" if len(zones) > 1 else "Disabled",
+        "restricted": "Disabled",
+    }
+
+
 S = r"/subscriptions/(?P<sub>[^/]+)"
 RG = S + r"/resourceGroups/(?P<rg>[^/]+)"
 FLEXS = r"/providers/Microsoft\.DBforPostgreSQL/flexibleServers"
@@ -188,6 +293,17 @@ class FakeArm:
         self.steps_to_ready = steps_to_ready
         self.tables_per_db = tables_per_db
         self.config_defaults: dict[str, str] = dict(CONFIG_DEFAULTS)
+        self.cleanup_polls = 1  # GETs after the one that shows CleaningUp before the end state (Succeeded, Canceled)
+        self.source_logical_replication = True  # False: online migrations wait for logical replication setup
+        # the databases on a target server, as the migration service sees them (default: its ARM databases)
+        self.target_databases: Callable[[str], Awaitable[set[str]]] | None = None
+        self.unregistered: set[str] = set()  # namespaces the subscription is not registered for
+        self.may_register = False  # the credential may POST …/register (needs */register/action)
+        self.register_polls = 1  # GETs a provider shows Registering after a register
+        self.capabilities: dict[str, dict] = {}  # location → the capability CapabilitiesByLocation lists
+        self.permissions: dict[str, tuple[list[str], list[str]]] = {}  # lower-cased scope → (actions, notActions)
+        self._registering: dict[str, int] = {}
+        self._fail_validations: list[tuple[str, dict]] = []
         self.on_start: Hook | None = None
         self.on_cutover: Hook | None = None
         self.on_cancel: Hook | None = None
@@ -251,6 +367,16 @@ class FakeArm:
         its next GET (for a task: with $expand=output) reports it failed."""
         self._fail_ops.append((path_contains.lower(), code, message))
 
+    def fail_validation(
+        self,
+        path_contains: str,
+        server: list[tuple[str, str]] | None = None,
+        databases: dict[str, list[tuple[str, str]]] | None = None,
+    ) -> None:
+        """The next migration created on a matching path fails its validation: ValidationFailed, with these
+        (type, message) items in validationDetails, server-level and per database. One-shot."""
+        self._fail_validations.append((path_contains.lower(), {"server": server or [], "dbs": databases or {}}))
+
     def put_resource(self, path: str, body: dict) -> None:
         """Seed an existing resource (its full ARM path, with or without a query)."""
         path = path.split("?", 1)[0].rstrip("/")
@@ -260,6 +386,7 @@ class FakeArm:
         if res["type"].lower() == f"{PG_NS}/flexibleServers".lower():
             res["properties"].pop("administratorLoginPassword", None)
             res["properties"].setdefault("state", "Ready")
+            res["properties"].setdefault("network", {"publicNetworkAccess": "Enabled"})
             res["properties"].setdefault("fullyQualifiedDomainName", f"{res['name']}.postgres.database.azure.com")
         self.resources[_key(path)] = res
 
@@ -309,6 +436,18 @@ class FakeArm:
             ("PATCH", SRV + r"/migrations/(?P<migration>[^/]+)", self._patch_migration),
             ("DELETE", SRV + r"/migrations/(?P<migration>[^/]+)", self._cancel_migration),
             ("POST", SRV + r"/checkMigrationNameAvailability", self._check_migration_name),
+            ("GET", S + r"/providers/(?P<ns>[^/]+)", self._get_provider),
+            ("POST", S + r"/providers/(?P<ns>[^/]+)/register", self._register_provider),
+            (
+                "GET",
+                S + r"/providers/Microsoft\.DBforPostgreSQL/locations/(?P<loc>[^/]+)/capabilities",
+                self._capabilities,
+            ),
+            (
+                "GET",
+                S + r"(?:/.+)?/providers/Microsoft\.Authorization/permissions",
+                self._permissions,
+            ),
             ("GET", OPS + r"/azureAsyncOperation/(?P<op>[^/]+)", self._op_status),
             ("GET", OPS + r"/operationResults/(?P<op>[^/]+)", self._op_result),
             ("GET", S + SVCS, self._list_services),
@@ -361,6 +500,8 @@ class FakeArm:
                 "The api-version query parameter (?api-version=) is required for all requests.",
                 headers,
             )
+        if refused := self._refusal(path, query["api-version"]):
+            return _err(*refused, headers)
 
         for methods, pattern, handler in self._routes:
             if request.method in methods and (m := pattern.match(path)):
@@ -378,6 +519,86 @@ class FakeArm:
         return _err(400, "NotImplementedInFake", f"{request.method} {path} is not implemented by FakeArm", headers)
 
     # ------------------------------------------------------------------ generic pieces
+
+    def _refusal(self, path: str, api: str) -> tuple[int, str, str] | None:
+        """ARM's answer before any handler: an api-version the namespace does not offer, or a namespace the
+        subscription is not registered for."""
+        low = path.lower()
+        if re.fullmatch(r"/subscriptions/[^/]+/providers/[^/]+(/register)?", low):
+            ns, supported = "Microsoft.Resources", RESOURCES_APIS
+        elif "/providers/microsoft.authorization/" in low:
+            ns, supported = "Microsoft.Authorization", (AUTHORIZATION_API,)
+        elif f"/providers/{DMS_NS.lower()}/" in low or low.endswith(f"/providers/{DMS_NS.lower()}"):
+            ns, supported = DMS_NS, (DMS_API,)
+        elif f"/providers/{PG_NS.lower()}/" in low:
+            ns, supported = PG_NS, (PG_API,)
+        else:
+            return None
+        if api not in supported:
+            return (
+                400,
+                "NoRegisteredProviderFound",
+                f"No registered resource provider found for API version '{api}' of namespace '{ns}'. "
+                f"The supported api-versions are '{', '.join(supported)}'.",
+            )
+        if ns in self.unregistered and "/locations/" not in low:
+            return (
+                409,
+                "MissingSubscriptionRegistration",
+                f"The subscription is not registered to use namespace '{ns}'. "
+                "See https://aka.ms/rps-not-found for how to register subscriptions.",
+            )
+        return None
+
+    # ------------------------------------------------------------------ providers, capabilities, permissions
+
+    def _provider(self, ns: str) -> dict:
+        if ns in self.unregistered:
+            state = "Registering" if ns in self._registering else "NotRegistered"
+        else:
+            state = "Registered"
+        return {
+            "id": f"/subscriptions/{self.subscription}/providers/{ns}",
+            "namespace": ns,
+            "registrationState": state,
+            "registrationPolicy": "RegistrationRequired",
+        }
+
+    async def _get_provider(self, request, path, m, query, body) -> web.Response:
+        ns = next((n for n in (PG_NS, DMS_NS) if n.lower() == m["ns"].lower()), m["ns"])
+        if ns in self._registering:
+            self._registering[ns] -= 1
+            if self._registering[ns] < 0:
+                del self._registering[ns]
+                self.unregistered.discard(ns)
+        return web.json_response(self._provider(ns))
+
+    async def _register_provider(self, request, path, m, query, body) -> web.Response:
+        ns = next((n for n in (PG_NS, DMS_NS) if n.lower() == m["ns"].lower()), m["ns"])
+        if not self.may_register:
+            raise FakeError(
+                403,
+                "AuthorizationFailed",
+                f"The client '{CLIENT_APP_ID}' with object id '{CLIENT_OBJECT_ID}' does not have authorization to "
+                f"perform action '{ns}/register/action' over scope '/subscriptions/{self.subscription}' or the "
+                "scope is invalid. If access was recently granted, please refresh your credentials.",
+            )
+        if ns in self.unregistered:
+            self._registering[ns] = self.register_polls
+        return web.json_response(self._provider(ns))
+
+    async def _capabilities(self, request, path, m, query, body) -> web.Response:
+        found = self.capabilities.get(m["loc"].lower(), default_capability())
+        return web.json_response({"value": [found] if found else []})
+
+    async def _permissions(self, request, path, m, query, body) -> web.Response:
+        scope = path.rsplit("/providers/Microsoft.Authorization/", 1)[0].lower()
+        default = (["*"], CONTRIBUTOR_NOT_ACTIONS) if "/resourcegroups/" in scope else (["*/read"], [])
+        granted = [s for s in self.permissions if scope == s or scope.startswith(s + "/")]  # inherited downwards
+        actions, not_actions = self.permissions[max(granted, key=len)] if granted else default
+        return web.json_response({"value": [{"actions": actions, "notActions": not_actions}]})
+
+    # ------------------------------------------------------------------ generic pieces (continued)
 
     def _stored(self, path: str) -> dict:
         res = self.resources.get(_key(path))
@@ -526,6 +747,10 @@ class FakeArm:
         res["properties"].pop("administratorLoginPassword", None)
         if before is not None:
             res = _merge(copy.deepcopy(before), {kk: v for kk, v in res.items() if kk not in ("id", "name", "type")})
+        network = res["properties"].setdefault("network", {})
+        if network.get("delegatedSubnetResourceId"):  # VNet integration: private access only
+            network["publicNetworkAccess"] = "Disabled"
+        network.setdefault("publicNetworkAccess", "Enabled")
         res["properties"]["state"] = "Updating" if before else "Provisioning"
         res["properties"]["fullyQualifiedDomainName"] = f"{res['name']}.postgres.database.azure.com"
         self.resources[k] = res
@@ -654,30 +879,72 @@ class FakeArm:
     def _mig_dbs(self, res: dict) -> list[str]:
         return list(res["properties"].get("dbsToMigrate") or [])
 
+    def _mig_state(self, res: dict) -> str:
+        """currentStatus.state of a stored migration (rendered first when the fake drives it)."""
+        self._render_migration(res)
+        return str(res["properties"].get("currentStatus", {}).get("state", ""))
+
+    async def _cleanups(self, server_path: str) -> None:
+        """Cleaning up goes on whether anyone reads the migration or not: every look at the server's
+        migrations moves it on, as a GET of the migration itself does."""
+        for r in self._children(server_path, "migrations"):
+            st = self._state.get(_key(r["id"]))
+            if st is not None and st["phase"] == "cleaning":
+                await self._advance_migration(r["id"])
+
+    async def _active_on(self, server_path: str, but: str = "") -> list[dict]:
+        """Migrations (and validations) that hold the server: the service runs one at a time."""
+        await self._cleanups(server_path)
+        return [
+            r
+            for r in self._children(server_path, "migrations")
+            if r["name"].lower() != but.lower() and self._mig_state(r) in MIGRATION_ACTIVE
+        ]
+
     async def _list_migrations(self, request, path, m, query, body) -> web.Response:
         server_path = path.rsplit("/", 1)[0]
-        for child in self._children(server_path, "migrations"):
-            self._render_migration(child)
+        await self._cleanups(server_path)
         out = self._children(server_path, "migrations")
+        for child in out:
+            self._render_migration(child)
         if query.get("migrationListFilter", "Active").lower() == "active":
-            out = [
-                r
-                for r in out
-                if r["properties"]["currentStatus"]["state"]
-                not in ("Succeeded", "Failed", "Canceled", "ValidationFailed")
-            ]
+            out = [r for r in out if r["properties"]["currentStatus"]["state"] in MIGRATION_ACTIVE]
         return self._json({"value": out})
+
+    async def _existing_databases(self, server_path: str) -> set[str]:
+        if self.target_databases is not None:
+            return set(await self.target_databases(server_path.rsplit("/", 1)[-1]))
+        return {c["name"] for c in self._children(server_path, "databases")}
 
     async def _create_migration(self, request, path, m, query, body) -> web.Response:
         k = _key(path)
         existed = k in self.resources
         server_path = path.rsplit("/migrations/", 1)[0]
-        server = self.resources.get(_key(server_path), {})
+        server = self._stored(server_path)
         res = self._shape(path, body)
         res.setdefault("location", server.get("location", "eastus"))
         props = res["properties"]
+        dbs = self._mig_dbs(res)
+        if len(dbs) > MAX_MIGRATION_DATABASES:
+            raise FakeError(
+                400,
+                "MigrationDatabaseLimitExceeded",
+                f"A migration can include at most {MAX_MIGRATION_DATABASES} databases; {len(dbs)} were requested.",
+            )
+        if busy := await self._active_on(server_path, but=res["name"]):
+            raise FakeError(
+                409,
+                "MigrationAlreadyInProgress",
+                f"Only one active migration or validation is allowed on server '{server['name']}'; "
+                f"'{busy[0]['name']}' is {busy[0]['properties']['currentStatus']['state']}.",
+            )
+        runtime = props.get("migrationInstanceResourceId")
+        if runtime and _key(runtime) not in self.resources:
+            raise FakeError(400, "InvalidParameterValue", f"The migration runtime server '{runtime}' was not found.")
         props.setdefault("migrationMode", "Offline")
         props.setdefault("migrationOption", "ValidateAndMigrate")
+        props.setdefault("overwriteDbsInTarget", "False")
+        props.setdefault("setupLogicalReplicationOnSourceDbIfNeeded", "False")
         props["migrationId"] = str(uuid.uuid4())
         props["targetDbServerResourceId"] = server_path
         props["targetDbServerFullyQualifiedDomainName"] = (
@@ -685,46 +952,127 @@ class FakeArm:
             or f"{server_path.rsplit('/', 1)[-1]}.postgres.database.azure.com"
         )
         props.setdefault("migrationWindowStartTimeInUtc", _now())
-        dbs = self._mig_dbs(res)
         fail = self._take_fail_op(path, server_path)
         self._state[k] = {
             "phase": "prereq",
+            "wait": None,
             "step": 0,
             "gets": 0,
             "started": _now(),
             "substate": None,
             "dbs": {db: "active" for db in dbs},
+            "existing": await self._existing_databases(server_path),
             "fail": {"code": fail[0], "message": fail[1]} if fail else None,
+            "validation": None,
+            "invalid": self._take_validation_failure(path),
+            "cleanup_left": self.cleanup_polls,
+            "after_cleanup": "succeeded",
         }
         self.resources[k] = res
         self._render_migration(res)
-        if self.on_start:
-            await self.on_start(res)
         return self._json(res, 200 if existed else 201)
 
-    def _advance_migration(self, path: str) -> None:
+    def _pending_wait(self, res: dict, st: dict) -> str | None:
+        """The user action the service waits for before it copies anything (None: none)."""
+        props = res["properties"]
+        if not st["dbs"]:
+            return "WaitingForDBsToMigrateSpecification"
+        online = str(props.get("migrationMode", "Offline")).lower() == "online"
+        setup = str(props.get("setupLogicalReplicationOnSourceDbIfNeeded", "")).lower() == "true"
+        if online and not self.source_logical_replication and not setup:
+            return "WaitingForLogicalReplicationSetupRequestOnSourceDB"
+        overwrite = str(props.get("overwriteDbsInTarget", "")).lower() == "true"
+        if st["existing"] & set(st["dbs"]) and not overwrite:
+            return "WaitingForTargetDBOverwriteConfirmation"
+        return None
+
+    async def _advance_migration(self, path: str) -> None:
         k = _key(path)
-        st = self._state[k]
+        st, res = self._state[k], self.resources[k]
         st["gets"] += 1
-        if st["phase"] in ("succeeded", "failed", "canceled"):
+        if st["phase"] in MIGRATION_FINAL:
             return
         if st["fail"] is None and (fail := self._take_fail_op(path, path.rsplit("/migrations/", 1)[0])):
             st["fail"] = {"code": fail[0], "message": fail[1]}
         if st["fail"]:
             st["phase"] = "failed"
             return
-        if st["phase"] in ("prereq", "loading"):
-            st["step"] += 1
-            if st["step"] <= self.steps_to_ready:
-                st["phase"] = "loading"
-            elif self.resources[k]["properties"].get("migrationMode", "Offline").lower() == "online":
-                st["phase"] = "ready"
+        option = str(res["properties"].get("migrationOption", "ValidateAndMigrate")).lower()
+        if st["phase"] in ("prereq", "waiting"):
+            st["wait"] = self._pending_wait(res, st)
+            if st["wait"]:
+                st["phase"] = "waiting"
+            elif option in ("validate", "validateandmigrate"):
+                st["phase"] = "validating"
             else:
-                st["dbs"] = {db: ("done" if s == "active" else s) for db, s in st["dbs"].items()}
+                await self._begin_copy(res, st)
+        elif st["phase"] == "validating":
+            st["validation"] = self._validation(res, st)
+            if st["invalid"]:
+                st["phase"] = "validation_failed"
+            elif option == "validate":
                 st["phase"] = "succeeded"
+            else:
+                await self._begin_copy(res, st)
+        elif st["phase"] == "loading":
+            st["step"] += 1
+            if st["step"] > self.steps_to_ready:
+                if str(res["properties"].get("migrationMode", "Offline")).lower() == "online":
+                    st["phase"] = "ready"
+                else:
+                    st["dbs"] = {db: ("done" if s == "active" else s) for db, s in st["dbs"].items()}
+                    st["phase"] = "cleaning"
         elif st["phase"] == "completing":
             st["dbs"] = {db: ("done" if s == "cutting" else s) for db, s in st["dbs"].items()}
-            st["phase"] = "ready" if "active" in st["dbs"].values() else "succeeded"
+            st["phase"] = "ready" if "active" in st["dbs"].values() else "cleaning"
+        elif st["phase"] == "cleaning":
+            st["cleanup_left"] -= 1
+            if st["cleanup_left"] <= 0:
+                st["phase"] = st["after_cleanup"]
+
+    async def _begin_copy(self, res: dict, st: dict) -> None:
+        """The service starts copying (what on_start stands in for) once nothing is waited for."""
+        st["phase"], st["step"] = "loading", 1
+        if self.on_start:
+            await self.on_start(res)
+
+    def _validation(self, res: dict, st: dict) -> dict:
+        """validationDetails as the service reports them once it has validated (failures as injected)."""
+        invalid = st["invalid"] or {"server": [], "dbs": {}}
+
+        def items(found: list[tuple[str, str]], passed: tuple[str, ...]) -> list[dict]:
+            failed = {kind for kind, _ in found}
+            out = [
+                {"type": kind, "state": "Failed", "messages": [{"state": "Failed", "message": message}]}
+                for kind, message in found
+            ]
+            return out + [{"type": kind, "state": "Succeeded", "messages": []} for kind in passed if kind not in failed]
+
+        return {
+            "status": "Failed" if st["invalid"] else "Succeeded",
+            "validationStartTimeInUtc": st["started"],
+            "validationEndTimeInUtc": _now(),
+            "serverLevelValidationDetails": items(
+                invalid["server"], ("AuthenticationAndConnectivityValidation", "SourceVersionValidation")
+            ),
+            "dbLevelValidationDetails": [
+                {
+                    "databaseName": db,
+                    "startedOn": st["started"],
+                    "endedOn": _now(),
+                    "summary": items(invalid["dbs"].get(db, []), ("ExtensionsValidation", "CollationValidation")),
+                }
+                for db in st["dbs"]
+            ],
+        }
+
+    def _take_validation_failure(self, path: str) -> dict | None:
+        low = path.lower()
+        for i, (needle, found) in enumerate(self._fail_validations):
+            if needle in low:
+                del self._fail_validations[i]
+                return found
+        return None
 
     def _render_migration(self, res: dict) -> None:
         st = self._state.get(_key(res["id"]))
@@ -732,21 +1080,31 @@ class FakeArm:
             res["properties"].setdefault("currentStatus", {"state": "InProgress"})
             return
         phase, n, steps = st["phase"], self.tables_per_db, max(self.steps_to_ready, 1)
+        cleaned = "Completed" if st["after_cleanup"] == "succeeded" else "CancelingRequestedDBMigrations"
         state, sub = {
             "prereq": ("InProgress", "PerformingPreRequisiteSteps"),
+            "waiting": ("WaitingForUserAction", st["wait"]),
+            "validating": ("InProgress", "ValidationInProgress"),
             "loading": ("InProgress", "MigratingData"),
             "ready": ("WaitingForUserAction", "WaitingForCutoverTrigger"),
             "completing": ("InProgress", "CompletingMigration"),
+            "cleaning": ("CleaningUp", cleaned),
             "succeeded": ("Succeeded", "Completed"),
             "failed": ("Failed", st["substate"] or "PerformingPreRequisiteSteps"),
+            "validation_failed": ("ValidationFailed", "Completed"),
             "canceled": ("Canceled", "Completed"),
         }[phase]
         if phase != "failed":
             st["substate"] = sub
         details: dict[str, dict] = {}
         for db, dstate in st["dbs"].items():
-            if phase == "prereq":
-                done, mstate, op = 0, "InProgress", "PerformingPreRequisiteSteps"
+            message = ""
+            if phase in ("prereq", "waiting", "validating", "validation_failed"):
+                done, mstate, op = 0, "InProgress", sub
+                if phase == "validation_failed":
+                    mstate = "Failed"
+                if st["wait"] == "WaitingForTargetDBOverwriteConfirmation" and db in st["existing"]:
+                    message = f"Database '{db}' already exists on the target server."
             elif phase == "loading":
                 done, mstate, op = min(n, n * st["step"] // (steps + 1)), "InProgress", "MigratingData"
             else:
@@ -762,12 +1120,12 @@ class FakeArm:
                 }[dstate]
                 if phase == "failed":
                     mstate, done = "Failed", min(n, n * st["step"] // (steps + 1))
-                elif phase == "canceled":
+                elif phase in ("canceled", "cleaning") and st["after_cleanup"] == "canceled":
                     mstate = "Succeeded" if dstate == "done" else "Canceled"
             if dstate == "canceled":
                 mstate = "Canceled"
-            loading = 0 if done >= n or phase == "prereq" or mstate != "InProgress" else 1
-            changes = 10 * max(st["gets"] - st["step"], 0) if phase not in ("prereq", "loading") else 0
+            loading = 0 if done >= n or mstate != "InProgress" or op != "MigratingData" else 1
+            changes = 10 * max(st["gets"] - st["step"], 0) if phase in ("ready", "completing") else 0
             d = {
                 "databaseName": db,
                 "migrationState": mstate,
@@ -782,25 +1140,29 @@ class FakeArm:
                 "cdcInsertCounter": changes - changes // 2 - changes // 10,
                 "appliedChanges": changes,
                 "incomingChanges": changes,
-                "latency": 2 if phase in ("prereq", "loading") else 0,
+                "latency": 2 if phase == "loading" else 0,
             }
             if mstate in ("Succeeded", "Failed", "Canceled"):
                 d["endedOn"] = _now()
             if phase == "failed":
-                d["message"] = st["fail"]["message"]
+                message = st["fail"]["message"]
+            if message:
+                d["message"] = message
             details[db] = d
-        status: dict[str, Any] = {
-            "state": state,
-            "currentSubStateDetails": {"currentSubState": sub, "dbDetails": details},
-        }
+        substate: dict[str, Any] = {"currentSubState": sub, "dbDetails": details}
+        if st["validation"]:
+            substate["validationDetails"] = st["validation"]
+        status: dict[str, Any] = {"state": state, "currentSubStateDetails": substate}
         if phase == "failed":
             status["error"] = st["fail"]["message"]
+        elif phase == "validation_failed":
+            status["error"] = "Migration validation failed: see validationDetails."
         res["properties"]["currentStatus"] = status
 
     async def _get_migration(self, request, path, m, query, body) -> web.Response:
         res = self._stored(path)
         if _key(path) in self._state:
-            self._advance_migration(path)
+            await self._advance_migration(path)
         self._render_migration(res)
         return self._json(res)
 
@@ -811,7 +1173,7 @@ class FakeArm:
         res["lastPatch"] = copy.deepcopy(body)
         cutover = str(props.get("triggerCutover", "")).lower() == "true"
         cancel = str(props.get("cancel", "")).lower() == "true"
-        if st is not None and (cutover or cancel) and st["phase"] in ("succeeded", "failed", "canceled"):
+        if st is not None and (cutover or cancel) and st["phase"] in MIGRATION_FINAL:
             raise FakeError(
                 400,
                 "InvalidMigrationState",
@@ -826,6 +1188,8 @@ class FakeArm:
                 f"{res['properties']['currentStatus']['state']}).",
             )
         _merge(res, {k: v for k, v in (body or {}).items() if k in ("properties", "tags")})
+        if st is not None and "dbsToMigrate" in props and st["phase"] in ("prereq", "waiting"):
+            st["dbs"] = {db: "active" for db in props["dbsToMigrate"] or []}
         if st is not None and cutover:
             wanted = props.get("dbsToTriggerCutoverOn") or list(st["dbs"])
             unknown = [db for db in wanted if db not in st["dbs"]]
@@ -851,13 +1215,13 @@ class FakeArm:
             if st["dbs"].get(db) in ("active", "cutting"):
                 st["dbs"][db] = "canceled"
         if not dbs or not any(s in ("active", "cutting") for s in st["dbs"].values()):
-            st["phase"] = "canceled"
+            st["phase"], st["after_cleanup"] = "cleaning", "canceled"
 
     async def _cancel_migration(self, request, path, m, query, body) -> web.Response:
         """migrations.cancel (DELETE): cancels all databases, answers 200 with the migration."""
         res = self._stored(path)
         st = self._state.get(_key(path))
-        if st is not None and st["phase"] not in ("succeeded", "failed", "canceled"):
+        if st is not None and st["phase"] not in MIGRATION_FINAL:
             await self._do_cancel_migration(res, st, None)
         self._render_migration(res)
         return self._json(res)

@@ -5,11 +5,20 @@ cutover). pgmig's own part is real: states, approval, fence, sequences, FKs and 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
 from handlers.actions import Action
-from tests.integration.azure_support import ServiceStandIn, azure_env, azure_server_toml, azure_toml, seed_server
+from migration_core.azure import dms_backend
+from tests.integration.azure_support import (
+    RG,
+    ServiceStandIn,
+    azure_env,
+    azure_server_toml,
+    azure_toml,
+    seed_server,
+)
 from tests.integration.clusters import config_toml
 from tests.integration.fake_arm import FakeArm
 from tests.integration.fake_slack import text_of
@@ -28,6 +37,14 @@ def pgmig(tmp_path, arm: FakeArm, src, tgt):
         "azure", tgt, "sales-prod"
     )
     return running(tmp_path, config, env=azure_env(arm), azure_credential=arm.credential())
+
+
+@pytest.fixture(autouse=True)
+def dms_takes_the_test_clusters(monkeypatch, request):
+    """DMS classic takes sources of PostgreSQL 9.4–13; the local clusters run a newer one, so the DMS flows
+    are tested as if DMS took it (test_dms_refuses_sources_it_cannot_migrate tests the real limit)."""
+    if request.node.name != "test_dms_refuses_sources_it_cannot_migrate":
+        monkeypatch.setattr(dms_backend, "SOURCE_VERSIONS", (90400, 990000))
 
 
 @pytest.fixture
@@ -191,7 +208,7 @@ async def test_a_failing_service_fails_the_migration_readably_and_retry_starts_a
     await notice(slack, "ready_for_cutover")
     first, second = [r for r in arm.requests if r.method == "PUT" and "/migrations/" in r.path]
     assert first.path.endswith("/pgmig-mig-1") and second.path.endswith("/pgmig-mig-1-r2")
-    assert second.body["properties"]["overwriteDbsInTarget"] == "True"
+    assert second.body["properties"]["overwriteDbsInTarget"] == "False"  # the first attempt created nothing
     await cut_over(slack)
     equal_rows(src, tgt)
 
@@ -270,6 +287,7 @@ async def test_a_failure_after_the_service_cut_over_fails_safely_and_retry_start
     assert "row counts of app differ" in failed and "had ended its replication of app" in failed
     assert src.psql("SHOW default_transaction_read_only", database="app") == "off"  # the source works again
     src.psql("INSERT INTO parent DEFAULT VALUES", database="app")
+    await notice(slack, "cutover failed, nothing was released")  # the cutover task's last word: it has ended
 
     await slack.command("retry mig-1", key="r")
     await slack.reply("r")
@@ -286,10 +304,10 @@ async def test_a_failure_after_the_service_cut_over_fails_safely_and_retry_start
     assert await cut_over(slack)
     equal_rows(src, tgt)
     assert service.events == ["start", "cutover", "start", "cutover"]
-    assert [r.path.rsplit("/", 1)[-1] for r in arm.requests if r.method == "PUT" and "/migrations/" in r.path] == [
-        "pgmig-mig-1",
-        "pgmig-mig-1-r2",
-    ]
+    puts = [r for r in arm.requests if r.method == "PUT" and "/migrations/" in r.path]
+    assert [r.path.rsplit("/", 1)[-1] for r in puts] == ["pgmig-mig-1", "pgmig-mig-1-r2"]
+    # the retry may replace what the first attempt created, and says so to the service
+    assert [r.body["properties"]["overwriteDbsInTarget"] for r in puts] == ["False", "True"]
 
 
 class ServicePerDatabase:
@@ -343,3 +361,236 @@ async def test_two_databases_are_cut_over_one_after_the_other(setup, backend):
     for db in ("app", "app2"):
         query = "SELECT count(*) || ':' || coalesce(sum(hashtext(child::text)), 0) FROM child"
         assert src.psql(query, database=db) == tgt.psql(query, database=db), db
+
+
+# ---- what the service stops on, and how pgmig answers (issue 23)
+
+
+def migration_puts(arm: FakeArm) -> list:
+    return [r for r in arm.requests if r.method == "PUT" and "/migrations/" in r.path]
+
+
+async def test_flex_refuses_an_existing_target_database_unless_overwrite_is_given(setup):
+    """An empty database a DBA pre-created would make the service wait for an overwrite confirmation: pgmig
+    says so before creating anything, and a retry with --overwrite lets the service replace it."""
+    slack, arm, src, tgt = setup
+    ServiceStandIn(src, tgt, "app", copies_schema=True).attach(arm)
+    tgt.psql("CREATE DATABASE app")
+    await slack.command("migrate onprem azure --mode online --db app --backend flex", key="m")
+    refused = text_of(await slack.reply("m"))  # by the pre-flight, before anything is created
+    assert "target database app exists" in refused and "stops and asks before replacing it" in refused, refused
+    assert "`/pgmig retry mig-1 --overwrite`" in refused
+    assert migration_puts(arm) == []
+    await slack.command("retry mig-1 --overwrite", key="r")
+    await slack.reply("r")
+    await notice(slack, "ready_for_cutover")
+    [put] = migration_puts(arm)
+    assert put.body["properties"]["overwriteDbsInTarget"] == "True"
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+async def test_flex_overwrite_question_is_answered_only_under_overwrite(setup, overwrite):
+    """The service asks before replacing a target database that appeared after pgmig looked: pgmig confirms
+    only for a migration started with --overwrite; otherwise the channel hears exactly what to do."""
+    slack, arm, src, tgt = setup
+    ServiceStandIn(src, tgt, "app", copies_schema=True).attach(arm)
+
+    async def appeared(server: str) -> set[str]:
+        return {"app"}  # created on the target after pgmig's own look
+
+    arm.target_databases = appeared
+    flag = " --overwrite" if overwrite else ""
+    await slack.command(f"migrate onprem azure --mode online --db app --backend flex{flag}", user="U0ALICE", key="m")
+    await slack.reply("m")
+    patches = lambda: [  # noqa: E731
+        r.body["properties"] for r in arm.requests if r.method == "PATCH" and "/migrations/" in r.path
+    ]
+    if overwrite:
+        said = await notice(slack, "confirmed that pgmig-mig-1 may overwrite existing target databases")
+        assert "--overwrite" in said
+        await notice(slack, "ready_for_cutover")
+        assert patches() == [{"overwriteDbsInTarget": "True"}]
+    else:
+        waits = await notice(slack, "waits for you")
+        assert "asks before dropping and recreating them" in waits
+        assert (
+            "az postgres flexible-server migration update --resource-group rg-data --name sales-prod "
+            "--migration-name pgmig-mig-1 --overwrite-dbs" in waits
+        )
+        card = await slack.fake.wait_for(
+            "calls",
+            lambda c: c.method == "chat.update" and "WaitingForTargetDBOverwriteConfirmation" in text_of(c.params),
+        )
+        assert "waits for permission to overwrite" in text_of(card.params)
+        await asyncio.sleep(0.5)
+        assert patches() == []  # nothing confirmed on the person's behalf
+        assert (await slack.services.store.get_migration("mig-1")).state.value == "full_load"
+        assert "cancelled" in await slack.ask("cancel mig-1")
+
+
+async def test_flex_validation_failure_shows_the_services_reasons(setup):
+    slack, arm, src, tgt = setup
+    ServiceStandIn(src, tgt, "app", copies_schema=True).attach(arm)
+    arm.fail_validation(
+        "migrations/pgmig-mig-1",
+        server=[("SourceVersionValidation", "Source server version is not supported.")],
+        databases={"app": [("ExtensionsValidation", "Extension 'pg_partman' is not allow-listed on the target.")]},
+    )
+    await slack.command("migrate onprem azure --mode online --db app --backend flex", key="m")
+    await slack.reply("m")
+    failed = await notice(slack, "failed")
+    assert "Migration validation failed" in failed
+    assert "SourceVersionValidation failed: Source server version is not supported." in failed
+    assert "app: ExtensionsValidation failed: Extension 'pg_partman' is not allow-listed on the target." in failed
+
+
+async def test_flex_waits_for_another_migration_on_the_server_instead_of_failing(setup):
+    """One migration or validation per target server: pgmig queues its own and starts it once the server is
+    free (here: someone's validation in the portal)."""
+    slack, arm, src, tgt = setup
+    ServiceStandIn(src, tgt, "app", copies_schema=True).attach(arm)
+    theirs = arm.migration_path(RG, "sales-prod", "portal-validation")
+    arm.put_resource(theirs, {"location": "westeurope", "properties": {"currentStatus": {"state": "InProgress"}}})
+    await slack.command("migrate onprem azure --mode online --db app --backend flex", key="m")
+    await slack.reply("m")
+    card = await slack.fake.wait_for(
+        "calls", lambda c: c.method == "chat.update" and "runs portal-validation" in text_of(c.params)
+    )
+    assert "takes one migration at a time" in text_of(card.params)
+    await asyncio.sleep(0.5)
+    assert migration_puts(arm) == []  # not sent, so not failed at Azure either
+    arm.resources[theirs.lower()]["properties"]["currentStatus"]["state"] = "Succeeded"
+    said = await notice(slack, "started pgmig-mig-1 on sales-prod for app")
+    assert "flexible-server migration service" in said
+    await notice(slack, "ready_for_cutover")
+    assert len(migration_puts(arm)) == 1
+
+
+async def test_flex_runtime_server_is_sent_and_checked(setup):
+    """Private networks: migrations into a target run on its runtime server (migrationInstanceResourceId)."""
+    slack, arm, src, tgt = setup
+    ServiceStandIn(src, tgt, "app", copies_schema=True).attach(arm)
+    runtime = arm.server_path(RG, "pgmig-runtime")
+    servers = slack.services.servers
+    servers["azure"] = replace(servers["azure"], azure_runtime_server=runtime)
+    await slack.command("migrate onprem azure --mode online --db app --backend flex", key="m")
+    await slack.reply("m")
+    failed = await notice(slack, "failed")
+    assert "reading server pgmig-runtime" in failed and "ResourceNotFound" in failed
+    assert migration_puts(arm) == []
+    seed_server(arm, "pgmig-runtime")
+    await slack.command("retry mig-1", key="r")
+    await slack.reply("r")
+    await notice(slack, "ready_for_cutover")
+    [put] = migration_puts(arm)
+    assert put.body["properties"]["migrationInstanceResourceId"] == runtime
+
+
+async def test_flex_runtime_server_given_per_migration(setup):
+    """`--runtime-server ID` on the command: sent as migrationInstanceResourceId, and kept in the audit's
+    canonical command."""
+    slack, arm, src, tgt = setup
+    ServiceStandIn(src, tgt, "app", copies_schema=True).attach(arm)
+    runtime = arm.server_path(RG, "pgmig-runtime")
+    seed_server(arm, "pgmig-runtime")
+    await slack.command(
+        f"migrate onprem azure --mode online --db app --backend flex --runtime-server {runtime}", key="m"
+    )
+    await slack.reply("m")
+    await notice(slack, "ready_for_cutover")
+    [put] = migration_puts(arm)
+    assert put.body["properties"]["migrationInstanceResourceId"] == runtime
+    audit = [e.detail for e in await slack.services.store.audit_log("mig-1") if e.action == "migration.created"]
+    assert f"--runtime-server {runtime}" in audit[0], audit
+
+
+async def test_flex_stopped_target_is_refused_with_the_start_command(setup):
+    slack, arm, src, tgt = setup
+    ServiceStandIn(src, tgt, "app", copies_schema=True).attach(arm)
+    arm.resources[arm.server_path(RG, "sales-prod").lower()]["properties"]["state"] = "Stopped"
+    await slack.command("migrate onprem azure --mode online --db app --backend flex", key="m")
+    await slack.reply("m")
+    failed = await notice(slack, "failed")
+    assert "flexible server sales-prod is stopped" in failed
+    assert "az postgres flexible-server start --resource-group rg-data --name sales-prod" in failed
+    assert migration_puts(arm) == []
+
+
+class BatchStandIn:
+    """The service migrating, per service-side migration, only the databases that migration lists."""
+
+    def __init__(self, src, tgt, databases: list[str]) -> None:
+        self.services = {db: ServiceStandIn(src, tgt, db, copies_schema=True, stream=False) for db in databases}
+        self.batches: list[list[str]] = []
+
+    def attach(self, fake: FakeArm) -> "BatchStandIn":
+        fake.on_start = self.start
+        fake.target_databases = next(iter(self.services.values())).target_databases
+        return self
+
+    async def start(self, resource: dict) -> None:
+        dbs = resource["properties"]["dbsToMigrate"]
+        self.batches.append(dbs)
+        for db in dbs:
+            await self.services[db].start(resource)
+
+
+async def test_flex_more_than_eight_databases_run_in_batches_offline_and_are_refused_online(setup):
+    slack, arm, src, tgt = setup
+    names = [f"shop{i}" for i in range(1, 10)]
+    for db in names:
+        src.psql(f"CREATE DATABASE {db}")
+        src.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2)", database=db)
+    service = BatchStandIn(src, tgt, names).attach(arm)
+    dbs = ",".join(names)
+    await slack.command(f"migrate onprem azure --mode online --db {dbs} --backend flex", key="on")
+    await slack.reply("on")
+    refused = await notice(slack, "failed")
+    assert "at most 8 databases per migration" in refused and "--mode offline" in refused
+    assert migration_puts(arm) == []
+
+    await slack.command(f"migrate onprem azure --mode offline --db {dbs} --backend flex", key="off")
+    await slack.reply("off")
+    await slack.fake.wait_for(
+        "calls",
+        lambda c: c.params.get("thread_ts") and "mig-2" in text_of(c.params) and "completed" in text_of(c.params),
+        timeout=120,
+    )
+    assert [r.path.rsplit("/", 1)[-1] for r in migration_puts(arm)] == ["pgmig-mig-2", "pgmig-mig-2-b2"]
+    assert service.batches == [names[:8], names[8:]]
+    for db in names:
+        assert tgt.psql("SELECT count(*) FROM t", database=db) == "2", db
+
+
+async def test_dms_refuses_sources_it_cannot_migrate(setup):
+    slack, arm, src, tgt = setup
+    ServiceStandIn(src, tgt, "app", copies_schema=False).attach(arm)
+    await slack.command("migrate onprem azure --mode online --db app --backend dms", key="m")
+    await slack.reply("m")
+    failed = await notice(slack, "failed")
+    assert "Azure DMS classic migrates PostgreSQL 9.4 to 13 only; the source runs PostgreSQL" in failed
+    assert "--backend flex" in failed
+    assert not [r for r in arm.requests if "Microsoft.DataMigration" in r.path]
+
+
+@pytest.mark.parametrize("may_register", [False, True])
+async def test_dms_provider_registration_is_checked_and_done_when_allowed(setup, may_register):
+    slack, arm, src, tgt = setup
+    ServiceStandIn(src, tgt, "app", copies_schema=False).attach(arm)
+    arm.unregistered.add("Microsoft.DataMigration")
+    arm.may_register = may_register
+    await slack.command("migrate onprem azure --mode online --db app --backend dms", key="m")
+    await slack.reply("m")
+    advice = await notice(slack, "Microsoft recommends the flexible server's own migration service")
+    assert "9.4 to 13" in advice
+    outcome = await notice(slack, "ready_for_cutover" if may_register else "failed")
+    [register] = arm.calls("POST", "/providers/Microsoft.DataMigration/register")
+    assert register.query["api-version"] == "2021-04-01"  # pgmig's own, not azure-mgmt-core's endless retry
+    if may_register:
+        assert not arm.unregistered
+    else:
+        failed = outcome
+        assert "not registered for the resource provider Microsoft.DataMigration" in failed
+        assert "az provider register --namespace Microsoft.DataMigration" in failed
+        assert "Microsoft.DataMigration/register/action" in failed
+        assert not [r for r in arm.requests if r.method == "PUT" and "/services/" in r.path]

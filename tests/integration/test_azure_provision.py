@@ -13,13 +13,22 @@ from handlers.actions import Action
 from migration_core.azure.provisioning import ProvisionRecord, ProvisionState
 from tests.integration.azure_support import RG, azure_env, azure_server_toml, azure_toml, seed_server
 from tests.integration.clusters import config_toml
-from tests.integration.fake_arm import FakeArm
+from tests.integration.fake_arm import FakeArm, default_capability
 from tests.integration.fake_slack import text_of
 from tests.integration.slack_harness import running
 
 GOOD = (
     "provision sales-prod --resource-group rg-data --region westeurope --version 16 --tier GeneralPurpose "
-    "--sku Standard_D4ds_v5 --storage-gb 256 --admin-user pgadmin --admin-password-env SALES_ADMIN_PASSWORD"
+    "--sku Standard_D4ds_v5 --storage-gb 256 --admin-user pgadmin --admin-password-env SALES_ADMIN_PASSWORD "
+    "--network public --firewall pgmig=198.51.100.7"
+)
+SUBNET = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-net/providers/Microsoft.Network/"
+    "virtualNetworks/vnet-data/subnets/pg"
+)
+DNS_ZONE = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-net/providers/Microsoft.Network/"
+    "privateDnsZones/sales.private.postgres.database.azure.com"
 )
 SERVER_PATH = "/flexibleservers/sales-prod"
 OPERATORS = ["U0ALICE"]
@@ -110,13 +119,18 @@ def lowered(path: str) -> str:
     return path.lower()
 
 
+def writes(arm: FakeArm) -> list:
+    """What reached Azure beyond reads (a request is checked against the region's offer, a read, at once)."""
+    return [r for r in arm.requests if r.method != "GET"]
+
+
 async def test_provision_sends_the_requested_server_and_registers_it_as_a_target(tmp_path, arm, source_extensions):
     arm.lro_polls = 8  # polled every 0.03 s, progress shown every 0.05 s
     async with app(tmp_path, arm, clusters={"onprem": source_extensions}, poll=0.03) as slack:
         await slack.command(
-            GOOD + " --ha zone-redundant --zone 1 --standby-zone 3 --public-access "
-            "--allow-azure-services --firewall office=203.0.113.1-203.0.113.20 "
-            "--tags env=prod,team=data --source onprem",
+            GOOD.replace("--firewall pgmig=198.51.100.7", "--firewall office=203.0.113.1-203.0.113.20")
+            + " --ha zone-redundant --zone 1 --standby-zone 3 --allow-azure-services --tags env=prod,team=data "
+            "--source onprem",
             key="p",
         )
         assert "provisioning sales-prod" in text_of(await slack.reply("p"))
@@ -203,11 +217,20 @@ async def test_provision_sends_the_requested_server_and_registers_it_as_a_target
         ),
         (("--version 16", "--version 16 --ha zone-redundant --zone 2 --standby-zone 2"), "another zone"),
         (("--version 16", "--version 16 --zone 4"), "zones are 1, 2 or 3"),
-        (("--version 16", "--version 16 --firewall office=203.0.113.9"), "only apply with --public-access"),
+        (("--network public", "--network vnet"), "only apply with --public-access"),
+        (("pgmig=198.51.100.7", "office=10.0.0.9-10.0.0.1"), "start address is after"),
+        # a server nothing could reach is refused, not created and registered
+        (("--network public --firewall pgmig=198.51.100.7", ""), "say how pgmig reaches the new server"),
+        (("--firewall pgmig=198.51.100.7", ""), "a public server accepts no connection until a firewall rule"),
         (
-            ("--version 16", "--version 16 --public-access --firewall office=10.0.0.9-10.0.0.1"),
-            "start address is after",
+            ("--network public --firewall pgmig=198.51.100.7", f"--network vnet --private-dns-zone {DNS_ZONE}"),
+            "--network vnet needs --subnet",
         ),
+        (
+            ("--network public --firewall pgmig=198.51.100.7", f"--network vnet --subnet {SUBNET}"),
+            "needs --private-dns-zone",
+        ),
+        (("--network public", f"--network public --subnet {SUBNET}"), "--subnet and --private-dns-zone are for"),
         (("--version 16", "--version 16 --tags novalue"), "expected key=value"),
     ],
 )
@@ -287,7 +310,7 @@ async def test_provisioning_waits_for_approval_when_configured(tmp_path, arm):
         card = await slack.fake.wait_for(
             "calls", lambda c: c.method == "chat.postMessage" and "Approve provisioning sales-prod" in text_of(c.params)
         )
-        assert card.params["channel"] == "C0NOTIFY" and arm.requests == []
+        assert card.params["channel"] == "C0NOTIFY" and writes(arm) == []
         assert "🗳️ *prov-1* · server *sales-prod* · waiting" in await slack.ask("status prov-1")
         await slack.press(Action.APPROVE_PROVISION.value, user="U0ALICE", key="own")
         assert "someone else must approve" in text_of(await slack.reply("own"))
@@ -295,7 +318,7 @@ async def test_provisioning_waits_for_approval_when_configured(tmp_path, arm):
         assert "only approvers" in text_of(await slack.reply("x"))
         await slack.press(Action.APPROVE_PROVISION.value, user="U0APPROVER1", key="a1")
         await slack.fake.wait_for("calls", lambda c: c.method == "chat.update" and "1 of 2" in text_of(c.params))
-        assert arm.requests == []
+        assert writes(arm) == []
         await slack.press(Action.APPROVE_PROVISION.value, user="U0APPROVER2", key="a2")
         assert "✅" in await finished(slack, "sales-prod")
         actions = [e.action for e in await slack.services.store.audit_log("prov-1")]
@@ -416,7 +439,7 @@ async def test_no_admin_user_tells_whether_it_occurs_in_an_allowed_password(tmp_
         for n, user in enumerate(("pgadmin", "gadmin1", "zzzz", "PGADMIN"), start=1):
             answer = await slack.ask(command.replace("--admin-user pgadmin", f"--admin-user {user}"))
             assert f"(prov-{n}) needs 1 approval(s)" in answer and "password" not in answer, answer
-        assert arm.requests == []
+        assert writes(arm) == []
 
 
 async def test_cloud_changes_need_an_explicit_operators_list(tmp_path, arm, target_cluster):
@@ -499,7 +522,7 @@ async def test_an_expired_provisioning_request_creates_nothing(tmp_path, arm):
         )
         await slack.press(Action.APPROVE_PROVISION.value, user="U0APPROVER1", key="late")
         assert "has expired" in text_of(await slack.reply("late"))
-        assert arm.requests == []
+        assert writes(arm) == []
         assert "provision.expired" in [e.action for e in await slack.services.store.audit_log("prov-1")]
 
 
@@ -528,8 +551,70 @@ async def test_a_request_cut_short_by_a_restart_is_finished_by_the_next_pgmig(tm
         done = await finished(slack, "sales-prod")
         assert "✅" in done and "already existed" in done and "(state Ready)" in done
         assert len([r for r in arm.requests if r.method == "GET" and lowered(r.path).endswith(SERVER_PATH)]) > 1
-        assert not [r for r in arm.requests if r.method in ("PUT", "PATCH")]
+        assert not [r for r in writes(arm) if lowered(r.path).endswith(SERVER_PATH)]  # found, not created again
         assert "sales-prod" in slack.services.servers
         actions = [e.action for e in await slack.services.store.audit_log("prov-1")]
         assert "provision.resumed" in actions and actions[-1] == "provision.completed"
     await ready
+
+
+async def test_a_vnet_server_gets_its_subnet_and_dns_zone_and_says_how_it_is_reached(tmp_path, arm):
+    vnet = GOOD.replace("--network public --firewall pgmig=198.51.100.7", f"--network vnet --subnet {SUBNET}") + (
+        f" --private-dns-zone {DNS_ZONE}"
+    )
+    async with app(tmp_path, arm) as slack:
+        await slack.command(vnet, key="p")
+        assert "private access in subnet pg" in text_of(await slack.reply("p"))
+        done = await finished(slack, "sales-prod")
+        assert "✅" in done and "Private access only: reachable from subnet `pg`" in done
+        [put] = [r for r in arm.requests if r.method == "PUT" and lowered(r.path).endswith(SERVER_PATH)]
+        assert put.body["properties"]["network"] == {
+            "publicNetworkAccess": "Disabled",
+            "delegatedSubnetResourceId": SUBNET,
+            "privateDnsZoneArmResourceId": DNS_ZONE,
+        }
+        assert not [r for r in arm.requests if "/firewallrules/" in lowered(r.path)]
+
+
+async def test_what_the_region_offers_comes_from_azure(tmp_path, arm):
+    """Versions, SKUs, zones, HA and storage are the region's (CapabilitiesByLocation), not pgmig's tables."""
+    arm.capabilities["westeurope"] = default_capability(
+        versions=("15", "16", "19"), skus={"GeneralPurpose": ["Standard_D2ds_v5"]}, zones=("1",), storage_gb=(128, 256)
+    )
+    async with app(tmp_path, arm) as slack:
+        refused = await slack.ask(GOOD.replace("--version 16", "--version 17") + " --zone 2 --ha zone-redundant")
+        assert "westeurope offers PostgreSQL 15, 16, 19, not 17" in refused
+        assert "westeurope offers no GeneralPurpose SKU Standard_D4ds_v5: GeneralPurpose SKUs there are" in refused
+        refused = await slack.ask(
+            GOOD.replace("Standard_D4ds_v5", "Standard_D2ds_v5").replace("256", "512") + " --zone 2 --ha zone-redundant"
+        )
+        assert "--zone 2: Standard_D2ds_v5 in westeurope is offered in zones 1" in refused
+        assert "HA ZoneRedundant is not offered for Standard_D2ds_v5 in westeurope (offered: SameZone)" in refused
+        assert "offers GeneralPurpose storage of 128, 256 GB, not 512" in refused
+        assert {r.method for r in arm.requests} == {"GET"}  # only the capabilities were read
+        assert all(r.path.endswith("/locations/westeurope/capabilities") for r in arm.requests)
+        await slack.command(
+            GOOD.replace("--version 16", "--version 19").replace("Standard_D4ds_v5", "Standard_D2ds_v5"), key="p"
+        )
+        await slack.reply("p")  # a version pgmig's own table does not know yet, offered by the region
+        assert "✅" in await finished(slack, "sales-prod")
+
+
+async def test_a_version_past_its_end_of_life_is_allowed_with_a_warning(tmp_path, arm):
+    async with app(tmp_path, arm) as slack:
+        await slack.command(GOOD.replace("--version 16", "--version 13"), key="p")
+        said = text_of(await slack.reply("p"))
+        assert "PostgreSQL 13 reached its community end of life on 2025-11-13" in said
+        done = await finished(slack, "sales-prod")
+        assert "✅" in done and "end of life" in done
+
+
+async def test_a_stopped_server_is_refused_with_the_command_that_starts_it(tmp_path, arm, target_cluster):
+    seed_server(arm, "sales-prod")
+    arm.resources[arm.server_path(RG, "sales-prod").lower()]["properties"]["state"] = "Stopped"
+    async with app(tmp_path, arm, servers=azure_server_toml("sales", target_cluster, "sales-prod")) as slack:
+        for command in ("createdb sales shop", "firewall sales office=203.0.113.1", "configure sales --restart"):
+            answer = await slack.ask(command)
+            assert "flexible server sales-prod is stopped" in answer, answer
+            assert "az postgres flexible-server start --resource-group rg-data --name sales-prod" in answer
+        assert {r.method for r in arm.requests} == {"GET"}

@@ -14,6 +14,8 @@ GOOD = dict(
     resource_group="rg-data",
     region="westeurope",
     storage_gb="128",
+    network="public",
+    firewall=["pgmig=198.51.100.7"],
 )
 
 
@@ -35,7 +37,9 @@ def test_a_good_request_is_typed():
         ({"storage_gb": "100"}, "storage"),
         ({"tier": "Burstable", "sku": "Standard_B1ms", "ha": "zone-redundant"}, "not offered on the Burstable tier"),
         ({"tier": "Platinum"}, "tier `Platinum`"),
-        ({"firewall": ["office=203.0.113.1-203.0.113.2"]}, "only apply with --public-access"),
+        ({"network": "vnet"}, "only apply with --public-access"),
+        ({"network": None}, "say how pgmig reaches the new server"),
+        ({"firewall": []}, "a public server accepts no connection until a firewall rule allows it"),
     ],
 )
 def test_each_broken_rule_is_named(change, rule):
