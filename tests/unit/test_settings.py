@@ -111,7 +111,7 @@ def test_bad_config_names_the_key(tmp_path, change, message):
 
 
 def test_missing_config_file_says_what_to_do(tmp_path):
-    with pytest.raises(SettingsError, match="pgmig.example.toml"):
+    with pytest.raises(SettingsError, match="pgmig init` writes a commented one"):
         load_settings({"PGMIG_CONFIG": str(tmp_path / "absent.toml")})
 
 
