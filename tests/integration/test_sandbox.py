@@ -24,7 +24,7 @@ def clusters(tmp_path) -> dict[str, LocalCluster]:
     home = tmp_path / "home"
     state = json.loads((home / "sandbox.json").read_text())
     password = (home / "sandbox.password").read_text().strip()
-    return {r: LocalCluster(Path(v["root"]), v["port"], password) for r, v in state.items()}
+    return {r: LocalCluster(Path(v["root"]), v["port"], password) for r, v in state.items() if isinstance(v, dict)}
 
 
 def test_a_streaming_migration_still_streams_after_the_sandbox_restarts(tmp_path):
