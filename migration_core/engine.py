@@ -138,6 +138,7 @@ class Engine:
         self._tasks: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
         self._cancelling: set[str] = set()
+        self._cutting: set[str] = set()  # cutovers run by `cutover` in the caller's task, not tracked in _tasks
         self.scheduler = Scheduler(config.progress_interval, self._tick)
         self.replica = config.replica_id or uuid.uuid4().hex[:12]
         self.instance = f"{self.replica}/{uuid.uuid4().hex[:8]}"  # this life of this replica
@@ -666,7 +667,7 @@ class Engine:
             await self.store.listen(COMMANDS_CHANNEL, lambda: asyncio.ensure_future(self._serve_commands()))
         taken = []
         for m in await self.store.list_migrations(active_only=True):
-            if m.id in self._tasks or m.state is State.PAUSED:
+            if m.id in self._tasks or m.id in self._cutting or m.state is State.PAUSED:
                 continue
             owner, _ = await self.store.owner(m.id)
             if owner == self.instance and m.state is not State.RELEASED:
@@ -955,9 +956,14 @@ class Engine:
         )
 
     async def cutover(self, migration_id: str, actor: str) -> bool:
-        """Switch a streaming migration to its target (cutover_flow.py); True when completed."""
+        """Switch a streaming migration to its target (cutover_flow.py); True when completed. Recovery (which
+        finishes a released migration nobody here runs) leaves it alone meanwhile."""
         ctx = self.context(await self.ledger.get(migration_id))
-        return await self._tidied(migration_id, run_cutover(ctx, actor))
+        self._cutting.add(migration_id)
+        try:
+            return await self._tidied(migration_id, run_cutover(ctx, actor))
+        finally:
+            self._cutting.discard(migration_id)
 
     def context(self, m: Migration) -> MigrationContext:
         """The one context every flow of this migration gets."""
