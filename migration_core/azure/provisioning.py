@@ -21,6 +21,7 @@ from migration_core.azure.clients import AzureClients
 from migration_core.azure.provision import AzureServer, ProvisionResult, configure, provision
 from migration_core.azure.validation import FirewallRule, ProvisionArgs, ProvisionRequest, validate
 from migration_core.errors import MigrationError
+from migration_core.lifecycle import IllegalTransition
 from migration_core.models import AuditEntry, utcnow
 from migration_core.secrets import redact
 from migration_core.servers import ConnectionProblem, ServerConfig, server_major
@@ -43,6 +44,36 @@ class ProvisionState(StrEnum):
     @property
     def finished(self) -> bool:
         return self in (ProvisionState.DONE, ProvisionState.FAILED, ProvisionState.REJECTED, ProvisionState.EXPIRED)
+
+
+P = ProvisionState
+# The provisioning lifecycle as data, like lifecycle.TRANSITIONS for migrations: which state may follow which.
+# A request starts waiting (for approvals) or approved (none needed); running may follow itself (a restart
+# takes a request up again, provisioning finds the server it already created).
+TRANSITIONS: dict[ProvisionState, frozenset[ProvisionState]] = {
+    k: frozenset(v)
+    for k, v in {
+        P.WAITING: {P.APPROVED, P.REJECTED, P.EXPIRED},
+        P.APPROVED: {P.RUNNING},
+        P.RUNNING: {P.RUNNING, P.DONE, P.FAILED},
+        P.DONE: set(),
+        P.FAILED: set(),
+        P.REJECTED: set(),
+        P.EXPIRED: set(),
+    }.items()
+}
+STARTS = (P.WAITING, P.APPROVED)
+
+
+def predecessors(to: ProvisionState, expect: tuple[ProvisionState, ...] = ()) -> tuple[ProvisionState, ...]:
+    """The states a move to `to` may start from: the table's, narrowed to `expect` (which must fit it)."""
+    legal = tuple(s for s, nexts in TRANSITIONS.items() if to in nexts)
+    if not expect:
+        return legal
+    wrong = [s for s in expect if s not in legal]
+    if wrong:
+        raise IllegalTransition(f"BUG: provisioning has no transition {wrong[0].value} → {to.value}")
+    return expect
 
 
 @dataclass
@@ -161,7 +192,7 @@ class Provisioner:
         if config.provision_requires_approval:
             record.approval.ts = await self.events.card(record, [])
             await self._save(record)
-        else:
+        else:  # born approved: nobody has to decide
             record.state, record.approval.open = ProvisionState.APPROVED, False
             await self._save(record)
             await self._start(record)
@@ -260,13 +291,21 @@ class Provisioner:
         self, record: ProvisionRecord, state: ProvisionState, note: str, decision: Decision | None
     ) -> bool:
         """waiting → `state`, if still waiting (False when another decision won)."""
-        record.state, record.detail, record.approval.open = state, note, False
-        if not await self._save(record, expect=(ProvisionState.WAITING,)):
+        record.approval.open = False
+        if not await self._move(record, state, note, expect=(ProvisionState.WAITING,)):
             return False
         approvers = decision.approvers if decision else await approval.approvers(self.store, record.approval)
         if record.approval.ts:
             await self.events.card(record, approvers, note)
         return True
+
+    async def _move(
+        self, record: ProvisionRecord, to: ProvisionState, detail: str, expect: tuple[ProvisionState, ...] = ()
+    ) -> bool:
+        """The one guarded move of a request (TRANSITIONS): saved only if the stored state is one that may be
+        followed by `to`; False when another replica, click or sweep moved it first."""
+        record.state, record.detail = to, detail
+        return await self._save(record, expect=predecessors(to, expect))
 
     async def _save(self, record: ProvisionRecord, expect: tuple[ProvisionState, ...] = ()) -> bool:
         record.updated_at = utcnow()
@@ -290,8 +329,8 @@ class Provisioner:
         """The long-running part: create (or grow), firewall rules, register as a server; the channel sees it."""
         req, azure = record.request, self.clients()
         record.progress_ts = await self.events.progress(record, f"creating {req.describe()}")
-        record.state, record.detail = ProvisionState.RUNNING, f"creating {req.describe()}"
-        await self._save(record)
+        if not await self._move(record, ProvisionState.RUNNING, f"creating {req.describe()}"):
+            return  # decided or finished elsewhere meanwhile
 
         async def progress(note: str) -> None:
             await self.events.progress(record, note)
@@ -306,8 +345,7 @@ class Provisioner:
                 if isinstance(exc, MigrationError)
                 else f"unexpected {type(exc).__name__}: {redact(str(exc))[:300]} (details in pgmig's log)"
             )
-            record.state, record.detail = ProvisionState.FAILED, reason
-            await self._save(record)
+            await self._move(record, ProvisionState.FAILED, reason)
             await self.store.audit(AuditEntry("pgmig", "provision.failed", reason[:2000], record.id))
             await self.events.failed(record, reason)
             return
@@ -322,12 +360,8 @@ class Provisioner:
         )
         registered = bool(result.fqdn) and await self.engine.register_server(server, record.requested_by)
         notes = await self._allow_source_extensions(record, restart=result.created)
-        record.state, record.detail, record.fqdn = (
-            ProvisionState.DONE,
-            f"{result.fqdn} in {result.seconds:.0f} s",
-            result.fqdn,
-        )
-        await self._save(record)
+        record.fqdn = result.fqdn
+        await self._move(record, ProvisionState.DONE, f"{result.fqdn} in {result.seconds:.0f} s")
         await self.store.audit(
             AuditEntry("pgmig", "provision.completed", f"{req.name}: {result.fqdn}; " + "; ".join(notes), record.id)
         )
