@@ -57,6 +57,8 @@ async def build_services(
             lag_alert_seconds=o.lag_alert_seconds,
             lag_alert_bytes=int(o.lag_alert_mb * mb),
             wal_retention_alert_bytes=int(o.wal_retention_alert_mb * mb),
+            slot_warn_share=o.slot_warn_share,
+            slot_warn_minutes=o.slot_warn_minutes,
             digest=m.digest,
             lease_seconds=m.lease_seconds,
             replica_id=replica_id(settings.home),

@@ -92,6 +92,8 @@ class OnlineSettings:
     lag_alert_seconds: float = 60.0
     lag_alert_mb: float = 256.0
     wal_retention_alert_mb: float = 1024.0
+    slot_warn_share: float = 0.5
+    slot_warn_minutes: float = 60.0
     fence_grace_seconds: float = 5.0
     catch_up_timeout_seconds: float = 30.0
 
@@ -138,6 +140,8 @@ _ONLINE_KEYS = {
         "lag_alert_seconds",
         "lag_alert_mb",
         "wal_retention_alert_mb",
+        "slot_warn_share",
+        "slot_warn_minutes",
         "fence_grace_seconds",
         "catch_up_timeout_seconds",
     )
@@ -251,6 +255,8 @@ def _online(table: Any) -> OnlineSettings:
     for key, value in values.items():
         if value < 0:
             raise SettingsError(f"online.{key}: expected a number ≥ 0")
+    if values.get("slot_warn_share", 0) > 1:
+        raise SettingsError("online.slot_warn_share: expected a share of max_slot_wal_keep_size, 0–1")
     return OnlineSettings(**values)
 
 

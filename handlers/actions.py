@@ -9,3 +9,4 @@ class Action(str, Enum):
     REJECT_CUTOVER = "pgmig.cutover.reject"
     APPROVE_PROVISION = "pgmig.provision.approve"
     REJECT_PROVISION = "pgmig.provision.reject"
+    DROP_SLOT_CANCEL = "pgmig.slot.cancel"  # the slot guardian's way out: `cancel mig-N`, operators only

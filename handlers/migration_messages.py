@@ -121,12 +121,23 @@ def database_line(p: DatabaseProgress, now: float) -> str:
     elif p.lag_seconds is not None:  # a managed service reports its latency, not bytes
         parts.append(f"latency {p.lag_seconds:.1f} s")
     if p.retained_bytes is not None:
-        parts.append(f"slot holds {pretty_bytes(p.retained_bytes)} of WAL")
+        parts.append(f"slot holds {pretty_bytes(p.retained_bytes)} of WAL{slot_outlook(p)}")
     if p.working:
         parts.append(f"🔧 {esc(p.working)}")
     if p.waiting:
         parts.append(f"⏳ {esc(p.waiting)}")
     return " · ".join(parts)
+
+
+def slot_outlook(p: DatabaseProgress) -> str:
+    """The slot guardian's words after the WAL held: how fast it grows and when it reaches the limit."""
+    if p.wal_limit is None:  # not looked at yet (or not a native online migration)
+        return ""
+    said = f", growing {pretty_bytes(int(p.wal_rate * 60))}/min" if p.wal_rate else ", not growing"
+    if p.wal_limit < 0:
+        return said + ", max_slot_wal_keep_size unset"
+    limit = f"max_slot_wal_keep_size {pretty_bytes(p.wal_limit)}"
+    return said + (f", {limit} in about {duration(p.limit_in)}" if p.limit_in is not None else f", {limit}")
 
 
 def migration_card(m: Migration, progress: MigrationProgress, steps: list[Step] | None = None) -> Reply:
@@ -265,10 +276,32 @@ def state_notice(m: Migration, detail: str, decided: str = "") -> Reply:
     return Reply(f"{m.id} {m.state.value}", [section(text)], ephemeral=False)
 
 
-def alert_notice(m: Migration, text: str) -> Reply:
-    return Reply(
-        f"{m.id}: {text[:150]}", [section(f"{mention(m.requested_by)} *{m.id}* {esc(text[:2900])}")], ephemeral=False
-    )
+def alert_notice(m: Migration, text: str, offer_cancel: bool = False) -> Reply:
+    """An alert in the card's thread; `offer_cancel`: with a (confirmed) button that runs `/pgmig cancel`,
+    for when cancelling — which drops the replication slots — is the way out."""
+    blocks = [section(f"{mention(m.requested_by)} *{m.id}* {esc(text[:2900])}")]
+    if offer_cancel:
+        blocks.append(
+            ActionsBlock(
+                elements=[
+                    ButtonElement(
+                        text="Drop slot and cancel",
+                        action_id=Action.DROP_SLOT_CANCEL.value,
+                        value=f"cancel {m.id}",
+                        style="danger",
+                        confirm=ConfirmObject(
+                            title=f"Cancel {m.id}?",
+                            text=f"This cancels {m.id} and drops its replication slots on the source; "
+                            "the migration cannot be resumed, only started again.",
+                            confirm="Drop slot and cancel",
+                            deny="Keep it",
+                            style="danger",
+                        ),
+                    )
+                ]
+            ).to_dict()
+        )
+    return Reply(f"{m.id}: {text[:150]}", blocks, ephemeral=False)
 
 
 def started(m: Migration, report: PreflightReport, channel: str) -> Reply:

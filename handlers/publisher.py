@@ -63,9 +63,11 @@ class ChannelPublisher:
             )
         return decided
 
-    async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:
+    async def alert(
+        self, migration: Migration, progress: MigrationProgress, text: str, offer_cancel: bool = False
+    ) -> None:
         channel, ts = await self._card(migration, progress)
-        await self.poster.post(channel, mm.alert_notice(migration, text), thread_ts=ts or None)
+        await self.poster.post(channel, mm.alert_notice(migration, text, offer_cancel), thread_ts=ts or None)
 
     async def digest(self, migrations: list[Migration], progress: dict[str, MigrationProgress]) -> None:
         channel = self.policy.notify_channel or (migrations[0].channel if migrations else "")

@@ -61,8 +61,8 @@ HANDLERS: dict[str, Handler] = {
     "configure": configure_command,
 }
 
-# A button press re-enters as the command text it carries.
-ACTION_COMMANDS = {Action.RERUN_CHECK.value}
+# A button press re-enters as the command text it carries (authorized as that command typed).
+ACTION_COMMANDS = {Action.RERUN_CHECK.value, Action.DROP_SLOT_CANCEL.value}
 
 
 def ack_text(text: str) -> str | None:

@@ -22,6 +22,9 @@ class EngineConfig:
     lag_alert_seconds: float = 60.0  # alert when lag stays above these
     lag_alert_bytes: int = 256 << 20
     wal_retention_alert_bytes: int = 1 << 30  # alert when a slot holds this much WAL on the source
+    slot_warn_share: float = 0.5  # slot guardian: warn above this share of max_slot_wal_keep_size…
+    slot_warn_minutes: float = 60.0  # …or when the slot reaches it sooner than this
+    slot_stall_seconds: float = 60.0  # a subscriber that confirmed nothing while WAL grew this long applies nothing
     digest: str = "off"  # off | hourly | daily: a summary of active migrations
     managed_poll_seconds: float = 10.0  # --backend flex|dms: how often the Azure service is asked
     lease_seconds: float = 60.0  # several replicas: a migration whose owner is silent this long

@@ -19,8 +19,11 @@ class MigrationEvents(Protocol):
         """The migration entered `migration.state`; `detail` says why or what came of it; `closed`: the
         cutover request this move ended (already recorded), if one was open."""
 
-    async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:
-        """Something needs a person's attention (lag, WAL held on the source), or stopped needing it."""
+    async def alert(
+        self, migration: Migration, progress: MigrationProgress, text: str, offer_cancel: bool = False
+    ) -> None:
+        """Something needs a person's attention (lag, WAL held on the source), or stopped needing it;
+        `offer_cancel`: cancelling the migration is the way out, offered to operators with the alert."""
 
     async def digest(self, migrations: list[Migration], progress: dict[str, MigrationProgress]) -> None:
         """The periodic summary of every active migration."""
@@ -37,7 +40,9 @@ class NoEvents:
     ) -> None:
         return None
 
-    async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:
+    async def alert(
+        self, migration: Migration, progress: MigrationProgress, text: str, offer_cancel: bool = False
+    ) -> None:
         return None
 
     async def digest(self, migrations: list[Migration], progress: dict[str, MigrationProgress]) -> None:

@@ -146,17 +146,20 @@ class Alerts:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        self._raised: dict[tuple[str, str], bool] = {}
+        self._raised: dict[tuple[str, str], int] = {}  # 0 clear, 1 raised, 2 raised offering cancel
 
-    async def alert(self, m: Migration, kind: str, raised: bool, text: str) -> None:
+    async def alert(self, m: Migration, kind: str, raised: bool, text: str, offer_cancel: bool = False) -> None:
+        """`offer_cancel`: the way out is cancelling (the alert gets a button for it); a raised alert that
+        comes to need it is said again, with it (and not again when it no longer does: the button stays good)."""
         key = (m.id, kind)
-        if raised == self._raised.get(key, False):
+        level, before = (2 if offer_cancel else 1) if raised else 0, self._raised.get(key, 0)
+        if level == before or 0 < level < before:
             return
-        self._raised[key] = raised
+        self._raised[key] = level
         message = text if raised else f"✅ back to normal: {kind} ({m.id})"
         await self.ledger.store.audit(AuditEntry("pgmig", f"alert.{kind}", message[:2000], m.id))
         try:
-            await self.ledger.events.alert(m, self.ledger.progress(m.id), message)
+            await self.ledger.events.alert(m, self.ledger.progress(m.id), message, offer_cancel and raised)
         except Exception:
             log.exception("posting the %s alert of %s failed", kind, m.id)
 

@@ -1,5 +1,5 @@
-"""Watching a native online migration: lag and WAL held per database, alerts raised and cleared once,
-and the move from catching up to ready for cutover.
+"""Watching a native online migration: lag and WAL held per database (and the slot guardian's look,
+slot_guard.py), alerts raised and cleared once, and the move from catching up to ready for cutover.
 
 An alert is for a condition that lasts: a subscription not streaming for a moment is normal (a new one
 starting, a walsender restarting), so "not streaming" is said once it has lasted `STREAM_GRACE_SECONDS`
@@ -15,7 +15,7 @@ import time
 
 import asyncpg
 
-from migration_core import replication
+from migration_core import replication, slot_guard
 from migration_core.context import MigrationContext
 from migration_core.errors import MigrationError
 from migration_core.models import State
@@ -64,7 +64,7 @@ def servers_unreachable(progress: MigrationProgress, databases: list[str], why: 
     for db in databases:
         p = progress.of(db)
         p.phase = f"servers unreachable: {why.split(' — fix:', 1)[0]}"
-        p.lag_bytes = p.lag_seconds = p.retained_bytes = None
+        p.lag_bytes = p.lag_seconds = p.retained_bytes = p.wal_rate = p.limit_in = None
 
 
 async def look_closer(ctx: MigrationContext, lags: dict[str, replication.Lag]) -> dict[str, str]:
@@ -256,6 +256,7 @@ async def watch_native(ctx: MigrationContext) -> None:
         + f" (limit {pretty_bytes(c.wal_retention_alert_bytes)})"
         " — the source's disk fills if this goes on; check the target is applying, or cancel",
     )
+    await slot_guard.guard(ctx)
     behind = {
         db: x for db, x in lags.items() if (x.bytes or 0) > c.lag_alert_bytes or (x.seconds or 0) > c.lag_alert_seconds
     }

@@ -75,6 +75,7 @@ FAILED_TITLES = {
     "databases exist": "databases missing on the source",
     "databases to migrate": "no databases to migrate",
     "role can replicate": "role cannot replicate",
+    "max_slot_wal_keep_size is set": "max_slot_wal_keep_size is unlimited",
     "role can create the subscription's own replication role": "role cannot create the subscription's own "
     "replication role",
     "role can read every table and sequence": "role cannot read every table and sequence",
@@ -281,7 +282,7 @@ async def _replication_findings(conn: asyncpg.Connection, n_databases: int, own_
         r["name"]: r["setting"]
         for r in await conn.fetch(
             "SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])",
-            ["wal_level", "max_replication_slots", "max_wal_senders"],
+            ["wal_level", "max_replication_slots", "max_wal_senders", "max_slot_wal_keep_size"],
         )
     }
     used_slots = await conn.fetchval("SELECT count(*) FROM pg_replication_slots")
@@ -335,6 +336,19 @@ async def _replication_findings(conn: asyncpg.Connection, n_databases: int, own_
                 f"{free_slots} slot(s) and {free_senders} WAL sender(s) free, {n_databases} needed (one per database)",
                 "drop unused slots (`SELECT pg_drop_replication_slot(name)`; see `pg_replication_slots`) "
                 f"or raise max_replication_slots / max_wal_senders, {restart}",
+            )
+        )
+    keep = settings.get("max_slot_wal_keep_size")  # PostgreSQL 13+
+    if keep is not None:
+        out.append(
+            Finding(Status.OK, "source", "max_slot_wal_keep_size is set", f"{keep} MB")
+            if int(keep) >= 0
+            else Finding(
+                Status.WARN,
+                "source",
+                "max_slot_wal_keep_size is set",
+                "it is -1 (unlimited): a slot that stops being read keeps WAL until the source's disk fills",
+                "set max_slot_wal_keep_size (e.g. to a share of the WAL volume's free space; a reload applies it)",
             )
         )
     user = role["rolname"]

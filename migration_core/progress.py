@@ -19,6 +19,12 @@ class DatabaseProgress:
     lag_bytes: int | None = None  # online, while streaming
     lag_seconds: float | None = None
     retained_bytes: int | None = None  # WAL the slot holds on the source
+    wal_rate: float | None = None  # online: bytes a second the source's WAL grows (slot_guard)
+    wal_limit: int | None = None  # online: the source's max_slot_wal_keep_size in bytes; -1: unset
+    limit_in: float | None = None  # online: seconds until the slot holds that much, at that rate
+    wal_samples: list[tuple[float, int]] = field(default_factory=list)  # (when, WAL position): the rate's window
+    slot_seen: tuple[int, int | None] | None = None  # the last look's WAL position and confirmed_flush_lsn
+    not_applying_since: float | None = None  # since when WAL grew and the subscriber confirmed none of it
     rows_copied: int = 0  # rows of the pieces whose copy committed, from COPY's own command tags
     rows_copying: dict[int, int] = field(default_factory=dict)  # target session → rows its COPY under way took
     ranges_done: int = 0  # large tables are copied as ranges: how many of them are done

@@ -81,7 +81,9 @@ class RecordingEvents:
     alerts: list[tuple[str, str]] = field(default_factory=list)
     ticks: int = 0
 
-    async def alert(self, migration: Migration, progress: MigrationProgress, text: str) -> None:
+    async def alert(
+        self, migration: Migration, progress: MigrationProgress, text: str, offer_cancel: bool = False
+    ) -> None:
         self.alerts.append((migration.id, text))
 
     async def progress(self, migration: Migration, progress: MigrationProgress) -> None:

@@ -62,8 +62,9 @@ async def test_check_acks_at_once_then_posts_the_report(slack, target_cluster):
     reply = await slack.reply("1")
     text = all_text(reply)
     assert "Pre-flight: onprem → azure (online)" in text
-    # ready; its one warning: these clusters' pg_hba would let the subscription's login take a base backup
-    assert "⚠️ Ready, with warnings — 0 blocking, 1 warning(s)" in text and "wal_level = logical" in text
+    # ready; its warnings: these clusters' pg_hba would let the subscription's login take a base backup,
+    # and the source's max_slot_wal_keep_size is unlimited
+    assert "⚠️ Ready, with warnings — 0 blocking, 2 warning(s)" in text and "wal_level = logical" in text
     assert "db shop" in text and "pg_hba.conf" in text
     assert "❌" not in text
     blocks = reply["blocks"]
