@@ -4,15 +4,18 @@ one, or a target a cutover released to the applications — and a cancel takes t
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
 from bot.localpg import LocalCluster
+from migration_core.failpoints import ENV as KILL
 from migration_core.models import State
-from tests.integration.clusters import config_toml
+from tests.integration.clusters import config_toml, shell_env
 from tests.integration.fake_slack import text_of
 from tests.integration.slack_harness import Running, running
+from tests.integration.test_shell import pgmig
 from tests.integration.waiting import wait_state
 
 
@@ -183,3 +186,42 @@ async def test_cleanup_marks_what_it_removed_in_the_journal(slack, source_cluste
     after = await say(slack, "status mig-1", "s2")
     assert "slot pgmig_" not in after and "subscription pgmig_" not in after, after
     assert source_cluster.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pgmig%'") == "0"
+
+
+@pytest.mark.parametrize("then", ["restart", "cancel"])
+def test_killed_right_after_journaling_a_dbas_empty_database_it_finishes_or_empties_it(
+    tmp_path, source_cluster, target_cluster, then
+):
+    """pgmig SIGKILLed the moment it journaled that it will fill a DBA's empty database (Change.CONTENTS):
+    restarted, it carries the migration to completed; cancelled instead, it empties that very database."""
+    db = f"filled_{then}"
+    for c in (source_cluster, target_cluster):
+        c.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    source_cluster.psql(f"CREATE DATABASE {db}")
+    source_cluster.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)", db)
+    target_cluster.psql(f"CREATE DATABASE {db}")
+    theirs = oid(target_cluster, db)
+    config = tmp_path / "pgmig.toml"
+    config.write_text(config_toml({"src": source_cluster, "tgt": target_cluster}))
+    env = shell_env(tmp_path, config)
+    try:
+        killed = pgmig(
+            "shell", env={**env, KILL: f"contents:{db}"}, stdin=f"migrate src tgt --mode offline --db {db}\n"
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+        script = "wait 8\nstatus mig-1\n" if then == "restart" else "cancel mig-1\n"
+        again = pgmig("shell", env=env, stdin=script)
+        assert again.returncode == 0 and "Traceback" not in again.stdout + again.stderr, again.stderr
+        assert oid(target_cluster, db) == theirs  # the DBA's very database, never dropped
+        if then == "restart":
+            assert "completed" in again.stdout, again.stdout
+            assert target_cluster.psql("SELECT count(*) FROM t", database=db) == "100"
+        else:
+            assert f"{db} emptied again, as it was before pgmig filled it" in again.stdout, again.stdout
+            tables = target_cluster.psql(
+                "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace", db
+            )
+            assert tables == "0"
+    finally:
+        for c in (source_cluster, target_cluster):
+            c.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
