@@ -90,7 +90,9 @@ async def run_cutover(ctx: MigrationContext, actor: str, decided: bool = False) 
     # The point of no return: the move is committed whatever interrupts it (a shutdown waits for it), and
     # only then is anyone told. From here no path falls back: a failure or a shutdown while announcing
     # leaves the migration released, and recovery finishes it forward with the source still fenced.
-    await ledger.release(mid, "target released: applications can switch now")
+    await ledger.advance(
+        mid, State.RELEASED, "target released: applications can switch now", expect=(State.CUTTING_OVER,)
+    )
     await ledger.save(mid, StepKind.RELEASE, DONE, "applications told to switch to the target", facts)
     await ctx.alerts.notice(
         m,

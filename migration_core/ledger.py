@@ -11,7 +11,6 @@ entry, and so a change on a server) is refused with `LeaseLost`, and its work th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -22,7 +21,7 @@ from migration_core.journal import Journal
 from migration_core.lifecycle import Superseded
 from migration_core.models import AuditEntry, Migration, RetryChanges, State, Step, StepState, utcnow
 from migration_core.progress import MigrationProgress
-from migration_core.store import LeaseLost, Store
+from migration_core.store import Store
 
 log = logging.getLogger(__name__)
 DONE, RUNNING, FAILED, WAITING = StepState.DONE, StepState.RUNNING, StepState.FAILED, StepState.WAITING
@@ -97,29 +96,6 @@ class Ledger:
             retry_with=retry_with,
             token=self.tokens.get(mid),
         )
-
-    async def release(self, mid: str, detail: str) -> None:
-        """cutting_over → released, the point of no return: the move is committed even when a shutdown or a
-        cancel arrives meanwhile (that waits for it, then goes on), and the channel is told only after it.
-        A failure to tell can never undo it."""
-        move = asyncio.ensure_future(
-            self.store.transition(mid, State.RELEASED, expect=(State.CUTTING_OVER,), token=self.tokens.get(mid))
-        )
-        try:
-            moved = await asyncio.shield(move)
-        except asyncio.CancelledError:
-            await move  # committed (or refused) before the cancellation goes on; recovery announces it
-            raise
-        if not moved:
-            token = self.tokens.get(mid)
-            raise (
-                LeaseLost(mid)
-                if token is not None and not await self.store.holds(mid, token)
-                else Superseded(mid, State.RELEASED)
-            )
-        failpoints.reached(f"state:{State.RELEASED.value}")
-        await self.store.audit(AuditEntry("pgmig", "state", f"{State.RELEASED.value}: {detail}"[:2000], mid))
-        await self.emit_state(mid, detail)
 
     async def advance(
         self, mid: str, to: State, detail: str, *, expect: Iterable[State] | None = None, error: str = ""

@@ -11,6 +11,7 @@ Running states may follow themselves: a pipeline restarted after a crash re-ente
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 
 from migration_core import failpoints
@@ -118,10 +119,21 @@ async def move(
     token: int | None = None,
 ) -> bool:
     """The guarded move: conditional update, audit entry, event. False when another move won; `LeaseLost`
-    when `token` (the mover's fencing token) is no longer the migration's."""
-    moved = await store.transition(
-        migration_id, to, expect=guard(to, expect), error=error, round=round, retry_with=retry_with, token=token
+    when `token` (the mover's fencing token) is no longer the migration's.
+
+    The update is shielded: a cancel or shutdown arriving meanwhile waits for it to be committed (or refused),
+    then goes on — so a caller never believes a move did not happen that did (the release above all: once
+    committed, the fallback must not run). Whoever is told comes after, and their failure undoes nothing."""
+    update = asyncio.ensure_future(
+        store.transition(
+            migration_id, to, expect=guard(to, expect), error=error, round=round, retry_with=retry_with, token=token
+        )
     )
+    try:
+        moved = await asyncio.shield(update)
+    except asyncio.CancelledError:
+        await update
+        raise
     if not moved and token is not None and not await store.holds(migration_id, token):
         raise LeaseLost(migration_id)
     if not moved:
