@@ -17,9 +17,9 @@ import subprocess
 import time
 
 from bench.lag import DB, bench_pair, pgbench, servers
-from migration_core.engine import Engine, EngineConfig, MigrationRequest
-from migration_core.events import NoEvents
-from migration_core.models import State
+from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
+from migration_core.state.events import NoEvents
+from migration_core.state.models import State
 
 
 async def main_async(args: argparse.Namespace) -> None:

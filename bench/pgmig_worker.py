@@ -40,13 +40,13 @@ def parse() -> argparse.Namespace:
 
 async def online_copy(source, target, database: str, jobs: int, workdir: Path, limits) -> None:
     """The online full load as a migration runs it (journal in memory); replication dropped afterwards."""
-    from migration_core.journal import Journal
-    from migration_core.models import MigrationOptions
-    from migration_core.offline import choose_bindir
-    from migration_core.online import OnlineDatabase
-    from migration_core.progress import DatabaseProgress
-    from migration_core.roles import copy_roles
-    from migration_core.store import Store
+    from migration_core.changes.roles import copy_roles
+    from migration_core.flows.steps.offline import choose_bindir
+    from migration_core.flows.steps.online import OnlineDatabase
+    from migration_core.observe.progress import DatabaseProgress
+    from migration_core.state.journal import Journal
+    from migration_core.state.models import MigrationOptions
+    from migration_core.state.store import Store
 
     store = await Store.open(":memory:")
     journal = Journal(store, "mig-0")
@@ -75,10 +75,10 @@ async def migrate(source, target, database: str, jobs: int, workdir: Path, limit
     """What a user waits for: `/pgmig migrate` to `completed` (offline, verified) or `ready_for_cutover`
     (online), through the engine with an in-memory state store, timed into ELAPSED_FILE; an online
     migration is then cancelled, which removes its replication."""
-    from migration_core.engine import Engine, EngineConfig, MigrationRequest
-    from migration_core.events import NoEvents
-    from migration_core.models import State
-    from migration_core.store import Store
+    from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
+    from migration_core.state.events import NoEvents
+    from migration_core.state.models import State
+    from migration_core.state.store import Store
 
     store = await Store.open(":memory:")
     config = EngineConfig(workdir=workdir, default_parallel=jobs, limits=limits)
@@ -118,10 +118,10 @@ async def migrate(source, target, database: str, jobs: int, workdir: Path, limit
 def main() -> None:
     args = parse()
     try:
-        from migration_core.limits import DataLimits
-        from migration_core.models import MigrationOptions
-        from migration_core.offline import copy_databases
-        from migration_core.servers import ServerConfig
+        from migration_core.flows.steps.offline import copy_databases
+        from migration_core.pg.servers import ServerConfig
+        from migration_core.state.models import MigrationOptions
+        from migration_core.transfer.limits import DataLimits
     except Exception as exc:  # noqa: BLE001 - half-written code may fail in any way; all mean "not available"
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(UNAVAILABLE_EXIT)

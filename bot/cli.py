@@ -23,7 +23,7 @@ from bot.slack_directory import SlackDirectory
 from bot.slack_poster import SlackPoster
 from bot.tasks import TaskTracker
 from handlers.authz import StaticDirectory
-from migration_core.secrets import RedactingFilter
+from migration_core.pg.secrets import RedactingFilter
 
 log = logging.getLogger("pgmig")
 

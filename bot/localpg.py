@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migration_core.pgbin import find_bindir
+from migration_core.pg.pgbin import find_bindir
 
 SUPERUSER = "postgres"
 

@@ -17,10 +17,10 @@ from migration_core.azure.clients import AzureClients
 from migration_core.azure.dms_backend import DmsBackend
 from migration_core.azure.flex_backend import FlexBackend
 from migration_core.azure.provisioning import Provisioner
-from migration_core.engine import Engine, EngineConfig
-from migration_core.limits import DataLimits
-from migration_core.servers import ServerConfig
-from migration_core.store import Store
+from migration_core.engine.api import Engine, EngineConfig
+from migration_core.pg.servers import ServerConfig
+from migration_core.state.store import Store
+from migration_core.transfer.limits import DataLimits
 
 
 async def build_services(

@@ -29,10 +29,10 @@ from bot.replica import replica_id
 from bot.settings import DEFAULT_STATE, load_settings, pgmig_command
 from handlers.context import Posted, Reply
 from handlers.publisher import ChannelPublisher
-from migration_core.engine import Command, Engine, EngineConfig
-from migration_core.models import Migration, State
-from migration_core.sql import ident, literal
-from migration_core.store import Store
+from migration_core.engine.api import Command, Engine, EngineConfig
+from migration_core.pg.sql import ident, literal
+from migration_core.state.models import Migration, State
+from migration_core.state.store import Store
 
 SOURCE_SETTINGS = {"wal_level": "logical", "max_replication_slots": "10", "max_wal_senders": "10"}
 SAMPLE_SQL = Path(__file__).with_name("sample_data.sql")

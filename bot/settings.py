@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from handlers.authz import Policy
-from migration_core import secrets
 from migration_core.azure.config import AzureConfig, from_environment
-from migration_core.models import DEFAULT_PARALLEL
-from migration_core.servers import SSLMODES, ServerConfig
+from migration_core.pg import secrets
+from migration_core.pg.servers import SSLMODES, ServerConfig
+from migration_core.state.models import DEFAULT_PARALLEL
 
 DEFAULT_CONFIG = "pgmig.toml"
 DEFAULT_STATE = ".pgmig/state.sqlite"

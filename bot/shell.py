@@ -62,7 +62,7 @@ from handlers.authz import is_group
 from handlers.context import Invocation, Posted, Reply, Services
 from handlers.grammar import COMMANDS, MIGRATION_ID, UsageError, close_match, normalize
 from handlers.messages import outgoing
-from migration_core.engine import MONITORED
+from migration_core.engine.api import MONITORED
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from handlers import migration_messages as mm
 from handlers.authz import may_approve, may_operate
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
-from migration_core.approval import ApprovalRequest, Verdict
+from migration_core.state.approval import ApprovalRequest, Verdict
 
 REJECT_FORM = mm.REJECT_FORM
 

@@ -12,16 +12,16 @@ from handlers.authz import may_approve, may_change_cloud
 from handlers.check import resolve_servers
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
-from migration_core import extensions
-from migration_core.approval import Verdict
 from migration_core.azure.check import CheckRequest
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.flex_backend import azure_target
 from migration_core.azure.provision import AzureServer, configure, create_database, firewall_rule
 from migration_core.azure.provisioning import Provisioner
 from migration_core.azure.validation import ProvisionArgs, parse_firewall
-from migration_core.errors import MigrationError
-from migration_core.models import AuditEntry
+from migration_core.changes import extensions
+from migration_core.state.approval import Verdict
+from migration_core.state.errors import MigrationError
+from migration_core.state.models import AuditEntry
 
 DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
 

@@ -7,8 +7,8 @@ import shlex
 from handlers import messages
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand, did_you_mean
-from migration_core.preflight import Mode, PreflightRequest, run_preflight
-from migration_core.servers import ServerConfig
+from migration_core.pg.servers import ServerConfig
+from migration_core.preflight.checks import Mode, PreflightRequest, run_preflight
 
 
 def resolve_servers(svc: Services, *names: str) -> list[ServerConfig] | Reply:

@@ -8,9 +8,9 @@ from typing import Any, Protocol
 from handlers.authz import Directory, Policy
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.provisioning import Provisioner
-from migration_core.engine import Engine
-from migration_core.servers import ServerConfig
-from migration_core.store import Store
+from migration_core.engine.api import Engine
+from migration_core.pg.servers import ServerConfig
+from migration_core.state.store import Store
 
 
 @dataclass

@@ -17,9 +17,9 @@ from handlers.authz import may_approve
 from handlers.context import Services
 from handlers.messages import context, header, section, sections
 from handlers.modal import OPEN
-from migration_core import approval
-from migration_core.approval import ApprovalRequest
-from migration_core.models import Migration, State
+from migration_core.state import approval
+from migration_core.state.approval import ApprovalRequest
+from migration_core.state.models import Migration, State
 
 REFRESH = "pgmig-home.refresh"
 MAX_BLOCKS = 100  # Slack's limit for a view

@@ -18,9 +18,9 @@ from slack_sdk.models.blocks import (
 from handlers.actions import Action
 from handlers.context import Reply
 from handlers.grammar import COMMANDS, CommandSpec, UsageError
-from migration_core.preflight import Finding, PreflightReport, Status
-from migration_core.secrets import redact
-from migration_core.servers import ServerConfig
+from migration_core.pg.secrets import redact
+from migration_core.pg.servers import ServerConfig
+from migration_core.preflight.checks import Finding, PreflightReport, Status
 
 ICON = {Status.OK: "✅", Status.WARN: "⚠️", Status.FAIL: "❌"}
 SECTION_LIMIT = 2900  # Slack refuses section text over 3000 characters

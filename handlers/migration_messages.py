@@ -22,16 +22,26 @@ from slack_sdk.models.views import View
 from handlers.actions import Action
 from handlers.context import Reply
 from handlers.messages import context, esc, header, preflight_message, section, sections, shorten
-from migration_core.approval import ApprovalRequest
 from migration_core.azure.dms_backend import DmsBackend
 from migration_core.azure.flex_backend import FlexBackend
-from migration_core.cleanup import CleanupReport
-from migration_core.cutover import WINDOW_STEPS
-from migration_core.engine import MONITORED, CancelOutcome, CommandResult, MigrationStatus
-from migration_core.models import AuditPage, Backend, Migration, Mode, RetryChanges, State, Step, StepKind, StepState
-from migration_core.preflight import PreflightReport, needs_new_migration, pretty_bytes
-from migration_core.progress import DatabaseProgress, MigrationProgress
-from migration_core.verify import VerifyResult
+from migration_core.changes.cleanup import CleanupReport
+from migration_core.engine.api import MONITORED, CancelOutcome, CommandResult, MigrationStatus
+from migration_core.flows.steps.cutover import WINDOW_STEPS
+from migration_core.observe.progress import DatabaseProgress, MigrationProgress
+from migration_core.preflight.checks import PreflightReport, needs_new_migration, pretty_bytes
+from migration_core.state.approval import ApprovalRequest
+from migration_core.state.models import (
+    AuditPage,
+    Backend,
+    Migration,
+    Mode,
+    RetryChanges,
+    State,
+    Step,
+    StepKind,
+    StepState,
+)
+from migration_core.verify.tables import VerifyResult
 
 STATE_ICON = {
     State.CREATED: "🆕",

@@ -12,10 +12,10 @@ from handlers.azure import provision_status
 from handlers.check import resolve_servers
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
-from migration_core.engine import Command, MigrationRequest
-from migration_core.models import Migration, Mode, RetryChanges, State
-from migration_core.preflight import needs_new_migration
-from migration_core.servers import ServerConfig
+from migration_core.engine.api import Command, MigrationRequest
+from migration_core.pg.servers import ServerConfig
+from migration_core.preflight.checks import needs_new_migration
+from migration_core.state.models import Migration, Mode, RetryChanges, State
 
 
 async def _operator_only(inv: Invocation, svc: Services, what: str) -> Reply | None:

@@ -36,9 +36,9 @@ from handlers import messages, router
 from handlers.authz import may_operate
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import COMMANDS, ParsedCommand, UsageError, parse
-from migration_core.models import AuditEntry
-from migration_core.preflight import SKIPPED_BY_DEFAULT, pretty_bytes
-from migration_core.servers import ConnectionProblem, ServerConfig, user_databases
+from migration_core.pg.servers import ConnectionProblem, ServerConfig, user_databases
+from migration_core.preflight.checks import SKIPPED_BY_DEFAULT, pretty_bytes
+from migration_core.state.models import AuditEntry
 
 log = logging.getLogger(__name__)
 

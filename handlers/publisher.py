@@ -11,12 +11,12 @@ from handlers import azure_messages as am
 from handlers import migration_messages as mm
 from handlers.authz import Policy
 from handlers.context import Poster, Reply
-from migration_core.approval import Closed, approvers
 from migration_core.azure.provision import ProvisionResult
 from migration_core.azure.provisioning import ProvisionRecord
-from migration_core.models import Migration, State
-from migration_core.progress import MigrationProgress
-from migration_core.store import Store
+from migration_core.observe.progress import MigrationProgress
+from migration_core.state.approval import Closed, approvers
+from migration_core.state.models import Migration, State
+from migration_core.state.store import Store
 
 log = logging.getLogger(__name__)
 NOTICE_STATES = (State.COMPLETED, State.FAILED, State.PAUSED, State.CANCELLED, State.READY_FOR_CUTOVER)

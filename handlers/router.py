@@ -31,10 +31,10 @@ from handlers.migrations import (
     status_command,
     verify_command,
 )
-from migration_core.errors import MigrationError
-from migration_core.models import AuditEntry
-from migration_core.secrets import redact
-from migration_core.servers import ConnectionProblem
+from migration_core.pg.secrets import redact
+from migration_core.pg.servers import ConnectionProblem
+from migration_core.state.errors import MigrationError
+from migration_core.state.models import AuditEntry
 
 log = logging.getLogger(__name__)
 

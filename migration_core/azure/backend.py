@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from migration_core.models import Migration
-from migration_core.servers import ServerConfig
+from migration_core.pg.servers import ServerConfig
+from migration_core.state.models import Migration
 
 
 class Phase(str, Enum):

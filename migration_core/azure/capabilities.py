@@ -13,7 +13,7 @@ from migration_core.azure.backend import word
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.errors import explain
 from migration_core.azure.validation import VERSIONS, ProvisionRequest
-from migration_core.errors import MigrationError
+from migration_core.state.errors import MigrationError
 
 OFFERED = ("Available", "Default", "Visible")  # CapabilityStatus values that may be chosen
 LISTED = 8  # how many offered values a refusal spells out

@@ -20,8 +20,8 @@ from migration_core.azure.errors import explain, registration_fix
 from migration_core.azure.flex_backend import ACTIVE_STATES, MAX_DATABASES, RUNTIME_SERVER, azure_target
 from migration_core.azure.providers import DMS_NAMESPACE, PG_NAMESPACE
 from migration_core.azure.state import TRANSITIONAL, unusable
-from migration_core.errors import MigrationError
-from migration_core.servers import ServerConfig
+from migration_core.pg.servers import ServerConfig
+from migration_core.state.errors import MigrationError
 
 PG = "Microsoft.DBforPostgreSQL/flexibleServers"
 # What each part of pgmig does at Azure (the README's permissions table says the same).

@@ -17,7 +17,7 @@ from azure.mgmt.datamigration.aio import DataMigrationManagementClient
 from azure.mgmt.postgresqlflexibleservers.aio import PostgreSQLManagementClient
 
 from migration_core.azure.config import AUTHORIZATION_API_VERSION, RESOURCES_API_VERSION, AzureConfig
-from migration_core.errors import MigrationError
+from migration_core.state.errors import MigrationError
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from migration_core.azure.errors import explain
 from migration_core.azure.flex_backend import azure_target
 from migration_core.azure.lro import call, run_lro
 from migration_core.azure.providers import DMS_NAMESPACE, ensure_registered
-from migration_core.errors import MigrationError
-from migration_core.models import Migration, Mode
-from migration_core.servers import ConnectionProblem, ServerConfig
+from migration_core.pg.servers import ConnectionProblem, ServerConfig
+from migration_core.state.errors import MigrationError
+from migration_core.state.models import Migration, Mode
 
 TASK = "migrate"
 READY_STATES = {"READY_TO_COMPLETE"}

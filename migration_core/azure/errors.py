@@ -6,7 +6,7 @@ import re
 
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 
-from migration_core.errors import MigrationError
+from migration_core.state.errors import MigrationError
 
 FIXES = {
     "ServerNameAlreadyExists": "server names are global across Azure: choose another name",

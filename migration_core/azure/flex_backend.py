@@ -24,9 +24,9 @@ from migration_core.azure.clients import AzureClients
 from migration_core.azure.errors import explain
 from migration_core.azure.lro import call
 from migration_core.azure.state import settled
-from migration_core.errors import MigrationError
-from migration_core.models import Migration, Mode, RetryChanges
-from migration_core.servers import ConnectionProblem, ServerConfig
+from migration_core.pg.servers import ConnectionProblem, ServerConfig
+from migration_core.state.errors import MigrationError
+from migration_core.state.models import Migration, Mode, RetryChanges
 
 MAX_DATABASES = 8  # databases one service migration takes (the service's documented limit)
 ACTIVE_STATES = {"InProgress", "WaitingForUserAction", "CleaningUp"}  # they hold the target's one migration slot

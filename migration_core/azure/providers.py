@@ -12,7 +12,7 @@ from azure.core.exceptions import AzureError, HttpResponseError
 
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.errors import code_of, explain, registration_fix
-from migration_core.errors import MigrationError
+from migration_core.state.errors import MigrationError
 
 DMS_NAMESPACE = "Microsoft.DataMigration"
 PG_NAMESPACE = "Microsoft.DBforPostgreSQL"

@@ -13,14 +13,14 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.mgmt.postgresqlflexibleservers import models
 from azure.mgmt.postgresqlflexibleservers.aio import PostgreSQLManagementClient
 
-from migration_core import secrets
 from migration_core.azure.backend import word
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.errors import explain
 from migration_core.azure.lro import Progress, run_lro
 from migration_core.azure.state import settled
 from migration_core.azure.validation import FirewallRule, ProvisionRequest, storage_problem
-from migration_core.errors import MigrationError
+from migration_core.pg import secrets
+from migration_core.state.errors import MigrationError
 
 AZURE_SERVICES_RULE = FirewallRule("AllowAllAzureServicesAndResourcesWithinAzureIps", "0.0.0.0", "0.0.0.0")
 # Extensions that only work once loaded at server start (shared_preload_libraries, a restart).

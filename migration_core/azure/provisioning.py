@@ -13,21 +13,22 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
-from migration_core import approval, extensions
-from migration_core.approval import ApprovalRequest, Decision, Verdict
 from migration_core.azure import capabilities
 from migration_core.azure.check import AzureReport, CheckRequest, check_azure
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.provision import AzureServer, ProvisionResult, configure, provision
 from migration_core.azure.validation import FirewallRule, ProvisionArgs, ProvisionRequest, validate
-from migration_core.errors import MigrationError
-from migration_core.lifecycle import IllegalTransition
-from migration_core.models import AuditEntry, utcnow
-from migration_core.secrets import redact
-from migration_core.servers import ConnectionProblem, ServerConfig, server_major
+from migration_core.changes import extensions
+from migration_core.pg.secrets import redact
+from migration_core.pg.servers import ConnectionProblem, ServerConfig, server_major
+from migration_core.state import approval
+from migration_core.state.approval import ApprovalRequest, Decision, Verdict
+from migration_core.state.errors import MigrationError
+from migration_core.state.lifecycle import IllegalTransition
+from migration_core.state.models import AuditEntry, utcnow
 
 if TYPE_CHECKING:
-    from migration_core.engine import Engine
+    from migration_core.engine.api import Engine
 
 log = logging.getLogger(__name__)
 

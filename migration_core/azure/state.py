@@ -14,7 +14,7 @@ from azure.mgmt.postgresqlflexibleservers.aio import PostgreSQLManagementClient
 from migration_core.azure.backend import word
 from migration_core.azure.errors import explain
 from migration_core.azure.lro import Progress
-from migration_core.errors import MigrationError
+from migration_core.state.errors import MigrationError
 
 TRANSITIONAL = {"Provisioning", "Updating", "Starting", "Restarting", "Stopping"}
 

@@ -17,7 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date
 
-from migration_core.errors import MigrationError
+from migration_core.state.errors import MigrationError
 
 SERVER_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 ADMIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")

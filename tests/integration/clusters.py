@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.localpg import LocalCluster
-from migration_core.servers import ServerConfig
+from migration_core.pg.servers import ServerConfig
 from tests.conftest import PASSWORD
 
 __all__ = ["PASSWORD", "server", "config_toml"]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import asyncpg
 
-from migration_core.approval import Closed
-from migration_core.models import Migration
-from migration_core.progress import MigrationProgress
+from migration_core.observe.progress import MigrationProgress
+from migration_core.state.approval import Closed
+from migration_core.state.models import Migration
 
 ROLES = """
 DO $$ BEGIN

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from handlers.actions import Action
-from migration_core.models import State
+from migration_core.state.models import State
 from tests.integration.clusters import config_toml
 from tests.integration.fake_slack import text_of
 from tests.integration.sample_data import online_pair
@@ -118,7 +118,7 @@ async def test_an_approval_racing_the_expiry(tmp_path, pair):
         step = await slack.services.store.step("mig-1", "approval")
         from datetime import timedelta
 
-        from migration_core.models import utcnow
+        from migration_core.state.models import utcnow
 
         step.data["expires_at"] = (utcnow() + timedelta(seconds=0.3)).isoformat()
         await slack.services.store.save_step(step)

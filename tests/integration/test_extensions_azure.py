@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.localpg import LocalCluster
-from migration_core.preflight import PreflightRequest, Status, run_preflight
+from migration_core.preflight.checks import PreflightRequest, Status, run_preflight
 from tests.integration.clusters import PASSWORD, server
 
 

@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 
 from bot.localpg import LocalCluster, free_port
-from migration_core.engine import Engine, EngineConfig, MigrationRequest
-from migration_core.models import State
-from migration_core.store import Store
+from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
+from migration_core.state.models import State
+from migration_core.state.store import Store
 from tests.integration.clusters import PASSWORD, server
 from tests.integration.sample_data import RecordingEvents, pg16_bindir
 

@@ -12,11 +12,11 @@ import uuid
 
 import pytest
 
-from migration_core import large_objects
-from migration_core.errors import MigrationError
-from migration_core.limits import DataLimits
-from migration_core.progress import DatabaseProgress
-from migration_core.servers import ServerConfig
+from migration_core.observe.progress import DatabaseProgress
+from migration_core.pg.servers import ServerConfig
+from migration_core.state.errors import MigrationError
+from migration_core.transfer import large_objects
+from migration_core.transfer.limits import DataLimits
 from tests.integration.clusters import server
 
 # What a user compares on both sides, per object.

@@ -10,17 +10,19 @@ import asyncpg
 import pytest
 
 from bot.localpg import LocalCluster
-from migration_core import copy, cutover, waits
-from migration_core.constraints import ForeignKey, Parked
-from migration_core.cutover import DatabaseCutover, Fence
-from migration_core.engine import Engine, EngineConfig, MigrationRequest
-from migration_core.errors import MigrationError
-from migration_core.failures import failure_reason
-from migration_core.limits import DataLimits
-from migration_core.models import State
-from migration_core.progress import DatabaseProgress
-from migration_core.store import Store
-from migration_core.verify import verify_database
+from migration_core.changes.constraints import ForeignKey, Parked
+from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
+from migration_core.flows.steps import cutover
+from migration_core.flows.steps.cutover import DatabaseCutover, Fence
+from migration_core.observe import waits
+from migration_core.observe.progress import DatabaseProgress
+from migration_core.state.errors import MigrationError
+from migration_core.state.failures import failure_reason
+from migration_core.state.models import State
+from migration_core.state.store import Store
+from migration_core.transfer import copy
+from migration_core.transfer.limits import DataLimits
+from migration_core.verify.tables import verify_database
 from tests.integration.clusters import server
 from tests.integration.sample_data import RecordingEvents
 from tests.integration.waiting import wait_state

@@ -9,13 +9,13 @@ import pytest
 
 from bot.localpg import LocalCluster
 from bot.sandbox import load_pagila
-from migration_core import copy
-from migration_core.copy import TableCopy
-from migration_core.early_checks import EarlyChecks
-from migration_core.engine import Engine, EngineConfig, MigrationRequest
-from migration_core.models import State
-from migration_core.progress import DatabaseProgress
-from migration_core.store import Store
+from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
+from migration_core.observe.progress import DatabaseProgress
+from migration_core.state.models import State
+from migration_core.state.store import Store
+from migration_core.transfer import copy
+from migration_core.transfer.copy import TableCopy
+from migration_core.verify.early import EarlyChecks
 from tests.integration.clusters import PASSWORD, server
 from tests.integration.sample_data import RICH, ROLES, RecordingEvents, facts, pagila_available, pg16_bindir
 

@@ -10,15 +10,16 @@ import pytest
 
 from bot.localpg import LocalCluster, free_port
 from bot.sandbox import load_pagila
-from migration_core import cleanup, cutover
-from migration_core.approval import Verdict
-from migration_core.engine import Engine, EngineConfig, MigrationRequest
-from migration_core.errors import MigrationError
-from migration_core.journal import SOURCE, Change, Journal
-from migration_core.models import State
-from migration_core.replication import object_name
-from migration_core.store import Store
-from migration_core.verify import verify_database
+from migration_core.changes import cleanup
+from migration_core.changes.replication import object_name
+from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
+from migration_core.flows.steps import cutover
+from migration_core.state.approval import Verdict
+from migration_core.state.errors import MigrationError
+from migration_core.state.journal import SOURCE, Change, Journal
+from migration_core.state.models import State
+from migration_core.state.store import Store
+from migration_core.verify.tables import verify_database
 from tests.integration.clusters import PASSWORD, server
 from tests.integration.sample_data import RICH, ROLES, RecordingEvents, pagila_available, pg16_bindir
 from tests.integration.waiting import wait_state

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bot.localpg import LocalCluster
-from migration_core.failpoints import ENV as KILL
-from migration_core.models import State
+from migration_core.pg.failpoints import ENV as KILL
+from migration_core.state.models import State
 from tests.integration.clusters import config_toml, shell_env
 from tests.integration.fake_slack import text_of
 from tests.integration.slack_harness import Running, running

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.localpg import free_port
-from migration_core.preflight import (
+from migration_core.preflight.checks import (
     Finding,
     Mode,
     PreflightReport,
@@ -158,7 +158,7 @@ async def test_role_without_replication_or_read_access(source_cluster, target_cl
 
 
 async def test_target_older_than_source_blocks():
-    from migration_core.preflight import _version_finding
+    from migration_core.preflight.checks import _version_finding
 
     assert _version_finding(160002, 150004).status is Status.FAIL
     assert "PostgreSQL 16 or newer" in _version_finding(160002, 150004).fix

@@ -20,12 +20,12 @@ import asyncpg
 import pytest
 
 from bot.localpg import LocalCluster
-from migration_core import replication
-from migration_core.engine import Engine, EngineConfig, MigrationRequest
-from migration_core.models import State
-from migration_core.preflight import Finding, PreflightReport, PreflightRequest, Status, run_preflight
-from migration_core.replication import LOGIN_GROUP, HbaRule, login_hba_lines, physical_opening
-from migration_core.store import Store
+from migration_core.changes import replication
+from migration_core.changes.replication import LOGIN_GROUP, HbaRule, login_hba_lines, physical_opening
+from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
+from migration_core.preflight.checks import Finding, PreflightReport, PreflightRequest, Status, run_preflight
+from migration_core.state.models import State
+from migration_core.state.store import Store
 from tests.integration.clusters import PASSWORD, server
 from tests.integration.sample_data import PARENT_CHILD, RecordingEvents, pg16_bindir
 from tests.integration.waiting import wait_state

@@ -8,10 +8,10 @@ import asyncio
 import pytest
 
 from bot.localpg import LocalCluster
-from migration_core import servers
-from migration_core.models import State
-from migration_core.pgbin import find_bindir
-from migration_core.tools import Tool, connection_env, conninfo, with_options
+from migration_core.pg import servers
+from migration_core.pg.pgbin import find_bindir
+from migration_core.pg.tools import Tool, connection_env, conninfo, with_options
+from migration_core.state.models import State
 from tests.integration.clusters import server
 from tests.integration.sample_data import facts
 from tests.integration.test_offline import reset_target, run

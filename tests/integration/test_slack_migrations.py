@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from handlers.authz import Policy
-from migration_core.models import State
+from migration_core.state.models import State
 from tests.integration.clusters import config_toml
 from tests.integration.fake_slack import text_of
 from tests.integration.sample_data import online_pair

@@ -14,7 +14,7 @@ import pytest
 
 from handlers import modal
 from handlers.authz import Policy
-from migration_core.models import Method, Mode
+from migration_core.state.models import Method, Mode
 from tests.integration.clusters import config_toml, shell_env
 from tests.integration.fake_slack import signed_headers, text_of
 from tests.integration.slack_harness import running, view_submission_body

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from migration_core.models import State
+from migration_core.state.models import State
 from tests.integration.clusters import config_toml
 from tests.integration.fake_slack import text_of
 from tests.integration.slack_harness import running

@@ -11,7 +11,7 @@ import pytest
 
 from bot.localpg import LocalCluster
 from handlers.actions import Action
-from migration_core.models import State
+from migration_core.state.models import State
 from tests.conftest import PASSWORD
 from tests.integration.clusters import config_toml
 from tests.integration.fake_slack import text_of

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from bot.localpg import LocalCluster, free_port
-from migration_core.engine import Engine, EngineConfig, MigrationRequest
-from migration_core.models import State
-from migration_core.store import Store
+from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
+from migration_core.state.models import State
+from migration_core.state.store import Store
 from tests.integration.clusters import PASSWORD, server
 from tests.integration.sample_data import PARENT_CHILD, RecordingEvents, pg16_bindir
 from tests.integration.waiting import wait_state
@@ -129,7 +129,7 @@ async def test_a_non_superuser_target_never_sees_the_operators_password(tmp_path
 
 
 def has_pg_stat_statements(bindir: Path | None) -> bool:
-    from migration_core.pgbin import find_bindir
+    from migration_core.pg.pgbin import find_bindir
 
     root = (bindir or find_bindir("postgres")).parent
     return any(root.glob("lib/**/pg_stat_statements.so"))

@@ -16,14 +16,14 @@ import asyncpg
 import pytest
 
 from handlers.migration_messages import database_line
-from migration_core import waits
-from migration_core.engine import Engine, EngineConfig, MigrationRequest
-from migration_core.failures import failure_reason
-from migration_core.limits import DataLimits
-from migration_core.models import Migration, State
-from migration_core.preflight import PreflightRequest, run_preflight
-from migration_core.progress import MigrationProgress
-from migration_core.store import Store
+from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
+from migration_core.observe import waits
+from migration_core.observe.progress import MigrationProgress
+from migration_core.preflight.checks import PreflightRequest, run_preflight
+from migration_core.state.failures import failure_reason
+from migration_core.state.models import Migration, State
+from migration_core.state.store import Store
+from migration_core.transfer.limits import DataLimits
 from tests.integration.clusters import config_toml, server, shell_env
 from tests.integration.sample_data import RecordingEvents
 from tests.integration.waiting import wait_state

@@ -15,10 +15,10 @@ import pytest
 
 from bot.localpg import LocalCluster, free_port
 from handlers.migration_messages import database_line
-from migration_core.engine import Engine, EngineConfig, MigrationRequest
-from migration_core.errors import MigrationError
-from migration_core.models import State
-from migration_core.store import Store
+from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
+from migration_core.state.errors import MigrationError
+from migration_core.state.models import State
+from migration_core.state.store import Store
 from tests.integration.clusters import PASSWORD, server
 from tests.integration.sample_data import RecordingEvents
 from tests.integration.waiting import wait_state
@@ -188,9 +188,9 @@ async def test_servers_that_stop_answering_are_said_once_and_a_cancel_says_what_
     line = database_line(engine.progress(mid).of("tickets"), time.time())
     assert line.startswith(f"`tickets` servers unreachable: {unreachable}") and "streaming" not in line
     assert "lag " not in line
-    failing = [r for r in caplog.records if r.name == "migration_core.engine" and "watching" in r.getMessage()]
+    failing = [r for r in caplog.records if r.name == "migration_core.engine.api" and "watching" in r.getMessage()]
     assert len(failing) == 1 and failing[0].exc_info is None, [r.getMessage() for r in failing]
-    assert not [r for r in caplog.records if r.name == "migration_core.scheduler"]
+    assert not [r for r in caplog.records if r.name == "migration_core.engine.scheduler"]
 
     (tmp_path / "elsewhere").rename(secret)
     await until(lambda: said(engine, mid, "back to normal: unreachable"), what="the alert never cleared")

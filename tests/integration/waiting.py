@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from migration_core.models import State
-from migration_core.store import Store
+from migration_core.state.models import State
+from migration_core.state.store import Store
 
 GAVE_UP = (State.FAILED, State.CANCELLED)
 

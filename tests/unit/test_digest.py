@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from migration_core.digest import RowDigest
+from migration_core.verify.digest import RowDigest
 
 ROWS = [b"%d\tname %d\t\\N\t2024-02-01\n" % (i, i * 7) for i in range(500)]
 

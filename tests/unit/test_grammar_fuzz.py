@@ -14,10 +14,10 @@ from handlers.actions import Action
 from handlers.authz import Policy, StaticDirectory
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import COMMANDS, ParsedCommand, UsageError, normalize, parse
-from migration_core.engine import Engine, EngineConfig
-from migration_core.events import NoEvents
-from migration_core.models import AuditEntry
-from migration_core.store import Store
+from migration_core.engine.api import Engine, EngineConfig
+from migration_core.state.events import NoEvents
+from migration_core.state.models import AuditEntry
+from migration_core.state.store import Store
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 TOKENS = st.sampled_from(

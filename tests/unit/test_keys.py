@@ -3,7 +3,7 @@ the names in the line say."""
 
 from __future__ import annotations
 
-from migration_core.keys import Key, leave_out
+from migration_core.changes.keys import Key, leave_out
 
 LISTING = """;
 ; Selected TOC Entries:

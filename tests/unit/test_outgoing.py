@@ -6,9 +6,9 @@ import json
 
 from handlers import migration_messages as mm
 from handlers.messages import outgoing
-from migration_core import secrets
-from migration_core.models import Migration, State
-from migration_core.progress import DatabaseProgress, MigrationProgress
+from migration_core.observe.progress import DatabaseProgress, MigrationProgress
+from migration_core.pg import secrets
+from migration_core.state.models import Migration, State
 
 
 def test_secrets_are_masked_in_blocks_and_fallback_and_names_ping_nobody():

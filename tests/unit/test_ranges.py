@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from migration_core import ranges
+from migration_core.transfer import ranges
 
 
 def test_a_table_under_the_limit_stays_whole_and_one_over_it_feeds_every_stream():

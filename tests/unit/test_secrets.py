@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
-from migration_core import secrets
+from migration_core.pg import secrets
 
 
 def test_log_records_and_their_tracebacks_are_masked():

@@ -125,7 +125,7 @@ def test_serving_slack_names_the_missing_credentials(tmp_path):
 
 
 def test_replication_address_reaches_the_subscription(tmp_path):
-    from migration_core.replication import subscription_conninfo
+    from migration_core.changes.replication import subscription_conninfo
 
     s = load(
         tmp_path,

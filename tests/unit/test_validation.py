@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from migration_core.azure.validation import ProvisionArgs, validate
-from migration_core.errors import MigrationError
+from migration_core.state.errors import MigrationError
 
 GOOD = dict(
     name="sales-prod",

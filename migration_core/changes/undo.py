@@ -1,0 +1,243 @@
+"""Reverting what the journal says pgmig changed on a customer's server, and nothing else.
+
+Each kind of change has one undo, safe to run twice (a crash may interrupt it): drop the subscription,
+slot or publication pgmig made; put REPLICA IDENTITY back where pgmig changed it (and only if it is
+still FULL); lift a fence exactly as it was laid; put parked constraints back; drop a database or
+role pgmig created. `rollback` runs them in an order that never leaves a dangling dependency
+(subscriptions before their slots and databases, databases before their owners' roles) and collects
+failures instead of stopping at the first, so one unreachable server does not keep the other's
+objects alive.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from migration_core.changes import constraints, replication
+from migration_core.changes import databases as target_db
+from migration_core.pg.servers import ConnectionProblem, ServerConfig
+from migration_core.pg.sql import ident
+from migration_core.state.errors import MigrationError
+from migration_core.state.failures import failure_reason
+from migration_core.state.journal import SOURCE, Change, Journal, JournalEntry
+from migration_core.state.models import State
+
+log = logging.getLogger(__name__)
+
+# subscriptions hold slots, databases hold subscriptions, objects in databases hold roles; parked
+# constraints are only put back in a database that stays (in a dropped one there is nothing to do)
+ORDER = (
+    Change.SUBSCRIPTION,
+    Change.SLOT,
+    Change.PUBLICATION,
+    Change.REPLICATION_ROLE,
+    Change.REPLICA_IDENTITY,
+    Change.FENCE,
+    Change.CONTENTS,
+    Change.DATABASE,
+    Change.CONSTRAINTS,
+    Change.ROLES,
+)
+REPLICATION = (Change.SUBSCRIPTION, Change.SLOT, Change.PUBLICATION, Change.REPLICATION_ROLE)
+IDENTITY_WORDS = {"d": "DEFAULT", "n": "NOTHING", "f": "FULL"}
+
+
+@dataclass
+class Outcome:
+    """What a rollback did, in words, and what it could not do (with why)."""
+
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def __iadd__(self, other: "Outcome") -> "Outcome":
+        self.done += other.done
+        self.failed += other.failed
+        return self
+
+
+async def rollback(
+    journal: Journal,
+    source: ServerConfig,
+    target: ServerConfig,
+    kinds: Iterable[Change] = ORDER,
+    databases: Iterable[str] | None = None,
+    skip: Iterable[tuple[Change, str]] = (),
+) -> Outcome:
+    """Undo every live entry of `kinds` (for `databases`, or all; but none of `skip`'s (kind, database)),
+    newest first within a kind."""
+    wanted, dbs, skipped = set(kinds), set(databases) if databases is not None else None, set(skip)
+    entries = [
+        e
+        for e in await journal.entries()
+        if e.kind in wanted and (dbs is None or e.database in dbs) and (e.kind, e.database) not in skipped
+    ]
+    outcome = Outcome()
+    gone: dict[str, tuple[str, list[JournalEntry]]] = {}  # a server that did not answer → why, what stays on it
+    for kind in ORDER:
+        for entry in reversed([e for e in entries if e.kind is kind]):
+            if entry.server in gone:  # asked once: every other change on it stays too
+                gone[entry.server][1].append(entry)
+                continue
+            try:
+                if said := await undo(entry, source, target, journal):
+                    outcome.done.append(said)
+            except (MigrationError, ConnectionProblem, asyncpg.PostgresError, OSError) as exc:
+                why = failure_reason(exc, journal.migration_id)
+                if isinstance(exc, ConnectionProblem):  # could not even log in there
+                    gone[entry.server] = (why.split(" — fix:", 1)[0], [entry])
+                else:
+                    outcome.failed.append(f"{entry.describe()}: {why}")
+    outcome.failed += [stays(server, why, left) for server, (why, left) in gone.items()]
+    return outcome
+
+
+def stays(server: str, why: str, left: list[JournalEntry]) -> str:
+    """What a server that did not answer keeps, and what to do, whether it comes back or is gone for good."""
+    named = {Change.SLOT: "slot", Change.PUBLICATION: "publication", Change.SUBSCRIPTION: "subscription"}
+    named[Change.REPLICATION_ROLE] = "role"
+    what = [
+        (f"{named[e.kind]} {e.name}" if e.kind in named else e.describe().split(" on the ")[0])
+        + (f" (database {e.database})" if e.database and e.kind is not Change.DATABASE else "")
+        for e in left
+    ]
+    return (
+        f"the {server} server is unreachable ({why}): its {', '.join(what)} stay there — if it comes back, "
+        f"cancelling again removes them; if that server is gone for good, nothing is left to clean there"
+    )
+
+
+async def undo(entry: JournalEntry, source: ServerConfig, target: ServerConfig, journal: Journal) -> str:
+    """Revert one change; returns what was done, in words ("" when nothing was left to do). A fence of a
+    migration whose target was released is never lifted: the source stays closed to the applications."""
+    await journal.confirm()
+    if entry.kind is Change.FENCE and await _released(journal):
+        raise MigrationError(
+            f"{entry.database} stays fenced on the source: {journal.migration_id} released its target",
+            "after a release the source is never reopened by pgmig; a person who is sure lifts the fence by hand",
+        )
+    server = source if entry.server == SOURCE else target
+    if entry.kind is Change.DATABASE:
+        return await target_db.drop_if_created(target, entry, journal)
+    if entry.kind is Change.CONTENTS:
+        return await target_db.empty_again(target, entry, journal)
+    if entry.kind is Change.ROLES:
+        return await _drop_roles(target, entry, journal)
+    if entry.kind is Change.SERVICE_CUTOVER:
+        return ""  # a service's ended replication cannot be restarted; recovery handles the migration
+    try:
+        conn = await server.connect(entry.database)
+    except ConnectionProblem as exc:
+        if exc.missing_database:
+            await journal.undone(entry)  # its database is gone, and the object with it
+            return ""
+        raise
+    try:
+        said = await _undo_in(conn, entry)
+    finally:
+        await conn.close()
+    await journal.undone(entry)
+    return said
+
+
+async def _released(journal: Journal) -> bool:
+    m = await journal.store.get_migration(journal.migration_id)
+    return m is not None and m.state in (State.RELEASED, State.COMPLETED)
+
+
+async def _undo_in(conn: asyncpg.Connection, entry: JournalEntry) -> str:
+    where = f"on the {entry.server} in {entry.database}"
+    if entry.kind is Change.SUBSCRIPTION:
+        return (
+            f"dropped subscription {entry.name} {where}"
+            if await replication.drop_subscription(conn, entry.name)
+            else ""
+        )
+    if entry.kind is Change.SLOT:
+        return f"dropped slot {entry.name} on the source" if await replication.drop_slot(conn, entry.name) else ""
+    if entry.kind is Change.PUBLICATION:
+        return (
+            f"dropped publication {entry.name} {where}" if await replication.drop_publication(conn, entry.name) else ""
+        )
+    if entry.kind is Change.REPLICATION_ROLE:
+        dropped = await replication.drop_replication_role(conn, entry.name, entry.database)
+        return f"dropped replication role {entry.name} on the source" if dropped else ""
+    if entry.kind is Change.REPLICA_IDENTITY:
+        reset = await reset_identity(conn, entry.data.get("tables", {}))
+        return f"REPLICA IDENTITY put back on {', '.join(reset)} {where}" if reset else ""
+    if entry.kind is Change.FENCE:
+        await unfence(conn, entry)
+        return f"{entry.database} writable again on the source"
+    if entry.kind is Change.CONSTRAINTS:
+        parked = constraints.Parked.from_dict(entry.data.get("parked", {}))
+        await constraints.reinstate(conn, parked)
+        return f"foreign keys and triggers put back {where}"
+    raise MigrationError(f"BUG: no undo for {entry.kind.value}")
+
+
+async def reset_identity(conn: asyncpg.Connection, tables: dict[str, str]) -> list[str]:
+    """Each table back to the identity it had, unless someone changed it since pgmig set FULL."""
+    reset = []
+    for table, before in tables.items():
+        now = await conn.fetchval("SELECT relreplident::text FROM pg_class WHERE oid = to_regclass($1)", table)
+        if now == "f" and before != "f":
+            await conn.execute(f"ALTER TABLE {table} REPLICA IDENTITY {IDENTITY_WORDS.get(before, 'DEFAULT')}")
+            reset.append(table)
+    return reset
+
+
+async def unfence(conn: asyncpg.Connection, entry: JournalEntry) -> None:
+    """Lift a fence exactly as it was laid: CONNECT back to every role it was revoked from, pgmig's own
+    grant removed when the fence added it, default_transaction_read_only as it was before."""
+    d, db = entry.data, ident(entry.database)
+    for name in d.get("revoked", []):
+        await conn.execute(f"GRANT CONNECT ON DATABASE {db} TO {'PUBLIC' if name == 'PUBLIC' else ident(name)}")
+    if d.get("granted_self"):
+        await conn.execute(f"REVOKE CONNECT ON DATABASE {db} FROM {ident(d['granted_self'])}")
+    before = d.get("read_only_before")
+    if before is None:
+        await conn.execute(f"ALTER DATABASE {db} RESET default_transaction_read_only")
+    else:
+        await conn.execute(
+            f"ALTER DATABASE {db} SET default_transaction_read_only = {'on' if before in ('on', 'true') else 'off'}"
+        )
+
+
+async def _drop_roles(target: ServerConfig, entry: JournalEntry, journal: Journal) -> str:
+    """Memberships pgmig granted taken back; roles pgmig created dropped (by identity: the OID recorded when
+    it made them) unless something on the target still owns or uses them."""
+    dropped, kept, left = [], [], []
+    async with target.connection() as conn:
+        for grp, member in entry.data.get("memberships", []):
+            if await conn.fetchval("SELECT count(*) = 2 FROM pg_roles WHERE rolname = ANY($1::text[])", [grp, member]):
+                await conn.execute(f"REVOKE {ident(grp)} FROM {ident(member)}")
+        entry.data["memberships"] = []
+        made = entry.data.get("oids", {})
+        for name in entry.data.get("roles", []):
+            now = await conn.fetchval("SELECT oid FROM pg_roles WHERE rolname = $1", name)
+            if now is None:
+                continue  # dropped since: nothing to do
+            if name in made and now != made[name]:
+                left.append(name)  # another role of that name now: not pgmig's
+                continue
+            try:
+                await conn.execute(f"DROP ROLE IF EXISTS {ident(name)}")
+                dropped.append(name)
+            except asyncpg.DependentObjectsStillExistError:
+                kept.append(name)
+    entry.data["roles"] = kept
+    if kept:
+        await journal.note(entry)
+    else:
+        await journal.undone(entry)
+    said = [f"dropped role(s) {', '.join(dropped)} on the target"] if dropped else []
+    said += [f"kept role(s) {', '.join(kept)}: objects on the target still depend on them"] if kept else []
+    said += [f"left role(s) {', '.join(left)}: no longer the one(s) pgmig created"] if left else []
+    return "; ".join(said)

@@ -1,0 +1,1 @@
+"""What each pipeline does for one database."""

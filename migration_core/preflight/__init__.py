@@ -1,0 +1,1 @@
+"""What must hold on both servers before a migration starts."""

@@ -1,0 +1,49 @@
+"""How the core tells the outside world what migrations are doing, without knowing about Slack."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from migration_core.observe.progress import MigrationProgress
+from migration_core.state.approval import Closed
+from migration_core.state.models import Migration
+
+
+class MigrationEvents(Protocol):
+    async def progress(self, migration: Migration, progress: MigrationProgress) -> None:
+        """A periodic tick while the migration runs: update the live view in place."""
+
+    async def state_changed(
+        self, migration: Migration, progress: MigrationProgress, detail: str, closed: Closed | None = None
+    ) -> None:
+        """The migration entered `migration.state`; `detail` says why or what came of it; `closed`: the
+        cutover request this move ended (already recorded), if one was open."""
+
+    async def alert(
+        self, migration: Migration, progress: MigrationProgress, text: str, offer_cancel: bool = False
+    ) -> None:
+        """Something needs a person's attention (lag, WAL held on the source), or stopped needing it;
+        `offer_cancel`: cancelling the migration is the way out, offered to operators with the alert."""
+
+    async def digest(self, migrations: list[Migration], progress: dict[str, MigrationProgress]) -> None:
+        """The periodic summary of every active migration."""
+
+
+class NoEvents:
+    """For callers that need none (scripts, benchmarks)."""
+
+    async def progress(self, migration: Migration, progress: MigrationProgress) -> None:
+        return None
+
+    async def state_changed(
+        self, migration: Migration, progress: MigrationProgress, detail: str, closed: Closed | None = None
+    ) -> None:
+        return None
+
+    async def alert(
+        self, migration: Migration, progress: MigrationProgress, text: str, offer_cancel: bool = False
+    ) -> None:
+        return None
+
+    async def digest(self, migrations: list[Migration], progress: dict[str, MigrationProgress]) -> None:
+        return None

@@ -1,0 +1,100 @@
+"""The journal: every change pgmig makes on a customer's server, written to the state store *before*
+the change is made and marked done after it.
+
+Cancel, retry, cleanup, the cutover's fallback and crash recovery act from here: pgmig undoes or drops
+exactly what it made and nothing else. An entry still `planned` after a crash means "maybe made": its
+undo must find out (a database that is not empty was not created by that CREATE; dropping a slot that
+does not exist is a no-op). Entries are keyed by (kind, server, database, name), so a retry that
+makes the same change again reuses its entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from migration_core.changes import replication
+from migration_core.pg import failpoints
+from migration_core.state.models import SOURCE, TARGET, Change, JournalEntry, Mark, utcnow
+from migration_core.state.store import LeaseLost, Store
+
+__all__ = ["Journal", "Change", "JournalEntry", "Mark", "SOURCE", "TARGET"]
+
+
+class Journal:
+    """One migration's journal (`Store` holds the rows)."""
+
+    def __init__(self, store: Store, migration_id: str, token: Callable[[], int | None] = lambda: None) -> None:
+        """`token`: the writer's fencing token now (None: unfenced, for a script that holds no lease)."""
+        self.store, self.migration_id, self._token = store, migration_id, token
+
+    def object_name(self, database: str) -> str:
+        """The slot, publication and subscription name of one of this migration's databases."""
+        return replication.object_name(self.store.deployment, self.migration_id, database)
+
+    def role_name(self, database: str) -> str:
+        """The source role one database's subscription logs in as."""
+        return replication.role_name(self.store.deployment, self.migration_id, database)
+
+    async def confirm(self) -> None:
+        """Raise `LeaseLost` when this writer's fencing token is stale: called before a change on a server
+        that writes no entry first (an undo, the cutover's last steps), so a process that lost its lease
+        while frozen touches nothing when it wakes."""
+        token = self._token()
+        if token is not None and not await self.store.holds(self.migration_id, token):
+            raise LeaseLost(self.migration_id)
+
+    async def entries(
+        self, kind: Change | None = None, database: str | None = None, live_only: bool = True
+    ) -> list[JournalEntry]:
+        found = await self.store.journal(self.migration_id)
+        return [
+            e
+            for e in found
+            if (kind is None or e.kind is kind)
+            and (database is None or e.database == database)
+            and (e.live or not live_only)
+        ]
+
+    async def find(self, kind: Change, server: str, database: str, name: str = "") -> JournalEntry | None:
+        return next(
+            (e for e in await self.entries(kind, database, live_only=False) if e.server == server and e.name == name),
+            None,
+        )
+
+    async def plan(
+        self, kind: Change, server: str, database: str, name: str = "", data: dict | None = None
+    ) -> JournalEntry:
+        """Record a change about to be made; call before making it."""
+        entry = JournalEntry(self.migration_id, kind, server, database, name, Mark.PLANNED, dict(data or {}))
+        previous = await self.find(kind, server, database, name)
+        if previous is not None:
+            entry.at = previous.at
+        await self.store.save_journal(entry, self._token())
+        return entry
+
+    async def note(self, entry: JournalEntry) -> None:
+        """Save what a change in progress has done so far (e.g. each role a fence revoked CONNECT from)."""
+        entry.updated_at = utcnow()
+        await self.store.save_journal(entry, self._token())
+
+    async def done(self, entry: JournalEntry) -> None:
+        entry.mark = Mark.DONE
+        await self.note(entry)
+        failpoints.reached(f"{entry.kind.value}:{entry.database}")
+
+    async def undone(self, entry: JournalEntry) -> None:
+        entry.mark = Mark.UNDONE
+        await self.note(entry)
+        failpoints.reached(f"undo-{entry.kind.value}:{entry.database}")
+
+    @asynccontextmanager
+    async def change(
+        self, kind: Change, server: str, database: str, name: str = "", data: dict | None = None
+    ) -> AsyncIterator[JournalEntry]:
+        """`async with journal.change(…) as entry:` make the change inside; done when the block succeeds.
+
+        A block that raises leaves the entry planned: the change may have happened before it failed."""
+        entry = await self.plan(kind, server, database, name, data)
+        yield entry
+        await self.done(entry)

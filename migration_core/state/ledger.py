@@ -1,0 +1,146 @@
+"""The bookkeeping every flow shares: steps, state changes (through lifecycle.move), the audit log
+and telling the channel.
+
+A flow (offline, online, cutover, a managed Azure backend) only ever records its progress through
+here, so that a restart finds every finished step and the channel hears about every state change.
+
+Every write carries the fencing token this process's claim got (`tokens`): once another process has
+taken a migration over, whatever this one still tries to write about it (a step, a move, a journal
+entry, and so a change on a server) is refused with `LeaseLost`, and its work there stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from migration_core.observe.progress import MigrationProgress
+from migration_core.pg import failpoints
+from migration_core.state import approval, lifecycle
+from migration_core.state.errors import MigrationError
+from migration_core.state.events import MigrationEvents
+from migration_core.state.journal import Journal
+from migration_core.state.lifecycle import Superseded
+from migration_core.state.models import AuditEntry, Migration, RetryChanges, State, Step, StepState, utcnow
+from migration_core.state.store import Store
+
+log = logging.getLogger(__name__)
+DONE, RUNNING, FAILED, WAITING = StepState.DONE, StepState.RUNNING, StepState.FAILED, StepState.WAITING
+
+
+class Ledger:
+    def __init__(self, store: Store, events: MigrationEvents) -> None:
+        self.store, self.events = store, events
+        self._progress: dict[str, MigrationProgress] = {}
+        self.tokens: dict[str, int] = {}  # migration → the fencing token of this process's lease on it
+
+    def progress(self, mid: str) -> MigrationProgress:
+        return self._progress.setdefault(mid, MigrationProgress())
+
+    async def get(self, mid: str) -> Migration:
+        m = await self.store.get_migration(mid)
+        if m is None:
+            raise MigrationError(f"no migration {mid}")
+        return m
+
+    async def steps(self, mid: str) -> dict[str, Step]:
+        return {s.name: s for s in await self.store.steps(mid)}
+
+    def journal(self, mid: str) -> Journal:
+        return Journal(self.store, mid, lambda: self.tokens.get(mid))
+
+    async def save(self, mid: str, name: str, state: StepState, detail: str, data: dict | None = None) -> None:
+        existing = await self.store.step(mid, name)
+        started = existing.started_at if existing and existing.started_at else utcnow()
+        finished = utcnow() if state != RUNNING else None
+        await self.store.save_step(Step(mid, name, state, detail, started, finished, data or {}), self.tokens.get(mid))
+        if state == DONE:
+            failpoints.reached(f"step:{name}")
+
+    async def move(
+        self,
+        mid: str,
+        to: State,
+        detail: str,
+        *,
+        expect: Iterable[State] | None = None,
+        error: str = "",
+        actor: str = "pgmig",
+        action: str = "state",
+        round: str = "",
+        retry_with: RetryChanges | None = None,
+        verdict: tuple[str, list[str]] | None = None,
+    ) -> bool:
+        """The guarded state change (lifecycle.move); False when the migration was not in a state that may
+        be followed by `to` (another replica, click or cancel moved it first). `round`: the approval round a
+        move to awaiting_approval opens; `retry_with`: what a failure's fix asks a retry to change;
+        `verdict`: how this move ends an open cutover request (approved/rejected/expired, by whom). Any
+        move out of awaiting_approval ends it, recorded before the move is announced."""
+
+        async def emit(migration_id: str, told: str) -> None:
+            closed = None
+            if to is not State.AWAITING_APPROVAL:
+                closed = await approval.close_cutover_request(self.store, migration_id, *(verdict or ("closed", [])))
+            await self.emit_state(migration_id, told, closed)
+
+        return await lifecycle.move(
+            self.store,
+            mid,
+            to,
+            detail,
+            emit=emit,
+            expect=expect,
+            error=error,
+            actor=actor,
+            action=action,
+            round=round,
+            retry_with=retry_with,
+            token=self.tokens.get(mid),
+        )
+
+    async def advance(
+        self, mid: str, to: State, detail: str, *, expect: Iterable[State] | None = None, error: str = ""
+    ) -> None:
+        """A flow's move: when it is refused the flow has been superseded and must stop."""
+        if not await self.move(mid, to, detail, expect=expect, error=error):
+            raise Superseded(mid, to)
+
+    async def emit_state(self, mid: str, detail: str, closed: approval.Closed | None = None) -> None:
+        try:
+            await self.events.state_changed(await self.get(mid), self.progress(mid), detail, closed)
+        except Exception:  # telling the channel must never break the migration itself
+            log.exception("publishing the state of %s failed", mid)
+
+    async def fail(self, mid: str, message: str, retry_with: RetryChanges | None = None) -> bool:
+        """Any unfinished state → failed, with the state it failed in; False if it finished meanwhile."""
+        m = await self.get(mid)
+        step = m.state.value if m.state.running else "run"
+        return await self.move(mid, State.FAILED, message, error=f"{step}: {message}", retry_with=retry_with)
+
+
+class Alerts:
+    """Post when a condition starts, and once more when it clears: never every tick."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._raised: dict[tuple[str, str], int] = {}  # 0 clear, 1 raised, 2 raised offering cancel
+
+    async def alert(self, m: Migration, kind: str, raised: bool, text: str, offer_cancel: bool = False) -> None:
+        """`offer_cancel`: the way out is cancelling (the alert gets a button for it); a raised alert that
+        comes to need it is said again, with it (and not again when it no longer does: the button stays good)."""
+        key = (m.id, kind)
+        level, before = (2 if offer_cancel else 1) if raised else 0, self._raised.get(key, 0)
+        if level == before or 0 < level < before:
+            return
+        self._raised[key] = level
+        message = text if raised else f"✅ back to normal: {kind} ({m.id})"
+        await self.ledger.store.audit(AuditEntry("pgmig", f"alert.{kind}", message[:2000], m.id))
+        try:
+            await self.ledger.events.alert(m, self.ledger.progress(m.id), message, offer_cancel and raised)
+        except Exception:
+            log.exception("posting the %s alert of %s failed", kind, m.id)
+
+    async def notice(self, m: Migration, kind: str, text: str) -> None:
+        """A one-off post (not a condition that later clears)."""
+        await self.alert(m, kind, True, text)
+        self._raised.pop((m.id, kind), None)
