@@ -80,11 +80,10 @@ async def build_services(
         approval_minutes=settings.policy.approval_timeout_minutes,
     )
     await provisioner.resume()
-    return Services(settings.servers, store, settings.policy, directory, engine, poster, azure, provisioner)
+    return Services(settings.servers, settings.policy, directory, engine, poster, provisioner)
 
 
 async def close_services(services: Services) -> None:
     await services.engine.close()
-    if services.azure is not None:
-        await services.azure.close()
-    await services.store.close()
+    await services.provisioner.azure.close()
+    await services.engine.store.close()

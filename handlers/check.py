@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 
 from handlers import messages
+from handlers.args import CheckArgs
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand, did_you_mean
 from migration_core.pg.servers import ServerConfig
@@ -21,33 +22,34 @@ def resolve_servers(svc: Services, *names: str) -> list[ServerConfig] | Reply:
     return [svc.servers[n] for n in names]
 
 
-def command_text(cmd: ParsedCommand) -> str:
+def command_text(a: CheckArgs) -> str:
     """The canonical command text, for the Re-run button and the audit log."""
-    a = cmd.args
-    parts = ["check", a["source"], a["target"]]
-    if a.get("db"):
-        parts += ["--db", ",".join(a["db"])]
-    parts += ["--mode", a["mode"]]
-    if a.get("replica_identity_full"):
+    parts = ["check", a.source, a.target]
+    if a.db:
+        parts += ["--db", ",".join(a.db)]
+    parts += ["--mode", a.mode]
+    if a.replica_identity_full:
         parts.append("--replica-identity-full")
     return " ".join(shlex.quote(p) for p in parts)
 
 
 async def check_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    servers = resolve_servers(svc, cmd.args["source"], cmd.args["target"])
+    a = cmd.of(CheckArgs)
+    servers = resolve_servers(svc, a.source, a.target)
     if isinstance(servers, Reply):
         return servers
     source, target = servers
-    report = await run_preflight(
+    databases = a.db or []
+    report = await run_preflight(  # through the engine once it has `Engine.check` (issue 24)
         PreflightRequest(
             source,
             target,
-            databases=cmd.args.get("db") or [],
-            mode=Mode(cmd.args["mode"]),
-            replica_identity_full=bool(cmd.args.get("replica_identity_full")),
+            databases=databases,
+            mode=Mode(a.mode),
+            replica_identity_full=a.replica_identity_full,
             writers=await svc.engine.writers(target.name),
-            held=await svc.engine.held(target.name, cmd.args.get("db") or []),
+            held=await svc.engine.held(target.name, databases),
             fenced=await svc.engine.fenced(source.name),
         )
     )
-    return messages.preflight_message(report, command_text(cmd))
+    return messages.preflight_message(report, command_text(a))

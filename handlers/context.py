@@ -6,11 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from handlers.authz import Directory, Policy
-from migration_core.azure.clients import AzureClients
 from migration_core.azure.provisioning import Provisioner
 from migration_core.engine.api import Engine
 from migration_core.pg.servers import ServerConfig
-from migration_core.state.store import Store
 
 
 @dataclass
@@ -25,16 +23,15 @@ class Invocation:
 
 @dataclass
 class Services:
-    """Long-lived things handlers use; built once by the bot at start-up."""
+    """Long-lived things handlers use; built once by the bot at start-up. State, servers and Azure are reached
+    through `engine` and `provisioner` only."""
 
     servers: dict[str, ServerConfig]
-    store: Store
     policy: Policy
     directory: Directory
     engine: Engine
     poster: "Poster"
-    azure: AzureClients | None = None
-    provisioner: Provisioner | None = None
+    provisioner: Provisioner
 
 
 @dataclass

@@ -8,7 +8,26 @@ import shlex
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from handlers.args import (
+    AuditArgs,
+    AzureCheckArgs,
+    CheckArgs,
+    CleanupArgs,
+    ConfigureArgs,
+    CreatedbArgs,
+    FirewallArgs,
+    HelpArgs,
+    MigrateArgs,
+    MigrationArgs,
+    ProvisionArgs,
+    RetryArgs,
+    StatusArgs,
+)
+from handlers.authz import Role
+
+A = TypeVar("A")
 
 
 @dataclass(frozen=True)
@@ -45,6 +64,10 @@ class CommandSpec:
     working: str = ""  # set for slow commands: what the immediate ack says
     reads_only: bool = False  # changes nothing: the audit folds it into a count
     changes_with: str = ""  # the flag that makes a read-only command change something (cleanup --yes)
+    needs_azure: bool = False  # refused first (by the router) when Azure is not configured
+    args: type | None = None  # the dataclass of its arguments (handlers/args.py); None: it takes none
+    who: Role = Role.ANYONE  # who may run it when it changes something: the router checks, before the handler
+    action: str = ""  # what a refusal says they may not do: "only operators may <action>"
 
     @property
     def usage(self) -> str:
@@ -65,6 +88,17 @@ class ParsedCommand:
     def reads_only(self) -> bool:
         return self.spec.reads_only and not (self.spec.changes_with and self.args.get(self.spec.changes_with))
 
+    @property
+    def who(self) -> Role:
+        """Who may run it as given: anyone, when this time it changes nothing (cleanup without --yes)."""
+        return Role.ANYONE if self.reads_only else self.spec.who
+
+    def of(self, kind: type[A]) -> A:
+        """The arguments as `kind`, the spec's `args` dataclass: `cmd.of(MigrateArgs).mode`."""
+        if kind is not self.spec.args:
+            raise TypeError(f"`{self.name}` takes {self.spec.args}, not {kind.__name__}")
+        return kind(**self.args)
+
 
 class UsageError(Exception):
     """The text did not parse; ``spec`` is the command it was meant to be, when known."""
@@ -83,6 +117,7 @@ COMMANDS: dict[str, CommandSpec] = {
             "/pgmig help check",
             optional_positionals=("COMMAND",),
             reads_only=True,
+            args=HelpArgs,
         ),
         CommandSpec(
             "servers", "List the configured servers (never their passwords)", "/pgmig servers", reads_only=True
@@ -108,6 +143,7 @@ COMMANDS: dict[str, CommandSpec] = {
             ),
             working="Running pre-flight checks…",
             reads_only=True,
+            args=CheckArgs,
         ),
         CommandSpec(
             "migrate",
@@ -169,6 +205,9 @@ COMMANDS: dict[str, CommandSpec] = {
                 ),
             ),
             working="Running pre-flight checks before starting…",
+            args=MigrateArgs,
+            who=Role.OPERATOR,
+            action="start migrations",
         ),
         CommandSpec(
             "provision",
@@ -218,6 +257,10 @@ COMMANDS: dict[str, CommandSpec] = {
                 Option("--source", "the server this one will receive: its version must not be newer", metavar="SERVER"),
             ),
             working="Validating the request…",
+            needs_azure=True,
+            args=ProvisionArgs,
+            who=Role.CLOUD_OPERATOR,
+            action="provision servers",
         ),
         CommandSpec(
             "azure-check",
@@ -233,6 +276,8 @@ COMMANDS: dict[str, CommandSpec] = {
             ),
             working="Checking Azure…",
             reads_only=True,
+            needs_azure=True,
+            args=AzureCheckArgs,
         ),
         CommandSpec(
             "createdb",
@@ -240,6 +285,10 @@ COMMANDS: dict[str, CommandSpec] = {
             "/pgmig createdb sales-prod sales",
             positionals=("SERVER", "DBNAME"),
             working="Creating the database…",
+            needs_azure=True,
+            args=CreatedbArgs,
+            who=Role.CLOUD_OPERATOR,
+            action="create databases",
         ),
         CommandSpec(
             "firewall",
@@ -247,6 +296,10 @@ COMMANDS: dict[str, CommandSpec] = {
             "/pgmig firewall sales-prod office=203.0.113.1-203.0.113.20",
             positionals=("SERVER", "RULES"),
             working="Adding firewall rules…",
+            needs_azure=True,
+            args=FirewallArgs,
+            who=Role.CLOUD_OPERATOR,
+            action="change firewall rules",
         ),
         CommandSpec(
             "configure",
@@ -270,6 +323,10 @@ COMMANDS: dict[str, CommandSpec] = {
                 Option("--restart", "restart the server if a changed parameter needs it", "flag", default=False),
             ),
             working="Reading and setting server parameters…",
+            needs_azure=True,
+            args=ConfigureArgs,
+            who=Role.CLOUD_OPERATOR,
+            action="change server parameters",
         ),
         CommandSpec(
             "status",
@@ -277,6 +334,7 @@ COMMANDS: dict[str, CommandSpec] = {
             "/pgmig status mig-3",
             optional_positionals=("MIGRATION",),
             reads_only=True,
+            args=StatusArgs,
         ),
         CommandSpec("list", "List recent migrations", "/pgmig list", reads_only=True),
         CommandSpec(
@@ -285,6 +343,9 @@ COMMANDS: dict[str, CommandSpec] = {
             "/pgmig cancel mig-3",
             positionals=("MIGRATION",),
             working="Cancelling…",
+            args=MigrationArgs,
+            who=Role.OPERATOR,
+            action="cancel migrations",
         ),
         CommandSpec(
             "retry",
@@ -300,12 +361,18 @@ COMMANDS: dict[str, CommandSpec] = {
                 ),
                 Option("--parallel", "parallel jobs from now on", "int", metavar="N"),
             ),
+            args=RetryArgs,
+            who=Role.OPERATOR,
+            action="retry migrations",
         ),
         CommandSpec(
             "resume",
             "Import a migration paused after export (with any edits to its files)",
             "/pgmig resume mig-3",
             positionals=("MIGRATION",),
+            args=MigrationArgs,
+            who=Role.OPERATOR,
+            action="resume migrations",
         ),
         CommandSpec(
             "verify",
@@ -314,6 +381,7 @@ COMMANDS: dict[str, CommandSpec] = {
             positionals=("MIGRATION",),
             working="Verifying…",
             reads_only=True,
+            args=MigrationArgs,
         ),
         CommandSpec(
             "cutover",
@@ -321,6 +389,9 @@ COMMANDS: dict[str, CommandSpec] = {
             "/pgmig cutover mig-3",
             positionals=("MIGRATION",),
             working="Verifying and posting the approval card…",
+            args=MigrationArgs,
+            who=Role.OPERATOR,
+            action="request a cutover",
         ),
         CommandSpec(
             "audit",
@@ -340,6 +411,7 @@ COMMANDS: dict[str, CommandSpec] = {
                 ),
             ),
             reads_only=True,
+            args=AuditArgs,
         ),
         CommandSpec(
             "cleanup",
@@ -350,6 +422,9 @@ COMMANDS: dict[str, CommandSpec] = {
             working="Looking for pgmig's replication objects…",
             reads_only=True,
             changes_with="yes",
+            args=CleanupArgs,
+            who=Role.OPERATOR,
+            action="remove replication objects",
         ),
     )
 }

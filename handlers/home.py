@@ -58,7 +58,7 @@ async def pending_approvals(user: str, svc: Services, migrations: list[Migration
         request = await svc.engine.cutover_request(m.id)
         if request is None or not request.open or request.expired or user in (request.requested_by, m.requested_by):
             continue
-        approvers = await approval.approvers(svc.store, request)
+        approvers = await approval.approvers(svc.engine.store, request)  # Engine.cutover_approvers, once it exists
         if user not in approvers:
             found.append(Pending(m, request, approvers))
     return found

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from handlers import messages
+from handlers.args import HelpArgs
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import COMMANDS, ParsedCommand
 
 
 async def help_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    wanted = cmd.args.get("command")
+    wanted = cmd.of(HelpArgs).command
     if not wanted:
         return messages.help_message()
     spec = COMMANDS.get(wanted.lower())

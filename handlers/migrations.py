@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 from handlers import messages
 from handlers import migration_messages as mm
-from handlers.authz import may_operate
+from handlers.args import CleanupArgs, MigrateArgs, MigrationArgs, RetryArgs, StatusArgs
 from handlers.azure import provision_status
 from handlers.check import resolve_servers
 from handlers.context import Invocation, Reply, Services
@@ -15,13 +15,7 @@ from handlers.grammar import ParsedCommand
 from migration_core.engine.api import Command, MigrationRequest
 from migration_core.pg.servers import ServerConfig
 from migration_core.preflight.checks import needs_new_migration
-from migration_core.state.models import Migration, Mode, RetryChanges, State
-
-
-async def _operator_only(inv: Invocation, svc: Services, what: str) -> Reply | None:
-    if await may_operate(inv.user, svc.policy, svc.directory):
-        return None
-    return messages.error_message(f"only operators may {what}: ask one of the people or groups in [slack] operators")
+from migration_core.state.models import Backend, Method, Migration, Mode, RetryChanges, State
 
 
 async def _find(svc: Services, migration_id: str) -> Migration | Reply:
@@ -36,71 +30,54 @@ async def _find(svc: Services, migration_id: str) -> Migration | Reply:
     return m
 
 
-async def _operate_on(cmd: ParsedCommand, inv: Invocation, svc: Services, what: str) -> Migration | Reply:
-    """The named migration, if it exists and the user is an operator; else the reply explaining why not."""
-    if denied := await _operator_only(inv, svc, what):
-        return denied
-    return await _find(svc, cmd.args["migration"])
-
-
-def migrate_text(a: dict, databases: list[str] | None = None) -> str:
+def migrate_text(a: MigrateArgs, databases: list[str] | None = None) -> str:
     """The canonical `/pgmig migrate …` of these arguments (`databases` instead of theirs): for the audit, and
     for the command to type when a new migration is the fix."""
-    parts = ["migrate", a["source"], a["target"], "--mode", a["mode"]]
-    if a["mode"] == "offline":
-        parts += ["--method", a["method"]]
-    if databases if databases is not None else a.get("db"):
-        parts += ["--db", ",".join(databases if databases is not None else a["db"])]
-    if a.get("parallel"):
-        parts += ["--parallel", str(a["parallel"])]
-    parts += [f"--{k.replace('_', '-')}" for k in ("overwrite", "pause_after_export", "replica_identity_full") if a[k]]
-    if a.get("backend", "native") != "native":
-        parts += ["--backend", a["backend"]]
-    if a.get("runtime_server"):
-        parts += ["--runtime-server", a["runtime_server"]]
+    parts = ["migrate", a.source, a.target, "--mode", a.mode]
+    if a.mode == "offline":
+        parts += ["--method", a.method]
+    if chosen := databases if databases is not None else a.db:
+        parts += ["--db", ",".join(chosen)]
+    if a.parallel:
+        parts += ["--parallel", str(a.parallel)]
+    flags = {
+        "--overwrite": a.overwrite,
+        "--pause-after-export": a.pause_after_export,
+        "--replica-identity-full": a.replica_identity_full,
+    }
+    parts += [flag for flag, given in flags.items() if given]
+    if a.backend != "native":
+        parts += ["--backend", a.backend]
+    if a.runtime_server:
+        parts += ["--runtime-server", a.runtime_server]
     return "/pgmig " + " ".join(shlex.quote(p) for p in parts)
 
 
 async def migrate_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    a = cmd.args
-    if denied := await _operator_only(inv, svc, "start migrations"):
-        return denied
-    servers = resolve_servers(svc, a["source"], a["target"])
+    a = cmd.of(MigrateArgs)
+    servers = resolve_servers(svc, a.source, a.target)
     if isinstance(servers, Reply):
         return servers
-    if a["mode"] == "online" and (a["pause_after_export"] or a["method"] == "dump"):
-        return messages.error_message(
-            "`--method dump` and `--pause-after-export` are for offline migrations; "
-            "an online migration streams its data"
-        )
-    if a["replica_identity_full"] and a["mode"] != "online":
-        return messages.error_message("`--replica-identity-full` is for online migrations")
-    if a["pause_after_export"] and a["method"] != "dump":
-        return messages.error_message(
-            "`--pause-after-export` goes with `--method dump`: its export is the SQL files you can review and edit"
-        )
-    if a["source"] == a["target"]:
-        return messages.error_message("SOURCE and TARGET are the same server")
-    if refused := _backend_refusal(a, servers[1], svc):
-        return refused
-    m = await svc.engine.create(
-        MigrationRequest(
-            source=a["source"],
-            target=a["target"],
-            mode=a["mode"],
-            requested_by=inv.user,
-            channel=inv.channel,
-            databases=a["db"] or [],
-            method=a["method"],
-            parallel=a["parallel"],
-            overwrite=a["overwrite"],
-            pause_after_export=a["pause_after_export"],
-            replica_identity_full=a["replica_identity_full"],
-            backend=a["backend"],
-            runtime_server=a.get("runtime_server") or "",
-        ),
-        command=migrate_text(a),
+    req = MigrationRequest(
+        source=a.source,
+        target=a.target,
+        mode=Mode(a.mode),
+        requested_by=inv.user,
+        channel=inv.channel,
+        databases=a.db or [],
+        method=Method(a.method),
+        parallel=a.parallel,
+        overwrite=a.overwrite,
+        pause_after_export=a.pause_after_export,
+        replica_identity_full=a.replica_identity_full,
+        backend=Backend(a.backend),
+        runtime_server=a.runtime_server or "",
     )
+    if conflicts := req.conflicts():
+        return messages.error_message(conflicts[0].message)
+    if refused := _backend_refusal(req.backend, servers[1], svc):
+        return refused
+    m = await svc.engine.create(req, command=migrate_text(a))
     report = await svc.engine.preflight(m)
     if report.blocking:
         instead = migrate_text(a, report.databases) if not report.retryable and report.databases else ""
@@ -110,29 +87,19 @@ async def migrate_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
     return mm.started(m, report, svc.policy.notify_channel)
 
 
-def _backend_refusal(a: dict, target: ServerConfig, svc: Services) -> Reply | None:
-    """An Azure service as the mover: it must be configured, the target must be a flexible server, and
-    DMS classic moves PostgreSQL online only."""
-    backend = a["backend"]
-    if backend == "native":
+def _backend_refusal(backend: Backend, target: ServerConfig, svc: Services) -> Reply | None:
+    """An Azure service as the mover: it must be configured, and the target must be a flexible server (which
+    options go with it is `MigrationRequest.conflicts`)."""
+    if backend is Backend.NATIVE:
         return None
-    if backend == "dms" and a["mode"] != "online":
+    if not svc.provisioner.config.enabled:
         return messages.error_message(
-            "Azure DMS classic migrates PostgreSQL online only: use `--mode online`, or "
-            "`--backend flex` / `--backend native` for an offline migration"
-        )
-    if a["method"] == "dump" or a["pause_after_export"]:
-        return messages.error_message(
-            f"`--method dump` and `--pause-after-export` are pgmig's own export; the {backend} backend copies by itself"
-        )
-    if svc.azure is None or not svc.azure.config.enabled:
-        return messages.error_message(
-            f"`--backend {backend}` needs Azure: set AZURE_SUBSCRIPTION_ID (or [azure] "
+            f"`--backend {backend.value}` needs Azure: set AZURE_SUBSCRIPTION_ID (or [azure] "
             "subscription_id) and credentials, then restart pgmig"
         )
     if not target.azure_name:
         return messages.error_message(
-            f"`--backend {backend}` migrates into an Azure flexible server, and "
+            f"`--backend {backend.value}` migrates into an Azure flexible server, and "
             f"{target.name} is not known as one: add azure_resource_group (and "
             f"azure_server) to [servers.{target.name}], or create it with `/pgmig provision`"
         )
@@ -140,11 +107,12 @@ def _backend_refusal(a: dict, target: ServerConfig, svc: Services) -> Reply | No
 
 
 async def status_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    if not cmd.args.get("migration"):
+    subject = cmd.of(StatusArgs).migration
+    if not subject:
         return mm.migration_list(await svc.engine.migrations(active_only=True), "Active migrations")
-    if cmd.args["migration"].startswith("prov-"):
-        return await provision_status(cmd.args["migration"], svc)
-    m = await _find(svc, cmd.args["migration"])
+    if subject.startswith("prov-"):
+        return await provision_status(subject, svc)
+    m = await _find(svc, subject)
     if isinstance(m, Reply):
         return m
     found = await svc.engine.status(m.id)
@@ -158,7 +126,7 @@ async def list_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Re
 
 
 async def cancel_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    m = await _operate_on(cmd, inv, svc, "cancel migrations")
+    m = await _find(svc, cmd.of(MigrationArgs).migration)
     if isinstance(m, Reply):
         return m
     if m.state in (State.COMPLETED, State.CANCELLED):
@@ -170,7 +138,8 @@ async def cancel_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
 
 
 async def retry_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    m = await _operate_on(cmd, inv, svc, "retry migrations")
+    a = cmd.of(RetryArgs)
+    m = await _find(svc, a.migration)
     if isinstance(m, Reply):
         return m
     if m.state is not State.FAILED:
@@ -179,11 +148,10 @@ async def retry_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> R
         return messages.error_message(
             f"{m.id} stopped at pre-flight because of its database list — {mm.new_migration_advice(m)}"
         )
-    a = cmd.args
     changes = RetryChanges(
-        overwrite=True if a.get("overwrite") else None,
-        replica_identity_full=True if a.get("replica_identity_full") else None,
-        parallel=a.get("parallel"),
+        overwrite=True if a.overwrite else None,
+        replica_identity_full=True if a.replica_identity_full else None,
+        parallel=a.parallel,
     )
     result = await svc.engine.perform(Command.RETRY, m.id, inv.user, args=asdict(changes))
     if result.queued_on or not result.ok:
@@ -192,7 +160,7 @@ async def retry_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> R
 
 
 async def resume_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    m = await _operate_on(cmd, inv, svc, "resume migrations")
+    m = await _find(svc, cmd.of(MigrationArgs).migration)
     if isinstance(m, Reply):
         return m
     if m.state is not State.PAUSED:
@@ -204,7 +172,7 @@ async def resume_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
 
 
 async def verify_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    m = await _find(svc, cmd.args["migration"])
+    m = await _find(svc, cmd.of(MigrationArgs).migration)
     if isinstance(m, Reply):
         return m
     if m.mode is Mode.OFFLINE and m.state.running:
@@ -218,9 +186,8 @@ async def verify_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
 
 
 async def cleanup_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
-    servers = resolve_servers(svc, cmd.args["server"])
+    a = cmd.of(CleanupArgs)
+    servers = resolve_servers(svc, a.server)
     if isinstance(servers, Reply):
         return servers
-    if cmd.args["yes"] and (denied := await _operator_only(inv, svc, "remove replication objects")):
-        return denied
-    return mm.cleanup_report(await svc.engine.cleanup(servers[0].name, remove=cmd.args["yes"], actor=inv.user))
+    return mm.cleanup_report(await svc.engine.cleanup(servers[0].name, remove=a.yes, actor=inv.user))

@@ -33,12 +33,13 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from handlers import messages, router
-from handlers.authz import may_operate
+from handlers.authz import operators_only, refusal
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import COMMANDS, ParsedCommand, UsageError, parse
+from migration_core.engine.config import MigrationRequest
 from migration_core.pg.servers import ConnectionProblem, ServerConfig, user_databases
 from migration_core.preflight.checks import SKIPPED_BY_DEFAULT, pretty_bytes
-from migration_core.state.models import AuditEntry
+from migration_core.state.models import AuditEntry, Method, Mode
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,16 @@ FLAGS = {
     "pause_after_export": ("--pause-after-export", "Pause after export to review the files (offline, dump)"),
 }
 MAX_OPTIONS = 100  # Slack's limit for a select's options
-OPERATORS_ONLY = "only operators may start migrations: ask one of the people or groups in [slack] operators"
+MIGRATE = COMMANDS["migrate"]  # what the form runs: its rules (who may, which options go together) are the command's
+OPERATORS_ONLY = operators_only(MIGRATE.action)  # the refusal no other answer changes (the shell stops on it)
 MIN_PARALLEL, MAX_PARALLEL = 1, 64
+# A conflict of the options (MigrationRequest.conflicts) as the form tells it: under which field, in its words.
+CONFLICTS = {
+    "method": (METHOD, "dump is an offline method: an online migration streams its data (choose restore)"),
+    "replica_identity_full": (OPTIONS, "replica identity full is for online migrations"),
+    "pause_after_export": (OPTIONS, "pause after export goes with an offline migration by the dump method"),
+    "target": (TARGET, "the target must be another server than the source"),
+}
 
 
 def wants_form(text: str) -> bool:
@@ -250,7 +259,7 @@ async def list_databases(svc: Services, source: str) -> Listing:
     if server is None:
         return Listing(source, problem=f"unknown server {source}")
     try:
-        found = await user_databases(server, SKIPPED_BY_DEFAULT)
+        found = await user_databases(server, SKIPPED_BY_DEFAULT)  # through the engine once it has `databases`
     except ConnectionProblem as problem:
         return Listing(source, problem=f"{problem.message}" + (f" ({problem.fix})" if problem.fix else ""))
     return Listing(source, [(db, pretty_bytes(size)) for db, size in found])
@@ -262,9 +271,14 @@ async def source_chosen(svc: Services, view: dict, source: str, inv: Invocation)
     (it opens for everyone, as Slack needs it within 3 s and the policy may have to ask Slack for a group)."""
     form = read(view)
     form.source = source
-    if not await may_operate(inv.user, svc.policy, svc.directory):
-        return form_view(svc.servers, form, Listing(source, problem=OPERATORS_ONLY))
+    if denied := await _refusal(inv, svc):
+        return form_view(svc.servers, form, Listing(source, problem=denied))
     return form_view(svc.servers, form, await list_databases(svc, source))
+
+
+async def _refusal(inv: Invocation, svc: Services) -> str | None:
+    """Why this person may not start a migration (as the router would refuse the typed command), or None."""
+    return await refusal(MIGRATE.who, MIGRATE.action, inv.user, svc.policy, svc.directory)
 
 
 def _values(view: dict) -> dict[str, Any]:
@@ -337,16 +351,14 @@ def command(form: Form) -> tuple[ParsedCommand, str]:
 async def field_errors(form: Form, inv: Invocation, svc: Services) -> dict[str, str]:
     """What is wrong, by block id (Slack shows each under its field); empty when the form may be run. Quick:
     no server is contacted (it runs before the submission's ack)."""
-    if not await may_operate(inv.user, svc.policy, svc.directory):
-        return {SOURCE: OPERATORS_ONLY}
+    if denied := await _refusal(inv, svc):
+        return {SOURCE: denied}
     errors: dict[str, str] = {}
     known = ", ".join(sorted(svc.servers))
     if form.source not in svc.servers:
         errors[SOURCE] = f"unknown server {form.source}; configured: {known}" if form.source else "choose a source"
     if form.target not in svc.servers:
         errors[TARGET] = f"unknown server {form.target}; configured: {known}" if form.target else "choose a target"
-    elif form.target == form.source:
-        errors[TARGET] = "the target must be another server than the source"
     if SOURCE not in errors:
         if form.listed_for != form.source:
             errors[SOURCE] = (
@@ -360,16 +372,23 @@ async def field_errors(form: Form, inv: Invocation, svc: Services) -> dict[str, 
         errors[MODE] = "choose online or offline"
     if form.method not in ("restore", "dump"):
         errors[METHOD] = "choose restore or dump"
-    elif form.mode == "online" and form.method == "dump":
-        errors[METHOD] = "dump is an offline method: an online migration streams its data (choose restore)"
+    # the typed command's rules; a mode or method not chosen (told above) counts as offline by restore here,
+    # so that the target is checked while they are still open (the shell's form asks them later)
+    request = MigrationRequest(
+        form.source,
+        form.target,
+        Mode(form.mode) if MODE not in errors else Mode.OFFLINE,
+        inv.user,
+        method=Method(form.method) if METHOD not in errors else Method.RESTORE,
+        pause_after_export="pause_after_export" in form.flags,
+        replica_identity_full="replica_identity_full" in form.flags,
+    )
+    for conflict in request.conflicts():
+        errors.setdefault(*CONFLICTS[conflict.option])
     number = form.parallel
     whole = len(number) <= 2 and number.isascii() and number.isdigit()
     if number and not (whole and MIN_PARALLEL <= int(number) <= MAX_PARALLEL):
         errors[PARALLEL] = f"a whole number from {MIN_PARALLEL} to {MAX_PARALLEL}, or empty for the default"
-    if "replica_identity_full" in form.flags and form.mode == "offline":
-        errors[OPTIONS] = "replica identity full is for online migrations"
-    elif "pause_after_export" in form.flags and not (form.mode == "offline" and form.method == "dump"):
-        errors[OPTIONS] = "pause after export goes with an offline migration by the dump method"
     if not errors:
         try:
             command(form)

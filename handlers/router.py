@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from handlers import messages
 from handlers.actions import Action
 from handlers.approvals import audit_command, cutover_command, decide
+from handlers.authz import refusal
 from handlers.azure import (
     azure_check_command,
     configure_command,
@@ -114,9 +115,15 @@ async def handle_parsed(cmd: ParsedCommand, text: str, inv: Invocation, svc: Ser
 
 
 async def _run(cmd: ParsedCommand, text: str, inv: Invocation, svc: Services) -> Reply:
+    """Audit, then refuse what the spec does not allow here (Azure not configured, then who may run it), then
+    run the handler."""
     action = AuditEntry.READ_ONLY if cmd.reads_only else "command"
     await _audit(svc, inv, action, f"/pgmig {text}".strip(), cmd.args.get("migration") or "")
     try:
+        if cmd.spec.needs_azure:
+            svc.provisioner.clients()  # raises, saying what to set, when Azure is not configured
+        if denied := await refusal(cmd.who, cmd.spec.action, inv.user, svc.policy, svc.directory):
+            return messages.error_message(denied)
         return await HANDLERS[cmd.name](cmd, inv, svc)
     except (MigrationError, ConnectionProblem) as exc:
         await _audit(svc, inv, "command.failed", f"{cmd.name}: {exc}")

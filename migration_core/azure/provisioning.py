@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from migration_core.azure import capabilities
 from migration_core.azure.check import AzureReport, CheckRequest, check_azure
 from migration_core.azure.clients import AzureClients
+from migration_core.azure.config import AzureConfig
 from migration_core.azure.provision import AzureServer, ProvisionResult, configure, provision
 from migration_core.azure.validation import FirewallRule, ProvisionArgs, ProvisionRequest, validate
 from migration_core.changes import extensions
@@ -144,6 +145,11 @@ class Provisioner:
         self.engine, self.store, self.azure, self.events = engine, engine.store, azure, events
         self.required, self.minutes = required_approvals, approval_minutes
         self._running: set[str] = set()
+
+    @property
+    def config(self) -> AzureConfig:
+        """The `[azure]` settings (defaults for a request; `enabled` once a subscription is set)."""
+        return self.azure.config
 
     def clients(self) -> AzureClients:
         if not self.azure.config.enabled:
@@ -368,6 +374,11 @@ class Provisioner:
         )
         await self.events.finished(record, result, registered, notes)
 
+    async def source_extensions(self, source: str) -> list[str]:
+        """The extensions a configured server's databases use, sorted, each once (read from the server)."""
+        inventory = await extensions.inventory(self.engine.server(source))
+        return sorted({e for names in inventory.values() for e in names})
+
     async def _allow_source_extensions(self, record: ProvisionRecord, restart: bool) -> list[str]:
         """The server is to receive its source: allow-list (and preload) the extensions it uses, restarting a
         brand-new server when that needs it. A problem here is reported, not fatal: the server exists."""
@@ -375,8 +386,7 @@ class Provisioner:
         if not source or source not in self.engine.servers:
             return []
         try:
-            inventory = await extensions.inventory(self.engine.servers[source])
-            wanted = sorted({e for names in inventory.values() for e in names})
+            wanted = await self.source_extensions(source)
             if not wanted:
                 return [f"{source} uses no extensions: nothing to allow-list"]
             changes, restarted = await configure(

@@ -5,12 +5,12 @@ is safe to repeat: a crash may interrupt any of them."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import asyncpg
 
 from migration_core.pg.sql import ident
-from migration_core.state.journal import TARGET, Change, Journal
+from migration_core.state.journal import TARGET, Change, Journal, Payload
 
 FOREIGN_KEYS = (
     "SELECT format('%I.%I', n.nspname, c.relname) AS tbl, con.conname AS name, "
@@ -62,13 +62,24 @@ class Parked:
         )
 
 
+@dataclass
+class ConstraintsPayload(Payload):
+    """The journal's record of the constraints parked on the target, to put back."""
+
+    parked: Parked = field(default_factory=lambda: Parked([], []))
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ConstraintsPayload":
+        return cls(Parked.from_dict(data.get("parked", {})))
+
+
 async def park(target: asyncpg.Connection, journal: Journal, database: str) -> Parked:
     """Record every FK and trigger on the target (journal first), drop the FKs and disable the enabled
     triggers, in one transaction."""
     fks = [ForeignKey(r["tbl"], r["name"], r["definition"]) for r in await target.fetch(FOREIGN_KEYS)]
     triggers = [TriggerState(r["tbl"], r["name"], r["enabled"]) for r in await target.fetch(TRIGGERS)]
     parked = Parked(fks, triggers)
-    async with journal.change(Change.CONSTRAINTS, TARGET, database, data={"parked": parked.as_dict()}):
+    async with journal.change(Change.CONSTRAINTS, TARGET, database, data=ConstraintsPayload(parked)):
         await repark(target, parked)
     return parked
 
@@ -103,3 +114,14 @@ async def reinstate(target: asyncpg.Connection, parked: Parked) -> None:
             await target.execute(f"ALTER TABLE {fk.table} ADD CONSTRAINT {ident(fk.name)} {fk.definition} NOT VALID")
     for t in parked.triggers:
         await target.execute(f"ALTER TABLE {t.table} {ENABLE[t.enabled]} {ident(t.name)}")
+
+
+async def validate(conn: asyncpg.Connection, parked: Parked) -> list[str]:
+    """VALIDATE every parked foreign key; each violation is reported, the others still validated."""
+    problems = []
+    for fk in parked.foreign_keys:
+        try:
+            await conn.execute(f"ALTER TABLE {fk.table} VALIDATE CONSTRAINT {ident(fk.name)}")
+        except asyncpg.PostgresError as exc:
+            problems.append(f"foreign key {fk.name} on {fk.table} does not hold: {exc}")
+    return problems

@@ -15,7 +15,7 @@ with a schema and grants is not empty, and pgmig never drops it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
@@ -24,7 +24,7 @@ from migration_core.changes import extensions
 from migration_core.pg.servers import ServerConfig
 from migration_core.pg.sql import USER_SCHEMA_FILTER, ident, literal
 from migration_core.state.errors import MigrationError
-from migration_core.state.journal import TARGET, Change, Journal, JournalEntry, Mark
+from migration_core.state.journal import TARGET, Change, Journal, JournalEntry, Mark, Payload
 from migration_core.state.models import RetryChanges, State, StepKind
 from migration_core.state.store import Store
 
@@ -82,6 +82,33 @@ class Contents:
         return ", ".join(f"{n} {words[k]}" for k, n in vars(self).items() if n) or "nothing"
 
 
+@dataclass
+class DatabasePayload(Payload):
+    """The journal's record of a target database pgmig (re)creates: its identity once made (`oid`, on the
+    server at `address`) and, with --overwrite or a retry, the one it replaced."""
+
+    SPARSE = ("replaced_oid", "address", "why", "oid")
+
+    replaced: bool = False
+    replaced_oid: int | None = None
+    address: str | None = None
+    why: str | None = None
+    oid: int | None = None
+
+
+@dataclass
+class ContentsPayload(Payload):
+    """The journal's record of someone's empty target database that pgmig fills: its identity, and who
+    owned `public` with which grants (None: no `public`), to put back when emptying it again."""
+
+    SPARSE = ("public_acl",)
+
+    oid: int | None = None
+    address: str | None = None
+    public_owner: str | None = None
+    public_acl: list[str] | None = field(default=None)
+
+
 async def database_exists(conn: asyncpg.Connection, name: str) -> bool:
     return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
 
@@ -103,8 +130,9 @@ def created_by_pgmig(entry: JournalEntry | None, oid: int | None, what: Contents
     would not be)."""
     if entry is None or not entry.live or oid is None:
         return False
-    if "oid" in entry.data:
-        return bool(entry.data["oid"] == oid)
+    made = DatabasePayload.of(entry).oid
+    if made is not None:
+        return made == oid
     return what is not None and what.empty
 
 
@@ -151,9 +179,10 @@ async def holders(store: Store, address: str, database: str, oid: int | None, bu
             or entry.database != database
             or entry.migration_id == but
             or not entry.live
-            or entry.data.get("address") != address
-            or entry.data.get("oid") != oid
         ):
+            continue
+        made = DatabasePayload.of(entry)
+        if made.address != address or made.oid != oid:
             continue
         m = await store.get_migration(entry.migration_id)
         if m is None or m.state is State.CANCELLED:
@@ -188,6 +217,7 @@ async def prepare(
 ) -> str:
     """Make `database` exist and be empty on the target; returns what was done, in words."""
     mine = await journal.find(Change.DATABASE, TARGET, database)
+    replaced_before = mine is not None and DatabasePayload.of(mine).replaced
     try:
         async with target.connection() as tgt:
             replaced = False
@@ -200,17 +230,13 @@ async def prepare(
                 ours = created_by_pgmig(mine, oid, what)
                 if what.empty:
                     if ours and mine is not None and mine.mark is Mark.PLANNED:
-                        mine.data.update(oid=oid, address=target.address)
-                        await journal.done(mine)
+                        made = DatabasePayload.of(mine)
+                        made.oid, made.address = oid, target.address
+                        await journal.done(mine, made)
                     if not ours:  # someone's empty database: what pgmig puts in is journaled, to be taken out
-                        await journal.done(
-                            await journal.plan(
-                                Change.CONTENTS,
-                                TARGET,
-                                database,
-                                data={"oid": oid, "address": target.address, **await _public_schema(target, database)},
-                            )
-                        )
+                        public = await _public_schema(target, database)
+                        filled = ContentsPayload(oid, target.address, *public)
+                        await journal.done(await journal.plan(Change.CONTENTS, TARGET, database, data=filled))
                     return (
                         f"target database {database} (created by this migration) is empty: reused"
                         if ours
@@ -225,31 +251,23 @@ async def prepare(
                         "recreate it, empty it yourself, or choose another target",
                         RetryChanges(overwrite=True),
                     )
-                replaced = not ours or bool(mine and mine.data.get("replaced"))
-                entry = await journal.plan(
-                    Change.DATABASE,
-                    TARGET,
-                    database,
-                    data={
-                        "replaced": replaced,
-                        "replaced_oid": oid,
-                        "address": target.address,
-                        "why": "--overwrite: the user chose to replace it"
-                        if not ours
-                        else "an earlier attempt of this migration created it",
-                    },
+                replaced = not ours or replaced_before
+                data = DatabasePayload(
+                    replaced,
+                    oid,
+                    target.address,
+                    "--overwrite: the user chose to replace it"
+                    if not ours
+                    else "an earlier attempt of this migration created it",
                 )
+                entry = await journal.plan(Change.DATABASE, TARGET, database, data=data)
                 await _drop(tgt, database, oid)
             else:
-                entry = await journal.plan(
-                    Change.DATABASE,
-                    TARGET,
-                    database,
-                    data={"replaced": bool(mine and mine.data.get("replaced")), "address": target.address},
-                )
+                data = DatabasePayload(replaced_before, address=target.address)
+                entry = await journal.plan(Change.DATABASE, TARGET, database, data=data)
             await _create_like_source(source, tgt, database)
-            entry.data["oid"] = await database_oid(tgt, database)
-            await journal.done(entry)
+            data.oid = await database_oid(tgt, database)
+            await journal.done(entry, data)
             return f"target database {database} {'recreated' if replaced or (mine and mine.live) else 'created'}"
     except asyncpg.InsufficientPrivilegeError as exc:
         raise MigrationError(
@@ -260,23 +278,25 @@ async def prepare(
         raise MigrationError(f"cannot prepare target database {database}: {exc}") from None
 
 
-async def _public_schema(server: ServerConfig, database: str) -> dict:
-    """Who owns `public` and its grants, as they were: emptying the database again puts them back."""
+async def _public_schema(server: ServerConfig, database: str) -> tuple[str | None, list[str] | None]:
+    """Who owns `public` and its grants, as they were (None: no `public`): emptying the database again puts
+    them back."""
     async with server.connection(database) as conn:
         row = await conn.fetchrow(
             "SELECT pg_get_userbyid(nspowner) AS owner, nspacl::text[] AS acl FROM pg_namespace "
             "WHERE nspname = 'public'"
         )
-    return {"public_owner": row["owner"], "public_acl": list(row["acl"] or [])} if row else {"public_owner": None}
+    return (row["owner"], list(row["acl"] or [])) if row else (None, None)
 
 
 async def empty_again(target: ServerConfig, entry: JournalEntry, journal: Journal) -> str:
     """Undo a Change.CONTENTS: a database that was empty before pgmig filled it is emptied again — its
     schemas, extensions and large objects dropped, `public` put back as it was — only while it is still
     that very database (same OID, same server)."""
+    filled = ContentsPayload.of(entry)
     async with target.connection() as conn:
         oid = await database_oid(conn, entry.database)
-    if oid is None or oid != entry.data.get("oid") or entry.data.get("address") != target.address:
+    if oid is None or oid != filled.oid or filled.address != target.address:
         await journal.undone(entry)
         return "" if oid is None else f"{entry.database} is no longer the database pgmig filled: left in place"
     async with target.connection(entry.database) as conn:
@@ -288,10 +308,10 @@ async def empty_again(target: ServerConfig, entry: JournalEntry, journal: Journa
         for ext in await conn.fetch("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql'"):
             await conn.execute(f"DROP EXTENSION IF EXISTS {ident(ext['extname'])} CASCADE")
         await conn.execute("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
-        if (owner := entry.data.get("public_owner")) is not None:
+        if (owner := filled.public_owner) is not None:
             await conn.execute(f"CREATE SCHEMA public AUTHORIZATION {ident(owner)}")
             await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
-            for item in entry.data.get("public_acl", []):
+            for item in filled.public_acl or []:
                 grantee, rights = item.split("=", 1)[0], item.split("=", 1)[1].split("/", 1)[0]
                 privileges = [p for letter, p in (("U", "USAGE"), ("C", "CREATE")) if letter in rights]
                 if privileges:
@@ -345,8 +365,9 @@ async def drop_if_created(target: ServerConfig, entry: JournalEntry, journal: Jo
         if oid is None:
             await journal.undone(entry)
             return ""
-        what = await contents(target, entry.database) if "oid" not in entry.data else None
-        moved = entry.data.get("address", target.address) != target.address
+        made = DatabasePayload.of(entry)
+        what = await contents(target, entry.database) if made.oid is None else None
+        moved = made.address is not None and made.address != target.address
         if moved or not created_by_pgmig(entry, oid, what):
             await journal.undone(entry)  # the name now belongs to another database: not pgmig's to drop
             return f"{entry.database} is no longer the database {journal.migration_id} created: left in place"

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from migration_core.changes import constraints, replication
+from migration_core.changes import constraints, replication, roles
 from migration_core.changes import databases as target_db
+from migration_core.changes.fence import unfence
+from migration_core.changes.identity import reset_identity
 from migration_core.pg.servers import ConnectionProblem, ServerConfig
-from migration_core.pg.sql import ident
 from migration_core.state.errors import MigrationError
 from migration_core.state.failures import failure_reason
 from migration_core.state.journal import SOURCE, Change, Journal, JournalEntry
@@ -43,7 +44,6 @@ ORDER = (
     Change.ROLES,
 )
 REPLICATION = (Change.SUBSCRIPTION, Change.SLOT, Change.PUBLICATION, Change.REPLICATION_ROLE)
-IDENTITY_WORDS = {"d": "DEFAULT", "n": "NOTHING", "f": "FULL"}
 
 
 @dataclass
@@ -129,7 +129,7 @@ async def undo(entry: JournalEntry, source: ServerConfig, target: ServerConfig, 
     if entry.kind is Change.CONTENTS:
         return await target_db.empty_again(target, entry, journal)
     if entry.kind is Change.ROLES:
-        return await _drop_roles(target, entry, journal)
+        return await roles.drop_roles(target, entry, journal)
     if entry.kind is Change.SERVICE_CUTOVER:
         return ""  # a service's ended replication cannot be restarted; recovery handles the migration
     try:
@@ -170,74 +170,12 @@ async def _undo_in(conn: asyncpg.Connection, entry: JournalEntry) -> str:
         dropped = await replication.drop_replication_role(conn, entry.name, entry.database)
         return f"dropped replication role {entry.name} on the source" if dropped else ""
     if entry.kind is Change.REPLICA_IDENTITY:
-        reset = await reset_identity(conn, entry.data.get("tables", {}))
+        reset = await reset_identity(conn, entry)
         return f"REPLICA IDENTITY put back on {', '.join(reset)} {where}" if reset else ""
     if entry.kind is Change.FENCE:
         await unfence(conn, entry)
         return f"{entry.database} writable again on the source"
     if entry.kind is Change.CONSTRAINTS:
-        parked = constraints.Parked.from_dict(entry.data.get("parked", {}))
-        await constraints.reinstate(conn, parked)
+        await constraints.reinstate(conn, constraints.ConstraintsPayload.of(entry).parked)
         return f"foreign keys and triggers put back {where}"
     raise MigrationError(f"BUG: no undo for {entry.kind.value}")
-
-
-async def reset_identity(conn: asyncpg.Connection, tables: dict[str, str]) -> list[str]:
-    """Each table back to the identity it had, unless someone changed it since pgmig set FULL."""
-    reset = []
-    for table, before in tables.items():
-        now = await conn.fetchval("SELECT relreplident::text FROM pg_class WHERE oid = to_regclass($1)", table)
-        if now == "f" and before != "f":
-            await conn.execute(f"ALTER TABLE {table} REPLICA IDENTITY {IDENTITY_WORDS.get(before, 'DEFAULT')}")
-            reset.append(table)
-    return reset
-
-
-async def unfence(conn: asyncpg.Connection, entry: JournalEntry) -> None:
-    """Lift a fence exactly as it was laid: CONNECT back to every role it was revoked from, pgmig's own
-    grant removed when the fence added it, default_transaction_read_only as it was before."""
-    d, db = entry.data, ident(entry.database)
-    for name in d.get("revoked", []):
-        await conn.execute(f"GRANT CONNECT ON DATABASE {db} TO {'PUBLIC' if name == 'PUBLIC' else ident(name)}")
-    if d.get("granted_self"):
-        await conn.execute(f"REVOKE CONNECT ON DATABASE {db} FROM {ident(d['granted_self'])}")
-    before = d.get("read_only_before")
-    if before is None:
-        await conn.execute(f"ALTER DATABASE {db} RESET default_transaction_read_only")
-    else:
-        await conn.execute(
-            f"ALTER DATABASE {db} SET default_transaction_read_only = {'on' if before in ('on', 'true') else 'off'}"
-        )
-
-
-async def _drop_roles(target: ServerConfig, entry: JournalEntry, journal: Journal) -> str:
-    """Memberships pgmig granted taken back; roles pgmig created dropped (by identity: the OID recorded when
-    it made them) unless something on the target still owns or uses them."""
-    dropped, kept, left = [], [], []
-    async with target.connection() as conn:
-        for grp, member in entry.data.get("memberships", []):
-            if await conn.fetchval("SELECT count(*) = 2 FROM pg_roles WHERE rolname = ANY($1::text[])", [grp, member]):
-                await conn.execute(f"REVOKE {ident(grp)} FROM {ident(member)}")
-        entry.data["memberships"] = []
-        made = entry.data.get("oids", {})
-        for name in entry.data.get("roles", []):
-            now = await conn.fetchval("SELECT oid FROM pg_roles WHERE rolname = $1", name)
-            if now is None:
-                continue  # dropped since: nothing to do
-            if name in made and now != made[name]:
-                left.append(name)  # another role of that name now: not pgmig's
-                continue
-            try:
-                await conn.execute(f"DROP ROLE IF EXISTS {ident(name)}")
-                dropped.append(name)
-            except asyncpg.DependentObjectsStillExistError:
-                kept.append(name)
-    entry.data["roles"] = kept
-    if kept:
-        await journal.note(entry)
-    else:
-        await journal.undone(entry)
-    said = [f"dropped role(s) {', '.join(dropped)} on the target"] if dropped else []
-    said += [f"kept role(s) {', '.join(kept)}: objects on the target still depend on them"] if kept else []
-    said += [f"left role(s) {', '.join(left)}: no longer the one(s) pgmig created"] if left else []
-    return "; ".join(said)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from migration_core.state.errors import MigrationError
 from migration_core.state.models import DEFAULT_PARALLEL, Backend, Method, Mode
 from migration_core.transfer.limits import DataLimits
 
@@ -39,6 +40,20 @@ class EngineConfig:
     limits: DataLimits = field(default_factory=DataLimits)  # data work: stall detection, table splitting
 
 
+@dataclass(frozen=True)
+class Conflict:
+    """An option that does not go with the others: which (a `MigrationRequest` field) and why, in the words
+    of the typed command."""
+
+    option: str
+    message: str
+
+
+OFFLINE_ONLY = (
+    "`--method dump` and `--pause-after-export` are for offline migrations; an online migration streams its data"
+)
+
+
 @dataclass
 class MigrationRequest:
     source: str
@@ -54,3 +69,46 @@ class MigrationRequest:
     replica_identity_full: bool = False
     backend: Backend = Backend.NATIVE
     runtime_server: str = ""  # flex backend: the runtime server's resource id, for private networks
+
+    def conflicts(self) -> list[Conflict]:
+        """Every option that does not go with the others (mode, method, pause, backend), most telling first."""
+        online, dump, pause = self.mode == Mode.ONLINE, self.method == Method.DUMP, self.pause_after_export
+        found: list[Conflict] = []
+        if online and dump:
+            found.append(Conflict("method", OFFLINE_ONLY))
+        if online and pause:
+            found.append(Conflict("pause_after_export", OFFLINE_ONLY))
+        if self.replica_identity_full and not online:
+            found.append(Conflict("replica_identity_full", "`--replica-identity-full` is for online migrations"))
+        if pause and not online and not dump:
+            found.append(
+                Conflict(
+                    "pause_after_export",
+                    "`--pause-after-export` goes with `--method dump`: its export is the SQL files you can "
+                    "review and edit",
+                )
+            )
+        if self.source == self.target:
+            found.append(Conflict("target", "SOURCE and TARGET are the same server"))
+        if self.backend == Backend.DMS and not online:
+            found.append(
+                Conflict(
+                    "backend",
+                    "Azure DMS classic migrates PostgreSQL online only: use `--mode online`, or "
+                    "`--backend flex` / `--backend native` for an offline migration",
+                )
+            )
+        if self.backend != Backend.NATIVE and (dump or pause):
+            found.append(
+                Conflict(
+                    "backend",
+                    f"`--method dump` and `--pause-after-export` are pgmig's own export; the "
+                    f"{Backend(self.backend).value} backend copies by itself",
+                )
+            )
+        return found
+
+    def validate(self) -> None:
+        """Raise a MigrationError telling the first conflict, if any."""
+        if found := self.conflicts():
+            raise MigrationError(found[0].message)

@@ -16,7 +16,9 @@ from dataclasses import asdict
 
 import asyncpg
 
+from migration_core.changes import constraints
 from migration_core.changes.constraints import Parked
+from migration_core.changes.fence import Fence
 from migration_core.engine.context import MigrationContext
 from migration_core.flows.managed import ManagedCutover
 from migration_core.flows.online import teardown_replication
@@ -239,7 +241,7 @@ async def recover(ctx: MigrationContext) -> None:
     for db in m.databases:
         try:
             async with ctx.target.connection(db) as conn:
-                problems += await cutover.validate(conn, parked[db])
+                problems += await constraints.validate(conn, parked[db])
         except (ConnectionProblem, asyncpg.PostgresError, OSError) as exc:  # a check that cannot run is a problem
             problems.append(f"the foreign keys of {db} could not be validated: {failure_reason(exc, m.id)}")
     await ctx.alerts.notice(
@@ -252,7 +254,7 @@ async def recover(ctx: MigrationContext) -> None:
     facts = release.data if release is not None else {}
     done = [
         DatabaseCutover(
-            db, cutover.Fence(**facts.get("fences", {}).get(db, {"database": db})), facts.get("timings", {}).get(db, {})
+            db, Fence(**facts.get("fences", {}).get(db, {"database": db})), facts.get("timings", {}).get(db, {})
         )
         for db in m.databases
     ]

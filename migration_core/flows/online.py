@@ -5,8 +5,9 @@ the cutover."""
 from __future__ import annotations
 
 from migration_core.changes import undo
+from migration_core.changes.identity import set_identity_full
 from migration_core.engine.context import MigrationContext
-from migration_core.flows.steps.online import OnlineDatabase, set_identity_full
+from migration_core.flows.steps.online import OnlineDatabase
 from migration_core.observe.monitor import until_ready
 from migration_core.state.journal import Change
 from migration_core.state.ledger import DONE, RUNNING

@@ -12,13 +12,43 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import MISSING, Field, asdict, dataclass, fields
+from typing import Any, ClassVar, Self
 
 from migration_core.changes import replication
 from migration_core.pg import failpoints
 from migration_core.state.models import SOURCE, TARGET, Change, JournalEntry, Mark, utcnow
 from migration_core.state.store import LeaseLost, Store
 
-__all__ = ["Journal", "Change", "JournalEntry", "Mark", "SOURCE", "TARGET"]
+__all__ = ["Journal", "Change", "JournalEntry", "Mark", "Payload", "SOURCE", "TARGET"]
+
+
+@dataclass
+class Payload:
+    """The typed data of one kind of change (a dataclass), stored as the JSON object `to_json` gives, in
+    the shape entries have always had: fields in SPARSE are left out while at their default. `from_json`
+    reads any stored entry, with defaults for what it lacks."""
+
+    SPARSE: ClassVar[tuple[str, ...]] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for f in fields(self):
+            if f.name in self.SPARSE and out[f.name] == _default(f):
+                del out[f.name]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+    @classmethod
+    def of(cls, entry: JournalEntry) -> Self:
+        return cls.from_json(entry.data)
+
+
+def _default(f: Field) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
 
 
 class Journal:
@@ -63,34 +93,38 @@ class Journal:
         )
 
     async def plan(
-        self, kind: Change, server: str, database: str, name: str = "", data: dict | None = None
+        self, kind: Change, server: str, database: str, name: str = "", data: Payload | None = None
     ) -> JournalEntry:
         """Record a change about to be made; call before making it."""
-        entry = JournalEntry(self.migration_id, kind, server, database, name, Mark.PLANNED, dict(data or {}))
+        stored = data.to_json() if data is not None else {}
+        entry = JournalEntry(self.migration_id, kind, server, database, name, Mark.PLANNED, stored)
         previous = await self.find(kind, server, database, name)
         if previous is not None:
             entry.at = previous.at
         await self.store.save_journal(entry, self._token())
         return entry
 
-    async def note(self, entry: JournalEntry) -> None:
-        """Save what a change in progress has done so far (e.g. each role a fence revoked CONNECT from)."""
+    async def note(self, entry: JournalEntry, data: Payload | None = None) -> None:
+        """Save what a change in progress has done so far (e.g. each role a fence revoked CONNECT from):
+        `data`, when given, replaces the entry's."""
+        if data is not None:
+            entry.data = data.to_json()
         entry.updated_at = utcnow()
         await self.store.save_journal(entry, self._token())
 
-    async def done(self, entry: JournalEntry) -> None:
+    async def done(self, entry: JournalEntry, data: Payload | None = None) -> None:
         entry.mark = Mark.DONE
-        await self.note(entry)
+        await self.note(entry, data)
         failpoints.reached(f"{entry.kind.value}:{entry.database}")
 
-    async def undone(self, entry: JournalEntry) -> None:
+    async def undone(self, entry: JournalEntry, data: Payload | None = None) -> None:
         entry.mark = Mark.UNDONE
-        await self.note(entry)
+        await self.note(entry, data)
         failpoints.reached(f"undo-{entry.kind.value}:{entry.database}")
 
     @asynccontextmanager
     async def change(
-        self, kind: Change, server: str, database: str, name: str = "", data: dict | None = None
+        self, kind: Change, server: str, database: str, name: str = "", data: Payload | None = None
     ) -> AsyncIterator[JournalEntry]:
         """`async with journal.change(…) as entry:` make the change inside; done when the block succeeds.
 

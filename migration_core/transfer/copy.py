@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from migration_core.changes import tables as target_tables
 from migration_core.observe import server_progress, waits
 from migration_core.observe.progress import DatabaseProgress
 from migration_core.pg.servers import ServerConfig
@@ -241,7 +242,7 @@ async def _stream(
         if not whole:
             return await pipe()
         async with tgt.transaction():
-            await tgt.execute(f"TRUNCATE ONLY {table.qualified}")
+            await target_tables.empty(tgt, table.qualified)
             return await pipe()
 
     work = asyncio.ensure_future(load())

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable
-from typing import Any, TypeAlias, TypeVar
+from typing import TypeAlias, TypeVar
 
 import asyncpg
 
+from migration_core.changes import large_objects as written
 from migration_core.observe.progress import DatabaseProgress
 from migration_core.pg.servers import ServerConfig
-from migration_core.pg.sql import ident, literal
 from migration_core.state.errors import MigrationError
 from migration_core.transfer.limits import DEFAULT_LIMITS, DataLimits
 
@@ -45,10 +45,6 @@ METADATA = (
 READ_CHUNK = "SELECT lo_get($1::oid, $2::bigint, $3::int)"
 # One byte more than the object had: a longer answer means it grew since it was listed.
 READ_MANY = "SELECT u.o, lo_get(u.o, 0, u.n) AS data FROM unnest($1::oid[], $2::int[]) AS u(o, n)"
-UNLINK = "SELECT lo_unlink(m.oid) FROM pg_largeobject_metadata m WHERE m.oid = ANY($1::oid[])"
-CREATE = "SELECT lo_create($1::oid)"
-CREATE_MANY = "SELECT lo_from_bytea(u.o, u.d) FROM unnest($1::oid[], $2::bytea[]) AS u(o, d)"
-WRITE_CHUNK = "SELECT lo_put($1::oid, $2::bigint, $3::bytea)"
 
 T = TypeVar("T")
 Unit: TypeAlias = "asyncpg.Record | list[asyncpg.Record]"  # one object to stream, or a batch of small ones
@@ -235,8 +231,8 @@ class _Worker:
         write_tx = self.tgt.transaction()
         await self._read(read_tx.start(), what)
         await self._write(write_tx.start(), what)
-        await self._write(self.tgt.execute(UNLINK, [oid]), what)
-        await self._write(self.tgt.execute(CREATE, oid), what)
+        await self._write(written.unlink(self.tgt, [oid]), what)
+        await self._write(written.create(self.tgt, oid), what)
         await self._rest(oid, 0)
         await self._metadata([r])
         await self._read(read_tx.commit(), what)
@@ -249,7 +245,7 @@ class _Worker:
         chunk = CHUNK
         data = await self._read(self.src.fetchval(READ_CHUNK, oid, offset, chunk), what)
         while data:
-            writing = self._write(self.tgt.execute(WRITE_CHUNK, oid, offset, data), what)
+            writing = self._write(written.write(self.tgt, oid, offset, data), what)
             if len(data) < chunk:
                 await writing
                 return
@@ -262,7 +258,7 @@ class _Worker:
         what = f"large object {oids[0]}" + (f" (and {len(oids) - 1} more in its batch)" if len(oids) > 1 else "")
         tx = self.tgt.transaction()
         await self._write(tx.start(), what)
-        await self._write(self.tgt.execute(UNLINK, oids), what)
+        await self._write(written.unlink(self.tgt, oids), what)
         for group in _groups(rows):
             await self._group(group)
         await self._write(tx.commit(), what)
@@ -275,7 +271,7 @@ class _Worker:
         found = {x["o"]: x["data"] for x in await self._read(self.src.fetch(READ_MANY, oids, asked), what)}
         contents = [found[o] for o in oids]
         del found
-        await self._write(self.tgt.execute(CREATE_MANY, oids, contents), what)
+        await self._write(written.create_many(self.tgt, oids, contents), what)
         grown = [(o, len(c)) for o, c, n in zip(oids, contents, asked, strict=True) if len(c) >= n]
         del contents
         for oid, offset in grown:  # it grew since it was listed: the rest streams
@@ -284,52 +280,15 @@ class _Worker:
 
     async def _metadata(self, rows: list[asyncpg.Record]) -> None:
         """Comments, owners and grants of objects just created: all in one round trip under a savepoint
-        when nothing is refused, else statement by statement as `_metadata` does."""
-        statements = [sql for r in rows for sql in _statements(r, self.keep_owners)]
+        when nothing is refused, else statement by statement."""
+        statements = [sql for r in rows for sql in written.metadata(r, self.keep_owners)]
         if not statements:
             return
         what = f"large object {rows[0]['oid']}"
         try:
-            await self._write(
-                self.tgt.execute("SAVEPOINT pgmig_lo; " + "; ".join(statements) + "; RELEASE SAVEPOINT pgmig_lo"),
-                what,
-            )
+            await self._write(written.apply_together(self.tgt, statements), what)
             return
-        except (asyncpg.UndefinedObjectError, asyncpg.InsufficientPrivilegeError):
-            await self._write(self.tgt.execute("ROLLBACK TO SAVEPOINT pgmig_lo; RELEASE SAVEPOINT pgmig_lo"), what)
+        except written.REFUSED:
+            await self._write(written.roll_back_together(self.tgt), what)
         for r in rows:
-            await self._write(_metadata(self.tgt, r, self.keep_owners), f"large object {r['oid']}")
-
-
-def _statements(r: Any, keep_owners: bool) -> list[str]:
-    """What gives the object its comment and, with `keep_owners`, its owner and grants."""
-    oid = int(r["oid"])
-    out = [f"COMMENT ON LARGE OBJECT {oid} IS {literal(r['comment'])}"] if r["comment"] is not None else []
-    return out + (_ownership(r) if keep_owners else [])
-
-
-def _ownership(r: Any) -> list[str]:
-    oid = int(r["oid"])
-    statements = [f"ALTER LARGE OBJECT {oid} OWNER TO {ident(r['owner'])}"]
-    for grant in r["grants"]:
-        grantee, privilege = grant.rsplit("=", 1)
-        option = " WITH GRANT OPTION" if privilege.endswith("*") else ""
-        who = "PUBLIC" if grantee == "PUBLIC" else ident(grantee)
-        statements.append(f"GRANT {privilege.rstrip('*')} ON LARGE OBJECT {oid} TO {who}{option}")
-    return statements
-
-
-async def _metadata(target: asyncpg.Connection, r: asyncpg.Record, keep_owners: bool) -> None:
-    oid = int(r["oid"])
-    if r["comment"] is not None:
-        await target.execute(f"COMMENT ON LARGE OBJECT {oid} IS {literal(r['comment'])}")
-    if not keep_owners:
-        return
-    for sql in _ownership(r):
-        # A role the target lacks, or one pgmig may not act for (a source superuser): as with pg_restore
-        # --no-owner, the object stays pgmig's. A savepoint keeps the content whatever is refused.
-        try:
-            async with target.transaction():
-                await target.execute(sql)
-        except (asyncpg.UndefinedObjectError, asyncpg.InsufficientPrivilegeError):
-            continue
+            await self._write(written.apply_each(self.tgt, r, self.keep_owners), f"large object {r['oid']}")

@@ -46,7 +46,7 @@ async def ready_with_card(slack: Running) -> None:
 
 
 async def state(slack: Running) -> State:
-    return (await slack.services.store.get_migration("mig-1")).state
+    return (await slack.services.engine.store.get_migration("mig-1")).state
 
 
 async def settled(slack: Running) -> State:
@@ -62,13 +62,13 @@ async def settled(slack: Running) -> State:
 
 
 async def actions(slack: Running) -> list[str]:
-    return [e.action for e in await slack.services.store.audit_log("mig-1")]
+    return [e.action for e in await slack.services.engine.store.audit_log("mig-1")]
 
 
 async def assert_consistent(slack: Running) -> State:
     """At most one cutover, and the audit's last state change is the migration's state."""
     final = await settled(slack)
-    log = await slack.services.store.audit_log("mig-1")
+    log = await slack.services.engine.store.audit_log("mig-1")
     assert [e.action for e in log].count("cutover.started") <= 1
     states = [
         e.detail.split(":", 1)[0]
@@ -94,7 +94,7 @@ async def test_a_reject_beats_an_approval_still_resolving_its_group(tmp_path, pa
         assert "cutover.started" not in await actions(slack)
         assert src.psql("SHOW default_transaction_read_only", database="app") == "off"
         # the core recorded the verdict it made, with the one who made it (not an inference afterwards)
-        decided = (await slack.services.store.step("mig-1", "approval")).data
+        decided = (await slack.services.engine.store.step("mig-1", "approval")).data
         assert (decided["decision"], decided["decided_by"], decided["open"]) == ("rejected", ["U0APPROVER1"], False)
 
 
@@ -115,19 +115,19 @@ async def test_an_approval_racing_the_expiry(tmp_path, pair):
     src, tgt = pair
     async with running(tmp_path, team_config(src, tgt, 1)) as slack:
         await ready_with_card(slack)
-        step = await slack.services.store.step("mig-1", "approval")
+        step = await slack.services.engine.store.step("mig-1", "approval")
         from datetime import timedelta
 
         from migration_core.state.models import utcnow
 
         step.data["expires_at"] = (utcnow() + timedelta(seconds=0.3)).isoformat()
-        await slack.services.store.save_step(step)
+        await slack.services.engine.store.save_step(step)
         await asyncio.sleep(0.25)
         await slack.press(APPROVE, user="U0APPROVER1", key="a")
         final = await assert_consistent(slack)
         assert final in (State.COMPLETED, State.READY_FOR_CUTOVER)
         assert ((await actions(slack)).count("cutover.started") == 1) == (final is State.COMPLETED)
-        decided = (await slack.services.store.step("mig-1", "approval")).data
+        decided = (await slack.services.engine.store.step("mig-1", "approval")).data
         assert decided["decision"] == ("approved" if final is State.COMPLETED else "expired")
 
 
@@ -175,7 +175,7 @@ async def test_replays_and_duplicate_deliveries_count_once_and_only_in_their_rou
         await slack.click(APPROVE, round_one, user="U0APPROVER1", key="stale")  # or clicked anew on the old card
         assert "earlier cutover request" in text_of(await slack.reply("stale"))
         request = await slack.services.engine.cutover_request("mig-1")
-        assert await slack.services.store.approvals("mig-1", request.round) == []
+        assert await slack.services.engine.store.approvals("mig-1", request.round) == []
         assert await state(slack) is State.AWAITING_APPROVAL
 
 

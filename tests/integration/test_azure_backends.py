@@ -122,9 +122,9 @@ async def test_flex_online_streams_waits_for_approval_and_cuts_over(setup):
     assert props["secretParameters"]["adminCredentials"]["sourceServerPassword"]
     [trigger] = [r for r in arm.requests if r.method == "PATCH" and "/migrations/" in r.path]
     assert trigger.body["properties"] == {"triggerCutover": "True", "dbsToTriggerCutoverOn": ["app"]}
-    fenced_before_trigger = [a.action for a in await slack.services.store.audit_log("mig-1")]
+    fenced_before_trigger = [a.action for a in await slack.services.engine.store.audit_log("mig-1")]
     assert "cutover.completed" in fenced_before_trigger
-    m = await slack.services.store.get_migration("mig-1")
+    m = await slack.services.engine.store.get_migration("mig-1")
     assert m.state.value == "completed" and m.options.backend == "flex"
     assert all("sourceServerPassword" not in text_of(c.params) for c in slack.fake.calls)
 
@@ -183,7 +183,7 @@ async def test_cancel_tells_the_service_to_stop(setup, backend):
     else:
         assert [r for r in arm.requests if r.method == "POST" and r.path.endswith("/tasks/migrate/cancel")]
     assert service.events == ["start", "cancel"]
-    assert (await slack.services.store.get_migration("mig-1")).state.value == "cancelled"
+    assert (await slack.services.engine.store.get_migration("mig-1")).state.value == "cancelled"
     assert src.psql("SELECT count(*) FROM pg_replication_slots") == "0"
 
 
@@ -424,7 +424,7 @@ async def test_flex_overwrite_question_is_answered_only_under_overwrite(setup, o
         assert "waits for permission to overwrite" in text_of(card.params)
         await asyncio.sleep(0.5)
         assert patches() == []  # nothing confirmed on the person's behalf
-        assert (await slack.services.store.get_migration("mig-1")).state.value == "full_load"
+        assert (await slack.services.engine.store.get_migration("mig-1")).state.value == "full_load"
         assert "cancelled" in await slack.ask("cancel mig-1")
 
 
@@ -500,7 +500,7 @@ async def test_flex_runtime_server_given_per_migration(setup):
     await notice(slack, "ready_for_cutover")
     [put] = migration_puts(arm)
     assert put.body["properties"]["migrationInstanceResourceId"] == runtime
-    audit = [e.detail for e in await slack.services.store.audit_log("mig-1") if e.action == "migration.created"]
+    audit = [e.detail for e in await slack.services.engine.store.audit_log("mig-1") if e.action == "migration.created"]
     assert f"--runtime-server {runtime}" in audit[0], audit
 
 

@@ -165,7 +165,7 @@ async def test_provision_sends_the_requested_server_and_registers_it_as_a_target
         progress = [c for c in slack.fake.calls if c.method == "chat.update" and "⏳" in text_of(c.params)]
         assert progress, "the channel was told that the operation still runs"
         assert all("Str0ng-Admin-Pw" not in text_of(c.params) for c in slack.fake.calls)
-        saved = await slack.services.store.saved_servers()
+        saved = await slack.services.engine.store.saved_servers()
         assert saved["sales-prod"]["host"] == "sales-prod.postgres.database.azure.com"
         assert saved["sales-prod"]["password_env"] == "SALES_ADMIN_PASSWORD" and "password" not in saved["sales-prod"]
         assert slack.services.servers["sales-prod"].azure_resource_group == "rg-data"
@@ -321,7 +321,7 @@ async def test_provisioning_waits_for_approval_when_configured(tmp_path, arm):
         assert writes(arm) == []
         await slack.press(Action.APPROVE_PROVISION.value, user="U0APPROVER2", key="a2")
         assert "✅" in await finished(slack, "sales-prod")
-        actions = [e.action for e in await slack.services.store.audit_log("prov-1")]
+        actions = [e.action for e in await slack.services.engine.store.audit_log("prov-1")]
         assert actions[:1] == ["provision.requested"] and "provision.approve.refused" in actions
         assert actions[-1] == "provision.completed"
 
@@ -503,9 +503,9 @@ async def test_the_private_ca_comes_from_ssl_cert_file_and_without_it_tls_fails_
 
 async def saved(slack, pid: str, change) -> None:
     """Change a provisioning request as the store holds it (time passing, a process dying)."""
-    record = ProvisionRecord.from_dict(await slack.services.store.provision(pid))
+    record = ProvisionRecord.from_dict(await slack.services.engine.store.provision(pid))
     change(record)
-    await slack.services.store.save_provision(pid, record.state.value, record.as_dict())
+    await slack.services.engine.store.save_provision(pid, record.state.value, record.as_dict())
 
 
 async def test_an_expired_provisioning_request_creates_nothing(tmp_path, arm):
@@ -523,7 +523,7 @@ async def test_an_expired_provisioning_request_creates_nothing(tmp_path, arm):
         await slack.press(Action.APPROVE_PROVISION.value, user="U0APPROVER1", key="late")
         assert "has expired" in text_of(await slack.reply("late"))
         assert writes(arm) == []
-        assert "provision.expired" in [e.action for e in await slack.services.store.audit_log("prov-1")]
+        assert "provision.expired" in [e.action for e in await slack.services.engine.store.audit_log("prov-1")]
 
 
 async def test_a_request_cut_short_by_a_restart_is_finished_by_the_next_pgmig(tmp_path, arm):
@@ -553,7 +553,7 @@ async def test_a_request_cut_short_by_a_restart_is_finished_by_the_next_pgmig(tm
         assert len([r for r in arm.requests if r.method == "GET" and lowered(r.path).endswith(SERVER_PATH)]) > 1
         assert not [r for r in writes(arm) if lowered(r.path).endswith(SERVER_PATH)]  # found, not created again
         assert "sales-prod" in slack.services.servers
-        actions = [e.action for e in await slack.services.store.audit_log("prov-1")]
+        actions = [e.action for e in await slack.services.engine.store.audit_log("prov-1")]
         assert "provision.resumed" in actions and actions[-1] == "provision.completed"
     await ready
 

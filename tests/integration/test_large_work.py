@@ -11,9 +11,10 @@ import pytest
 
 from bot.localpg import LocalCluster
 from migration_core.changes.constraints import ForeignKey, Parked
+from migration_core.changes.fence import Fence
 from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
 from migration_core.flows.steps import cutover
-from migration_core.flows.steps.cutover import DatabaseCutover, Fence
+from migration_core.flows.steps.cutover import DatabaseCutover
 from migration_core.observe import waits
 from migration_core.observe.progress import DatabaseProgress
 from migration_core.state.errors import MigrationError

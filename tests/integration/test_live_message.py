@@ -59,7 +59,7 @@ async def ask(slack, text: str, user: str = "U0ALICE") -> str:
 
 
 async def live_card_ts(slack) -> str:
-    m = await slack.services.store.get_migration("mig-1")
+    m = await slack.services.engine.store.get_migration("mig-1")
     return m.message_ts
 
 
@@ -127,7 +127,7 @@ async def test_a_cutover_ends_with_its_outcome_who_decided_and_the_write_freeze(
     assert "/pgmig status mig-1" in final
 
     # the approval card closes naming who approved, as a person
-    request = (await slack.services.store.step("mig-1", "approval")).data
+    request = (await slack.services.engine.store.step("mig-1", "approval")).data
     closed = card_updates(slack.fake, request["ts"])[-1]
     assert "Approved* by <@U0APPROVER1>" in closed and '"actions"' not in closed
     assert "approved by U0APPROVER1" not in closed
@@ -159,15 +159,15 @@ async def test_rejected_expired_and_cancelled_requests_say_so(online):
     await slack.reject("not tonight", user="U0APPROVER1", key="r")
     notice = await until_notice(slack, "rejected")
     assert "rejected* by <@U0APPROVER1>" in notice and "rejected by U0APPROVER1" not in notice
-    first = (await slack.services.store.step("mig-1", "approval")).data
+    first = (await slack.services.engine.store.step("mig-1", "approval")).data
     assert "Cutover rejected* by <@U0APPROVER1>" in card_updates(slack.fake, first["ts"])[-1]
     assert "`approval` — requested by <@U0ALICE>; rejected by <@U0APPROVER1>" in await ask(slack, "status mig-1")
 
     await slack.command("cutover mig-1", user="U0ALICE", key="c2")
     await slack.reply("c2")
-    step = await slack.services.store.step("mig-1", "approval")
+    step = await slack.services.engine.store.step("mig-1", "approval")
     step.data["expires_at"] = "2000-01-01T00:00:00+00:00"  # as if the hour went by
-    await slack.services.store.save_step(step)
+    await slack.services.engine.store.save_step(step)
     await until_notice(slack, "expired", timeout=30)
     assert "expired* without enough approvals" in card_updates(slack.fake, step.data["ts"])[-1]
     status = await ask(slack, "status mig-1")
@@ -201,7 +201,7 @@ async def test_verify_repeats_the_expected_note_for_edited_exports_after_the_fil
     )
     await slack.reply("m")
     await until_notice(slack, "paused")
-    export = await slack.services.store.step("mig-1", "export:shop")
+    export = await slack.services.engine.store.step("mig-1", "export:shop")
     data_file = next(f for f in export.data["files"] if f.endswith("db_data.sql"))
     text = Path(data_file).read_text()
     # the team leaves one product behind: its row goes from the data file
@@ -240,7 +240,7 @@ async def test_verify_of_a_migration_that_never_copied_anything_says_so(offline)
     assert "nothing to verify yet" in verify and "*failed* at *preflight*" in verify
     assert "✅" not in verify and "pass" not in verify
 
-    card = card_updates(slack.fake, (await slack.services.store.get_migration("mig-2")).message_ts)
+    card = card_updates(slack.fake, (await slack.services.engine.store.get_migration("mig-2")).message_ts)
     final = card[-1] if card else ""
     assert "*failed* at *preflight* after " in final and "`shop` · nothing copied" in final
     assert "/pgmig retry mig-2" in final and "so far" not in final and "ETA" not in final

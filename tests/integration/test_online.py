@@ -657,3 +657,43 @@ async def test_a_session_that_slips_in_past_the_fence_is_ended_and_counted(tmp_p
     step = await store.step(mid, "release")
     assert step.data["fences"]["late"]["ended_sessions"] == fence.data["ended_sessions"]
     await engine.close()
+
+
+async def test_the_window_compares_counts_again_while_rows_the_slot_confirmed_are_still_arriving(
+    tmp_path, store, src, tgt, monkeypatch
+):
+    """The slot's confirmed position was seen ahead of what the target showed (the crash test: one cutover
+    in four under load fell back, rows committed before the catch-up's own transaction arriving a moment
+    later). Here the catch-up believes the slot while the subscription's apply worker is stopped: the
+    window compares the counts again until the rows arrive, instead of falling back."""
+    fresh_db(src, "early")
+    engine = make_engine(store, src, tgt, tmp_path)
+    mid = await start_online(engine, ["early"])
+    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
+    subscription = tgt.psql(
+        "SELECT quote_ident(subname) FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid "
+        "WHERE d.datname = 'early'"
+    )
+    enabled: list[asyncio.Task] = []
+
+    async def enable_later() -> None:
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(tgt.psql, f"ALTER SUBSCRIPTION {subscription} ENABLE", database="early")
+
+    async def confirmed_too_early(*args, **kwargs) -> None:
+        """Rows the target does not show yet when the catch-up says it is done (a superuser writes them
+        through the soft fence, before the catch-up's point, while the apply worker is stopped)."""
+        if enabled:
+            return
+        await asyncio.to_thread(tgt.psql, f"ALTER SUBSCRIPTION {subscription} DISABLE", database="early")
+        insert = "BEGIN READ WRITE; INSERT INTO child (parent_id, note) SELECT 1, 'late' FROM generate_series(1, 40)"
+        await asyncio.to_thread(src.psql, insert + "; COMMIT", database="early")
+        enabled.append(asyncio.create_task(enable_later()))
+
+    monkeypatch.setattr(cutover, "wait_caught_up", confirmed_too_early)
+    assert await engine.cutover(mid, "U0BOB"), (await store.get_migration(mid)).error
+    await asyncio.gather(*enabled)
+    count = "SELECT count(*) FROM child WHERE note = 'late'"
+    assert tgt.psql(count, database="early") == src.psql(count, database="early") == "40"
+    assert (await store.get_migration(mid)).state is State.COMPLETED
+    await engine.close()

@@ -59,18 +59,18 @@ async def fail_after_creating_the_target(slack: Running, target: LocalCluster) -
     assert "mig-1" in await say(
         slack, "migrate onprem azure --mode offline --db adva --method dump --pause-after-export", "m1"
     )
-    await wait_state(slack.services.store, "mig-1", State.PAUSED)
+    await wait_state(slack.services.engine.store, "mig-1", State.PAUSED)
     folder = slack.services.engine.config.workdir / "mig-1"
     data = next(p for p in folder.rglob("*.sql") if "data" in p.name)
     data.write_text(data.read_text() + "\nSELECT pgmig_test_no_such_function();\n")
     await say(slack, "resume mig-1", "r1")
-    await wait_state(slack.services.store, "mig-1", State.FAILED, fail_fast=False)
+    await wait_state(slack.services.engine.store, "mig-1", State.FAILED, fail_fast=False)
     assert oid(target, "adva"), "mig-1 failed before it created its target database"
     return folder
 
 
 async def test_a_failed_migrations_database_is_its_own_and_nobody_elses(slack, target_cluster):
-    store = slack.services.store
+    store = slack.services.engine.store
     folder = await fail_after_creating_the_target(slack, target_cluster)
     mig1_oid = oid(target_cluster, "adva")
 
@@ -146,7 +146,7 @@ async def test_a_role_of_the_same_name_made_since_is_not_dropped(slack, target_c
 
 
 async def test_a_released_target_is_never_replaced(slack, source_cluster, target_cluster):
-    store, engine = slack.services.store, slack.services.engine
+    store, engine = slack.services.engine.store, slack.services.engine
     source_cluster.psql("CREATE DATABASE owned")
     source_cluster.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2)", database="owned")
     await say(slack, "migrate onprem azure --mode online --db owned", "m1")
@@ -171,7 +171,7 @@ async def test_a_released_target_is_never_replaced(slack, source_cluster, target
 async def test_cleanup_marks_what_it_removed_in_the_journal(slack, source_cluster, target_cluster):
     """`cleanup --yes` of a failed migration's replication objects: status stops listing them as left on
     the servers (the journal says they are gone), and nothing else is touched."""
-    store = slack.services.store
+    store = slack.services.engine.store
     source_cluster.psql("CREATE DATABASE owned")
     source_cluster.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)", database="owned")
     await say(slack, "migrate onprem azure --mode online --db owned", "m1")

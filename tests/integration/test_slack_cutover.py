@@ -66,7 +66,7 @@ async def test_two_approvals_run_the_cutover_and_everything_is_audited(team):
     assert "only approvers may approve" in text_of(await slack.reply("stranger"))
     await slack.press(Action.APPROVE_CUTOVER.value, user="U0APPROVER1", key="a1")
     update = await slack.fake.wait_for("calls", lambda c: c.method == "chat.update" and "1 of 2" in text_of(c.params))
-    assert update.params["ts"] == (await slack.services.store.step("mig-1", "approval")).data["ts"]
+    assert update.params["ts"] == (await slack.services.engine.store.step("mig-1", "approval")).data["ts"]
     await slack.press(Action.APPROVE_CUTOVER.value, user="U0APPROVER1", key="a1again")
     assert "already recorded" in text_of(await slack.reply("a1again"))
     await slack.press(Action.APPROVE_CUTOVER.value, user="U0APPROVER2", key="a2")  # via user group
@@ -123,7 +123,7 @@ async def test_whoever_started_the_migration_cannot_approve_its_cutover(team):
     assert "approval card is in <#C0NOTIFY>" in text_of(await slack.reply("c"))
     await slack.press(Action.APPROVE_CUTOVER.value, user="U0APPROVER1", key="starter")
     assert "you started mig-1: another approver must approve" in text_of(await slack.reply("starter"))
-    store = slack.services.store
+    store = slack.services.engine.store
     assert (await store.get_migration("mig-1")).state.value == "awaiting_approval"
     assert not await store.approvals("mig-1")
     assert src.psql("SHOW default_transaction_read_only", database="app") == "off"  # never fenced
@@ -153,18 +153,18 @@ async def test_reject_and_expiry_go_back_to_ready(team):
         ),
     )
     assert notice
-    assert (await slack.services.store.get_migration("mig-1")).state.value == "ready_for_cutover"
+    assert (await slack.services.engine.store.get_migration("mig-1")).state.value == "ready_for_cutover"
     await slack.command("cutover mig-1", user="U0ALICE", key="c2")
     await slack.reply("c2")
-    step = await slack.services.store.step("mig-1", "approval")
+    step = await slack.services.engine.store.step("mig-1", "approval")
     step.data["expires_at"] = "2000-01-01T00:00:00+00:00"  # as if an hour went by
-    await slack.services.store.save_step(step)
+    await slack.services.engine.store.save_step(step)
     await slack.fake.wait_for(
         "calls",
         lambda c: c.method == "chat.postMessage" and c.params.get("thread_ts") and "expired" in text_of(c.params),
         timeout=30,
     )
-    assert (await slack.services.store.get_migration("mig-1")).state.value == "ready_for_cutover"
+    assert (await slack.services.engine.store.get_migration("mig-1")).state.value == "ready_for_cutover"
     await slack.press(Action.APPROVE_CUTOVER.value, user="U0APPROVER1", key="late")
     assert "no longer open" in text_of(await slack.reply("late"))
     assert src.psql("SHOW default_transaction_read_only", database="app") == "off"  # never fenced

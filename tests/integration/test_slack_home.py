@@ -112,5 +112,5 @@ async def test_home_lists_active_migrations_and_the_approvals_waiting_for_you(te
     mark = len(slack.fake.calls)
     await slack.in_view(view, {}, "b", {"type": "button", "action_id": REFRESH}, user="U0APPROVER", key="r")
     assert "Active migrations: 0" in text_of(await published(slack, "U0APPROVER", mark))
-    log = [(e.actor, e.action) for e in await slack.services.store.audit_log("mig-1")]
+    log = [(e.actor, e.action) for e in await slack.services.engine.store.audit_log("mig-1")]
     assert ("U0APPROVER", "cutover.approve") in log and ("U0MALLORY", "cutover.approve.refused") in log

@@ -103,7 +103,7 @@ async def test_rerun_button_runs_the_check_again_for_whoever_clicked(slack):
     resp = await slack.click(Action.RERUN_CHECK.value, "check onprem azure --mode offline", user="U0BOB")
     assert resp.status == 200
     assert "Pre-flight: onprem → azure (offline)" in all_text(await slack.reply("2"))
-    log = await slack.services.store.audit_log()
+    log = await slack.services.engine.store.audit_log()
     assert ("U0BOB", "action") in [(e.actor, e.action) for e in log]
 
 
@@ -161,7 +161,7 @@ async def test_input_that_once_crashed_the_parser_is_acked_answered_and_audited(
     assert resp.status == 200
     reply = all_text(await slack.reply("odd"))
     assert answer in reply and "Traceback" not in reply and len(reply) < 6000
-    log = await slack.services.store.audit_log()
+    log = await slack.services.engine.store.audit_log()
     assert log[-1].action == "command.rejected" and answer.split()[0] in log[-1].detail
 
 
@@ -174,10 +174,10 @@ async def test_input_that_once_crashed_the_parser_is_acked_answered_and_audited(
     ],
 )
 async def test_odd_clicks_are_acked_answered_and_audited(slack, action_id, value, answer, audited):
-    before = len(await slack.services.store.audit_log(limit=100000))
+    before = len(await slack.services.engine.store.audit_log(limit=100000))
     resp = await slack.click(action_id, value, key="odd-click")
     assert resp.status == 200
     reply = all_text(await slack.reply("odd-click"))
     assert answer in reply and "Traceback" not in reply and len(reply) < 6000
     await slack.tasks.drain(10)
-    assert audited in [e.action for e in (await slack.services.store.audit_log(limit=100000))[before:]]
+    assert audited in [e.action for e in (await slack.services.engine.store.audit_log(limit=100000))[before:]]

@@ -52,7 +52,7 @@ async def test_migrate_posts_one_live_message_updates_it_and_replies_in_thread(s
     assert "✅ `shop`: 4 tables" in text_of(await slack.reply("v"))
     await slack.command("retry mig-1", key="r")
     assert "only a failed migration can be retried" in text_of(await slack.reply("r"))
-    audit = await slack.services.store.audit_log("mig-1")
+    audit = await slack.services.engine.store.audit_log("mig-1")
     actions = [(e.actor, e.action) for e in audit]
     assert ("U0ALICE", "migration.created") in actions and ("pgmig", "state") in actions
 
@@ -63,7 +63,7 @@ async def test_only_operators_may_start_or_cancel(slack):
     assert "only operators may start migrations" in text_of(await slack.reply("x"))
     await slack.command("cancel mig-1", user="U0MALLORY", key="y")
     assert "only operators may cancel" in text_of(await slack.reply("y"))
-    assert await slack.services.store.list_migrations() == []
+    assert await slack.services.engine.store.list_migrations() == []
 
 
 async def test_refused_migration_shows_the_blocking_problems(slack):
@@ -146,7 +146,7 @@ async def test_verify_of_an_offline_migration_in_progress_says_why_not(slack):
     )
     await slack.reply("m")
     await slack.services.engine.wait("mig-1")
-    await slack.services.store.transition("mig-1", State.IMPORTING)
+    await slack.services.engine.store.transition("mig-1", State.IMPORTING)
     await slack.command("verify mig-1", key="v")
     assert "is importing: an offline copy is verified once it is imported" in text_of(await slack.reply("v"))
 
@@ -176,9 +176,9 @@ async def refused_then_retried(slack, target_cluster) -> None:
         lambda c: c.params.get("thread_ts") and "mig-1 completed" in text_of(c.params),
         timeout=60,
     )
-    m = await slack.services.store.get_migration("mig-1")
+    m = await slack.services.engine.store.get_migration("mig-1")
     assert m.state is State.COMPLETED and m.options.overwrite
     assert target_cluster.psql("SELECT to_regclass('left_by_someone') IS NULL", database="shop") == "t"
-    assert [e.detail for e in await slack.services.store.audit_log("mig-1") if "retried by" in e.detail] == [
+    assert [e.detail for e in await slack.services.engine.store.audit_log("mig-1") if "retried by" in e.detail] == [
         "created: retried by U0ALICE with --overwrite"
     ]

@@ -121,7 +121,7 @@ async def test_migrate_alone_acks_at_once_then_opens_the_form(slack):
     assert meta == {"channel": "C0OPS", "response_url": slack.fake.response_url("f")}
     assert slack.fake.responses == []
     await slack.tasks.drain(10)
-    log = await slack.services.store.audit_log()
+    log = await slack.services.engine.store.audit_log()
     assert ("U0ALICE", "query", "/pgmig migrate (form)", "C0OPS") in [
         (e.actor, e.action, e.detail, e.channel) for e in log
     ]
@@ -162,7 +162,7 @@ async def test_only_operators_get_a_servers_databases_from_the_form(slack):
     await slack.fake.wait_for("calls", lambda c: c.method == "views.update" and c.params["view_id"] == mine["id"])
     assert "shop" in option_values(block(slack.fake.views[mine["id"]], "databases@onprem"))
     await slack.tasks.drain(10)
-    assert await slack.services.store.list_migrations() == []
+    assert await slack.services.engine.store.list_migrations() == []
 
 
 async def test_an_unreachable_source_is_said_in_the_form(tmp_path, source_cluster):
@@ -207,7 +207,7 @@ async def test_field_errors_are_answered_on_the_fields_and_start_nothing(slack):
     resp = await slack.submit(view, state(databases=["shop"]), user="U0MALLORY")
     assert json.loads(resp.body)["errors"]["source"].startswith("only operators may start migrations")
     await slack.tasks.drain(10)
-    assert await slack.services.store.list_migrations() == []
+    assert await slack.services.engine.store.list_migrations() == []
     assert slack.fake.responses == []
 
 
@@ -223,7 +223,7 @@ async def test_a_valid_form_starts_the_migration_as_the_typed_command_would(slac
 
     again = await slack.post(body, signed_headers(body))  # the same submission delivered twice
     assert again.status == 200
-    [m] = await slack.services.store.list_migrations()
+    [m] = await slack.services.engine.store.list_migrations()
     assert (m.id, m.source, m.target, m.databases, m.mode, m.requested_by, m.channel) == (
         "mig-1",
         "onprem",
@@ -241,8 +241,8 @@ async def test_a_valid_form_starts_the_migration_as_the_typed_command_would(slac
         timeout=60,
     )
     await slack.tasks.drain(10)
-    assert len(await slack.services.store.list_migrations()) == 1  # the replay started nothing
-    log = [(e.actor, e.action, e.detail) for e in await slack.services.store.audit_log()]
+    assert len(await slack.services.engine.store.list_migrations()) == 1  # the replay started nothing
+    log = [(e.actor, e.action, e.detail) for e in await slack.services.engine.store.audit_log()]
     typed = "/pgmig migrate onprem azure --mode offline --method restore --db shop --parallel 2 --overwrite"
     assert ("U0ALICE", "command", typed) in log  # audited as the command it stands for
     assert sum(1 for e in log if e[1] == "command") == 1
@@ -256,7 +256,7 @@ async def test_a_forged_submission_is_refused_and_starts_nothing(slack):
     stale = await slack.post(body, signed_headers(body, timestamp=int(time.time()) - 6 * 60))
     assert stale.status == 401
     await slack.tasks.drain(5)
-    assert await slack.services.store.list_migrations() == [] and slack.fake.responses == []
+    assert await slack.services.engine.store.list_migrations() == [] and slack.fake.responses == []
 
 
 async def test_the_form_from_the_home_tab_answers_in_a_direct_message(slack):

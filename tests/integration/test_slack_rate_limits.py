@@ -47,10 +47,10 @@ async def test_a_dozen_live_cards_end_in_their_final_state_within_the_tiers(slac
     for i, name in enumerate(names, 1):
         await app.command(f"migrate onprem azure --mode offline --db {name}", user="U0ALICE", key=f"m{i}")
     for i in range(1, COUNT + 1):
-        await wait_state(app.services.store, f"mig-{i}", State.COMPLETED, timeout=240)
+        await wait_state(app.services.engine.store, f"mig-{i}", State.COMPLETED, timeout=240)
 
     async def last_shown(mid: str) -> str:
-        m = await app.services.store.get_migration(mid)
+        m = await app.services.engine.store.get_migration(mid)
         assert m is not None and m.message_ts, f"{mid} has no card"
         edits = [c for c in app.fake.calls if c.method == "chat.update" and c.params.get("ts") == m.message_ts]
         return text_of(edits[-1].params) if edits else ""
@@ -84,8 +84,8 @@ async def test_a_notify_channel_given_by_name_gets_its_card_edited_by_id(tmp_pat
         ),
     ) as app:
         await app.command("migrate onprem azure --mode offline --db shop --overwrite", key="m")
-        await wait_state(app.services.store, "mig-1", State.COMPLETED, timeout=120)
-        m = await app.services.store.get_migration("mig-1")
+        await wait_state(app.services.engine.store, "mig-1", State.COMPLETED, timeout=120)
+        m = await app.services.engine.store.get_migration("mig-1")
         assert m is not None and m.message_channel == app.fake.channels["db-migrations"]
         final = await app.fake.wait_for(
             "calls", lambda c: c.method == "chat.update" and "completed* in" in text_of(c.params), timeout=30

@@ -46,7 +46,7 @@ async def stalled(tmp_path, cluster_root):
             slack.services.engine.config.slot_stall_seconds = 1.0
             await slack.command("migrate onprem azure --mode online --db app", key="m")
             await slack.reply("m")
-            await wait_state(slack.services.store, "mig-1", State.READY_FOR_CUTOVER)
+            await wait_state(slack.services.engine.store, "mig-1", State.READY_FOR_CUTOVER)
             [sub] = tgt.psql("SELECT subname FROM pg_subscription", database="app").split()
             tgt.psql(f'ALTER SUBSCRIPTION "{sub}" DISABLE', database="app")
             yield slack, src
@@ -91,9 +91,9 @@ async def test_stalled_slot_is_warned_and_an_operator_drops_it_by_cancelling(sta
 
     await slack.press(Action.DROP_SLOT_CANCEL.value, user="U0MALLORY", key="no")
     assert "only operators may cancel" in text_of(await slack.reply("no"))
-    assert pgmig_slots(src) and (await slack.services.store.get_migration("mig-1")).state is not State.CANCELLED
+    assert pgmig_slots(src) and (await slack.services.engine.store.get_migration("mig-1")).state is not State.CANCELLED
 
     await slack.press(Action.DROP_SLOT_CANCEL.value, user="U0ALICE", key="yes")
     await slack.reply("yes")
-    await wait_state(slack.services.store, "mig-1", State.CANCELLED, fail_fast=False)
+    await wait_state(slack.services.engine.store, "mig-1", State.CANCELLED, fail_fast=False)
     assert pgmig_slots(src) == []

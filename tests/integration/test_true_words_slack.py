@@ -67,7 +67,7 @@ async def test_rows_in_flight_are_expected_on_verify_and_on_the_card_and_a_rejec
             await slack.fake.wait_for(
                 "calls", lambda c: c.method == "views.open" and any(c is x for x in slack.fake.calls[before:])
             )
-            assert (await slack.services.store.get_migration("mig-1")).state.value == "awaiting_approval"
+            assert (await slack.services.engine.store.get_migration("mig-1")).state.value == "awaiting_approval"
             form = [v for v in slack.fake.views.values() if v.get("callback_id") == approvals.REJECT_FORM][-1]
             assert "Reject the cutover of *mig-1*" in str(form) and "Why?" in str(form)
             values = {mm.REASON: {mm.REASON: {"type": "plain_text_input", "value": "the nightly batch still runs"}}}
@@ -75,7 +75,7 @@ async def test_rows_in_flight_are_expected_on_verify_and_on_the_card_and_a_rejec
 
             notice = await until_notice(slack, "rejected")
             assert "Cutover rejected* by <@U0APPROVER1>: “the nightly batch still runs”; replication keeps" in notice
-            store = slack.services.store
+            store = slack.services.engine.store
             assert (await store.get_migration("mig-1")).state.value == "ready_for_cutover"
             approval_ts = (await store.step("mig-1", "approval")).data["ts"]
             decided = [

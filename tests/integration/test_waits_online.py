@@ -188,7 +188,7 @@ async def test_servers_that_stop_answering_are_said_once_and_a_cancel_says_what_
     line = database_line(engine.progress(mid).of("tickets"), time.time())
     assert line.startswith(f"`tickets` servers unreachable: {unreachable}") and "streaming" not in line
     assert "lag " not in line
-    failing = [r for r in caplog.records if r.name == "migration_core.engine.api" and "watching" in r.getMessage()]
+    failing = [r for r in caplog.records if r.name == "migration_core.engine.runner" and "watching" in r.getMessage()]
     assert len(failing) == 1 and failing[0].exc_info is None, [r.getMessage() for r in failing]
     assert not [r for r in caplog.records if r.name == "migration_core.engine.scheduler"]
 

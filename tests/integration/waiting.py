@@ -1,15 +1,20 @@
-"""Waiting, in tests, for a migration to reach a state: polled from the store, as a person refreshing
-`/pgmig status` would see it."""
+"""Waiting, in tests, for what a test needs before it goes on, instead of a sleep that hopes it was long
+enough: a migration's state, polled from the store as a person refreshing `/pgmig status` would see it, or
+any other condition."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from migration_core.state.models import State
 from migration_core.state.store import Store
 
 GAVE_UP = (State.FAILED, State.CANCELLED)
+T = TypeVar("T")
 
 
 async def wait_state(store: Store, mid: str, *states: State, timeout: float = 90, fail_fast: bool = True) -> State:
@@ -25,3 +30,22 @@ async def wait_state(store: Store, mid: str, *states: State, timeout: float = 90
         await asyncio.sleep(0.05)
     found = f"{m.state.value}: {m.error}" if m else "missing"
     raise AssertionError(f"{mid} is {found}, not {[s.value for s in states]}")
+
+
+async def wait_until(
+    predicate: Callable[[], T | Awaitable[T]],
+    timeout: float = 30,
+    what: str | Callable[[], str] = "",
+    every: float = 0.1,
+) -> T:
+    """The first truthy value `predicate` (plain or async) returns, polled every `every` s. Past `timeout`
+    the wait fails saying `what` never happened (a callable is read then: the state as it was at the end)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        found = await value if inspect.isawaitable(value) else value
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what() if callable(what) else what}")
+        await asyncio.sleep(every)

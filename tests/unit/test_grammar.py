@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
 from handlers.grammar import COMMANDS, UsageError, close_match, did_you_mean, normalize, parse
@@ -131,3 +133,9 @@ def test_no_suggestion_when_nothing_is_close():
 
 def test_option_names_are_not_case_sensitive():
     assert parse("check a b --DB shop --Mode=offline").args["db"] == ["shop"]
+
+
+@pytest.mark.parametrize("spec", COMMANDS.values(), ids=lambda s: s.name)
+def test_each_command_reads_its_arguments_as_its_own_dataclass(spec):
+    names = {p.lower() for p in spec.positionals + spec.optional_positionals} | {o.dest for o in spec.options}
+    assert ({f.name for f in fields(spec.args)} if spec.args else set()) == names

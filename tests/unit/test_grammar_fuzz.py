@@ -14,6 +14,10 @@ from handlers.actions import Action
 from handlers.authz import Policy, StaticDirectory
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import COMMANDS, ParsedCommand, UsageError, normalize, parse
+from handlers.publisher import ProvisioningPublisher
+from migration_core.azure.clients import AzureClients
+from migration_core.azure.config import AzureConfig
+from migration_core.azure.provisioning import Provisioner
 from migration_core.engine.api import Engine, EngineConfig
 from migration_core.state.events import NoEvents
 from migration_core.state.models import AuditEntry
@@ -115,7 +119,15 @@ def world(tmp_path_factory):
     loop = asyncio.new_event_loop()
     store = loop.run_until_complete(Store.open(str(tmp_path_factory.mktemp("fuzz") / "state.sqlite")))
     engine = Engine(store, {}, NoEvents(), EngineConfig(workdir=tmp_path_factory.mktemp("work")))
-    svc = Services({}, store, Policy(approvers=("U0APPROVER",)), StaticDirectory(), engine, Silent())
+    policy = Policy(approvers=("U0APPROVER",))
+    provisioner = Provisioner(
+        engine,
+        AzureClients(AzureConfig()),  # Azure not configured: its commands say what to set
+        ProvisioningPublisher(Silent(), policy),
+        required_approvals=1,
+        approval_minutes=60,
+    )
+    svc = Services({}, policy, StaticDirectory(), engine, Silent(), provisioner)
     yield loop, svc
     loop.run_until_complete(engine.close())
     loop.run_until_complete(store.close())
@@ -123,9 +135,9 @@ def world(tmp_path_factory):
 
 
 def answered(loop: asyncio.AbstractEventLoop, svc: Services, call) -> Reply | None:
-    before = len(loop.run_until_complete(svc.store.audit_log(limit=100000)))
+    before = len(loop.run_until_complete(svc.engine.store.audit_log(limit=100000)))
     reply = loop.run_until_complete(call)
-    assert len(loop.run_until_complete(svc.store.audit_log(limit=100000))) > before  # every input is audited
+    assert len(loop.run_until_complete(svc.engine.store.audit_log(limit=100000))) > before  # every input is audited
     return reply
 
 
@@ -192,10 +204,10 @@ def test_a_parser_bug_is_acked_quietly_then_answered_and_audited(world, monkeypa
 
     monkeypatch.setattr(router, "parse", broken)
     assert router.ack_text("check a b") is None
-    before = len(loop.run_until_complete(svc.store.audit_log(limit=100000)))
+    before = len(loop.run_until_complete(svc.engine.store.audit_log(limit=100000)))
     reply = loop.run_until_complete(router.handle_command("check a b", Invocation("U0FUZZ", "C0"), svc))
     assert "could not read that command" in reply.text and "Traceback" not in reply.text
-    new = loop.run_until_complete(svc.store.audit_log(limit=100000))[before:]
+    new = loop.run_until_complete(svc.engine.store.audit_log(limit=100000))[before:]
     assert [e.action for e in new] == ["command.rejected"] and "hunter2-pw" not in new[0].detail
 
 
@@ -222,12 +234,12 @@ def test_a_handler_crash_is_one_redacted_line_and_audited(world, monkeypatch, ex
         raise exc
 
     monkeypatch.setitem(router.HANDLERS, "list", crashing)
-    before = len(loop.run_until_complete(svc.store.audit_log(limit=100000)))
+    before = len(loop.run_until_complete(svc.engine.store.audit_log(limit=100000)))
     reply = loop.run_until_complete(router.handle_command("list", Invocation("U0FUZZ", "C0"), svc))
     assert "`list` failed unexpectedly" in reply.text and shown in reply.text
     assert "hunter2-pw" not in reply.text + str(reply.blocks) and "Traceback" not in reply.text
     assert "\n" not in reply.text and len(reply.text) < 600
-    new = loop.run_until_complete(svc.store.audit_log(limit=100000))[before:]
+    new = loop.run_until_complete(svc.engine.store.audit_log(limit=100000))[before:]
     assert [e.action for e in new] == [AuditEntry.READ_ONLY, "command.failed"] and "hunter2-pw" not in new[1].detail
 
 
@@ -257,10 +269,10 @@ def test_a_click_handler_crash_is_audited_as_action_failed(world, monkeypatch):
         raise RuntimeError("decide broke")
 
     monkeypatch.setattr(router, "decide", crashing)
-    before = len(loop.run_until_complete(svc.store.audit_log(limit=100000)))
+    before = len(loop.run_until_complete(svc.engine.store.audit_log(limit=100000)))
     reply = loop.run_until_complete(
         router.handle_action(Action.APPROVE_CUTOVER.value, "mig-1", Invocation("U0FUZZ", "C0"), svc)
     )
     assert reply is not None and "the click could not be handled (RuntimeError)" in reply.text
-    new = loop.run_until_complete(svc.store.audit_log(limit=100000))[before:]
+    new = loop.run_until_complete(svc.engine.store.audit_log(limit=100000))[before:]
     assert [e.action for e in new] == ["action.failed"] and "decide broke" in new[0].detail

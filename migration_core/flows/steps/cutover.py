@@ -1,15 +1,14 @@
 """The cutover of one online migration, per database, in the order that loses no row:
 
-1. fence writes on the source: `default_transaction_read_only` for new sessions, CONNECT revoked from
-   everyone but pgmig's role, then after a grace period every remaining client session ended (all at
-   once, then polled until gone). Superusers can still connect and override: they are only softly
-   fenced, and the report says so. The journal holds the setting before, every role revoked and
-   pgmig's own grant *before* each of them is changed, so any later moment can lift the fence exactly;
+1. fence writes on the source (changes/fence.py): read-only for new sessions, CONNECT revoked, the
+   remaining client sessions ended, each change journaled first so any later moment can lift it exactly;
 2. wait until the slot has confirmed the source's WAL position taken after the fence;
 3. set every target sequence to the source's state;
 4. put back the foreign keys NOT VALID (enforced for new rows at once) and the triggers exactly as on
    the source, refresh materialized views, copy large objects;
-5. compare row counts (the source is quiescent, so equality is exact; materialized views only warn).
+5. compare row counts (the source is quiescent, so equality is exact; materialized views only warn), again
+   until they agree or the catch-up timeout passes (`counts_agree`: the slot's confirmed position alone
+   was seen ahead of what the target showed).
 
 Then (cutover_flow.py) the target is released — the point of no return — and `check` VALIDATEs the
 foreign keys, analyzes the refreshed views and compares full checksums against a snapshot of the
@@ -29,57 +28,21 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from migration_core.changes import constraints, matviews, sequences, undo
+from migration_core.changes.fence import Fence, FencePayload, end_sessions, fence
+from migration_core.changes.statistics import analyze
 from migration_core.engine.context import MigrationContext
 from migration_core.observe import waits
 from migration_core.observe.progress import DatabaseProgress
 from migration_core.pg import failpoints
 from migration_core.pg.servers import ConnectionProblem, ServerConfig
-from migration_core.pg.sql import ident
 from migration_core.state.errors import MigrationError
-from migration_core.state.journal import SOURCE, TARGET, Change, Journal, JournalEntry
+from migration_core.state.journal import SOURCE, TARGET, Change, Journal
 from migration_core.transfer import large_objects
-from migration_core.transfer.analyze import analyze
 from migration_core.transfer.limits import DEFAULT_LIMITS, DataLimits
 from migration_core.verify.tables import Mismatch, VerifyResult, verify_database
 
-CONNECT_GRANTEES = (
-    "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS grantee "
-    "FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a "
-    "WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT' ORDER BY 1"
-)
-READ_ONLY_SETTING = (
-    "SELECT split_part(cfg, '=', 2) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, "
-    "unnest(s.setconfig) cfg WHERE d.datname = current_database() AND s.setrole = 0 "
-    "AND cfg LIKE 'default_transaction_read_only=%'"
-)
-OTHER_CLIENTS = (
-    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-    "AND backend_type = 'client backend' AND application_name <> 'pgmig'"
-)
 LATE_SESSION_ROUNDS = 3  # sessions that slipped in past the fence are ended (and caught up with) this often
 WINDOW_STEPS = ("fence", "catch_up", "sequences", "constraints", "counts")  # while writes are fenced
-
-
-@dataclass
-class Fence:
-    """What fencing changed on one source database (as the journal holds it)."""
-
-    database: str
-    read_only_before: str | None = None
-    revoked_from: list[str] = field(default_factory=list)  # role names; "PUBLIC" for everyone
-    ended_sessions: int = 0
-    superusers: list[str] = field(default_factory=list)  # can still connect: softly fenced
-
-    @classmethod
-    def of(cls, entry: JournalEntry) -> "Fence":
-        d = entry.data
-        return cls(
-            entry.database,
-            d.get("read_only_before"),
-            list(d.get("revoked", [])),
-            d.get("ended_sessions", 0),
-            list(d.get("superusers", [])),
-        )
 
 
 @dataclass
@@ -96,63 +59,6 @@ class DatabaseCutover:
     def window_seconds(self) -> float:
         """Writes unavailable: from the fence until the target is released (row counts equal)."""
         return sum(v for k, v in self.timings.items() if k in WINDOW_STEPS)
-
-
-async def fence(source: ServerConfig, database: str, grace_seconds: float, journal: Journal) -> Fence:
-    async with source.connection(database) as conn:
-        await conn.execute("SET synchronous_commit = on")  # the fence is durable before any session is ended
-        earlier = await journal.find(Change.FENCE, SOURCE, database)
-        if earlier is not None and earlier.live:
-            data = earlier.data  # never lifted (pgmig died): its "before" is the truth, not today's fenced state
-        else:
-            data = {
-                "read_only_before": await conn.fetchval(READ_ONLY_SETTING),
-                "revoked": [],
-                "granted_self": "",
-                "ended_sessions": 0,
-                "superusers": [],
-            }
-        entry = await journal.plan(Change.FENCE, SOURCE, database, data=data)
-        me = await conn.fetchval("SELECT current_user")
-        streaming = journal.role_name(database)  # the subscription's own role keeps CONNECT: it must catch up
-        grantees = [r["grantee"] for r in await conn.fetch(CONNECT_GRANTEES) if r["grantee"] != streaming]
-        await conn.execute(f"ALTER DATABASE {ident(database)} SET default_transaction_read_only = on")
-        if me not in grantees and not entry.data["granted_self"]:
-            entry.data["granted_self"] = me
-            await journal.note(entry)
-            await conn.execute(f"GRANT CONNECT ON DATABASE {ident(database)} TO {ident(me)}")
-        for name in grantees:
-            if name == me:
-                continue
-            if name not in entry.data["revoked"]:
-                entry.data["revoked"].append(name)
-                await journal.note(entry)
-            await conn.execute(
-                f"REVOKE CONNECT ON DATABASE {ident(database)} FROM {'PUBLIC' if name == 'PUBLIC' else ident(name)}"
-            )
-        entry.data["superusers"] = [
-            r["rolname"]
-            for r in await conn.fetch(
-                "SELECT rolname FROM pg_roles WHERE rolsuper AND rolcanlogin AND rolname <> $1 ORDER BY 1", me
-            )
-        ]
-        await journal.note(entry)
-        await asyncio.sleep(grace_seconds)  # sessions may finish what they are doing
-        entry.data["ended_sessions"] = entry.data.get("ended_sessions", 0) + await end_sessions(conn, database)
-        await journal.done(entry)
-        return Fence.of(entry)
-
-
-async def end_sessions(conn: asyncpg.Connection, database: str) -> int:
-    """End every application session on the database and wait until they are gone; returns how many."""
-    pids = [r["pid"] for r in await conn.fetch(OTHER_CLIENTS)]
-    for pid in pids:
-        await conn.execute("SELECT pg_terminate_backend($1)", pid)
-    for _ in range(200):
-        if not await conn.fetch(OTHER_CLIENTS):
-            return len(pids)
-        await asyncio.sleep(0.01)
-    raise MigrationError(f"sessions on {database} would not end", "look at pg_stat_activity on the source")
 
 
 CAUGHT_UP = (
@@ -205,16 +111,8 @@ async def cut_over(
     if catch_up is None:
         await wait_caught_up(source, database, config.catch_up_timeout_seconds, journal.object_name(database))
         for _ in range(LATE_SESSION_ROUNDS):
-            # A session that was past its CONNECT check when the fence came shows up only once started, and
-            # may write after the catch-up's point: end it and catch up again, or the counts below fall back.
-            async with source.connection(database) as conn:
-                late = await end_sessions(conn, database)
-            if not late:
+            if not await end_late_sessions(ctx, result):
                 break
-            result.fence.ended_sessions += late
-            if entry := await journal.find(Change.FENCE, SOURCE, database):  # the fence's record says all it did
-                entry.data["ended_sessions"] = result.fence.ended_sessions
-                await journal.note(entry)
             await wait_caught_up(source, database, config.catch_up_timeout_seconds, journal.object_name(database))
     else:
         await catch_up(database, config.catch_up_timeout_seconds)
@@ -237,7 +135,7 @@ async def cut_over(
         await large_objects.copy(source, target, database, parallel=ctx.options.parallel, limits=ctx.config.limits)
         result.timings["constraints"] = time.perf_counter() - step
     step = time.perf_counter()
-    result.counts = await verify_database(source, target, database, ctx.options.parallel, counts_only=True)
+    result.counts = await counts_agree(ctx, result, native=catch_up is None)
     result.timings["counts"] = time.perf_counter() - step
     if not result.counts.ok:
         raise MigrationError(
@@ -245,6 +143,42 @@ async def cut_over(
             + describe(result.counts.mismatches)
         )
     return result
+
+
+async def end_late_sessions(ctx: MigrationContext, result: DatabaseCutover) -> bool:
+    """End the sessions that slipped past the fence; True when there were any. A session that was past its
+    CONNECT check when the fence came shows up only once started, and may write after the catch-up's
+    point: it is ended (and the fence's record counts it) so the target can be caught up with again."""
+    async with ctx.source.connection(result.database) as conn:
+        late = await end_sessions(conn, result.database)
+    if late:
+        result.fence.ended_sessions += late
+        if entry := await ctx.journal.find(Change.FENCE, SOURCE, result.database):  # its record says all it did
+            recorded = FencePayload.of(entry)
+            recorded.ended_sessions = result.fence.ended_sessions
+            await ctx.journal.note(entry, recorded)
+    return bool(late)
+
+
+async def counts_agree(ctx: MigrationContext, result: DatabaseCutover, native: bool) -> VerifyResult:
+    """Row counts of both sides, compared again until they agree, for at most catch_up_timeout_seconds.
+
+    The slot's confirmed position alone is no proof that the target shows every row: pgmig's crash test
+    saw cutovers (one in four under load) where rows committed before the catch-up's own transaction were
+    still missing on the target after the slot had confirmed past it, and arrived a moment later. The
+    source is fenced, so the target can only be catching up; a difference that outlasts the timeout is a
+    real one and the cutover falls back. Before each new comparison of a native migration, sessions that
+    slipped past the fence since are ended and caught up with, so counts are never compared against a
+    source someone still writes to."""
+    deadline = time.monotonic() + ctx.config.catch_up_timeout_seconds
+    while True:
+        counts = await verify_database(ctx.source, ctx.target, result.database, ctx.options.parallel, counts_only=True)
+        if counts.ok or time.monotonic() >= deadline:
+            return counts
+        await asyncio.sleep(0.05)
+        if native and await end_late_sessions(ctx, result):
+            slot = ctx.journal.object_name(result.database)
+            await wait_caught_up(ctx.source, result.database, ctx.config.catch_up_timeout_seconds, slot)
 
 
 def describe(mismatches: list[Mismatch], limit: int = 10) -> str:
@@ -271,7 +205,7 @@ async def check(
         step = time.perf_counter()
         pid = conn.get_server_pid()
         async with waits.watched(target, result.database, pid, progress, "validating foreign keys"):
-            problems += await validate(conn, parked)
+            problems += await constraints.validate(conn, parked)
         result.timings["validate"] = time.perf_counter() - step
         if result.views:
             step = time.perf_counter()
@@ -295,17 +229,6 @@ async def check(
     return problems
 
 
-async def validate(conn: asyncpg.Connection, parked: constraints.Parked) -> list[str]:
-    """VALIDATE every parked foreign key; each violation is reported, the others still validated."""
-    problems = []
-    for fk in parked.foreign_keys:
-        try:
-            await conn.execute(f"ALTER TABLE {fk.table} VALIDATE CONSTRAINT {ident(fk.name)}")
-        except asyncpg.PostgresError as exc:
-            problems.append(f"foreign key {fk.name} on {fk.table} does not hold: {exc}")
-    return problems
-
-
 async def rollback(
     source: ServerConfig, target: ServerConfig, journal: Journal, parked: dict[str, constraints.Parked]
 ) -> list[str]:
@@ -319,7 +242,9 @@ async def rollback(
             entry = await journal.find(Change.CONSTRAINTS, TARGET, db)
             replan = entry is not None and not entry.live
             if replan and entry is not None:  # journaled again before the constraints are parked again
-                entry = await journal.plan(Change.CONSTRAINTS, TARGET, db, data=entry.data)
+                entry = await journal.plan(
+                    Change.CONSTRAINTS, TARGET, db, data=constraints.ConstraintsPayload.of(entry)
+                )
             async with target.connection(db) as conn:
                 await constraints.repark(conn, p)
             if replan and entry is not None:

@@ -21,6 +21,7 @@ import asyncpg
 from migration_core.changes import databases as target_db
 from migration_core.changes import keys, matviews, sequences
 from migration_core.changes.roles import RolePlan, copy_roles
+from migration_core.changes.statistics import analyze
 from migration_core.observe import server_progress, waits
 from migration_core.observe.progress import DatabaseProgress
 from migration_core.pg import workdir as workdir_
@@ -33,7 +34,6 @@ from migration_core.state.journal import Journal
 from migration_core.state.models import Method, MigrationOptions
 from migration_core.state.store import Store
 from migration_core.transfer import copy, large_objects
-from migration_core.transfer.analyze import analyze
 from migration_core.transfer.limits import DEFAULT_LIMITS, DataLimits
 from migration_core.verify.early import EarlyChecks
 from migration_core.verify.tables import Known

@@ -20,41 +20,17 @@ import asyncpg
 from migration_core.changes import constraints, replication, undo
 from migration_core.changes import databases as target_db
 from migration_core.changes.roles import RolePlan
+from migration_core.changes.statistics import analyze
 from migration_core.observe import server_progress, waits
 from migration_core.observe.progress import DatabaseProgress
 from migration_core.pg import workdir as workdir_
 from migration_core.pg.servers import ServerConfig
-from migration_core.pg.sql import USER_SCHEMA_FILTER
 from migration_core.pg.tools import NO_PUBSUB, Tool, ToolError, connection_env, conninfo
 from migration_core.state.errors import MigrationError
 from migration_core.state.journal import SOURCE, TARGET, Change, Journal
 from migration_core.state.models import MigrationOptions
 from migration_core.transfer import copy
-from migration_core.transfer.analyze import analyze
 from migration_core.transfer.limits import DEFAULT_LIMITS, DataLimits
-
-NO_IDENTITY = (
-    "SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relreplident::text AS identity FROM pg_class c "
-    "JOIN pg_namespace n "
-    "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND (c.relreplident = 'n' OR "
-    "(c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))) "
-    "AND " + USER_SCHEMA_FILTER + " ORDER BY 1"
-)
-
-
-async def set_identity_full(source: ServerConfig, database: str, journal: Journal) -> list[str]:
-    """REPLICA IDENTITY FULL on every table with no usable identity (each one's previous identity in the
-    journal first, so cancel and teardown put it back); returns them."""
-    async with source.connection(database) as conn:
-        rows = await conn.fetch(NO_IDENTITY)
-        if not rows:
-            return []
-        async with journal.change(
-            Change.REPLICA_IDENTITY, SOURCE, database, data={"tables": {r["name"]: r["identity"] for r in rows}}
-        ):
-            for r in rows:
-                await conn.execute(f"ALTER TABLE {r['name']} REPLICA IDENTITY FULL")
-        return [r["name"] for r in rows]
 
 
 class OnlineDatabase:

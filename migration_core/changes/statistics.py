@@ -1,11 +1,13 @@
-"""Fresh planner statistics after a bulk load, table by table over N connections at once: every table
-holding rows, then every partitioned table (its statistics over all its partitions), which autovacuum
-never analyzes on its own, and every populated materialized view. An online migration's views are
-filled only at cutover, so they are analyzed after the release (cutover.check), by name."""
+"""Fresh planner statistics on the target after a bulk load, table by table over N connections at once:
+every table holding rows, then every partitioned table (its statistics over all its partitions), which
+autovacuum never analyzes on its own, and every populated materialized view. An online migration's views
+are filled only at cutover, so they are analyzed after the release (cutover.check), by name."""
 
 from __future__ import annotations
 
 import asyncio
+
+import asyncpg
 
 from migration_core.pg.servers import ServerConfig
 from migration_core.pg.sql import USER_SCHEMA_FILTER
@@ -35,7 +37,7 @@ async def analyze(target: ServerConfig, database: str, parallel: int, only: list
     for t in tables:
         todo.put_nowait(t)
 
-    async def worker(conn) -> None:
+    async def worker(conn: asyncpg.Connection) -> None:
         try:
             while not todo.empty():
                 await conn.execute(f"ANALYZE {todo.get_nowait()}")
