@@ -31,7 +31,7 @@ from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
 from migration_core.pg.servers import ServerConfig
 from migration_core.state.events import NoEvents
 from migration_core.state.models import State
-from migration_core.state.store import Store
+from migration_core.store import Store
 
 PASSWORD_ENV = "PGMIG_LAG_BENCH_PASSWORD"
 DB = "lagbench"

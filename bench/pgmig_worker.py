@@ -46,7 +46,7 @@ async def online_copy(source, target, database: str, jobs: int, workdir: Path, l
     from migration_core.observe.progress import DatabaseProgress
     from migration_core.state.journal import Journal
     from migration_core.state.models import MigrationOptions
-    from migration_core.state.store import Store
+    from migration_core.store import Store
 
     store = await Store.open(":memory:")
     journal = Journal(store, "mig-0")
@@ -78,7 +78,7 @@ async def migrate(source, target, database: str, jobs: int, workdir: Path, limit
     from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
     from migration_core.state.events import NoEvents
     from migration_core.state.models import State
-    from migration_core.state.store import Store
+    from migration_core.store import Store
 
     store = await Store.open(":memory:")
     config = EngineConfig(workdir=workdir, default_parallel=jobs, limits=limits)

@@ -313,7 +313,7 @@ def build_web_app(app: AsyncApp, services: Services) -> web.Application:
 
     async def healthz(request: web.Request) -> web.Response:
         try:
-            ok = await services.engine.store.ping()
+            ok = await services.engine.ping()
         except Exception as exc:
             log.warning("health check: state store unreachable: %s", exc)
             ok = False

@@ -19,7 +19,7 @@ from migration_core.azure.flex_backend import FlexBackend
 from migration_core.azure.provisioning import Provisioner
 from migration_core.engine.api import Engine, EngineConfig
 from migration_core.pg.servers import ServerConfig
-from migration_core.state.store import Store
+from migration_core.store import Store
 from migration_core.transfer.limits import DataLimits
 
 
@@ -43,10 +43,11 @@ async def build_services(
     )
     m, o = settings.migration, settings.online
     mb = 1 << 20
+    publisher = ChannelPublisher(poster, settings.policy)
     engine = Engine(
         store,
         settings.servers,
-        ChannelPublisher(poster, store, settings.policy),
+        publisher,
         EngineConfig(
             workdir=Path(m.workdir).absolute(),
             pg_bindir=m.pg_bindir,
@@ -59,6 +60,7 @@ async def build_services(
             wal_retention_alert_bytes=int(o.wal_retention_alert_mb * mb),
             slot_warn_share=o.slot_warn_share,
             slot_warn_minutes=o.slot_warn_minutes,
+            verify_chunk_rows=o.verify_chunk_rows,
             digest=m.digest,
             lease_seconds=m.lease_seconds,
             replica_id=replica_id(settings.home),
@@ -70,6 +72,7 @@ async def build_services(
         ),
         backends,
     )
+    publisher.engine = engine
     await engine.recover()
     engine.schedule_digest()
     provisioner = Provisioner(

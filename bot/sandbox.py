@@ -32,7 +32,7 @@ from handlers.publisher import ChannelPublisher
 from migration_core.engine.api import Command, Engine, EngineConfig
 from migration_core.pg.sql import ident, literal
 from migration_core.state.models import Migration, State
-from migration_core.state.store import Store
+from migration_core.store import Store
 
 SOURCE_SETTINGS = {"wal_level": "logical", "max_replication_slots": "10", "max_wal_senders": "10"}
 SAMPLE_SQL = Path(__file__).with_name("sample_data.sql")
@@ -372,16 +372,18 @@ class Sandbox:
         env = {**os.environ, "PGMIG_CONFIG": str(self.config_file), "PGMIG_STATE": self.state_url()}
         settings = load_settings(env)
         store = await Store.open(settings.state_url)
+        publisher = ChannelPublisher(_Quiet(), settings.policy)
         engine = Engine(
             store,
             settings.servers,
-            ChannelPublisher(_Quiet(), store, settings.policy),
+            publisher,
             EngineConfig(
                 workdir=Path(settings.migration.workdir).absolute(),
                 replica_id=replica_id(settings.home),
                 lease_seconds=settings.migration.lease_seconds,
             ),
         )
+        publisher.engine = engine
         problems = []
         try:
             for m in active:

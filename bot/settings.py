@@ -96,6 +96,7 @@ class OnlineSettings:
     slot_warn_minutes: float = 60.0
     fence_grace_seconds: float = 5.0
     catch_up_timeout_seconds: float = 30.0
+    verify_chunk_rows: int = 10_000  # continuous verification: rows in one key range; 0 turns it off
 
 
 _SLACK_KEYS = {
@@ -145,7 +146,7 @@ _ONLINE_KEYS = {
         "fence_grace_seconds",
         "catch_up_timeout_seconds",
     )
-}
+} | {"verify_chunk_rows": (int,)}
 _AZURE_KEYS = {
     "subscription_id": str,
     "arm_endpoint": str,

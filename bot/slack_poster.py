@@ -29,7 +29,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers.context import Posted, Reply
 from handlers.messages import outgoing
-from migration_core.state.store import Store
+from migration_core.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,7 @@ from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
 from migration_core.azure import validation
 from migration_core.azure.check import CheckRequest
-from migration_core.azure.flex_backend import azure_target
-from migration_core.azure.provision import AzureServer, configure, create_database, firewall_rule
+from migration_core.azure.provision import AzureServer
 from migration_core.state.approval import Verdict
 from migration_core.state.models import AuditEntry
 
@@ -29,7 +28,7 @@ def _flexible_server(svc: Services, name: str) -> AzureServer | Reply:
     found = resolve_servers(svc, name)
     if isinstance(found, Reply):
         return found
-    return AzureServer(*azure_target(found[0]))
+    return svc.provisioner.flexible_server(name)
 
 
 async def provision_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
@@ -93,7 +92,7 @@ async def createdb_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -
             f"`{db}` is not a database name Azure accepts: 1–63 letters, digits, "
             "underscores, `$` or hyphens, not starting with a digit or `pg_`"
         )
-    name = await create_database(svc.provisioner.clients(), found, db)
+    name = await svc.provisioner.create_database(a.server, db)
     await svc.engine.record(AuditEntry(inv.user, "azure.createdb", f"{found.name}/{name}", "", inv.channel))
     return am.database_created(found.name, name)
 
@@ -104,9 +103,7 @@ async def firewall_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -
     if isinstance(found, Reply):
         return found
     rules = [validation.parse_firewall(r.strip()) for r in a.rules.split(",") if r.strip()]
-    azure = svc.provisioner.clients()
-    for rule in rules:
-        await firewall_rule(azure, found, rule)
+    await svc.provisioner.add_firewall_rules(a.server, rules)
     listed = ", ".join(f"{r.name} {r.start}-{r.end}" for r in rules)
     await svc.engine.record(AuditEntry(inv.user, "azure.firewall", f"{found.name}: {listed}", "", inv.channel))
     return am.firewall_added(found.name, listed)
@@ -127,7 +124,7 @@ async def configure_command(cmd: ParsedCommand, inv: Invocation, svc: Services) 
         return messages.error_message(
             "nothing to configure: give --extensions-from SOURCE, --extensions, --wal-level or --restart"
         )
-    changes, restarted = await configure(svc.provisioner.clients(), found, sorted(set(wanted)), a.wal_level, a.restart)
+    changes, restarted = await svc.provisioner.configure_server(a.server, sorted(set(wanted)), a.wal_level, a.restart)
     await svc.engine.record(
         AuditEntry(
             inv.user,

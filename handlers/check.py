@@ -9,7 +9,7 @@ from handlers.args import CheckArgs
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand, did_you_mean
 from migration_core.pg.servers import ServerConfig
-from migration_core.preflight.checks import Mode, PreflightRequest, run_preflight
+from migration_core.preflight.checks import Mode
 
 
 def resolve_servers(svc: Services, *names: str) -> list[ServerConfig] | Reply:
@@ -40,16 +40,5 @@ async def check_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> R
         return servers
     source, target = servers
     databases = a.db or []
-    report = await run_preflight(  # through the engine once it has `Engine.check` (issue 24)
-        PreflightRequest(
-            source,
-            target,
-            databases=databases,
-            mode=Mode(a.mode),
-            replica_identity_full=a.replica_identity_full,
-            writers=await svc.engine.writers(target.name),
-            held=await svc.engine.held(target.name, databases),
-            fenced=await svc.engine.fenced(source.name),
-        )
-    )
+    report = await svc.engine.check(source.name, target.name, databases, Mode(a.mode), a.replica_identity_full)
     return messages.preflight_message(report, command_text(a))

@@ -17,7 +17,6 @@ from handlers.authz import may_approve
 from handlers.context import Services
 from handlers.messages import context, header, section, sections
 from handlers.modal import OPEN
-from migration_core.state import approval
 from migration_core.state.approval import ApprovalRequest
 from migration_core.state.models import Migration, State
 
@@ -58,7 +57,7 @@ async def pending_approvals(user: str, svc: Services, migrations: list[Migration
         request = await svc.engine.cutover_request(m.id)
         if request is None or not request.open or request.expired or user in (request.requested_by, m.requested_by):
             continue
-        approvers = await approval.approvers(svc.engine.store, request)  # Engine.cutover_approvers, once it exists
+        approvers = await svc.engine.cutover_approvers(request)
         if user not in approvers:
             found.append(Pending(m, request, approvers))
     return found

@@ -132,6 +132,8 @@ def database_line(p: DatabaseProgress, now: float) -> str:
         parts.append(f"latency {p.lag_seconds:.1f} s")
     if p.retained_bytes is not None:
         parts.append(f"slot holds {pretty_bytes(p.retained_bytes)} of WAL{slot_outlook(p)}")
+    if p.verified:
+        parts.append(f"verified while streaming: {esc(p.verified)}")
     if p.working:
         parts.append(f"🔧 {esc(p.working)}")
     if p.waiting:

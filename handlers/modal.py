@@ -37,8 +37,8 @@ from handlers.authz import operators_only, refusal
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import COMMANDS, ParsedCommand, UsageError, parse
 from migration_core.engine.config import MigrationRequest
-from migration_core.pg.servers import ConnectionProblem, ServerConfig, user_databases
-from migration_core.preflight.checks import SKIPPED_BY_DEFAULT, pretty_bytes
+from migration_core.pg.servers import ConnectionProblem, ServerConfig
+from migration_core.preflight.checks import pretty_bytes
 from migration_core.state.models import AuditEntry, Method, Mode
 
 log = logging.getLogger(__name__)
@@ -255,11 +255,10 @@ def _databases_blocks(form: Form, listing: Listing | None) -> list[Any]:
 
 async def list_databases(svc: Services, source: str) -> Listing:
     """The source's user databases (what `--db` defaults to), each with its size: one catalog query."""
-    server = svc.servers.get(source)
-    if server is None:
+    if source not in svc.servers:
         return Listing(source, problem=f"unknown server {source}")
     try:
-        found = await user_databases(server, SKIPPED_BY_DEFAULT)  # through the engine once it has `databases`
+        found = await svc.engine.databases(source)
     except ConnectionProblem as problem:
         return Listing(source, problem=f"{problem.message}" + (f" ({problem.fix})" if problem.fix else ""))
     return Listing(source, [(db, pretty_bytes(size)) for db, size in found])

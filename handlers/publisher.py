@@ -13,18 +13,23 @@ from handlers.authz import Policy
 from handlers.context import Poster, Reply
 from migration_core.azure.provision import ProvisionResult
 from migration_core.azure.provisioning import ProvisionRecord
+from migration_core.engine.api import Engine
 from migration_core.observe.progress import MigrationProgress
-from migration_core.state.approval import Closed, approvers
+from migration_core.state.approval import Closed
 from migration_core.state.models import Migration, State
-from migration_core.state.store import Store
 
 log = logging.getLogger(__name__)
 NOTICE_STATES = (State.COMPLETED, State.FAILED, State.PAUSED, State.CANCELLED, State.READY_FOR_CUTOVER)
 
 
 class ChannelPublisher:
-    def __init__(self, poster: Poster, store: Store, policy: Policy) -> None:
-        self.poster, self.store, self.policy = poster, store, policy
+    """The engine's events, as channel messages. `engine` is set once the engine exists (it is built with
+    this publisher as its events): cards are drawn from what the engine says of a migration."""
+
+    engine: Engine
+
+    def __init__(self, poster: Poster, policy: Policy) -> None:
+        self.poster, self.policy = poster, policy
         self._locks: dict[str, asyncio.Lock] = {}
 
     def channel_for(self, m: Migration) -> str:
@@ -56,7 +61,7 @@ class ChannelPublisher:
                     m,
                     progress,
                     request,
-                    await approvers(self.store, request),
+                    await self.engine.cutover_approvers(request),
                     self.policy.required_approvals,
                     decided=decided,
                 ),
@@ -81,8 +86,8 @@ class ChannelPublisher:
         async with self._locks.setdefault(m.id, asyncio.Lock()):
             # drawn from the store's migration, read under the lock: a tick that read the migration before a
             # state change must not put the earlier state back on the card after that change was shown
-            fresh = await self.store.get_migration(m.id) or m
-            steps = await self.store.steps(m.id) if fresh.state.finished else []
+            fresh = await self.engine.find(m.id) or m
+            steps = await self.engine.steps(m.id) if fresh.state.finished else []
             reply = mm.migration_card(fresh, progress, steps)
             if fresh.message_ts:
                 final = fresh.state.finished or fresh.state is State.PAUSED
@@ -90,7 +95,7 @@ class ChannelPublisher:
                 return fresh.message_channel, fresh.message_ts
             posted = await self.poster.post(self.channel_for(m), reply)
             if posted.ts:  # kept as Slack's channel id: a configured channel name is no good to chat.update
-                await self.store.set_message(m.id, posted.channel, posted.ts)
+                await self.engine.set_message(m.id, posted.channel, posted.ts)
             return posted.channel, posted.ts
 
 

@@ -17,7 +17,16 @@ from migration_core.azure import capabilities
 from migration_core.azure.check import AzureReport, CheckRequest, check_azure
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.config import AzureConfig
-from migration_core.azure.provision import AzureServer, ProvisionResult, configure, provision
+from migration_core.azure.flex_backend import azure_target
+from migration_core.azure.provision import (
+    AzureServer,
+    ParameterChange,
+    ProvisionResult,
+    configure,
+    create_database,
+    firewall_rule,
+    provision,
+)
 from migration_core.azure.validation import FirewallRule, ProvisionArgs, ProvisionRequest, validate
 from migration_core.changes import extensions
 from migration_core.pg.secrets import redact
@@ -373,6 +382,26 @@ class Provisioner:
             AuditEntry("pgmig", "provision.completed", f"{req.name}: {result.fqdn}; " + "; ".join(notes), record.id)
         )
         await self.events.finished(record, result, registered, notes)
+
+    def flexible_server(self, server: str) -> AzureServer:
+        """The flexible server a configured server stands for, or a clear refusal when it is none."""
+        return AzureServer(*azure_target(self.engine.server(server)))
+
+    async def create_database(self, server: str, database: str) -> str:
+        """`/pgmig createdb`: a database on a configured flexible server; returns its name as Azure has it."""
+        return await create_database(self.clients(), self.flexible_server(server), database)
+
+    async def add_firewall_rules(self, server: str, rules: list[FirewallRule]) -> None:
+        """`/pgmig firewall`: each rule created (or replaced, by name) on a configured flexible server."""
+        target = self.flexible_server(server)
+        for rule in rules:
+            await firewall_rule(self.clients(), target, rule)
+
+    async def configure_server(
+        self, server: str, wanted: list[str], wal_level: str | None, restart: bool
+    ) -> tuple[list[ParameterChange], bool]:
+        """`/pgmig configure`: extensions allow-listed (and preloaded), wal_level, a restart when asked."""
+        return await configure(self.clients(), self.flexible_server(server), wanted, wal_level, restart)
 
     async def source_extensions(self, source: str) -> list[str]:
         """The extensions a configured server's databases use, sorted, each once (read from the server)."""

@@ -9,8 +9,10 @@ holds (unfinished, or failed with its half-made database), nor one a completed c
 applications.
 
 "Empty" means nothing a person put there: no tables, views or sequences, no schema but an empty
-`public`, no functions, types, large objects or extensions beyond plpgsql. A database a DBA prepared
-with a schema and grants is not empty, and pgmig never drops it.
+`public`, no functions, types or large objects. A database a DBA prepared with a schema and grants is
+not empty, and pgmig never drops it. Extensions a DBA enabled do not stop pgmig from using someone's
+database as it is: the journal records which were there (Change.EXTENSIONS), and emptying it again
+leaves them, with the schemas they live in.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from datetime import datetime
 import asyncpg
 
 from migration_core.changes import extensions
+from migration_core.changes.extensions import ExtensionsPayload
 from migration_core.pg.servers import ServerConfig
 from migration_core.pg.sql import USER_SCHEMA_FILTER, ident, literal
 from migration_core.state.errors import MigrationError
 from migration_core.state.journal import TARGET, Change, Journal, JournalEntry, Mark, Payload
 from migration_core.state.models import RetryChanges, State, StepKind
-from migration_core.state.store import Store
+from migration_core.store import Store
 
 _NOT_EXTENSION_MEMBER = (
     "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = {cls}::regclass AND d.objid = {oid} AND d.deptype = 'e')"
@@ -69,6 +72,11 @@ class Contents:
     @property
     def empty(self) -> bool:
         return not any(vars(self).values())
+
+    @property
+    def usable(self) -> bool:
+        """Empty but for extensions: someone's database pgmig may fill as it is (and empty again)."""
+        return not any(n for k, n in vars(self).items() if k != "extensions")
 
     def describe(self) -> str:
         words = {
@@ -208,7 +216,7 @@ async def prepare_target(
     (below), then the source's extensions created in it, before any schema arrives."""
     prepared = await prepare(source, target, database, journal, overwrite=overwrite)
     async with source.connection(database) as src, target.connection(database) as tgt:
-        await extensions.enable(src, tgt)
+        await extensions.enable(src, tgt, database, journal, target.address)
     return prepared
 
 
@@ -228,7 +236,7 @@ async def prepare(
                 )
                 what = await contents(target, database)
                 ours = created_by_pgmig(mine, oid, what)
-                if what.empty:
+                if what.empty if ours else what.usable:
                     if ours and mine is not None and mine.mark is Mark.PLANNED:
                         made = DatabasePayload.of(mine)
                         made.oid, made.address = oid, target.address
@@ -240,8 +248,9 @@ async def prepare(
                     return (
                         f"target database {database} (created by this migration) is empty: reused"
                         if ours
-                        else f"target database {database} exists and is empty: used as it is (pgmig did not create it "
-                        "and will never drop it)"
+                        else f"target database {database} exists and is empty"
+                        + (f" but for {what.extensions} extension(s)" if what.extensions else "")
+                        + ": used as it is (pgmig did not create it and will never drop it)"
                     )
                 if not ours and not overwrite:
                     raise MigrationError(
@@ -291,25 +300,49 @@ async def _public_schema(server: ServerConfig, database: str) -> tuple[str | Non
 
 async def empty_again(target: ServerConfig, entry: JournalEntry, journal: Journal) -> str:
     """Undo a Change.CONTENTS: a database that was empty before pgmig filled it is emptied again — its
-    schemas, extensions and large objects dropped, `public` put back as it was — only while it is still
-    that very database (same OID, same server)."""
+    schemas and large objects dropped, `public` put back as it was — only while it is still that very
+    database (same OID, same server). A schema holding an extension pgmig did not create stays, with
+    that extension: only what else is in it is dropped. The extensions pgmig created are the
+    Change.EXTENSIONS undo's, which runs next."""
     filled = ContentsPayload.of(entry)
     async with target.connection() as conn:
         oid = await database_oid(conn, entry.database)
     if oid is None or oid != filled.oid or filled.address != target.address:
         await journal.undone(entry)
         return "" if oid is None else f"{entry.database} is no longer the database pgmig filled: left in place"
+    made = await journal.find(Change.EXTENSIONS, TARGET, entry.database)
     async with target.connection(entry.database) as conn:
+        theirs = await extensions.kept(conn, ExtensionsPayload.of(made) if made is not None and made.live else None)
+        keep = {
+            r["nspname"]
+            for r in await conn.fetch(
+                "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+                "WHERE e.extname = ANY($1::text[])",
+                theirs,
+            )
+        }
         for schema in await conn.fetch(
-            "SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') "
-            "AND nspname NOT LIKE 'pg\\_%' ORDER BY nspname"
+            "SELECT nspname FROM pg_namespace n WHERE "
+            + _USER_NAMESPACE
+            + " AND "
+            + _NOT_EXTENSION_MEMBER.format(cls="'pg_namespace'", oid="n.oid")
+            + " ORDER BY nspname"
         ):
-            await conn.execute(f"DROP SCHEMA {ident(schema['nspname'])} CASCADE")
-        for ext in await conn.fetch("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql'"):
-            await conn.execute(f"DROP EXTENSION IF EXISTS {ident(ext['extname'])} CASCADE")
+            if schema["nspname"] in keep:
+                await _clear_schema(conn, schema["nspname"])
+            else:
+                await conn.execute(f"DROP SCHEMA IF EXISTS {ident(schema['nspname'])} CASCADE")
         await conn.execute("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
         if (owner := filled.public_owner) is not None:
-            await conn.execute(f"CREATE SCHEMA public AUTHORIZATION {ident(owner)}")
+            if "public" in keep:
+                await conn.execute(f"ALTER SCHEMA public OWNER TO {ident(owner)}")
+                for grantee in await conn.fetch(
+                    "SELECT DISTINCT grantee::regrole::text AS name FROM pg_namespace, aclexplode(nspacl) "
+                    "WHERE nspname = 'public' AND grantee <> 0 AND grantee <> nspowner"
+                ):
+                    await conn.execute(f"REVOKE ALL ON SCHEMA public FROM {grantee['name']}")
+            else:
+                await conn.execute(f"CREATE SCHEMA public AUTHORIZATION {ident(owner)}")
             await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
             for item in filled.public_acl or []:
                 grantee, rights = item.split("=", 1)[0], item.split("=", 1)[1].split("/", 1)[0]
@@ -319,6 +352,78 @@ async def empty_again(target: ServerConfig, entry: JournalEntry, journal: Journa
                     await conn.execute(f"GRANT {', '.join(privileges)} ON SCHEMA public TO {who}")
     await journal.undone(entry)
     return f"{entry.database} emptied again, as it was before pgmig filled it"
+
+
+_RELATION_KINDS = {
+    "r": "TABLE",
+    "p": "TABLE",
+    "v": "VIEW",
+    "m": "MATERIALIZED VIEW",
+    "S": "SEQUENCE",
+    "f": "FOREIGN TABLE",
+    "c": "TYPE",
+}
+
+
+async def _clear_schema(conn: asyncpg.Connection, schema: str) -> None:
+    """Drop the relations, routines and types in `schema` that no extension owns; the schema stays."""
+    namespace = "(SELECT oid FROM pg_namespace WHERE nspname = $1)"
+    relations = await conn.fetch(
+        "SELECT c.relname, c.relkind::text AS relkind FROM pg_class c WHERE c.relnamespace = "
+        + namespace
+        + " AND c.relkind IN ('r','p','v','m','S','f','c') AND "
+        + _NOT_EXTENSION_MEMBER.format(cls="'pg_class'", oid="c.oid")
+        + " ORDER BY c.oid",
+        schema,
+    )
+    for rel in relations:
+        kind = _RELATION_KINDS[rel["relkind"]]
+        await conn.execute(f"DROP {kind} IF EXISTS {ident(schema)}.{ident(rel['relname'])} CASCADE")
+    routines = await conn.fetch(
+        "SELECT p.proname, pg_get_function_identity_arguments(p.oid) AS args FROM pg_proc p WHERE p.pronamespace = "
+        + namespace
+        + " AND "
+        + _NOT_EXTENSION_MEMBER.format(cls="'pg_proc'", oid="p.oid")
+        + " ORDER BY p.oid",
+        schema,
+    )
+    for fn in routines:
+        await conn.execute(f"DROP ROUTINE IF EXISTS {ident(schema)}.{ident(fn['proname'])}({fn['args']}) CASCADE")
+    types = await conn.fetch(
+        "SELECT t.typname FROM pg_type t WHERE t.typnamespace = "
+        + namespace
+        + " AND t.typrelid = 0 AND t.typelem = 0 AND "
+        + _NOT_EXTENSION_MEMBER.format(cls="'pg_type'", oid="t.oid")
+        + " ORDER BY t.oid",
+        schema,
+    )
+    for typ in types:
+        await conn.execute(f"DROP TYPE IF EXISTS {ident(schema)}.{ident(typ['typname'])} CASCADE")
+
+
+async def drop_extensions(target: ServerConfig, entry: JournalEntry, journal: Journal) -> str:
+    """Undo a Change.EXTENSIONS: drop the extensions pgmig created, never with CASCADE (one something
+    depends on stays, and the outcome says what), only while the database is still the very one they were
+    created in (same OID, same server) and no other migration holds it."""
+    made = ExtensionsPayload.of(entry)
+    async with target.connection() as conn:
+        oid = await database_oid(conn, entry.database)
+    if oid is None:
+        await journal.undone(entry)  # the database is gone, its extensions with it
+        return ""
+    if oid != made.oid or made.address != target.address:
+        await journal.undone(entry)
+        return f"{entry.database} is no longer the database pgmig created extensions in: left in place"
+    _refuse_held(
+        entry.database, await holders(journal.store, target.address, entry.database, oid, but=journal.migration_id)
+    )
+    async with target.connection(entry.database) as conn:
+        dropped, left = await extensions.drop_created(conn, made)
+    await journal.undone(entry, made)
+    said = [f"dropped extension(s) {', '.join(dropped)} in {entry.database}"] if dropped else []
+    if left:
+        said.append(f"left extension(s) {', '.join(left)} in {entry.database}: something depends on them")
+    return "; ".join(said)
 
 
 async def _drop(conn: asyncpg.Connection, database: str, oid: int) -> None:

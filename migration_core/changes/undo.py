@@ -2,9 +2,11 @@
 
 Each kind of change has one undo, safe to run twice (a crash may interrupt it): drop the subscription,
 slot or publication pgmig made; put REPLICA IDENTITY back where pgmig changed it (and only if it is
-still FULL); lift a fence exactly as it was laid; put parked constraints back; drop a database or
-role pgmig created. `rollback` runs them in an order that never leaves a dangling dependency
-(subscriptions before their slots and databases, databases before their owners' roles) and collects
+still FULL); lift a fence exactly as it was laid; put parked constraints back; drop a database, an
+extension or a role pgmig created; cancel a managed service's migration and drop the slots it made.
+`rollback` runs them in an order that never leaves a dangling dependency (the service stopped before
+anything it writes to, subscriptions before their slots and databases, what pgmig put into a database
+before the extensions it used, databases before their owners' roles) and collects
 failures instead of stopping at the first, so one unreachable server does not keep the other's
 objects alive.
 """
@@ -17,7 +19,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from migration_core.changes import constraints, replication, roles
+from migration_core.azure.backend import ManagedBackend
+from migration_core.changes import constraints, replication, roles, service, watermarks
 from migration_core.changes import databases as target_db
 from migration_core.changes.fence import unfence
 from migration_core.changes.identity import reset_identity
@@ -29,10 +32,13 @@ from migration_core.state.models import State
 
 log = logging.getLogger(__name__)
 
-# subscriptions hold slots, databases hold subscriptions, objects in databases hold roles; parked
-# constraints are only put back in a database that stays (in a dropped one there is nothing to do)
+# a service writes to the target; subscriptions hold slots, databases hold subscriptions, objects in
+# databases hold roles and extensions (a dropped database takes its extensions: theirs is undone after);
+# parked constraints are only put back in a database that stays (in a dropped one there is nothing to do)
 ORDER = (
+    Change.SERVICE_MIGRATION,
     Change.SUBSCRIPTION,
+    Change.VERIFIER,
     Change.SLOT,
     Change.PUBLICATION,
     Change.REPLICATION_ROLE,
@@ -40,10 +46,11 @@ ORDER = (
     Change.FENCE,
     Change.CONTENTS,
     Change.DATABASE,
+    Change.EXTENSIONS,
     Change.CONSTRAINTS,
     Change.ROLES,
 )
-REPLICATION = (Change.SUBSCRIPTION, Change.SLOT, Change.PUBLICATION, Change.REPLICATION_ROLE)
+REPLICATION = (Change.SUBSCRIPTION, Change.VERIFIER, Change.SLOT, Change.PUBLICATION, Change.REPLICATION_ROLE)
 
 
 @dataclass
@@ -70,9 +77,10 @@ async def rollback(
     kinds: Iterable[Change] = ORDER,
     databases: Iterable[str] | None = None,
     skip: Iterable[tuple[Change, str]] = (),
+    backend: ManagedBackend | None = None,
 ) -> Outcome:
     """Undo every live entry of `kinds` (for `databases`, or all; but none of `skip`'s (kind, database)),
-    newest first within a kind."""
+    newest first within a kind; `backend`: the managed service a Change.SERVICE_MIGRATION is cancelled on."""
     wanted, dbs, skipped = set(kinds), set(databases) if databases is not None else None, set(skip)
     entries = [
         e
@@ -87,7 +95,7 @@ async def rollback(
                 gone[entry.server][1].append(entry)
                 continue
             try:
-                if said := await undo(entry, source, target, journal):
+                if said := await undo(entry, source, target, journal, backend):
                     outcome.done.append(said)
             except (MigrationError, ConnectionProblem, asyncpg.PostgresError, OSError) as exc:
                 why = failure_reason(exc, journal.migration_id)
@@ -114,7 +122,13 @@ def stays(server: str, why: str, left: list[JournalEntry]) -> str:
     )
 
 
-async def undo(entry: JournalEntry, source: ServerConfig, target: ServerConfig, journal: Journal) -> str:
+async def undo(
+    entry: JournalEntry,
+    source: ServerConfig,
+    target: ServerConfig,
+    journal: Journal,
+    backend: ManagedBackend | None = None,
+) -> str:
     """Revert one change; returns what was done, in words ("" when nothing was left to do). A fence of a
     migration whose target was released is never lifted: the source stays closed to the applications."""
     await journal.confirm()
@@ -128,8 +142,14 @@ async def undo(entry: JournalEntry, source: ServerConfig, target: ServerConfig, 
         return await target_db.drop_if_created(target, entry, journal)
     if entry.kind is Change.CONTENTS:
         return await target_db.empty_again(target, entry, journal)
+    if entry.kind is Change.EXTENSIONS:
+        return await target_db.drop_extensions(target, entry, journal)
+    if entry.kind is Change.SERVICE_MIGRATION:
+        return await service.cancel(entry, source, backend, journal)
     if entry.kind is Change.ROLES:
         return await roles.drop_roles(target, entry, journal)
+    if entry.kind is Change.VERIFIER:  # after the subscription: no watermark is applied any more
+        return await watermarks.drop(server, entry, journal)
     if entry.kind is Change.SERVICE_CUTOVER:
         return ""  # a service's ended replication cannot be restarted; recovery handles the migration
     try:

@@ -39,8 +39,9 @@ from migration_core.engine.leases import Leases
 from migration_core.engine.runner import MONITORED, Runner
 from migration_core.engine.scheduler import Scheduler
 from migration_core.observe.progress import MigrationProgress
-from migration_core.pg.servers import ConnectionProblem, ServerConfig
-from migration_core.preflight.checks import PreflightReport, PreflightRequest, run_preflight
+from migration_core.pg.servers import ConnectionProblem, ServerConfig, user_databases
+from migration_core.preflight.checks import SKIPPED_BY_DEFAULT, PreflightReport, PreflightRequest, run_preflight
+from migration_core.state import approval
 from migration_core.state.approval import ApprovalRequest, Decision
 from migration_core.state.errors import MigrationError
 from migration_core.state.events import MigrationEvents
@@ -60,7 +61,7 @@ from migration_core.state.models import (
     StepKind,
     StepState,
 )
-from migration_core.state.store import Store
+from migration_core.store import Store
 from migration_core.verify.tables import VerifyResult, verify_database
 
 __all__ = [
@@ -115,6 +116,7 @@ class Engine:
     async def create(self, req: MigrationRequest, command: str = "") -> Migration:
         """A new `mig-N`, audited as `command` (the canonical `/pgmig migrate …` the person typed or the form
         built), so the migration's own audit starts with what was asked, from where."""
+        req.validate()
         mid = await self.store.next_migration_id()
         options = MigrationOptions(
             Method(req.method),
@@ -197,6 +199,28 @@ class Engine:
             for e in await self.ledger.journal(other.id).entries(Change.FENCE):
                 out.setdefault(e.database, f"{other.id}'s cutover{when}")
         return out
+
+    async def check(
+        self, source: str, target: str, databases: list[str], mode: Mode, replica_identity_full: bool
+    ) -> PreflightReport:
+        """`/pgmig check`: the pre-flight a migration from `source` to `target` would run; nothing is made."""
+        src, tgt = self.server(source), self.server(target)
+        return await run_preflight(
+            PreflightRequest(
+                src,
+                tgt,
+                databases=databases,
+                mode=mode,
+                replica_identity_full=replica_identity_full,
+                writers=await self.writers(tgt.name),
+                held=await self.held(tgt.name, databases),
+                fenced=await self.fenced(src.name),
+            )
+        )
+
+    async def databases(self, server: str) -> list[tuple[str, int]]:
+        """A server's user databases (what `--db` defaults to), each with its size in bytes."""
+        return await user_databases(self.server(server), SKIPPED_BY_DEFAULT)
 
     async def preflight(self, m: Migration) -> PreflightReport:
         """Run the checks `/pgmig check` runs; a blocking finding fails the migration at `preflight`."""
@@ -309,6 +333,21 @@ class Engine:
 
     async def find(self, migration_id: str) -> Migration | None:
         return await self.store.get_migration(migration_id)
+
+    async def steps(self, migration_id: str) -> list[Step]:
+        return await self.store.steps(migration_id)
+
+    async def set_message(self, migration_id: str, channel: str, ts: str) -> None:
+        """Where the migration's live card was posted (Slack's channel id and ts): later edits go there."""
+        await self.store.set_message(migration_id, channel, ts)
+
+    async def cutover_approvers(self, request: ApprovalRequest) -> list[str]:
+        """Who has approved this cutover request so far."""
+        return await approval.approvers(self.store, request)
+
+    async def ping(self) -> bool:
+        """Whether the state store answers (the bot's health check)."""
+        return await self.store.ping()
 
     async def migrations(self, active_only: bool = False, newest: int | None = None) -> list[Migration]:
         found = await self.store.list_migrations(active_only=active_only)

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from migration_core.changes import undo
-from migration_core.flows.managed import cancel_managed
 from migration_core.pg.servers import ConnectionProblem, ServerConfig
 from migration_core.state.errors import MigrationError
 from migration_core.state.journal import Change
@@ -67,8 +66,6 @@ class Canceller:
         engine.scheduler.unwatch(migration_id)
         ctx = engine.context(m)
         outcome = CancelOutcome(State.CANCELLED)
-        if ctx.backend is not None and (said := await cancel_managed(ctx)):
-            outcome.done.append(said)
         steps = await ledger.steps(migration_id)
         finished = [
             db
@@ -84,7 +81,8 @@ class Canceller:
             ctx.source,
             ctx.target,
             databases=None,
-            skip=[(kind, db) for db in finished for kind in (Change.DATABASE, Change.CONTENTS)],
+            skip=[(kind, db) for db in finished for kind in (Change.DATABASE, Change.CONTENTS, Change.EXTENSIONS)],
+            backend=ctx.backend,
         )
         outcome.done += undone.done
         outcome.failed += undone.failed

@@ -17,7 +17,7 @@ from migration_core.engine.cancel import CancelOutcome
 from migration_core.pg.servers import ConnectionProblem
 from migration_core.state.errors import MigrationError
 from migration_core.state.models import RetryChanges, State
-from migration_core.state.store import LeaseLost
+from migration_core.store import LeaseLost
 
 if TYPE_CHECKING:
     from migration_core.engine.api import Engine

@@ -25,6 +25,7 @@ class EngineConfig:
     wal_retention_alert_bytes: int = 1 << 30  # alert when a slot holds this much WAL on the source
     slot_warn_share: float = 0.5  # slot guardian: warn above this share of max_slot_wal_keep_size…
     slot_warn_minutes: float = 60.0  # …or when the slot reaches it sooner than this
+    verify_chunk_rows: int = 10_000  # continuous verification: rows in one key range; 0: off
     slot_stall_seconds: float = 60.0  # a subscriber that confirmed nothing while WAL grew this long applies nothing
     digest: str = "off"  # off | hourly | daily: a summary of active migrations
     managed_poll_seconds: float = 10.0  # --backend flex|dms: how often the Azure service is asked

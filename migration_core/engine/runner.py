@@ -25,7 +25,7 @@ from migration_core.state.failures import expected, failure_reason, failure_retr
 from migration_core.state.ledger import DONE, FAILED, RUNNING
 from migration_core.state.lifecycle import Superseded
 from migration_core.state.models import Backend, Migration, Mode, State, StepKind
-from migration_core.state.store import LeaseLost
+from migration_core.store import LeaseLost
 
 if TYPE_CHECKING:
     from migration_core.engine.api import Engine

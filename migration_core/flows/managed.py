@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from migration_core.azure.backend import BackendRef, BackendStatus, ManagedBackend, Phase
-from migration_core.changes import sequences
+from migration_core.changes import sequences, service
 from migration_core.changes.constraints import Parked
 from migration_core.engine.context import MigrationContext
 from migration_core.flows.offline import verify_and_complete
@@ -20,7 +20,6 @@ from migration_core.flows.online import ensure_identity, online_job, schema_step
 from migration_core.flows.steps.cutover import CatchUp, wait_caught_up
 from migration_core.observe.monitor import mark_ready
 from migration_core.observe.progress import MigrationProgress
-from migration_core.pg.servers import ServerConfig, column_per_database
 from migration_core.state.errors import MigrationError
 from migration_core.state.journal import SOURCE, Change
 from migration_core.state.ledger import DONE, FAILED
@@ -28,13 +27,6 @@ from migration_core.state.models import Mode, State, StepKind
 
 BACKEND_STEP = StepKind.BACKEND
 UNREAD_TOLERATED = 10  # consecutive status reads that may fail (after the SDK's own retries) before giving up
-
-
-async def logical_slots(source: ServerConfig, databases: list[str]) -> dict[str, list[str]]:
-    """The slots already there before the service starts: at cutover, only the service's are waited for."""
-    return await column_per_database(
-        source, databases, "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()"
-    )
 
 
 def show(progress: MigrationProgress, backend: ManagedBackend, status: BackendStatus) -> None:
@@ -101,22 +93,18 @@ async def run_managed(ctx: MigrationContext) -> None:
         await prepare_schema(ctx, fresh=retrying)
     if not ctx.done(BACKEND_STEP):
         attempt = int(previous.data.get("attempt", 0)) + 1 if previous else 1
-        name = f"pgmig-{mid}" + (f"-r{attempt}" if attempt > 1 else "")
-        slots = await logical_slots(ctx.source, m.databases)
+        name = service_name(mid, attempt)
         await ledger.advance(mid, State.FULL_LOAD, f"{backend.label}: starting {name} for {', '.join(m.databases)}")
         if backend.advice and attempt == 1:
             await ctx.alerts.notice(m, "backend", f"ℹ️ {backend.advice}")
         # the earlier attempt's databases are this migration's own to replace; others only with --overwrite
         found = previous.data.get("ref") if retrying and previous else None
         earlier = BackendRef.from_dict(found) if found else None
-        ref = await backend.start(m, name, ctx.source, ctx.target, earlier)
-        await ledger.save(
-            mid,
-            BACKEND_STEP,
-            DONE,
-            f"{backend.label}: {name}",
-            {"ref": ref.as_dict(), "slots_before": slots, "attempt": attempt},
+        ref = await service.start(
+            ctx.journal, ctx.source, m.databases, name, lambda: backend.start(m, name, ctx.source, ctx.target, earlier)
         )
+        data = {"ref": ref.as_dict(), "attempt": attempt}
+        await ledger.save(mid, BACKEND_STEP, DONE, f"{backend.label}: {name}", data)
         await ctx.reload()
     ref = BackendRef.from_dict(ctx.steps[BACKEND_STEP].data["ref"])
     poll = ctx.config.managed_poll_seconds
@@ -174,6 +162,11 @@ async def attend(ctx: MigrationContext, backend: ManagedBackend, ref: BackendRef
     await ctx.alerts.alert(ctx.m, "service-waits", waiting, f"✋ {backend.label} waits for you: {status.action}")
 
 
+def service_name(mid: str, attempt: int) -> str:
+    """The service-side migration of one attempt (a retry after the service failed starts a fresh one)."""
+    return f"pgmig-{mid}" + (f"-r{attempt}" if attempt > 1 else "")
+
+
 def managed(ctx: MigrationContext) -> ManagedBackend:
     if ctx.backend is None:
         raise MigrationError(f"BUG: {ctx.mid} has no managed backend")
@@ -220,15 +213,6 @@ async def watch_managed(ctx: MigrationContext) -> None:
         await mark_ready(ctx, f"{backend.label} is {status.detail}")
 
 
-async def cancel_managed(ctx: MigrationContext) -> str:
-    """Tell the service to stop its migration; returns what was done, in words."""
-    found, backend = await service_step(ctx), managed(ctx)
-    if found is None:
-        return ""
-    await backend.cancel(found[0])
-    return f"{backend.label} told to stop"
-
-
 class ManagedCutover:
     """What run_cutover needs for a managed migration: its parked constraints and its catch-up step."""
 
@@ -247,7 +231,11 @@ class ManagedCutover:
         if found is None:
             raise MigrationError(f"{self.ctx.mid} has no service migration to cut over")
         ref, data = found
-        before = data.get("slots_before", {})
+        started = await self.ctx.journal.find(
+            Change.SERVICE_MIGRATION, SOURCE, "", service_name(self.ctx.mid, int(data.get("attempt", 1)))
+        )
+        # the slots already there before the service started: only the service's are waited for
+        before = service.ServicePayload.of(started).slots_before if started else data.get("slots_before", {})
 
         async def run(db: str, timeout: float) -> None:
             await wait_caught_up(self.ctx.source, db, timeout, exclude=tuple(before.get(db, [])))

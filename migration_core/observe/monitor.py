@@ -22,6 +22,7 @@ from migration_core.observe.progress import DatabaseProgress, MigrationProgress
 from migration_core.preflight.checks import pretty_bytes
 from migration_core.state.errors import MigrationError
 from migration_core.state.models import State
+from migration_core.verify import continuous
 
 CLOSE_WATCH_FIRST, CLOSE_WATCH_MAX = 0.05, 1.0  # seconds between looks right after the full load
 STREAM_GRACE_SECONDS = 15.0  # a subscription not streaming for longer than this (and a tick) is alerted on
@@ -258,6 +259,15 @@ async def watch_native(ctx: MigrationContext) -> None:
         " — the source's disk fills if this goes on; check the target is applying, or cancel",
     )
     await slot_guard.guard(ctx)
+    if c.verify_chunk_rows > 0:
+        differ = await continuous.step(ctx, c.verify_chunk_rows)
+        await alerts.alert(
+            m,
+            "diverged",
+            bool(differ),
+            "❌ continuous verification found ranges that differ (twice, each compared at one point of the stream): "
+            + "; ".join(f"{db}: {', '.join(said)}" for db, said in differ.items()),
+        )
     behind = {
         db: x for db, x in lags.items() if (x.bytes or 0) > c.lag_alert_bytes or (x.seconds or 0) > c.lag_alert_seconds
     }

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from migration_core.verify.continuous import Verification
 
 
 @dataclass
@@ -36,6 +40,8 @@ class DatabaseProgress:
     blocked: str = ""  # online: why the target cannot apply changes (a column it lacks, its apply worker's error)
     apply_errors: int | None = None  # online: the subscription's apply error count at the last look (PG 15+)
     apply_failures: list[float] = field(default_factory=list)  # when the count was seen to grow, one entry an error
+    verification: "Verification | None" = None  # online: continuous verification's state (verify/continuous.py)
+    verified: str = ""  # online: what continuous verification has found, in one line
 
     @property
     def rows_done(self) -> int:

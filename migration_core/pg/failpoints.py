@@ -1,8 +1,9 @@
 """Named points where a test may have pgmig die, to prove that every state recovers.
 
 `PGMIG_KILL_AT=fence:shop,release` makes the process SIGKILL itself the moment it reaches one of those
-points (a journal entry marked done is `KIND:DATABASE`, its undo `undo-KIND:DATABASE`, a finished step
-`step:NAME`). Nothing is cleaned up, exactly as when the machine loses power. Unset, this costs one
+points (a journal entry planned is `plan-KIND:DATABASE`, marked done `KIND:DATABASE`, its undo
+`undo-KIND:DATABASE`, a finished step `step:NAME`; an extension created before its entry says so
+`create-extension:DATABASE`). Nothing is cleaned up, exactly as when the machine loses power. Unset, this costs one
 environment lookup per point.
 """
 

@@ -629,7 +629,7 @@ async def _occupancy_findings(req: PreflightRequest, scope: str, db: str, tgt: _
                 failed=f"target database {db} may not be empty: pgmig cannot look inside it",
             ),
         ]
-    if what.empty and req.service_asks_overwrite and not req.overwrite:
+    if what.usable and req.service_asks_overwrite and not req.overwrite:
         out.append(
             Finding(
                 Status.FAIL,
@@ -641,8 +641,9 @@ async def _occupancy_findings(req: PreflightRequest, scope: str, db: str, tgt: _
                 failed=f"target database {db} exists",
             )
         )
-    elif what.empty:
-        out.append(Finding(Status.OK, scope, title, f"{db} exists, empty: used as it is (pgmig never drops it)"))
+    elif what.usable:
+        but = f" but for {what.extensions} extension(s), which stay" if what.extensions else ""
+        out.append(Finding(Status.OK, scope, title, f"{db} exists, empty{but}: used as it is (pgmig never drops it)"))
     elif req.overwrite:
         out.append(
             Finding(

@@ -1,3 +1,3 @@
 """What a migration is and may become: models, the state machine, the ledger, approvals, the journal, events,
-errors, and the store that persists them.
+errors (migration_core/store/ persists them).
 """

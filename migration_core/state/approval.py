@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from migration_core.state.models import Approval, AuditEntry, Step, StepKind, StepState, utcnow
-from migration_core.state.store import Store
+from migration_core.store import Store
 
 
 @dataclass

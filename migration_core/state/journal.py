@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Self
 from migration_core.changes import replication
 from migration_core.pg import failpoints
 from migration_core.state.models import SOURCE, TARGET, Change, JournalEntry, Mark, utcnow
-from migration_core.state.store import LeaseLost, Store
+from migration_core.store import LeaseLost, Store
 
 __all__ = ["Journal", "Change", "JournalEntry", "Mark", "Payload", "SOURCE", "TARGET"]
 
@@ -102,6 +102,7 @@ class Journal:
         if previous is not None:
             entry.at = previous.at
         await self.store.save_journal(entry, self._token())
+        failpoints.reached(f"plan-{kind.value}:{database}")
         return entry
 
     async def note(self, entry: JournalEntry, data: Payload | None = None) -> None:

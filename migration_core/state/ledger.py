@@ -22,7 +22,7 @@ from migration_core.state.events import MigrationEvents
 from migration_core.state.journal import Journal
 from migration_core.state.lifecycle import Superseded
 from migration_core.state.models import AuditEntry, Migration, RetryChanges, State, Step, StepState, utcnow
-from migration_core.state.store import Store
+from migration_core.store import Store
 
 log = logging.getLogger(__name__)
 DONE, RUNNING, FAILED, WAITING = StepState.DONE, StepState.RUNNING, StepState.FAILED, StepState.WAITING

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from migration_core.pg import failpoints
 from migration_core.state.models import AuditEntry, RetryChanges, State
-from migration_core.state.store import LeaseLost, Store
+from migration_core.store import LeaseLost, Store
 
 S = State
 _ANY_RUNNING_END = {S.FAILED, S.CANCELLED}

@@ -250,6 +250,7 @@ class Change(StrEnum):
 
     DATABASE = "database"  # target database created (data.replaced: dropped first, by --overwrite)
     CONTENTS = "contents"  # a target database that was empty, filled by pgmig (data: oid, address, public schema)
+    EXTENSIONS = "extensions"  # target extensions pgmig created in a database (data: oid, before, created)
     ROLES = "roles"  # target roles created (data.roles)
     REPLICA_IDENTITY = "replica_identity"  # source tables set to REPLICA IDENTITY FULL (data.tables: previous)
     PUBLICATION = "publication"
@@ -259,6 +260,8 @@ class Change(StrEnum):
     CONSTRAINTS = "constraints"  # target FKs dropped and triggers disabled (data.parked), until cutover
     FENCE = "fence"  # source writes fenced (data: read_only_before, revoked, …)
     SERVICE_CUTOVER = "service_cutover"  # a managed service told to end its replication: no way back
+    SERVICE_MIGRATION = "service_migration"  # a managed service's migration started (data: ref, slots_before)
+    VERIFIER = "verifier"  # continuous verification's schema, watermark table (+ target trigger) (data: oid)
 
 
 class Mark(StrEnum):
@@ -292,11 +295,14 @@ class JournalEntry:
         what = {
             Change.DATABASE: f"database {self.database}",
             Change.CONTENTS: f"what pgmig put into {self.database} (it was empty)",
+            Change.EXTENSIONS: "extensions " + ", ".join(self.data.get("created", [])),
             Change.ROLES: "roles " + ", ".join(self.data.get("roles", [])),
             Change.REPLICA_IDENTITY: "REPLICA IDENTITY FULL on " + ", ".join(self.data.get("tables", {})),
             Change.CONSTRAINTS: "foreign keys dropped and triggers disabled",
             Change.FENCE: "writes fenced (read-only, CONNECT revoked)",
             Change.SERVICE_CUTOVER: "the service's cutover",
+            Change.SERVICE_MIGRATION: f"the service's migration {self.name}",
+            Change.VERIFIER: f"verification schema {self.name} (watermark table)",
         }.get(self.kind, f"{self.kind.value} {self.name}")
         maybe = " (maybe: pgmig stopped while making it)" if self.mark is Mark.PLANNED else ""
         return f"{what} {where}{maybe}"

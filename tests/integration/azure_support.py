@@ -98,13 +98,20 @@ def _schema(src: LocalCluster, database: str) -> str:
 class ServiceStandIn:
     """What the flexible-server migration service / DMS do to the databases when the fake ARM says so:
     (schema,) snapshot copy and streaming by a publication and subscription; at cutover the subscription
-    is dropped (its slot with it); at cancel too."""
+    is dropped (its slot with it); at cancel too, unless `leaves_slot`: then, as a service may, it stops
+    streaming and leaves its slot on the source."""
 
     def __init__(
-        self, src: LocalCluster, tgt: LocalCluster, database: str, copies_schema: bool, stream: bool = True
+        self,
+        src: LocalCluster,
+        tgt: LocalCluster,
+        database: str,
+        copies_schema: bool,
+        stream: bool = True,
+        leaves_slot: bool = False,
     ) -> None:
         self.src, self.tgt, self.database = src, tgt, database
-        self.copies_schema, self.stream = copies_schema, stream
+        self.copies_schema, self.stream, self.leaves_slot = copies_schema, stream, leaves_slot
         self.events: list[str] = []
         self.name = f"azure_service_{database}"  # slots are per cluster: one name per database
 
@@ -167,4 +174,7 @@ class ServiceStandIn:
     async def cancel(self, resource: dict) -> None:
         self.events.append("cancel")
         if "start" in self.events:  # a migration cancelled before it copied anything left nothing
+            if self.leaves_slot:
+                await _sql(self.tgt, self.database, f"ALTER SUBSCRIPTION {self.name} DISABLE")
+                await _sql(self.tgt, self.database, f"ALTER SUBSCRIPTION {self.name} SET (slot_name = NONE)")
             await self._drop()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.localpg import LocalCluster
-from migration_core.state.store import Store
+from migration_core.store import Store
 from tests.conftest import PASSWORD
 
 

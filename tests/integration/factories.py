@@ -11,11 +11,11 @@ from typing import Any
 from bot.localpg import LocalCluster
 from migration_core.engine.api import Engine, EngineConfig
 from migration_core.state.events import MigrationEvents
-from migration_core.state.store import Store
+from migration_core.store import Store
 from tests.integration.clusters import server
 from tests.integration.sample_data import RecordingEvents, pg16_bindir
 
-SOURCE, TARGET = "onprem", "azure"  # the names migrations ask for: MigrationRequest(source=SOURCE, …)
+SOURCE, TARGET = "onprem", "azure"  # the server names the engine knows: what requests say as source and target
 DEFAULTS: dict[str, Any] = {
     "progress_interval": 0.2,  # ticks (alerts, the live message) often enough for a test to see them
     "fence_grace_seconds": 0.1,  # a cutover does not wait on sessions no test keeps open

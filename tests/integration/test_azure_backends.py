@@ -187,6 +187,23 @@ async def test_cancel_tells_the_service_to_stop(setup, backend):
     assert src.psql("SELECT count(*) FROM pg_replication_slots") == "0"
 
 
+@pytest.mark.parametrize("backend", ["flex", "dms"])
+async def test_cancel_drops_the_slots_the_service_left_and_only_those(setup, backend):
+    """The service stops streaming but leaves its slot on the source (Change.SERVICE_MIGRATION's undo drops
+    it); a slot a DBA made on the same database before the start stays."""
+    slack, arm, src, tgt = setup
+    ServiceStandIn(src, tgt, "app", copies_schema=backend == "flex", leaves_slot=True).attach(arm)
+    src.psql("SELECT pg_create_logical_replication_slot('dba_slot', 'pgoutput')", database="app")
+    await streaming(slack, backend)
+    cancelled = await slack.ask("cancel mig-1")
+    assert "cancelled" in cancelled and "dropped the service's slot azure_service_app" in cancelled, cancelled
+    assert src.psql("SELECT string_agg(slot_name, ',') FROM pg_replication_slots") == "dba_slot"
+    journal = await slack.services.engine.store.journal("mig-1")
+    [entry] = [e for e in journal if e.kind.value == "service_migration"]
+    assert entry.mark.value == "undone"
+    assert entry.data["slots_before"] == {"app": ["dba_slot"]} and entry.data["ref"]
+
+
 async def failing(setup, backend: str, needle: str, message: str) -> str:
     """Start a migration whose service fails with `message`; the failure notice pgmig posts."""
     slack, arm, src, tgt = setup

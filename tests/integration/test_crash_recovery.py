@@ -23,7 +23,7 @@ import pytest
 
 from bot.localpg import LocalCluster
 from migration_core.state.models import State
-from migration_core.state.store import Store
+from migration_core.store import Store
 from tests.integration.clusters import PASSWORD, config_toml
 
 DBS = ("app1", "app2")

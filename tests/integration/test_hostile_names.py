@@ -12,11 +12,12 @@ import asyncpg
 import pytest
 
 from bot.localpg import LocalCluster, free_port
-from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
-from migration_core.state.models import State
-from migration_core.state.store import Store
-from tests.integration.clusters import PASSWORD, server
-from tests.integration.sample_data import RecordingEvents, pg16_bindir
+from migration_core.engine.api import Engine, MigrationRequest
+from migration_core.state.models import Migration, State
+from tests.integration import factories
+from tests.integration.clusters import PASSWORD
+from tests.integration.sample_data import pg16_bindir
+from tests.integration.waiting import wait_until
 
 TRAP_PORT = free_port()
 NAMES = [
@@ -126,21 +127,10 @@ def files_under(root) -> list[tuple[str, int]]:
 
 
 @pytest.fixture
-async def engine(tmp_path, clusters):
-    src, tgt = clusters
-    store = await Store.open(str(tmp_path / "state.sqlite"))
-    servers = {"onprem": server("onprem", src), "azure": server("azure", tgt)}
-    eng = Engine(
-        store,
-        servers,
-        RecordingEvents(),
-        EngineConfig(
-            workdir=tmp_path / "work", pg_bindir=str(pg16_bindir()), progress_interval=0.2, fence_grace_seconds=0.1
-        ),
-    )
+async def engine(tmp_path, store, clusters):
+    eng = factories.engine(store, *clusters, tmp_path)
     yield eng
     await eng.close()
-    await store.close()
 
 
 async def migrate(engine: Engine, mode: str, **kw) -> str:
@@ -191,11 +181,12 @@ async def test_online_migrates_and_cuts_over_every_hostile_name(tmp_path, engine
     await reset_targets(tgt)
     async with Trap() as trap:
         mid = await migrate(engine, "online")
-        for _ in range(900):
+
+        async def settled() -> Migration | None:
             m = await engine.store.get_migration(mid)
-            if m.state is State.READY_FOR_CUTOVER or m.state.finished:
-                break
-            await asyncio.sleep(0.1)
+            return m if m.state is State.READY_FOR_CUTOVER or m.state.finished else None
+
+        m = await wait_until(settled, 90, "neither ready for cutover nor finished")
         assert m.state is State.READY_FOR_CUTOVER, m.error or {
             db: p.phase for db, p in engine.progress(mid).databases.items() if p.phase != "streaming"
         }

@@ -12,7 +12,7 @@ import pytest
 from bot.localpg import LocalCluster
 from migration_core.changes.constraints import ForeignKey, Parked
 from migration_core.changes.fence import Fence
-from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
+from migration_core.engine.api import Engine, MigrationRequest
 from migration_core.flows.steps import cutover
 from migration_core.flows.steps.cutover import DatabaseCutover
 from migration_core.observe import waits
@@ -20,13 +20,12 @@ from migration_core.observe.progress import DatabaseProgress
 from migration_core.state.errors import MigrationError
 from migration_core.state.failures import failure_reason
 from migration_core.state.models import State
-from migration_core.state.store import Store
 from migration_core.transfer import copy
 from migration_core.transfer.limits import DataLimits
 from migration_core.verify.tables import verify_database
+from tests.integration import factories
 from tests.integration.clusters import server
-from tests.integration.sample_data import RecordingEvents
-from tests.integration.waiting import wait_state
+from tests.integration.waiting import wait_state, wait_until
 
 QUERY_TIMEOUT = 1.0  # seconds: every copy and VALIDATE below takes longer
 DATABASES = ("slow_offline", "slow_online", "validating", "split_me", "stalls", "indexing")
@@ -62,15 +61,6 @@ def slow_schema(target_port: int, rows: int = 250) -> str:
     """
 
 
-def make_engine(store: Store, src: LocalCluster, tgt: LocalCluster, tmp_path, **config) -> Engine:
-    servers = {
-        "onprem": server("onprem", src, query_timeout=QUERY_TIMEOUT),
-        "azure": server("azure", tgt, query_timeout=QUERY_TIMEOUT),
-    }
-    cfg = EngineConfig(workdir=tmp_path / "work", progress_interval=0.2, fence_grace_seconds=0.1, **config)
-    return Engine(store, servers, RecordingEvents(), cfg)
-
-
 async def migrate(engine: Engine, mode: str, db: str) -> str:
     m = await engine.create(
         MigrationRequest(
@@ -100,7 +90,7 @@ def same_rows(src: LocalCluster, tgt: LocalCluster, db: str, table: str) -> str:
 async def test_an_offline_copy_longer_than_the_query_timeout_completes(tmp_path, store, source_cluster, target_cluster):
     fresh(source_cluster, "slow_offline", slow_schema(target_cluster.port))
     target_cluster.psql('DROP DATABASE IF EXISTS "slow_offline" WITH (FORCE)')
-    engine = make_engine(store, source_cluster, target_cluster, tmp_path)
+    engine = factories.engine(store, source_cluster, target_cluster, tmp_path, query_timeout=QUERY_TIMEOUT)
     started = time.monotonic()
     mid = await migrate(engine, "offline", "slow_offline")
     await wait_state(engine.store, mid, State.COMPLETED)
@@ -114,7 +104,7 @@ async def test_an_online_load_and_cutover_longer_than_the_query_timeout_complete
 ):
     fresh(source_cluster, "slow_online", slow_schema(target_cluster.port))
     target_cluster.psql('DROP DATABASE IF EXISTS "slow_online" WITH (FORCE)')
-    engine = make_engine(store, source_cluster, target_cluster, tmp_path)
+    engine = factories.engine(store, source_cluster, target_cluster, tmp_path, query_timeout=QUERY_TIMEOUT)
     mid = await migrate(engine, "online", "slow_online")
     await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     source_cluster.psql("INSERT INTO slow (id, parent_id) VALUES (1000, 2)", database="slow_online")
@@ -151,11 +141,8 @@ async def test_validate_waits_for_a_lock_beyond_the_query_timeout_and_says_who_h
     seen: list[str] = []
 
     async def release_later() -> None:
-        deadline = time.monotonic() + 10
-        while not progress.waiting and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        seen.append(progress.waiting)
-        await asyncio.sleep(QUERY_TIMEOUT + 0.5)
+        seen.append(await wait_until(lambda: progress.waiting, 10, "the VALIDATE never said it waits", 0.05))
+        await asyncio.sleep(QUERY_TIMEOUT + 0.5)  # the lock is held past the query timeout: the point of the test
         await holder.execute("COMMIT")
 
     result = DatabaseCutover("validating", Fence("validating"))
@@ -195,12 +182,12 @@ async def test_index_builds_and_analyze_say_how_far_they_are(
             CREATE INDEX indexed_slowly ON indexed ((slow_on_target(id)));""",
     )
     target_cluster.psql('DROP DATABASE IF EXISTS "indexing" WITH (FORCE)')
-    engine = make_engine(store, source_cluster, target_cluster, tmp_path)
+    engine = factories.engine(store, source_cluster, target_cluster, tmp_path, query_timeout=QUERY_TIMEOUT)
     mid = await migrate(engine, "offline", "indexing")
     seen: set[str] = set()
     while not (await store.get_migration(mid)).state.finished:
         seen.add(engine.progress(mid).of("indexing").working)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a sample of the live text every 50 ms, as a person watching would see it
     m = await store.get_migration(mid)
     assert m.state is State.COMPLETED, m.error
     building = [w for w in seen if w.startswith("index on indexed: building index")]
@@ -228,7 +215,9 @@ async def test_large_tables_are_copied_and_checked_in_ranges_while_writes_go_on(
     fresh(source_cluster, "split_me", SPLIT + " ALTER TABLE heap REPLICA IDENTITY FULL;")
     target_cluster.psql('DROP DATABASE IF EXISTS "split_me" WITH (FORCE)')
     limits = DataLimits(split_table_bytes=256 << 10)  # keyed and heap are ~6 MB each: 24+ ranges
-    engine = make_engine(store, source_cluster, target_cluster, tmp_path, limits=limits)
+    engine = factories.engine(
+        store, source_cluster, target_cluster, tmp_path, query_timeout=QUERY_TIMEOUT, limits=limits
+    )
     writes = 0
 
     async def application() -> None:
@@ -241,7 +230,7 @@ async def test_large_tables_are_copied_and_checked_in_ranges_while_writes_go_on(
                     await conn.execute("UPDATE heap SET what = 'changed' WHERE at = $1", writes % 977)
                     await conn.execute("DELETE FROM keyed WHERE id = $1", 1 + writes * 7)
                 writes += 1
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(0.002)  # an application's pace between transactions
         finally:
             await conn.close()
 
@@ -282,8 +271,9 @@ async def test_split_tables_are_verified_offline_from_their_streams_while_they_c
     reads neither side again."""
     fresh(source_cluster, "split_me", SPLIT)
     target_cluster.psql('DROP DATABASE IF EXISTS "split_me" WITH (FORCE)')
-    engine = make_engine(
-        store, source_cluster, target_cluster, tmp_path, limits=DataLimits(split_table_bytes=256 << 10)
+    limits = DataLimits(split_table_bytes=256 << 10)
+    engine = factories.engine(
+        store, source_cluster, target_cluster, tmp_path, query_timeout=QUERY_TIMEOUT, limits=limits
     )
     mid = await migrate(engine, "offline", "split_me")
     await wait_state(store, mid, State.COMPLETED, State.FAILED)

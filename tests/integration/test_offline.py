@@ -9,15 +9,16 @@ import pytest
 
 from bot.localpg import LocalCluster
 from bot.sandbox import load_pagila
-from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
+from migration_core.engine.api import Engine, MigrationRequest
 from migration_core.observe.progress import DatabaseProgress
 from migration_core.state.models import State
-from migration_core.state.store import Store
 from migration_core.transfer import copy
 from migration_core.transfer.copy import TableCopy
 from migration_core.verify.early import EarlyChecks
+from tests.integration import factories
 from tests.integration.clusters import PASSWORD, server
-from tests.integration.sample_data import RICH, ROLES, RecordingEvents, facts, pagila_available, pg16_bindir
+from tests.integration.sample_data import RICH, ROLES, facts, pagila_available, pg16_bindir
+from tests.integration.waiting import wait_phase
 
 
 @pytest.fixture(scope="module")
@@ -42,24 +43,10 @@ def rich_source(cluster_root):
 
 
 @pytest.fixture
-async def engine(tmp_path, rich_source, pg16, target_cluster):
-    store = await Store.open(str(tmp_path / "state.sqlite"))
-    servers = {
-        "onprem": server("onprem", rich_source),
-        "azure": server("azure", pg16),
-        "pg15": server("pg15", target_cluster),
-    }
-    events = RecordingEvents()
-    eng = Engine(
-        store,
-        servers,
-        events,
-        EngineConfig(workdir=tmp_path / "work", pg_bindir=str(pg16_bindir()), progress_interval=0.1),
-    )
-    eng.events_log = events  # type: ignore[attr-defined]
+async def engine(tmp_path, store, rich_source, pg16, target_cluster):
+    eng = factories.engine(store, rich_source, pg16, tmp_path, extra={"pg15": target_cluster})
     yield eng
     await eng.close()
-    await store.close()
 
 
 def reset_target(cluster: LocalCluster, *dbs: str) -> None:
@@ -98,7 +85,7 @@ async def test_offline_migration_of_several_databases_is_exact(engine, rich_sour
     mid = await run(engine, databases=dbs, method=method, parallel=2)
     m = await engine.store.get_migration(mid)
     assert m.state is State.COMPLETED, m.error
-    assert engine.events_log.of(mid) == ["preflight", "exporting", "importing", "verifying", "completed"]
+    assert engine.events.of(mid) == ["preflight", "exporting", "importing", "verifying", "completed"]
     for db in dbs:
         src = await assert_same(rich_source, pg16, db)
         assert sum(src["counts"].values()) > 0
@@ -147,7 +134,7 @@ async def test_pause_after_export_honours_edited_files(engine, rich_source, pg16
     assert m.state is State.COMPLETED, m.error
     tgt = await facts(pg16.dsn("rich"))
     assert "public.scratch" not in tgt["counts"] and tgt["counts"]["inventory.item"] == 3000
-    notice = engine.events_log.states[-1][2]
+    notice = engine.events.states[-1][2]
     assert "expected because export files were edited" in notice and "public.scratch" in notice
 
 
@@ -187,16 +174,8 @@ async def test_non_empty_target_refused_then_retry_after_fix(engine, rich_source
     assert await engine.retry(mid)
     await engine.wait(mid)
     assert (await engine.store.get_migration(mid)).state is State.COMPLETED
-    exported = [e for e in engine.events_log.states if e[0] == mid]
+    exported = [e for e in engine.events.states if e[0] == mid]
     assert [s for _, s, _ in exported].count("exporting") == 1  # the retry did not export again
-
-
-async def wait_phase(engine: Engine, mid: str, db: str, phase: str, timeout: float = 60) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if engine.progress(mid).of(db).phase == phase:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{db} never reached {phase!r}: {engine.progress(mid).of(db).phase}")
 
 
 @pytest.fixture
@@ -322,19 +301,12 @@ async def test_cancel_mid_import_drops_the_half_imported_database(engine, rich_s
     assert "big" not in pg16.psql("SELECT datname FROM pg_database")
     steps = {s.name: s for s in await engine.store.steps(m.id)}
     assert steps["import:big"].state == "dropped" and "dropped" in steps["import:big"].detail
-    assert "cancelled by U0BOB" in engine.events_log.states[-1][2]
+    assert "cancelled by U0BOB" in engine.events.states[-1][2]
     assert not await engine.leftovers(m.id)
 
 
-async def test_client_programs_older_than_the_target_are_refused(tmp_path, rich_source, pg16):
-    store = await Store.open(str(tmp_path / "s.sqlite"))
-    events = RecordingEvents()
-    eng = Engine(
-        store,
-        {"onprem": server("onprem", rich_source), "azure": server("azure", pg16)},
-        events,
-        EngineConfig(workdir=tmp_path / "w", pg_bindir=str(rich_source.bindir)),
-    )
+async def test_client_programs_older_than_the_target_are_refused(tmp_path, store, rich_source, pg16):
+    eng = factories.engine(store, rich_source, pg16, tmp_path, bindir=rich_source.bindir)
     try:
         reset_target(pg16, "rich")
         mid = await run(eng, databases=["rich"])
@@ -343,15 +315,11 @@ async def test_client_programs_older_than_the_target_are_refused(tmp_path, rich_
         assert "pg_dump 15" in m.error and "older than the newest server involved (PostgreSQL 16)" in m.error
     finally:
         await eng.close()
-        await store.close()
 
 
-async def test_a_restart_carries_an_interrupted_import_on(tmp_path, rich_source, pg16, big):
-    servers = {"onprem": server("onprem", rich_source), "azure": server("azure", pg16)}
-    config = EngineConfig(workdir=tmp_path / "w", pg_bindir=str(pg16_bindir()))
-    store = await Store.open(str(tmp_path / "s.sqlite"))
+async def test_a_restart_carries_an_interrupted_import_on(tmp_path, store, rich_source, pg16, big):
     reset_target(pg16, "big")
-    first = Engine(store, servers, RecordingEvents(), config)
+    first = factories.engine(store, rich_source, pg16, tmp_path)
     m = await first.create(
         MigrationRequest(
             source="onprem", target="azure", mode="offline", requested_by="U1", databases=["big"], parallel=1
@@ -362,7 +330,7 @@ async def test_a_restart_carries_an_interrupted_import_on(tmp_path, rich_source,
     await wait_phase(first, m.id, "big", "copying data")
     await first.close()  # pgmig stops while importing
     assert (await store.get_migration(m.id)).state is State.IMPORTING
-    second = Engine(store, servers, RecordingEvents(), config)
+    second = factories.engine(store, rich_source, pg16, tmp_path)
     try:
         assert await second.recover() == [m.id]
         await second.wait(m.id)
@@ -372,7 +340,6 @@ async def test_a_restart_carries_an_interrupted_import_on(tmp_path, rich_source,
         assert "carried on" in (await store.step(m.id, "recovery")).detail
     finally:
         await second.close()
-        await store.close()
 
 
 async def test_source_changed_after_export_fails_at_verifying_with_the_mismatches(engine, rich_source, pg16):
@@ -399,7 +366,9 @@ async def test_source_changed_after_export_fails_at_verifying_with_the_mismatche
         )
 
 
-async def test_target_role_that_cannot_create_roles_restores_without_owners(tmp_path, rich_source, pg16, monkeypatch):
+async def test_target_role_that_cannot_create_roles_restores_without_owners(
+    tmp_path, store, rich_source, pg16, monkeypatch
+):
     pg16.psql(
         "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'migrator') THEN "
         "CREATE ROLE migrator LOGIN CREATEDB PASSWORD 'Migrator-pw-1'; END IF; END $$"
@@ -407,12 +376,8 @@ async def test_target_role_that_cannot_create_roles_restores_without_owners(tmp_
     reset_target(pg16, "rich")
     pg16.psql("DROP ROLE IF EXISTS app_owner; DROP ROLE IF EXISTS report_reader")
     monkeypatch.setenv("PGMIG_MIGRATOR_PASSWORD", "Migrator-pw-1")
-    servers = {
-        "onprem": server("onprem", rich_source),
-        "azure": server("azure", pg16, user="migrator", password_env="PGMIG_MIGRATOR_PASSWORD"),
-    }
-    store = await Store.open(str(tmp_path / "s.sqlite"))
-    eng = Engine(store, servers, RecordingEvents(), EngineConfig(workdir=tmp_path / "w", pg_bindir=str(pg16_bindir())))
+    as_migrator = {"user": "migrator", "password_env": "PGMIG_MIGRATOR_PASSWORD"}
+    eng = factories.engine(store, rich_source, pg16, tmp_path, target_server=as_migrator)
     try:
         for method in ("restore", "dump"):
             reset_target(pg16, "rich")
@@ -431,7 +396,6 @@ async def test_target_role_that_cannot_create_roles_restores_without_owners(tmp_
             assert owners == "migrator"
     finally:
         await eng.close()
-        await store.close()
         reset_target(pg16, "rich")
 
 

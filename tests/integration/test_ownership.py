@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.localpg import LocalCluster
+from migration_core.changes.databases import CONTENTS
 from migration_core.pg.failpoints import ENV as KILL
 from migration_core.state.models import State
 from tests.integration.clusters import config_toml, shell_env
@@ -133,6 +134,38 @@ async def test_a_cancel_empties_a_dbas_empty_database_it_filled(slack, target_cl
     assert after == before
 
 
+def extensions(cluster: LocalCluster, db: str) -> str:
+    return cluster.psql("SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension", database=db)
+
+
+async def test_a_cancel_drops_the_extensions_it_created_in_a_dbas_database_and_keeps_theirs(
+    slack, source_cluster, target_cluster
+):
+    """A DBA prepared `adva` empty but for citext they enabled; pgmig created hstore (the source uses it) and
+    filled it. A cancel takes out hstore with what pgmig put in; citext, and `public` where it lives, stay."""
+    source_cluster.psql("CREATE EXTENSION hstore; CREATE EXTENSION citext", database="adva")
+    source_cluster.psql(
+        "ALTER TABLE account ADD tags hstore, ADD email citext; CREATE DOMAIN positive AS int CHECK (VALUE > 0); "
+        "CREATE TYPE mood AS ENUM ('ok'); CREATE FUNCTION one() RETURNS positive LANGUAGE sql AS 'SELECT 1'; "
+        "CREATE VIEW named AS SELECT id, name FROM account; CREATE MATERIALIZED VIEW ids AS SELECT id FROM account",
+        database="adva",
+    )
+    target_cluster.psql("CREATE DATABASE adva")
+    target_cluster.psql("CREATE EXTENSION citext; GRANT CREATE ON SCHEMA public TO PUBLIC", database="adva")
+    theirs = oid(target_cluster, "adva")
+    before = target_cluster.psql("SELECT nspacl::text FROM pg_namespace WHERE nspname = 'public'", database="adva")
+    await fail_after_creating_the_target(slack, target_cluster)
+    assert extensions(target_cluster, "adva") == "citext,hstore,plpgsql"
+    cancelled = await say(slack, "cancel mig-1", "c1")
+    assert "adva emptied again" in cancelled and "dropped extension(s) hstore in adva" in cancelled, cancelled
+    assert oid(target_cluster, "adva") == theirs
+    assert extensions(target_cluster, "adva") == "citext,plpgsql"
+    assert target_cluster.psql("SELECT 'A'::citext = 'a'", database="adva") == "t"
+    assert target_cluster.psql(CONTENTS, database="adva") == "0|0|0|0|0|1"  # nothing but citext
+    after = target_cluster.psql("SELECT nspacl::text FROM pg_namespace WHERE nspname = 'public'", database="adva")
+    assert after == before
+
+
 async def test_a_role_of_the_same_name_made_since_is_not_dropped(slack, target_cluster):
     await fail_after_creating_the_target(slack, target_cluster)
     made = target_cluster.psql("SELECT oid FROM pg_roles WHERE rolname = 'adva_owner'")
@@ -222,6 +255,48 @@ def test_killed_right_after_journaling_a_dbas_empty_database_it_finishes_or_empt
                 "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace", db
             )
             assert tables == "0"
+    finally:
+        for c in (source_cluster, target_cluster):
+            c.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("point", ["plan-extensions", "create-extension"])
+def test_killed_around_creating_extensions_a_cancel_drops_only_those_it_made(
+    tmp_path, source_cluster, target_cluster, point
+):
+    """pgmig SIGKILLed right after journaling the extensions it will create in a DBA's database (before the
+    first CREATE EXTENSION), or right after that CREATE (before noting it); restarted, it carries on with
+    the same entry and is killed again once it created the rest; cancelled then, it drops every extension
+    it made, and the DBA's extension and database stay."""
+    db = f"ext_{point.replace('-', '_')}"
+    for c in (source_cluster, target_cluster):
+        c.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    source_cluster.psql(f"CREATE DATABASE {db}")
+    source_cluster.psql(
+        "CREATE EXTENSION hstore; CREATE EXTENSION pg_trgm; CREATE EXTENSION citext; "
+        "CREATE TABLE t (id int PRIMARY KEY, h hstore, e citext); INSERT INTO t SELECT generate_series(1, 100)",
+        db,
+    )
+    target_cluster.psql(f"CREATE DATABASE {db}")
+    target_cluster.psql("CREATE EXTENSION citext", db)
+    theirs = oid(target_cluster, db)
+    config = tmp_path / "pgmig.toml"
+    config.write_text(config_toml({"src": source_cluster, "tgt": target_cluster}))
+    env = shell_env(tmp_path, config)
+    try:
+        killed = pgmig("shell", env={**env, KILL: f"{point}:{db}"}, stdin=f"migrate src tgt --mode offline --db {db}\n")
+        assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+        made = "citext,hstore,plpgsql" if point == "create-extension" else "citext,plpgsql"
+        assert extensions(target_cluster, db) == made
+        restarted = pgmig("shell", env={**env, KILL: f"extensions:{db}"}, stdin="wait 30\n")
+        assert restarted.returncode == -signal.SIGKILL, restarted.stdout + restarted.stderr
+        assert extensions(target_cluster, db) == "citext,hstore,pg_trgm,plpgsql"
+        again = pgmig("shell", env=env, stdin="cancel mig-1\n")
+        assert again.returncode == 0 and "Traceback" not in again.stdout + again.stderr, again.stderr
+        assert "cancelled" in again.stdout, again.stdout
+        assert oid(target_cluster, db) == theirs
+        assert extensions(target_cluster, db) == "citext,plpgsql"
+        assert target_cluster.psql(CONTENTS, database=db) == "0|0|0|0|0|1"
     finally:
         for c in (source_cluster, target_cluster):
             c.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

@@ -19,7 +19,7 @@ import pytest
 from bot.localpg import LocalCluster, free_port
 from handlers.actions import Action
 from migration_core.state.models import State
-from migration_core.state.store import Store
+from migration_core.store import Store
 from tests.integration.clusters import PASSWORD, config_toml
 from tests.integration.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers, text_of
 from tests.integration.sample_data import PARENT_CHILD

@@ -22,13 +22,13 @@ import pytest
 from bot.localpg import LocalCluster
 from migration_core.changes import replication
 from migration_core.changes.replication import LOGIN_GROUP, HbaRule, login_hba_lines, physical_opening
-from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
+from migration_core.engine.api import MigrationRequest
 from migration_core.preflight.checks import Finding, PreflightReport, PreflightRequest, Status, run_preflight
 from migration_core.state.models import State
-from migration_core.state.store import Store
+from tests.integration import factories
 from tests.integration.clusters import PASSWORD, server
-from tests.integration.sample_data import PARENT_CHILD, RecordingEvents, pg16_bindir
-from tests.integration.waiting import wait_state
+from tests.integration.sample_data import PARENT_CHILD
+from tests.integration.waiting import wait_state, wait_until
 
 DB = "replogin"  # the session's shared target has a database of this name only while this module runs
 
@@ -56,7 +56,7 @@ def reload(cluster: LocalCluster) -> None:
     deadline = time.monotonic() + 10
     while cluster.psql("SELECT pg_conf_load_time()") == before:
         assert time.monotonic() < deadline, "the server did not reload its configuration"
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll interval: a sync fixture helper, so no event loop to wait on
 
 
 @pytest.fixture
@@ -170,14 +170,8 @@ async def test_a_role_that_cannot_read_pg_hba_says_it_cannot_tell(source, dba_li
     assert "hba_blind" not in source.logfile.read_text()  # no permission error logged on the source
 
 
-async def test_a_streaming_subscriptions_login_cannot_take_a_base_backup(tmp_path, source, target, dba_lines):
-    store = await Store.open(str(tmp_path / "state.sqlite"))
-    config = EngineConfig(
-        workdir=tmp_path / "w", pg_bindir=str(pg16_bindir()), progress_interval=0.2, fence_grace_seconds=0.1
-    )
-    engine = Engine(
-        store, {"onprem": server("onprem", source), "azure": server("azure", target)}, RecordingEvents(), config
-    )
+async def test_a_streaming_subscriptions_login_cannot_take_a_base_backup(tmp_path, store, source, target, dba_lines):
+    engine = factories.engine(store, source, target, tmp_path)
     try:
         m = await engine.create(
             MigrationRequest(
@@ -211,23 +205,19 @@ async def test_a_streaming_subscriptions_login_cannot_take_a_base_backup(tmp_pat
 
         # logical replication with that login still works: a new row arrives, a logical session opens
         source.psql("INSERT INTO parent DEFAULT VALUES", database=DB)
-        deadline = time.monotonic() + 30
-        while target.psql("SELECT count(*) FROM parent", database=DB) != "3":
-            assert time.monotonic() < deadline, "the change never arrived on the target"
-            await asyncio.sleep(0.1)
+        rows = "SELECT count(*) FROM parent"
+        await wait_until(lambda: target.psql(rows, database=DB) == "3", 30, "the change never arrived on the target")
         session = logical_session(source, role, password, "READ_REPLICATION_SLOT pgmig_login_probe")
         assert session.returncode == 0, session.stderr
-        deadline = time.monotonic() + 10  # and what it ran is in the source's log
-        while "replication command: READ_REPLICATION_SLOT pgmig_login_probe" not in source.logfile.read_text():
-            assert time.monotonic() < deadline, "the login's replication command was not logged"
-            await asyncio.sleep(0.1)
+        # and what it ran is in the source's log
+        logged = "replication command: READ_REPLICATION_SLOT pgmig_login_probe"
+        await wait_until(lambda: logged in source.logfile.read_text(), 10, "the login's command was not logged")
 
         assert (await engine.cancel(m.id, "U1")).state is State.CANCELLED
         assert source.psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{role}'") == "0"
         assert source.psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{LOGIN_GROUP}'") == "1"  # the DBA's
     finally:
         await engine.close()
-        await store.close()
 
 
 def rule(line: int, kind: str, users: str, address: str | None, method: str, db: str = "replication") -> HbaRule:

@@ -20,7 +20,7 @@ import pyte
 
 from bot.localpg import LocalCluster, free_port
 from migration_core.state.models import Migration, Mode, State
-from migration_core.state.store import Store
+from migration_core.store import Store
 from tests.integration.clusters import config_toml, shell_env
 
 CTRL_C, CTRL_D, TAB = "\x03", "\x04", "\t"

@@ -9,7 +9,7 @@ import pytest
 
 from bot.localpg import free_port
 from handlers.actions import Action
-from migration_core.state.store import Store
+from migration_core.store import Store
 from tests.integration.clusters import PASSWORD, config_toml
 from tests.integration.slack_harness import running
 

@@ -81,8 +81,10 @@ def state(
     return values
 
 
-def the_modal(fake) -> dict:
-    """The newest modal as Slack holds it now (Home tabs are VH…)."""
+async def the_modal(fake, opened: int = 1) -> dict:
+    """The newest modal as Slack holds it (Home tabs are VH…), once `opened` forms were opened in all: the
+    form opens after the ack, in its own task."""
+    await fake.wait_for("calls", lambda _: sum(c.method == "views.open" for c in fake.calls) >= opened)
     return [v for k, v in fake.views.items() if not k.startswith("VH")][-1]
 
 
@@ -93,7 +95,7 @@ def pick_source(name: str) -> dict:
 async def open_and_list(slack, key: str = "f") -> dict:
     """`/pgmig migrate`, then onprem chosen as the source: the form as Slack holds it after views.update."""
     await slack.command("migrate", key=key)
-    view = the_modal(slack.fake)
+    view = await the_modal(slack.fake)
     await slack.in_view(view, state(mode=None), "source", pick_source("onprem"))
     await slack.fake.wait_for("calls", lambda c: c.method == "views.update" and c.params["view_id"] == view["id"])
     return slack.fake.views[view["id"]]
@@ -144,7 +146,7 @@ async def test_only_operators_get_a_servers_databases_from_the_form(slack):
     anyone else is told why there, as the typed `/pgmig migrate` would tell them."""
     slack.services.policy = Policy(operators=("U0OPS",))
     await slack.command("migrate", user="U0MALLORY", key="f")
-    view = the_modal(slack.fake)
+    view = await the_modal(slack.fake)
     await slack.in_view(view, state(mode=None), "source", pick_source("onprem"), user="U0MALLORY")
     await slack.fake.wait_for("calls", lambda c: c.method == "views.update" and c.params["view_id"] == view["id"])
     refused = slack.fake.views[view["id"]]
@@ -157,7 +159,7 @@ async def test_only_operators_get_a_servers_databases_from_the_form(slack):
     assert json.loads(resp.body)["errors"]["source"].startswith("only operators may start migrations")
 
     await slack.command("migrate", user="U0OPS", key="ops")
-    mine = the_modal(slack.fake)
+    mine = await the_modal(slack.fake, opened=2)
     await slack.in_view(mine, state(mode=None), "source", pick_source("onprem"), user="U0OPS", key="ops-va")
     await slack.fake.wait_for("calls", lambda c: c.method == "views.update" and c.params["view_id"] == mine["id"])
     assert "shop" in option_values(block(slack.fake.views[mine["id"]], "databases@onprem"))
@@ -170,7 +172,7 @@ async def test_an_unreachable_source_is_said_in_the_form(tmp_path, source_cluste
 
     async with running(tmp_path, config_toml({"down": free_port(), "onprem": source_cluster})) as slack:
         await slack.command("migrate", key="f")
-        view = the_modal(slack.fake)
+        view = await the_modal(slack.fake)
         await slack.in_view(view, {}, "source", pick_source("down"))
         await slack.fake.wait_for("calls", lambda c: c.method == "views.update")
         updated = slack.fake.views[view["id"]]
@@ -267,7 +269,7 @@ async def test_the_form_from_the_home_tab_answers_in_a_direct_message(slack):
     await slack.in_view(home_view, {}, "b", {"type": "button", "action_id": modal.OPEN}, key="home-open")
     opened = await slack.fake.wait_for("calls", lambda c: c.method == "views.open")
     assert opened.params["trigger_id"] == "trig.home-open"
-    view = the_modal(slack.fake)
+    view = await the_modal(slack.fake)
     assert json.loads(view["private_metadata"]) == {"channel": "", "response_url": ""}
     await slack.in_view(view, {}, "source", pick_source("onprem"))
     await slack.fake.wait_for("calls", lambda c: c.method == "views.update")

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from migration_core.state.models import Approval, AuditEntry, Migration, MigrationOptions, State, Step, utcnow
-from migration_core.state.store import Store
+from migration_core.store import Store
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from bot.localpg import LocalCluster, free_port
-from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
+from migration_core.engine.api import Engine, MigrationRequest
 from migration_core.state.models import State
-from migration_core.state.store import Store
-from tests.integration.clusters import PASSWORD, server
-from tests.integration.sample_data import PARENT_CHILD, RecordingEvents, pg16_bindir
+from tests.integration import factories
+from tests.integration.clusters import PASSWORD
+from tests.integration.sample_data import PARENT_CHILD, pg16_bindir
 from tests.integration.waiting import wait_state
 
 SOURCE_PASSWORD = "Operator-Source-Pw-7351"
@@ -47,25 +47,14 @@ def rep_roles(c: LocalCluster) -> list[str]:
     return out.split() if out else []
 
 
-async def online(tmp_path: Path, source: LocalCluster, target: LocalCluster, **target_login) -> tuple[Engine, str]:
-    servers = {
-        "onprem": server(
-            "onprem",
-            source,
-            password_env="PGMIG_SOURCE_PASSWORD",
-            replication_port=target_login.pop("replication_port", None),
-        ),
-        "azure": server("azure", target, **target_login),
-    }
-    store = await Store.open(str(tmp_path / "state.sqlite"))
-    engine = Engine(
-        store,
-        servers,
-        RecordingEvents(),
-        EngineConfig(
-            workdir=tmp_path / "w", pg_bindir=str(pg16_bindir()), progress_interval=0.2, fence_grace_seconds=0.1
-        ),
-    )
+async def online(
+    tmp_path: Path, source: LocalCluster, target: LocalCluster, replication_port: int | None = None, **target_login
+) -> tuple[Engine, str]:
+    """An online migration of `app` started, its store in `tmp_path`: the source reached with the operator's
+    password (and by the target at `replication_port`), the target as `target_login` says."""
+    as_operator = {"password_env": "PGMIG_SOURCE_PASSWORD", "replication_port": replication_port}
+    store = await factories.store(tmp_path)
+    engine = factories.engine(store, source, target, tmp_path, source_server=as_operator, target_server=target_login)
     m = await engine.create(
         MigrationRequest(
             source="onprem", target="azure", mode="online", requested_by="U1", databases=["app"], overwrite=True

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from migration_core.state.store import Store
+from migration_core.store import Store
 from tests.integration.clusters import config_toml, shell_env
 from tests.integration.test_shell import pgmig
 

@@ -16,19 +16,20 @@ import asyncpg
 import pytest
 
 from handlers.migration_messages import database_line
-from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
+from migration_core.engine.api import Engine, MigrationRequest
 from migration_core.observe import waits
 from migration_core.observe.progress import MigrationProgress
 from migration_core.preflight.checks import PreflightRequest, run_preflight
 from migration_core.state.failures import failure_reason
 from migration_core.state.models import Migration, State
-from migration_core.state.store import Store
 from migration_core.transfer.limits import DataLimits
+from tests.integration import factories
 from tests.integration.clusters import config_toml, server, shell_env
 from tests.integration.sample_data import RecordingEvents
-from tests.integration.waiting import wait_state
+from tests.integration.waiting import wait_state, wait_until
 
 DATABASES = ("locked", "slow_rows")
+QUERY_TIMEOUT = 1.0  # seconds: a control query waiting for the lock would fail at 1 s
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -60,15 +61,6 @@ class SeenEvents(RecordingEvents):
     async def progress(self, migration: Migration, progress: MigrationProgress) -> None:
         await super().progress(migration, progress)
         self.lines += [database_line(p, time.time()) for p in progress.databases.values()]
-
-
-def make_engine(store: Store, src, tgt, tmp_path, stall: float = 300.0) -> Engine:
-    servers = {
-        "onprem": server("onprem", src, query_timeout=1.0),  # a control query waiting for the lock would fail at 1 s
-        "azure": server("azure", tgt, query_timeout=1.0),
-    }
-    config = EngineConfig(workdir=tmp_path / "work", progress_interval=0.1, limits=DataLimits(stall_seconds=stall))
-    return Engine(store, servers, SeenEvents(), config)
 
 
 async def migrate(engine: Engine, db: str, method: str, pause: bool = False) -> str:
@@ -142,31 +134,29 @@ async def test_a_restore_export_waits_beyond_the_query_timeout_then_goes_on(
     monkeypatch, tmp_path, store, source_cluster, target_cluster
 ):
     """The restore method's pg_dump waits for the lock with no time limit but the stall rule's, saying who
-    holds it; once the holder commits, the export goes on. That export holds no rows, and the live
-    message paused after it no longer claims it does ("exported ▓▓▓ 100% · 1/1 table" before a row moved)."""
+    holds it; once the holder commits, the export goes on and the migration completes."""
     monkeypatch.setattr(waits, "WATCH_SECONDS", 0.2)
     fresh(source_cluster, "locked", BIG)
-    engine = make_engine(store, source_cluster, target_cluster, tmp_path)
+    engine = factories.engine(
+        store, source_cluster, target_cluster, tmp_path, events=SeenEvents(), query_timeout=QUERY_TIMEOUT
+    )
     holder = await lock(source_cluster, "locked", "big")
-    mid = await migrate(engine, "locked", "restore", pause=True)
-    deadline = time.monotonic() + 20
-    while "waiting for Lock/relation" not in engine.progress(mid).of("locked").waiting:
-        assert time.monotonic() < deadline, engine.progress(mid).of("locked")
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(1.5)  # beyond the 1 s query_timeout
+    mid = await migrate(engine, "locked", "restore")
+    await wait_until(
+        lambda: "waiting for Lock/relation" in engine.progress(mid).of("locked").waiting,
+        20,
+        lambda: str(engine.progress(mid).of("locked")),
+    )
+    await asyncio.sleep(QUERY_TIMEOUT + 0.5)  # waiting beyond the query timeout is the point
     waiting = engine.progress(mid).of("locked").waiting
     await holder.execute("COMMIT")
     await holder.close()
-    await wait_state(store, mid, State.PAUSED, timeout=60)
+    await wait_state(store, mid, State.COMPLETED, timeout=60)
     assert waiting.startswith("exporting: waiting for Lock/relation held by pid") and "app 'dba-shell'" in waiting
     assert any(
         "`locked` exporting the schema" in line and "⏳ exporting: waiting for Lock" in line
         for line in engine.events.lines
     )
-    paused = database_line(engine.progress(mid).of("locked"), time.time())
-    assert paused == "`locked` schema exported"
-    assert await engine.resume(mid, "U0ALICE")
-    await wait_state(store, mid, State.COMPLETED, timeout=60)
     await engine.close()
 
 
@@ -178,7 +168,15 @@ async def test_a_stalled_export_fails_saved_failed_and_a_retry_counts_from_itsel
     counts from the retry."""
     monkeypatch.setattr(waits, "WATCH_SECONDS", 0.2)
     fresh(source_cluster, "locked", BIG)
-    engine = make_engine(store, source_cluster, target_cluster, tmp_path, stall=1.5)
+    engine = factories.engine(
+        store,
+        source_cluster,
+        target_cluster,
+        tmp_path,
+        events=SeenEvents(),
+        query_timeout=QUERY_TIMEOUT,
+        limits=DataLimits(stall_seconds=1.5),
+    )
     holder = await lock(source_cluster, "locked", "big")
     mid = await migrate(engine, "locked", "restore")
     await wait_state(store, mid, State.FAILED, timeout=30, fail_fast=False)
@@ -188,12 +186,10 @@ async def test_a_stalled_export_fails_saved_failed_and_a_retry_counts_from_itsel
     assert "app 'dba-shell'" in m.error and "TimeoutError" not in m.error
     step = await store.step(mid, "export:locked")
     assert step.state == "failed" and "dba-shell" in step.detail
-    deadline = time.monotonic() + 10  # pg_dump was terminated: its session goes, and nothing of pgmig's waits on
-    while source_cluster.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgmig'") != "0":
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.1)
-
-    await asyncio.sleep(1)
+    sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgmig'"
+    # pg_dump was terminated: its session goes, and nothing of pgmig's waits on
+    await wait_until(lambda: source_cluster.psql(sessions) == "0", 10, "pgmig's sessions stayed")
+    await engine.wait(mid)  # the failed run has ended: a retry would be told to wait for it
     retried = time.time()
     assert await engine.retry(mid, "U0ALICE")
     await wait_state(store, mid, State.COMPLETED, timeout=60)
@@ -234,7 +230,9 @@ async def test_rows_count_the_table_in_progress_as_the_bytes_do(
     monkeypatch.setattr(waits, "WATCH_SECONDS", 0.2)
     fresh(source_cluster, "slow_rows", SLOW.format(port=target_cluster.port))
     target_cluster.psql('DROP DATABASE IF EXISTS "slow_rows" WITH (FORCE)')
-    engine = make_engine(store, source_cluster, target_cluster, tmp_path)
+    engine = factories.engine(
+        store, source_cluster, target_cluster, tmp_path, events=SeenEvents(), query_timeout=QUERY_TIMEOUT
+    )
     mid = await migrate(engine, "slow_rows", "restore")
     await wait_state(store, mid, State.COMPLETED, timeout=60)
     copying = [line for line in engine.events.lines if "`slow_rows` copying data" in line and "0/1 table" in line]

@@ -6,22 +6,20 @@ two-database run raises no alarm."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from pathlib import Path
+from functools import partial
 
 import pytest
 
 from bot.localpg import LocalCluster, free_port
 from handlers.migration_messages import database_line
-from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
+from migration_core.engine.api import Engine, MigrationRequest
 from migration_core.state.errors import MigrationError
 from migration_core.state.models import State
-from migration_core.state.store import Store
-from tests.integration.clusters import PASSWORD, server
-from tests.integration.sample_data import RecordingEvents
-from tests.integration.waiting import wait_state
+from tests.integration import factories
+from tests.integration.clusters import PASSWORD
+from tests.integration.waiting import wait_state, wait_until
 
 LOGICAL = {"wal_level": "logical", "max_replication_slots": "10", "max_wal_senders": "10"}
 # The target logs to a file pgmig may read (superuser), and its apply worker retries after 1 s, not 5
@@ -47,7 +45,7 @@ SUBSCRIPTIONS = (
 )
 
 
-def fresh(pair, *databases: str) -> None:
+async def fresh(pair, *databases: str) -> None:
     """The databases made anew, whatever an earlier test that failed left (a subscription, its slot)."""
     src, tgt = pair
     for db in databases:
@@ -56,22 +54,15 @@ def fresh(pair, *databases: str) -> None:
                 tgt.psql(f"ALTER SUBSCRIPTION {sub} DISABLE", database=db)
                 tgt.psql(f"ALTER SUBSCRIPTION {sub} SET (slot_name = NONE)", database=db)
                 tgt.psql(f"DROP SUBSCRIPTION {sub}", database=db)
-        src.psql(
-            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-            f"WHERE database = '{db}' AND active_pid IS NOT NULL"
-        )
-        time.sleep(0.5)
+        in_use = f"FROM pg_replication_slots WHERE database = '{db}' AND active_pid IS NOT NULL"
+        src.psql(f"SELECT pg_terminate_backend(active_pid) {in_use}")
+        ended = f"SELECT 'ended' WHERE NOT EXISTS (SELECT 1 {in_use})"  # a slot in use cannot be dropped
+        await wait_until(partial(src.psql, ended), 10, f"{db}'s walsenders never ended")
         src.psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{db}'")
         src.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         tgt.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         src.psql(f'CREATE DATABASE "{db}"')
         src.psql(SCHEMAS[db], database=db)
-
-
-def make_engine(store: Store, src: LocalCluster, tgt: LocalCluster, tmp_path: Path, **source) -> Engine:
-    servers = {"onprem": server("onprem", src, **source), "azure": server("azure", tgt)}
-    config = EngineConfig(workdir=tmp_path / "work", progress_interval=0.1, fence_grace_seconds=0.1)
-    return Engine(store, servers, RecordingEvents(), config)
 
 
 async def start(engine: Engine, *databases: str) -> str:
@@ -91,13 +82,6 @@ async def start(engine: Engine, *databases: str) -> str:
     return m.id
 
 
-async def until(check, timeout: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.1)
-
-
 def said(engine: Engine, mid: str, words: str) -> list[str]:
     return [t for m, t in engine.events.alerts if m == mid and words in t]
 
@@ -108,17 +92,18 @@ async def test_a_schema_change_on_the_source_is_found_said_with_its_fix_and_bloc
     that fixes it, the card says replication is blocked, the cutover is refused, and adding the column on
     the target lets replication resume and clears the alert."""
     src, tgt = pair
-    fresh(pair, "shop", "crm")
-    engine = make_engine(store, src, tgt, tmp_path)
+    await fresh(pair, "shop", "crm")
+    engine = factories.engine(store, src, tgt, tmp_path)
     mid = await start(engine, "shop", "crm")
     await wait_state(store, mid, State.READY_FOR_CUTOVER, timeout=90)
-    await asyncio.sleep(3)  # many more ticks
+    ticks = engine.events.ticks
+    await wait_until(lambda: engine.events.ticks >= ticks + 15, what="the watch stopped ticking")  # many more ticks
     assert not said(engine, mid, "not streaming"), engine.events.alerts
     assert not said(engine, mid, "back to normal"), engine.events.alerts
 
     src.psql("ALTER TABLE customer ADD COLUMN phone text", database="shop")
     src.psql("INSERT INTO customer VALUES (3, 'cy', '+44 20 7946 0000')", database="shop")
-    await until(lambda: said(engine, mid, "replication blocked"), what="no blocked alert")
+    await wait_until(lambda: said(engine, mid, "replication blocked"), what="no blocked alert")
     fix = (
         "public.customer has column phone (text) on the source, not on the target: add it on the target "
         "(`ALTER TABLE public.customer ADD COLUMN phone text`) and replication resumes"
@@ -131,8 +116,8 @@ async def test_a_schema_change_on_the_source_is_found_said_with_its_fix_and_bloc
     assert f"cannot be cut over now: replication blocked — shop: {fix}" in str(refused.value)
 
     tgt.psql("ALTER TABLE public.customer ADD COLUMN phone text", database="shop")
-    await until(lambda: tgt.psql("SELECT phone FROM customer WHERE id = 3", database="shop") == "+44 20 7946 0000")
-    await until(lambda: said(engine, mid, "back to normal: blocked"), what="the alert never cleared")
+    await wait_until(lambda: tgt.psql("SELECT phone FROM customer WHERE id = 3", database="shop") == "+44 20 7946 0000")
+    await wait_until(lambda: said(engine, mid, "back to normal: blocked"), what="the alert never cleared")
     assert engine.progress(mid).of("shop").blocked == ""
     assert (await engine.cancel(mid, "U0TEST")).state is State.CANCELLED
     await engine.close()
@@ -142,13 +127,13 @@ async def test_an_apply_worker_that_keeps_failing_is_quoted_from_the_targets_log
     """A row the target already has: its apply worker fails on every retry. pgmig reads the error from the
     target's server log (its login may) and says it, instead of a vague "not streaming"."""
     src, tgt = pair
-    fresh(pair, "crm")
-    engine = make_engine(store, src, tgt, tmp_path)
+    await fresh(pair, "crm")
+    engine = factories.engine(store, src, tgt, tmp_path)
     mid = await start(engine, "crm")
     await wait_state(store, mid, State.READY_FOR_CUTOVER, timeout=90)
     tgt.psql("INSERT INTO contact VALUES (3, 'someone@target')", database="crm")
     src.psql("INSERT INTO contact VALUES (3, 'c@x')", database="crm")
-    await until(lambda: said(engine, mid, "replication blocked"), what="no blocked alert")
+    await wait_until(lambda: said(engine, mid, "replication blocked"), what="no blocked alert")
     alert = said(engine, mid, "replication blocked")[0]
     assert alert.startswith(
         "⚠️ replication blocked: crm: the target's apply worker keeps failing: duplicate key value violates unique "
@@ -156,8 +141,8 @@ async def test_an_apply_worker_that_keeps_failing_is_quoted_from_the_targets_log
     )
     assert "fix that on the target and replication resumes" in alert
     tgt.psql("DELETE FROM contact WHERE id = 3", database="crm")
-    await until(lambda: tgt.psql("SELECT email FROM contact WHERE id = 3", database="crm") == "c@x")
-    await until(lambda: said(engine, mid, "back to normal: blocked"), timeout=90, what="the alert never cleared")
+    await wait_until(lambda: tgt.psql("SELECT email FROM contact WHERE id = 3", database="crm") == "c@x")
+    await wait_until(lambda: said(engine, mid, "back to normal: blocked"), timeout=90, what="the alert never cleared")
     assert (await engine.cancel(mid, "U0TEST")).state is State.CANCELLED
     await engine.close()
 
@@ -168,18 +153,19 @@ async def test_servers_that_stop_answering_are_said_once_and_a_cancel_says_what_
     unreachable instead of streaming. A cancel while the source is gone says what stays there and that
     nothing is left to clean if it is gone for good; once it is back, a cancel finishes."""
     src, tgt = pair
-    fresh(pair, "tickets")
+    await fresh(pair, "tickets")
     secret = tmp_path / "onprem.password"
     secret.write_text(PASSWORD)
-    engine = make_engine(store, src, tgt, tmp_path, password_env=None, password_file=str(secret))
+    from_file = {"password_env": None, "password_file": str(secret)}
+    engine = factories.engine(store, src, tgt, tmp_path, source_server=from_file)
     mid = await start(engine, "tickets")
     await wait_state(store, mid, State.READY_FOR_CUTOVER, timeout=90)
 
     caplog.set_level(logging.INFO, logger="migration_core")
     secret.rename(tmp_path / "elsewhere")
-    await until(lambda: said(engine, mid, "servers unreachable"), what="no unreachable alert")
+    await wait_until(lambda: said(engine, mid, "servers unreachable"), what="no unreachable alert")
     ticks = engine.events.ticks
-    await until(lambda: engine.events.ticks > ticks + 10)
+    await wait_until(lambda: engine.events.ticks > ticks + 10)
     unreachable = f"onprem: cannot read password_file {secret}: No such file or directory"
     assert said(engine, mid, "servers unreachable") == [
         f"⚠️ servers unreachable: {unreachable} — fix: check the path and that pgmig may read it. pgmig cannot "
@@ -193,15 +179,10 @@ async def test_servers_that_stop_answering_are_said_once_and_a_cancel_says_what_
     assert not [r for r in caplog.records if r.name == "migration_core.engine.scheduler"]
 
     (tmp_path / "elsewhere").rename(secret)
-    await until(lambda: said(engine, mid, "back to normal: unreachable"), what="the alert never cleared")
-    await until(lambda: engine.progress(mid).of("tickets").phase == "streaming")
+    await wait_until(lambda: said(engine, mid, "back to normal: unreachable"), what="the alert never cleared")
+    await wait_until(lambda: engine.progress(mid).of("tickets").phase == "streaming")
 
-    gone = Engine(
-        store,
-        {"onprem": server("onprem", src, port=free_port()), "azure": server("azure", tgt)},
-        RecordingEvents(),
-        engine.config,
-    )
+    gone = factories.engine(store, src, tgt, tmp_path, source_server={"port": free_port()})
     await engine.close()
     outcome = await gone.cancel(mid, "U0BOB")
     assert outcome.state is State.FAILED
@@ -218,7 +199,7 @@ async def test_servers_that_stop_answering_are_said_once_and_a_cancel_says_what_
     assert m.state is State.FAILED and "if that server is gone for good, nothing is left to clean there" in m.error
     await gone.close()
 
-    back = make_engine(store, src, tgt, tmp_path, password_env=None, password_file=str(secret))
+    back = factories.engine(store, src, tgt, tmp_path, source_server=from_file)
     assert (await back.cancel(mid, "U0BOB")).state is State.CANCELLED
     assert src.psql(f"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'") == "0"
     await back.close()

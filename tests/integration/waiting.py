@@ -10,8 +10,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from migration_core.engine.api import Engine
 from migration_core.state.models import State
-from migration_core.state.store import Store
+from migration_core.store import Store
 
 GAVE_UP = (State.FAILED, State.CANCELLED)
 T = TypeVar("T")
@@ -49,3 +50,12 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what() if callable(what) else what}")
         await asyncio.sleep(every)
+
+
+async def wait_phase(engine: Engine, mid: str, db: str, phase: str, timeout: float = 60) -> None:
+    """Until `db` of migration `mid` is in `phase` (e.g. "copying data"), to act in the middle of it."""
+
+    def now() -> str:
+        return engine.progress(mid).of(db).phase
+
+    await wait_until(lambda: now() == phase, timeout, lambda: f"{db} never {phase}, but {now()}", 0.02)

@@ -9,7 +9,7 @@ import pytest
 from migration_core.state import approval
 from migration_core.state.approval import ApprovalRequest, Verdict
 from migration_core.state.models import Migration, Mode, State, utcnow
-from migration_core.state.store import Store
+from migration_core.store import Store
 
 
 @pytest.fixture

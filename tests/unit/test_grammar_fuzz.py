@@ -21,7 +21,7 @@ from migration_core.azure.provisioning import Provisioner
 from migration_core.engine.api import Engine, EngineConfig
 from migration_core.state.events import NoEvents
 from migration_core.state.models import AuditEntry
-from migration_core.state.store import Store
+from migration_core.store import Store
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 TOKENS = st.sampled_from(

@@ -10,7 +10,7 @@ import pytest
 from migration_core.state import lifecycle
 from migration_core.state.lifecycle import TRANSITIONS, IllegalTransition, guard, predecessors
 from migration_core.state.models import Migration, RetryChanges, State
-from migration_core.state.store import Store
+from migration_core.store import Store
 
 S = State
 

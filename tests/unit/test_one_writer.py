@@ -22,7 +22,7 @@ HOME = "migration_core/changes/"
 # Files that write SQL to servers that are not a customer's, each with why.
 ALLOWED = {
     "bot/sandbox.py": "sets up and re-opens the sandbox's own demo clusters, which pgmig created",
-    "migration_core/state/store.py": "the state store's own tables (pgmig's database), not a migrated server",
+    "migration_core/store/database.py": "the state store's own tables (pgmig's database), not a migrated server",
 }
 
 _STRONG = r"""(?:\{\}|"(?:[^"]|"")+"|\$\d+|%s)"""  # a placeholder or a quoted name: never prose

@@ -6,7 +6,7 @@ import pytest
 
 from migration_core.azure.provisioning import STARTS, TRANSITIONS, ProvisionState, predecessors
 from migration_core.state.lifecycle import IllegalTransition
-from migration_core.state.store import Store
+from migration_core.store import Store
 
 P = ProvisionState
 

@@ -32,7 +32,7 @@ from migration_core.pg.tools import NO_PUBSUB, Tool, ToolError, connection_env, 
 from migration_core.state.errors import MigrationError
 from migration_core.state.journal import Journal
 from migration_core.state.models import Method, MigrationOptions
-from migration_core.state.store import Store
+from migration_core.store import Store
 from migration_core.transfer import copy, large_objects
 from migration_core.transfer.limits import DEFAULT_LIMITS, DataLimits
 from migration_core.verify.early import EarlyChecks

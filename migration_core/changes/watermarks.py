@@ -1,0 +1,220 @@
+"""The objects continuous verification needs on an online migration's servers, and their undo.
+
+On the source, a watermark table in a schema of pgmig's own (named like the migration's slot), published
+with the migration's tables, so each watermark row reaches the target in commit order with the data. On
+the target, its copy, a table of results, and an `ENABLE ALWAYS` trigger on the copy: inside the apply
+worker's own transaction, when a watermark arrives, it takes the digest of the key range the row names —
+the target exactly as the source was at that watermark's commit (Netflix DBLog's watermarks, 2020). The
+trigger builds its query from the row's identifiers (quoted) and bounds (parameters): a watermark row
+never carries SQL. It renders rows under the settings pgmig's data sessions use (servers.RENDERING), so
+equal rows give equal text on both sides.
+
+Both sides are journaled (Change.VERIFIER) before anything is made, with the schema's OID once made: the
+undo drops only the objects in the very schema pgmig created, and the schema only when nothing else was
+put in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from migration_core.pg.servers import ConnectionProblem, ServerConfig
+from migration_core.pg.sql import ident, literal
+from migration_core.state.journal import SOURCE, TARGET, Change, Journal, JournalEntry, Mark, Payload
+
+WATERMARKS, DIGESTS, TRIGGER = "watermark", "digest", "pgmig_take_digest"
+WATERMARK_COLUMNS = (
+    "id bigint PRIMARY KEY, chunk bigint NOT NULL, phase text NOT NULL, nspname text NOT NULL, "
+    "relname text NOT NULL, keycol text, lo text, hi text"
+)
+# rows, the content's digest and the tuple versions' digest (which moves whenever a row in the range is
+# written, even back to an earlier value) of one key range, as the target had it when a watermark arrived
+DIGEST_COLUMNS = (
+    "chunk bigint NOT NULL, phase text NOT NULL, rows bigint, digest numeric, versions numeric, "
+    "problem text, PRIMARY KEY (chunk, phase)"
+)
+RENDERING_CLAUSES = (
+    "SET search_path = pg_catalog, pg_temp SET \"DateStyle\" = 'ISO, YMD' SET \"IntervalStyle\" = 'postgres' "
+    "SET extra_float_digits = 3 SET bytea_output = 'hex' SET \"TimeZone\" = 'UTC'"
+)
+TRIGGER_BODY = """
+DECLARE
+  rel regclass := to_regclass(format('%I.%I', NEW.nspname, NEW.relname));
+  keytype text;
+  cond text := 'true';
+  n bigint; d numeric; v numeric;
+BEGIN
+  IF rel IS NULL THEN
+    INSERT INTO {schema}.{digests} VALUES (NEW.chunk, NEW.phase, NULL, NULL, NULL, 'no such table');
+    RETURN NULL;
+  END IF;
+  IF NEW.keycol IS NOT NULL THEN
+    SELECT format_type(atttypid, atttypmod) INTO keytype FROM pg_attribute
+     WHERE attrelid = rel AND attname = NEW.keycol AND NOT attisdropped;
+    IF NEW.lo IS NOT NULL THEN cond := cond || format(' AND t.%I >= $1::%s', NEW.keycol, keytype); END IF;
+    IF NEW.hi IS NOT NULL THEN cond := cond || format(' AND t.%I < $2::%s', NEW.keycol, keytype); END IF;
+  END IF;
+  EXECUTE format('SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0), '
+                 'coalesce(sum(hashtextextended(t.ctid::text || t.xmin::text, 0)), 0) FROM %s%s t WHERE %s',
+                 CASE WHEN (SELECT relkind FROM pg_class WHERE oid = rel) = 'p' THEN '' ELSE 'ONLY ' END, rel, cond)
+    INTO n, d, v USING NEW.lo, NEW.hi;
+  INSERT INTO {schema}.{digests} VALUES (NEW.chunk, NEW.phase, n, d, v, NULL)
+    ON CONFLICT (chunk, phase) DO UPDATE SET rows = EXCLUDED.rows, digest = EXCLUDED.digest,
+      versions = EXCLUDED.versions, problem = NULL;
+  RETURN NULL;
+END
+"""
+
+
+@dataclass
+class VerifierObjects(Payload):
+    """The schema pgmig made for verification on one side (its OID once made) and, on the source, the
+    publication it added the watermark table to."""
+
+    schema: str = ""
+    oid: int | None = None
+    publication: str = ""
+
+
+def schema_name(journal: Journal, database: str) -> str:
+    """The verification schema of one of a migration's databases: the name of its slot, on both sides."""
+    return journal.object_name(database)
+
+
+async def ensure(source: ServerConfig, target: ServerConfig, database: str, journal: Journal) -> str:
+    """Make (or find made) both sides' objects; returns the schema's name. Idempotent: a restart that died
+    half way finishes what its entries planned."""
+    schema = schema_name(journal, database)
+    made_target = await journal.find(Change.VERIFIER, TARGET, database, schema)
+    made_source = await journal.find(Change.VERIFIER, SOURCE, database, schema)
+    if all(e is not None and e.mark is Mark.DONE for e in (made_target, made_source)):
+        return schema
+    async with target.connection(database) as tgt:
+        entry = await journal.plan(Change.VERIFIER, TARGET, database, schema, VerifierObjects(schema))
+        oid = await _make_target(tgt, schema)
+        await journal.done(entry, VerifierObjects(schema, oid))
+    async with source.connection(database) as src:
+        publication = journal.object_name(database)
+        entry = await journal.plan(
+            Change.VERIFIER, SOURCE, database, schema, VerifierObjects(schema, None, publication)
+        )
+        oid = await _make_source(src, schema, publication)
+        await journal.note(entry, VerifierObjects(schema, oid, publication))
+    async with target.connection(database) as tgt:  # the subscription learns of the published watermark table
+        await tgt.execute(f"ALTER SUBSCRIPTION {ident(publication)} REFRESH PUBLICATION WITH (copy_data = false)")
+    await journal.done(entry, VerifierObjects(schema, oid, publication))
+    return schema
+
+
+async def _schema_oid(conn: asyncpg.Connection, schema: str) -> int | None:
+    return await conn.fetchval("SELECT oid FROM pg_namespace WHERE nspname = $1", schema)
+
+
+async def _make_target(conn: asyncpg.Connection, schema: str) -> int:
+    s = ident(schema)
+    async with conn.transaction():
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+        await conn.execute(f"REVOKE ALL ON SCHEMA {s} FROM PUBLIC")
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.{WATERMARKS} ({WATERMARK_COLUMNS})")
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.{DIGESTS} ({DIGEST_COLUMNS})")
+        body = TRIGGER_BODY.replace("{schema}", s).replace("{digests}", DIGESTS)
+        await conn.execute(
+            f"CREATE OR REPLACE FUNCTION {s}.{TRIGGER}() RETURNS trigger LANGUAGE plpgsql {RENDERING_CLAUSES} "
+            f"AS {literal(body)}"
+        )
+        await conn.execute(f"DROP TRIGGER IF EXISTS {TRIGGER} ON {s}.{WATERMARKS}")
+        await conn.execute(
+            f"CREATE TRIGGER {TRIGGER} AFTER INSERT ON {s}.{WATERMARKS} FOR EACH ROW EXECUTE FUNCTION {s}.{TRIGGER}()"
+        )
+        await conn.execute(f"ALTER TABLE {s}.{WATERMARKS} ENABLE ALWAYS TRIGGER {TRIGGER}")
+        return await _schema_oid(conn, schema) or 0
+
+
+async def _make_source(conn: asyncpg.Connection, schema: str, publication: str) -> int:
+    s = ident(schema)
+    async with conn.transaction():
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+        await conn.execute(f"REVOKE ALL ON SCHEMA {s} FROM PUBLIC")
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.{WATERMARKS} ({WATERMARK_COLUMNS})")
+        published = await conn.fetchval(
+            "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+            publication,
+            schema,
+            WATERMARKS,
+        )
+        if not published:
+            await conn.execute(f"ALTER PUBLICATION {ident(publication)} ADD TABLE {s}.{WATERMARKS}")
+        return await _schema_oid(conn, schema) or 0
+
+
+async def mark(
+    conn: asyncpg.Connection,
+    schema: str,
+    watermark: int,
+    chunk: int,
+    phase: str,
+    table: tuple[str, str],
+    key: str | None,
+    lo: str | None,
+    hi: str | None,
+) -> None:
+    """One watermark row on the source, committed on its own (the session must not be in a transaction)."""
+    await conn.execute(
+        f"INSERT INTO {ident(schema)}.{WATERMARKS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        watermark,
+        chunk,
+        phase,
+        table[0],
+        table[1],
+        key,
+        lo,
+        hi,
+    )
+
+
+async def forget(conn: asyncpg.Connection, schema: str, chunks: list[int]) -> None:
+    """The target's results of ranges pgmig has judged, removed (pgmig's own table)."""
+    if chunks:
+        await conn.execute(f"DELETE FROM {ident(schema)}.{DIGESTS} WHERE chunk = ANY($1::bigint[])", chunks)
+
+
+async def drop(server: ServerConfig, entry: JournalEntry, journal: Journal) -> str:
+    """Undo one side: the objects in the schema pgmig made (the same OID), then the schema if it is empty."""
+    made = VerifierObjects.of(entry)
+    try:
+        conn = await server.connect(entry.database)
+    except ConnectionProblem as exc:
+        if exc.missing_database:
+            await journal.undone(entry)
+            return ""
+        raise
+    try:
+        oid = await _schema_oid(conn, made.schema)
+        if oid is None or (made.oid is not None and oid != made.oid):
+            await journal.undone(entry)  # never made, or no longer pgmig's: nothing of pgmig's to drop
+            return ""
+        s = ident(made.schema)
+        async with conn.transaction():
+            if entry.server == SOURCE and made.publication:
+                in_publication = await conn.fetchval(
+                    "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+                    made.publication,
+                    made.schema,
+                    WATERMARKS,
+                )
+                if in_publication:
+                    await conn.execute(f"ALTER PUBLICATION {ident(made.publication)} DROP TABLE {s}.{WATERMARKS}")
+            await conn.execute(f"DROP TABLE IF EXISTS {s}.{WATERMARKS}")
+            if entry.server == TARGET:
+                await conn.execute(f"DROP TABLE IF EXISTS {s}.{DIGESTS}")
+                await conn.execute(f"DROP FUNCTION IF EXISTS {s}.{TRIGGER}()")
+            left = await conn.fetchval("SELECT count(*) FROM pg_class WHERE relnamespace = $1", oid)
+            left += await conn.fetchval("SELECT count(*) FROM pg_proc WHERE pronamespace = $1", oid)
+            if not left:
+                await conn.execute(f"DROP SCHEMA {s}")
+    finally:
+        await conn.close()
+    await journal.undone(entry)
+    return f"dropped the verification objects ({made.schema}) on the {entry.server} in {entry.database}"
