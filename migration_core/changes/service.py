@@ -39,8 +39,14 @@ class ServicePayload(Payload):
 async def start(
     journal: Journal, source: ServerConfig, databases: list[str], name: str, begin: Callable[[], Awaitable[BackendRef]]
 ) -> BackendRef:
-    """Journal the service migration `name`, then start it (`begin`) and note its reference."""
-    made = ServicePayload(await column_per_database(source, databases, LOGICAL_SLOTS))
+    """Journal the service migration `name`, then start it (`begin`) and note its reference. Started again
+    after pgmig stopped in between, the slots before are still those of the first try: the service may
+    have made its own since."""
+    previous = await journal.find(Change.SERVICE_MIGRATION, SOURCE, "", name)
+    if previous is not None and previous.live:
+        made = ServicePayload(ServicePayload.of(previous).slots_before)
+    else:
+        made = ServicePayload(await column_per_database(source, databases, LOGICAL_SLOTS))
     entry = await journal.plan(Change.SERVICE_MIGRATION, SOURCE, "", name, made)
     ref = await begin()
     made.ref = ref.as_dict()
@@ -52,17 +58,14 @@ async def cancel(entry: JournalEntry, source: ServerConfig, backend: ManagedBack
     """Undo a Change.SERVICE_MIGRATION: tell the service to stop, then drop the logical slots that appeared
     on the source since it started and are not in use; a slot in use stays, said."""
     made = ServicePayload.of(entry)
-    if made.ref is None:  # pgmig stopped while starting it: whether Azure made it is unknown here
+    if made.ref is None:  # pgmig stopped (or was cancelled) while starting it: whether Azure made it is unknown
         await journal.undone(entry)
         return (
-            f"pgmig stopped while starting the service migration {entry.name}: if Azure created it, cancel it in "
-            "the Azure portal and drop the replication slots it left on the source"
+            f"the service migration {entry.name} was being started when pgmig stopped: if Azure created it, "
+            "cancel it in the Azure portal and drop the replication slots it left on the source"
         )
-    if backend is None:
-        raise MigrationError(
-            f"the service migration {entry.name} cannot be cancelled: no Azure subscription is configured",
-            "configure [azure] again, then cancel again",
-        )
+    if backend is None:  # a migration with a service migration runs on a managed backend
+        raise MigrationError(f"BUG: no managed backend to cancel the service migration {entry.name} on")
     await backend.cancel(BackendRef.from_dict(made.ref))
     said = [f"{backend.label} told to stop"]
     for database, before in made.slots_before.items():

@@ -9,9 +9,10 @@ trigger builds its query from the row's identifiers (quoted) and bounds (paramet
 never carries SQL. It renders rows under the settings pgmig's data sessions use (servers.RENDERING), so
 equal rows give equal text on both sides.
 
-Both sides are journaled (Change.VERIFIER) before anything is made, with the schema's OID once made: the
-undo drops only the objects in the very schema pgmig created, and the schema only when nothing else was
-put in it.
+The schema's comment marks it as pgmig's (pg/sql.py's PGMIG_SCHEMA_MARK): no copy, check or count of the
+customer's data sees it. Both sides are journaled (Change.VERIFIER) before anything is made, with the
+schema's OID once made: the undo drops only the objects in the very schema pgmig created, and the schema
+only when nothing else was put in it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from migration_core.pg.servers import ConnectionProblem, ServerConfig
-from migration_core.pg.sql import ident, literal
+from migration_core.pg.sql import PGMIG_SCHEMA_MARK, ident, literal
 from migration_core.state.journal import SOURCE, TARGET, Change, Journal, JournalEntry, Mark, Payload
 
 WATERMARKS, DIGESTS, TRIGGER = "watermark", "digest", "pgmig_take_digest"
@@ -117,6 +118,7 @@ async def _make_target(conn: asyncpg.Connection, schema: str) -> int:
     async with conn.transaction():
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
         await conn.execute(f"REVOKE ALL ON SCHEMA {s} FROM PUBLIC")
+        await conn.execute(f"COMMENT ON SCHEMA {s} IS {literal(PGMIG_SCHEMA_MARK)}")
         await conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.{WATERMARKS} ({WATERMARK_COLUMNS})")
         await conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.{DIGESTS} ({DIGEST_COLUMNS})")
         body = TRIGGER_BODY.replace("{schema}", s).replace("{digests}", DIGESTS)
@@ -137,6 +139,7 @@ async def _make_source(conn: asyncpg.Connection, schema: str, publication: str) 
     async with conn.transaction():
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
         await conn.execute(f"REVOKE ALL ON SCHEMA {s} FROM PUBLIC")
+        await conn.execute(f"COMMENT ON SCHEMA {s} IS {literal(PGMIG_SCHEMA_MARK)}")
         await conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.{WATERMARKS} ({WATERMARK_COLUMNS})")
         published = await conn.fetchval(
             "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",

@@ -67,6 +67,7 @@ def servers_unreachable(progress: MigrationProgress, databases: list[str], why: 
         p = progress.of(db)
         p.phase = f"servers unreachable: {why.split(' — fix:', 1)[0]}"
         p.lag_bytes = p.lag_seconds = p.retained_bytes = p.wal_rate = p.limit_in = None
+        p.verified = ""
 
 
 async def look_closer(ctx: MigrationContext, lags: dict[str, replication.Lag]) -> dict[str, str]:

@@ -15,9 +15,13 @@ def qualified(schema: str, name: str) -> str:
 
 
 # Relations that belong to the user: not in system schemas, not members of an extension.
+# pgmig's own schema on a streaming migration's servers (changes/watermarks.py) says so in its comment: it is
+# not the customer's data, so no copy, check or count sees it
+PGMIG_SCHEMA_MARK = "pgmig: continuous verification"
 USER_SCHEMA_FILTER = (
     "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
     "AND n.nspname NOT LIKE 'pg_temp%' "
+    f"AND NOT (n.nspname LIKE 'pgmig%' AND obj_description(n.oid, 'pg_namespace') = '{PGMIG_SCHEMA_MARK}') "
     "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
     "AND d.objid = c.oid AND d.deptype = 'e')"
 )

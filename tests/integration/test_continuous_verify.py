@@ -5,15 +5,18 @@ pgmig's back named by table and key range, and nothing of it left on either serv
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import asyncpg
 import pytest
 
 from bot.localpg import LocalCluster
 from migration_core.engine.api import Engine, MigrationRequest
+from migration_core.pg.failpoints import ENV as KILL
 from migration_core.state.models import State
 from tests.integration import factories
-from tests.integration.clusters import PASSWORD
+from tests.integration.clusters import PASSWORD, config_toml, shell_env
+from tests.integration.test_shell import pgmig
 from tests.integration.waiting import wait_state, wait_until
 
 LOGICAL = {"wal_level": "logical", "max_replication_slots": "10", "max_wal_senders": "10"}
@@ -134,3 +137,30 @@ async def test_a_cancel_removes_the_verification_objects_and_nothing_else(tmp_pa
         "SELECT string_agg(nspname, ',') FROM pg_namespace WHERE nspname LIKE 'pgmig%'", database="cvc"
     ) == ("pgmig_notes")
     await engine.close()
+
+
+def test_killed_around_making_the_verification_objects_a_restart_finishes_and_a_cancel_removes_them(tmp_path, pair):
+    """pgmig SIGKILLed right after journaling the target's verification objects (before making them), then
+    again right after making them; restarted, it finishes what the journal planned (the source's side too)
+    and verifies; cancelled, nothing of pgmig's is left on either server."""
+    src, tgt = pair
+    fresh(src, "cvk")
+    tgt.psql('DROP DATABASE IF EXISTS "cvk" WITH (FORCE)')
+    config = tmp_path / "pgmig.toml"
+    config.write_text(config_toml({"src": src, "tgt": tgt}, extra="[migration]\nprogress_interval_seconds = 0.2\n"))
+    env = shell_env(tmp_path, config)
+    first = pgmig(
+        "shell", env={**env, KILL: "plan-verifier:cvk"}, stdin="migrate src tgt --mode online --db cvk\nwait 90\n"
+    )
+    assert first.returncode == -signal.SIGKILL, first.stdout + first.stderr
+    assert src.psql(LEFT_BEHIND, database="cvk") == "0"  # the source's side is planned after the target's
+    second = pgmig("shell", env={**env, KILL: "verifier:cvk"}, stdin="wait 60\n")
+    assert second.returncode == -signal.SIGKILL, second.stdout + second.stderr
+    assert tgt.psql(LEFT_BEHIND, database="cvk") == "1"
+    third = pgmig("shell", env=env, stdin="wait 3\nstatus mig-1\ncancel mig-1\n")
+    assert third.returncode == 0 and "Traceback" not in third.stdout + third.stderr, third.stderr
+    assert "verified while streaming: pass" in third.stdout, third.stdout
+    assert "cancelled" in third.stdout, third.stdout
+    assert src.psql(LEFT_BEHIND, database="cvk") == "0"
+    assert src.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pgmig%'") == "0"
+    tgt.psql('DROP DATABASE IF EXISTS "cvk" WITH (FORCE)')

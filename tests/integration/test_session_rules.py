@@ -12,10 +12,11 @@ from migration_core.pg import servers
 from migration_core.pg.pgbin import find_bindir
 from migration_core.pg.tools import Tool, connection_env, conninfo, with_options
 from migration_core.state.models import State
+from tests.integration import factories
 from tests.integration.clusters import server
 from tests.integration.sample_data import facts
 from tests.integration.test_offline import reset_target, run
-from tests.integration.test_online import make_engine, start_online
+from tests.integration.test_online import start_online
 from tests.integration.waiting import wait_state
 
 DB = "strict"
@@ -106,7 +107,7 @@ async def test_every_kind_of_session_lifts_the_limits_and_pgmigs_own_set_still_w
 @pytest.mark.parametrize("method", ["restore", "dump"])
 async def test_an_offline_migration_ignores_the_customers_timeouts(tmp_path, strict, method, store):
     source, target = strict
-    engine = make_engine(store, source, target, tmp_path)
+    engine = factories.engine(store, source, target, tmp_path)
     try:
         mid = await run(engine, databases=[DB], method=method, parallel=2)
         await engine.wait(mid)
@@ -119,7 +120,7 @@ async def test_an_offline_migration_ignores_the_customers_timeouts(tmp_path, str
 
 async def test_an_online_migration_ignores_the_customers_timeouts(tmp_path, strict, store):
     source, target = strict
-    engine = make_engine(store, source, target, tmp_path)
+    engine = factories.engine(store, source, target, tmp_path)
     try:
         mid = await start_online(engine, [DB])
         await wait_state(store, mid, State.READY_FOR_CUTOVER)
