@@ -40,35 +40,18 @@ def parse() -> argparse.Namespace:
 
 async def online_copy(source, target, database: str, jobs: int, workdir: Path, limits) -> None:
     """The online full load as a migration runs it (journal in memory); replication dropped afterwards."""
-    from migration_core.changes.roles import copy_roles
-    from migration_core.flows.steps.offline import choose_bindir
+    from migration_core.flows.steps.offline import script_context
     from migration_core.flows.steps.online import OnlineDatabase
-    from migration_core.observe.progress import DatabaseProgress
-    from migration_core.state.journal import Journal
-    from migration_core.state.models import MigrationOptions
-    from migration_core.store import Store
+    from migration_core.state.models import MigrationOptions, Mode
 
-    store = await Store.open(":memory:")
-    journal = Journal(store, "mig-0")
-    bindir = await choose_bindir(source, target, None)
-    roles = await copy_roles(source, target, [database], journal)
-    job = OnlineDatabase(
-        source,
-        target,
-        database,
-        journal,
-        MigrationOptions(parallel=jobs, overwrite=True),
-        workdir,
-        bindir,
-        DatabaseProgress(database),
-        limits,
-    )
-    await job.schema(roles)
-    try:
-        await job.full_load(roles)
-    finally:
-        await job.teardown()
-        await store.close()
+    options = MigrationOptions(parallel=jobs, overwrite=True)
+    async with script_context(source, target, [database], Mode.ONLINE, options, workdir, limits=limits) as ctx:
+        job = OnlineDatabase(ctx, database)
+        await job.schema()
+        try:
+            await job.full_load()
+        finally:
+            await job.teardown()
 
 
 async def migrate(source, target, database: str, jobs: int, workdir: Path, limits, mode: str) -> None:

@@ -61,6 +61,7 @@ async def build_services(
             slot_warn_share=o.slot_warn_share,
             slot_warn_minutes=o.slot_warn_minutes,
             verify_chunk_rows=o.verify_chunk_rows,
+            capture_ddl=o.capture_ddl,
             digest=m.digest,
             lease_seconds=m.lease_seconds,
             replica_id=replica_id(settings.home),

@@ -97,6 +97,7 @@ class OnlineSettings:
     fence_grace_seconds: float = 5.0
     catch_up_timeout_seconds: float = 30.0
     verify_chunk_rows: int = 10_000  # continuous verification: rows in one key range; 0 turns it off
+    capture_ddl: bool = False  # capture schema changes on the source and gate them on the target (issue 26)
 
 
 _SLACK_KEYS = {
@@ -146,7 +147,7 @@ _ONLINE_KEYS = {
         "fence_grace_seconds",
         "catch_up_timeout_seconds",
     )
-} | {"verify_chunk_rows": (int,)}
+} | {"verify_chunk_rows": (int,), "capture_ddl": bool}
 _AZURE_KEYS = {
     "subscription_id": str,
     "arm_endpoint": str,

@@ -21,6 +21,15 @@ class CheckArgs:
 
 
 @dataclass(frozen=True)
+class PlanArgs:
+    source: str
+    target: str
+    db: list[str] | None
+    mode: str
+    parallel: int | None
+
+
+@dataclass(frozen=True)
 class MigrateArgs:
     source: str
     target: str
@@ -103,6 +112,12 @@ class MigrationArgs:
 
 
 @dataclass(frozen=True)
+class RepairArgs:
+    migration: str
+    table: str | None  # only this table's ranges (`orders` or `sales.orders`); None: every range that differs
+
+
+@dataclass(frozen=True)
 class RetryArgs:
     migration: str
     overwrite: bool | None
@@ -121,3 +136,11 @@ class AuditArgs:
 class CleanupArgs:
     server: str
     yes: bool
+
+
+@dataclass(frozen=True)
+class DdlArgs:
+    migration: str
+    decision: str | None = None
+    id: str | None = None
+    reason: str | None = None

@@ -17,11 +17,14 @@ from handlers.args import (
     CleanupArgs,
     ConfigureArgs,
     CreatedbArgs,
+    DdlArgs,
     FirewallArgs,
     HelpArgs,
     MigrateArgs,
     MigrationArgs,
+    PlanArgs,
     ProvisionArgs,
+    RepairArgs,
     RetryArgs,
     StatusArgs,
 )
@@ -68,6 +71,7 @@ class CommandSpec:
     args: type | None = None  # the dataclass of its arguments (handlers/args.py); None: it takes none
     who: Role = Role.ANYONE  # who may run it when it changes something: the router checks, before the handler
     action: str = ""  # what a refusal says they may not do: "only operators may <action>"
+    rest: bool = False  # the last optional positional takes the rest of the words (a reason)
 
     @property
     def usage(self) -> str:
@@ -144,6 +148,25 @@ COMMANDS: dict[str, CommandSpec] = {
             working="Running pre-flight checks…",
             reads_only=True,
             args=CheckArgs,
+        ),
+        CommandSpec(
+            "plan",
+            "What a migration from SOURCE to TARGET would move, its pre-flight, and how long it would take "
+            "(measured on the servers; nothing is changed)",
+            "/pgmig plan source target --db shop --mode offline",
+            positionals=("SOURCE", "TARGET"),
+            options=(
+                Option(
+                    "--db", "databases to plan, comma-separated (default: every user database)", "list", metavar="a,b"
+                ),
+                Option("--mode", "the kind of migration to plan", "choice", ("online", "offline"), default="online"),
+                Option(
+                    "--parallel", "parallel jobs the migration would run (default: as `migrate`)", "int", metavar="N"
+                ),
+            ),
+            working="Measuring the servers for a plan…",
+            reads_only=True,
+            args=PlanArgs,
         ),
         CommandSpec(
             "migrate",
@@ -375,6 +398,17 @@ COMMANDS: dict[str, CommandSpec] = {
             action="resume migrations",
         ),
         CommandSpec(
+            "repair",
+            "Re-copy the key ranges continuous verification found to differ, while the migration streams",
+            "/pgmig repair mig-3 orders",
+            positionals=("MIGRATION",),
+            optional_positionals=("TABLE",),
+            working="Repairing…",
+            args=RepairArgs,
+            who=Role.OPERATOR,
+            action="repair migrations",
+        ),
+        CommandSpec(
             "verify",
             "Compare row counts, checksums and sequences of source and target now",
             "/pgmig verify mig-3",
@@ -392,6 +426,20 @@ COMMANDS: dict[str, CommandSpec] = {
             args=MigrationArgs,
             who=Role.OPERATOR,
             action="request a cutover",
+        ),
+        CommandSpec(
+            "ddl",
+            "List the schema changes captured on a streaming migration's source; apply or skip one on the target "
+            "(replication waits at each until it is decided)",
+            "/pgmig ddl mig-3 apply 2",
+            positionals=("MIGRATION",),
+            optional_positionals=("DECISION", "ID", "REASON"),
+            reads_only=True,
+            changes_with="decision",
+            args=DdlArgs,
+            who=Role.OPERATOR,
+            action="decide schema changes",
+            rest=True,
         ),
         CommandSpec(
             "audit",
@@ -579,6 +627,8 @@ def parse(text: str) -> ParsedCommand:
             positionals.append(token)
         i += 1
     allowed = len(spec.positionals) + len(spec.optional_positionals)
+    if spec.rest and len(positionals) > allowed:
+        positionals[allowed - 1 :] = [" ".join(positionals[allowed - 1 :])]
     if len(positionals) < len(spec.positionals):
         missing = " ".join(spec.positionals[len(positionals) :])
         raise UsageError(f"`{spec.name}` needs {missing}", spec)

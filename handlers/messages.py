@@ -78,7 +78,7 @@ def sections(lines: Iterable[str]) -> list[dict]:
     return blocks
 
 
-def _fit(blocks: list[dict]) -> list[dict]:
+def fit_blocks(blocks: list[dict]) -> list[dict]:
     if len(blocks) <= MAX_BLOCKS:
         return blocks
     return blocks[: MAX_BLOCKS - 1] + [context(f"… {len(blocks) - MAX_BLOCKS + 1} more blocks not shown")]
@@ -140,7 +140,7 @@ def servers_message(servers: dict[str, ServerConfig]) -> Reply:
     return Reply(f"{len(servers)} configured server(s)", [header("Configured servers"), *sections(lines)])
 
 
-def _finding_line(f: Finding) -> str:
+def finding_line(f: Finding) -> str:
     line = f"{ICON[f.status]} *{esc(f.headline)}*"
     if f.detail:
         line += f" — {esc(f.detail)}"
@@ -163,8 +163,8 @@ def preflight_message(report: PreflightReport, rerun_text: str) -> Reply:
         scopes.setdefault(f.scope, []).append(f)
     for scope, findings in scopes.items():
         blocks.append(DividerBlock().to_dict())
-        blocks += sections([f"*{esc(scope)}*", *(_finding_line(f) for f in findings)])
-    blocks = _fit(blocks)
+        blocks += sections([f"*{esc(scope)}*", *(finding_line(f) for f in findings)])
+    blocks = fit_blocks(blocks)
     blocks.append(
         ActionsBlock(
             elements=[ButtonElement(text="Re-run check", action_id=Action.RERUN_CHECK.value, value=rerun_text[:2000])]

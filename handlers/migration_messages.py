@@ -134,6 +134,8 @@ def database_line(p: DatabaseProgress, now: float) -> str:
         parts.append(f"slot holds {pretty_bytes(p.retained_bytes)} of WAL{slot_outlook(p)}")
     if p.verified:
         parts.append(f"verified while streaming: {esc(p.verified)}")
+    if p.schema_changes:
+        parts.append(f"schema changes: {esc(p.schema_changes.summary())}")
     if p.working:
         parts.append(f"🔧 {esc(p.working)}")
     if p.waiting:
@@ -464,6 +466,21 @@ def retrying(m: Migration, changes: RetryChanges) -> Reply:
             section(
                 f"🔁 *{m.id}* retrying from the step that failed (`{esc(m.error.split(':', 1)[0])}`){now}; "
                 "finished databases are not redone."
+            )
+        ],
+        ephemeral=False,
+    )
+
+
+def repaired(m: Migration, ranges: list[str]) -> Reply:
+    """What `/pgmig repair` re-copied; continuous verification compares each range again."""
+    listed = "\n".join(f"• {esc(r)}" for r in ranges)
+    return Reply(
+        f"{m.id}: {plural(len(ranges), 'range')} re-copied",
+        [
+            section(
+                f"🩹 *{m.id}*: re-copied from the source while replication runs, each at one point of the stream:\n"
+                f"{listed}\nContinuous verification compares them again; `/pgmig status {m.id}` shows the result."
             )
         ],
         ephemeral=False,

@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 from handlers import messages
 from handlers import migration_messages as mm
-from handlers.args import CleanupArgs, MigrateArgs, MigrationArgs, RetryArgs, StatusArgs
+from handlers.args import CleanupArgs, MigrateArgs, MigrationArgs, RepairArgs, RetryArgs, StatusArgs
 from handlers.azure import provision_status
 from handlers.check import resolve_servers
 from handlers.context import Invocation, Reply, Services
@@ -169,6 +169,17 @@ async def resume_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> 
     if result.queued_on or not result.ok:
         return mm.command_pending(m, result)
     return mm.resumed(m)
+
+
+async def repair_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    a = cmd.of(RepairArgs)
+    m = await _find(svc, a.migration)
+    if isinstance(m, Reply):
+        return m
+    result = await svc.engine.perform(Command.REPAIR, m.id, inv.user, args={"table": a.table or ""})
+    if result.queued_on or not result.ok:
+        return mm.command_pending(m, result)
+    return mm.repaired(m, result.message.split("; "))
 
 
 async def verify_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:

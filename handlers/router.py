@@ -20,6 +20,7 @@ from handlers.azure import (
 )
 from handlers.check import check_command
 from handlers.context import Invocation, Reply, Services
+from handlers.ddl import ddl_command
 from handlers.grammar import ParsedCommand, UsageError, parse
 from handlers.info import help_command, servers_command
 from handlers.migrations import (
@@ -27,11 +28,13 @@ from handlers.migrations import (
     cleanup_command,
     list_command,
     migrate_command,
+    repair_command,
     resume_command,
     retry_command,
     status_command,
     verify_command,
 )
+from handlers.plan import plan_command
 from migration_core.pg.secrets import redact
 from migration_core.pg.servers import ConnectionProblem
 from migration_core.state.errors import MigrationError
@@ -45,15 +48,18 @@ HANDLERS: dict[str, Handler] = {
     "help": help_command,
     "servers": servers_command,
     "check": check_command,
+    "plan": plan_command,
     "migrate": migrate_command,
     "status": status_command,
     "list": list_command,
     "cancel": cancel_command,
     "retry": retry_command,
     "resume": resume_command,
+    "repair": repair_command,
     "verify": verify_command,
     "cleanup": cleanup_command,
     "cutover": cutover_command,
+    "ddl": ddl_command,
     "audit": audit_command,
     "provision": provision_command,
     "azure-check": azure_check_command,

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncpg
 
+from migration_core.pg.sql import PGMIG_SCHEMA_MARK, literal
+
+# not pgmig's own schema's (schema-change capture numbers its rows with one): no check or sync sees it
 LIST = (
     "SELECT format('%I.%I', schemaname, sequencename) AS name, last_value, start_value FROM pg_sequences "
-    "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+    "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') AND obj_description("
+    f"to_regnamespace(quote_ident(schemaname)), 'pg_namespace') IS DISTINCT FROM {literal(PGMIG_SCHEMA_MARK)}"
 )
 
 

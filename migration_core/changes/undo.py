@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from migration_core.azure.backend import ManagedBackend
-from migration_core.changes import constraints, replication, roles, service, watermarks
+from migration_core.changes import constraints, ddl, replication, roles, service, watermarks
 from migration_core.changes import databases as target_db
 from migration_core.changes.fence import unfence
 from migration_core.changes.identity import reset_identity
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 ORDER = (
     Change.SERVICE_MIGRATION,
     Change.SUBSCRIPTION,
+    Change.REPAIR,
+    Change.DDL_CAPTURE,
     Change.VERIFIER,
     Change.SLOT,
     Change.PUBLICATION,
@@ -50,7 +52,15 @@ ORDER = (
     Change.CONSTRAINTS,
     Change.ROLES,
 )
-REPLICATION = (Change.SUBSCRIPTION, Change.VERIFIER, Change.SLOT, Change.PUBLICATION, Change.REPLICATION_ROLE)
+REPLICATION = (
+    Change.SUBSCRIPTION,
+    Change.REPAIR,
+    Change.DDL_CAPTURE,
+    Change.VERIFIER,
+    Change.SLOT,
+    Change.PUBLICATION,
+    Change.REPLICATION_ROLE,
+)
 
 
 @dataclass
@@ -148,8 +158,13 @@ async def undo(
         return await service.cancel(entry, source, backend, journal)
     if entry.kind is Change.ROLES:
         return await roles.drop_roles(target, entry, journal)
+    if entry.kind is Change.REPAIR:  # the target was made like the source: nothing to put back
+        await journal.undone(entry)
+        return ""
     if entry.kind is Change.VERIFIER:  # after the subscription: no watermark is applied any more
         return await watermarks.drop(server, entry, journal)
+    if entry.kind is Change.DDL_CAPTURE:  # after the subscription, before the schema it lives in
+        return await ddl.drop(server, entry, journal)
     if entry.kind is Change.SERVICE_CUTOVER:
         return ""  # a service's ended replication cannot be restarted; recovery handles the migration
     try:

@@ -28,7 +28,7 @@ from migration_core.state.journal import SOURCE, TARGET, Change, Journal, Journa
 WATERMARKS, DIGESTS, TRIGGER = "watermark", "digest", "pgmig_take_digest"
 WATERMARK_COLUMNS = (
     "id bigint PRIMARY KEY, chunk bigint NOT NULL, phase text NOT NULL, nspname text NOT NULL, "
-    "relname text NOT NULL, keycol text, lo text, hi text"
+    "relname text NOT NULL, keycol text, lo text, hi text, rows jsonb"
 )
 # rows, the content's digest and the tuple versions' digest (which moves whenever a row in the range is
 # written, even back to an earlier value) of one key range, as the target had it when a watermark arrived
@@ -45,6 +45,8 @@ DECLARE
   rel regclass := to_regclass(format('%I.%I', NEW.nspname, NEW.relname));
   keytype text;
   cond text := 'true';
+  scope text;
+  cols text;
   n bigint; d numeric; v numeric;
 BEGIN
   IF rel IS NULL THEN
@@ -57,9 +59,17 @@ BEGIN
     IF NEW.lo IS NOT NULL THEN cond := cond || format(' AND t.%I >= $1::%s', NEW.keycol, keytype); END IF;
     IF NEW.hi IS NOT NULL THEN cond := cond || format(' AND t.%I < $2::%s', NEW.keycol, keytype); END IF;
   END IF;
+  scope := CASE WHEN (SELECT relkind FROM pg_class WHERE oid = rel) = 'p' THEN '' ELSE 'ONLY ' END;
+  IF NEW.phase = 'R' THEN  -- a repair: the range becomes the source's rows as of this watermark's commit
+    SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols FROM pg_attribute
+     WHERE attrelid = rel AND attnum > 0 AND NOT attisdropped AND attgenerated = '';
+    EXECUTE format('DELETE FROM %s%s t WHERE %s', scope, rel, cond) USING NEW.lo, NEW.hi;
+    EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM jsonb_populate_recordset(NULL::%s, $1)', rel, cols, cols, rel)
+      USING NEW.rows;
+  END IF;
   EXECUTE format('SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0), '
                  'coalesce(sum(hashtextextended(t.ctid::text || t.xmin::text, 0)), 0) FROM %s%s t WHERE %s',
-                 CASE WHEN (SELECT relkind FROM pg_class WHERE oid = rel) = 'p' THEN '' ELSE 'ONLY ' END, rel, cond)
+                 scope, rel, cond)
     INTO n, d, v USING NEW.lo, NEW.hi;
   INSERT INTO {schema}.{digests} VALUES (NEW.chunk, NEW.phase, n, d, v, NULL)
     ON CONFLICT (chunk, phase) DO UPDATE SET rows = EXCLUDED.rows, digest = EXCLUDED.digest,
@@ -165,7 +175,7 @@ async def mark(
 ) -> None:
     """One watermark row on the source, committed on its own (the session must not be in a transaction)."""
     await conn.execute(
-        f"INSERT INTO {ident(schema)}.{WATERMARKS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        f"INSERT INTO {ident(schema)}.{WATERMARKS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL)",
         watermark,
         chunk,
         phase,
@@ -175,6 +185,57 @@ async def mark(
         lo,
         hi,
     )
+
+
+def range_condition(key: str | None, keytype: str | None, lo: str | None, hi: str | None) -> tuple[str, list[str]]:
+    """A key range as a WHERE condition on alias `t` and its parameters (bounds as text, cast to the key's
+    type), as the target's trigger builds it."""
+    cond, args = ["true"], []
+    for bound, op in ((lo, ">="), (hi, "<")):
+        if key is not None and bound is not None:
+            args.append(bound)
+            cond.append(f"t.{ident(key)} {op} ${len(args)}::text::{keytype}")
+    return " AND ".join(cond), args
+
+
+async def repair(
+    conn: asyncpg.Connection,
+    schema: str,
+    watermark: int,
+    chunk: int,
+    table: tuple[str, str],
+    only: str,
+    key: str | None,
+    keytype: str | None,
+    lo: str | None,
+    hi: str | None,
+) -> int:
+    """Send a range's rows to the target: the table locked against writers (SHARE, for the moment of one
+    read) so that the rows read and the watermark carrying them are one state of the source; the target's
+    trigger replaces its range with them where the watermark arrives in the stream, so every change
+    committed before is under them and every change after applies on top. Returns the rows sent."""
+    label = f"{ident(table[0])}.{ident(table[1])}"
+    where, args = range_condition(key, keytype, lo, hi)
+    async with conn.transaction():
+        await conn.execute("SET LOCAL lock_timeout = '5s'")  # writers wait behind the lock: never for long
+        await conn.execute(f"LOCK TABLE {only}{label} IN SHARE MODE")
+        found = await conn.fetchrow(
+            f"SELECT count(*) AS n, coalesce(jsonb_agg(to_jsonb(t)), '[]'::jsonb)::text AS rows "
+            f"FROM {only}{label} t WHERE {where}",
+            *args,
+        )
+        await conn.execute(
+            f"INSERT INTO {ident(schema)}.{WATERMARKS} VALUES ($1, $2, 'R', $3, $4, $5, $6, $7, $8::jsonb)",
+            watermark,
+            chunk,
+            table[0],
+            table[1],
+            key,
+            lo,
+            hi,
+            found["rows"],
+        )
+    return found["n"]
 
 
 async def forget(conn: asyncpg.Connection, schema: str, chunks: list[int]) -> None:

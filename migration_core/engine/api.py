@@ -38,8 +38,12 @@ from migration_core.engine.context import MigrationContext
 from migration_core.engine.leases import Leases
 from migration_core.engine.runner import MONITORED, Runner
 from migration_core.engine.scheduler import Scheduler
+from migration_core.flows.steps.offline import choose_bindir
+from migration_core.observe import ddl as schema_watch
+from migration_core.observe.ddl import Captured
 from migration_core.observe.progress import MigrationProgress
 from migration_core.pg.servers import ConnectionProblem, ServerConfig, user_databases
+from migration_core.plan.survey import MigrationPlan, history, survey
 from migration_core.preflight.checks import SKIPPED_BY_DEFAULT, PreflightReport, PreflightRequest, run_preflight
 from migration_core.state import approval
 from migration_core.state.approval import ApprovalRequest, Decision
@@ -62,6 +66,7 @@ from migration_core.state.models import (
     StepState,
 )
 from migration_core.store import Store
+from migration_core.verify import continuous
 from migration_core.verify.tables import VerifyResult, verify_database
 
 __all__ = [
@@ -218,6 +223,26 @@ class Engine:
             )
         )
 
+    async def plan(
+        self, source: str, target: str, databases: list[str], mode: Mode, parallel: int | None = None
+    ) -> MigrationPlan:
+        """`/pgmig plan`: the pre-flight `check` runs, then what the migration would move and how long it would
+        take, measured read-only on the source and learnt from earlier migrations; nothing is made."""
+        started = time.perf_counter()
+        report = await self.check(source, target, databases, mode, replica_identity_full=False)
+        seconds = time.perf_counter() - started
+        src, tgt = self.server(source), self.server(target)
+        bindir = None
+        if report.databases:
+            try:
+                bindir = await choose_bindir(src, tgt, self.config.pg_bindir)
+            except (MigrationError, ConnectionProblem):
+                pass  # the plan says the schema overhead is not counted; the pre-flight says what is unreachable
+        earlier = await history(
+            self.store, lambda m: (self._address(m.source), self._address(m.target)) == (src.address, tgt.address)
+        )
+        return await survey(src, report, seconds, parallel or self.config.default_parallel, bindir, earlier)
+
     async def databases(self, server: str) -> list[tuple[str, int]]:
         """A server's user databases (what `--db` defaults to), each with its size in bytes."""
         return await user_databases(self.server(server), SKIPPED_BY_DEFAULT)
@@ -316,6 +341,20 @@ class Engine:
             )
             for db in await self._copied(m)
         ]
+
+    async def schema_changes(self, migration_id: str) -> dict[str, list[Captured]]:
+        """The schema changes captured on a streaming migration's source, per database, with their state."""
+        return await schema_watch.listing(self.context(await self.ledger.get(migration_id)))
+
+    async def decide_schema_change(
+        self, migration_id: str, which: str, verb: str, actor: str, reason: str = ""
+    ) -> Captured:
+        """`/pgmig ddl mig-N apply|skip ID`: the decision the target's gate waits for (observe/ddl.py); any
+        replica may write it, the first decision stands."""
+        m = await self.ledger.get(migration_id)
+        if m.state not in (State.CATCHING_UP, State.READY_FOR_CUTOVER, State.AWAITING_APPROVAL):
+            raise MigrationError(f"{m.id} is {m.state.value}: schema changes are decided while it streams")
+        return await schema_watch.decide(self.context(m), which, verb, actor, reason)
 
     async def _copied(self, m: Migration) -> list[str]:
         """The databases some or all of whose data was copied to the target and is still there."""
@@ -494,6 +533,26 @@ class Engine:
 
     async def cancel(self, migration_id: str, actor: str) -> CancelOutcome:
         return await self.canceller.cancel(migration_id, actor)
+
+    async def repair(self, migration_id: str, actor: str, table: str = "") -> list[str]:
+        """`/pgmig repair`: re-copy the key ranges continuous verification found to differ (of `table`, when
+        named) while replication runs, then compare them again; audited. Runs where the migration runs (its
+        verification is in that process's memory): through `perform(Command.REPAIR)`."""
+        m = await self.ledger.get(migration_id)
+        if not (m.mode is Mode.ONLINE and m.options.backend is Backend.NATIVE and m.state in MONITORED):
+            raise MigrationError(
+                f"{m.id} is {m.state.value}: a repair works while a native online migration streams",
+                "once the target is released, differences are an incident: `/pgmig verify` names them",
+            )
+        said = await continuous.repair(self.context(m), table)
+        if not said:
+            what = f"no range of {table} in {m.id}" if table else f"no range of {m.id}"
+            raise MigrationError(
+                f"{what} differs as far as continuous verification has found",
+                f"`/pgmig status {m.id}` shows what it has compared so far",
+            )
+        await self.record(AuditEntry(actor, "repair", "; ".join(said), m.id))
+        return said
 
     # ---- approvals and cutover: approvals.py -------------------------------------------------------
 

@@ -34,6 +34,7 @@ class Command(StrEnum):
     RESUME = "resume"
     CUTOVER = "cutover"  # start a cutover the team decided
     CLEANUP = "cleanup"  # remove a finished migration's leftovers from a server (args: server)
+    REPAIR = "repair"  # re-copy the ranges continuous verification found to differ (args: table)
 
 
 @dataclass
@@ -102,6 +103,9 @@ class Commands:
                 return CommandResult(kind, migration_id, await engine.retry(migration_id, actor, changes))
             if kind is Command.RESUME:
                 return CommandResult(kind, migration_id, await engine.resume(migration_id, actor))
+            if kind is Command.REPAIR:
+                said = await engine.repair(migration_id, actor, args.get("table", ""))
+                return CommandResult(kind, migration_id, message="; ".join(said))
             async with engine.canceller.exclusive(migration_id):
                 if (await engine.ledger.get(migration_id)).state is not State.CUTTING_OVER:
                     return CommandResult(kind, migration_id, False, "the cutover was cancelled before it started")

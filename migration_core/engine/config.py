@@ -26,6 +26,7 @@ class EngineConfig:
     slot_warn_share: float = 0.5  # slot guardian: warn above this share of max_slot_wal_keep_size…
     slot_warn_minutes: float = 60.0  # …or when the slot reaches it sooner than this
     verify_chunk_rows: int = 10_000  # continuous verification: rows in one key range; 0: off
+    capture_ddl: bool = False  # online: capture schema changes on the source (or detect drift), gate them
     slot_stall_seconds: float = 60.0  # a subscriber that confirmed nothing while WAL grew this long applies nothing
     digest: str = "off"  # off | hourly | daily: a summary of active migrations
     managed_poll_seconds: float = 10.0  # --backend flex|dms: how often the Azure service is asked

@@ -16,8 +16,9 @@ from migration_core.changes import sequences, service
 from migration_core.changes.constraints import Parked
 from migration_core.engine.context import MigrationContext
 from migration_core.flows.offline import verify_and_complete
-from migration_core.flows.online import ensure_identity, online_job, schema_step, schema_steps
+from migration_core.flows.online import ensure_identity, schema_step, schema_steps
 from migration_core.flows.steps.cutover import CatchUp, wait_caught_up
+from migration_core.flows.steps.online import OnlineDatabase
 from migration_core.observe.monitor import mark_ready
 from migration_core.observe.progress import MigrationProgress
 from migration_core.state.errors import MigrationError
@@ -58,7 +59,7 @@ async def prepare_schema(ctx: MigrationContext, fresh: bool) -> None:
         await schema_steps(ctx)
     for db in ctx.m.databases:
         if fresh or not ctx.done(StepKind.PREPARE.at(db)):
-            parked = await online_job(ctx, db).indexes_and_park(ctx.roles)
+            parked = await OnlineDatabase(ctx, db).indexes_and_park()
             await ctx.ledger.save(
                 ctx.mid,
                 StepKind.PREPARE.at(db),

@@ -45,18 +45,7 @@ async def run_offline(ctx: MigrationContext) -> None:
     ledger, mid, m, options = ctx.ledger, ctx.mid, ctx.m, ctx.options
 
     def job(db: str) -> OfflineDatabase:
-        return OfflineDatabase(
-            ctx.source,
-            ctx.target,
-            db,
-            ctx.journal,
-            options,
-            ctx.workdir,
-            ctx.bindir,
-            ctx.progress.of(db),
-            ctx.config.limits,
-            verify_early=True,
-        )
+        return OfflineDatabase(ctx, db, verify_early=True)
 
     exports = [db for db in m.databases if not ctx.done(StepKind.EXPORT.at(db))]
     for db in m.databases:
@@ -66,7 +55,7 @@ async def run_offline(ctx: MigrationContext) -> None:
         await ledger.advance(mid, State.EXPORTING, f"exporting {', '.join(exports)} ({options.method})")
     for db in exports:
         await ledger.save(mid, StepKind.EXPORT.at(db), RUNNING, "")
-        files = await job(db).export(ctx.roles)
+        files = await job(db).export()
         digests = {str(f): await asyncio.to_thread(file_digest, f) for f in files}  # GBs: off the loop
         await ledger.save(mid, StepKind.EXPORT.at(db), DONE, ", ".join(str(f) for f in files), {"files": digests})
     await ctx.reload()
@@ -108,7 +97,7 @@ async def run_offline(ctx: MigrationContext) -> None:
     for db in imports:
         await ledger.save(mid, StepKind.IMPORT.at(db), RUNNING, "")
         importing = job(db)
-        summary = await importing.import_(ctx.roles)
+        summary = await importing.import_()
         data = {"edited": edited_in[db], "checked": early_checks.encode(importing.checked)}
         await ledger.save(mid, StepKind.IMPORT.at(db), DONE, summary, data)
 

@@ -14,20 +14,6 @@ from migration_core.state.ledger import DONE, RUNNING
 from migration_core.state.models import State, StepKind
 
 
-def online_job(ctx: MigrationContext, db: str) -> OnlineDatabase:
-    return OnlineDatabase(
-        ctx.source,
-        ctx.target,
-        db,
-        ctx.journal,
-        ctx.options,
-        ctx.workdir,
-        ctx.bindir,
-        ctx.progress.of(db),
-        ctx.config.limits,
-    )
-
-
 async def ensure_identity(ctx: MigrationContext) -> None:
     """REPLICA IDENTITY FULL where asked for; the journal remembers each table's previous identity."""
     if ctx.m.options.replica_identity_full and not ctx.done(StepKind.IDENTITY):
@@ -54,9 +40,9 @@ async def schema_steps(ctx: MigrationContext) -> None:
 
 
 async def schema_step(ctx: MigrationContext, db: str) -> None:
-    job = online_job(ctx, db)
+    job = OnlineDatabase(ctx, db)
     await ctx.ledger.save(ctx.mid, StepKind.SCHEMA.at(db), RUNNING, "")
-    detail = await job.schema(ctx.roles)
+    detail = await job.schema()
     await ctx.ledger.save(ctx.mid, StepKind.SCHEMA.at(db), DONE, detail, {"schema_sql": str(job.schema_sql)})
 
 
@@ -69,10 +55,10 @@ async def run_online(ctx: MigrationContext) -> None:
         await ledger.advance(mid, State.FULL_LOAD, f"full load of {', '.join(loads)} under a slot's snapshot")
     for db in loads:
         if StepKind.LOAD.at(db) in ctx.steps:  # an earlier attempt stopped mid-load: start this database afresh
-            await online_job(ctx, db).teardown()
+            await OnlineDatabase(ctx, db).teardown()
             await schema_step(ctx, db)
         await ledger.save(mid, StepKind.LOAD.at(db), RUNNING, "")
-        data = await online_job(ctx, db).full_load(ctx.roles)
+        data = await OnlineDatabase(ctx, db).full_load()
         parked = data["parked"]
         await ledger.save(
             mid,

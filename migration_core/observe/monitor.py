@@ -17,7 +17,7 @@ import asyncpg
 
 from migration_core.changes import replication
 from migration_core.engine.context import MigrationContext
-from migration_core.observe import slot_guard
+from migration_core.observe import ddl, slot_guard
 from migration_core.observe.progress import DatabaseProgress, MigrationProgress
 from migration_core.preflight.checks import pretty_bytes
 from migration_core.state.errors import MigrationError
@@ -89,6 +89,8 @@ async def _blocked(ctx: MigrationContext, db: str, p: DatabaseProgress) -> str:
     """A schema change on the source the target lacks (said before the first change trips on it), else the
     apply worker failing again and again (PostgreSQL 15+ counts it) with its error from the target's server
     log when pgmig's login may read it."""
+    if p.schema_changes and (waits := p.schema_changes.waiting(ctx.mid)):  # the stream waits there, on purpose
+        return waits
     name = ctx.journal.object_name(db)
     async with ctx.source.connection(db) as src:
         published = await src.fetch(PUBLISHED_COLUMNS, name)
@@ -208,6 +210,8 @@ async def require_caught_up(ctx: MigrationContext, doing: str, lag_too: bool = T
     """Refuse `doing` (a cutover) unless every subscription streams — and, with `lag_too`, within the ready
     thresholds — now: a cutover over a broken subscription can only wait for the catch-up timeout and fall
     back. (Right before the fence a busy moment's lag is the catch-up's business; a broken stream is not.)"""
+    if ctx.config.capture_ddl:
+        await ddl.require_decided(ctx, doing)
     lags = await measure(ctx)
     if blocked := await look_closer(ctx, lags):
         raise MigrationError(
@@ -242,6 +246,8 @@ async def until_ready(ctx: MigrationContext, within: float) -> None:
 async def watch_native(ctx: MigrationContext) -> None:
     m, alerts, c = ctx.m, ctx.alerts, ctx.config
     lags = await measure(ctx)
+    if c.capture_ddl:
+        await ddl.watch(ctx)
     blocked = await look_closer(ctx, lags)
     await alerts.alert(
         m,

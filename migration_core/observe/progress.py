@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from migration_core.observe.ddl import SchemaWatch
     from migration_core.verify.continuous import Verification
 
 
@@ -42,6 +43,7 @@ class DatabaseProgress:
     apply_failures: list[float] = field(default_factory=list)  # when the count was seen to grow, one entry an error
     verification: "Verification | None" = None  # online: continuous verification's state (verify/continuous.py)
     verified: str = ""  # online: what continuous verification has found, in one line
+    schema_changes: "SchemaWatch | None" = None  # online: schema changes captured on the source (observe/ddl.py)
 
     @property
     def rows_done(self) -> int:

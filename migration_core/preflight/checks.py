@@ -392,7 +392,28 @@ async def _replication_findings(conn: asyncpg.Connection, n_databases: int, own_
                     ),
                 )
             )
+        out.append(_capture_finding(user, role["rolsuper"]))
     return out
+
+
+def _capture_finding(user: str, superuser: bool) -> Finding:
+    """Whether schema changes made while streaming can be captured (`[online] capture_ddl`): an event trigger
+    needs a superuser; without one pgmig detects drift (what changed, not the statement) instead."""
+    title = "schema changes while streaming can be captured"
+    if superuser:
+        return Finding(
+            Status.OK, "source", title, f"'{user}' is a superuser: with capture_ddl, an event trigger records them"
+        )
+    return Finding(
+        Status.WARN,
+        "source",
+        title,
+        f"'{user}' may not create event triggers (superusers only; on Azure azure_pg_admin may not either): with "
+        "capture_ddl pgmig falls back to drift detection — it reports tables, columns, indexes and constraints "
+        "that changed, each tick, but not the statement, and does not hold replication for a decision",
+        "connect pgmig to the source as a superuser to capture them; otherwise make each schema change on the "
+        "target too",
+    )
 
 
 async def _login_finding(conn: asyncpg.Connection, databases: list[str]) -> Finding:

@@ -261,7 +261,9 @@ class Change(StrEnum):
     FENCE = "fence"  # source writes fenced (data: read_only_before, revoked, …)
     SERVICE_CUTOVER = "service_cutover"  # a managed service told to end its replication: no way back
     SERVICE_MIGRATION = "service_migration"  # a managed service's migration started (data: ref, slots_before)
+    REPAIR = "repair"  # a key range re-copied onto the target by `/pgmig repair` (nothing to undo)
     VERIFIER = "verifier"  # continuous verification's schema, watermark table (+ target trigger) (data: oid)
+    DDL_CAPTURE = "ddl_capture"  # schema-change capture: source event triggers + table, target gate (changes/ddl.py)
 
 
 class Mark(StrEnum):
@@ -303,6 +305,8 @@ class JournalEntry:
             Change.SERVICE_CUTOVER: "the service's cutover",
             Change.SERVICE_MIGRATION: f"the service's migration {self.name}",
             Change.VERIFIER: f"verification schema {self.name} (watermark table)",
+            Change.DDL_CAPTURE: f"schema-change capture in {self.name} (event triggers, ddl table)",
+            Change.REPAIR: f"the repair of {self.name}",
         }.get(self.kind, f"{self.kind.value} {self.name}")
         maybe = " (maybe: pgmig stopped while making it)" if self.mark is Mark.PLANNED else ""
         return f"{what} {where}{maybe}"

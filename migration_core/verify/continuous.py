@@ -29,6 +29,7 @@ from migration_core.changes import watermarks
 from migration_core.engine.context import MigrationContext
 from migration_core.pg.servers import ConnectionProblem
 from migration_core.pg.sql import ident, qualified
+from migration_core.state.journal import TARGET, Change, Payload
 
 IN_FLIGHT = 4  # ranges per database whose watermarks are on their way to the target at once
 GIVE_UP_SECONDS = 600.0  # a range whose watermarks did not arrive in this long is checked again later
@@ -49,6 +50,17 @@ FROM pg_publication_tables t
 JOIN pg_class c ON c.oid = format('%I.%I', t.schemaname, t.tablename)::regclass
 WHERE t.pubname = $1 AND t.schemaname <> $2 ORDER BY 1, 2
 """
+
+
+@dataclass
+class RepairPayload(Payload):
+    """A range `/pgmig repair` re-copied onto the target (nothing to undo: the target was made like the source)."""
+
+    schema: str = ""
+    table: str = ""
+    key: str | None = None
+    lo: str | None = None
+    hi: str | None = None
 
 
 @dataclass(frozen=True)
@@ -253,16 +265,39 @@ def _only(t: Table) -> str:
 
 async def _digest(src: asyncpg.Connection, r: Range) -> tuple[int, str]:
     """The source's rows and digest of a range, as the target's trigger computes them."""
-    t, cond, args = r.table, ["true"], []
-    if t.key is not None and r.lo is not None:
-        args.append(r.lo)
-        cond.append(f"t.{ident(t.key)} >= ${len(args)}::text::{t.keytype}")
-    if t.key is not None and r.hi is not None:
-        args.append(r.hi)
-        cond.append(f"t.{ident(t.key)} < ${len(args)}::text::{t.keytype}")
+    t = r.table
+    where, args = watermarks.range_condition(t.key, t.keytype, r.lo, r.hi)
     row = await src.fetchrow(
         f"SELECT count(*) AS n, coalesce(sum(hashtextextended(t::text, 0)), 0)::text AS d "
-        f"FROM {_only(t)}{t.label} t WHERE {' AND '.join(cond)}",
+        f"FROM {_only(t)}{t.label} t WHERE {where}",
         *args,
     )
     return row["n"], row["d"]
+
+
+async def repair(ctx: MigrationContext, table: str = "") -> list[str]:
+    """`/pgmig repair`: every range found to differ (of `table` only, when named: `orders` or
+    `sales.orders`) re-copied from the source while replication runs (changes/watermarks.repair), each
+    journaled first, then compared again by the next rounds. Returns what was sent, in words."""
+    said = []
+    for db in ctx.m.databases:
+        v = ctx.progress.of(db).verification
+        if v is None:
+            continue
+        chosen = [r for r in v.divergences if not table or table in (r.table.name, f"{r.table.schema}.{r.table.name}")]
+        async with ctx.source.connection(db, data=True) as src:
+            for r in chosen:
+                t = r.table
+                entry = await ctx.journal.plan(
+                    Change.REPAIR, TARGET, db, r.label, RepairPayload(t.schema, t.name, t.key, r.lo, r.hi)
+                )
+                chunk = _now_id()
+                rows = await watermarks.repair(
+                    src, v.schema, _now_id(), chunk, (t.schema, t.name), _only(t), t.key, t.keytype, r.lo, r.hi
+                )
+                await ctx.journal.done(entry)
+                v.divergences.pop(r, None)
+                v.differed.pop(r, None)
+                v.again.append(r)
+                said.append(f"{db}: {r.label} ({rows:,} rows)")
+    return said

@@ -14,24 +14,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 
 from migration_core.changes import databases as target_db
 from migration_core.changes import keys, matviews, sequences
-from migration_core.changes.roles import RolePlan, copy_roles
+from migration_core.changes.roles import copy_roles
 from migration_core.changes.statistics import analyze
+from migration_core.engine.config import EngineConfig
+from migration_core.engine.context import MigrationContext
 from migration_core.observe import server_progress, waits
-from migration_core.observe.progress import DatabaseProgress
 from migration_core.pg import workdir as workdir_
 from migration_core.pg.pgbin import MissingBinaries, client_bindir
 from migration_core.pg.servers import ServerConfig, server_major
 from migration_core.pg.sql import USER_SCHEMA_FILTER
 from migration_core.pg.tools import NO_PUBSUB, Tool, ToolError, connection_env, conninfo, with_options
 from migration_core.state.errors import MigrationError
-from migration_core.state.journal import Journal
-from migration_core.state.models import Method, MigrationOptions
+from migration_core.state.events import NoEvents
+from migration_core.state.ledger import Alerts, Ledger
+from migration_core.state.models import Method, Migration, MigrationOptions, Mode, State
 from migration_core.store import Store
 from migration_core.transfer import copy, large_objects
 from migration_core.transfer.limits import DEFAULT_LIMITS, DataLimits
@@ -54,30 +57,19 @@ async def choose_bindir(source: ServerConfig, target: ServerConfig, configured: 
 
 
 class OfflineDatabase:
-    """One database's export and import, reporting into `progress`."""
+    """One database's export and import for the migration `ctx` holds (its roles plan, client programs, progress)."""
 
-    def __init__(
-        self,
-        source: ServerConfig,
-        target: ServerConfig,
-        database: str,
-        journal: Journal,
-        options: MigrationOptions,
-        workdir: Path,
-        bindir: Path,
-        progress: DatabaseProgress,
-        limits: DataLimits = DEFAULT_LIMITS,
-        verify_early: bool = False,
-    ) -> None:
-        self.source, self.target, self.database = source, target, database
-        self.limits = limits
+    def __init__(self, ctx: MigrationContext, database: str, verify_early: bool = False) -> None:
+        self.ctx, self.database = ctx, database
+        self.source, self.target = ctx.source, ctx.target
+        self.limits = ctx.config.limits
         self.verify_early = verify_early  # a verify step follows: compare each table as soon as it is copied
         self.checked: Known = {}  # tables compared during the import (restore method), for the verify step
-        self.journal = journal
-        self.options = options
-        self.dir = workdir_.database_dir(workdir, database)
-        self.bindir = bindir
-        self.progress = progress
+        self.journal = ctx.journal
+        self.options = ctx.options
+        self.dir = workdir_.database_dir(ctx.workdir, database)
+        self.bindir = ctx.bindir
+        self.progress = ctx.progress.of(database)
 
     def tool(self, program: str) -> Tool:
         return Tool(self.bindir, program)
@@ -115,7 +107,8 @@ class OfflineDatabase:
             server, self.database, waits.pgmig_sessions, self.progress, what, stall=self.limits.stall_seconds
         )
 
-    async def export(self, roles: RolePlan) -> list[Path]:
+    async def export(self) -> list[Path]:
+        roles = self.ctx.roles
         workdir_.private_dir(self.dir)
         restore = self.options.method is Method.RESTORE
         self.progress.begin("exporting the schema" if restore else "exporting")
@@ -144,7 +137,7 @@ class OfflineDatabase:
         self.progress.finish(self.exported)
         return self.artifacts()
 
-    async def import_(self, roles: RolePlan) -> str:
+    async def import_(self) -> str:
         for f in self.artifacts():
             if not f.exists():
                 raise MigrationError(f"export file {f} is missing", "retry the migration to export again")
@@ -160,7 +153,7 @@ class OfflineDatabase:
                 if self.options.method is Method.DUMP:
                     await self._import_sql(tgt)
                 else:
-                    await self._import_archive(roles)
+                    await self._import_archive()
                 self.progress.phase = "finishing"
                 # db_data.sql carries the snapshot's sequence values and large objects (and the team's edits).
                 restore = self.options.method is Method.RESTORE
@@ -170,7 +163,7 @@ class OfflineDatabase:
                         self.source,
                         self.target,
                         self.database,
-                        keep_owners=roles.keep_owners,
+                        keep_owners=self.ctx.roles.keep_owners,
                         parallel=self.options.parallel,
                         progress=self.progress,
                         limits=self.limits,
@@ -213,10 +206,11 @@ class OfflineDatabase:
                 ["-X", "-v", "ON_ERROR_STOP=1", "-f", str(self.data_file), "-o", "/dev/null", "-L", "/dev/null"], env
             )
 
-    async def _import_archive(self, roles: RolePlan) -> None:
+    async def _import_archive(self) -> None:
         env = connection_env(self.target, self.database)
         pg_restore = self.tool("pg_restore")
-        base = ["--exit-on-error", *NO_PUBSUB, *roles.restore_flags, f"--dbname={conninfo(dbname=self.database)}"]
+        flags = self.ctx.roles.restore_flags
+        base = ["--exit-on-error", *NO_PUBSUB, *flags, f"--dbname={conninfo(dbname=self.database)}"]
         self.progress.phase = "creating schema"
         async with self.watched(self.target, "creating schema"):
             await pg_restore.run([*base, "--section=pre-data", str(self.schema_file)], env)
@@ -258,6 +252,33 @@ class OfflineDatabase:
         )
 
 
+@contextlib.asynccontextmanager
+async def script_context(
+    source: ServerConfig,
+    target: ServerConfig,
+    databases: list[str],
+    mode: Mode,
+    options: MigrationOptions,
+    workdir: Path,
+    pg_bindir: str | None = None,
+    limits: DataLimits = DEFAULT_LIMITS,
+) -> AsyncIterator[MigrationContext]:
+    """A context for work with no migration around it (benchmarks, scripts): its state (the journal too) lives
+    in memory, so nothing is undone afterwards; client programs chosen and roles copied, as a pipeline does.
+    Files go under `workdir`/script-0."""
+    store = await Store.open(":memory:")
+    try:
+        ledger = Ledger(store, NoEvents())
+        m = Migration("script-0", source.name, target.name, databases, mode, State.CREATED, "script", options=options)
+        config = EngineConfig(workdir=workdir, pg_bindir=pg_bindir, limits=limits)
+        ctx = MigrationContext(ledger, Alerts(ledger), config, m, source, target)
+        ctx.bindir = await choose_bindir(source, target, pg_bindir)
+        ctx.roles = await copy_roles(source, target, databases, ctx.journal)
+        yield ctx
+    finally:
+        await store.close()
+
+
 async def copy_databases(
     source: ServerConfig,
     target: ServerConfig,
@@ -267,18 +288,11 @@ async def copy_databases(
     pg_bindir: str | None = None,
     limits: DataLimits = DEFAULT_LIMITS,
 ) -> dict[str, str]:
-    """Migrate databases with no migration around them (benchmarks, scripts): roles, export, import.
-    The journal lives in memory: nothing is undone afterwards."""
-    store = await Store.open(":memory:")
-    try:
-        journal = Journal(store, "script")
-        bindir = await choose_bindir(source, target, pg_bindir)
-        roles = await copy_roles(source, target, databases, journal)
+    """Migrate databases with no migration around them (benchmarks, scripts): roles, export, import."""
+    async with script_context(source, target, databases, Mode.OFFLINE, options, workdir, pg_bindir, limits) as ctx:
         results = {}
         for db in databases:
-            job = OfflineDatabase(source, target, db, journal, options, workdir, bindir, DatabaseProgress(db), limits)
-            await job.export(roles)
-            results[db] = await job.import_(roles)
+            job = OfflineDatabase(ctx, db)
+            await job.export()
+            results[db] = await job.import_()
         return results
-    finally:
-        await store.close()

@@ -19,41 +19,29 @@ import asyncpg
 
 from migration_core.changes import constraints, replication, undo
 from migration_core.changes import databases as target_db
-from migration_core.changes.roles import RolePlan
 from migration_core.changes.statistics import analyze
+from migration_core.engine.context import MigrationContext
 from migration_core.observe import server_progress, waits
-from migration_core.observe.progress import DatabaseProgress
 from migration_core.pg import workdir as workdir_
-from migration_core.pg.servers import ServerConfig
 from migration_core.pg.tools import NO_PUBSUB, Tool, ToolError, connection_env, conninfo
 from migration_core.state.errors import MigrationError
-from migration_core.state.journal import SOURCE, TARGET, Change, Journal
-from migration_core.state.models import MigrationOptions
+from migration_core.state.journal import SOURCE, TARGET, Change
 from migration_core.transfer import copy
-from migration_core.transfer.limits import DEFAULT_LIMITS, DataLimits
 
 
 class OnlineDatabase:
-    def __init__(
-        self,
-        source: ServerConfig,
-        target: ServerConfig,
-        database: str,
-        journal: Journal,
-        options: MigrationOptions,
-        workdir: Path,
-        bindir: Path,
-        progress: DatabaseProgress,
-        limits: DataLimits = DEFAULT_LIMITS,
-    ) -> None:
-        self.source, self.target, self.database = source, target, database
-        self.limits = limits
-        self.journal = journal
-        self.options = options
-        self.dir = workdir_.database_dir(workdir, database)
-        self.bindir = bindir
-        self.progress = progress
-        self.name = journal.object_name(database)
+    """One database of the migration `ctx` holds; the roles plan and client programs are the context's."""
+
+    def __init__(self, ctx: MigrationContext, database: str) -> None:
+        self.ctx, self.database = ctx, database
+        self.source, self.target = ctx.source, ctx.target
+        self.limits = ctx.config.limits
+        self.journal = ctx.journal
+        self.options = ctx.options
+        self.dir = workdir_.database_dir(ctx.workdir, database)
+        self.bindir = ctx.bindir
+        self.progress = ctx.progress.of(database)
+        self.name = self.journal.object_name(database)
 
     @property
     def archive(self) -> Path:
@@ -63,7 +51,7 @@ class OnlineDatabase:
     def schema_sql(self) -> Path:
         return self.dir / "schema.sql"
 
-    async def schema(self, roles: RolePlan) -> str:
+    async def schema(self) -> str:
         workdir_.private_dir(self.dir)
         self.progress.begin("schema")
         prepared = await target_db.prepare_target(
@@ -75,7 +63,7 @@ class OnlineDatabase:
                 self.source, self.database, waits.pgmig_sessions, self.progress, "exporting the schema", stall=stall
             ):
                 await Tool(self.bindir, "pg_dump").run(
-                    ["-Fc", "-s", *NO_PUBSUB, *roles.restore_flags, "-f", str(self.archive)],
+                    ["-Fc", "-s", *NO_PUBSUB, *self.ctx.roles.restore_flags, "-f", str(self.archive)],
                     connection_env(self.source, self.database),
                 )
             restore = Tool(self.bindir, "pg_restore")
@@ -89,7 +77,7 @@ class OnlineDatabase:
                     [
                         "--exit-on-error",
                         *NO_PUBSUB,
-                        *roles.restore_flags,
+                        *self.ctx.roles.restore_flags,
                         "--section=pre-data",
                         f"--dbname={conninfo(dbname=self.database)}",
                         str(self.archive),
@@ -101,7 +89,7 @@ class OnlineDatabase:
         self.progress.finish("schema ready")
         return f"{prepared}; schema in {self.schema_sql}"
 
-    async def full_load(self, roles: RolePlan) -> dict:
+    async def full_load(self) -> dict:
         """Returns what later steps need: the slot's consistent point and what was parked on the target."""
         self.progress.begin("full load")
         async with self.source.connection(self.database) as src:
@@ -125,7 +113,7 @@ class OnlineDatabase:
             )
         finally:
             await session.release()
-        parked = await self.indexes_and_park(roles)
+        parked = await self.indexes_and_park()
         self.progress.phase = "analyzing"  # fresh statistics: the applications' first queries after cutover plan well
         async with server_progress.watched(self.target, self.database, self.progress, "analyzing"):
             await analyze(self.target, self.database, self.options.parallel)
@@ -159,7 +147,7 @@ class OnlineDatabase:
             "parked": parked.as_dict(),
         }
 
-    async def indexes_and_park(self, roles: RolePlan) -> constraints.Parked:
+    async def indexes_and_park(self) -> constraints.Parked:
         """Post-data (indexes, constraints), then foreign keys dropped and triggers disabled on the target
         until cutover: changes arrive in commit order, not dependency order."""
         self.progress.phase = "building indexes"
@@ -171,7 +159,7 @@ class OnlineDatabase:
                     [
                         "--exit-on-error",
                         *NO_PUBSUB,
-                        *roles.restore_flags,
+                        *self.ctx.roles.restore_flags,
                         "--section=post-data",
                         "-j",
                         str(self.options.parallel),

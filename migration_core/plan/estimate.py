@@ -1,0 +1,138 @@
+"""The arithmetic of a plan's duration estimate: measured rates in, ranges of seconds out. Pure (no I/O), so
+the model is unit-tested on its own and every factor it assumes is named here, once.
+
+The model, per database: a fixed overhead (the client programs' passes over the schema, each about as long as
+the `pg_dump -s` the plan timed; and a few statements per table, each a measured round trip), then data work
+at the source's measured read rate: the copy (read on the source and written on the target), the index builds
+(they read the table and write the index) and the verification (a checksum pass over both sides). Parallel
+streams divide the data work. An earlier migration's import, when there is one, brackets copy + indexes from
+what really happened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SPREAD = 1.5  # a range is the central estimate divided and multiplied by this
+COPY_FACTOR = 2.0  # the target writes what the source reads: a copy takes about twice the timed read
+INDEX_FACTOR = 2.0  # an index build reads its table's keys, sorts them and writes the index
+VERIFY_FACTOR = 1.0  # counts and checksums read both sides at once, at about the read rate
+# The passes of a database's migration that each cost about one `pg_dump -s` (a login, often a process, a walk
+# through the catalog): roles, the schema export, CREATE DATABASE, pg_restore pre-data, the copy's planning,
+# the post-data listing, the key builds, pg_restore post-data, sequences and large objects, materialized
+# views, ANALYZE, the verification.
+SCHEMA_PASSES = 12
+STATEMENTS_PER_TABLE = 12  # per table: COPY out and in, truncate, counts, checksums, ANALYZE, index statements…
+
+
+@dataclass(frozen=True)
+class Range:
+    """Seconds (or bytes): at least `low`, at most `high`."""
+
+    low: float
+    high: float
+
+    @classmethod
+    def around(cls, central: float, spread: float = SPREAD) -> Range:
+        return cls(central / spread, central * spread)
+
+    def __add__(self, other: Range) -> Range:
+        return Range(self.low + other.low, self.high + other.high)
+
+    def __mul__(self, factor: float) -> Range:
+        return Range(self.low * factor, self.high * factor)
+
+    def covering(self, value: float) -> Range:
+        """This range widened to include `value` (another measure of the same thing)."""
+        return Range(min(self.low, value), max(self.high, value))
+
+    def ratio(self, actual: float) -> float:
+        """How far `actual` lies outside the range, as a factor ≥ 1 (1: inside it)."""
+        if actual < self.low:
+            return self.low / max(actual, 1e-9)
+        if actual > self.high:
+            return actual / max(self.high, 1e-9)
+        return 1.0
+
+
+def seconds_text(seconds: float) -> str:
+    """`40 ms`, `0.4 s`, `12 s`, `3.5 min`, `2.1 h`: as precise as an estimate deserves."""
+    if seconds < 0.1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def range_text(r: Range) -> str:
+    """`0.4 s – 0.9 s`; one value when both ends read the same."""
+    low, high = seconds_text(r.low), seconds_text(r.high)
+    return low if low == high else f"{low} – {high}"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one database holds, as the estimate needs it."""
+
+    tables: int
+    rows: int
+    heap_bytes: int  # the tables' pages (pg_relation_size): what COPY reads
+    index_bytes: int
+    schema_seconds: float | None  # the timed `pg_dump -s` of it; None when it could not be timed
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What was measured: the source's read rate, a statement's round trip and, from an earlier migration,
+    rows a second over its whole import (None: none to learn from)."""
+
+    read_bytes_per_second: float
+    round_trip_seconds: float
+    streams: int  # parallel copy streams
+    history_rows_per_second: float | None = None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Each phase as a range of seconds; `import_` (overhead + copy + indexes) is what an earlier
+    migration's import step measured, when there is one."""
+
+    overhead: Range
+    copy: Range
+    indexes: Range
+    verify: Range
+    import_: Range
+
+    @property
+    def total(self) -> Range:
+        return self.import_ + self.verify
+
+
+def estimate(work: Workload, rates: Rates) -> Estimate:
+    """One database's estimate from its workload and the measured rates."""
+    streams = max(1, min(rates.streams, work.tables))
+    rate = max(rates.read_bytes_per_second, 1.0)
+    schema = (work.schema_seconds or 0.0) * SCHEMA_PASSES
+    overhead = Range.around(schema + work.tables * STATEMENTS_PER_TABLE * rates.round_trip_seconds)
+    copy = Range.around(work.heap_bytes * COPY_FACTOR / rate / streams)
+    indexes = Range.around(work.index_bytes * INDEX_FACTOR / rate / streams)
+    verify = Range.around(work.heap_bytes * VERIFY_FACTOR / rate / streams)
+    import_ = overhead + copy + indexes
+    if rates.history_rows_per_second:
+        import_ = import_.covering(work.rows / rates.history_rows_per_second)
+    return Estimate(overhead, copy, indexes, verify, import_)
+
+
+def wal_held(bytes_per_second: float, during: Range) -> Range:
+    """The WAL a slot holds by the end of `during` (the full load), at the source's measured WAL rate."""
+    return during * bytes_per_second
+
+
+def identity_full_cost(changes_per_hour: float, rows: int, row_bytes: float) -> tuple[float, float]:
+    """REPLICA IDENTITY FULL on a table without a key: (extra WAL bytes an hour — each update or delete logs
+    the whole old row; rows the subscriber scans an hour — with no index to find a row by, each change
+    scans the table)."""
+    return changes_per_hour * row_bytes, changes_per_hour * rows

@@ -1,0 +1,184 @@
+"""Schema changes during an online migration (changes/ddl.py, observe/ddl.py): captured on the source by an event
+trigger, gated on the target at their place in the stream, applied or skipped as an operator decides; the
+cutover refused while one is pending; nothing of it left on either server after a cutover or a cancel, even
+after pgmig was killed while making it; drift reported where no event trigger may be made."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+
+from bot.localpg import LocalCluster
+from migration_core.engine.api import Engine, MigrationRequest
+from migration_core.observe.ddl import SchemaWatch
+from migration_core.pg.failpoints import ENV as KILL
+from migration_core.state.errors import MigrationError
+from migration_core.state.models import State
+from tests.integration import factories
+from tests.integration.clusters import PASSWORD, config_toml, shell_env
+from tests.integration.test_shell import pgmig
+from tests.integration.waiting import wait_state, wait_until
+
+LOGICAL = {"wal_level": "logical", "max_replication_slots": "10", "max_wal_senders": "10"}
+SCHEMA = (
+    "CREATE TABLE customer (id int PRIMARY KEY, name text); "
+    "INSERT INTO customer SELECT g, 'c' || g FROM generate_series(1, 50) g"
+)
+# pgmig's objects on a server: its schemas, its event triggers (a database's own, outside any schema)
+LEFT_BEHIND = (
+    "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'pgmig%') + "
+    "(SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgmig%')"
+)
+TRIGGERS = "SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgmig%'"
+
+
+@pytest.fixture(scope="module")
+def pair(cluster_root):
+    src = LocalCluster(cluster_root / "dd-src", password=PASSWORD, settings=LOGICAL).init().start()
+    # the apply worker retries a change that waits for a decision every second, not every five
+    tgt = LocalCluster(cluster_root / "dd-tgt", password=PASSWORD, settings={"wal_retrieve_retry_interval": "1s"})
+    tgt.init().start()
+    yield src, tgt
+    tgt.destroy()
+    src.destroy()
+
+
+def fresh(src: LocalCluster, tgt: LocalCluster, name: str) -> None:
+    src.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    tgt.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    src.psql(f'CREATE DATABASE "{name}"')
+    src.psql(SCHEMA, database=name)
+
+
+async def start(engine: Engine, db: str) -> str:
+    m = await engine.create(
+        MigrationRequest(
+            source=factories.SOURCE,
+            target=factories.TARGET,
+            mode="online",
+            requested_by="U0ALICE",
+            channel="C0OPS",
+            databases=[db],
+        )
+    )
+    engine.start(m.id)
+    return m.id
+
+
+async def states(engine: Engine, mid: str, db: str) -> list[str]:
+    return [c.state for c in (await engine.schema_changes(mid))[db]]
+
+
+async def test_a_captured_change_waits_for_its_decision_and_applies_in_stream_order(tmp_path, store, pair):
+    src, tgt = pair
+    fresh(src, tgt, "dd")
+    engine = factories.engine(store, src, tgt, tmp_path, capture_ddl=True, verify_chunk_rows=0, progress_interval=0.2)
+    mid = await start(engine, "dd")
+    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
+    await wait_until(lambda: src.psql(TRIGGERS, database="dd") == "2", 30, "the capture's event triggers")
+    src.psql("CREATE TEMP TABLE scratch (x int); SELECT 1", database="dd")  # temporary: not the schema
+    src.psql("ALTER TABLE customer ADD COLUMN phone text", database="dd")
+    src.psql("INSERT INTO customer VALUES (100, 'after', '555')", database="dd")
+    assert await wait_until(lambda: states(engine, mid, "dd"), 30, "the change to be captured") == ["pending"]
+    change = (await engine.schema_changes(mid))["dd"][0]
+    assert change.tag == "ALTER TABLE" and change.objects == ["table public.customer"], change
+    assert "ADD COLUMN phone" in change.statement and not change.destructive
+    posted = await wait_until(
+        lambda: [t for _, t in engine.events.alerts if "schema change on the source" in t],  # type: ignore[attr-defined]
+        10,
+        "the thread post",
+    )
+    assert f"/pgmig ddl {mid} apply {change.id}" in posted[0]
+    # replication waits exactly there: the row written after it does not arrive, and status says why
+    await wait_until(lambda: "waits for a decision" in engine.progress(mid).of("dd").blocked, 20, "blocked said")
+    await asyncio.sleep(2)
+    assert tgt.psql("SELECT count(*) FROM customer WHERE id = 100", database="dd") == "0"
+    with pytest.raises(MigrationError, match=r"await a decision .*#1 ALTER TABLE"):
+        await engine.prepare_cutover(mid, "U0BOB", "C0OPS", 30)
+    # an operator applies it: the column exists on the target, and the rows after it arrive
+    await engine.decide_schema_change(mid, str(change.id), "apply", "U0BOB")
+    with pytest.raises(MigrationError, match="decided already"):
+        await engine.decide_schema_change(mid, str(change.id), "skip", "U0EVE")
+    await wait_until(
+        lambda: tgt.psql("SELECT count(*) FROM customer WHERE id = 100", database="dd") == "1", 30, "the row"
+    )
+    assert tgt.psql("SELECT phone FROM customer WHERE id = 100", database="dd") == "555"
+    assert await states(engine, mid, "dd") == ["applied"]
+    # a skipped one: the target never has it, and replication goes on past it
+    src.psql("CREATE INDEX customer_name ON customer (name)", database="dd")
+    await wait_until(lambda: _has(engine, mid, ["applied", "pending"]), 30, "the index statement to be captured")
+    await engine.decide_schema_change(mid, "dd:2", "skip", "U0BOB", "the target gets its own index")
+    src.psql("INSERT INTO customer VALUES (101, 'later', '556')", database="dd")
+    await wait_until(
+        lambda: tgt.psql("SELECT count(*) FROM customer WHERE id = 101", database="dd") == "1", 30, "row 101"
+    )
+    assert await states(engine, mid, "dd") == ["applied", "skipped"]
+    assert tgt.psql("SELECT count(*) FROM pg_indexes WHERE indexname = 'customer_name'", database="dd") == "0"
+    # nothing pending: the cutover may be asked for (the gate passes)
+    await wait_until(lambda: not engine.progress(mid).of("dd").blocked, 20, "no longer blocked")
+    await engine.prepare_cutover(mid, "U0BOB", "C0OPS", 30)
+    # the cutover's teardown takes capture away with the replication: nothing of pgmig's on either side
+    assert await engine.cutover(mid, "U0BOB"), (await store.get_migration(mid)).error
+    assert src.psql(LEFT_BEHIND, database="dd") == "0"
+    assert tgt.psql(LEFT_BEHIND, database="dd") == "0"
+    assert tgt.psql("SELECT phone FROM customer WHERE id = 101", database="dd") == "556"
+    await engine.close()
+
+
+async def _has(engine: Engine, mid: str, wanted: list[str]) -> bool:
+    return await states(engine, mid, "dd") == wanted
+
+
+async def test_without_event_trigger_rights_drift_is_reported(tmp_path, store, pair):
+    """The fallback (as when pgmig's login is no superuser): each tick compares the schema's fingerprint."""
+    src, tgt = pair
+    fresh(src, tgt, "ddd")
+    engine = factories.engine(store, src, tgt, tmp_path, capture_ddl=True, verify_chunk_rows=0, progress_interval=0.2)
+    mid = await start(engine, "ddd")
+    watch = engine.progress(mid).of("ddd").schema_changes = SchemaWatch(capture=False)
+    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
+    await wait_until(lambda: watch.baseline is not None, 20, "the first fingerprint")
+    src.psql("ALTER TABLE customer ADD COLUMN email varchar(80) NOT NULL DEFAULT ''", database="ddd")
+    posted = await wait_until(
+        lambda: [t for _, t in engine.events.alerts if "schema of ddd changed" in t],  # type: ignore[attr-defined]
+        10,
+        "the drift post",
+    )
+    assert "new column" in posted[0] and "customer.email (character varying(80) NOT NULL)" in posted[0], posted
+    assert "email" in watch.summary() and src.psql(TRIGGERS, database="ddd") == "0"
+    outcome = await engine.cancel(mid, "U0ALICE")
+    assert outcome.state is State.CANCELLED and not outcome.failed, outcome
+    await engine.close()
+
+
+def test_killed_around_making_the_capture_a_restart_and_a_cancel_leave_nothing(tmp_path, pair):
+    """pgmig SIGKILLed right after journaling the capture (before making it), then right after making the
+    target's side; restarted and cancelled, nothing of pgmig's is left on either server."""
+    src, tgt = pair
+    fresh(src, tgt, "ddk")
+    config = tmp_path / "pgmig.toml"
+    extra = "[migration]\nprogress_interval_seconds = 0.2\n[online]\ncapture_ddl = true\nverify_chunk_rows = 0\n"
+    config.write_text(config_toml({"src": src, "tgt": tgt}, extra=extra))
+    env = shell_env(tmp_path, config)
+    first = pgmig(
+        "shell", env={**env, KILL: "plan-ddl_capture:ddk"}, stdin="migrate src tgt --mode online --db ddk\nwait 90\n"
+    )
+    assert first.returncode == -signal.SIGKILL, first.stdout + first.stderr
+    assert src.psql(TRIGGERS, database="ddk") == "0"
+    second = pgmig("shell", env={**env, KILL: "ddl_capture:ddk"}, stdin="wait 60\n")
+    assert second.returncode == -signal.SIGKILL, second.stdout + second.stderr
+    assert (
+        tgt.psql(
+            "SELECT to_regclass(nspname || '.ddl_decision') IS NOT NULL FROM pg_namespace WHERE nspname LIKE 'pgmig%'",
+            database="ddk",
+        )
+        == "t"
+    )
+    third = pgmig("shell", env=env, stdin="wait 3\nddl mig-1\ncancel mig-1\n")
+    assert third.returncode == 0 and "Traceback" not in third.stdout + third.stderr, third.stderr
+    assert "cancelled" in third.stdout and "Schema changes of mig-1" in third.stdout, third.stdout
+    assert src.psql(LEFT_BEHIND, database="ddk") == "0"
+    if tgt.psql("SELECT count(*) FROM pg_database WHERE datname = 'ddk'") == "1":
+        assert tgt.psql(LEFT_BEHIND, database="ddk") == "0"
