@@ -19,6 +19,7 @@ from typing import Any
 
 from handlers.authz import Policy
 from migration_core.azure.config import AzureConfig, from_environment
+from migration_core.observe.ddl_kinds import ADDITIVE
 from migration_core.pg import secrets
 from migration_core.pg.servers import SSLMODES, ServerConfig
 from migration_core.state.models import DEFAULT_PARALLEL
@@ -94,10 +95,12 @@ class OnlineSettings:
     wal_retention_alert_mb: float = 1024.0
     slot_warn_share: float = 0.5
     slot_warn_minutes: float = 60.0
+    max_window_seconds: float = 0.0  # refuse a cutover whose predicted write freeze is longer; 0: no limit
     fence_grace_seconds: float = 5.0
     catch_up_timeout_seconds: float = 30.0
     verify_chunk_rows: int = 10_000  # continuous verification: rows in one key range; 0 turns it off
     capture_ddl: bool = False  # capture schema changes on the source and gate them on the target (issue 26)
+    ddl_auto_apply: list[str] = field(default_factory=list)  # additive kinds pgmig applies without asking
 
 
 _SLACK_KEYS = {
@@ -144,10 +147,11 @@ _ONLINE_KEYS = {
         "wal_retention_alert_mb",
         "slot_warn_share",
         "slot_warn_minutes",
+        "max_window_seconds",
         "fence_grace_seconds",
         "catch_up_timeout_seconds",
     )
-} | {"verify_chunk_rows": (int,), "capture_ddl": bool}
+} | {"verify_chunk_rows": (int,), "capture_ddl": bool, "ddl_auto_apply": list}
 _AZURE_KEYS = {
     "subscription_id": str,
     "arm_endpoint": str,
@@ -254,8 +258,10 @@ def _online(table: Any) -> OnlineSettings:
     if not isinstance(table, dict):
         raise SettingsError("online: expected a table of settings")
     values = _typed(table, _ONLINE_KEYS, "online.")
+    if unknown := [k for k in values.get("ddl_auto_apply", []) if k not in ADDITIVE]:
+        raise SettingsError(f"online.ddl_auto_apply: {unknown!r} — expected kinds among {', '.join(ADDITIVE)}")
     for key, value in values.items():
-        if value < 0:
+        if key != "ddl_auto_apply" and value < 0:
             raise SettingsError(f"online.{key}: expected a number ≥ 0")
     if values.get("slot_warn_share", 0) > 1:
         raise SettingsError("online.slot_warn_share: expected a share of max_slot_wal_keep_size, 0–1")

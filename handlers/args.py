@@ -42,6 +42,7 @@ class MigrateArgs:
     replica_identity_full: bool
     backend: str
     runtime_server: str | None
+    capture_ddl: bool
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,13 @@ COMMANDS: dict[str, CommandSpec] = {
                     default=False,
                 ),
                 Option(
+                    "--capture-ddl",
+                    "online: capture schema changes made on the source while streaming and hold each for a "
+                    "decision (`/pgmig ddl`), whatever [online] capture_ddl says",
+                    "flag",
+                    default=False,
+                ),
+                Option(
                     "--backend",
                     "who moves the data: pgmig itself (native), the flexible server's migration "
                     "service (flex; at most 8 databases online, batches offline) or Azure DMS classic "
@@ -430,7 +437,7 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec(
             "ddl",
             "List the schema changes captured on a streaming migration's source; apply or skip one on the target "
-            "(replication waits at each until it is decided)",
+            "(replication waits at each until it is decided; a destructive one needs required_approvals approvers)",
             "/pgmig ddl mig-3 apply 2",
             positionals=("MIGRATION",),
             optional_positionals=("DECISION", "ID", "REASON"),

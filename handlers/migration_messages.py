@@ -132,6 +132,10 @@ def database_line(p: DatabaseProgress, now: float) -> str:
         parts.append(f"latency {p.lag_seconds:.1f} s")
     if p.retained_bytes is not None:
         parts.append(f"slot holds {pretty_bytes(p.retained_bytes)} of WAL{slot_outlook(p)}")
+    if p.apply_rate is not None and p.lag_bytes is not None:
+        parts.append(f"applying {pretty_bytes(int(p.apply_rate * 60))}/min of the source's WAL")
+    if p.forecast and p.forecast.window and p.lag_bytes is not None:
+        parts.append(f"predicted write freeze {p.forecast.window.seconds:.2f} s")
     if p.verified:
         parts.append(f"verified while streaming: {esc(p.verified)}")
     if p.schema_changes:
@@ -768,7 +772,10 @@ def approval_card(
         f"Databases: {esc(', '.join(m.databases))}",
     ]
     lines += [database_line(progress.of(db), now) for db in m.databases]
-    lines += [f"Last verification (tables, while streaming): {esc(request.verification)}", what_happens(m)]
+    lines.append(f"Last verification (tables, while streaming): {esc(request.verification)}")
+    if request.forecast:
+        lines.append(f"*Predicted write freeze* (when requested): {esc(request.forecast)}")
+    lines.append(what_happens(m))
     if not (decided or closed):
         lines.append(
             approvals_line(

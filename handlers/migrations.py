@@ -44,6 +44,7 @@ def migrate_text(a: MigrateArgs, databases: list[str] | None = None) -> str:
         "--overwrite": a.overwrite,
         "--pause-after-export": a.pause_after_export,
         "--replica-identity-full": a.replica_identity_full,
+        "--capture-ddl": a.capture_ddl,
     }
     parts += [flag for flag, given in flags.items() if given]
     if a.backend != "native":
@@ -70,6 +71,7 @@ async def migrate_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
         overwrite=a.overwrite,
         pause_after_export=a.pause_after_export,
         replica_identity_full=a.replica_identity_full,
+        capture_ddl=a.capture_ddl,
         backend=Backend(a.backend),
         runtime_server=a.runtime_server or "",
     )

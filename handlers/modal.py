@@ -54,6 +54,7 @@ FLAGS = {
     "overwrite": ("--overwrite", "Overwrite target databases that hold data (drop and recreate)"),
     "replica_identity_full": ("--replica-identity-full", "Replica identity full for tables without a key (online)"),
     "pause_after_export": ("--pause-after-export", "Pause after export to review the files (offline, dump)"),
+    "capture_ddl": ("--capture-ddl", "Capture schema changes made while streaming (online)"),
 }
 MAX_OPTIONS = 100  # Slack's limit for a select's options
 MIGRATE = COMMANDS["migrate"]  # what the form runs: its rules (who may, which options go together) are the command's
@@ -65,6 +66,7 @@ CONFLICTS = {
     "replica_identity_full": (OPTIONS, "replica identity full is for online migrations"),
     "pause_after_export": (OPTIONS, "pause after export goes with an offline migration by the dump method"),
     "target": (TARGET, "the target must be another server than the source"),
+    "capture_ddl": (OPTIONS, "capturing schema changes is for online migrations"),
 }
 
 
@@ -381,6 +383,7 @@ async def field_errors(form: Form, inv: Invocation, svc: Services) -> dict[str, 
         method=Method(form.method) if METHOD not in errors else Method.RESTORE,
         pause_after_export="pause_after_export" in form.flags,
         replica_identity_full="replica_identity_full" in form.flags,
+        capture_ddl="capture_ddl" in form.flags,
     )
     for conflict in request.conflicts():
         errors.setdefault(*CONFLICTS[conflict.option])

@@ -15,11 +15,14 @@ An event trigger needs a superuser: `possible` says whether pgmig may make one; 
 back to drift detection (observe/ddl.py). Capture is journaled (Change.DDL_CAPTURE) before anything is made,
 target first (its gate must exist before the first captured row can arrive), and its undo drops only pgmig's
 event triggers, functions and tables, before the verification schema's own undo drops the schema.
+
+A table created while streaming is published once its CREATE ran on the target (`publish`): logical replication
+then copies its rows and streams the rest. A table dropped on the source leaves the publication by itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 
@@ -105,15 +108,33 @@ END
 """
 
 
+# a new table may be published only if the source can still replicate its updates and deletes then
+NEW_TABLE = """
+SELECT n.nspname, c.relname, c.relreplident = 'f' OR EXISTS (
+         SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid
+            AND (i.indisprimary AND c.relreplident = 'd' OR i.indisreplident AND c.relreplident = 'i')) AS keyed
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
+"""
+SUBSCRIBED = (
+    "SELECT 1 FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid "
+    "WHERE s.subname = $1 AND r.srrelid = to_regclass($2)"
+)
+
+
 @dataclass
 class CaptureObjects(Payload):
     """What capture made on one side: in which schema (its OID, to drop only in the very schema pgmig made),
-    on the source the publication the ddl table was added to and the event triggers' names."""
+    on the source the publication the ddl table was added to, the event triggers' names, and the tables
+    created while streaming that pgmig added to the publication (dropping the publication takes them) and let
+    the subscription's login (`reader`) read, for their first copy (revoked here, or its DROP ROLE fails)."""
 
     schema: str = ""
     oid: int | None = None
     publication: str = ""
     triggers: list[str] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)
+    reader: str = ""
 
 
 def trigger_names(schema: str) -> list[str]:
@@ -197,15 +218,64 @@ async def _make_triggers(conn: asyncpg.Connection, schema: str, triggers: list[s
             await conn.execute(f"CREATE EVENT TRIGGER {ident(name)} ON {event} EXECUTE FUNCTION {s}.{CAPTURE}()")
 
 
-async def _published(conn: asyncpg.Connection, publication: str, schema: str) -> bool:
+async def _revoke(conn: asyncpg.Connection, made: CaptureObjects) -> None:
+    """Take back the subscription's login's reading of the tables published while streaming (those still there)."""
+    if not made.reader or not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", made.reader):
+        return
+    for table in made.published:
+        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+            await conn.execute(f"REVOKE SELECT ON TABLE {table} FROM {ident(made.reader)}")
+
+
+async def _published(conn: asyncpg.Connection, publication: str, schema: str, table: str = CAPTURED) -> bool:
     return bool(
         await conn.fetchval(
             "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
             publication,
             schema,
-            CAPTURED,
+            table,
         )
     )
+
+
+async def publish(source: ServerConfig, target: ServerConfig, database: str, table: str, journal: Journal) -> str:
+    """A table created on the source while streaming (`table`: its identity as captured), once its CREATE ran
+    on the target: added to the migration's publication (journaled in the source's capture entry first; no
+    undo of its own, the publication's drop takes it), readable by the subscription's own login, and the
+    subscription refreshed with copy_data, so the rows written before it was published are copied and the
+    later ones stream. Idempotent, from what the servers say. Returns why it was not published, or "" once
+    it is."""
+    publication = journal.object_name(database)
+    entry = await journal.find(Change.DDL_CAPTURE, SOURCE, database, publication)
+    if entry is None:
+        return "schema-change capture is not made in this database"
+    logins = [e.name for e in await journal.entries(Change.REPLICATION_ROLE, database) if e.server == SOURCE]
+    reader = logins[0] if logins else ""  # none: the subscription logs in as pgmig's own login, which may read
+    async with target.connection(database) as tgt:
+        if not await tgt.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+            return f"{table} is not on the target"
+    async with source.connection(database) as src:
+        found = await src.fetchrow(NEW_TABLE, table)
+        if found is None:
+            return f"{table} is no longer a table pgmig can publish on the source (dropped, temporary or unlogged)"
+        if not found["keyed"]:
+            return (
+                f"{table} has no primary key (nor replica identity): published, the source would refuse its "
+                "updates and deletes — give it a primary key on the source, or copy it at cutover yourself"
+            )
+        name = f"{ident(found['nspname'])}.{ident(found['relname'])}"
+        made = CaptureObjects.of(entry)
+        if name not in made.published or made.reader != reader:
+            published = made.published if name in made.published else [*made.published, name]
+            await journal.note(entry, replace(made, published=published, reader=reader))
+        if reader:
+            await src.execute(f"GRANT SELECT ON TABLE {name} TO {ident(reader)}")
+        if not await _published(src, publication, found["nspname"], found["relname"]):
+            await src.execute(f"ALTER PUBLICATION {ident(publication)} ADD TABLE {name}")
+    async with target.connection(database) as tgt:
+        if not await tgt.fetchval(SUBSCRIBED, publication, table):
+            await tgt.execute(f"ALTER SUBSCRIPTION {ident(publication)} REFRESH PUBLICATION WITH (copy_data = true)")
+    return ""
 
 
 async def decide(conn: asyncpg.Connection, schema: str, change: int, verb: str, actor: str, reason: str) -> bool:
@@ -244,6 +314,7 @@ async def drop(server: ServerConfig, entry: JournalEntry, journal: Journal) -> s
             if entry.server == SOURCE:
                 for name in made.triggers:
                     await conn.execute(f"DROP EVENT TRIGGER IF EXISTS {ident(name)}")
+                await _revoke(conn, made)
                 if made.publication and await _published(conn, made.publication, made.schema):
                     await conn.execute(f"ALTER PUBLICATION {ident(made.publication)} DROP TABLE {s}.{CAPTURED}")
                 await conn.execute(f"DROP FUNCTION IF EXISTS {s}.{CAPTURE}()")

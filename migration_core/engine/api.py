@@ -131,6 +131,7 @@ class Engine:
             req.replica_identity_full,
             Backend(req.backend),
             req.runtime_server,
+            req.capture_ddl,
         )
         m = Migration(
             id=mid,
@@ -347,14 +348,25 @@ class Engine:
         return await schema_watch.listing(self.context(await self.ledger.get(migration_id)))
 
     async def decide_schema_change(
-        self, migration_id: str, which: str, verb: str, actor: str, reason: str = ""
+        self,
+        migration_id: str,
+        which: str,
+        verb: str,
+        actor: str,
+        reason: str = "",
+        *,
+        is_approver: bool = True,
+        required: int = 1,
     ) -> Captured:
         """`/pgmig ddl mig-N apply|skip ID`: the decision the target's gate waits for (observe/ddl.py); any
-        replica may write it, the first decision stands."""
+        replica may write it, the first decision stands. Applying a destructive change counts as one of the
+        `required` approvals it needs (`is_approver`: the handlers' policy says whether `actor` is one)."""
         m = await self.ledger.get(migration_id)
         if m.state not in (State.CATCHING_UP, State.READY_FOR_CUTOVER, State.AWAITING_APPROVAL):
             raise MigrationError(f"{m.id} is {m.state.value}: schema changes are decided while it streams")
-        return await schema_watch.decide(self.context(m), which, verb, actor, reason)
+        return await schema_watch.decide(
+            self.context(m), which, verb, actor, reason, is_approver=is_approver, required=required
+        )
 
     async def _copied(self, m: Migration) -> list[str]:
         """The databases some or all of whose data was copied to the target and is still there."""

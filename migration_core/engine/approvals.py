@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from migration_core.engine.commands import Command
 from migration_core.flows.cutover import run_cutover
-from migration_core.observe.monitor import require_caught_up
+from migration_core.observe import forecast
+from migration_core.observe.monitor import measure, require_caught_up
 from migration_core.preflight.checks import pretty_bytes
 from migration_core.state import approval
 from migration_core.state.approval import ApprovalRequest, Decision, Verdict
@@ -56,13 +57,29 @@ class Approvals:
             raise MigrationError(
                 f"{m.id} is {m.state.value}: {why}" + (f". Current lag: {'; '.join(lags)}" if lags else "")
             )
+        predicted = ""
         if m.options.backend is Backend.NATIVE:
-            await require_caught_up(engine.context(m), f"{m.id} cannot be cut over now")
+            ctx = engine.context(m)
+            await require_caught_up(ctx, f"{m.id} cannot be cut over now")
+            predicted = forecast.card_words(ctx, await forecast.look(ctx, sample=False))
         results = await engine.verify(m.id)
         verification = "; ".join(self._streaming_verdict(m.id, r) for r in results)
         if any(x.target != "missing" for r in results for x in r.mismatches):
             verification += "; the cutover compares them exactly, with writes frozen"
-        return ApprovalRequest.new(m.id, actor, minutes, channel, verification)
+        request = ApprovalRequest.new(m.id, actor, minutes, channel, verification)
+        request.forecast = predicted
+        return request
+
+    async def window_held(self, migration_id: str) -> str:
+        """Why the predicted write freeze keeps a cutover from starting now (`[online] max_window_seconds`);
+        empty when it may start (no limit, a managed backend, or within it)."""
+        engine = self.engine
+        m = await engine.ledger.get(migration_id)
+        if engine.config.max_window_seconds <= 0 or m.options.backend is not Backend.NATIVE:
+            return ""
+        ctx = engine.context(m)
+        await measure(ctx)
+        return forecast.too_long(ctx, await forecast.look(ctx, sample=False))
 
     def _streaming_verdict(self, mid: str, r: VerifyResult) -> str:
         """One database compared while it streams: rows still on their way differ, and say so (lag); a table
@@ -149,6 +166,8 @@ class Approvals:
             )
         if request.expired:
             await self.expire_approval(migration_id)
+        elif verb == "approve" and is_approver and (held := await self.window_held(migration_id)):
+            return await refused(f"Approve is held: {held}", "predicted window over max_window_seconds")
         decision = await approval.decide(
             engine.store, "cutover", request, user, verb, is_approver=is_approver, required=required, channel=channel
         )

@@ -25,8 +25,10 @@ class EngineConfig:
     wal_retention_alert_bytes: int = 1 << 30  # alert when a slot holds this much WAL on the source
     slot_warn_share: float = 0.5  # slot guardian: warn above this share of max_slot_wal_keep_size…
     slot_warn_minutes: float = 60.0  # …or when the slot reaches it sooner than this
+    max_window_seconds: float = 0.0  # cutover: refuse one whose predicted write freeze is longer; 0: no limit
     verify_chunk_rows: int = 10_000  # continuous verification: rows in one key range; 0: off
     capture_ddl: bool = False  # online: capture schema changes on the source (or detect drift), gate them
+    ddl_auto_apply: tuple[str, ...] = ()  # additive kinds of captured changes pgmig applies itself (observe/ddl.py)
     slot_stall_seconds: float = 60.0  # a subscriber that confirmed nothing while WAL grew this long applies nothing
     digest: str = "off"  # off | hourly | daily: a summary of active migrations
     managed_poll_seconds: float = 10.0  # --backend flex|dms: how often the Azure service is asked
@@ -71,6 +73,7 @@ class MigrationRequest:
     replica_identity_full: bool = False
     backend: Backend = Backend.NATIVE
     runtime_server: str = ""  # flex backend: the runtime server's resource id, for private networks
+    capture_ddl: bool = False  # online: capture schema changes whatever [online] capture_ddl says
 
     def conflicts(self) -> list[Conflict]:
         """Every option that does not go with the others (mode, method, pause, backend), most telling first."""
@@ -82,6 +85,10 @@ class MigrationRequest:
             found.append(Conflict("pause_after_export", OFFLINE_ONLY))
         if self.replica_identity_full and not online:
             found.append(Conflict("replica_identity_full", "`--replica-identity-full` is for online migrations"))
+        if self.capture_ddl and not online:
+            found.append(
+                Conflict("capture_ddl", "`--capture-ddl` is for online migrations: an offline one streams nothing")
+            )
         if pause and not online and not dump:
             found.append(
                 Conflict(

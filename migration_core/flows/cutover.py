@@ -24,7 +24,7 @@ from migration_core.flows.managed import ManagedCutover
 from migration_core.flows.online import teardown_replication
 from migration_core.flows.steps import cutover
 from migration_core.flows.steps.cutover import WINDOW_STEPS, DatabaseCutover
-from migration_core.observe import monitor
+from migration_core.observe import forecast, monitor
 from migration_core.pg.servers import ConnectionProblem
 from migration_core.state.errors import MigrationError
 from migration_core.state.failures import failure_reason
@@ -78,11 +78,18 @@ async def run_cutover(ctx: MigrationContext, actor: str, decided: bool = False) 
     try:
         if managed is None:  # nothing is fenced over a broken subscription
             await monitor.require_caught_up(ctx, "cutover not started, nothing was fenced", lag_too=False)
+        windows = forecast.last(ctx) if managed is None else {}
+        if ctx.config.max_window_seconds > 0 and managed is None and None in windows.values():
+            windows = await forecast.look(ctx, sample=False)  # a limit to keep and no look yet: measure now
+        if held := forecast.too_long(ctx, windows):
+            raise MigrationError(f"cutover not started, nothing was fenced: {held}")
         for db in m.databases:
             done.append(await cutover.cut_over(ctx, db, parked[db], catch_up))
+            done[-1].predicted = w.seconds if (w := windows.get(db)) is not None else None
         facts = {
             "timings": {r.database: r.timings for r in done},
             "fences": {r.database: asdict(r.fence) for r in done},
+            "predicted": {r.database: r.predicted for r in done},
         }
         await ledger.save(mid, StepKind.RELEASE, RUNNING, "releasing the target", facts)
     except BaseException as exc:  # a cancel or a shutdown mid-fence falls back too
@@ -124,7 +131,7 @@ async def run_cutover(ctx: MigrationContext, actor: str, decided: bool = False) 
             StepKind.CUTOVER.at(result.database),
             DONE,
             ", ".join(f"{k} {v:.3f} s" for k, v in result.timings.items()),
-            {"timings": result.timings},
+            {"timings": result.timings, "predicted": result.predicted},
         )
     await finish(ctx, problems, done)
     return True
@@ -220,8 +227,9 @@ def summary(r: DatabaseCutover) -> str:
         if r.verify is not None
         else "not verified by checksums"
     )
+    predicted = f", predicted {r.predicted:.2f} s" if r.predicted is not None else ""
     return (
-        f"{r.database}: writes unavailable {r.window_seconds:.2f} s ({window})"
+        f"{r.database}: writes unavailable {r.window_seconds:.2f} s{predicted} ({window})"
         + (f"; after release {after}" if after else "")
         + f"; {checked}; {r.fence.ended_sessions} session(s) ended{soft}"
     )
@@ -254,7 +262,10 @@ async def recover(ctx: MigrationContext) -> None:
     facts = release.data if release is not None else {}
     done = [
         DatabaseCutover(
-            db, Fence(**facts.get("fences", {}).get(db, {"database": db})), facts.get("timings", {}).get(db, {})
+            db,
+            Fence(**facts.get("fences", {}).get(db, {"database": db})),
+            facts.get("timings", {}).get(db, {}),
+            predicted=facts.get("predicted", {}).get(db),
         )
         for db in m.databases
     ]

@@ -2,6 +2,12 @@
 recorded (changes/ddl.py) with its state — pending, applied, skipped, failed with the error — a thread post
 for each new one awaiting a decision, the decision itself, and the cutover refused while any is pending.
 
+Additive changes of the kinds `[online] ddl_auto_apply` names (ddl_kinds.py) are decided by pgmig itself, so
+the stream never waits for them. Applying a destructive one takes `required_approvals` distinct approvers, by
+the cutover's rules (state/approval.py), in an approval round of its own (`ddl:DB:ID`): the decision is written
+only when the last approval needed comes. A table created while streaming is published once its CREATE ran on
+the target (changes/ddl.publish).
+
 Where pgmig may not create event triggers (not a superuser: Azure's own admin cannot), the tick falls back to
 drift detection: a fingerprint of each database's schema (tables, columns and types, indexes, constraints)
 taken at the first look and compared at every tick after it, each difference reported once. It names what
@@ -11,23 +17,25 @@ takes a new one.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
 from migration_core.changes import ddl
 from migration_core.engine.context import MigrationContext
+from migration_core.observe import ddl_kinds
 from migration_core.pg.servers import ConnectionProblem
 from migration_core.pg.sql import USER_SCHEMA_FILTER, ident
+from migration_core.state import approval
+from migration_core.state.approval import ApprovalRequest, Verdict
 from migration_core.state.errors import MigrationError
 from migration_core.state.journal import SOURCE, TARGET, Change
-from migration_core.state.models import AuditEntry
+from migration_core.state.models import AuditEntry, utcnow
 
 VERBS = ("apply", "skip")
-# ALTER … TYPE, DROP …, RENAME, SET LOGGED/UNLOGGED: data or names the applications rely on change or go
-DESTRUCTIVE = re.compile(r"\b(DROP|TYPE|RENAME|SET\s+(UN)?LOGGED)\b", re.IGNORECASE)
+PGMIG = "pgmig"  # the decider of what [online] ddl_auto_apply lets pgmig apply
+OPEN_FOR = timedelta(days=3650)  # a change's approval round never expires: the stream waits for its decision
 RELATIONS = "('r', 'p', 'v', 'm', 'f')"
 FINGERPRINT = f"""
 SELECT 'table ' || c.oid::regclass::text AS k, c.relkind::text AS v
@@ -63,6 +71,7 @@ class Captured:
     decided_by: str | None = None
     outcome: str | None = None  # applied | skipped | failed: the target's gate reached it
     error: str | None = None
+    approvals: list[str] = field(default_factory=list)  # destructive: who approved applying it so far
 
     @property
     def pending(self) -> bool:
@@ -76,23 +85,37 @@ class Captured:
 
     @property
     def destructive(self) -> bool:
-        return self.tag.startswith("DROP") or (
-            self.tag.startswith("ALTER") and bool(DESTRUCTIVE.search(self.statement))
-        )
+        return ddl_kinds.destructive(self.tag, self.statement)
+
+    @property
+    def kind(self) -> str:
+        """add_column, create_index or create_table when plainly that (ddl_kinds.py); empty otherwise."""
+        return ddl_kinds.kind(self.tag, self.statement)
+
+    @property
+    def round(self) -> str:
+        """The approval round of applying it (destructive changes): one per database and change."""
+        return f"ddl:{self.database}:{self.id}"
 
     @property
     def label(self) -> str:
         """`#3 ALTER TABLE (table public.customer)`."""
         return f"#{self.id} {self.tag} ({', '.join(self.objects[:3])}{' …' if len(self.objects) > 3 else ''})"
 
-    def words(self) -> str:
-        """One line for a list: the statement, its state, who decided and why, the target's error."""
+    def words(self, required: int = 1) -> str:
+        """One line for a list: the statement, its state, who decided and why, the target's error, and for a
+        pending destructive change how many of the `required` approvals it has."""
         said = f"{self.label} `{_short(self.statement)}` — {self.state}"
         if self.decided_by:
             said += f" by {self.decided_by}" + (f": {self.reason}" if self.reason else "")
         if self.error:
             said += f" — error on the target: {self.error}"
-        return said + (" ⚠️ destructive" if self.destructive and self.pending else "")
+        if not (self.destructive and self.pending):
+            return said
+        got = f", {len(self.approvals)} of {required} approvals" + (
+            f" ({', '.join(self.approvals)})" if self.approvals else ""
+        )
+        return said + " ⚠️ destructive" + (got if required > 1 else "")
 
 
 @dataclass
@@ -102,6 +125,7 @@ class SchemaWatch:
     capture: bool | None = None  # None: not looked yet; False: drift detection
     changes: list[Captured] = field(default_factory=list)
     announced: set[int] = field(default_factory=set)
+    published: set[int] = field(default_factory=set)  # CREATE TABLE changes whose tables were published (or refused)
     baseline: dict[str, str] | None = None  # drift detection: the first look's fingerprint
     drift: list[str] = field(default_factory=list)  # what changed since, in words
     problem: str = ""  # the last look failed: why
@@ -118,6 +142,12 @@ class SchemaWatch:
         said = f"captured {len(self.changes)}, decided {done}" if self.changes else "captured none"
         return said + (f" · ⏸ replication waits for a decision on {', '.join(pending)}" if pending else "")
 
+    @property
+    def in_flight(self) -> bool:
+        """Some change is decided `apply` and the stream has not reached it yet: what the target lacks now,
+        it will have there."""
+        return any(c.decision == "apply" and not c.outcome for c in self.changes)
+
     def waiting(self, mid: str) -> str:
         """What the stream waits for (the first pending change), with the commands that free it; empty: nothing."""
         first = next((c for c in self.changes if c.pending), None)
@@ -127,6 +157,12 @@ class SchemaWatch:
             f"schema change {first.label} captured on the source waits for a decision: "
             f"`/pgmig ddl {mid} apply {first.id}` or `/pgmig ddl {mid} skip {first.id} REASON`"
         )
+
+
+def wanted(ctx: MigrationContext) -> bool:
+    """Whether this migration's schema changes are watched: `--capture-ddl` asked for it, or `[online]
+    capture_ddl` makes it every online migration's default."""
+    return ctx.m.options.capture_ddl or ctx.config.capture_ddl
 
 
 async def watch(ctx: MigrationContext) -> None:
@@ -142,6 +178,8 @@ async def watch(ctx: MigrationContext) -> None:
             if w.capture:
                 await ddl.ensure(ctx.source, ctx.target, db, ctx.journal)
                 w.changes = await captured(ctx, db)
+                await _auto_apply(ctx, w)
+                await _publish_new_tables(ctx, db, w)
             else:
                 await _drift(ctx, db, w)
             w.problem = ""
@@ -157,8 +195,45 @@ async def watch(ctx: MigrationContext) -> None:
                     f"🛠 schema change on the source ({db}): {c.label}\n`{_short(c.statement, 500)}`\n"
                     f"Replication of {db} waits here until an operator decides: `/pgmig ddl {ctx.mid} apply {c.id}`"
                     f" or `/pgmig ddl {ctx.mid} skip {c.id} REASON`"
-                    + (" — ⚠️ destructive: check it twice" if c.destructive else ""),
+                    + (
+                        " — ⚠️ destructive: check it twice (applying it takes the approvals a cutover does)"
+                        if c.destructive
+                        else ""
+                    ),
                 )
+
+
+async def _auto_apply(ctx: MigrationContext, w: SchemaWatch) -> None:
+    """Decide `apply`, as pgmig, each pending change of a kind `[online] ddl_auto_apply` names, and say so in
+    the thread: the stream passes it without waiting for anyone."""
+    for c in w.changes:
+        if not (c.pending and c.kind and c.kind in ctx.config.ddl_auto_apply):
+            continue
+        reason = f"[online] ddl_auto_apply: {c.kind}"
+        if await _write(ctx, c, "apply", PGMIG, reason):
+            w.announced.add(c.id)
+            await ctx.alerts.notice(
+                ctx.m,
+                f"ddl:{c.database}:{c.id}",
+                f"🛠 schema change on the source ({c.database}): {c.label}\n`{_short(c.statement, 500)}`\n"
+                f"applied to the target by pgmig at its place in the stream ({reason})",
+            )
+
+
+async def _publish_new_tables(ctx: MigrationContext, db: str, w: SchemaWatch) -> None:
+    """Each table whose CREATE ran on the target: published on the source, its rows copied (once per change)."""
+    for c in w.changes:
+        if ddl_kinds.of_tag(c.tag) != "create_table" or c.outcome != "applied" or c.id in w.published:
+            continue
+        tables = [o.removeprefix("table ") for o in c.objects if o.startswith("table ")]
+        problems = [p for t in tables if (p := await ddl.publish(ctx.source, ctx.target, db, t, ctx.journal))]
+        w.published.add(c.id)
+        said = (
+            f"not published: {'; '.join(problems)}"
+            if problems
+            else "published on the source: its rows are copied to the target and stream from now"
+        )
+        await ctx.alerts.notice(ctx.m, f"ddl-publish:{db}:{c.id}", f"📦 new table {', '.join(tables)} ({db}) {said}")
 
 
 async def _drift(ctx: MigrationContext, db: str, w: SchemaWatch) -> None:
@@ -196,10 +271,15 @@ async def captured(ctx: MigrationContext, db: str) -> list[Captured]:
         made = await tgt.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{s}.{ddl.DECISIONS}")
         query = f"SELECT id, decision, reason, decided_by, outcome, error FROM {s}.{ddl.DECISIONS}"
         decided = {r["id"]: r for r in await tgt.fetch(query)} if made else {}
+    approved: dict[str, list[str]] = {}
+    for a in await ctx.ledger.store.approvals(ctx.mid):
+        if a.decision == "approve":
+            approved.setdefault(a.round, []).append(a.approver)
     out = []
     for r in rows:
         d = decided.get(r["id"])
         c = Captured(db, r["id"], r["tag"], list(r["objects"]), r["statement"], r["stmt_at"], r["role"])
+        c.approvals = approved.get(c.round, [])
         if d is not None:
             c.decision, c.reason, c.decided_by = d["decision"], d["reason"], d["decided_by"]
             c.outcome, c.error = d["outcome"], d["error"]
@@ -207,14 +287,23 @@ async def captured(ctx: MigrationContext, db: str) -> list[Captured]:
     return out
 
 
+async def unseen(ctx: MigrationContext, db: str, w: SchemaWatch) -> bool:
+    """Whether changes were captured since the watch last looked (what the target lacks may be one of them)."""
+    return bool(w.capture) and len(await captured(ctx, db)) > len(w.changes)
+
+
 async def listing(ctx: MigrationContext) -> dict[str, list[Captured]]:
     """Every database's captured changes, read from the servers now (any replica may answer)."""
     return {db: await captured(ctx, db) for db in ctx.m.databases}
 
 
-async def decide(ctx: MigrationContext, which: str, verb: str, actor: str, reason: str) -> Captured:
+async def decide(
+    ctx: MigrationContext, which: str, verb: str, actor: str, reason: str, *, is_approver: bool, required: int
+) -> Captured:
     """An operator's decision on one captured change (`3`, or `shop:3` when several databases have a #3),
-    written on the target and audited; refused when there is no such change or it is decided already."""
+    written on the target and audited; refused when there is no such change or it is decided already.
+    Applying a destructive change is an approval (`is_approver`: the caller's policy says) counted by the
+    cutover's rules; the decision is written when `required` distinct approvers have approved."""
     if verb not in VERBS:
         raise MigrationError(f"`{verb}` is not a decision: apply or skip")
     db, _, number = which.rpartition(":")
@@ -229,15 +318,34 @@ async def decide(ctx: MigrationContext, which: str, verb: str, actor: str, reaso
             + ", ".join(f"`{c.database}:{c.id}`" for c in found)
         )
     c = found[0]
+    if verb == "apply" and c.destructive and c.pending:
+        request = ApprovalRequest(ctx.mid, "", utcnow() + OPEN_FOR, round=c.round)
+        said = await approval.decide(
+            ctx.ledger.store, "ddl", request, actor, "approve", is_approver=is_approver, required=required
+        )
+        c.approvals = said.approvers
+        if said.verdict is Verdict.REFUSED:
+            raise MigrationError(f"{c.label}: {said.reason}")
+        if said.verdict is Verdict.RECORDED:
+            return c
+        actor = ", ".join(said.approvers)
+    if not await _write(ctx, c, verb, actor, reason):
+        now = next(x for x in await captured(ctx, c.database) if x.id == c.id)
+        raise MigrationError(f"{c.label} was decided already: {now.state} by {now.decided_by}")
+    return c
+
+
+async def _write(ctx: MigrationContext, c: Captured, verb: str, actor: str, reason: str) -> bool:
+    """The decision on `c`, written on the target where its gate reads it, and audited; False when one was
+    written already (the first stands)."""
     async with ctx.target.connection(c.database) as tgt:
         if not await ddl.decide(tgt, ctx.journal.object_name(c.database), c.id, verb, actor, reason):
-            now = next(x for x in await captured(ctx, c.database) if x.id == c.id)
-            raise MigrationError(f"{c.label} was decided already: {now.state} by {now.decided_by}")
+            return False
     await ctx.ledger.store.audit(
         AuditEntry(actor, f"ddl.{verb}", f"{c.database} {c.label}: {c.statement[:1500]} {reason}".strip(), ctx.mid)
     )
     c.decision, c.decided_by, c.reason = verb, actor, reason or None
-    return c
+    return True
 
 
 async def require_decided(ctx: MigrationContext, doing: str) -> None:

@@ -17,7 +17,7 @@ import asyncpg
 
 from migration_core.changes import replication
 from migration_core.engine.context import MigrationContext
-from migration_core.observe import ddl, slot_guard
+from migration_core.observe import ddl, forecast, slot_guard
 from migration_core.observe.progress import DatabaseProgress, MigrationProgress
 from migration_core.preflight.checks import pretty_bytes
 from migration_core.state.errors import MigrationError
@@ -66,7 +66,7 @@ def servers_unreachable(progress: MigrationProgress, databases: list[str], why: 
     for db in databases:
         p = progress.of(db)
         p.phase = f"servers unreachable: {why.split(' — fix:', 1)[0]}"
-        p.lag_bytes = p.lag_seconds = p.retained_bytes = p.wal_rate = p.limit_in = None
+        p.lag_bytes = p.lag_seconds = p.retained_bytes = p.wal_rate = p.limit_in = p.apply_rate = None
         p.verified = ""
 
 
@@ -97,7 +97,8 @@ async def _blocked(ctx: MigrationContext, db: str, p: DatabaseProgress) -> str:
     async with ctx.target.connection(db) as tgt:
         there = {r["tbl"]: r["cols"] for r in await tgt.fetch(TARGET_COLUMNS, [r["tbl"] for r in published])}
         lacking = _lacking(published, there)
-        if lacking:
+        w = p.schema_changes  # a change decided, or captured since the watch looked: the stream brings it
+        if lacking and not (w and (w.in_flight or await ddl.unseen(ctx, db, w))):
             return lacking
         # the worker restarts this long after failing: quiet for a few such rounds, it is applying again
         retry = await tgt.fetchval(
@@ -210,7 +211,7 @@ async def require_caught_up(ctx: MigrationContext, doing: str, lag_too: bool = T
     """Refuse `doing` (a cutover) unless every subscription streams — and, with `lag_too`, within the ready
     thresholds — now: a cutover over a broken subscription can only wait for the catch-up timeout and fall
     back. (Right before the fence a busy moment's lag is the catch-up's business; a broken stream is not.)"""
-    if ctx.config.capture_ddl:
+    if ddl.wanted(ctx):
         await ddl.require_decided(ctx, doing)
     lags = await measure(ctx)
     if blocked := await look_closer(ctx, lags):
@@ -246,7 +247,7 @@ async def until_ready(ctx: MigrationContext, within: float) -> None:
 async def watch_native(ctx: MigrationContext) -> None:
     m, alerts, c = ctx.m, ctx.alerts, ctx.config
     lags = await measure(ctx)
-    if c.capture_ddl:
+    if ddl.wanted(ctx):
         await ddl.watch(ctx)
     blocked = await look_closer(ctx, lags)
     await alerts.alert(
@@ -266,6 +267,7 @@ async def watch_native(ctx: MigrationContext) -> None:
         " — the source's disk fills if this goes on; check the target is applying, or cancel",
     )
     await slot_guard.guard(ctx)
+    await forecast.look(ctx)
     if c.verify_chunk_rows > 0:
         differ = await continuous.step(ctx, c.verify_chunk_rows)
         await alerts.alert(

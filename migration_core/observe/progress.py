@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from migration_core.observe.ddl import SchemaWatch
+    from migration_core.observe.forecast import Measured
     from migration_core.verify.continuous import Verification
 
 
@@ -29,6 +30,8 @@ class DatabaseProgress:
     limit_in: float | None = None  # online: seconds until the slot holds that much, at that rate
     wal_samples: list[tuple[float, int]] = field(default_factory=list)  # (when, WAL position): the rate's window
     slot_seen: tuple[int, int | None] | None = None  # the last look's WAL position and confirmed_flush_lsn
+    apply_rate: float | None = None  # online: bytes a second the subscriber confirms (forecast.py)
+    forecast: "Measured | None" = None  # online: what the predicted write freeze is made of (forecast.py)
     not_applying_since: float | None = None  # since when WAL grew and the subscriber confirmed none of it
     rows_copied: int = 0  # rows of the pieces whose copy committed, from COPY's own command tags
     rows_copying: dict[int, int] = field(default_factory=dict)  # target session → rows its COPY under way took

@@ -58,13 +58,21 @@ async def read_slot(conn: asyncpg.Connection, name: str) -> SlotReading | None:
     )
 
 
+def windowed_rate(
+    samples: list[tuple[float, int]], now: float, value: int, window: float = RATE_WINDOW
+) -> tuple[list[tuple[float, int]], float | None]:
+    """The samples of the last `window` seconds with (now, value) added, and the rate a second over them
+    (None until two looks apart)."""
+    kept = [s for s in samples if now - s[0] <= window] + [(now, value)]
+    (t0, v0), (t1, v1) = kept[0], kept[-1]
+    return kept, (v1 - v0) / (t1 - t0) if t1 > t0 else None
+
+
 def observe(p: DatabaseProgress, r: SlotReading, stall_seconds: float, now: float) -> bool:
     """Write the reading, the growth rate and the time to the limit into `p`; True once the subscriber has
     confirmed nothing while WAL grew for `stall_seconds` (it is not applying at all)."""
     p.retained_bytes, p.wal_limit = r.held, r.limit
-    p.wal_samples = [s for s in p.wal_samples if now - s[0] <= RATE_WINDOW] + [(now, r.written)]
-    (t0, w0), (t1, w1) = p.wal_samples[0], p.wal_samples[-1]
-    p.wal_rate = (w1 - w0) / (t1 - t0) if t1 > t0 else None
+    p.wal_samples, p.wal_rate = windowed_rate(p.wal_samples, now, r.written)
     left = r.safe if r.safe is not None else r.limit - r.held
     p.limit_in = left / p.wal_rate if r.limit >= 0 and p.wal_rate and left > 0 else None
     last = p.slot_seen

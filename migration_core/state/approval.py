@@ -34,6 +34,7 @@ class ApprovalRequest:
     ts: str = ""  # the card's message
     open: bool = True
     verification: str = ""  # what was checked when it was asked for (a cutover's tables)
+    forecast: str = ""  # a cutover's predicted write freeze when it was asked for (observe/forecast.py)
 
     @classmethod
     def new(

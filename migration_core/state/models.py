@@ -130,6 +130,7 @@ class MigrationOptions:
     replica_identity_full: bool = False
     backend: Backend = Backend.NATIVE
     runtime_server: str = ""  # flex backend: the runtime server's resource id (private networks); "" = the target's
+    capture_ddl: bool = False  # online, --capture-ddl: schema changes captured even where [online] capture_ddl is off
 
     def as_dict(self) -> dict:
         return asdict(self)

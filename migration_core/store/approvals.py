@@ -1,5 +1,6 @@
 """Approvers' decisions (`pgmig_approval`): one per person per approval round, taken only while the round is
-open, for a migration's cutover or a provisioning request.
+open, for a migration's cutover, a provisioning request, or a destructive schema change captured while a
+migration streams (round `ddl:DB:ID`, open while it streams: observe/ddl.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ class ApprovalsRepo(Database):
                 "INSERT INTO pgmig_approval SELECT $1,$2,$3,$4,$5,$6 WHERE "
                 "EXISTS (SELECT 1 FROM pgmig_migration WHERE id = $1 AND state = 'awaiting_approval' AND round = $6) "
                 "OR EXISTS (SELECT 1 FROM pgmig_provision WHERE id = $1 AND state = 'waiting' AND round = $6) "
+                "OR EXISTS (SELECT 1 FROM pgmig_migration WHERE id = $1 AND $6 LIKE 'ddl:%' "
+                "AND state IN ('catching_up', 'ready_for_cutover', 'awaiting_approval')) "
                 "ON CONFLICT (migration_id, round, approver) DO NOTHING",
                 a.migration_id,
                 a.approver,

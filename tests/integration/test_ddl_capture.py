@@ -15,7 +15,7 @@ from migration_core.engine.api import Engine, MigrationRequest
 from migration_core.observe.ddl import SchemaWatch
 from migration_core.pg.failpoints import ENV as KILL
 from migration_core.state.errors import MigrationError
-from migration_core.state.models import State
+from migration_core.state.models import Change, State
 from tests.integration import factories
 from tests.integration.clusters import PASSWORD, config_toml, shell_env
 from tests.integration.test_shell import pgmig
@@ -52,7 +52,7 @@ def fresh(src: LocalCluster, tgt: LocalCluster, name: str) -> None:
     src.psql(SCHEMA, database=name)
 
 
-async def start(engine: Engine, db: str) -> str:
+async def start(engine: Engine, db: str, capture_ddl: bool = False) -> str:
     m = await engine.create(
         MigrationRequest(
             source=factories.SOURCE,
@@ -61,6 +61,7 @@ async def start(engine: Engine, db: str) -> str:
             requested_by="U0ALICE",
             channel="C0OPS",
             databases=[db],
+            capture_ddl=capture_ddl,
         )
     )
     engine.start(m.id)
@@ -108,7 +109,9 @@ async def test_a_captured_change_waits_for_its_decision_and_applies_in_stream_or
     assert await states(engine, mid, "dd") == ["applied"]
     # a skipped one: the target never has it, and replication goes on past it
     src.psql("CREATE INDEX customer_name ON customer (name)", database="dd")
-    await wait_until(lambda: _has(engine, mid, ["applied", "pending"]), 30, "the index statement to be captured")
+    await wait_until(
+        lambda: _has_all(engine, mid, "dd", ["applied", "pending"]), 30, "the index statement to be captured"
+    )
     await engine.decide_schema_change(mid, "dd:2", "skip", "U0BOB", "the target gets its own index")
     src.psql("INSERT INTO customer VALUES (101, 'later', '556')", database="dd")
     await wait_until(
@@ -127,8 +130,76 @@ async def test_a_captured_change_waits_for_its_decision_and_applies_in_stream_or
     await engine.close()
 
 
-async def _has(engine: Engine, mid: str, wanted: list[str]) -> bool:
-    return await states(engine, mid, "dd") == wanted
+async def test_auto_applied_kinds_new_tables_published_and_destructive_changes_need_approvals(tmp_path, store, pair):
+    """`--capture-ddl` where [online] capture_ddl is off; ADD COLUMN and CREATE TABLE applied by pgmig itself
+    ([online] ddl_auto_apply); the new table's rows written before it was published copied, the later ones
+    streamed; a DROP TABLE applied only once two approvers approved; the cutover's verification agrees."""
+    src, tgt = pair
+    fresh(src, tgt, "dda")
+    src.psql("CREATE TABLE old_log (id int PRIMARY KEY); INSERT INTO old_log VALUES (1), (2)", database="dda")
+    engine = factories.engine(
+        store,
+        src,
+        tgt,
+        tmp_path,
+        ddl_auto_apply=("add_column", "create_table"),
+        verify_chunk_rows=0,
+        progress_interval=0.2,
+    )
+    mid = await start(engine, "dda", capture_ddl=True)
+    assert (await store.get_migration(mid)).options.capture_ddl
+    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
+    await wait_until(lambda: src.psql(TRIGGERS, database="dda") == "2", 30, "the capture's event triggers")
+    src.psql("ALTER TABLE customer ADD COLUMN phone text DEFAULT 'none'", database="dda")
+    src.psql("INSERT INTO customer VALUES (100, 'after', '555')", database="dda")
+    src.psql("CREATE TABLE invoice (id int PRIMARY KEY, total numeric)", database="dda")
+    src.psql("INSERT INTO invoice SELECT g, g * 1.5 FROM generate_series(1, 20) g", database="dda")
+    # nobody decides: pgmig applies both, the row using the new column arrives, the new table's rows are copied
+    await wait_until(lambda: _has_all(engine, mid, "dda", ["applied", "applied"]), 30, "both applied by pgmig")
+    assert {c.decided_by for c in (await engine.schema_changes(mid))["dda"]} == {"pgmig"}
+    await wait_until(lambda: _count(tgt, "invoice", "dda") == "20", 30, "the new table's rows copied")
+    assert tgt.psql("SELECT phone FROM customer WHERE id = 100", database="dda") == "555"
+    src.psql("INSERT INTO invoice SELECT g, g FROM generate_series(21, 30) g", database="dda")
+    await wait_until(lambda: _count(tgt, "invoice", "dda") == "30", 30, "the new table's later rows streamed")
+    alerts = [t for _, t in engine.events.alerts]  # type: ignore[attr-defined]
+    assert not [t for t in alerts if "replication blocked" in t], alerts  # decided: the stream brings the column
+    assert any("applied to the target by pgmig" in t and "create_table" in t for t in alerts), alerts
+    assert any("new table public.invoice (dda) published" in t for t in alerts), alerts
+    # a destructive change: one approval is not enough, the same approver twice counts once
+    src.psql("DROP TABLE old_log", database="dda")
+    await wait_until(lambda: _has_all(engine, mid, "dda", ["applied", "applied", "pending"]), 30, "the drop captured")
+    drop = (await engine.schema_changes(mid))["dda"][2]
+    assert drop.destructive and drop.tag == "DROP TABLE", drop
+    first = await engine.decide_schema_change(mid, str(drop.id), "apply", "U0BOB", required=2)
+    assert first.pending and first.approvals == ["U0BOB"]
+    listed = (await engine.schema_changes(mid))["dda"][2]
+    assert "1 of 2 approvals (U0BOB)" in listed.words(2), listed.words(2)
+    with pytest.raises(MigrationError, match="already recorded"):
+        await engine.decide_schema_change(mid, str(drop.id), "apply", "U0BOB", required=2)
+    with pytest.raises(MigrationError, match="only approvers"):
+        await engine.decide_schema_change(mid, str(drop.id), "apply", "U0EVE", is_approver=False, required=2)
+    second = await engine.decide_schema_change(mid, str(drop.id), "apply", "U0CAROL", required=2)
+    assert second.decision == "apply" and second.decided_by == "U0BOB, U0CAROL", second
+    await wait_until(lambda: _has_all(engine, mid, "dda", ["applied"] * 3), 30, "the drop applied")
+    assert tgt.psql("SELECT to_regclass('old_log') IS NULL", database="dda") == "t"
+    await wait_until(lambda: not engine.progress(mid).of("dda").blocked, 20, "no longer blocked")
+    await engine.prepare_cutover(mid, "U0BOB", "C0OPS", 30)
+    assert await engine.cutover(mid, "U0BOB"), (await store.get_migration(mid)).error
+    checked = await engine.verify(mid)
+    assert checked and all(r.ok for r in checked) and checked[0].tables == 2, checked
+    assert _count(tgt, "invoice", "dda") == _count(src, "invoice", "dda") == "30"
+    assert src.psql(LEFT_BEHIND, database="dda") == "0" and tgt.psql(LEFT_BEHIND, database="dda") == "0"
+    # the subscription's login is dropped too: its grant on the new table was revoked first
+    assert not [e for e in await engine.leftovers(mid) if e.kind is Change.REPLICATION_ROLE]
+    await engine.close()
+
+
+async def _has_all(engine: Engine, mid: str, db: str, wanted: list[str]) -> bool:
+    return await states(engine, mid, db) == wanted
+
+
+def _count(cluster: LocalCluster, table: str, db: str) -> str:
+    return cluster.psql(f"SELECT count(*) FROM {table}", database=db)
 
 
 async def test_without_event_trigger_rights_drift_is_reported(tmp_path, store, pair):

@@ -275,7 +275,7 @@ def test_shell_form_checks_each_answer_and_asks_only_what_applies(tmp_path, sour
         "online",
         "99",  # parallel jobs: out of range
         "",
-        "3",  # options: an online migration has two
+        "4",  # options: an online migration has three
         "cancel",
         "migrate",
         "src",
@@ -296,9 +296,11 @@ def test_shell_form_checks_each_answer_and_asks_only_what_applies(tmp_path, sour
     assert "  > onlin\n❌ no choice `onlin` (1–2 or a name) — did you mean `online`?\n4. Mode *" in online
     assert "  > 99\n❌ a whole number from 1 to 64, or empty for the default\n5. Parallel jobs" in online
     assert "6. Options (" in online and "2) Replica identity full" in online
-    assert "  > 3\n❌ no choice `3` (1–2 or a name)\n6. Options" in online
+    assert "3) Capture schema changes" in online
+    assert "  > 4\n❌ no choice `4` (1–3 or a name)\n6. Options" in online
     assert "Method" not in online and "Pause after export" not in online
     assert "5. Method (offline only) *" in offline and "Replica identity full" not in offline
+    assert "Capture schema changes" not in offline
     assert "7. Options (" in offline and "2) Pause after export" in offline
     command = "/pgmig migrate src tgt --mode offline --method dump --db shop --overwrite --pause-after-export"
     assert f"  > 1,2\nThe form runs: {command}\n⏳ Running pre-flight checks before starting…\n" in offline

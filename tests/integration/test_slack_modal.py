@@ -117,7 +117,12 @@ async def test_migrate_alone_acks_at_once_then_opens_the_form(slack):
     assert block(view, "source")["dispatch_action"] is True
     assert [o["value"] for o in block(view, "mode")["element"]["options"]] == ["offline", "online"]
     assert block(view, "parallel")["element"]["min_value"] == "1" and block(view, "parallel")["element"]["max_value"]
-    assert option_values(block(view, "options")) == ["overwrite", "replica_identity_full", "pause_after_export"]
+    assert option_values(block(view, "options")) == [
+        "overwrite",
+        "replica_identity_full",
+        "pause_after_export",
+        "capture_ddl",
+    ]
     assert not any(b.get("block_id", "").startswith("databases@") for b in view["blocks"])  # no round trip yet
     meta = json.loads(view["private_metadata"])
     assert meta == {"channel": "C0OPS", "response_url": slack.fake.response_url("f")}

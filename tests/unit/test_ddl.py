@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
+
+from bot.settings import SettingsError
 from handlers.grammar import parse
+from migration_core.engine.config import MigrationRequest
 from migration_core.observe.ddl import Captured
+from migration_core.observe.ddl_kinds import kind
+from migration_core.state.models import Mode
+from tests.unit.test_settings import GOOD, load
 
 
 def change(tag: str, statement: str, **decided: str) -> Captured:
@@ -31,3 +38,44 @@ def test_state_follows_the_decision_then_the_targets_outcome():
     assert change("ALTER TABLE", "x", decision="apply").state.startswith("apply decided")
     failed = change("ALTER TABLE", "x", decision="apply", outcome="failed", error="boom", decided_by="U1")
     assert failed.state == "failed" and "error on the target: boom" in failed.words()
+
+
+def test_only_plain_additive_statements_have_a_kind_pgmig_may_apply_by_itself():
+    assert kind("ALTER TABLE", "ALTER TABLE customer ADD COLUMN phone text") == "add_column"
+    assert kind("ALTER TABLE", "alter table s.t add email varchar(80) NOT NULL DEFAULT ''") == "add_column"
+    assert kind("ALTER TABLE", "ALTER TABLE t ADD COLUMN n numeric(10, 2) DEFAULT 0;") == "add_column"
+    assert kind("CREATE INDEX", "CREATE INDEX CONCURRENTLY i ON t (a)") == "create_index"
+    assert kind("CREATE TABLE", "CREATE TABLE x (id int PRIMARY KEY, v text)") == "create_table"
+    for tag, statement in (
+        ("ALTER TABLE", "ALTER TABLE t ADD COLUMN at timestamptz DEFAULT now()"),  # the target's now, not the source's
+        ("ALTER TABLE", "ALTER TABLE t ADD COLUMN u uuid DEFAULT gen_random_uuid()"),  # volatile: a rewrite
+        ("ALTER TABLE", "ALTER TABLE t ADD COLUMN id bigserial"),
+        ("ALTER TABLE", "ALTER TABLE t ADD COLUMN a int GENERATED ALWAYS AS (b * 2) STORED"),
+        ("ALTER TABLE", "ALTER TABLE t ADD COLUMN a int, DROP COLUMN b"),
+        ("ALTER TABLE", "ALTER TABLE t ADD COLUMN a int; DROP TABLE x"),  # current_query() of several statements
+        ("CREATE TABLE", "CREATE TABLE x (id int); INSERT INTO x VALUES (1)"),
+        ("CREATE TABLE", "CREATE TABLE x PARTITION OF y FOR VALUES IN (1)"),
+        ("CREATE TABLE AS", "CREATE TABLE x AS SELECT 1"),
+    ):
+        assert kind(tag, statement) == "", statement
+    assert change("ALTER TABLE", "ALTER TABLE t ADD COLUMN u uuid DEFAULT gen_random_uuid()").destructive
+    assert not change("ALTER TABLE", "ALTER TABLE t ADD COLUMN at timestamptz DEFAULT 'epoch'").destructive
+
+
+def test_a_pending_destructive_change_shows_its_approvals_when_more_than_one_is_needed():
+    c = change("DROP TABLE", "DROP TABLE t")
+    c.approvals = ["U0BOB"]
+    assert "⚠️ destructive, 1 of 2 approvals (U0BOB)" in c.words(2)
+    assert "approvals" not in c.words(1) and c.round == "ddl:shop:1"
+
+
+def test_capture_ddl_is_an_online_option_typed_or_configured(tmp_path):
+    cmd = parse("migrate a b --mode online --capture-ddl")
+    assert cmd.args["capture_ddl"] is True and parse("migrate a b --mode online").args["capture_ddl"] is False
+    offline = MigrationRequest("a", "b", Mode.OFFLINE, "U1", capture_ddl=True)
+    assert [c.option for c in offline.conflicts()] == ["capture_ddl"]
+    assert not MigrationRequest("a", "b", Mode.ONLINE, "U1", capture_ddl=True).conflicts()
+    good = load(tmp_path, GOOD + '[online]\nddl_auto_apply = ["add_column", "create_table"]\n')
+    assert good.online.ddl_auto_apply == ["add_column", "create_table"]
+    with pytest.raises(SettingsError, match="ddl_auto_apply.*drop_table"):
+        load(tmp_path, GOOD + '[online]\nddl_auto_apply = ["drop_table"]\n')

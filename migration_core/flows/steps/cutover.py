@@ -54,6 +54,7 @@ class DatabaseCutover:
     counts: VerifyResult | None = None
     verify: VerifyResult | None = None
     views: list[str] = field(default_factory=list)  # materialized views refreshed on the target (quoted)
+    predicted: float | None = None  # the window observe/forecast.py predicted when the cutover started
 
     @property
     def window_seconds(self) -> float:
