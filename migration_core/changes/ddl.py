@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 import asyncpg
 
 from migration_core.changes import watermarks
-from migration_core.pg.servers import ConnectionProblem, ServerConfig
+from migration_core.pg.servers import ServerConfig
 from migration_core.pg.sql import ident, literal
 from migration_core.state.journal import SOURCE, TARGET, Change, Journal, JournalEntry, Mark, Payload
 
@@ -194,7 +194,7 @@ async def _publish_table(conn: asyncpg.Connection, schema: str, publication: str
     s = ident(schema)
     async with conn.transaction():
         await conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.{CAPTURED} ({SOURCE_COLUMNS})")
-        if not await _published(conn, publication, schema):
+        if not await watermarks.published(conn, publication, schema, CAPTURED):
             await conn.execute(f"ALTER PUBLICATION {ident(publication)} ADD TABLE {s}.{CAPTURED}")
         return await conn.fetchval("SELECT oid FROM pg_namespace WHERE nspname = $1", schema) or 0
 
@@ -225,17 +225,6 @@ async def _revoke(conn: asyncpg.Connection, made: CaptureObjects) -> None:
     for table in made.published:
         if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
             await conn.execute(f"REVOKE SELECT ON TABLE {table} FROM {ident(made.reader)}")
-
-
-async def _published(conn: asyncpg.Connection, publication: str, schema: str, table: str = CAPTURED) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
-            publication,
-            schema,
-            table,
-        )
-    )
 
 
 async def publish(source: ServerConfig, target: ServerConfig, database: str, table: str, journal: Journal) -> str:
@@ -270,7 +259,7 @@ async def publish(source: ServerConfig, target: ServerConfig, database: str, tab
             await journal.note(entry, replace(made, published=published, reader=reader))
         if reader:
             await src.execute(f"GRANT SELECT ON TABLE {name} TO {ident(reader)}")
-        if not await _published(src, publication, found["nspname"], found["relname"]):
+        if not await watermarks.published(src, publication, found["nspname"], found["relname"]):
             await src.execute(f"ALTER PUBLICATION {ident(publication)} ADD TABLE {name}")
     async with target.connection(database) as tgt:
         if not await tgt.fetchval(SUBSCRIBED, publication, table):
@@ -297,25 +286,17 @@ async def drop(server: ServerConfig, entry: JournalEntry, journal: Journal) -> s
     """Undo one side: pgmig's event triggers, functions and tables in the schema pgmig made (same OID); the
     schema itself is the verification schema's undo, which follows."""
     made = CaptureObjects.of(entry)
-    try:
-        conn = await server.connect(entry.database)
-    except ConnectionProblem as exc:
-        if exc.missing_database:
-            await journal.undone(entry)
+    async with watermarks.owned_schema(server, entry, journal, made.schema, made.oid) as owned:
+        if owned is None:
             return ""
-        raise
-    try:
-        oid = await conn.fetchval("SELECT oid FROM pg_namespace WHERE nspname = $1", made.schema)
-        if oid is None or (made.oid is not None and oid != made.oid):
-            await journal.undone(entry)  # never made, or no longer pgmig's
-            return ""
+        conn, _ = owned
         s = ident(made.schema)
         async with conn.transaction():
             if entry.server == SOURCE:
                 for name in made.triggers:
                     await conn.execute(f"DROP EVENT TRIGGER IF EXISTS {ident(name)}")
                 await _revoke(conn, made)
-                if made.publication and await _published(conn, made.publication, made.schema):
+                if made.publication and await watermarks.published(conn, made.publication, made.schema, CAPTURED):
                     await conn.execute(f"ALTER PUBLICATION {ident(made.publication)} DROP TABLE {s}.{CAPTURED}")
                 await conn.execute(f"DROP FUNCTION IF EXISTS {s}.{CAPTURE}()")
                 await conn.execute(f"DROP FUNCTION IF EXISTS {s}.{RECORD}(text, text, text)")
@@ -324,7 +305,5 @@ async def drop(server: ServerConfig, entry: JournalEntry, journal: Journal) -> s
             await conn.execute(f"DROP TABLE IF EXISTS {s}.{CAPTURED}")
             if entry.server == TARGET:
                 await conn.execute(f"DROP FUNCTION IF EXISTS {s}.{GATE}()")
-    finally:
-        await conn.close()
     await journal.undone(entry)
     return f"dropped the schema-change capture ({made.schema}) on the {entry.server} in {entry.database}"

@@ -17,6 +17,8 @@ only when nothing else was put in it.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
@@ -151,13 +153,7 @@ async def _make_source(conn: asyncpg.Connection, schema: str, publication: str) 
         await conn.execute(f"REVOKE ALL ON SCHEMA {s} FROM PUBLIC")
         await conn.execute(f"COMMENT ON SCHEMA {s} IS {literal(PGMIG_SCHEMA_MARK)}")
         await conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.{WATERMARKS} ({WATERMARK_COLUMNS})")
-        published = await conn.fetchval(
-            "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
-            publication,
-            schema,
-            WATERMARKS,
-        )
-        if not published:
+        if not await published(conn, publication, schema, WATERMARKS):
             await conn.execute(f"ALTER PUBLICATION {ident(publication)} ADD TABLE {s}.{WATERMARKS}")
         return await _schema_oid(conn, schema) or 0
 
@@ -244,31 +240,55 @@ async def forget(conn: asyncpg.Connection, schema: str, chunks: list[int]) -> No
         await conn.execute(f"DELETE FROM {ident(schema)}.{DIGESTS} WHERE chunk = ANY($1::bigint[])", chunks)
 
 
-async def drop(server: ServerConfig, entry: JournalEntry, journal: Journal) -> str:
-    """Undo one side: the objects in the schema pgmig made (the same OID), then the schema if it is empty."""
-    made = VerifierObjects.of(entry)
+@asynccontextmanager
+async def owned_schema(
+    server: ServerConfig, entry: JournalEntry, journal: Journal, schema: str, oid: int | None
+) -> AsyncIterator[tuple[asyncpg.Connection, int] | None]:
+    """For an undo in pgmig's schema: a connection to the entry's database and the schema's OID, or None
+    (the entry closed: nothing of pgmig's is there) when the database or the schema is gone, or the schema
+    of that name is another than the one pgmig made."""
     try:
         conn = await server.connect(entry.database)
     except ConnectionProblem as exc:
-        if exc.missing_database:
-            await journal.undone(entry)
-            return ""
-        raise
+        if not exc.missing_database:
+            raise
+        await journal.undone(entry)  # its database is gone, and the schema with it
+        yield None
+        return
     try:
-        oid = await _schema_oid(conn, made.schema)
-        if oid is None or (made.oid is not None and oid != made.oid):
-            await journal.undone(entry)  # never made, or no longer pgmig's: nothing of pgmig's to drop
+        found = await _schema_oid(conn, schema)
+        if found is None or (oid is not None and found != oid):
+            await journal.undone(entry)
+            yield None
+        else:
+            yield conn, found
+    finally:
+        await conn.close()
+
+
+async def published(conn: asyncpg.Connection, publication: str, schema: str, table: str) -> bool:
+    """Whether `schema.table` is in the publication already."""
+    return bool(
+        await conn.fetchval(
+            "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+            publication,
+            schema,
+            table,
+        )
+    )
+
+
+async def drop(server: ServerConfig, entry: JournalEntry, journal: Journal) -> str:
+    """Undo one side: the objects in the schema pgmig made (the same OID), then the schema if it is empty."""
+    made = VerifierObjects.of(entry)
+    async with owned_schema(server, entry, journal, made.schema, made.oid) as owned:
+        if owned is None:
             return ""
+        conn, oid = owned
         s = ident(made.schema)
         async with conn.transaction():
             if entry.server == SOURCE and made.publication:
-                in_publication = await conn.fetchval(
-                    "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
-                    made.publication,
-                    made.schema,
-                    WATERMARKS,
-                )
-                if in_publication:
+                if await published(conn, made.publication, made.schema, WATERMARKS):
                     await conn.execute(f"ALTER PUBLICATION {ident(made.publication)} DROP TABLE {s}.{WATERMARKS}")
             await conn.execute(f"DROP TABLE IF EXISTS {s}.{WATERMARKS}")
             if entry.server == TARGET:
@@ -278,7 +298,5 @@ async def drop(server: ServerConfig, entry: JournalEntry, journal: Journal) -> s
             left += await conn.fetchval("SELECT count(*) FROM pg_proc WHERE pronamespace = $1", oid)
             if not left:
                 await conn.execute(f"DROP SCHEMA {s}")
-    finally:
-        await conn.close()
     await journal.undone(entry)
     return f"dropped the verification objects ({made.schema}) on the {entry.server} in {entry.database}"

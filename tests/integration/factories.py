@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.localpg import LocalCluster
-from migration_core.engine.api import Engine, EngineConfig
+from migration_core.engine.api import Engine, EngineConfig, MigrationRequest
 from migration_core.state.events import MigrationEvents
 from migration_core.store import Store
 from tests.integration.clusters import server
@@ -56,3 +56,21 @@ def engine(
     }
     settings = EngineConfig(workdir=tmp_path / "work", pg_bindir=str(bindir or pg16_bindir()), **{**DEFAULTS, **config})
     return Engine(store, servers, RecordingEvents() if events is None else events, settings)
+
+
+async def start_online(engine: Engine, databases: list[str], **request: Any) -> str:
+    """An online migration of `databases` from SOURCE to TARGET, created and started as `/pgmig migrate`
+    would (its pipeline runs the pre-flight); `request`: MigrationRequest fields the test varies."""
+    m = await engine.create(
+        MigrationRequest(
+            source=SOURCE,
+            target=TARGET,
+            mode="online",
+            requested_by="U0ALICE",
+            channel="C0OPS",
+            databases=databases,
+            **request,
+        )
+    )
+    engine.start(m.id)
+    return m.id

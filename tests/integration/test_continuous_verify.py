@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from bot.localpg import LocalCluster
-from migration_core.engine.api import Engine, MigrationRequest
+from migration_core.engine.api import Engine
 from migration_core.pg.failpoints import ENV as KILL
 from migration_core.state.errors import MigrationError
 from migration_core.state.models import State
@@ -48,22 +48,6 @@ def fresh(src: LocalCluster, name: str) -> None:
     src.psql(SCHEMA, database=name)
 
 
-async def start(engine: Engine, db: str) -> str:
-    m = await engine.create(
-        MigrationRequest(
-            source=factories.SOURCE,
-            target=factories.TARGET,
-            mode="online",
-            requested_by="U0ALICE",
-            channel="C0OPS",
-            databases=[db],
-            overwrite=True,
-        )
-    )
-    engine.start(m.id)
-    return m.id
-
-
 def line(engine: Engine, mid: str, db: str) -> str:
     return engine.progress(mid).of(db).verified
 
@@ -89,7 +73,7 @@ async def test_ranges_compare_equal_under_writes_and_a_change_behind_pgmigs_back
     src, tgt = pair
     fresh(src, "cv")
     engine = factories.engine(store, src, tgt, tmp_path, verify_chunk_rows=400, progress_interval=0.1)
-    mid = await start(engine, "cv")
+    mid = await factories.start_online(engine, ["cv"], overwrite=True)
     await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     stop = asyncio.Event()
     app = asyncio.create_task(writes(src, "cv", stop))
@@ -154,7 +138,7 @@ async def test_a_cancel_removes_the_verification_objects_and_nothing_else(tmp_pa
     fresh(src, "cvc")
     src.psql("CREATE SCHEMA pgmig_notes; CREATE TABLE pgmig_notes.mine (x int PRIMARY KEY)", database="cvc")  # a DBA's
     engine = factories.engine(store, src, tgt, tmp_path, verify_chunk_rows=500, progress_interval=0.1)
-    mid = await start(engine, "cvc")
+    mid = await factories.start_online(engine, ["cvc"], overwrite=True)
     await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     await wait_until(lambda: "ranges verified" in line(engine, mid, "cvc"), 60, "verification to start")
     assert src.psql(LEFT_BEHIND, database="cvc") == "2"  # the DBA's and pgmig's

@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from bot.localpg import LocalCluster
-from migration_core.engine.api import Engine, MigrationRequest
+from migration_core.engine.api import Engine
 from migration_core.observe.ddl import SchemaWatch
 from migration_core.pg.failpoints import ENV as KILL
 from migration_core.state.errors import MigrationError
@@ -52,22 +52,6 @@ def fresh(src: LocalCluster, tgt: LocalCluster, name: str) -> None:
     src.psql(SCHEMA, database=name)
 
 
-async def start(engine: Engine, db: str, capture_ddl: bool = False) -> str:
-    m = await engine.create(
-        MigrationRequest(
-            source=factories.SOURCE,
-            target=factories.TARGET,
-            mode="online",
-            requested_by="U0ALICE",
-            channel="C0OPS",
-            databases=[db],
-            capture_ddl=capture_ddl,
-        )
-    )
-    engine.start(m.id)
-    return m.id
-
-
 async def states(engine: Engine, mid: str, db: str) -> list[str]:
     return [c.state for c in (await engine.schema_changes(mid))[db]]
 
@@ -76,7 +60,7 @@ async def test_a_captured_change_waits_for_its_decision_and_applies_in_stream_or
     src, tgt = pair
     fresh(src, tgt, "dd")
     engine = factories.engine(store, src, tgt, tmp_path, capture_ddl=True, verify_chunk_rows=0, progress_interval=0.2)
-    mid = await start(engine, "dd")
+    mid = await factories.start_online(engine, ["dd"])
     await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     await wait_until(lambda: src.psql(TRIGGERS, database="dd") == "2", 30, "the capture's event triggers")
     src.psql("CREATE TEMP TABLE scratch (x int); SELECT 1", database="dd")  # temporary: not the schema
@@ -146,7 +130,7 @@ async def test_auto_applied_kinds_new_tables_published_and_destructive_changes_n
         verify_chunk_rows=0,
         progress_interval=0.2,
     )
-    mid = await start(engine, "dda", capture_ddl=True)
+    mid = await factories.start_online(engine, ["dda"], capture_ddl=True)
     assert (await store.get_migration(mid)).options.capture_ddl
     await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     await wait_until(lambda: src.psql(TRIGGERS, database="dda") == "2", 30, "the capture's event triggers")
@@ -207,7 +191,7 @@ async def test_without_event_trigger_rights_drift_is_reported(tmp_path, store, p
     src, tgt = pair
     fresh(src, tgt, "ddd")
     engine = factories.engine(store, src, tgt, tmp_path, capture_ddl=True, verify_chunk_rows=0, progress_interval=0.2)
-    mid = await start(engine, "ddd")
+    mid = await factories.start_online(engine, ["ddd"])
     watch = engine.progress(mid).of("ddd").schema_changes = SchemaWatch(capture=False)
     await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     await wait_until(lambda: watch.baseline is not None, 20, "the first fingerprint")
