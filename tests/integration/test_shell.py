@@ -142,6 +142,7 @@ def test_sandbox_online_migration_and_cutover_from_one_shell(tmp_path):
             "migrate source target --mode online --db shop --overwrite",
             "wait 8",
             "status mig-1",
+            "repair mig-1",
             "cutover mig-1",
             "press Approve",
             "as UAPPROVER",
@@ -154,6 +155,8 @@ def test_sandbox_online_migration_and_cutover_from_one_shell(tmp_path):
         out = pgmig("run", "--user", "dana", stdin=script + "\n", env=env, timeout=180)
         assert out.returncode == 0, out.stderr
         assert "ready_for_cutover" in out.stdout
+        assert "verified while streaming: pass " in out.stdout  # ranges compared at one point of the stream
+        assert "no range of mig-1 differs as far as continuous verification has found" in out.stdout
         assert "Approve cutover of mig-1?" in out.stdout
         assert "someone else must approve it" in out.stdout  # dana asked; dana cannot approve
         assert "(you are now UAPPROVER)" in out.stdout
