@@ -118,14 +118,14 @@ class Verification:
     verified_this_pass: int = 0
     rows_verified: int = 0
     last_pass_ranges: int | None = None
+    last_pass_verified: int = 0  # of those, compared equal during that pass (the rest: again, in the next)
 
     def summary(self) -> str:
         """One line for status and the live message."""
-        done = (
-            f"pass {self.passes + 1}: {self.verified_this_pass} ranges verified"
-            + (f" of about {self.last_pass_ranges}" if self.last_pass_ranges else "")
-            + f", {self.rows_verified:,} rows in all"
-        )
+        done = f"pass {self.passes + 1}: {self.verified_this_pass} ranges verified"
+        if self.last_pass_ranges is not None:
+            done += f" (the last pass: {self.last_pass_verified} of {self.last_pass_ranges})"
+        done += f", {self.rows_verified:,} rows compared in all"
         if self.divergences:
             done += f" · ❌ {len(self.divergences)} range(s) differ: " + "; ".join(list(self.divergences.values())[:3])
         if self.skipped:
@@ -242,7 +242,7 @@ async def _next(src: asyncpg.Connection, v: Verification, chunk_rows: int) -> Ra
     index, lo = v.cursor
     if index >= len(v.tables):
         v.passes += 1
-        v.last_pass_ranges = v.ranges_this_pass
+        v.last_pass_ranges, v.last_pass_verified = v.ranges_this_pass, v.verified_this_pass
         v.ranges_this_pass = v.verified_this_pass = 0
         index, lo = 0, None
     t = v.tables[index]
