@@ -336,7 +336,7 @@ async def empty_again(target: ServerConfig, entry: JournalEntry, journal: Journa
         if (owner := filled.public_owner) is not None:
             if "public" in keep:
                 await conn.execute(f"ALTER SCHEMA public OWNER TO {ident(owner)}")
-                for grantee in await conn.fetch(
+                for grantee in await conn.fetch(  # regrole's text is the name already quoted as SQL needs it
                     "SELECT DISTINCT grantee::regrole::text AS name FROM pg_namespace, aclexplode(nspacl) "
                     "WHERE nspname = 'public' AND grantee <> 0 AND grantee <> nspowner"
                 ):
