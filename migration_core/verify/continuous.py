@@ -211,6 +211,7 @@ def _judge(v: Verification, pending: Pending, low: asyncpg.Record, high: asyncpg
 async def _send(ctx: MigrationContext, db: str, v: Verification, chunk_rows: int) -> None:
     if len(v.pending) >= IN_FLIGHT:
         return
+    await ctx.journal.confirm()  # a replica that lost the migration's lease (frozen, then woken) writes nothing
     async with ctx.source.connection(db, data=True) as src:
         if not v.tables and not v.skipped:
             await _plan(src, ctx.journal.object_name(db), v, chunk_rows)
