@@ -98,14 +98,19 @@ async def _blocked(ctx: MigrationContext, db: str, p: DatabaseProgress) -> str:
         there = {r["tbl"]: r["cols"] for r in await tgt.fetch(TARGET_COLUMNS, [r["tbl"] for r in published])}
         lacking = _lacking(published, there)
         w = p.schema_changes  # a change decided, or captured since the watch looked: the stream brings it
-        if lacking and not (w and (w.in_flight or await ddl.unseen(ctx, db, w))):
+        expected = bool(w and (w.in_flight or await ddl.unseen(ctx, db, w)))
+        if lacking and not expected:
             return lacking
         # the worker restarts this long after failing: quiet for a few such rounds, it is applying again
         retry = await tgt.fetchval(
             "SELECT setting::float8 / 1000 FROM pg_settings WHERE name = 'wal_retrieve_retry_interval'"
         )
         quiet = max(3 * (retry or 5.0), 2 * ctx.config.progress_interval)
-        if not _apply_failing(p, await _apply_errors(tgt, name), quiet):
+        failing = _apply_failing(p, await _apply_errors(tgt, name), quiet)
+        if expected:  # the capture's gate fails the worker until the change's decision reaches it: not a fault
+            p.apply_failures.clear()
+            return ""
+        if not failing:
             return ""
         said = await _logged_error(tgt, name)
     if said:
