@@ -5,8 +5,8 @@ Every listener acks first (Slack's 3-second rule) and runs the handler as a trac
 goes back through the request's response_url, so even a minute-long check answers in the same place.
 The one exception is `/pgmig migrate` alone: its modal is opened before the ack, since the command's
 trigger_id is good for 3 s only (the form needs no round trip; the source's databases follow by
-views.update). A cutover's Reject opens a small form asking why (views.open right after the ack); its
-submission is decided as the click would have been, with the reason.
+views.update). A cutover's Reject, and a schema change's Skip, open a small form asking why (views.open right
+after the ack); its submission is decided as the click would have been, with the reason.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.settings import Settings
 from bot.tasks import TaskTracker
-from handlers import approvals, home, modal, router
+from handlers import approvals, ddl, home, modal, router
 from handlers.actions import Action
 from handlers.context import Invocation, Reply, Services
 from handlers.messages import error_message, outgoing
@@ -270,6 +270,49 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker, c
                 await publish_home(user)
 
         tasks.spawn(run(), name="reject: decide")
+
+    @app.action(Action.DDL_SKIP.value)
+    async def on_skip(ack: Any, body: dict, action: dict) -> None:
+        """A schema change's Skip asks why first (views.open with the click's trigger_id); the submission skips
+        it as the click would have, with the reason (`on_skip_submit`)."""
+        await ack()
+        user = body["user"]["id"]
+        channel = (body.get("channel") or {}).get("id", "")
+        on_home = (body.get("view") or {}).get("type") == "home"
+        form = ddl.skip_form(str(action.get("value") or ""), channel, on_home)
+        try:
+            await asyncio.wait_for(
+                client.views_open(trigger_id=str(body.get("trigger_id") or ""), view=safe_view(form)), OPEN_TIMEOUT
+            )
+        except Exception as exc:  # the click was acked; say why nothing opened
+            why = exc.response.get("error") if isinstance(exc, SlackApiError) else type(exc).__name__
+            log.warning("cannot open the skip form for %s: %s", user, why)
+            problem = error_message(
+                f"the skip form could not be opened ({why}); nothing was decided: press Skip again, or type "
+                f"`/pgmig {action.get('value') or 'ddl'} REASON`"
+            )
+            tasks.spawn(deliver(problem, user, channel), name="skip form refused")
+
+    @app.view(ddl.SKIP_FORM)
+    async def on_skip_submit(ack: Any, body: dict, view: dict) -> None:
+        """The reason given: the modal closes and the change is skipped like a click (answered in the channel,
+        or a direct message when the form came from the Home tab)."""
+        await ack()
+        user = body["user"]["id"]
+        form = ddl.read_skip(view)
+        delivery = f"{ddl.SKIP_FORM}:{view.get('id', '')}" if view.get("id") else ""
+        inv = Invocation(user=user, channel=form.channel, delivery=delivery)
+
+        async def run() -> None:
+            try:
+                reply = await router.handle_action(Action.DDL_SKIP.value, form.command, inv, services)
+            except Exception:
+                log.exception("the skip form could not be run")
+                reply = FAILED
+            if reply is not None:
+                await deliver(reply, user, form.channel)
+
+        tasks.spawn(run(), name="skip: decide")
 
     @app.action(re.compile(r"^pgmig\."))
     async def on_action(ack: Any, body: dict, action: dict, respond: Any) -> None:

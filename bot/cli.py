@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from aiohttp import web
 
@@ -70,7 +71,8 @@ async def serve(settings: Settings, socket_mode: bool) -> None:
 
 async def shell(settings: Settings, user: str, sandbox: bool = False) -> None:
     """The shell adapter; `sandbox`: on the local sandbox, whose clusters stop when the shell ends."""
-    services = await build_services(settings, ShellPoster(), StaticDirectory())
+    charts = Path(settings.migration.workdir).absolute() / "charts"  # beside the export files, this user's
+    services = await build_services(settings, ShellPoster(charts=charts), StaticDirectory())
     try:
         await Shell(services, user, servers_stop_on_exit=sandbox).run()
     finally:

@@ -62,6 +62,7 @@ async def build_services(
             slot_warn_minutes=o.slot_warn_minutes,
             max_window_seconds=o.max_window_seconds,
             verify_chunk_rows=o.verify_chunk_rows,
+            require_verified_share=o.require_verified_share,
             capture_ddl=o.capture_ddl,
             ddl_auto_apply=tuple(o.ddl_auto_apply),
             digest=m.digest,

@@ -30,6 +30,7 @@ from bot.settings import DEFAULT_STATE, load_settings, pgmig_command
 from handlers.context import Posted, Reply
 from handlers.publisher import ChannelPublisher
 from migration_core.engine.api import Command, Engine, EngineConfig
+from migration_core.observe.charts import Chart
 from migration_core.pg.sql import ident, literal
 from migration_core.state.models import Migration, State
 from migration_core.store import Store
@@ -433,4 +434,7 @@ class _Quiet:
         return Posted()
 
     async def update(self, channel: str, ts: str, reply: Reply, *, final: bool = True) -> None:
+        return None
+
+    async def upload(self, channel: str, chart: Chart, thread_ts: str | None = None) -> None:
         return None

@@ -99,7 +99,8 @@ class OnlineSettings:
     fence_grace_seconds: float = 5.0
     catch_up_timeout_seconds: float = 30.0
     verify_chunk_rows: int = 10_000  # continuous verification: rows in one key range; 0 turns it off
-    capture_ddl: bool = False  # capture schema changes on the source and gate them on the target (issue 26)
+    require_verified_share: float = 1.0  # a cutover request waits until this share is verified while streaming
+    capture_ddl: bool = True  # capture schema changes on the source and gate them on the target (issue 26)
     ddl_auto_apply: list[str] = field(default_factory=list)  # additive kinds pgmig applies without asking
 
 
@@ -150,6 +151,7 @@ _ONLINE_KEYS = {
         "max_window_seconds",
         "fence_grace_seconds",
         "catch_up_timeout_seconds",
+        "require_verified_share",
     )
 } | {"verify_chunk_rows": (int,), "capture_ddl": bool, "ddl_auto_apply": list}
 _AZURE_KEYS = {
@@ -265,6 +267,8 @@ def _online(table: Any) -> OnlineSettings:
             raise SettingsError(f"online.{key}: expected a number ≥ 0")
     if values.get("slot_warn_share", 0) > 1:
         raise SettingsError("online.slot_warn_share: expected a share of max_slot_wal_keep_size, 0–1")
+    if values.get("require_verified_share", 0) > 1:
+        raise SettingsError("online.require_verified_share: expected a share of the tables' rows, 0–1 (1: all)")
     return OnlineSettings(**values)
 
 

@@ -29,11 +29,14 @@ import dataclasses
 import itertools
 import logging
 import math
+import os
 import shlex
+import stat
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prompt_toolkit import PromptSession
@@ -63,6 +66,7 @@ from handlers.context import Invocation, Posted, Reply, Services
 from handlers.grammar import COMMANDS, MIGRATION_ID, UsageError, close_match, normalize
 from handlers.messages import outgoing
 from migration_core.engine.api import MONITORED
+from migration_core.observe.charts import Chart
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +98,12 @@ def _parts(reply: Reply) -> tuple[str, list]:
 class ShellPoster:
     """Channel posts shown in the terminal: a message whole when posted; an edit only when the message's own
     summary (its notification text: a live card's state) changes, never on every tick — as one line, or
-    whole when it is final (a decision, an outcome). Every message is kept as it stands now, for `watch`."""
+    whole when it is final (a decision, an outcome). Every message is kept as it stands now, for `watch`. A
+    chart is written to a file in `charts`, whose path is printed: a terminal shows no pictures."""
 
-    def __init__(self, write: Callable[[str], None] = print) -> None:
+    def __init__(self, write: Callable[[str], None] = print, *, charts: Path) -> None:
         self.write = write
+        self.charts = charts
         self._last = 0
         self._cards: dict[str, tuple[str, str]] = {}  # ts → (summary, text) as it stands now
         self.on_buttons: Callable[[list[Button]], None] | None = None  # the shell makes them pressable
@@ -131,10 +137,40 @@ class ShellPoster:
         if before is None or before[0] != summary:
             self.write(f"[#{channel} ↻] {text if final else summary}")
 
+    async def upload(self, channel: str, chart: Chart, thread_ts: str | None = None) -> None:
+        prefix = f"[#{channel} thread]" if thread_ts else f"[#{channel}]"
+        try:
+            path = await asyncio.to_thread(keep_chart, self.charts, chart)
+        except OSError as exc:
+            self.write(f"{prefix} the chart of {chart.migration_id} ({chart.moment}) could not be saved: {exc}")
+            return
+        self.write(f"{prefix} 📈 {chart.title}: {path}")
+
     def card(self, ts: str) -> str | None:
         """The message as it stands now; None when this session has not seen it."""
         found = self._cards.get(ts)
         return found[1] if found else None
+
+
+def keep_chart(directory: Path, chart: Chart) -> Path:
+    """The PNG in a new file only this user may read (0600), in a directory of this user's (made 0700), named
+    from the chart's own name (letters, digits, dashes: no database name reaches a path) and the time."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    found = directory.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
+        raise PermissionError(f"{directory} is not a directory of this user's")
+    stem = chart.filename.removesuffix(".png") + time.strftime("-%Y%m%dT%H%M%SZ", time.gmtime())
+    n = 1
+    while True:
+        path = directory / f"{stem}{f'-{n}' if n > 1 else ''}.png"
+        try:  # O_EXCL: never over an earlier chart, nor through a link someone put there
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            n += 1
+            continue
+        with os.fdopen(fd, "wb") as out:
+            out.write(chart.png)
+        return path.absolute()
 
 
 class Completions(Completer):

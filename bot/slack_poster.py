@@ -1,5 +1,5 @@
 """Posts and edits channel messages through Slack's Web API (chat.postMessage / chat.update), within
-Slack's rate limits.
+Slack's rate limits, and shares charts (files_upload_v2).
 
 Slack allows chat.update about 50 times a minute per workspace (Tier 3) and answers beyond that with
 HTTP 429 and `Retry-After`. Live cards are edited on every progress tick, so with a dozen migrations the
@@ -19,7 +19,7 @@ import json
 import logging
 from typing import Any
 
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -29,6 +29,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers.context import Posted, Reply
 from handlers.messages import outgoing
+from migration_core.observe.charts import Chart
 from migration_core.store import Store
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,29 @@ class SlackPoster:
                 return
             self._shown[(channel, ts)] = shown
             return
+
+    async def upload(self, channel: str, chart: Chart, thread_ts: str | None = None) -> None:
+        """slack-sdk's files_upload_v2: files.getUploadURLExternal, the PNG POSTed to the URL it returns, then
+        files.completeUploadExternal sharing it in the channel (by id, as the card's) and the thread. Tier 4
+        methods: no budget of pgmig's own, slack-sdk's retry handlers cover a 429."""
+        try:
+            await self.client.files_upload_v2(
+                channel=channel,
+                thread_ts=thread_ts,
+                content=chart.png,
+                filename=chart.filename,
+                title=chart.title,
+                alt_txt=chart.alt,
+            )
+        except SlackApiError as exc:
+            log.warning(
+                "cannot share the chart of %s in %s: %s (the app needs the files:write scope)",
+                chart.migration_id,
+                channel,
+                exc.response.get("error"),
+            )
+        except SlackRequestError as exc:  # the upload URL refused the bytes
+            log.warning("cannot share the chart of %s in %s: %s", chart.migration_id, channel, exc)
 
     async def hold(self, seconds: float) -> None:
         """Slack said 429: every replica holds its chat.update calls for that long."""

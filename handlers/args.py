@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from migration_core.state.models import DdlCapture
+
 
 @dataclass(frozen=True)
 class HelpArgs:
@@ -43,6 +45,14 @@ class MigrateArgs:
     backend: str
     runtime_server: str | None
     capture_ddl: bool
+    no_capture_ddl: bool
+
+    @property
+    def capture(self) -> DdlCapture:
+        """Schema-change capture as asked (the grammar refuses both flags together)."""
+        if self.no_capture_ddl:
+            return DdlCapture.OFF
+        return DdlCapture.ON if self.capture_ddl else DdlCapture.DEFAULT
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
 from migration_core.azure import validation
 from migration_core.azure.check import CheckRequest
-from migration_core.azure.provision import AzureServer
+from migration_core.changes.azure import AzureServer
 from migration_core.state.approval import Verdict
 from migration_core.state.models import AuditEntry
 
@@ -93,8 +93,10 @@ async def createdb_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -
             "underscores, `$` or hyphens, not starting with a digit or `pg_`"
         )
     name = await svc.provisioner.create_database(a.server, db)
+    if name is None:
+        return am.database_exists(found.name, db)
     await svc.engine.record(AuditEntry(inv.user, "azure.createdb", f"{found.name}/{name}", "", inv.channel))
-    return am.database_created(found.name, name)
+    return am.database_created(found.name, name, found.scope)
 
 
 async def firewall_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
@@ -106,7 +108,7 @@ async def firewall_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -
     await svc.provisioner.add_firewall_rules(a.server, rules)
     listed = ", ".join(f"{r.name} {r.start}-{r.end}" for r in rules)
     await svc.engine.record(AuditEntry(inv.user, "azure.firewall", f"{found.name}: {listed}", "", inv.channel))
-    return am.firewall_added(found.name, listed)
+    return am.firewall_added(found.name, listed, found.scope)
 
 
 async def configure_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
@@ -134,7 +136,7 @@ async def configure_command(cmd: ParsedCommand, inv: Invocation, svc: Services) 
             inv.channel,
         )
     )
-    return am.configured(a.server, found.name, changes, restarted, any(c.pending_restart for c in changes))
+    return am.configured(a.server, found.name, changes, restarted, any(c.pending_restart for c in changes), found.scope)
 
 
 async def azure_check_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:

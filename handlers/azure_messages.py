@@ -119,21 +119,43 @@ def provision_failed(pid: str, req: ProvisionRequest, reason: str) -> Reply:
     )
 
 
-def database_created(server: str, name: str) -> Reply:
+def journaled(scope: str, what: str) -> str:
+    """Where pgmig recorded a change on Azure, so that a person knows it can be traced and undone exactly."""
+    return f"Recorded in pgmig's journal under `{esc(scope)}` {what}."
+
+
+def database_created(server: str, name: str, scope: str) -> Reply:
     return Reply(
         f"database {name} created on {server}",
-        [section(f"✅ Database `{esc(name)}` created on *{esc(server)}* (UTF8, en_US.utf8).")],
+        sections(
+            [
+                f"✅ Database `{esc(name)}` created on *{esc(server)}* (UTF8, en_US.utf8).",
+                journaled(scope, "with its identity: only this very database, while empty, is pgmig's to drop"),
+            ]
+        ),
         ephemeral=False,
     )
 
 
-def firewall_added(server: str, listed: str) -> Reply:
+def database_exists(server: str, name: str) -> Reply:
     return Reply(
-        f"firewall rules added to {server}", [section(f"🧱 *{esc(server)}* now allows {esc(listed)}.")], ephemeral=False
+        f"database {name} exists on {server}",
+        [section(f"Database `{esc(name)}` already exists on *{esc(server)}*: nothing was created.")],
+        ephemeral=False,
     )
 
 
-def configured(server: str, azure_name: str, changes: list[ParameterChange], restarted: bool, pending: bool) -> Reply:
+def firewall_added(server: str, listed: str, scope: str) -> Reply:
+    return Reply(
+        f"firewall rules added to {server}",
+        sections([f"🧱 *{esc(server)}* now allows {esc(listed)}.", journaled(scope, "with what each rule replaced")]),
+        ephemeral=False,
+    )
+
+
+def configured(
+    server: str, azure_name: str, changes: list[ParameterChange], restarted: bool, pending: bool, scope: str
+) -> Reply:
     """`server` is pgmig's name for it (what commands take), `azure_name` the flexible server's."""
     lines = [f"*Server parameters of {esc(server)}*" + (f" ({esc(azure_name)})" if azure_name != server else "")]
     lines += [
@@ -147,6 +169,8 @@ def configured(server: str, azure_name: str, changes: list[ParameterChange], res
         lines.append("🔁 restarted: the changes are in effect.")
     elif pending:
         lines.append(f"A restart is needed: `/pgmig configure {esc(server)} --restart`")
+    if changes or restarted:
+        lines.append(journaled(scope, "with each parameter's value before"))
     return Reply(f"{server}: {len(changes)} parameter(s) changed", sections(lines), ephemeral=False)
 
 

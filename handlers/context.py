@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from handlers.authz import Directory, Policy
 from migration_core.azure.provisioning import Provisioner
 from migration_core.engine.api import Engine
+from migration_core.observe.charts import Chart
 from migration_core.pg.servers import ServerConfig
 
 
@@ -53,10 +54,14 @@ class Posted:
 
 
 class Poster(Protocol):
-    """Posts to a channel and edits what it posted: Slack's chat.postMessage/chat.update, or the terminal."""
+    """Posts to a channel and edits what it posted: Slack's chat.postMessage/chat.update, or the terminal; and
+    shares a chart (Slack's files_upload_v2, or a file the terminal names)."""
 
     async def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> Posted:
         """Post; returns where it went (Slack's channel id and ts), empty when posting failed."""
 
     async def update(self, channel: str, ts: str, reply: Reply, *, final: bool = True) -> None:
         """Edit what was posted. `final=False`: a progress refresh, which may be skipped (a newer one follows)."""
+
+    async def upload(self, channel: str, chart: Chart, thread_ts: str | None = None) -> None:
+        """Share a chart in the channel (in the thread of `thread_ts`); a failure is logged, never raised."""

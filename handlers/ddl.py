@@ -1,17 +1,28 @@
-"""`/pgmig ddl mig-N [apply|skip ID [REASON]]`: the schema changes captured on a streaming migration's source
-and the operators' decisions on them (migration_core/observe/ddl.py). Applying a destructive change (DROP,
-ALTER … TYPE, RENAME, a table rewrite) is an approval: with [slack] approvers set, it takes
-`required_approvals` distinct approvers, as a cutover does; without, one operator decides, as for any other."""
+"""`/pgmig ddl mig-N [apply|skip ID [REASON] | pause [REASON] | resume]`: the schema changes captured on a
+streaming migration's source, the operators' decisions on them (migration_core/observe/ddl.py), and the
+cutover's hold. Applying a destructive change (DROP, ALTER … TYPE, RENAME, a table rewrite) is an approval:
+with [slack] approvers set, it takes `required_approvals` distinct approvers, as a cutover does; without, one
+operator decides, as for any other. Skipping takes a reason: the card and the audit say why.
+
+A card's buttons (handlers/ddl_messages.py) carry this command's text, so a click is parsed, audited and
+authorized as the typed command. In Slack, Skip first opens a form asking why (`skip_form`; bot/app.py opens it
+and hands its submission back as the click, with the reason after the command); the shell's `press Skip`
+answers with the command to type."""
 
 from __future__ import annotations
 
+import json
+import shlex
+from dataclasses import dataclass
+
+from handlers import ddl_messages as dm
 from handlers import messages
 from handlers.args import DdlArgs
 from handlers.authz import may_approve
 from handlers.context import Invocation, Reply, Services
 from handlers.grammar import ParsedCommand
-from handlers.messages import esc
-from migration_core.observe.ddl import Captured
+
+SKIP_FORM = dm.SKIP_FORM
 
 
 async def ddl_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
@@ -19,57 +30,55 @@ async def ddl_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Rep
     m = await svc.engine.find(a.migration)
     if m is None:
         return messages.error_message(f"there is no {a.migration}; `/pgmig list` shows the migrations")
-    required = required_approvals(svc)
+    required = dm.required_approvals(svc.policy)
     if a.decision is None:
-        return schema_changes(m.id, await svc.engine.schema_changes(m.id), required)
+        return dm.schema_changes(m.id, await svc.engine.schema_changes(m.id), required)
+    verb = a.decision.lower()
+    if verb in ("pause", "resume"):  # every word after `pause` is the reason
+        reason = " ".join(w for w in (a.id, a.reason) if w)
+        return dm.held(m.id, await svc.engine.pause_cutover(m.id, inv.user, reason, resume=verb == "resume"))
     if a.id is None:
         return messages.error_message(f"which change? `/pgmig ddl {m.id}` lists them with their ids")
+    if verb == "skip" and not (a.reason or "").strip():
+        return dm.skip_needs_reason(m.id, a.id)
     c = await svc.engine.decide_schema_change(
         m.id,
         a.id,
-        a.decision.lower(),
+        verb,
         inv.user,
         a.reason or "",
         is_approver=not svc.policy.approvers or await may_approve(inv.user, svc.policy, svc.directory),
         required=required,
     )
-    return decided(m.id, c, required)
+    return dm.decided(m.id, c, required)
 
 
-def required_approvals(svc: Services) -> int:
-    """How many distinct approvers applying a destructive change takes: a cutover's count where approvers
-    are configured; otherwise one operator's decision."""
-    return svc.policy.required_approvals if svc.policy.approvers else 1
+@dataclass
+class SkipForm:
+    """A submitted Skip form: the click it stands for (the button's command with the reason after it) and
+    where its answer goes."""
+
+    command: str
+    channel: str
+    on_home: bool
 
 
-def schema_changes(mid: str, found: dict[str, list[Captured]], required: int) -> Reply:
-    """Each database's captured changes, oldest first, with their state."""
-    lines = []
-    for db, changes in found.items():
-        lines.append(f"*{esc(db)}*")
-        lines += [f"• {esc(c.words(required))}" for c in changes] or ["• none captured"]
-    pending = sum(c.pending for cs in found.values() for c in cs)
-    hint = (
-        f"{pending} await a decision — replication waits at the first: "
-        f"`/pgmig ddl {mid} apply ID` or `/pgmig ddl {mid} skip ID REASON` (operators)"
-        if pending
-        else "nothing awaits a decision"
+def skip_form(command: str, channel: str, on_home: bool) -> dict:
+    """What Skip opens in Slack: a modal asking why (a confirm dialog cannot take text)."""
+    return dm.skip_form(command, dm.skip_metadata(command, channel, on_home))
+
+
+def read_skip(view: dict) -> SkipForm:
+    """The submitted Skip form, as the command the router runs (`ddl mig-N skip ID 'REASON'`)."""
+    try:
+        meta = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        meta = {}
+    values = (view.get("state") or {}).get("values") or {}
+    reason = " ".join(str(((values.get(dm.REASON) or {}).get(dm.REASON) or {}).get("value") or "").split())
+    command = str(meta.get("command") or "")
+    return SkipForm(
+        f"{command} {shlex.quote(reason)}" if reason else command,
+        str(meta.get("channel") or ""),
+        bool(meta.get("home")),
     )
-    text = f"schema changes of {mid}: {hint}"
-    return Reply(text, [messages.header(f"Schema changes of {mid}"), *messages.sections(lines), messages.context(hint)])
-
-
-def decided(mid: str, c: Captured, required: int) -> Reply:
-    if c.pending:  # a destructive change's approval, not the last one needed
-        text = (
-            f"👍 your approval of {c.database} {c.label} is recorded: {len(c.approvals)} of {required} approvals "
-            f"({', '.join(c.approvals)}); it is applied when {required - len(c.approvals)} more approve"
-        )
-        return Reply(text, [messages.section(esc(text))])
-    what = (
-        "will run on the target at its place in the stream; replication goes on from there"
-        if c.decision == "apply"
-        else "is skipped: the target will not have it (verification may show the difference)"
-    )
-    text = f"✅ {c.database} {c.label} {what}. `/pgmig ddl {mid}` shows its outcome."
-    return Reply(text, [messages.section(esc(text))])

@@ -43,6 +43,7 @@ class Option:
     default: Any = None
     required: bool = False
     maximum: int = 64  # for an int: the largest value accepted
+    contradicts: str = ""  # a flag it may not be given with (`--no-capture-ddl` and `--capture-ddl`)
 
     @property
     def dest(self) -> str:
@@ -217,6 +218,15 @@ COMMANDS: dict[str, CommandSpec] = {
                     "decision (`/pgmig ddl`), whatever [online] capture_ddl says",
                     "flag",
                     default=False,
+                    contradicts="--no-capture-ddl",
+                ),
+                Option(
+                    "--no-capture-ddl",
+                    "online: do not capture schema changes for this migration, whatever [online] capture_ddl says "
+                    "(nothing holds replication at a schema change, and the cutover does not wait for decisions)",
+                    "flag",
+                    default=False,
+                    contradicts="--capture-ddl",
                 ),
                 Option(
                     "--backend",
@@ -437,7 +447,8 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec(
             "ddl",
             "List the schema changes captured on a streaming migration's source; apply or skip one on the target "
-            "(replication waits at each until it is decided; a destructive one needs required_approvals approvers)",
+            "(replication waits at each until it is decided; a destructive one needs required_approvals approvers; "
+            "skip takes a reason); `pause [REASON]` holds the cutover until `resume`",
             "/pgmig ddl mig-3 apply 2",
             positionals=("MIGRATION",),
             optional_positionals=("DECISION", "ID", "REASON"),
@@ -615,6 +626,8 @@ def parse(text: str) -> ParsedCommand:
             if opt.flag in seen:
                 raise UsageError(f"`{opt.flag}` is given twice", spec)
             seen.add(opt.flag)
+            if opt.contradicts in seen:
+                raise UsageError(f"`{opt.contradicts}` and `{opt.flag}` contradict each other: give one", spec)
             if opt.kind == "flag":
                 if eq:
                     raise UsageError(f"`{flag}` takes no value", spec)

@@ -1,24 +1,32 @@
-"""The App Home tab: the cutovers waiting for this person's approval and the active migrations with their
-state, lag and next step. Read-only: built from what `/pgmig status` and the approval card read; its
-Approve / Reject buttons are the card's own (same action ids and values, so a click from the Home tab is
+"""The App Home tab: the cutovers and the destructive schema changes waiting for this person's approval, and the
+active migrations with their state, lag and next step. Read-only: built from what `/pgmig status`, `/pgmig ddl`
+and the cards read; its buttons are the cards' own (same action ids and values, so a click from the Home tab is
 the same decision as one on the card)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement
 from slack_sdk.models.views import View
 
+from handlers import ddl_messages as dm
 from handlers import migration_messages as mm
 from handlers.approvals import card_for
-from handlers.authz import may_approve
+from handlers.authz import may_approve, refusal
 from handlers.context import Services
+from handlers.grammar import COMMANDS
 from handlers.messages import context, header, section, sections
 from handlers.modal import OPEN
+from migration_core.engine.api import MONITORED
+from migration_core.observe.ddl import Captured
 from migration_core.state.approval import ApprovalRequest
 from migration_core.state.models import Migration, State
+
+log = logging.getLogger(__name__)
+DDL = COMMANDS["ddl"]  # who may decide a schema change is the command's rule
 
 REFRESH = "pgmig-home.refresh"
 MAX_BLOCKS = 100  # Slack's limit for a view
@@ -31,6 +39,15 @@ class Pending:
     migration: Migration
     request: ApprovalRequest
     approvers: list[str]
+
+
+@dataclass
+class SchemaApprovals:
+    """Destructive schema changes waiting for an approval the reader may give, and the migrations whose changes
+    could not be read now (their servers did not answer)."""
+
+    changes: list[tuple[Migration, Captured]]
+    unread: list[str]
 
 
 def next_step(m: Migration) -> str:
@@ -63,6 +80,51 @@ async def pending_approvals(user: str, svc: Services, migrations: list[Migration
     return found
 
 
+async def pending_schema_changes(user: str, svc: Services, migrations: list[Migration]) -> SchemaApprovals:
+    """Destructive changes captured on streaming migrations' sources, not decided yet, that `user` may approve
+    applying (an operator, and an approver where approvers are set) and has not approved yet. Read from the
+    servers, as `/pgmig ddl` reads them."""
+    found = SchemaApprovals([], [])
+    streaming = [m for m in migrations if m.state in MONITORED]
+    if not streaming or await refusal(DDL.who, DDL.action, user, svc.policy, svc.directory) is not None:
+        return found
+    if svc.policy.approvers and not await may_approve(user, svc.policy, svc.directory):
+        return found
+    for m in streaming:
+        try:
+            listed = await svc.engine.schema_changes(m.id)
+        except Exception:  # a server that does not answer must not take the Home tab away
+            log.warning("the schema changes of %s could not be read for the Home tab", m.id, exc_info=True)
+            found.unread.append(m.id)
+            continue
+        found.changes += [
+            (m, c)
+            for changes in listed.values()
+            for c in changes
+            if c.pending and c.destructive and user not in c.approvals
+        ]
+    return found
+
+
+def _schema_blocks(found: SchemaApprovals, required: int) -> list[dict]:
+    blocks: list[dict] = []
+    if found.changes:
+        blocks.append(header(f"Schema changes waiting for your approval: {len(found.changes)}"))
+        for m, c in found.changes[:SHOWN_APPROVALS]:
+            blocks += dm.awaiting_you(m.id, c, required)
+        if len(found.changes) > SHOWN_APPROVALS:
+            more = len(found.changes) - SHOWN_APPROVALS
+            blocks.append(context(f"… and {more} more: `/pgmig ddl mig-N` lists each migration's"))
+    if found.unread:
+        blocks.append(
+            context(
+                f"the schema changes of {', '.join(found.unread)} could not be read now (a server did not answer): "
+                "*Refresh* later, or `/pgmig ddl mig-N`"
+            )
+        )
+    return blocks
+
+
 def _migration_blocks(m: Migration, svc: Services, now: float) -> list[dict]:
     progress = svc.engine.progress(m.id)
     lines = [f"{mm.icon(m.state)} *{m.id}* {m.state.value} · {mm.describe(m)} · by {mm.mention(m.requested_by)}"]
@@ -90,6 +152,7 @@ async def home_view(user: str, svc: Services) -> dict:
             blocks += card.blocks
         if len(pending) > SHOWN_APPROVALS:
             blocks.append(context(f"… and {len(pending) - SHOWN_APPROVALS} more: see the notify channel"))
+    blocks += _schema_blocks(await pending_schema_changes(user, svc, active), dm.required_approvals(svc.policy))
     now = time.time()
     blocks.append(header(f"Active migrations: {len(active)}"))
     if not active:

@@ -32,6 +32,11 @@ def esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def plural(n: int, word: str, many: str = "") -> str:
+    """`1 job`, `2 jobs`, `1 mismatch`, `3 mismatches` (`many`: the plural when it is not word + s)."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
+
+
 def outgoing(reply: Reply) -> Reply:
     """The one pass everything pgmig sends goes through, whatever built it: every known secret masked in
     the blocks and in the fallback text, and the fallback escaped for Slack (it is plain text, and a

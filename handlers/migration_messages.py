@@ -21,13 +21,15 @@ from slack_sdk.models.views import View
 
 from handlers.actions import Action
 from handlers.context import Reply
-from handlers.messages import context, esc, header, preflight_message, section, sections, shorten
+from handlers.messages import context, esc, header, plural, preflight_message, section, sections, shorten
+from handlers.plan_messages import plan_outcome, plan_section
 from migration_core.azure.dms_backend import DmsBackend
 from migration_core.azure.flex_backend import FlexBackend
 from migration_core.changes.cleanup import CleanupReport
 from migration_core.engine.api import MONITORED, CancelOutcome, CommandResult, MigrationStatus
 from migration_core.flows.steps.cutover import WINDOW_STEPS
 from migration_core.observe.progress import DatabaseProgress, MigrationProgress
+from migration_core.plan.review import PlanReview
 from migration_core.preflight.checks import PreflightReport, needs_new_migration, pretty_bytes
 from migration_core.state.approval import ApprovalRequest
 from migration_core.state.models import (
@@ -62,6 +64,7 @@ STATE_ICON = {
 }
 REJECT_FORM = "pgmig-reject"  # the callback id of the form Reject opens
 REASON = "reason"  # its one field (block and action id)
+SHOWN_UNAPPLIED = 10  # schema changes listed on an approval card
 STEP_ICON = {"done": "✅", "running": "⏳", "failed": "❌", "waiting": "⏸️", "dropped": "🗑️"}
 BAR = 12
 
@@ -77,11 +80,6 @@ def duration(seconds: float) -> str:
     m, s = divmod(rest, 60)
     clock = f"{h}:{m:02d}:{s:02d}" if h or d else f"{m}:{s:02d}"
     return f"{d} d {clock}" if d else clock
-
-
-def plural(n: int, word: str, many: str = "") -> str:
-    """`1 job`, `2 jobs`, `1 mismatch`, `3 mismatches` (`many`: the plural when it is not word + s)."""
-    return f"{n:,} {word if n == 1 else many or word + 's'}"
 
 
 def people(users: list[str]) -> str:
@@ -158,14 +156,18 @@ def slot_outlook(p: DatabaseProgress) -> str:
     return said + (f", {limit} in about {duration(p.limit_in)}" if p.limit_in is not None else f", {limit}")
 
 
-def migration_card(m: Migration, progress: MigrationProgress, steps: list[Step] | None = None) -> Reply:
+def migration_card(
+    m: Migration, progress: MigrationProgress, steps: list[Step] | None = None, plan: PlanReview | None = None
+) -> Reply:
     """The one live message per migration, edited in place as it runs; once it is over, its outcome.
     The clock in the first line is the migration's (from the store), so it runs whatever phase each
     database is in and survives a restart; `steps` give a finished migration's facts (rows verified, the
-    cutover's timings)."""
+    cutover's timings). Its own plan, when it has one, is the first section, each phase beside what it took."""
     now = time.time()
     if m.state.finished:
         lines = outcome(m, progress, {s.name: s for s in steps or []})
+        if plan is not None:
+            lines.insert(1, plan_outcome(plan))
     else:
         blocked = m.state is State.READY_FOR_CUTOVER and any(progress.of(db).blocked for db in m.databases)
         lines = [
@@ -175,6 +177,7 @@ def migration_card(m: Migration, progress: MigrationProgress, steps: list[Step] 
         lines += [database_line(progress.of(db), now) for db in m.databases]
     blocks = [
         header(f"{m.id}: {m.source} → {m.target}"),
+        *(sections(plan_section(plan)) if plan is not None else []),
         *sections(lines),
         context(" · ".join(next_commands(m))),
     ]
@@ -362,7 +365,7 @@ def refused(m: Migration, report: PreflightReport, command: str = "") -> Reply:
 
 def status(found: MigrationStatus) -> Reply:
     m, steps, leftovers = found.migration, found.steps, found.leftovers
-    card = migration_card(m, found.progress, steps)
+    card = migration_card(m, found.progress, steps, found.plan)
     lines = ["*Steps*"]
     for s in steps:
         lines.append(step_line(s))
@@ -775,6 +778,7 @@ def approval_card(
     lines.append(f"Last verification (tables, while streaming): {esc(request.verification)}")
     if request.forecast:
         lines.append(f"*Predicted write freeze* (when requested): {esc(request.forecast)}")
+    lines += unapplied_lines(m, request)
     lines.append(what_happens(m))
     if not (decided or closed):
         lines.append(
@@ -803,6 +807,23 @@ def approval_card(
     if decided or closed:
         return Reply(f"Cutover request for {m.id}: decided", blocks, ephemeral=False)
     return Reply(f"Approve cutover of {m.id}? {len(approvers)} of {required} approvals", blocks, ephemeral=False)
+
+
+def unapplied_lines(m: Migration, request: ApprovalRequest) -> list[str]:
+    """The schema changes captured while streaming that the target did not have when the cutover was asked for
+    (nothing when its schema is not watched)."""
+    found = request.schema_changes
+    if found is None:
+        return []
+    if not found:
+        return ["*Schema changes* (when requested): the target lacks none of those captured while streaming"]
+    shown = [
+        f"• {esc(c.database)} #{c.id} {esc(c.tag)} `{esc(c.statement)}` — {esc(c.state)} · "
+        + ("⏸️ replication waits at it" if c.blocks_replication else "replication not held by it")
+        for c in found[:SHOWN_UNAPPLIED]
+    ]
+    more = [f"… and {len(found) - SHOWN_UNAPPLIED} more: `/pgmig ddl {m.id}`"] if len(found) > SHOWN_UNAPPLIED else []
+    return [f"*Schema changes the target does not have* (when requested; `/pgmig ddl {m.id}`):", *shown, *more]
 
 
 def reject_form(m: Migration, metadata: str) -> dict:

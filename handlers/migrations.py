@@ -45,6 +45,7 @@ def migrate_text(a: MigrateArgs, databases: list[str] | None = None) -> str:
         "--pause-after-export": a.pause_after_export,
         "--replica-identity-full": a.replica_identity_full,
         "--capture-ddl": a.capture_ddl,
+        "--no-capture-ddl": a.no_capture_ddl,
     }
     parts += [flag for flag, given in flags.items() if given]
     if a.backend != "native":
@@ -71,7 +72,7 @@ async def migrate_command(cmd: ParsedCommand, inv: Invocation, svc: Services) ->
         overwrite=a.overwrite,
         pause_after_export=a.pause_after_export,
         replica_identity_full=a.replica_identity_full,
-        capture_ddl=a.capture_ddl,
+        capture_ddl=a.capture,
         backend=Backend(a.backend),
         runtime_server=a.runtime_server or "",
     )

@@ -39,7 +39,7 @@ from handlers.grammar import COMMANDS, ParsedCommand, UsageError, parse
 from migration_core.engine.config import MigrationRequest
 from migration_core.pg.servers import ConnectionProblem, ServerConfig
 from migration_core.preflight.checks import pretty_bytes
-from migration_core.state.models import AuditEntry, Method, Mode
+from migration_core.state.models import AuditEntry, DdlCapture, Method, Mode
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ FLAGS = {
     "replica_identity_full": ("--replica-identity-full", "Replica identity full for tables without a key (online)"),
     "pause_after_export": ("--pause-after-export", "Pause after export to review the files (offline, dump)"),
     "capture_ddl": ("--capture-ddl", "Capture schema changes made while streaming (online)"),
+    "no_capture_ddl": ("--no-capture-ddl", "Do not capture schema changes (online)"),
 }
 MAX_OPTIONS = 100  # Slack's limit for a select's options
 MIGRATE = COMMANDS["migrate"]  # what the form runs: its rules (who may, which options go together) are the command's
@@ -66,7 +67,7 @@ CONFLICTS = {
     "replica_identity_full": (OPTIONS, "replica identity full is for online migrations"),
     "pause_after_export": (OPTIONS, "pause after export goes with an offline migration by the dump method"),
     "target": (TARGET, "the target must be another server than the source"),
-    "capture_ddl": (OPTIONS, "capturing schema changes is for online migrations"),
+    "capture_ddl": (OPTIONS, "capturing schema changes (or not) is for online migrations"),
 }
 
 
@@ -104,6 +105,13 @@ class Form:
     @property
     def databases_block(self) -> str:
         return DATABASES + self.listed_for
+
+    @property
+    def capture(self) -> DdlCapture:
+        """Schema-change capture as chosen (both boxes ticked is refused by `field_errors`)."""
+        if "no_capture_ddl" in self.flags:
+            return DdlCapture.OFF
+        return DdlCapture.ON if "capture_ddl" in self.flags else DdlCapture.DEFAULT
 
 
 def _plain(text: str, limit: int = 75) -> PlainTextObject:
@@ -383,8 +391,10 @@ async def field_errors(form: Form, inv: Invocation, svc: Services) -> dict[str, 
         method=Method(form.method) if METHOD not in errors else Method.RESTORE,
         pause_after_export="pause_after_export" in form.flags,
         replica_identity_full="replica_identity_full" in form.flags,
-        capture_ddl="capture_ddl" in form.flags,
+        capture_ddl=form.capture,
     )
+    if "capture_ddl" in form.flags and "no_capture_ddl" in form.flags:
+        errors[OPTIONS] = "capture schema changes, or do not: choose one of the two"
     for conflict in request.conflicts():
         errors.setdefault(*CONFLICTS[conflict.option])
     number = form.parallel

@@ -1,6 +1,6 @@
 """Turns the core's events into channel messages: one live message per migration, edited in place, plus
-thread replies when a migration completes, fails, pauses or is cancelled; and a provisioning request's
-approval card and progress line."""
+thread replies when a migration completes, fails, pauses or is cancelled, and its chart at milestones; and a
+provisioning request's approval card and progress line."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import asyncio
 import logging
 
 from handlers import azure_messages as am
+from handlers import ddl_messages as dm
 from handlers import migration_messages as mm
 from handlers.authz import Policy
 from handlers.context import Poster, Reply
 from migration_core.azure.provision import ProvisionResult
 from migration_core.azure.provisioning import ProvisionRecord
 from migration_core.engine.api import Engine
+from migration_core.observe.ddl import SchemaCard
 from migration_core.observe.progress import MigrationProgress
 from migration_core.state.approval import Closed
 from migration_core.state.models import Migration, State
@@ -74,6 +76,26 @@ class ChannelPublisher:
         channel, ts = await self._card(migration, progress)
         await self.poster.post(channel, mm.alert_notice(migration, text, offer_cancel), thread_ts=ts or None)
 
+    async def chart(self, migration: Migration, progress: MigrationProgress, moment: str) -> None:
+        """The migration's chart at a milestone, in its thread; nothing while there is nothing to draw."""
+        drawn = await self.engine.chart(migration.id, moment)
+        if drawn is not None:
+            channel, ts = await self._card(migration, progress)
+            await self.poster.upload(channel, drawn, thread_ts=ts or None)
+
+    async def schema_change(
+        self, migration: Migration, progress: MigrationProgress, card: SchemaCard
+    ) -> tuple[str, str]:
+        """A schema change's card (handlers/ddl_messages.py): in the migration's thread the first time, then
+        updated where it is."""
+        reply = dm.card(migration.id, card, dm.required_approvals(self.policy))
+        if card.ts:
+            await self.poster.update(card.channel, card.ts, reply)
+            return card.channel, card.ts
+        channel, ts = await self._card(migration, progress)
+        posted = await self.poster.post(channel, reply, thread_ts=ts or None)
+        return posted.channel, posted.ts
+
     async def digest(self, migrations: list[Migration], progress: dict[str, MigrationProgress]) -> None:
         channel = self.policy.notify_channel or (migrations[0].channel if migrations else "")
         if channel:
@@ -88,7 +110,7 @@ class ChannelPublisher:
             # state change must not put the earlier state back on the card after that change was shown
             fresh = await self.engine.find(m.id) or m
             steps = await self.engine.steps(m.id) if fresh.state.finished else []
-            reply = mm.migration_card(fresh, progress, steps)
+            reply = mm.migration_card(fresh, progress, steps, await self.engine.plan_review(m.id))
             if fresh.message_ts:
                 final = fresh.state.finished or fresh.state is State.PAUSED
                 await self.poster.update(fresh.message_channel, fresh.message_ts, reply, final=final)

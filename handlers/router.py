@@ -69,7 +69,11 @@ HANDLERS: dict[str, Handler] = {
 }
 
 # A button press re-enters as the command text it carries (authorized as that command typed).
-ACTION_COMMANDS = {Action.RERUN_CHECK.value, Action.DROP_SLOT_CANCEL.value}
+ACTION_COMMANDS = {
+    Action.RERUN_CHECK.value,
+    Action.DROP_SLOT_CANCEL.value,
+    *(a.value for a in (Action.DDL_APPLY, Action.DDL_SKIP, Action.DDL_PAUSE, Action.DDL_RESUME)),
+}
 
 
 def ack_text(text: str) -> str | None:

@@ -6,10 +6,33 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
+from bot.localpg import INITDB_CACHE
+
 PASSWORD = "s3cret-Pw-for-tests"
+
+
+def scratch_dir() -> Path:
+    """Where test clusters live: memory (/dev/shm) when it has room — a cluster's files never need to
+    outlive the run, and a disk's write costs were a third of the suite's CPU time — else the temp dir."""
+    shm = Path("/dev/shm")
+    try:
+        st = os.statvfs(shm)
+        if st.f_bavail * st.f_frsize > 4 << 30 and os.access(shm, os.W_OK):
+            return shm
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir())
+
+
+SCRATCH = scratch_dir()
+# every cluster the tests make is a copy of one initdb (bot/localpg.py), shared by the test processes
+os.environ.setdefault(INITDB_CACHE, str(SCRATCH / f"pgmig-initdb-{os.getuid()}"))
 
 
 @pytest.fixture(autouse=True)

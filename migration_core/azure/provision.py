@@ -1,7 +1,8 @@
 """Creating and configuring flexible servers: the server itself (a long-running operation of minutes,
 reported while it runs) with public access through firewall rules or private access in a delegated subnet,
 databases, firewall rules and server parameters. A server in a transitional state is waited for; a stopped
-one is refused with the command that starts it (state.py)."""
+one is refused with the command that starts it (state.py). Every change but the server itself is made, and
+journaled, by changes/azure.py; the server is recorded by its provisioning request."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from dataclasses import dataclass
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.mgmt.postgresqlflexibleservers import models
-from azure.mgmt.postgresqlflexibleservers.aio import PostgreSQLManagementClient
 
 from migration_core.azure.backend import word
 from migration_core.azure.clients import AzureClients
@@ -19,8 +19,12 @@ from migration_core.azure.errors import explain
 from migration_core.azure.lro import Progress, run_lro
 from migration_core.azure.state import settled
 from migration_core.azure.validation import FirewallRule, ProvisionRequest, storage_problem
+from migration_core.changes import azure as changes
+from migration_core.changes.azure import AzureServer
 from migration_core.pg import secrets
+from migration_core.pg.servers import ServerConfig
 from migration_core.state.errors import MigrationError
+from migration_core.state.journal import Journal
 
 AZURE_SERVICES_RULE = FirewallRule("AllowAllAzureServicesAndResourcesWithinAzureIps", "0.0.0.0", "0.0.0.0")
 # Extensions that only work once loaded at server start (shared_preload_libraries, a restart).
@@ -48,14 +52,6 @@ class ProvisionResult:
     created: bool  # False when the server existed (and was only grown)
     seconds: float
     firewall: list[str]
-
-
-@dataclass(frozen=True)
-class AzureServer:
-    """Where a flexible server lives in Azure (a `[servers.NAME]` entry's azure_* keys)."""
-
-    resource_group: str
-    name: str
 
 
 def _server_body(req: ProvisionRequest, password: str) -> models.Server:
@@ -95,9 +91,13 @@ def _props(server: models.Server) -> models.ServerProperties:
 
 
 async def provision(
-    clients: AzureClients, req: ProvisionRequest, on_progress: Progress | None = None, progress_every: float = 15.0
+    clients: AzureClients,
+    req: ProvisionRequest,
+    journal: Journal,
+    on_progress: Progress | None = None,
+    progress_every: float = 15.0,
 ) -> ProvisionResult:
-    """Create the server (or grow an existing one's storage), then its firewall rules."""
+    """Create the server (or grow an existing one's storage), then its firewall rules (journaled)."""
     password = os.environ.get(req.admin_password_env)
     if password is None:
         raise MigrationError(f"the environment variable {req.admin_password_env} is no longer set")
@@ -139,7 +139,7 @@ async def provision(
             created = True
         rules = ([AZURE_SERVICES_RULE] if req.allow_azure_services else []) + list(req.firewall)
         for rule in rules:
-            await firewall_rule(clients, AzureServer(req.resource_group, req.name), rule, client)
+            await changes.set_firewall_rule(journal, client, AzureServer(req.resource_group, req.name), rule)
     return ProvisionResult(
         req.name,
         _props(server).fully_qualified_domain_name or "",
@@ -150,37 +150,23 @@ async def provision(
     )
 
 
-async def firewall_rule(
-    clients: AzureClients, server: AzureServer, rule: FirewallRule, client: PostgreSQLManagementClient | None = None
+async def firewall_rules(
+    clients: AzureClients, server: AzureServer, rules: list[FirewallRule], journal: Journal
 ) -> None:
-    body = models.FirewallRule(
-        properties=models.FirewallRuleProperties(start_ip_address=rule.start, end_ip_address=rule.end)
-    )
-    if client is None:
-        async with clients.flex() as client:
-            await settled(client, server.resource_group, server.name, clients.config.poll_seconds)
-            await firewall_rule(clients, server, rule, client)
-        return
-    await run_lro(
-        client.firewall_rules.begin_create_or_update(server.resource_group, server.name, rule.name, body),
-        f"adding firewall rule {rule.name} to {server.name}",
-        None,
-        60,
-    )
-
-
-async def create_database(clients: AzureClients, server: AzureServer, database: str) -> str:
-    """databases.begin_create with UTF8, as pgmig's own target databases are."""
+    """Each rule created (or replaced, by name), journaled."""
     async with clients.flex() as client:
         await settled(client, server.resource_group, server.name, clients.config.poll_seconds)
-        body = models.Database(properties=models.DatabaseProperties(charset="UTF8", collation="en_US.utf8"))
-        db = await run_lro(
-            client.databases.begin_create(server.resource_group, server.name, database, body),
-            f"creating database {database} on {server.name}",
-            None,
-            60,
-        )
-        return db.name or database
+        for rule in rules:
+            await changes.set_firewall_rule(journal, client, server, rule)
+
+
+async def create_database(
+    clients: AzureClients, server: AzureServer, database: str, journal: Journal, sql: ServerConfig
+) -> str | None:
+    """The database created with UTF8, as pgmig's own target databases are (None: it exists already)."""
+    async with clients.flex() as client:
+        await settled(client, server.resource_group, server.name, clients.config.poll_seconds)
+        return await changes.create_database(journal, client, server, database, sql)
 
 
 @dataclass
@@ -194,40 +180,28 @@ class ParameterChange:
 async def configure(
     clients: AzureClients,
     server: AzureServer,
+    journal: Journal,
     extensions: list[str] | None = None,
     wal_level: str | None = None,
     restart: bool = False,
 ) -> tuple[list[ParameterChange], bool]:
     """Allow-list the extensions (and preload those that need it), set wal_level; with `restart`, restart
-    when a changed parameter needs it (or, when nothing is to be set, restart anyway). Returns the changes
-    and whether the server was restarted."""
-    changes: list[ParameterChange] = []
+    when a changed parameter needs it (or, when nothing is to be set, restart anyway). Each parameter set and
+    the restart are journaled. Returns the changes and whether the server was restarted."""
+    changed: list[ParameterChange] = []
     async with clients.flex() as client:
         await settled(client, server.resource_group, server.name, clients.config.poll_seconds)
 
         async def merge(name: str, wanted: list[str]) -> None:
-            try:
-                current = await client.configurations.get(server.resource_group, server.name, name)
-            except AzureError as exc:
-                raise explain(exc, f"reading {name} on {server.name}") from None
-            before = (current.properties.value or "") if current.properties else ""
+            before = changes.value_of(await changes.parameter(client, server, name))
             have = [v.strip() for v in before.split(",") if v.strip()]
             merged = have + [w for w in wanted if w.lower() not in {h.lower() for h in have}]
             if merged != have:
                 await set_parameter(name, before, ",".join(merged))
 
         async def set_parameter(name: str, before: str, value: str) -> None:
-            body = models.ConfigurationForUpdate(
-                properties=models.ConfigurationProperties(value=value, source="user-override")
-            )
-            result = await run_lro(
-                client.configurations.begin_update(server.resource_group, server.name, name, body),
-                f"setting {name} on {server.name}",
-                None,
-                60,
-            )
-            pending = bool(result.properties and result.properties.is_config_pending_restart)
-            changes.append(ParameterChange(name, before, value, pending))
+            pending = await changes.set_parameter(journal, client, server, name, before, value)
+            changed.append(ParameterChange(name, before, value, pending))
 
         if extensions:
             await merge("azure.extensions", sorted(e.lower() for e in extensions))
@@ -235,14 +209,12 @@ async def configure(
             if preload:
                 await merge("shared_preload_libraries", preload)
         if wal_level:
-            current = await client.configurations.get(server.resource_group, server.name, "wal_level")
-            before = (current.properties.value or "") if current.properties else ""
+            before = changes.value_of(await changes.parameter(client, server, "wal_level"))
             if before != wal_level:
                 await set_parameter("wal_level", before, wal_level)
+        pending = [c.name for c in changed if c.pending_restart]
         restarted = False
-        if restart and (any(c.pending_restart for c in changes) or not (extensions or wal_level)):
-            await run_lro(
-                client.servers.begin_restart(server.resource_group, server.name), f"restarting {server.name}", None, 60
-            )
+        if restart and (pending or not (extensions or wal_level)):
+            await changes.restart(journal, client, server, pending)
             restarted = True
-    return changes, restarted
+    return changed, restarted

@@ -19,21 +19,24 @@ from migration_core.azure.clients import AzureClients
 from migration_core.azure.config import AzureConfig
 from migration_core.azure.flex_backend import azure_target
 from migration_core.azure.provision import (
-    AzureServer,
     ParameterChange,
     ProvisionResult,
     configure,
     create_database,
-    firewall_rule,
+    firewall_rules,
     provision,
 )
 from migration_core.azure.validation import FirewallRule, ProvisionArgs, ProvisionRequest, validate
+from migration_core.changes import azure as changes
 from migration_core.changes import extensions
+from migration_core.changes.azure import AzureServer
+from migration_core.changes.undo import Outcome
 from migration_core.pg.secrets import redact
 from migration_core.pg.servers import ConnectionProblem, ServerConfig, server_major
 from migration_core.state import approval
 from migration_core.state.approval import ApprovalRequest, Decision, Verdict
 from migration_core.state.errors import MigrationError
+from migration_core.state.journal import Journal
 from migration_core.state.lifecycle import IllegalTransition
 from migration_core.state.models import AuditEntry, utcnow
 
@@ -352,7 +355,9 @@ class Provisioner:
             await self.events.progress(record, note)
 
         try:
-            result = await provision(azure, req, progress, azure.config.progress_seconds)
+            result = await provision(
+                azure, req, Journal(self.store, record.id), progress, azure.config.progress_seconds
+            )
         except Exception as exc:  # the channel must hear how it ended, whatever happened
             if not isinstance(exc, MigrationError):
                 log.exception("provisioning %s failed", record.id)
@@ -387,21 +392,47 @@ class Provisioner:
         """The flexible server a configured server stands for, or a clear refusal when it is none."""
         return AzureServer(*azure_target(self.engine.server(server)))
 
-    async def create_database(self, server: str, database: str) -> str:
-        """`/pgmig createdb`: a database on a configured flexible server; returns its name as Azure has it."""
-        return await create_database(self.clients(), self.flexible_server(server), database)
+    def _journal(self, target: AzureServer) -> Journal:
+        """The journal of the changes made on a flexible server outside a provisioning request."""
+        return Journal(self.store, target.scope)
+
+    async def create_database(self, server: str, database: str) -> str | None:
+        """`/pgmig createdb`: a database on a configured flexible server; returns its name as Azure has it (None:
+        it existed already, and nothing was made)."""
+        target = self.flexible_server(server)
+        return await create_database(
+            self.clients(), target, database, self._journal(target), self.engine.server(server)
+        )
 
     async def add_firewall_rules(self, server: str, rules: list[FirewallRule]) -> None:
         """`/pgmig firewall`: each rule created (or replaced, by name) on a configured flexible server."""
         target = self.flexible_server(server)
-        for rule in rules:
-            await firewall_rule(self.clients(), target, rule)
+        await firewall_rules(self.clients(), target, rules, self._journal(target))
 
     async def configure_server(
         self, server: str, wanted: list[str], wal_level: str | None, restart: bool
     ) -> tuple[list[ParameterChange], bool]:
         """`/pgmig configure`: extensions allow-listed (and preloaded), wal_level, a restart when asked."""
-        return await configure(self.clients(), self.flexible_server(server), wanted, wal_level, restart)
+        target = self.flexible_server(server)
+        return await configure(self.clients(), target, self._journal(target), wanted, wal_level, restart)
+
+    async def undo_changes(self, server: str, scope: str = "") -> Outcome:
+        """Undo what pgmig changed on a configured flexible server in one journal scope (a provisioning
+        request's `prov-N`; by default the server's own), newest first within each kind: what was done or
+        left, in words, and what could not be undone (its entry stays live), with why."""
+        target, sql = self.flexible_server(server), self.engine.server(server)
+        journal = Journal(self.store, scope or target.scope)
+        live = [e for e in await journal.entries() if e.server == target.key]
+        outcome = Outcome()
+        async with self.clients().flex() as client:
+            for kind in changes.ORDER:
+                for entry in reversed([e for e in live if e.kind is kind]):
+                    try:
+                        if said := await changes.undo(journal, client, entry, sql):
+                            outcome.done.append(said)
+                    except (MigrationError, ConnectionProblem) as exc:
+                        outcome.failed.append(f"{entry.describe()}: {exc}")
+        return outcome
 
     async def source_extensions(self, source: str) -> list[str]:
         """The extensions a configured server's databases use, sorted, each once (read from the server)."""
@@ -418,17 +449,21 @@ class Provisioner:
             wanted = await self.source_extensions(source)
             if not wanted:
                 return [f"{source} uses no extensions: nothing to allow-list"]
-            changes, restarted = await configure(
-                self.clients(), AzureServer(req.resource_group, req.name), wanted, restart=restart
+            made, restarted = await configure(
+                self.clients(),
+                AzureServer(req.resource_group, req.name),
+                Journal(self.store, record.id),
+                wanted,
+                restart=restart,
             )
         except (MigrationError, ConnectionProblem) as exc:
             return [
                 f"the extensions of {source} could not be allow-listed ({exc}); "
                 f"`/pgmig configure {req.name} --extensions-from {source}` tries again"
             ]
-        notes = [f"{c.name} = {c.after}" for c in changes] or [f"{source}'s extensions were already allowed"]
+        notes = [f"{c.name} = {c.after}" for c in made] or [f"{source}'s extensions were already allowed"]
         if restarted:
             notes.append("restarted so that the preloaded libraries are loaded")
-        elif any(c.pending_restart for c in changes):
+        elif any(c.pending_restart for c in made):
             notes.append(f"a restart is needed: `/pgmig configure {req.name} --restart`")
         return notes

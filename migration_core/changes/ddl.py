@@ -17,7 +17,9 @@ target first (its gate must exist before the first captured row can arrive), and
 event triggers, functions and tables, before the verification schema's own undo drops the schema.
 
 A table created while streaming is published once its CREATE ran on the target (`publish`): logical replication
-then copies its rows and streams the rest. A table dropped on the source leaves the publication by itself.
+then copies its rows and streams the rest. A table dropped on the source leaves the publication by itself. pgmig
+killed between the publication and the subscription's refresh (failpoint `ddl-published:DATABASE`) finishes it at
+the next look: `publish` is idempotent, and the watch records a table as published only once it returned.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field, replace
 import asyncpg
 
 from migration_core.changes import watermarks
+from migration_core.pg import failpoints
 from migration_core.pg.servers import ServerConfig
 from migration_core.pg.sql import ident, literal
 from migration_core.state.journal import SOURCE, TARGET, Change, Journal, JournalEntry, Mark, Payload
@@ -261,6 +264,7 @@ async def publish(source: ServerConfig, target: ServerConfig, database: str, tab
             await src.execute(f"GRANT SELECT ON TABLE {name} TO {ident(reader)}")
         if not await watermarks.published(src, publication, found["nspname"], found["relname"]):
             await src.execute(f"ALTER PUBLICATION {ident(publication)} ADD TABLE {name}")
+    failpoints.reached(f"ddl-published:{database}")  # published, the subscription not refreshed yet
     async with target.connection(database) as tgt:
         if not await tgt.fetchval(SUBSCRIBED, publication, table):
             await tgt.execute(f"ALTER SUBSCRIPTION {ident(publication)} REFRESH PUBLICATION WITH (copy_data = true)")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -51,6 +51,9 @@ DECLARE
   cols text;
   n bigint; d numeric; v numeric;
 BEGIN
+  IF NEW.phase = 'F' THEN  -- the cutover's fence: its arrival is all that counts
+    RETURN NULL;
+  END IF;
   IF rel IS NULL THEN
     INSERT INTO {schema}.{digests} VALUES (NEW.chunk, NEW.phase, NULL, NULL, NULL, 'no such table');
     RETURN NULL;
@@ -84,11 +87,17 @@ END
 @dataclass
 class VerifierObjects(Payload):
     """The schema pgmig made for verification on one side (its OID once made) and, on the source, the
-    publication it added the watermark table to."""
+    publication it added the watermark table to, and what verification has proven so far
+    (verify/continuous.py: the covered tables, their share of the rows, when it last grew)."""
+
+    SPARSE = ("covered", "share", "at")
 
     schema: str = ""
     oid: int | None = None
     publication: str = ""
+    covered: list[list[str]] = field(default_factory=list)
+    share: float | None = None
+    at: str = ""
 
 
 def schema_name(journal: Journal, database: str) -> str:
@@ -181,6 +190,26 @@ async def mark(
         lo,
         hi,
     )
+
+
+async def fence_mark(conn: asyncpg.Connection, schema: str, watermark: int) -> None:
+    """The cutover's watermark, written once the source is fenced: when the target has it, it has every
+    change committed on the source before it (one apply worker applies them in commit order). It names
+    the watermark table itself, so a trigger made by an earlier pgmig takes a small digest and moves on.
+    Committed synchronously: flushed at once, with every commit before it, for the walsender to send."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL synchronous_commit = on")
+        await conn.execute(
+            f"INSERT INTO {ident(schema)}.{WATERMARKS} VALUES ($1, $1, 'F', $2, $3, NULL, NULL, NULL, NULL)",
+            watermark,
+            schema,
+            WATERMARKS,
+        )
+
+
+async def arrived(conn: asyncpg.Connection, schema: str, watermark: int) -> bool:
+    """Whether a watermark has been applied on the target (its row is visible there)."""
+    return bool(await conn.fetchval(f"SELECT 1 FROM {ident(schema)}.{WATERMARKS} WHERE id = $1", watermark))
 
 
 def range_condition(key: str | None, keytype: str | None, lo: str | None, hi: str | None) -> tuple[str, list[str]]:

@@ -39,10 +39,14 @@ from migration_core.engine.leases import Leases
 from migration_core.engine.runner import MONITORED, Runner
 from migration_core.engine.scheduler import Scheduler
 from migration_core.flows.steps.offline import choose_bindir
+from migration_core.observe import charts
 from migration_core.observe import ddl as schema_watch
-from migration_core.observe.ddl import Captured
+from migration_core.observe.charts import Chart
+from migration_core.observe.ddl import Captured, CutoverHold
 from migration_core.observe.progress import MigrationProgress
 from migration_core.pg.servers import ConnectionProblem, ServerConfig, user_databases
+from migration_core.plan import record
+from migration_core.plan.review import PlanReview, review
 from migration_core.plan.survey import MigrationPlan, history, survey
 from migration_core.preflight.checks import SKIPPED_BY_DEFAULT, PreflightReport, PreflightRequest, run_preflight
 from migration_core.state import approval
@@ -64,6 +68,7 @@ from migration_core.state.models import (
     Step,
     StepKind,
     StepState,
+    utcnow,
 )
 from migration_core.store import Store
 from migration_core.verify import continuous
@@ -89,6 +94,7 @@ class MigrationStatus:
     leftovers: list[JournalEntry]
     holder: str = ""  # the replica whose lease is fresh on it ("" when nobody runs it now)
     takeovers: list[AuditEntry] = field(default_factory=list)  # when another replica took it over, and from whom
+    plan: PlanReview | None = None  # its own plan beside what each phase took
 
 
 class Engine:
@@ -239,10 +245,19 @@ class Engine:
                 bindir = await choose_bindir(src, tgt, self.config.pg_bindir)
             except (MigrationError, ConnectionProblem):
                 pass  # the plan says the schema overhead is not counted; the pre-flight says what is unreachable
-        earlier = await history(
-            self.store, lambda m: (self._address(m.source), self._address(m.target)) == (src.address, tgt.address)
-        )
-        return await survey(src, report, seconds, parallel or self.config.default_parallel, bindir, earlier)
+        addresses = (src.address, tgt.address)
+        earlier = await history(self.store, addresses)
+        return await survey(src, report, seconds, parallel or self.config.default_parallel, bindir, earlier, addresses)
+
+    async def plan_review(self, migration_id: str) -> PlanReview | None:
+        """A migration's own plan (its `plan` step, plan/record.py) beside what each phase took so far; None
+        when it has none (not made yet, made before plans were, or it could not be measured)."""
+        m = await self.find(migration_id)
+        steps = {s.name: s for s in await self.store.steps(migration_id)}
+        plan = record.saved(steps)
+        if m is None or plan is None:
+            return None
+        return review(plan, m, steps, self.progress(m.id), await self.store.reached(m.id), utcnow())
 
     async def databases(self, server: str) -> list[tuple[str, int]]:
         """A server's user databases (what `--db` defaults to), each with its size in bytes."""
@@ -368,6 +383,22 @@ class Engine:
             self.context(m), which, verb, actor, reason, is_approver=is_approver, required=required
         )
 
+    async def pause_cutover(
+        self, migration_id: str, actor: str, reason: str = "", *, resume: bool = False
+    ) -> CutoverHold:
+        """`/pgmig ddl mig-N pause|resume` (a schema change's Pause cutover): the hold the cutover gate honours
+        (observe/ddl.py), kept in the store so any replica sees it; pausing also rejects an open cutover
+        request, saying why."""
+        m = await self.ledger.get(migration_id)
+        if resume:
+            return await schema_watch.resume(self.context(m), actor)
+        if m.state not in MONITORED:
+            raise MigrationError(f"{m.id} is {m.state.value}: only a streaming migration's cutover can be paused")
+        hold = await schema_watch.pause(self.context(m), actor, reason)
+        if m.state is State.AWAITING_APPROVAL:
+            await self.approvals.reject_cutover(m.id, actor, f"cutover paused: {hold.reason or 'no reason given'}")
+        return hold
+
     async def _copied(self, m: Migration) -> list[str]:
         """The databases some or all of whose data was copied to the target and is still there."""
         steps = await self.ledger.steps(m.id)
@@ -387,6 +418,17 @@ class Engine:
 
     async def steps(self, migration_id: str) -> list[Step]:
         return await self.store.steps(migration_id)
+
+    async def chart(self, migration_id: str, moment: str) -> Chart | None:
+        """The migration's chart at `moment` (observe/charts.py): the moment kept as a sample first, with where
+        each database's phase began (a milestone seldom falls on a tick: the copy that just ended would be
+        missing), then drawn from every sample the store keeps; None while there is nothing to draw."""
+        m = await self.find(migration_id)
+        if m is None:
+            return None
+        progress = self.progress(m.id)
+        await self.store.add_samples(m.id, charts.began(progress) + charts.samples(progress, utcnow()))
+        return await charts.draw(self.store, m, moment)
 
     async def set_message(self, migration_id: str, channel: str, ts: str) -> None:
         """Where the migration's live card was posted (Slack's channel id and ts): later edits go there."""
@@ -418,6 +460,7 @@ class Engine:
             await self.leftovers(m.id) if m.state.finished else [],
             holder.split("/", 1)[0],
             [e for e in await self.store.audit_log(m.id) if e.action == "takeover"],
+            await self.plan_review(m.id),
         )
 
     async def cleanup(self, server: str, remove: bool, actor: str = "pgmig") -> CleanupReport:

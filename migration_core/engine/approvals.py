@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from migration_core.engine.commands import Command
 from migration_core.flows.cutover import run_cutover
+from migration_core.observe import ddl as schema_watch
 from migration_core.observe import forecast
 from migration_core.observe.monitor import measure, require_caught_up
 from migration_core.preflight.checks import pretty_bytes
@@ -18,12 +20,15 @@ from migration_core.state import approval
 from migration_core.state.approval import ApprovalRequest, Decision, Verdict
 from migration_core.state.errors import MigrationError
 from migration_core.state.models import AuditEntry, Backend, Mode, State, StepKind, StepState
+from migration_core.verify import continuous
 from migration_core.verify.tables import VerifyResult
 
 if TYPE_CHECKING:
     from migration_core.engine.api import Engine
+    from migration_core.engine.context import MigrationContext
 
 log = logging.getLogger(__name__)
+VERIFY_AT_REQUEST_SECONDS = 15.0  # a cutover request walks continuous verification on for at most this long
 
 
 class Approvals:
@@ -57,18 +62,46 @@ class Approvals:
             raise MigrationError(
                 f"{m.id} is {m.state.value}: {why}" + (f". Current lag: {'; '.join(lags)}" if lags else "")
             )
-        predicted = ""
+        predicted, schema = "", None
         if m.options.backend is Backend.NATIVE:
             ctx = engine.context(m)
             await require_caught_up(ctx, f"{m.id} cannot be cut over now")
+            await self._require_verified(ctx)
             predicted = forecast.card_words(ctx, await forecast.look(ctx, sample=False))
+            schema = await schema_watch.unapplied(ctx) if schema_watch.wanted(ctx) else None
         results = await engine.verify(m.id)
         verification = "; ".join(self._streaming_verdict(m.id, r) for r in results)
         if any(x.target != "missing" for r in results for x in r.mismatches):
             verification += "; the cutover compares them exactly, with writes frozen"
         request = ApprovalRequest.new(m.id, actor, minutes, channel, verification)
-        request.forecast = predicted
+        request.forecast, request.schema_changes = predicted, schema
         return request
+
+    async def _require_verified(self, ctx: MigrationContext) -> None:
+        """`[online] require_verified_share`: refuse a request until continuous verification covers that
+        share of every database's rows. It first waits a moment: on the replica running the migration by
+        walking on itself, elsewhere for that replica's ticks (the journal has the shares), so a small or
+        nearly verified database does not send the requester away."""
+        c, m = self.engine.config, ctx.m
+        if c.verify_chunk_rows <= 0 or c.require_verified_share <= 0:
+            return
+
+        def short(shares: dict[str, float | None]) -> dict[str, float | None]:
+            return {db: s for db, s in shares.items() if s is None or s < c.require_verified_share}
+
+        deadline = time.monotonic() + VERIFY_AT_REQUEST_SECONDS
+        if m.id in self.engine.ledger.tokens:
+            await continuous.finish(ctx, c.verify_chunk_rows, c.require_verified_share, VERIFY_AT_REQUEST_SECONDS)
+        while (missing := short(await continuous.shares(ctx))) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        if missing:
+            raise MigrationError(
+                f"{m.id} cannot be cut over yet: verified while streaming "
+                + ", ".join(f"{db} {(s or 0) * 100:.0f} %" for db, s in missing.items())
+                + f", and a request needs {c.require_verified_share * 100:.0f} % ([online] require_verified_share)",
+                "verification goes on at every tick and `/pgmig status` shows how far it is; ask again once it "
+                "is there (a range that differs must be repaired first: `/pgmig repair`)",
+            )
 
     async def window_held(self, migration_id: str) -> str:
         """Why the predicted write freeze keeps a cutover from starting now (`[online] max_window_seconds`);

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migration_core.state.errors import MigrationError
-from migration_core.state.models import DEFAULT_PARALLEL, Backend, Method, Mode
+from migration_core.state.models import DEFAULT_PARALLEL, Backend, DdlCapture, Method, Mode
 from migration_core.transfer.limits import DataLimits
 
 
@@ -27,7 +27,8 @@ class EngineConfig:
     slot_warn_minutes: float = 60.0  # …or when the slot reaches it sooner than this
     max_window_seconds: float = 0.0  # cutover: refuse one whose predicted write freeze is longer; 0: no limit
     verify_chunk_rows: int = 10_000  # continuous verification: rows in one key range; 0: off
-    capture_ddl: bool = False  # online: capture schema changes on the source (or detect drift), gate them
+    require_verified_share: float = 1.0  # a cutover request waits for this share verified while streaming
+    capture_ddl: bool = True  # online: capture schema changes on the source (or detect drift), gate them
     ddl_auto_apply: tuple[str, ...] = ()  # additive kinds of captured changes pgmig applies itself (observe/ddl.py)
     slot_stall_seconds: float = 60.0  # a subscriber that confirmed nothing while WAL grew this long applies nothing
     digest: str = "off"  # off | hourly | daily: a summary of active migrations
@@ -73,7 +74,7 @@ class MigrationRequest:
     replica_identity_full: bool = False
     backend: Backend = Backend.NATIVE
     runtime_server: str = ""  # flex backend: the runtime server's resource id, for private networks
-    capture_ddl: bool = False  # online: capture schema changes whatever [online] capture_ddl says
+    capture_ddl: DdlCapture = DdlCapture.DEFAULT  # online: capture schema changes or not, whatever [online] says
 
     def conflicts(self) -> list[Conflict]:
         """Every option that does not go with the others (mode, method, pause, backend), most telling first."""
@@ -85,9 +86,14 @@ class MigrationRequest:
             found.append(Conflict("pause_after_export", OFFLINE_ONLY))
         if self.replica_identity_full and not online:
             found.append(Conflict("replica_identity_full", "`--replica-identity-full` is for online migrations"))
-        if self.capture_ddl and not online:
+        if self.capture_ddl is not DdlCapture.DEFAULT and not online:
+            flag = "--no-capture-ddl" if self.capture_ddl is DdlCapture.OFF else "--capture-ddl"
             found.append(
-                Conflict("capture_ddl", "`--capture-ddl` is for online migrations: an offline one streams nothing")
+                Conflict(
+                    "capture_ddl",
+                    f"`{flag}` is for online migrations: an offline one streams nothing, so there are no schema "
+                    "changes to capture",
+                )
             )
         if pause and not online and not dump:
             found.append(

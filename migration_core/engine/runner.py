@@ -16,6 +16,7 @@ from migration_core.flows.managed import run_managed, watch_managed
 from migration_core.flows.offline import run_offline
 from migration_core.flows.online import run_online
 from migration_core.flows.steps.offline import choose_bindir
+from migration_core.observe import charts
 from migration_core.observe.monitor import servers_unreachable, watch_native
 from migration_core.observe.progress import MigrationProgress
 from migration_core.pg import workdir
@@ -24,7 +25,7 @@ from migration_core.state.errors import MigrationError
 from migration_core.state.failures import expected, failure_reason, failure_retry, first_cause, unreachable
 from migration_core.state.ledger import DONE, FAILED, RUNNING
 from migration_core.state.lifecycle import Superseded
-from migration_core.state.models import Backend, Migration, Mode, State, StepKind
+from migration_core.state.models import Backend, Migration, Mode, State, StepKind, utcnow
 from migration_core.store import LeaseLost
 
 if TYPE_CHECKING:
@@ -198,6 +199,7 @@ class Runner:
             if self._tick_failures.pop(mid, None) is not None:
                 log.info("%s: the servers answer again", mid)
             await engine.alerts.alert(m, "unreachable", False, "")
+        await engine.store.add_samples(mid, charts.samples(self.progress(mid), utcnow()))  # what the charts draw
         await engine.events.progress(m, self.progress(mid))
 
     def _sides(self, m: Migration) -> dict[str, ServerConfig]:

@@ -24,7 +24,7 @@ from migration_core.flows.managed import ManagedCutover
 from migration_core.flows.online import teardown_replication
 from migration_core.flows.steps import cutover
 from migration_core.flows.steps.cutover import WINDOW_STEPS, DatabaseCutover
-from migration_core.observe import forecast, monitor
+from migration_core.observe import ddl, forecast, monitor
 from migration_core.pg.servers import ConnectionProblem
 from migration_core.state.errors import MigrationError
 from migration_core.state.failures import failure_reason
@@ -107,8 +107,8 @@ async def run_cutover(ctx: MigrationContext, actor: str, decided: bool = False) 
     await ctx.alerts.notice(
         m,
         "released",
-        "🟢 target released: sequences synced, foreign keys and triggers "
-        "back, row counts equal — applications can switch now (writes were unavailable "
+        "🟢 target released: every change before the fence applied, sequences synced, foreign keys and "
+        "triggers back, row counts equal — applications can switch now (writes were unavailable "
         + ", ".join(f"{r.database} {r.window_seconds:.2f} s" for r in done)
         + "). Checksums are being compared against the target as it was at this moment.",
     )
@@ -191,6 +191,7 @@ async def finish(ctx: MigrationContext, problems: list[str], done: list[Database
     """After release: replication torn down, the incident (if any) kept and posted, completed."""
     ledger, alerts, m = ctx.ledger, ctx.alerts, ctx.m
     left: list[str] = []
+    schema = await schema_outcomes(ctx)  # before the teardown takes capture away
     if ctx.backend is None:
         left = (await teardown_replication(ctx)).failed
     if problems:
@@ -207,6 +208,7 @@ async def finish(ctx: MigrationContext, problems: list[str], done: list[Database
     lines = [summary(r) for r in done]
     warned = {w.name: w for r in done for check in (r.counts, r.verify) if check is not None for w in check.warnings}
     lines += [f"⚠️ {matview_note(w)}" for w in warned.values()]
+    lines += schema
     if left:
         lines.append("left on the servers (`/pgmig cleanup` removes them): " + "; ".join(left))
     verdict = (
@@ -216,6 +218,16 @@ async def finish(ctx: MigrationContext, problems: list[str], done: list[Database
     )
     await ledger.store.audit(AuditEntry("pgmig", "cutover.completed", "\n".join(lines)[:2000], m.id))
     await ledger.advance(m.id, State.COMPLETED, verdict + ".\n" + "\n".join(lines), expect=(State.RELEASED,))
+
+
+async def schema_outcomes(ctx: MigrationContext) -> list[str]:
+    """The schema changes captured while streaming, applied and skipped, for the summary (observe/ddl.py)."""
+    if ctx.backend is not None or not ddl.wanted(ctx):
+        return []
+    try:
+        return await ddl.outcomes(ctx)
+    except (MigrationError, ConnectionProblem, asyncpg.PostgresError, OSError) as exc:
+        return [f"the schema changes captured while streaming could not be read: {failure_reason(exc, ctx.mid)}"]
 
 
 def summary(r: DatabaseCutover) -> str:
@@ -228,8 +240,11 @@ def summary(r: DatabaseCutover) -> str:
         else "not verified by checksums"
     )
     predicted = f", predicted {r.predicted:.2f} s" if r.predicted is not None else ""
+    counted = r.counts.tables if r.counts is not None else 0
+    proof = f"; in the window {counted} table(s) counted, {len(r.proven)} proven by continuous verification"
     return (
         f"{r.database}: writes unavailable {r.window_seconds:.2f} s{predicted} ({window})"
+        + proof
         + (f"; after release {after}" if after else "")
         + f"; {checked}; {r.fence.ended_sessions} session(s) ended{soft}"
     )

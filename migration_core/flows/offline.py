@@ -13,6 +13,7 @@ from pathlib import Path
 
 from migration_core.engine.context import MigrationContext
 from migration_core.flows.steps.offline import OfflineDatabase
+from migration_core.plan import record
 from migration_core.state.errors import MigrationError
 from migration_core.state.ledger import DONE, FAILED, RUNNING, WAITING
 from migration_core.state.models import State, StepKind
@@ -47,6 +48,7 @@ async def run_offline(ctx: MigrationContext) -> None:
     def job(db: str) -> OfflineDatabase:
         return OfflineDatabase(ctx, db, verify_early=True)
 
+    await record.make(ctx)  # the migration's plan, measured before anything moves
     exports = [db for db in m.databases if not ctx.done(StepKind.EXPORT.at(db))]
     for db in m.databases:
         if db not in exports:
@@ -98,7 +100,13 @@ async def run_offline(ctx: MigrationContext) -> None:
         await ledger.save(mid, StepKind.IMPORT.at(db), RUNNING, "")
         importing = job(db)
         summary = await importing.import_()
-        data = {"edited": edited_in[db], "checked": early_checks.encode(importing.checked)}
+        data = {
+            "edited": edited_in[db],
+            "checked": early_checks.encode(importing.checked),
+            # how long it, its copy and its index builds took (this run's): plan/review.py, survey.history
+            "seconds": ctx.progress.of(db).elapsed(),
+            "phases": dict(ctx.progress.of(db).timed),
+        }
         await ledger.save(mid, StepKind.IMPORT.at(db), DONE, summary, data)
 
     await verify_and_complete(ctx, edited_in)
@@ -126,7 +134,8 @@ async def verify_and_complete(ctx: MigrationContext, edited_in: dict[str, list[s
             DONE if result.ok else FAILED,
             f"{result.tables} tables, {result.rows} rows, {result.sequences} sequences, "
             f"{len(result.mismatches)} mismatch(es)",
-            {**asdict(result), "edited": edited_in.get(db, [])},
+            # how long it took (this run's, whatever an earlier attempt's step began): plan/review.py
+            {**asdict(result), "edited": edited_in.get(db, []), "seconds": ctx.progress.of(db).elapsed()},
         )
         results.append(result)
     lines = mismatch_lines(results)

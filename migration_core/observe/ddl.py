@@ -8,15 +8,22 @@ the cutover's rules (state/approval.py), in an approval round of its own (`ddl:D
 only when the last approval needed comes. A table created while streaming is published once its CREATE ran on
 the target (changes/ddl.publish).
 
+Each change (and each drift found) is a card in the migration's thread (`SchemaCard`, drawn by the handlers):
+the statement, the objects, whether the stream waits at it now, and the buttons that decide it; the card is
+updated where it is when that changes. Anyone may pause the cutover from a card (`pause`): the cutover gate
+(`require_decided`) refuses until someone resumes it.
+
 Where pgmig may not create event triggers (not a superuser: Azure's own admin cannot), the tick falls back to
 drift detection: a fingerprint of each database's schema (tables, columns and types, indexes, constraints)
 taken at the first look and compared at every tick after it, each difference reported once. It names what
-changed, not the statement, and changes nothing on either server. The baseline is kept in memory: a restart
-takes a new one.
+changed, not the statement, and changes nothing on either server. The baseline, what was reported and the
+cards posted are kept in the state store (`WatchRecord`, step `schema_watch:DB`): a restart, on this replica
+or another, compares with the baseline taken at the start and posts nothing twice.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -28,11 +35,12 @@ from migration_core.observe import ddl_kinds
 from migration_core.pg.servers import ConnectionProblem
 from migration_core.pg.sql import USER_SCHEMA_FILTER, ident
 from migration_core.state import approval
-from migration_core.state.approval import ApprovalRequest, Verdict
+from migration_core.state.approval import ApprovalRequest, UnappliedChange, Verdict
 from migration_core.state.errors import MigrationError
-from migration_core.state.journal import SOURCE, TARGET, Change
-from migration_core.state.models import AuditEntry, utcnow
+from migration_core.state.journal import SOURCE, TARGET, Change, Payload
+from migration_core.state.models import AuditEntry, StepKind, StepState, utcnow
 
+log = logging.getLogger(__name__)
 VERBS = ("apply", "skip")
 PGMIG = "pgmig"  # the decider of what [online] ddl_auto_apply lets pgmig apply
 OPEN_FOR = timedelta(days=3650)  # a change's approval round never expires: the stream waits for its decision
@@ -105,11 +113,7 @@ class Captured:
     def words(self, required: int = 1) -> str:
         """One line for a list: the statement, its state, who decided and why, the target's error, and for a
         pending destructive change how many of the `required` approvals it has."""
-        said = f"{self.label} `{_short(self.statement)}` — {self.state}"
-        if self.decided_by:
-            said += f" by {self.decided_by}" + (f": {self.reason}" if self.reason else "")
-        if self.error:
-            said += f" — error on the target: {self.error}"
+        said = f"{self.label} `{_short(self.statement)}` — {_state(self)}"
         if not (self.destructive and self.pending):
             return said
         got = f", {len(self.approvals)} of {required} approvals" + (
@@ -119,28 +123,88 @@ class Captured:
 
 
 @dataclass
+class SchemaCard:
+    """One post in the migration's thread about its schema (handlers/ddl_messages.py draws it): a captured
+    change with its decision, or what drift detection found; whether the stream waits at it now; and where
+    the post is once made (its updates go there)."""
+
+    database: str
+    key: str  # the change's id, or `drift-N`
+    change: Captured | None = None
+    drift: list[str] = field(default_factory=list)  # drift detection: what changed, in words
+    waits_now: bool = False  # the first change of its database awaiting a decision: the stream stops there
+    behind: int | None = None  # awaiting a decision too, behind this earlier change
+    channel: str = ""
+    ts: str = ""
+
+    @property
+    def look(self) -> str:
+        """What the post shows, in one string: when it changes, the post is updated."""
+        c = self.change
+        if c is None:
+            return "drift"
+        shown = (c.state, c.decided_by, c.reason, c.error, ",".join(c.approvals), self.waits_now, self.behind)
+        return "|".join(str(x) for x in shown)
+
+
+@dataclass
+class WatchRecord(Payload):
+    """What the state store keeps of one database's watch (step `schema_watch:DB`), so that a restart — on
+    this replica or another — carries on from it: drift detection's baseline, taken at the first look, and
+    what was reported since; each card posted (key → [channel, ts]) and what it showed; the new tables
+    published (change ids)."""
+
+    baseline: dict[str, str] | None = None
+    taken_at: str = ""
+    drift: list[str] = field(default_factory=list)
+    posted: dict[str, list[str]] = field(default_factory=dict)
+    shown: dict[str, str] = field(default_factory=dict)
+    published: list[int] = field(default_factory=list)
+
+
+@dataclass
+class CutoverHold(Payload):
+    """The cutover paused by someone (a card's Pause cutover, `/pgmig ddl mig-N pause`), kept as the step
+    `cutover_hold` so any replica sees it: the cutover gate refuses until someone resumes it."""
+
+    by: str = ""
+    reason: str = ""
+    at: str = ""
+    resumed_by: str = ""
+
+    @property
+    def on(self) -> bool:
+        return bool(self.by) and not self.resumed_by
+
+    def words(self) -> str:
+        return f"paused by {self.by} at {self.at[:16].replace('T', ' ')} UTC" + (
+            f": {self.reason}" if self.reason else ""
+        )
+
+
+@dataclass
 class SchemaWatch:
     """One database's schema-change watch, kept with its progress (`DatabaseProgress.schema_changes`)."""
 
     capture: bool | None = None  # None: not looked yet; False: drift detection
     changes: list[Captured] = field(default_factory=list)
-    announced: set[int] = field(default_factory=set)
-    published: set[int] = field(default_factory=set)  # CREATE TABLE changes whose tables were published (or refused)
-    baseline: dict[str, str] | None = None  # drift detection: the first look's fingerprint
-    drift: list[str] = field(default_factory=list)  # what changed since, in words
+    record: WatchRecord | None = None  # None: not read from the state store yet
+    hold: CutoverHold | None = None  # the migration's cutover paused, as the last look found it
     problem: str = ""  # the last look failed: why
 
     def summary(self) -> str:
         """One line for status and the live message."""
+        paused = f" · ⏸ cutover {self.hold.words()}" if self.hold else ""
         if self.problem:
-            return f"paused: {self.problem}"
+            return f"paused: {self.problem}{paused}"
         if self.capture is False:
+            drift = self.record.drift if self.record else []
             head = "drift detection (pgmig may not create event triggers here)"
-            return head + (f": changed since watching began: {'; '.join(self.drift[:5])}" if self.drift else "")
+            return head + (f": changed since watching began: {'; '.join(drift[:5])}" if drift else "") + paused
         pending = [c.label for c in self.changes if c.pending]
         done = len(self.changes) - len(pending)
         said = f"captured {len(self.changes)}, decided {done}" if self.changes else "captured none"
-        return said + (f" · ⏸ replication waits for a decision on {', '.join(pending)}" if pending else "")
+        return said + (f" · ⏸ replication waits for a decision on {', '.join(pending)}" if pending else "") + paused
 
     @property
     def in_flight(self) -> bool:
@@ -160,18 +224,22 @@ class SchemaWatch:
 
 
 def wanted(ctx: MigrationContext) -> bool:
-    """Whether this migration's schema changes are watched: `--capture-ddl` asked for it, or `[online]
-    capture_ddl` makes it every online migration's default."""
-    return ctx.m.options.capture_ddl or ctx.config.capture_ddl
+    """Whether this migration's schema changes are watched: `--capture-ddl` or `--no-capture-ddl` said so when it
+    was started, else `[online] capture_ddl` (every online migration's default)."""
+    return ctx.m.options.capture_ddl.resolved(ctx.config.capture_ddl)
 
 
 async def watch(ctx: MigrationContext) -> None:
-    """The monitor's look: per database, capture made (or drift fingerprinted), captured changes read, one
-    thread post for each new change awaiting a decision and for each new drift."""
+    """The monitor's look: per database, capture made (or drift fingerprinted), captured changes read, a card
+    posted for each new change and each new drift, and updated when what it shows changed."""
+    hold = await held(ctx)
     for db in ctx.m.databases:
         p = ctx.progress.of(db)
         w = p.schema_changes = p.schema_changes or SchemaWatch()
+        w.hold = hold
         try:
+            if w.record is None:
+                w.record = await _record(ctx, db)
             if w.capture is None:
                 async with ctx.source.connection(db) as src:
                     w.capture = await ddl.possible(src)
@@ -180,54 +248,84 @@ async def watch(ctx: MigrationContext) -> None:
                 w.changes = await captured(ctx, db)
                 await _auto_apply(ctx, w)
                 await _publish_new_tables(ctx, db, w)
+                await _show(ctx, db, w)
             else:
                 await _drift(ctx, db, w)
             w.problem = ""
         except (asyncpg.PostgresError, ConnectionProblem, OSError) as exc:  # the next tick looks again
             w.problem = str(exc)
+
+
+async def _record(ctx: MigrationContext, db: str) -> WatchRecord:
+    step = await ctx.ledger.store.step(ctx.mid, StepKind.SCHEMA_WATCH.at(db))
+    return WatchRecord.from_json(step.data) if step is not None else WatchRecord()
+
+
+async def _keep(ctx: MigrationContext, db: str, w: SchemaWatch) -> None:
+    """Save the watch's record (the lease holder's alone: only its watch writes it)."""
+    assert w.record is not None
+    await ctx.ledger.save(ctx.mid, StepKind.SCHEMA_WATCH.at(db), StepState.DONE, w.summary()[:500], w.record.to_json())
+
+
+def _card(c: Captured, changes: list[Captured]) -> SchemaCard:
+    """The card of `c`, one of its database's `changes` (the stream waits at the first pending one)."""
+    first = next((x for x in changes if x.pending), None)
+    behind = first.id if c.pending and first is not None and first.id != c.id else None
+    return SchemaCard(c.database, str(c.id), c, waits_now=first is not None and first.id == c.id, behind=behind)
+
+
+async def _tell(ctx: MigrationContext, card: SchemaCard) -> bool:
+    """Post the card in the migration's thread, or update it where it is; False when the channel could not be
+    told (the next look tries again). Telling the channel never breaks the watch."""
+    try:
+        card.channel, card.ts = await ctx.ledger.events.schema_change(ctx.m, ctx.progress, card)
+    except Exception:
+        log.exception("posting the schema-change card %s:%s of %s failed", card.database, card.key, ctx.mid)
+        return False
+    return bool(card.ts)
+
+
+async def _show(ctx: MigrationContext, db: str, w: SchemaWatch) -> None:
+    """A card for each change not posted yet (audited as captured), and each posted one updated when what it
+    shows changed (a decision, an approval, the target's outcome, the stream now waiting at it)."""
+    assert w.record is not None
+    record, kept = w.record, False
+    for c in w.changes:
+        card = _card(c, w.changes)
+        if record.shown.get(card.key) == card.look:
             continue
-        for c in w.changes:
-            if c.pending and c.id not in w.announced:
-                w.announced.add(c.id)
-                await ctx.alerts.notice(
-                    ctx.m,
-                    f"ddl:{db}:{c.id}",
-                    f"🛠 schema change on the source ({db}): {c.label}\n`{_short(c.statement, 500)}`\n"
-                    f"Replication of {db} waits here until an operator decides: `/pgmig ddl {ctx.mid} apply {c.id}`"
-                    f" or `/pgmig ddl {ctx.mid} skip {c.id} REASON`"
-                    + (
-                        " — ⚠️ destructive: check it twice (applying it takes the approvals a cutover does)"
-                        if c.destructive
-                        else ""
-                    ),
-                )
+        card.channel, card.ts = (record.posted.get(card.key) or ["", ""])[:2]
+        new = not card.ts
+        if not await _tell(ctx, card):
+            continue
+        if new:
+            await ctx.ledger.store.audit(
+                AuditEntry("pgmig", "ddl.captured", f"{db} {c.label}: {c.statement[:1500]}", ctx.mid)
+            )
+        record.posted[card.key], record.shown[card.key], kept = [card.channel, card.ts], card.look, True
+    if kept:
+        await _keep(ctx, db, w)
 
 
 async def _auto_apply(ctx: MigrationContext, w: SchemaWatch) -> None:
-    """Decide `apply`, as pgmig, each pending change of a kind `[online] ddl_auto_apply` names, and say so in
-    the thread: the stream passes it without waiting for anyone."""
+    """Decide `apply`, as pgmig, each pending change of a kind `[online] ddl_auto_apply` names (its card says
+    so): the stream passes it without waiting for anyone."""
     for c in w.changes:
-        if not (c.pending and c.kind and c.kind in ctx.config.ddl_auto_apply):
-            continue
-        reason = f"[online] ddl_auto_apply: {c.kind}"
-        if await _write(ctx, c, "apply", PGMIG, reason):
-            w.announced.add(c.id)
-            await ctx.alerts.notice(
-                ctx.m,
-                f"ddl:{c.database}:{c.id}",
-                f"🛠 schema change on the source ({c.database}): {c.label}\n`{_short(c.statement, 500)}`\n"
-                f"applied to the target by pgmig at its place in the stream ({reason})",
-            )
+        if c.pending and c.kind and c.kind in ctx.config.ddl_auto_apply:
+            await _write(ctx, c, "apply", PGMIG, f"[online] ddl_auto_apply: {c.kind}")
 
 
 async def _publish_new_tables(ctx: MigrationContext, db: str, w: SchemaWatch) -> None:
-    """Each table whose CREATE ran on the target: published on the source, its rows copied (once per change)."""
+    """Each table whose CREATE ran on the target: published on the source, its rows copied (once per change,
+    kept in the watch's record; a restart that finds one half done finishes it, publish being idempotent)."""
+    assert w.record is not None
     for c in w.changes:
-        if ddl_kinds.of_tag(c.tag) != "create_table" or c.outcome != "applied" or c.id in w.published:
+        if ddl_kinds.of_tag(c.tag) != "create_table" or c.outcome != "applied" or c.id in w.record.published:
             continue
         tables = [o.removeprefix("table ") for o in c.objects if o.startswith("table ")]
         problems = [p for t in tables if (p := await ddl.publish(ctx.source, ctx.target, db, t, ctx.journal))]
-        w.published.add(c.id)
+        w.record.published.append(c.id)
+        await _keep(ctx, db, w)
         said = (
             f"not published: {'; '.join(problems)}"
             if problems
@@ -237,24 +335,31 @@ async def _publish_new_tables(ctx: MigrationContext, db: str, w: SchemaWatch) ->
 
 
 async def _drift(ctx: MigrationContext, db: str, w: SchemaWatch) -> None:
+    """Compare the schema with the baseline taken at the first look (kept in the state store) and post a card
+    for what changed since, once."""
+    assert w.record is not None
+    record = w.record
     async with ctx.source.connection(db) as src:
         now = {r["k"]: r["v"] for r in await src.fetch(FINGERPRINT)}
-    if w.baseline is None:
-        w.baseline = now
+    if record.baseline is None:
+        record.baseline, record.taken_at = now, utcnow().isoformat()
+        await _keep(ctx, db, w)
         return
-    found = [f"new {k} ({v})" for k, v in now.items() if k not in w.baseline]
-    found += [f"gone: {k}" for k in w.baseline if k not in now]
-    found += [f"{k}: {w.baseline[k]} → {v}" for k, v in now.items() if k in w.baseline and w.baseline[k] != v]
-    new = [x for x in found if x not in w.drift]
-    w.drift = found
+    base = record.baseline
+    found = [f"new {k} ({v})" for k, v in now.items() if k not in base]
+    found += [f"gone: {k}" for k in base if k not in now]
+    found += [f"{k}: {base[k]} → {v}" for k, v in now.items() if k in base and base[k] != v]
+    if found == record.drift:
+        return
+    new = [x for x in found if x not in record.drift]
     if new:
-        await ctx.alerts.notice(
-            ctx.m,
-            f"drift:{db}",
-            f"🛠 the schema of {db} changed on the source: {'; '.join(new[:10])} — logical replication does not "
-            "carry it: make the same change on the target (new tables are not published: they need a new "
-            "migration or a manual copy)",
-        )
+        card = SchemaCard(db, f"drift-{sum(k.startswith('drift-') for k in record.posted) + 1}", drift=new)
+        if not await _tell(ctx, card):
+            return  # said at the next look
+        await ctx.ledger.store.audit(AuditEntry("pgmig", "ddl.drift", f"{db}: {'; '.join(new)[:1500]}", ctx.mid))
+        record.posted[card.key], record.shown[card.key] = [card.channel, card.ts], card.look
+    record.drift = found
+    await _keep(ctx, db, w)
 
 
 async def captured(ctx: MigrationContext, db: str) -> list[Captured]:
@@ -278,7 +383,8 @@ async def captured(ctx: MigrationContext, db: str) -> list[Captured]:
     out = []
     for r in rows:
         d = decided.get(r["id"])
-        c = Captured(db, r["id"], r["tag"], list(r["objects"]), r["statement"], r["stmt_at"], r["role"])
+        objects = [o for o in r["objects"] if o]  # GRANT names no object identity
+        c = Captured(db, r["id"], r["tag"], objects, r["statement"], r["stmt_at"], r["role"])
         c.approvals = approved.get(c.round, [])
         if d is not None:
             c.decision, c.reason, c.decided_by = d["decision"], d["reason"], d["decided_by"]
@@ -303,13 +409,15 @@ async def decide(
     """An operator's decision on one captured change (`3`, or `shop:3` when several databases have a #3),
     written on the target and audited; refused when there is no such change or it is decided already.
     Applying a destructive change is an approval (`is_approver`: the caller's policy says) counted by the
-    cutover's rules; the decision is written when `required` distinct approvers have approved."""
+    cutover's rules; the decision is written when `required` distinct approvers have approved. The change's
+    card is updated at once (the replica running the migration also does at its next look)."""
     if verb not in VERBS:
-        raise MigrationError(f"`{verb}` is not a decision: apply or skip")
+        raise MigrationError(f"`{verb}` is not a decision: apply or skip (or pause, resume the cutover)")
     db, _, number = which.rpartition(":")
     if not number.isdigit() or len(number) > 12:
         raise MigrationError(f"`{which}` is not a schema change id (like 3, or shop:3)")
-    found = [c for d, cs in (await listing(ctx)).items() if db in ("", d) for c in cs if c.id == int(number)]
+    listed = await listing(ctx)
+    found = [c for d, cs in listed.items() if db in ("", d) for c in cs if c.id == int(number)]
     if not found:
         raise MigrationError(f"{ctx.mid} has no captured schema change {which}", f"`/pgmig ddl {ctx.mid}` lists them")
     if len(found) > 1:
@@ -327,12 +435,23 @@ async def decide(
         if said.verdict is Verdict.REFUSED:
             raise MigrationError(f"{c.label}: {said.reason}")
         if said.verdict is Verdict.RECORDED:
+            await _refresh(ctx, c, listed[c.database])
             return c
         actor = ", ".join(said.approvers)
     if not await _write(ctx, c, verb, actor, reason):
         now = next(x for x in await captured(ctx, c.database) if x.id == c.id)
         raise MigrationError(f"{c.label} was decided already: {now.state} by {now.decided_by}")
+    await _refresh(ctx, c, listed[c.database])
     return c
+
+
+async def _refresh(ctx: MigrationContext, c: Captured, changes: list[Captured]) -> None:
+    """Update the card of `c` where it was posted (read from the state store; nothing when not posted yet)."""
+    where = (await _record(ctx, c.database)).posted.get(str(c.id))
+    if where:
+        card = _card(c, changes)
+        card.channel, card.ts = where[0], where[1]
+        await _tell(ctx, card)
 
 
 async def _write(ctx: MigrationContext, c: Captured, verb: str, actor: str, reason: str) -> bool:
@@ -348,8 +467,58 @@ async def _write(ctx: MigrationContext, c: Captured, verb: str, actor: str, reas
     return True
 
 
+async def held(ctx: MigrationContext) -> CutoverHold | None:
+    """The migration's cutover hold while it is on (any replica reads it from the state store)."""
+    step = await ctx.ledger.store.step(ctx.mid, StepKind.CUTOVER_HOLD)
+    hold = CutoverHold.from_json(step.data) if step is not None else None
+    return hold if hold is not None and hold.on else None
+
+
+async def pause(ctx: MigrationContext, actor: str, reason: str) -> CutoverHold:
+    """Hold the cutover (a card's Pause cutover): refused by the cutover gate until `resume`. Audited and said
+    in the thread; refused when it is held already, or when nothing watches this migration's schema."""
+    if not wanted(ctx):
+        raise MigrationError(
+            f"{ctx.mid} does not watch schema changes (it was started with --no-capture-ddl, or without "
+            "--capture-ddl while [online] capture_ddl is off): there is no schema-change gate to hold its cutover"
+        )
+    if (now := await held(ctx)) is not None:
+        raise MigrationError(
+            f"the cutover of {ctx.mid} is {now.words()}", f"`/pgmig ddl {ctx.mid} resume` lets it go ahead"
+        )
+    hold = CutoverHold(actor, " ".join(reason.split())[:500], utcnow().isoformat())
+    await ctx.ledger.save(ctx.mid, StepKind.CUTOVER_HOLD, StepState.WAITING, f"cutover {hold.words()}", hold.to_json())
+    await ctx.ledger.store.audit(AuditEntry(actor, "ddl.pause", hold.reason, ctx.mid))
+    await ctx.alerts.notice(
+        ctx.m,
+        "cutover-hold",
+        f"⏸ the cutover of {ctx.mid} is {hold.words()} — it is refused until `/pgmig ddl {ctx.mid} resume`",
+    )
+    return hold
+
+
+async def resume(ctx: MigrationContext, actor: str) -> CutoverHold:
+    """Let the cutover go ahead again (audited, said in the thread); refused when it is not held."""
+    hold = await held(ctx)
+    if hold is None:
+        raise MigrationError(f"the cutover of {ctx.mid} is not paused")
+    hold.resumed_by = actor
+    detail = f"cutover {hold.words()}; resumed by {actor}"
+    await ctx.ledger.save(ctx.mid, StepKind.CUTOVER_HOLD, StepState.DONE, detail, hold.to_json())
+    await ctx.ledger.store.audit(AuditEntry(actor, "ddl.resume", f"was {hold.words()}", ctx.mid))
+    await ctx.alerts.notice(
+        ctx.m, "cutover-hold", f"▶️ the cutover of {ctx.mid} may go ahead again: resumed by {actor} (was {hold.words()})"
+    )
+    return hold
+
+
 async def require_decided(ctx: MigrationContext, doing: str) -> None:
-    """Refuse `doing` (a cutover) while any captured schema change awaits a decision, naming each."""
+    """Refuse `doing` (a cutover) while the cutover is paused, or any captured schema change awaits a
+    decision, naming each."""
+    if (hold := await held(ctx)) is not None:
+        raise MigrationError(
+            f"{doing}: the cutover is {hold.words()}", f"`/pgmig ddl {ctx.mid} resume` lets it go ahead (operators)"
+        )
     pending = [c for cs in (await listing(ctx)).values() for c in cs if c.pending]
     if pending:
         raise MigrationError(
@@ -357,6 +526,44 @@ async def require_decided(ctx: MigrationContext, doing: str) -> None:
             + "; ".join(f"{c.database} {c.label}" for c in pending),
             f"decide each (`/pgmig ddl {ctx.mid}` lists them; `apply ID` or `skip ID REASON`), then ask again",
         )
+
+
+async def unapplied(ctx: MigrationContext) -> list[UnappliedChange]:
+    """The captured changes the target does not have, for the cutover's approval card: pending (the stream waits
+    at them), decided `apply` but not reached yet, skipped, failed."""
+    return [
+        UnappliedChange(c.database, c.id, c.tag, _short(c.statement, 150), _state(c), c.pending)
+        for changes in (await listing(ctx)).values()
+        for c in changes
+        if c.outcome != "applied"
+    ]
+
+
+async def outcomes(ctx: MigrationContext) -> list[str]:
+    """The completion summary's lines on the schema changes captured while streaming: those applied on the target
+    and those skipped (with why), and any that failed there. Read before the teardown takes capture away."""
+    found = [c for changes in (await listing(ctx)).values() for c in changes]
+    said = {
+        "applied": "schema changes applied on the target",
+        "skipped": "schema changes skipped (the target does not have them)",
+        "failed": "schema changes that failed on the target",
+    }
+    lines = []
+    for outcome, head in said.items():
+        these = [c for c in found if c.outcome == outcome]
+        if these:
+            lines.append(f"{head}: " + "; ".join(f"{c.database} {c.label}{_decided(c)}" for c in these))
+    return lines
+
+
+def _state(c: Captured) -> str:
+    """Where a change stands, with who decided and why (and the target's error)."""
+    return c.state + _decided(c)
+
+
+def _decided(c: Captured) -> str:
+    said = f" by {c.decided_by}" + (f": {c.reason}" if c.reason else "") if c.decided_by else ""
+    return said + (f" — error on the target: {c.error}" if c.error else "")
 
 
 def _short(text: str, limit: int = 200) -> str:

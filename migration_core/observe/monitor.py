@@ -274,7 +274,8 @@ async def watch_native(ctx: MigrationContext) -> None:
     await slot_guard.guard(ctx)
     await forecast.look(ctx)
     if c.verify_chunk_rows > 0:
-        differ = await continuous.step(ctx, c.verify_chunk_rows)
+        budget = min(c.progress_interval * 0.75, continuous.WALK_BUDGET)
+        differ = await continuous.step(ctx, c.verify_chunk_rows, budget)
         await alerts.alert(
             m,
             "diverged",

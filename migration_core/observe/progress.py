@@ -11,6 +11,9 @@ if TYPE_CHECKING:
     from migration_core.observe.forecast import Measured
     from migration_core.verify.continuous import Verification
 
+# The phases whose time is kept (`DatabaseProgress.timed`): a migration's plan compares them with its estimate
+TIMED = frozenset({"copying data", "loading data", "building indexes"})
+
 
 @dataclass
 class DatabaseProgress:
@@ -47,6 +50,26 @@ class DatabaseProgress:
     verification: "Verification | None" = None  # online: continuous verification's state (verify/continuous.py)
     verified: str = ""  # online: what continuous verification has found, in one line
     schema_changes: "SchemaWatch | None" = None  # online: schema changes captured on the source (observe/ddl.py)
+    timed: dict[str, float] = field(default_factory=dict)  # seconds spent in each TIMED phase of the current step
+
+    def __setattr__(self, name: str, value: object) -> None:
+        """A change of phase is timed, wherever the work sets it: how long the copy and the index builds took
+        is what a migration's plan is compared with (plan/review.py)."""
+        if name == "phase" and value != self.__dict__.get("phase"):
+            now, since = time.time(), self.__dict__.get("_since")
+            was = self.__dict__.get("phase")
+            if since is not None and was in TIMED:
+                self.timed[str(was)] = self.timed.get(str(was), 0.0) + now - since
+            self.__dict__["_since"] = now if value in TIMED else None
+        super().__setattr__(name, value)
+
+    def spent(self, phase: str, now: float | None = None) -> tuple[float, bool] | None:
+        """Seconds in `phase` during the current step, and whether it is still under way; None: not reached."""
+        running = self.phase == phase and self.__dict__.get("_since") is not None
+        if phase not in self.timed and not running:
+            return None
+        extra = (now or time.time()) - self.__dict__["_since"] if running else 0.0
+        return self.timed.get(phase, 0.0) + extra, running
 
     @property
     def rows_done(self) -> int:
@@ -68,6 +91,7 @@ class DatabaseProgress:
         self.working = "; ".join(w for _, w in self.watches.values() if w)
 
     def begin(self, phase: str) -> None:
+        self.timed = {}
         self.phase = phase
         self.tables_done = 0
         self.bytes_done = 0

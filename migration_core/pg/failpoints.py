@@ -3,8 +3,10 @@
 `PGMIG_KILL_AT=fence:shop,release` makes the process SIGKILL itself the moment it reaches one of those
 points (a journal entry planned is `plan-KIND:DATABASE`, marked done `KIND:DATABASE`, its undo
 `undo-KIND:DATABASE`, a finished step `step:NAME`; an extension created before its entry says so
-`create-extension:DATABASE`). Nothing is cleaned up, exactly as when the machine loses power. Unset, this costs one
-environment lookup per point.
+`create-extension:DATABASE`; an Azure change made and not yet marked done `made-KIND:DATABASE`; a
+table captured by schema-change capture added to the publication `ddl-published:DATABASE`). Nothing
+is cleaned up, exactly as when the machine loses power. Unset, this costs one environment lookup per
+point.
 """
 
 from __future__ import annotations

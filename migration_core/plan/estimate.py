@@ -1,12 +1,15 @@
 """The arithmetic of a plan's duration estimate: measured rates in, ranges of seconds out. Pure (no I/O), so
 the model is unit-tested on its own and every factor it assumes is named here, once.
 
-The model, per database: a fixed overhead (the client programs' passes over the schema, each about as long as
-the `pg_dump -s` the plan timed; and a few statements per table, each a measured round trip), then data work
-at the source's measured read rate: the copy (read on the source and written on the target), the index builds
-(they read the table and write the index) and the verification (a checksum pass over both sides). Parallel
-streams divide the data work. An earlier migration's import, when there is one, brackets copy + indexes from
-what really happened."""
+The model, per database: fixed costs (the client programs' passes over the schema, each about as long as the
+`pg_dump -s` the plan timed; and a few statements per table, each a measured round trip), and data work at the
+source's measured read rate: the copy (read on the source and written on the target), the index builds (they
+read the table and write the index) and the verification (a checksum pass over both sides). Each phase carries
+its own passes (a migration times its copy and index builds whole: plan/review.py sets them beside these); the
+rest is the overhead. Parallel streams divide the data work. With early verification (the offline restore
+method) the checksums ride on the copy, and the verify step only has its pass left. An earlier migration's
+measured rates, when there is one, bracket the copy, the index builds and the whole import from what really
+happened."""
 
 from __future__ import annotations
 
@@ -21,6 +24,9 @@ VERIFY_FACTOR = 1.0  # counts and checksums read both sides at once, at about th
 # the post-data listing, the key builds, pg_restore post-data, sequences and large objects, materialized
 # views, ANALYZE, the verification.
 SCHEMA_PASSES = 12
+COPY_PASSES = 1  # of them, the copy's: its sessions, snapshot and table list
+INDEX_PASSES = 2  # the index builds': the key builds, pg_restore post-data (its listing reads only the archive)
+VERIFY_PASSES = 1  # the verification's
 STATEMENTS_PER_TABLE = 12  # per table: COPY out and in, truncate, counts, checksums, ANALYZE, index statements…
 
 
@@ -55,9 +61,11 @@ class Range:
 
 
 def seconds_text(seconds: float) -> str:
-    """`40 ms`, `0.4 s`, `12 s`, `3.5 min`, `2.1 h`: as precise as an estimate deserves."""
+    """`40 ms`, `0.42 s`, `4.2 s`, `12 s`, `3.5 min`, `2.1 h`: as precise as an estimate deserves."""
     if seconds < 0.1:
         return f"{seconds * 1000:.0f} ms"
+    if seconds < 1:
+        return f"{seconds:.2f} s"
     if seconds < 10:
         return f"{seconds:.1f} s"
     if seconds < 120:
@@ -85,20 +93,30 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class Learned:
+    """What an earlier migration measured: bytes of table pages a second its copy moved, bytes of index a second
+    its index builds made, rows a second over its whole import (None where it did not measure one)."""
+
+    copy: float | None = None
+    indexes: float | None = None
+    rows: float | None = None
+
+
+@dataclass(frozen=True)
 class Rates:
     """What was measured: the source's read rate, a statement's round trip and, from an earlier migration,
-    rows a second over its whole import (None: none to learn from)."""
+    its rates (None: none to learn from)."""
 
     read_bytes_per_second: float
     round_trip_seconds: float
     streams: int  # parallel copy streams
-    history_rows_per_second: float | None = None
+    learned: Learned | None = None
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """Each phase as a range of seconds; `import_` (overhead + copy + indexes) is what an earlier
-    migration's import step measured, when there is one."""
+    """Each phase as a range of seconds; `import_` is overhead + copy + indexes (what an import or a full load
+    step takes), widened to what an earlier migration's import took at its rate, when there is one."""
 
     overhead: Range
     copy: Range
@@ -111,18 +129,28 @@ class Estimate:
         return self.import_ + self.verify
 
 
-def estimate(work: Workload, rates: Rates) -> Estimate:
-    """One database's estimate from its workload and the measured rates."""
+def estimate(work: Workload, rates: Rates, early_verify: bool = False) -> Estimate:
+    """One database's estimate from its workload and the measured rates. `early_verify`: tables are compared as
+    their copy commits (the offline restore method), so the checksums are part of the copy."""
     streams = max(1, min(rates.streams, work.tables))
     rate = max(rates.read_bytes_per_second, 1.0)
-    schema = (work.schema_seconds or 0.0) * SCHEMA_PASSES
-    overhead = Range.around(schema + work.tables * STATEMENTS_PER_TABLE * rates.round_trip_seconds)
-    copy = Range.around(work.heap_bytes * COPY_FACTOR / rate / streams)
-    indexes = Range.around(work.index_bytes * INDEX_FACTOR / rate / streams)
-    verify = Range.around(work.heap_bytes * VERIFY_FACTOR / rate / streams)
+    passes = work.schema_seconds or 0.0
+    checksums = work.heap_bytes * VERIFY_FACTOR / rate / streams
+    rest = SCHEMA_PASSES - COPY_PASSES - INDEX_PASSES - VERIFY_PASSES
+    overhead = Range.around(passes * rest + work.tables * STATEMENTS_PER_TABLE * rates.round_trip_seconds)
+    copy = Range.around(
+        passes * COPY_PASSES + work.heap_bytes * COPY_FACTOR / rate / streams + (checksums if early_verify else 0.0)
+    )
+    indexes = Range.around(passes * INDEX_PASSES + work.index_bytes * INDEX_FACTOR / rate / streams)
+    verify = Range.around(passes * VERIFY_PASSES + (0.0 if early_verify else checksums))
+    learned = rates.learned or Learned()
+    if learned.copy:
+        copy = copy.covering(work.heap_bytes / learned.copy)
+    if learned.indexes:
+        indexes = indexes.covering(work.index_bytes / learned.indexes)
     import_ = overhead + copy + indexes
-    if rates.history_rows_per_second:
-        import_ = import_.covering(work.rows / rates.history_rows_per_second)
+    if learned.rows:
+        import_ = import_.covering(work.rows / learned.rows)
     return Estimate(overhead, copy, indexes, verify, import_)
 
 

@@ -1,4 +1,5 @@
-"""`/pgmig plan`: what a migration would move and how long it would take, measured before anything moves.
+"""`/pgmig plan`, and the plan every migration makes as it starts (record.py): what it would move and how long it
+would take, measured before anything moves.
 
 Read-only on both servers. The source is read the way the copy reads it (copy.py: a data connection, a
 `COPY … TO STDOUT` under a read-only snapshot); the target is only inspected by the pre-flight. Every
@@ -9,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import asyncpg
@@ -22,6 +22,7 @@ from migration_core.pg.tools import NO_PUBSUB, Tool, ToolError, connection_env
 from migration_core.plan.estimate import (
     INDEX_FACTOR,
     Estimate,
+    Learned,
     Range,
     Rates,
     Workload,
@@ -32,7 +33,7 @@ from migration_core.plan.estimate import (
     wal_held,
 )
 from migration_core.preflight.checks import PreflightReport, pretty_bytes
-from migration_core.state.models import Migration, Mode, State, StepKind
+from migration_core.state.models import Method, Mode, Step, StepKind, StepState
 from migration_core.store import Store
 from migration_core.transfer import copy
 
@@ -40,6 +41,8 @@ SAMPLE_BYTES = 16 << 20  # of the largest table's pages read by the timed sample
 WAL_SAMPLE_SECONDS = 2.0  # between the two looks at the source's WAL position
 LARGEST = 5  # tables listed per database
 ROUND_TRIPS = 3  # `SELECT 1`s timed; the fastest is the round trip
+LOCK_WAIT = 1.0  # a plan's reads give up on a lock held longer than this (seconds)
+WAL_UNREADABLE = "the source's WAL position cannot be read (a standby?): WAL held not estimated"
 
 # A table's rows as the statistics have them: ANALYZE's count, else the live rows counted since.
 ROWS = "CASE WHEN c.reltuples > 0 THEN c.reltuples::bigint ELSE coalesce(s.n_live_tup, 0) END AS rows"
@@ -121,6 +124,17 @@ class DatabasePlan:
     schema_seconds: float | None  # the timed `pg_dump -s`
     estimate: Estimate
 
+    @classmethod
+    def from_dict(cls, d: dict) -> DatabasePlan:
+        return cls(
+            **{
+                **d,
+                "largest": [TableSize(**t) for t in d["largest"]],
+                "keyless": [KeylessTable(**{**k, "key_build": Range(**k["key_build"])}) for k in d["keyless"]],
+                "estimate": Estimate(**{phase: Range(**r) for phase, r in d["estimate"].items()}),
+            }
+        )
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -145,50 +159,79 @@ class Sample:
 
 @dataclass(frozen=True)
 class History:
-    """An earlier completed offline migration's import: rows over its whole duration."""
+    """What an earlier migration's import (offline) or full load (online) of one database measured: the workload
+    its plan found, and how long the step, its copy and its index builds took (record.py keeps them)."""
 
     migration_id: str
     database: str
-    rows: int
-    seconds: float
+    mode: Mode
     same_servers: bool
+    rows: int  # from the statistics when its plan was made
+    heap_bytes: int
+    index_bytes: int
+    seconds: float  # the whole import or full-load step
+    copy_seconds: float | None  # None: no copy phase (no table)
+    index_seconds: float | None  # None: no index phase (no table, or the dump method)
 
     @property
-    def rate(self) -> float:
-        return self.rows / max(self.seconds, 1e-6)
+    def learned(self) -> Learned:
+        return Learned(
+            self.heap_bytes / self.copy_seconds if self.copy_seconds and self.heap_bytes else None,
+            self.index_bytes / self.index_seconds if self.index_seconds and self.index_bytes else None,
+            self.rows / self.seconds if self.rows and self.seconds > 0 else None,
+        )
 
     def __str__(self) -> str:
+        learned = self.learned
+        rates = [
+            f"{what} {pretty_bytes(int(rate))}/s"
+            for what, rate in (("copy", learned.copy), ("index builds", learned.indexes))
+            if rate is not None
+        ]
+        step = "import" if self.mode is Mode.OFFLINE else "full load"
         servers = "the same servers" if self.same_servers else "other servers"
         return (
-            f"{self.migration_id}'s import of {self.database} ({self.rows:,} rows in {seconds_text(self.seconds)}, "
-            f"{servers})"
+            f"{self.migration_id}'s {step} of {self.database} ({self.rows:,} rows in {seconds_text(self.seconds)}"
+            + "".join(f", {r}" for r in rates)
+            + f"; {servers})"
         )
 
 
 @dataclass
 class MigrationPlan:
-    """Everything `/pgmig plan` answers with. `basis` says where each guessed number comes from."""
+    """Everything `/pgmig plan` answers with, and what a migration keeps of its own plan (`as_dict`: all but the
+    pre-flight, which is a step of its own). `basis` says where each guessed number comes from."""
 
     source: str
     target: str
     mode: Mode
     parallel: int
-    preflight: PreflightReport
     preflight_seconds: float
+    preflight: PreflightReport | None = None  # `/pgmig plan`'s; None in a migration's own plan
+    addresses: tuple[str, str] = ("", "")  # the source's and the target's host:port: "the same servers" later
+    method: Method = Method.RESTORE  # offline: restore verifies each table as its copy commits (early_verify)
     databases: list[DatabasePlan] = field(default_factory=list)
     sample: Sample | None = None
     round_trip: float = 0.0
     history: History | None = None
-    wal_rate: float | None = None  # online: bytes a second, measured over WAL_SAMPLE_SECONDS
+    wal_rate: float | None = None  # online: bytes a second, measured over WAL_SAMPLE_SECONDS (a migration: longer)
+    wal_pending: bool = False  # a migration's online plan, kept before its WAL rate is read (beside the full load)
     notes: list[str] = field(default_factory=list)  # what could not be measured, and why
+    seconds: float = 0.0  # the measurements themselves (the WAL look apart): a migration spends them again
 
     @property
     def total(self) -> Range:
-        """Command → completed (offline) or → streaming (online): the pre-flight again, then every database."""
-        out = Range(self.preflight_seconds, self.preflight_seconds)
+        """Command → completed (offline) or → ready for cutover (online; its verification comes with the
+        cutover): the pre-flight and these measurements again, then every database."""
+        out = Range(self.preflight_seconds + self.seconds, self.preflight_seconds + self.seconds)
         for db in self.databases:
-            out += db.estimate.total
+            out += db.estimate.total if self.mode is Mode.OFFLINE else db.estimate.import_
         return out
+
+    @property
+    def until(self) -> str:
+        """What `total` runs to, in words."""
+        return "completed" if self.mode is Mode.OFFLINE else "ready for cutover"
 
     @property
     def full_load(self) -> Range:
@@ -203,6 +246,14 @@ class MigrationPlan:
         return wal_held(self.wal_rate, self.full_load) if self.wal_rate is not None else None
 
     @property
+    def grounds(self) -> str:
+        """Where the numbers come from, in a few words (a card's line; `basis` says it whole)."""
+        said = [f"a {seconds_text(self.sample.seconds)} sample of {self.sample.table}" if self.sample else "no sample"]
+        if self.history:
+            said.append(f"learnt from {self.history.migration_id}'s {self.history.database}")
+        return ", ".join(said)
+
+    @property
     def basis(self) -> list[str]:
         said = [f"read rate from {self.sample}" if self.sample else "no table to sample: no data to copy"]
         said.append(f"{self.round_trip * 1000:.1f} ms a statement (timed round trip) for the per-table overhead")
@@ -210,14 +261,36 @@ class MigrationPlan:
         if timed:
             said.append(f"per-database overhead from a timed `pg_dump -s` of {', '.join(timed)}")
         said.append(
-            f"copy + indexes bracketed by {self.history}"
+            f"copy, index builds and the whole import bracketed by {self.history}"
             if self.history
             else "no earlier migration to learn from: the range rests on the sample alone"
         )
         if self.wal_rate is not None:
-            said.append(f"WAL rate {pretty_bytes(int(self.wal_rate))}/s measured over {WAL_SAMPLE_SECONDS:g} s")
-        said.append(f"pre-flight took {seconds_text(self.preflight_seconds)} here, and runs again at the start")
+            said.append(f"WAL rate {pretty_bytes(int(self.wal_rate))}/s, measured on the source")
+        again = ", and runs again at the start" if self.preflight is not None else ""
+        said.append(f"pre-flight took {seconds_text(self.preflight_seconds)}{again}")
+        said.append(f"these measurements took {seconds_text(self.seconds)}")
         return said + self.notes
+
+    def as_dict(self) -> dict:
+        """What a migration's `plan` step keeps."""
+        out = asdict(replace(self, preflight=None))
+        del out["preflight"]
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MigrationPlan:
+        return cls(
+            **{
+                **d,
+                "mode": Mode(d["mode"]),
+                "method": Method(d["method"]),
+                "addresses": tuple(d["addresses"]),
+                "databases": [DatabasePlan.from_dict(db) for db in d["databases"]],
+                "sample": Sample(**d["sample"]) if d["sample"] else None,
+                "history": History(**{**d["history"], "mode": Mode(d["history"]["mode"])}) if d["history"] else None,
+            }
+        )
 
 
 async def survey(
@@ -227,35 +300,52 @@ async def survey(
     parallel: int,
     bindir: Path | None,
     history: History | None,
+    addresses: tuple[str, str],
 ) -> MigrationPlan:
-    """Measure the databases the pre-flight chose and estimate their migration. `bindir`: the client programs
-    (None: pg_dump could not be found, and the plan says so)."""
-    plan = MigrationPlan(report.source, report.target, report.mode, parallel, report, preflight_seconds)
-    plan.history = history
+    """`/pgmig plan`: measure the databases the pre-flight chose and estimate their migration. `bindir`: the
+    client programs (None: pg_dump could not be found, and the plan says so)."""
+    plan = MigrationPlan(
+        report.source, report.target, report.mode, parallel, preflight_seconds, report, addresses, history=history
+    )
     if not report.databases:
         plan.notes.append("no database to plan: see the pre-flight")
         return plan
-    wal = asyncio.ensure_future(wal_rate(source)) if report.mode is Mode.ONLINE else None
-    try:
-        facts = {db: await _facts(source, db) for db in report.databases}
-        largest = max(report.databases, key=lambda db: facts[db].largest_heap)
-        plan.sample, plan.round_trip = await sample(source, largest)
-        rates = Rates(
-            plan.sample.rate if plan.sample else 1.0, plan.round_trip, parallel, history.rate if history else None
-        )
-        for db in report.databases:
-            seconds = await schema_seconds(source, db, bindir) if bindir else None
-            plan.databases.append(_database(db, facts[db], seconds, rates))
-        if bindir is None:
-            plan.notes.append("pg_dump not found: the per-database schema overhead is not counted")
-        if wal is not None:
-            plan.wal_rate = await wal
-            if plan.wal_rate is None:
-                plan.notes.append("the source's WAL position cannot be read (a standby?): WAL held not estimated")
-    finally:
-        if wal is not None and not wal.done():
-            wal.cancel()
+    clock = await WalClock.start(source) if report.mode is Mode.ONLINE else None
+    await measure(plan, source, report.databases, bindir)
+    if report.mode is Mode.ONLINE:
+        await settle_wal(plan, source, clock, WAL_SAMPLE_SECONDS)
     return plan
+
+
+async def measure(plan: MigrationPlan, source: ServerConfig, databases: list[str], bindir: Path | None) -> None:
+    """Fill `plan` with what each database holds, how fast the source reads and its estimates (the WAL rate
+    apart: WalClock); `plan.seconds` is how long this took."""
+    started = time.perf_counter()
+    facts = {db: await _facts(source, db) for db in databases}
+    largest = max(databases, key=lambda db: facts[db].largest_heap)
+    try:
+        plan.sample, plan.round_trip = await sample(source, largest)
+    except asyncpg.LockNotAvailableError:
+        plan.sample, plan.round_trip = None, 0.0
+        plan.notes.append(f"the copy sample of {largest} waited on a lock someone holds: throughput not measured")
+    history = plan.history
+    rates = Rates(
+        plan.sample.rate if plan.sample else 1.0, plan.round_trip, plan.parallel, history.learned if history else None
+    )
+    early = plan.mode is Mode.OFFLINE and plan.method is Method.RESTORE
+    for db in databases:
+        seconds = await schema_seconds(source, db, bindir) if bindir else None
+        plan.databases.append(_database(db, facts[db], seconds, rates, early))
+    if bindir is None:
+        plan.notes.append("pg_dump not found: the per-database schema overhead is not counted")
+    plan.seconds = time.perf_counter() - started
+
+
+async def settle_wal(plan: MigrationPlan, source: ServerConfig, clock: WalClock | None, at_least: float) -> None:
+    """The source's WAL rate since `clock` started (at least `at_least` seconds of it), or why it is unknown."""
+    plan.wal_rate, plan.wal_pending = await clock.rate(source, at_least) if clock else None, False
+    if plan.wal_rate is None:
+        plan.notes.append(WAL_UNREADABLE)
 
 
 @dataclass(frozen=True)
@@ -271,8 +361,10 @@ class _Facts:
 
 
 async def _facts(source: ServerConfig, db: str) -> _Facts:
-    """What the catalog and statistics say of the database."""
+    """What the catalog and statistics say of the database (sizes take a table's lightest lock: one held by
+    someone else past LOCK_WAIT fails the plan, which never holds up the migration it belongs to)."""
     async with source.connection(db) as conn:
+        await conn.execute(f"SET lock_timeout = {int(LOCK_WAIT * 1000)}")
         size = await conn.fetchval("SELECT pg_database_size(current_database())")
         tables = await conn.fetch(TABLE_FACTS)
         keyless = await conn.fetch(KEYLESS)
@@ -280,7 +372,7 @@ async def _facts(source: ServerConfig, db: str) -> _Facts:
     return _Facts(size, tables, keyless, since / 3600 if since else None)
 
 
-def _database(name: str, f: _Facts, schema: float | None, rates: Rates) -> DatabasePlan:
+def _database(name: str, f: _Facts, schema: float | None, rates: Rates, early_verify: bool) -> DatabasePlan:
     work = Workload(
         len(f.tables),
         sum(t["rows"] for t in f.tables),
@@ -311,16 +403,18 @@ def _database(name: str, f: _Facts, schema: float | None, rates: Rates) -> Datab
         largest,
         keyless,
         schema,
-        estimate(work, rates),
+        estimate(work, rates, early_verify),
     )
 
 
 async def sample(source: ServerConfig, database: str) -> tuple[Sample | None, float]:
     """A timed `COPY … TO STDOUT` of a slice of the database's largest table (TABLESAMPLE SYSTEM, about
     SAMPLE_BYTES of its pages), through the copy's own path, under a read-only snapshot; and the fastest of a
-    few round trips. (None, …) when the database has no table."""
+    few round trips. (None, …) when the database has no table. A plan never waits behind someone's lock
+    (the migration it belongs to would wait with it): a lock held past LOCK_WAIT fails the sample."""
     conn = await source.connect(database, data=True)
     try:
+        await conn.execute(f"SET lock_timeout = {int(LOCK_WAIT * 1000)}")
         trips = []
         for _ in range(ROUND_TRIPS):
             start = time.perf_counter()
@@ -358,46 +452,85 @@ async def schema_seconds(source: ServerConfig, database: str, bindir: Path) -> f
         start = time.perf_counter()
         try:
             await Tool(bindir, "pg_dump").run(
-                ["-Fc", "-s", *NO_PUBSUB, "-f", str(Path(tmp) / "schema.dump")], connection_env(source, database)
+                [
+                    "-Fc",
+                    "-s",
+                    *NO_PUBSUB,
+                    f"--lock-wait-timeout={int(LOCK_WAIT * 1000)}",
+                    "-f",
+                    str(Path(tmp) / "schema.dump"),
+                ],
+                connection_env(source, database),
             )
         except ToolError:
             return None
         return time.perf_counter() - start
 
 
-async def wal_rate(source: ServerConfig) -> float | None:
-    """Bytes a second the source's WAL grew between two looks WAL_SAMPLE_SECONDS apart; None on a standby."""
-    async with source.connection() as conn:
-        try:
-            first = await conn.fetchval("SELECT pg_current_wal_lsn()")
-            start = time.perf_counter()
-            await asyncio.sleep(WAL_SAMPLE_SECONDS)
-            grown = await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", first)
-        except asyncpg.PostgresError:
-            return None
-        return float(grown) / (time.perf_counter() - start)
+@dataclass(frozen=True)
+class WalClock:
+    """The source's WAL position when a look began: the rate it grows at is read against it later."""
+
+    lsn: str
+    started: float
+
+    @classmethod
+    async def start(cls, source: ServerConfig) -> WalClock | None:
+        """None on a standby (no WAL position of its own)."""
+        async with source.connection() as conn:
+            try:
+                lsn = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
+            except asyncpg.PostgresError:
+                return None
+        return cls(lsn, time.perf_counter())
+
+    async def rate(self, source: ServerConfig, at_least: float) -> float | None:
+        """Bytes a second the WAL grew since the start, looked at no sooner than `at_least` seconds after it."""
+        await asyncio.sleep(max(0.0, self.started + at_least - time.perf_counter()))
+        async with source.connection() as conn:
+            try:
+                grown = await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)", self.lsn)
+            except asyncpg.PostgresError:
+                return None
+        return float(grown) / (time.perf_counter() - self.started)
 
 
-async def history(store: Store, same: Callable[[Migration], bool]) -> History | None:
-    """The earlier completed offline migration whose import moved the most rows (between the same servers
-    first, as `same` tells; the newest of equals): its import step's timing and its verify step's row count."""
-    found: list[History] = []
-    for m in await store.list_migrations():
-        if m.state is not State.COMPLETED or m.mode is not Mode.OFFLINE:
-            continue
-        found += await _imports(store, m, same(m))
-    return max(reversed(found), key=lambda h: (h.same_servers, h.rows), default=None)
+async def history(store: Store, addresses: tuple[str, str], but: str = "") -> History | None:
+    """The earlier migration whose import or full load moved the most table data (between the same servers first,
+    the newest of equals), from its plan and its steps. `but`: the migration asking, which is not earlier."""
+    found: list[tuple[History, str]] = []
+    for kept in await store.steps_named(StepKind.PLAN):
+        if kept.migration_id != but and kept.data:
+            plan = MigrationPlan.from_dict(kept.data)
+            steps = {s.name: s for s in await store.steps(kept.migration_id)}
+            when = kept.started_at.isoformat() if kept.started_at else ""
+            found += [(h, when) for h in measured(kept.migration_id, plan, steps, plan.addresses == addresses)]
+    best = max(found, key=lambda hw: (hw[0].same_servers, hw[0].heap_bytes, hw[1]), default=None)
+    return best[0] if best else None
 
 
-async def _imports(store: Store, m: Migration, same: bool) -> list[History]:
+def measured(migration_id: str, plan: MigrationPlan, steps: dict[str, Step], same: bool) -> list[History]:
+    """Each database of a migration whose import (offline) or full load (online) finished, as it measured it."""
+    kind = StepKind.IMPORT if plan.mode is Mode.OFFLINE else StepKind.LOAD
     out = []
-    steps = {s.name: s for s in await store.steps(m.id)}
-    for db in m.databases:
-        imported, verified = steps.get(StepKind.IMPORT.at(db)), steps.get(StepKind.VERIFY.at(db))
-        if imported is None or verified is None or not imported.started_at or not imported.finished_at:
+    for db in plan.databases:
+        step = steps.get(kind.at(db.name))
+        if step is None or step.state != StepState.DONE or "seconds" not in step.data:
             continue
-        rows = int(verified.data.get("rows", 0))
-        seconds = (imported.finished_at - imported.started_at).total_seconds()
-        if rows and seconds > 0:
-            out.append(History(m.id, db, rows, seconds, same))
+        phases, seconds = step.data.get("phases", {}), float(step.data["seconds"])
+        copied = phases.get("copying data", phases.get("loading data"))
+        out.append(
+            History(
+                migration_id,
+                db.name,
+                plan.mode,
+                same,
+                db.rows,
+                db.heap_bytes,
+                db.index_bytes,
+                seconds,
+                copied,
+                phases.get("building indexes"),
+            )
+        )
     return out

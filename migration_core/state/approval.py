@@ -23,6 +23,19 @@ from migration_core.store import Store
 
 
 @dataclass
+class UnappliedChange:
+    """A schema change captured on a streaming migration's source that its target does not have (yet) when the
+    cutover is asked for (observe/ddl.py): the approvers see what the target will lack."""
+
+    database: str
+    id: int
+    tag: str
+    statement: str  # shortened, on one line
+    state: str  # pending, skipped by …: why, failed on the target: …, apply decided …
+    blocks_replication: bool  # pending: the stream waits at it until it is decided
+
+
+@dataclass
 class ApprovalRequest:
     """One round of asking the team."""
 
@@ -35,6 +48,7 @@ class ApprovalRequest:
     open: bool = True
     verification: str = ""  # what was checked when it was asked for (a cutover's tables)
     forecast: str = ""  # a cutover's predicted write freeze when it was asked for (observe/forecast.py)
+    schema_changes: list[UnappliedChange] | None = None  # a cutover's, when asked for; None: schema not watched
 
     @classmethod
     def new(
@@ -54,6 +68,8 @@ class ApprovalRequest:
     @classmethod
     def from_dict(cls, data: dict) -> "ApprovalRequest":
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if known.get("schema_changes") is not None:
+            known["schema_changes"] = [UnappliedChange(**c) for c in known["schema_changes"]]
         return cls(**{**known, "expires_at": datetime.fromisoformat(data["expires_at"])})
 
 

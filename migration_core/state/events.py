@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from migration_core.observe.progress import MigrationProgress
 from migration_core.state.approval import Closed
 from migration_core.state.models import Migration
+
+if TYPE_CHECKING:
+    from migration_core.observe.ddl import SchemaCard
 
 
 class MigrationEvents(Protocol):
@@ -24,6 +27,16 @@ class MigrationEvents(Protocol):
     ) -> None:
         """Something needs a person's attention (lag, WAL held on the source), or stopped needing it;
         `offer_cancel`: cancelling the migration is the way out, offered to operators with the alert."""
+
+    async def schema_change(
+        self, migration: Migration, progress: MigrationProgress, card: SchemaCard
+    ) -> tuple[str, str]:
+        """A schema change captured on the source (or a drift found): its card posted in the migration's
+        thread, or updated where it is (`card.channel`, `card.ts`); returns where it is (empty: not posted)."""
+
+    async def chart(self, migration: Migration, progress: MigrationProgress, moment: str) -> None:
+        """A moment worth a picture (`moment`: "full load done", "ready for cutover", "completed", "lag alert"…):
+        the migration's chart (`Engine.chart`) goes to its thread."""
 
     async def digest(self, migrations: list[Migration], progress: dict[str, MigrationProgress]) -> None:
         """The periodic summary of every active migration."""
@@ -43,6 +56,14 @@ class NoEvents:
     async def alert(
         self, migration: Migration, progress: MigrationProgress, text: str, offer_cancel: bool = False
     ) -> None:
+        return None
+
+    async def schema_change(
+        self, migration: Migration, progress: MigrationProgress, card: SchemaCard
+    ) -> tuple[str, str]:
+        return "", ""
+
+    async def chart(self, migration: Migration, progress: MigrationProgress, moment: str) -> None:
         return None
 
     async def digest(self, migrations: list[Migration], progress: dict[str, MigrationProgress]) -> None:

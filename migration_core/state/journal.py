@@ -69,9 +69,11 @@ class Journal:
     async def confirm(self) -> None:
         """Raise `LeaseLost` when this writer's fencing token is stale: called before a change on a server
         that writes no entry first (an undo, the cutover's last steps), so a process that lost its lease
-        while frozen touches nothing when it wakes."""
+        while frozen touches nothing when it wakes. Checking and renewing the lease are one statement: once
+        it returns, no other process can take the migration over for a full lease period, even one that
+        found this holder's lease stale a moment before."""
         token = self._token()
-        if token is not None and not await self.store.holds(self.migration_id, token):
+        if token is not None and not await self.store.renew(self.migration_id, token):
             raise LeaseLost(self.migration_id)
 
     async def entries(

@@ -26,6 +26,12 @@ from migration_core.store import Store
 
 log = logging.getLogger(__name__)
 DONE, RUNNING, FAILED, WAITING = StepState.DONE, StepState.RUNNING, StepState.FAILED, StepState.WAITING
+# The states whose arrival the migration's thread gets a picture of (events.chart), in its words
+CHARTED = {
+    State.CATCHING_UP: "full load done",
+    State.READY_FOR_CUTOVER: "ready for cutover",
+    State.COMPLETED: "completed",
+}
 
 
 class Ledger:
@@ -107,7 +113,10 @@ class Ledger:
 
     async def emit_state(self, mid: str, detail: str, closed: approval.Closed | None = None) -> None:
         try:
-            await self.events.state_changed(await self.get(mid), self.progress(mid), detail, closed)
+            m = await self.get(mid)
+            await self.events.state_changed(m, self.progress(mid), detail, closed)
+            if m.state in CHARTED and closed is None:  # back after a rejected or expired approval: nothing new
+                await self.events.chart(m, self.progress(mid), CHARTED[m.state])
         except Exception:  # telling the channel must never break the migration itself
             log.exception("publishing the state of %s failed", mid)
 
@@ -125,9 +134,12 @@ class Alerts:
         self.ledger = ledger
         self._raised: dict[tuple[str, str], int] = {}  # 0 clear, 1 raised, 2 raised offering cancel
 
-    async def alert(self, m: Migration, kind: str, raised: bool, text: str, offer_cancel: bool = False) -> None:
+    async def alert(
+        self, m: Migration, kind: str, raised: bool, text: str, offer_cancel: bool = False, *, chart: bool = True
+    ) -> None:
         """`offer_cancel`: the way out is cancelling (the alert gets a button for it); a raised alert that
-        comes to need it is said again, with it (and not again when it no longer does: the button stays good)."""
+        comes to need it is said again, with it (and not again when it no longer does: the button stays good).
+        `chart`: the alert's first saying is followed by the migration's chart (a one-off notice's is not)."""
         key = (m.id, kind)
         level, before = (2 if offer_cancel else 1) if raised else 0, self._raised.get(key, 0)
         if level == before or 0 < level < before:
@@ -137,10 +149,12 @@ class Alerts:
         await self.ledger.store.audit(AuditEntry("pgmig", f"alert.{kind}", message[:2000], m.id))
         try:
             await self.ledger.events.alert(m, self.ledger.progress(m.id), message, offer_cancel and raised)
+            if raised and not before and chart:
+                await self.ledger.events.chart(m, self.ledger.progress(m.id), f"{kind} alert")
         except Exception:
             log.exception("posting the %s alert of %s failed", kind, m.id)
 
     async def notice(self, m: Migration, kind: str, text: str) -> None:
         """A one-off post (not a condition that later clears)."""
-        await self.alert(m, kind, True, text)
+        await self.alert(m, kind, True, text, chart=False)
         self._raised.pop((m.id, kind), None)

@@ -73,6 +73,7 @@ class StepKind(StrEnum):
     """The steps a migration records; per-database ones are stored as `kind:database`."""
 
     PREFLIGHT = "preflight"
+    PLAN = "plan"  # the migration's own plan (plan/record.py): what it would move and how long each phase should take
     ROLES = "roles"
     IDENTITY = "identity"
     EXPORT = "export"
@@ -90,6 +91,8 @@ class StepKind(StrEnum):
     INCIDENT = "incident"  # what the checks after release found
     RECOVERY = "recovery"  # how often pgmig restarted this migration's work by itself
     PROVISION = "provision"
+    SCHEMA_WATCH = "schema_watch"  # online: a database's schema-change watch (drift baseline, cards posted)
+    CUTOVER_HOLD = "cutover_hold"  # online: the cutover paused by someone (observe/ddl.py), until resumed
 
     def at(self, database: str) -> str:
         """The stored name of this step for one database."""
@@ -116,6 +119,25 @@ class Backend(StrEnum):
     DMS = "dms"  # Azure DMS classic
 
 
+class DdlCapture(StrEnum):
+    """Whether an online migration captures schema changes made on its source while it streams."""
+
+    DEFAULT = "default"  # as `[online] capture_ddl` says
+    ON = "on"  # --capture-ddl
+    OFF = "off"  # --no-capture-ddl
+
+    def resolved(self, configured: bool) -> bool:
+        """On or off, `configured` (`[online] capture_ddl`) deciding for the default."""
+        return configured if self is DdlCapture.DEFAULT else self is DdlCapture.ON
+
+    @classmethod
+    def read(cls, stored: bool | str) -> "DdlCapture":
+        """As stored: before the opt-out existed it was a bool, and false meant "as configured"."""
+        if isinstance(stored, bool):
+            return cls.ON if stored else cls.DEFAULT
+        return cls(stored)
+
+
 DEFAULT_PARALLEL = max(2, min(8, os.cpu_count() or 2))
 
 
@@ -130,7 +152,7 @@ class MigrationOptions:
     replica_identity_full: bool = False
     backend: Backend = Backend.NATIVE
     runtime_server: str = ""  # flex backend: the runtime server's resource id (private networks); "" = the target's
-    capture_ddl: bool = False  # online, --capture-ddl: schema changes captured even where [online] capture_ddl is off
+    capture_ddl: DdlCapture = DdlCapture.DEFAULT  # online: --capture-ddl, --no-capture-ddl, or [online] capture_ddl
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -140,6 +162,7 @@ class MigrationOptions:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         options = cls(**known)
         options.method, options.backend = Method(options.method), Backend(options.backend)
+        options.capture_ddl = DdlCapture.read(options.capture_ddl)
         return options
 
 
@@ -265,6 +288,15 @@ class Change(StrEnum):
     REPAIR = "repair"  # a key range re-copied onto the target by `/pgmig repair` (nothing to undo)
     VERIFIER = "verifier"  # continuous verification's schema, watermark table (+ target trigger) (data: oid)
     DDL_CAPTURE = "ddl_capture"  # schema-change capture: source event triggers + table, target gate (changes/ddl.py)
+    # Azure changes on a flexible server, outside any migration (changes/azure.py): scope prov-N or azure:GROUP/NAME,
+    # server GROUP/NAME
+    AZURE_DATABASE = "azure_database"  # a database Azure created for /pgmig createdb (data: resource_id, oid, …)
+    FIREWALL_RULE = "firewall_rule"  # a firewall rule set (data: start, end, before)
+    SERVER_PARAMETER = "server_parameter"  # a server parameter set (data: before, value)
+    SERVER_RESTART = "server_restart"  # a restart (nothing to undo)
+
+
+AZURE_CHANGES = (Change.AZURE_DATABASE, Change.FIREWALL_RULE, Change.SERVER_PARAMETER, Change.SERVER_RESTART)
 
 
 class Mark(StrEnum):
@@ -295,6 +327,8 @@ class JournalEntry:
 
     def describe(self) -> str:
         where = f"on the {self.server}" + (f" in {self.database}" if self.database else "")
+        if self.kind in AZURE_CHANGES:
+            where = f"on flexible server {self.server}"
         what = {
             Change.DATABASE: f"database {self.database}",
             Change.CONTENTS: f"what pgmig put into {self.database} (it was empty)",
@@ -308,6 +342,10 @@ class JournalEntry:
             Change.VERIFIER: f"verification schema {self.name} (watermark table)",
             Change.DDL_CAPTURE: f"schema-change capture in {self.name} (event triggers, ddl table)",
             Change.REPAIR: f"the repair of {self.name}",
+            Change.AZURE_DATABASE: f"database {self.database} (created through Azure)",
+            Change.FIREWALL_RULE: f"firewall rule {self.name} {self.data.get('start')}-{self.data.get('end')}",
+            Change.SERVER_PARAMETER: f"{self.name} = {self.data.get('value')} (was {self.data.get('before')})",
+            Change.SERVER_RESTART: "a restart (nothing to undo)",
         }.get(self.kind, f"{self.kind.value} {self.name}")
         maybe = " (maybe: pgmig stopped while making it)" if self.mark is Mark.PLANNED else ""
         return f"{what} {where}{maybe}"

@@ -1,7 +1,8 @@
 """The persistent state store: SQLite (embedded default) or PostgreSQL (several bot replicas).
 
-It holds migrations, their steps, approvals, the audit log, provisioned servers and the journal of
-every change pgmig made on a customer's server, with one repository per table group (each module here).
+It holds migrations, their steps, approvals, the audit log, provisioned servers, the journal of every
+change pgmig made on a customer's server and the metrics its charts are drawn from, with one repository per
+table group (each module here).
 Every text a person will read back (a migration's error, a step's detail and data, an audit entry)
 passes through `secrets.redact` on its way in, whoever wrote it.
 """
@@ -15,6 +16,7 @@ from migration_core.store.commands import CommandsRepo
 from migration_core.store.ids import IdsRepo
 from migration_core.store.journal import JournalRepo
 from migration_core.store.leases import Lease, LeaseLost, LeasesRepo
+from migration_core.store.metrics import MetricsRepo
 from migration_core.store.migrations import MigrationsRepo
 from migration_core.store.provisioning import ProvisioningRepo
 from migration_core.store.steps import StepsRepo
@@ -33,6 +35,7 @@ class Store(
     JournalRepo,
     CommandsRepo,
     BudgetRepo,
+    MetricsRepo,
 ):
     """Migrations, steps, approvals and audit entries; survives restarts; safe for concurrent replicas.
 

@@ -4,6 +4,7 @@ with read-only commands counted rather than shown.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from migration_core.pg.secrets import redact
@@ -33,6 +34,19 @@ class AuditRepo(Database):
         where, args = ("WHERE migration_id = $2", [limit, migration_id]) if migration_id else ("", [limit])
         rows = await self._db.fetch(f"SELECT * FROM pgmig_audit {where} ORDER BY at DESC LIMIT $1", *args)
         return [_audit_entry(r) for r in reversed(rows)]
+
+    async def reached(self, migration_id: str) -> dict[str, datetime]:
+        """When the migration first moved to each state it has been in (its moves' audit entries, `state: …`):
+        what its plan's estimate of the whole run is compared with."""
+        rows = await self._db.fetch(
+            "SELECT substr(detail, 1, 40) AS head, at FROM pgmig_audit WHERE migration_id = $1 AND action = 'state' "
+            "ORDER BY at",
+            migration_id,
+        )
+        out: dict[str, datetime] = {}
+        for r in rows:
+            out.setdefault(r["head"].split(":", 1)[0], at(r["at"]))
+        return out
 
     async def audit_page(self, subject: str, page: int = 1, size: int = 50, everything: bool = False) -> AuditPage:
         """A page of what was done to `subject`, read-only commands left out (and counted) unless

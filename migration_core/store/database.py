@@ -54,6 +54,11 @@ SCHEMA = [
         migration_id TEXT NOT NULL, kind TEXT NOT NULL, server TEXT NOT NULL, database TEXT NOT NULL,
         name TEXT NOT NULL, mark TEXT NOT NULL, data TEXT NOT NULL, at TEXT NOT NULL, updated_at TEXT NOT NULL,
         PRIMARY KEY (migration_id, kind, server, database, name))""",
+    """CREATE TABLE IF NOT EXISTS pgmig_metric (
+        migration_id TEXT NOT NULL, database TEXT NOT NULL, at TEXT NOT NULL, lag_bytes BIGINT,
+        lag_seconds DOUBLE PRECISION, apply_rate DOUBLE PRECISION, wal_rate DOUBLE PRECISION, wal_held BIGINT,
+        wal_limit BIGINT, copied_bytes BIGINT NOT NULL, copied_rows BIGINT NOT NULL,
+        PRIMARY KEY (migration_id, database, at))""",
 ]
 
 

@@ -93,6 +93,20 @@ class LeasesRepo(Database):
             == 1
         )
 
+    async def renew(self, migration_id: str, token: int) -> bool:
+        """Renew the lease of the holder whose fencing token is `token`, in one statement that succeeds only
+        while that token is still the migration's and the lease was not given back: after True, no other
+        process can claim the migration for a full lease period (a claim needs a stale heartbeat)."""
+        return (
+            await self._db.execute(
+                f"UPDATE pgmig_migration SET heartbeat = {self._db.clock()} "
+                "WHERE id = $1 AND token = $2 AND owner <> ''",
+                migration_id,
+                token,
+            )
+            == 1
+        )
+
     async def holds(self, migration_id: str, token: int) -> bool:
         """Whether `token` is still the migration's fencing token (nobody took it over since that claim)."""
         rows = await self._db.fetch("SELECT token FROM pgmig_migration WHERE id = $1", migration_id)

@@ -12,16 +12,31 @@ the range, even back to an earlier value, is the same at both), the source's ran
 — every source write to it would have been applied in between — so the source's read saw the same rows the
 target holds: the comparison is consistent. A range that changed meanwhile is simply checked again later.
 
+A range that changed between its watermarks twice in a row is hot: it is cut in two at its middle key, down
+to single rows, so a table the applications write to all the time is still verified without a lock.
+
 A range whose consistent comparison differs twice in a row is a divergence: the status and the channel name
 the table and the key range. A table without a single-column key is compared whole (as one range) while
 it is small; a larger one is left to the cutover's count and the checksums after release, and status says
 so. The work is a few ranges per database on each progress tick, on the replica that runs the migration.
+
+**Coverage.** A keyed table is *covered* once the walk went through it to its end and every range it was cut
+into compared equal at some point of the stream, with no range of it differing since. From there on the
+target's copy is the source's as of that point plus every change the subscription applied after it, in
+commit order: the cutover's write window (flows/steps/cutover.py) then proves only that every change
+committed before the fence arrived — a watermark written after the fence seen on the target — and counts
+just the tables that are not covered (those without a key among them). The covered tables are journaled
+with the verification objects (so any replica's status, and a restart, know them), their share of the
+rows is what `[online] require_verified_share` asks of a cutover request, and `finish` drives the walk on
+at a request until that share is reached or a deadline passes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import asyncpg
 
@@ -29,10 +44,14 @@ from migration_core.changes import watermarks
 from migration_core.engine.context import MigrationContext
 from migration_core.pg.servers import ConnectionProblem
 from migration_core.pg.sql import ident, qualified
-from migration_core.state.journal import TARGET, Change, Payload
+from migration_core.state.journal import SOURCE, TARGET, Change, Payload
+from migration_core.state.models import utcnow
 
-IN_FLIGHT = 4  # ranges per database whose watermarks are on their way to the target at once
+IN_FLIGHT = 8  # ranges per database whose watermarks are on their way to the target at once
 GIVE_UP_SECONDS = 600.0  # a range whose watermarks did not arrive in this long is checked again later
+HOT = 2  # a range that changed between its watermarks this many times in a row is cut in two
+WALK_PAUSE = 0.02  # between rounds of a walk that goes on within one tick: the watermarks' way to the target
+WALK_BUDGET = 10.0  # at most this long of a tick is spent walking while a database is not covered yet
 KEYLESS_LIMIT = 10  # a table without a key is compared whole while it has at most this many chunks' rows
 
 # The migration's published tables with their single-column key (primary key first, else a unique index on
@@ -63,6 +82,9 @@ class RepairPayload(Payload):
     hi: str | None = None
 
 
+Ref = tuple[str, str]  # (schema, table), as verify/tables.py names relations
+
+
 @dataclass(frozen=True)
 class Table:
     schema: str
@@ -70,10 +92,15 @@ class Table:
     kind: str
     key: str | None
     keytype: str | None
+    estimate: int = 0  # rows, from the planner's statistics: the table's weight in the verified share
 
     @property
     def label(self) -> str:
         return qualified(self.schema, self.name)
+
+    @property
+    def ref(self) -> Ref:
+        return (self.schema, self.name)
 
 
 @dataclass(frozen=True)
@@ -81,6 +108,7 @@ class Range:
     table: Table
     lo: str | None  # key text, inclusive; None: from the first row
     hi: str | None  # key text, exclusive; None: to the last row
+    walk: int = field(default=0, compare=False)  # the pass it was cut in (not part of its identity)
 
     @property
     def label(self) -> str:
@@ -103,34 +131,67 @@ class Pending:
 
 @dataclass
 class Verification:
-    """One database's continuous verification (kept in memory with its progress; a restart begins a new pass)."""
+    """One database's continuous verification: the walk and its results in memory with its progress, the
+    covered tables also in the journal (a restart keeps them and walks again for the rest)."""
 
     schema: str = ""
+    planned: bool = False
     tables: list[Table] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # tables too large to compare whole without a key
     cursor: tuple[int, str | None] = (0, None)  # next table, and the low key of its next range
     again: list[Range] = field(default_factory=list)  # ranges to compare again (changed meanwhile, or differed once)
     pending: dict[int, Pending] = field(default_factory=dict)
+    changed: dict[Range, int] = field(default_factory=dict)  # comparisons the range's writes spoiled, in a row
     differed: dict[Range, int] = field(default_factory=dict)  # consistent comparisons that differed, in a row
     divergences: dict[Range, str] = field(default_factory=dict)  # differed twice in a row: in words
+    open: dict[tuple[Ref, int], set[Range]] = field(default_factory=dict)  # not yet compared equal, by table, pass
+    scanned: set[tuple[Ref, int]] = field(default_factory=set)  # tables a pass went through to their end
+    covered: set[Ref] = field(default_factory=set)  # see the module's docstring
+    covered_at: datetime | None = None
+    journaled: tuple[frozenset[Ref], float | None] = (frozenset(), None)  # covered tables and share, as journaled
     passes: int = 0
-    ranges_this_pass: int = 0
-    verified_this_pass: int = 0
     rows_verified: int = 0
-    last_pass_ranges: int | None = None
-    last_pass_verified: int = 0  # of those, compared equal during that pass (the rest: again, in the next)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)  # one walker at a time
+
+    def share(self) -> float | None:
+        """The covered share of the keyed tables' rows (planner estimates; each table weighs at least one
+        row); None until the tables are known. Tables without a key are counted at cutover instead."""
+        if not self.planned:
+            return None
+        weights = {t.ref: max(t.estimate, 1) for t in self.tables if t.key is not None}
+        total = sum(weights.values())
+        return 1.0 if not total else sum(w for ref, w in weights.items() if ref in self.covered) / total
 
     def summary(self) -> str:
-        """One line for status and the live message."""
-        done = f"pass {self.passes + 1}: {self.verified_this_pass} ranges verified"
-        if self.last_pass_ranges is not None:
-            done += f" (the last pass: {self.last_pass_verified} of {self.last_pass_ranges})"
-        done += f", {self.rows_verified:,} rows compared in all"
+        """One line for status and the live message: "verified 98 % at 12:04, 3 ranges pending, 0 differences"."""
+        share = self.share()
+        if share is None:
+            return "verification starting"
+        done = f"verified {share * 100:.0f} %"
+        if self.covered_at is not None:
+            done += f" at {self.covered_at:%H:%M}"
+        done += f", {sum(len(s) for s in self.open.values())} ranges pending, {len(self.divergences)} differences"
+        done += f" (pass {self.passes + 1}, {self.rows_verified:,} rows compared)"
         if self.divergences:
-            done += f" · ❌ {len(self.divergences)} range(s) differ: " + "; ".join(list(self.divergences.values())[:3])
-        if self.skipped:
-            done += f" · not checked while streaming (no key, large): {', '.join(self.skipped[:3])}"
+            done += " · ❌ " + "; ".join(list(self.divergences.values())[:3])
+        keyless = [t.label for t in self.tables if t.key is None] + self.skipped
+        if keyless:
+            done += f" · counted at cutover (no key): {', '.join(keyless[:3])}" + (" …" if len(keyless) > 3 else "")
         return done
+
+    def settle(self, ref: Ref, walk: int) -> None:
+        """Cover a keyed table once one pass went through it and every range that pass cut it into compared
+        equal, none of the table's ranges differing."""
+        key = (ref, walk)
+        if key not in self.scanned or self.open.get(key):
+            return
+        self.scanned.discard(key)
+        self.open.pop(key, None)
+        keyed = any(t.ref == ref and t.key is not None for t in self.tables)
+        differs = any(r.table.ref == ref for r in self.divergences)
+        if keyed and not differs and ref not in self.covered:
+            self.covered.add(ref)
+            self.covered_at = utcnow()
 
 
 def _now_id() -> int:
@@ -138,26 +199,91 @@ def _now_id() -> int:
     return time.time_ns()
 
 
-async def step(ctx: MigrationContext, chunk_rows: int) -> dict[str, list[str]]:
-    """One round for every database: results collected, new ranges sent. Returns the divergences (in words)
-    per database found so far; the caller alerts on them."""
+async def step(ctx: MigrationContext, chunk_rows: int, budget: float = 0.0) -> dict[str, list[str]]:
+    """One round for every database: results collected, new ranges sent, what is covered journaled; a
+    database not yet covered whole keeps walking for its share of `budget` seconds (so coverage does not
+    wait for a tick per four ranges; once covered, one round a tick keeps the source's cost low).
+    Returns the divergences (in words) per database found so far; the caller alerts on them."""
     found = {}
     for db in ctx.m.databases:
         p = ctx.progress.of(db)
         v = p.verification or Verification()
         p.verification = v
-        try:
-            if not v.schema:
-                v.schema = await watermarks.ensure(ctx.source, ctx.target, db, ctx.journal)
-            await _collect(ctx, db, v)
-            await _send(ctx, db, v, chunk_rows)
-        except (asyncpg.PostgresError, ConnectionProblem, OSError) as exc:  # the next tick tries again
-            p.verified = f"verification paused: {exc}"
-            continue
+        deadline = time.monotonic() + budget / len(ctx.m.databases)
+        async with v.lock:
+            try:
+                if not v.schema:
+                    v.schema = await watermarks.ensure(ctx.source, ctx.target, db, ctx.journal)
+                    await _restore(ctx, db, v)
+                await _collect(ctx, db, v)
+                await _send(ctx, db, v, chunk_rows)
+                while (v.share() or 0) < 1.0 and time.monotonic() < deadline:
+                    await asyncio.sleep(WALK_PAUSE)
+                    await _collect(ctx, db, v)
+                    await _send(ctx, db, v, chunk_rows)
+                await _journal(ctx, db, v)
+            except (asyncpg.PostgresError, ConnectionProblem, OSError) as exc:  # the next tick tries again
+                p.verified = f"verification paused: {exc}"
+                continue
         p.verified = v.summary()
         if v.divergences:
             found[db] = list(v.divergences.values())
     return found
+
+
+async def finish(ctx: MigrationContext, chunk_rows: int, share: float, within: float) -> None:
+    """Walk on (on the replica that runs the migration) until every database's covered share reaches
+    `share`, or `within` seconds pass: a cutover request of a small or already verified database need
+    not wait for the next ticks."""
+    deadline = time.monotonic() + within
+    while True:
+        await step(ctx, chunk_rows)
+        shares = [ctx.progress.of(db).verification for db in ctx.m.databases]
+        if all(v is not None and (v.share() or 0) >= share for v in shares) or time.monotonic() >= deadline:
+            return
+        await asyncio.sleep(WALK_PAUSE)
+
+
+async def shares(ctx: MigrationContext) -> dict[str, float | None]:
+    """Each database's covered share as journaled (any replica can read it); None: not walked yet."""
+    found: dict[str, float | None] = {}
+    for db in ctx.m.databases:
+        schema = watermarks.schema_name(ctx.journal, db)
+        entry = await ctx.journal.find(Change.VERIFIER, SOURCE, db, schema)
+        found[db] = watermarks.VerifierObjects.of(entry).share if entry is not None and entry.live else None
+    return found
+
+
+def proven(ctx: MigrationContext, db: str) -> frozenset[Ref]:
+    """The tables of `db` this replica's continuous verification covers (see the module's docstring)."""
+    v = ctx.progress.of(db).verification
+    return frozenset(v.covered) if v is not None and v.schema else frozenset()
+
+
+async def _restore(ctx: MigrationContext, db: str, v: Verification) -> None:
+    """After a restart (or on another replica): the tables covered before, from the journal."""
+    entry = await ctx.journal.find(Change.VERIFIER, SOURCE, db, v.schema)
+    if entry is not None:
+        made = watermarks.VerifierObjects.of(entry)
+        v.covered = {(r[0], r[1]) for r in made.covered}
+        v.journaled = (frozenset(v.covered), made.share)
+        v.covered_at = datetime.fromisoformat(made.at) if made.at else None
+
+
+async def _journal(ctx: MigrationContext, db: str, v: Verification) -> None:
+    """The covered tables and their share, journaled when they changed (not on every tick)."""
+    now = (frozenset(v.covered), v.share())
+    if now == v.journaled or not v.planned:
+        return
+    entry = await ctx.journal.find(Change.VERIFIER, SOURCE, db, v.schema)
+    if entry is None:
+        return
+    made = watermarks.VerifierObjects.of(entry)
+    made.covered = sorted([list(r) for r in v.covered])
+    made.share = v.share()
+    made.at = v.covered_at.isoformat() if v.covered_at else ""
+    await ctx.journal.note(entry, made)
+    v.journaled = now
 
 
 async def _collect(ctx: MigrationContext, db: str, v: Verification) -> None:
@@ -191,19 +317,23 @@ def _judge(v: Verification, pending: Pending, low: asyncpg.Record, high: asyncpg
     """Compare one range, when the comparison is consistent; else keep it for later."""
     r = pending.range
     if low["problem"] or low["versions"] != high["versions"] or low["digest"] != high["digest"]:
-        v.again.append(r)  # written to between the watermarks (or the table is missing there): later
+        v.changed[r] = v.changed.get(r, 0) + 1  # written to between the watermarks (or missing there): later
+        v.again.append(r)
         return
+    v.changed.pop(r, None)
     if (low["rows"], low["digest"]) == (pending.rows, pending.digest):
         v.differed.pop(r, None)
         v.divergences.pop(r, None)
-        v.verified_this_pass += 1
         v.rows_verified += pending.rows
+        v.open.get((r.table.ref, r.walk), set()).discard(r)
+        v.settle(r.table.ref, r.walk)
         return
     v.differed[r] = v.differed.get(r, 0) + 1
     if v.differed[r] >= 2:
         v.divergences[r] = f"{r.label}: source {pending.rows} rows, target {low['rows']} rows" + (
             ", contents differ" if pending.rows == low["rows"] else ""
         )
+        v.covered.discard(r.table.ref)
     else:
         v.again.append(r)
 
@@ -213,10 +343,10 @@ async def _send(ctx: MigrationContext, db: str, v: Verification, chunk_rows: int
         return
     await ctx.journal.confirm()  # a replica that lost the migration's lease (frozen, then woken) writes nothing
     async with ctx.source.connection(db, data=True) as src:
-        if not v.tables and not v.skipped:
+        if not v.planned:
             await _plan(src, ctx.journal.object_name(db), v, chunk_rows)
         while len(v.pending) < IN_FLIGHT:
-            r = v.again.pop(0) if v.again else await _next(src, v, chunk_rows)
+            r = await _split(src, v, v.again.pop(0)) if v.again else await _next(src, v, chunk_rows)
             if r is None:
                 return
             chunk = _now_id()
@@ -227,24 +357,48 @@ async def _send(ctx: MigrationContext, db: str, v: Verification, chunk_rows: int
             v.pending[chunk] = Pending(r, chunk, rows, digest, time.monotonic())
 
 
+async def _split(src: asyncpg.Connection, v: Verification, r: Range) -> Range:
+    """A hot range (see HOT) cut at its middle key: the first half is returned, the second queued; a range
+    of one row (or without a key) stays whole."""
+    t = r.table
+    if v.changed.get(r, 0) < HOT or t.key is None:
+        return r
+    key = f"t.{ident(t.key)}"
+    where, args = watermarks.range_condition(t.key, t.keytype, r.lo, r.hi)
+    middle = await src.fetchval(
+        f"SELECT {key}::text FROM {_only(t)}{t.label} t WHERE {where} ORDER BY {key} "
+        f"OFFSET greatest((SELECT count(*) FROM {_only(t)}{t.label} t WHERE {where}) / 2, 1) LIMIT 1",
+        *args,
+    )
+    if middle is None or middle == r.lo:
+        return r
+    first, second = Range(t, r.lo, middle, r.walk), Range(t, middle, r.hi, r.walk)
+    v.changed.pop(r, None)
+    ranges = v.open.setdefault((t.ref, r.walk), set())
+    ranges.discard(r)
+    ranges.update((first, second))
+    v.again.append(second)
+    return first
+
+
 async def _plan(src: asyncpg.Connection, publication: str, v: Verification, chunk_rows: int) -> None:
     for r in await src.fetch(TABLES, publication, v.schema):
-        t = Table(r["nspname"], r["relname"], r["kind"], r["keycol"], r["keytype"])
+        t = Table(r["nspname"], r["relname"], r["kind"], r["keycol"], r["keytype"], max(r["estimate"] or 0, 0))
         if t.key is None and (r["estimate"] or 0) > KEYLESS_LIMIT * chunk_rows:
             v.skipped.append(t.label)
         else:
             v.tables.append(t)
+    v.planned = True
+    v.covered &= {t.ref for t in v.tables if t.key is not None}  # a restart keeps only what is still there
 
 
 async def _next(src: asyncpg.Connection, v: Verification, chunk_rows: int) -> Range | None:
-    """The next range of the pass; at the end of a pass, the first of the next. None: nothing to verify."""
+    """The next range of the walk; at the end of a pass, the first of the next. None: nothing to verify."""
     if not v.tables:
         return None
     index, lo = v.cursor
     if index >= len(v.tables):
         v.passes += 1
-        v.last_pass_ranges, v.last_pass_verified = v.ranges_this_pass, v.verified_this_pass
-        v.ranges_this_pass = v.verified_this_pass = 0
         index, lo = 0, None
     t = v.tables[index]
     hi = None
@@ -255,9 +409,14 @@ async def _next(src: asyncpg.Connection, v: Verification, chunk_rows: int) -> Ra
             f"SELECT {key}::text FROM {_only(t)}{t.label} t {after}ORDER BY {key} OFFSET {int(chunk_rows)} LIMIT 1",
             *([lo] if lo is not None else []),
         )
-    v.cursor = (index, hi) if hi is not None else (index + 1, None)
-    v.ranges_this_pass += 1
-    return Range(t, lo, hi)
+    r = Range(t, lo, hi, v.passes)
+    v.open.setdefault((t.ref, v.passes), set()).add(r)
+    if hi is None:
+        v.cursor = (index + 1, None)
+        v.scanned.add((t.ref, v.passes))
+    else:
+        v.cursor = (index, hi)
+    return r
 
 
 def _only(t: Table) -> str:
@@ -286,7 +445,7 @@ async def repair(ctx: MigrationContext, table: str = "") -> list[str]:
         if v is None:
             continue
         chosen = [r for r in v.divergences if not table or table in (r.table.name, f"{r.table.schema}.{r.table.name}")]
-        async with ctx.source.connection(db, data=True) as src:
+        async with v.lock, ctx.source.connection(db, data=True) as src:
             for r in chosen:
                 t = r.table
                 entry = await ctx.journal.plan(

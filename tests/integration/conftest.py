@@ -4,6 +4,7 @@ source as most on-premises servers start out (wal_level=replica, too few slots).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -11,14 +12,15 @@ import pytest
 
 from bot.localpg import LocalCluster
 from migration_core.store import Store
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, SCRATCH
 
 
 @pytest.fixture(scope="session")
 def cluster_root():
-    root = Path(tempfile.mkdtemp(prefix="pgmig-tests-"))
+    root = Path(tempfile.mkdtemp(prefix="pgmig-tests-", dir=SCRATCH))
     os.chmod(root, 0o755)  # under root the clusters run as an unprivileged user who must reach this
     yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _cluster(root: Path, name: str, **settings: str) -> LocalCluster:

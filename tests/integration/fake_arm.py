@@ -14,7 +14,9 @@ Modelled api-versions (any other answers 400 NoRegisteredProviderFound, as ARM d
 - Microsoft.DBforPostgreSQL 2025-08-01 (specification/postgresql/resource-manager/Microsoft.DBforPostgreSQL/
   PostgreSQL/stable/2025-08-01/openapi.json): flexibleServers (GET/PUT/PATCH/DELETE, lists, restart/start/
   stop, `network` with publicNetworkAccess / delegatedSubnetResourceId / privateDnsZoneArmResourceId),
-  databases, firewallRules, configurations (pending restart for static parameters), migrations,
+  databases and firewallRules (with the read-only `systemData` every ProxyResource has: createdAt kept while
+  the resource is replaced by name, lastModifiedAt per write), configurations (pending restart for static
+  parameters), migrations,
   checkMigrationNameAvailability, locations/{loc}/capabilities (CapabilitiesByLocation_List).
 - Microsoft.DataMigration 2025-06-30 (stable/2025-06-30): services (LRO), projects, tasks (state advanced on
   each GET with $expand=output), tasks/command (Migrate.Sync.Complete.Database), tasks/cancel.
@@ -803,7 +805,8 @@ class FakeArm:
         return self._lro(path, PG_NS, PG_API, res.get("location"), finish=finish, rollback=rollback)
 
     async def _put_child_lro(self, request, path, m, query, body) -> web.Response:
-        """databases and firewallRules: stored when the operation succeeds."""
+        """databases and firewallRules: stored when the operation succeeds, with ARM's systemData (a resource
+        replaced under its name keeps its createdAt; one deleted and created again gets a new one)."""
         res = self._shape(path, body)
         if "/databases/" in path.lower():
             res["properties"].setdefault("charset", "UTF8")
@@ -811,6 +814,14 @@ class FakeArm:
         server = self.resources.get(_key(path.rsplit("/", 2)[0]), {})
 
         def finish() -> None:
+            now, before = _now(), self.resources.get(_key(path), {}).get("systemData", {})
+            who = {"By": CLIENT_APP_ID, "ByType": "Application"}
+            res["systemData"] = {
+                **{f"created{k}": v for k, v in who.items()},
+                "createdAt": before.get("createdAt", now),
+                **{f"lastModified{k}": v for k, v in who.items()},
+                "lastModifiedAt": now,
+            }
             self.resources[_key(path)] = res
 
         return self._lro(path, PG_NS, PG_API, server.get("location"), finish=finish)

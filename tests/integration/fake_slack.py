@@ -1,7 +1,15 @@
-"""A local fake of Slack: the Web API (as slack-sdk calls it), response_url endpoints and Socket Mode.
+"""A local fake of Slack: the Web API (as slack-sdk calls it), response_url endpoints, file uploads and Socket
+Mode.
 
 It runs on 127.0.0.1 only, records every call, and answers the way Slack does, so the real slack-bolt and
 slack-sdk code paths run unchanged (the approach of bolt-python's own test suite).
+
+File uploads follow Slack's external upload flow as its method pages describe it (docs.slack.dev, as of
+2026-12), which slack-sdk 3.48's `files_upload_v2` drives: files.getUploadURLExternal (`filename` and `length`
+required, `length` 0 is `missing_argument`, `alt_txt` at most 1000 characters) answers an `upload_url` and a
+`file_id`; the bytes are POSTed to that URL (raw or multipart, HTTP 200 when taken); files.completeUploadExternal
+(`files`: a JSON array of `{id, title}`, required; `channel_id` an id; `thread_ts` the parent's ts) shares them,
+once per file, answering `files: [{id, title}]`. Shared files are kept in `files`, bytes and all.
 """
 
 from __future__ import annotations
@@ -25,7 +33,10 @@ from slack_sdk.signature import SignatureVerifier
 RATE_LIMITS: dict[str, tuple[int, float, bool]] = {
     "chat.update": (50, 60.0, False),
     "chat.postMessage": (5, 5.0, True),
+    "files.getUploadURLExternal": (100, 60.0, False),  # Tier 4: "100+ per minute"
+    "files.completeUploadExternal": (100, 60.0, False),
 }
+ALT_TXT_LIMIT = 1000
 CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")  # public, private and direct-message channel ids
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 BOT_TOKEN = "xoxb-test-bot-token"
@@ -36,6 +47,21 @@ APP_TOKEN = "xapp-test-app-token"
 class Call:
     method: str
     params: dict[str, Any]
+
+
+@dataclass
+class Upload:
+    """A file as files.getUploadURLExternal announced it, its bytes once POSTed, and where it was shared."""
+
+    file_id: str
+    filename: str
+    length: int
+    alt_txt: str = ""
+    data: bytes | None = None
+    title: str = ""
+    channel_id: str = ""
+    thread_ts: str = ""
+    shared: bool = False
 
 
 @dataclass
@@ -51,6 +77,8 @@ class FakeSlack:
     rate_limits: bool = False  # answer as Slack does beyond its published rate limits (see RATE_LIMITS)
     refused: list[Call] = field(default_factory=list)  # calls answered 429
     channels: dict[str, str] = field(default_factory=dict)  # channel name → the id Slack gave it
+    uploads: dict[str, Upload] = field(default_factory=dict)  # file id → the upload, from getUploadURLExternal on
+    files: list[Upload] = field(default_factory=list)  # uploads files.completeUploadExternal shared, in order
 
     def __post_init__(self) -> None:
         self._windows: dict[str, list[float]] = {}
@@ -70,6 +98,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{key}", self._response)
+        app.router.add_post("/upload/v1/{file_id}", self._upload)
         app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -105,6 +134,8 @@ class FakeSlack:
         await self._record(self.calls, Call(method, params))
         if method in self.slow:
             await asyncio.sleep(self.slow[method])
+        if method == "files.completeUploadExternal":
+            return web.json_response(await self._complete_upload(params))
         return web.json_response(self._answer(method, params))
 
     def channel_id(self, channel: str) -> str:
@@ -160,7 +191,59 @@ class FakeSlack:
             return self._view(method, params)
         if method == "apps.connections.open":
             return {"ok": True, "url": self.url.replace("http://", "ws://") + "/socket"}
+        if method == "files.getUploadURLExternal":
+            return self._upload_url(params)
         return {"ok": True}
+
+    def _upload_url(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A file id and the URL its bytes go to (on this fake's loopback address)."""
+        length = str(params.get("length") or "0")
+        if not params.get("filename"):
+            return {"ok": False, "error": "invalid_arguments"}
+        if not length.isdigit() or int(length) == 0:
+            return {"ok": False, "error": "missing_argument"}
+        if len(str(params.get("alt_txt") or "")) > ALT_TXT_LIMIT:
+            return {"ok": False, "error": "alt_txt_too_large"}
+        file_id = f"F0{len(self.uploads) + 1:08d}"
+        self.uploads[file_id] = Upload(file_id, str(params["filename"]), int(length), str(params.get("alt_txt") or ""))
+        return {"ok": True, "upload_url": f"{self.url}/upload/v1/{file_id}", "file_id": file_id}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """The upload URL: the file's bytes, raw or as a multipart form's file."""
+        upload = self.uploads.get(request.match_info["file_id"])
+        if upload is None or upload.shared:
+            return web.Response(status=404, text="not found")
+        if request.content_type == "multipart/form-data":
+            form = await request.post()
+            part = next((v for v in form.values() if isinstance(v, web.FileField)), None)
+            data = part.file.read() if part is not None else b""
+        else:
+            data = await request.read()
+        upload.data = data
+        return web.Response(text=f"OK - {len(data)}")
+
+    async def _complete_upload(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Shares uploaded files, each once; a file whose bytes never arrived is not found."""
+        try:
+            files = json.loads(params["files"]) if isinstance(params.get("files"), str) else params.get("files")
+        except ValueError:
+            files = None
+        if not isinstance(files, list) or not files or not all(isinstance(f, dict) and f.get("id") for f in files):
+            return {"ok": False, "error": "invalid_arguments"}
+        channel = str(params.get("channel_id") or "")
+        if channel and not CHANNEL_ID.fullmatch(channel):  # an id, as chat.update takes
+            return {"ok": False, "error": "channel_not_found"}
+        found = [self.uploads.get(f["id"]) for f in files]
+        if any(u is None or u.shared or u.data is None for u in found):
+            return {"ok": False, "error": "file_not_found"}
+        shared = []
+        for u, f in zip(found, files, strict=True):
+            assert u is not None
+            u.title = str(f.get("title") or u.filename)
+            u.channel_id, u.thread_ts, u.shared = channel, str(params.get("thread_ts") or ""), True
+            await self._record(self.files, u)
+            shared.append({"id": u.file_id, "title": u.title})
+        return {"ok": True, "files": shared}
 
     def _view(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """views.open needs a trigger_id, views.update a known view_id; each answer is the view as Slack keeps

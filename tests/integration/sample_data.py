@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 
+from migration_core.observe.ddl import SchemaCard
 from migration_core.observe.progress import MigrationProgress
 from migration_core.state.approval import Closed
 from migration_core.state.models import Migration
@@ -79,6 +81,8 @@ class RecordingEvents:
 
     states: list[tuple[str, str, str]] = field(default_factory=list)
     alerts: list[tuple[str, str]] = field(default_factory=list)
+    cards: list[tuple[str, SchemaCard]] = field(default_factory=list)  # schema-change cards, posted or updated
+    charts: list[tuple[str, str]] = field(default_factory=list)  # (migration, moment) a chart was announced at
     ticks: int = 0
 
     async def alert(
@@ -88,6 +92,17 @@ class RecordingEvents:
 
     async def progress(self, migration: Migration, progress: MigrationProgress) -> None:
         self.ticks += 1
+
+    async def chart(self, migration: Migration, progress: MigrationProgress, moment: str) -> None:
+        self.charts.append((migration.id, moment))
+
+    async def schema_change(
+        self, migration: Migration, progress: MigrationProgress, card: SchemaCard
+    ) -> tuple[str, str]:
+        shown = copy.deepcopy(card)  # as it stood when told, where it is
+        shown.channel, shown.ts = "C0OPS", card.ts or f"{len(self.cards) + 1}.0"
+        self.cards.append((migration.id, shown))
+        return shown.channel, shown.ts
 
     async def state_changed(
         self, migration: Migration, progress: MigrationProgress, detail: str, closed: Closed | None = None

@@ -11,6 +11,7 @@ import pytest
 
 from handlers.actions import Action
 from migration_core.azure.provisioning import ProvisionRecord, ProvisionState
+from migration_core.state.journal import Journal
 from tests.integration.azure_support import RG, azure_env, azure_server_toml, azure_toml, seed_server
 from tests.integration.clusters import config_toml
 from tests.integration.fake_arm import FakeArm, default_capability
@@ -143,6 +144,14 @@ async def test_provision_sends_the_requested_server_and_registers_it_as_a_target
         }
         assert [r for r in arm.requests if r.method == "POST" and r.path.endswith("/restart")]
         assert "restarted so that the preloaded libraries are loaded" in done
+        journal = await Journal(slack.services.engine.store, "prov-1").entries()  # each change, by its request
+        assert sorted((e.kind.value, e.name, e.mark.value) for e in journal) == [
+            ("firewall_rule", "AllowAllAzureServicesAndResourcesWithinAzureIps", "done"),
+            ("firewall_rule", "office", "done"),
+            ("server_parameter", "azure.extensions", "done"),
+            ("server_parameter", "shared_preload_libraries", "done"),
+            ("server_restart", "restart", "done"),
+        ]
         [put] = [r for r in arm.requests if r.method == "PUT" and lowered(r.path).endswith(SERVER_PATH)]
         body = put.body
         assert body["location"] == "westeurope" and body["tags"] == {"env": "prod", "team": "data"}

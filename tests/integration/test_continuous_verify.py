@@ -84,8 +84,17 @@ async def test_ranges_compare_equal_under_writes_and_a_change_behind_pgmigs_back
             90,
             lambda: "two passes: " + line(engine, mid, "cv"),
         )
-        assert v.last_pass_ranges == 10 and v.rows_verified >= 3500, v
-        assert "differ" not in line(engine, mid, "cv"), line(engine, mid, "cv")
+        assert v.rows_verified >= 3500, v
+        # every keyed table covered (the keyless log is counted at cutover instead), written to or not
+        await wait_until(
+            lambda: line(engine, mid, "cv").startswith("verified 100 %"),
+            60,
+            lambda: "coverage: " + line(engine, mid, "cv"),
+        )
+        assert v.covered == {("public", "account"), ("public", "note")}, v.covered
+        said = line(engine, mid, "cv")
+        assert said.startswith("verified 100 % at ") and ", 0 differences" in said, said
+        assert 'counted at cutover (no key): "public"."log"' in said, said
         # a row of a table nobody writes to, and one of a table the application writes to all along, changed
         # on the target alone: found and named, by table and key range, and alerted
         tgt.psql("UPDATE note SET body = 'tampered' WHERE code = 'k00500'", database="cv")
@@ -100,6 +109,12 @@ async def test_ranges_compare_equal_under_writes_and_a_change_behind_pgmigs_back
         assert '"public"."account" id from 801 to 1201 (excluded)' in said, said
         alerts = [text for _, text in engine.events.alerts if "continuous verification found" in text]  # type: ignore[attr-defined]
         assert len(alerts) == 1 and ("note" in alerts[0] or "account" in alerts[0])  # raised once, until all agree
+        # a diverged table is no longer covered: a cutover request is refused, saying how far verification is
+        with pytest.raises(
+            MigrationError, match=r"cv \d+ %, and a request needs 100 % \(\[online\] require_verified_sh"
+        ):
+            await engine.prepare_cutover(mid, "U0BOB", "C1", 10)
+        assert (await store.get_migration(mid)).state is State.READY_FOR_CUTOVER
         # repaired while the application keeps writing: both ranges re-copied, compared again, equal
         with pytest.raises(MigrationError, match="no range of log"):
             await engine.repair(mid, "U0BOB", "log")
@@ -117,14 +132,18 @@ async def test_ranges_compare_equal_under_writes_and_a_change_behind_pgmigs_back
         )
         passes = v.passes
         await wait_until(lambda: v.passes >= passes + 2, 90, lambda: "two more passes: " + line(engine, mid, "cv"))
-        assert "differ" not in line(engine, mid, "cv"), line(engine, mid, "cv")
+        assert ", 0 differences" in line(engine, mid, "cv"), line(engine, mid, "cv")
     finally:
         stop.set()
         await app
     audit = await engine.audit_log(mid, everything=True)
     assert audit is not None and any(e.action == "repair" and "note" in e.detail for e in audit.entries)
+    await engine.prepare_cutover(mid, "U0BOB", "C1", 10)  # covered again: the request is allowed
     assert await engine.cutover(mid, "U0BOB"), (await store.get_migration(mid)).error
-    # the checksums after release agree on every table: the repairs under writes lost nothing
+    # the window counted only the table without a key: the others were proven by continuous verification
+    # and the fence's watermark; the checksums after release agree on every table: the repairs lost nothing
+    done = [e.detail for e in (await engine.audit_log(mid, everything=True)).entries if e.action == "cutover.completed"]
+    assert "in the window 1 table(s) counted, 2 proven by continuous verification" in done[0], done
     assert await store.step(mid, "incident") is None, (await store.step(mid, "incident")).detail
     assert (await store.get_migration(mid)).state is State.COMPLETED
     assert src.psql(LEFT_BEHIND, database="cv") == "0"
@@ -140,7 +159,7 @@ async def test_a_cancel_removes_the_verification_objects_and_nothing_else(tmp_pa
     engine = factories.engine(store, src, tgt, tmp_path, verify_chunk_rows=500, progress_interval=0.1)
     mid = await factories.start_online(engine, ["cvc"], overwrite=True)
     await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
-    await wait_until(lambda: "ranges verified" in line(engine, mid, "cvc"), 60, "verification to start")
+    await wait_until(lambda: "ranges pending" in line(engine, mid, "cvc"), 60, "verification to start")
     assert src.psql(LEFT_BEHIND, database="cvc") == "2"  # the DBA's and pgmig's
     outcome = await engine.cancel(mid, "U0ALICE")
     assert outcome.state is State.CANCELLED and not outcome.failed, outcome
@@ -170,8 +189,37 @@ def test_killed_around_making_the_verification_objects_a_restart_finishes_and_a_
     assert tgt.psql(LEFT_BEHIND, database="cvk") == "1"
     third = pgmig("shell", env=env, stdin="wait 3\nstatus mig-1\ncancel mig-1\n")
     assert third.returncode == 0 and "Traceback" not in third.stdout + third.stderr, third.stderr
-    assert "verified while streaming: pass" in third.stdout, third.stdout
+    assert "verified while streaming: verified " in third.stdout, third.stdout
     assert "cancelled" in third.stdout, third.stdout
     assert src.psql(LEFT_BEHIND, database="cvk") == "0"
     assert src.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pgmig%'") == "0"
     tgt.psql('DROP DATABASE IF EXISTS "cvk" WITH (FORCE)')
+
+
+def test_killed_during_a_repair_a_restart_repairs_from_its_record_and_a_cancel_leaves_nothing(tmp_path, pair):
+    """pgmig SIGKILLed right after journaling a repair (before the range is sent): the range is still wrong on
+    the target, the entry planned. Restarted, it knows the tables it had covered (journaled), finds the range
+    again, repairs it under the same entry (done) and the target agrees; cancelled, nothing is left."""
+    src, tgt = pair
+    fresh(src, "cvr")
+    tgt.psql('DROP DATABASE IF EXISTS "cvr" WITH (FORCE)')
+    config = tmp_path / "pgmig.toml"
+    config.write_text(config_toml({"src": src, "tgt": tgt}, extra="[migration]\nprogress_interval_seconds = 0.2\n"))
+    env = shell_env(tmp_path, config)
+    first = pgmig("shell", env=env, stdin="migrate src tgt --mode online --db cvr\nwait 8\nstatus mig-1\n")
+    assert "verified while streaming: verified 100 %" in first.stdout, first.stdout[-3000:]
+    tgt.psql("UPDATE note SET body = 'tampered' WHERE code = 'k00005'", database="cvr")
+    attempts = "wait 4\nrepair mig-1\n" * 8  # the first repair that finds the range dies with it
+    second = pgmig("shell", env={**env, KILL: "plan-repair:cvr"}, stdin=attempts)
+    assert second.returncode == -signal.SIGKILL, second.stdout[-3000:] + second.stderr[-3000:]
+    body = "SELECT body FROM note WHERE code = 'k00005'"
+    assert tgt.psql(body, database="cvr") == "tampered"  # planned, not sent
+    third = pgmig("shell", env=env, stdin="wait 4\nrepair mig-1\n" * 3 + "wait 3\n")
+    assert third.returncode == 0 and "Traceback" not in third.stdout + third.stderr, third.stderr[-3000:]
+    assert "re-copied" in third.stdout, third.stdout[-3000:]
+    assert tgt.psql(body, database="cvr") == src.psql(body, database="cvr")
+    fourth = pgmig("shell", env=env, stdin="cancel mig-1\n")
+    assert "cancelled" in fourth.stdout, fourth.stdout[-3000:]
+    assert src.psql(LEFT_BEHIND, database="cvr") == "0"
+    assert src.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pgmig%'") == "0"
+    tgt.psql('DROP DATABASE IF EXISTS "cvr" WITH (FORCE)')

@@ -11,13 +11,21 @@ import signal
 import pytest
 
 from bot.localpg import LocalCluster
+from handlers import ddl_messages
+from handlers.actions import Action
+from migration_core.changes import ddl, watermarks
+from migration_core.changes.replication import object_name
 from migration_core.engine.api import Engine
-from migration_core.observe.ddl import SchemaWatch
+from migration_core.observe.ddl import SchemaCard, SchemaWatch
 from migration_core.pg.failpoints import ENV as KILL
+from migration_core.state.approval import ApprovalRequest, UnappliedChange
 from migration_core.state.errors import MigrationError
-from migration_core.state.models import Change, State
+from migration_core.state.models import Change, DdlCapture, State
 from tests.integration import factories
-from tests.integration.clusters import PASSWORD, config_toml, shell_env
+from tests.integration.clusters import PASSWORD, config_toml, server, shell_env
+from tests.integration.fake_slack import text_of
+from tests.integration.slack_harness import running
+from tests.integration.test_crash_recovery import Pgmig
 from tests.integration.test_shell import pgmig
 from tests.integration.waiting import wait_state, wait_until
 
@@ -70,12 +78,8 @@ async def test_a_captured_change_waits_for_its_decision_and_applies_in_stream_or
     change = (await engine.schema_changes(mid))["dd"][0]
     assert change.tag == "ALTER TABLE" and change.objects == ["table public.customer"], change
     assert "ADD COLUMN phone" in change.statement and not change.destructive
-    posted = await wait_until(
-        lambda: [t for _, t in engine.events.alerts if "schema change on the source" in t],  # type: ignore[attr-defined]
-        10,
-        "the thread post",
-    )
-    assert f"/pgmig ddl {mid} apply {change.id}" in posted[0]
+    posted = await wait_until(lambda: cards(engine, "dd", "1"), 10, "the change's card")
+    assert posted[0].waits_now and posted[0].change.pending and posted[0].ts  # the stream waits at it now
     # replication waits exactly there: the row written after it does not arrive, and status says why
     await wait_until(lambda: "waits for a decision" in engine.progress(mid).of("dd").blocked, 20, "blocked said")
     await asyncio.sleep(2)
@@ -84,6 +88,8 @@ async def test_a_captured_change_waits_for_its_decision_and_applies_in_stream_or
         await engine.prepare_cutover(mid, "U0BOB", "C0OPS", 30)
     # an operator applies it: the column exists on the target, and the rows after it arrive
     await engine.decide_schema_change(mid, str(change.id), "apply", "U0BOB")
+    updated = cards(engine, "dd", "1")[-1]  # updated at once, where it was posted
+    assert updated.ts == posted[0].ts and updated.change.decided_by == "U0BOB" and not updated.waits_now
     with pytest.raises(MigrationError, match="decided already"):
         await engine.decide_schema_change(mid, str(change.id), "skip", "U0EVE")
     await wait_until(
@@ -103,11 +109,42 @@ async def test_a_captured_change_waits_for_its_decision_and_applies_in_stream_or
     )
     assert await states(engine, mid, "dd") == ["applied", "skipped"]
     assert tgt.psql("SELECT count(*) FROM pg_indexes WHERE indexname = 'customer_name'", database="dd") == "0"
-    # nothing pending: the cutover may be asked for (the gate passes)
+    # the running watch updates each card with the target's outcome: posted once each, never again
+    await wait_until(lambda: [c.change.outcome for c in cards(engine, "dd", "2")][-1:] == ["skipped"], 20, "card")
+    assert len({c.ts for _, c in engine.events.cards}) == 2  # type: ignore[attr-defined]
+    # nothing pending, but the cutover is paused (a card's Pause cutover): the gate holds until it is resumed
     await wait_until(lambda: not engine.progress(mid).of("dd").blocked, 20, "no longer blocked")
-    await engine.prepare_cutover(mid, "U0BOB", "C0OPS", 30)
+    await engine.pause_cutover(mid, "U0EVE", "schema change dd #2 (CREATE INDEX)")
+    with pytest.raises(MigrationError, match="paused by U0EVE .*: schema change dd #2"):
+        await engine.prepare_cutover(mid, "U0BOB", "C0OPS", 30)
+    with pytest.raises(MigrationError, match="paused by U0EVE"):
+        await engine.pause_cutover(mid, "U0BOB", "again")
+    assert (await store.step(mid, "cutover_hold")).state == "waiting"
+    await engine.pause_cutover(mid, "U0BOB", resume=True)
+    # the approval card lists what the target does not have: the skipped index, which holds no replication
+    request = await engine.prepare_cutover(mid, "U0BOB", "C0OPS", 30)
+    assert request.schema_changes == [
+        UnappliedChange(
+            "dd",
+            2,
+            "CREATE INDEX",
+            "CREATE INDEX customer_name ON customer (name)",
+            "skipped by U0BOB: the target gets its own index",
+            False,
+        )
+    ], request.schema_changes
+    kept = ApprovalRequest.from_dict(request.as_dict())  # as the approval step keeps it
+    assert kept.schema_changes == request.schema_changes
+    audit = [e.action for e in (await store.audit_page(mid, 1, size=500, everything=True)).entries]
+    assert {"ddl.captured", "ddl.apply", "ddl.skip", "ddl.pause", "ddl.resume"} <= set(audit), audit
     # the cutover's teardown takes capture away with the replication: nothing of pgmig's on either side
     assert await engine.cutover(mid, "U0BOB"), (await store.get_migration(mid)).error
+    # the summary says which changes the target got and which it did not, and why
+    told = engine.events.states  # type: ignore[attr-defined]
+    summary = [detail for m, state, detail in told if m == mid and state == "completed"][-1]
+    assert "schema changes applied on the target: dd #1 ALTER TABLE (table public.customer) by U0BOB" in summary
+    assert "schema changes skipped (the target does not have them): dd #2 CREATE INDEX" in summary, summary
+    assert "by U0BOB: the target gets its own index" in summary
     assert src.psql(LEFT_BEHIND, database="dd") == "0"
     assert tgt.psql(LEFT_BEHIND, database="dd") == "0"
     assert tgt.psql("SELECT phone FROM customer WHERE id = 101", database="dd") == "556"
@@ -126,12 +163,13 @@ async def test_auto_applied_kinds_new_tables_published_and_destructive_changes_n
         src,
         tgt,
         tmp_path,
+        capture_ddl=False,
         ddl_auto_apply=("add_column", "create_table"),
         verify_chunk_rows=0,
         progress_interval=0.2,
     )
-    mid = await factories.start_online(engine, ["dda"], capture_ddl=True)
-    assert (await store.get_migration(mid)).options.capture_ddl
+    mid = await factories.start_online(engine, ["dda"], capture_ddl=DdlCapture.ON)
+    assert (await store.get_migration(mid)).options.capture_ddl is DdlCapture.ON
     await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     await wait_until(lambda: src.psql(TRIGGERS, database="dda") == "2", 30, "the capture's event triggers")
     src.psql("ALTER TABLE customer ADD COLUMN phone text DEFAULT 'none'", database="dda")
@@ -147,7 +185,8 @@ async def test_auto_applied_kinds_new_tables_published_and_destructive_changes_n
     await wait_until(lambda: _count(tgt, "invoice", "dda") == "30", 30, "the new table's later rows streamed")
     alerts = [t for _, t in engine.events.alerts]  # type: ignore[attr-defined]
     assert not [t for t in alerts if "replication blocked" in t], alerts  # decided: the stream brings the column
-    assert any("applied to the target by pgmig" in t and "create_table" in t for t in alerts), alerts
+    invoice = cards(engine, "dda", "2")[-1].change
+    assert invoice.decided_by == "pgmig" and invoice.reason == "[online] ddl_auto_apply: create_table", invoice
     assert any("new table public.invoice (dda) published" in t for t in alerts), alerts
     # a destructive change: one approval is not enough, the same approver twice counts once
     src.psql("DROP TABLE old_log", database="dda")
@@ -167,7 +206,7 @@ async def test_auto_applied_kinds_new_tables_published_and_destructive_changes_n
     await wait_until(lambda: _has_all(engine, mid, "dda", ["applied"] * 3), 30, "the drop applied")
     assert tgt.psql("SELECT to_regclass('old_log') IS NULL", database="dda") == "t"
     await wait_until(lambda: not engine.progress(mid).of("dda").blocked, 20, "no longer blocked")
-    await engine.prepare_cutover(mid, "U0BOB", "C0OPS", 30)
+    assert (await engine.prepare_cutover(mid, "U0BOB", "C0OPS", 30)).schema_changes == []  # every one applied
     assert await engine.cutover(mid, "U0BOB"), (await store.get_migration(mid)).error
     checked = await engine.verify(mid)
     assert checked and all(r.ok for r in checked) and checked[0].tables == 2, checked
@@ -178,6 +217,46 @@ async def test_auto_applied_kinds_new_tables_published_and_destructive_changes_n
     await engine.close()
 
 
+async def test_a_migration_started_with_no_capture_ddl_captures_nothing_where_the_config_captures(
+    tmp_path, store, pair
+):
+    """`--no-capture-ddl` where [online] capture_ddl is on: no event trigger, no card, nothing holds replication
+    at a schema change (the blocked alert names what the target lacks, as without capture), no cutover hold to
+    pause, and the approval card has no schema changes to list."""
+    src, tgt = pair
+    fresh(src, tgt, "ddn")
+    engine = factories.engine(store, src, tgt, tmp_path, capture_ddl=True, verify_chunk_rows=0, progress_interval=0.2)
+    mid = await factories.start_online(engine, ["ddn"], capture_ddl=DdlCapture.OFF)
+    assert (await store.get_migration(mid)).options.capture_ddl is DdlCapture.OFF
+    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
+    events = engine.events
+    ticked = events.ticks  # type: ignore[attr-defined]
+    await wait_until(lambda: events.ticks >= ticked + 3, 20, "three streaming ticks")  # type: ignore[attr-defined]
+    assert src.psql(LEFT_BEHIND, database="ddn") == "0" and engine.progress(mid).of("ddn").schema_changes is None
+    src.psql("ALTER TABLE customer ADD COLUMN phone text", database="ddn")
+    src.psql("INSERT INTO customer VALUES (100, 'after', '555')", database="ddn")
+    said = "public.customer has column phone (text) on the source, not on the target"
+    await wait_until(lambda: said in engine.progress(mid).of("ddn").blocked, 30, "the missing column said")
+    assert not [c for m, c in events.cards if m == mid]  # type: ignore[attr-defined]
+    assert await engine.schema_changes(mid) == {"ddn": []}
+    with pytest.raises(MigrationError, match="started with --no-capture-ddl"):
+        await engine.pause_cutover(mid, "U0BOB", "hold it")
+    tgt.psql("ALTER TABLE customer ADD COLUMN phone text", database="ddn")  # the fix the alert gives
+    await wait_until(
+        lambda: tgt.psql("SELECT phone FROM customer WHERE id = 100", database="ddn") == "555", 30, "the row"
+    )
+    await wait_until(lambda: not engine.progress(mid).of("ddn").blocked, 20, "no longer blocked")
+    assert (await engine.prepare_cutover(mid, "U0BOB", "C0OPS", 30)).schema_changes is None
+    outcome = await engine.cancel(mid, "U0ALICE")
+    assert outcome.state is State.CANCELLED and not outcome.failed, outcome
+    await engine.close()
+
+
+def cards(engine: Engine, db: str, key: str) -> list[SchemaCard]:
+    """The cards of one change (or drift) as posted, then each update, in order."""
+    return [c for _, c in engine.events.cards if c.database == db and c.key == key]  # type: ignore[attr-defined]
+
+
 async def _has_all(engine: Engine, mid: str, db: str, wanted: list[str]) -> bool:
     return await states(engine, mid, db) == wanted
 
@@ -186,26 +265,209 @@ def _count(cluster: LocalCluster, table: str, db: str) -> str:
     return cluster.psql(f"SELECT count(*) FROM {table}", database=db)
 
 
-async def test_without_event_trigger_rights_drift_is_reported(tmp_path, store, pair):
-    """The fallback (as when pgmig's login is no superuser): each tick compares the schema's fingerprint."""
+async def test_without_event_trigger_rights_drift_is_reported_against_the_baseline_taken_at_the_start(
+    tmp_path, store, pair
+):
+    """The fallback (as when pgmig's login is no superuser): each tick compares the schema's fingerprint with
+    the baseline taken at the first look, which the state store keeps: a change made while pgmig was down is
+    reported by the next pgmig, and what was reported before is not reported again."""
     src, tgt = pair
     fresh(src, tgt, "ddd")
-    engine = factories.engine(store, src, tgt, tmp_path, capture_ddl=True, verify_chunk_rows=0, progress_interval=0.2)
+    settings = {"capture_ddl": True, "verify_chunk_rows": 0, "progress_interval": 0.2}
+    engine = factories.engine(store, src, tgt, tmp_path, **settings)
     mid = await factories.start_online(engine, ["ddd"])
     watch = engine.progress(mid).of("ddd").schema_changes = SchemaWatch(capture=False)
     await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
-    await wait_until(lambda: watch.baseline is not None, 20, "the first fingerprint")
+    await wait_until(lambda: watch.record is not None and watch.record.baseline, 20, "the first fingerprint")
+    src.psql("CREATE INDEX customer_name ON customer (name)", database="ddd")
+    drift = await wait_until(lambda: cards(engine, "ddd", "drift-1"), 10, "the drift card")
+    assert len(drift[0].drift) == 1 and "new index customer_name (CREATE INDEX" in drift[0].drift[0], drift
+    kept = (await store.step(mid, "schema_watch:ddd")).data
+    assert kept["baseline"] and kept["posted"]["drift-1"] and kept["drift"] == drift[0].drift
+    await engine.close()  # pgmig stops; the schema changes while it is down
     src.psql("ALTER TABLE customer ADD COLUMN email varchar(80) NOT NULL DEFAULT ''", database="ddd")
-    posted = await wait_until(
-        lambda: [t for _, t in engine.events.alerts if "schema of ddd changed" in t],  # type: ignore[attr-defined]
-        10,
-        "the drift post",
-    )
-    assert "new column" in posted[0] and "customer.email (character varying(80) NOT NULL)" in posted[0], posted
-    assert "email" in watch.summary() and src.psql(TRIGGERS, database="ddd") == "0"
-    outcome = await engine.cancel(mid, "U0ALICE")
+    again = factories.engine(store, src, tgt, tmp_path, **settings)
+    watch = again.progress(mid).of("ddd").schema_changes = SchemaWatch(capture=False)
+    assert await again.recover() == [mid]
+    posted = await wait_until(lambda: cards(again, "ddd", "drift-2"), 20, "the change made while pgmig was down")
+    assert posted[0].drift == ["new column customer.email (character varying(80) NOT NULL)"], posted
+    assert not cards(again, "ddd", "drift-1") and "email" in watch.summary() and "customer_name" in watch.summary()
+    assert src.psql(TRIGGERS, database="ddd") == "0"
+    outcome = await again.cancel(mid, "U0ALICE")
     assert outcome.state is State.CANCELLED and not outcome.failed, outcome
+    await again.close()
+
+
+async def test_cleanup_removes_the_capture_of_a_migration_that_is_gone_and_nothing_else(tmp_path, store, pair):
+    """Event triggers and pgmig's schema left on a source by a migration the state store no longer knows (mig-98
+    of this deployment): `/pgmig cleanup` finds them by pgmig's mark and the deployment id and removes them; a
+    look-alike schema without the mark, an event trigger whose function is not in pgmig's schema, and another
+    deployment's capture stay."""
+    src, tgt = pair
+    fresh(src, tgt, "ddc")
+    mine, theirs = object_name(store.deployment, "mig-98", "ddc"), object_name("f00f00", "mig-98", "ddc")
+    source = server(factories.SOURCE, src)
+    for schema in (mine, theirs):  # made by pgmig's own code, as a capture makes them
+        src.psql(f"CREATE PUBLICATION {schema}", database="ddc")
+        async with source.connection("ddc") as conn:
+            await watermarks._make_source(conn, schema, schema)
+            await ddl._publish_table(conn, schema, schema)
+            await ddl._make_triggers(conn, schema, ddl.trigger_names(schema))
+    alike = object_name(store.deployment, "mig-97", "ddc")
+    src.psql(
+        f"CREATE SCHEMA {alike}; CREATE FUNCTION {alike}.f() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END'; "
+        f"CREATE EVENT TRIGGER {alike}_x ON ddl_command_end EXECUTE FUNCTION {alike}.f()",
+        database="ddc",
+    )
+    engine = factories.engine(store, src, tgt, tmp_path)
+    listed = await engine.cleanup(factories.SOURCE, remove=False)
+    assert {(x.kind, x.name, x.migration_id) for x in listed.loose if x.database == "ddc"} == {
+        ("publication", mine, "mig-98"),
+        *(("event trigger", t, "mig-98") for t in ddl.trigger_names(mine)),
+        ("schema", mine, "mig-98"),
+    }
+    assert not listed.kept
+    removed = await engine.cleanup(factories.SOURCE, remove=True)
+    assert len(removed.removed or []) == 4, removed
+    ours = (
+        f"SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = '{mine}') "
+        f"+ (SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE '{mine[:50]}%')"
+    )
+    assert src.psql(ours, database="ddc") == "0"
+    assert src.psql(f"SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE '{theirs[:50]}%'", database="ddc") == "2"
+    assert src.psql(f"SELECT count(*) FROM pg_event_trigger WHERE evtname = '{alike}_x'", database="ddc") == "1"
+    assert (
+        src.psql(f"SELECT count(*) FROM pg_namespace WHERE nspname IN ('{theirs}', '{alike}')", database="ddc") == "2"
+    )
+    src.psql('DROP DATABASE "ddc" WITH (FORCE)')  # another deployment's capture goes with it
     await engine.close()
+
+
+async def test_killed_right_after_publishing_a_new_table_a_restart_copies_its_rows(tmp_path, pair):
+    """CREATE TABLE captured and applied by pgmig itself, the table added to the publication, and pgmig killed
+    before the subscription is refreshed: the next pgmig refreshes it (publishing is idempotent, and only a
+    finished publish is recorded), the rows written before are copied and the later ones stream."""
+    src, tgt = pair
+    fresh(src, tgt, "ddp")
+    config = tmp_path / "pgmig.toml"
+    extra = (
+        "[migration]\nprogress_interval_seconds = 0.2\n"
+        '[online]\nverify_chunk_rows = 0\nddl_auto_apply = ["create_table"]\n'
+    )  # capture is on by default
+    config.write_text(config_toml({"src": src, "tgt": tgt}, extra=extra))
+    home = tmp_path / "home"
+    first = await Pgmig(home, config, 1, "ddl-published:ddp").start()
+    await first.type("migrate src tgt --mode online --db ddp", "wait 120")
+    await wait_until(lambda: src.psql(TRIGGERS, database="ddp") == "2", 90, "the capture's event triggers")
+    src.psql("CREATE TABLE invoice (id int PRIMARY KEY, total numeric)", database="ddp")
+    src.psql("INSERT INTO invoice SELECT g, g * 1.5 FROM generate_series(1, 20) g", database="ddp")
+    await first.killed()
+    published = "SELECT count(*) FROM pg_publication_tables WHERE tablename = 'invoice'"
+    assert src.psql(published, database="ddp") == "1"
+    subscribed = "SELECT count(*) FROM pg_subscription_rel WHERE srrelid = to_regclass('invoice')"
+    assert tgt.psql(subscribed, database="ddp") == "0"  # killed before the refresh
+    second = await Pgmig(home, config, 2, None).start()
+    await second.type("wait 600")
+    try:
+        await wait_until(lambda: _count(tgt, "invoice", "ddp") == "20", 90, "the new table's rows copied")
+        src.psql("INSERT INTO invoice VALUES (21, 1)", database="ddp")
+        await wait_until(lambda: _count(tgt, "invoice", "ddp") == "21", 30, "the later rows streamed")
+    finally:
+        assert second.proc is not None
+        second.proc.kill()
+        await second.proc.wait()
+    assert "📦 new table public.invoice (ddp) published" in second.log(), second.log()[-3000:]
+    third = pgmig("shell", env=shell_env(tmp_path, config), stdin="ddl mig-1\ncancel mig-1\n")
+    assert "#1 CREATE TABLE (table public.invoice" in third.stdout and "— applied by pgmig" in third.stdout
+    assert "cancelled" in third.stdout, third.stdout
+    assert src.psql(LEFT_BEHIND, database="ddp") == "0" and src.psql(published, database="ddp") == "0"
+
+
+async def test_cards_in_slack_are_decided_through_the_routers_authorization_and_updated_where_they_are(tmp_path, pair):
+    """The real app against the fake Slack, signed clicks: a destructive change's card takes two approvers'
+    Apply (someone who is not an operator is refused, each approval updates the card), Skip asks why in a form,
+    Pause cutover holds `/pgmig cutover` until Resume; every decision is audited."""
+    src, tgt = pair
+    fresh(src, tgt, "dds")
+    src.psql("CREATE TABLE old_log (id int PRIMARY KEY)", database="dds")
+    config = config_toml(
+        {"onprem": src, "azure": tgt},
+        extra='[slack]\nnotify_channel = "C0OPS"\napprovers = ["U0APPROVER1", "U0APPROVER2"]\n'
+        'required_approvals = 2\noperators = ["U0ALICE", "U0BOB", "U0APPROVER1", "U0APPROVER2"]\n'
+        "[migration]\nprogress_interval_seconds = 0.2\n[online]\nverify_chunk_rows = 0\n",
+    )
+    async with running(tmp_path, config) as slack:
+        await slack.command("migrate onprem azure --mode online --db dds", key="m")
+        await slack.reply("m", timeout=60)
+        await wait_until(lambda: src.psql(TRIGGERS, database="dds") == "2", 90, "the capture's event triggers")
+        src.psql("DROP TABLE old_log", database="dds")
+        card = await slack.fake.wait_for("calls", lambda c: _card_of(c, "dds #1 DROP TABLE"), timeout=30)
+        assert card.params.get("thread_ts") and "Apply to target" in text_of(card.params)
+        await slack.press(Action.DDL_APPLY.value, user="U0MALLORY", key="mallory")
+        assert "only operators may decide schema changes" in text_of(await slack.reply("mallory"))
+        await slack.press(Action.DDL_APPLY.value, user="U0APPROVER1", key="a1")
+        assert "1 of 2 approvals" in text_of(await slack.reply("a1"))
+        first = await slack.fake.wait_for("calls", lambda c: _update_of(c, "dds #1 DROP TABLE", "(1 of 2 approvals)"))
+        kept = (await slack.services.engine.store.step("mig-1", "schema_watch:dds")).data["posted"]
+        assert first.params["ts"] == kept["1"][1]  # the card posted, edited where it is
+        await slack.press(Action.DDL_APPLY.value, user="U0APPROVER2", key="a2")
+        await slack.reply("a2")
+        await slack.fake.wait_for("calls", lambda c: _update_of(c, "dds #1", "applied by U0APPROVER1, U0APPROVER2"))
+        assert tgt.psql("SELECT to_regclass('old_log') IS NULL", database="dds") == "t"
+
+        src.psql("CREATE INDEX customer_name ON customer (name)", database="dds")
+        await slack.fake.wait_for("calls", lambda c: _card_of(c, "dds #2 CREATE INDEX"), timeout=30)
+        before = len(slack.fake.calls)
+        await slack.press(Action.DDL_SKIP.value, user="U0BOB", key="skip")
+        await slack.fake.wait_for("calls", lambda c: c.method == "views.open" and c in slack.fake.calls[before:])
+        form = [v for v in slack.fake.views.values() if v.get("callback_id") == ddl_messages.SKIP_FORM][-1]
+        values = {ddl_messages.REASON: {ddl_messages.REASON: {"type": "plain_text_input", "value": "own index"}}}
+        assert (await slack.submit(form, values, user="U0BOB", key="skip-form")).status == 200
+        skipped = await slack.fake.wait_for("calls", lambda c: _update_of(c, "dds #2", "skipped by U0BOB"))
+        assert "skipped by <@U0BOB>: own index" in text_of(skipped.params)
+
+        store = slack.services.engine.store
+        await wait_state(store, "mig-1", State.READY_FOR_CUTOVER)
+        await slack.press(Action.DDL_PAUSE.value, user="U0BOB", key="pause")
+        paused = text_of(await slack.reply("pause"))
+        assert "paused by U0BOB" in paused and '"value": "ddl mig-1 resume"' in paused, paused
+        assert "cutover is paused by U0BOB" in await slack.ask("cutover mig-1")
+        await slack.click(Action.DDL_RESUME.value, "ddl mig-1 resume", user="U0ALICE", key="resume")
+        assert "may go ahead again" in text_of(await slack.reply("resume"))
+        # paused while a cutover request is open: the request is rejected, saying why. Its card lists what the
+        # target does not have: the skipped index, not the applied drop
+        assert "approval card" in await slack.ask("cutover mig-1")
+        asked = await slack.fake.wait_for(
+            "calls", lambda c: c.method == "chat.postMessage" and "Approve cutover of mig-1?" in c.params["text"]
+        )
+        approval = text_of(asked.params)
+        assert "Schema changes the target does not have" in approval, approval
+        assert "dds #2 CREATE INDEX `CREATE INDEX customer_name ON customer (name)`" in approval, approval
+        assert "skipped by U0BOB: own index · replication not held by it" in approval
+        assert "#1 DROP TABLE" not in approval
+        await slack.command("ddl mig-1 pause the app team ships a column tonight", user="U0BOB", key="pause2")
+        await slack.reply("pause2")
+        closed = await slack.fake.wait_for(
+            "calls", lambda c: c.method == "chat.update" and "Cutover rejected" in text_of(c.params)
+        )
+        assert "cutover paused: the app team ships a column tonight" in text_of(closed.params)
+        await wait_state(store, "mig-1", State.READY_FOR_CUTOVER)
+        audit = {e.action for e in (await store.audit_page("mig-1", 1, size=500, everything=True)).entries}
+        assert {"ddl.captured", "ddl.approve", "ddl.apply", "ddl.skip", "ddl.pause", "ddl.resume"} <= audit, audit
+        assert "cancelled" in await slack.ask("cancel mig-1")
+        offline = await slack.ask("migrate onprem azure --mode offline --db dds --no-capture-ddl")
+        assert "`--no-capture-ddl` is for online migrations" in offline, offline
+    assert src.psql(LEFT_BEHIND, database="dds") == "0"
+
+
+def _card_of(call, words: str) -> bool:
+    return call.method == "chat.postMessage" and words in call.params.get("text", "")
+
+
+def _update_of(call, card: str, words: str) -> bool:
+    """An edit of the card of `card` (`dds #1`) saying `words`."""
+    text = call.params.get("text", "")
+    return call.method == "chat.update" and f"schema change {card}" in text and words in text_of(call.params)
 
 
 def test_killed_around_making_the_capture_a_restart_and_a_cancel_leave_nothing(tmp_path, pair):

@@ -24,7 +24,7 @@ from tests.integration.clusters import PASSWORD, config_toml
 from tests.integration.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers, text_of
 from tests.integration.sample_data import PARENT_CHILD
 from tests.integration.slack_harness import click_body, command_body
-from tests.integration.waiting import wait_state
+from tests.integration.waiting import wait_state, wait_until
 
 LEASE = 2.0
 
@@ -347,6 +347,14 @@ async def test_a_frozen_replica_that_wakes_after_a_takeover_writes_nothing(world
     assert "took mig-1 over from replica ra" in status and "Run by replica `rb`" in status, status
     assert src.psql("SELECT count(*) FROM pg_replication_slots") == "1"
     assert tgt.psql("SELECT count(*) FROM pg_subscription") == "1"
+    # the replica that took over verifies while streaming (its walk, journaled), then the team may ask
+    seen: list[str] = []
+
+    async def verified() -> bool:
+        seen.append(await b.ask("status mig-1", f"v{len(seen)}"))
+        return "verified 100 %" in seen[-1]
+
+    await wait_until(verified, 90, lambda: "the status to say verified 100 %: " + seen[-1])
     assert "approval card" in await b.ask("cutover mig-1", "c")
     await approve(b, fake, "approve")
     await wait_state(store, "mig-1", State.COMPLETED, timeout=90)

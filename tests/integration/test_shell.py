@@ -155,7 +155,7 @@ def test_sandbox_online_migration_and_cutover_from_one_shell(tmp_path):
         out = pgmig("run", "--user", "dana", stdin=script + "\n", env=env, timeout=180)
         assert out.returncode == 0, out.stderr
         assert "ready_for_cutover" in out.stdout
-        assert "verified while streaming: pass " in out.stdout  # ranges compared at one point of the stream
+        assert "verified while streaming: verified " in out.stdout  # ranges compared at one point of the stream
         assert "no range of mig-1 differs as far as continuous verification has found" in out.stdout
         assert "Approve cutover of mig-1?" in out.stdout
         assert "someone else must approve it" in out.stdout  # dana asked; dana cannot approve
@@ -278,7 +278,7 @@ def test_shell_form_checks_each_answer_and_asks_only_what_applies(tmp_path, sour
         "online",
         "99",  # parallel jobs: out of range
         "",
-        "4",  # options: an online migration has three
+        "5",  # options: an online migration has four
         "cancel",
         "migrate",
         "src",
@@ -299,11 +299,11 @@ def test_shell_form_checks_each_answer_and_asks_only_what_applies(tmp_path, sour
     assert "  > onlin\n❌ no choice `onlin` (1–2 or a name) — did you mean `online`?\n4. Mode *" in online
     assert "  > 99\n❌ a whole number from 1 to 64, or empty for the default\n5. Parallel jobs" in online
     assert "6. Options (" in online and "2) Replica identity full" in online
-    assert "3) Capture schema changes" in online
-    assert "  > 4\n❌ no choice `4` (1–3 or a name)\n6. Options" in online
+    assert "3) Capture schema changes" in online and "4) Do not capture schema changes" in online
+    assert "  > 5\n❌ no choice `5` (1–4 or a name)\n6. Options" in online
     assert "Method" not in online and "Pause after export" not in online
     assert "5. Method (offline only) *" in offline and "Replica identity full" not in offline
-    assert "Capture schema changes" not in offline
+    assert "Capture schema changes" not in offline and "capture schema changes" not in offline
     assert "7. Options (" in offline and "2) Pause after export" in offline
     command = "/pgmig migrate src tgt --mode offline --method dump --db shop --overwrite --pause-after-export"
     assert f"  > 1,2\nThe form runs: {command}\n⏳ Running pre-flight checks before starting…\n" in offline

@@ -122,6 +122,7 @@ async def test_migrate_alone_acks_at_once_then_opens_the_form(slack):
         "replica_identity_full",
         "pause_after_export",
         "capture_ddl",
+        "no_capture_ddl",
     ]
     assert not any(b.get("block_id", "").startswith("databases@") for b in view["blocks"])  # no round trip yet
     meta = json.loads(view["private_metadata"])

@@ -20,6 +20,7 @@ from tests.integration.test_live_message import readable, until_notice
 TEAM = (
     '[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1"]\nrequired_approvals = 1\n'
     "[migration]\nprogress_interval_seconds = 0.2\n[online]\nfence_grace_seconds = 0.2\n"
+    "require_verified_share = 0\n"  # the card is asked for while the target's apply waits behind a lock
 )
 
 

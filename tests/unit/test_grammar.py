@@ -6,7 +6,12 @@ from dataclasses import fields
 
 import pytest
 
+from handlers.args import MigrateArgs
 from handlers.grammar import COMMANDS, UsageError, close_match, did_you_mean, normalize, parse
+from handlers.migrations import migrate_text
+from migration_core.engine.config import MigrationRequest
+from migration_core.state.errors import MigrationError
+from migration_core.state.models import DdlCapture, MigrationOptions, Mode
 
 
 def test_check_with_every_option():
@@ -139,3 +144,42 @@ def test_option_names_are_not_case_sensitive():
 def test_each_command_reads_its_arguments_as_its_own_dataclass(spec):
     names = {p.lower() for p in spec.positionals + spec.optional_positionals} | {o.dest for o in spec.options}
     assert ({f.name for f in fields(spec.args)} if spec.args else set()) == names
+
+
+@pytest.mark.parametrize(
+    "flags, capture",
+    [("", DdlCapture.DEFAULT), ("--capture-ddl", DdlCapture.ON), ("--NO-capture-ddl", DdlCapture.OFF)],
+)
+def test_schema_change_capture_is_three_way_per_migration(flags, capture):
+    """Neither flag: as `[online] capture_ddl` says; either one overrides it for this migration, and the canonical
+    command (the audit's, and a retry's advice) says the same."""
+    a = parse(f"migrate a b --mode online {flags}").of(MigrateArgs)
+    assert a.capture is capture
+    assert parse(migrate_text(a).removeprefix("/pgmig ")).of(MigrateArgs) == a
+    assert capture.resolved(True) is (capture is not DdlCapture.OFF)
+    assert capture.resolved(False) is (capture is DdlCapture.ON)
+
+
+@pytest.mark.parametrize("text", ["--capture-ddl --no-capture-ddl", "--no-capture-ddl --capture-ddl"])
+def test_capturing_and_not_capturing_together_is_refused(text):
+    with pytest.raises(UsageError, match="contradict each other: give one"):
+        parse(f"migrate a b --mode online {text}")
+
+
+@pytest.mark.parametrize("capture, flag", [(DdlCapture.ON, "--capture-ddl"), (DdlCapture.OFF, "--no-capture-ddl")])
+def test_either_capture_flag_is_refused_for_an_offline_migration(capture, flag):
+    offline = MigrationRequest("a", "b", Mode.OFFLINE, "U1", capture_ddl=capture)
+    assert [c.option for c in offline.conflicts()] == ["capture_ddl"]
+    with pytest.raises(MigrationError, match=f"`{flag}` is for online migrations"):
+        offline.validate()
+    assert not MigrationRequest("a", "b", Mode.ONLINE, "U1", capture_ddl=capture).conflicts()
+    assert not MigrationRequest("a", "b", Mode.OFFLINE, "U1").conflicts()
+
+
+def test_the_choice_is_stored_with_the_migration_and_older_rows_read_as_the_default():
+    for capture in DdlCapture:
+        stored = MigrationOptions(capture_ddl=capture).as_dict()
+        assert MigrationOptions.from_dict(stored).capture_ddl is capture
+    # before the opt-out, a bool: true was --capture-ddl, false "as configured"
+    assert MigrationOptions.from_dict({"capture_ddl": True}).capture_ddl is DdlCapture.ON
+    assert MigrationOptions.from_dict({"capture_ddl": False}).capture_ddl is DdlCapture.DEFAULT

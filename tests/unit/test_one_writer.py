@@ -1,5 +1,6 @@
-"""One writer: every SQL statement that changes a server lives in `migration_core/changes/`, where each
-change is journaled before it is made and has its undo (issue 24).
+"""One writer: every SQL statement that changes a server, and every Azure call that changes a flexible server
+(a database, a firewall rule, a parameter, a restart), lives in `migration_core/changes/`, where each change is
+journaled before it is made and has its undo (issue 24).
 
 The Python sources are read with `ast`: each string constant, f-string (a `{}` for each replacement
 field) and `+` concatenation of them is one text. A text is a writing statement when, at its start or
@@ -198,6 +199,79 @@ def test_detector_catches_planted_statements() -> None:
 
 def test_detector_ignores_prose_and_reads() -> None:
     assert statements(PROSE) == []
+
+
+# The Azure calls that change a flexible server, by operation group: made, journaled, only in changes/azure.py.
+AZURE_WRITES = {
+    "firewall_rules": {"begin_create_or_update", "begin_delete"},
+    "databases": {"begin_create", "begin_delete"},
+    "configurations": {"begin_update", "begin_put"},
+    "servers": {"begin_create_or_update", "begin_update", "begin_delete", "begin_restart", "begin_start", "begin_stop"},
+}
+# Azure calls made elsewhere, each with why.
+AZURE_ALLOWED = {
+    ("migration_core/azure/provision.py", "servers.begin_create_or_update"): "the server itself: its provisioning "
+    "request (prov-N) is its record, and pgmig never deletes a server",
+    ("migration_core/azure/provision.py", "servers.begin_update"): "grows the storage of a server being provisioned "
+    "again (prov-N records it; storage cannot shrink, so there is no undo)",
+}
+
+
+def azure_calls(source: str) -> list[tuple[int, str]]:
+    """(line, `group.method`) of every call of a method in AZURE_WRITES on an operation group (`x.databases.…`)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Attribute)
+            and node.func.attr in AZURE_WRITES.get(node.func.value.attr, ())
+        ):
+            found.append((node.lineno, f"{node.func.value.attr}.{node.func.attr}"))
+    return sorted(found)
+
+
+def azure_offenders(root: Path = ROOT) -> list[str]:
+    out = []
+    for top in SCANNED:
+        for path in sorted((root / top).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            if not rel.startswith(HOME):
+                out += [f"{rel}:{n}: {c}" for n, c in azure_calls(path.read_text()) if (rel, c) not in AZURE_ALLOWED]
+    return out
+
+
+def test_every_azure_change_is_made_in_changes() -> None:
+    found = azure_offenders()
+    assert not found, (
+        "an Azure call that changes a flexible server outside migration_core/changes/ (move it to "
+        "changes/azure.py, journaled, next to its undo):\n" + "\n".join(found)
+    )
+
+
+def test_azure_allowlist_names_calls_that_exist() -> None:
+    for (rel, what), why in AZURE_ALLOWED.items():
+        assert why and what in [c for _, c in azure_calls((ROOT / rel).read_text())], f"{rel} makes no {what} call"
+
+
+AZURE_PLANTED = """
+async def planted(client, group, name, rule, body):
+    await client.firewall_rules.begin_create_or_update(group, name, rule, body)
+    await client.databases.begin_delete(group, name, rule)
+    await client.configurations.begin_update(group, name, rule, body)
+    await client.servers.begin_restart(group, name)
+    await client.firewall_rules.get(group, name, rule)
+    await client.migrations.create(group, name, rule, body)
+"""
+
+
+def test_azure_detector_finds_writes_and_not_reads() -> None:
+    assert azure_calls(AZURE_PLANTED) == [
+        (3, "firewall_rules.begin_create_or_update"),
+        (4, "databases.begin_delete"),
+        (5, "configurations.begin_update"),
+        (6, "servers.begin_restart"),
+    ]
 
 
 def test_detector_sees_an_offender_in_the_tree(tmp_path: Path) -> None:

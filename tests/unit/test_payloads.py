@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from migration_core.changes import azure
 from migration_core.changes.constraints import ConstraintsPayload, ForeignKey, Parked, TriggerState
 from migration_core.changes.databases import ContentsPayload, DatabasePayload
 from migration_core.changes.fence import FencePayload
 from migration_core.changes.identity import IdentityPayload
 from migration_core.changes.roles import RolesPayload
+from migration_core.changes.watermarks import VerifierObjects
 from migration_core.state.journal import Payload
 
 STORED: list[tuple[type[Payload], dict]] = [
@@ -44,6 +46,33 @@ STORED: list[tuple[type[Payload], dict]] = [
             }
         },
     ),
+    (
+        azure.FirewallPayload,
+        {"start": "10.0.0.1", "end": "10.0.0.9", "before": None, "resource_id": "", "modified_at": ""},
+    ),
+    (azure.ParameterPayload, {"before": "replica", "value": "logical"}),
+    (
+        azure.DatabasePayload,
+        {
+            "resource_id": "/subscriptions/x/databases/app",
+            "created_at": "2026-12-07T00:00:00Z",
+            "oid": 16390,
+            "address": "h:5432",
+        },
+    ),
+    (azure.RestartPayload, {"pending": ["shared_preload_libraries"]}),
+    (VerifierObjects, {"schema": "pgmig_x", "oid": 16400, "publication": "pgmig_x"}),
+    (
+        VerifierObjects,
+        {
+            "schema": "pgmig_x",
+            "oid": 16400,
+            "publication": "",
+            "covered": [["public", "t"]],
+            "share": 0.5,
+            "at": "2026-12-07T00:00:00+00:00",
+        },
+    ),
 ]
 
 
@@ -57,7 +86,7 @@ def test_typed_fields_read_what_was_stored() -> None:
     assert fence.revoked == ["PUBLIC", "app"] and fence.ended_sessions == 2 and fence.read_only_before is None
     made = DatabasePayload.from_json({"replaced": False, "address": "db:5432"})
     assert made.oid is None and made.why is None  # pgmig stopped before reading the OID back
-    parked = ConstraintsPayload.from_json(STORED[-1][1]).parked
+    parked = ConstraintsPayload.from_json(next(d for k, d in STORED if k is ConstraintsPayload and d["parked"])).parked
     assert parked == Parked(
         [ForeignKey("public.t", "t_fk", "FOREIGN KEY (a) REFERENCES u(b)")], [TriggerState("public.t", "audit", "O")]
     )

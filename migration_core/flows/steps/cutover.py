@@ -2,13 +2,17 @@
 
 1. fence writes on the source (changes/fence.py): read-only for new sessions, CONNECT revoked, the
    remaining client sessions ended, each change journaled first so any later moment can lift it exactly;
-2. wait until the slot has confirmed the source's WAL position taken after the fence;
+2. wait until the slot has confirmed the source's WAL position taken after the fence and, where
+   continuous verification runs, until a watermark written after the fence is on the target (then every
+   change committed before the fence is there too: one apply worker, commit order);
 3. set every target sequence to the source's state;
 4. put back the foreign keys NOT VALID (enforced for new rows at once) and the triggers exactly as on
    the source, refresh materialized views, copy large objects;
 5. compare row counts (the source is quiescent, so equality is exact; materialized views only warn), again
    until they agree or the catch-up timeout passes (`counts_agree`: the slot's confirmed position alone
-   was seen ahead of what the target showed).
+   was seen ahead of what the target showed) — of the tables continuous verification does not cover:
+   a covered table was proven equal at a point of the stream, and step 2 proved that every change after
+   it arrived, so the window's cost follows what is unverified, not the database's size.
 
 Then (cutover_flow.py) the target is released — the point of no return — and `check` VALIDATEs the
 foreign keys, analyzes the refreshed views and compares full checksums against a snapshot of the
@@ -27,7 +31,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from migration_core.changes import constraints, matviews, sequences, undo
+from migration_core.changes import constraints, matviews, sequences, undo, watermarks
 from migration_core.changes.fence import Fence, FencePayload, end_sessions, fence
 from migration_core.changes.statistics import analyze
 from migration_core.engine.context import MigrationContext
@@ -39,6 +43,7 @@ from migration_core.state.errors import MigrationError
 from migration_core.state.journal import SOURCE, TARGET, Change, Journal
 from migration_core.transfer import large_objects
 from migration_core.transfer.limits import DEFAULT_LIMITS, DataLimits
+from migration_core.verify import continuous
 from migration_core.verify.tables import Mismatch, VerifyResult, verify_database
 
 LATE_SESSION_ROUNDS = 3  # sessions that slipped in past the fence are ended (and caught up with) this often
@@ -55,6 +60,7 @@ class DatabaseCutover:
     verify: VerifyResult | None = None
     views: list[str] = field(default_factory=list)  # materialized views refreshed on the target (quoted)
     predicted: float | None = None  # the window observe/forecast.py predicted when the cutover started
+    proven: frozenset[tuple[str, str]] = frozenset()  # tables not counted: covered, and the fence's watermark arrived
 
     @property
     def window_seconds(self) -> float:
@@ -110,11 +116,14 @@ async def cut_over(
     result.timings["fence"] = time.perf_counter() - started - grace
     step = time.perf_counter()
     if catch_up is None:
-        await wait_caught_up(source, database, config.catch_up_timeout_seconds, journal.object_name(database))
-        for _ in range(LATE_SESSION_ROUNDS):
-            if not await end_late_sessions(ctx, result):
-                break
+        proven = await fence_arrived(ctx, result)
+        if proven is None:  # no verification here: the slot's confirmed position, then the counts, prove it
             await wait_caught_up(source, database, config.catch_up_timeout_seconds, journal.object_name(database))
+            for _ in range(LATE_SESSION_ROUNDS):
+                if not await end_late_sessions(ctx, result):
+                    break
+                await wait_caught_up(source, database, config.catch_up_timeout_seconds, journal.object_name(database))
+        result.proven = proven or frozenset()
     else:
         await catch_up(database, config.catch_up_timeout_seconds)
     result.timings["catch_up"] = time.perf_counter() - step
@@ -146,6 +155,34 @@ async def cut_over(
     return result
 
 
+async def fence_arrived(ctx: MigrationContext, result: DatabaseCutover) -> frozenset[tuple[str, str]] | None:
+    """The exact catch-up, where continuous verification runs: a watermark written after the fence (and
+    after the last session that slipped past it) seen on the target, so every change committed before it
+    is there too. Returns the tables the window need not count (those verification covers; all of them
+    are counted when sessions kept slipping in), or None when verification runs elsewhere or not at all."""
+    db = result.database
+    v = ctx.progress.of(db).verification
+    if v is None or not v.schema:
+        return None
+    deadline = time.monotonic() + ctx.config.catch_up_timeout_seconds
+    for _ in range(LATE_SESSION_ROUNDS):
+        watermark = time.time_ns()
+        async with ctx.source.connection(db) as src:
+            await watermarks.fence_mark(src, v.schema, watermark)
+        async with ctx.target.connection(db) as tgt:
+            while not await watermarks.arrived(tgt, v.schema, watermark):
+                if time.monotonic() >= deadline:
+                    raise MigrationError(
+                        f"the target did not catch up with {db} within {ctx.config.catch_up_timeout_seconds:g} s "
+                        "(the fence's watermark did not arrive)",
+                        "check the subscription on the target (pg_stat_subscription); nothing was switched",
+                    )
+                await asyncio.sleep(0.002)
+        if not await end_late_sessions(ctx, result):
+            return continuous.proven(ctx, db)
+    return frozenset()
+
+
 async def end_late_sessions(ctx: MigrationContext, result: DatabaseCutover) -> bool:
     """End the sessions that slipped past the fence; True when there were any. A session that was past its
     CONNECT check when the fence came shows up only once started, and may write after the catch-up's
@@ -173,7 +210,9 @@ async def counts_agree(ctx: MigrationContext, result: DatabaseCutover, native: b
     source someone still writes to."""
     deadline = time.monotonic() + ctx.config.catch_up_timeout_seconds
     while True:
-        counts = await verify_database(ctx.source, ctx.target, result.database, ctx.options.parallel, counts_only=True)
+        counts = await verify_database(
+            ctx.source, ctx.target, result.database, ctx.options.parallel, counts_only=True, proven=result.proven
+        )
         if counts.ok or time.monotonic() >= deadline:
             return counts
         await asyncio.sleep(0.05)
