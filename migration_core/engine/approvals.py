@@ -254,8 +254,10 @@ class Approvals:
         )
 
     def start_cutover(self, migration_id: str, actor: str) -> asyncio.Task:
-        """Run a decided cutover (state cutting_over) as a tracked task (the click must answer at once)."""
-        return self.engine.runner.track(
+        """Run a decided cutover (state cutting_over) as a tracked task (the click must answer at once), after
+        whatever task here is still ending its work on the migration: refused, the decided cutover would sit
+        in cutting_over until a restart fell it back (seen when a start-up recovery was still posting)."""
+        return self.engine.runner.after(
             migration_id, self._guarded_cutover(migration_id, actor), f"cutover {migration_id}"
         )
 

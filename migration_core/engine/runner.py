@@ -64,6 +64,20 @@ class Runner:
         task.add_done_callback(done)
         return task
 
+    def after(self, migration_id: str, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
+        """Like `track`, for work that must not be refused because the task working on the migration here is
+        still ending (a recovery that fell back a cutover and is still telling the channel, when the team's
+        next decision starts a new one): it waits for that task, then runs, and is the one tracked."""
+        previous = self._tasks.pop(migration_id, None)
+        if previous is None or previous.done():
+            return self.track(migration_id, coro, name)
+
+        async def chained() -> Any:
+            await asyncio.gather(previous, return_exceptions=True)
+            return await coro
+
+        return self.track(migration_id, chained(), name)
+
     def background(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
         """Other long work (provisioning a server): tracked, logged if it fails, cancelled at close."""
         task = asyncio.create_task(coro, name=name)

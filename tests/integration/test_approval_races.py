@@ -201,3 +201,20 @@ async def test_a_cutover_request_whose_checks_fail_leaves_the_migration_ready(tm
             await asyncio.sleep(0.2)
         await slack.command("cutover mig-1", user="U0ALICE", key="c2")  # once it streams again, the request works
         assert "approval card" in text_of(await slack.reply("c2"))
+
+
+async def test_an_approval_while_a_recovery_is_still_telling_the_channel_starts_the_cutover(tmp_path, pair):
+    """The team decides while the task that fell back an interrupted cutover at start-up is still posting
+    (Slack slow): the decided cutover waits for that task and runs — it was refused once, and the migration
+    sat in cutting_over until the next restart fell it back (seen in the crash test under load)."""
+    src, tgt = pair
+    async with running(tmp_path, team_config(src, tgt, 1)) as slack:
+        await ready_with_card(slack)
+        engine = slack.services.engine
+        still_posting = asyncio.Event()
+        engine.runner.track("mig-1", still_posting.wait(), "recover cutover mig-1")  # as _take_over tracks one
+        await slack.press(APPROVE, user="U0APPROVER1", key="a1")
+        await asyncio.sleep(0.5)
+        assert await state(slack) is State.CUTTING_OVER  # decided, waiting for the recovery's task to end
+        still_posting.set()
+        assert await assert_consistent(slack) is State.COMPLETED
