@@ -85,6 +85,8 @@ __all__ = [
     "MigrationStatus",
 ]
 
+CHARTS_AT_CLOSE_SECONDS = 10.0  # a closing engine waits this long for charts still being shared
+
 
 @dataclass
 class MigrationStatus:
@@ -526,6 +528,7 @@ class Engine:
         are released."""
         self.scheduler.shutdown()
         await self.runner.stop_all()
+        await self.ledger.charted(CHARTS_AT_CLOSE_SECONDS)
         await self.store.release(self.instance)
         self.ledger.tokens.clear()
 

@@ -11,6 +11,7 @@ entry, and so a change on a server) is refused with `LeaseLost`, and its work th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -39,6 +40,30 @@ class Ledger:
         self.store, self.events = store, events
         self._progress: dict[str, MigrationProgress] = {}
         self.tokens: dict[str, int] = {}  # migration → the fencing token of this process's lease on it
+        self._charting: asyncio.Task | None = None  # the last chart being drawn and shared (they go in order)
+
+    def chart(self, m: Migration, moment: str) -> None:
+        """Draw and share the migration's chart at `moment` in the background, after the charts before it:
+        a picture (a second of drawing, an upload to a slow Slack) never holds up the migration itself."""
+        previous = self._charting
+
+        async def draw() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            try:
+                await self.events.chart(m, self.progress(m.id), moment)
+            except Exception:
+                log.exception("sharing the chart of %s failed", m.id)
+
+        self._charting = asyncio.get_running_loop().create_task(draw(), name=f"chart {m.id}")
+
+    async def charted(self, within: float) -> None:
+        """Wait (at most `within` seconds) for the charts still being drawn and shared; the rest is dropped."""
+        if self._charting is not None and not self._charting.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._charting), within)
+            except TimeoutError:
+                self._charting.cancel()
 
     def progress(self, mid: str) -> MigrationProgress:
         return self._progress.setdefault(mid, MigrationProgress())
@@ -116,7 +141,7 @@ class Ledger:
             m = await self.get(mid)
             await self.events.state_changed(m, self.progress(mid), detail, closed)
             if m.state in CHARTED and closed is None:  # back after a rejected or expired approval: nothing new
-                await self.events.chart(m, self.progress(mid), CHARTED[m.state])
+                self.chart(m, CHARTED[m.state])
         except Exception:  # telling the channel must never break the migration itself
             log.exception("publishing the state of %s failed", mid)
 
@@ -150,7 +175,7 @@ class Alerts:
         try:
             await self.ledger.events.alert(m, self.ledger.progress(m.id), message, offer_cancel and raised)
             if raised and not before and chart:
-                await self.ledger.events.chart(m, self.ledger.progress(m.id), f"{kind} alert")
+                self.ledger.chart(m, f"{kind} alert")
         except Exception:
             log.exception("posting the %s alert of %s failed", kind, m.id)
 
