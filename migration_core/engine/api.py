@@ -18,6 +18,7 @@ change it makes on a server in the journal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Coroutine
@@ -455,6 +456,9 @@ class Engine:
         if m is None:
             return None
         holder = await self.store.lease_alive(m.id, self.config.lease_seconds)
+        if m.state in MONITORED and m.id not in self.ledger.tokens and self.config.verify_chunk_rows > 0:
+            with contextlib.suppress(MigrationError):  # its servers are not configured here: nothing to add
+                await continuous.elsewhere(self.context(m))
         return MigrationStatus(
             m,
             await self.store.steps(m.id),

@@ -244,14 +244,29 @@ async def finish(ctx: MigrationContext, chunk_rows: int, share: float, within: f
         await asyncio.sleep(WALK_PAUSE)
 
 
-async def shares(ctx: MigrationContext) -> dict[str, float | None]:
-    """Each database's covered share as journaled (any replica can read it); None: not walked yet."""
-    found: dict[str, float | None] = {}
+async def journaled(ctx: MigrationContext) -> dict[str, watermarks.VerifierObjects]:
+    """Each database's verification as journaled by the replica walking it (any replica can read it)."""
+    found = {}
     for db in ctx.m.databases:
-        schema = watermarks.schema_name(ctx.journal, db)
-        entry = await ctx.journal.find(Change.VERIFIER, SOURCE, db, schema)
-        found[db] = watermarks.VerifierObjects.of(entry).share if entry is not None and entry.live else None
+        entry = await ctx.journal.find(Change.VERIFIER, SOURCE, db, watermarks.schema_name(ctx.journal, db))
+        if entry is not None and entry.live:
+            found[db] = watermarks.VerifierObjects.of(entry)
     return found
+
+
+async def shares(ctx: MigrationContext) -> dict[str, float | None]:
+    """Each database's covered share as journaled; None: not walked yet."""
+    made = await journaled(ctx)
+    return {db: made[db].share if db in made else None for db in ctx.m.databases}
+
+
+async def elsewhere(ctx: MigrationContext) -> None:
+    """On a replica that does not run the migration: status's verification line from the journal."""
+    for db, made in (await journaled(ctx)).items():
+        p = ctx.progress.of(db)
+        if p.verification is None and made.share is not None:
+            at = f" at {datetime.fromisoformat(made.at):%H:%M}" if made.at else ""
+            p.verified = f"verified {made.share * 100:.0f} %{at} (journaled by the replica running it)"
 
 
 def proven(ctx: MigrationContext, db: str) -> frozenset[Ref]:

@@ -151,6 +151,18 @@ async def world(tmp_path, cluster_root, target_cluster):
         target_cluster.psql(f"DROP DATABASE IF EXISTS {state_db} WITH (FORCE)")
 
 
+async def until_verified(replica: Replica) -> None:
+    """Until the replica's `/pgmig status` says continuous verification covers the database: a cutover
+    request is refused before (`[online] require_verified_share`)."""
+    seen: list[str] = []
+
+    async def verified() -> bool:
+        seen.append(await replica.ask("status mig-1", f"v{len(seen)}"))
+        return "verified 100 %" in seen[-1]
+
+    await wait_until(verified, 120, lambda: "the status to say verified 100 %: " + seen[-1])
+
+
 async def loading(store: Store, mid: str, db: str) -> None:
     """Until the full load of `db` runs (the moment a test makes its holder die or freeze)."""
     for _ in range(300):
@@ -236,6 +248,7 @@ async def test_a_standby_takes_over_a_dead_replica_mid_load_and_mid_cutover(worl
 
     standby = b if await holder(store, "mig-1") == "rb" else c
     other = c if standby is b else b
+    await until_verified(other)  # the standby's walk, journaled, read by the other replica too
     assert "approval card" in await other.ask("cutover mig-1", "c")
     await approve(other, fake, "approve")
     await asyncio.wait_for(standby.proc.wait(), 60)  # it died at the fence
@@ -347,14 +360,7 @@ async def test_a_frozen_replica_that_wakes_after_a_takeover_writes_nothing(world
     assert "took mig-1 over from replica ra" in status and "Run by replica `rb`" in status, status
     assert src.psql("SELECT count(*) FROM pg_replication_slots") == "1"
     assert tgt.psql("SELECT count(*) FROM pg_subscription") == "1"
-    # the replica that took over verifies while streaming (its walk, journaled), then the team may ask
-    seen: list[str] = []
-
-    async def verified() -> bool:
-        seen.append(await b.ask("status mig-1", f"v{len(seen)}"))
-        return "verified 100 %" in seen[-1]
-
-    await wait_until(verified, 90, lambda: "the status to say verified 100 %: " + seen[-1])
+    await until_verified(b)  # the replica that took over verifies while streaming, then the team may ask
     assert "approval card" in await b.ask("cutover mig-1", "c")
     await approve(b, fake, "approve")
     await wait_state(store, "mig-1", State.COMPLETED, timeout=90)
