@@ -33,11 +33,12 @@ lint: $(STAMP)
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
 
-# Integration test files run side by side (pytest-xdist, one file per worker, each worker with its own
-# clusters): most of their time is spent waiting on servers and subprocesses, not on the CPU.
-TEST_JOBS ?= 4
+# Integration tests run side by side (pytest-xdist; an idle worker takes tests queued for a busy one, each
+# worker with its own clusters, on /dev/shm when it has room): most of their time is spent waiting on
+# servers and subprocesses, not on the CPU.
+TEST_JOBS ?= 6
 test-integration: setup
-	$(VENV)/bin/pytest -q -n $(TEST_JOBS) --dist loadfile tests/integration
+	$(VENV)/bin/pytest -q -n $(TEST_JOBS) --dist worksteal tests/integration
 
 # After changing dependencies in pyproject.toml (needs uv: pip install uv).
 lock:

@@ -248,28 +248,37 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker, c
             )
             tasks.spawn(deliver(problem, user, channel), name="reject form refused")
 
+    def decide_from_form(
+        body: dict, view: dict, form_id: str, action: Action, value: str, channel: str, on_home: bool
+    ) -> None:
+        """A form that asks why (reject a cutover, skip a schema change), submitted: decided like the click it
+        stands for, in the background (refusals answered in the channel, or a direct message from Home)."""
+        user = body["user"]["id"]
+        delivery = f"{form_id}:{view.get('id', '')}" if view.get("id") else ""
+        inv = Invocation(user=user, channel=channel, delivery=delivery)
+
+        async def run() -> None:
+            try:
+                reply = await router.handle_action(action.value, value, inv, services)
+            except Exception:
+                log.exception("the %s form could not be run", form_id)
+                reply = FAILED
+            if reply is not None:
+                await deliver(reply, user, channel)
+            if on_home:
+                await publish_home(user)
+
+        tasks.spawn(run(), name=f"{form_id}: decide")
+
     @app.view(approvals.REJECT_FORM)
     async def on_reject_submit(ack: Any, body: dict, view: dict) -> None:
         """The reason given: the modal closes and the rejection is decided like a click (refusals answered in
         the channel, or a direct message when the form came from the Home tab)."""
         await ack()
-        user = body["user"]["id"]
         form = approvals.read_reject(view)
-        delivery = f"{approvals.REJECT_FORM}:{view.get('id', '')}" if view.get("id") else ""
-        inv = Invocation(user=user, channel=form.channel, delivery=delivery)
-
-        async def run() -> None:
-            try:
-                reply = await router.handle_action(Action.REJECT_CUTOVER.value, form.value, inv, services)
-            except Exception:
-                log.exception("the reject form could not be run")
-                reply = FAILED
-            if reply is not None:
-                await deliver(reply, user, form.channel)
-            if form.on_home:
-                await publish_home(user)
-
-        tasks.spawn(run(), name="reject: decide")
+        decide_from_form(
+            body, view, approvals.REJECT_FORM, Action.REJECT_CUTOVER, form.value, form.channel, form.on_home
+        )
 
     @app.action(Action.DDL_SKIP.value)
     async def on_skip(ack: Any, body: dict, action: dict) -> None:
@@ -298,21 +307,8 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker, c
         """The reason given: the modal closes and the change is skipped like a click (answered in the channel,
         or a direct message when the form came from the Home tab)."""
         await ack()
-        user = body["user"]["id"]
         form = ddl.read_skip(view)
-        delivery = f"{ddl.SKIP_FORM}:{view.get('id', '')}" if view.get("id") else ""
-        inv = Invocation(user=user, channel=form.channel, delivery=delivery)
-
-        async def run() -> None:
-            try:
-                reply = await router.handle_action(Action.DDL_SKIP.value, form.command, inv, services)
-            except Exception:
-                log.exception("the skip form could not be run")
-                reply = FAILED
-            if reply is not None:
-                await deliver(reply, user, form.channel)
-
-        tasks.spawn(run(), name="skip: decide")
+        decide_from_form(body, view, ddl.SKIP_FORM, Action.DDL_SKIP, form.command, form.channel, form.on_home)
 
     @app.action(re.compile(r"^pgmig\."))
     async def on_action(ack: Any, body: dict, action: dict, respond: Any) -> None:

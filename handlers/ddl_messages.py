@@ -14,9 +14,7 @@ from slack_sdk.models.blocks import (
     ActionsBlock,
     ButtonElement,
     ConfirmObject,
-    InputBlock,
     MarkdownTextObject,
-    PlainTextInputElement,
     SectionBlock,
 )
 from slack_sdk.models.views import View
@@ -24,7 +22,7 @@ from slack_sdk.models.views import View
 from handlers.actions import Action
 from handlers.authz import Policy
 from handlers.context import Reply
-from handlers.messages import context, esc, header, section, sections, shorten
+from handlers.messages import context, esc, header, reason_input, section, sections, shorten
 from handlers.migration_messages import mention
 from migration_core.observe.ddl import Captured, CutoverHold, SchemaCard
 
@@ -253,15 +251,10 @@ def skip_form(command: str, metadata: str) -> dict:
                     text=f"Skip schema change `{esc(which)}`? The target will not have it; replication goes on past it."
                 )
             ),
-            InputBlock(
-                block_id=REASON,
-                label="Why? (shown on the card and in the audit)",
-                element=PlainTextInputElement(
-                    action_id=REASON,
-                    multiline=True,
-                    max_length=500,
-                    placeholder="e.g. the target gets its own index after the cutover",
-                ),
+            reason_input(
+                REASON,
+                "Why? (shown on the card and in the audit)",
+                "e.g. the target gets its own index after the cutover",
             ),
         ],
     ).to_dict()

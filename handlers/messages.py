@@ -11,7 +11,9 @@ from slack_sdk.models.blocks import (
     ContextBlock,
     DividerBlock,
     HeaderBlock,
+    InputBlock,
     MarkdownTextObject,
+    PlainTextInputElement,
     SectionBlock,
 )
 
@@ -177,3 +179,13 @@ def preflight_message(report: PreflightReport, rerun_text: str) -> Reply:
     )
     text = f"Pre-flight {report.source} → {report.target}: {summary}"
     return Reply(text, blocks)
+
+
+def reason_input(field: str, label: str, placeholder: str) -> InputBlock:
+    """The one field of a form that asks why (a rejected cutover, a skipped schema change): `field` is its
+    block and action id, the answer at most 500 characters."""
+    return InputBlock(
+        block_id=field,
+        label=label,
+        element=PlainTextInputElement(action_id=field, multiline=True, max_length=500, placeholder=placeholder),
+    )

@@ -12,16 +12,14 @@ from slack_sdk.models.blocks import (
     ActionsBlock,
     ButtonElement,
     ConfirmObject,
-    InputBlock,
     MarkdownTextObject,
-    PlainTextInputElement,
     SectionBlock,
 )
 from slack_sdk.models.views import View
 
 from handlers.actions import Action
 from handlers.context import Reply
-from handlers.messages import context, esc, header, plural, preflight_message, section, sections, shorten
+from handlers.messages import context, esc, header, plural, preflight_message, reason_input, section, sections, shorten
 from handlers.plan_messages import plan_outcome, plan_section
 from migration_core.azure.dms_backend import DmsBackend
 from migration_core.azure.flex_backend import FlexBackend
@@ -843,15 +841,10 @@ def reject_form(m: Migration, metadata: str) -> dict:
                     "cutover; replication keeps running."
                 )
             ),
-            InputBlock(
-                block_id=REASON,
-                label="Why? (shown on the card, in the thread and in the audit)",
-                element=PlainTextInputElement(
-                    action_id=REASON,
-                    multiline=True,
-                    max_length=500,
-                    placeholder="e.g. the nightly batch is still running; try after 02:00",
-                ),
+            reason_input(
+                REASON,
+                "Why? (shown on the card, in the thread and in the audit)",
+                "e.g. the nightly batch is still running; try after 02:00",
             ),
         ],
     ).to_dict()
