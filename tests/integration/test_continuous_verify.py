@@ -206,8 +206,8 @@ def test_killed_during_a_repair_a_restart_repairs_from_its_record_and_a_cancel_l
     config = tmp_path / "pgmig.toml"
     config.write_text(config_toml({"src": src, "tgt": tgt}, extra="[migration]\nprogress_interval_seconds = 0.2\n"))
     env = shell_env(tmp_path, config)
-    first = pgmig("shell", env=env, stdin="migrate src tgt --mode online --db cvr\nwait 8\nstatus mig-1\n")
-    assert "verified while streaming: verified 100 %" in first.stdout, first.stdout[-3000:]
+    first = pgmig("shell", env=env, stdin="migrate src tgt --mode online --db cvr\nwait 8\n")
+    assert "ready_for_cutover" in first.stdout, first.stdout[-3000:]
     tgt.psql("UPDATE note SET body = 'tampered' WHERE code = 'k00005'", database="cvr")
     attempts = "wait 4\nrepair mig-1\n" * 8  # the first repair that finds the range dies with it
     second = pgmig("shell", env={**env, KILL: "plan-repair:cvr"}, stdin=attempts)
