@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import asyncpg
 import pytest
 
 from bot.localpg import LocalCluster
@@ -109,9 +110,33 @@ async def test_a_captured_change_waits_for_its_decision_and_applies_in_stream_or
     )
     assert await states(engine, mid, "dd") == ["applied", "skipped"]
     assert tgt.psql("SELECT count(*) FROM pg_indexes WHERE indexname = 'customer_name'", database="dd") == "0"
+    # DDL and DML in one transaction (a rename, and a row written under the new name): the row waits with it
+    app = await asyncpg.connect(src.dsn("dd"))  # an application's statements, one by one, in one transaction
+    async with app.transaction():
+        await app.execute("ALTER TABLE customer RENAME COLUMN phone TO tel")
+        await app.execute("INSERT INTO customer (id, name, tel) VALUES (102, 'renamed', '557')")
+    await app.close()
+    await wait_until(
+        lambda: _has_all(engine, mid, "dd", ["applied", "skipped", "pending"]), 30, "the rename to be captured"
+    )
+    assert tgt.psql("SELECT count(*) FROM customer WHERE id = 102", database="dd") == "0"
+    await engine.decide_schema_change(mid, "dd:3", "apply", "U0BOB")
+    await wait_until(
+        lambda: tgt.psql("SELECT count(*) FROM customer WHERE id = 102", database="dd") == "1", 30, "row 102"
+    )
+    assert tgt.psql("SELECT tel FROM customer WHERE id = 102", database="dd") == "557"  # renamed before it
+    # CREATE INDEX CONCURRENTLY (outside any transaction on the source): captured and applied as well
+    src.psql("CREATE INDEX CONCURRENTLY customer_tel ON customer (tel)", database="dd")
+    await wait_until(lambda: _has_all(engine, mid, "dd", ["applied", "skipped", "applied", "pending"]), 30, "the index")
+    await engine.decide_schema_change(mid, "dd:4", "apply", "U0BOB")
+    await wait_until(
+        lambda: tgt.psql("SELECT count(*) FROM pg_indexes WHERE indexname = 'customer_tel'", database="dd") == "1",
+        30,
+        "the concurrent index on the target",
+    )
     # the running watch updates each card with the target's outcome: posted once each, never again
     await wait_until(lambda: [c.change.outcome for c in cards(engine, "dd", "2")][-1:] == ["skipped"], 20, "card")
-    assert len({c.ts for _, c in engine.events.cards}) == 2  # type: ignore[attr-defined]
+    assert len({c.ts for _, c in engine.events.cards}) == 4  # type: ignore[attr-defined]
     # nothing pending, but the cutover is paused (a card's Pause cutover): the gate holds until it is resumed
     await wait_until(lambda: not engine.progress(mid).of("dd").blocked, 20, "no longer blocked")
     await engine.pause_cutover(mid, "U0EVE", "schema change dd #2 (CREATE INDEX)")
@@ -147,7 +172,7 @@ async def test_a_captured_change_waits_for_its_decision_and_applies_in_stream_or
     assert "by U0BOB: the target gets its own index" in summary
     assert src.psql(LEFT_BEHIND, database="dd") == "0"
     assert tgt.psql(LEFT_BEHIND, database="dd") == "0"
-    assert tgt.psql("SELECT phone FROM customer WHERE id = 101", database="dd") == "556"
+    assert tgt.psql("SELECT tel FROM customer WHERE id = 101", database="dd") == "556"
     await engine.close()
 
 
