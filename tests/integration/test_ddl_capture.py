@@ -136,6 +136,7 @@ async def test_a_captured_change_waits_for_its_decision_and_applies_in_stream_or
     )
     # the running watch updates each card with the target's outcome: posted once each, never again
     await wait_until(lambda: [c.change.outcome for c in cards(engine, "dd", "2")][-1:] == ["skipped"], 20, "card")
+    await wait_until(lambda: [c.change.outcome for c in cards(engine, "dd", "4")][-1:] == ["applied"], 20, "card 4")
     assert len({c.ts for _, c in engine.events.cards}) == 4  # type: ignore[attr-defined]
     # nothing pending, but the cutover is paused (a card's Pause cutover): the gate holds until it is resumed
     await wait_until(lambda: not engine.progress(mid).of("dd").blocked, 20, "no longer blocked")
@@ -307,7 +308,12 @@ async def test_without_event_trigger_rights_drift_is_reported_against_the_baseli
     src.psql("CREATE INDEX customer_name ON customer (name)", database="ddd")
     drift = await wait_until(lambda: cards(engine, "ddd", "drift-1"), 10, "the drift card")
     assert len(drift[0].drift) == 1 and "new index customer_name (CREATE INDEX" in drift[0].drift[0], drift
-    kept = (await store.step(mid, "schema_watch:ddd")).data
+
+    async def saved() -> dict:  # the card is posted, then the watch's record saved: wait for both
+        step = await store.step(mid, "schema_watch:ddd")
+        return step.data if step is not None and "drift-1" in step.data.get("posted", {}) else {}
+
+    kept = await wait_until(saved, 10, "the drift's record in the state store")
     assert kept["baseline"] and kept["posted"]["drift-1"] and kept["drift"] == drift[0].drift
     await engine.close()  # pgmig stops; the schema changes while it is down
     src.psql("ALTER TABLE customer ADD COLUMN email varchar(80) NOT NULL DEFAULT ''", database="ddd")
