@@ -150,13 +150,18 @@ async def possible(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
 
 
-async def ensure(source: ServerConfig, target: ServerConfig, database: str, journal: Journal) -> str:
+async def ensure(source: ServerConfig, target: ServerConfig, database: str, journal: Journal) -> str | None:
     """Make (or find made) capture on both sides, after the verification schema it lives in; returns the
-    schema's name. Idempotent: a restart finishes what its entries planned."""
+    schema's name, or None when the migration no longer streams (nothing is made). Idempotent: a restart
+    finishes what its entries planned."""
     schema = await watermarks.ensure(source, target, database, journal)
+    if schema is None:
+        return None
     made = [await journal.find(Change.DDL_CAPTURE, side, database, schema) for side in (TARGET, SOURCE)]
     if all(e is not None and e.mark is Mark.DONE for e in made):
         return schema
+    if not await watermarks.streaming(journal):
+        return None
     async with target.connection(database) as tgt:
         entry = await journal.plan(Change.DDL_CAPTURE, TARGET, database, schema, CaptureObjects(schema))
         oid = await _make_target(tgt, schema)

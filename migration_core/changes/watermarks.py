@@ -26,6 +26,7 @@ import asyncpg
 from migration_core.pg.servers import ConnectionProblem, ServerConfig
 from migration_core.pg.sql import PGMIG_SCHEMA_MARK, ident, literal
 from migration_core.state.journal import SOURCE, TARGET, Change, Journal, JournalEntry, Mark, Payload
+from migration_core.state.models import State
 
 WATERMARKS, DIGESTS, TRIGGER = "watermark", "digest", "pgmig_take_digest"
 WATERMARK_COLUMNS = (
@@ -105,14 +106,24 @@ def schema_name(journal: Journal, database: str) -> str:
     return journal.object_name(database)
 
 
-async def ensure(source: ServerConfig, target: ServerConfig, database: str, journal: Journal) -> str:
-    """Make (or find made) both sides' objects; returns the schema's name. Idempotent: a restart that died
-    half way finishes what its entries planned."""
+async def streaming(journal: Journal) -> bool:
+    """Whether the migration still streams, read afresh: a look that began before a cancel or the cutover's
+    teardown must not make again, behind that teardown, what it just removed."""
+    m = await journal.store.get_migration(journal.migration_id)
+    return m is not None and m.state in (State.CATCHING_UP, State.READY_FOR_CUTOVER, State.AWAITING_APPROVAL)
+
+
+async def ensure(source: ServerConfig, target: ServerConfig, database: str, journal: Journal) -> str | None:
+    """Make (or find made) both sides' objects; returns the schema's name, or None when the migration no
+    longer streams (nothing is made). Idempotent: a restart that died half way finishes what its entries
+    planned."""
     schema = schema_name(journal, database)
     made_target = await journal.find(Change.VERIFIER, TARGET, database, schema)
     made_source = await journal.find(Change.VERIFIER, SOURCE, database, schema)
     if all(e is not None and e.mark is Mark.DONE for e in (made_target, made_source)):
         return schema
+    if not await streaming(journal):
+        return None
     async with target.connection(database) as tgt:
         entry = await journal.plan(Change.VERIFIER, TARGET, database, schema, VerifierObjects(schema))
         oid = await _make_target(tgt, schema)

@@ -244,7 +244,8 @@ async def watch(ctx: MigrationContext) -> None:
                 async with ctx.source.connection(db) as src:
                     w.capture = await ddl.possible(src)
             if w.capture:
-                await ddl.ensure(ctx.source, ctx.target, db, ctx.journal)
+                if await ddl.ensure(ctx.source, ctx.target, db, ctx.journal) is None:
+                    continue  # the migration stopped streaming since this look began: nothing to watch
                 w.changes = await captured(ctx, db)
                 await _auto_apply(ctx, w)
                 await _publish_new_tables(ctx, db, w)

@@ -213,7 +213,10 @@ async def step(ctx: MigrationContext, chunk_rows: int, budget: float = 0.0) -> d
         async with v.lock:
             try:
                 if not v.schema:
-                    v.schema = await watermarks.ensure(ctx.source, ctx.target, db, ctx.journal)
+                    schema = await watermarks.ensure(ctx.source, ctx.target, db, ctx.journal)
+                    if schema is None:  # the migration stopped streaming since this look began
+                        continue
+                    v.schema = schema
                     await _restore(ctx, db, v)
                 await _collect(ctx, db, v)
                 await _send(ctx, db, v, chunk_rows)
