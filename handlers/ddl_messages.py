@@ -92,6 +92,7 @@ def card(mid: str, found: SchemaCard, required: int) -> Reply:
         f"🛠️ *Schema change on the source* · {esc(c.database)} · *#{c.id} {esc(c.tag)}*"
         + (" ⚠️ destructive" if c.destructive else ""),
         f"```{esc(statement)}```",
+        *_applies_words(c),
         f"*Objects*: {esc(', '.join(c.objects[:10]) + (' …' if len(c.objects) > 10 else '')) or 'none named'}"
         f" · by `{esc(c.role)}` at {c.at:%Y-%m-%d %H:%M:%S} UTC",
         f"*Replication*: {replication_words(found)}",
@@ -102,11 +103,27 @@ def card(mid: str, found: SchemaCard, required: int) -> Reply:
     blocks = [*sections(lines), ActionsBlock(elements=buttons).to_dict()]
     if c.pending:
         blocks.append(
-            context(f"or type `/pgmig ddl {mid} apply {esc(typed)}` · `/pgmig ddl {mid} skip {esc(typed)} REASON`")
+            context(
+                (f"or type `/pgmig ddl {mid} apply {esc(typed)}` · " if c.applies else "or type ")
+                + f"`/pgmig ddl {mid} skip {esc(typed)} REASON`"
+            )
         )
     by = f" by {c.decided_by}" if c.decided_by else ""
     approvals = f" ({len(c.approvals)} of {required} approvals)" if c.pending and c.approvals else ""
     return Reply(f"🛠️ {mid}: schema change {c.database} #{c.id} {c.tag} — {c.state}{by}{approvals}", blocks, False)
+
+
+def _applies_words(c: Captured) -> list[str]:
+    """What Apply would run, when it is not the captured text as it stands."""
+    if not c.applies:
+        return [f"⚠️ *pgmig cannot apply this change*: {esc(c.unappliable)}. Make it on the target yourself, then Skip"]
+    if c.applies == c.statement.strip():
+        return []
+    shown = shorten(" ".join(c.applies.split()), 1500).replace("```", "` ` `")
+    return [
+        "*Apply runs only its schema statements* (the query string held others, whose data the stream carries):",
+        f"```{esc(shown)}```",
+    ]
 
 
 def decision_buttons(mid: str, c: Captured, required: int) -> list[ButtonElement]:
@@ -127,7 +144,8 @@ def decision_buttons(mid: str, c: Captured, required: int) -> list[ButtonElement
             deny="Not yet",
             style="danger",
         )
-    return [apply, ButtonElement(text="Skip", action_id=Action.DDL_SKIP.value, value=f"ddl {mid} skip {typed}")]
+    skip = ButtonElement(text="Skip", action_id=Action.DDL_SKIP.value, value=f"ddl {mid} skip {typed}")
+    return [apply, skip] if c.applies else [skip]
 
 
 def awaiting_you(mid: str, c: Captured, required: int) -> list[dict]:

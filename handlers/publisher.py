@@ -17,7 +17,7 @@ from migration_core.azure.provisioning import ProvisionRecord
 from migration_core.engine.api import Engine
 from migration_core.observe.ddl import SchemaCard
 from migration_core.observe.progress import MigrationProgress
-from migration_core.state.approval import Closed
+from migration_core.state.approval import ApprovalRequest, Closed
 from migration_core.state.models import Migration, State
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,14 @@ class ChannelPublisher:
                 ),
             )
         return decided
+
+    async def request_changed(
+        self, migration: Migration, progress: MigrationProgress, request: ApprovalRequest
+    ) -> None:
+        if request.ts:
+            approvers = await self.engine.cutover_approvers(request)
+            card = mm.approval_card(migration, progress, request, approvers, self.policy.required_approvals)
+            await self.poster.update(request.channel, request.ts, card)
 
     async def alert(
         self, migration: Migration, progress: MigrationProgress, text: str, offer_cancel: bool = False

@@ -7,7 +7,8 @@ the session's search_path — as a row of a `ddl` table in pgmig's verification 
 that table is published with the migration's tables: the row reaches the target in commit order with the
 data. On the target, an `ENABLE ALWAYS` trigger on its copy looks the statement's id up in `ddl_decision`
 (written by `decide`): `apply` runs it inside the apply worker's own transaction, before any later row that
-needs it; `skip` lets it pass; no decision yet raises, so the apply worker retries and replication waits
+needs it (of a query string that held more than schema statements, only those: the decision carries them);
+`skip` lets it pass; no decision yet raises, so the apply worker retries and replication waits
 exactly there — its lag shows it — until the team decides. A statement that fails on the target is recorded
 as failed with its error and the stream goes on (the monitor then says what blocks, if anything does).
 
@@ -49,7 +50,8 @@ TARGET_COLUMNS = (
     "statement text, search_path text, role text"
 )
 DECISION_COLUMNS = (
-    "id bigint PRIMARY KEY, decision text NOT NULL CHECK (decision IN ('apply', 'skip')), reason text, "
+    "id bigint PRIMARY KEY, decision text NOT NULL CHECK (decision IN ('apply', 'skip')), statement text, "
+    "reason text, "
     "decided_by text NOT NULL, decided_at timestamptz NOT NULL DEFAULT now(), outcome text, error text, "
     "done_at timestamptz"
 )
@@ -83,14 +85,15 @@ END
 GATE_BODY = """
 DECLARE
   d record;
-  stmt text := NEW.statement;
+  stmt text;
 BEGIN
-  SELECT decision INTO d FROM {schema}.{decisions} WHERE id = NEW.id;
+  SELECT decision, statement INTO d FROM {schema}.{decisions} WHERE id = NEW.id;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'pgmig: schema change % (%) awaits a decision: /pgmig ddl … apply % or skip %',
       NEW.id, NEW.tag, NEW.id, NEW.id;
   END IF;
   IF d.decision = 'apply' THEN
+    stmt := coalesce(d.statement, NEW.statement);  -- the schema statements alone, of a string that held more
     IF NEW.tag IN ('CREATE INDEX', 'DROP INDEX', 'REINDEX') THEN  -- no CONCURRENTLY inside a transaction
       stmt := regexp_replace(stmt, '\\s+CONCURRENTLY\\M', '', 'i');
     END IF;
@@ -276,15 +279,19 @@ async def publish(source: ServerConfig, target: ServerConfig, database: str, tab
     return ""
 
 
-async def decide(conn: asyncpg.Connection, schema: str, change: int, verb: str, actor: str, reason: str) -> bool:
-    """The team's decision on one captured statement, written on the target where its gate reads it; False
-    when it was decided already (the first decision stands: two racing clicks cannot both win)."""
+async def decide(
+    conn: asyncpg.Connection, schema: str, change: int, verb: str, actor: str, reason: str, runs: str | None = None
+) -> bool:
+    """The team's decision on one captured statement, written on the target where its gate reads it (`runs`:
+    what applying runs instead of the captured text, observe/ddl_kinds.applied); False when it was decided
+    already (the first decision stands: two racing clicks cannot both win)."""
     return bool(
         await conn.fetchval(
-            f"INSERT INTO {ident(schema)}.{DECISIONS} (id, decision, reason, decided_by) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT (id) DO NOTHING RETURNING true",
+            f"INSERT INTO {ident(schema)}.{DECISIONS} (id, decision, statement, reason, decided_by) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING true",
             change,
             verb,
+            runs,
             reason or None,
             actor,
         )

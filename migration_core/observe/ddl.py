@@ -38,7 +38,7 @@ from migration_core.state import approval
 from migration_core.state.approval import ApprovalRequest, UnappliedChange, Verdict
 from migration_core.state.errors import MigrationError
 from migration_core.state.journal import SOURCE, TARGET, Change, Payload
-from migration_core.state.models import AuditEntry, StepKind, StepState, utcnow
+from migration_core.state.models import AuditEntry, State, StepKind, StepState, utcnow
 
 log = logging.getLogger(__name__)
 VERBS = ("apply", "skip")
@@ -92,13 +92,29 @@ class Captured:
         return "pending" if self.decision is None else f"{self.decision} decided, the stream has not reached it yet"
 
     @property
+    def applies(self) -> str:
+        """What Apply runs on the target: the statement, or the schema statements of a query string that held
+        more; empty when pgmig cannot apply it by itself (made by code, ddl_kinds.applied says)."""
+        return ddl_kinds.applied(self.statement)
+
+    @property
+    def unappliable(self) -> str:
+        """Why Apply is refused (empty when it is not): the team makes the change on the target itself."""
+        if self.applies:
+            return ""
+        return (
+            "it was made by code (a DO block, a procedure, a function called in a query, or a BEGIN ATOMIC body "
+            "among other statements): applying it would run that code's other work on the target again"
+        )
+
+    @property
     def destructive(self) -> bool:
-        return ddl_kinds.destructive(self.tag, self.statement)
+        return ddl_kinds.destructive(self.tag, self.applies or self.statement)
 
     @property
     def kind(self) -> str:
         """add_column, create_index or create_table when plainly that (ddl_kinds.py); empty otherwise."""
-        return ddl_kinds.kind(self.tag, self.statement)
+        return ddl_kinds.kind(self.tag, self.applies)
 
     @property
     def round(self) -> str:
@@ -114,6 +130,8 @@ class Captured:
         """One line for a list: the statement, its state, who decided and why, the target's error, and for a
         pending destructive change how many of the `required` approvals it has."""
         said = f"{self.label} `{_short(self.statement)}` — {_state(self)}"
+        if self.pending and not self.applies:
+            said += " (pgmig cannot apply it: made by code; make it on the target yourself, then skip it)"
         if not (self.destructive and self.pending):
             return said
         got = f", {len(self.approvals)} of {required} approvals" + (
@@ -255,6 +273,27 @@ async def watch(ctx: MigrationContext) -> None:
             w.problem = ""
         except (asyncpg.PostgresError, ConnectionProblem, OSError) as exc:  # the next tick looks again
             w.problem = str(exc)
+    watched = [ctx.progress.of(db).schema_changes for db in ctx.m.databases]
+    await _follow_request(ctx, [c for w in watched if w is not None and w.capture for c in w.changes])
+
+
+async def _follow_request(ctx: MigrationContext, changes: list[Captured]) -> None:
+    """While a cutover request waits for approval, its card's list of the schema changes the target lacks
+    follows what the watch now sees (a change captured since, one decided or applied): saved with the request,
+    then its card is redrawn. A request decided meanwhile is left as it was closed."""
+    now = _unapplied(changes)
+    step = await ctx.ledger.store.step(ctx.mid, StepKind.APPROVAL)
+    if step is None or step.state != StepState.WAITING:
+        return
+    request = ApprovalRequest.from_dict(step.data)
+    if not request.open or request.schema_changes is None or request.schema_changes == now:
+        return
+    m = await ctx.ledger.get(ctx.mid)
+    if m.state is not State.AWAITING_APPROVAL:
+        return
+    request.schema_changes = now
+    await ctx.ledger.save(ctx.mid, StepKind.APPROVAL, StepState.WAITING, step.detail, request.as_dict())
+    await ctx.ledger.events.request_changed(m, ctx.progress, request)
 
 
 async def _record(ctx: MigrationContext, db: str) -> WatchRecord:
@@ -427,6 +466,11 @@ async def decide(
             + ", ".join(f"`{c.database}:{c.id}`" for c in found)
         )
     c = found[0]
+    if verb == "apply" and c.pending and c.unappliable:
+        raise MigrationError(
+            f"{c.label} cannot be applied by pgmig: {c.unappliable}",
+            f"make the change on the target yourself, then `/pgmig ddl {ctx.mid} skip {which} applied by hand`",
+        )
     if verb == "apply" and c.destructive and c.pending:
         request = ApprovalRequest(ctx.mid, "", utcnow() + OPEN_FOR, round=c.round)
         said = await approval.decide(
@@ -458,8 +502,9 @@ async def _refresh(ctx: MigrationContext, c: Captured, changes: list[Captured]) 
 async def _write(ctx: MigrationContext, c: Captured, verb: str, actor: str, reason: str) -> bool:
     """The decision on `c`, written on the target where its gate reads it, and audited; False when one was
     written already (the first stands)."""
+    runs = c.applies if verb == "apply" and c.applies != c.statement.strip() else None
     async with ctx.target.connection(c.database) as tgt:
-        if not await ddl.decide(tgt, ctx.journal.object_name(c.database), c.id, verb, actor, reason):
+        if not await ddl.decide(tgt, ctx.journal.object_name(c.database), c.id, verb, actor, reason, runs):
             return False
     await ctx.ledger.store.audit(
         AuditEntry(actor, f"ddl.{verb}", f"{c.database} {c.label}: {c.statement[:1500]} {reason}".strip(), ctx.mid)
@@ -532,9 +577,12 @@ async def require_decided(ctx: MigrationContext, doing: str) -> None:
 async def unapplied(ctx: MigrationContext) -> list[UnappliedChange]:
     """The captured changes the target does not have, for the cutover's approval card: pending (the stream waits
     at them), decided `apply` but not reached yet, skipped, failed."""
+    return _unapplied([c for changes in (await listing(ctx)).values() for c in changes])
+
+
+def _unapplied(changes: list[Captured]) -> list[UnappliedChange]:
     return [
         UnappliedChange(c.database, c.id, c.tag, _short(c.statement, 150), _state(c), c.pending)
-        for changes in (await listing(ctx)).values()
         for c in changes
         if c.outcome != "applied"
     ]

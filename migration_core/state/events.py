@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from migration_core.observe.progress import MigrationProgress
-from migration_core.state.approval import Closed
+from migration_core.state.approval import ApprovalRequest, Closed
 from migration_core.state.models import Migration
 
 if TYPE_CHECKING:
@@ -33,6 +33,12 @@ class MigrationEvents(Protocol):
     ) -> tuple[str, str]:
         """A schema change captured on the source (or a drift found): its card posted in the migration's
         thread, or updated where it is (`card.channel`, `card.ts`); returns where it is (empty: not posted)."""
+
+    async def request_changed(
+        self, migration: Migration, progress: MigrationProgress, request: ApprovalRequest
+    ) -> None:
+        """The open cutover request's facts changed while it waits (the schema changes the target lacks, saved
+        with it): its card is redrawn where it is."""
 
     async def chart(self, migration: Migration, progress: MigrationProgress, moment: str) -> None:
         """A moment worth a picture (`moment`: "full load done", "ready for cutover", "completed", "lag alert"…):
@@ -62,6 +68,11 @@ class NoEvents:
         self, migration: Migration, progress: MigrationProgress, card: SchemaCard
     ) -> tuple[str, str]:
         return "", ""
+
+    async def request_changed(
+        self, migration: Migration, progress: MigrationProgress, request: ApprovalRequest
+    ) -> None:
+        return None
 
     async def chart(self, migration: Migration, progress: MigrationProgress, moment: str) -> None:
         return None

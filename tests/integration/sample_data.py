@@ -11,7 +11,7 @@ import asyncpg
 
 from migration_core.observe.ddl import SchemaCard
 from migration_core.observe.progress import MigrationProgress
-from migration_core.state.approval import Closed
+from migration_core.state.approval import ApprovalRequest, Closed
 from migration_core.state.models import Migration
 
 ROLES = """
@@ -83,6 +83,7 @@ class RecordingEvents:
     alerts: list[tuple[str, str]] = field(default_factory=list)
     cards: list[tuple[str, SchemaCard]] = field(default_factory=list)  # schema-change cards, posted or updated
     charts: list[tuple[str, str]] = field(default_factory=list)  # (migration, moment) a chart was announced at
+    requests: list[tuple[str, ApprovalRequest]] = field(default_factory=list)  # cutover requests redrawn
     ticks: int = 0
 
     async def alert(
@@ -95,6 +96,11 @@ class RecordingEvents:
 
     async def chart(self, migration: Migration, progress: MigrationProgress, moment: str) -> None:
         self.charts.append((migration.id, moment))
+
+    async def request_changed(
+        self, migration: Migration, progress: MigrationProgress, request: ApprovalRequest
+    ) -> None:
+        self.requests.append((migration.id, copy.deepcopy(request)))
 
     async def schema_change(
         self, migration: Migration, progress: MigrationProgress, card: SchemaCard

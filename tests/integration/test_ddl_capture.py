@@ -231,8 +231,52 @@ async def test_auto_applied_kinds_new_tables_published_and_destructive_changes_n
     assert second.decision == "apply" and second.decided_by == "U0BOB, U0CAROL", second
     await wait_until(lambda: _has_all(engine, mid, "dda", ["applied"] * 3), 30, "the drop applied")
     assert tgt.psql("SELECT to_regclass('old_log') IS NULL", database="dda") == "t"
+    # one query string holding a schema change and data (`psql -c "BEGIN; …; COMMIT"`): only its ALTER is applied
+    # (by pgmig: an ADD COLUMN) and the row arrives once, by the stream (the whole string would insert it twice)
+    src.psql(
+        "BEGIN; ALTER TABLE customer ADD COLUMN note text; "
+        "INSERT INTO customer VALUES (103, 'multi', 'x', 'n'); COMMIT",
+        database="dda",
+    )
+    await wait_until(lambda: _has_all(engine, mid, "dda", ["applied"] * 4), 30, "the string's ALTER applied")
+    await wait_until(lambda: tgt.psql("SELECT note FROM customer WHERE id = 103", database="dda") == "n", 30, "103")
+    told = ddl_messages.card(mid, cards(engine, "dda", "4")[-1], 1)
+    assert "Apply runs only its schema statements" in str(told.blocks) and "INSERT" not in told.text
+    # a change made by code: applying it would run the code's other work again, so pgmig refuses; the operator
+    # makes it on the target and skips it
+    src.psql(
+        "DO $$ BEGIN CREATE INDEX customer_note ON customer (note); "
+        "INSERT INTO customer VALUES (104, 'do', 'y', 'm'); END $$",
+        database="dda",
+    )
+    await wait_until(lambda: _has_all(engine, mid, "dda", ["applied"] * 4 + ["pending"]), 30, "the DO captured")
+    with pytest.raises(MigrationError, match="cannot be applied by pgmig: it was made by code"):
+        await engine.decide_schema_change(mid, "5", "apply", "U0BOB")
+    card = ddl_messages.card(mid, (await wait_until(lambda: cards(engine, "dda", "5"), 10, "card 5"))[-1], 1)
+    assert "pgmig cannot apply this change" in str(card.blocks) and "Apply to target" not in str(card.blocks)
+    tgt.psql("CREATE INDEX customer_note ON customer (note)", database="dda")
+    await engine.decide_schema_change(mid, "5", "skip", "U0BOB", "applied by hand")
+    await wait_until(lambda: _count(tgt, "customer", "dda") == "53", 30, "row 104, once")
     await wait_until(lambda: not engine.progress(mid).of("dda").blocked, 20, "no longer blocked")
-    assert (await engine.prepare_cutover(mid, "U0BOB", "C0OPS", 30)).schema_changes == []  # every one applied
+    unapplied = (await engine.prepare_cutover(mid, "U0BOB", "C0OPS", 30)).schema_changes
+    assert [(c.id, c.state) for c in unapplied or []] == [(5, "skipped by U0BOB: applied by hand")], unapplied
+    # while the request waits, its card follows the schema: a change captured since, then its decision
+    request = await engine.prepare_cutover(mid, "U0BOB", "C0OPS", 30)
+    request.channel, request.ts = "C0OPS", "9.0"
+    assert await engine.open_cutover(request)
+    src.psql("CREATE INDEX customer_name ON customer (name)", database="dda")
+
+    def redrawn(state: str) -> list[UnappliedChange]:
+        shown = [r.schema_changes or [] for m, r in engine.events.requests if m == mid]  # type: ignore[attr-defined]
+        return shown[-1] if shown and [(c.id, c.state) for c in shown[-1]][-1:] == [(6, state)] else []
+
+    late = await wait_until(lambda: redrawn("pending"), 30, "the request's card to list the new change")
+    assert [c.id for c in late] == [5, 6] and late[-1].blocks_replication
+    kept = await engine.cutover_request(mid)
+    assert kept is not None and kept.round == request.round and kept.schema_changes == late  # saved with it
+    await engine.decide_schema_change(mid, "6", "skip", "U0BOB", "not needed there")
+    await wait_until(lambda: redrawn("skipped by U0BOB: not needed there"), 30, "the card to show the skip")
+    assert await engine.reject_cutover(mid, "U0BOB", "ask again with the schema settled")
     assert await engine.cutover(mid, "U0BOB"), (await store.get_migration(mid)).error
     checked = await engine.verify(mid)
     assert checked and all(r.ok for r in checked) and checked[0].tables == 2, checked

@@ -79,3 +79,28 @@ def test_capture_ddl_is_an_online_option_typed_or_configured(tmp_path):
     assert good.online.ddl_auto_apply == ["add_column", "create_table"]
     with pytest.raises(SettingsError, match="ddl_auto_apply.*drop_table"):
         load(tmp_path, GOOD + '[online]\nddl_auto_apply = ["drop_table"]\n')
+
+
+def test_a_query_string_is_split_as_the_servers_lexer_would_and_only_its_schema_statements_are_applied():
+    from migration_core.observe.ddl_kinds import applied, statements
+
+    tricky = (
+        "ALTER TABLE \"we;ird\" ADD c text DEFAULT 'a;b'; insert into x select $$;$$, $q$ ; $q$, E'\\';' -- ; no\n"
+        "; /* ; /* nested ; */ ; */ update t set a = 1;"
+    )
+    assert len(statements(tricky)) == 3 and statements(tricky)[0].endswith("DEFAULT 'a;b'")
+    assert applied(tricky) == "ALTER TABLE \"we;ird\" ADD c text DEFAULT 'a;b'"
+    psql_c = "BEGIN; SET search_path = app; ALTER TABLE t ADD COLUMN a int; INSERT INTO t VALUES (1); COMMIT"
+    assert applied(psql_c) == "ALTER TABLE t ADD COLUMN a int"
+    assert change("ALTER TABLE", psql_c).kind == "add_column"  # what is applied is plainly additive
+    assert (
+        applied("CREATE INDEX i ON t (a); CREATE TABLE z (id int)")
+        == "CREATE INDEX i ON t (a);\nCREATE TABLE z (id int)"
+    )
+    assert applied("ALTER TABLE t ADD a int; -- a comment") == "ALTER TABLE t ADD a int; -- a comment"
+    # made by code: applying it would repeat the code's other work, so pgmig does not
+    for code in ("DO $$ BEGIN EXECUTE 'ALTER TABLE t ADD b int'; END $$", "SELECT make_it()", "CALL p()"):
+        assert applied(code) == "" and change("ALTER TABLE", code).unappliable
+    with_body = "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END; INSERT INTO t VALUES (2)"
+    assert applied(with_body) == ""
+    assert "cannot apply it" in change("CREATE INDEX", "SELECT make_it()").words()
