@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 
 from migration_core.observe.progress import MigrationProgress
@@ -27,6 +28,7 @@ from migration_core.store import Store
 
 log = logging.getLogger(__name__)
 DONE, RUNNING, FAILED, WAITING = StepState.DONE, StepState.RUNNING, StepState.FAILED, StepState.WAITING
+ALERT_CHART_SECONDS = 600.0  # an alert's chart at most this often per migration (milestones' are not counted)
 # The states whose arrival the migration's thread gets a picture of (events.chart), in its words
 CHARTED = {
     State.CATCHING_UP: "full load done",
@@ -153,11 +155,14 @@ class Ledger:
 
 
 class Alerts:
-    """Post when a condition starts, and once more when it clears: never every tick."""
+    """Post when a condition starts, and once more when it clears: never every tick. A raised alert brings the
+    migration's chart, at most once per `chart_every` seconds per migration: an alert that comes and goes (lag
+    around its threshold) does not fill the thread with pictures."""
 
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
+    def __init__(self, ledger: Ledger, chart_every: float = ALERT_CHART_SECONDS) -> None:
+        self.ledger, self.chart_every = ledger, chart_every
         self._raised: dict[tuple[str, str], int] = {}  # 0 clear, 1 raised, 2 raised offering cancel
+        self._charted: dict[str, float] = {}  # migration → when its last alert chart was asked for (monotonic)
 
     async def alert(
         self, m: Migration, kind: str, raised: bool, text: str, offer_cancel: bool = False, *, chart: bool = True
@@ -174,10 +179,17 @@ class Alerts:
         await self.ledger.store.audit(AuditEntry("pgmig", f"alert.{kind}", message[:2000], m.id))
         try:
             await self.ledger.events.alert(m, self.ledger.progress(m.id), message, offer_cancel and raised)
-            if raised and not before and chart:
+            if raised and not before and chart and self._chart_due(m.id):
                 self.ledger.chart(m, f"{kind} alert")
         except Exception:
             log.exception("posting the %s alert of %s failed", kind, m.id)
+
+    def _chart_due(self, mid: str) -> bool:
+        now, last = time.monotonic(), self._charted.get(mid)
+        if last is not None and now - last < self.chart_every:
+            return False
+        self._charted[mid] = now
+        return True
 
     async def notice(self, m: Migration, kind: str, text: str) -> None:
         """A one-off post (not a condition that later clears)."""
