@@ -59,11 +59,11 @@ class Canceller:
                 f"{migration_id} was released to its target: applications may already write there, "
                 "so nothing can be undone; the cutover is finishing"
             )
+        engine.scheduler.unwatch(migration_id)  # no look starts from here on; stop ends the one in flight
         await engine.runner.stop(migration_id)
         m = await ledger.get(migration_id)
         if m.state in (State.COMPLETED, State.CANCELLED, State.RELEASED):
             return CancelOutcome(m.state)
-        engine.scheduler.unwatch(migration_id)
         ctx = engine.context(m)
         outcome = CancelOutcome(State.CANCELLED)
         steps = await ledger.steps(migration_id)

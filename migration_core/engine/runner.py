@@ -44,6 +44,7 @@ class Runner:
         self._background: set[asyncio.Task] = set()
         self._cancelling: set[str] = set()
         self._tick_failures: dict[str, str] = {}  # migration → why its last scheduled look failed
+        self._ticks: dict[str, asyncio.Task] = {}  # migration → its scheduled look in flight (stop ends it too)
 
     def start(self, migration_id: str) -> asyncio.Task:
         return self.track(migration_id, self._run(migration_id), f"migration {migration_id}")
@@ -112,6 +113,11 @@ class Runner:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             self._cancelling.discard(migration_id)
+        tick = self._ticks.get(migration_id)
+        if tick is not None and tick is not asyncio.current_task():
+            # a look already past its "still streaming?" check would make pgmig's objects again behind a cancel
+            tick.cancel()
+            await asyncio.gather(tick, return_exceptions=True)
 
     async def stop_all(self) -> None:
         """Interrupt every task here, the background ones too, and wait for them to end (closing)."""
@@ -205,6 +211,17 @@ class Runner:
         if m is None or m.state.finished:
             engine.scheduler.unwatch(mid)
             return
+        this = asyncio.current_task()
+        assert this is not None
+        self._ticks[mid] = this
+        try:
+            await self._tick(m)
+        finally:
+            if self._ticks.get(mid) is this:
+                del self._ticks[mid]
+
+    async def _tick(self, m: Migration) -> None:
+        engine, mid = self.engine, m.id
         try:
             m = await self._look(m)
         except Exception as exc:

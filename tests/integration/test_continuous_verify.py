@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from bot.localpg import LocalCluster
+from migration_core.changes import watermarks
 from migration_core.engine.api import Engine
 from migration_core.pg.failpoints import ENV as KILL
 from migration_core.state.errors import MigrationError
@@ -166,6 +167,44 @@ async def test_a_cancel_removes_the_verification_objects_and_nothing_else(tmp_pa
     assert src.psql(
         "SELECT string_agg(nspname, ',') FROM pg_namespace WHERE nspname LIKE 'pgmig%'", database="cvc"
     ) == ("pgmig_notes")
+    await engine.close()
+
+
+async def test_a_cancel_while_a_look_makes_the_verification_objects_leaves_nothing(tmp_path, store, pair, monkeypatch):
+    """A scheduled look making pgmig's schema on the source (its entry planned, the schema not made yet) when a
+    cancel comes: the cancel ends that look before it tears down. Else the look went on once the teardown had
+    undone the planned entry (nothing there yet) and made the schema behind it, while the publication it joins
+    was still there (seen in full-suite runs: cleanup then found the schema)."""
+    src, tgt = pair
+    fresh(src, "cvr")
+    entered, release, made = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    make, undo = watermarks._make_source, watermarks.drop
+
+    async def held_before_making(conn, schema, publication):
+        if entered.is_set():
+            return await make(conn, schema, publication)
+        entered.set()
+        await release.wait()  # the look is here, its entry planned, when the cancel comes
+        try:
+            return await make(conn, schema, publication)
+        finally:
+            made.set()
+
+    async def the_look_goes_on_after_the_undo(server, entry, journal):
+        said = await undo(server, entry, journal)
+        if entry.server == "source":
+            release.set()
+            await asyncio.wait([asyncio.ensure_future(made.wait())], timeout=2)  # a look still running makes it
+        return said
+
+    monkeypatch.setattr(watermarks, "_make_source", held_before_making)
+    monkeypatch.setattr(watermarks, "drop", the_look_goes_on_after_the_undo)
+    engine = factories.engine(store, src, tgt, tmp_path, verify_chunk_rows=500, progress_interval=0.1)
+    mid = await factories.start_online(engine, ["cvr"], overwrite=True)
+    await asyncio.wait_for(entered.wait(), 60)
+    outcome = await asyncio.wait_for(engine.cancel(mid, "U0ALICE"), 60)
+    assert outcome.state is State.CANCELLED and not outcome.failed, outcome
+    assert src.psql(LEFT_BEHIND, database="cvr") == "0"
     await engine.close()
 
 
