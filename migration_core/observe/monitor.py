@@ -90,6 +90,7 @@ async def _blocked(ctx: MigrationContext, db: str, p: DatabaseProgress) -> str:
     apply worker failing again and again (PostgreSQL 15+ counts it) with its error from the target's server
     log when pgmig's login may read it."""
     if p.schema_changes and (waits := p.schema_changes.waiting(ctx.mid)):  # the stream waits there, on purpose
+        _gated(p)
         return waits
     name = ctx.journal.object_name(db)
     async with ctx.source.connection(db) as src:
@@ -101,15 +102,15 @@ async def _blocked(ctx: MigrationContext, db: str, p: DatabaseProgress) -> str:
         expected = bool(w and (w.in_flight or await ddl.unseen(ctx, db, w)))
         if lacking and not expected:
             return lacking
+        if expected:  # the capture's gate fails the worker until the change's decision reaches it: not a fault
+            _gated(p)
+            return ""
         # the worker restarts this long after failing: quiet for a few such rounds, it is applying again
         retry = await tgt.fetchval(
             "SELECT setting::float8 / 1000 FROM pg_settings WHERE name = 'wal_retrieve_retry_interval'"
         )
         quiet = max(3 * (retry or 5.0), 2 * ctx.config.progress_interval)
         failing = _apply_failing(p, await _apply_errors(tgt, name), quiet)
-        if expected:  # the capture's gate fails the worker until the change's decision reaches it: not a fault
-            p.apply_failures.clear()
-            return ""
         if not failing:
             return ""
         said = await _logged_error(tgt, name)
@@ -150,6 +151,14 @@ async def _apply_errors(tgt: asyncpg.Connection, subscription: str) -> int | Non
         )
     except asyncpg.UndefinedTableError:
         return None
+
+
+def _gated(p: DatabaseProgress) -> None:
+    """The capture's gate fails the apply worker on purpose until a change's decision reaches it: none of those
+    failures count, and the first look after the change passed takes the count afresh (else the failures
+    between the last look and the pass would seem new, and the worker would seem to keep failing)."""
+    p.apply_errors = None
+    p.apply_failures.clear()
 
 
 def _apply_failing(p: DatabaseProgress, count: int | None, quiet: float) -> bool:

@@ -10,7 +10,7 @@ import pytest
 
 from bot.localpg import LocalCluster, free_port
 from bot.sandbox import load_pagila
-from migration_core.changes import cleanup
+from migration_core.changes import cleanup, watermarks
 from migration_core.changes.replication import object_name
 from migration_core.engine.api import Engine, MigrationRequest
 from migration_core.flows.steps import cutover
@@ -611,16 +611,27 @@ async def test_a_session_that_slips_in_past_the_fence_is_ended_and_counted(tmp_p
     await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     slipped_in: list[asyncpg.Connection] = []
     catch_ups = 0
-    real_wait = cutover.wait_caught_up
+    real_wait, real_mark = cutover.wait_caught_up, watermarks.fence_mark
 
-    async def connect_then_wait(*args, **kwargs) -> None:
+    async def slip_in() -> None:
         nonlocal catch_ups
         catch_ups += 1
         if not slipped_in:  # the fence is up: this session passes it as a superuser's would
             slipped_in.append(await asyncpg.connect(src.dsn("late")))
+
+    async def connect_then_wait(*args, **kwargs) -> None:  # the catch-up by the slot's confirmed position
+        await slip_in()
         await real_wait(*args, **kwargs)
 
+    async def connect_then_mark(*args, **kwargs) -> None:  # the catch-up by the fence's watermark
+        await slip_in()
+        await real_mark(*args, **kwargs)
+
+    # the catch-up by watermark runs once a look made verification's objects (else the slot's): wait for them
+    verification = lambda: engine.progress(mid).of("late").verification  # noqa: E731
+    await wait_until(lambda: verification() is not None and verification().schema, 30, "verification's objects")
     monkeypatch.setattr(cutover, "wait_caught_up", connect_then_wait)
+    monkeypatch.setattr(watermarks, "fence_mark", connect_then_mark)
     try:
         assert await engine.cutover(mid, "U0BOB"), (await store.get_migration(mid)).error
         with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
