@@ -62,3 +62,4 @@ bench: setup
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 	$(VENV)/bin/python -m bench.lag $(LAG_ARGS)
 	$(VENV)/bin/python -m bench.cutover $(CUTOVER_ARGS)
+	$(VENV)/bin/python -m bench.plan $(PLAN_ARGS)

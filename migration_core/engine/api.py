@@ -55,7 +55,7 @@ from migration_core.state.approval import ApprovalRequest, Decision
 from migration_core.state.errors import MigrationError
 from migration_core.state.events import MigrationEvents
 from migration_core.state.journal import Change, JournalEntry
-from migration_core.state.ledger import DONE, FAILED, Alerts, Ledger
+from migration_core.state.ledger import DONE, FAILED, RUNNING, Alerts, Ledger
 from migration_core.state.models import (
     AuditEntry,
     AuditPage,
@@ -269,6 +269,7 @@ class Engine:
     async def preflight(self, m: Migration) -> PreflightReport:
         """Run the checks `/pgmig check` runs; a blocking finding fails the migration at `preflight`."""
         await self.ledger.advance(m.id, State.PREFLIGHT, "running pre-flight checks")
+        await self.ledger.save(m.id, StepKind.PREFLIGHT, RUNNING, "running")  # its start: the plan counts it
         source, target = self._servers(m)
         report = await run_preflight(
             PreflightRequest(

@@ -6,10 +6,12 @@ The model, per database: fixed costs (the client programs' passes over the schem
 source's measured read rate: the copy (read on the source and written on the target), the index builds (they
 read the table and write the index) and the verification (a checksum pass over both sides). Each phase carries
 its own passes (a migration times its copy and index builds whole: plan/review.py sets them beside these); the
-rest is the overhead. Parallel streams divide the data work. With early verification (the offline restore
-method) the checksums ride on the copy, and the verify step only has its pass left. An earlier migration's
-measured rates, when there is one, bracket the copy, the index builds and the whole import from what really
-happened."""
+rest is the overhead. Parallel streams divide the data work, but a table no larger than the copy's split size
+is one stream's whole: the largest such table bounds the phase however many streams there are. With early
+verification (the offline restore method) the checksums ride on the copy, and the verify step only has its pass
+left. An earlier migration's measured rates, when there is one, say what really happened: between the same
+servers the copy, the index builds and the whole import are centred on what they predict (the sample is a
+moment's read, the earlier migration a whole one); between other servers they only widen the ranges to it."""
 
 from __future__ import annotations
 
@@ -90,6 +92,8 @@ class Workload:
     heap_bytes: int  # the tables' pages (pg_relation_size): what COPY reads
     index_bytes: int
     schema_seconds: float | None  # the timed `pg_dump -s` of it; None when it could not be timed
+    largest_heap: int = 0  # its largest table's pages, and that table's indexes: one stream's, unless split
+    largest_indexes: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class Learned:
     copy: float | None = None
     indexes: float | None = None
     rows: float | None = None
+    same_servers: bool = False  # measured between the same two servers: what it predicts is the centre
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,7 @@ class Rates:
     round_trip_seconds: float
     streams: int  # parallel copy streams
     learned: Learned | None = None
+    split_bytes: int = 1 << 30  # tables larger than this are copied (and checksummed) as ranges, in parallel
 
 
 @dataclass(frozen=True)
@@ -135,23 +141,39 @@ def estimate(work: Workload, rates: Rates, early_verify: bool = False) -> Estima
     streams = max(1, min(rates.streams, work.tables))
     rate = max(rates.read_bytes_per_second, 1.0)
     passes = work.schema_seconds or 0.0
-    checksums = work.heap_bytes * VERIFY_FACTOR / rate / streams
+    heap = _per_stream(work.heap_bytes, work.largest_heap, streams, rates.split_bytes)
+    index = _per_stream(
+        work.index_bytes,
+        work.largest_indexes if work.largest_heap <= rates.split_bytes else 0,
+        streams,
+        rates.split_bytes,
+    )
+    checksums = heap * VERIFY_FACTOR / rate
     rest = SCHEMA_PASSES - COPY_PASSES - INDEX_PASSES - VERIFY_PASSES
     overhead = Range.around(passes * rest + work.tables * STATEMENTS_PER_TABLE * rates.round_trip_seconds)
-    copy = Range.around(
-        passes * COPY_PASSES + work.heap_bytes * COPY_FACTOR / rate / streams + (checksums if early_verify else 0.0)
-    )
-    indexes = Range.around(passes * INDEX_PASSES + work.index_bytes * INDEX_FACTOR / rate / streams)
+    copy = Range.around(passes * COPY_PASSES + heap * COPY_FACTOR / rate + (checksums if early_verify else 0.0))
+    indexes = Range.around(passes * INDEX_PASSES + index * INDEX_FACTOR / rate)
     verify = Range.around(passes * VERIFY_PASSES + (0.0 if early_verify else checksums))
     learned = rates.learned or Learned()
     if learned.copy:
-        copy = copy.covering(work.heap_bytes / learned.copy)
+        copy = _learnt(copy, work.heap_bytes / learned.copy, learned.same_servers)
     if learned.indexes:
-        indexes = indexes.covering(work.index_bytes / learned.indexes)
+        indexes = _learnt(indexes, work.index_bytes / learned.indexes, learned.same_servers)
     import_ = overhead + copy + indexes
     if learned.rows:
-        import_ = import_.covering(work.rows / learned.rows)
+        import_ = _learnt(import_, work.rows / learned.rows, learned.same_servers)
     return Estimate(overhead, copy, indexes, verify, import_)
+
+
+def _per_stream(total: int, largest: int, streams: int, split: int) -> float:
+    """The bytes the busiest stream gets through: an even share, or the largest table when it goes whole."""
+    return max(total / streams, largest if largest <= split else 0)
+
+
+def _learnt(sampled: Range, predicted: float, same_servers: bool) -> Range:
+    """A phase's range given what an earlier migration predicts for it: centred on it between the same servers,
+    else the sampled range widened to it."""
+    return Range.around(predicted) if same_servers else sampled.covering(predicted)
 
 
 def wal_held(bytes_per_second: float, during: Range) -> Range:

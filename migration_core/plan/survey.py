@@ -179,6 +179,7 @@ class History:
             self.heap_bytes / self.copy_seconds if self.copy_seconds and self.heap_bytes else None,
             self.index_bytes / self.index_seconds if self.index_seconds and self.index_bytes else None,
             self.rows / self.seconds if self.rows and self.seconds > 0 else None,
+            self.same_servers,
         )
 
     def __str__(self) -> str:
@@ -261,7 +262,8 @@ class MigrationPlan:
         if timed:
             said.append(f"per-database overhead from a timed `pg_dump -s` of {', '.join(timed)}")
         said.append(
-            f"copy, index builds and the whole import bracketed by {self.history}"
+            f"copy, index builds and the whole import "
+            f"{'centred on' if self.history.same_servers else 'widened to'} what {self.history} predicts"
             if self.history
             else "no earlier migration to learn from: the range rests on the sample alone"
         )
@@ -373,12 +375,15 @@ async def _facts(source: ServerConfig, db: str) -> _Facts:
 
 
 def _database(name: str, f: _Facts, schema: float | None, rates: Rates, early_verify: bool) -> DatabasePlan:
+    largest = max(f.tables, key=lambda t: t["heap"], default=None)
     work = Workload(
         len(f.tables),
         sum(t["rows"] for t in f.tables),
         sum(t["heap"] for t in f.tables),
         sum(t["indexes"] for t in f.tables),
         schema,
+        largest["heap"] if largest else 0,
+        largest["indexes"] if largest else 0,
     )
     keyless = [
         KeylessTable(

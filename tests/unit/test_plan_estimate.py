@@ -70,6 +70,25 @@ def test_an_earlier_migrations_rates_widen_each_phase_to_what_they_predict() -> 
     assert faster.copy.low == pytest.approx(0.1)  # faster than the sample: the range reaches down to it
 
 
+def test_between_the_same_servers_an_earlier_migration_centres_each_phase_on_what_it_predicts() -> None:
+    work = Workload(tables=2, rows=1000, heap_bytes=40 * MB, index_bytes=8 * MB, schema_seconds=None)
+    learned = Learned(copy=2 * MB, indexes=1 * MB, rows=50, same_servers=True)
+    e = estimate(work, Rates(100 * MB, 0.0, streams=2, learned=learned))
+    assert e.copy == Range.around(20.0) and e.indexes == Range.around(8.0)  # not reaching down to the sample
+    assert e.import_ == Range.around(20.0)  # 1000 rows at the 50 a second the whole import took
+
+
+def test_a_table_copied_whole_bounds_its_phase_whatever_the_streams() -> None:
+    # one 90 MB table and three small ones: its stream reads 90 MB while the others are done
+    work = Workload(4, 1000, 100 * MB, 20 * MB, None, largest_heap=90 * MB, largest_indexes=18 * MB)
+    two, one = estimate(work, Rates(10 * MB, 0.0, streams=2)), estimate(work, Rates(10 * MB, 0.0, streams=1))
+    assert two.copy.high == pytest.approx(90 * COPY_FACTOR / 10 * SPREAD)
+    assert two.indexes.high == pytest.approx(18 * INDEX_FACTOR / 10 * SPREAD)
+    assert one.copy.high == pytest.approx(100 * COPY_FACTOR / 10 * SPREAD)
+    split = estimate(work, Rates(10 * MB, 0.0, streams=2, split_bytes=64 * MB))  # copied as ranges: shared
+    assert split.copy.high == pytest.approx(100 * COPY_FACTOR / 10 / 2 * SPREAD)
+
+
 def test_range_ratio_wal_and_identity_cost() -> None:
     r = Range(2, 4)
     assert (r.ratio(3), r.ratio(1), r.ratio(8)) == (1.0, 2.0, 2.0)

@@ -235,7 +235,11 @@ class OfflineDatabase:
                 self.target, self.database, self.progress, "building indexes", self.limits.stall_seconds
             ):
                 await self._post_data(pg_restore, base, env)
-            self.checked = await early.known() if early else {}
+            if early:  # the copies' checks still running are theirs, not the index builds' (the plan times each)
+                self.progress.phase = "checking copies"
+                self.checked = await early.known()
+            else:
+                self.checked = {}
 
     async def _post_data(self, pg_restore: Tool, base: list[str], env: dict[str, str]) -> None:
         """Keys first, as index builds the early checks' reads pass (keys.py); then the rest of post-data."""
