@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import logging
 import os
@@ -132,6 +133,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    gc.freeze()  # the modules loaded by now live as long as the process: the collector need not walk them again
     args = parser().parse_args(argv)
     setup_logging(args.log_level.upper())
     try:

@@ -57,6 +57,12 @@ def _no_real_azure(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What is loaded once collected (pgmig, the SDKs, the tests) lives for the session: the collection each test
+    ends with (below) need not walk it again."""
+    gc.freeze()
+
+
 @pytest.fixture(autouse=True)
 async def _no_unhandled_task_exceptions():
     loop = asyncio.get_running_loop()
