@@ -16,18 +16,22 @@ A range that changed between its watermarks twice in a row is hot: it is cut in 
 to single rows, so a table the applications write to all the time is still verified without a lock.
 
 A range whose consistent comparison differs twice in a row is a divergence: the status and the channel name
-the table and the key range. A table without a single-column key is compared whole (as one range) while
-it is small; a larger one is left to the cutover's count and the checksums after release, and status says
-so. The work is a few ranges per database on each progress tick, on the replica that runs the migration.
+the table and the key range. A table without a single-column key is compared whole (as one range: the
+digest is a sum over its rows, whatever their order or their pages on either side) while it is small; a
+larger one is left to the cutover's count and the checksums after release, and status says so. The work is a
+few ranges per database on each progress tick, on the replica that runs the migration.
 
-**Coverage.** A keyed table is *covered* once the walk went through it to its end and every range it was cut
-into compared equal at some point of the stream, with no range of it differing since. From there on the
+**Coverage.** A table is *covered* once the walk went through it to its end and every range it was cut into
+(a keyless table: the whole of it) compared equal at some point of the stream, with no range of it differing
+since. From there on the
 target's copy is the source's as of that point plus every change the subscription applied after it, in
 commit order: the cutover's write window (flows/steps/cutover.py) then proves only that every change
 committed before the fence arrived — a watermark written after the fence seen on the target — and counts
-just the tables that are not covered (those without a key among them). The covered tables are journaled
-with the verification objects (so any replica's status, and a restart, know them), their share of the
-rows is what `[online] require_verified_share` asks of a cutover request, and `finish` drives the walk on
+just the tables that are not covered (a keyless table written to all the time may never compare at rest, and a
+large one is not walked). The covered tables are journaled with the verification objects (so any replica's
+status, and a restart, know them), the keyed tables' covered share of the rows is what `[online]
+require_verified_share` asks of a cutover request (a keyless table, which cannot be cut when hot, never holds
+a request back), and `finish` drives the walk on
 at a request until that share is reached or a deadline passes.
 """
 
@@ -155,7 +159,8 @@ class Verification:
 
     def share(self) -> float | None:
         """The covered share of the keyed tables' rows (planner estimates; each table weighs at least one
-        row); None until the tables are known. Tables without a key are counted at cutover instead."""
+        row); None until the tables are known. A table without a key, which may never compare at rest while it
+        is written to, is counted at cutover unless it is covered by then."""
         if not self.planned:
             return None
         weights = {t.ref: max(t.estimate, 1) for t in self.tables if t.key is not None}
@@ -174,22 +179,22 @@ class Verification:
         done += f" (pass {self.passes + 1}, {self.rows_verified:,} rows compared)"
         if self.divergences:
             done += " · ❌ " + "; ".join(list(self.divergences.values())[:3])
-        keyless = [t.label for t in self.tables if t.key is None] + self.skipped
+        keyless = [t.label for t in self.tables if t.key is None and t.ref not in self.covered] + self.skipped
         if keyless:
             done += f" · counted at cutover (no key): {', '.join(keyless[:3])}" + (" …" if len(keyless) > 3 else "")
         return done
 
     def settle(self, ref: Ref, walk: int) -> None:
-        """Cover a keyed table once one pass went through it and every range that pass cut it into compared
-        equal, none of the table's ranges differing."""
+        """Cover a table once one pass went through it and every range that pass cut it into compared equal,
+        none of the table's ranges differing."""
         key = (ref, walk)
         if key not in self.scanned or self.open.get(key):
             return
         self.scanned.discard(key)
         self.open.pop(key, None)
-        keyed = any(t.ref == ref and t.key is not None for t in self.tables)
+        walked = any(t.ref == ref for t in self.tables)
         differs = any(r.table.ref == ref for r in self.divergences)
-        if keyed and not differs and ref not in self.covered:
+        if walked and not differs and ref not in self.covered:
             self.covered.add(ref)
             self.covered_at = utcnow()
 
@@ -407,7 +412,7 @@ async def _plan(src: asyncpg.Connection, publication: str, v: Verification, chun
         else:
             v.tables.append(t)
     v.planned = True
-    v.covered &= {t.ref for t in v.tables if t.key is not None}  # a restart keeps only what is still there
+    v.covered &= {t.ref for t in v.tables}  # a restart keeps only what is still walked
 
 
 async def _next(src: asyncpg.Connection, v: Verification, chunk_rows: int) -> Range | None:
