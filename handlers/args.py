@@ -102,6 +102,13 @@ class FirewallArgs:
 
 
 @dataclass(frozen=True)
+class UndoArgs:
+    server: str
+    request: str | None
+    yes: bool
+
+
+@dataclass(frozen=True)
 class ConfigureArgs:
     server: str
     extensions_from: str | None

@@ -9,7 +9,7 @@ import re
 
 from handlers import azure_messages as am
 from handlers import messages
-from handlers.args import AzureCheckArgs, ConfigureArgs, CreatedbArgs, FirewallArgs, ProvisionArgs
+from handlers.args import AzureCheckArgs, ConfigureArgs, CreatedbArgs, FirewallArgs, ProvisionArgs, UndoArgs
 from handlers.authz import may_approve
 from handlers.check import resolve_servers
 from handlers.context import Invocation, Reply, Services
@@ -109,6 +109,26 @@ async def firewall_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -
     listed = ", ".join(f"{r.name} {r.start}-{r.end}" for r in rules)
     await svc.engine.record(AuditEntry(inv.user, "azure.firewall", f"{found.name}: {listed}", "", inv.channel))
     return am.firewall_added(found.name, listed, found.scope)
+
+
+async def undo_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:
+    """`/pgmig undo SERVER [--request prov-N] [--yes]`: the Azure changes pgmig journaled on a flexible server
+    (its own, or a provisioning request's), listed; with --yes undone, each only if it is still pgmig's."""
+    a = cmd.of(UndoArgs)
+    found = _flexible_server(svc, a.server)
+    if isinstance(found, Reply):
+        return found
+    if a.request is not None and not re.fullmatch(r"prov-\d{1,9}", a.request):
+        return messages.error_message(f"`{a.request}` is not a provisioning request: like prov-3")
+    scope = a.request or found.scope
+    if not a.yes:
+        return am.azure_changes(a.server, scope, await svc.provisioner.azure_changes(a.server, a.request or ""))
+    outcome = await svc.provisioner.undo_changes(a.server, a.request or "")
+    said = "; ".join(outcome.done + [f"not undone: {f}" for f in outcome.failed]) or "nothing to undo"
+    await svc.engine.record(
+        AuditEntry(inv.user, "azure.undo", f"{found.name} ({scope}): {said}"[:2000], "", inv.channel)
+    )
+    return am.azure_undone(a.server, scope, outcome.done, outcome.failed)
 
 
 async def configure_command(cmd: ParsedCommand, inv: Invocation, svc: Services) -> Reply:

@@ -145,6 +145,44 @@ def database_exists(server: str, name: str) -> Reply:
     )
 
 
+def azure_changes(server: str, scope: str, live: list[str]) -> Reply:
+    """`/pgmig undo SERVER` without --yes: what pgmig's journal holds of its Azure changes there."""
+    if not live:
+        return Reply(
+            f"no Azure change of pgmig's to undo on {server}",
+            sections(
+                [
+                    f"Nothing under `{esc(scope)}` on *{esc(server)}*: pgmig changed nothing there through Azure, "
+                    "or it was undone already."
+                ]
+            ),
+        )
+    lines = [f"*What pgmig changed on {esc(server)} through Azure* (`{esc(scope)}`):"]
+    lines += [f"• {esc(x)}" for x in live]
+    lines.append(
+        f"`/pgmig undo {esc(server)}"
+        + (f" --request {esc(scope)}" if scope.startswith("prov-") else "")
+        + " --yes` undoes them, newest first — each only if it is still what pgmig made (a rule someone changed, "
+        "a database someone filled, a parameter someone set since, is left and said so)"
+    )
+    return Reply(f"{len(live)} Azure change(s) of pgmig's on {server}", sections(lines))
+
+
+def azure_undone(server: str, scope: str, done: list[str], failed: list[str]) -> Reply:
+    """`/pgmig undo SERVER --yes`: what was undone or left, and what could not be (its entry stays)."""
+    lines = [f"*pgmig's Azure changes on {esc(server)}* (`{esc(scope)}`):"]
+    lines += [f"↩️ {esc(x)}" for x in done] or ["Nothing to undo."]
+    lines += [
+        f"❌ not undone: {esc(x)} — it stays in the journal: `/pgmig undo {esc(server)} --yes` tries again"
+        for x in failed
+    ]
+    return Reply(
+        f"undo on {server}: {len(done)} done" + (f", {len(failed)} not undone" if failed else ""),
+        sections(lines),
+        ephemeral=False,
+    )
+
+
 def firewall_added(server: str, listed: str, scope: str) -> Reply:
     return Reply(
         f"firewall rules added to {server}",

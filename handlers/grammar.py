@@ -27,6 +27,7 @@ from handlers.args import (
     RepairArgs,
     RetryArgs,
     StatusArgs,
+    UndoArgs,
 )
 from handlers.authz import Role
 
@@ -340,6 +341,24 @@ COMMANDS: dict[str, CommandSpec] = {
             args=FirewallArgs,
             who=Role.CLOUD_OPERATOR,
             action="change firewall rules",
+        ),
+        CommandSpec(
+            "undo",
+            "List (and with --yes undo) what pgmig changed on an Azure flexible server through Azure: firewall "
+            "rules, server parameters, databases it created — each only if it is still what pgmig made",
+            "/pgmig undo sales-prod --yes",
+            positionals=("SERVER",),
+            options=(
+                Option("--request", "a provisioning request's changes instead of the server's own", metavar="prov-N"),
+                Option("--yes", "undo them (without it: list them)", "flag", default=False),
+            ),
+            working="Reading pgmig's journal of Azure changes…",
+            reads_only=True,
+            changes_with="yes",
+            needs_azure=True,
+            args=UndoArgs,
+            who=Role.CLOUD_OPERATOR,
+            action="undo Azure changes",
         ),
         CommandSpec(
             "configure",

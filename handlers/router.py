@@ -17,6 +17,7 @@ from handlers.azure import (
     decide_provision,
     firewall_command,
     provision_command,
+    undo_command,
 )
 from handlers.check import check_command
 from handlers.context import Invocation, Reply, Services
@@ -65,6 +66,7 @@ HANDLERS: dict[str, Handler] = {
     "azure-check": azure_check_command,
     "createdb": createdb_command,
     "firewall": firewall_command,
+    "undo": undo_command,
     "configure": configure_command,
 }
 

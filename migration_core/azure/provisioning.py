@@ -416,6 +416,12 @@ class Provisioner:
         target = self.flexible_server(server)
         return await configure(self.clients(), target, self._journal(target), wanted, wal_level, restart)
 
+    async def azure_changes(self, server: str, scope: str = "") -> list[str]:
+        """What `undo_changes` would undo (the live entries of that scope on that server), in words, oldest first."""
+        target = self.flexible_server(server)
+        journal = Journal(self.store, scope or target.scope)
+        return [e.describe() for e in await journal.entries() if e.server == target.key]
+
     async def undo_changes(self, server: str, scope: str = "") -> Outcome:
         """Undo what pgmig changed on a configured flexible server in one journal scope (a provisioning
         request's `prov-N`; by default the server's own), newest first within each kind: what was done or

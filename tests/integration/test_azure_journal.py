@@ -7,10 +7,13 @@ PGMIG_KILL_AT would have killed the process: nothing after it runs."""
 from __future__ import annotations
 
 import asyncio
+import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from aiohttp import web
 from azure.mgmt.postgresqlflexibleservers import models
 from azure.mgmt.postgresqlflexibleservers.aio import PostgreSQLManagementClient
 
@@ -25,6 +28,7 @@ from tests.integration.clusters import config_toml
 from tests.integration.fake_arm import CONFIG_DEFAULTS, PG_API, FakeArm
 from tests.integration.fake_slack import text_of
 from tests.integration.slack_harness import Running, running
+from tests.integration.test_crash_recovery import Pgmig
 
 SCOPE = "azure:rg-data/sales-prod"
 DATABASES = ("azj_shop", "azj_again", "azj_filled", "azj_crash")
@@ -157,18 +161,27 @@ async def test_firewall_createdb_and_configure_are_journaled_and_undone_exactly(
         e.describe() for e in made.values()
     ]
 
-    outcome = await slack.services.provisioner.undo_changes("sales")
-    assert outcome.ok and sorted(outcome.done) == [
+    # in chat: anyone may list them; only an operator may undo them, which the audit log keeps
+    listed = await slack.ask("undo sales", user="U0EVE")
+    assert "What pgmig changed on sales through Azure" in listed and "firewall rule office" in listed, listed
+    assert "`/pgmig undo sales --yes` undoes them" in listed
+    assert "only operators" in (await slack.ask("undo sales --yes", user="U0EVE")).lower()
+    assert arm.rule("office") is not None  # refused: nothing was undone
+    undone = await slack.ask("undo sales --yes", user="U0ALICE")
+    for said in (
         "deleted firewall rule office from sales-prod",
         "dropped database azj_shop on sales-prod",
         "put firewall rule vpn on sales-prod back to 10.0.0.1-10.0.0.2",
         "set wal_level on sales-prod back to replica (takes effect after a restart)",
-    ]
+    ):
+        assert said in undone, undone
+    assert "not undone" not in undone
     assert arm.rule("office") is None and arm.rule("vpn") == ("10.0.0.1", "10.0.0.2")
     assert arm.parameter("wal_level") == "replica" and oid(target_cluster, "azj_shop") is None
     assert {e.mark for e in (await entries(slack)).values()} == {Mark.UNDONE}
-    again = await slack.services.provisioner.undo_changes("sales")
-    assert again.ok and again.done == []
+    assert "Nothing to undo." in await slack.ask("undo sales --yes", user="U0ALICE")
+    assert "pgmig changed nothing there through Azure" in await slack.ask("undo sales")
+    assert "`prov-x` is not a provisioning request" in await slack.ask("undo sales --request prov-x")
 
 
 async def test_an_undo_leaves_what_someone_changed_or_re_created_since(setup, target_cluster):
@@ -331,3 +344,60 @@ async def test_a_provisionings_changes_are_its_own_journal(tmp_path, setup, monk
         "deleted firewall rule pgmig from sales-new",
     ]
     assert len(arm.calls("DELETE", "/firewallRules/")) == 2
+
+
+@asynccontextmanager
+async def managed_identity(token: str) -> AsyncIterator[dict[str, str]]:
+    """App Service's managed identity endpoint as Microsoft documents it (GET IDENTITY_ENDPOINT?api-version=
+    2019-08-01&resource=…, the X-IDENTITY-HEADER secret; JSON access_token, expires_on, resource, token_type): what
+    azure-identity's DefaultAzureCredential gets a token from in a pgmig process of its own. Its environment."""
+    secret = secrets.token_hex(16)
+
+    async def issue(request: web.Request) -> web.Response:
+        if request.headers.get("X-IDENTITY-HEADER") != secret or request.query.get("api-version") != "2019-08-01":
+            return web.json_response({"error": "invalid_request"}, status=400)
+        expires = str(int(time.time()) + 3600)
+        resource = request.query.get("resource", "")
+        return web.json_response(
+            {"access_token": token, "expires_on": expires, "resource": resource, "token_type": "Bearer"}
+        )
+
+    app = web.Application()
+    app.router.add_get("/msi/token", issue)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield {"IDENTITY_ENDPOINT": f"http://127.0.0.1:{port}/msi/token", "IDENTITY_HEADER": secret}
+    finally:
+        await runner.cleanup()
+
+
+async def test_pgmig_killed_right_after_azure_set_a_firewall_rule_the_next_pgmig_undoes_it_in_chat(
+    tmp_path, target_cluster
+):
+    """A real pgmig process SIGKILLed the moment Azure accepted a firewall rule, before its entry was marked
+    done: the rule is there, the entry still "planned" (maybe made). The next pgmig lists it and, asked to,
+    deletes it, as its range is pgmig's."""
+    async with SqlBackedArm(target_cluster) as arm, managed_identity(arm.credential().token) as identity:
+        seed_server(arm, "sales-prod")
+        extra = azure_toml(arm) + '[slack]\noperators = ["U0ALICE"]\n'
+        config = tmp_path / "pgmig.toml"
+        config.write_text(config_toml({}, extra=extra) + azure_server_toml("sales", target_cluster, "sales-prod"))
+        home = tmp_path / "home"
+        first = Pgmig(home, config, 1, "made-firewall_rule:")
+        first.env.update({**azure_env(arm), **identity})
+        await (await first.start()).type("firewall sales office=203.0.113.1-203.0.113.20")
+        await first.killed()
+        assert arm.rule("office") == ("203.0.113.1", "203.0.113.20")  # Azure made it; pgmig died before noting it
+        second = Pgmig(home, config, 2, None)
+        second.env.update({**azure_env(arm), **identity})
+        await (await second.start()).type("undo sales", "undo sales --yes")
+        await second.quit()
+        said = second.log()
+        assert "firewall rule office 203.0.113.1-203.0.113.20 on flexible server rg-data/sales-prod" in said, said
+        assert "deleted firewall rule office from sales-prod" in said, said
+        assert arm.rule("office") is None
+        assert not arm.errors, arm.errors

@@ -167,6 +167,7 @@ async def fence_arrived(ctx: MigrationContext, result: DatabaseCutover) -> froze
     deadline = time.monotonic() + ctx.config.catch_up_timeout_seconds
     for _ in range(LATE_SESSION_ROUNDS):
         watermark = time.time_ns()
+        await ctx.journal.confirm()  # still this replica's migration: the watermark is a write on the source too
         async with ctx.source.connection(db) as src:
             await watermarks.fence_mark(src, v.schema, watermark)
         async with ctx.target.connection(db) as tgt:
