@@ -169,9 +169,15 @@ def awaiting_you(mid: str, c: Captured, required: int) -> list[dict]:
 
 def _drift_card(mid: str, found: SchemaCard) -> Reply:
     db = esc(found.database)
+    why = (
+        "before capture began (while the copy ran: no event trigger recorded it, so pgmig can neither show the "
+        "statement nor hold replication at it)"
+        if found.before_capture
+        else "(drift detection: pgmig may not create event triggers there, so it can neither show the statement "
+        "nor hold replication at it)"
+    )
     lines = [
-        f"🛠️ *The schema of {db} changed on the source* (drift detection: pgmig may not create event triggers "
-        "there, so it can neither show the statement nor hold replication at it)",
+        f"🛠️ *The schema of {db} changed on the source* {why}",
         *[f"• {esc(x)}" for x in found.drift[:SHOWN_DRIFT]],
         *([f"… and {len(found.drift) - SHOWN_DRIFT} more"] if len(found.drift) > SHOWN_DRIFT else []),
         f"*Replication*: {replication_words(found)}",

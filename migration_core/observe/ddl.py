@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from migration_core.changes import ddl
+from migration_core.changes.constraints import ConstraintsPayload
 from migration_core.engine.context import MigrationContext
 from migration_core.observe import ddl_kinds
 from migration_core.pg.servers import ConnectionProblem
@@ -150,6 +151,7 @@ class SchemaCard:
     key: str  # the change's id, or `drift-N`
     change: Captured | None = None
     drift: list[str] = field(default_factory=list)  # drift detection: what changed, in words
+    before_capture: bool = False  # the drift is what changed on the source before capture began (the copy's time)
     waits_now: bool = False  # the first change of its database awaiting a decision: the stream stops there
     behind: int | None = None  # awaiting a decision too, behind this earlier change
     channel: str = ""
@@ -178,6 +180,7 @@ class WatchRecord(Payload):
     posted: dict[str, list[str]] = field(default_factory=dict)
     shown: dict[str, str] = field(default_factory=dict)
     published: list[int] = field(default_factory=list)
+    gap_checked: bool = False  # capture's first look compared both sides' schemas (what changed before it began)
 
 
 @dataclass
@@ -265,6 +268,7 @@ async def watch(ctx: MigrationContext) -> None:
                 if await ddl.ensure(ctx.source, ctx.target, db, ctx.journal) is None:
                     continue  # the migration stopped streaming since this look began: nothing to watch
                 w.changes = await captured(ctx, db)
+                await _gap(ctx, db, w)
                 await _auto_apply(ctx, w)
                 await _publish_new_tables(ctx, db, w)
                 await _show(ctx, db, w)
@@ -372,6 +376,59 @@ async def _publish_new_tables(ctx: MigrationContext, db: str, w: SchemaWatch) ->
             else "published on the source: its rows are copied to the target and stream from now"
         )
         await ctx.alerts.notice(ctx.m, f"ddl-publish:{db}:{c.id}", f"📦 new table {', '.join(tables)} ({db}) {said}")
+
+
+async def _gap(ctx: MigrationContext, db: str, w: SchemaWatch) -> None:
+    """Once capture is made: what changed on the source between the schema's export and capture's event trigger
+    (during the copy), which no trigger recorded — the source's schema against the target's, less the foreign
+    keys pgmig parked there until the cutover and the tables of changes captured since. Posted as one card,
+    and audited; nothing when both agree."""
+    assert w.record is not None
+    if w.record.gap_checked:
+        return
+    async with ctx.source.connection(db) as src:
+        source = {r["k"]: r["v"] for r in await src.fetch(FINGERPRINT)}
+    async with ctx.target.connection(db) as tgt:
+        target = {r["k"]: r["v"] for r in await tgt.fetch(FINGERPRINT)}
+    entry = await ctx.journal.find(Change.CONSTRAINTS, TARGET, db)
+    parked = {fk.name for fk in ConstraintsPayload.of(entry).parked.foreign_keys} if entry else set()
+    touched = {form for c in w.changes for o in c.objects for form in _table_forms(o)}
+
+    def own(key: str) -> bool:  # pgmig's parked foreign key, or a table a captured change names
+        name = key.removeprefix("constraint ").partition(" on ")[0]
+        return (key.startswith("constraint ") and name.strip('"') in parked) or _table_of(key) in touched
+
+    found = [f"new {k} ({v})" for k, v in source.items() if k not in target and not own(k)]
+    found += [f"gone: {k}" for k in target if k not in source and not own(k)]
+    found += [f"{k}: {target[k]} → {v}" for k, v in source.items() if k in target and target[k] != v and not own(k)]
+    if found:
+        key = f"drift-{sum(k.startswith('drift-') for k in w.record.posted) + 1}"
+        card = SchemaCard(db, key, drift=found, before_capture=True)
+        if not await _tell(ctx, card):
+            return  # said at the next look
+        said = f"{db} before capture: {'; '.join(found)[:1500]}"
+        await ctx.ledger.store.audit(AuditEntry("pgmig", "ddl.drift", said, ctx.mid))
+        w.record.posted[card.key], w.record.shown[card.key] = [card.channel, card.ts], card.look
+    w.record.gap_checked = True
+    await _keep(ctx, db, w)
+
+
+def _table_forms(identity: str) -> set[str]:
+    """A captured object's table (`table public.customer`, `column public.customer.phone`…) as the fingerprint may
+    name it: qualified, and bare (regclass leaves out a schema on the search_path)."""
+    kind, _, name = identity.partition(" ")
+    if kind not in ("table", "column", "index"):
+        return set()
+    table = name.rsplit(".", 1)[0] if kind == "column" else name
+    return {table, table.split(".", 1)[-1]}
+
+
+def _table_of(key: str) -> str:
+    """The table a fingerprint key is about (`column customer.phone` → customer)."""
+    kind, _, rest = key.partition(" ")
+    if kind == "constraint":
+        return rest.partition(" on ")[2]
+    return rest.rsplit(".", 1)[0] if kind == "column" else rest
 
 
 async def _drift(ctx: MigrationContext, db: str, w: SchemaWatch) -> None:

@@ -287,6 +287,42 @@ async def test_auto_applied_kinds_new_tables_published_and_destructive_changes_n
     await engine.close()
 
 
+async def test_a_change_made_while_the_copy_ran_before_capture_began_gets_its_card_once(
+    tmp_path, store, pair, monkeypatch
+):
+    """Capture is made at the first streaming look: a column added on the source before then (while the copy ran)
+    was recorded by no trigger. The first look compares both sides' schemas and posts what the target lacks,
+    once — not the foreign key pgmig parked on the target until the cutover."""
+    src, tgt = pair
+    fresh(src, tgt, "ddg")
+    src.psql(
+        "CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customer (id)); "
+        "INSERT INTO orders VALUES (1, 1)",
+        database="ddg",
+    )
+    made, real = [], ddl.ensure
+
+    async def after_a_change_during_the_copy(source, target, database, journal):
+        if not made:  # the copy is done, capture not made yet: a change now is nobody's record
+            made.append(src.psql("ALTER TABLE customer ADD COLUMN during_copy text", database="ddg"))
+        return await real(source, target, database, journal)
+
+    monkeypatch.setattr(ddl, "ensure", after_a_change_during_the_copy)
+    engine = factories.engine(store, src, tgt, tmp_path, capture_ddl=True, verify_chunk_rows=0, progress_interval=0.2)
+    mid = await factories.start_online(engine, ["ddg"])
+    posted = await wait_until(lambda: cards(engine, "ddg", "drift-1"), 30, "the card of what changed before capture")
+    assert posted[0].before_capture and posted[0].drift == ["new column customer.during_copy (text)"], posted[0]
+    told = ddl_messages.card(mid, posted[0], 1)
+    assert "changed on the source* before capture began" in str(told.blocks), told.blocks
+    ticks = engine.events.ticks  # type: ignore[attr-defined]
+    await wait_until(lambda: engine.events.ticks >= ticks + 3, 20, "three more looks")  # type: ignore[attr-defined]
+    assert len(cards(engine, "ddg", "drift-1")) == 1 and not cards(engine, "ddg", "drift-2")
+    audit = [e.detail for e in (await store.audit_page(mid, 1, size=500, everything=True)).entries]
+    assert any("ddg before capture: new column customer.during_copy" in d for d in audit), audit
+    assert (await engine.cancel(mid, "U0BOB")).state is State.CANCELLED
+    await engine.close()
+
+
 async def test_a_migration_started_with_no_capture_ddl_captures_nothing_where_the_config_captures(
     tmp_path, store, pair
 ):
