@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from migration_core.observe.progress import MigrationProgress
 from migration_core.state.events import NoEvents
 from migration_core.state.ledger import Alerts, Ledger
 from migration_core.state.models import Migration, State
-from migration_core.store import Store
 
 
 class Told(NoEvents):
@@ -24,13 +21,6 @@ class Told(NoEvents):
 
     async def chart(self, migration: Migration, progress: MigrationProgress, moment: str) -> None:
         self.charts.append((migration.id, moment))
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = await Store.open(str(tmp_path / "state.sqlite"))
-    yield s
-    await s.close()
 
 
 async def test_an_alert_that_flaps_is_said_each_time_but_charted_once_per_period(store):

@@ -10,7 +10,6 @@ import pytest
 from migration_core.state import lifecycle
 from migration_core.state.lifecycle import TRANSITIONS, IllegalTransition, guard, predecessors
 from migration_core.state.models import Migration, RetryChanges, State
-from migration_core.store import Store
 
 S = State
 
@@ -68,13 +67,6 @@ def test_guard_narrows_and_refuses_what_the_table_does_not_allow():
     assert set(guard(S.FAILED)) == predecessors(S.FAILED)
     with pytest.raises(IllegalTransition, match="completed → cutting_over"):
         guard(S.CUTTING_OVER, (S.COMPLETED,))
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = await Store.open(str(tmp_path / "state.sqlite"))
-    yield s
-    await s.close()
 
 
 async def test_a_move_is_conditional_audited_and_announced(store):
