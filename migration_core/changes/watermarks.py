@@ -73,8 +73,11 @@ BEGIN
     EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM jsonb_populate_recordset(NULL::%s, $1)', rel, cols, cols, rel)
       USING NEW.rows;
   END IF;
-  EXECUTE format('SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0), '
+  -- the high watermark needs only the tuple versions: unchanged since the low one, so is the content
+  EXECUTE format('SELECT count(*), %s, '
                  'coalesce(sum(hashtextextended(t.ctid::text || t.xmin::text, 0)), 0) FROM %s%s t WHERE %s',
+                 CASE WHEN NEW.phase = 'H' THEN 'NULL::numeric'
+                      ELSE 'coalesce(sum(hashtextextended(t::text, 0)), 0)' END,
                  scope, rel, cond)
     INTO n, d, v USING NEW.lo, NEW.hi;
   INSERT INTO {schema}.{digests} VALUES (NEW.chunk, NEW.phase, n, d, v, NULL)

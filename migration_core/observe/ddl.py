@@ -381,8 +381,8 @@ async def _publish_new_tables(ctx: MigrationContext, db: str, w: SchemaWatch) ->
 async def _gap(ctx: MigrationContext, db: str, w: SchemaWatch) -> None:
     """Once capture is made: what changed on the source between the schema's export and capture's event trigger
     (during the copy), which no trigger recorded — the source's schema against the target's, less the foreign
-    keys pgmig parked there until the cutover and the tables of changes captured since. Posted as one card,
-    and audited; nothing when both agree."""
+    keys pgmig parked there until the cutover and the tables of changes captured (cards of their own). Posted
+    as one card, and audited; nothing when both agree."""
     assert w.record is not None
     if w.record.gap_checked:
         return
@@ -392,7 +392,8 @@ async def _gap(ctx: MigrationContext, db: str, w: SchemaWatch) -> None:
         target = {r["k"]: r["v"] for r in await tgt.fetch(FINGERPRINT)}
     entry = await ctx.journal.find(Change.CONSTRAINTS, TARGET, db)
     parked = {fk.name for fk in ConstraintsPayload.of(entry).parked.foreign_keys} if entry else set()
-    touched = {form for c in w.changes for o in c.objects for form in _table_forms(o)}
+    # read after the schemas: a change they show that the trigger recorded is in the capture table by now
+    touched = {form for c in await captured(ctx, db) for o in c.objects for form in _table_forms(o)}
 
     def own(key: str) -> bool:  # pgmig's parked foreign key, or a table a captured change names
         name = key.removeprefix("constraint ").partition(" on ")[0]

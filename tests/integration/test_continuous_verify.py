@@ -18,6 +18,7 @@ from migration_core.state.errors import MigrationError
 from migration_core.state.models import State
 from tests.integration import factories
 from tests.integration.clusters import PASSWORD, config_toml, shell_env
+from tests.integration.test_crash_recovery import Pgmig
 from tests.integration.test_shell import pgmig
 from tests.integration.waiting import wait_state, wait_until
 
@@ -177,7 +178,7 @@ async def test_a_cancel_while_a_look_makes_the_verification_objects_leaves_nothi
     undone the planned entry (nothing there yet) and made the schema behind it, while the publication it joins
     was still there (seen in full-suite runs: cleanup then found the schema)."""
     src, tgt = pair
-    fresh(src, "cvr")
+    fresh(src, "cvx")
     entered, release, made = asyncio.Event(), asyncio.Event(), asyncio.Event()
     make, undo = watermarks._make_source, watermarks.drop
 
@@ -201,15 +202,17 @@ async def test_a_cancel_while_a_look_makes_the_verification_objects_leaves_nothi
     monkeypatch.setattr(watermarks, "_make_source", held_before_making)
     monkeypatch.setattr(watermarks, "drop", the_look_goes_on_after_the_undo)
     engine = factories.engine(store, src, tgt, tmp_path, verify_chunk_rows=500, progress_interval=0.1)
-    mid = await factories.start_online(engine, ["cvr"], overwrite=True)
+    mid = await factories.start_online(engine, ["cvx"], overwrite=True)
     await asyncio.wait_for(entered.wait(), 60)
     outcome = await asyncio.wait_for(engine.cancel(mid, "U0ALICE"), 60)
     assert outcome.state is State.CANCELLED and not outcome.failed, outcome
-    assert src.psql(LEFT_BEHIND, database="cvr") == "0"
+    assert src.psql(LEFT_BEHIND, database="cvx") == "0"
     await engine.close()
 
 
-def test_killed_around_making_the_verification_objects_a_restart_finishes_and_a_cancel_removes_them(tmp_path, pair):
+async def test_killed_around_making_the_verification_objects_a_restart_finishes_and_a_cancel_removes_them(
+    tmp_path, pair
+):
     """pgmig SIGKILLed right after journaling the target's verification objects (before making them), then
     again right after making them; restarted, it finishes what the journal planned (the source's side too)
     and verifies; cancelled, nothing of pgmig's is left on either server."""
@@ -227,16 +230,25 @@ def test_killed_around_making_the_verification_objects_a_restart_finishes_and_a_
     second = pgmig("shell", env={**env, KILL: "verifier:cvk"}, stdin="wait 60\n")
     assert second.returncode == -signal.SIGKILL, second.stdout + second.stderr
     assert tgt.psql(LEFT_BEHIND, database="cvk") == "1"
-    third = pgmig("shell", env=env, stdin="wait 3\nstatus mig-1\ncancel mig-1\n")
-    assert third.returncode == 0 and "Traceback" not in third.stdout + third.stderr, third.stderr
-    assert "verified while streaming: verified " in third.stdout, third.stdout
-    assert "cancelled" in third.stdout, third.stdout
+    third = await Pgmig(tmp_path / "home", config, 3, None).start()  # the state and home `env` names
+
+    async def verified() -> bool:
+        await third.type("status mig-1")
+        await asyncio.sleep(0.5)
+        return "verified while streaming: verified " in third.log()
+
+    await wait_until(verified, 60, lambda: "the restart to verify:\n" + third.log()[-3000:])
+    await third.type("cancel mig-1")
+    await third.quit()
+    said = third.log()
+    assert third.proc is not None and third.proc.returncode == 0 and "Traceback" not in said, said
+    assert "cancelled" in said, said
     assert src.psql(LEFT_BEHIND, database="cvk") == "0"
     assert src.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pgmig%'") == "0"
     tgt.psql('DROP DATABASE IF EXISTS "cvk" WITH (FORCE)')
 
 
-def test_killed_during_a_repair_a_restart_repairs_from_its_record_and_a_cancel_leaves_nothing(tmp_path, pair):
+async def test_killed_during_a_repair_a_restart_repairs_from_its_record_and_a_cancel_leaves_nothing(tmp_path, pair):
     """pgmig SIGKILLed right after journaling a repair (before the range is sent): the range is still wrong on
     the target, the entry planned. Restarted, it knows the tables it had covered (journaled), finds the range
     again, repairs it under the same entry (done) and the target agrees; cancelled, nothing is left."""
@@ -246,18 +258,33 @@ def test_killed_during_a_repair_a_restart_repairs_from_its_record_and_a_cancel_l
     config = tmp_path / "pgmig.toml"
     config.write_text(config_toml({"src": src, "tgt": tgt}, extra="[migration]\nprogress_interval_seconds = 0.2\n"))
     env = shell_env(tmp_path, config)
-    first = pgmig("shell", env=env, stdin="migrate src tgt --mode online --db cvr\nwait 8\n")
-    assert "ready_for_cutover" in first.stdout, first.stdout[-3000:]
+    home = tmp_path / "home"  # the state and home `env` names: each life below is pgmig on them
+    first = await Pgmig(home, config, 1, None).start()
+    await first.type("migrate src tgt --mode online --db cvr")
+    await wait_until(lambda: "ready_for_cutover" in first.log(), 90, lambda: first.log()[-3000:])
+    await first.quit()
     tgt.psql("UPDATE note SET body = 'tampered' WHERE code = 'k00005'", database="cvr")
-    attempts = "wait 4\nrepair mig-1\n" * 8  # the first repair that finds the range dies with it
-    second = pgmig("shell", env={**env, KILL: "plan-repair:cvr"}, stdin=attempts)
-    assert second.returncode == -signal.SIGKILL, second.stdout[-3000:] + second.stderr[-3000:]
+    second = await Pgmig(home, config, 2, "plan-repair:cvr").start()
+
+    async def repair_asked(life: Pgmig) -> bool:  # asked again until the range is found and the repair sent
+        assert life.proc is not None
+        if life.proc.returncode is None:
+            try:
+                await life.type("repair mig-1")
+            except (BrokenPipeError, ConnectionResetError):  # killed meanwhile
+                pass
+            await asyncio.sleep(1)
+        return life.proc.returncode is not None or "re-copied" in life.log()
+
+    await wait_until(lambda: repair_asked(second), 90, lambda: second.log()[-3000:])
+    await second.killed()  # the first repair that found the range died with it
     body = "SELECT body FROM note WHERE code = 'k00005'"
     assert tgt.psql(body, database="cvr") == "tampered"  # planned, not sent
-    third = pgmig("shell", env=env, stdin="wait 4\nrepair mig-1\n" * 3 + "wait 3\n")
-    assert third.returncode == 0 and "Traceback" not in third.stdout + third.stderr, third.stderr[-3000:]
-    assert "re-copied" in third.stdout, third.stdout[-3000:]
-    assert tgt.psql(body, database="cvr") == src.psql(body, database="cvr")
+    third = await Pgmig(home, config, 3, None).start()
+    await wait_until(lambda: repair_asked(third), 90, lambda: third.log()[-3000:])
+    await wait_until(lambda: tgt.psql(body, database="cvr") == src.psql(body, database="cvr"), 30, "the repair")
+    await third.quit()
+    assert "Traceback" not in third.log(), third.log()[-3000:]
     fourth = pgmig("shell", env=env, stdin="cancel mig-1\n")
     assert "cancelled" in fourth.stdout, fourth.stdout[-3000:]
     assert src.psql(LEFT_BEHIND, database="cvr") == "0"

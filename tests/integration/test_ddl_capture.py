@@ -137,7 +137,8 @@ async def test_a_captured_change_waits_for_its_decision_and_applies_in_stream_or
     # the running watch updates each card with the target's outcome: posted once each, never again
     await wait_until(lambda: [c.change.outcome for c in cards(engine, "dd", "2")][-1:] == ["skipped"], 20, "card")
     await wait_until(lambda: [c.change.outcome for c in cards(engine, "dd", "4")][-1:] == ["applied"], 20, "card 4")
-    assert len({c.ts for _, c in engine.events.cards}) == 4  # type: ignore[attr-defined]
+    posted = {c.ts: (c.key, c.drift) for _, c in engine.events.cards}  # type: ignore[attr-defined]
+    assert len(posted) == 4, posted
     # nothing pending, but the cutover is paused (a card's Pause cutover): the gate holds until it is resumed
     await wait_until(lambda: not engine.progress(mid).of("dd").blocked, 20, "no longer blocked")
     await engine.pause_cutover(mid, "U0EVE", "schema change dd #2 (CREATE INDEX)")
