@@ -21,7 +21,7 @@ from migration_core.state.approval import ApprovalRequest, Decision, Verdict
 from migration_core.state.errors import MigrationError
 from migration_core.state.models import AuditEntry, Backend, Mode, State, StepKind, StepState
 from migration_core.verify import continuous
-from migration_core.verify.tables import VerifyResult
+from migration_core.verify.tables import VerifyResult, expected_words
 
 if TYPE_CHECKING:
     from migration_core.engine.api import Engine
@@ -118,8 +118,9 @@ class Approvals:
         """One database compared while it streams: rows still on their way differ, and say so (lag); a table
         missing on the target is no write in flight (DDL does not replicate)."""
         rows = f"{r.rows:,} rows"
+        allowed = "".join(f"; {expected_words(m)}" for m in r.expected)
         if r.ok:
-            return f"{r.database} equal: {r.tables} tables, {rows}"
+            return f"{r.database} equal: {r.tables} tables, {rows}{allowed}"
         missing = [x.name for x in r.mismatches if x.target == "missing"]
         moving = len(r.mismatches) - len(missing)
         said = []
@@ -133,7 +134,7 @@ class Approvals:
             said.append(f"≈ {moving} of {r.tables} tables differ by rows still in flight{lag}")
         if missing:
             said.append(f"❌ missing on the target: {', '.join(missing)}")
-        return f"{r.database} " + ", ".join(said) + f", {rows}"
+        return f"{r.database} " + ", ".join(said) + f", {rows}{allowed}"
 
     async def open_cutover(self, request: ApprovalRequest) -> bool:
         """ready_for_cutover → awaiting_approval with `request` as the open round; False (and the request
@@ -204,6 +205,8 @@ class Approvals:
         decision = await approval.decide(
             engine.store, "cutover", request, user, verb, is_approver=is_approver, required=required, channel=channel
         )
+        if decision.verdict is Verdict.REFUSED and request.expired:
+            await self.expire_approval(migration_id)  # it expired while this click was on its way: closed now
         if decision.verdict is Verdict.REJECTED and not await self.reject_cutover(migration_id, user, reason):
             return await refused(await self._decided(migration_id), "decided meanwhile")
         if decision.verdict is Verdict.APPROVED:

@@ -31,7 +31,7 @@ from migration_core.state.failures import failure_reason
 from migration_core.state.journal import Change
 from migration_core.state.ledger import DONE, RUNNING
 from migration_core.state.models import AuditEntry, State, StepKind
-from migration_core.verify.tables import matview_note
+from migration_core.verify.tables import expected_words, matview_note
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ async def run_cutover(ctx: MigrationContext, actor: str, decided: bool = False) 
     managed = managed_cutover(ctx)
     parked = await parked_constraints(ctx)
     catch_up = await managed.catch_up() if managed is not None else None
+    expected = await schema_expected(ctx)
     done: list[DatabaseCutover] = []
     try:
         if managed is None:  # nothing is fenced over a broken subscription
@@ -84,12 +85,13 @@ async def run_cutover(ctx: MigrationContext, actor: str, decided: bool = False) 
         if held := forecast.too_long(ctx, windows):
             raise MigrationError(f"cutover not started, nothing was fenced: {held}")
         for db in m.databases:
-            done.append(await cutover.cut_over(ctx, db, parked[db], catch_up))
+            done.append(await cutover.cut_over(ctx, db, parked[db], catch_up, expected.get(db)))
             done[-1].predicted = w.seconds if (w := windows.get(db)) is not None else None
         facts = {
             "timings": {r.database: r.timings for r in done},
             "fences": {r.database: asdict(r.fence) for r in done},
             "predicted": {r.database: r.predicted for r in done},
+            "expected": {db: [[*key, why] for key, why in found.items()] for db, found in expected.items()},
         }
         await ledger.save(mid, StepKind.RELEASE, RUNNING, "releasing the target", facts)
     except BaseException as exc:  # a cancel or a shutdown mid-fence falls back too
@@ -220,6 +222,13 @@ async def finish(ctx: MigrationContext, problems: list[str], done: list[Database
     await ledger.advance(m.id, State.COMPLETED, verdict + ".\n" + "\n".join(lines), expect=(State.RELEASED,))
 
 
+async def schema_expected(ctx: MigrationContext) -> dict[str, dict[tuple[str, str], str]]:
+    """The tables skipped schema changes let differ, per database (observe/ddl.expected); none unless watched."""
+    if ctx.backend is not None or not ddl.wanted(ctx):
+        return {}
+    return await ddl.expected(ctx)
+
+
 async def schema_outcomes(ctx: MigrationContext) -> list[str]:
     """The schema changes captured while streaming, applied and skipped, for the summary (observe/ddl.py)."""
     if ctx.backend is not None or not ddl.wanted(ctx):
@@ -242,9 +251,12 @@ def summary(r: DatabaseCutover) -> str:
     predicted = f", predicted {r.predicted:.2f} s" if r.predicted is not None else ""
     counted = r.counts.tables if r.counts is not None else 0
     proof = f"; in the window {counted} table(s) counted, {len(r.proven)} proven by continuous verification"
+    differ = {m.name: m for check in (r.counts, r.verify) if check is not None for m in check.expected}
+    allowed = "".join(f"; {expected_words(m)}" for m in differ.values())
     return (
         f"{r.database}: writes unavailable {r.window_seconds:.2f} s{predicted} ({window})"
         + proof
+        + allowed
         + (f"; after release {after}" if after else "")
         + f"; {checked}; {r.fence.ended_sessions} session(s) ended{soft}"
     )

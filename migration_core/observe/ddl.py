@@ -501,6 +501,46 @@ async def listing(ctx: MigrationContext) -> dict[str, list[Captured]]:
     return {db: await captured(ctx, db) for db in ctx.m.databases}
 
 
+async def expected(ctx: MigrationContext) -> dict[str, dict[tuple[str, str], str]]:
+    """Per database, the tables a skipped schema change leaves unlike the source (created, altered or dropped
+    there and not on the target), with why: verification reports what differs in them as expected, not as a
+    fault. Empty once capture is gone (the cutover keeps what it found: its `release` step)."""
+    out: dict[str, dict[tuple[str, str], str]] = {}
+    for db, changes in (await listing(ctx)).items():
+        for c in changes:
+            if c.decision != "skip":
+                continue
+            why = f"schema change #{c.id} {c.tag} skipped by {c.decided_by}" + (f": {c.reason}" if c.reason else "")
+            for o in c.objects:
+                kind, _, name = o.partition(" ")
+                if kind != "table":
+                    continue
+                column = name.startswith("column ")  # sql_drop's `table column public.t.c`
+                parts = _identity_parts(name.removeprefix("column "))[: -1 if column else None]
+                if len(parts) == 2:
+                    out.setdefault(db, {})[(parts[0], parts[1])] = why
+    return out
+
+
+def _identity_parts(identity: str) -> list[str]:
+    """An object identity's dotted parts, unquoted: `public."we.ird"` → public, we.ird."""
+    parts, current, quoted, i = [], "", False, 0
+    while i < len(identity):
+        ch = identity[i]
+        if ch == '"' and quoted and identity[i + 1 : i + 2] == '"':
+            current, i = current + '"', i + 2
+            continue
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "." and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+        i += 1
+    return [*parts, current]
+
+
 async def decide(
     ctx: MigrationContext, which: str, verb: str, actor: str, reason: str, *, is_approver: bool, required: int
 ) -> Captured:

@@ -13,7 +13,7 @@ which pgmig refreshes. pgmig never refreshes the source's.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 
@@ -38,6 +38,7 @@ class Mismatch:
     name: str
     source: str
     target: str
+    because: str = ""  # an expected difference: why (a schema change the team skipped)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class VerifyResult:
     sequences: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
     warnings: list[Mismatch] = field(default_factory=list)  # materialized views: reported, never failing
+    expected: list[Mismatch] = field(default_factory=list)  # differences the team decided on: reported, never failing
 
     @property
     def ok(self) -> bool:
@@ -62,7 +64,18 @@ class VerifyResult:
             data.get("sequences", 0),
             [Mismatch(**m) for m in data.get("mismatches", [])],
             [Mismatch(**m) for m in data.get("warnings", [])],
+            [Mismatch(**m) for m in data.get("expected", [])],
         )
+
+
+def expected_words(m: Mismatch) -> str:
+    """An expected difference in words: `public.audit_note missing on the target, as expected (schema change
+    #3 CREATE TABLE skipped by U0BOB: kept on the source)`."""
+    if m.target == "missing":
+        differs = "missing on the target"
+    else:
+        differs = f"differs (source {m.source}, target {m.target})"
+    return f"{m.name} {differs}, as expected ({m.because})"
 
 
 def matview_note(w: Mismatch) -> str:
@@ -144,6 +157,7 @@ async def verify_database(
     limits: DataLimits = DEFAULT_LIMITS,
     known: Known | None = None,
     proven: frozenset[tuple[str, str]] = frozenset(),
+    expected: dict[tuple[str, str], str] | None = None,
 ) -> VerifyResult:
     """`replicated_only` while an online migration streams: tables only, since logical replication
     carries neither sequences nor materialized views (both are brought over at cutover).
@@ -152,7 +166,9 @@ async def verify_database(
     Tables above the split limit are checked in ranges, in parallel, each side cut by its own pages
     (rows sit on other pages there) or, with an integer key, both by the same key ranges. `known`:
     tables already compared (during the copy, early_checks.py), not read again. `proven`: tables the
-    cutover need not count (continuous verification covers them, and every change reached the target)."""
+    cutover need not count (continuous verification covers them, and every change reached the target).
+    `expected`: tables the team let differ (a schema change skipped, observe/ddl.expected), with why: what
+    differs in them is reported as expected, and fails nothing."""
     result = VerifyResult(database)
     src_pool = await source.pool(database, parallel)
     try:
@@ -209,8 +225,7 @@ async def verify_database(
         await asyncio.gather(*(one(k) for k in common))
         result.warnings.sort(key=lambda m: m.name)
         if replicated_only:
-            result.mismatches.sort(key=lambda m: (m.kind, m.name))
-            return result
+            return _set_aside(result, expected)
         async with src_pool.acquire() as s_conn, tgt_pool.acquire() as t_conn:
             src_seq, tgt_seq = await seq_values(s_conn), await seq_values(t_conn)
         result.sequences = len(src_seq)
@@ -219,10 +234,20 @@ async def verify_database(
                 result.mismatches.append(
                     Mismatch(database, "sequence", name, str(value), str(tgt_seq.get(name, "missing")))
                 )
-        result.mismatches.sort(key=lambda m: (m.kind, m.name))
-        return result
+        return _set_aside(result, expected)
     finally:
         await asyncio.gather(src_pool.close(), tgt_pool.close())
+
+
+def _set_aside(result: VerifyResult, expected: dict[tuple[str, str], str] | None) -> VerifyResult:
+    """The differences in tables the team let differ, moved from the mismatches to `expected`, with why."""
+    why = {readable(*key): because for key, because in (expected or {}).items()}
+    for m in list(result.mismatches):
+        if m.kind == "table" and m.name in why:
+            result.mismatches.remove(m)
+            result.expected.append(replace(m, because=why[m.name]))
+    result.mismatches.sort(key=lambda m: (m.kind, m.name))
+    return result
 
 
 def _kind(relkind: str) -> str:

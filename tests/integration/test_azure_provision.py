@@ -551,15 +551,22 @@ async def test_a_request_cut_short_by_a_restart_is_finished_by_the_next_pgmig(tm
     ]
     server["properties"]["state"] = "Provisioning"
 
-    async def created_meanwhile() -> None:
-        await asyncio.sleep(0.5)
+    def looks() -> int:
+        return len([r for r in arm.requests if r.method == "GET" and lowered(r.path).endswith(SERVER_PATH)])
+
+    before = looks()
+
+    async def created_meanwhile() -> None:  # Ready only once the next pgmig has seen it still provisioning
+        while looks() == before:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
         server["properties"]["state"] = "Ready"
 
     ready = asyncio.create_task(created_meanwhile())
     async with app(tmp_path, arm, slack='approvers = ["U0APPROVER1"]\n') as slack:
         done = await finished(slack, "sales-prod")
         assert "✅" in done and "already existed" in done and "(state Ready)" in done
-        assert len([r for r in arm.requests if r.method == "GET" and lowered(r.path).endswith(SERVER_PATH)]) > 1
+        assert looks() > before + 1  # seen provisioning, then looked again until it was ready
         assert not [r for r in writes(arm) if lowered(r.path).endswith(SERVER_PATH)]  # found, not created again
         assert "sales-prod" in slack.services.servers
         actions = [e.action for e in await slack.services.engine.store.audit_log("prov-1")]

@@ -288,6 +288,38 @@ async def test_auto_applied_kinds_new_tables_published_and_destructive_changes_n
     await engine.close()
 
 
+async def test_a_skipped_change_is_an_expected_difference_the_cutover_and_verification_name(tmp_path, store, pair):
+    """A table created on the source that the team keeps off the target: the cutover request is refused while the
+    change waits for a decision; skipped with a reason, verification (while streaming, in the window, after the
+    release, and after completion) reports the table as an expected difference, naming the change and why."""
+    src, tgt = pair
+    fresh(src, tgt, "ddx")
+    engine = factories.engine(store, src, tgt, tmp_path, capture_ddl=True, verify_chunk_rows=0, progress_interval=0.2)
+    mid = await factories.start_online(engine, ["ddx"])
+    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
+    await wait_until(lambda: src.psql(TRIGGERS, database="ddx") == "2", 30, "the capture's event triggers")
+    src.psql("CREATE TABLE scratchpad (id int PRIMARY KEY)", database="ddx")
+    src.psql("INSERT INTO scratchpad VALUES (1)", database="ddx")
+    await wait_until(lambda: _has_all(engine, mid, "ddx", ["pending"]), 30, "the CREATE TABLE captured")
+    with pytest.raises(MigrationError, match="await a decision"):
+        await engine.prepare_cutover(mid, "U0BOB", "C0OPS", 30)
+    await engine.decide_schema_change(mid, "1", "skip", "U0BOB", "a scratch table, not migrated")
+    await wait_until(lambda: _has_all(engine, mid, "ddx", ["skipped"]), 30, "the skip to reach the target")
+    why = "schema change #1 CREATE TABLE skipped by U0BOB: a scratch table, not migrated"
+    [streaming] = await engine.verify(mid)
+    assert streaming.ok and [(m.name, m.because) for m in streaming.expected] == [("public.scratchpad", why)]
+    request = await engine.prepare_cutover(mid, "U0BOB", "C0OPS", 30)
+    assert f"public.scratchpad missing on the target, as expected ({why})" in request.verification, request
+    assert await engine.cutover(mid, "U0BOB"), (await store.get_migration(mid)).error
+    told = engine.events.states  # type: ignore[attr-defined]
+    summary = [detail for m, state, detail in told if m == mid and state == "completed"][-1]
+    assert f"public.scratchpad missing on the target, as expected ({why})" in summary, summary
+    assert await store.step(mid, "incident") is None
+    [after] = await engine.verify(mid)  # capture is gone now: the cutover kept what it let differ
+    assert after.ok and [m.name for m in after.expected] == ["public.scratchpad"], after
+    await engine.close()
+
+
 async def test_a_change_made_while_the_copy_ran_before_capture_began_gets_its_card_once(
     tmp_path, store, pair, monkeypatch
 ):

@@ -61,6 +61,7 @@ class DatabaseCutover:
     views: list[str] = field(default_factory=list)  # materialized views refreshed on the target (quoted)
     predicted: float | None = None  # the window observe/forecast.py predicted when the cutover started
     proven: frozenset[tuple[str, str]] = frozenset()  # tables not counted: covered, and the fence's watermark arrived
+    expected: dict[tuple[str, str], str] = field(default_factory=dict)  # tables a skipped schema change lets differ
 
     @property
     def window_seconds(self) -> float:
@@ -104,15 +105,20 @@ CatchUp = Callable[[str, float], Awaitable[None]]
 
 
 async def cut_over(
-    ctx: MigrationContext, database: str, parked: constraints.Parked, catch_up: CatchUp | None = None
+    ctx: MigrationContext,
+    database: str,
+    parked: constraints.Parked,
+    catch_up: CatchUp | None = None,
+    expected: dict[tuple[str, str], str] | None = None,
 ) -> DatabaseCutover:
     """Steps 1–5 for one database; raises on any failure, leaving the undo to `rollback`.
 
-    `catch_up` replaces step 2 for a managed service: wait for its slots, then trigger its cutover."""
+    `catch_up` replaces step 2 for a managed service: wait for its slots, then trigger its cutover. `expected`:
+    the tables skipped schema changes let differ (observe/ddl.expected), read before the fence."""
     source, target, journal, config = ctx.source, ctx.target, ctx.journal, ctx.config
     grace = config.fence_grace_seconds
     started = time.perf_counter()
-    result = DatabaseCutover(database, await fence(source, database, grace, journal))
+    result = DatabaseCutover(database, await fence(source, database, grace, journal), expected=expected or {})
     result.timings["fence"] = time.perf_counter() - started - grace
     step = time.perf_counter()
     if catch_up is None:
@@ -212,7 +218,13 @@ async def counts_agree(ctx: MigrationContext, result: DatabaseCutover, native: b
     deadline = time.monotonic() + ctx.config.catch_up_timeout_seconds
     while True:
         counts = await verify_database(
-            ctx.source, ctx.target, result.database, ctx.options.parallel, counts_only=True, proven=result.proven
+            ctx.source,
+            ctx.target,
+            result.database,
+            ctx.options.parallel,
+            counts_only=True,
+            proven=result.proven,
+            expected=result.expected,
         )
         if counts.ok or time.monotonic() >= deadline:
             return counts
@@ -259,7 +271,13 @@ async def check(
             snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
             step = time.perf_counter()
             result.verify = await verify_database(
-                source, target, result.database, parallel, target_snapshot=snapshot, limits=limits
+                source,
+                target,
+                result.database,
+                parallel,
+                target_snapshot=snapshot,
+                limits=limits,
+                expected=result.expected,
             )
             result.timings["verify"] = time.perf_counter() - step
     if not result.verify.ok:
