@@ -5,7 +5,8 @@ is ready for cutover and continuous verification covers every table with a key; 
 `--rate` tps (four persistent client sessions) while the cutover runs (fence grace 0, so the window is
 pgmig's own work). Prints each step's time, the window an application saw — a probe commits a row every
 10 ms, and the window is from its last accepted commit to the release — and checks that every committed
-pgbench_history row reached the target. `--rounds N` migrates and cuts over N times in a row (the source
+pgbench_history row reached the target, and the window pgmig predicted as it started beside the one seen
+(issue 27's goal: within 25 % or 0.2 s). `--rounds N` migrates and cuts over N times in a row (the source
 re-opened between rounds, the target replaced) and counts the cutovers that fell back.
 
     python -m bench.cutover [--scale 30] [--rate 500] [--rounds 1]
@@ -42,6 +43,14 @@ class Round:
     covered: float  # ready_for_cutover → every keyed table covered by continuous verification
     total: float
     history: tuple[str, str]  # committed pgbench_history rows: source, target
+    predicted: float | None = None  # the window observe/forecast.py predicted as the cutover started
+
+    @property
+    def prediction_holds(self) -> bool | None:
+        """Issue 27's goal: the prediction within 25 % or 0.2 s of the window an application saw."""
+        if self.predicted is None or self.seen is None:
+            return None
+        return abs(self.predicted - self.seen) <= max(0.25 * self.seen, 0.2)
 
     @property
     def window(self) -> float:
@@ -81,14 +90,15 @@ async def one_round(engine: Engine, store: Store, source: LocalCluster, target: 
     writer.wait()
     if not ok:
         return Round(False, (await store.get_migration(m.id)).error, {}, None, loaded, covered, total, ("", ""))
-    timings = (await store.step(m.id, f"cutover:{DB}")).data["timings"]
+    done = (await store.step(m.id, f"cutover:{DB}")).data
+    timings, predicted = done["timings"], done.get("predicted")
     release = await store.step(m.id, "release")
     seen = (release.finished_at - last_commit[-1]).total_seconds() if release and release.finished_at else None
     history = (
         source.psql("SELECT count(*) FROM pgbench_history", database=DB),
         target.psql("SELECT count(*) FROM pgbench_history", database=DB),
     )
-    return Round(True, "", timings, seen, loaded, covered, total, history)
+    return Round(True, "", timings, seen, loaded, covered, total, history, predicted)
 
 
 def reopen(source: LocalCluster, target: LocalCluster) -> None:
@@ -116,7 +126,11 @@ async def main_async(args: argparse.Namespace) -> None:
             rounds.append(await one_round(engine, store, source, target, args.rate))
             if args.rounds > 1:
                 r = rounds[-1]
-                said = f"window {r.window:.3f} s, seen {r.seen or 0:.3f} s" if r.ok else f"FELL BACK: {r.error}"
+                said = (
+                    f"window {r.window:.3f} s, seen {r.seen or 0:.3f} s, predicted {r.predicted or 0:.3f} s"
+                    if r.ok
+                    else f"FELL BACK: {r.error}"
+                )
                 print(f"round {n + 1}: {said}", flush=True)
         await engine.close()
     print(f"cutover of pgbench scale {args.scale} with pgbench -R {args.rate} writing until the fence")
@@ -125,6 +139,8 @@ async def main_async(args: argparse.Namespace) -> None:
         windows = [r.window for r in done]
         print(f"  {len(rounds)} cutovers in a row: {len(rounds) - len(done)} fell back", end="")
         print(f"; window median {statistics.median(windows):.3f} s, max {max(windows):.3f} s" if windows else "")
+        judged = [r.prediction_holds for r in done if r.prediction_holds is not None]
+        print(f"  predicted window within 25 % or 0.2 s of the one seen: {sum(judged)} of {len(judged)}")
     last = rounds[-1]
     for step, seconds in last.timings.items():
         print(f"  {step:<12} {seconds:7.3f} s")
@@ -134,6 +150,9 @@ async def main_async(args: argparse.Namespace) -> None:
     )
     if last.seen is not None:
         print(f"  {'seen':<12} {last.seen:7.3f} s  (an application's last accepted commit → the release)")
+    if last.predicted is not None:
+        holds = "within" if last.prediction_holds else "NOT within"
+        print(f"  {'predicted':<12} {last.predicted:7.3f} s  ({holds} 25 % or 0.2 s of the window seen)")
     print(f"  {'total':<12} {last.total:7.3f} s  (with FK validation and checksums after release, and teardown)")
     print(
         f"  continuous verification covered every keyed table {last.covered:.1f} s after ready_for_cutover "
