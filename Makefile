@@ -63,3 +63,4 @@ bench: setup
 	$(VENV)/bin/python -m bench.lag $(LAG_ARGS)
 	$(VENV)/bin/python -m bench.cutover $(CUTOVER_ARGS)
 	$(VENV)/bin/python -m bench.plan $(PLAN_ARGS)
+	$(VENV)/bin/python -m bench.verify_cost $(VERIFY_COST_ARGS)
