@@ -65,13 +65,20 @@ async def states(engine: Engine, mid: str, db: str) -> list[str]:
     return [c.state for c in (await engine.schema_changes(mid))[db]]
 
 
+async def capturing(tmp_path, store, pair, db: str) -> tuple[Engine, str]:
+    """A fresh database migrated online with capture on: streaming, its event triggers made."""
+    src, tgt = pair
+    fresh(src, tgt, db)
+    engine = factories.engine(store, src, tgt, tmp_path, capture_ddl=True, verify_chunk_rows=0, progress_interval=0.2)
+    mid = await factories.start_online(engine, [db])
+    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
+    await wait_until(lambda: src.psql(TRIGGERS, database=db) == "2", 30, "the capture's event triggers")
+    return engine, mid
+
+
 async def test_a_captured_change_waits_for_its_decision_and_applies_in_stream_order(tmp_path, store, pair):
     src, tgt = pair
-    fresh(src, tgt, "dd")
-    engine = factories.engine(store, src, tgt, tmp_path, capture_ddl=True, verify_chunk_rows=0, progress_interval=0.2)
-    mid = await factories.start_online(engine, ["dd"])
-    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
-    await wait_until(lambda: src.psql(TRIGGERS, database="dd") == "2", 30, "the capture's event triggers")
+    engine, mid = await capturing(tmp_path, store, pair, "dd")
     src.psql("CREATE TEMP TABLE scratch (x int); SELECT 1", database="dd")  # temporary: not the schema
     src.psql("ALTER TABLE customer ADD COLUMN phone text", database="dd")
     src.psql("INSERT INTO customer VALUES (100, 'after', '555')", database="dd")
@@ -293,11 +300,7 @@ async def test_a_skipped_change_is_an_expected_difference_the_cutover_and_verifi
     change waits for a decision; skipped with a reason, verification (while streaming, in the window, after the
     release, and after completion) reports the table as an expected difference, naming the change and why."""
     src, tgt = pair
-    fresh(src, tgt, "ddx")
-    engine = factories.engine(store, src, tgt, tmp_path, capture_ddl=True, verify_chunk_rows=0, progress_interval=0.2)
-    mid = await factories.start_online(engine, ["ddx"])
-    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
-    await wait_until(lambda: src.psql(TRIGGERS, database="ddx") == "2", 30, "the capture's event triggers")
+    engine, mid = await capturing(tmp_path, store, pair, "ddx")
     src.psql("CREATE TABLE scratchpad (id int PRIMARY KEY)", database="ddx")
     src.psql("INSERT INTO scratchpad VALUES (1)", database="ddx")
     await wait_until(lambda: _has_all(engine, mid, "ddx", ["pending"]), 30, "the CREATE TABLE captured")
