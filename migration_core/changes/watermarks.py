@@ -92,9 +92,10 @@ END
 class VerifierObjects(Payload):
     """The schema pgmig made for verification on one side (its OID once made) and, on the source, the
     publication it added the watermark table to, and what verification has proven so far
-    (verify/continuous.py: the covered tables, their share of the rows, when it last grew)."""
+    (verify/continuous.py: the covered tables, their share of the rows, when it last grew) and where the walk
+    is (the table it is on, in which pass), so that a restart walks on from there."""
 
-    SPARSE = ("covered", "share", "at")
+    SPARSE = ("covered", "share", "at", "walking", "passes")
 
     schema: str = ""
     oid: int | None = None
@@ -102,6 +103,8 @@ class VerifierObjects(Payload):
     covered: list[list[str]] = field(default_factory=list)
     share: float | None = None
     at: str = ""
+    walking: list[str] = field(default_factory=list)  # [schema, table]
+    passes: int = 0
 
 
 def schema_name(journal: Journal, database: str) -> str:

@@ -29,11 +29,11 @@ target's copy is the source's as of that point plus every change the subscriptio
 commit order: the cutover's write window (flows/steps/cutover.py) then proves only that every change
 committed before the fence arrived — a watermark written after the fence seen on the target — and counts
 just the tables that are not covered (a keyless table written to all the time may never compare at rest, and a
-large one is not walked). The covered tables are journaled with the verification objects (so any replica's
-status, and a restart, know them), the keyed tables' covered share of the rows is what `[online]
-require_verified_share` asks of a cutover request (a keyless table, which cannot be cut when hot, never holds
-a request back), and `finish` drives the walk on
-at a request until that share is reached or a deadline passes.
+large one is not walked). The covered tables, and the table the walk is on, are journaled with the
+verification objects (so any replica's status knows them, and a restart walks on from there); the keyed
+tables' covered share of the rows is what `[online] require_verified_share` asks of a cutover request (a
+keyless table, which cannot be cut when hot, never holds a request back), and `finish` drives the walk on at
+a request until that share is reached or a deadline passes.
 """
 
 from __future__ import annotations
@@ -153,7 +153,8 @@ class Verification:
     scanned: set[tuple[Ref, int]] = field(default_factory=set)  # tables a pass went through to their end
     covered: set[Ref] = field(default_factory=set)  # see the module's docstring
     covered_at: datetime | None = None
-    journaled: tuple[frozenset[Ref], float | None] = (frozenset(), None)  # covered tables and share, as journaled
+    journaled: tuple[frozenset[Ref], float | None, Ref | None, int] = (frozenset(), None, None, 0)  # as journaled
+    resume: Ref | None = None  # the table the walk was on when this process took over, from the journal
     passes: int = 0
     rows_verified: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)  # one walker at a time
@@ -184,6 +185,11 @@ class Verification:
         if keyless:
             done += f" · counted at cutover (no key): {', '.join(keyless[:3])}" + (" …" if len(keyless) > 3 else "")
         return done
+
+    def walking(self) -> Ref | None:
+        """The table the walk is on (None: about to begin a pass)."""
+        index = self.cursor[0]
+        return self.tables[index].ref if index < len(self.tables) else None
 
     def settle(self, ref: Ref, walk: int) -> None:
         """Cover a table once one pass went through it and every range that pass cut it into compared equal,
@@ -290,13 +296,16 @@ async def _restore(ctx: MigrationContext, db: str, v: Verification) -> None:
     if entry is not None:
         made = watermarks.VerifierObjects.of(entry)
         v.covered = {(r[0], r[1]) for r in made.covered}
-        v.journaled = (frozenset(v.covered), made.share)
+        v.resume = (made.walking[0], made.walking[1]) if len(made.walking) == 2 else None
+        v.passes = made.passes
+        v.journaled = (frozenset(v.covered), made.share, v.resume, v.passes)
         v.covered_at = datetime.fromisoformat(made.at) if made.at else None
 
 
 async def _journal(ctx: MigrationContext, db: str, v: Verification) -> None:
-    """The covered tables and their share, journaled when they changed (not on every tick)."""
-    now = (frozenset(v.covered), v.share())
+    """The covered tables and their share, and the table the walk is on, journaled when they changed (a few
+    times a pass, not on every tick)."""
+    now = (frozenset(v.covered), v.share(), v.walking(), v.passes)
     if now == v.journaled or not v.planned:
         return
     entry = await ctx.journal.find(Change.VERIFIER, SOURCE, db, v.schema)
@@ -306,6 +315,7 @@ async def _journal(ctx: MigrationContext, db: str, v: Verification) -> None:
     made.covered = sorted([list(r) for r in v.covered])
     made.share = v.share()
     made.at = v.covered_at.isoformat() if v.covered_at else ""
+    made.walking, made.passes = list(now[2] or []), v.passes
     await ctx.journal.note(entry, made)
     v.journaled = now
 
@@ -414,6 +424,9 @@ async def _plan(src: asyncpg.Connection, publication: str, v: Verification, chun
             v.tables.append(t)
     v.planned = True
     v.covered &= {t.ref for t in v.tables}  # a restart keeps only what is still walked
+    refs = [t.ref for t in v.tables]
+    if v.resume in refs:  # walk on from the table the walk was on (its earlier ranges' results died with it)
+        v.cursor = (refs.index(v.resume), None)
 
 
 async def _next(src: asyncpg.Connection, v: Verification, chunk_rows: int) -> Range | None:

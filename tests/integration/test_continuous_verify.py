@@ -15,7 +15,9 @@ from migration_core.changes import watermarks
 from migration_core.engine.api import Engine
 from migration_core.pg.failpoints import ENV as KILL
 from migration_core.state.errors import MigrationError
+from migration_core.state.journal import SOURCE, Change, Journal
 from migration_core.state.models import State
+from migration_core.verify import continuous
 from tests.integration import factories
 from tests.integration.clusters import PASSWORD, config_toml, shell_env
 from tests.integration.test_crash_recovery import Pgmig
@@ -170,6 +172,43 @@ async def test_a_cancel_removes_the_verification_objects_and_nothing_else(tmp_pa
         "SELECT string_agg(nspname, ',') FROM pg_namespace WHERE nspname LIKE 'pgmig%'", database="cvc"
     ) == ("pgmig_notes")
     await engine.close()
+
+
+async def test_a_restart_walks_on_from_the_table_the_walk_was_on(tmp_path, store, pair, monkeypatch):
+    """The table the walk is on is journaled as the walk moves: pgmig stopped there walks on from that table when
+    it starts again (the covered tables kept), not from the first one."""
+    src, tgt = pair
+    fresh(src, "cvw")  # account (2,500 rows), then log and note
+    first = factories.engine(store, src, tgt, tmp_path, verify_chunk_rows=100, progress_interval=0.1)
+    mid = await factories.start_online(first, ["cvw"], overwrite=True)
+
+    def journaled() -> bool:  # the walk, as journaled, is past account (the first table)
+        v = first.progress(mid).of("cvw").verification
+        return v is not None and v.journaled[2] not in (None, ("public", "account"))
+
+    await wait_until(journaled, 60, "the walk to move past account")
+    await first.close()  # pgmig stops here
+    [entry] = [e for e in await Journal(store, mid).entries(Change.VERIFIER, "cvw") if e.server == SOURCE]
+    made = watermarks.VerifierObjects.of(entry)
+    assert made.walking and made.walking != ["public", "account"], made
+    walked: list[str] = []
+    real = continuous._next
+
+    async def noted(src_conn, v, chunk_rows):
+        r = await real(src_conn, v, chunk_rows)
+        if r is not None:
+            walked.append(r.table.name)
+        return r
+
+    monkeypatch.setattr(continuous, "_next", noted)
+    second = factories.engine(store, src, tgt, tmp_path, verify_chunk_rows=100, progress_interval=0.1)
+    assert await second.recover() == [mid]
+    await wait_until(lambda: walked, 60, "the walk to go on")
+    assert walked[0] == made.walking[1], (walked[:5], made.walking)  # where it was, not the first table
+    kept = second.progress(mid).of("cvw").verification
+    assert kept is not None and {(c[0], c[1]) for c in made.covered} <= kept.covered  # what was covered stays
+    await second.cancel(mid, "U0ALICE")
+    await second.close()
 
 
 async def test_a_cancel_while_a_look_makes_the_verification_objects_leaves_nothing(tmp_path, store, pair, monkeypatch):
