@@ -49,25 +49,39 @@ class Replica:
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> "Replica":
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "serve",
-            stdout=open(self.log, "w"),
-            stderr=asyncio.subprocess.STDOUT,
-            env=self.env,
-            cwd=Path(__file__).parents[2],
-        )
+        for _ in range(3):  # the free port found may be taken by another test's process before this one binds it
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bot.cli",
+                "serve",
+                stdout=open(self.log, "w"),
+                stderr=asyncio.subprocess.STDOUT,
+                env=self.env,
+                cwd=Path(__file__).parents[2],
+            )
+            if await self._healthy():
+                return self
+            if self.proc.returncode is None or "address already in use" not in self.log.read_text():
+                break
+            self.port = free_port()
+            self.env["PORT"] = str(self.port)
+        raise AssertionError(f"{self.name} did not start:\n{self.log.read_text()[-2000:]}")
+
+    async def _healthy(self) -> bool:
+        """Whether it answers /healthz within 15 s (False at once when it exited)."""
+        assert self.proc is not None
         async with aiohttp.ClientSession() as http:
             for _ in range(150):
+                if self.proc.returncode is not None:
+                    return False
                 try:
                     async with http.get(f"http://127.0.0.1:{self.port}/healthz") as resp:
                         if resp.status == 200:
-                            return self
+                            return True
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.1)
-        raise AssertionError(f"{self.name} did not start:\n{self.log.read_text()[-2000:]}")
+        return False
 
     async def post(self, body: str) -> None:
         async with aiohttp.ClientSession() as http:
