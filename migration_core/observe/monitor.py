@@ -89,7 +89,10 @@ async def _blocked(ctx: MigrationContext, db: str, p: DatabaseProgress) -> str:
     """A schema change on the source the target lacks (said before the first change trips on it), else the
     apply worker failing again and again (PostgreSQL 15+ counts it) with its error from the target's server
     log when pgmig's login may read it."""
-    if p.schema_changes and (waits := p.schema_changes.waiting(ctx.mid)):  # the stream waits there, on purpose
+    w = p.schema_changes
+    if w and w.waiting(ctx.mid) and w.capture:  # the decision may have come since the watch read the changes
+        w.changes = await ddl.captured(ctx, db)
+    if w and (waits := w.waiting(ctx.mid)):  # the stream waits there, on purpose
         _gated(p)
         return waits
     name = ctx.journal.object_name(db)
@@ -98,7 +101,7 @@ async def _blocked(ctx: MigrationContext, db: str, p: DatabaseProgress) -> str:
     async with ctx.target.connection(db) as tgt:
         there = {r["tbl"]: r["cols"] for r in await tgt.fetch(TARGET_COLUMNS, [r["tbl"] for r in published])}
         lacking = _lacking(published, there)
-        w = p.schema_changes  # a change decided, or captured since the watch looked: the stream brings it
+        # a change decided, or captured since the watch looked: the stream brings it
         expected = bool(w and (w.in_flight or await ddl.unseen(ctx, db, w)))
         if lacking and not expected:
             return lacking
