@@ -15,6 +15,7 @@ from aiohttp import web
 from azure.core.credentials_async import AsyncTokenCredential
 
 from bot.app import build_bolt_app, build_web_app, web_client
+from bot.localpg import LocalCluster
 from bot.runtime import build_services, close_services
 from bot.settings import Settings, load_settings
 from bot.slack_directory import SlackDirectory
@@ -24,7 +25,9 @@ from handlers import approvals
 from handlers import migration_messages as mm
 from handlers.actions import Action
 from handlers.context import Services
+from tests.integration.clusters import config_toml
 from tests.integration.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers, text_of
+from tests.integration.sample_data import online_pair
 
 
 def command_body(text: str, user: str, response_url: str, key: str) -> str:
@@ -273,3 +276,28 @@ async def running(
     finally:
         await stop(app, runner)
         await fake.stop()
+
+
+@asynccontextmanager
+async def on_pair(tmp_path: Path, source: LocalCluster, target: LocalCluster) -> AsyncIterator[Running]:
+    """The app with `onprem` and `azure` (these clusters), posting to C0NOTIFY, looking every 50 ms."""
+    extra = '[slack]\nnotify_channel = "C0NOTIFY"\n[migration]\nprogress_interval_seconds = 0.05\n'
+    async with running(tmp_path, config_toml({"onprem": source, "azure": target}, extra=extra)) as app:
+        yield app
+
+
+@asynccontextmanager
+async def team_on_own_pair(tmp_path: Path, root: Path, name: str, team: str) -> AsyncIterator[Running]:
+    """The app on an online pair of its own (removed afterwards), posting to C0NOTIFY, looking every 0.1 s,
+    a 0.2 s fence grace; `team`: the [slack] lines naming the approvers."""
+    src, tgt = online_pair(root, name)
+    extra = (
+        f'[slack]\nnotify_channel = "C0NOTIFY"\n{team}'
+        "[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.2\n"
+    )
+    try:
+        async with running(tmp_path, config_toml({"onprem": src, "azure": tgt}, extra=extra)) as app:
+            yield app
+    finally:
+        src.destroy()
+        tgt.destroy()

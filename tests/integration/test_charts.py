@@ -21,10 +21,8 @@ from migration_core.observe import charts
 from migration_core.observe.charts import Chart
 from migration_core.store import Store, metrics
 from migration_core.store.metrics import Sample
-from tests.integration.clusters import config_toml
 from tests.integration.fake_slack import Upload
-from tests.integration.sample_data import online_pair
-from tests.integration.slack_harness import running
+from tests.integration.slack_harness import team_on_own_pair
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -50,18 +48,9 @@ def opens(upload: Upload) -> None:
 
 @pytest.fixture
 async def team(tmp_path, cluster_root):
-    src, tgt = online_pair(cluster_root, "charts")
-    config = config_toml(
-        {"onprem": src, "azure": tgt},
-        extra='[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1"]\nrequired_approvals = 1\n'
-        "[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.2\n",
-    )
-    try:
-        async with running(tmp_path, config) as app:
-            yield app
-    finally:
-        src.destroy()
-        tgt.destroy()
+    approvers = 'approvers = ["U0APPROVER1"]\nrequired_approvals = 1\n'
+    async with team_on_own_pair(tmp_path, cluster_root, "charts", approvers) as app:
+        yield app
 
 
 async def test_each_milestone_puts_a_chart_that_opens_in_the_migrations_thread(team):

@@ -20,10 +20,10 @@ from migration_core.plan import MigrationPlan
 from migration_core.plan.review import PlanReview, Verdict
 from migration_core.state.models import Mode, State, StepKind
 from tests.integration import factories
-from tests.integration.clusters import PASSWORD, config_toml
+from tests.integration.clusters import PASSWORD
 from tests.integration.fake_slack import text_of
 from tests.integration.sample_data import pagila_available
-from tests.integration.slack_harness import running
+from tests.integration.slack_harness import on_pair
 from tests.integration.waiting import wait_state
 
 KEYLESS = """
@@ -253,13 +253,7 @@ async def test_an_online_migration_plans_the_wal_its_slot_holds_and_its_time_to_
 
 @pytest.fixture
 async def slack(tmp_path, source_cluster, target_cluster):
-    async with running(
-        tmp_path,
-        config_toml(
-            {"onprem": source_cluster, "azure": target_cluster},
-            extra='[slack]\nnotify_channel = "C0NOTIFY"\n[migration]\nprogress_interval_seconds = 0.05\n',
-        ),
-    ) as app:
+    async with on_pair(tmp_path, source_cluster, target_cluster) as app:
         yield app
 
 

@@ -11,7 +11,7 @@ from handlers.home import REFRESH
 from tests.integration.clusters import config_toml
 from tests.integration.fake_slack import text_of
 from tests.integration.sample_data import online_pair
-from tests.integration.slack_harness import running
+from tests.integration.slack_harness import running, team_on_own_pair
 from tests.integration.waiting import wait_until
 
 TRIGGERS = "SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgmig%'"
@@ -19,18 +19,8 @@ TRIGGERS = "SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgmig%'"
 
 @pytest.fixture
 async def team(tmp_path, cluster_root):
-    src, tgt = online_pair(cluster_root, "home")
-    config = config_toml(
-        {"onprem": src, "azure": tgt},
-        extra='[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER"]\n'
-        "[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.2\n",
-    )
-    try:
-        async with running(tmp_path, config) as app:
-            yield app
-    finally:
-        src.destroy()
-        tgt.destroy()
+    async with team_on_own_pair(tmp_path, cluster_root, "home", 'approvers = ["U0APPROVER"]\n') as app:
+        yield app
 
 
 def buttons(view: dict) -> list[dict]:

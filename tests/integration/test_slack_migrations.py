@@ -9,18 +9,12 @@ from migration_core.state.models import State
 from tests.integration.clusters import config_toml
 from tests.integration.fake_slack import text_of
 from tests.integration.sample_data import online_pair
-from tests.integration.slack_harness import running
+from tests.integration.slack_harness import on_pair, running
 
 
 @pytest.fixture
 async def slack(tmp_path, source_cluster, target_cluster):
-    async with running(
-        tmp_path,
-        config_toml(
-            {"onprem": source_cluster, "azure": target_cluster},
-            extra='[slack]\nnotify_channel = "C0NOTIFY"\n[migration]\nprogress_interval_seconds = 0.05\n',
-        ),
-    ) as app:
+    async with on_pair(tmp_path, source_cluster, target_cluster) as app:
         yield app
 
 

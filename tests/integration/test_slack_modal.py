@@ -17,7 +17,7 @@ from handlers.authz import Policy
 from migration_core.state.models import Method, Mode
 from tests.integration.clusters import config_toml, shell_env
 from tests.integration.fake_slack import signed_headers, text_of
-from tests.integration.slack_harness import running, view_submission_body
+from tests.integration.slack_harness import on_pair, running, view_submission_body
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +34,7 @@ def own_target(cluster_root):
 @pytest.fixture
 async def slack(tmp_path, source_cluster, own_target):
     target_cluster = own_target
-    async with running(
-        tmp_path,
-        config_toml(
-            {"onprem": source_cluster, "azure": target_cluster},
-            extra='[slack]\nnotify_channel = "C0NOTIFY"\n[migration]\nprogress_interval_seconds = 0.05\n',
-        ),
-    ) as app:
+    async with on_pair(tmp_path, source_cluster, target_cluster) as app:
         yield app
 
 
