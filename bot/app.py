@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -224,29 +225,38 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker, c
             return  # the Messages tab opened
         tasks.spawn(publish_home(str(event["user"])), name="home: publish")
 
-    @app.action(Action.REJECT_CUTOVER.value)
-    async def on_reject(ack: Any, body: dict, action: dict) -> None:
-        """Reject asks why first: a small form (views.open, with the click's trigger_id, good for 3 s); its
-        submission decides as the click would have, with the reason (`on_reject_submit`)."""
-        await ack()
+    async def ask_why(body: dict, make: Callable[[], Awaitable[dict | Reply]], what: str, again: str) -> None:
+        """A form asking why, opened with the click's trigger_id (views.open, good for 3 s); a refusal `make`
+        returns instead is delivered, and a form that cannot be opened is said, with `again`: nothing was
+        decided."""
         user = body["user"]["id"]
         channel = (body.get("channel") or {}).get("id", "")
-        on_home = (body.get("view") or {}).get("type") == "home"
         try:
-            form = await approvals.reject_form(str(action.get("value") or ""), channel, on_home, services)
+            form = await make()
             if isinstance(form, Reply):
-                tasks.spawn(deliver(form, user, channel), name="reject form refused")
+                tasks.spawn(deliver(form, user, channel), name=f"{what} form refused")
                 return
             await asyncio.wait_for(
                 client.views_open(trigger_id=str(body.get("trigger_id") or ""), view=safe_view(form)), OPEN_TIMEOUT
             )
         except Exception as exc:  # the click was acked; say why nothing opened
             why = exc.response.get("error") if isinstance(exc, SlackApiError) else type(exc).__name__
-            log.warning("cannot open the reject form for %s: %s", user, why)
-            problem = error_message(
-                f"the reject form could not be opened ({why}); nothing was decided: press Reject again"
-            )
-            tasks.spawn(deliver(problem, user, channel), name="reject form refused")
+            log.warning("cannot open the %s form for %s: %s", what, user, why)
+            problem = error_message(f"the {what} form could not be opened ({why}); nothing was decided: {again}")
+            tasks.spawn(deliver(problem, user, channel), name=f"{what} form refused")
+
+    @app.action(Action.REJECT_CUTOVER.value)
+    async def on_reject(ack: Any, body: dict, action: dict) -> None:
+        """Reject asks why first: a small form; its submission decides as the click would have, with the
+        reason (`on_reject_submit`)."""
+        await ack()
+        channel = (body.get("channel") or {}).get("id", "")
+        on_home = (body.get("view") or {}).get("type") == "home"
+
+        async def form() -> dict | Reply:
+            return await approvals.reject_form(str(action.get("value") or ""), channel, on_home, services)
+
+        await ask_why(body, form, "reject", "press Reject again")
 
     def decide_from_form(
         body: dict, view: dict, form_id: str, action: Action, value: str, channel: str, on_home: bool
@@ -282,25 +292,17 @@ def build_bolt_app(settings: Settings, services: Services, tasks: TaskTracker, c
 
     @app.action(Action.DDL_SKIP.value)
     async def on_skip(ack: Any, body: dict, action: dict) -> None:
-        """A schema change's Skip asks why first (views.open with the click's trigger_id); the submission skips
-        it as the click would have, with the reason (`on_skip_submit`)."""
+        """A schema change's Skip asks why first; the submission skips it as the click would have, with the
+        reason (`on_skip_submit`)."""
         await ack()
-        user = body["user"]["id"]
         channel = (body.get("channel") or {}).get("id", "")
         on_home = (body.get("view") or {}).get("type") == "home"
-        form = ddl.skip_form(str(action.get("value") or ""), channel, on_home)
-        try:
-            await asyncio.wait_for(
-                client.views_open(trigger_id=str(body.get("trigger_id") or ""), view=safe_view(form)), OPEN_TIMEOUT
-            )
-        except Exception as exc:  # the click was acked; say why nothing opened
-            why = exc.response.get("error") if isinstance(exc, SlackApiError) else type(exc).__name__
-            log.warning("cannot open the skip form for %s: %s", user, why)
-            problem = error_message(
-                f"the skip form could not be opened ({why}); nothing was decided: press Skip again, or type "
-                f"`/pgmig {action.get('value') or 'ddl'} REASON`"
-            )
-            tasks.spawn(deliver(problem, user, channel), name="skip form refused")
+
+        async def form() -> dict | Reply:
+            return ddl.skip_form(str(action.get("value") or ""), channel, on_home)
+
+        again = f"press Skip again, or type `/pgmig {action.get('value') or 'ddl'} REASON`"
+        await ask_why(body, form, "skip", again)
 
     @app.view(ddl.SKIP_FORM)
     async def on_skip_submit(ack: Any, body: dict, view: dict) -> None:
