@@ -25,8 +25,10 @@ An entry still planned after a crash means "maybe made", and its undo finds out 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.mgmt.postgresqlflexibleservers import models
@@ -40,6 +42,8 @@ from migration_core.pg import failpoints
 from migration_core.pg.servers import ConnectionProblem, ServerConfig
 from migration_core.state.errors import MigrationError
 from migration_core.state.journal import Change, Journal, JournalEntry, Payload
+
+T = TypeVar("T")
 
 # Undone in this order (newest first within a kind): firewall rules last, so pgmig still reaches the server
 # over SQL while it checks a database's identity.
@@ -131,13 +135,19 @@ def _ours(made: FirewallPayload, rule: models.FirewallRule | None) -> bool:
     return not (made.modified_at and now and now != made.modified_at)
 
 
-async def _rule(client: PostgreSQLManagementClient, server: AzureServer, name: str) -> models.FirewallRule | None:
+async def _found(read: Awaitable[T], what: str) -> T | None:
+    """A resource read from ARM, or None where there is none (404); any other failure said, as `what`."""
     try:
-        return await client.firewall_rules.get(server.resource_group, server.name, name)
+        return await read
     except ResourceNotFoundError:
         return None
     except AzureError as exc:
-        raise explain(exc, f"reading firewall rule {name} of {server.name}") from None
+        raise explain(exc, what) from None
+
+
+async def _rule(client: PostgreSQLManagementClient, server: AzureServer, name: str) -> models.FirewallRule | None:
+    read = client.firewall_rules.get(server.resource_group, server.name, name)
+    return await _found(read, f"reading firewall rule {name} of {server.name}")
 
 
 async def set_firewall_rule(
@@ -215,12 +225,8 @@ async def restart(
 
 
 async def _database(client: PostgreSQLManagementClient, server: AzureServer, name: str) -> models.Database | None:
-    try:
-        return await client.databases.get(server.resource_group, server.name, name)
-    except ResourceNotFoundError:
-        return None
-    except AzureError as exc:
-        raise explain(exc, f"reading database {name} of {server.name}") from None
+    read = client.databases.get(server.resource_group, server.name, name)
+    return await _found(read, f"reading database {name} of {server.name}")
 
 
 async def _oid(sql: ServerConfig, database: str) -> int | None:

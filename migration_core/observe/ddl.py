@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 import asyncpg
 
@@ -92,7 +93,7 @@ class Captured:
             return self.outcome
         return "pending" if self.decision is None else f"{self.decision} decided, the stream has not reached it yet"
 
-    @property
+    @cached_property
     def applies(self) -> str:
         """What Apply runs on the target: the statement, or the schema statements of a query string that held
         more; empty when pgmig cannot apply it by itself (made by code, ddl_kinds.applied says)."""
