@@ -308,8 +308,6 @@ class Engine:
             return await self._retry(migration_id, actor, changes or RetryChanges())
 
     async def _retry(self, migration_id: str, actor: str, changes: RetryChanges) -> bool:
-        if self.is_running(migration_id):  # its last task (a failed cutover's notices) has not ended yet
-            raise MigrationError(f"{migration_id} is still finishing its last step; retry in a moment")
         if not await self.leases.hold(migration_id):
             return False
         m = await self.ledger.get(migration_id)

@@ -47,7 +47,11 @@ class Runner:
         self._ticks: dict[str, asyncio.Task] = {}  # migration → its scheduled look in flight (stop ends it too)
 
     def start(self, migration_id: str) -> asyncio.Task:
-        return self.track(migration_id, self._run(migration_id), f"migration {migration_id}")
+        """Run the migration here. A resume or retry moves the state as soon as the pause or failure is
+        visible, which is before the task that paused or failed it has ended (its last bookkeeping): the new
+        run waits for that task instead of being refused with the migration already moved and nothing
+        running it."""
+        return self.after(migration_id, self._run(migration_id), f"migration {migration_id}")
 
     def track(self, migration_id: str, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
         """The one task working on a migration in this process; it leaves the map when it ends (and only

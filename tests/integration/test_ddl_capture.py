@@ -217,11 +217,16 @@ async def test_auto_applied_kinds_new_tables_published_and_destructive_changes_n
     assert tgt.psql("SELECT phone FROM customer WHERE id = 100", database="dda") == "555"
     src.psql("INSERT INTO invoice SELECT g, g FROM generate_series(21, 30) g", database="dda")
     await wait_until(lambda: _count(tgt, "invoice", "dda") == "30", 30, "the new table's later rows streamed")
+    # the notice comes once the copy of the rows written before publishing is done: after they are visible
+    await wait_until(
+        lambda: any("new table public.invoice (dda) published" in t for _, t in engine.events.alerts),  # type: ignore[attr-defined]
+        30,
+        "the new table's publishing announced",
+    )
     alerts = [t for _, t in engine.events.alerts]  # type: ignore[attr-defined]
     assert not [t for t in alerts if "replication blocked" in t], alerts  # decided: the stream brings the column
     invoice = cards(engine, "dda", "2")[-1].change
     assert invoice.decided_by == "pgmig" and invoice.reason == "[online] ddl_auto_apply: create_table", invoice
-    assert any("new table public.invoice (dda) published" in t for t in alerts), alerts
     # a destructive change: one approval is not enough, the same approver twice counts once
     src.psql("DROP TABLE old_log", database="dda")
     await wait_until(lambda: _has_all(engine, mid, "dda", ["applied", "applied", "pending"]), 30, "the drop captured")

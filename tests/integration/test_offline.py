@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from migration_core.verify.early import EarlyChecks
 from tests.integration import factories
 from tests.integration.clusters import PASSWORD, server
 from tests.integration.sample_data import RICH, ROLES, facts, pagila_available, pg16_bindir
-from tests.integration.waiting import wait_phase
+from tests.integration.waiting import wait_phase, wait_state, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +137,58 @@ async def test_pause_after_export_honours_edited_files(engine, rich_source, pg16
     assert "public.scratch" not in tgt["counts"] and tgt["counts"]["inventory.item"] == 3000
     notice = engine.events.states[-1][2]
     assert "expected because export files were edited" in notice and "public.scratch" in notice
+
+
+async def test_a_resume_or_a_retry_while_the_last_task_is_still_ending_runs_once_it_ended(
+    engine, rich_source, pg16, monkeypatch
+):
+    """A pause or a failure is visible (and announced) before the task that made it has ended: its last
+    bookkeeping is still running. A person who clicks Resume or Retry at once must not be refused, nor leave
+    the migration moved with nothing running it (seen: a resume right after the pause left it `importing`
+    for good, without an error)."""
+    reset_target(pg16, "rich")
+    held: list[asyncio.Event] = []  # the last step of the pausing task, then of the failing one
+    tidy = engine.runner.tidy
+
+    async def still_ending(mid: str) -> None:
+        if len(held) < 2:
+            held.append(asyncio.Event())
+            await held[-1].wait()
+        await tidy(mid)
+
+    monkeypatch.setattr(engine.runner, "tidy", still_ending)
+    m = await engine.create(
+        MigrationRequest(
+            source="onprem",
+            target="azure",
+            mode="offline",
+            requested_by="U0ALICE",
+            channel="C0OPS",
+            databases=["rich"],
+            method="dump",
+            pause_after_export=True,
+        )
+    )
+    assert not (await engine.preflight(m)).blocking
+    engine.start(m.id)
+    await wait_until(lambda: len(held) == 1, 60, "the pausing task's last step")
+    assert (await engine.store.get_migration(m.id)).state is State.PAUSED
+    steps = {s.name: s for s in await engine.store.steps(m.id)}
+    data_file = Path(next(f for f in steps["export:rich"].data["files"] if f.endswith("db_data.sql")))
+    exported = data_file.read_text()
+    data_file.write_text(exported + "\nSELECT pgmig_test_no_such_function();\n")
+    assert await engine.resume(m.id, "U0ALICE")
+    held[0].set()
+
+    await wait_until(lambda: len(held) == 2, 60, "the failing task's last step")
+    failed = await engine.store.get_migration(m.id)
+    assert failed.state is State.FAILED and "pgmig_test_no_such_function" in failed.error, failed.error
+    data_file.write_text(exported)
+    assert await engine.retry(m.id, "U0ALICE")
+    held[1].set()
+    await wait_state(engine.store, m.id, State.COMPLETED)
+    await engine.wait(m.id)
+    assert pg16.psql("SELECT count(*) FROM inventory.item", database="rich") == "3000"
 
 
 async def test_missing_extension_refused_before_any_data_moves_then_retry(engine, rich_source, pg16):
