@@ -541,7 +541,9 @@ class Engine:
     def context(self, m: Migration) -> MigrationContext:
         """The one context every flow of this migration gets."""
         source, target = self._servers(m)
-        return MigrationContext(self.ledger, self.alerts, self.config, m, source, target, self._backend(m))
+        return MigrationContext(
+            self.ledger, self.alerts, self.config, m, source, target, self._backend(m), sessions=self.runner.kept(m.id)
+        )
 
     async def close(self) -> None:
         """Stop cleanly: running work is interrupted (a cutover before release falls back; one whose release

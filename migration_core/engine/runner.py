@@ -20,6 +20,7 @@ from migration_core.observe import charts
 from migration_core.observe.monitor import servers_unreachable, watch_native
 from migration_core.observe.progress import MigrationProgress
 from migration_core.pg import workdir
+from migration_core.pg.kept import KeptSessions
 from migration_core.pg.servers import ServerConfig
 from migration_core.state.errors import MigrationError
 from migration_core.state.failures import expected, failure_reason, failure_retry, first_cause, unreachable
@@ -45,6 +46,20 @@ class Runner:
         self._cancelling: set[str] = set()
         self._tick_failures: dict[str, str] = {}  # migration → why its last scheduled look failed
         self._ticks: dict[str, asyncio.Task] = {}  # migration → its scheduled look in flight (stop ends it too)
+        self._kept: dict[str, KeptSessions] = {}  # migration → the sessions its looks keep (pg/kept.py)
+
+    def kept(self, migration_id: str) -> KeptSessions:
+        """The sessions this migration's looks keep here, until it is no longer watched or stopped here."""
+        return self._kept.setdefault(migration_id, KeptSessions())
+
+    async def _unwatch(self, migration_id: str) -> None:
+        self.engine.scheduler.unwatch(migration_id)
+        await self._forget(migration_id)
+
+    async def _forget(self, migration_id: str) -> None:
+        kept = self._kept.pop(migration_id, None)
+        if kept is not None:
+            await kept.close()
 
     def start(self, migration_id: str) -> asyncio.Task:
         """Run the migration here. A resume or retry moves the state as soon as the pause or failure is
@@ -122,12 +137,16 @@ class Runner:
             # a look already past its "still streaming?" check would make pgmig's objects again behind a cancel
             tick.cancel()
             await asyncio.gather(tick, return_exceptions=True)
+        await self._forget(migration_id)
 
     async def stop_all(self) -> None:
         """Interrupt every task here, the background ones too, and wait for them to end (closing)."""
-        for task in [*self._tasks.values(), *self._background]:
+        running = [*self._tasks.values(), *self._background, *self._ticks.values()]
+        for task in running:
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), *self._background, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
+        for migration_id in list(self._kept):
+            await self._forget(migration_id)
 
     def progress(self, migration_id: str) -> MigrationProgress:
         return self.engine.ledger.progress(migration_id)
@@ -167,7 +186,7 @@ class Runner:
         finally:
             m = await engine.store.get_migration(migration_id)
             if m is None or m.state not in MONITORED:  # streaming migrations stay under watch
-                engine.scheduler.unwatch(migration_id)
+                await self._unwatch(migration_id)
             await self.tidy(migration_id)
 
     async def _failed(self, mid: str, exc: Exception) -> None:
@@ -213,7 +232,7 @@ class Runner:
         engine = self.engine
         m = await engine.store.get_migration(mid)
         if m is None or m.state.finished:
-            engine.scheduler.unwatch(mid)
+            await self._unwatch(mid)
             return
         this = asyncio.current_task()
         assert this is not None

@@ -263,7 +263,7 @@ async def watch(ctx: MigrationContext) -> None:
             if w.record is None:
                 w.record = await _record(ctx, db)
             if w.capture is None:
-                async with ctx.source.connection(db) as src:
+                async with ctx.kept(ctx.source, db) as src:
                     w.capture = await ddl.possible(src)
             if w.capture:
                 if await ddl.ensure(ctx.source, ctx.target, db, ctx.journal) is None:
@@ -387,9 +387,9 @@ async def _gap(ctx: MigrationContext, db: str, w: SchemaWatch) -> None:
     assert w.record is not None
     if w.record.gap_checked:
         return
-    async with ctx.source.connection(db) as src:
+    async with ctx.kept(ctx.source, db) as src:
         source = {r["k"]: r["v"] for r in await src.fetch(FINGERPRINT)}
-    async with ctx.target.connection(db) as tgt:
+    async with ctx.kept(ctx.target, db) as tgt:
         target = {r["k"]: r["v"] for r in await tgt.fetch(FINGERPRINT)}
     entry = await ctx.journal.find(Change.CONSTRAINTS, TARGET, db)
     parked = {fk.name for fk in ConstraintsPayload.of(entry).parked.foreign_keys} if entry else set()
@@ -438,7 +438,7 @@ async def _drift(ctx: MigrationContext, db: str, w: SchemaWatch) -> None:
     for what changed since, once."""
     assert w.record is not None
     record = w.record
-    async with ctx.source.connection(db) as src:
+    async with ctx.kept(ctx.source, db) as src:
         now = {r["k"]: r["v"] for r in await src.fetch(FINGERPRINT)}
     if record.baseline is None:
         record.baseline, record.taken_at = now, utcnow().isoformat()
@@ -467,11 +467,11 @@ async def captured(ctx: MigrationContext, db: str) -> list[Captured]:
     if SOURCE not in entries or TARGET not in entries:
         return []
     s = ident(entries[SOURCE].name)
-    async with ctx.source.connection(db) as src:
+    async with ctx.kept(ctx.source, db) as src:
         if not await src.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{s}.{ddl.CAPTURED}"):
             return []
         rows = await src.fetch(f"SELECT id, tag, objects, statement, stmt_at, role FROM {s}.{ddl.CAPTURED} ORDER BY id")
-    async with ctx.target.connection(db) as tgt:
+    async with ctx.kept(ctx.target, db) as tgt:
         made = await tgt.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{s}.{ddl.DECISIONS}")
         query = f"SELECT id, decision, reason, decided_by, outcome, error FROM {s}.{ddl.DECISIONS}"
         decided = {r["id"]: r for r in await tgt.fetch(query)} if made else {}
@@ -602,7 +602,7 @@ async def _write(ctx: MigrationContext, c: Captured, verb: str, actor: str, reas
     """The decision on `c`, written on the target where its gate reads it, and audited; False when one was
     written already (the first stands)."""
     runs = c.applies if verb == "apply" and c.applies != c.statement.strip() else None
-    async with ctx.target.connection(c.database) as tgt:
+    async with ctx.kept(ctx.target, c.database) as tgt:
         if not await ddl.decide(tgt, ctx.journal.object_name(c.database), c.id, verb, actor, reason, runs):
             return False
     await ctx.ledger.store.audit(

@@ -183,14 +183,14 @@ async def measure(ctx: MigrationContext, db: str, f: Measured, parked: Parked) -
     """The fixed parts: round trips, connections, objects, and (while it stays quick, else once) the
     counts-only comparison the cutover runs."""
     start = time.perf_counter()
-    async with ctx.source.connection(db) as src:
+    async with ctx.kept(ctx.source, db) as src:
         f.source_connect = time.perf_counter() - start
         f.source_trip = await _trip(src)
         f.grantees = len(await src.fetch(CONNECT_GRANTEES))
         f.sequences = len(await src.fetch(sequences.LIST))
         f.heap_bytes = await src.fetchval(HEAP_BYTES)
     start = time.perf_counter()
-    async with ctx.target.connection(db) as tgt:
+    async with ctx.kept(ctx.target, db) as tgt:
         f.target_connect = time.perf_counter() - start
         f.target_trip = await _trip(tgt)
         f.confirm = CONFIRM_SHARE * (await tgt.fetchval(WAL_WRITER_DELAY) or 0.0)

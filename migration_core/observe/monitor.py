@@ -50,7 +50,7 @@ async def measure(ctx: MigrationContext) -> dict[str, replication.Lag]:
     """Every database's lag, also written into its progress (with since when it has not streamed)."""
     lags: dict[str, replication.Lag] = {}
     for db in ctx.m.databases:
-        async with ctx.source.connection(db) as conn:
+        async with ctx.kept(ctx.source, db) as conn:
             lags[db] = await replication.lag(conn, ctx.journal.object_name(db))
         p = ctx.progress.of(db)
         if not p.blocked:  # said until look_closer finds it fixed
@@ -96,18 +96,19 @@ async def _blocked(ctx: MigrationContext, db: str, p: DatabaseProgress) -> str:
         _gated(p)
         return waits
     name = ctx.journal.object_name(db)
-    async with ctx.source.connection(db) as src:
+    async with ctx.kept(ctx.source, db) as src:
         published = await src.fetch(PUBLISHED_COLUMNS, name)
-    async with ctx.target.connection(db) as tgt:
+    async with ctx.kept(ctx.target, db) as tgt:
         there = {r["tbl"]: r["cols"] for r in await tgt.fetch(TARGET_COLUMNS, [r["tbl"] for r in published])}
-        lacking = _lacking(published, there)
-        # a change decided, or captured since the watch looked: the stream brings it
-        expected = bool(w and (w.in_flight or await ddl.unseen(ctx, db, w)))
-        if lacking and not expected:
-            return lacking
-        if expected:  # the capture's gate fails the worker until the change's decision reaches it: not a fault
-            _gated(p)
-            return ""
+    lacking = _lacking(published, there)
+    # a change decided, or captured since the watch looked: the stream brings it
+    expected = bool(w and (w.in_flight or await ddl.unseen(ctx, db, w)))
+    if lacking and not expected:
+        return lacking
+    if expected:  # the capture's gate fails the worker until the change's decision reaches it: not a fault
+        _gated(p)
+        return ""
+    async with ctx.kept(ctx.target, db) as tgt:
         # the worker restarts this long after failing: quiet for a few such rounds, it is applying again
         retry = await tgt.fetchval(
             "SELECT setting::float8 / 1000 FROM pg_settings WHERE name = 'wal_retrieve_retry_interval'"

@@ -108,7 +108,7 @@ async def guard(ctx: MigrationContext) -> None:
     said, stalled = [], False
     for db in ctx.m.databases:
         name = ctx.journal.object_name(db)
-        async with ctx.source.connection(db) as conn:
+        async with ctx.kept(ctx.source, db) as conn:
             r = await read_slot(conn, name)
         if r is None:
             continue

@@ -323,7 +323,7 @@ async def _journal(ctx: MigrationContext, db: str, v: Verification) -> None:
 async def _collect(ctx: MigrationContext, db: str, v: Verification) -> None:
     if not v.pending:
         return
-    async with ctx.target.connection(db) as tgt:
+    async with ctx.kept(ctx.target, db) as tgt:
         rows = await tgt.fetch(
             f"SELECT chunk, phase, rows, digest::text AS digest, versions::text AS versions, problem "
             f"FROM {ident(v.schema)}.{watermarks.DIGESTS} WHERE chunk = ANY($1::bigint[])",
@@ -376,7 +376,7 @@ async def _send(ctx: MigrationContext, db: str, v: Verification, chunk_rows: int
     if len(v.pending) >= IN_FLIGHT:
         return
     await ctx.journal.confirm()  # a replica that lost the migration's lease (frozen, then woken) writes nothing
-    async with ctx.source.connection(db, data=True) as src:
+    async with ctx.kept(ctx.source, db, data=True) as src:
         if not v.planned:
             await _plan(src, ctx.journal.object_name(db), v, chunk_rows)
         while len(v.pending) < IN_FLIGHT:
@@ -482,7 +482,7 @@ async def repair(ctx: MigrationContext, table: str = "") -> list[str]:
         if v is None:
             continue
         chosen = [r for r in v.divergences if not table or table in (r.table.name, f"{r.table.schema}.{r.table.name}")]
-        async with v.lock, ctx.source.connection(db, data=True) as src:
+        async with v.lock, ctx.kept(ctx.source, db, data=True) as src:
             for r in chosen:
                 t = r.table
                 entry = await ctx.journal.plan(

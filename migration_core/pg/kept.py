@@ -1,0 +1,70 @@
+"""Sessions a migration keeps open between its scheduled looks.
+
+A look (replication watched, captured schema changes read, ranges verified, the window forecast) asks each
+server a few short questions, several times a minute, for as long as a migration streams. Opening a session
+for each question cost the servers far more than the questions: a new backend, its catalog caches and a
+SCRAM exchange each time, about 80 ms of the servers' CPU per look and database, where the questions
+themselves take a few. So a look borrows a session kept from the look before, and gives it back when its
+block ends cleanly.
+
+Kept sessions are pgmig's own (`application_name` pgmig, the customer's limits lifted, as any other), so a
+fence leaves them be. One that ended meanwhile (a server restart, a DBA's `pg_terminate_backend`) is noticed
+when borrowed and replaced; one whose block failed, or that is left in a transaction, is closed rather than
+kept. A session is lent to one block at a time: a second block asking meanwhile (a nested question, another
+flow of the migration) opens one of its own, so borrowing never waits. `close()` ends them all: the
+migration is no longer watched here, or pgmig stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+from migration_core.pg.servers import ServerConfig
+
+CLOSE_SECONDS = 2.0  # a session that does not end politely by then is cut
+
+
+class KeptSessions:
+    """One migration's idle sessions, by server, database and kind (control or data)."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, str, str, bool], asyncpg.Connection] = {}
+        self._closed = False
+
+    @contextlib.asynccontextmanager
+    async def connection(
+        self, server: ServerConfig, database: str, *, data: bool = False
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """`server.connection(database, data=data)`, on a session kept from an earlier block when one is idle."""
+        key = (server.name, server.address, database, data)
+        conn = self._idle.pop(key, None)
+        if conn is not None and conn.is_closed():
+            conn = None
+        if conn is None:
+            conn = await server.connect(database, data=data)
+        try:
+            yield conn
+        except BaseException:
+            await _close(conn)
+            raise
+        if self._closed or key in self._idle or conn.is_closed() or conn.is_in_transaction():
+            await _close(conn)
+        else:
+            self._idle[key] = conn
+
+    async def close(self) -> None:
+        """End every idle session; blocks still running close theirs when they end."""
+        self._closed = True
+        idle, self._idle = list(self._idle.values()), {}
+        for conn in idle:
+            await _close(conn)
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    try:
+        await conn.close(timeout=CLOSE_SECONDS)
+    except Exception:  # noqa: BLE001 - broken or slow: cut it
+        conn.terminate()

@@ -1,0 +1,82 @@
+"""The sessions a streaming migration's looks keep (pg/kept.py), on real clusters: a look asks on a session
+kept from the look before instead of opening about ten new ones, one a DBA ends is replaced without a failed
+look, and nothing of them is left once the migration is cancelled."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from bot.localpg import LocalCluster
+from migration_core.state.models import State
+from tests.integration import factories
+from tests.integration.waiting import wait_state, wait_until
+
+LOOKS = (  # pgmig's own client sessions in the database: not its walsender, not the apply worker
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = 'kept' AND application_name = 'pgmig' "
+    "AND backend_type = 'client backend'"
+)
+END_LOOKS = (
+    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'kept' "
+    "AND application_name = 'pgmig' AND backend_type = 'client backend'"
+)
+
+
+def sessions_started(cluster: LocalCluster) -> int:
+    """Sessions ever established in the database (PostgreSQL 14+ counts them)."""
+    return int(cluster.psql("SELECT sessions FROM pg_stat_database WHERE datname = 'kept'"))
+
+
+@pytest.fixture
+def kept_db(source_cluster, target_cluster):
+    for c in (source_cluster, target_cluster):
+        c.psql('DROP DATABASE IF EXISTS "kept" WITH (FORCE)')
+    source_cluster.psql("CREATE DATABASE kept")
+    source_cluster.psql(
+        "CREATE TABLE item (id int PRIMARY KEY, name text); "
+        "INSERT INTO item SELECT g, 'i' || g FROM generate_series(1, 500) g",
+        database="kept",
+    )
+    yield
+    for c in (source_cluster, target_cluster):
+        c.psql('DROP DATABASE IF EXISTS "kept" WITH (FORCE)')
+
+
+async def test_looks_ask_on_kept_sessions_replace_one_a_dba_ended_and_leave_none(
+    tmp_path, store, source_cluster, target_cluster, kept_db, caplog
+):
+    engine = factories.engine(store, source_cluster, target_cluster, tmp_path, progress_interval=0.1)
+    try:
+        mid = await factories.start_online(engine, ["kept"])
+        await wait_state(store, mid, State.READY_FOR_CUTOVER)
+        events = engine.events
+
+        async def looks_after(n: int) -> None:  # n more looks ended (each one tells the live message)
+            until = events.ticks + n  # type: ignore[attr-defined]
+            await wait_until(lambda: events.ticks >= until, 30, f"{n} looks")  # type: ignore[attr-defined]
+
+        await looks_after(2)
+        both = {"source": source_cluster, "target": target_cluster}
+        before = {side: sessions_started(c) for side, c in both.items()}
+        await looks_after(10)
+        opened = {side: sessions_started(c) - before[side] for side, c in both.items()}
+        # each look opened about ten sessions per database before: ten looks, a hundred
+        assert all(n <= 4 for n in opened.values()), opened
+
+        caplog.set_level(logging.WARNING, logger="migration_core")
+        ended = int(source_cluster.psql(END_LOOKS, database="kept")) + int(target_cluster.psql(END_LOOKS, "kept"))
+        assert ended >= 2, "no kept session to end: the test proves nothing"
+        await looks_after(5)
+        assert not [r for r in caplog.records if "watching" in r.getMessage()], caplog.text
+        assert not [t for _, t in engine.events.alerts if "unreachable" in t]  # type: ignore[attr-defined]
+        assert (await store.get_migration(mid)).state is State.READY_FOR_CUTOVER
+
+        outcome = await engine.cancel(mid, "U0ALICE")
+        assert outcome.state is State.CANCELLED
+        assert source_cluster.psql(LOOKS, database="kept") == "0"
+    finally:
+        for m in await store.list_migrations():
+            if not m.state.finished:  # a failed assertion above: nothing of it stays on the clusters
+                await engine.cancel(m.id, "U0ALICE")
+        await engine.close()
