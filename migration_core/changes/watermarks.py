@@ -93,7 +93,8 @@ class VerifierObjects(Payload):
     """The schema pgmig made for verification on one side (its OID once made) and, on the source, the
     publication it added the watermark table to, and what verification has proven so far
     (verify/continuous.py: the covered tables, their share of the rows, when it last grew) and where the walk
-    is (the table it is on, in which pass), so that a restart walks on from there."""
+    is (the table it is on, the low key of its first range not compared equal yet, in which pass), so that a
+    restart walks on from there."""
 
     SPARSE = ("covered", "share", "at", "walking", "passes")
 
@@ -103,7 +104,7 @@ class VerifierObjects(Payload):
     covered: list[list[str]] = field(default_factory=list)
     share: float | None = None
     at: str = ""
-    walking: list[str] = field(default_factory=list)  # [schema, table]
+    walking: list[str] = field(default_factory=list)  # [schema, table] or [schema, table, key]
     passes: int = 0
 
 

@@ -29,8 +29,9 @@ target's copy is the source's as of that point plus every change the subscriptio
 commit order: the cutover's write window (flows/steps/cutover.py) then proves only that every change
 committed before the fence arrived — a watermark written after the fence seen on the target — and counts
 just the tables that are not covered (a keyless table written to all the time may never compare at rest, and a
-large one is not walked). The covered tables, and the table the walk is on, are journaled with the
-verification objects (so any replica's status knows them, and a restart walks on from there); the keyed
+large one is not walked). The covered tables, and where the walk is (the table, and the low key of the
+first of its ranges in this pass not yet compared equal), are journaled with the verification objects (so
+any replica's status knows them, and a restart walks on from that range, not from the table's start); the keyed
 tables' covered share of the rows is what `[online] require_verified_share` asks of a cutover request (a
 keyless table, which cannot be cut when hot, never holds a request back), and `finish` drives the walk on at
 a request until that share is reached or a deadline passes.
@@ -55,6 +56,7 @@ from migration_core.state.models import utcnow
 IN_FLIGHT = 8  # ranges per database whose watermarks are on their way to the target at once
 GIVE_UP_SECONDS = 600.0  # a range whose watermarks did not arrive in this long is checked again later
 HOT = 2  # a range that changed between its watermarks this many times in a row is cut in two
+RESUME_EVERY = 10.0  # the walk's key within a table is journaled at most this often (its table, at once)
 WALK_PAUSE = 0.02  # between rounds of a walk that goes on within one tick: the watermarks' way to the target
 WALK_BUDGET = 10.0  # at most this long of a tick is spent walking while a database is not covered yet
 KEYLESS_LIMIT = 10  # a table without a key is compared whole while it has at most this many chunks' rows
@@ -114,6 +116,8 @@ class Range:
     lo: str | None  # key text, inclusive; None: from the first row
     hi: str | None  # key text, exclusive; None: to the last row
     walk: int = field(default=0, compare=False)  # the pass it was cut in (not part of its identity)
+    # where it lies in its table's walk: cut n-th (n,), its halves (n, 0) and (n, 1): sorts as the keys do
+    order: tuple[int, ...] = field(default=(), compare=False)
 
     @property
     def label(self) -> str:
@@ -154,8 +158,11 @@ class Verification:
     covered: set[Ref] = field(default_factory=set)  # see the module's docstring
     covered_at: datetime | None = None
     journaled: tuple[frozenset[Ref], float | None, Ref | None, int] = (frozenset(), None, None, 0)  # as journaled
+    journaled_key: tuple[str | None, float] = (None, 0.0)  # the walk's key as journaled, and when (monotonic)
     resume: Ref | None = None  # the table the walk was on when this process took over, from the journal
+    resume_key: str | None = None  # and the low key of its first range not compared equal then (None: its start)
     passes: int = 0
+    cut: int = 0  # ranges cut so far (Range.order)
     rows_verified: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)  # one walker at a time
 
@@ -190,6 +197,16 @@ class Verification:
         """The table the walk is on (None: about to begin a pass)."""
         index = self.cursor[0]
         return self.tables[index].ref if index < len(self.tables) else None
+
+    def walked_to(self) -> str | None:
+        """Where a restart may walk on from in the table the walk is on: the low key of the first of its ranges
+        this pass has not compared equal yet (every range before it has), or the walk's next key when none is
+        open. None: from the table's start."""
+        ref = self.walking()
+        if ref is None:
+            return None
+        waiting = self.open.get((ref, self.passes))
+        return min(waiting, key=lambda r: r.order).lo if waiting else self.cursor[1]
 
     def settle(self, ref: Ref, walk: int) -> None:
         """Cover a table once one pass went through it and every range that pass cut it into compared equal,
@@ -296,17 +313,21 @@ async def _restore(ctx: MigrationContext, db: str, v: Verification) -> None:
     if entry is not None:
         made = watermarks.VerifierObjects.of(entry)
         v.covered = {(r[0], r[1]) for r in made.covered}
-        v.resume = (made.walking[0], made.walking[1]) if len(made.walking) == 2 else None
+        v.resume = (made.walking[0], made.walking[1]) if len(made.walking) >= 2 else None
+        v.resume_key = made.walking[2] if len(made.walking) == 3 else None
         v.passes = made.passes
         v.journaled = (frozenset(v.covered), made.share, v.resume, v.passes)
+        v.journaled_key = (v.resume_key, time.monotonic())
         v.covered_at = datetime.fromisoformat(made.at) if made.at else None
 
 
 async def _journal(ctx: MigrationContext, db: str, v: Verification) -> None:
     """The covered tables and their share, and the table the walk is on, journaled when they changed (a few
-    times a pass, not on every tick)."""
+    times a pass, not on every tick); the walk's key within that table at most every RESUME_EVERY seconds."""
     now = (frozenset(v.covered), v.share(), v.walking(), v.passes)
-    if now == v.journaled or not v.planned:
+    key = v.walked_to()
+    moved = key != v.journaled_key[0] and time.monotonic() - v.journaled_key[1] >= RESUME_EVERY
+    if (now == v.journaled and not moved) or not v.planned:
         return
     entry = await ctx.journal.find(Change.VERIFIER, SOURCE, db, v.schema)
     if entry is None:
@@ -315,9 +336,10 @@ async def _journal(ctx: MigrationContext, db: str, v: Verification) -> None:
     made.covered = sorted([list(r) for r in v.covered])
     made.share = v.share()
     made.at = v.covered_at.isoformat() if v.covered_at else ""
-    made.walking, made.passes = list(now[2] or []), v.passes
+    made.walking = [*now[2], *([key] if key is not None else [])] if now[2] else []
+    made.passes = v.passes
     await ctx.journal.note(entry, made)
-    v.journaled = now
+    v.journaled, v.journaled_key = now, (key, time.monotonic())
 
 
 async def _collect(ctx: MigrationContext, db: str, v: Verification) -> None:
@@ -406,7 +428,7 @@ async def _split(src: asyncpg.Connection, v: Verification, r: Range) -> Range:
     )
     if middle is None or middle == r.lo:
         return r
-    first, second = Range(t, r.lo, middle, r.walk), Range(t, middle, r.hi, r.walk)
+    first, second = Range(t, r.lo, middle, r.walk, (*r.order, 0)), Range(t, middle, r.hi, r.walk, (*r.order, 1))
     v.changed.pop(r, None)
     ranges = v.open.setdefault((t.ref, r.walk), set())
     ranges.discard(r)
@@ -425,8 +447,8 @@ async def _plan(src: asyncpg.Connection, publication: str, v: Verification, chun
     v.planned = True
     v.covered &= {t.ref for t in v.tables}  # a restart keeps only what is still walked
     refs = [t.ref for t in v.tables]
-    if v.resume in refs:  # walk on from the table the walk was on (its earlier ranges' results died with it)
-        v.cursor = (refs.index(v.resume), None)
+    if v.resume in refs:  # walk on from the first range of the table the walk was on not compared equal then
+        v.cursor = (refs.index(v.resume), v.resume_key if v.tables[refs.index(v.resume)].key is not None else None)
 
 
 async def _next(src: asyncpg.Connection, v: Verification, chunk_rows: int) -> Range | None:
@@ -446,7 +468,8 @@ async def _next(src: asyncpg.Connection, v: Verification, chunk_rows: int) -> Ra
             f"SELECT {key}::text FROM {_only(t)}{t.label} t {after}ORDER BY {key} OFFSET {int(chunk_rows)} LIMIT 1",
             *([lo] if lo is not None else []),
         )
-    r = Range(t, lo, hi, v.passes)
+    v.cut += 1
+    r = Range(t, lo, hi, v.passes, (v.cut,))
     v.open.setdefault((t.ref, v.passes), set()).add(r)
     if hi is None:
         v.cursor = (index + 1, None)

@@ -174,39 +174,44 @@ async def test_a_cancel_removes_the_verification_objects_and_nothing_else(tmp_pa
     await engine.close()
 
 
-async def test_a_restart_walks_on_from_the_table_the_walk_was_on(tmp_path, store, pair, monkeypatch):
-    """The table the walk is on is journaled as the walk moves: pgmig stopped there walks on from that table when
-    it starts again (the covered tables kept), not from the first one."""
+async def test_a_restart_walks_on_from_the_range_the_walk_was_on(tmp_path, store, pair, monkeypatch):
+    """Where the walk is — its table, and the low key of the first range of it not yet compared equal in this
+    pass — is journaled as the walk moves: pgmig stopped there walks on from that range when it starts again
+    (the covered tables kept), not from the first table nor from the start of its own, and still covers the
+    table once the rest of it compares equal."""
     src, tgt = pair
-    fresh(src, "cvw")  # account (2,500 rows), then log and note
+    fresh(src, "cvw")  # account (2,500 rows: 25 ranges of 100), then log and note
+    monkeypatch.setattr(continuous, "RESUME_EVERY", 0.0)  # the key journaled as often as it moves
     first = factories.engine(store, src, tgt, tmp_path, verify_chunk_rows=100, progress_interval=0.1)
     mid = await factories.start_online(first, ["cvw"], overwrite=True)
 
-    def journaled() -> bool:  # the walk, as journaled, is past account (the first table)
+    def inside_a_table() -> bool:  # the walk, as journaled, is past the first range of a table
         v = first.progress(mid).of("cvw").verification
-        return v is not None and v.journaled[2] not in (None, ("public", "account"))
+        return v is not None and v.journaled[2] is not None and v.journaled_key[0] is not None
 
-    await wait_until(journaled, 60, "the walk to move past account")
+    await wait_until(inside_a_table, 60, "the walk to be inside a table")
     await first.close()  # pgmig stops here
     [entry] = [e for e in await Journal(store, mid).entries(Change.VERIFIER, "cvw") if e.server == SOURCE]
     made = watermarks.VerifierObjects.of(entry)
-    assert made.walking and made.walking != ["public", "account"], made
-    walked: list[str] = []
+    assert len(made.walking) == 3, made
+    walked: list[tuple[str, str | None]] = []
     real = continuous._next
 
     async def noted(src_conn, v, chunk_rows):
         r = await real(src_conn, v, chunk_rows)
         if r is not None:
-            walked.append(r.table.name)
+            walked.append((r.table.name, r.lo))
         return r
 
     monkeypatch.setattr(continuous, "_next", noted)
     second = factories.engine(store, src, tgt, tmp_path, verify_chunk_rows=100, progress_interval=0.1)
     assert await second.recover() == [mid]
     await wait_until(lambda: walked, 60, "the walk to go on")
-    assert walked[0] == made.walking[1], (walked[:5], made.walking)  # where it was, not the first table
+    assert walked[0] == (made.walking[1], made.walking[2]), (walked[:5], made.walking)  # that range, no earlier
     kept = second.progress(mid).of("cvw").verification
     assert kept is not None and {(c[0], c[1]) for c in made.covered} <= kept.covered  # what was covered stays
+    table = (made.walking[0], made.walking[1])
+    await wait_until(lambda: table in kept.covered, 60, lambda: f"{table} covered: {kept.summary()}")
     await second.cancel(mid, "U0ALICE")
     await second.close()
 
