@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-from azure.core.credentials_async import AsyncTokenCredential
+from typing import TYPE_CHECKING
 
 from bot.replica import replica_id
 from bot.settings import Settings, SettingsError
@@ -21,6 +20,9 @@ from migration_core.engine.api import Engine, EngineConfig
 from migration_core.pg.servers import ServerConfig
 from migration_core.store import Store
 from migration_core.transfer.limits import DataLimits
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
 
 
 async def build_services(

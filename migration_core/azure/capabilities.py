@@ -5,15 +5,16 @@ differ and change. When the capabilities cannot be read, validation.py's rules s
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-
-from azure.core.exceptions import AzureError
-from azure.mgmt.postgresqlflexibleservers import models
+from typing import TYPE_CHECKING
 
 from migration_core.azure.backend import word
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.errors import explain
 from migration_core.azure.validation import VERSIONS, ProvisionRequest
 from migration_core.state.errors import MigrationError
+
+if TYPE_CHECKING:
+    from azure.mgmt.postgresqlflexibleservers import models
 
 OFFERED = ("Available", "Default", "Visible")  # CapabilityStatus values that may be chosen
 LISTED = 8  # how many offered values a refusal spells out
@@ -73,6 +74,8 @@ def offer_from(region: str, capabilities: list[models.Capability]) -> RegionOffe
 
 async def region_offer(clients: AzureClients, region: str) -> RegionOffer:
     """The region's offer, read from Azure (a failure is explained: the caller decides to fall back)."""
+    from azure.core.exceptions import AzureError
+
     try:
         async with clients.flex() as client:
             found = [cap async for cap in client.capabilities_by_location.list(region)]

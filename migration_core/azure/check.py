@@ -10,8 +10,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from azure.core.exceptions import AzureError, ClientAuthenticationError, ResourceNotFoundError
-
 from migration_core.azure.backend import word
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.config import AzureConfig
@@ -121,6 +119,8 @@ def cloud_items(config: AzureConfig, report: AzureReport) -> None:
 
 async def check_azure(clients: AzureClients, req: CheckRequest) -> AzureReport:
     """Every check, in the order a person would fix them; an unreachable endpoint stops the rest."""
+    from azure.core.exceptions import ClientAuthenticationError
+
     config, report = clients.config, AzureReport()
     cloud_items(config, report)
     try:
@@ -151,6 +151,8 @@ async def check_azure(clients: AzureClients, req: CheckRequest) -> AzureReport:
 
 async def _providers(clients: AzureClients, req: CheckRequest, report: AzureReport) -> bool:
     """Registration of the namespaces pgmig uses; False when ARM cannot be read at all."""
+    from azure.core.exceptions import AzureError
+
     for namespace in (PG_NAMESPACE, DMS_NAMESPACE):
         if namespace == DMS_NAMESPACE and req.backend == "flex":
             continue
@@ -177,6 +179,8 @@ async def _providers(clients: AzureClients, req: CheckRequest, report: AzureRepo
 
 async def _may(clients: AzureClients, scope: str, action: str) -> bool | None:
     """Whether the identity has `action` at `scope` (None: its permissions cannot be read)."""
+    from azure.core.exceptions import AzureError
+
     try:
         actions, not_actions = await clients.permissions(scope)
     except AzureError:
@@ -187,6 +191,8 @@ async def _may(clients: AzureClients, scope: str, action: str) -> bool | None:
 async def _permissions(
     clients: AzureClients, scopes: list[tuple[str, str, tuple[str, ...]]], wanted: list[str], report: AzureReport
 ) -> None:
+    from azure.core.exceptions import AzureError
+
     read: dict[str, tuple[list[str], list[str]] | None] = {}
     missing: dict[str, list[str]] = {}
     for label, scope, actions in scopes:
@@ -222,6 +228,8 @@ async def _permissions(
 
 
 async def _target(clients: AzureClients, req: CheckRequest, report: AzureReport) -> None:
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
     assert req.target is not None
     name = req.target.name
     try:

@@ -8,16 +8,15 @@ import base64
 import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
-
-from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import HttpResponseError
-from azure.core.rest import HttpRequest
-from azure.mgmt.datamigration.aio import DataMigrationManagementClient
-from azure.mgmt.postgresqlflexibleservers.aio import PostgreSQLManagementClient
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from migration_core.azure.config import AUTHORIZATION_API_VERSION, RESOURCES_API_VERSION, AzureConfig
 from migration_core.state.errors import MigrationError
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+    from azure.mgmt.datamigration.aio import DataMigrationManagementClient
+    from azure.mgmt.postgresqlflexibleservers.aio import PostgreSQLManagementClient
 
 
 @dataclass(frozen=True)
@@ -103,6 +102,8 @@ class AzureClients:
 
     @asynccontextmanager
     async def flex(self) -> AsyncIterator[PostgreSQLManagementClient]:
+        from azure.mgmt.postgresqlflexibleservers.aio import PostgreSQLManagementClient
+
         async with PostgreSQLManagementClient(
             self._require(), self.config.subscription_id, **self._kwargs(self.config.pg_api_version)
         ) as client:
@@ -110,6 +111,8 @@ class AzureClients:
 
     @asynccontextmanager
     async def dms(self) -> AsyncIterator[DataMigrationManagementClient]:
+        from azure.mgmt.datamigration.aio import DataMigrationManagementClient
+
         async with DataMigrationManagementClient(
             self._require(), self.config.subscription_id, **self._kwargs(self.config.dms_api_version)
         ) as client:
@@ -119,6 +122,9 @@ class AzureClients:
         """One plain ARM request (path from /subscriptions/…) through the flex client's pipeline: the same
         endpoint, token scope, CA and retries. Returns the parsed JSON (None when empty); an error answer
         raises HttpResponseError, as the SDK operations do."""
+        from azure.core.exceptions import HttpResponseError
+        from azure.core.rest import HttpRequest
+
         sep = "&" if "?" in path else "?"
         request = HttpRequest(method, f"{path}{sep}api-version={api_version}", json=body)
         async with self.flex() as client:

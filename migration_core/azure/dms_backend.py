@@ -9,9 +9,7 @@ Microsoft.DataMigration (providers.ensure_registered checks, registers when allo
 
 from __future__ import annotations
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
-from azure.mgmt.datamigration import models
-from azure.mgmt.datamigration.aio import DataMigrationManagementClient
+from typing import TYPE_CHECKING
 
 from migration_core.azure.backend import BackendRef, BackendStatus, DatabaseStatus, Phase, number, seconds, word
 from migration_core.azure.clients import AzureClients
@@ -22,6 +20,10 @@ from migration_core.azure.providers import DMS_NAMESPACE, ensure_registered
 from migration_core.pg.servers import ConnectionProblem, ServerConfig
 from migration_core.state.errors import MigrationError
 from migration_core.state.models import Migration, Mode
+
+if TYPE_CHECKING:
+    from azure.mgmt.datamigration import models
+    from azure.mgmt.datamigration.aio import DataMigrationManagementClient
 
 TASK = "migrate"
 READY_STATES = {"READY_TO_COMPLETE"}
@@ -56,6 +58,8 @@ def version_problem(version_num: int) -> MigrationError | None:
 
 
 def _connection(server: ServerConfig, host: str, port: int) -> models.PostgreSqlConnectionInfo:
+    from azure.mgmt.datamigration import models
+
     return models.PostgreSqlConnectionInfo(
         server_name=host,
         port=port,
@@ -80,6 +84,9 @@ class DmsBackend:
     ) -> BackendRef:
         """The service (created when missing), a project and the sync task. `earlier` needs nothing here:
         pgmig itself rebuilt the target schema of a retry."""
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+        from azure.mgmt.datamigration import models
+
         if m.mode is not Mode.ONLINE:
             raise MigrationError(
                 "Azure DMS classic migrates PostgreSQL online only",
@@ -144,6 +151,8 @@ class DmsBackend:
         self, dms: DataMigrationManagementClient, group: str, service: str, target_server: str
     ) -> str:
         """A Premium service (online migrations need one) in the configured subnet; returns its region."""
+        from azure.mgmt.datamigration import models
+
         cfg = self.clients.config
         if not cfg.dms_sku.startswith("Premium"):
             raise MigrationError(
@@ -214,6 +223,8 @@ class DmsBackend:
         return ""
 
     async def cutover(self, ref: BackendRef, database: str) -> None:
+        from azure.mgmt.datamigration import models
+
         async with self.clients.dms() as dms:
             await call(
                 dms.tasks.command(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
-
 from migration_core.state.errors import MigrationError
 
 FIXES = {
@@ -54,6 +52,8 @@ def _fix(code: str, message: str) -> str:
 
 def explain(exc: BaseException, doing: str) -> MigrationError:
     """The error a user sees when `doing` (e.g. "creating server x") failed at Azure."""
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+
     if isinstance(exc, ClientAuthenticationError):
         return MigrationError(
             f"{doing}: Azure refused pgmig's credentials ({_first_line(exc)})",

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
-from azure.mgmt.postgresqlflexibleservers import models
-from azure.mgmt.postgresqlflexibleservers.aio import PostgreSQLManagementClient
+from typing import TYPE_CHECKING
 
 from migration_core.azure.backend import BackendRef, BackendStatus, DatabaseStatus, Phase, number, seconds, word
 from migration_core.azure.clients import AzureClients
@@ -27,6 +24,10 @@ from migration_core.azure.state import settled
 from migration_core.pg.servers import ConnectionProblem, ServerConfig
 from migration_core.state.errors import MigrationError
 from migration_core.state.models import Migration, Mode, RetryChanges
+
+if TYPE_CHECKING:
+    from azure.mgmt.postgresqlflexibleservers import models
+    from azure.mgmt.postgresqlflexibleservers.aio import PostgreSQLManagementClient
 
 MAX_DATABASES = 8  # databases one service migration takes (the service's documented limit)
 ACTIVE_STATES = {"InProgress", "WaitingForUserAction", "CleaningUp"}  # they hold the target's one migration slot
@@ -202,6 +203,8 @@ class FlexBackend:
         return rid
 
     async def _survey(self, client: PostgreSQLManagementClient, ref: BackendRef) -> Survey:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
         read: list[Batch] = []
         for index, databases in enumerate(ref.batches or [[]]):
             batch = Batch(index, migration_name(ref, index), list(databases))
@@ -228,6 +231,8 @@ class FlexBackend:
 
     async def _busy(self, client: PostgreSQLManagementClient, ref: BackendRef) -> list[str]:
         """Other migrations or validations that hold the target server (one at a time)."""
+        from azure.core.exceptions import AzureError
+
         ours = {migration_name(ref, i) for i in range(len(ref.batches or [[]]))}
         try:
             found = [
@@ -251,6 +256,9 @@ class FlexBackend:
         """Create batch `index`. Overwriting is granted up front only for target databases that exist now and
         that the person allowed (--overwrite) or this migration's first attempt created; a database appearing
         later makes the service ask, and only --overwrite lets pgmig answer."""
+        from azure.core.exceptions import AzureError, HttpResponseError
+        from azure.mgmt.postgresqlflexibleservers import models
+
         group, server, name = ref.resource_group, ref.server, migration_name(ref, index)
         batch = (ref.batches or [[]])[index]
         found = await settled(client, group, server, self._poll)
@@ -398,6 +406,8 @@ class FlexBackend:
     async def advance(self, ref: BackendRef, status: BackendStatus, source: ServerConfig, target: ServerConfig) -> str:
         """Start the queued migration (or the next batch) once the server is free; answer the service's
         questions that are pgmig's to answer."""
+        from azure.mgmt.postgresqlflexibleservers import models
+
         async with self.clients.flex() as client:
             survey = await self._survey(client, ref)
             current = survey.current
@@ -434,6 +444,8 @@ class FlexBackend:
         return ref.migration
 
     async def cutover(self, ref: BackendRef, database: str) -> None:
+        from azure.mgmt.postgresqlflexibleservers import models
+
         async with self.clients.flex() as client:
             await self._patch(
                 client,
@@ -445,6 +457,9 @@ class FlexBackend:
 
     async def cancel(self, ref: BackendRef) -> None:
         """Cancel every batch that runs (a queued one was never created: nothing to tell Azure)."""
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+        from azure.mgmt.postgresqlflexibleservers import models
+
         async with self.clients.flex() as client:
             for index in range(len(ref.batches or [[]])):
                 name = migration_name(ref, index)
@@ -467,6 +482,8 @@ class FlexBackend:
         props: models.MigrationPropertiesForPatch,
         what: str,
     ) -> None:
+        from azure.mgmt.postgresqlflexibleservers import models
+
         await call(
             client.migrations.update(
                 ref.resource_group, ref.server, name, models.MigrationResourceForPatch(properties=props)

@@ -8,8 +8,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from azure.core.exceptions import AzureError
-
 from migration_core.azure.errors import explain
 
 Progress = Callable[[str], Awaitable[None]]
@@ -20,6 +18,8 @@ T = TypeVar("T")
 async def run_lro(
     poller_coro: Awaitable[Any], what: str, on_progress: Progress | None = None, every: float = 15.0
 ) -> Any:
+    from azure.core.exceptions import AzureError
+
     started = time.monotonic()
     try:
         poller = await poller_coro
@@ -36,6 +36,8 @@ async def run_lro(
 
 async def call(coro: Awaitable[T], what: str) -> T:
     """One plain ARM request, its failure explained."""
+    from azure.core.exceptions import AzureError
+
     try:
         return await coro
     except AzureError as exc:

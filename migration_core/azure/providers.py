@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 
-from azure.core.exceptions import AzureError, HttpResponseError
-
 from migration_core.azure.clients import AzureClients
 from migration_core.azure.errors import code_of, explain, registration_fix
 from migration_core.state.errors import MigrationError
@@ -21,6 +19,8 @@ PG_NAMESPACE = "Microsoft.DBforPostgreSQL"
 async def ensure_registered(clients: AzureClients, namespace: str, timeout: float = 600.0) -> str:
     """ "" when the subscription is registered for `namespace`; else register it (if pgmig's identity may)
     and wait until it is, returning what was done; else refuse with the command and who may run it."""
+    from azure.core.exceptions import AzureError, HttpResponseError
+
     try:
         state = await clients.provider_state(namespace)
     except AzureError as exc:

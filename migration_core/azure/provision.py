@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-
-from azure.core.exceptions import AzureError, ResourceNotFoundError
-from azure.mgmt.postgresqlflexibleservers import models
+from typing import TYPE_CHECKING
 
 from migration_core.azure.backend import word
 from migration_core.azure.clients import AzureClients
@@ -25,6 +23,9 @@ from migration_core.pg import secrets
 from migration_core.pg.servers import ServerConfig
 from migration_core.state.errors import MigrationError
 from migration_core.state.journal import Journal
+
+if TYPE_CHECKING:
+    from azure.mgmt.postgresqlflexibleservers import models
 
 AZURE_SERVICES_RULE = FirewallRule("AllowAllAzureServicesAndResourcesWithinAzureIps", "0.0.0.0", "0.0.0.0")
 # Extensions that only work once loaded at server start (shared_preload_libraries, a restart).
@@ -55,6 +56,8 @@ class ProvisionResult:
 
 
 def _server_body(req: ProvisionRequest, password: str) -> models.Server:
+    from azure.mgmt.postgresqlflexibleservers import models
+
     props = models.ServerProperties(
         administrator_login=req.admin_user,
         administrator_login_password=password,
@@ -75,6 +78,8 @@ def _network(req: ProvisionRequest) -> models.Network:
     """Public access (reached through firewall rules) or private access in a delegated subnet with its DNS
     zone: never "Disabled" alone, which would make a server nothing reaches (a private endpoint is not
     something pgmig creates)."""
+    from azure.mgmt.postgresqlflexibleservers import models
+
     if req.network == "vnet":
         return models.Network(
             public_network_access="Disabled",
@@ -98,6 +103,9 @@ async def provision(
     progress_every: float = 15.0,
 ) -> ProvisionResult:
     """Create the server (or grow an existing one's storage), then its firewall rules (journaled)."""
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+    from azure.mgmt.postgresqlflexibleservers import models
+
     password = os.environ.get(req.admin_password_env)
     if password is None:
         raise MigrationError(f"the environment variable {req.admin_password_env} is no longer set")

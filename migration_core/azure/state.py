@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-
-from azure.core.exceptions import AzureError
-from azure.mgmt.postgresqlflexibleservers import models
-from azure.mgmt.postgresqlflexibleservers.aio import PostgreSQLManagementClient
+from typing import TYPE_CHECKING
 
 from migration_core.azure.backend import word
 from migration_core.azure.errors import explain
 from migration_core.azure.lro import Progress
 from migration_core.state.errors import MigrationError
+
+if TYPE_CHECKING:
+    from azure.mgmt.postgresqlflexibleservers import models
+    from azure.mgmt.postgresqlflexibleservers.aio import PostgreSQLManagementClient
 
 TRANSITIONAL = {"Provisioning", "Updating", "Starting", "Restarting", "Stopping"}
 
@@ -56,6 +57,8 @@ async def settled(
 ) -> models.Server:
     """The server once it is in no transitional state (a server still being created, started or scaled is
     waited for, up to `timeout`); a stopped, disabled or dropping one is refused with the fix."""
+    from azure.core.exceptions import AzureError
+
     started = last = time.monotonic()
     try:
         if server is None:

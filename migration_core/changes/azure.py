@@ -28,11 +28,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
-
-from azure.core.exceptions import AzureError, ResourceNotFoundError
-from azure.mgmt.postgresqlflexibleservers import models
-from azure.mgmt.postgresqlflexibleservers.aio import PostgreSQLManagementClient
+from typing import TYPE_CHECKING, TypeVar
 
 from migration_core.azure.errors import explain
 from migration_core.azure.lro import call, run_lro
@@ -42,6 +38,10 @@ from migration_core.pg import failpoints
 from migration_core.pg.servers import ConnectionProblem, ServerConfig
 from migration_core.state.errors import MigrationError
 from migration_core.state.journal import Change, Journal, JournalEntry, Payload
+
+if TYPE_CHECKING:
+    from azure.mgmt.postgresqlflexibleservers import models
+    from azure.mgmt.postgresqlflexibleservers.aio import PostgreSQLManagementClient
 
 T = TypeVar("T")
 
@@ -137,6 +137,8 @@ def _ours(made: FirewallPayload, rule: models.FirewallRule | None) -> bool:
 
 async def _found(read: Awaitable[T], what: str) -> T | None:
     """A resource read from ARM, or None where there is none (404); any other failure said, as `what`."""
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
     try:
         return await read
     except ResourceNotFoundError:
@@ -154,6 +156,8 @@ async def set_firewall_rule(
     journal: Journal, client: PostgreSQLManagementClient, server: AzureServer, rule: FirewallRule
 ) -> None:
     """Create (or replace, by name) a firewall rule, journaled with the range it replaces."""
+    from azure.mgmt.postgresqlflexibleservers import models
+
     current = await _rule(client, server, rule.name)
     made = FirewallPayload(rule.start, rule.end, _range(current))
     previous = await journal.find(Change.FIREWALL_RULE, server.key, "", rule.name)
@@ -193,6 +197,8 @@ async def set_parameter(
 async def _put_parameter(
     client: PostgreSQLManagementClient, server: AzureServer, name: str, value: str
 ) -> models.Configuration:
+    from azure.mgmt.postgresqlflexibleservers import models
+
     body = models.ConfigurationForUpdate(properties=models.ConfigurationProperties(value=value, source="user-override"))
     return await run_lro(
         client.configurations.begin_update(server.resource_group, server.name, name, body),
@@ -244,6 +250,8 @@ async def create_database(
     """Have Azure create a database (UTF8, as pgmig's own target databases are), journaled with its identity
     once made; `sql` is the configured server the OID is read on. None when a database of that name exists
     already: pgmig makes (and records) nothing then."""
+    from azure.mgmt.postgresqlflexibleservers import models
+
     if await _database(client, server, database) is not None:
         return None
     made = DatabasePayload()
@@ -284,6 +292,8 @@ async def undo(
 
 
 async def _undo_rule(client: PostgreSQLManagementClient, server: AzureServer, entry: JournalEntry) -> str:
+    from azure.mgmt.postgresqlflexibleservers import models
+
     made, name = FirewallPayload.of(entry), entry.name
     current = await _rule(client, server, name)
     if current is None or (_range(current) == made.before and not _ours(made, current)):

@@ -1,0 +1,17 @@
+"""What starting pgmig imports: every pgmig process (`python -m bot.cli ...`) pays for what `bot.cli` loads, and
+most never touch Azure, so the Azure SDKs (about a third of the start-up CPU) load only where Azure is used."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_importing_the_entry_point_loads_no_azure_sdk():
+    listed = "import bot.cli, sys; print('\\n'.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", listed], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = [m for m in done.stdout.split() if m == "azure" or m.startswith("azure.")]
+    assert not loaded, f"importing bot.cli loads {', '.join(loaded)}"
