@@ -9,7 +9,8 @@ block ends cleanly.
 
 Kept sessions are pgmig's own (`application_name` pgmig, the customer's limits lifted, as any other), so a
 fence leaves them be. One that ended meanwhile (a server restart, a DBA's `pg_terminate_backend`) is noticed
-when borrowed and replaced; one whose block failed, or that is left in a transaction, is closed rather than
+when borrowed (a round trip) and replaced by a new login, which fails the look as any login would when the
+server does not answer; one whose block failed, or that is left in a transaction, is closed rather than
 kept. A session is lent to one block at a time: a second block asking meanwhile (a nested question, another
 flow of the migration) opens one of its own, so borrowing never waits. `close()` ends them all: the
 migration is no longer watched here, or pgmig stops.
@@ -41,7 +42,7 @@ class KeptSessions:
         """`server.connection(database, data=data)`, on a session kept from an earlier block when one is idle."""
         key = (server.name, server.address, database, data)
         conn = self._idle.pop(key, None)
-        if conn is not None and conn.is_closed():
+        if conn is not None and not await _answers(conn, server.connect_timeout):
             conn = None
         if conn is None:
             conn = await server.connect(database, data=data)
@@ -61,6 +62,19 @@ class KeptSessions:
         idle, self._idle = list(self._idle.values()), {}
         for conn in idle:
             await _close(conn)
+
+
+async def _answers(conn: asyncpg.Connection, within: float) -> bool:
+    """A kept session still answers: one round trip, far cheaper than a login. A session ended while it was
+    kept (its FATAL may not even have been read yet) would fail the look's first question instead."""
+    if conn.is_closed():
+        return False
+    try:
+        await conn.execute("SELECT 1", timeout=within)
+    except Exception:  # noqa: BLE001 - whatever ended it, a new session replaces it
+        conn.terminate()
+        return False
+    return True
 
 
 async def _close(conn: asyncpg.Connection) -> None:

@@ -149,7 +149,8 @@ async def test_an_apply_worker_that_keeps_failing_is_quoted_from_the_targets_log
 
 
 async def test_servers_that_stop_answering_are_said_once_and_a_cancel_says_what_stays(tmp_path, store, pair, caplog):
-    """`make sandbox-down` under a streaming migration: its password file is gone. The scheduled look logs
+    """`make sandbox-down` under a streaming migration: its password file is gone, and the sessions pgmig kept
+    on the source with it (the server was stopped). The scheduled look logs
     that once (no traceback every tick), alerts once and clears once, and the card says the servers are
     unreachable instead of streaming. A cancel while the source is gone says what stays there and that
     nothing is left to clean if it is gone for good; once it is back, a cancel finishes."""
@@ -164,6 +165,10 @@ async def test_servers_that_stop_answering_are_said_once_and_a_cancel_says_what_
 
     caplog.set_level(logging.INFO, logger="migration_core")
     secret.rename(tmp_path / "elsewhere")
+    src.psql(  # what the server's stop did to the sessions pgmig's looks keep (pg/kept.py)
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pgmig' "
+        "AND backend_type = 'client backend'"
+    )
     await wait_until(lambda: said(engine, mid, "servers unreachable"), what="no unreachable alert")
     ticks = engine.events.ticks
     await wait_until(lambda: engine.events.ticks > ticks + 10)
