@@ -48,8 +48,12 @@ class Runner:
         self._ticks: dict[str, asyncio.Task] = {}  # migration → its scheduled look in flight (stop ends it too)
         self._kept: dict[str, KeptSessions] = {}  # migration → the sessions its looks keep (pg/kept.py)
 
-    def kept(self, migration_id: str) -> KeptSessions:
-        """The sessions this migration's looks keep here, until it is no longer watched or stopped here."""
+    def kept(self, migration_id: str) -> KeptSessions | None:
+        """The sessions this migration's looks keep here, until it is no longer watched or stopped here. None
+        for a migration this process does not watch (a finished one, one another replica runs, a cancel's
+        teardown): nothing would ever close them, so its questions get sessions of their own."""
+        if not self.engine.scheduler.watching(migration_id):
+            return None
         return self._kept.setdefault(migration_id, KeptSessions())
 
     async def _unwatch(self, migration_id: str) -> None:

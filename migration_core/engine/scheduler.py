@@ -66,6 +66,9 @@ class Scheduler:
         job = self._scheduler.get_job(job_id) if self._scheduler else None
         return str(job.trigger) if job else None
 
+    def watching(self, migration_id: str) -> bool:
+        return bool(self._scheduler and self._scheduler.get_job(f"progress:{migration_id}"))
+
     def unwatch(self, migration_id: str) -> None:
         if self._scheduler and self._scheduler.get_job(f"progress:{migration_id}"):
             self._scheduler.remove_job(f"progress:{migration_id}")

@@ -1,6 +1,6 @@
 """The sessions a streaming migration's looks keep (pg/kept.py), on real clusters: a look asks on a session
 kept from the look before instead of opening about ten new ones, one a DBA ends is replaced without a failed
-look, and nothing of them is left once the migration is cancelled."""
+look, and nothing of them is left once the migration is cancelled, nor kept for a migration not watched here."""
 
 from __future__ import annotations
 
@@ -73,8 +73,15 @@ async def test_looks_ask_on_kept_sessions_replace_one_a_dba_ended_and_leave_none
         assert not [t for _, t in engine.events.alerts if "unreachable" in t]  # type: ignore[attr-defined]
         assert (await store.get_migration(mid)).state is State.READY_FOR_CUTOVER
 
+        m = await store.get_migration(mid)
+        assert engine.context(m).sessions is not None  # watched here: its looks keep sessions
         outcome = await engine.cancel(mid, "U0ALICE")
         assert outcome.state is State.CANCELLED
+        assert source_cluster.psql(LOOKS, database="kept") == "0"
+        # no longer watched: a question about it (a listing of its schema changes) keeps nothing
+        m = await store.get_migration(mid)
+        assert engine.context(m).sessions is None
+        await engine.schema_changes(mid)
         assert source_cluster.psql(LOOKS, database="kept") == "0"
     finally:
         for m in await store.list_migrations():
