@@ -12,7 +12,7 @@ from bot.localpg import LocalCluster
 from bot.sandbox import load_pagila
 from migration_core.engine.api import Engine, MigrationRequest
 from migration_core.observe.progress import DatabaseProgress
-from migration_core.state.models import State
+from migration_core.state.models import Migration, State
 from migration_core.transfer import copy
 from migration_core.transfer.copy import TableCopy
 from migration_core.verify.early import EarlyChecks
@@ -55,7 +55,8 @@ def reset_target(cluster: LocalCluster, *dbs: str) -> None:
         cluster.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
-async def run(engine: Engine, **kw) -> str:
+async def prepared(engine: Engine, **kw) -> tuple[Migration, bool]:
+    """An offline migration as `kw` asks for it, created and through its pre-flight (True: it passed)."""
     req = MigrationRequest(
         source=kw.pop("source", "onprem"),
         target=kw.pop("target", "azure"),
@@ -65,8 +66,13 @@ async def run(engine: Engine, **kw) -> str:
         **kw,
     )
     m = await engine.create(req)
-    report = await engine.preflight(m)
-    if not report.blocking:
+    return m, not (await engine.preflight(m)).blocking
+
+
+async def run(engine: Engine, **kw) -> str:
+    """`prepared`, then run to its end when the pre-flight passed."""
+    m, passed = await prepared(engine, **kw)
+    if passed:
         await engine.start(m.id)
     return m.id
 
@@ -157,19 +163,8 @@ async def test_a_resume_or_a_retry_while_the_last_task_is_still_ending_runs_once
         await tidy(mid)
 
     monkeypatch.setattr(engine.runner, "tidy", still_ending)
-    m = await engine.create(
-        MigrationRequest(
-            source="onprem",
-            target="azure",
-            mode="offline",
-            requested_by="U0ALICE",
-            channel="C0OPS",
-            databases=["rich"],
-            method="dump",
-            pause_after_export=True,
-        )
-    )
-    assert not (await engine.preflight(m)).blocking
+    m, passed = await prepared(engine, databases=["rich"], method="dump", pause_after_export=True)
+    assert passed
     engine.start(m.id)
     await wait_until(lambda: len(held) == 1, 60, "the pausing task's last step")
     assert (await engine.store.get_migration(m.id)).state is State.PAUSED
