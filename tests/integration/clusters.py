@@ -8,7 +8,11 @@ from bot.localpg import LocalCluster
 from migration_core.pg.servers import ServerConfig
 from tests.conftest import PASSWORD
 
-__all__ = ["PASSWORD", "server", "config_toml"]
+__all__ = ["PASSWORD", "TARGET", "server", "config_toml"]
+
+# A target's subscription workers start (and restart after a failure) at most once per
+# wal_retrieve_retry_interval, 5 s by default: tests make subscriptions one after the other on one cluster.
+TARGET = {"wal_retrieve_retry_interval": "200ms"}
 
 
 def server(name: str, cluster: LocalCluster, **overrides) -> ServerConfig:

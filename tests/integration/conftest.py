@@ -13,6 +13,7 @@ import pytest
 from bot.localpg import LocalCluster
 from migration_core.store import Store
 from tests.conftest import PASSWORD, SCRATCH
+from tests.integration.clusters import TARGET
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +39,7 @@ def source_cluster(cluster_root):
 
 @pytest.fixture(scope="session")
 def target_cluster(cluster_root):
-    c = _cluster(cluster_root, "target")
+    c = _cluster(cluster_root, "target", **TARGET)
     yield c
     c.destroy()
 

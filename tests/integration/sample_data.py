@@ -207,6 +207,7 @@ def online_pair(root: Path, name: str):
     """A logical source with database `app` (parent/child with a foreign key) and an empty target."""
     from bot.localpg import LocalCluster
     from tests.conftest import PASSWORD
+    from tests.integration.clusters import TARGET
 
     src = (
         LocalCluster(
@@ -215,7 +216,7 @@ def online_pair(root: Path, name: str):
         .init()
         .start()
     )
-    tgt = LocalCluster(root / f"{name}-tgt", password=PASSWORD).init().start()
+    tgt = LocalCluster(root / f"{name}-tgt", password=PASSWORD, settings=TARGET).init().start()
     src.psql("CREATE DATABASE app")
     src.psql(PARENT_CHILD, database="app")
     return src, tgt

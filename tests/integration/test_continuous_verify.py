@@ -19,7 +19,7 @@ from migration_core.state.journal import SOURCE, Change, Journal
 from migration_core.state.models import State
 from migration_core.verify import continuous
 from tests.integration import factories
-from tests.integration.clusters import PASSWORD, config_toml, shell_env
+from tests.integration.clusters import PASSWORD, TARGET, config_toml, shell_env
 from tests.integration.test_crash_recovery import Pgmig
 from tests.integration.test_shell import pgmig
 from tests.integration.waiting import wait_state, wait_until
@@ -40,7 +40,7 @@ LEFT_BEHIND = "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'pgmig%'"
 @pytest.fixture(scope="module")
 def pair(cluster_root):
     src = LocalCluster(cluster_root / "cv-src", password=PASSWORD, settings=LOGICAL).init().start()
-    tgt = LocalCluster(cluster_root / "cv-tgt", password=PASSWORD).init().start()
+    tgt = LocalCluster(cluster_root / "cv-tgt", password=PASSWORD, settings=TARGET).init().start()
     yield src, tgt
     tgt.destroy()
     src.destroy()

@@ -24,7 +24,7 @@ import pytest
 from bot.localpg import LocalCluster
 from migration_core.state.models import State
 from migration_core.store import Store
-from tests.integration.clusters import PASSWORD, config_toml
+from tests.integration.clusters import PASSWORD, TARGET, config_toml
 
 DBS = ("app1", "app2")
 SCHEMA = """
@@ -70,7 +70,7 @@ def pair(cluster_root):
         .init()
         .start()
     )
-    tgt = LocalCluster(cluster_root / "crash-tgt", password=PASSWORD).init().start()
+    tgt = LocalCluster(cluster_root / "crash-tgt", password=PASSWORD, settings=TARGET).init().start()
     src.psql(f"CREATE ROLE app_user LOGIN PASSWORD '{APP_PASSWORD}'")
     for db in DBS:
         src.psql(f"CREATE DATABASE {db}")

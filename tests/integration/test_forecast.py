@@ -11,7 +11,7 @@ from migration_core.flows.steps.cutover import WINDOW_STEPS
 from migration_core.state.approval import Verdict
 from migration_core.state.models import State
 from tests.integration import factories
-from tests.integration.clusters import PASSWORD
+from tests.integration.clusters import PASSWORD, TARGET
 from tests.integration.sample_data import pg16_bindir
 from tests.integration.test_online import LOGICAL, fresh_db, start_online
 from tests.integration.waiting import wait_state, wait_until
@@ -26,7 +26,8 @@ def src(cluster_root):
 
 @pytest.fixture(scope="module")
 def tgt(cluster_root):
-    c = LocalCluster(cluster_root / "forecast-target", password=PASSWORD, bindir=pg16_bindir()).init().start()
+    c = LocalCluster(cluster_root / "forecast-target", password=PASSWORD, bindir=pg16_bindir(), settings=TARGET)
+    c.init().start()
     yield c
     c.destroy()
 

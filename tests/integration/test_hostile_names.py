@@ -15,7 +15,7 @@ from bot.localpg import LocalCluster, free_port
 from migration_core.engine.api import Engine, MigrationRequest
 from migration_core.state.models import Migration, State
 from tests.integration import factories
-from tests.integration.clusters import PASSWORD
+from tests.integration.clusters import PASSWORD, TARGET
 from tests.integration.sample_data import pg16_bindir
 from tests.integration.waiting import wait_until
 
@@ -92,7 +92,7 @@ def clusters(cluster_root):
             cluster_root / "names-tgt",
             password=PASSWORD,
             bindir=pg16_bindir(),
-            settings={"max_logical_replication_workers": "12", "max_worker_processes": "20"},
+            settings={"max_logical_replication_workers": "12", "max_worker_processes": "20", **TARGET},
         )
         .init()
         .start()

@@ -21,7 +21,7 @@ from migration_core.state.models import State
 from migration_core.store import Store
 from migration_core.verify.tables import verify_database
 from tests.integration import factories
-from tests.integration.clusters import PASSWORD, server
+from tests.integration.clusters import PASSWORD, TARGET, server
 from tests.integration.sample_data import RICH, ROLES, pagila_available, pg16_bindir
 from tests.integration.waiting import wait_phase, wait_state, wait_until
 
@@ -53,7 +53,8 @@ def src(cluster_root):
 
 @pytest.fixture(scope="module")
 def tgt(cluster_root):
-    c = LocalCluster(cluster_root / "online-target", password=PASSWORD, bindir=pg16_bindir()).init().start()
+    c = LocalCluster(cluster_root / "online-target", password=PASSWORD, bindir=pg16_bindir(), settings=TARGET)
+    c.init().start()
     yield c
     c.destroy()
 
@@ -585,7 +586,7 @@ async def test_a_transaction_committed_asynchronously_just_before_the_fence_is_n
         settings={**LOGICAL, "wal_writer_delay": "10s", "synchronous_commit": "off"},
     )
     lazy.init().start()
-    target = LocalCluster(cluster_root / "lazy-tgt", password=PASSWORD).init().start()
+    target = LocalCluster(cluster_root / "lazy-tgt", password=PASSWORD, settings=TARGET).init().start()
     try:
         fresh_db(lazy, "lazy")
         engine = factories.engine(store, lazy, target, tmp_path)

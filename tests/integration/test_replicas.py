@@ -20,7 +20,7 @@ from bot.localpg import LocalCluster, free_port
 from handlers.actions import Action
 from migration_core.state.models import State
 from migration_core.store import Store
-from tests.integration.clusters import PASSWORD, config_toml
+from tests.integration.clusters import PASSWORD, TARGET, config_toml
 from tests.integration.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers, text_of
 from tests.integration.sample_data import PARENT_CHILD
 from tests.integration.slack_harness import click_body, command_body
@@ -122,7 +122,8 @@ async def world(tmp_path, cluster_root, target_cluster):
         .init()
         .start()
     )
-    tgt = LocalCluster(cluster_root / f"rep-tgt-{tmp_path.name[-8:]}", password=PASSWORD).init().start()
+    tgt = LocalCluster(cluster_root / f"rep-tgt-{tmp_path.name[-8:]}", password=PASSWORD, settings=TARGET)
+    tgt.init().start()
     src.psql("CREATE DATABASE app")
     src.psql(PARENT_CHILD, database="app")
     src.psql("CREATE DATABASE busy")

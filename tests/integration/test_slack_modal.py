@@ -15,7 +15,7 @@ import pytest
 from handlers import modal
 from handlers.authz import Policy
 from migration_core.state.models import Method, Mode
-from tests.integration.clusters import config_toml, shell_env
+from tests.integration.clusters import TARGET, config_toml, shell_env
 from tests.integration.fake_slack import signed_headers, text_of
 from tests.integration.slack_harness import on_pair, running, view_submission_body
 
@@ -26,7 +26,7 @@ def own_target(cluster_root):
     from bot.localpg import LocalCluster
     from tests.conftest import PASSWORD
 
-    c = LocalCluster(cluster_root / "modal-tgt", password=PASSWORD).init().start()
+    c = LocalCluster(cluster_root / "modal-tgt", password=PASSWORD, settings=TARGET).init().start()
     yield c
     c.destroy()
 

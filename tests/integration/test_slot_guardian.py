@@ -13,7 +13,7 @@ from bot.localpg import LocalCluster
 from handlers.actions import Action
 from migration_core.state.models import State
 from tests.conftest import PASSWORD
-from tests.integration.clusters import config_toml
+from tests.integration.clusters import TARGET, config_toml
 from tests.integration.fake_slack import text_of
 from tests.integration.sample_data import PARENT_CHILD
 from tests.integration.slack_harness import Running, running
@@ -34,7 +34,7 @@ async def stalled(tmp_path, cluster_root):
         .init()
         .start()
     )
-    tgt = LocalCluster(cluster_root / "guard-tgt", password=PASSWORD).init().start()
+    tgt = LocalCluster(cluster_root / "guard-tgt", password=PASSWORD, settings=TARGET).init().start()
     src.psql("CREATE DATABASE app")
     src.psql(PARENT_CHILD + "; CREATE TABLE filler (id int PRIMARY KEY, pad text)", database="app")
     config = config_toml(
