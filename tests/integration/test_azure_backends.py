@@ -25,9 +25,9 @@ from tests.integration.fake_slack import text_of
 from tests.integration.sample_data import online_pair
 from tests.integration.slack_harness import running
 
-POLICY = (
+POLICY = (  # a cutover whose counts never agree (a service writing during it) falls back after 5 s, not 30
     '[slack]\nnotify_channel = "C0NOTIFY"\napprovers = ["U0APPROVER1"]\n'
-    "[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.2\n"
+    "[migration]\nprogress_interval_seconds = 0.1\n[online]\nfence_grace_seconds = 0.2\ncatch_up_timeout_seconds = 5\n"
 )
 
 
