@@ -448,7 +448,8 @@ async def _plan(src: asyncpg.Connection, publication: str, v: Verification, chun
     v.covered &= {t.ref for t in v.tables}  # a restart keeps only what is still walked
     refs = [t.ref for t in v.tables]
     if v.resume in refs:  # walk on from the first range of the table the walk was on not compared equal then
-        v.cursor = (refs.index(v.resume), v.resume_key if v.tables[refs.index(v.resume)].key is not None else None)
+        index = refs.index(v.resume)
+        v.cursor = (index, v.resume_key if v.tables[index].key is not None else None)
 
 
 async def _next(src: asyncpg.Connection, v: Verification, chunk_rows: int) -> Range | None:
