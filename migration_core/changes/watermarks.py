@@ -29,6 +29,7 @@ from migration_core.state.journal import SOURCE, TARGET, Change, Journal, Journa
 from migration_core.state.models import State
 
 WATERMARKS, DIGESTS, TRIGGER = "watermark", "digest", "pgmig_take_digest"
+ROW_HASH = "hashtextextended(t::text, 0)"  # a row's hash (alias t): summed, a digest; bounded, a keyless range
 WATERMARK_COLUMNS = (
     "id bigint PRIMARY KEY, chunk bigint NOT NULL, phase text NOT NULL, nspname text NOT NULL, "
     "relname text NOT NULL, keycol text, lo text, hi text, rows jsonb"
@@ -64,6 +65,9 @@ BEGIN
      WHERE attrelid = rel AND attname = NEW.keycol AND NOT attisdropped;
     IF NEW.lo IS NOT NULL THEN cond := cond || format(' AND t.%I >= $1::%s', NEW.keycol, keytype); END IF;
     IF NEW.hi IS NOT NULL THEN cond := cond || format(' AND t.%I < $2::%s', NEW.keycol, keytype); END IF;
+  ELSE  -- a table without a key: a part of its rows by their hash
+    IF NEW.lo IS NOT NULL THEN cond := cond || ' AND {row_hash} >= $1::bigint'; END IF;
+    IF NEW.hi IS NOT NULL THEN cond := cond || ' AND {row_hash} < $2::bigint'; END IF;
   END IF;
   scope := CASE WHEN (SELECT relkind FROM pg_class WHERE oid = rel) = 'p' THEN '' ELSE 'ONLY ' END;
   IF NEW.phase = 'R' THEN  -- a repair: the range becomes the source's rows as of this watermark's commit
@@ -77,7 +81,7 @@ BEGIN
   EXECUTE format('SELECT count(*), %s, '
                  'coalesce(sum(hashtextextended(t.ctid::text || t.xmin::text, 0)), 0) FROM %s%s t WHERE %s',
                  CASE WHEN NEW.phase = 'H' THEN 'NULL::numeric'
-                      ELSE 'coalesce(sum(hashtextextended(t::text, 0)), 0)' END,
+                      ELSE 'coalesce(sum({row_hash}), 0)' END,
                  scope, rel, cond)
     INTO n, d, v USING NEW.lo, NEW.hi;
   INSERT INTO {schema}.{digests} VALUES (NEW.chunk, NEW.phase, n, d, v, NULL)
@@ -148,6 +152,18 @@ async def ensure(source: ServerConfig, target: ServerConfig, database: str, jour
     return schema
 
 
+async def renew(target: ServerConfig, database: str, journal: Journal) -> None:
+    """The target's trigger function redefined as this pgmig takes digests (one made by an earlier pgmig may
+    not know a keyless table's parts), in the very schema the journal says pgmig made."""
+    schema = schema_name(journal, database)
+    entry = await journal.find(Change.VERIFIER, TARGET, database, schema)
+    if entry is None or entry.mark is not Mark.DONE:
+        return
+    async with target.connection(database) as tgt, tgt.transaction():
+        if await _schema_oid(tgt, schema) == VerifierObjects.of(entry).oid:
+            await _define_trigger(tgt, ident(schema))
+
+
 async def _schema_oid(conn: asyncpg.Connection, schema: str) -> int | None:
     return await conn.fetchval("SELECT oid FROM pg_namespace WHERE nspname = $1", schema)
 
@@ -160,17 +176,22 @@ async def _make_target(conn: asyncpg.Connection, schema: str) -> int:
         await conn.execute(f"COMMENT ON SCHEMA {s} IS {literal(PGMIG_SCHEMA_MARK)}")
         await conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.{WATERMARKS} ({WATERMARK_COLUMNS})")
         await conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.{DIGESTS} ({DIGEST_COLUMNS})")
-        body = TRIGGER_BODY.replace("{schema}", s).replace("{digests}", DIGESTS)
-        await conn.execute(
-            f"CREATE OR REPLACE FUNCTION {s}.{TRIGGER}() RETURNS trigger LANGUAGE plpgsql {RENDERING_CLAUSES} "
-            f"AS {literal(body)}"
-        )
+        await _define_trigger(conn, s)
         await conn.execute(f"DROP TRIGGER IF EXISTS {TRIGGER} ON {s}.{WATERMARKS}")
         await conn.execute(
             f"CREATE TRIGGER {TRIGGER} AFTER INSERT ON {s}.{WATERMARKS} FOR EACH ROW EXECUTE FUNCTION {s}.{TRIGGER}()"
         )
         await conn.execute(f"ALTER TABLE {s}.{WATERMARKS} ENABLE ALWAYS TRIGGER {TRIGGER}")
         return await _schema_oid(conn, schema) or 0
+
+
+async def _define_trigger(conn: asyncpg.Connection, s: str) -> None:
+    """The target's trigger function, in schema `s` (quoted)."""
+    body = TRIGGER_BODY.replace("{schema}", s).replace("{digests}", DIGESTS).replace("{row_hash}", ROW_HASH)
+    await conn.execute(
+        f"CREATE OR REPLACE FUNCTION {s}.{TRIGGER}() RETURNS trigger LANGUAGE plpgsql {RENDERING_CLAUSES} "
+        f"AS {literal(body)}"
+    )
 
 
 async def _make_source(conn: asyncpg.Connection, schema: str, publication: str) -> int:
@@ -231,13 +252,14 @@ async def arrived(conn: asyncpg.Connection, schema: str, watermark: int) -> bool
 
 
 def range_condition(key: str | None, keytype: str | None, lo: str | None, hi: str | None) -> tuple[str, list[str]]:
-    """A key range as a WHERE condition on alias `t` and its parameters (bounds as text, cast to the key's
-    type), as the target's trigger builds it."""
+    """A key range (without a key: a range of the rows' hashes) as a WHERE condition on alias `t` and its
+    parameters (bounds as text, cast to the key's type), as the target's trigger builds it."""
     cond, args = ["true"], []
+    subject, cast = (f"t.{ident(key)}", keytype) if key is not None else (ROW_HASH, "bigint")
     for bound, op in ((lo, ">="), (hi, "<")):
-        if key is not None and bound is not None:
+        if bound is not None:
             args.append(bound)
-            cond.append(f"t.{ident(key)} {op} ${len(args)}::text::{keytype}")
+            cond.append(f"{subject} {op} ${len(args)}::text::{cast}")
     return " AND ".join(cond), args
 
 

@@ -17,24 +17,31 @@ A range that changed between its watermarks twice in a row is hot: it is cut in 
 to single rows, so a table the applications write to all the time is still verified without a lock.
 
 A range whose consistent comparison differs twice in a row is a divergence: the status and the channel name
-the table and the key range. A table without a single-column key is compared whole (as one range: the
-digest is a sum over its rows, whatever their order or their pages on either side) while it is small; a
-larger one is left to the cutover's count and the checksums after release, and status says so. The work is a
-few ranges per database on each progress tick, on the replica that runs the migration.
+the table and the key range. A table without a single-column key has no key order the two servers share (its
+rows' pages differ between them), so its ranges are parts of its rows by their content's hash
+(`hashtextextended` of the row's text, the digest's own hash): the whole table first (the digest is a sum
+over its rows, whatever their order), and when hot, cut in two by hash like a key range, down to
+KEYLESS_PARTS parts, so an insert-only log written all the time is still compared. Each part is a scan of the
+whole table on both sides, the target's inside the apply worker. A large one (more than KEYLESS_LIMIT
+chunks' rows) is therefore compared whole only, until it is covered, not again on every pass; when its
+comparison was spoiled by writes HOT times in a row it is left to the cutover's count and the checksums
+after release, and status says so. The work is a few ranges per database on each progress tick, on the
+replica that runs the migration.
 
 **Coverage.** A table is *covered* once the walk went through it to its end and every range it was cut into
-(a keyless table: the whole of it) compared equal at some point of the stream, with no range of it differing
-since. From there on the
-target's copy is the source's as of that point plus every change the subscription applied after it, in
-commit order: the cutover's write window (flows/steps/cutover.py) then proves only that every change
-committed before the fence arrived — a watermark written after the fence seen on the target — and counts
-just the tables that are not covered (a keyless table written to all the time may never compare at rest, and a
-large one is not walked). The covered tables, and where the walk is (the table, and the low key of the
-first of its ranges in this pass not yet compared equal), are journaled with the verification objects (so
-any replica's status knows them, and a restart walks on from that range, not from the table's start); the keyed
-tables' covered share of the rows is what `[online] require_verified_share` asks of a cutover request (a
-keyless table, which cannot be cut when hot, never holds a request back), and `finish` drives the walk on at
-a request until that share is reached or a deadline passes.
+(a keyless table: its parts) compared equal at some point of the stream, with no range of it differing
+since. A table in which a range diverged (something wrote to the target behind replication's back, and may
+have written elsewhere in it after its ranges were compared) is covered again only by a pass begun after.
+From there on the target's copy is the source's as of that point plus every change the subscription applied
+after it, in commit order: the cutover's write window (flows/steps/cutover.py) then proves only that every
+change committed before the fence arrived — a watermark written after the fence seen on the target — and
+counts just the tables that are not covered (a large keyless table written to all the time may never
+compare at rest). The covered tables, and where the walk is (the table, and the low key of the first of its
+ranges in this pass not yet compared equal), are journaled with the verification objects (so any replica's
+status knows them, and a restart walks on from that range, not from the table's start); the keyed tables'
+covered share of the rows is what `[online] require_verified_share` asks of a cutover request (a keyless
+table, which may never compare at rest, never holds a request back), and `finish` drives the walk on at a
+request until that share is reached or a deadline passes.
 """
 
 from __future__ import annotations
@@ -59,7 +66,9 @@ HOT = 2  # a range that changed between its watermarks this many times in a row 
 RESUME_EVERY = 10.0  # the walk's key within a table is journaled at most this often (its table, at once)
 WALK_PAUSE = 0.02  # between rounds of a walk that goes on within one tick: the watermarks' way to the target
 WALK_BUDGET = 10.0  # at most this long of a tick is spent walking while a database is not covered yet
-KEYLESS_LIMIT = 10  # a table without a key is compared whole while it has at most this many chunks' rows
+KEYLESS_LIMIT = 10  # a table without a key larger than this many chunks' rows: compared whole, until covered
+KEYLESS_PARTS = 64  # a hot table without a key is cut by its rows' hashes into at most this many parts
+HASH_LOW, HASH_SPAN = -(1 << 63), 1 << 64  # hashtextextended's values: [HASH_LOW, HASH_LOW + HASH_SPAN)
 
 # The migration's published tables with their single-column key (primary key first, else a unique index on
 # a NOT NULL column) and its type; NULL key: none
@@ -100,6 +109,7 @@ class Table:
     key: str | None
     keytype: str | None
     estimate: int = 0  # rows, from the planner's statistics: the table's weight in the verified share
+    once: bool = False  # a large table without a key: compared whole, until covered (see the module's docstring)
 
     @property
     def label(self) -> str:
@@ -113,8 +123,8 @@ class Table:
 @dataclass(frozen=True)
 class Range:
     table: Table
-    lo: str | None  # key text, inclusive; None: from the first row
-    hi: str | None  # key text, exclusive; None: to the last row
+    lo: str | None  # key text (without a key: the rows' hash), inclusive; None: from the first row
+    hi: str | None  # key text (without a key: the rows' hash), exclusive; None: to the last row
     walk: int = field(default=0, compare=False)  # the pass it was cut in (not part of its identity)
     # where it lies in its table's walk: cut n-th (n,), its halves (n, 0) and (n, 1): sorts as the keys do
     order: tuple[int, ...] = field(default=(), compare=False)
@@ -122,9 +132,17 @@ class Range:
     @property
     def label(self) -> str:
         if self.table.key is None:
-            return f"{self.table.label} (whole table)"
+            low, width = self.hashes()
+            if width == HASH_SPAN:
+                return f"{self.table.label} (whole table)"
+            return f"{self.table.label} (rows in hash part {(low - HASH_LOW) // width + 1} of {HASH_SPAN // width})"
         lo, hi = self.lo or "the first key", self.hi or "the last key"
         return f"{self.table.label} {self.table.key} from {lo} to {hi}" + (" (excluded)" if self.hi else "")
+
+    def hashes(self) -> tuple[int, int]:
+        """A keyless table's range: its rows' lowest hash, and how many hashes it spans."""
+        low = int(self.lo) if self.lo is not None else HASH_LOW
+        return low, (int(self.hi) if self.hi is not None else HASH_LOW + HASH_SPAN) - low
 
 
 @dataclass
@@ -146,7 +164,7 @@ class Verification:
     schema: str = ""
     planned: bool = False
     tables: list[Table] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # tables too large to compare whole without a key
+    spoiled: set[Ref] = field(default_factory=set)  # large keyless tables written to during each comparison: left
     cursor: tuple[int, str | None] = (0, None)  # next table, and the low key of its next range
     again: list[Range] = field(default_factory=list)  # ranges to compare again (changed meanwhile, or differed once)
     pending: dict[int, Pending] = field(default_factory=dict)
@@ -156,6 +174,7 @@ class Verification:
     open: dict[tuple[Ref, int], set[Range]] = field(default_factory=dict)  # not yet compared equal, by table, pass
     scanned: set[tuple[Ref, int]] = field(default_factory=set)  # tables a pass went through to their end
     covered: set[Ref] = field(default_factory=set)  # see the module's docstring
+    fresh: dict[Ref, int] = field(default_factory=dict)  # a table that diverged: covered only by a pass from this
     covered_at: datetime | None = None
     journaled: tuple[frozenset[Ref], float | None, Ref | None, int] = (frozenset(), None, None, 0)  # as journaled
     journaled_key: tuple[str | None, float] = (None, 0.0)  # the walk's key as journaled, and when (monotonic)
@@ -188,7 +207,7 @@ class Verification:
         done += f" (pass {self.passes + 1}, {self.rows_verified:,} rows compared)"
         if self.divergences:
             done += " · ❌ " + "; ".join(list(self.divergences.values())[:3])
-        keyless = [t.label for t in self.tables if t.key is None and t.ref not in self.covered] + self.skipped
+        keyless = [t.label for t in self.tables if t.key is None and t.ref not in self.covered]
         if keyless:
             done += f" · counted at cutover (no key): {', '.join(keyless[:3])}" + (" …" if len(keyless) > 3 else "")
         return done
@@ -210,8 +229,12 @@ class Verification:
 
     def settle(self, ref: Ref, walk: int) -> None:
         """Cover a table once one pass went through it and every range that pass cut it into compared equal,
-        none of the table's ranges differing."""
+        none of the table's ranges differing, and the pass began after the table last diverged."""
         key = (ref, walk)
+        if walk < self.fresh.get(ref, 0):  # walked in part before the table diverged: what else was written then?
+            self.scanned.discard(key)
+            self.open.pop(key, None)
+            return
         if key not in self.scanned or self.open.get(key):
             return
         self.scanned.discard(key)
@@ -245,6 +268,7 @@ async def step(ctx: MigrationContext, chunk_rows: int, budget: float = 0.0) -> d
                     schema = await watermarks.ensure(ctx.source, ctx.target, db, ctx.journal)
                     if schema is None:  # the migration stopped streaming since this look began
                         continue
+                    await watermarks.renew(ctx.target, db, ctx.journal)
                     v.schema = schema
                     await _restore(ctx, db, v)
                 await _collect(ctx, db, v)
@@ -390,6 +414,7 @@ def _judge(v: Verification, pending: Pending, low: asyncpg.Record, high: asyncpg
             ", contents differ" if pending.rows == low["rows"] else ""
         )
         v.covered.discard(r.table.ref)
+        v.fresh[r.table.ref] = v.passes + 1  # something wrote behind replication's back: a whole pass again
     else:
         v.again.append(r)
 
@@ -402,8 +427,11 @@ async def _send(ctx: MigrationContext, db: str, v: Verification, chunk_rows: int
         if not v.planned:
             await _plan(src, ctx.journal.object_name(db), v, chunk_rows)
         while len(v.pending) < IN_FLIGHT:
-            r = await _split(src, v, v.again.pop(0)) if v.again else await _next(src, v, chunk_rows)
-            if r is None:
+            if v.again:
+                r = await _split(src, v, v.again.pop(0))
+                if r is None:  # left (a large keyless table written to all the time)
+                    continue
+            elif (r := await _next(src, v, chunk_rows)) is None:
                 return
             chunk = _now_id()
             table = (r.table.schema, r.table.name)
@@ -413,21 +441,33 @@ async def _send(ctx: MigrationContext, db: str, v: Verification, chunk_rows: int
             v.pending[chunk] = Pending(r, chunk, rows, digest, time.monotonic())
 
 
-async def _split(src: asyncpg.Connection, v: Verification, r: Range) -> Range:
-    """A hot range (see HOT) cut at its middle key: the first half is returned, the second queued; a range
-    of one row (or without a key) stays whole."""
+async def _split(src: asyncpg.Connection, v: Verification, r: Range) -> Range | None:
+    """A hot range (see HOT) cut at its middle key (without a key: its middle hash): the first half is
+    returned, the second queued; a range of one row, or a keyless table's smallest part, stays whole. A large
+    keyless table, which is not cut, is left when hot (None)."""
     t = r.table
-    if v.changed.get(r, 0) < HOT or t.key is None:
+    if v.changed.get(r, 0) < HOT:
         return r
-    key = f"t.{ident(t.key)}"
-    where, args = watermarks.range_condition(t.key, t.keytype, r.lo, r.hi)
-    middle = await src.fetchval(
-        f"SELECT {key}::text FROM {_only(t)}{t.label} t WHERE {where} ORDER BY {key} "
-        f"OFFSET greatest((SELECT count(*) FROM {_only(t)}{t.label} t WHERE {where}) / 2, 1) LIMIT 1",
-        *args,
-    )
-    if middle is None or middle == r.lo:
-        return r
+    if t.once:
+        v.spoiled.add(t.ref)
+        v.changed.pop(r, None)
+        v.open.pop((t.ref, r.walk), None)
+        return None
+    if t.key is None:
+        low, width = r.hashes()
+        if width * KEYLESS_PARTS <= HASH_SPAN:
+            return r
+        middle: str | None = str(low + width // 2)
+    else:
+        key = f"t.{ident(t.key)}"
+        where, args = watermarks.range_condition(t.key, t.keytype, r.lo, r.hi)
+        middle = await src.fetchval(
+            f"SELECT {key}::text FROM {_only(t)}{t.label} t WHERE {where} ORDER BY {key} "
+            f"OFFSET greatest((SELECT count(*) FROM {_only(t)}{t.label} t WHERE {where}) / 2, 1) LIMIT 1",
+            *args,
+        )
+        if middle is None or middle == r.lo:
+            return r
     first, second = Range(t, r.lo, middle, r.walk, (*r.order, 0)), Range(t, middle, r.hi, r.walk, (*r.order, 1))
     v.changed.pop(r, None)
     ranges = v.open.setdefault((t.ref, r.walk), set())
@@ -439,11 +479,9 @@ async def _split(src: asyncpg.Connection, v: Verification, r: Range) -> Range:
 
 async def _plan(src: asyncpg.Connection, publication: str, v: Verification, chunk_rows: int) -> None:
     for r in await src.fetch(TABLES, publication, v.schema):
-        t = Table(r["nspname"], r["relname"], r["kind"], r["keycol"], r["keytype"], max(r["estimate"] or 0, 0))
-        if t.key is None and (r["estimate"] or 0) > KEYLESS_LIMIT * chunk_rows:
-            v.skipped.append(t.label)
-        else:
-            v.tables.append(t)
+        estimate = max(r["estimate"] or 0, 0)
+        once = r["keycol"] is None and estimate > KEYLESS_LIMIT * chunk_rows
+        v.tables.append(Table(r["nspname"], r["relname"], r["kind"], r["keycol"], r["keytype"], estimate, once))
     v.planned = True
     v.covered &= {t.ref for t in v.tables}  # a restart keeps only what is still walked
     refs = [t.ref for t in v.tables]
@@ -454,12 +492,15 @@ async def _plan(src: asyncpg.Connection, publication: str, v: Verification, chun
 
 async def _next(src: asyncpg.Connection, v: Verification, chunk_rows: int) -> Range | None:
     """The next range of the walk; at the end of a pass, the first of the next. None: nothing to verify."""
-    if not v.tables:
+    walked = [i for i, t in enumerate(v.tables) if not (t.once and (t.ref in v.covered or t.ref in v.spoiled))]
+    if not walked:
         return None
     index, lo = v.cursor
-    if index >= len(v.tables):
-        v.passes += 1
-        index, lo = 0, None
+    if index not in walked:  # the end of a pass, or a large keyless table compared already (or left)
+        later = [i for i in walked if i > index]
+        if not later:
+            v.passes += 1
+        index, lo = (later or walked)[0], None
     t = v.tables[index]
     hi = None
     if t.key is not None:
@@ -489,7 +530,7 @@ async def _digest(src: asyncpg.Connection, r: Range) -> tuple[int, str]:
     t = r.table
     where, args = watermarks.range_condition(t.key, t.keytype, r.lo, r.hi)
     row = await src.fetchrow(
-        f"SELECT count(*) AS n, coalesce(sum(hashtextextended(t::text, 0)), 0)::text AS d "
+        f"SELECT count(*) AS n, coalesce(sum({watermarks.ROW_HASH}), 0)::text AS d "
         f"FROM {_only(t)}{t.label} t WHERE {where}",
         *args,
     )
