@@ -23,7 +23,14 @@ from migration_core.pg import workdir
 from migration_core.pg.kept import KeptSessions
 from migration_core.pg.servers import ServerConfig
 from migration_core.state.errors import MigrationError
-from migration_core.state.failures import expected, failure_reason, failure_retry, first_cause, unreachable
+from migration_core.state.failures import (
+    expected,
+    failure_reason,
+    failure_retry,
+    first_cause,
+    session_ended,
+    unreachable,
+)
 from migration_core.state.ledger import DONE, FAILED, RUNNING
 from migration_core.state.lifecycle import Superseded
 from migration_core.state.models import Backend, Migration, Mode, State, StepKind, utcnow
@@ -249,14 +256,19 @@ class Runner:
 
     async def _tick(self, m: Migration) -> None:
         engine, mid = self.engine, m.id
-        try:
-            m = await self._look(m)
-        except Exception as exc:
-            await self._look_failed(m, exc)
-        else:
-            if self._tick_failures.pop(mid, None) is not None:
-                log.info("%s: the servers answer again", mid)
-            await engine.alerts.alert(m, "unreachable", False, "")
+        for again in (True, False):
+            try:
+                m = await self._look(m)
+            except Exception as exc:
+                if again and session_ended(exc) and mid in self._kept:
+                    log.debug("%s: a kept session was ended under the look; looking again", mid, exc_info=exc)
+                    continue  # its session is closed, the others are pinged when borrowed: new logins where needed
+                await self._look_failed(m, exc)
+            else:
+                if self._tick_failures.pop(mid, None) is not None:
+                    log.info("%s: the servers answer again", mid)
+                await engine.alerts.alert(m, "unreachable", False, "")
+            break
         await engine.store.add_samples(mid, charts.samples(self.progress(mid), utcnow()))  # what the charts draw
         await engine.events.progress(m, self.progress(mid))
 

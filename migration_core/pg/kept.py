@@ -23,9 +23,15 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from migration_core.pg.servers import ServerConfig
+from migration_core.pg.servers import ConnectionProblem, ServerConfig
 
 CLOSE_SECONDS = 2.0  # a session that does not end politely by then is cut
+
+
+class SessionEnded(ConnectionProblem):
+    """A kept session the server ended while a block had it (after its ping): the block's statement found it
+    closed, or asyncpg, reading the server's goodbye between two statements, refused the next one
+    (InternalClientError "cannot switch to state …", asyncpg issue #1069). The look may simply run again."""
 
 
 class KeptSessions:
@@ -48,8 +54,13 @@ class KeptSessions:
             conn = await server.connect(database, data=data)
         try:
             yield conn
-        except BaseException:
+        except BaseException as exc:
+            ended = isinstance(exc, asyncpg.InternalClientError) or (
+                isinstance(exc, asyncpg.InterfaceError) and conn.is_closed()
+            )
             await _close(conn)
+            if ended:
+                raise SessionEnded(server.name, f"a session was ended by the server while in use ({exc})") from exc
             raise
         if self._closed or key in self._idle or conn.is_closed() or conn.is_in_transaction():
             await _close(conn)

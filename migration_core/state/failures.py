@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
+from migration_core.pg.kept import SessionEnded
 from migration_core.pg.secrets import redact
 from migration_core.pg.servers import ConnectionProblem, ServerConfig
 from migration_core.pg.tools import ToolError
@@ -35,7 +36,21 @@ def unreachable(exc: BaseException) -> bool:
     """Whether the failure is a server that did not answer (gone, refused, its password unreadable, no answer
     in time, a connection that broke) rather than one that answered no."""
     cause = first_cause(exc)
-    return isinstance(cause, (ConnectionProblem, ConnectionError, TimeoutError, asyncpg.PostgresConnectionError))
+    broke = (
+        ConnectionProblem,
+        ConnectionError,
+        TimeoutError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InternalClientError,
+    )
+    return isinstance(cause, broke)
+
+
+def session_ended(exc: BaseException) -> bool:
+    """Whether the failure is a session the server ended under pgmig while it was in use (a DBA's
+    `pg_terminate_backend`, a restart), rather than a server that does not answer."""
+    ended = (SessionEnded, asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError)
+    return isinstance(first_cause(exc), ended)
 
 
 def expected(exc: BaseException) -> bool:
@@ -54,7 +69,7 @@ def failure_reason(exc: BaseException, migration_id: str, servers: Mapping[str, 
         return str(exc)
     if isinstance(exc, ConnectionProblem):
         return f"{exc}" + (f" — fix: {exc.fix}" if exc.fix else "")
-    if isinstance(exc, (ConnectionError, asyncpg.ConnectionDoesNotExistError)):
+    if isinstance(exc, (ConnectionError, asyncpg.ConnectionDoesNotExistError, asyncpg.InternalClientError)):
         return redact(
             f"a connection to a server broke ({exc or type(exc).__name__}) — fix: check that both servers are up "
             "and reachable from pgmig, then retry"
