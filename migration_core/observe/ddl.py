@@ -40,7 +40,7 @@ from migration_core.state import approval
 from migration_core.state.approval import ApprovalRequest, UnappliedChange, Verdict
 from migration_core.state.errors import MigrationError
 from migration_core.state.journal import SOURCE, TARGET, Change, Payload
-from migration_core.state.models import AuditEntry, State, StepKind, StepState, utcnow
+from migration_core.state.models import AuditEntry, StepKind, StepState, utcnow
 
 log = logging.getLogger(__name__)
 VERBS = ("apply", "skip")
@@ -284,8 +284,9 @@ async def watch(ctx: MigrationContext) -> None:
 
 async def _follow_request(ctx: MigrationContext, changes: list[Captured]) -> None:
     """While a cutover request waits for approval, its card's list of the schema changes the target lacks
-    follows what the watch now sees (a change captured since, one decided or applied): saved with the request,
-    then its card is redrawn. A request decided meanwhile is left as it was closed."""
+    follows what the watch now sees (a change captured since, one decided or applied): saved with the request
+    only while its round is still open, in one conditional write (a decision may close it at any moment), then
+    its card is redrawn. A request decided meanwhile is left as it was closed."""
     now = _unapplied(changes)
     step = await ctx.ledger.store.step(ctx.mid, StepKind.APPROVAL)
     if step is None or step.state != StepState.WAITING:
@@ -293,12 +294,10 @@ async def _follow_request(ctx: MigrationContext, changes: list[Captured]) -> Non
     request = ApprovalRequest.from_dict(step.data)
     if not request.open or request.schema_changes is None or request.schema_changes == now:
         return
-    m = await ctx.ledger.get(ctx.mid)
-    if m.state is not State.AWAITING_APPROVAL:
-        return
     request.schema_changes = now
-    await ctx.ledger.save(ctx.mid, StepKind.APPROVAL, StepState.WAITING, step.detail, request.as_dict())
-    await ctx.ledger.events.request_changed(m, ctx.progress, request)
+    data = request.as_dict()
+    if await ctx.ledger.save(ctx.mid, StepKind.APPROVAL, StepState.WAITING, step.detail, data, request.round):
+        await ctx.ledger.events.request_changed(await ctx.ledger.get(ctx.mid), ctx.progress, request)
 
 
 async def _record(ctx: MigrationContext, db: str) -> WatchRecord:

@@ -82,13 +82,26 @@ class Ledger:
     def journal(self, mid: str) -> Journal:
         return Journal(self.store, mid, lambda: self.tokens.get(mid))
 
-    async def save(self, mid: str, name: str, state: StepState, detail: str, data: dict | None = None) -> None:
+    async def save(
+        self,
+        mid: str,
+        name: str,
+        state: StepState,
+        detail: str,
+        data: dict | None = None,
+        open_round: str | None = None,
+    ) -> bool:
+        """Save a step (fenced by this process's token). `open_round`: only while the migration awaits approval
+        in that round (store.save_step); False when it no longer does."""
         existing = await self.store.step(mid, name)
         started = existing.started_at if existing and existing.started_at else utcnow()
         finished = utcnow() if state != RUNNING else None
-        await self.store.save_step(Step(mid, name, state, detail, started, finished, data or {}), self.tokens.get(mid))
+        step = Step(mid, name, state, detail, started, finished, data or {})
+        if not await self.store.save_step(step, self.tokens.get(mid), open_round):
+            return False
         if state == DONE:
             failpoints.reached(f"step:{name}")
+        return True
 
     async def move(
         self,

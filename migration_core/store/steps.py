@@ -12,13 +12,20 @@ from migration_core.state.models import Step, StepState
 from migration_core.store.database import Database, dt, ts
 from migration_core.store.leases import LeaseLost, fence
 
+OPEN_ROUND = "EXISTS (SELECT 1 FROM pgmig_migration WHERE id = $1 AND state = 'awaiting_approval' AND round = ${n})"
+
 
 class StepsRepo(Database):
     """Saving (fenced) and reading steps."""
 
-    async def save_step(self, step: Step, token: int | None = None) -> None:
-        """Insert or update a step; with a `token`, only while it is the migration's fencing token."""
+    async def save_step(self, step: Step, token: int | None = None, open_round: str | None = None) -> bool:
+        """Insert or update a step; with a `token`, only while it is the migration's fencing token. With an
+        `open_round`, only while the migration awaits approval in that round: False when it no longer does (a
+        decision closed the round since the step was read), and nothing is written."""
         fenced, fencing = fence(token, 8)
+        if open_round is not None:
+            fenced += f"AND {OPEN_ROUND.format(n=8 + len(fencing))} "
+            fencing.append(open_round)
         saved = await self._db.execute(
             f"INSERT INTO pgmig_step SELECT $1,$2,$3,$4,$5,$6,$7 {fenced}ON CONFLICT (migration_id, name) DO UPDATE "
             "SET state = excluded.state, detail = excluded.detail, started_at = excluded.started_at, "
@@ -32,8 +39,9 @@ class StepsRepo(Database):
             redact(json.dumps(step.data)),
             *fencing,
         )
-        if saved != 1:
+        if saved != 1 and open_round is None:
             raise LeaseLost(step.migration_id)
+        return saved == 1
 
     async def steps(self, migration_id: str) -> list[Step]:
         rows = await self._db.fetch(

@@ -8,7 +8,7 @@ import pytest
 
 from migration_core.state import approval
 from migration_core.state.approval import ApprovalRequest, Verdict
-from migration_core.state.models import Migration, Mode, State, utcnow
+from migration_core.state.models import Migration, Mode, State, Step, StepKind, StepState, utcnow
 from migration_core.store import Store
 
 
@@ -91,3 +91,19 @@ def test_a_request_survives_the_store():
     req = request(verification="app equal")
     again = ApprovalRequest.from_dict(req.as_dict())
     assert again == req
+
+
+async def test_a_requests_card_data_is_saved_only_while_its_round_is_open(store):
+    """What a watch saves into an open request (the schema changes its card lists) never reopens a round a
+    decision closed after the watch read it: the write is conditional on the round, in one statement."""
+    req = await opened(store, request())
+    step = Step("mig-1", StepKind.APPROVAL, StepState.WAITING, "requested", utcnow(), None, req.as_dict())
+    assert await store.save_step(step, open_round=req.round)
+    await store.transition("mig-1", State.READY_FOR_CUTOVER, expect=(State.AWAITING_APPROVAL,))  # rejected
+    await approval.close_cutover_request(store, "mig-1", "rejected", ["U0BOB"])
+    assert not await store.save_step(step, open_round=req.round)  # the watch read it open, just before
+    saved = await store.step("mig-1", StepKind.APPROVAL)
+    assert saved is not None and saved.state == StepState.DONE and not ApprovalRequest.from_dict(saved.data).open
+    later = await opened(store, request())  # a new round: an old round's write is still refused
+    assert not await store.save_step(step, open_round=req.round)
+    assert await store.save_step(step, open_round=later.round)
