@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
 
 import asyncpg
 
@@ -73,6 +73,9 @@ UPGRADES = [
 ]
 
 
+T = TypeVar("T")
+
+
 class _Backend(Protocol):
     async def execute(self, sql: str, *args: Any) -> int: ...
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]: ...
@@ -110,22 +113,30 @@ class _SQLite:
     def clock_ahead(self, seconds: str) -> str:
         return f"strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now', '+' || {seconds} || ' seconds')"
 
-    async def execute(self, sql: str, *args: Any) -> int:
+    async def _run(self, call: Callable[[], T]) -> T:
+        """`call` on the worker thread, holding the lock until it returned even when the caller is cancelled:
+        the thread cannot be stopped, and a statement still running when the next one (or `close`) began on
+        the same connection from another thread crashed the process (a segmentation fault in sqlite3)."""
         async with self._lock:
-            cur = await asyncio.to_thread(self._db.execute, self._sql(sql), args)
-            return cur.rowcount
+            running = asyncio.ensure_future(asyncio.to_thread(call))
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                while not running.done():
+                    try:
+                        await asyncio.wait([running])
+                    except asyncio.CancelledError:
+                        continue
+                raise
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return await self._run(lambda: self._db.execute(self._sql(sql), args).rowcount)
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        async with self._lock:
-
-            def run() -> list[dict[str, Any]]:
-                return [dict(r) for r in self._db.execute(self._sql(sql), args).fetchall()]
-
-            return await asyncio.to_thread(run)
+        return await self._run(lambda: [dict(r) for r in self._db.execute(self._sql(sql), args).fetchall()])
 
     async def close(self) -> None:
-        async with self._lock:
-            await asyncio.to_thread(self._db.close)
+        await self._run(self._db.close)
 
     async def listen(self, channel: str, wake: Callable[[], object]) -> None:
         return None
