@@ -226,9 +226,11 @@ async def test_non_empty_target_refused_then_retry_after_fix(engine, rich_source
     assert [s for _, s, _ in exported].count("exporting") == 1  # the retry did not export again
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def big(rich_source):
-    """A database whose copy takes a few seconds: long enough to act in the middle of it."""
+    """A database whose copy takes a few seconds: long enough to act in the middle of it (made once: the tests
+    that use it only read it)."""
+    rich_source.psql("DROP DATABASE IF EXISTS big")
     rich_source.psql("CREATE DATABASE big")
     rich_source.psql(
         "CREATE TABLE big (id bigint PRIMARY KEY, pad text); "
