@@ -12,17 +12,12 @@ import signal
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from bot import manifest
-from bot.app import build_bolt_app, build_web_app, web_client
 from bot.init_config import write_config
 from bot.runtime import build_services, close_services
 from bot.sandbox import Sandbox, SandboxBusy
 from bot.settings import DEFAULT_CONFIG, Settings, SettingsError, load_settings, pgmig_command, require_slack
 from bot.shell import Shell, ShellPoster
-from bot.slack_directory import SlackDirectory
-from bot.slack_poster import SlackPoster
 from bot.tasks import TaskTracker
 from handlers.authz import StaticDirectory
 from migration_core.pg.secrets import RedactingFilter
@@ -41,6 +36,13 @@ def setup_logging(level: str = "INFO") -> None:
 
 async def serve(settings: Settings, socket_mode: bool) -> None:
     """Run until SIGINT/SIGTERM, then let running commands finish (up to 25 s)."""
+    # Slack's side (bolt, the web server) is loaded here only: the shell, sandbox and init never need it
+    from aiohttp import web
+
+    from bot.app import build_bolt_app, build_web_app, web_client
+    from bot.slack_directory import SlackDirectory
+    from bot.slack_poster import SlackPoster
+
     require_slack(settings, socket_mode)
     client = web_client(settings)
     services = await build_services(settings, SlackPoster(client), SlackDirectory(client))
