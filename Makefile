@@ -26,8 +26,11 @@ setup: $(STAMP) postgres
 run: setup
 	$(VENV)/bin/pgmig run
 
-# The fast tier first (lint, types, unit tests: seconds, no clusters), then the integration tier.
-test: lint test-unit test-integration
+# The fast tier first (lint and types beside the unit tests, one core each: seconds, no clusters), then the
+# integration tier.
+test: $(STAMP)
+	@$(MAKE) --no-print-directory -j2 --output-sync=target lint test-unit
+	@$(MAKE) --no-print-directory test-integration
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
