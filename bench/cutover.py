@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import statistics
 import subprocess
 import time
@@ -44,6 +45,7 @@ class Round:
     total: float
     history: tuple[str, str]  # committed pgbench_history rows: source, target
     predicted: float | None = None  # the window observe/forecast.py predicted as the cutover started
+    proof: str = ""  # "N table(s) counted, M proven by continuous verification" in the window
 
     @property
     def prediction_holds(self) -> bool | None:
@@ -91,6 +93,8 @@ async def one_round(engine: Engine, store: Store, source: LocalCluster, target: 
     if not ok:
         return Round(False, (await store.get_migration(m.id)).error, {}, None, loaded, covered, total, ("", ""))
     done = (await store.step(m.id, f"cutover:{DB}")).data
+    summary = [e.detail for e in await store.audit_log(m.id) if e.action == "cutover.completed"]
+    proof = re.search(r"in the window (.*? proven by continuous verification)", summary[0] if summary else "")
     timings, predicted = done["timings"], done.get("predicted")
     release = await store.step(m.id, "release")
     seen = (release.finished_at - last_commit[-1]).total_seconds() if release and release.finished_at else None
@@ -98,7 +102,7 @@ async def one_round(engine: Engine, store: Store, source: LocalCluster, target: 
         source.psql("SELECT count(*) FROM pgbench_history", database=DB),
         target.psql("SELECT count(*) FROM pgbench_history", database=DB),
     )
-    return Round(True, "", timings, seen, loaded, covered, total, history, predicted)
+    return Round(True, "", timings, seen, loaded, covered, total, history, predicted, proof[1] if proof else "")
 
 
 def reopen(source: LocalCluster, target: LocalCluster) -> None:
@@ -148,6 +152,8 @@ async def main_async(args: argparse.Namespace) -> None:
         f"  {'window':<12} {last.window:7.3f} s  (fence → target released: every change before the fence applied, "
         "sequences synced, FKs and triggers back, what verification does not cover counted)"
     )
+    if last.proof:
+        print(f"  {'':<12} in the window {last.proof}")
     if last.seen is not None:
         print(f"  {'seen':<12} {last.seen:7.3f} s  (an application's last accepted commit → the release)")
     if last.predicted is not None:
