@@ -251,6 +251,39 @@ async def arrived(conn: asyncpg.Connection, schema: str, watermark: int) -> bool
     return bool(await conn.fetchval(f"SELECT 1 FROM {ident(schema)}.{WATERMARKS} WHERE id = $1", watermark))
 
 
+async def applied(conn: asyncpg.Connection, slot: str, positions: list[str]) -> set[str]:
+    """Of the source's WAL `positions`, those the slot's subscriber confirmed (applied and flushed there)."""
+    found = await conn.fetchval(
+        "SELECT array_agg(p) FROM unnest($2::text[]) p JOIN pg_replication_slots s ON s.slot_name = $1 "
+        "WHERE s.confirmed_flush_lsn >= p::pg_lsn",
+        slot,
+        positions,
+    )
+    return set(found or [])
+
+
+async def lost(conn: asyncpg.Connection, schema: str, subscription: str) -> str:
+    """Why the target applied watermarks without their trigger taking digests, in words (its copy of the
+    watermark table not part of the subscription, which skips its changes; the trigger disabled), and the
+    subscription refreshed when it lacks the table (its own: pgmig made both)."""
+    table = f"{ident(schema)}.{WATERMARKS}"
+    subscribed = await conn.fetchval(
+        "SELECT srsubstate::text FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid "
+        "WHERE s.subname = $1 AND r.srrelid = to_regclass($2)",
+        subscription,
+        table,
+    )
+    enabled = await conn.fetchval(
+        "SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2", table, TRIGGER
+    )
+    said = f"the target's {table} is {'in state ' + subscribed if subscribed else 'not'} in subscription "
+    said += f"{subscription}, its trigger {'enabled ' + enabled if enabled else 'missing'}"
+    if subscribed is None:
+        await conn.execute(f"ALTER SUBSCRIPTION {ident(subscription)} REFRESH PUBLICATION WITH (copy_data = false)")
+        said += "; the subscription was refreshed"
+    return said
+
+
 def range_condition(key: str | None, keytype: str | None, lo: str | None, hi: str | None) -> tuple[str, list[str]]:
     """A key range (without a key: a range of the rows' hashes) as a WHERE condition on alias `t` and its
     parameters (bounds as text, cast to the key's type), as the target's trigger builds it."""

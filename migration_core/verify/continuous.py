@@ -47,6 +47,7 @@ request until that share is reached or a deadline passes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,8 +61,11 @@ from migration_core.pg.sql import ident, qualified
 from migration_core.state.journal import SOURCE, TARGET, Change, Payload
 from migration_core.state.models import utcnow
 
+log = logging.getLogger(__name__)
+
 IN_FLIGHT = 8  # ranges per database whose watermarks are on their way to the target at once
 GIVE_UP_SECONDS = 600.0  # a range whose watermarks did not arrive in this long is checked again later
+LOST_AFTER = 10.0  # a range still without results this long: were its watermarks applied without digests?
 HOT = 2  # a range that changed between its watermarks this many times in a row is cut in two
 RESUME_EVERY = 10.0  # the walk's key within a table is journaled at most this often (its table, at once)
 WALK_PAUSE = 0.02  # between rounds of a walk that goes on within one tick: the watermarks' way to the target
@@ -154,6 +158,7 @@ class Pending:
     rows: int
     digest: str
     issued: float
+    position: str = ""  # the source's WAL position once the high watermark was committed
 
 
 @dataclass
@@ -181,6 +186,7 @@ class Verification:
     resume: Ref | None = None  # the table the walk was on when this process took over, from the journal
     resume_key: str | None = None  # and the low key of its first range not compared equal then (None: its start)
     passes: int = 0
+    lost_said: bool = False  # ranges applied on the target without digests were logged (once)
     cut: int = 0  # ranges cut so far (Range.order)
     rows_verified: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)  # one walker at a time
@@ -369,6 +375,8 @@ async def _journal(ctx: MigrationContext, db: str, v: Verification) -> None:
 async def _collect(ctx: MigrationContext, db: str, v: Verification) -> None:
     if not v.pending:
         return
+    late = [p for p in v.pending.values() if p.position and time.monotonic() - p.issued > LOST_AFTER]
+    confirmed = await _confirmed(ctx, db, late)  # read before the results: applied then, the results are there
     async with ctx.kept(ctx.target, db) as tgt:
         rows = await tgt.fetch(
             f"SELECT chunk, phase, rows, digest::text AS digest, versions::text AS versions, problem "
@@ -378,11 +386,16 @@ async def _collect(ctx: MigrationContext, db: str, v: Verification) -> None:
         seen: dict[int, dict[str, asyncpg.Record]] = {}
         for r in rows:
             seen.setdefault(r["chunk"], {})[r["phase"]] = r
+        lost = {p.chunk for p in late if p.position in confirmed and len(seen.get(p.chunk, {})) < 2}
+        if lost and not v.lost_said:
+            v.lost_said = True
+            why = await watermarks.lost(tgt, v.schema, ctx.journal.object_name(db))
+            log.warning("%s %s: %d range(s) applied on the target without digests (%s)", ctx.mid, db, len(lost), why)
         finished = []
         for chunk, pending in v.pending.items():
             both = seen.get(chunk, {})
             if "L" not in both or "H" not in both:
-                if time.monotonic() - pending.issued > GIVE_UP_SECONDS:
+                if time.monotonic() - pending.issued > GIVE_UP_SECONDS or chunk in lost:
                     finished.append(chunk)
                     v.again.append(pending.range)
                 continue
@@ -391,6 +404,17 @@ async def _collect(ctx: MigrationContext, db: str, v: Verification) -> None:
         for chunk in finished:
             del v.pending[chunk]
         await watermarks.forget(tgt, v.schema, finished)
+
+
+async def _confirmed(ctx: MigrationContext, db: str, late: list[Pending]) -> set[str]:
+    """Of the high watermarks of ranges long without results, the positions the subscriber confirmed: the
+    target applied those without taking digests (LOST_AFTER), and waiting on would hold the walk for
+    GIVE_UP_SECONDS. `_collect` sends them again, and says why once per database, the subscription
+    refreshed if it lacked the watermark table."""
+    if not late:
+        return set()
+    async with ctx.kept(ctx.source, db) as src:
+        return await watermarks.applied(src, ctx.journal.object_name(db), [p.position for p in late])
 
 
 def _judge(v: Verification, pending: Pending, low: asyncpg.Record, high: asyncpg.Record) -> None:
@@ -438,7 +462,8 @@ async def _send(ctx: MigrationContext, db: str, v: Verification, chunk_rows: int
             await watermarks.mark(src, v.schema, _now_id(), chunk, "L", table, r.table.key, r.lo, r.hi)
             rows, digest = await _digest(src, r)
             await watermarks.mark(src, v.schema, _now_id(), chunk, "H", table, r.table.key, r.lo, r.hi)
-            v.pending[chunk] = Pending(r, chunk, rows, digest, time.monotonic())
+            position = await src.fetchval("SELECT pg_current_wal_lsn()::text")
+            v.pending[chunk] = Pending(r, chunk, rows, digest, time.monotonic(), position)
 
 
 async def _split(src: asyncpg.Connection, v: Verification, r: Range) -> Range | None:
