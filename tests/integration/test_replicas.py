@@ -112,7 +112,7 @@ class Replica:
 
 @pytest.fixture
 async def world(tmp_path, cluster_root, target_cluster):
-    """A source with `app` and a bigger `busy`, a target, a PostgreSQL state store, a fake Slack."""
+    """A source with `app` (`busy` when a test makes it), a target, a PostgreSQL state store, a fake Slack."""
     src = (
         LocalCluster(
             cluster_root / f"rep-src-{tmp_path.name[-8:]}",
@@ -126,12 +126,6 @@ async def world(tmp_path, cluster_root, target_cluster):
     tgt.init().start()
     src.psql("CREATE DATABASE app")
     src.psql(PARENT_CHILD, database="app")
-    src.psql("CREATE DATABASE busy")
-    src.psql(
-        "CREATE TABLE ticket (id bigint PRIMARY KEY, body text); "
-        "INSERT INTO ticket SELECT g, repeat('x', 300) FROM generate_series(1, 600000) g",
-        database="busy",
-    )
     state_db = f"state_{tmp_path.name[-8:].replace('-', '_')}"
     target_cluster.psql(f"CREATE DATABASE {state_db}")
     state_url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{target_cluster.port}/{state_db}"
@@ -176,6 +170,18 @@ async def until_verified(replica: Replica) -> None:
         return "verified 100 %" in seen[-1]
 
     await wait_until(verified, 120, lambda: "the status to say verified 100 %: " + seen[-1])
+
+
+BUSY_ROWS = 300_000  # about 100 MB: a full load that lasts long enough to act in the middle of it
+
+
+def make_busy(src: LocalCluster) -> None:
+    src.psql("CREATE DATABASE busy")
+    src.psql(
+        "CREATE TABLE ticket (id bigint PRIMARY KEY, body text); "
+        f"INSERT INTO ticket SELECT g, repeat('x', 300) FROM generate_series(1, {BUSY_ROWS}) g",
+        database="busy",
+    )
 
 
 async def loading(store: Store, mid: str, db: str) -> None:
@@ -245,6 +251,7 @@ async def test_commands_reach_the_replica_holding_the_migration(world):
 
 async def test_a_standby_takes_over_a_dead_replica_mid_load_and_mid_cutover(world):
     src, tgt, store, fake, replica = world
+    make_busy(src)
     a = await replica("ra").start()
     b, c = await asyncio.gather(
         replica("rb", kill_at="fence:busy").start(), replica("rc", kill_at="fence:busy").start()
@@ -274,12 +281,12 @@ async def test_a_standby_takes_over_a_dead_replica_mid_load_and_mid_cutover(worl
     assert src.psql("SHOW default_transaction_read_only", database="busy") == "off"
     assert src.psql("SELECT has_database_privilege('public', 'busy', 'CONNECT')") == "t"
     assert src.psql("SELECT count(*) FROM pg_replication_slots") == "1"
-    src.psql("INSERT INTO ticket VALUES (600001, 'after the takeovers')", database="busy")
+    src.psql(f"INSERT INTO ticket VALUES ({BUSY_ROWS + 1}, 'after the takeovers')", database="busy")
     for _ in range(100):
-        if tgt.psql("SELECT count(*) FROM ticket WHERE id = 600001", database="busy") == "1":
+        if tgt.psql(f"SELECT count(*) FROM ticket WHERE id = {BUSY_ROWS + 1}", database="busy") == "1":
             break
         await asyncio.sleep(0.2)
-    assert tgt.psql("SELECT count(*) FROM ticket", database="busy") == "600001"
+    assert tgt.psql("SELECT count(*) FROM ticket", database="busy") == str(BUSY_ROWS + 1)
 
 
 class Application:
@@ -357,6 +364,7 @@ async def test_a_frozen_replica_that_wakes_after_a_takeover_writes_nothing(world
     brings it to ready_for_cutover; the frozen one thawed is fenced out by its stale token (its failing
     sessions fail nothing), the takeover is shown in status, and the migration completes."""
     src, tgt, store, fake, replica = world
+    make_busy(src)
     a, b = await asyncio.gather(replica("ra").start(), replica("rb").start())
     assert "mig-1" in await a.ask("migrate onprem azure --mode online --db busy", "m")
     await loading(store, "mig-1", "busy")
@@ -379,4 +387,4 @@ async def test_a_frozen_replica_that_wakes_after_a_takeover_writes_nothing(world
     assert "approval card" in await b.ask("cutover mig-1", "c")
     await approve(b, fake, "approve")
     await wait_state(store, "mig-1", State.COMPLETED, timeout=90)
-    assert tgt.psql("SELECT count(*) FROM ticket", database="busy") == "600000"
+    assert tgt.psql("SELECT count(*) FROM ticket", database="busy") == str(BUSY_ROWS)
