@@ -59,6 +59,7 @@ class Replica:
                 stderr=asyncio.subprocess.STDOUT,
                 env=self.env,
                 cwd=Path(__file__).parents[2],
+                start_new_session=True,  # see freeze()
             )
             if await self._healthy():
                 return self
@@ -100,6 +101,14 @@ class Replica:
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
+
+    def freeze(self, frozen: bool = True) -> None:
+        """Stop (or continue) the replica, as a VM pause does. It runs in a session of its own: in the test's
+        process group, the kernel hangs up a stopped member (SIGHUP) when the group loses its last parent
+        outside it (a detached run's), and the frozen replica died instead of waking (seen in a full run:
+        ProcessLookupError at the SIGCONT)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -369,12 +378,13 @@ async def test_a_frozen_replica_that_wakes_after_a_takeover_writes_nothing(world
     assert "mig-1" in await a.ask("migrate onprem azure --mode online --db busy", "m")
     await loading(store, "mig-1", "busy")
     assert a.proc is not None
-    a.proc.send_signal(signal.SIGSTOP)
+    a.freeze()
     try:
         await wait_state(store, "mig-1", State.READY_FOR_CUTOVER, timeout=LEASE + 90, fail_fast=False)
         assert await holder(store, "mig-1") == "rb"
     finally:
-        a.proc.send_signal(signal.SIGCONT)
+        a.freeze(False)
+    assert a.proc.returncode is None, "the frozen replica died instead of waking"
     await asyncio.sleep(LEASE * 2)  # it wakes, its sessions fail, its lease tick runs
     m = await store.get_migration("mig-1")
     assert m.state is State.READY_FOR_CUTOVER and await holder(store, "mig-1") == "rb", m.error
