@@ -123,7 +123,9 @@ async def watched(
             while True:
                 await asyncio.sleep(every)
                 backends = [pids] if isinstance(pids, int) else await pids(conn)
-                found = [w for b in backends if (w := await look_at(conn, b)).words]
+                async with conn.transaction():  # one now() and one view of the sessions for all of them:
+                    # else one transaction's age read a second apart made two waits alike say it twice
+                    found = [w for b in backends if (w := await look_at(conn, b)).words]
                 now = time.monotonic()
                 whys = "; ".join(dict.fromkeys(w.words for w in found))  # sessions waiting alike: said once
                 shown.says(key, f"{what}: {whys} ({now - started:.0f} s)" if whys else "", await _report(conn))

@@ -28,7 +28,7 @@ from tests.integration.clusters import config_toml, server, shell_env
 from tests.integration.sample_data import RecordingEvents
 from tests.integration.waiting import wait_state, wait_until
 
-DATABASES = ("locked", "slow_rows")
+DATABASES = ("alike", "locked", "slow_rows")
 QUERY_TIMEOUT = 1.0  # seconds: a control query waiting for the lock would fail at 1 s
 
 
@@ -247,3 +247,36 @@ async def test_check_and_the_live_message_name_their_different_sizes(source_clus
     req = PreflightRequest(server("src", source_cluster), server("tgt", target_cluster), databases=["slow_rows"])
     [size] = [f for f in (await run_preflight(req)).findings if f.title == "size" and f.scope == "db slow_rows"]
     assert re.fullmatch(r"database [\d.]+ [kM]B on disk \(tables, indexes, TOAST\), 1 table\(s\)", size.detail)
+
+
+async def test_sessions_waiting_alike_are_said_once_however_long_the_look_takes(monkeypatch, source_cluster):
+    """Two sessions waiting behind one DBA's lock read alike, even when looking at them takes over a second
+    (a loaded server): the holder's transaction age is read at one moment for both. Before, the second look
+    read it a second later, and the stall's error named the same holder twice (seen in a full run)."""
+    fresh(source_cluster, "alike", BIG)
+    holder = await lock(source_cluster, "alike", "big")
+    waiting = [await asyncpg.connect(source_cluster.dsn("alike")) for _ in range(2)]
+    reads = [asyncio.create_task(conn.fetchval("SELECT count(*) FROM big")) for conn in waiting]
+    look = waits.look_at
+
+    async def slowly(conn: asyncpg.Connection, pid: int) -> waits.Wait:
+        await asyncio.sleep(1.1)  # a second boundary between the two looks, every time
+        return await look(conn, pid)
+
+    monkeypatch.setattr(waits, "look_at", slowly)
+    monkeypatch.setattr(waits, "WATCH_SECONDS", 0.1)
+    pids = [conn.get_server_pid() for conn in waiting]
+
+    async def finder(conn: asyncpg.Connection) -> list[int]:
+        return pids
+
+    progress = MigrationProgress().of("alike")
+    try:
+        async with waits.watched(server("onprem", source_cluster), "alike", finder, progress, "reading"):
+            said = await wait_until(lambda: progress.waiting, 20, "the waits to be said")
+    finally:
+        await holder.close()
+        await asyncio.gather(*reads, return_exceptions=True)
+        for conn in waiting:
+            await conn.close()
+    assert said.count("held by pid") == 1, said
