@@ -21,7 +21,8 @@ the table and the key range. A table without a single-column key has no key orde
 rows' pages differ between them), so its ranges are parts of its rows by their content's hash
 (`hashtextextended` of the row's text, the digest's own hash): the whole table first (the digest is a sum
 over its rows, whatever their order), and when hot, cut in two by hash like a key range, down to
-KEYLESS_PARTS parts, so an insert-only log written all the time is still compared. Each part is a scan of the
+KEYLESS_PARTS parts, so an insert-only log written all the time is still compared; its next pass begins at
+half the finest parts the last one needed (`_parted`), not whole again. Each part is a scan of the
 whole table on both sides, the target's inside the apply worker. A large one (more than KEYLESS_LIMIT
 chunks' rows) is therefore compared whole only, until it is covered, not again on every pass; when its
 comparison was spoiled by writes HOT times in a row it is left to the cutover's count and the checksums
@@ -187,6 +188,7 @@ class Verification:
     resume_key: str | None = None  # and the low key of its first range not compared equal then (None: its start)
     passes: int = 0
     lost_said: bool = False  # ranges applied on the target without digests were logged (once)
+    parts: dict[Ref, int] = field(default_factory=dict)  # a keyless table's finest parts compared equal, this pass
     cut: int = 0  # ranges cut so far (Range.order)
     rows_verified: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)  # one walker at a time
@@ -430,6 +432,8 @@ def _judge(v: Verification, pending: Pending, low: asyncpg.Record, high: asyncpg
         v.differed.pop(r, None)
         v.divergences.pop(r, None)
         v.rows_verified += pending.rows
+        if r.table.key is None:
+            v.parts[r.table.ref] = max(v.parts.get(r.table.ref, 1), HASH_SPAN // r.hashes()[1])
         v.open.get((r.table.ref, r.walk), set()).discard(r)
         v.settle(r.table.ref, r.walk)
         return
@@ -538,6 +542,8 @@ async def _next(src: asyncpg.Connection, v: Verification, chunk_rows: int) -> Ra
         )
     v.cut += 1
     r = Range(t, lo, hi, v.passes, (v.cut,))
+    if t.key is None and (parts := v.parts.pop(t.ref, 1) // 2) > 1:
+        r = _parted(v, t, parts)
     v.open.setdefault((t.ref, v.passes), set()).add(r)
     if hi is None:
         v.cursor = (index + 1, None)
@@ -545,6 +551,18 @@ async def _next(src: asyncpg.Connection, v: Verification, chunk_rows: int) -> Ra
     else:
         v.cursor = (index, hi)
     return r
+
+
+def _parted(v: Verification, t: Table, parts: int) -> Range:
+    """A hot keyless table's walk begun at half the parts its last pass needed (a power of two: the parts
+    bisection cuts), not whole again: each part is a scan of the table on both sides, and re-cutting it from
+    whole on every pass spent two spoiled comparisons a level. The first part is returned, the others queued."""
+    width = HASH_SPAN // parts
+    bound = [None, *(str(HASH_LOW + i * width) for i in range(1, parts)), None]
+    ranges = [Range(t, bound[i], bound[i + 1], v.passes, (v.cut, i)) for i in range(parts)]
+    v.open.setdefault((t.ref, v.passes), set()).update(ranges)
+    v.again.extend(ranges[1:])
+    return ranges[0]
 
 
 def _only(t: Table) -> str:

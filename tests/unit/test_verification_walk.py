@@ -6,7 +6,18 @@ from __future__ import annotations
 import asyncio
 
 from migration_core.changes.watermarks import range_condition
-from migration_core.verify.continuous import HASH_SPAN, HOT, KEYLESS_PARTS, Range, Table, Verification, _next, _split
+from migration_core.verify.continuous import (
+    HASH_SPAN,
+    HOT,
+    KEYLESS_PARTS,
+    Pending,
+    Range,
+    Table,
+    Verification,
+    _judge,
+    _next,
+    _split,
+)
 
 
 def keyless(name: str, once: bool = False) -> Table:
@@ -64,3 +75,24 @@ def test_a_large_keyless_table_is_compared_whole_until_covered_and_left_when_alw
     v.covered.add(log.ref)
     assert walk(v) is None  # nothing left to walk: the covered one is not compared on every pass
     assert v.passes == 0
+
+
+def test_a_hot_keyless_tables_next_pass_begins_at_half_the_parts_its_last_one_needed():
+    """Re-cutting a hot keyless table from whole on every pass spent two spoiled comparisons (two scans of the
+    table on both sides) a level; the next pass begins at half the finest parts the last one compared equal."""
+    feed = keyless("feed")
+    v = Verification(planned=True, tables=[feed])
+    whole = walk(v)
+    assert whole is not None
+    part = cut(v, cut(v, cut(v, whole)))  # type: ignore[arg-type]  # three levels: part 1 of 8
+    assert part is not None and part.label.endswith("(rows in hash part 1 of 8)")
+    same = {"problem": None, "versions": "1", "rows": 0, "digest": "0"}
+    _judge(v, Pending(part, 1, 0, "0", 0.0), same, same)  # compared equal at rest
+    assert v.parts == {feed.ref: 8}
+    v.cursor = (1, None)  # the end of this pass
+    first = walk(v)
+    assert first is not None and first.walk == 1 and first.label.endswith("(rows in hash part 1 of 4)")
+    begun = sorted((r.hashes() for r in v.open[(feed.ref, 1)]))
+    assert len(begun) == 4 and sum(width for _, width in begun) == HASH_SPAN
+    assert [r.label[-12:] for r in v.again[-3:]] == ["part 2 of 4)", "part 3 of 4)", "part 4 of 4)"]
+    assert v.parts == {}  # the new pass records its own
