@@ -70,7 +70,7 @@ class Scheduler:
         return bool(self._scheduler and self._scheduler.get_job(f"progress:{migration_id}"))
 
     def unwatch(self, migration_id: str) -> None:
-        if self._scheduler and self._scheduler.get_job(f"progress:{migration_id}"):
+        if self._scheduler and self.watching(migration_id):
             self._scheduler.remove_job(f"progress:{migration_id}")
 
     async def _safe_tick(self, migration_id: str) -> None:
