@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from migration_core.pg import failpoints
 from migration_core.pg.servers import ConnectionProblem, ServerConfig
 from migration_core.pg.sql import PGMIG_SCHEMA_MARK, ident, literal
 from migration_core.state.journal import SOURCE, TARGET, Change, Journal, JournalEntry, Mark, Payload
@@ -278,8 +279,9 @@ async def lost(conn: asyncpg.Connection, schema: str, subscription: str) -> str:
     )
     said = f"the target's {table} is {'in state ' + subscribed if subscribed else 'not'} in subscription "
     said += f"{subscription}, its trigger {'enabled ' + enabled if enabled else 'missing'}"
-    if subscribed is None:
+    if subscribed is None:  # nothing new to journal or undo: the table joins pgmig's subscription, as in `ensure`
         await conn.execute(f"ALTER SUBSCRIPTION {ident(subscription)} REFRESH PUBLICATION WITH (copy_data = false)")
+        failpoints.reached(f"refreshed:{subscription}")
         said += "; the subscription was refreshed"
     return said
 

@@ -14,6 +14,7 @@ import pytest
 from bot.localpg import LocalCluster
 from migration_core.changes import watermarks
 from migration_core.engine.api import Engine
+from migration_core.pg import failpoints
 from migration_core.pg.failpoints import ENV as KILL
 from migration_core.state.errors import MigrationError
 from migration_core.state.journal import SOURCE, Change, Journal
@@ -430,16 +431,31 @@ async def test_keyless_tables_written_all_the_time_or_large_are_covered_and_a_pa
     await engine.close()
 
 
+class Died(Exception):
+    """pgmig dying at a failpoint, in this process: nothing after it runs."""
+
+
+@pytest.mark.parametrize("killed", [False, True], ids=["", "killed-after-the-refresh"])
 async def test_watermarks_the_target_applies_without_digests_are_found_and_the_walk_goes_on(
-    tmp_path, store, pair, monkeypatch, caplog
+    tmp_path, store, pair, monkeypatch, caplog, killed
 ):
     """The target's subscription loses pgmig's watermark table (its apply worker then skips the table's rows:
     the lag says 0, no digest is ever taken). Ranges whose high watermark the subscriber confirmed without
     results are sent again at once, why is logged, and the subscription is refreshed: the walk goes on
-    instead of waiting GIVE_UP_SECONDS with IN_FLIGHT ranges held."""
+    instead of waiting GIVE_UP_SECONDS with IN_FLIGHT ranges held. Killed right after the refresh, the next
+    look finds the table subscribed, says so, and walks on; a cancel leaves nothing either way."""
     src, tgt = pair
     fresh(src, "cvlost")
     monkeypatch.setattr(continuous, "LOST_AFTER", 1.0, raising=False)
+    if killed:
+        died: list[str] = []
+
+        def reached(point: str) -> None:
+            if point.startswith("refreshed:") and not died:
+                died.append(point)
+                raise Died(point)
+
+        monkeypatch.setattr(failpoints, "reached", reached)
     engine = factories.engine(store, src, tgt, tmp_path, verify_chunk_rows=400, progress_interval=0.1)
     mid = await factories.start_online(engine, ["cvlost"], overwrite=True)
     await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
@@ -454,8 +470,14 @@ async def test_watermarks_the_target_applies_without_digests_are_found_and_the_w
     verified = v.rows_verified
     await wait_until(lambda: v.rows_verified > verified + 3000, 60, lambda: "the walk to go on: " + v.summary())
     said = [r.getMessage() for r in caplog.records if "without digests" in r.getMessage()]
-    assert len(said) == 1 and "is not in subscription" in said[0] and "was refreshed" in said[0], said
+    if killed:  # died before saying it: the next look found the table subscribed, in state ready
+        assert died and len(said) == 1 and "is in state r in subscription" in said[0], (died, said)
+    else:
+        assert len(said) == 1 and "is not in subscription" in said[0] and "was refreshed" in said[0], said
     subscribed = f"SELECT count(*) FROM pg_subscription_rel WHERE srrelid = to_regclass('{table}')"
     assert tgt.psql(subscribed, database="cvlost") == "1"
-    await engine.cancel(mid, "U0ALICE")
+    assert (await engine.cancel(mid, "U0ALICE")).state is State.CANCELLED
     await engine.close()
+    assert src.psql(LEFT_BEHIND, database="cvlost") == "0"
+    assert tgt.psql("SELECT count(*) FROM pg_database WHERE datname = 'cvlost'") == "0"  # pgmig's: dropped
+    assert src.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pgmig%'") == "0"
