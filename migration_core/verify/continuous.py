@@ -276,6 +276,7 @@ async def step(ctx: MigrationContext, chunk_rows: int, budget: float = 0.0) -> d
                     schema = await watermarks.ensure(ctx.source, ctx.target, db, ctx.journal)
                     if schema is None:  # the migration stopped streaming since this look began
                         continue
+                    await ctx.journal.confirm()  # a woken replica that lost the lease redefines nothing
                     await watermarks.renew(ctx.target, db, ctx.journal)
                     v.schema = schema
                     await _restore(ctx, db, v)
