@@ -260,9 +260,9 @@ class Runner:
             try:
                 m = await self._look(m)
             except Exception as exc:
-                if again and session_ended(exc) and mid in self._kept:
-                    log.debug("%s: a kept session was ended under the look; looking again", mid, exc_info=exc)
-                    continue  # its session is closed, the others are pinged when borrowed: new logins where needed
+                if again and session_ended(exc):
+                    log.debug("%s: a session was ended under the look; looking again", mid, exc_info=exc)
+                    continue  # it is closed, kept ones are pinged when borrowed: new logins where needed
                 await self._look_failed(m, exc)
             else:
                 if self._tick_failures.pop(mid, None) is not None:

@@ -36,21 +36,24 @@ def unreachable(exc: BaseException) -> bool:
     """Whether the failure is a server that did not answer (gone, refused, its password unreadable, no answer
     in time, a connection that broke) rather than one that answered no."""
     cause = first_cause(exc)
-    broke = (
-        ConnectionProblem,
-        ConnectionError,
-        TimeoutError,
-        asyncpg.PostgresConnectionError,
-        asyncpg.InternalClientError,
-    )
-    return isinstance(cause, broke)
+    broke = (ConnectionProblem, ConnectionError, TimeoutError, asyncpg.PostgresConnectionError)
+    return isinstance(cause, broke) or _closed_under(cause)
 
 
 def session_ended(exc: BaseException) -> bool:
     """Whether the failure is a session the server ended under pgmig while it was in use (a DBA's
     `pg_terminate_backend`, a restart), rather than a server that does not answer."""
+    cause = first_cause(exc)
     ended = (SessionEnded, asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError)
-    return isinstance(first_cause(exc), ended)
+    return isinstance(cause, ended) or _closed_under(cause)
+
+
+def _closed_under(cause: BaseException) -> bool:
+    """A session the server closed, as asyncpg tells it at the next statement: a closed connection or, having
+    read the server's goodbye between two statements, an internal error ("cannot switch to state …", its
+    issue #1069)."""
+    closed = isinstance(cause, asyncpg.InterfaceError) and "connection is closed" in str(cause)
+    return closed or isinstance(cause, asyncpg.InternalClientError)
 
 
 def expected(exc: BaseException) -> bool:
@@ -69,7 +72,7 @@ def failure_reason(exc: BaseException, migration_id: str, servers: Mapping[str, 
         return str(exc)
     if isinstance(exc, ConnectionProblem):
         return f"{exc}" + (f" — fix: {exc.fix}" if exc.fix else "")
-    if isinstance(exc, (ConnectionError, asyncpg.ConnectionDoesNotExistError, asyncpg.InternalClientError)):
+    if isinstance(exc, (ConnectionError, asyncpg.ConnectionDoesNotExistError)) or _closed_under(exc):
         return redact(
             f"a connection to a server broke ({exc or type(exc).__name__}) — fix: check that both servers are up "
             "and reachable from pgmig, then retry"

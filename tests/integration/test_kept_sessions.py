@@ -10,6 +10,7 @@ import logging
 import pytest
 
 from bot.localpg import LocalCluster
+from migration_core.changes import watermarks
 from migration_core.pg import kept
 from migration_core.state.models import State
 from tests.integration import factories
@@ -122,10 +123,40 @@ async def test_a_session_ended_while_a_look_has_it_is_replaced_by_looking_again(
         await wait_until(lambda: len(ended) >= 3 and engine.events.ticks > ticks + 4, 60, "looks on ended sessions")  # type: ignore[attr-defined]
         failed = [r.getMessage() for r in caplog.records if "watching" in r.getMessage()]
         assert not failed, failed
-        again = [r for r in caplog.records if "a kept session was ended under the look" in r.getMessage()]
+        again = [r for r in caplog.records if "a session was ended under the look" in r.getMessage()]
         assert again, "no look found its session ended: the test proves nothing"
         assert not [t for _, t in engine.events.alerts if "unreachable" in t]  # type: ignore[attr-defined]
         assert (await store.get_migration(mid)).state is State.READY_FOR_CUTOVER
+    finally:
+        await engine.cancel(mid, "U0ALICE")
+        await engine.close()
+
+
+async def test_a_session_of_its_own_ended_while_a_look_has_it_is_looked_at_again(
+    tmp_path, store, source_cluster, target_cluster, kept_db, caplog, monkeypatch
+):
+    """Not only kept sessions: the first look makes pgmig's verification objects on a session of its own, and
+    a DBA ends that one while the look has it (seen in a full run: "connection is closed … a bug"). The look
+    runs again at once and makes them; no failed look is logged."""
+    make, ended = watermarks._make_source, []
+
+    async def ended_first(conn, schema, publication):
+        if not ended:
+            ended.append(conn.get_server_pid())
+            await asyncio.to_thread(source_cluster.psql, f"SELECT pg_terminate_backend({ended[0]})")
+            await asyncio.sleep(0.2)  # the server's goodbye reaches pgmig while the look has the session
+        return await make(conn, schema, publication)
+
+    monkeypatch.setattr(watermarks, "_make_source", ended_first)
+    caplog.set_level(logging.DEBUG, logger="migration_core")
+    engine = factories.engine(store, source_cluster, target_cluster, tmp_path, progress_interval=0.5)
+    try:
+        mid = await factories.start_online(engine, ["kept"])
+        await wait_state(store, mid, State.READY_FOR_CUTOVER)
+        await wait_until(lambda: "verified 100 %" in engine.progress(mid).of("kept").verified, 60, "verification")
+        assert ended, "the session was never ended: the test proves nothing"
+        failed = [r.getMessage() for r in caplog.records if "watching" in r.getMessage()]
+        assert not failed, failed
     finally:
         await engine.cancel(mid, "U0ALICE")
         await engine.close()
