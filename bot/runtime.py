@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bot.replica import replica_id
 from bot.settings import Settings, SettingsError
-from bot.slack_poster import SlackPoster
 from handlers.authz import Directory
 from handlers.context import Poster, Services
 from handlers.publisher import ChannelPublisher, ProvisioningPublisher
@@ -25,6 +24,14 @@ if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
 
+@runtime_checkable
+class Budgeted(Protocol):
+    """A poster whose edits draw on a budget every replica shares, kept in the state store (bot.slack_poster's,
+    which the shell never loads: slack-sdk's web client and aiohttp are a tenth of a second of each start)."""
+
+    budget: Store | None
+
+
 async def build_services(
     settings: Settings, poster: Poster, directory: Directory, azure_credential: AsyncTokenCredential | None = None
 ) -> Services:
@@ -35,7 +42,7 @@ async def build_services(
         store = await Store.open(settings.state_url)
     except Exception as exc:
         raise SettingsError(f"PGMIG_STATE: cannot open the state store: {type(exc).__name__}: {exc}") from None
-    if isinstance(poster, SlackPoster):
+    if isinstance(poster, Budgeted):
         poster.budget = store  # one chat.update budget for every replica
     for name, data in (await store.saved_servers()).items():
         settings.servers.setdefault(name, ServerConfig(**data))

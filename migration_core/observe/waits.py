@@ -117,11 +117,11 @@ async def watched(
     async def look() -> None:
         nonlocal stalled
         every = min(WATCH_SECONDS, stall) if stall else WATCH_SECONDS
+        started = time.monotonic()
+        await asyncio.sleep(every)  # most work is done by then: its session is never opened
         async with server.connection(database) as conn:
-            started = time.monotonic()
             blocked_since: float | None = None
             while True:
-                await asyncio.sleep(every)
                 backends = [pids] if isinstance(pids, int) else await pids(conn)
                 async with conn.transaction():  # one now() and one view of the sessions for all of them:
                     # else one transaction's age read a second apart made two waits alike say it twice
@@ -137,6 +137,7 @@ async def watched(
                     stalled = whys
                     owner.cancel()
                     return
+                await asyncio.sleep(every)
 
     async def _report(conn: asyncpg.Connection) -> str:
         return await report(conn) if report is not None else ""

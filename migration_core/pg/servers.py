@@ -303,9 +303,11 @@ async def _init_pooled(conn: asyncpg.Connection) -> None:
 
 
 async def server_major(server: ServerConfig) -> int:
-    """The server's PostgreSQL major version (16 for 16.4)."""
-    async with server.connection() as conn:
-        return int(await conn.fetchval("SHOW server_version_num")) // 10000
+    """The server's PostgreSQL major version (16 for 16.4), as its last login here said (a login to ask
+    otherwise: each costs the server a backend)."""
+    if (server.host, server.port) not in _versions:
+        await (await server.connect()).close()
+    return _versions[(server.host, server.port)][0]
 
 
 async def column_per_database(server: ServerConfig, databases: list[str], sql: str) -> dict[str, list]:
