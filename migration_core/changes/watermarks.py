@@ -36,11 +36,13 @@ WATERMARK_COLUMNS = (
     "relname text NOT NULL, keycol text, lo text, hi text, rows jsonb"
 )
 # rows, the content's digest and the tuple versions' digest (which moves whenever a row in the range is
-# written, even back to an earlier value) of one key range, as the target had it when a watermark arrived
+# written, even back to an earlier value) of one key range, as the target had it when a watermark arrived;
+# for a keyless table sieved in one scan, `parts`: {part: [rows, digest, versions]} of its non-empty parts
 DIGEST_COLUMNS = (
     "chunk bigint NOT NULL, phase text NOT NULL, rows bigint, digest numeric, versions numeric, "
-    "problem text, PRIMARY KEY (chunk, phase)"
+    "problem text, parts jsonb, PRIMARY KEY (chunk, phase)"
 )
+PARTS_COLUMN = "parts jsonb"  # added to a digest table an earlier pgmig made without it (renew)
 RENDERING_CLAUSES = (
     "SET search_path = pg_catalog, pg_temp SET \"DateStyle\" = 'ISO, YMD' SET \"IntervalStyle\" = 'postgres' "
     "SET extra_float_digits = 3 SET bytea_output = 'hex' SET \"TimeZone\" = 'UTC'"
@@ -52,7 +54,7 @@ DECLARE
   cond text := 'true';
   scope text;
   cols text;
-  n bigint; d numeric; v numeric;
+  n bigint; d numeric; v numeric; found jsonb;
 BEGIN
   IF NEW.phase = 'F' THEN  -- the cutover's fence: its arrival is all that counts
     RETURN NULL;
@@ -71,6 +73,19 @@ BEGIN
     IF NEW.hi IS NOT NULL THEN cond := cond || ' AND {row_hash} < $2::bigint'; END IF;
   END IF;
   scope := CASE WHEN (SELECT relkind FROM pg_class WHERE oid = rel) = 'p' THEN '' ELSE 'ONLY ' END;
+  IF NEW.keycol IS NULL AND NEW.phase IN ('L', 'H') AND (NEW.rows->>'shift') IS NOT NULL THEN
+    -- a keyless table sieved: every part of its rows by hash (hash >> shift) in one scan, each with its rows,
+    -- content digest and tuple versions' digest; only the parts that have rows
+    EXECUTE format('SELECT coalesce(sum(n), 0), coalesce(jsonb_object_agg(b, jsonb_build_array(n, d, v)), ''{}'') '
+                   'FROM (SELECT h >> %s AS b, count(*) AS n, sum(h)::text AS d, '
+                   'sum(hashtextextended(ctid::text || xmin::text, 0))::text AS v '
+                   'FROM (SELECT {row_hash} AS h, t.ctid, t.xmin FROM %s%s t) s GROUP BY 1) g',
+                   (NEW.rows->>'shift')::int, scope, rel)
+      INTO n, found;
+    INSERT INTO {schema}.{digests} (chunk, phase, rows, problem, parts) VALUES (NEW.chunk, NEW.phase, n, NULL, found)
+      ON CONFLICT (chunk, phase) DO UPDATE SET rows = EXCLUDED.rows, parts = EXCLUDED.parts, problem = NULL;
+    RETURN NULL;
+  END IF;
   IF NEW.phase = 'R' THEN  -- a repair: the range becomes the source's rows as of this watermark's commit
     SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols FROM pg_attribute
      WHERE attrelid = rel AND attnum > 0 AND NOT attisdropped AND attgenerated = '';
@@ -154,15 +169,18 @@ async def ensure(source: ServerConfig, target: ServerConfig, database: str, jour
 
 
 async def renew(target: ServerConfig, database: str, journal: Journal) -> None:
-    """The target's trigger function redefined as this pgmig takes digests (one made by an earlier pgmig may
-    not know a keyless table's parts), in the very schema the journal says pgmig made."""
+    """The target's trigger function redefined as this pgmig takes digests, and its results table given the
+    columns they need (one made by an earlier pgmig may not sieve a keyless table), in the very schema the
+    journal says pgmig made."""
     schema = schema_name(journal, database)
     entry = await journal.find(Change.VERIFIER, TARGET, database, schema)
     if entry is None or entry.mark is not Mark.DONE:
         return
     async with target.connection(database) as tgt, tgt.transaction():
         if await _schema_oid(tgt, schema) == VerifierObjects.of(entry).oid:
-            await _define_trigger(tgt, ident(schema))
+            s = ident(schema)
+            await tgt.execute(f"ALTER TABLE {s}.{DIGESTS} ADD COLUMN IF NOT EXISTS {PARTS_COLUMN}")
+            await _define_trigger(tgt, s)
 
 
 async def _schema_oid(conn: asyncpg.Connection, schema: str) -> int | None:
@@ -217,10 +235,12 @@ async def mark(
     key: str | None,
     lo: str | None,
     hi: str | None,
+    shift: int | None = None,
 ) -> None:
-    """One watermark row on the source, committed on its own (the session must not be in a transaction)."""
+    """One watermark row on the source, committed on its own (the session must not be in a transaction).
+    `shift`: a keyless table sieved, each part's digests taken (its rows by `hash >> shift`)."""
     await conn.execute(
-        f"INSERT INTO {ident(schema)}.{WATERMARKS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL)",
+        f"INSERT INTO {ident(schema)}.{WATERMARKS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
         watermark,
         chunk,
         phase,
@@ -229,6 +249,7 @@ async def mark(
         key,
         lo,
         hi,
+        None if shift is None else f'{{"shift": {int(shift)}}}',
     )
 
 

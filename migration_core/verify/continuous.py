@@ -18,15 +18,18 @@ to single rows, so a table the applications write to all the time is still verif
 
 A range whose consistent comparison differs twice in a row is a divergence: the status and the channel name
 the table and the key range. A table without a single-column key has no key order the two servers share (its
-rows' pages differ between them), so its ranges are parts of its rows by their content's hash
-(`hashtextextended` of the row's text, the digest's own hash): the whole table first (the digest is a sum
-over its rows, whatever their order), and when hot, cut in two by hash like a key range, down to
-KEYLESS_PARTS parts, so an insert-only log written all the time is still compared; its next pass begins at
-half the finest parts the last one needed (`_parted`), not whole again. Each part is a scan of the
-whole table on both sides, the target's inside the apply worker. A large one (more than KEYLESS_LIMIT
-chunks' rows) is therefore compared whole only, until it is covered, not again on every pass; when its
-comparison was spoiled by writes HOT times in a row it is left to the cutover's count and the checksums
-after release, and status says so. The work is a few ranges per database on each progress tick, on the
+rows' pages differ between them), so it is *sieved*: its rows fall into KEYLESS_PARTS parts by their
+content's hash (`hashtextextended` of the row's text, the digest's own hash, shifted right by SIEVE_SHIFT),
+and one scan on each side takes every part's digests at once (at each watermark on the target, the source's
+between them; the digest is a sum over a part's rows, whatever their order). Each part is judged like a key
+range: written to between the watermarks (its tuple versions' digest moved), it waits for the next sieve;
+else it compares. A row written between the watermarks spoils only its part(s), so a log appended to all the
+time — even a large one — leaves most parts comparable each round, and the parts still open shrink round
+after round: a sieve is a scan of the whole table on both sides (the target's inside the apply worker), the
+same whatever the number of parts. A large table (more than KEYLESS_LIMIT chunks' rows) is sieved until it
+is covered, not again on every pass; when HOT sieves in a row compare no new part it is left to the cutover's
+count and the checksums after release, and status says so. A part that differs is named by its hash part
+and repaired like a key range. The work is a few ranges per database on each progress tick, on the
 replica that runs the migration.
 
 **Coverage.** A table is *covered* once the walk went through it to its end and every range it was cut into
@@ -48,6 +51,7 @@ request until that share is reached or a deadline passes.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -71,9 +75,11 @@ HOT = 2  # a range that changed between its watermarks this many times in a row 
 RESUME_EVERY = 10.0  # the walk's key within a table is journaled at most this often (its table, at once)
 WALK_PAUSE = 0.02  # between rounds of a walk that goes on within one tick: the watermarks' way to the target
 WALK_BUDGET = 10.0  # at most this long of a tick is spent walking while a database is not covered yet
-KEYLESS_LIMIT = 10  # a table without a key larger than this many chunks' rows: compared whole, until covered
-KEYLESS_PARTS = 64  # a hot table without a key is cut by its rows' hashes into at most this many parts
+KEYLESS_LIMIT = 10  # a table without a key larger than this many chunks' rows: sieved until covered, then left be
+KEYLESS_PARTS = 1024  # a table without a key is sieved into this many parts by its rows' hashes (a power of two)
+SIEVE_SHIFT = 65 - KEYLESS_PARTS.bit_length()  # a row's part: its hash >> SIEVE_SHIFT, in [-PARTS/2, PARTS/2)
 HASH_LOW, HASH_SPAN = -(1 << 63), 1 << 64  # hashtextextended's values: [HASH_LOW, HASH_LOW + HASH_SPAN)
+UNSEEN = (0, "0", "0")  # a part without rows on the target: its rows, digest and tuple versions' digest
 
 # The migration's published tables with their single-column key (primary key first, else a unique index on
 # a NOT NULL column) and its type; NULL key: none
@@ -114,7 +120,7 @@ class Table:
     key: str | None
     keytype: str | None
     estimate: int = 0  # rows, from the planner's statistics: the table's weight in the verified share
-    once: bool = False  # a large table without a key: compared whole, until covered (see the module's docstring)
+    once: bool = False  # a large table without a key: sieved until covered (see the module's docstring)
 
     @property
     def label(self) -> str:
@@ -133,9 +139,12 @@ class Range:
     walk: int = field(default=0, compare=False)  # the pass it was cut in (not part of its identity)
     # where it lies in its table's walk: cut n-th (n,), its halves (n, 0) and (n, 1): sorts as the keys do
     order: tuple[int, ...] = field(default=(), compare=False)
+    sieve: bool = False  # a keyless table's whole rows, compared in KEYLESS_PARTS parts at once (`parts`)
 
     @property
     def label(self) -> str:
+        if self.sieve:
+            return f"{self.table.label} (whole table, in {KEYLESS_PARTS} hash parts)"
         if self.table.key is None:
             low, width = self.hashes()
             if width == HASH_SPAN:
@@ -149,6 +158,18 @@ class Range:
         low = int(self.lo) if self.lo is not None else HASH_LOW
         return low, (int(self.hi) if self.hi is not None else HASH_LOW + HASH_SPAN) - low
 
+    def parts(self) -> dict[int, Range]:
+        """A sieve's parts by their number (a row's hash >> SIEVE_SHIFT), each a range of hashes."""
+        first = -KEYLESS_PARTS // 2
+
+        def bound(b: int) -> str | None:  # the lowest and highest parts run to the end of the hashes
+            return None if b in (first, -first) else str(b << SIEVE_SHIFT)
+
+        return {
+            b: Range(self.table, bound(b), bound(b + 1), self.walk, (*self.order, b - first))
+            for b in range(first, -first)
+        }
+
 
 @dataclass
 class Pending:
@@ -160,6 +181,7 @@ class Pending:
     digest: str
     issued: float
     position: str = ""  # the source's WAL position once the high watermark was committed
+    parts: dict[int, tuple[int, str]] = field(default_factory=dict)  # a sieve: each non-empty part's rows, digest
 
 
 @dataclass
@@ -170,7 +192,7 @@ class Verification:
     schema: str = ""
     planned: bool = False
     tables: list[Table] = field(default_factory=list)
-    spoiled: set[Ref] = field(default_factory=set)  # large keyless tables written to during each comparison: left
+    spoiled: set[Ref] = field(default_factory=set)  # large keyless tables whose sieves compared nothing: left
     cursor: tuple[int, str | None] = (0, None)  # next table, and the low key of its next range
     again: list[Range] = field(default_factory=list)  # ranges to compare again (changed meanwhile, or differed once)
     pending: dict[int, Pending] = field(default_factory=dict)
@@ -188,7 +210,6 @@ class Verification:
     resume_key: str | None = None  # and the low key of its first range not compared equal then (None: its start)
     passes: int = 0
     lost_said: bool = False  # ranges applied on the target without digests were logged (once)
-    parts: dict[Ref, int] = field(default_factory=dict)  # a keyless table's finest parts compared equal, this pass
     cut: int = 0  # ranges cut so far (Range.order)
     rows_verified: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)  # one walker at a time
@@ -382,7 +403,8 @@ async def _collect(ctx: MigrationContext, db: str, v: Verification) -> None:
     confirmed = await _confirmed(ctx, db, late)  # read before the results: applied then, the results are there
     async with ctx.kept(ctx.target, db) as tgt:
         rows = await tgt.fetch(
-            f"SELECT chunk, phase, rows, digest::text AS digest, versions::text AS versions, problem "
+            f"SELECT chunk, phase, rows, digest::text AS digest, versions::text AS versions, problem, "
+            f"parts::text AS parts "
             f"FROM {ident(v.schema)}.{watermarks.DIGESTS} WHERE chunk = ANY($1::bigint[])",
             list(v.pending),
         )
@@ -424,6 +446,9 @@ async def _confirmed(ctx: MigrationContext, db: str, late: list[Pending]) -> set
 def _judge(v: Verification, pending: Pending, low: asyncpg.Record, high: asyncpg.Record) -> None:
     """Compare one range, when the comparison is consistent; else keep it for later."""
     r = pending.range
+    if r.sieve:
+        _judge_parts(v, pending, low, high)
+        return
     if low["problem"] or high["problem"] or low["versions"] != high["versions"]:
         v.changed[r] = v.changed.get(r, 0) + 1  # written to between the watermarks (or missing there): later
         v.again.append(r)
@@ -433,20 +458,61 @@ def _judge(v: Verification, pending: Pending, low: asyncpg.Record, high: asyncpg
         v.differed.pop(r, None)
         v.divergences.pop(r, None)
         v.rows_verified += pending.rows
-        if r.table.key is None:
-            v.parts[r.table.ref] = max(v.parts.get(r.table.ref, 1), HASH_SPAN // r.hashes()[1])
         v.open.get((r.table.ref, r.walk), set()).discard(r)
         v.settle(r.table.ref, r.walk)
         return
-    v.differed[r] = v.differed.get(r, 0) + 1
-    if v.differed[r] >= 2:
-        v.divergences[r] = f"{r.label}: source {pending.rows} rows, target {low['rows']} rows" + (
-            ", contents differ" if pending.rows == low["rows"] else ""
-        )
-        v.covered.discard(r.table.ref)
-        v.fresh[r.table.ref] = v.passes + 1  # something wrote behind replication's back: a whole pass again
-    else:
+    if not _differs(v, r, pending.rows, low["rows"]):
         v.again.append(r)
+
+
+def _differs(v: Verification, r: Range, source_rows: int, target_rows: int) -> bool:
+    """A consistent comparison of `r` that differed: a divergence when the one before did too (True)."""
+    v.differed[r] = v.differed.get(r, 0) + 1
+    if v.differed[r] < 2:
+        return False
+    v.divergences[r] = f"{r.label}: source {source_rows} rows, target {target_rows} rows" + (
+        ", contents differ" if source_rows == target_rows else ""
+    )
+    v.covered.discard(r.table.ref)
+    v.fresh[r.table.ref] = v.passes + 1  # something wrote behind replication's back: a whole pass again
+    return True
+
+
+def _judge_parts(v: Verification, pending: Pending, low: asyncpg.Record, high: asyncpg.Record) -> None:
+    """Compare each part of a sieve that this pass has not compared equal yet, those not written to between
+    the watermarks; the sieve goes again while any such part is left. HOT sieves in a row that compared no
+    new part make a large table hot (`_split` leaves it)."""
+    r = pending.range
+    if low["problem"] or high["problem"] or low["parts"] is None or high["parts"] is None:
+        v.changed[r] = v.changed.get(r, 0) + 1
+        v.again.append(r)
+        return
+    lows, highs = json.loads(low["parts"]), json.loads(high["parts"])
+    waiting = v.open.get((r.table.ref, r.walk), set())
+    compared, left = False, False
+    for b, part in r.parts().items():
+        if part not in waiting and part not in v.differed:
+            continue  # compared equal in this pass already
+        (rows, digest, versions), moved = lows.get(str(b), UNSEEN), highs.get(str(b), UNSEEN)[2]
+        if versions != moved:
+            left = True  # written to between the watermarks: the next sieve
+            continue
+        source = pending.parts.get(b, (0, "0"))
+        if (rows, digest) == source:
+            v.differed.pop(part, None)
+            v.divergences.pop(part, None)
+            v.rows_verified += rows
+            compared = compared or part in waiting
+            waiting.discard(part)
+        elif not _differs(v, part, source[0], rows):
+            left = True
+    if compared:
+        v.changed.pop(r, None)
+    elif left:
+        v.changed[r] = v.changed.get(r, 0) + 1
+    if left:
+        v.again.append(r)
+    v.settle(r.table.ref, r.walk)
 
 
 async def _send(ctx: MigrationContext, db: str, v: Verification, chunk_rows: int) -> None:
@@ -464,18 +530,18 @@ async def _send(ctx: MigrationContext, db: str, v: Verification, chunk_rows: int
             elif (r := await _next(src, v, chunk_rows)) is None:
                 return
             chunk = _now_id()
-            table = (r.table.schema, r.table.name)
-            await watermarks.mark(src, v.schema, _now_id(), chunk, "L", table, r.table.key, r.lo, r.hi)
-            rows, digest = await _digest(src, r)
-            await watermarks.mark(src, v.schema, _now_id(), chunk, "H", table, r.table.key, r.lo, r.hi)
+            table, shift = (r.table.schema, r.table.name), SIEVE_SHIFT if r.sieve else None
+            await watermarks.mark(src, v.schema, _now_id(), chunk, "L", table, r.table.key, r.lo, r.hi, shift)
+            rows, digest, parts = await (_sieved(src, r) if r.sieve else _digest(src, r))
+            await watermarks.mark(src, v.schema, _now_id(), chunk, "H", table, r.table.key, r.lo, r.hi, shift)
             position = await src.fetchval("SELECT pg_current_wal_lsn()::text")
-            v.pending[chunk] = Pending(r, chunk, rows, digest, time.monotonic(), position)
+            v.pending[chunk] = Pending(r, chunk, rows, digest, time.monotonic(), position, parts)
 
 
 async def _split(src: asyncpg.Connection, v: Verification, r: Range) -> Range | None:
-    """A hot range (see HOT) cut at its middle key (without a key: its middle hash): the first half is
-    returned, the second queued; a range of one row, or a keyless table's smallest part, stays whole. A large
-    keyless table, which is not cut, is left when hot (None)."""
+    """A hot range (see HOT) cut at its middle key: the first half is returned, the second queued; a range of
+    one row stays whole, and so does a keyless table's (a sieve, or one part repaired): sieved again. A large
+    keyless table is left when hot (None)."""
     t = r.table
     if v.changed.get(r, 0) < HOT:
         return r
@@ -485,20 +551,16 @@ async def _split(src: asyncpg.Connection, v: Verification, r: Range) -> Range | 
         v.open.pop((t.ref, r.walk), None)
         return None
     if t.key is None:
-        low, width = r.hashes()
-        if width * KEYLESS_PARTS <= HASH_SPAN:
-            return r
-        middle: str | None = str(low + width // 2)
-    else:
-        key = f"t.{ident(t.key)}"
-        where, args = watermarks.range_condition(t.key, t.keytype, r.lo, r.hi)
-        middle = await src.fetchval(
-            f"SELECT {key}::text FROM {_only(t)}{t.label} t WHERE {where} ORDER BY {key} "
-            f"OFFSET greatest((SELECT count(*) FROM {_only(t)}{t.label} t WHERE {where}) / 2, 1) LIMIT 1",
-            *args,
-        )
-        if middle is None or middle == r.lo:
-            return r
+        return r
+    key = f"t.{ident(t.key)}"
+    where, args = watermarks.range_condition(t.key, t.keytype, r.lo, r.hi)
+    middle = await src.fetchval(
+        f"SELECT {key}::text FROM {_only(t)}{t.label} t WHERE {where} ORDER BY {key} "
+        f"OFFSET greatest((SELECT count(*) FROM {_only(t)}{t.label} t WHERE {where}) / 2, 1) LIMIT 1",
+        *args,
+    )
+    if middle is None or middle == r.lo:
+        return r
     first, second = Range(t, r.lo, middle, r.walk, (*r.order, 0)), Range(t, middle, r.hi, r.walk, (*r.order, 1))
     v.changed.pop(r, None)
     ranges = v.open.setdefault((t.ref, r.walk), set())
@@ -542,10 +604,8 @@ async def _next(src: asyncpg.Connection, v: Verification, chunk_rows: int) -> Ra
             *([lo] if lo is not None else []),
         )
     v.cut += 1
-    r = Range(t, lo, hi, v.passes, (v.cut,))
-    if t.key is None and (parts := v.parts.pop(t.ref, 1) // 2) > 1:
-        r = _parted(v, t, parts)
-    v.open.setdefault((t.ref, v.passes), set()).add(r)
+    r = Range(t, lo, hi, v.passes, (v.cut,), sieve=t.key is None)
+    v.open.setdefault((t.ref, v.passes), set()).update(r.parts().values() if r.sieve else [r])
     if hi is None:
         v.cursor = (index + 1, None)
         v.scanned.add((t.ref, v.passes))
@@ -554,23 +614,11 @@ async def _next(src: asyncpg.Connection, v: Verification, chunk_rows: int) -> Ra
     return r
 
 
-def _parted(v: Verification, t: Table, parts: int) -> Range:
-    """A hot keyless table's walk begun at half the parts its last pass needed (a power of two: the parts
-    bisection cuts), not whole again: each part is a scan of the table on both sides, and re-cutting it from
-    whole on every pass spent two spoiled comparisons a level. The first part is returned, the others queued."""
-    width = HASH_SPAN // parts
-    bound = [None, *(str(HASH_LOW + i * width) for i in range(1, parts)), None]
-    ranges = [Range(t, bound[i], bound[i + 1], v.passes, (v.cut, i)) for i in range(parts)]
-    v.open.setdefault((t.ref, v.passes), set()).update(ranges)
-    v.again.extend(ranges[1:])
-    return ranges[0]
-
-
 def _only(t: Table) -> str:
     return "" if t.kind == "p" else "ONLY "  # a partitioned table's rows are its partitions'
 
 
-async def _digest(src: asyncpg.Connection, r: Range) -> tuple[int, str]:
+async def _digest(src: asyncpg.Connection, r: Range) -> tuple[int, str, dict[int, tuple[int, str]]]:
     """The source's rows and digest of a range, as the target's trigger computes them."""
     t = r.table
     where, args = watermarks.range_condition(t.key, t.keytype, r.lo, r.hi)
@@ -579,7 +627,18 @@ async def _digest(src: asyncpg.Connection, r: Range) -> tuple[int, str]:
         f"FROM {_only(t)}{t.label} t WHERE {where}",
         *args,
     )
-    return row["n"], row["d"]
+    return row["n"], row["d"], {}
+
+
+async def _sieved(src: asyncpg.Connection, r: Range) -> tuple[int, str, dict[int, tuple[int, str]]]:
+    """The source's rows and digest of each non-empty part of a keyless table, in one scan, as the target's
+    trigger computes them."""
+    t = r.table
+    found = await src.fetch(
+        f"SELECT h >> {SIEVE_SHIFT} AS b, count(*) AS n, sum(h)::text AS d "
+        f"FROM (SELECT {watermarks.ROW_HASH} AS h FROM {_only(t)}{t.label} t) s GROUP BY 1"
+    )
+    return sum(p["n"] for p in found), "", {p["b"]: (p["n"], p["d"]) for p in found}
 
 
 async def repair(ctx: MigrationContext, table: str = "") -> list[str]:

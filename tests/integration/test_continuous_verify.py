@@ -222,6 +222,52 @@ async def test_a_restart_walks_on_from_the_range_the_walk_was_on(tmp_path, store
     await second.close()
 
 
+async def test_objects_an_earlier_pgmig_made_are_renewed_and_its_keyless_tables_are_sieved(tmp_path, store, pair):
+    """A pgmig upgraded while a migration streams finds the target's verification objects as the earlier one
+    made them: a results table without the sieve's `parts` column and that pgmig's trigger function (here one
+    that takes no digest at all). At start it gives the table the column and the function its own body, in
+    the schema the journal names, and the keyless log is sieved: a row changed there meanwhile is found by its
+    part and repaired (without the column, every watermark failed in the apply worker)."""
+    src, tgt = pair
+    fresh(src, "cvu")
+    first = factories.engine(store, src, tgt, tmp_path, verify_chunk_rows=500, progress_interval=0.1)
+    mid = await factories.start_online(first, ["cvu"], overwrite=True)
+    await wait_until(lambda: "ranges pending" in line(first, mid, "cvu"), 60, "verification to start")
+    await first.close()
+    s = f'"{watermarks.schema_name(Journal(store, mid), "cvu")}"'
+    tgt.psql(
+        f"ALTER TABLE {s}.{watermarks.DIGESTS} DROP COLUMN parts; "
+        f"CREATE OR REPLACE FUNCTION {s}.{watermarks.TRIGGER}() RETURNS trigger LANGUAGE plpgsql "
+        "AS 'BEGIN RETURN NULL; END'; "
+        "SET session_replication_role = replica; UPDATE log SET what = 'tampered' WHERE at = 7",
+        database="cvu",
+    )
+    second = factories.engine(store, src, tgt, tmp_path, verify_chunk_rows=500, progress_interval=0.1)
+    assert await second.recover() == [mid]
+    await wait_until(
+        lambda: 'log" (rows in hash part' in line(second, mid, "cvu"), 60, lambda: "found: " + line(second, mid, "cvu")
+    )
+
+    async def repaired() -> bool:
+        v = second.progress(mid).of("cvu").verification
+        if v is not None and v.divergences:
+            await second.repair(mid, "U0BOB", "log")
+        return v is not None and ("public", "log") in v.covered and not v.divergences
+
+    await wait_until(repaired, 60, lambda: "repaired and covered: " + line(second, mid, "cvu"))
+    assert tgt.psql("SELECT what FROM log WHERE at = 7", database="cvu") == "e7"
+    assert (
+        tgt.psql(
+            f"SELECT count(*) FROM pg_attribute WHERE attrelid = '{s}.{watermarks.DIGESTS}'::regclass "
+            "AND attname = 'parts'",
+            database="cvu",
+        )
+        == "1"
+    )
+    await second.cancel(mid, "U0ALICE")
+    await second.close()
+
+
 async def test_a_cancel_while_a_look_makes_the_verification_objects_leaves_nothing(tmp_path, store, pair, monkeypatch):
     """A scheduled look making pgmig's schema on the source (its entry planned, the schema not made yet) when a
     cancel comes: the cancel ends that look before it tears down. Else the look went on once the teardown had
@@ -354,13 +400,13 @@ ANALYZE;
 
 
 async def feeds(src: LocalCluster, db: str, stop: asyncio.Event) -> int:
-    """An application appending to a log without a key as fast as it can, with pauses of 2 ms: always a few
-    rows committed while a read of the whole log runs."""
+    """An application appending to two logs without a key as fast as it can, with pauses of 2 ms: always a
+    few rows committed to each while a read of either whole log runs."""
     conn = await asyncpg.connect(src.dsn(db))
     n = 0
     try:
         while not stop.is_set():
-            await conn.execute("INSERT INTO feed VALUES ($1, 'live')", 100_000 + n)
+            await conn.execute(f"INSERT INTO {('feed', 'archive')[n % 2]} VALUES ($1, 'live')", 100_000 + n)
             n += 1
             await asyncio.sleep(0.002)
     finally:
@@ -372,20 +418,21 @@ async def test_keyless_tables_written_all_the_time_or_large_are_covered_and_a_pa
     tmp_path, store, pair
 ):
     """A log without a key that the application appends to all the time never compares whole (rows arrive
-    while it is read): it is cut by its rows' hashes into parts until they compare at rest. A large one (more
-    than KEYLESS_LIMIT chunks) is compared whole. Both end covered, so the window counts neither; a row
-    changed on the target behind pgmig's back is named by its hash part and repaired while the appends go on."""
+    while it is read): it is sieved by its rows' hashes into parts, each compared when at rest. A large one
+    (more than KEYLESS_LIMIT chunks), appended to all the time too, is sieved until covered. Both end covered,
+    so the window counts neither; a row changed on the target behind pgmig's back is named by its hash part
+    and repaired while the appends go on."""
     src, tgt = pair
     src.psql('DROP DATABASE IF EXISTS "cvl" WITH (FORCE)')
     src.psql('CREATE DATABASE "cvl"')
     src.psql(KEYLESS, database="cvl")
     engine = factories.engine(store, src, tgt, tmp_path, verify_chunk_rows=5000, progress_interval=0.1)
-    mid = await factories.start_online(engine, ["cvl"], overwrite=True)
-    await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
     stop = asyncio.Event()
-    app = asyncio.create_task(feeds(src, "cvl", stop))
+    app = asyncio.create_task(feeds(src, "cvl", stop))  # from before the copy: no table is ever at rest
     feed, archive = ("public", "feed"), ("public", "archive")
     try:
+        mid = await factories.start_online(engine, ["cvl"], overwrite=True)
+        await wait_state(engine.store, mid, State.READY_FOR_CUTOVER)
         v = await wait_until(
             lambda: (
                 (x := engine.progress(mid).of("cvl").verification)

@@ -1,15 +1,19 @@
-"""Continuous verification's walk over tables without a key (verify/continuous.py): parts of the rows by their
-hash, cut in two when hot down to KEYLESS_PARTS, a large table compared whole until covered, then left."""
+"""Continuous verification's walk over tables without a key (verify/continuous.py): sieved into KEYLESS_PARTS
+parts of their rows by hash, every part judged from one scan on each side; a large table sieved until
+covered, then left; one that no sieve can compare left to the cutover's count."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 from migration_core.changes.watermarks import range_condition
 from migration_core.verify.continuous import (
+    HASH_LOW,
     HASH_SPAN,
     HOT,
     KEYLESS_PARTS,
+    SIEVE_SHIFT,
     Pending,
     Range,
     Table,
@@ -28,31 +32,37 @@ def walk(v: Verification) -> Range | None:
     return asyncio.run(_next(None, v, 100))  # type: ignore[arg-type]  # keyless tables ask the source nothing
 
 
-def cut(v: Verification, r: Range) -> Range | None:
-    v.changed[r] = HOT
+def split(v: Verification, r: Range) -> Range | None:
     return asyncio.run(_split(None, v, r))  # type: ignore[arg-type]
 
 
-def test_a_hot_keyless_table_is_cut_by_hash_into_parts_that_cover_every_row_once():
+def part_of(row_hash: int) -> int:
+    """The part a row falls in, as the trigger and the source's scan compute it (an arithmetic shift)."""
+    return row_hash >> SIEVE_SHIFT
+
+
+def watermark(parts: dict[int, tuple[int, str, str]]) -> dict:
+    """The target's results at one watermark: its non-empty parts' rows, digest and tuple versions' digest."""
+    return {"problem": None, "parts": json.dumps({str(b): list(p) for b, p in parts.items()})}
+
+
+def test_a_keyless_table_is_sieved_into_parts_that_cover_every_row_once():
     v = Verification(planned=True, tables=[keyless("feed")])
-    whole = walk(v)
-    assert whole is not None and whole.label == '"public"."feed" (whole table)'
-    parts, queue = [], [whole]
-    while queue:
-        r = queue.pop(0)
-        first = cut(v, r)
-        if first == r:  # the smallest part: not cut again
-            parts.append(r)
-            continue
-        assert first is not None and v.again
-        queue += [first, v.again.pop()]
+    sieve = walk(v)
+    assert sieve is not None and sieve.sieve
+    assert sieve.label == f'"public"."feed" (whole table, in {KEYLESS_PARTS} hash parts)'
+    parts = sieve.parts()
     assert len(parts) == KEYLESS_PARTS
-    spans = sorted(p.hashes() for p in parts)
+    spans = sorted(p.hashes() for p in parts.values())
     assert sum(width for _, width in spans) == HASH_SPAN  # no hash left out, none twice
     assert all(low + width == spans[i + 1][0] for i, (low, width) in enumerate(spans[:-1]))
-    assert parts[0].label == f'"public"."feed" (rows in hash part 1 of {KEYLESS_PARTS})'
-    assert parts[0].hi is not None and parts[-1].hi is None  # the last part runs to the highest hash
-    assert v.open[(("public", "feed"), 0)] == set(parts)  # coverage waits for every part
+    for row_hash in (HASH_LOW, -1, 0, 12345, HASH_LOW + HASH_SPAN - 1):  # a row's part holds its hash
+        low, width = parts[part_of(row_hash)].hashes()
+        assert low <= row_hash < low + width
+    first = parts[-KEYLESS_PARTS // 2]
+    assert first.lo is None and first.label == f'"public"."feed" (rows in hash part 1 of {KEYLESS_PARTS})'
+    assert parts[KEYLESS_PARTS // 2 - 1].hi is None  # the last part runs to the highest hash
+    assert v.open[(("public", "feed"), 0)] == set(parts.values())  # coverage waits for every part
 
 
 def test_a_hash_part_is_a_bounded_condition_on_the_rows_hash():
@@ -63,36 +73,68 @@ def test_a_hash_part_is_a_bounded_condition_on_the_rows_hash():
     assert range_condition(None, None, None, None) == ("true", [])
 
 
-def test_a_large_keyless_table_is_compared_whole_until_covered_and_left_when_always_written():
+def test_parts_written_between_the_watermarks_wait_for_the_next_sieve_the_others_compare():
+    """One scan compares every part at rest: an append spoils only its own part, so a log written all the
+    time still shrinks to nothing open, one sieve after another, and a part that differs twice is named."""
+    feed = keyless("feed")
+    v = Verification(planned=True, tables=[feed])
+    sieve = walk(v)
+    assert sieve is not None
+    source = {3: (2, "17"), 7: (1, "5"), -9: (4, "-30")}
+    # the first sieve: part 7 appended to between the watermarks (its versions moved), part -9 differs
+    low = {3: (2, "17", "100"), 7: (1, "5", "200"), -9: (3, "-31", "300")}
+    high = {**low, 7: (2, "9", "201")}
+    _judge(v, Pending(sieve, 1, 7, "", 0.0, parts=source), watermark(low), watermark(high))
+    waiting = v.open[(feed.ref, 0)]
+    parts = sieve.parts()
+    assert parts[3] not in waiting and parts[0] not in waiting  # compared equal (part 0: empty on both sides)
+    assert waiting == {parts[7], parts[-9]} and v.again == [sieve] and not v.divergences
+    # the second: part 7 at rest and equal now; part -9 differs again: a divergence, named by its hash part
+    v.again.clear()
+    at_rest = {3: (2, "17", "100"), 7: (2, "9", "201"), -9: (3, "-31", "300")}
+    source = {**source, 7: (2, "9")}
+    _judge(v, Pending(sieve, 2, 8, "", 0.0, parts=source), watermark(at_rest), watermark(at_rest))
+    assert waiting == {parts[-9]} and not v.again  # only a divergence left: a repair sends it
+    assert list(v.divergences.values()) == [
+        f'"public"."feed" (rows in hash part {-9 + KEYLESS_PARTS // 2 + 1} of {KEYLESS_PARTS}): '
+        "source 4 rows, target 3 rows"
+    ]
+    assert feed.ref not in v.covered
+
+
+def test_a_large_keyless_table_is_sieved_until_covered_and_left_when_no_sieve_compares_a_part():
     archive, log = keyless("archive", once=True), keyless("log", once=True)
     v = Verification(planned=True, tables=[archive, log])
     first = walk(v)
     assert first is not None and first.table == archive
-    assert cut(v, first) is None  # not cut: left to the cutover's count
+    everywhere = {b: (1, str(b), "1") for b in first.parts()}  # every part written to in every sieve
+    moved = {b: (1, str(b), "2") for b in first.parts()}
+    for chunk in range(HOT):
+        assert split(v, first) == first
+        _judge(v, Pending(first, chunk, KEYLESS_PARTS, "", 0.0), watermark(everywhere), watermark(moved))
+    assert split(v, first) is None  # left to the cutover's count
     assert v.spoiled == {archive.ref} and "archive" in v.summary()
     second = walk(v)
     assert second is not None and second.table == log
     v.covered.add(log.ref)
-    assert walk(v) is None  # nothing left to walk: the covered one is not compared on every pass
+    assert walk(v) is None  # nothing left to walk: the covered one is not sieved on every pass
     assert v.passes == 0
 
 
-def test_a_hot_keyless_tables_next_pass_begins_at_half_the_parts_its_last_one_needed():
-    """Re-cutting a hot keyless table from whole on every pass spent two spoiled comparisons (two scans of the
-    table on both sides) a level; the next pass begins at half the finest parts the last one compared equal."""
-    feed = keyless("feed")
-    v = Verification(planned=True, tables=[feed])
-    whole = walk(v)
-    assert whole is not None
-    part = cut(v, cut(v, cut(v, whole)))  # type: ignore[arg-type]  # three levels: part 1 of 8
-    assert part is not None and part.label.endswith("(rows in hash part 1 of 8)")
-    same = {"problem": None, "versions": "1", "rows": 0, "digest": "0"}
-    _judge(v, Pending(part, 1, 0, "0", 0.0), same, same)  # compared equal at rest
-    assert v.parts == {feed.ref: 8}
-    v.cursor = (1, None)  # the end of this pass
-    first = walk(v)
-    assert first is not None and first.walk == 1 and first.label.endswith("(rows in hash part 1 of 4)")
-    begun = sorted((r.hashes() for r in v.open[(feed.ref, 1)]))
-    assert len(begun) == 4 and sum(width for _, width in begun) == HASH_SPAN
-    assert [r.label[-12:] for r in v.again[-3:]] == ["part 2 of 4)", "part 3 of 4)", "part 4 of 4)"]
-    assert v.parts == {}  # the new pass records its own
+def test_a_sieve_that_compares_some_part_each_time_is_never_left():
+    archive = keyless("archive", once=True)
+    v = Verification(planned=True, tables=[archive])
+    sieve = walk(v)
+    assert sieve is not None
+    parts = list(sieve.parts())
+    for chunk, b in enumerate(parts[: HOT + 2]):  # each sieve: one part at rest, every other one written to
+        low = {p: (1, "1", "1") for p in parts}
+        high = {p: (1, "1", "1" if p == b else "2") for p in parts}
+        _judge(
+            v,
+            Pending(sieve, chunk, KEYLESS_PARTS, "", 0.0, parts={p: (1, "1") for p in parts}),
+            watermark(low),
+            watermark(high),
+        )
+        assert split(v, sieve) == sieve
+    assert not v.spoiled and len(v.open[(archive.ref, 0)]) == KEYLESS_PARTS - HOT - 2
