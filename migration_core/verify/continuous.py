@@ -75,6 +75,7 @@ HOT = 2  # a range that changed between its watermarks this many times in a row 
 RESUME_EVERY = 10.0  # the walk's key within a table is journaled at most this often (its table, at once)
 WALK_PAUSE = 0.02  # between rounds of a walk that goes on within one tick: the watermarks' way to the target
 WALK_BUDGET = 10.0  # at most this long of a tick is spent walking while a database is not covered yet
+PASS_SECONDS = 10.0  # a database covered whole begins a new pass at most this often, however often it ticks
 KEYLESS_LIMIT = 10  # a table without a key larger than this many chunks' rows: sieved until covered, then left be
 KEYLESS_PARTS = 1024  # a table without a key is sieved into this many parts by its rows' hashes (a power of two)
 SIEVE_SHIFT = 65 - KEYLESS_PARTS.bit_length()  # a row's part: its hash >> SIEVE_SHIFT, in [-PARTS/2, PARTS/2)
@@ -209,6 +210,7 @@ class Verification:
     resume: Ref | None = None  # the table the walk was on when this process took over, from the journal
     resume_key: str | None = None  # and the low key of its first range not compared equal then (None: its start)
     passes: int = 0
+    pass_began: float = 0.0  # when this process began the current pass (monotonic; 0: not yet)
     lost_said: bool = False  # ranges applied on the target without digests were logged (once)
     cut: int = 0  # ranges cut so far (Range.order)
     rows_verified: int = 0
@@ -232,7 +234,9 @@ class Verification:
         done = f"verified {share * 100:.0f} %"
         if self.covered_at is not None:
             done += f" at {self.covered_at:%H:%M}"
-        done += f", {sum(len(s) for s in self.open.values())} ranges pending, {len(self.divergences)} differences"
+        sieved = {t.ref for t in self.tables if t.key is None}  # a keyless table's open parts: one sieve to send
+        pending = sum(min(len(s), 1) if ref in sieved else len(s) for (ref, _), s in self.open.items())
+        done += f", {pending} ranges pending, {len(self.divergences)} differences"
         done += f" (pass {self.passes + 1}, {self.rows_verified:,} rows compared)"
         if self.divergences:
             done += " · ❌ " + "; ".join(list(self.divergences.values())[:3])
@@ -240,6 +244,12 @@ class Verification:
         if keyless:
             done += f" · counted at cutover (no key): {', '.join(keyless[:3])}" + (" …" if len(keyless) > 3 else "")
         return done
+
+    def at_rest(self) -> bool:
+        """Every table covered (or a large keyless one left) and none differing: a new pass only refreshes the
+        proof, so it need not begin on every tick (a live message refreshed every second would otherwise re-read
+        a small database every second)."""
+        return not self.divergences and all(t.ref in self.covered or t.ref in self.spoiled for t in self.tables)
 
     def walking(self) -> Ref | None:
         """The table the walk is on (None: about to begin a pass)."""
@@ -283,7 +293,8 @@ def _now_id() -> int:
 async def step(ctx: MigrationContext, chunk_rows: int, budget: float = 0.0) -> dict[str, list[str]]:
     """One round for every database: results collected, new ranges sent, what is covered journaled; a
     database not yet covered whole keeps walking for its share of `budget` seconds (so coverage does not
-    wait for a tick per four ranges; once covered, one round a tick keeps the source's cost low).
+    wait for a tick per four ranges; once covered, one round a tick, and a new pass at most every PASS_SECONDS,
+    keep the source's cost low).
     Returns the divergences (in words) per database found so far; the caller alerts on them."""
     found = {}
     for db in ctx.m.databases:
@@ -592,7 +603,10 @@ async def _next(src: asyncpg.Connection, v: Verification, chunk_rows: int) -> Ra
     if index not in walked:  # the end of a pass, or a large keyless table compared already (or left)
         later = [i for i in walked if i > index]
         if not later:
+            if v.at_rest() and time.monotonic() - v.pass_began < PASS_SECONDS:
+                return None  # another pass now would only re-read what is proven: the next, PASS_SECONDS apart
             v.passes += 1
+            v.pass_began = time.monotonic()
         index, lo = (later or walked)[0], None
     t = v.tables[index]
     hi = None
