@@ -43,12 +43,12 @@ lint: $(STAMP)
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
 
-# Integration tests run side by side (pytest-xdist; an idle worker takes tests queued for a busy one, each
-# worker with its own clusters, on /dev/shm when it has room): most of their time is spent waiting on
-# servers and subprocesses, not on the CPU.
+# Integration tests run side by side (pytest-xdist, each worker with its own clusters, on /dev/shm when it has
+# room), a module at a time per worker, the longest modules first (tests/integration/conftest.py): the suite is
+# CPU-bound on two cores, and a worker left with one long module at the end had the machine idle around it.
 TEST_JOBS ?= 6
 test-integration: setup
-	$(VENV)/bin/pytest -q -n $(TEST_JOBS) --dist worksteal tests/integration
+	$(VENV)/bin/pytest -q -n $(TEST_JOBS) --dist loadscope --no-loadscope-reorder tests/integration
 
 # After changing dependencies in pyproject.toml, or to move to another uv (UV_VERSION=…).
 UV_VERSION ?= $(shell sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements-uv.lock)
