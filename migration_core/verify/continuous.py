@@ -148,8 +148,6 @@ class Range:
             return f"{self.table.label} (whole table, in {KEYLESS_PARTS} hash parts)"
         if self.table.key is None:
             low, width = self.hashes()
-            if width == HASH_SPAN:
-                return f"{self.table.label} (whole table)"
             return f"{self.table.label} (rows in hash part {(low - HASH_LOW) // width + 1} of {HASH_SPAN // width})"
         lo, hi = self.lo or "the first key", self.hi or "the last key"
         return f"{self.table.label} {self.table.key} from {lo} to {hi}" + (" (excluded)" if self.hi else "")
@@ -595,8 +593,15 @@ async def _plan(src: asyncpg.Connection, publication: str, v: Verification, chun
 
 
 async def _next(src: asyncpg.Connection, v: Verification, chunk_rows: int) -> Range | None:
-    """The next range of the walk; at the end of a pass, the first of the next. None: nothing to verify."""
-    walked = [i for i, t in enumerate(v.tables) if not (t.once and (t.ref in v.covered or t.ref in v.spoiled))]
+    """The next range of the walk; at the end of a pass, the first of the next. None: nothing to verify. A large
+    keyless table is not walked once covered or left, nor while a sieve of it is on its way or queued (each is
+    a scan of the whole table on both sides: one pass at a time)."""
+    sieving = {p.range.table.ref for p in v.pending.values()} | {r.table.ref for r in v.again}
+    walked = [
+        i
+        for i, t in enumerate(v.tables)
+        if not (t.once and (t.ref in v.covered or t.ref in v.spoiled or t.ref in sieving))
+    ]
     if not walked:
         return None
     index, lo = v.cursor

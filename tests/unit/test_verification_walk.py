@@ -123,6 +123,23 @@ def test_a_large_keyless_table_is_sieved_until_covered_and_left_when_no_sieve_co
     assert v.passes == 0
 
 
+def test_a_large_keyless_table_is_sieved_by_one_pass_at_a_time():
+    """Each sieve of a large table is a scan of all of it on both sides: while one is on its way to the target
+    or queued to go again, the next pass does not send another."""
+    archive, feed = keyless("archive", once=True), keyless("feed")
+    v = Verification(planned=True, tables=[archive, feed])
+    sieve = walk(v)
+    assert sieve is not None and sieve.table == archive
+    assert (following := walk(v)) is not None and following.table == feed
+    v.pending[1] = Pending(sieve, 1, 0, "", 0.0)  # on its way
+    assert (following := walk(v)) is not None and following.table == feed and v.passes == 1
+    del v.pending[1]
+    v.again.append(sieve)  # judged: parts left, queued to go again
+    assert (following := walk(v)) is not None and following.table == feed and v.passes == 2
+    v.again.clear()
+    assert (following := walk(v)) is not None and following.table == archive  # the next pass may sieve it
+
+
 def test_a_sieve_that_compares_some_part_each_time_is_never_left():
     archive = keyless("archive", once=True)
     v = Verification(planned=True, tables=[archive])
