@@ -3,7 +3,8 @@
 Type the same lines as in Slack (`/pgmig check source target`, or just `check source target`);
 replies are rendered as text; buttons are numbered and pressed with `press 2` or `press Re-run check`.
 `as USER` switches who you are (to approve a cutover someone else requested), `watch mig-N` shows a
-migration's live card, `wait N` pauses a script for N seconds; `help` lists these too. Reads a script
+migration's live card, `wait N` pauses a script for N seconds and `wait mig-N STATE` until a migration is in
+that state (or has ended); `help` lists these too. Reads a script
 from standard input when it is not a terminal.
 
 Channel posts print as they come: a new message whole; a live card's progress refresh as one line, and
@@ -67,6 +68,7 @@ from handlers.grammar import COMMANDS, MIGRATION_ID, UsageError, close_match, no
 from handlers.messages import outgoing
 from migration_core.engine.api import MONITORED
 from migration_core.observe.charts import Chart
+from migration_core.state.models import State
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +82,16 @@ SHELL_COMMANDS = {
     "press": ("press N", "click button N of the last message (or `press LABEL`, e.g. `press Re-run check`)"),
     "as": ("as USER_ID", "act as another Slack user, e.g. `as {approver}` to approve a cutover"),
     "watch": ("watch mig-N", "show a migration's live card; at a terminal it stays up to date until Enter or Ctrl-C"),
-    "wait": ("wait N", "pause N seconds (at most 600), e.g. in a script while a migration runs"),
+    "wait": (
+        "wait N, or wait mig-N STATE [N]",
+        "pause N seconds (at most 600); or until mig-N is STATE (e.g. ready_for_cutover) or has ended, at most N "
+        "seconds (600 if not said), e.g. in a script before a cutover",
+    ),
     "quit": ("quit", "leave the shell (also `exit` or Ctrl-D); Ctrl-C clears the line being typed or stops a wait"),
 }
 QUIT_WORDS = ("quit", "exit", "\\q")
+WAIT_LIMIT = 600.0  # the longest `wait`, in seconds
+WAIT_POLL = 0.2  # how often `wait mig-N STATE` reads the migration's state
 CANCELLED = "\x03"  # what reading a line gives when Ctrl-C dropped it
 EXAMPLE_APPROVER = "UAPPROVER"  # the sandbox's approver, for a configuration that names none
 SERVER_METAVARS = ("SOURCE", "TARGET", "SERVER")  # positionals and option values that name a configured server
@@ -450,17 +458,59 @@ class Shell:
             self.write(poster.card(ts) or card)
 
     async def _wait(self, rest: str) -> None:
-        try:
-            seconds = float(rest)
-        except ValueError:
-            seconds = math.nan
-        if not math.isfinite(seconds) or seconds < 0:
+        words = _words(rest)
+        if len(words) > 1:
+            await self._wait_for(words)
+            return
+        seconds = _seconds(rest)
+        if seconds is None:
             problem = f"❌ `{_short(rest)}` is not a number of seconds; " if rest else ""
             self.write(problem + self._usage("wait"))
             return
-        sleep = asyncio.ensure_future(asyncio.sleep(min(600.0, seconds)))
+        sleep = asyncio.ensure_future(asyncio.sleep(seconds))
         if not await self._until_done(sleep):
             sleep.cancel()
+
+    async def _wait_for(self, words: list[str]) -> None:
+        """`wait mig-N STATE [N]`: until the migration is in STATE or has ended, or N seconds passed — what a
+        script waits on before its next step, instead of a guessed number of seconds."""
+        number = MIGRATION_ID.fullmatch(words[0])
+        wanted = next((s for s in State if s.value == words[1].lower()), None)
+        seconds = _seconds(words[2]) if len(words) == 3 else WAIT_LIMIT
+        if number is None or wanted is None or seconds is None or len(words) > 3:
+            bad = words[0] if number is None else words[1] if wanted is None else " ".join(words[2:])
+            states = ", ".join(s.value for s in State)
+            self.write(f"❌ `{_short(bad)}`: {self._usage('wait')} (states: {states})")
+            return
+        mid, engine = f"mig-{int(number.group(1))}", self.services.engine
+        if await engine.find(mid) is None:
+            self.write(f"❌ there is no {mid}; `list` shows the migrations")
+            return
+
+        async def reached() -> State:
+            while True:
+                m = await engine.find(mid)
+                if m is None or m.state is wanted or m.state.finished:
+                    return m.state if m is not None else State.CANCELLED
+                await asyncio.sleep(WAIT_POLL)
+
+        began = time.monotonic()
+        waiting = asyncio.ensure_future(asyncio.wait_for(reached(), seconds))
+        if not await self._until_done(waiting):
+            waiting.cancel()
+            return
+        took = f"after {_clock(time.monotonic() - began)}"
+        try:
+            state = waiting.result()
+        except asyncio.TimeoutError:
+            m = await engine.find(mid)
+            now = m.state.value if m is not None else "gone"
+            self.write(f"⏱ {mid} is still {now} {took}, not {wanted.value}")
+            return
+        if state is wanted:
+            self.write(f"{mid} is {state.value} ({took})")
+        else:
+            self.write(f"⚠️ {mid} ended {state.value} {took}, never {wanted.value}")
 
     def _show(self, reply: Reply) -> None:
         text, buttons = render(*_parts(reply))
@@ -718,6 +768,15 @@ def _first_word(line: str) -> tuple[str, str, str]:
     """The line's first word (lower case) and the rest; any Unicode space separates them."""
     parts = line.split(None, 1)
     return parts[0].lower(), " ", parts[1].strip() if len(parts) > 1 else ""
+
+
+def _seconds(text: str) -> float | None:
+    """A number of seconds to wait (at most WAIT_LIMIT), or None when `text` is not one."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    return min(WAIT_LIMIT, seconds) if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _words(text: str) -> list[str]:

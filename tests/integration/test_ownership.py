@@ -242,7 +242,7 @@ def test_killed_right_after_journaling_a_dbas_empty_database_it_finishes_or_empt
             "shell", env={**env, KILL: f"contents:{db}"}, stdin=f"migrate src tgt --mode offline --db {db}\n"
         )
         assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-        script = "wait 8\nstatus mig-1\n" if then == "restart" else "cancel mig-1\n"
+        script = "wait mig-1 completed 120\nstatus mig-1\n" if then == "restart" else "cancel mig-1\n"
         again = pgmig("shell", env=env, stdin=script)
         assert again.returncode == 0 and "Traceback" not in again.stdout + again.stderr, again.stderr
         assert oid(target_cluster, db) == theirs  # the DBA's very database, never dropped

@@ -31,7 +31,10 @@ def test_a_streaming_migration_still_streams_after_the_sandbox_restarts(tmp_path
     env = sandbox_env(tmp_path)
     try:
         first = pgmig(
-            "run", stdin="migrate source target --mode online --db shop\nwait 8\nstatus mig-1\n", env=env, timeout=180
+            "run",
+            stdin="migrate source target --mode online --db shop\nwait mig-1 ready_for_cutover 120\nstatus mig-1\n",
+            env=env,
+            timeout=180,
         )
         assert first.returncode == 0, first.stderr
         assert "ready_for_cutover" in first.stdout

@@ -51,7 +51,10 @@ def made(tmp_path_factory):
     out = {"cwd": cwd, "env": env}
     try:
         out["run"] = pgmig(
-            cwd, "run", stdin="migrate source target --mode online --db shop --parallel 1\nwait 8\n", env=env
+            cwd,
+            "run",
+            stdin="migrate source target --mode online --db shop --parallel 1\nwait mig-1 ready_for_cutover 120\n",
+            env=env,
         )
         yield out
     finally:

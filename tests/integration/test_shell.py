@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -140,21 +141,21 @@ def test_sandbox_online_migration_and_cutover_from_one_shell(tmp_path):
     script = "\n".join(
         [
             "migrate source target --mode online --db shop --overwrite",
-            "wait 8",
+            "wait mig-1 ready_for_cutover 120",
             "status mig-1",
             "repair mig-1",
             "cutover mig-1",
             "press Approve",
             "as UAPPROVER",
             "press Approve",
-            "wait 10",
+            "wait mig-1 completed 120",
             "status mig-1",
         ]
     )
     try:
         out = pgmig("run", "--user", "dana", stdin=script + "\n", env=env, timeout=180)
         assert out.returncode == 0, out.stderr
-        assert "ready_for_cutover" in out.stdout
+        assert "mig-1 is ready_for_cutover (after " in out.stdout and "mig-1 is completed (after " in out.stdout
         assert "verified while streaming: verified " in out.stdout  # ranges compared at one point of the stream
         assert "no range of mig-1 differs as far as continuous verification has found" in out.stdout
         assert "Approve cutover of mig-1?" in out.stdout
@@ -182,11 +183,11 @@ def test_shell_cutover_card_and_status_name_people_and_end_with_the_outcome(tmp_
     env = shell_env(tmp_path, config)
     script = [
         "migrate src tgt --mode online --db app --parallel 1",
-        "wait 8",  # ready for cutover within a second or two
+        "wait mig-1 ready_for_cutover 120",
         "cutover mig-1",
         "as UAPPROVER",
         "press Approve",
-        "wait 8",
+        "wait mig-1 completed 120",
         "status mig-1",
         "audit mig-1",
         "watch mig-1",
@@ -231,6 +232,8 @@ def test_shell_commands_are_listed_and_explain_themselves(tmp_path):
             "watch mig-9",
             "wait",
             "wait soon",
+            "wait mig-9 ready_for_cutover",
+            "wait mig-9 done 5",
             "help press",
             "stauts",
             "check srcc tgt —mode offline",
@@ -245,15 +248,18 @@ def test_shell_commands_are_listed_and_explain_themselves(tmp_path):
     assert out.returncode == 0, out.stderr
     text = out.stdout
     help_part = text.split("pgmig> as")[0]
-    for usage in ("press N", "as USER_ID", "watch mig-N", "wait N", "quit"):
+    for usage in ("press N", "as USER_ID", "watch mig-N", "wait N, or wait mig-N STATE [N]", "quit"):
         assert f"  {usage} " in help_part
     assert "`/pgmig check` — Run the pre-flight checks" in help_part  # and the Slack commands, as before
-    assert "as USER_ID   act as another Slack user, e.g. `as U0LEAD` to approve a cutover" in help_part
+    assert re.search(r"as USER_ID +act as another Slack user, e\.g\. `as U0LEAD` to approve a cutover", help_part)
     assert "usage: as USER_ID — act as another Slack user, e.g. `as U0LEAD` to approve a cutover" in text
     assert "usage: watch mig-N — show a migration's live card" in text
     assert "❌ there is no mig-9; `list` shows the migrations" in text
     assert text.count("usage: press N — click button N of the last message") == 2  # `press`, `help press`
-    assert "usage: wait N — pause N seconds" in text and "`soon` is not a number of seconds" in text
+    assert "usage: wait N, or wait mig-N STATE [N] — pause N seconds" in text
+    assert "`soon` is not a number of seconds" in text
+    assert text.count("❌ there is no mig-9; `list` shows the migrations") == 2  # `watch`, `wait … STATE`
+    assert "❌ `done`: usage: wait N, or wait mig-N STATE [N]" in text and "(states: created, preflight," in text
     assert "unknown command `stauts` — did you mean `status`?" in text
     assert "unknown server srcc; configured servers: src, tgt — did you mean `src`?" in text
     assert "`migrate` has no option `--paralel` — did you mean `--parallel`?" in text

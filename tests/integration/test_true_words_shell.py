@@ -37,8 +37,10 @@ def test_refusals_cancels_list_and_audit_say_what_is_true(tmp_path, source_clust
             "retry mig-1",
             "cancel mig-1",
             "migrate src tgt --mode online --db shop --parallel 1",
-            "wait 6",
+            "wait mig-2 ready_for_cutover 120",
+            "wait mig-2 completed 0.5",
             "cancel mig-2",
+            "wait mig-2 ready_for_cutover 5",
             "list",
             "audit mig-1",
             "audit mig-2",
@@ -62,6 +64,14 @@ def test_refusals_cancels_list_and_audit_say_what_is_true(tmp_path, source_clust
         cancelled = answer_to(text, "cancel mig-1")
         assert "🚫 mig-1 cancelled." in cancelled and "left in place" not in cancelled, cancelled
         assert "left in place" not in answer_to(text, "cancel mig-2")
+        # a script's wait on a state says how it ended: reached, still elsewhere, or ended another way
+        assert "\nmig-2 is ready_for_cutover (after 0:" in answer_to(text, "wait mig-2 ready_for_cutover 120")
+        assert "⏱ mig-2 is still ready_for_cutover after 0:00, not completed" in answer_to(
+            text, "wait mig-2 completed 0.5"
+        )
+        assert "⚠️ mig-2 ended cancelled after 0:00, never ready_for_cutover" in answer_to(
+            text, "wait mig-2 ready_for_cutover 5"
+        )
         # list: the most recent first, as documented
         listed = answer_to(text, "list")
         assert "Recent migrations (newest first)" in listed and listed.index("mig-2") < listed.index("mig-1")
