@@ -130,8 +130,13 @@ def predict(p: DatabaseProgress, f: Measured, limit: float) -> Window | None:
             f"{FENCE_TRIPS + 2 * f.grantees} statements ({f.grantees} roles with CONNECT) at "
             f"{f.source_trip * 1000:.1f} ms and {writes} journal writes",
         )
-        fixed = 2 * f.source_connect + CATCH_UP_TRIPS * f.source_trip + STORE_WRITE_SECONDS + f.confirm
-        fixed_said = f"a commit confirmed (the target's wal_writer_delay: {f.confirm * 1000:.0f} ms)"
+        if p.verification is not None and p.verification.schema:  # flows/steps/cutover.fence_arrived
+            trips = CATCH_UP_TRIPS * max(f.source_trip, f.target_trip)
+            fixed = f.source_connect + f.target_connect + trips + STORE_WRITE_SECONDS
+            fixed_said = "the fence's watermark seen on the target"
+        else:  # the slot's confirmed position: the subscriber confirms a flushed commit after wal_writer_delay
+            fixed = 2 * f.source_connect + CATCH_UP_TRIPS * f.source_trip + STORE_WRITE_SECONDS + f.confirm
+            fixed_said = f"a commit confirmed (the target's wal_writer_delay: {f.confirm * 1000:.0f} ms)"
     lag, rate = p.lag_bytes or 0, p.apply_rate
     catch = catch_up_seconds(lag, rate, fixed)
     if catch is None:

@@ -9,6 +9,7 @@ from migration_core.observe import forecast
 from migration_core.observe.forecast import Measured, catch_up_seconds, fits_in, predict
 from migration_core.observe.progress import DatabaseProgress
 from migration_core.observe.slot_guard import windowed_rate
+from migration_core.verify.continuous import Verification
 
 
 def test_catch_up_is_the_lag_at_the_apply_rate_plus_the_fixed_cost():
@@ -58,3 +59,16 @@ def test_predict_uses_an_earlier_cutover_and_says_when_it_fits():
     assert w.fits_in is not None and w.fits_in > 0
     assert forecast.trend(p) == "lag falling at 60.0 MB/min"
     assert predict(DatabaseProgress("shop", lag_bytes=100 << 20, apply_rate=0.0), f, 5.0) is None
+
+
+def test_a_first_cutover_where_verification_runs_waits_for_the_fences_watermark_not_a_confirmed_commit():
+    """Where continuous verification runs, the catch-up is the fence's watermark seen on the target: two
+    logins and a few round trips, not the subscriber's confirmation after wal_writer_delay (a first cutover
+    was predicted 0.28 s for 0.12 s seen)."""
+    f = measured()
+    plain = predict(DatabaseProgress("shop", lag_bytes=0), f, limit=0)
+    verified = predict(DatabaseProgress("shop", lag_bytes=0, verification=Verification(schema="pgmig_x")), f, 0)
+    assert plain is not None and verified is not None
+    assert plain.catch_up == pytest.approx(0.02 + forecast.CATCH_UP_TRIPS * 0.001 + forecast.STORE_WRITE_SECONDS + 0.15)
+    assert verified.catch_up == pytest.approx(0.02 + forecast.CATCH_UP_TRIPS * 0.001 + forecast.STORE_WRITE_SECONDS)
+    assert "the fence's watermark seen on the target" in verified.parts["catch_up"].basis
