@@ -17,6 +17,7 @@ only when nothing else was put in it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -330,16 +331,18 @@ async def repair(
     keytype: str | None,
     lo: str | None,
     hi: str | None,
-) -> int:
+) -> tuple[int, float]:
     """Send a range's rows to the target: the table locked against writers (SHARE, for the moment of one
     read) so that the rows read and the watermark carrying them are one state of the source; the target's
     trigger replaces its range with them where the watermark arrives in the stream, so every change
-    committed before is under them and every change after applies on top. Returns the rows sent."""
+    committed before is under them and every change after applies on top. Returns the rows sent and how long
+    writers to the table waited (the lock held: one read, a scan of the whole table for a keyless part)."""
     label = f"{ident(table[0])}.{ident(table[1])}"
     where, args = range_condition(key, keytype, lo, hi)
     async with conn.transaction():
         await conn.execute("SET LOCAL lock_timeout = '5s'")  # writers wait behind the lock: never for long
         await conn.execute(f"LOCK TABLE {only}{label} IN SHARE MODE")
+        locked = time.monotonic()
         found = await conn.fetchrow(
             f"SELECT count(*) AS n, coalesce(jsonb_agg(to_jsonb(t)), '[]'::jsonb)::text AS rows "
             f"FROM {only}{label} t WHERE {where}",
@@ -356,7 +359,7 @@ async def repair(
             hi,
             found["rows"],
         )
-    return found["n"]
+    return found["n"], time.monotonic() - locked
 
 
 async def forget(conn: asyncpg.Connection, schema: str, chunks: list[int]) -> None:

@@ -677,12 +677,12 @@ async def repair(ctx: MigrationContext, table: str = "") -> list[str]:
                     Change.REPAIR, TARGET, db, r.label, RepairPayload(t.schema, t.name, t.key, r.lo, r.hi)
                 )
                 chunk = _now_id()
-                rows = await watermarks.repair(
+                rows, held = await watermarks.repair(
                     src, v.schema, _now_id(), chunk, (t.schema, t.name), _only(t), t.key, t.keytype, r.lo, r.hi
                 )
                 await ctx.journal.done(entry)
                 v.divergences.pop(r, None)
                 v.differed.pop(r, None)
                 v.again.append(r)
-                said.append(f"{db}: {r.label} ({rows:,} rows)")
+                said.append(f"{db}: {r.label} ({rows:,} rows; writes to the table waited {held:.2f} s)")
     return said

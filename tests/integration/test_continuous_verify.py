@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 
 import asyncpg
@@ -462,6 +463,7 @@ async def test_keyless_tables_written_all_the_time_or_large_are_covered_and_a_pa
 
         await wait_until(repaired_and_covered, 120, lambda: "repaired and covered: " + line(engine, mid, "cvl"))
         assert repaired and all('feed" (rows in hash part' in r for r in repaired), repaired
+        assert all(re.search(r"rows; writes to the table waited \d+\.\d\d s\)$", r) for r in repaired), repaired
         assert tgt.psql("SELECT string_agg(what, ',') FROM feed WHERE at = 777", database="cvl") == "f777"
     finally:
         stop.set()
