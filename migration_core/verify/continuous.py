@@ -238,10 +238,19 @@ class Verification:
         done += f" (pass {self.passes + 1}, {self.rows_verified:,} rows compared)"
         if self.divergences:
             done += " · ❌ " + "; ".join(list(self.divergences.values())[:3])
-        keyless = [t.label for t in self.tables if t.key is None and t.ref not in self.covered]
+        keyless = [self._sieving(t) for t in self.tables if t.key is None and t.ref not in self.covered]
         if keyless:
             done += f" · counted at cutover (no key): {', '.join(keyless[:3])}" + (" …" if len(keyless) > 3 else "")
         return done
+
+    def _sieving(self, t: Table) -> str:
+        """A keyless table not covered, with how far its latest pass's sieves got (a large one's each cost a
+        scan of it on both sides: worth showing while it is covered)."""
+        walks = [walk for ref, walk in self.open if ref == t.ref]
+        if t.ref in self.spoiled or not walks:
+            return t.label
+        compared = KEYLESS_PARTS - len(self.open[(t.ref, max(walks))])
+        return f"{t.label} ({compared} of {KEYLESS_PARTS} parts compared)"
 
     def at_rest(self) -> bool:
         """Every table covered (or a large keyless one left) and none differing: a new pass only refreshes the

@@ -91,6 +91,9 @@ def test_parts_written_between_the_watermarks_wait_for_the_next_sieve_the_others
     parts = sieve.parts()
     assert parts[3] not in waiting and parts[0] not in waiting  # compared equal (part 0: empty on both sides)
     assert waiting == {parts[7], parts[-9]} and v.again == [sieve] and not v.divergences
+    assert f'counted at cutover (no key): "public"."feed" ({KEYLESS_PARTS - 2} of {KEYLESS_PARTS} parts compared)' in (
+        v.summary()
+    )
     # the second: part 7 at rest and equal now; part -9 differs again: a divergence, named by its hash part
     v.again.clear()
     at_rest = {3: (2, "17", "100"), 7: (2, "9", "201"), -9: (3, "-31", "300")}
