@@ -285,10 +285,12 @@ async def applied(conn: asyncpg.Connection, slot: str, positions: list[str]) -> 
     return set(found or [])
 
 
-async def lost(conn: asyncpg.Connection, schema: str, subscription: str) -> str:
+async def lost(conn: asyncpg.Connection, schema: str, journal: Journal, database: str) -> str:
     """Why the target applied watermarks without their trigger taking digests, in words (its copy of the
     watermark table not part of the subscription, which skips its changes; the trigger disabled), and the
-    subscription refreshed when it lacks the table (its own: pgmig made both)."""
+    subscription refreshed when it lacks the table — only pgmig's own: its journal entry live, and
+    subscribed to pgmig's publication of that name (a namesake made by someone else is left be)."""
+    subscription = journal.object_name(database)  # the subscription and the publication share the name
     table = f"{ident(schema)}.{WATERMARKS}"
     subscribed = await conn.fetchval(
         "SELECT srsubstate::text FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid "
@@ -296,12 +298,22 @@ async def lost(conn: asyncpg.Connection, schema: str, subscription: str) -> str:
         subscription,
         table,
     )
+    made = await journal.find(Change.SUBSCRIPTION, TARGET, database, subscription)
+    ours = (
+        made is not None
+        and made.live
+        and await conn.fetchval(
+            "SELECT $1 = ANY(subpublications) FROM pg_subscription "
+            "WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            subscription,
+        )
+    )
     enabled = await conn.fetchval(
         "SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2", table, TRIGGER
     )
     said = f"the target's {table} is {'in state ' + subscribed if subscribed else 'not'} in subscription "
     said += f"{subscription}, its trigger {'enabled ' + enabled if enabled else 'missing'}"
-    if subscribed is None:  # nothing new to journal or undo: the table joins pgmig's subscription, as in `ensure`
+    if subscribed is None and ours:  # nothing to journal or undo: the table joins pgmig's subscription (`ensure`)
         await conn.execute(f"ALTER SUBSCRIPTION {ident(subscription)} REFRESH PUBLICATION WITH (copy_data = false)")
         failpoints.reached(f"refreshed:{subscription}")
         said += "; the subscription was refreshed"

@@ -432,7 +432,7 @@ async def _collect(ctx: MigrationContext, db: str, v: Verification) -> None:
         lost = {p.chunk for p in late if p.position in confirmed and len(seen.get(p.chunk, {})) < 2}
         if lost and not v.lost_said:
             await ctx.journal.confirm()  # it may refresh the subscription: only while this replica holds the lease
-            why = await watermarks.lost(tgt, v.schema, ctx.journal.object_name(db))
+            why = await watermarks.lost(tgt, v.schema, ctx.journal, db)
             log.warning("%s %s: %d range(s) applied on the target without digests (%s)", ctx.mid, db, len(lost), why)
             v.lost_said = True  # said: a look that died before saying it looks again
         finished = []
