@@ -443,7 +443,7 @@ class Shell:
         poster = self.services.poster
         card = poster.card(m.message_ts) if m and isinstance(poster, ShellPoster) else None
         if m is None:
-            self.write(f"❌ there is no {mid}; `list` shows the migrations")
+            self.write(_no_such(mid))
         elif card is None or not isinstance(poster, ShellPoster):
             self.write(f"{mid} is {m.state.value}; its card was not shown in this session: `status {mid}` shows it")
         elif self.terminal is None:
@@ -484,7 +484,7 @@ class Shell:
             return
         mid, engine = f"mig-{int(number.group(1))}", self.services.engine
         if await engine.find(mid) is None:
-            self.write(f"❌ there is no {mid}; `list` shows the migrations")
+            self.write(_no_such(mid))
             return
 
         async def reached() -> State:
@@ -768,6 +768,10 @@ def _first_word(line: str) -> tuple[str, str, str]:
     """The line's first word (lower case) and the rest; any Unicode space separates them."""
     parts = line.split(None, 1)
     return parts[0].lower(), " ", parts[1].strip() if len(parts) > 1 else ""
+
+
+def _no_such(mid: str) -> str:
+    return f"❌ there is no {mid}; `list` shows the migrations"
 
 
 def _seconds(text: str) -> float | None:

@@ -130,7 +130,7 @@ def predict(p: DatabaseProgress, f: Measured, limit: float) -> Window | None:
             f"{FENCE_TRIPS + 2 * f.grantees} statements ({f.grantees} roles with CONNECT) at "
             f"{f.source_trip * 1000:.1f} ms and {writes} journal writes",
         )
-        if p.verification is not None and p.verification.schema:  # flows/steps/cutover.fence_arrived
+        if continuous.running(p.verification):  # flows/steps/cutover.fence_arrived
             trips = CATCH_UP_TRIPS * max(f.source_trip, f.target_trip)
             fixed = f.source_connect + f.target_connect + trips + STORE_WRITE_SECONDS
             fixed_said = "the fence's watermark seen on the target"

@@ -147,11 +147,15 @@ class ServerConfig:
         if rest:
             await conn.execute("; ".join(f"SET {name} = 0" for name in rest))
 
+    async def version(self, database: str | None = None) -> tuple[int, int]:
+        """The server's (major, minor) as its last login here said; a login to ask when none did yet."""
+        if (self.host, self.port) not in _versions:
+            await (await self.connect(database)).close()
+        return _versions[(self.host, self.port)]
+
     async def pool(self, database: str, size: int, settings: dict[str, str] | None = None) -> asyncpg.Pool:
         """Up to `size` data connections (no time limit, keepalives, RENDERING), with `settings` for each session."""
-        if (self.host, self.port) not in _versions:
-            # Each release runs RESET ALL, which keeps what the login set but undoes a SET: log in knowing the version.
-            await (await self.connect(database)).close()
+        await self.version(database)  # each release runs RESET ALL, which undoes a SET: log in knowing the version
         login = self._login(database)
         try:
             return await asyncpg.create_pool(
@@ -303,11 +307,8 @@ async def _init_pooled(conn: asyncpg.Connection) -> None:
 
 
 async def server_major(server: ServerConfig) -> int:
-    """The server's PostgreSQL major version (16 for 16.4), as its last login here said (a login to ask
-    otherwise: each costs the server a backend)."""
-    if (server.host, server.port) not in _versions:
-        await (await server.connect()).close()
-    return _versions[(server.host, server.port)][0]
+    """The server's PostgreSQL major version (16 for 16.4), without a login when one told it already."""
+    return (await server.version())[0]
 
 
 async def column_per_database(server: ServerConfig, databases: list[str], sql: str) -> dict[str, list]:

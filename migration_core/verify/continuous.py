@@ -56,6 +56,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeGuard
 
 import asyncpg
 
@@ -373,10 +374,16 @@ async def elsewhere(ctx: MigrationContext) -> None:
             p.verified = f"verified {made.share * 100:.0f} %{at} (journaled by the replica running it)"
 
 
+def running(v: Verification | None) -> TypeGuard[Verification]:
+    """Whether continuous verification runs here for a database (its objects made): the cutover's catch-up is
+    then the fence's watermark seen on the target, not the slot's confirmed position."""
+    return v is not None and bool(v.schema)
+
+
 def proven(ctx: MigrationContext, db: str) -> frozenset[Ref]:
     """The tables of `db` this replica's continuous verification covers (see the module's docstring)."""
     v = ctx.progress.of(db).verification
-    return frozenset(v.covered) if v is not None and v.schema else frozenset()
+    return frozenset(v.covered) if running(v) else frozenset()
 
 
 async def _restore(ctx: MigrationContext, db: str, v: Verification) -> None:

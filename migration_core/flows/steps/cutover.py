@@ -168,7 +168,7 @@ async def fence_arrived(ctx: MigrationContext, result: DatabaseCutover) -> froze
     are counted when sessions kept slipping in), or None when verification runs elsewhere or not at all."""
     db = result.database
     v = ctx.progress.of(db).verification
-    if v is None or not v.schema:
+    if not continuous.running(v):
         return None
     deadline = time.monotonic() + ctx.config.catch_up_timeout_seconds
     for _ in range(LATE_SESSION_ROUNDS):
